@@ -1,0 +1,401 @@
+"""The sync session state machine (sans-I/O: no asyncio, no clock; ``now`` comes in).
+
+Theory of operation
+-------------------
+One ``SyncSession`` per linked workspace decides WHEN to push and pull; the driver does the I/O.
+The driver feeds inputs and then runs what ``commands_to_run()`` returns, in order:
+
+    inputs  start, local_changes_committed, pull_page_received, push_result_received,
+            remote_change_received, connectivity_changed, auth_refreshed, tick(now)
+    output  PullSince, PushBatch, ApplyRemote, RefreshAuth, ScheduleRetry, PublishStatus
+
+and calls ``tick(now)`` when ``deadline`` passes (the one timer: debounce, periodic pull and
+retry backoff all live in it). Executing ``PullSince`` means: fetch one page after the cursor,
+apply it and its new cursor in one SQLite transaction, then report ``PullPage``. Executing
+``PushBatch`` means: push up to ``limit`` outbox entries, settle them (applied / superseded /
+rejected) and report ``PushDone(more)``. Failures are reported as ``retry.Failure``.
+
+Rules:
+- One request at a time. A due pull goes before a due push: the catch-up pull after a
+  (re)connect must merge remote changes while our unpushed edits are still pending, so a lost
+  ``manual`` edit is recorded as a conflict (I9) before the push drains it.
+- Push at most ``push_delay_s`` (250 ms) after the first unpushed local write, and at once
+  (right after the catch-up pull) on start and reconnect; a batch that leaves more behind is
+  followed by the next at once.
+- Pull at once on start and on every reconnect (the driver reports every realtime
+  (re)subscribe as ``connectivity_changed(online=True)``: realtime is at-most-once, the pull
+  closes the gap), page after page while ``has_more``, then every ``pull_interval_s`` (30 s).
+- Realtime changes are applied as they come (``ApplyRemote``); they never move the cursor.
+- Failures go through ``retry.classify``: ``Retry`` waits ``Backoff.delay`` (full jitter,
+  honouring Retry-After) and holds every request until then (ERROR); ``ReAuth`` refreshes the
+  session and repeats the request; ``Fatal("auth_required")`` stops everything until ``start``
+  is called again after a login (AUTH_REQUIRED); any other ``Fatal`` retries slowly, every
+  ``backoff.cap_s``, so a fixed server recovers without a restart. A request that fails while
+  offline is simply repeated on reconnect.
+- Results that arrive for a request the session no longer waits for (e.g. after ``start``) are
+  stale: a pull page still moves the cursor (the store applied it), nothing else changes.
+
+States (derived from the snapshot, first match wins):
+
+    AUTH_REQUIRED  the session is gone; waiting for start() after a login
+    OFFLINE        not started, or no connectivity
+    ERROR          a failure is waiting out its backoff (no request in flight)
+    CONNECTING     no request has succeeded since the (re)connect, or the session is refreshing
+    PULLING        a pull is in flight
+    PUSHING        a push is in flight
+    IDLE           nothing in flight; waiting for a deadline or an input
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, Literal
+
+from daemon.sync.retry import Backoff, Failure, Fatal, ReAuth, Retry, classify
+
+__all__ = [
+    "ApplyRemote",
+    "Command",
+    "PublishStatus",
+    "PullPage",
+    "PullSince",
+    "PushBatch",
+    "PushDone",
+    "RefreshAuth",
+    "ScheduleRetry",
+    "Snapshot",
+    "SyncSession",
+    "SyncState",
+]
+
+Op = Literal["push", "pull", "auth"]
+Request = Literal["push", "pull"]
+
+
+class SyncState(StrEnum):
+    OFFLINE = "offline"
+    CONNECTING = "connecting"
+    IDLE = "idle"
+    PUSHING = "pushing"
+    PULLING = "pulling"
+    ERROR = "error"
+    AUTH_REQUIRED = "auth_required"
+
+
+# Results the driver reports --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PullPage:
+    """A page was applied with its cursor; ``has_more``: the cloud holds more after it."""
+
+    cursor: str | None
+    has_more: bool
+    applied: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PushDone:
+    """A batch was pushed and settled; ``more``: the outbox still holds entries."""
+
+    more: bool
+    pushed: int = 0
+
+
+# Commands the driver runs ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PullSince:
+    cursor: str | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class PushBatch:
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyRemote:
+    """Merge one realtime change (it does not move the pull cursor)."""
+
+    change: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshAuth:
+    """Refresh the cloud session, then report ``auth_refreshed``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRetry:
+    """A failed request will be repeated at ``at`` (already part of ``deadline``; log it)."""
+
+    at: float
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishStatus:
+    """The status snapshot changed; publish it (sync.status event, ``syncd status``)."""
+
+    state: SyncState
+    pending: bool
+    error: str | None
+    retry_at: float | None
+    last_pull_at: float | None
+
+
+Command = PullSince | PushBatch | ApplyRemote | RefreshAuth | ScheduleRetry | PublishStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The whole state of a session; transitions replace it, never mutate it."""
+
+    started: bool = False
+    online: bool = False
+    connected: bool = False  # a request succeeded since the last (re)connect
+    busy: Op | None = None
+    resume: Request | None = None  # the request to repeat after a session refresh
+    refreshed: bool = False  # the session was refreshed since the last success
+    cursor: str | None = None
+    pending: bool = False  # local changes not yet pushed
+    push_due: float | None = None
+    pull_due: float | None = None
+    attempt: int = 0  # consecutive failures
+    retry_at: float | None = None
+    error: str | None = None
+    auth_required: bool = False
+    last_pull_at: float | None = None
+
+    @property
+    def state(self) -> SyncState:
+        if self.auth_required:
+            return SyncState.AUTH_REQUIRED
+        if not (self.started and self.online):
+            return SyncState.OFFLINE
+        if self.retry_at is not None and self.busy is None:
+            return SyncState.ERROR
+        if self.busy == "auth" or not self.connected:
+            return SyncState.CONNECTING
+        if self.busy == "pull":
+            return SyncState.PULLING
+        if self.busy == "push":
+            return SyncState.PUSHING
+        return SyncState.IDLE
+
+    @property
+    def can_request(self) -> bool:
+        return self.started and self.online and not self.auth_required and self.busy is None
+
+    def next_request_at(self) -> float | None:
+        """When the next request may start: the earliest due time, but never during backoff."""
+        if not self.can_request:
+            return None
+        due = min((t for t in (self.pull_due, self.push_due) if t is not None), default=None)
+        if due is None or self.retry_at is None:
+            return due
+        return max(due, self.retry_at)
+
+    def with_due(self, op: Request, at: float) -> Snapshot:
+        return replace(self, pull_due=at) if op == "pull" else replace(self, push_due=at)
+
+
+class SyncSession:
+    """The sync state machine of one workspace link (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        backoff: Backoff | None = None,
+        push_delay_s: float = 0.25,
+        pull_interval_s: float = 30.0,
+        push_limit: int = 500,
+        pull_limit: int = 1000,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.backoff = backoff or Backoff()
+        self.push_delay_s = push_delay_s
+        self.pull_interval_s = pull_interval_s
+        self.push_limit = push_limit
+        self.pull_limit = pull_limit
+        self._rand = rand
+        self.snapshot = Snapshot()
+        self._commands: list[Command] = []
+        self._published: PublishStatus | None = None
+
+    # Outputs -----------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SyncState:
+        return self.snapshot.state
+
+    @property
+    def deadline(self) -> float | None:
+        """When the driver must call ``tick`` next; None: only an input can change anything."""
+        return self.snapshot.next_request_at()
+
+    def commands_to_run(self) -> list[Command]:
+        """Drain the commands produced by the inputs so far, oldest first."""
+        commands, self._commands = self._commands, []
+        return commands
+
+    # Inputs ------------------------------------------------------------------------------------
+
+    def start(
+        self, now: float, *, cursor: str | None = None, pending: bool = False, online: bool = True
+    ) -> None:
+        """(Re)start syncing, e.g. at daemon start or after a login; pulls at once."""
+        self.snapshot = Snapshot(
+            started=True,
+            online=online,
+            busy=self.snapshot.busy,  # a request still in flight will report; wait for it
+            cursor=cursor,
+            pending=pending,
+            push_due=now if pending else None,
+            pull_due=now,
+            last_pull_at=self.snapshot.last_pull_at,
+        )
+        self._advance(now)
+
+    def local_changes_committed(self, now: float) -> None:
+        """Local writes reached the outbox; push within ``push_delay_s``."""
+        s = self.snapshot
+        due = s.push_due if s.push_due is not None else now + self.push_delay_s
+        self.snapshot = replace(s, pending=True, push_due=due)
+        self._advance(now)
+
+    def pull_page_received(self, now: float, outcome: PullPage | Failure) -> None:
+        s = self.snapshot
+        if s.busy != "pull":
+            if isinstance(outcome, PullPage) and outcome.cursor is not None:
+                self.snapshot = replace(s, cursor=outcome.cursor)  # stale, but applied
+            return
+        if isinstance(outcome, Failure):
+            self._fail(now, "pull", outcome)
+        else:
+            due = now if outcome.has_more else now + self.pull_interval_s
+            cursor = outcome.cursor if outcome.cursor is not None else s.cursor
+            self.snapshot = replace(
+                self._succeeded(s),
+                cursor=cursor,
+                pull_due=due,
+                last_pull_at=s.last_pull_at if outcome.has_more else now,
+            )
+        self._advance(now)
+
+    def push_result_received(self, now: float, outcome: PushDone | Failure) -> None:
+        s = self.snapshot
+        if s.busy != "push":
+            return
+        if isinstance(outcome, Failure):
+            self._fail(now, "push", outcome)
+        elif outcome.more:
+            self.snapshot = replace(self._succeeded(s), push_due=now)
+        else:
+            self.snapshot = replace(self._succeeded(s), pending=s.push_due is not None)
+        self._advance(now)
+
+    def remote_change_received(self, now: float, change: Mapping[str, Any]) -> None:
+        """A realtime change: apply it (idempotent merge) whatever the state."""
+        self._commands.append(ApplyRemote(change))
+        self._advance(now)
+
+    def connectivity_changed(self, now: float, *, online: bool) -> None:
+        """The network or the realtime channel went down, or came (back) up."""
+        s = self.snapshot
+        if not online:
+            self.snapshot = replace(s, online=False, connected=False)
+        else:
+            self.snapshot = replace(
+                s,
+                online=True,
+                connected=False,
+                pull_due=now,
+                push_due=now if s.pending else s.push_due,
+                attempt=0,
+                retry_at=None,
+                error=None,
+            )
+        self._advance(now)
+
+    def auth_refreshed(self, now: float, failure: Failure | None = None) -> None:
+        """The session refresh asked for by ``RefreshAuth`` finished."""
+        s = self.snapshot
+        if s.busy != "auth":
+            return
+        resume: Request = s.resume or "pull"
+        s = replace(s, busy=None, resume=None)
+        if failure is None:
+            self.snapshot = replace(s, refreshed=True).with_due(resume, now)
+        elif isinstance(classify(failure, now=now), Retry):
+            self.snapshot = s
+            self._fail(now, resume, failure)
+        else:  # refused, or rejected again: only a new login helps
+            self.snapshot = replace(s, auth_required=True, error="auth_required")
+        self._advance(now)
+
+    def tick(self, now: float) -> None:
+        """Time passed; start whatever is due."""
+        self._advance(now)
+
+    # Transitions -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _succeeded(s: Snapshot) -> Snapshot:
+        return replace(
+            s, busy=None, connected=True, attempt=0, retry_at=None, error=None, refreshed=False
+        )
+
+    def _fail(self, now: float, op: Request, failure: Failure) -> None:
+        s = replace(self.snapshot, busy=None)
+        if not s.online:  # the request died with the network; reconnect repeats it
+            self.snapshot = s
+            return
+        decision = classify(failure, now=now)
+        if isinstance(decision, ReAuth) and s.refreshed:  # rejected again right after a refresh
+            decision = Fatal("auth_required")
+        if isinstance(decision, ReAuth):
+            self.snapshot = replace(s, busy="auth", resume=op)
+            self._commands.append(RefreshAuth())
+            return
+        if isinstance(decision, Fatal) and decision.reason == "auth_required":
+            self.snapshot = replace(s, auth_required=True, error=decision.reason)
+            return
+        if isinstance(decision, Retry):
+            delay = self.backoff.delay_for(decision, s.attempt, self._rand())
+        else:
+            delay = self.backoff.cap_s
+        at = now + delay
+        s = replace(s, attempt=s.attempt + 1, retry_at=at, error=decision.reason)
+        self.snapshot = s.with_due(op, at)
+        self._commands.append(ScheduleRetry(at, s.attempt, decision.reason))
+
+    def _advance(self, now: float) -> None:
+        """Start the due request, if any, and publish the status when it changed."""
+        s = self.snapshot
+        if s.retry_at is not None and s.retry_at <= now:
+            s = replace(s, retry_at=None)
+        start_at = s.next_request_at()
+        if start_at is not None and start_at <= now:
+            if s.pull_due is not None and s.pull_due <= now:
+                s = replace(s, busy="pull", pull_due=None)
+                self._commands.append(PullSince(s.cursor, self.pull_limit))
+            else:
+                s = replace(s, busy="push", push_due=None)
+                self._commands.append(PushBatch(self.push_limit))
+        self.snapshot = s
+        self._publish()
+
+    def _publish(self) -> None:
+        s = self.snapshot
+        status = PublishStatus(s.state, s.pending, s.error, s.retry_at, s.last_pull_at)
+        if status != self._published:
+            self._published = status
+            self._commands.append(status)

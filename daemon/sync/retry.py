@@ -1,0 +1,244 @@
+"""Retry policy for cloud requests (pure: no I/O; the time comes in as ``now``).
+
+Theory of operation
+-------------------
+The cloud adapter describes every failed request as a ``Failure``: the HTTP status, the response
+headers and the decoded error JSON (Supabase Auth/GoTrue, PostgREST or an edge function), or,
+when no response arrived, a transport error kind (``connect``, ``timeout``, ``reset``).
+``classify`` turns it into one ``Decision``:
+
+- ``Retry(after_s)`` -- transient: try again later, not before ``after_s`` seconds when the
+  server said so (``Retry-After``). Network errors, 408, 429, 5xx except 501, and GoTrue's 409
+  ``conflict`` (concurrent refreshes of one session).
+- ``ReAuth()`` -- the access token is no longer accepted: refresh the session, then repeat the
+  request once. Any 401 (PostgREST: PGRST301 / PGRST303 "JWT expired"; older PostgREST says
+  PGRST301 for expiry too, so the status decides, not the code) and GoTrue's 403 ``bad_jwt``.
+  A request that fails that way again right after a refresh (``Failure.reauthed``) is Fatal.
+- ``Fatal("auth_required")`` -- the session is gone for good and the user must log in again:
+  refresh refused (``refresh_token_already_used``, ``refresh_token_not_found``,
+  ``session_not_found``, ``session_expired``, ``user_not_found``, legacy OAuth
+  ``invalid_grant`` about a refresh token), or a 401 after a fresh refresh.
+- ``Fatal(reason)`` -- any other 4xx, and 501: retrying cannot help. ``reason`` is the server's
+  error code (e.g. ``23505``, ``PGRST204``, ``validation_failed``) or ``http_<status>``.
+
+Reasons are codes only, never server messages, so no token or content can leak into logs or
+status (I8). ``Backoff`` spaces retries with full jitter: ``rand * min(cap, base * 2**attempt)``
+with ``rand`` drawn by the caller from [0, 1), and never less than the server's ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any, Final, Literal
+
+__all__ = [
+    "Backoff",
+    "Decision",
+    "Failure",
+    "Fatal",
+    "ReAuth",
+    "Retry",
+    "TransportKind",
+    "classify",
+    "parse_retry_after",
+]
+
+TransportKind = Literal["connect", "timeout", "reset"]
+_TRANSPORT_KINDS: Final = frozenset({"connect", "timeout", "reset"})
+
+#: GoTrue codes meaning the refresh token or session is gone: only a new login helps.
+REFRESH_REFUSED: Final = frozenset(
+    {
+        "refresh_token_already_used",
+        "refresh_token_not_found",
+        "session_not_found",
+        "session_expired",
+        "user_not_found",
+    }
+)
+#: A server that asks for longer than this is capped: sync must not stall for days.
+MAX_RETRY_AFTER_S: Final = 3600.0
+_CODE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed request, as the adapter saw it. Exactly one of ``status``/``transport``.
+
+    ``headers`` are matched case-insensitively. ``body`` is the decoded error JSON, if any.
+    ``reauthed``: the request already ran with a session refreshed because of it.
+    """
+
+    status: int | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Mapping[str, Any] | None = None
+    transport: TransportKind | None = None
+    reauthed: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.status is None) == (self.transport is None):
+            raise ValueError("a Failure has either an HTTP status or a transport error kind")
+        if self.status is not None and not 100 <= self.status <= 599:
+            raise ValueError(f"not an HTTP status: {self.status!r}")
+        if self.transport is not None and self.transport not in _TRANSPORT_KINDS:
+            raise ValueError(f"unknown transport error kind: {self.transport!r}")
+        lowered = {str(k).lower(): str(v) for k, v in self.headers.items()}
+        object.__setattr__(self, "headers", lowered)
+
+    @classmethod
+    def http(
+        cls,
+        status: int,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | str | Mapping[str, Any] | None = None,
+        *,
+        reauthed: bool = False,
+    ) -> Failure:
+        """A failure from a response; a body that is not a JSON object is kept as None."""
+        decoded: Any = body
+        if isinstance(body, bytes | str):
+            try:
+                decoded = json.loads(body)
+            except ValueError:
+                decoded = None
+        if not isinstance(decoded, Mapping):
+            decoded = None
+        return cls(status=status, headers=headers or {}, body=decoded, reauthed=reauthed)
+
+    @classmethod
+    def network(cls, kind: TransportKind) -> Failure:
+        """A request that got no response."""
+        return cls(transport=kind)
+
+    @property
+    def error_code(self) -> str | None:
+        """The server's error code, from whichever shape the error came in."""
+        body = self.body or {}
+        for key in ("code", "error_code", "error"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value
+        if code := self.headers.get("x-sb-error-code"):
+            return code
+        proxy = self.headers.get("proxy-status", "")
+        match = re.search(r"error=([^;,\s]+)", proxy)
+        return match.group(1) if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Try again; not before ``after_s`` seconds when the server named a time."""
+
+    after_s: float | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Fatal:
+    """Do not retry. ``reason`` is an error code (``auth_required``: log in again)."""
+
+    reason: str
+    status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReAuth:
+    """Refresh the session, then repeat the request once."""
+
+
+Decision = Retry | Fatal | ReAuth
+
+
+def classify(failure: Failure, *, now: float) -> Decision:
+    """Decide what to do about ``failure``; ``now`` is Unix time in seconds (for Retry-After)."""
+    if failure.transport is not None:
+        return Retry(reason=failure.transport)
+    status = failure.status
+    assert status is not None  # __post_init__ guarantees one of the two
+    code = failure.error_code
+    reason = code if code is not None and _CODE.match(code) else f"http_{status}"
+    if code in REFRESH_REFUSED or _is_legacy_refresh_refusal(failure):
+        return Fatal("auth_required", status)
+    if status == 401 or (status == 403 and code == "bad_jwt"):
+        return Fatal("auth_required", status) if failure.reauthed else ReAuth()
+    after = parse_retry_after(failure.headers.get("retry-after"), now=now)
+    if status == 429:
+        return Retry(after, reason)
+    if status == 408 or (status == 409 and code == "conflict"):
+        return Retry(after, reason)
+    if status >= 500 and status != 501:
+        return Retry(after, reason)
+    return Fatal(reason, status)
+
+
+def _is_legacy_refresh_refusal(failure: Failure) -> bool:
+    """Before late 2024 GoTrue answered refresh failures as OAuth ``invalid_grant``."""
+    body = failure.body or {}
+    description = body.get("error_description")
+    return (
+        body.get("error") == "invalid_grant"
+        and isinstance(description, str)
+        and "refresh token" in description.lower()
+    )
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delay-seconds or an HTTP date).
+
+    Returns None when absent or unparseable, 0 for a date in the past, and at most
+    ``MAX_RETRY_AFTER_S``.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    seconds: float | None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = _seconds_until_date(text, now)
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _seconds_until_date(text: str, now: float) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp() - now
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter (attempt 0 is the first retry)."""
+
+    base_s: float = 0.5
+    cap_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.base_s <= self.cap_s:
+            raise ValueError("Backoff needs 0 < base_s <= cap_s")
+
+    def delay(self, attempt: int, rand: float, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry ``attempt``; ``rand`` is uniform in [0, 1)."""
+        if attempt < 0:
+            raise ValueError(f"attempt must be >= 0, not {attempt}")
+        if not 0.0 <= rand < 1.0:
+            raise ValueError(f"rand must be in [0, 1), not {rand}")
+        # 2**attempt as a float overflows past ~1000; the cap is reached long before 64.
+        ceiling = self.cap_s if attempt >= 64 else min(self.cap_s, self.base_s * 2**attempt)
+        jittered = rand * ceiling
+        return jittered if retry_after is None else max(jittered, retry_after)
+
+    def delay_for(self, decision: Retry, attempt: int, rand: float) -> float:
+        """``delay`` honouring the server's wish carried by a Retry decision."""
+        return self.delay(attempt, rand, decision.after_s)

@@ -1,0 +1,405 @@
+"""The sync session state machine: every (state x input) cell, then the timing rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from daemon.sync.protocol import (
+    ApplyRemote,
+    Command,
+    PublishStatus,
+    PullPage,
+    PullSince,
+    PushBatch,
+    PushDone,
+    RefreshAuth,
+    ScheduleRetry,
+    SyncSession,
+    SyncState,
+)
+from daemon.sync.retry import Backoff, Failure
+
+NOW = 1_000.0
+T = NOW + 1.0
+
+OFFLINE, CONNECTING, IDLE = SyncState.OFFLINE, SyncState.CONNECTING, SyncState.IDLE
+PUSHING, PULLING, ERROR = SyncState.PUSHING, SyncState.PULLING, SyncState.ERROR
+AUTH_REQUIRED = SyncState.AUTH_REQUIRED
+
+
+def new_session() -> SyncSession:
+    return SyncSession(rand=lambda: 0.5)
+
+
+def actions(session: SyncSession) -> list[Command]:
+    """The commands to run, without the status notifications."""
+    return [c for c in session.commands_to_run() if not isinstance(c, PublishStatus)]
+
+
+def kinds(commands: list[Command]) -> tuple[type, ...]:
+    return tuple(type(c) for c in commands)
+
+
+# Each state, reached through inputs only --------------------------------------------------------
+
+
+def _offline(s: SyncSession) -> None:
+    s.start(NOW, online=False)
+
+
+def _connecting(s: SyncSession) -> None:
+    s.start(NOW)
+
+
+def _pulling(s: SyncSession) -> None:
+    s.start(NOW)
+    s.pull_page_received(NOW, PullPage("c1", has_more=True))
+
+
+def _pushing(s: SyncSession) -> None:
+    s.start(NOW, pending=True)
+    s.pull_page_received(NOW, PullPage("c1", has_more=False))
+
+
+def _idle(s: SyncSession) -> None:
+    s.start(NOW)
+    s.pull_page_received(NOW, PullPage("c1", has_more=False))
+
+
+def _error(s: SyncSession) -> None:
+    s.start(NOW)
+    s.pull_page_received(NOW, Failure.http(503, {"Retry-After": "120"}))
+
+
+def _auth_required(s: SyncSession) -> None:
+    s.start(NOW)
+    s.pull_page_received(NOW, Failure.http(400, {}, {"code": "refresh_token_not_found"}))
+
+
+BUILD: dict[SyncState, Callable[[SyncSession], None]] = {
+    OFFLINE: _offline,
+    CONNECTING: _connecting,
+    PULLING: _pulling,
+    PUSHING: _pushing,
+    IDLE: _idle,
+    ERROR: _error,
+    AUTH_REQUIRED: _auth_required,
+}
+
+INPUTS: dict[str, Callable[[SyncSession], None]] = {
+    "start": lambda s: s.start(T, cursor="c9"),
+    "local_changes": lambda s: s.local_changes_committed(T),
+    "pull_ok": lambda s: s.pull_page_received(T, PullPage("c2", has_more=False)),
+    "pull_failed": lambda s: s.pull_page_received(T, Failure.network("timeout")),
+    "push_ok": lambda s: s.push_result_received(T, PushDone(more=False)),
+    "push_failed": lambda s: s.push_result_received(T, Failure.http(503)),
+    "remote_change": lambda s: s.remote_change_received(T, {"table": "tasks", "id": "r1"}),
+    "online": lambda s: s.connectivity_changed(T, online=True),
+    "offline": lambda s: s.connectivity_changed(T, online=False),
+    "tick": lambda s: s.tick(T + 60),
+    "auth_ok": lambda s: s.auth_refreshed(T),
+}
+
+P, U, A, R = PullSince, PushBatch, ApplyRemote, ScheduleRetry
+# (state, input) -> (next state, commands other than PublishStatus)
+TABLE: dict[SyncState, dict[str, tuple[SyncState, tuple[type, ...]]]] = {
+    OFFLINE: {
+        "start": (CONNECTING, (P,)),
+        "local_changes": (OFFLINE, ()),
+        "pull_ok": (OFFLINE, ()),  # stale result
+        "pull_failed": (OFFLINE, ()),
+        "push_ok": (OFFLINE, ()),
+        "push_failed": (OFFLINE, ()),
+        "remote_change": (OFFLINE, (A,)),
+        "online": (CONNECTING, (P,)),
+        "offline": (OFFLINE, ()),
+        "tick": (OFFLINE, ()),
+        "auth_ok": (OFFLINE, ()),
+    },
+    CONNECTING: {
+        "start": (CONNECTING, ()),  # the pull in flight reports first
+        "local_changes": (CONNECTING, ()),
+        "pull_ok": (IDLE, ()),
+        "pull_failed": (ERROR, (R,)),
+        "push_ok": (CONNECTING, ()),
+        "push_failed": (CONNECTING, ()),
+        "remote_change": (CONNECTING, (A,)),
+        "online": (CONNECTING, ()),
+        "offline": (OFFLINE, ()),
+        "tick": (CONNECTING, ()),
+        "auth_ok": (CONNECTING, ()),
+    },
+    PULLING: {
+        "start": (CONNECTING, ()),
+        "local_changes": (PULLING, ()),
+        "pull_ok": (IDLE, ()),
+        "pull_failed": (ERROR, (R,)),
+        "push_ok": (PULLING, ()),
+        "push_failed": (PULLING, ()),
+        "remote_change": (PULLING, (A,)),
+        "online": (CONNECTING, ()),
+        "offline": (OFFLINE, ()),
+        "tick": (PULLING, ()),
+        "auth_ok": (PULLING, ()),
+    },
+    PUSHING: {
+        "start": (CONNECTING, ()),
+        "local_changes": (PUSHING, ()),
+        "pull_ok": (PUSHING, ()),
+        "pull_failed": (PUSHING, ()),
+        "push_ok": (IDLE, ()),
+        "push_failed": (ERROR, (R,)),
+        "remote_change": (PUSHING, (A,)),
+        "online": (CONNECTING, ()),
+        "offline": (OFFLINE, ()),
+        "tick": (PUSHING, ()),
+        "auth_ok": (PUSHING, ()),
+    },
+    IDLE: {
+        "start": (CONNECTING, (P,)),
+        "local_changes": (IDLE, ()),  # the push waits for its 250 ms
+        "pull_ok": (IDLE, ()),
+        "pull_failed": (IDLE, ()),
+        "push_ok": (IDLE, ()),
+        "push_failed": (IDLE, ()),
+        "remote_change": (IDLE, (A,)),
+        "online": (CONNECTING, (P,)),
+        "offline": (OFFLINE, ()),
+        "tick": (PULLING, (P,)),  # the 30 s pull
+        "auth_ok": (IDLE, ()),
+    },
+    ERROR: {
+        "start": (CONNECTING, (P,)),
+        "local_changes": (ERROR, ()),  # held until the retry time
+        "pull_ok": (ERROR, ()),
+        "pull_failed": (ERROR, ()),
+        "push_ok": (ERROR, ()),
+        "push_failed": (ERROR, ()),
+        "remote_change": (ERROR, (A,)),
+        "online": (CONNECTING, (P,)),
+        "offline": (OFFLINE, ()),
+        "tick": (ERROR, ()),  # 61 s < Retry-After 120 s
+        "auth_ok": (ERROR, ()),
+    },
+    AUTH_REQUIRED: {
+        "start": (CONNECTING, (P,)),
+        "local_changes": (AUTH_REQUIRED, ()),
+        "pull_ok": (AUTH_REQUIRED, ()),
+        "pull_failed": (AUTH_REQUIRED, ()),
+        "push_ok": (AUTH_REQUIRED, ()),
+        "push_failed": (AUTH_REQUIRED, ()),
+        "remote_change": (AUTH_REQUIRED, (A,)),
+        "online": (AUTH_REQUIRED, ()),
+        "offline": (AUTH_REQUIRED, ()),
+        "tick": (AUTH_REQUIRED, ()),
+        "auth_ok": (AUTH_REQUIRED, ()),
+    },
+}
+
+
+def test_the_table_covers_every_state_and_input() -> None:
+    assert set(TABLE) == set(SyncState) == set(BUILD)
+    for state, row in TABLE.items():
+        assert set(row) == set(INPUTS), state
+
+
+CELLS = [(state, name) for state in SyncState for name in INPUTS]
+
+
+@pytest.mark.parametrize(("state", "input_name"), CELLS, ids=[f"{s}-{i}" for s, i in CELLS])
+def test_transition(state: SyncState, input_name: str) -> None:
+    session = new_session()
+    BUILD[state](session)
+    assert session.state is state
+    session.commands_to_run()
+    INPUTS[input_name](session)
+    expected_state, expected_kinds = TABLE[state][input_name]
+    assert (session.state, kinds(actions(session))) == (expected_state, expected_kinds)
+
+
+# Timing rules -----------------------------------------------------------------------------------
+
+
+def test_start_pulls_first_then_pushes_at_once() -> None:
+    s = new_session()
+    s.start(NOW, cursor="c0", pending=True)
+    assert actions(s) == [PullSince("c0", 1000)]
+    s.pull_page_received(NOW + 0.1, PullPage("c1", has_more=True))
+    assert actions(s) == [PullSince("c1", 1000)]  # next page at once
+    s.pull_page_received(NOW + 0.2, PullPage("c2", has_more=False))
+    assert actions(s) == [PushBatch(500)]  # unpushed edits go right after the catch-up
+
+
+def test_push_at_most_250_ms_after_the_first_write() -> None:
+    s = new_session()
+    _idle(s)
+    s.commands_to_run()
+    s.local_changes_committed(T)
+    s.local_changes_committed(T + 0.2)  # does not postpone the push
+    assert s.deadline == T + 0.25
+    s.tick(T + 0.249)
+    assert actions(s) == []
+    s.tick(T + 0.25)
+    assert actions(s) == [PushBatch(500)] and s.state is PUSHING
+
+
+def test_more_batches_follow_at_once_and_writes_during_a_push_are_pushed_too() -> None:
+    s = new_session()
+    _pushing(s)
+    s.commands_to_run()
+    s.push_result_received(T, PushDone(more=True))
+    assert actions(s) == [PushBatch(500)]
+    s.local_changes_committed(T + 0.1)
+    s.push_result_received(T + 0.2, PushDone(more=False))
+    assert actions(s) == [] and s.snapshot.pending and s.deadline == T + 0.35
+    s.tick(T + 0.35)
+    assert actions(s) == [PushBatch(500)]
+    s.push_result_received(T + 0.4, PushDone(more=False))
+    assert not s.snapshot.pending and s.state is IDLE
+
+
+def test_pull_every_30_seconds() -> None:
+    s = new_session()
+    _idle(s)
+    assert s.deadline == NOW + 30
+    s.commands_to_run()
+    s.tick(NOW + 30)
+    assert actions(s) == [PullSince("c1", 1000)]
+    s.pull_page_received(NOW + 30.5, PullPage(None, has_more=False))  # no new rows: cursor stays
+    assert s.deadline == NOW + 60.5 and s.snapshot.cursor == "c1"
+
+
+def test_reconnect_pulls_then_pushes_and_resets_the_backoff() -> None:
+    s = new_session()
+    _error(s)
+    s.local_changes_committed(T)
+    s.connectivity_changed(T + 2, online=False)
+    s.commands_to_run()
+    s.connectivity_changed(T + 3, online=True)
+    assert actions(s) == [PullSince(None, 1000)] and s.snapshot.attempt == 0
+    s.pull_page_received(T + 4, PullPage("c1", has_more=False))
+    assert actions(s) == [PushBatch(500)]
+
+
+def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
+    s = SyncSession(rand=lambda: 0.5, backoff=Backoff(base_s=1.0, cap_s=8.0))
+    s.start(NOW)
+    s.commands_to_run()
+    now = NOW
+    delays = []
+    for _ in range(5):
+        s.pull_page_received(now, Failure.network("connect"))
+        (retry,) = [c for c in actions(s) if isinstance(c, ScheduleRetry)]
+        delays.append(retry.at - now)
+        assert s.state is ERROR and s.deadline == retry.at
+        now = retry.at
+        s.tick(now)
+        assert actions(s) == [PullSince(None, 1000)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0]  # 0.5 * min(8, 1 * 2**n)
+    s.pull_page_received(now, Failure.http(429, {"Retry-After": "60"}))
+    (retry,) = [c for c in actions(s) if isinstance(c, ScheduleRetry)]
+    assert retry.at == now + 60 and retry.reason == "http_429" and retry.attempt == 6
+    s.tick(now + 60)
+    s.pull_page_received(now + 61, PullPage("c1", has_more=False))
+    assert s.snapshot.attempt == 0 and s.snapshot.error is None and s.state is IDLE
+
+
+def test_a_failure_holds_every_request_until_the_retry_time() -> None:
+    s = new_session()
+    _error(s)  # pull failed; retry at NOW + 120
+    s.commands_to_run()
+    s.local_changes_committed(T)
+    assert s.deadline == NOW + 120
+    s.tick(NOW + 119)
+    assert actions(s) == []
+    s.tick(NOW + 120)
+    assert actions(s) == [PullSince(None, 1000)]  # the pull first, then the push
+
+
+def test_expired_token_refreshes_and_repeats_the_request_once() -> None:
+    s = new_session()
+    _pushing(s)
+    s.commands_to_run()
+    expired = Failure.http(401, {}, {"code": "PGRST303", "message": "JWT expired"})
+    s.push_result_received(T, expired)
+    assert actions(s) == [RefreshAuth()] and s.state is CONNECTING
+    s.auth_refreshed(T + 0.1)
+    assert actions(s) == [PushBatch(500)]
+    s.push_result_received(T + 0.2, expired)  # rejected again right after a refresh
+    assert actions(s) == [] and s.state is AUTH_REQUIRED
+    s.local_changes_committed(T + 1)
+    s.tick(T + 100)
+    assert actions(s) == []  # nothing is sent until a new login
+    s.start(T + 200, cursor="c1", pending=True)
+    assert actions(s) == [PullSince("c1", 1000)]
+
+
+def test_refresh_refused_or_unreachable() -> None:
+    s = new_session()
+    s.start(NOW)
+    s.commands_to_run()
+    s.pull_page_received(NOW, Failure.http(403, {}, {"code": "bad_jwt"}))
+    assert actions(s) == [RefreshAuth()]
+    s.auth_refreshed(NOW + 1, Failure.network("timeout"))
+    (retry,) = actions(s)
+    assert isinstance(retry, ScheduleRetry) and s.state is ERROR
+    s.tick(retry.at)
+    assert actions(s) == [PullSince(None, 1000)]
+    s.pull_page_received(retry.at, Failure.http(401))
+    assert actions(s) == [RefreshAuth()]
+    s.auth_refreshed(retry.at + 1, Failure.http(400, {}, {"code": "refresh_token_already_used"}))
+    assert s.state is AUTH_REQUIRED and s.snapshot.error == "auth_required"
+
+
+def test_other_fatal_errors_retry_slowly() -> None:
+    s = new_session()
+    s.start(NOW)
+    s.commands_to_run()
+    s.pull_page_received(NOW, Failure.http(404, {}, {"code": "PGRST202"}))  # no sync_pull yet
+    assert actions(s) == [ScheduleRetry(NOW + 30.0, 1, "PGRST202")]
+    assert s.state is ERROR and s.snapshot.error == "PGRST202"
+
+
+def test_a_request_lost_offline_is_repeated_on_reconnect_without_backoff() -> None:
+    s = new_session()
+    _pushing(s)
+    s.connectivity_changed(T, online=False)
+    s.commands_to_run()
+    s.push_result_received(T, Failure.network("connect"))
+    assert actions(s) == [] and s.snapshot.attempt == 0 and s.state is OFFLINE
+    s.connectivity_changed(T + 5, online=True)
+    assert actions(s) == [PullSince("c1", 1000)]
+    s.pull_page_received(T + 6, PullPage("c2", has_more=False))
+    assert actions(s) == [PushBatch(500)]
+
+
+def test_a_stale_page_still_moves_the_cursor() -> None:
+    s = new_session()
+    _pulling(s)
+    s.start(T, cursor="c1")  # e.g. relogin while a pull is in flight
+    s.pull_page_received(T, PullPage("c5", has_more=True))
+    assert s.snapshot.cursor == "c5"
+
+
+def test_status_is_published_only_when_it_changes() -> None:
+    s = new_session()
+    s.start(NOW)
+    first = [c for c in s.commands_to_run() if isinstance(c, PublishStatus)]
+    assert first == [PublishStatus(CONNECTING, False, None, None, None)]
+    s.tick(NOW + 1)
+    s.remote_change_received(NOW + 1, {"id": "x"})
+    assert [c for c in s.commands_to_run() if isinstance(c, PublishStatus)] == []
+    s.pull_page_received(NOW + 2, PullPage("c1", has_more=False))
+    assert s.commands_to_run() == [PublishStatus(IDLE, False, None, None, NOW + 2)]
+    s.local_changes_committed(NOW + 3)
+    assert s.commands_to_run() == [PublishStatus(IDLE, True, None, None, NOW + 2)]
+
+
+def test_inputs_before_start_only_record_pending_changes() -> None:
+    s = new_session()
+    s.local_changes_committed(NOW)
+    s.tick(NOW + 10)
+    assert actions(s) == [] and s.state is OFFLINE and s.deadline is None
+    assert s.snapshot.pending
