@@ -19,8 +19,10 @@ class DevcloudConfig:
     # Keys
     jwt_secret: str = DEFAULT_JWT_SECRET
     jwt_expiry: int = 3600  # access-token lifetime, seconds
+    refresh_token_reuse_interval: float = 10.0  # GoTrue's reuse window for a rotated refresh token
     # Functions
-    ai_upstream: str | None = None  # an OpenAI-compatible base URL; None: the deterministic local model
+    # an OpenAI-compatible base URL; None: the deterministic local model
+    ai_upstream: str | None = None
     # Network
     host: str = "127.0.0.1"
     port: int = 54321
@@ -54,7 +56,7 @@ class Devcloud:
 
     @asynccontextmanager
     async def transaction_as(self, claims: Mapping[str, Any]) -> AsyncIterator[asyncpg.Connection]:
-        """One transaction running as the claims' role with ``request.jwt.claims`` set, as PostgREST does."""
+        """One transaction as the claims' role with ``request.jwt.claims`` set (as PostgREST)."""
         role = str(claims.get("role") or "anon")
         if role not in ("anon", "authenticated", "service_role"):
             raise InvalidToken(f"role {role!r} is not allowed")

@@ -1,4 +1,4 @@
-"""JWT keys of devcloud: HS256, the Supabase CLI's well-known local-development secret by default."""
+"""devcloud JWT keys: HS256, by default the Supabase CLI's well-known local-development secret."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class InvalidToken(Exception):
 
 
 def make_role_key(role: str, secret: str) -> str:
-    """An API key (anon / service_role) signed with ``secret``; the CLI's own keys for the default."""
+    """An API key (anon / service_role) signed with ``secret``; the CLI's keys for the default."""
     if secret == DEFAULT_JWT_SECRET:
         return {"anon": DEFAULT_ANON_KEY, "service_role": DEFAULT_SERVICE_ROLE_KEY}[role]
     claims = {"iss": "supabase-demo", "role": role, "exp": 1983812996}
