@@ -1,0 +1,193 @@
+"""The Python client, the discovery file, and the `status` / `call` CLI commands."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from daemon.config import BridgeSettings, load_settings
+from daemon.store import Store
+from tests.helpers import MS
+from ui_bridge import cli_commands
+from ui_bridge.client import DaemonNotRunning, Event, RefetchRequired, RpcError, connect
+from ui_bridge.discovery import (
+    DaemonAlreadyRunning,
+    DiscoveryInfo,
+    discovery_path,
+    read_discovery,
+    write_discovery,
+)
+from ui_bridge.server import BridgeServer
+
+from .conftest import MakeBridge
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def leftover_temp_files(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir() if p.name.startswith(".daemon.json")]
+
+
+async def test_discovery_file_is_private_complete_and_removed(tmp_path: Path, store: Store) -> None:
+    server = BridgeServer(BridgeSettings(port=0), store=store, data_dir=tmp_path, version="9.9")
+    await server.start()
+    path = discovery_path(tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    content = orjson.loads(path.read_bytes())
+    assert set(content) == {"pid", "port", "url", "token", "version", "started_at"}
+    assert content["pid"] == os.getpid() and content["port"] == server.port
+    assert content["url"] == server.url and content["token"] == server.token
+    assert content["version"] == "9.9"
+    assert leftover_temp_files(tmp_path) == []
+    await server.stop()
+    assert not path.exists()
+
+
+async def test_each_start_gets_a_new_token(make_bridge: MakeBridge) -> None:
+    first = await make_bridge()
+    token = first.token
+    await first.stop()
+    second = await make_bridge()
+    assert second.token != token and len(token) >= 40
+
+
+async def test_stale_discovery_file_is_replaced(tmp_path: Path, make_bridge: MakeBridge) -> None:
+    stale = DiscoveryInfo(dead_pid(), 1, "ws://127.0.0.1:1/", "old", "0", "then")
+    write_discovery(tmp_path, stale)
+    server = await make_bridge()
+    info = read_discovery(tmp_path)
+    assert info is not None and info.pid == os.getpid() and info.token == server.token
+
+
+async def test_live_daemon_is_not_replaced(tmp_path: Path, make_bridge: MakeBridge) -> None:
+    other = sleeper()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        port = listener.getsockname()[1]
+        write_discovery(tmp_path, DiscoveryInfo(other.pid, port, "ws://x/", "t", "0", "now"))
+        with pytest.raises(DaemonAlreadyRunning):
+            await make_bridge()
+        assert read_discovery(tmp_path) is not None  # left alone
+    finally:
+        listener.close()
+        other.kill()
+        other.wait()
+
+
+async def test_client_calls_and_errors(bridge: BridgeServer, tmp_path: Path) -> None:
+    async with await connect(data_dir=tmp_path) as client:
+        assert await client.call("daemon.ping") == {"pong": True}
+        row = await client.call("workspace.create", {"name": "w"})
+        assert row["name"] == "w"
+        with pytest.raises(RpcError) as info:
+            await client.call("workspace.create", {"name": 3})
+        assert info.value.code == -32602 and info.value.data["field"] == "name"
+        with pytest.raises(RpcError) as info:
+            await client.call("no.such.method")
+        assert info.value.code == -32601
+
+
+async def test_no_daemon(tmp_path: Path) -> None:
+    with pytest.raises(DaemonNotRunning):
+        await connect(data_dir=tmp_path)
+    write_discovery(tmp_path, DiscoveryInfo(dead_pid(), 1, "ws://127.0.0.1:1/", "t", "0", "x"))
+    with pytest.raises(DaemonNotRunning):
+        await connect(data_dir=tmp_path)
+
+
+async def next_event(stream: object) -> Event:
+    return await asyncio.wait_for(anext(stream), 5_000 * MS)  # type: ignore[call-overload]
+
+
+async def test_stream_resumes_across_a_daemon_restart(
+    tmp_path: Path, store: Store, make_bridge: MakeBridge
+) -> None:
+    server = await make_bridge()
+    client = await connect(data_dir=tmp_path)
+    try:
+        stream = await client.subscribe(["workspace.*"])
+        everything = await client.subscribe(["**"])
+        first = await client.call("workspace.create", {"name": "before"})
+        assert (await next_event(stream)).data == first
+        assert (await next_event(everything)).data == first
+        seq = 1
+        for _restart in range(2):
+            await server.stop()
+            missed = [await store.workspaces.create(name=f"down {i}") for i in range(100)]
+            server = await make_bridge()  # new port and token, found through daemon.json
+            for s in (stream, everything):
+                got = [await next_event(s) for _ in range(100)]
+                assert [e.data for e in got] == missed
+                assert [e.seq for e in got] == list(range(seq + 1, seq + 101))
+            seq += 100
+        live = await client.call("workspace.create", {"name": "after"})
+        event = await next_event(stream)
+        assert event.data == live and event.seq == seq + 1
+        assert (await next_event(everything)).seq == seq + 1
+    finally:
+        await client.close()
+
+
+async def test_stream_reports_refetch_when_events_are_gone(
+    tmp_path: Path, make_bridge: MakeBridge
+) -> None:
+    await make_bridge()
+    async with await connect(data_dir=tmp_path) as client:
+        with pytest.raises(RpcError) as info:
+            await client.subscribe(["**"], since=50)
+        assert info.value.data["reason"] == "refetch"
+        stream = await client.subscribe(["**"], since=0)
+        await client.call("workspace.create", {"name": "x"})
+        assert (await next_event(stream)).seq == 1
+        await stream.close()
+    assert RefetchRequired  # exported for callers
+
+
+async def test_cli_status_and_call(
+    bridge: BridgeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = load_settings(data_dir=tmp_path, environ={})
+    assert await asyncio.to_thread(cli_commands.status, settings, as_json=True) == 0
+    status = orjson.loads(capsys.readouterr().out)
+    assert status["pid"] == os.getpid() and status["port"] == bridge.port
+    assert await asyncio.to_thread(cli_commands.status, settings, as_json=False) == 0
+    assert f"pid {os.getpid()}" in capsys.readouterr().out
+
+    code = await asyncio.to_thread(cli_commands.call, settings, "workspace.create", '{"name":"w"}')
+    out = capsys.readouterr()
+    assert code == 0 and orjson.loads(out.out)["name"] == "w"
+
+    code = await asyncio.to_thread(cli_commands.call, settings, "workspace.get", '{"id":"x"}')
+    out = capsys.readouterr()
+    assert code == 1 and out.out == ""
+    assert orjson.loads(out.err)["code"] in (-32001, -32602)
+
+    code = await asyncio.to_thread(cli_commands.call, settings, "daemon.ping", "{nope")
+    out = capsys.readouterr()
+    assert code == 2 and orjson.loads(out.err)["code"] == -32700
+
+
+def test_cli_without_daemon_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = load_settings(data_dir=tmp_path, environ={})
+    assert cli_commands.status(settings, as_json=False) == 3
+    assert "syncd run" in capsys.readouterr().err
+    assert cli_commands.call(settings, "daemon.ping", None) == 3
+    assert "hint" in capsys.readouterr().err

@@ -1,0 +1,167 @@
+"""The data and daemon methods through a real connection and a real store."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from ui_bridge.methods import build_method_table
+from ui_bridge.server import BridgeServer
+
+from .conftest import Rpc
+
+
+async def setup_conversation(rpc: Rpc) -> tuple[dict[str, Any], dict[str, Any]]:
+    workspace = await rpc.call("workspace.create", {"name": "notes", "path": "/tmp/notes"})
+    conv = await rpc.call("conversation.create", {"workspace_id": workspace["id"], "name": "c"})
+    return workspace, conv
+
+
+async def test_workspace_lifecycle(rpc: Rpc) -> None:
+    created = await rpc.call("workspace.create", {"name": "w", "description": "d"})
+    assert created["name"] == "w" and created["description"] == "d"
+    assert await rpc.call("workspace.get", {"id": created["id"]}) == created
+    updated = await rpc.call(
+        "workspace.update", {"id": created["id"], "name": "w2", "shared_memory": {"k": 1}}
+    )
+    assert updated["name"] == "w2" and updated["shared_memory"] == {"k": 1}
+    assert updated["description"] == "d"
+    deleted = await rpc.call("workspace.delete", {"id": created["id"]})
+    assert deleted["deleted_at"] is not None
+    listing = await rpc.call("workspace.list")
+    assert listing == {"items": [], "next_cursor": None}
+
+
+async def test_lists_paginate_with_next_cursor(rpc: Rpc) -> None:
+    ids = [(await rpc.call("workspace.create", {"name": f"w{i}"}))["id"] for i in range(5)]
+    first = await rpc.call("workspace.list", {"limit": 3})
+    assert [w["id"] for w in first["items"]] == ids[:3] and first["next_cursor"]
+    second = await rpc.call("workspace.list", {"limit": 3, "cursor": first["next_cursor"]})
+    assert [w["id"] for w in second["items"]] == ids[3:]
+    assert second["next_cursor"] is None
+
+
+async def test_conversations_messages_tasks(rpc: Rpc) -> None:
+    workspace, conv = await setup_conversation(rpc)
+    assert conv["type"] == "chat" and conv["workspace_id"] == workspace["id"]
+    convs = await rpc.call("conversation.list", {"workspace_id": workspace["id"]})
+    assert [c["id"] for c in convs["items"]] == [conv["id"]]
+    sent = [
+        await rpc.call(
+            "message.send", {"conversation_id": conv["id"], "role": "user", "content": f"m{i}"}
+        )
+        for i in range(3)
+    ]
+    page = await rpc.call("message.list", {"conversation_id": conv["id"], "limit": 2})
+    assert page["items"] == sent[:2]
+    rest = await rpc.call(
+        "message.list", {"conversation_id": conv["id"], "after": page["next_cursor"]}
+    )
+    assert rest["items"] == sent[2:]
+    task = await rpc.call(
+        "task.enqueue", {"workspace_id": workspace["id"], "kind": "index", "payload": {"a": [1]}}
+    )
+    assert task["status"] == "queued" and task["payload"] == {"a": [1]}
+    running = await rpc.call("task.update", {"id": task["id"], "status": "running", "progress": 5})
+    assert running["status"] == "running" and running["progress"] == 5
+    renamed = await rpc.call("conversation.update", {"id": conv["id"], "is_archived": True})
+    assert renamed["is_archived"] is True
+    cancelled = await rpc.call("task.cancel", {"id": task["id"]})
+    assert cancelled["status"] == "cancelled"
+    tasks = await rpc.call("task.list", {"workspace_id": workspace["id"], "status": "cancelled"})
+    assert [t["id"] for t in tasks["items"]] == [task["id"]]
+    assert (await rpc.call("conversation.delete", {"id": conv["id"]}))["deleted_at"]
+
+
+async def test_message_send_with_client_id_is_idempotent(rpc: Rpc) -> None:
+    _, conv = await setup_conversation(rpc)
+    await rpc.call("subscribe", {"topics": ["message.*"]})
+    params = {"conversation_id": conv["id"], "role": "user", "content": "hi", "id": _uuid()}
+    first = await rpc.call("message.send", params)
+    again = await rpc.call("message.send", params)
+    assert again == first and first["id"] == params["id"]
+    status = await rpc.call("daemon.status")
+    assert status["seq"] == 3  # one event, not two
+    clash = await rpc.request("message.send", {**params, "content": "other"})
+    assert clash["error"]["code"] == -32002
+
+
+def _uuid() -> str:
+    return str(uuid.uuid4())
+
+
+async def test_not_found_maps_to_32001_with_entity_and_id(rpc: Rpc) -> None:
+    missing = _uuid()
+    for method in ("workspace.get", "conversation.get", "task.get", "workspace.delete"):
+        reply = await rpc.request(method, {"id": missing})
+        assert reply["error"]["code"] == -32001, method
+        assert reply["error"]["data"]["id"] == missing
+
+
+async def test_invalid_input_names_the_field_and_changes_nothing(rpc: Rpc) -> None:
+    cases = [
+        ("workspace.create", {}, "name"),
+        ("workspace.create", {"name": 5}, "name"),
+        ("workspace.create", {"name": "x", "colour": "red"}, "colour"),
+        ("conversation.create", {"workspace_id": _uuid(), "name": "c"}, "workspace_id"),
+        ("message.send", {"conversation_id": _uuid(), "role": "boss", "content": "x"}, "role"),
+        (
+            "message.send",
+            {"conversation_id": _uuid(), "role": "user", "content": "x"},
+            "conversation_id",
+        ),
+        ("task.enqueue", {"workspace_id": _uuid(), "kind": "k", "priority": 2**70}, "priority"),
+        ("task.enqueue", {"workspace_id": _uuid(), "kind": "k", "payload": _deep(40)}, "payload"),
+        ("workspace.list", {"limit": 0}, "limit"),
+        ("workspace.list", {"limit": True}, "limit"),
+    ]
+    for method, params, field in cases:
+        reply = await rpc.request(method, params)
+        assert reply["error"]["code"] == -32602, (method, params)
+        assert reply["error"]["data"]["field"] == field, (method, params, reply)
+    status = await rpc.call("daemon.status")
+    assert status["seq"] == 0
+
+
+def _deep(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_daemon_ping_and_status(rpc: Rpc, bridge: BridgeServer) -> None:
+    assert await rpc.call("daemon.ping") == {"pong": True}
+    status = await rpc.call("daemon.status")
+    assert status["version"] == "0.0.0-test"
+    assert status["port"] == bridge.port and status["url"] == bridge.url
+    assert status["connections"] == 1
+    assert bridge.token not in str(status)
+
+
+async def test_rpc_discover_is_generated_from_the_method_table(rpc: Rpc) -> None:
+    doc = await rpc.call("rpc.discover")
+    assert doc["openrpc"].startswith("1.")
+    table = build_method_table()
+    assert [m["name"] for m in doc["methods"]] == sorted(m.name for m in table)
+    by_name = {m["name"]: m for m in doc["methods"]}
+    send = by_name["message.send"]
+    params = {p["name"]: p for p in send["params"]}
+    assert params["role"]["required"] and params["role"]["schema"]["enum"] == [
+        "user",
+        "assistant",
+        "system",
+        "tool",
+    ]
+    assert not params["id"]["required"]
+    assert {e["code"] for e in send["errors"]} >= {-32002, -32602}
+    for name in ("workspace.create", "task.enqueue", "subscribe", "unsubscribe", "daemon.status"):
+        assert name in by_name
+
+
+async def test_writes_after_store_close_answer_shutting_down(
+    rpc: Rpc, bridge: BridgeServer
+) -> None:
+    await bridge.store.close()
+    reply = await rpc.request("workspace.create", {"name": "late"})
+    assert reply["error"]["code"] == -32010

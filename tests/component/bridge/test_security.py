@@ -1,0 +1,172 @@
+"""Access control before the upgrade, loopback-only binding, frame limits, no secrets in logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError
+
+from tests.helpers import MS
+from ui_bridge.server import BridgeServer
+
+from .conftest import MakeBridge, Rpc, auth
+
+
+async def handshake(
+    server: BridgeServer,
+    *,
+    path: str = "/",
+    host: str | None = None,
+    origin: str | None = None,
+    authorization: str | None = None,
+) -> int:
+    """Send a raw upgrade request; return the HTTP status of the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {host if host is not None else f'127.0.0.1:{server.port}'}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if origin is not None:
+        lines.append(f"Origin: {origin}")
+    if authorization is not None:
+        lines.append(f"Authorization: {authorization}")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 5_000 * MS)
+    writer.close()
+    await writer.wait_closed()
+    return int(status_line.split()[1])
+
+
+async def test_valid_token_upgrades(bridge: BridgeServer) -> None:
+    bearer = f"Bearer {bridge.token}"
+    assert await handshake(bridge, authorization=bearer) == 101
+    assert await handshake(bridge, path=f"/?token={bridge.token}") == 101
+    assert await handshake(bridge, host=f"localhost:{bridge.port}", authorization=bearer) == 101
+
+
+async def test_missing_or_wrong_token_is_401(bridge: BridgeServer) -> None:
+    assert await handshake(bridge) == 401
+    assert await handshake(bridge, authorization="Bearer wrong") == 401
+    assert await handshake(bridge, authorization=f"Basic {bridge.token}") == 401
+    assert await handshake(bridge, path="/?token=wrong") == 401
+    assert await handshake(bridge, path=f"/?token={bridge.token[:-1]}") == 401
+
+
+async def test_foreign_origin_is_403(bridge: BridgeServer) -> None:
+    bearer = f"Bearer {bridge.token}"
+    for origin in ("https://evil.example", "null", f"http://127.0.0.1:{bridge.port + 1}"):
+        assert await handshake(bridge, origin=origin, authorization=bearer) == 403, origin
+    for origin in (
+        f"http://127.0.0.1:{bridge.port}",
+        f"http://localhost:{bridge.port}",
+        "vscode-webview://1a2b3c",
+        "vscode-file://vscode-app",
+    ):
+        assert await handshake(bridge, origin=origin, authorization=bearer) == 101, origin
+
+
+async def test_configured_origins_are_allowed(make_bridge: MakeBridge) -> None:
+    server = await make_bridge(allowed_origins=("https://editor.example", "app://*"))
+    bearer = f"Bearer {server.token}"
+    assert await handshake(server, origin="https://editor.example", authorization=bearer) == 101
+    assert await handshake(server, origin="app://x", authorization=bearer) == 101
+    assert await handshake(server, origin="https://other.example", authorization=bearer) == 403
+
+
+async def test_foreign_host_is_403(bridge: BridgeServer) -> None:
+    bearer = f"Bearer {bridge.token}"
+    for host in ("evil.example", f"evil.example:{bridge.port}", "127.0.0.1", "127.0.0.1:1"):
+        assert await handshake(bridge, host=host, authorization=bearer) == 403, host
+
+
+async def test_other_paths_are_404(bridge: BridgeServer) -> None:
+    assert await handshake(bridge, path="/other", authorization=f"Bearer {bridge.token}") == 404
+
+
+async def test_client_library_sees_the_refusal(bridge: BridgeServer) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus) as info:
+        await connect(bridge.url, additional_headers={"Authorization": "Bearer nope"})
+    assert info.value.response.status_code == 401
+
+
+def _other_local_addresses() -> list[str]:
+    addresses = ["127.0.0.2"]
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks a route
+        address = probe.getsockname()[0]
+        if not address.startswith("127.") and address != "0.0.0.0":
+            addresses.append(address)
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    return addresses
+
+
+async def test_bound_to_loopback_only(bridge: BridgeServer) -> None:
+    assert bridge._server is not None
+    bound = {sock.getsockname()[0] for sock in bridge._server.sockets}
+    assert bound == {"127.0.0.1"}
+    for address in _other_local_addresses():
+        with pytest.raises(OSError):
+            await asyncio.wait_for(asyncio.open_connection(address, bridge.port), 2_000 * MS)
+    # IPv6 loopback is a different interface too.
+    with pytest.raises(OSError):
+        await asyncio.wait_for(asyncio.open_connection("::1", bridge.port), 2_000 * MS)
+
+
+async def test_non_loopback_host_setting_is_refused(make_bridge: MakeBridge) -> None:
+    from daemon.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        await make_bridge(host="0.0.0.0")
+    assert info.value.key == "bridge.host"
+
+
+async def test_oversized_frame_closes_with_1009(make_bridge: MakeBridge, open_rpc: Any) -> None:
+    server = await make_bridge(max_frame_bytes=4096)
+    rpc: Rpc = await open_rpc(server)
+    await rpc.send('{"jsonrpc":"2.0","method":"daemon.ping","params":{"x":"' + "a" * 5000 + '"}}')
+    with pytest.raises(ConnectionClosedError):
+        await rpc.recv()
+    assert rpc.ws.close_code == 1009
+    assert rpc.ws.close_reason  # a reason says why
+    # The server is still up for everyone else.
+    other: Rpc = await open_rpc(server)
+    assert await other.call("daemon.ping") == {"pong": True}
+
+
+async def test_token_never_logged(
+    make_bridge: MakeBridge, caplog: pytest.LogCaptureFixture, tmp_path: Any
+) -> None:
+    from ui_bridge.client import connect as client_connect
+
+    caplog.set_level(logging.DEBUG)
+    server = await make_bridge()
+    async with connect(f"{server.url}?token={server.token}") as ws:
+        await ws.send('{"jsonrpc":"2.0","method":"daemon.ping","id":1}')
+        await ws.recv()
+    async with connect(server.url, additional_headers=auth(server)) as ws:
+        await ws.send('{"jsonrpc":"2.0","method":"daemon.ping","id":1}')
+        await ws.recv()
+    async with await client_connect(data_dir=tmp_path) as client:
+        assert await client.call("daemon.status")
+    assert await handshake(server, authorization="Bearer wrong-token-value") == 401
+    ours = [r for r in caplog.records if r.name.startswith(("ui_bridge", "daemon"))]
+    assert any("Authorization" in r.getMessage() for r in ours), "header logging was captured"
+    text = "\n".join(r.getMessage() for r in ours)
+    assert server.token not in text
+    assert "wrong-token-value" not in text

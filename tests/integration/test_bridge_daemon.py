@@ -1,0 +1,104 @@
+"""The local API of a real `syncd run` process: discovery, calls, events, CLI, clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.helpers import MS, wait_for_sync
+from ui_bridge.client import connect
+from ui_bridge.discovery import discovery_path, read_discovery
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def syncd(*args: str, data_dir: Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *args],
+        cwd=ROOT,
+        env={**os.environ, "SYNCD_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "run", "--data-dir", str(tmp_path), "--port", "0"],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_sync(
+            lambda: read_discovery(tmp_path) is not None or proc.poll() is not None,
+            timeout=30_000 * MS,
+            message="daemon.json",
+        )
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+async def test_run_serves_the_api_and_shuts_down_cleanly(
+    daemon: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    info = read_discovery(tmp_path)
+    assert info is not None and info.pid == daemon.pid
+    assert stat.S_IMODE(discovery_path(tmp_path).stat().st_mode) == 0o600
+    async with await connect(data_dir=tmp_path) as client:
+        events = await client.subscribe(["workspace.*"])
+        row = await client.call("workspace.create", {"name": "through syncd run"})
+        event = await anext(events)
+        assert event.data == row and event.topic == "workspace.created"
+        status = await client.call("daemon.status")
+        assert status["pid"] == daemon.pid and status["seq"] == event.seq
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0
+    assert not discovery_path(tmp_path).exists()
+    stderr = daemon.stderr.read() if daemon.stderr else b""
+    assert b"Traceback" not in stderr and info.token.encode() not in stderr
+    for log in logs_of(tmp_path):
+        assert info.token not in log.read_text(errors="replace"), log
+
+
+def logs_of(data_dir: Path) -> list[Path]:
+    logs = data_dir / "logs"
+    return [p for p in logs.rglob("*") if p.is_file()] if logs.is_dir() else []
+
+
+def test_cli_status_and_call_against_a_running_daemon(
+    daemon: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    status = syncd("status", "--json", data_dir=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert orjson.loads(status.stdout)["pid"] == daemon.pid
+    created = syncd("call", "workspace.create", '{"name": "cli"}', data_dir=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert orjson.loads(created.stdout)["name"] == "cli"
+    failed = syncd("call", "workspace.create", '{"name": 1}', data_dir=tmp_path)
+    assert failed.returncode == 1 and orjson.loads(failed.stderr)["code"] == -32602
+
+
+def test_cli_status_without_daemon_exits_3(tmp_path: Path) -> None:
+    result = syncd("status", data_dir=tmp_path)
+    assert result.returncode == 3
+    assert "syncd run" in result.stderr

@@ -1,0 +1,147 @@
+"""The pure JSON-RPC 2.0 codec: parsing frames into requests or error replies, encoding replies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from ui_bridge.jsonrpc import (
+    ErrorCode,
+    ErrorReply,
+    Request,
+    RpcError,
+    encode_error,
+    encode_notification,
+    encode_result,
+    join_batch,
+    parse_frame,
+)
+
+
+def reply_of(item: Any) -> dict[str, Any]:
+    assert isinstance(item, ErrorReply), item
+    return dict(orjson.loads(item.payload))
+
+
+def test_single_request() -> None:
+    frame = parse_frame(b'{"jsonrpc":"2.0","method":"a.b","params":{"x":1},"id":7}')
+    assert not frame.is_batch
+    assert frame.items == (Request("a.b", {"x": 1}, 7, False),)
+
+
+def test_notification_has_no_id_member_but_null_id_is_a_request() -> None:
+    (note,) = parse_frame('{"jsonrpc":"2.0","method":"m"}').items
+    assert isinstance(note, Request) and note.is_notification and note.params is None
+    (req,) = parse_frame('{"jsonrpc":"2.0","method":"m","id":null}').items
+    assert isinstance(req, Request) and not req.is_notification and req.id is None
+
+
+def test_parse_error() -> None:
+    frame = parse_frame(b'{"jsonrpc": "2.0", "method": "foobar, "params": "bar", "baz]')
+    reply = reply_of(frame.items[0])
+    assert reply == {
+        "jsonrpc": "2.0",
+        "error": {"code": -32700, "message": "Parse error"},
+        "id": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        1,
+        "x",
+        None,
+        {"jsonrpc": "2.0", "method": 1, "params": "bar"},
+        {"jsonrpc": "1.0", "method": "m", "id": 1},
+        {"method": "m", "id": 1},
+        {"jsonrpc": "2.0", "method": "", "id": 1},
+        {"jsonrpc": "2.0", "method": "m", "params": 3, "id": 1},
+        {"jsonrpc": "2.0", "method": "m", "params": None, "id": 1},
+        {"jsonrpc": "2.0", "method": "m", "id": [1]},
+        {"jsonrpc": "2.0", "method": "m", "id": True},
+        {"foo": "boo"},
+    ],
+)
+def test_invalid_requests(obj: Any) -> None:
+    (item,) = parse_frame(orjson.dumps(obj)).items
+    reply = reply_of(item)
+    assert reply["error"]["code"] == ErrorCode.INVALID_REQUEST
+    assert reply["error"]["message"] == "Invalid Request"
+    assert "reason" in reply["error"]["data"]
+
+
+def test_invalid_request_echoes_a_valid_id() -> None:
+    (item,) = parse_frame(b'{"jsonrpc":"2.0","method":5,"id":"abc"}').items
+    assert reply_of(item)["id"] == "abc"
+    (item,) = parse_frame(b'{"jsonrpc":"2.0","method":5,"id":{"x":1}}').items
+    assert reply_of(item)["id"] is None
+
+
+def test_empty_batch_is_one_invalid_request() -> None:
+    frame = parse_frame(b"[]")
+    assert not frame.is_batch
+    assert reply_of(frame.items[0])["error"]["code"] == -32600
+
+
+def test_batch_items_are_independent() -> None:
+    frame = parse_frame(
+        b'[1, {"jsonrpc":"2.0","method":"m","id":2}, {"jsonrpc":"2.0","method":"n"}]'
+    )
+    assert frame.is_batch and len(frame.items) == 3
+    assert isinstance(frame.items[0], ErrorReply)
+    assert frame.items[1] == Request("m", None, 2, False)
+    assert frame.items[2] == Request("n", None, None, True)
+
+
+def test_join_batch() -> None:
+    assert join_batch([]) is None
+    assert orjson.loads(join_batch([b"1", b"2"]) or b"") == [1, 2]
+
+
+def test_encoders() -> None:
+    assert orjson.loads(encode_result("x", [1])) == {"jsonrpc": "2.0", "result": [1], "id": "x"}
+    error = RpcError(ErrorCode.NOT_FOUND, data={"id": "q"})
+    assert orjson.loads(encode_error(3, error)) == {
+        "jsonrpc": "2.0",
+        "error": {"code": -32001, "message": "Not found", "data": {"id": "q"}},
+        "id": 3,
+    }
+    assert orjson.loads(encode_notification("event", {"a": 1})) == {
+        "jsonrpc": "2.0",
+        "method": "event",
+        "params": {"a": 1},
+    }
+
+
+def test_unencodable_error_data_is_dropped_not_raised() -> None:
+    payload = orjson.loads(encode_error(1, RpcError(-32603, data={"x": object()})))
+    assert payload["error"] == {"code": -32603, "message": "Internal error"}
+
+
+def test_error_codes_match_the_architecture() -> None:
+    assert {c.name: int(c) for c in ErrorCode} == {
+        "PARSE_ERROR": -32700,
+        "INVALID_REQUEST": -32600,
+        "METHOD_NOT_FOUND": -32601,
+        "INVALID_PARAMS": -32602,
+        "INTERNAL_ERROR": -32603,
+        "NOT_FOUND": -32001,
+        "CONFLICT": -32002,
+        "CLOUD_NOT_CONFIGURED": -32003,
+        "LOGIN_REQUIRED": -32004,
+        "RATE_LIMITED": -32005,
+        "REJECTED_BY_POLICY": -32006,
+        "SHUTTING_DOWN": -32010,
+    }
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 5000, b'"\\ud800"', b"\xff\xfe", b"1e400", b"NaN", b"", b"  "],
+)
+def test_hostile_input_is_a_parse_error(raw: bytes) -> None:
+    (item,) = parse_frame(raw).items
+    assert reply_of(item)["error"]["code"] == -32700

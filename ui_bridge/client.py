@@ -1,0 +1,355 @@
+"""The Python client of the local API (what editors' Python tooling and ``syncd`` CLI use).
+
+::
+
+    client = await connect(data_dir=path)        # reads <data-dir>/daemon.json
+    row = await client.call("workspace.create", {"name": "notes"})
+    async with await client.subscribe(["message.*"]) as events:
+        async for event in events:               # Event(subscription, seq, topic, data)
+            ...
+    await client.close()
+
+Calls raise ``RpcError`` (the server's error object) or ``ConnectionLost``. If the connection
+drops, the client reconnects (re-reading the discovery file: a restarted daemon has a new port
+and token) and resubscribes every stream with ``since`` = the last seq it delivered, so a
+stream sees every event once, in order; if the daemon no longer retains them the stream raises
+``RefetchRequired``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from ui_bridge.discovery import DiscoveryInfo, is_pid_alive, read_discovery
+from ui_bridge.jsonrpc import RpcError
+from ui_bridge.redact import RedactCredentials
+
+__all__ = [
+    "Client",
+    "ConnectionLost",
+    "DaemonNotRunning",
+    "Event",
+    "EventStream",
+    "RefetchRequired",
+    "RpcError",
+    "connect",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_FRAME = 64 << 20
+
+
+def _ws_logger() -> logging.Logger:
+    ws_logger = logging.getLogger("ui_bridge.client.websockets")
+    if not any(isinstance(f, RedactCredentials) for f in ws_logger.filters):
+        ws_logger.addFilter(RedactCredentials())
+    return ws_logger
+
+
+class DaemonNotRunning(Exception):
+    """No daemon serves this data dir (no discovery file, dead pid, or nothing listening)."""
+
+
+class ConnectionLost(Exception):
+    """The connection dropped before the answer arrived."""
+
+
+class RefetchRequired(Exception):
+    """The daemon no longer retains the events after the stream's seq: refetch state."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change event."""
+
+    subscription: str
+    seq: int
+    topic: str
+    data: dict[str, Any]
+
+
+class EventStream:
+    """An async iterator of ``Event``s of one subscription, surviving reconnects."""
+
+    def __init__(self, client: Client, topics: Sequence[str], seq: int) -> None:
+        self.topics = tuple(topics)
+        self.last_seq = seq
+        self.subscription = ""
+        self._client = client
+        self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        self.closed = False
+
+    def _receive(self, event: Event) -> None:
+        if event.seq > self.last_seq:
+            self.last_seq = event.seq
+            self._queue.put_nowait(event)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._queue.put_nowait(exc)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self.closed and self._queue.empty():
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, StopAsyncIteration):
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            self.closed = True
+            raise item
+        return item
+
+    async def close(self) -> None:
+        """Unsubscribe (best effort) and end the iteration."""
+        if self.closed:
+            return
+        self.closed = True
+        self._client._streams.pop(self.subscription, None)
+        self._client._open_streams.discard(self)
+        with contextlib.suppress(RpcError, ConnectionLost):
+            await self._client.call("unsubscribe", {"subscription": self.subscription})
+        self._queue.put_nowait(StopAsyncIteration())
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class Client:
+    """One connection to the daemon; see the module docstring."""
+
+    def __init__(
+        self, data_dir: Path, *, reconnect: bool = True, connect_timeout: float = 10.0
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.reconnect = reconnect
+        self.connect_timeout = connect_timeout
+        self.info: DiscoveryInfo | None = None
+        self._ws: ClientConnection | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[asyncio.Future[Any], Callable[[Any], None] | None]] = {}
+        self._streams: dict[str, EventStream] = {}
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._reader: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._open_streams: set[EventStream] = set()
+        self._closed = asyncio.Event()
+
+    async def open(self) -> None:
+        """Connect once (raises ``DaemonNotRunning``) and start reading."""
+        await self._connect()
+        self._reader = asyncio.create_task(self._run(), name="bridge-client-reader")
+
+    async def _connect(self) -> None:
+        info = read_discovery(self.data_dir)
+        if info is None or not is_pid_alive(info.pid):
+            raise DaemonNotRunning(f"no daemon is running for {self.data_dir}")
+        try:
+            self._ws = await ws_connect(
+                info.url,
+                additional_headers={"Authorization": f"Bearer {info.token}"},
+                compression=None,
+                max_size=MAX_FRAME,
+                open_timeout=self.connect_timeout,
+                logger=_ws_logger(),
+            )
+        except (OSError, InvalidStatus, TimeoutError) as exc:
+            raise DaemonNotRunning(f"the daemon at {info.url} does not answer: {exc}") from exc
+        self.info = info
+        self._connected.set()
+
+    async def call(self, method: str, params: Any = None) -> Any:
+        """Call ``method``; returns its result or raises ``RpcError`` / ``ConnectionLost``."""
+        return await self._call(method, params, None)
+
+    async def _call(self, method: str, params: Any, on_result: Callable[[Any], None] | None) -> Any:
+        try:
+            await asyncio.wait_for(self._connected.wait(), self.connect_timeout)
+        except TimeoutError:
+            raise ConnectionLost("not connected to the daemon") from None
+        ws = self._ws
+        assert ws is not None
+        req_id = next(self._ids)
+        request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": req_id}
+        if params is not None:
+            request["params"] = params
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = (future, on_result)
+        try:
+            await ws.send(orjson.dumps(request), text=True)
+            return await future
+        except ConnectionClosed as exc:
+            raise ConnectionLost(str(exc)) from exc
+        finally:
+            self._pending.pop(req_id, None)
+
+    async def subscribe(self, topics: Sequence[str], since: int | None = None) -> EventStream:
+        """Subscribe; replay from ``since`` when given. Returns the stream of events."""
+        stream = EventStream(self, topics, since or 0)
+        await self._start_stream(stream, since)
+        self._open_streams.add(stream)
+        return stream
+
+    async def _start_stream(self, stream: EventStream, since: int | None) -> None:
+        def registered(result: Any) -> None:
+            # Runs in the reader before the next frame, so no event of it is missed.
+            stream.subscription = result["subscription"]
+            if since is None:
+                stream.last_seq = result["seq"]
+            self._streams[stream.subscription] = stream
+
+        params: dict[str, Any] = {"topics": list(stream.topics)}
+        if since is not None:
+            params["since"] = since
+        await self._call("subscribe", params, registered)
+
+    async def _run(self) -> None:
+        while True:
+            ws = self._ws
+            assert ws is not None
+            try:
+                async for raw in ws:
+                    self._receive(raw)
+            except ConnectionClosed:
+                pass
+            self._connected.clear()
+            self._fail_pending(ConnectionLost("connection to the daemon lost"))
+            if self._closing or not self.reconnect:
+                self._end_streams(ConnectionLost("connection to the daemon lost"))
+                return
+            await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        delay = 0.05
+        while not self._closing:
+            try:
+                await self._connect()
+            except DaemonNotRunning:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if self._closing:
+                assert self._ws is not None
+                await self._ws.close()
+                return
+            self._streams = {}
+            # The reader must run to receive the answers, so resubscribing runs beside it.
+            task = asyncio.create_task(self._resubscribe(), name="bridge-resubscribe")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+
+    async def _resubscribe(self) -> None:
+        for stream in list(self._open_streams):
+            try:
+                await self._start_stream(stream, stream.last_seq)
+            except RpcError as exc:
+                self._open_streams.discard(stream)
+                stream._fail(RefetchRequired(str(exc.data)) if exc.code == -32001 else exc)
+            except ConnectionLost:
+                return  # the reader reconnects again and resubscribes every open stream
+
+    def _receive(self, raw: str | bytes) -> None:
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            logger.warning("client.bad-frame")
+            return
+        for item in message if isinstance(message, list) else (message,):
+            if isinstance(item, dict):
+                self._receive_item(item)
+
+    def _receive_item(self, item: dict[str, Any]) -> None:
+        method = item.get("method")
+        if method == "event":
+            params = item["params"]
+            stream = self._streams.get(params["subscription"])
+            if stream is not None:
+                event = Event(
+                    params["subscription"], params["seq"], params["topic"], params["data"]
+                )
+                stream._receive(event)
+            return
+        if method == "subscription.error":
+            stream = self._streams.pop(item["params"]["subscription"], None)
+            if stream is not None:
+                self._open_streams.discard(stream)
+                stream._fail(RefetchRequired("the daemon no longer retains these events"))
+            return
+        entry = self._pending.get(item.get("id"))  # type: ignore[arg-type]
+        if entry is None:
+            return
+        future, on_result = entry
+        if future.done():
+            return
+        if "error" in item:
+            error = item["error"]
+            future.set_exception(RpcError(error["code"], error["message"], error.get("data")))
+        else:
+            if on_result is not None:
+                on_result(item.get("result"))
+            future.set_result(item.get("result"))
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        for future, _ in self._pending.values():
+            if not future.done():
+                future.set_exception(exc)
+        self._pending.clear()
+
+    def _end_streams(self, exc: BaseException) -> None:
+        for stream in self._open_streams:
+            stream._fail(StopAsyncIteration() if self._closing else exc)
+        self._open_streams.clear()
+        self._streams.clear()
+
+    async def close(self) -> None:
+        """Close the connection; open streams end."""
+        self._closing = True
+        self._closed.set()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def connect(
+    *, data_dir: Path, reconnect: bool = True, connect_timeout: float = 10.0
+) -> Client:
+    """Connect to the daemon serving ``data_dir``; raises ``DaemonNotRunning``."""
+    client = Client(data_dir, reconnect=reconnect, connect_timeout=connect_timeout)
+    await client.open()
+    return client

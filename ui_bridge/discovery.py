@@ -1,0 +1,155 @@
+"""The discovery file ``<data-dir>/daemon.json``: how local clients find the running daemon.
+
+``{"pid", "port", "url", "token", "version", "started_at"}``, mode 0600 from the moment it
+exists (written to a private temporary file, then renamed over), removed at clean shutdown. A
+file left by a dead daemon is stale and replaced; one whose daemon still answers is not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from daemon.errors import DaemonError
+
+__all__ = [
+    "FILENAME",
+    "DaemonAlreadyRunning",
+    "DiscoveryInfo",
+    "claim_discovery",
+    "discovery_path",
+    "is_pid_alive",
+    "read_discovery",
+    "remove_discovery",
+    "write_discovery",
+]
+
+logger = logging.getLogger(__name__)
+
+FILENAME: Final = "daemon.json"
+
+
+class DaemonAlreadyRunning(DaemonError):
+    """Another live daemon serves this data dir."""
+
+    def __init__(self, pid: int, port: int) -> None:
+        super().__init__(f"a daemon (pid {pid}) already serves this data dir on port {port}")
+        self.pid = pid
+        self.port = port
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryInfo:
+    """The content of the discovery file."""
+
+    pid: int
+    port: int
+    url: str
+    token: str
+    version: str
+    started_at: str
+
+    def __repr__(self) -> str:  # never show the token
+        return f"DiscoveryInfo(pid={self.pid}, port={self.port}, url={self.url!r})"
+
+    @classmethod
+    def from_mapping(cls, obj: Any) -> DiscoveryInfo | None:
+        """Parse a decoded file; ``None`` if it is not a complete, well-typed record."""
+        if not isinstance(obj, dict):
+            return None
+        try:
+            info = cls(**{key: obj[key] for key in cls.__slots__})
+        except (KeyError, TypeError):
+            return None
+        ints_ok = all(type(v) is int for v in (info.pid, info.port))
+        strs = (info.url, info.token, info.version, info.started_at)
+        return info if ints_ok and all(isinstance(s, str) for s in strs) else None
+
+
+def discovery_path(data_dir: Path) -> Path:
+    """Where the discovery file of ``data_dir`` lives."""
+    return Path(data_dir) / FILENAME
+
+
+def read_discovery(data_dir: Path) -> DiscoveryInfo | None:
+    """The discovery record, or ``None`` if there is none or it is unreadable."""
+    try:
+        raw = discovery_path(data_dir).read_bytes()
+        return DiscoveryInfo.from_mapping(orjson.loads(raw))
+    except (OSError, orjson.JSONDecodeError):
+        return None
+
+
+def is_pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists (it may belong to another user)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _is_listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def claim_discovery(data_dir: Path) -> None:
+    """Before starting: refuse if a live daemon owns the file, else remove a stale one."""
+    info = read_discovery(data_dir)
+    path = discovery_path(data_dir)
+    if info is not None and info.pid != os.getpid() and is_pid_alive(info.pid):
+        if _is_listening(info.port):
+            raise DaemonAlreadyRunning(info.pid, info.port)
+    if path.exists():
+        logger.warning("discovery.stale path=%s (replaced)", path)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def write_discovery(data_dir: Path, info: DiscoveryInfo) -> Path:
+    """Write the file atomically, readable by its owner only (0600) from the first byte."""
+    path = discovery_path(data_dir)
+    tmp = path.with_name(f".{FILENAME}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if hasattr(os, "fchmod"):
+                os.fchmod(handle.fileno(), 0o600)
+            handle.write(orjson.dumps(asdict(info), option=orjson.OPT_INDENT_2))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return path
+
+
+def remove_discovery(data_dir: Path, *, token: str) -> bool:
+    """Remove the file if it is still ours (same token); ``True`` if removed."""
+    info = read_discovery(data_dir)
+    if info is None or not secrets.compare_digest(info.token, token):
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        discovery_path(data_dir).unlink()
+    return True

@@ -1,0 +1,92 @@
+"""Dispatch: one frame in, the reply bytes (or nothing) out.
+
+This is the only place that turns exceptions into JSON-RPC error objects: ``RpcError`` as is,
+the daemon's error tree by ``map_error``, anything else as -32603 (logged with its traceback,
+never sent to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from daemon.errors import Conflict, InvalidInput, NotFound, ShuttingDown
+from ui_bridge.jsonrpc import (
+    ErrorCode,
+    ErrorReply,
+    Request,
+    RpcError,
+    encode_error,
+    encode_result,
+    join_batch,
+    parse_frame,
+)
+from ui_bridge.methods.spec import MethodTable, bind_params
+
+__all__ = ["Dispatcher", "map_error"]
+
+logger = logging.getLogger(__name__)
+
+
+def map_error(exc: Exception) -> RpcError | None:
+    """The JSON-RPC error for a daemon error, ``None`` for an unexpected exception."""
+    if isinstance(exc, RpcError):
+        return exc
+    if isinstance(exc, NotFound):
+        return RpcError(ErrorCode.NOT_FOUND, data={"entity": exc.entity, "id": exc.id})
+    if isinstance(exc, Conflict):
+        return RpcError(ErrorCode.CONFLICT, data={"reason": exc.message})
+    if isinstance(exc, InvalidInput):
+        return RpcError(ErrorCode.INVALID_PARAMS, data={"field": exc.field, "reason": exc.message})
+    if isinstance(exc, ShuttingDown):
+        return RpcError(ErrorCode.SHUTTING_DOWN)
+    return None
+
+
+class Dispatcher:
+    """Runs the requests of a frame against a method table, one after the other, in order."""
+
+    def __init__(self, table: MethodTable) -> None:
+        self.table = table
+
+    async def handle_frame(self, data: bytes | str, ctx: Any, conn_id: str = "-") -> bytes | None:
+        """The reply to one frame; ``None`` when nothing must be sent (notifications only)."""
+        frame = parse_frame(data)
+        if not frame.is_batch:
+            return await self.handle_item(frame.items[0], ctx, conn_id)
+        replies = []
+        for item in frame.items:
+            reply = await self.handle_item(item, ctx, conn_id)
+            if reply is not None:
+                replies.append(reply)
+        return join_batch(replies)
+
+    async def handle_item(
+        self, item: Request | ErrorReply, ctx: Any, conn_id: str = "-"
+    ) -> bytes | None:
+        """The reply to one request; ``None`` for a notification."""
+        if isinstance(item, ErrorReply):
+            return item.payload
+        try:
+            result = await self.call(item, ctx)
+        except Exception as exc:
+            error = map_error(exc)
+            if error is None:
+                logger.error("rpc.failed conn=%s method=%s", conn_id, item.method, exc_info=exc)
+                error = RpcError(ErrorCode.INTERNAL_ERROR)
+            return None if item.is_notification else encode_error(item.id, error)
+        if item.is_notification:
+            return None
+        try:
+            return encode_result(item.id, result)
+        except TypeError as exc:
+            logger.error("rpc.unencodable conn=%s method=%s", conn_id, item.method, exc_info=exc)
+            return encode_error(item.id, RpcError(ErrorCode.INTERNAL_ERROR))
+
+    async def call(self, request: Request, ctx: Any) -> Any:
+        """Look the method up, validate its params, run it."""
+        method = self.table.get(request.method)
+        if method is None:
+            raise RpcError(ErrorCode.METHOD_NOT_FOUND, data={"method": request.method[:100]})
+        params = bind_params(method, request.params)
+        return await method.handler(ctx, params)

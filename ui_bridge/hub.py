@@ -1,0 +1,198 @@
+"""Event fan-out: store commits → matching subscriptions, in seq order, no gap, no duplicate.
+
+The store calls ``EventHub.on_commit`` on the event loop right after each commit, in seq order.
+Each event is serialised once; every matching subscription gets the shared bytes behind its own
+prefix, pushed onto its session's bounded outbox without awaiting anything (a slow client's full
+outbox drops that client, never the publisher).
+
+Replay (``subscribe`` with ``since``): the subscription starts *catching up*: live events are
+kept in ``pending`` while pages are read from the durable changelog. When a read comes back
+empty, every event after the cursor that was committed since is in ``pending`` (the listener ran
+for it); they are flushed, deduplicated by seq, and the subscription turns live in the same step
+(no await in between). If ``pending`` grows too large it is dropped and the loop reads again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import orjson
+
+from daemon.events import ChangeEvent
+from ui_bridge.jsonrpc import ErrorCode, RpcError
+from ui_bridge.topics import TopicFilter
+
+if TYPE_CHECKING:
+    from daemon.store import Store
+
+__all__ = ["EventHub", "FrameSink", "Subscription", "encode_event_tail"]
+
+logger = logging.getLogger(__name__)
+
+PAGE: Final = 1000
+PENDING_LIMIT: Final = 10_000
+
+
+class FrameSink(Protocol):
+    """Where a subscription's frames go (a session's outbox)."""
+
+    def push(self, frame: bytes) -> bool: ...
+
+    async def wait_for_room(self) -> None: ...
+
+
+def encode_event_tail(event: ChangeEvent) -> bytes:
+    """``"seq":…,"topic":…,"data":…}}``: the part of a notification shared by every subscriber."""
+    params = {"seq": event.seq, "topic": event.topic, "data": event.data}
+    try:
+        body = orjson.dumps(params)
+    except TypeError:  # str subclasses as keys (see jsonrpc.encode_result): still strings
+        body = orjson.dumps(params, option=orjson.OPT_NON_STR_KEYS)
+    return body[1:] + b"}"
+
+
+class Subscription:
+    """One client subscription; ``last_seq`` is the last seq delivered (or skipped)."""
+
+    __slots__ = ("active", "filter", "id", "last_seq", "live", "pending", "prefix", "sink")
+
+    def __init__(self, sub_id: str, topics: TopicFilter, sink: FrameSink, last_seq: int) -> None:
+        self.id = sub_id
+        self.filter = topics
+        self.sink = sink
+        self.last_seq = last_seq
+        self.live = False
+        self.active = True
+        self.pending: list[tuple[int, bytes]] | None = []
+        self.prefix = (
+            b'{"jsonrpc":"2.0","method":"event","params":{"subscription":'
+            + orjson.dumps(sub_id)
+            + b","
+        )
+
+    def deliver(self, seq: int, tail: bytes) -> None:
+        """Called by the hub for a matching live event."""
+        if self.live:
+            if seq > self.last_seq:
+                self.last_seq = seq
+                self.sink.push(self.prefix + tail)
+        elif self.pending is not None:
+            self.pending.append((seq, tail))
+            if len(self.pending) > PENDING_LIMIT:
+                self.pending = None  # re-read from the changelog instead
+
+    def go_live(self, cursor: int) -> None:
+        """Flush what arrived during catch-up after ``cursor`` and switch to live delivery."""
+        self.last_seq = cursor
+        self.live = True
+        for seq, tail in self.pending or ():
+            if seq > self.last_seq:
+                self.last_seq = seq
+                self.sink.push(self.prefix + tail)
+        self.pending = None
+
+
+class EventHub:
+    """Subscriptions of every session, fed by the store's commit listener."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._subs: dict[str, Subscription] = {}
+        self._remove_listener: Callable[[], None] | None = None
+        #: the seq of the last event the listener has seen: live subscriptions start after it
+        self.current_seq = 0
+
+    async def start(self) -> None:
+        """Listen to commits, then learn the current seq (commits in between are kept)."""
+        self._remove_listener = self._store.add_commit_listener(self.on_commit)
+        self.current_seq = max(self.current_seq, await self._store.changelog.last_seq())
+
+    def stop(self) -> None:
+        """Stop listening; subscriptions stay registered until their sessions end."""
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+
+    def __len__(self) -> int:
+        return len(self._subs)
+
+    def on_commit(self, events: Sequence[ChangeEvent]) -> None:
+        """The commit listener: fan each event out to the matching subscriptions."""
+        subs = tuple(self._subs.values())
+        for event in events:
+            if event.seq > self.current_seq:
+                self.current_seq = event.seq
+            tail: bytes | None = None
+            for sub in subs:
+                if sub.filter.matches(event.topic):
+                    if tail is None:
+                        try:
+                            tail = encode_event_tail(event)
+                        except TypeError:
+                            logger.exception("event.unencodable seq=%d", event.seq)
+                            break
+                    sub.deliver(event.seq, tail)
+
+    def add_live(self, sub: Subscription) -> int:
+        """Register a subscription that starts now; returns the seq it starts after."""
+        sub.last_seq = self.current_seq
+        sub.pending = None
+        sub.live = True
+        self._subs[sub.id] = sub
+        return sub.last_seq
+
+    async def add_replaying(self, sub: Subscription, since: int) -> None:
+        """Register a subscription that replays from ``since``; raises refetch if not retained."""
+        changelog = self._store.changelog
+        first = await changelog.first_seq()
+        last = max(self.current_seq, await changelog.last_seq())
+        if since > last or (since + 1 < first and since < last):
+            raise RpcError(
+                ErrorCode.NOT_FOUND,
+                "Events no longer retained: refetch",
+                {"reason": "refetch", "since": since, "first_seq": first, "last_seq": last},
+            )
+        sub.last_seq = since
+        self._subs[sub.id] = sub
+
+    async def catch_up(self, sub: Subscription) -> bool:
+        """Replay the changelog into ``sub`` then turn it live; ``False`` if a gap appeared."""
+        cursor = sub.last_seq
+        changelog = self._store.changelog
+        while sub.active:
+            if sub.pending is None:
+                sub.pending = []
+            batch = await changelog.read_since(cursor, PAGE)
+            if not batch:
+                if sub.pending is None:
+                    continue  # pending overflowed while reading: read again
+                sub.go_live(cursor)
+                return True
+            if batch[0].seq != cursor + 1:
+                return False
+            cursor = await self._replay_page(sub, batch)
+        return True
+
+    async def _replay_page(self, sub: Subscription, batch: Sequence[ChangeEvent]) -> int:
+        matches = sub.filter.matches
+        for event in batch:
+            if not sub.active:
+                break
+            if matches(event.topic):
+                await sub.sink.wait_for_room()
+                sub.sink.push(sub.prefix + encode_event_tail(event))
+        sub.last_seq = batch[-1].seq
+        return batch[-1].seq
+
+    def remove(self, sub_id: str) -> Subscription | None:
+        """Unregister a subscription (it stops receiving at once)."""
+        sub = self._subs.pop(sub_id, None)
+        if sub is not None:
+            sub.active = False
+        return sub
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters for ``daemon.status``."""
+        return {"subscriptions": len(self._subs), "seq": self.current_seq}

@@ -1,0 +1,189 @@
+"""JSON-RPC 2.0 codec (pure: no I/O, no clock).
+
+https://www.jsonrpc.org/specification. ``parse_frame`` turns one WebSocket frame into either a
+single item or a batch of items; each item is a valid ``Request`` or an ``ErrorReply`` that the
+caller sends back unchanged. ``encode_result`` / ``encode_error`` produce the reply bytes and
+``join_batch`` the reply to a batch. A batch whose items are all notifications gets no reply at
+all, and an empty batch is itself an Invalid Request.
+
+Error codes: the standard ones (-32700 … -32603) plus the application codes fixed by
+ARCHITECTURE.md ("Public interfaces").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Final
+
+import orjson
+
+__all__ = [
+    "ErrorCode",
+    "ErrorReply",
+    "Frame",
+    "Request",
+    "RpcError",
+    "encode_error",
+    "encode_notification",
+    "encode_result",
+    "join_batch",
+    "parse_frame",
+]
+
+
+class ErrorCode(IntEnum):
+    """Every error code the local API answers with."""
+
+    PARSE_ERROR = -32700
+    INVALID_REQUEST = -32600
+    METHOD_NOT_FOUND = -32601
+    INVALID_PARAMS = -32602
+    INTERNAL_ERROR = -32603
+    NOT_FOUND = -32001
+    CONFLICT = -32002
+    CLOUD_NOT_CONFIGURED = -32003
+    LOGIN_REQUIRED = -32004
+    RATE_LIMITED = -32005
+    REJECTED_BY_POLICY = -32006
+    SHUTTING_DOWN = -32010
+
+
+DEFAULT_MESSAGES: Final[dict[int, str]] = {
+    ErrorCode.PARSE_ERROR: "Parse error",
+    ErrorCode.INVALID_REQUEST: "Invalid Request",
+    ErrorCode.METHOD_NOT_FOUND: "Method not found",
+    ErrorCode.INVALID_PARAMS: "Invalid params",
+    ErrorCode.INTERNAL_ERROR: "Internal error",
+    ErrorCode.NOT_FOUND: "Not found",
+    ErrorCode.CONFLICT: "Conflict",
+    ErrorCode.CLOUD_NOT_CONFIGURED: "Cloud not configured",
+    ErrorCode.LOGIN_REQUIRED: "Cloud login required",
+    ErrorCode.RATE_LIMITED: "Rate limited",
+    ErrorCode.REJECTED_BY_POLICY: "Rejected by policy",
+    ErrorCode.SHUTTING_DOWN: "Shutting down",
+}
+
+RequestId = str | int | float | None
+
+
+class RpcError(Exception):
+    """An error that travels to the client as a JSON-RPC error object."""
+
+    def __init__(self, code: int, message: str | None = None, data: Any = None) -> None:
+        self.code = int(code)
+        self.message = message if message is not None else DEFAULT_MESSAGES.get(code, "Error")
+        self.data = data
+        super().__init__(self.code, self.message)
+
+    def to_object(self) -> dict[str, Any]:
+        """The ``error`` member of a response."""
+        obj: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            obj["data"] = self.data
+        return obj
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A well-formed request or notification (``is_notification``: no ``id`` member)."""
+
+    method: str
+    params: dict[str, Any] | list[Any] | None
+    id: RequestId
+    is_notification: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """An item that failed before dispatch; ``payload`` is the encoded error response."""
+
+    payload: bytes
+
+
+Item = Request | ErrorReply
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded frame: ``items`` plus whether it was a batch (replies must be an array)."""
+
+    items: tuple[Item, ...]
+    is_batch: bool
+
+
+def parse_frame(data: bytes | str) -> Frame:
+    """Decode one frame. Never raises: malformed input becomes ``ErrorReply`` items."""
+    try:
+        decoded = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return Frame((ErrorReply(encode_error(None, RpcError(ErrorCode.PARSE_ERROR))),), False)
+    if isinstance(decoded, list):
+        if not decoded:
+            return Frame((_invalid(None, "empty batch"),), False)
+        return Frame(tuple(parse_item(entry) for entry in decoded), True)
+    return Frame((parse_item(decoded),), False)
+
+
+def parse_item(obj: Any) -> Item:
+    """Validate one request object (a decoded JSON value)."""
+    if not isinstance(obj, dict):
+        return _invalid(None, "a request must be an object")
+    has_id = "id" in obj
+    req_id = obj.get("id")
+    if has_id and not _is_valid_id(req_id):
+        return _invalid(None, "id must be a string, a number or null")
+    reply_id = req_id if has_id else None
+    if obj.get("jsonrpc") != "2.0":
+        return _invalid(reply_id, 'jsonrpc must be exactly "2.0"')
+    method = obj.get("method")
+    if not isinstance(method, str) or not method:
+        return _invalid(reply_id, "method must be a non-empty string")
+    params = obj.get("params")
+    if "params" in obj and not isinstance(params, dict | list):
+        return _invalid(reply_id, "params must be an object or an array")
+    return Request(method=method, params=params, id=req_id, is_notification=not has_id)
+
+
+def _is_valid_id(value: Any) -> bool:
+    if value is None or isinstance(value, str):
+        return True
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _invalid(req_id: RequestId, reason: str) -> ErrorReply:
+    error = RpcError(ErrorCode.INVALID_REQUEST, data={"reason": reason})
+    return ErrorReply(encode_error(req_id, error))
+
+
+def encode_result(req_id: RequestId, result: Any) -> bytes:
+    """A success response. Raises ``TypeError`` (orjson) if ``result`` is not JSON-able."""
+    reply = {"jsonrpc": "2.0", "result": result, "id": req_id}
+    try:
+        return orjson.dumps(reply)
+    except TypeError:
+        # orjson refuses str *subclasses* as keys (e.g. SQLAlchemy's quoted_name); they are
+        # still strings, so retry on the slow path that accepts them.
+        return orjson.dumps(reply, option=orjson.OPT_NON_STR_KEYS)
+
+
+def encode_error(req_id: RequestId, error: RpcError) -> bytes:
+    """An error response; ``data`` that cannot be encoded is dropped rather than failing."""
+    try:
+        return orjson.dumps({"jsonrpc": "2.0", "error": error.to_object(), "id": req_id})
+    except TypeError:
+        bare = {"code": error.code, "message": error.message}
+        return orjson.dumps({"jsonrpc": "2.0", "error": bare, "id": req_id})
+
+
+def encode_notification(method: str, params: dict[str, Any]) -> bytes:
+    """A notification from the server (no ``id``)."""
+    return orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})
+
+
+def join_batch(replies: Sequence[bytes]) -> bytes | None:
+    """The reply to a batch: a JSON array of the replies, or nothing if there are none."""
+    if not replies:
+        return None
+    return b"[" + b",".join(replies) + b"]"

@@ -1,0 +1,290 @@
+"""Data methods: workspaces, conversations, messages, tasks. Thin: validate, call the store.
+
+Results are the stored rows as the repositories return them; lists are ``{items, next_cursor}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from ui_bridge.jsonrpc import ErrorCode
+from ui_bridge.methods.context import CallContext
+from ui_bridge.methods.spec import Handler, Method, MethodTable, Param
+
+__all__ = ["add_data_methods"]
+
+ID_LENGTH: Final = 64
+NAME_LENGTH: Final = 1_000
+TEXT_LENGTH: Final = 100_000
+MAX_CONTENT: Final = 512 * 1024
+ROLES: Final = ("user", "assistant", "system", "tool")
+
+Repo = Callable[[CallContext], Any]
+
+_ROW: Final[dict[str, Any]] = {"type": "object", "description": "the stored row"}
+_PAGE: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "items": {"type": "array", "items": _ROW},
+        "next_cursor": {"oneOf": [{"type": "string"}, {"type": "null"}]},
+    },
+    "required": ["items", "next_cursor"],
+}
+_WRITE_ERRORS: Final = (ErrorCode.INVALID_PARAMS, ErrorCode.SHUTTING_DOWN)
+_ROW_ERRORS: Final = (ErrorCode.NOT_FOUND, *_WRITE_ERRORS)
+
+
+def _id(name: str = "id", *, required: bool = True, what: str = "row id") -> Param:
+    return Param(name, "string", required=required, max_length=ID_LENGTH, description=what)
+
+
+def _text(
+    name: str, *, required: bool = False, nullable: bool = False, size: int = NAME_LENGTH
+) -> Param:
+    return Param(name, "string", required=required, nullable=nullable, max_length=size)
+
+
+def _limit(default: int, maximum: int = 1000) -> Param:
+    return Param(
+        "limit", "integer", minimum=1, maximum=maximum, description=f"page size (default {default})"
+    )
+
+
+_CURSOR: Final = Param(
+    "cursor",
+    "string",
+    nullable=True,
+    max_length=1_000,
+    description="next_cursor of the previous page",
+)
+
+
+def _page(page: Any) -> dict[str, Any]:
+    return {"items": page.items, "next_cursor": page.next_cursor}
+
+
+def _create(repo: Repo, method: str = "create") -> Handler:
+    async def handler(ctx: CallContext, params: dict[str, Any]) -> Any:
+        return await getattr(repo(ctx), method)(**params)
+
+    return handler
+
+
+def _by_id(repo: Repo, method: str) -> Handler:
+    async def handler(ctx: CallContext, params: dict[str, Any]) -> Any:
+        return await getattr(repo(ctx), method)(params["id"])
+
+    return handler
+
+
+def _update(repo: Repo) -> Handler:
+    async def handler(ctx: CallContext, params: dict[str, Any]) -> Any:
+        fields = dict(params)
+        row_id = fields.pop("id")
+        return await repo(ctx).update(row_id, **fields)
+
+    return handler
+
+
+def _list(repo: Repo) -> Handler:
+    async def handler(ctx: CallContext, params: dict[str, Any]) -> Any:
+        return _page(await repo(ctx).list(**params))
+
+    return handler
+
+
+def _workspaces(ctx: CallContext) -> Any:
+    return ctx.store.workspaces
+
+
+def _conversations(ctx: CallContext) -> Any:
+    return ctx.store.conversations
+
+
+def _messages(ctx: CallContext) -> Any:
+    return ctx.store.messages
+
+
+def _tasks(ctx: CallContext) -> Any:
+    return ctx.store.tasks
+
+
+def _entity_methods(prefix: str, repo: Repo, delete: str = "delete") -> list[Method]:
+    """get / delete (or cancel) for one entity; create, list and update differ per entity."""
+    return [
+        Method(
+            f"{prefix}.get",
+            _by_id(repo, "get"),
+            (_id(),),
+            f"Get one {prefix} by id (tombstones included).",
+            _ROW,
+            (ErrorCode.NOT_FOUND,),
+        ),
+        Method(
+            f"{prefix}.{delete}",
+            _by_id(repo, delete),
+            (_id(),),
+            f"{delete.capitalize()} a {prefix}.",
+            _ROW,
+            _ROW_ERRORS,
+        ),
+    ]
+
+
+def _workspace_methods() -> list[Method]:
+    fields = (
+        _text("path", nullable=True, size=4_096),
+        _text("description", nullable=True, size=TEXT_LENGTH),
+    )
+    updatable = (
+        _text("name"),
+        *fields,
+        _text("status", size=64),
+        _text("task_goal", nullable=True, size=TEXT_LENGTH),
+        _text("current_step", nullable=True, size=TEXT_LENGTH),
+        Param("progress_data", "object", nullable=True),
+        Param("next_steps", "array", nullable=True),
+        Param("shared_memory", "object", nullable=True),
+    )
+    w = _workspaces
+    return [
+        Method(
+            "workspace.create",
+            _create(w),
+            (_text("name", required=True), *fields),
+            "Create a workspace.",
+            _ROW,
+            _WRITE_ERRORS,
+        ),
+        Method("workspace.list", _list(w), (_limit(50), _CURSOR), "List live workspaces.", _PAGE),
+        Method(
+            "workspace.update",
+            _update(w),
+            (_id(), *updatable),
+            "Change some fields of a workspace.",
+            _ROW,
+            _ROW_ERRORS,
+        ),
+        *_entity_methods("workspace", w),
+    ]
+
+
+def _conversation_methods() -> list[Method]:
+    c = _conversations
+    ws = _id("workspace_id", what="workspace id")
+    conv_type = _text("type", size=64)
+    return [
+        Method(
+            "conversation.create",
+            _create(c),
+            (ws, _text("name", required=True), conv_type),
+            "Create a conversation in a workspace.",
+            _ROW,
+            _WRITE_ERRORS,
+        ),
+        Method(
+            "conversation.list",
+            _list(c),
+            (_id("workspace_id", required=False, what="only this workspace"), _limit(50), _CURSOR),
+            "List live conversations.",
+            _PAGE,
+        ),
+        Method(
+            "conversation.update",
+            _update(c),
+            (_id(), _text("name"), conv_type, Param("is_archived", "boolean")),
+            "Rename, retype or archive a conversation.",
+            _ROW,
+            _ROW_ERRORS,
+        ),
+        *_entity_methods("conversation", c),
+    ]
+
+
+def _message_methods() -> list[Method]:
+    m = _messages
+    send = (
+        _id("conversation_id", what="conversation id"),
+        Param("role", "string", required=True, enum=ROLES),
+        _text("content", required=True, size=MAX_CONTENT),
+        _id("id", required=False, what="client-chosen id: retrying with it is idempotent"),
+    )
+    listing = (
+        _id("conversation_id", what="conversation id"),
+        Param(
+            "after",
+            "string",
+            nullable=True,
+            max_length=1_000,
+            description="next_cursor of the previous page",
+        ),
+        _limit(100),
+    )
+    return [
+        Method(
+            "message.send",
+            _create(m),
+            send,
+            "Append a message to a conversation.",
+            _ROW,
+            (ErrorCode.CONFLICT, *_WRITE_ERRORS),
+        ),
+        Method(
+            "message.list", _list(m), listing, "Messages of a conversation, oldest first.", _PAGE
+        ),
+    ]
+
+
+def _task_methods() -> list[Method]:
+    t = _tasks
+    enqueue = (
+        _id("workspace_id", what="workspace id"),
+        _text("kind", required=True, size=200),
+        Param("payload", "any", nullable=True),
+        Param("priority", "integer", minimum=-1_000_000, maximum=1_000_000),
+    )
+    updatable = (
+        _id(),
+        _text("status", size=64),
+        Param("priority", "integer", minimum=-1_000_000, maximum=1_000_000),
+        Param("payload", "any", nullable=True),
+        Param("progress", "any", nullable=True),
+    )
+    listing = (
+        _id("workspace_id", required=False, what="only this workspace"),
+        _text("status", size=64),
+        _limit(50),
+        _CURSOR,
+    )
+    return [
+        Method(
+            "task.enqueue",
+            _create(t),
+            enqueue,
+            "Queue a task (status queued).",
+            _ROW,
+            _WRITE_ERRORS,
+        ),
+        Method("task.list", _list(t), listing, "List tasks.", _PAGE),
+        Method(
+            "task.update",
+            _update(t),
+            updatable,
+            "Change a task's status, priority, payload or progress.",
+            _ROW,
+            _ROW_ERRORS,
+        ),
+        *_entity_methods("task", t, delete="cancel"),
+    ]
+
+
+def add_data_methods(table: MethodTable) -> None:
+    """Register every data method."""
+    for method in (
+        *_workspace_methods(),
+        *_conversation_methods(),
+        *_message_methods(),
+        *_task_methods(),
+    ):
+        table.add(method)

@@ -1,0 +1,91 @@
+"""Daemon, event and discovery methods: daemon.ping/status, subscribe/unsubscribe, rpc.discover."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ui_bridge.jsonrpc import ErrorCode, RpcError
+from ui_bridge.methods.context import CallContext
+from ui_bridge.methods.spec import Method, MethodTable, Param, invalid_params
+from ui_bridge.topics import InvalidPattern, TopicFilter
+
+__all__ = ["add_system_methods"]
+
+_OBJECT: Final[dict[str, Any]] = {"type": "object"}
+_SUBSCRIBED: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {"subscription": {"type": "string"}, "seq": {"type": "integer"}},
+    "required": ["subscription", "seq"],
+    "description": "events with a seq greater than `seq` follow as `event` notifications",
+}
+
+
+async def ping(ctx: CallContext, params: dict[str, Any]) -> Any:
+    return {"pong": True}
+
+
+async def status(ctx: CallContext, params: dict[str, Any]) -> Any:
+    return ctx.daemon_status()
+
+
+async def discover(ctx: CallContext, params: dict[str, Any]) -> Any:
+    return ctx.describe()
+
+
+async def subscribe(ctx: CallContext, params: dict[str, Any]) -> Any:
+    try:
+        topics = TopicFilter(params["topics"])
+    except InvalidPattern as exc:
+        raise invalid_params("topics", exc.reason if not exc.pattern else str(exc)) from exc
+    return await ctx.subscribe(topics, params.get("since"))
+
+
+async def unsubscribe(ctx: CallContext, params: dict[str, Any]) -> Any:
+    sub_id = params["subscription"]
+    if not ctx.unsubscribe(sub_id):
+        raise RpcError(ErrorCode.NOT_FOUND, data={"entity": "subscription", "id": sub_id})
+    return {"subscription": sub_id, "unsubscribed": True}
+
+
+def add_system_methods(table: MethodTable) -> None:
+    """Register the daemon, event and discovery methods."""
+    topics = Param(
+        "topics",
+        "array",
+        required=True,
+        items="string",
+        max_items=64,
+        description="topic patterns: `*` matches one segment, `**` any number",
+    )
+    since = Param(
+        "since",
+        "integer",
+        nullable=True,
+        minimum=0,
+        description="replay every event after this seq first (from the durable changelog)",
+    )
+    sub = Param("subscription", "string", required=True, max_length=64)
+    for method in (
+        Method("daemon.ping", ping, (), "Liveness check.", _OBJECT),
+        Method(
+            "daemon.status", status, (), "Version, pid, port, uptime, connections, seq.", _OBJECT
+        ),
+        Method(
+            "subscribe",
+            subscribe,
+            (topics, since),
+            "Subscribe to change events (replays from `since`, then live, in seq order).",
+            _SUBSCRIBED,
+            (ErrorCode.INVALID_PARAMS, ErrorCode.NOT_FOUND),
+        ),
+        Method(
+            "unsubscribe",
+            unsubscribe,
+            (sub,),
+            "Stop a subscription.",
+            _OBJECT,
+            (ErrorCode.NOT_FOUND,),
+        ),
+        Method("rpc.discover", discover, (), "This API as an OpenRPC document.", _OBJECT),
+    ):
+        table.add(method)

@@ -1,0 +1,262 @@
+"""One WebSocket connection: read frames, dispatch them in order, write replies and events.
+
+Incoming frames are handled one after the other (a client sees its calls answered in order,
+and no task is created per message). Everything outgoing goes through the connection's bounded
+``Outbox``; a single writer task drains it. When a client stops reading, its outbox fills up and
+the connection is closed (1008) — the publisher never waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from ui_bridge.dispatch import Dispatcher
+from ui_bridge.hub import EventHub, Subscription
+from ui_bridge.jsonrpc import ErrorCode, encode_notification
+from ui_bridge.methods.spec import invalid_params
+from ui_bridge.topics import TopicFilter
+
+if TYPE_CHECKING:
+    from daemon.store import Store
+
+__all__ = ["Outbox", "Session", "SessionServices"]
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+MAX_SUBSCRIPTIONS = 256
+CLOSE_TIMEOUT = 1.0
+DIRECT_WRITE_LIMIT = 1 << 16
+
+
+class Outbox:
+    """A bounded queue of frames; ``push`` never blocks, overflow calls ``on_overflow`` once."""
+
+    __slots__ = ("_on_overflow", "_room", "_waiter", "closed", "frames", "limit")
+
+    def __init__(self, limit: int, on_overflow: Callable[[], None]) -> None:
+        self.frames: deque[bytes] = deque()
+        self.limit = limit
+        self.closed = False
+        self._on_overflow = on_overflow
+        self._waiter: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
+
+    def push(self, frame: bytes) -> bool:
+        """Queue a frame; ``False`` if the outbox is closed or just overflowed."""
+        if self.closed:
+            return False
+        if len(self.frames) >= self.limit:
+            self.close()
+            self._on_overflow()
+            return False
+        self.frames.append(frame)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return True
+
+    def close(self) -> None:
+        """Drop queued frames and wake everyone up."""
+        self.closed = True
+        self.frames.clear()
+        for fut in (self._waiter, self._room):
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    async def wait_for_frames(self) -> None:
+        """Until a frame is queued or the outbox is closed."""
+        if self.frames or self.closed:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+        self._waiter = None
+
+    async def wait_for_room(self) -> None:
+        """Until the queue is at most half full (replay uses this to avoid overflowing)."""
+        while not self.closed and len(self.frames) > self.limit // 2:
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
+            self._room = None
+
+    def is_idle(self) -> bool:
+        """Nothing queued and the writer is waiting for frames."""
+        return not self.frames and self._waiter is not None and not self.closed
+
+    def taken(self) -> None:
+        """The writer took frames: wake a waiting replay if there is room again."""
+        room = self._room
+        if room is not None and not room.done() and len(self.frames) <= self.limit // 2:
+            room.set_result(None)
+
+
+@dataclass
+class SessionServices:
+    """What every session shares (owned by the server)."""
+
+    store: Store
+    hub: EventHub
+    dispatcher: Dispatcher
+    send_queue_size: int
+    status: Callable[[], dict[str, Any]]
+    describe: Callable[[], dict[str, Any]]
+
+
+class Session:
+    """The server side of one connection; also the ``CallContext`` handlers receive."""
+
+    def __init__(self, ws: ServerConnection, services: SessionServices) -> None:
+        self.id = secrets.token_hex(4)
+        self.ws = ws
+        self.services = services
+        self.outbox = Outbox(services.send_queue_size, self._overflowed)
+        self.subscriptions: dict[str, Subscription] = {}
+        self._after_reply: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # CallContext
+
+    @property
+    def store(self) -> Store:
+        return self.services.store
+
+    async def subscribe(self, topics: TopicFilter, since: int | None) -> dict[str, Any]:
+        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
+            raise invalid_params("topics", f"at most {MAX_SUBSCRIPTIONS} subscriptions")
+        hub = self.services.hub
+        sub = Subscription(secrets.token_hex(8), topics, self.outbox, 0)
+        if since is None:
+            seq = hub.add_live(sub)
+        else:
+            await hub.add_replaying(sub, since)
+            seq = since
+            self._after_reply.append(lambda: self._catch_up(sub))
+        self.subscriptions[sub.id] = sub
+        return {"subscription": sub.id, "seq": seq}
+
+    def unsubscribe(self, subscription: str) -> bool:
+        if self.subscriptions.pop(subscription, None) is None:
+            return False
+        self.services.hub.remove(subscription)
+        return True
+
+    def daemon_status(self) -> dict[str, Any]:
+        return self.services.status()
+
+    def describe(self) -> dict[str, Any]:
+        return self.services.describe()
+
+    # connection lifecycle
+
+    async def run(self) -> None:
+        """Serve the connection until it closes."""
+        writer = asyncio.create_task(self._write_loop(), name=f"bridge-writer-{self.id}")
+        dispatcher = self.services.dispatcher
+        try:
+            async for message in self.ws:
+                reply = await dispatcher.handle_frame(message, self, self.id)
+                if reply is not None:
+                    self._send_reply(reply)
+                if self._after_reply:
+                    self._start_after_reply()
+        except ConnectionClosed:
+            pass
+        finally:
+            await self._cleanup(writer)
+
+    def _send_reply(self, frame: bytes) -> None:
+        """Write at once when nothing is queued and the socket keeps up; else queue it.
+
+        Saves the writer task's wake-up (one event-loop turn) on the request/reply hot path
+        without reordering anything: the outbox is empty and its writer is idle.
+        """
+        ws = self.ws
+        if (
+            self.outbox.is_idle()
+            and ws.protocol.state is State.OPEN
+            and ws.transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT
+        ):
+            ws.protocol.send_text(frame)
+            ws.send_data()
+        else:
+            self.outbox.push(frame)
+
+    def _start_after_reply(self) -> None:
+        for start in self._after_reply:
+            task = asyncio.create_task(start(), name=f"bridge-replay-{self.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._after_reply.clear()
+
+    async def _catch_up(self, sub: Subscription) -> None:
+        try:
+            complete = await self.services.hub.catch_up(sub)
+        except Exception:
+            logger.exception("replay.failed conn=%s sub=%s", self.id, sub.id)
+            complete = False
+        if not complete and sub.active:
+            self.unsubscribe(sub.id)
+            self.outbox.push(_subscription_error(sub.id))
+
+    async def _write_loop(self) -> None:
+        ws, outbox, frames = self.ws, self.outbox, self.outbox.frames
+        try:
+            while True:
+                await outbox.wait_for_frames()
+                if outbox.closed:
+                    return
+                # One flow-control check for a run of frames rather than one per frame.
+                async with ws.send_context():
+                    for _ in range(min(len(frames), MAX_BATCH)):
+                        ws.protocol.send_text(frames.popleft())
+                outbox.taken()
+        except ConnectionClosed:
+            outbox.close()
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the connection; abort it if the client does not take the close frame in time.
+
+        (websockets' own close waits for the write buffer to drain, which never happens with a
+        client that stopped reading.)
+        """
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.ws.close(code, reason)
+        except TimeoutError:
+            logger.info("conn.aborted conn=%s", self.id)
+            self.ws.transport.abort()
+
+    def _overflowed(self) -> None:
+        logger.warning("conn.dropped conn=%s reason=outgoing-queue-full", self.id)
+        task = asyncio.create_task(
+            self.close(1008, "outgoing queue full: client too slow"),
+            name=f"bridge-drop-{self.id}",
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _cleanup(self, writer: asyncio.Task[None]) -> None:
+        for sub_id in list(self.subscriptions):
+            self.unsubscribe(sub_id)
+        self.outbox.close()
+        for task in (writer, *self._tasks):
+            if not task.done() and task is not asyncio.current_task():
+                task.cancel()
+        await asyncio.gather(writer, *self._tasks, return_exceptions=True)
+
+
+def _subscription_error(sub_id: str) -> bytes:
+    return encode_notification(
+        "subscription.error",
+        {"subscription": sub_id, "code": int(ErrorCode.NOT_FOUND), "reason": "refetch"},
+    )
