@@ -1,0 +1,279 @@
+"""The cloud's REST API as the daemon uses it: the sync RPCs, and the reads linking needs.
+
+Everything is raw httpx + orjson on the session's shared HTTP/1.1 client, the reads too:
+postgrest-py's client keeps the bearer on the client rather than per request (racy while the
+token rotates under concurrent calls), retries GETs on a schedule of its own, and its APIError
+has no HTTP status, which the retry policy keys on (a 401 means "refresh", whatever the code).
+For the hot path, orjson encodes and decodes a 500-row batch several times faster than json,
+and each batch is one request (the caller batches: at most 500 rows / 1 MiB).
+
+A request whose token is refused (401; ``retry.ReAuth``) gets one session refresh and one
+repeat; a second refusal is ``AuthRequired``. Failures are ``CloudError``s carrying their
+``retry.Failure`` (see errors.py), so the sync driver decides about retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+import httpx
+import orjson
+
+from daemon.errors import InvalidInput
+from daemon.sync.cloud.errors import AuthRequired, CloudProtocolError, CloudRejected
+from daemon.sync.cloud.http import decode_json
+from daemon.sync.cloud.records import (
+    CloudWorkspace,
+    Membership,
+    Profile,
+    check_pull_page,
+    check_push_results,
+    check_uuid,
+    parse_rows,
+)
+from daemon.sync.cloud.session import CloudSession
+from daemon.sync.retry import ReAuth
+
+__all__ = ["MAX_PULL_LIMIT", "CloudApi"]
+
+logger = logging.getLogger(__name__)
+
+MAX_PULL_LIMIT: Final = 10_000  # sync_pull's own cap
+_WORKSPACE_COLUMNS: Final = "id,org_id,name,description,created_at,deleted_at"
+_T = TypeVar("_T")
+
+
+class CloudApi:
+    """REST calls as the session's user; every method may raise a ``CloudError``."""
+
+    def __init__(self, session: CloudSession) -> None:
+        self._session = session
+        self._http = session.http
+
+    def __repr__(self) -> str:
+        return f"CloudApi(url={self._http.url!r})"
+
+    # Sync (the hot path)
+
+    async def push(self, changes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """``sync_push`` one batch; one result per change, in order
+        (``{id, table, status: applied|superseded|rejected, reason?, detail?}``)."""
+        if not changes:
+            return []
+        content = _encode({"changes": list(changes)}, "changes")
+        response = await self._request(
+            "POST", "/rest/v1/rpc/sync_push", operation="rest.push", content=content
+        )
+        results = _checked(
+            decode_json(response, operation="rest.push"),
+            lambda body: check_push_results(body, len(changes)),
+            "rest.push",
+        )
+        logger.debug("rest.push.complete rows=%d", len(results))
+        return results
+
+    async def pull(
+        self, *, cursor: str | None, limit: int, workspace_id: str | None
+    ) -> dict[str, Any]:
+        """``sync_pull`` one page: ``{changes: [{table, id, workspace_id, row}], cursor,
+        has_more}``; pass ``cursor`` back for the next page."""
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= MAX_PULL_LIMIT
+        ):
+            raise InvalidInput("limit", f"must be an integer from 1 to {MAX_PULL_LIMIT}")
+        if cursor is not None and not isinstance(cursor, str):
+            raise InvalidInput("cursor", "must be text or None")
+        workspace = None if workspace_id is None else _uuid("workspace_id", workspace_id)
+        content = _encode({"cursor": cursor, "limit": limit, "workspace_id": workspace}, "pull")
+        response = await self._request(
+            "POST", "/rest/v1/rpc/sync_pull", operation="rest.pull", content=content
+        )
+        page = _checked(decode_json(response, operation="rest.pull"), check_pull_page, "rest.pull")
+        logger.debug("rest.pull.complete rows=%d more=%s", len(page["changes"]), page["has_more"])
+        return page
+
+    # Reads for linking
+
+    async def profile(self) -> Profile | None:
+        """The logged-in user's profile row, if the cloud has one."""
+        rows = await self._select(
+            "profiles",
+            {"select": "id,email,display_name,avatar_url", "id": f"eq.{self._user_id()}"},
+            operation="rest.profile",
+        )
+        return _checked(rows[0], Profile.from_row, "rest.profile") if rows else None
+
+    async def memberships(self) -> list[Membership]:
+        """The user's organisations with their role, first joined first."""
+        rows = await self._select(
+            "org_memberships",
+            {
+                "select": "org_id,role,joined_at",
+                "user_id": f"eq.{self._user_id()}",
+                "order": "joined_at.asc,org_id.asc",
+            },
+            operation="rest.memberships",
+        )
+        ids = [_checked(r.get("org_id"), check_uuid, "rest.memberships") for r in rows]
+        if not ids:
+            return []
+        orgs = await self._select(
+            "organizations",
+            {"select": "id,name", "id": f"in.({','.join(ids)})"},
+            operation="rest.memberships",
+        )
+        names = {str(o.get("id")): o.get("name") for o in orgs}
+        return [
+            Membership(
+                org_id=org_id,
+                org_name=str(names.get(org_id) or ""),
+                role=str(row.get("role") or ""),
+                joined_at=str(row.get("joined_at") or ""),
+            )
+            for org_id, row in zip(ids, rows, strict=True)
+        ]
+
+    async def workspaces(self, org_id: str) -> list[CloudWorkspace]:
+        """The organisation's workspaces that are not deleted, oldest first."""
+        rows = await self._select(
+            "workspaces",
+            {
+                "select": _WORKSPACE_COLUMNS,
+                "org_id": f"eq.{_uuid('org_id', org_id)}",
+                "deleted_at": "is.null",
+                "order": "created_at.asc,id.asc",
+            },
+            operation="rest.workspaces",
+        )
+        return [_checked(r, CloudWorkspace.from_row, "rest.workspaces") for r in rows]
+
+    async def get_workspace(self, workspace_id: str) -> CloudWorkspace | None:
+        """One workspace (also a deleted one: ``deleted_at`` says so), or None if the user
+        cannot see it."""
+        rows = await self._select(
+            "workspaces",
+            {"select": _WORKSPACE_COLUMNS, "id": f"eq.{_uuid('workspace_id', workspace_id)}"},
+            operation="rest.get_workspace",
+        )
+        return _checked(rows[0], CloudWorkspace.from_row, "rest.get_workspace") if rows else None
+
+    async def create_workspace(
+        self, *, id: str, org_id: str, name: str, description: str | None = None
+    ) -> CloudWorkspace:
+        """Create a workspace with the caller's id (so a retry cannot make two); creating one
+        that already exists in that organisation returns it."""
+        row: dict[str, Any] = {
+            "id": _uuid("id", id),
+            "org_id": _uuid("org_id", org_id),
+            "name": _text("name", name),
+        }
+        if description is not None:
+            row["description"] = _text("description", description, allow_empty=True)
+        try:
+            response = await self._request(
+                "POST",
+                "/rest/v1/workspaces",
+                operation="rest.create_workspace",
+                params={"select": _WORKSPACE_COLUMNS},
+                content=_encode(row, "workspace"),
+                headers={"Prefer": "return=representation"},
+            )
+        except CloudRejected as exc:
+            if exc.reason != "23505":
+                raise
+            existing = await self.get_workspace(row["id"])
+            if existing is None or existing.org_id != row["org_id"]:
+                raise
+            return existing
+        rows = _checked(
+            decode_json(response, operation="rest.create_workspace"),
+            parse_rows,
+            "rest.create_workspace",
+        )
+        if len(rows) != 1:
+            raise CloudProtocolError("rest.create_workspace", "bad_result", status=201)
+        return _checked(rows[0], CloudWorkspace.from_row, "rest.create_workspace")
+
+    # Plumbing
+
+    async def _select(
+        self, table: str, params: Mapping[str, str], *, operation: str
+    ) -> list[Mapping[str, Any]]:
+        response = await self._request(
+            "GET", f"/rest/v1/{table}", operation=operation, params=params
+        )
+        return _checked(decode_json(response, operation=operation), parse_rows, operation)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        token = await self._session.access_token()
+        try:
+            return await self._http.send(
+                method,
+                path,
+                operation=operation,
+                bearer=token,
+                params=params,
+                content=content,
+                headers=headers,
+            )
+        except AuthRequired as exc:
+            if not isinstance(exc.decision, ReAuth):
+                raise
+            logger.info("%s.token_rejected: refreshing once", operation)
+        token = await self._session.refresh_access_token(token)
+        return await self._http.send(
+            method,
+            path,
+            operation=operation,
+            bearer=token,
+            params=params,
+            content=content,
+            headers=headers,
+            reauthed=True,
+        )
+
+    def _user_id(self) -> str:
+        user = self._session.status.user
+        if user is None or not self._session.status.logged_in:
+            raise AuthRequired("rest", "logged_out")
+        return user.id
+
+
+def _checked(body: Any, check: Callable[[Any], _T], operation: str) -> _T:
+    try:
+        return check(body)
+    except ValueError as exc:
+        raise CloudProtocolError(operation, "unexpected_shape") from exc
+
+
+def _encode(value: Any, field: str) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidInput(field, "cannot be encoded as JSON") from exc
+
+
+def _uuid(field: str, value: Any) -> str:
+    try:
+        return check_uuid(value)
+    except ValueError:
+        raise InvalidInput(field, "must be a UUID") from None
+
+
+def _text(field: str, value: Any, *, allow_empty: bool = False) -> str:
+    if not isinstance(value, str) or (not allow_empty and not value.strip()):
+        raise InvalidInput(field, "must be a non-empty string")
+    return value

@@ -1,0 +1,95 @@
+"""daemon/sync/cloud/records.py and status.py: checking what the cloud's REST API returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from daemon.sync.cloud.records import (
+    CloudWorkspace,
+    Profile,
+    check_pull_page,
+    check_push_results,
+    check_uuid,
+    parse_rows,
+)
+from daemon.sync.cloud.status import SessionStatus
+from daemon.sync.cloud.wire import CloudUser
+
+WS = "0194f3a2-7c41-7d2e-9a10-3b5c6d7e8f90"
+
+
+def test_push_results_need_one_valid_status_per_change() -> None:
+    ok = [
+        {"id": WS, "table": "workspaces", "status": "applied"},
+        {"id": WS, "table": "messages", "status": "rejected", "reason": "forbidden"},
+        {"id": WS, "table": "tasks", "status": "superseded"},
+    ]
+    assert check_push_results(ok, 3) == ok
+    for bad, sent in [
+        (ok, 2),
+        ({"results": ok}, 3),
+        ([*ok[:2], {"id": WS, "status": "maybe"}], 3),
+        ([*ok[:2], "applied"], 3),
+    ]:
+        with pytest.raises(ValueError):
+            check_push_results(bad, sent)
+
+
+def test_pull_pages() -> None:
+    page: dict[str, Any] = {
+        "changes": [{"table": "workspaces", "id": WS, "workspace_id": WS, "row": {"id": WS}}],
+        "cursor": "812:44",
+        "has_more": False,
+    }
+    assert check_pull_page(page) is page
+    assert check_pull_page({"changes": [], "cursor": None, "has_more": False})
+    for bad in [
+        [],
+        {**page, "changes": None},
+        {**page, "changes": ["row"]},
+        {**page, "cursor": 812},
+        {**page, "has_more": "no"},
+        {"changes": [], "cursor": None},
+    ]:
+        with pytest.raises(ValueError):
+            check_pull_page(bad)
+
+
+def test_uuids_are_canonical_or_refused() -> None:
+    assert check_uuid(WS.upper()) == WS
+    for bad in ["", "1 or 1=1", "eq.x", f"{WS},{WS}", WS[:-1]]:
+        with pytest.raises(ValueError):
+            check_uuid(bad)
+
+
+def test_rows() -> None:
+    assert parse_rows([]) == []
+    with pytest.raises(ValueError):
+        parse_rows({"id": WS})
+    with pytest.raises(ValueError):
+        parse_rows([WS])
+    row = {"id": WS, "email": "a@b.co", "display_name": None, "avatar_url": 7}
+    assert Profile.from_row(row) == Profile(WS, "a@b.co", None, None)
+    workspace = {"id": WS, "org_id": WS, "name": None, "created_at": "2026-08-21T10:00:00Z"}
+    assert CloudWorkspace.from_row(workspace) == CloudWorkspace(
+        WS, WS, "", None, "2026-08-21T10:00:00Z", None
+    )
+    with pytest.raises(ValueError):
+        CloudWorkspace.from_row({"id": WS})
+
+
+def test_status_json() -> None:
+    assert SessionStatus().to_json() == {
+        "logged_in": False,
+        "auth_required": False,
+        "user": None,
+        "expires_at": None,
+        "secret_backend": "file",
+        "last_error": None,
+    }
+    status = SessionStatus(True, False, CloudUser("u1", "a@b.co"), 1795245809.0, "keyring")
+    assert status.to_json()["user"] == {"id": "u1", "email": "a@b.co"}
+    with pytest.raises(AttributeError):
+        status.logged_in = False  # type: ignore[misc]
