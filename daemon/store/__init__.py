@@ -1,0 +1,179 @@
+"""The local store: every SQL statement of the daemon lives in this package.
+
+``Store.open`` migrates the database, creates the device id once, and starts the
+group-committing writer. Repositories return plain JSON-able dicts. Each mutation writes its row,
+an outbox entry and a changelog entry in one transaction; its ``await`` returns after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import aiosqlite
+
+from daemon.config import StoreSettings
+from daemon.errors import MigrationError, StoreError
+from daemon.events import ChangeEvent
+from daemon.hlc import Clock
+from daemon.store import migrate as migrations
+from daemon.store.base import Page
+from daemon.store.changelog import Changelog
+from daemon.store.codec import RowCodec
+from daemon.store.conversations import ConversationRepo
+from daemon.store.engine import Writer, connect, run_in_thread
+from daemon.store.ids import uuid7
+from daemon.store.messages import MessageRepo
+from daemon.store.sql import meta_get_sql, meta_put_sql
+from daemon.store.tasks import TaskRepo
+from daemon.store.txn import WriteContext, read_seqs
+from daemon.store.workspaces import WorkspaceRepo
+
+__all__ = [
+    "Changelog",
+    "ConversationRepo",
+    "MessageRepo",
+    "Page",
+    "Store",
+    "TaskRepo",
+    "WorkspaceRepo",
+]
+
+logger = logging.getLogger(__name__)
+
+_ENTITY_TABLES = ("workspaces", "conversations", "messages", "tasks")
+
+
+class Store:
+    """The daemon's SQLite database. Open with ``await Store.open(path, settings)``."""
+
+    device_id: str
+    workspaces: WorkspaceRepo
+    conversations: ConversationRepo
+    messages: MessageRepo
+    tasks: TaskRepo
+    changelog: Changelog
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        device_id: str,
+        writer_conn: aiosqlite.Connection,
+        reader_conn: aiosqlite.Connection,
+        writer: Writer,
+        codecs: dict[str, RowCodec],
+    ) -> None:
+        self.path = path
+        self.device_id = device_id
+        self._writer_conn = writer_conn
+        self._reader_conn = reader_conn
+        self._writer = writer
+        self._closed = False
+        self.workspaces = WorkspaceRepo(writer, reader_conn, codecs["workspaces"])
+        self.conversations = ConversationRepo(writer, reader_conn, codecs["conversations"])
+        self.messages = MessageRepo(writer, reader_conn, codecs["messages"])
+        self.tasks = TaskRepo(writer, reader_conn, codecs["tasks"])
+        self.changelog = Changelog(writer, reader_conn)
+
+    @classmethod
+    async def open(cls, path: Path, settings: StoreSettings) -> Store:
+        """Open (creating if needed) and migrate the database at ``path``."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {path.parent}: {exc}") from exc
+        writer_conn = await connect(path, settings, prepare=_prepare)
+        try:
+            device_id, last_hlc, last_seq, first_seq = await run_in_thread(writer_conn, _boot)
+            reader_conn = await connect(path, settings, query_only=True)
+        except sqlite3.Error as exc:
+            await writer_conn.close()
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+        except BaseException:
+            await writer_conn.close()
+            raise
+        codecs = {table: RowCodec(table) for table in _ENTITY_TABLES}
+        clock = Clock(device_id, last=last_hlc)
+        ctx = WriteContext(
+            writer_conn._conn,
+            clock=clock,
+            codecs=codecs,
+            changelog_retain=settings.changelog_retain,
+            last_seq=last_seq,
+            first_seq=first_seq,
+        )
+        writer = Writer(writer_conn, ctx)
+        writer.start(last_seq=last_seq, first_seq=first_seq)
+        logger.info("store.opened path=%s device_id=%s last_seq=%d", path, device_id, last_seq)
+        return cls(
+            path=path,
+            device_id=device_id,
+            writer_conn=writer_conn,
+            reader_conn=reader_conn,
+            writer=writer,
+            codecs=codecs,
+        )
+
+    def add_commit_listener(
+        self, fn: Callable[[Sequence[ChangeEvent]], None]
+    ) -> Callable[[], None]:
+        """Call ``fn(events)`` on the event loop after each commit, before the writers resume.
+
+        Returns a function that removes the listener. ``fn`` must not raise (it is logged).
+        """
+        return self._writer.add_listener(fn)
+
+    async def close(self) -> None:
+        """Refuse new writes (ShuttingDown), commit the queued ones, close the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._writer.close()
+            await run_in_thread(self._writer_conn, _optimize)
+        finally:
+            await self._reader_conn.close()
+            await self._writer_conn.close()
+        logger.info("store.closed path=%s", self.path)
+
+
+def _optimize(conn: sqlite3.Connection) -> None:
+    """Refresh the query planner's statistics where SQLite thinks it helps (cheap)."""
+    try:
+        conn.execute("PRAGMA optimize")
+    except sqlite3.Error:
+        logger.warning("store.optimize.failed", exc_info=True)
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    """Refuse a database newer than this code before touching it, then migrate it."""
+    available = migrations.discover()
+    version = migrations.schema_version(conn)
+    if version > len(available):
+        raise MigrationError(
+            f"the database is at schema version {version}, newer than this syncd "
+            f"(which knows up to {len(available)}); upgrade syncd or use another data dir"
+        )
+
+
+def _boot(conn: sqlite3.Connection) -> tuple[str, str | None, int, int]:
+    migrations.migrate(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute(meta_get_sql(), {"key": "device_id"}).fetchone()
+        if row is None:
+            device_id = uuid7()
+            conn.execute(meta_put_sql(), {"key": "device_id", "value": device_id})
+        else:
+            device_id = row[0]
+        hlc_row = conn.execute(meta_get_sql(), {"key": "hlc_last"}).fetchone()
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    last_seq, first_seq = read_seqs(conn)
+    return device_id, hlc_row[0] if hlc_row else None, last_seq, first_seq

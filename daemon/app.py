@@ -1,0 +1,166 @@
+"""Composition root: builds every component from Settings and owns the start/stop order.
+
+Start: take the data dir's lock (one daemon per data dir), open the store (migrates), start the
+local API. Stop (SIGINT/SIGTERM or leaving ``async with``): stop the local API (no new work),
+let the store commit what is queued and close it, release the lock — all within ~5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+from collections.abc import Coroutine
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from daemon import __version__
+from daemon.config import Settings
+from daemon.errors import AlreadyRunning, ConfigError
+from daemon.store import Store
+
+if TYPE_CHECKING:
+    from ui_bridge.server import BridgeServer
+
+logger = logging.getLogger(__name__)
+
+DB_FILE = "syncd.db"
+LOCK_FILE = "syncd.lock"
+# Shutdown budget (the whole stop must fit in 5 s)
+BRIDGE_STOP_TIMEOUT = 2.5
+STORE_CLOSE_TIMEOUT = 2.0
+
+
+class DataDirLock:
+    """An exclusive ``flock`` on ``<data-dir>/syncd.lock`` holding the owner's pid."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd = fd
+        self.path = path
+
+    @classmethod
+    def acquire(cls, data_dir: Path) -> DataDirLock:
+        path = data_dir / LOCK_FILE
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigError("data_dir", f"cannot use {data_dir}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise AlreadyRunning(pid, str(data_dir)) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(fd, path)
+
+    def release(self) -> None:
+        if self._fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+        os.close(self._fd)  # closing drops the flock
+        self._fd = -1
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode().strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+class Daemon:
+    """``async with Daemon(settings) as daemon:`` runs the daemon until the block exits."""
+
+    def __init__(self, settings: Settings, *, version: str = __version__) -> None:
+        self.settings = settings
+        self.version = version
+        self.store: Store | None = None
+        self.bridge: BridgeServer | None = None
+        self._lock: DataDirLock | None = None
+
+    async def __aenter__(self) -> Daemon:
+        data_dir = self.settings.data_dir
+        self._lock = DataDirLock.acquire(data_dir)
+        try:
+            self.store = await Store.open(data_dir / DB_FILE, self.settings.store)
+            self.bridge = _build_bridge(self.settings, self.store, self.version)
+            await self.bridge.start()
+        except BaseException:
+            await self.stop()
+            raise
+        logger.info(
+            "daemon.started pid=%d version=%s data_dir=%s url=%s",
+            os.getpid(),
+            self.version,
+            data_dir,
+            self.bridge.url,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop accepting work, finish in-flight writes, close the store, release the lock."""
+        bridge, self.bridge = self.bridge, None
+        store, self.store = self.store, None
+        try:
+            if bridge is not None:
+                await _bounded(bridge.stop(), BRIDGE_STOP_TIMEOUT, "bridge.stop")
+            if store is not None:
+                await _bounded(store.close(), STORE_CLOSE_TIMEOUT, "store.close")
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+        logger.info("daemon.stopped pid=%d", os.getpid())
+
+
+def _build_bridge(settings: Settings, store: Store, version: str) -> BridgeServer:
+    from ui_bridge.server import BridgeServer
+
+    return BridgeServer(settings.bridge, store=store, data_dir=settings.data_dir, version=version)
+
+
+async def _bounded(step: Coroutine[Any, Any, None], limit_s: float, name: str) -> None:
+    """Run one shutdown step; a failure or a timeout is logged and the shutdown goes on."""
+    try:
+        await asyncio.wait_for(step, limit_s)
+    except TimeoutError:
+        logger.error("%s.timeout after %.1fs", name, limit_s)
+    except Exception:  # supervisor boundary: the remaining steps must still run
+        logger.exception("%s.failed", name)
+
+
+async def run_daemon(settings: Settings) -> int:
+    """Run until SIGINT or SIGTERM; return the process exit code."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with Daemon(settings):
+            await stop.wait()
+            logger.info("daemon.stopping (signal received)")
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    return 0

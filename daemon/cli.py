@@ -1,0 +1,165 @@
+"""The ``syncd`` command (also ``python -m daemon``): parses arguments, then calls app or
+client code; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from daemon import __version__
+from daemon.config import Settings, load_settings
+from daemon.errors import AlreadyRunning, ConfigError, DaemonError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+_NOT_YET = {
+    "login": "sign in to the cloud",
+    "logout": "sign out of the cloud",
+    "link": "link a folder's workspace to the cloud",
+    "unlink": "unlink a folder's workspace",
+    "push": "push local changes now",
+    "pull": "pull cloud changes now",
+    "service": "install/uninstall/status of the start-at-login service",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="data directory (default: $SYNCD_DATA_DIR or the platform's user data dir)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="syncd", description="A local-first sync daemon: SQLite store, cloud sync, local API."
+    )
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    run.add_argument("--port", type=int, default=None, help="local API port (0: any free port)")
+
+    status = sub.add_parser("status", parents=[common], help="state of the running daemon")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    call = sub.add_parser("call", parents=[common], help="one JSON-RPC call to the daemon")
+    call.add_argument("method", metavar="METHOD")
+    call.add_argument("params", metavar="PARAMS_JSON", nargs="?", default=None)
+
+    _add_later_commands(sub, common)
+    sub.add_parser(
+        "devcloud",
+        add_help=False,
+        help="run the local Supabase-compatible cloud (see `syncd devcloud --help`)",
+    )
+    return parser
+
+
+def _add_later_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """Commands that later releases implement; listed now so that `--help` is complete."""
+    login = sub.add_parser("login", parents=[common], help=_NOT_YET["login"])
+    login.add_argument("--email", required=True)
+    login.add_argument("--password-stdin", action="store_true")
+    sub.add_parser("logout", parents=[common], help=_NOT_YET["logout"])
+    link = sub.add_parser("link", parents=[common], help=_NOT_YET["link"])
+    link.add_argument("path", metavar="PATH")
+    link.add_argument("--cloud-workspace", metavar="ID")
+    unlink = sub.add_parser("unlink", parents=[common], help=_NOT_YET["unlink"])
+    unlink.add_argument("path", metavar="PATH")
+    sub.add_parser("push", parents=[common], help=_NOT_YET["push"])
+    sub.add_parser("pull", parents=[common], help=_NOT_YET["pull"])
+    service = sub.add_parser("service", parents=[common], help=_NOT_YET["service"])
+    service.add_argument("action", choices=["install", "uninstall", "status"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "devcloud":
+        from devcloud.cli import main as devcloud_main
+
+        return devcloud_main(args_list[1:])
+    args = build_parser().parse_args(args_list)
+    handler = _HANDLERS.get(args.command, _not_available)
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"syncd: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AlreadyRunning as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except DaemonError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # e.g. the log dir cannot be created
+        print(f"syncd: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _settings(args: argparse.Namespace, *, port: int | None = None) -> Settings:
+    return load_settings(data_dir=args.data_dir, port=port)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from daemon.app import run_daemon
+    from daemon.logs import configure_logging
+
+    settings = _settings(args, port=args.port)
+    configure_logging(settings.data_dir, settings.log_level)
+    try:
+        code = asyncio.run(run_daemon(settings))
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        code = 130
+    _exit_now_if_threads_linger(code)
+    return code
+
+
+def _exit_now_if_threads_linger(code: int) -> None:
+    """A database thread stuck past the shutdown budget must not keep the process alive:
+    everything acknowledged is committed, so exiting without waiting for it loses nothing."""
+    lingering = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon
+                 and t is not threading.main_thread()]  # fmt: skip
+    if lingering:
+        logging.getLogger(__name__).warning("daemon.exit threads still running: %s", lingering)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ui_bridge.cli_commands import status
+
+    return status(_settings(args), as_json=args.json)
+
+
+def _call(args: argparse.Namespace) -> int:
+    from ui_bridge.cli_commands import call
+
+    return call(_settings(args), args.method, args.params)
+
+
+def _not_available(args: argparse.Namespace) -> int:
+    print(
+        f"syncd {args.command}: not available yet ({_NOT_YET.get(args.command, args.command)} "
+        "comes with a later release)",
+        file=sys.stderr,
+    )
+    return EXIT_USAGE
+
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _run,
+    "status": _status,
+    "call": _call,
+}

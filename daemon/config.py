@@ -1,0 +1,276 @@
+"""Settings: the only code that reads environment variables and ``config.toml``.
+
+Precedence, highest first: command-line flags, ``SYNCD_*`` environment variables,
+``<data-dir>/config.toml``, defaults. Every bad value raises ``ConfigError`` naming the key
+(``SYNCD_PORT``, ``bridge.port``, ``--port``). Settings are frozen; components receive their own
+slice (``settings.store``, ``settings.bridge``...). Tests build ``Settings(...)`` directly.
+
+config.toml::
+
+    log_level = "INFO"
+    [store]
+    synchronous = "NORMAL"        # or "FULL"
+    busy_timeout_ms = 5000
+    changelog_retain = 100000
+    [bridge]
+    port = 7749                   # 0 = any free port
+    max_frame_bytes = 1048576
+    allowed_origins = ["http://localhost:3000"]
+    send_queue_size = 1024
+    [cloud]
+    url = "http://127.0.0.1:54321"
+    anon_key = "..."
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import platformdirs
+
+from daemon.errors import ConfigError
+
+ENV_PREFIX = "SYNCD_"
+CONFIG_FILE = "config.toml"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str`` (logs, tracebacks, status)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret value; call only where it is sent, never where it is shown."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # Timeouts
+    busy_timeout_ms: int = 5000
+    # Limits
+    changelog_retain: int = 100_000
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    host: str = "127.0.0.1"
+    port: int = 7749  # 0 = any free port
+    # Limits
+    max_frame_bytes: int = 1 << 20
+    allowed_origins: tuple[str, ...] = ()  # added to the built-in list
+    send_queue_size: int = 1024  # per-connection outgoing queue bound (messages)
+
+
+@dataclass(frozen=True)
+class CloudSettings:
+    url: str | None = None
+    anon_key: Secret | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.url is not None and self.anon_key is not None
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    store: StoreSettings = field(default_factory=StoreSettings)
+    bridge: BridgeSettings = field(default_factory=BridgeSettings)
+    cloud: CloudSettings = field(default_factory=CloudSettings)
+    log_level: str = "INFO"
+
+
+# A source of raw values: (key shown in errors, raw value) per setting name, or absent.
+_Raw = dict[str, tuple[str, Any]]
+
+# setting name -> (env var suffix, toml section, toml key)
+_KEYS: dict[str, tuple[str, str | None, str]] = {
+    "log_level": ("LOG_LEVEL", None, "log_level"),
+    "store.synchronous": ("SYNCHRONOUS", "store", "synchronous"),
+    "store.busy_timeout_ms": ("BUSY_TIMEOUT_MS", "store", "busy_timeout_ms"),
+    "store.changelog_retain": ("CHANGELOG_RETAIN", "store", "changelog_retain"),
+    "bridge.port": ("PORT", "bridge", "port"),
+    "bridge.max_frame_bytes": ("MAX_FRAME_BYTES", "bridge", "max_frame_bytes"),
+    "bridge.allowed_origins": ("ALLOWED_ORIGINS", "bridge", "allowed_origins"),
+    "bridge.send_queue_size": ("SEND_QUEUE_SIZE", "bridge", "send_queue_size"),
+    "cloud.url": ("CLOUD_URL", "cloud", "url"),
+    "cloud.anon_key": ("CLOUD_ANON_KEY", "cloud", "anon_key"),
+}
+
+
+def default_data_dir() -> Path:
+    """The platform's user data dir for syncd."""
+    return Path(platformdirs.user_data_dir("syncd", appauthor=False))
+
+
+def resolve_data_dir(
+    data_dir: Path | None = None, *, environ: Mapping[str, str] = os.environ
+) -> Path:
+    """``--data-dir``, else ``SYNCD_DATA_DIR``, else the platform's user data dir."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    env = environ.get(ENV_PREFIX + "DATA_DIR")
+    if env is not None:
+        if not env.strip():
+            raise ConfigError("SYNCD_DATA_DIR", "must not be empty")
+        return Path(env).expanduser()
+    return default_data_dir()
+
+
+def load_settings(
+    *,
+    data_dir: Path | None = None,
+    port: int | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Settings:
+    """Build Settings from flags > SYNCD_* environment > <data-dir>/config.toml > defaults."""
+    resolved = resolve_data_dir(data_dir, environ=environ)
+    raw: _Raw = _read_toml(resolved / CONFIG_FILE)
+    raw.update(_read_env(environ))
+    if port is not None:
+        raw["bridge.port"] = ("--port", port)
+    return _build(resolved, raw)
+
+
+def _read_env(environ: Mapping[str, str]) -> _Raw:
+    raw: _Raw = {}
+    for name, (suffix, _section, _key) in _KEYS.items():
+        value = environ.get(ENV_PREFIX + suffix)
+        if value is not None:
+            raw[name] = (ENV_PREFIX + suffix, value)
+    return raw
+
+
+def _read_toml(path: Path) -> _Raw:
+    try:
+        with path.open("rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot read config file: {exc}") from exc
+    by_location = {(section, key): name for name, (_, section, key) in _KEYS.items()}
+    sections = {section for (section, _key) in by_location if section is not None}
+    raw: _Raw = {}
+    for top, value in doc.items():
+        if top in sections:
+            if not isinstance(value, dict):
+                raise ConfigError(top, f"must be a table ([{top}])")
+            for key, sub in value.items():
+                name = by_location.get((top, key))
+                if name is None:
+                    raise ConfigError(f"{top}.{key}", "unknown setting")
+                raw[name] = (f"{top}.{key}", sub)
+        else:
+            name = by_location.get((None, top))
+            if name is None:
+                raise ConfigError(top, "unknown setting")
+            raw[name] = (top, value)
+    return raw
+
+
+def _build(data_dir: Path, raw: _Raw) -> Settings:
+    def get(name: str, cast_fn: Callable[[str, Any], Any], default: Any) -> Any:
+        if name not in raw:
+            return default
+        key, value = raw[name]
+        return cast_fn(key, value)
+
+    store = StoreSettings(
+        synchronous=get("store.synchronous", _synchronous, "NORMAL"),
+        busy_timeout_ms=get("store.busy_timeout_ms", _int_in(0, 600_000), 5000),
+        changelog_retain=get("store.changelog_retain", _int_in(1, 10**9), 100_000),
+    )
+    bridge = BridgeSettings(
+        port=get("bridge.port", _int_in(0, 65535), 7749),
+        max_frame_bytes=get("bridge.max_frame_bytes", _int_in(1024, 1 << 30), 1 << 20),
+        allowed_origins=get("bridge.allowed_origins", _origins, ()),
+        send_queue_size=get("bridge.send_queue_size", _int_in(1, 1 << 20), 1024),
+    )
+    anon_key = get("cloud.anon_key", _text, None)
+    cloud = CloudSettings(
+        url=get("cloud.url", _url, None),
+        anon_key=Secret(anon_key) if anon_key is not None else None,
+    )
+    log_level = get("log_level", _log_level, "INFO")
+    return Settings(data_dir=data_dir, store=store, bridge=bridge, cloud=cloud, log_level=log_level)
+
+
+def _int_in(low: int, high: int) -> Callable[[str, Any], int]:
+    def cast_int(key: str, value: Any) -> int:
+        if isinstance(value, bool):
+            raise ConfigError(key, f"must be an integer, not {value!r}")
+        if isinstance(value, str):
+            try:
+                value = int(value.strip().replace("_", ""), 10)
+            except ValueError:
+                raise ConfigError(key, f"must be an integer, not {value!r}") from None
+        if not isinstance(value, int):
+            raise ConfigError(key, f"must be an integer, not {value!r}")
+        if not low <= value <= high:
+            raise ConfigError(key, f"must be between {low} and {high}, not {value}")
+        return value
+
+    return cast_int
+
+
+def _synchronous(key: str, value: Any) -> Literal["NORMAL", "FULL"]:
+    text = _text(key, value).upper()
+    if text not in ("NORMAL", "FULL"):
+        raise ConfigError(key, f"must be NORMAL or FULL, not {value!r}")
+    return cast(Literal["NORMAL", "FULL"], text)
+
+
+def _log_level(key: str, value: Any) -> str:
+    text = _text(key, value).upper()
+    if text not in LOG_LEVELS:
+        raise ConfigError(key, f"must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+    return text
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(key, "must be a non-empty string")
+    return value.strip()
+
+
+def _url(key: str, value: Any) -> str:
+    text = _text(key, value)
+    if not text.startswith(("http://", "https://")):
+        raise ConfigError(key, f"must be an http(s) URL, not {text!r}")
+    return text.rstrip("/")
+
+
+def _origins(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        items = [v.strip() for v in value if v.strip()]
+    else:
+        raise ConfigError(key, "must be a comma-separated string or a list of strings")
+    for origin in items:
+        if "://" not in origin:
+            raise ConfigError(key, f"not an origin (scheme://host[:port]): {origin!r}")
+    return tuple(items)

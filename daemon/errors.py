@@ -1,0 +1,82 @@
+"""The daemon's error tree.
+
+::
+
+    DaemonError
+    ├─ ConfigError(key, message)          a setting has a bad value (the user's fault)
+    ├─ StoreError                          the local SQLite store failed
+    │  ├─ MigrationError                   the schema cannot be brought up to date
+    │  ├─ NotFound(entity, id)             no row with that id
+    │  └─ Conflict(message)                e.g. a message id reused with different content
+    ├─ InvalidInput(field, message)        a caller passed a bad value; nothing was changed
+    ├─ AlreadyRunning(pid)                 another daemon holds this data dir's lock
+    └─ ShuttingDown                        the daemon stops and accepts no more work
+
+Errors carry fields so that the local API can map them to error objects without parsing text.
+"""
+
+from __future__ import annotations
+
+
+class DaemonError(Exception):
+    """Base class of every error the daemon raises on purpose."""
+
+
+class ConfigError(DaemonError):
+    """A setting (environment variable, config.toml key or flag) has a bad value."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+class StoreError(DaemonError):
+    """The local store failed (I/O, corruption, a bug in a statement)."""
+
+
+class MigrationError(StoreError):
+    """The database schema cannot be migrated (e.g. it is newer than this code)."""
+
+
+class NotFound(StoreError):
+    """No row of ``entity`` has ``id``."""
+
+    def __init__(self, entity: str, id: str) -> None:
+        super().__init__(f"{entity} {id!r} not found")
+        self.entity = entity
+        self.id = id
+
+
+class Conflict(StoreError):
+    """The write contradicts what is stored (e.g. a message id reused with other content)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(DaemonError):
+    """A caller passed a bad value for ``field``; nothing was changed."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class AlreadyRunning(DaemonError):
+    """Another daemon (process ``pid``, when known) holds the lock of this data dir."""
+
+    def __init__(self, pid: int | None, data_dir: str) -> None:
+        who = f"pid {pid}" if pid is not None else "another process"
+        super().__init__(f"a syncd daemon ({who}) is already running for {data_dir}")
+        self.pid = pid
+        self.data_dir = data_dir
+
+
+class ShuttingDown(DaemonError):
+    """The daemon is stopping and accepts no more work."""
+
+    def __init__(self, message: str = "the daemon is shutting down") -> None:
+        super().__init__(message)

@@ -1,0 +1,112 @@
+"""Logging: JSON lines in ``<data-dir>/logs/syncd.log`` (rotating) and readable lines on stderr.
+
+Never log tokens, passwords or message bodies above DEBUG. As a safety net, every record passes
+``RedactSecrets``, which masks bearer tokens, JWTs and ``token=``/``password=`` values.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+LOG_FILE = "syncd.log"
+MAX_BYTES = 10 * 1024 * 1024
+BACKUPS = 5
+
+_SECRET_PATTERNS = (
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
+    re.compile(
+        r"(?i)((?:access_token|refresh_token|token|password|apikey|anon_key)[\"']?\s*[=:]\s*[\"']?)"
+        r"[^\s&\"',}]+"
+    ),
+)
+
+
+def redact(text: str) -> str:
+    """Mask anything that looks like a credential."""
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "[REDACTED]", text)
+    return text
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites a record's message so that no credential reaches a handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg (+ exc)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "pid": record.process,
+        }
+        if record.exc_info:
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        return orjson.dumps(entry).decode()
+
+
+def configure_logging(data_dir: Path | None, level: str = "INFO") -> None:
+    """Install the stderr handler and, with a data dir, the rotating JSON file handler."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_syncd", False):
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+    redactor = RedactSecrets()
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handlers: list[logging.Handler] = [stderr]
+    if data_dir is not None:
+        log_dir = data_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.handlers.RotatingFileHandler(
+            log_dir / LOG_FILE, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+        )
+        file_handler.setFormatter(JsonFormatter())
+        handlers.append(file_handler)
+    for handler in handlers:
+        handler.addFilter(redactor)
+        handler._syncd = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
+
+
+@contextmanager
+def trace(logger: logging.Logger, name: str, **ids: Any) -> Iterator[None]:
+    """Log ``name.started`` / ``name.complete`` / ``name.failed`` with correlation ids."""
+    context = " ".join(f"{k}={v}" for k, v in ids.items())
+    logger.debug("%s.started %s", name, context)
+    started = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        logger.warning(
+            "%s.failed %s elapsed_ms=%.1f", name, context, (time.perf_counter() - started) * 1e3
+        )
+        raise
+    logger.debug(
+        "%s.complete %s elapsed_ms=%.1f", name, context, (time.perf_counter() - started) * 1e3
+    )

@@ -1,0 +1,218 @@
+"""What every repository shares: the page type, input checks, reads, and the generic
+update / tombstone mutations of mutable rows (per-field clocks)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from daemon.errors import InvalidInput, NotFound
+from daemon.store.codec import RowCodec, decode_cursor, encode_cursor
+from daemon.store.engine import Writer, run_in_thread
+from daemon.store.sql import get_sql, list_sql
+from daemon.store.txn import WriteContext, WriteOp
+
+MAX_LIMIT = 1000
+Check = Callable[[str, Any], Any]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a keyset-paginated list; pass ``next_cursor`` back to get the next one."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+# -- input checks (pure; raise InvalidInput naming the field) ---------------------------------
+
+
+def text(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(field, "must be a non-empty string")
+    return value
+
+
+def optional_text(field: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be a string or null")
+    return value
+
+
+def integer(field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 2**53:
+        raise InvalidInput(field, "must be an integer")
+    return value
+
+
+def boolean(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(field, "must be true or false")
+    return value
+
+
+def json_value(field: str, value: Any) -> Any:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        raise InvalidInput(field, "must be a JSON value") from None
+    return value
+
+
+def json_object(field: str, value: Any) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, dict):
+        raise InvalidInput(field, "must be an object or null")
+    return json_value(field, value)  # type: ignore[no-any-return]
+
+
+def json_array(field: str, value: Any) -> list[Any] | None:
+    if value is not None and not isinstance(value, list):
+        raise InvalidInput(field, "must be an array or null")
+    return json_value(field, value)  # type: ignore[no-any-return]
+
+
+def identifier(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 100:
+        raise InvalidInput(field, "must be an id string")
+    return value
+
+
+def limit_value(limit: Any) -> int:
+    value = integer("limit", limit)
+    if not 1 <= value <= MAX_LIMIT:
+        raise InvalidInput("limit", f"must be between 1 and {MAX_LIMIT}")
+    return value
+
+
+def check_fields(fields: Mapping[str, Any], checks: Mapping[str, Check]) -> dict[str, Any]:
+    """Validate a partial update; unknown fields are refused."""
+    if not fields:
+        raise InvalidInput("fields", "nothing to update")
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        check = checks.get(name)
+        if check is None:
+            raise InvalidInput(name, "unknown or read-only field")
+        out[name] = check(name, value)
+    return out
+
+
+# -- repositories -----------------------------------------------------------------------------
+
+
+class Repo:
+    """Reads through the reader connection, writes through the group-committing writer."""
+
+    table: str
+    entity: str
+
+    def __init__(self, writer: Writer, reader: aiosqlite.Connection, codec: RowCodec) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._codec = codec
+
+    async def get(self, id: str) -> dict[str, Any]:
+        """The row (tombstoned rows too, with ``deleted_at`` set); NotFound if absent."""
+        identifier("id", id)
+        row = await run_in_thread(self._reader, _read_one, self._codec, get_sql(self.table), id)
+        if row is None:
+            raise NotFound(self.entity, id)
+        return row
+
+    async def _list(
+        self, filters: dict[str, Any], *, limit: int, cursor: str | None, cursor_field: str
+    ) -> Page:
+        limit = limit_value(limit)
+        after = None if cursor is None else decode_cursor(cursor, cursor_field)
+        compiled = list_sql(self.table, tuple(sorted(filters)), after is not None)
+        params = compiled.params({**filters, "_after": after, "_limit": limit + 1})
+        if after is None:
+            params.pop("_after")
+        rows = await run_in_thread(self._reader, _read_many, self._codec, compiled.sql, params)
+        if len(rows) > limit:
+            rows = rows[:limit]
+            return Page(rows, encode_cursor(rows[-1]["id"]))
+        return Page(rows, None)
+
+    async def _write(self, op: WriteOp) -> dict[str, Any]:
+        result: dict[str, Any] = await self._writer.submit(op)
+        return result
+
+
+def _read_one(
+    conn: sqlite3.Connection, codec: RowCodec, sql: str, id: str
+) -> dict[str, Any] | None:
+    values = conn.execute(sql, {"_id": id}).fetchone()
+    return None if values is None else codec.decode(values)
+
+
+def _read_many(
+    conn: sqlite3.Connection, codec: RowCodec, sql: str, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    return [codec.decode(values) for values in conn.execute(sql, params).fetchall()]
+
+
+# -- generic mutations of mutable rows ----------------------------------------------------------
+
+
+def update_op(table: str, entity: str, id: str, fields: dict[str, Any], topic: str) -> WriteOp:
+    """Partial update: only fields whose value changes get a new clock; no change, no event."""
+
+    def op(ctx: WriteContext) -> dict[str, Any]:
+        row = ctx.fetch(table, id)
+        if row is None or row["deleted_at"] is not None:
+            raise NotFound(entity, id)
+        changes = {k: v for k, v in fields.items() if row[k] != v}
+        if not changes:
+            return row
+        return write_changes(ctx, table, row, changes, op="update", topic=topic)
+
+    return op
+
+
+def delete_op(table: str, entity: str, id: str, topic: str) -> WriteOp:
+    """Tombstone: ``deleted_at`` is written like any field; deleting twice changes nothing."""
+
+    def op(ctx: WriteContext) -> dict[str, Any]:
+        row = ctx.fetch(table, id)
+        if row is None:
+            raise NotFound(entity, id)
+        if row["deleted_at"] is not None:
+            return row
+        return write_changes(ctx, table, row, {"deleted_at": None}, op="delete", topic=topic)
+
+    return op
+
+
+def write_changes(
+    ctx: WriteContext,
+    table: str,
+    row: dict[str, Any],
+    changes: dict[str, Any],
+    *,
+    op: str,
+    topic: str,
+) -> dict[str, Any]:
+    stamp = ctx.tick()
+    if op == "delete":
+        changes = {"deleted_at": stamp.iso}
+    write: dict[str, Any] = {**changes, "updated_at": stamp.iso, "hlc": stamp.hlc}
+    if "field_hlc" in row:
+        write["field_hlc"] = {**row["field_hlc"], **dict.fromkeys(changes, stamp.hlc)}
+    write["origin"] = ctx.device_id
+    ctx.update_row(table, row["id"], write)
+    row.update(write)
+    ctx.emit(table=table, op=op, topic=topic, row=row, fields=changes, stamp=stamp)
+    return row
+
+
+def new_row_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The synced fields of a new row (what its outbox entry carries)."""
+    return {k: v for k, v in row.items() if k not in ("hlc", "field_hlc", "origin")}

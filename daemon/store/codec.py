@@ -1,0 +1,95 @@
+"""Row codec: SQLite values <-> the plain JSON-able dicts the store returns; cursors; time."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from daemon.errors import InvalidInput
+from daemon.store.ids import is_uuid
+from daemon.store.schema import BOOL_COLUMNS, JSON_COLUMNS, metadata
+
+_CURSOR_PREFIX = "k1."
+
+
+def iso_ms(ms: int) -> str:
+    """ISO-8601 UTC with milliseconds, e.g. ``2026-11-21T07:09:32.123Z``."""
+    seconds, millis = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def dump_json(value: Any) -> str | None:
+    """JSON text for a JSON column; ``None`` is stored as SQL NULL."""
+    if value is None:
+        return None
+    return orjson.dumps(value).decode()
+
+
+def dump_json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def load_json(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+class RowCodec:
+    """Decodes result tuples of ``SELECT <all columns> FROM table`` into dicts."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.columns: tuple[str, ...] = tuple(str(c.name) for c in metadata.tables[table].columns)
+        json_cols = JSON_COLUMNS.get(table, frozenset())
+        bool_cols = BOOL_COLUMNS.get(table, frozenset())
+        self._json_idx = tuple(i for i, c in enumerate(self.columns) if c in json_cols)
+        self._bool_idx = tuple(i for i, c in enumerate(self.columns) if c in bool_cols)
+        self.json_columns = json_cols
+        self.bool_columns = bool_cols
+        self.select_sql = f"SELECT {', '.join(self.columns)} FROM {table}"
+
+    def decode(self, values: Sequence[Any]) -> dict[str, Any]:
+        row = dict(zip(self.columns, values, strict=True))
+        for i in self._json_idx:
+            text = values[i]
+            if text is not None:
+                row[self.columns[i]] = orjson.loads(text)
+        for i in self._bool_idx:
+            row[self.columns[i]] = bool(values[i])
+        return row
+
+    def encode(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Parameters for an INSERT/UPDATE from a row dict (only the keys present)."""
+        params = dict(row)
+        for col in self.json_columns.intersection(row):
+            value = row[col]
+            params[col] = None if value is None else orjson.dumps(value).decode()
+        for col in self.bool_columns.intersection(row):
+            params[col] = 1 if row[col] else 0
+        return params
+
+
+def encode_cursor(key: str) -> str:
+    return _CURSOR_PREFIX + base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, field: str = "cursor") -> str:
+    """The key inside an opaque cursor; InvalidInput naming ``field`` if it is not one of ours."""
+    if not isinstance(cursor, str) or not cursor.startswith(_CURSOR_PREFIX):
+        raise InvalidInput(field, "not a cursor returned by this API")
+    body = cursor[len(_CURSOR_PREFIX) :]
+    try:
+        key = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput(field, "not a cursor returned by this API") from None
+    if not is_uuid(key):
+        raise InvalidInput(field, "not a cursor returned by this API")
+    return key

@@ -1,0 +1,131 @@
+"""Statements built with SQLAlchemy Core, compiled once to SQLite SQL text and cached.
+
+The hot path runs the cached text on the raw ``sqlite3`` connection in aiosqlite's thread (one
+thread hop per transaction); SQLAlchemy never sees a connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+
+from daemon.store import schema
+
+_DIALECT = sqlite.dialect(paramstyle="named")
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """SQL text plus the default values of parameters SQLAlchemy generated (e.g. OFFSET 0)."""
+
+    sql: str
+    defaults: dict[str, Any]
+
+    def params(self, values: dict[str, Any]) -> dict[str, Any]:
+        return {**self.defaults, **values} if self.defaults else values
+
+
+def compile_statement(stmt: sa.ClauseElement, column_keys: Iterable[str] | None = None) -> Compiled:
+    compiled = stmt.compile(
+        dialect=_DIALECT, column_keys=None if column_keys is None else list(column_keys)
+    )
+    defaults = {
+        key: value
+        for key, value in compiled.params.items()
+        if key.startswith("param_") and value is not None
+    }
+    return Compiled(str(compiled), defaults)
+
+
+def table(name: str) -> sa.Table:
+    return schema.metadata.tables[name]
+
+
+@cache
+def insert_sql(name: str, keys: tuple[str, ...]) -> str:
+    return compile_statement(sa.insert(table(name)), keys).sql
+
+
+@cache
+def update_sql(name: str, keys: frozenset[str]) -> str:
+    t = table(name)
+    stmt = sa.update(t).where(t.c.id == sa.bindparam("_id"))
+    return compile_statement(stmt, sorted(keys)).sql
+
+
+@cache
+def get_sql(name: str) -> str:
+    t = table(name)
+    return compile_statement(sa.select(t).where(t.c.id == sa.bindparam("_id"))).sql
+
+
+@cache
+def list_sql(name: str, filters: tuple[str, ...], has_cursor: bool) -> Compiled:
+    """Keyset page of live rows: ``filters`` are equality filters, ordered by id."""
+    t = table(name)
+    clauses: list[sa.ColumnElement[bool]] = [t.c.deleted_at.is_(None)]
+    clauses.extend(t.c[col] == sa.bindparam(col) for col in filters)
+    if has_cursor:
+        clauses.append(t.c.id > sa.bindparam("_after"))
+    stmt = sa.select(t).where(*clauses).order_by(t.c.id).limit(sa.bindparam("_limit"))
+    return compile_statement(stmt)
+
+
+@cache
+def exists_sql(name: str, live: bool) -> str:
+    t = table(name)
+    clauses: list[sa.ColumnElement[bool]] = [t.c.id == sa.bindparam("_id")]
+    if live:
+        clauses.append(t.c.deleted_at.is_(None))
+    return compile_statement(sa.select(sa.literal_column("1")).select_from(t).where(*clauses)).sql
+
+
+@cache
+def live_conversation_workspace_sql() -> str:
+    t = schema.conversations
+    stmt = sa.select(t.c.workspace_id).where(
+        t.c.id == sa.bindparam("_id"), t.c.deleted_at.is_(None)
+    )
+    return compile_statement(stmt).sql
+
+
+@cache
+def meta_get_sql() -> str:
+    t = schema.meta
+    return compile_statement(sa.select(t.c.value).where(t.c.key == sa.bindparam("key"))).sql
+
+
+@cache
+def meta_put_sql() -> str:
+    t = schema.meta
+    stmt = sqlite.insert(t).values(key=sa.bindparam("key"), value=sa.bindparam("value"))
+    stmt = stmt.on_conflict_do_update(index_elements=[t.c.key], set_={"value": stmt.excluded.value})
+    return compile_statement(stmt).sql
+
+
+@cache
+def changelog_read_sql() -> Compiled:
+    t = schema.changelog
+    stmt = (
+        sa.select(t.c.seq, t.c.topic, t.c.data)
+        .where(t.c.seq > sa.bindparam("after"))
+        .order_by(t.c.seq)
+        .limit(sa.bindparam("_limit"))
+    )
+    return compile_statement(stmt)
+
+
+@cache
+def changelog_prune_sql() -> str:
+    t = schema.changelog
+    return compile_statement(sa.delete(t).where(t.c.seq < sa.bindparam("keep_from"))).sql
+
+
+@cache
+def changelog_first_sql() -> str:
+    return compile_statement(sa.select(sa.func.min(schema.changelog.c.seq))).sql

@@ -1,0 +1,146 @@
+"""Tasks: the work queue (kind, payload, status, priority, progress checkpoint, lease)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon.errors import Conflict, InvalidInput, NotFound
+from daemon.store.base import (
+    Check,
+    Page,
+    Repo,
+    check_fields,
+    delete_op,
+    identifier,
+    integer,
+    json_value,
+    new_row_fields,
+    text,
+    update_op,
+    write_changes,
+)
+from daemon.store.ids import uuid7
+from daemon.store.txn import WriteContext
+from daemon.types import TASK_STATUSES
+
+FINISHED = frozenset({"succeeded", "failed"})
+
+
+def status_value(field: str, value: Any) -> str:
+    if value not in TASK_STATUSES:
+        raise InvalidInput(field, f"must be one of {', '.join(sorted(TASK_STATUSES))}")
+    return str(value)
+
+
+UPDATABLE: dict[str, Check] = {
+    "status": status_value,
+    "priority": integer,
+    "payload": json_value,
+    "progress": json_value,
+}
+CLOCKED = (
+    "kind",
+    *UPDATABLE,
+    "attempts",
+    "lease_owner",
+    "lease_expires_at",
+    "deleted_at",
+)
+
+
+class TaskRepo(Repo):
+    table = "tasks"
+    entity = "task"
+
+    async def create(
+        self, *, workspace_id: str, kind: str, payload: Any = None, priority: int = 0
+    ) -> dict[str, Any]:
+        """Enqueue a task (status ``queued``)."""
+        workspace_id = identifier("workspace_id", workspace_id)
+        kind = text("kind", kind)
+        payload = json_value("payload", payload)
+        priority = integer("priority", priority)
+        return await self._write(_create_op(workspace_id, kind, payload, priority))
+
+    async def list(
+        self,
+        *,
+        workspace_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Live tasks, optionally of one workspace and/or one status, oldest first."""
+        filters: dict[str, Any] = {}
+        if workspace_id is not None:
+            filters["workspace_id"] = identifier("workspace_id", workspace_id)
+        if status is not None:
+            filters["status"] = status_value("status", status)
+        return await self._list(filters, limit=limit, cursor=cursor, cursor_field="cursor")
+
+    async def update(self, id: str, **fields: Any) -> dict[str, Any]:
+        identifier("id", id)
+        changes = check_fields(fields, UPDATABLE)
+        return await self._write(update_op(self.table, self.entity, id, changes, "task.updated"))
+
+    async def cancel(self, id: str) -> dict[str, Any]:
+        """Set status ``cancelled``; cancelling twice changes nothing; a finished task refuses."""
+        identifier("id", id)
+        return await self._write(_cancel_op(id))
+
+    async def delete(self, id: str) -> dict[str, Any]:
+        identifier("id", id)
+        return await self._write(delete_op(self.table, self.entity, id, "task.deleted"))
+
+
+def _create_op(workspace_id: str, kind: str, payload: Any, priority: int) -> Any:
+    def op(ctx: WriteContext) -> dict[str, Any]:
+        if not ctx.exists("workspaces", workspace_id):
+            raise InvalidInput("workspace_id", f"unknown workspace {workspace_id!r}")
+        stamp = ctx.tick()
+        row: dict[str, Any] = {
+            "id": uuid7(stamp.ms),
+            "workspace_id": workspace_id,
+            "kind": kind,
+            "payload": payload,
+            "status": "queued",
+            "priority": priority,
+            "progress": None,
+            "attempts": 0,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "created_at": stamp.iso,
+            "updated_at": stamp.iso,
+            "deleted_at": None,
+            "hlc": stamp.hlc,
+            "field_hlc": dict.fromkeys(CLOCKED, stamp.hlc),
+            "origin": ctx.device_id,
+        }
+        ctx.insert_row("tasks", row)
+        ctx.emit(
+            table="tasks",
+            op="insert",
+            topic="task.created",
+            row=row,
+            fields=new_row_fields(row),
+            stamp=stamp,
+        )
+        return row
+
+    return op
+
+
+def _cancel_op(id: str) -> Any:
+    def op(ctx: WriteContext) -> dict[str, Any]:
+        row = ctx.fetch("tasks", id)
+        if row is None or row["deleted_at"] is not None:
+            raise NotFound("task", id)
+        if row["status"] == "cancelled":
+            return row
+        if row["status"] in FINISHED:
+            raise Conflict(f"task {id!r} already {row['status']}")
+        return write_changes(
+            ctx, "tasks", row, {"status": "cancelled"}, op="update", topic="task.updated"
+        )
+
+    return op

@@ -1,0 +1,236 @@
+"""The write transaction: what a mutation sees while it runs in the writer's connection thread.
+
+A mutation is a plain function ``op(ctx: WriteContext) -> result``. The writer runs a batch of
+them in ONE transaction (``BEGIN IMMEDIATE`` … ``COMMIT``) in one thread hop; when the batch has
+more than one mutation each runs inside its own SAVEPOINT, so a failing one is rolled back alone
+and the others still commit (group commit). Every visible change goes through ``emit``: it writes
+the outbox entry (what a push needs) and the changelog entry (what UIs see) in the same
+transaction as the row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from daemon.errors import DaemonError, StoreError
+from daemon.events import ChangeEvent
+from daemon.hlc import Clock
+from daemon.store.codec import RowCodec, dump_json_text, iso_ms, now_ms
+from daemon.store.sql import (
+    changelog_first_sql,
+    changelog_prune_sql,
+    exists_sql,
+    get_sql,
+    insert_sql,
+    meta_put_sql,
+    update_sql,
+)
+
+WriteOp = Callable[["WriteContext"], Any]
+
+_OUTBOX_KEYS = (
+    "table_name",
+    "row_id",
+    "workspace_id",
+    "op",
+    "fields",
+    "field_hlc",
+    "hlc",
+    "origin",
+    "created_at",
+    "attempts",
+)
+_CHANGELOG_KEYS = ("topic", "row_id", "workspace_id", "data", "created_at")
+
+
+@dataclass
+class Stamp:
+    """The clock and wall time of one mutation."""
+
+    hlc: str
+    ms: int
+    iso: str
+
+
+@dataclass
+class BatchOutcome:
+    """What a committed batch produced: one result or exception per op, and the new events."""
+
+    results: list[tuple[bool, Any]] = field(default_factory=list)
+    events: list[ChangeEvent] = field(default_factory=list)
+    last_seq: int = 0
+    first_seq: int = 0
+
+
+class WriteContext:
+    """Owned by the writer thread; only mutations running in a batch touch it."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        clock: Clock,
+        codecs: dict[str, RowCodec],
+        changelog_retain: int,
+        last_seq: int,
+        first_seq: int,
+    ) -> None:
+        self.conn = conn
+        self.clock = clock
+        self.device_id = clock.device_id
+        self.codecs = codecs
+        self._retain = changelog_retain
+        self._last_seq = last_seq
+        self._first_seq = first_seq
+        self._events: list[ChangeEvent] = []
+
+    # -- used by mutations -------------------------------------------------------------------
+
+    def tick(self) -> Stamp:
+        ms = now_ms()
+        return Stamp(self.clock.now(ms), ms, iso_ms(ms))
+
+    def fetch(self, table: str, id: str) -> dict[str, Any] | None:
+        values = self.conn.execute(get_sql(table), {"_id": id}).fetchone()
+        return None if values is None else self.codecs[table].decode(values)
+
+    def exists(self, table: str, id: str, *, live: bool = True) -> bool:
+        return self.conn.execute(exists_sql(table, live), {"_id": id}).fetchone() is not None
+
+    def insert_row(self, table: str, row: dict[str, Any]) -> None:
+        params = self.codecs[table].encode(row)
+        self.conn.execute(insert_sql(table, tuple(params)), params)
+
+    def update_row(self, table: str, id: str, changes: dict[str, Any]) -> None:
+        params = self.codecs[table].encode(changes)
+        sql = update_sql(table, frozenset(params))
+        params["_id"] = id
+        self.conn.execute(sql, params)
+
+    def emit(
+        self,
+        *,
+        table: str,
+        op: str,
+        topic: str,
+        row: dict[str, Any],
+        fields: dict[str, Any],
+        stamp: Stamp,
+        outbox: bool = True,
+    ) -> None:
+        """Record a change of ``row``: an outbox entry with the changed ``fields`` and their
+        clocks (unless ``outbox`` is false: local-only data), and a changelog entry."""
+        row_id = row["id"]
+        workspace_id = row["id"] if table == "workspaces" else row.get("workspace_id")
+        if outbox:
+            entry = {
+                "table_name": table,
+                "row_id": row_id,
+                "workspace_id": workspace_id,
+                "op": op,
+                "fields": dump_json_text(fields),
+                "field_hlc": dump_json_text(dict.fromkeys(fields, stamp.hlc)),
+                "hlc": stamp.hlc,
+                "origin": self.device_id,
+                "created_at": stamp.iso,
+                "attempts": 0,
+            }
+            self.conn.execute(insert_sql("outbox", _OUTBOX_KEYS), entry)
+        cursor = self.conn.execute(
+            insert_sql("changelog", _CHANGELOG_KEYS),
+            {
+                "topic": topic,
+                "row_id": row_id,
+                "workspace_id": workspace_id,
+                "data": dump_json_text(row),
+                "created_at": stamp.iso,
+            },
+        )
+        seq = cursor.lastrowid
+        assert seq is not None
+        self._events.append(ChangeEvent(seq, topic, dict(row)))  # callers may keep `row`
+
+    # -- used by the writer ------------------------------------------------------------------
+
+    def run_batch(self, ops: Sequence[WriteOp]) -> BatchOutcome:
+        """Run ``ops`` in one transaction; raise only if the transaction itself failed."""
+        conn = self.conn
+        outcome = BatchOutcome()
+        conn.execute("BEGIN IMMEDIATE")
+        changes_before = conn.total_changes
+        try:
+            if len(ops) == 1:
+                # A lone write needs no savepoint: if it fails, the whole transaction goes.
+                keep = self._run_op(ops[0], outcome)
+            else:
+                for op in ops:
+                    self._run_in_savepoint(op, outcome)
+                keep = True
+            if keep and conn.total_changes != changes_before:
+                self._finish(outcome)
+                conn.execute("COMMIT")
+            else:
+                conn.execute("ROLLBACK")  # failed, or nothing written: skip the commit
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._reload_seqs()
+            raise
+        outcome.last_seq, outcome.first_seq = self._last_seq, self._first_seq
+        return outcome
+
+    def _run_op(self, op: WriteOp, outcome: BatchOutcome) -> bool:
+        """Run one op; record its result or its (translated) exception; True if it succeeded."""
+        self._events = []
+        try:
+            result = op(self)
+        except Exception as exc:
+            outcome.results.append((False, _translate(exc)))
+            return False
+        outcome.results.append((True, result))
+        outcome.events.extend(self._events)
+        return True
+
+    def _run_in_savepoint(self, op: WriteOp, outcome: BatchOutcome) -> None:
+        self.conn.execute("SAVEPOINT op")
+        if not self._run_op(op, outcome):
+            self.conn.execute("ROLLBACK TO op")
+        self.conn.execute("RELEASE op")
+
+    def _finish(self, outcome: BatchOutcome) -> None:
+        """Remember the clock and prune the changelog, inside the batch's transaction."""
+        self.conn.execute(meta_put_sql(), {"key": "hlc_last", "value": self.clock.last})
+        if not outcome.events:
+            return
+        last = outcome.events[-1].seq
+        if self._first_seq == 0:
+            self._first_seq = outcome.events[0].seq
+        keep_from = last - self._retain + 1
+        if keep_from > self._first_seq:
+            self.conn.execute(changelog_prune_sql(), {"keep_from": keep_from})
+            self._first_seq = keep_from
+        self._last_seq = last
+
+    def _reload_seqs(self) -> None:
+        self._last_seq, self._first_seq = read_seqs(self.conn)
+
+
+def read_seqs(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(last seq ever assigned, oldest retained seq or 0 when the changelog is empty)."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changelog'").fetchone()
+    last = int(row[0]) if row else 0
+    first = conn.execute(changelog_first_sql()).fetchone()[0]
+    return last, int(first) if first is not None else 0
+
+
+def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, DaemonError):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        error = StoreError(f"write failed: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc

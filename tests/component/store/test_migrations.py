@@ -1,0 +1,200 @@
+"""Migrations: from an empty database, from every earlier version, refusal of newer ones."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from daemon.config import StoreSettings
+from daemon.errors import MigrationError, StoreError
+from daemon.store import Store, migrate
+from daemon.store.schema import metadata
+
+from .conftest import rows
+
+LATEST = len(migrate.discover())
+
+
+def schema_of(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    return rows(
+        conn,
+        "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+
+
+def database_at(path: Path, version: int) -> sqlite3.Connection:
+    """A fixture database built by the migration files up to ``version``."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate.migrate(conn, target=version) == version
+    return conn
+
+
+def seed_version_1(conn: sqlite3.Connection) -> None:
+    """Rows as a version-1 daemon wrote them."""
+    ts, clock, dev = "2026-01-01T00:00:00.000Z", "1767225600000-000000-dev", "dev"
+    conn.execute("INSERT INTO meta VALUES ('device_id', 'dev')")
+    conn.execute(
+        "INSERT INTO workspaces (id, name, created_at, updated_at, hlc, origin)"
+        " VALUES ('w1', 'old', ?, ?, ?, ?)",
+        (ts, ts, clock, dev),
+    )
+    conn.execute(
+        "INSERT INTO conversations (id, workspace_id, name, created_at, updated_at, hlc, origin)"
+        " VALUES ('c1', 'w1', 'chat', ?, ?, ?, ?)",
+        (ts, ts, clock, dev),
+    )
+    conn.execute(
+        "INSERT INTO tasks (id, workspace_id, kind, created_at, updated_at, hlc, origin)"
+        " VALUES ('t1', 'w1', 'build', ?, ?, ?, ?)",
+        (ts, ts, clock, dev),
+    )
+    conn.execute(
+        "INSERT INTO changelog (topic, row_id, workspace_id, data, created_at)"
+        " VALUES ('workspace.created', 'w1', 'w1', '{}', ?)",
+        (ts,),
+    )
+
+
+def test_empty_database_migrates_to_latest(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    try:
+        assert migrate.migrate(conn) == LATEST
+        assert migrate.schema_version(conn) == LATEST
+        assert rows(conn, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(LATEST),)]
+        assert migrate.migrate(conn) == LATEST  # idempotent
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("version", range(1, LATEST))
+def test_every_earlier_version_migrates_with_its_data(tmp_path: Path, version: int) -> None:
+    fresh = sqlite3.connect(tmp_path / "fresh", isolation_level=None)
+    migrate.migrate(fresh)
+    old = database_at(tmp_path / "old", version)
+    try:
+        seed_version_1(old)
+        assert migrate.migrate(old) == LATEST
+        assert schema_of(old) == schema_of(fresh)
+        assert rows(old, "SELECT name FROM workspaces") == [("old",)]
+        assert rows(old, "SELECT status, priority, attempts FROM tasks") == [("queued", 0, 0)]
+        assert rows(old, "PRAGMA integrity_check") == [("ok",)]
+    finally:
+        old.close()
+        fresh.close()
+
+
+async def test_store_opens_an_old_database_and_keeps_its_device_and_seq(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.db"
+    conn = database_at(path, 1)
+    seed_version_1(conn)
+    conn.close()
+    store = await Store.open(path, StoreSettings())
+    try:
+        assert store.device_id == "dev"
+        assert (await store.workspaces.get("w1"))["name"] == "old"
+        ws = await store.workspaces.create(name="new")
+        assert [e.data["id"] for e in await store.changelog.read_since(1)] == [ws["id"]]
+    finally:
+        await store.close()
+
+
+def test_sqlalchemy_tables_match_the_migrated_schema(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    try:
+        migrate.migrate(conn)
+        for table in metadata.sorted_tables:
+            info = rows(conn, f"PRAGMA table_info({table.name})")
+            in_db = [
+                (name, bool(notnull) or bool(pk), bool(pk)) for _, name, _, notnull, _, pk in info
+            ]
+            in_code = [(c.name, not c.nullable, c.primary_key) for c in table.columns]
+            assert in_db == in_code, table.name
+    finally:
+        conn.close()
+
+
+async def test_device_id_is_created_once(db_path: Path) -> None:
+    first = await Store.open(db_path, StoreSettings())
+    device = first.device_id
+    await first.close()
+    second = await Store.open(db_path, StoreSettings())
+    try:
+        assert second.device_id == device
+    finally:
+        await second.close()
+
+
+async def test_newer_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE future (x)")
+    conn.execute(f"PRAGMA user_version = {LATEST + 1}")
+    conn.close()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(MigrationError, match="newer than this syncd"):
+        await Store.open(path, StoreSettings())
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert sorted(os.listdir(tmp_path)) == ["syncd.db"]  # no WAL created
+
+
+async def test_a_file_that_is_not_a_database_is_a_clear_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError):
+        await Store.open(path, StoreSettings())
+
+
+def test_a_failing_migration_rolls_every_pending_one_back(tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for m in migrate.discover():
+        shutil.copy(m.path, folder / m.path.name)
+    (folder / f"{LATEST + 1:04d}_broken.sql").write_text("CREATE TABLE ok (x);\nNOT SQL;\n")
+    conn = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    try:
+        with pytest.raises(MigrationError, match="nothing changed"):
+            migrate.migrate(conn, migrate.discover(folder))
+        assert migrate.schema_version(conn) == 0
+        assert schema_of(conn) == []
+    finally:
+        conn.close()
+
+
+def test_python_migrations_are_supported(tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_base.sql").write_text("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);")
+    (folder / "0002_seed.py").write_text(
+        "def migrate(conn):\n    conn.execute(\"INSERT INTO meta VALUES ('seeded', 'yes')\")\n"
+    )
+    conn = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    try:
+        assert migrate.migrate(conn, migrate.discover(folder)) == 2
+        assert ("seeded", "yes") in rows(conn, "SELECT key, value FROM meta")
+    finally:
+        conn.close()
+
+
+def test_gaps_and_duplicates_in_numbering_are_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_a.sql").write_text("SELECT 1;")
+    (folder / "0003_c.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="0002"):
+        migrate.discover(folder)
+    (folder / "0001_b.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="two migrations"):
+        migrate.discover(folder)
+
+
+def test_statement_splitting_keeps_semicolons_inside_strings() -> None:
+    script = "-- comment\nCREATE TABLE t (x);\n\nINSERT INTO t VALUES ('a;b');\n"
+    assert migrate.split_statements(script) == [
+        "CREATE TABLE t (x);",
+        "INSERT INTO t VALUES ('a;b');",
+    ]

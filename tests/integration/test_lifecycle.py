@@ -1,0 +1,200 @@
+"""`syncd` as a user runs it: real subprocesses, real data dirs, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import MS, wait_for_sync
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMANDS = ("run", "status", "call", "login", "logout", "link", "unlink", "push", "pull",
+            "devcloud", "service")  # fmt: skip
+STOP_BUDGET = 5.0
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+    env.update(extra)
+    return env
+
+
+def syncd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *args],
+        cwd=ROOT,
+        env=clean_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+class Running:
+    """One `syncd run` process with its stderr captured in a file."""
+
+    def __init__(self, data_dir: Path, log: Path) -> None:
+        self.data_dir = data_dir
+        self.log = log
+        self._log_file = log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "run", "--data-dir", str(data_dir), "--port", "0"],
+            cwd=ROOT,
+            env=clean_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=self._log_file,
+        )
+
+    def discovery(self) -> dict[str, object] | None:
+        try:
+            return dict(json.loads((self.data_dir / "daemon.json").read_text()))
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def wait_ready(self) -> dict[str, object]:
+        wait_for_sync(
+            lambda: (
+                self.proc.poll() is not None or (self.discovery() or {}).get("pid") == self.proc.pid
+            ),
+            timeout=30_000 * MS,
+            message="the daemon to publish daemon.json",
+        )
+        assert self.proc.poll() is None, self.log.read_text()
+        info = self.discovery()
+        assert info is not None
+        return info
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, float]:
+        started = time.monotonic()
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=30)
+        return code, time.monotonic() - started
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log_file.close()
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[list[Running]]:
+    started: list[Running] = []
+    yield started
+    for daemon in started:
+        daemon.close()
+
+
+def start(running: list[Running], data_dir: Path) -> Running:
+    daemon = Running(data_dir, data_dir.parent / f"{data_dir.name}.stderr")
+    running.append(daemon)
+    return daemon
+
+
+@pytest.mark.parametrize("entry", ["module", "script"])
+def test_help_lists_every_command(entry: str) -> None:
+    if entry == "module":
+        out = syncd("--help")
+    else:
+        script = Path(sys.executable).with_name("syncd")
+        out = subprocess.run(
+            [str(script), "--help"], capture_output=True, text=True, timeout=60, check=False
+        )
+    assert out.returncode == 0, out.stderr
+    for command in COMMANDS:
+        assert f"\n    {command} " in out.stdout, command
+
+
+def test_run_starts_refuses_a_second_daemon_and_stops_cleanly(
+    tmp_path: Path, running: list[Running]
+) -> None:
+    data_dir = tmp_path / "d"
+    first = start(running, data_dir)
+    info = first.wait_ready()
+    assert info["url"] == f"ws://127.0.0.1:{info['port']}/"
+    assert (data_dir / "syncd.db").exists()
+
+    second = syncd("run", "--data-dir", str(data_dir), "--port", "0")
+    assert second.returncode == 1
+    assert f"pid {first.proc.pid}" in second.stderr
+    assert first.proc.poll() is None  # the first one is unharmed
+    assert syncd("status", "--data-dir", str(data_dir)).returncode == 0
+
+    code, elapsed = first.stop(signal.SIGTERM)
+    assert code == 0 and elapsed < STOP_BUDGET, first.log.read_text()
+    assert not (data_dir / "daemon.json").exists()
+    assert syncd("status", "--data-dir", str(data_dir)).returncode == 3
+
+    logs = (data_dir / "logs" / "syncd.log").read_text().splitlines()
+    entries = [json.loads(line) for line in logs]
+    assert {"ts", "level", "logger", "msg"} <= set(entries[0])
+    assert any(e["msg"].startswith("daemon.stopped") for e in entries)
+    assert info["token"] not in "\n".join(logs) + first.log.read_text()
+
+
+def test_two_daemons_with_different_data_dirs_run_side_by_side(
+    tmp_path: Path, running: list[Running]
+) -> None:
+    a = start(running, tmp_path / "a")
+    b = start(running, tmp_path / "b")
+    info_a, info_b = a.wait_ready(), b.wait_ready()
+    assert info_a["port"] != info_b["port"]
+    code, elapsed = a.stop(signal.SIGINT)
+    assert code == 0 and elapsed < STOP_BUDGET
+    assert b.proc.poll() is None
+    assert b.stop()[0] == 0
+
+
+def test_data_dir_from_the_environment(tmp_path: Path) -> None:
+    out = syncd("status", env=clean_env(SYNCD_DATA_DIR=str(tmp_path)))
+    assert out.returncode == 3  # looked in tmp_path, found no daemon
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["login", "--email", "a@b.c"],
+        ["logout"],
+        ["link", "."],
+        ["unlink", "."],
+        ["push"],
+        ["pull"],
+        ["service", "install"],
+    ],
+)
+def test_later_commands_say_not_available_yet(args: list[str]) -> None:
+    out = syncd(*args)
+    assert out.returncode == 2
+    assert "not available yet" in out.stderr
+
+
+def test_bad_setting_fails_naming_the_key(tmp_path: Path) -> None:
+    out = syncd("run", env=clean_env(SYNCD_DATA_DIR=str(tmp_path), SYNCD_PORT="http"))
+    assert out.returncode == 2
+    assert "SYNCD_PORT" in out.stderr
+    assert not (tmp_path / "syncd.db").exists()
+
+
+def test_newer_database_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "syncd.db")
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+    out = syncd("run", "--data-dir", str(tmp_path), "--port", "0")
+    assert out.returncode == 1
+    assert "newer than this syncd" in out.stderr
+
+
+def test_devcloud_is_delegated() -> None:
+    out = syncd("devcloud", "--help")
+    assert out.returncode == 0, out.stderr
+    assert "--database-url" in out.stdout

@@ -1,0 +1,157 @@
+"""Settings: precedence, casting, clear errors naming the key, redacted secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon.config import (
+    BridgeSettings,
+    Secret,
+    Settings,
+    StoreSettings,
+    default_data_dir,
+    load_settings,
+)
+from daemon.errors import ConfigError
+
+
+def write_toml(data_dir: Path, text: str) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "config.toml").write_text(text)
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, environ={})
+    assert settings == Settings(data_dir=tmp_path)
+    assert settings.store == StoreSettings("NORMAL", 5000, 100_000)
+    assert settings.bridge == BridgeSettings("127.0.0.1", 7749, 1 << 20, (), 1024)
+    assert not settings.cloud.configured
+    assert settings.log_level == "INFO"
+
+
+def test_data_dir_flag_beats_env_beats_platform_default(tmp_path: Path) -> None:
+    env = {"SYNCD_DATA_DIR": str(tmp_path / "env")}
+    assert load_settings(data_dir=tmp_path / "flag", environ=env).data_dir == tmp_path / "flag"
+    assert load_settings(environ=env).data_dir == tmp_path / "env"
+    assert load_settings(environ={}).data_dir == default_data_dir()
+
+
+def test_flag_beats_env_beats_file_beats_default(tmp_path: Path) -> None:
+    write_toml(tmp_path, "[bridge]\nport = 1111\nmax_frame_bytes = 4096\n")
+    assert load_settings(data_dir=tmp_path, environ={}).bridge.port == 1111
+    env = {"SYNCD_PORT": "2222"}
+    settings = load_settings(data_dir=tmp_path, environ=env)
+    assert settings.bridge.port == 2222
+    assert settings.bridge.max_frame_bytes == 4096  # file value kept for the other key
+    assert load_settings(data_dir=tmp_path, port=0, environ=env).bridge.port == 0
+
+
+def test_every_key_from_the_environment(tmp_path: Path) -> None:
+    env = {
+        "SYNCD_LOG_LEVEL": "debug",
+        "SYNCD_SYNCHRONOUS": "full",
+        "SYNCD_BUSY_TIMEOUT_MS": "250",
+        "SYNCD_CHANGELOG_RETAIN": "10_000",
+        "SYNCD_MAX_FRAME_BYTES": "65536",
+        "SYNCD_ALLOWED_ORIGINS": "http://localhost:3000, https://app.example",
+        "SYNCD_SEND_QUEUE_SIZE": "16",
+        "SYNCD_CLOUD_URL": "http://127.0.0.1:54321/",
+        "SYNCD_CLOUD_ANON_KEY": "anon-key-value",
+        "SYNCD_UNRELATED_TEST_SETTING": "ignored",
+    }
+    s = load_settings(data_dir=tmp_path, environ=env)
+    assert s.log_level == "DEBUG"
+    assert s.store == StoreSettings("FULL", 250, 10_000)
+    assert s.bridge.max_frame_bytes == 65536
+    assert s.bridge.allowed_origins == ("http://localhost:3000", "https://app.example")
+    assert s.bridge.send_queue_size == 16
+    assert s.cloud.url == "http://127.0.0.1:54321"
+    assert s.cloud.anon_key == Secret("anon-key-value")
+    assert s.cloud.configured
+
+
+def test_cloud_needs_both_url_and_key(tmp_path: Path) -> None:
+    only_url = load_settings(data_dir=tmp_path, environ={"SYNCD_CLOUD_URL": "https://x.io"})
+    assert not only_url.cloud.configured
+
+
+def test_file_sections(tmp_path: Path) -> None:
+    write_toml(
+        tmp_path,
+        'log_level = "WARNING"\n[store]\nsynchronous = "FULL"\nchangelog_retain = 5\n'
+        '[bridge]\nallowed_origins = ["vscode-webview://abc"]\n'
+        '[cloud]\nurl = "https://p.supabase.co"\nanon_key = "k"\n',
+    )
+    s = load_settings(data_dir=tmp_path, environ={})
+    assert (s.log_level, s.store.synchronous, s.store.changelog_retain) == ("WARNING", "FULL", 5)
+    assert s.bridge.allowed_origins == ("vscode-webview://abc",)
+    assert s.cloud.configured
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"SYNCD_PORT": "http"}, "SYNCD_PORT"),
+        ({"SYNCD_PORT": "70000"}, "SYNCD_PORT"),
+        ({"SYNCD_SYNCHRONOUS": "OFF"}, "SYNCD_SYNCHRONOUS"),
+        ({"SYNCD_LOG_LEVEL": "LOUD"}, "SYNCD_LOG_LEVEL"),
+        ({"SYNCD_CHANGELOG_RETAIN": "0"}, "SYNCD_CHANGELOG_RETAIN"),
+        ({"SYNCD_CLOUD_URL": "ftp://x"}, "SYNCD_CLOUD_URL"),
+        ({"SYNCD_ALLOWED_ORIGINS": "localhost"}, "SYNCD_ALLOWED_ORIGINS"),
+        ({"SYNCD_DATA_DIR": " "}, "SYNCD_DATA_DIR"),
+    ],
+)
+def test_bad_environment_values_name_the_key(tmp_path: Path, env: dict[str, str], key: str) -> None:
+    env = {"SYNCD_DATA_DIR": str(tmp_path), **env}
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=env)
+    assert info.value.key == key
+    assert key in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[bridge]\nport = true\n", "bridge.port"),
+        ("[bridge]\nprot = 1\n", "bridge.prot"),
+        ("[store]\nbusy_timeout_ms = -1\n", "store.busy_timeout_ms"),
+        ("colour = 1\n", "colour"),
+        ("store = 1\n", "store"),
+        ("[cloud]\nanon_key = 3\n", "cloud.anon_key"),
+    ],
+)
+def test_bad_file_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    write_toml(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(data_dir=tmp_path, environ={})
+    assert info.value.key == key
+
+
+def test_unparsable_file_names_the_file(tmp_path: Path) -> None:
+    write_toml(tmp_path, "[bridge\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(data_dir=tmp_path, environ={})
+    assert "config.toml" in info.value.key
+
+
+def test_port_flag_out_of_range_names_the_flag(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(data_dir=tmp_path, port=-1, environ={})
+    assert info.value.key == "--port"
+
+
+def test_secret_never_shows_its_value(tmp_path: Path) -> None:
+    env = {"SYNCD_CLOUD_URL": "https://x.io", "SYNCD_CLOUD_ANON_KEY": "very-secret-key"}
+    settings = load_settings(data_dir=tmp_path, environ=env)
+    for text in (repr(settings), str(settings), repr(settings.cloud), f"{settings.cloud.anon_key}"):
+        assert "very-secret-key" not in text
+    assert settings.cloud.anon_key is not None
+    assert settings.cloud.anon_key.reveal() == "very-secret-key"
+
+
+def test_settings_are_frozen(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, environ={})
+    with pytest.raises(AttributeError):
+        settings.log_level = "DEBUG"  # type: ignore[misc]
