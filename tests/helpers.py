@@ -14,7 +14,7 @@ MS = 0.001 * float(os.environ.get("SYNCD_TESTS_TIMEOUT_FACTOR", "1"))
 async def wait_for(
     predicate: Callable[[], bool | Awaitable[bool]],
     *,
-    timeout: float = 10_000 * MS,
+    timeout: float = 10_000 * MS,  # noqa: ASYNC109 - a polling deadline, not a cancel scope
     interval: float = 10 * MS,
     message: str = "condition",
 ) -> None:
