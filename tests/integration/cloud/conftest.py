@@ -22,7 +22,7 @@ from daemon.sync.cloud.http import CloudHttp
 from daemon.sync.cloud.secrets import SecretStore
 from daemon.sync.cloud.session import CloudSession
 from devcloud.context import DevcloudConfig
-from devcloud.server import RunningDevcloud, running_devcloud
+from devcloud.server import RunningDevcloud
 
 StartDevcloud = Callable[..., Awaitable[RunningDevcloud]]
 OpenSession = Callable[..., Awaitable[CloudSession]]
@@ -71,21 +71,9 @@ def leaks() -> Iterator[LeakWatch]:
 
 
 @pytest.fixture
-async def start_devcloud(fresh_database_url: str) -> AsyncIterator[StartDevcloud]:
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def start(**config_fields: Any) -> RunningDevcloud:
-            config = DevcloudConfig(**{"port": 0, **config_fields})
-            return await stack.enter_async_context(
-                running_devcloud(config, database_url=fresh_database_url)
-            )
-
-        yield start
-
-
-@pytest.fixture
-async def devcloud(start_devcloud: StartDevcloud) -> RunningDevcloud:
-    return await start_devcloud()
+def start_devcloud(devcloud_factory: StartDevcloud) -> StartDevcloud:
+    """The shared ``devcloud_factory`` of tests/conftest.py, under this folder's older name."""
+    return devcloud_factory
 
 
 @pytest.fixture
