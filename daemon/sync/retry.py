@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, Final, Literal
 
+from daemon.backoff import Backoff as _Backoff
+
 __all__ = [
     "Backoff",
     "Decision",
@@ -217,27 +219,9 @@ def _seconds_until_date(text: str, now: float) -> float | None:
     return when.timestamp() - now
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with full jitter (attempt 0 is the first retry)."""
-
-    base_s: float = 0.5
-    cap_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.base_s <= self.cap_s:
-            raise ValueError("Backoff needs 0 < base_s <= cap_s")
-
-    def delay(self, attempt: int, rand: float, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry ``attempt``; ``rand`` is uniform in [0, 1)."""
-        if attempt < 0:
-            raise ValueError(f"attempt must be >= 0, not {attempt}")
-        if not 0.0 <= rand < 1.0:
-            raise ValueError(f"rand must be in [0, 1), not {rand}")
-        # 2**attempt as a float overflows past ~1000; the cap is reached long before 64.
-        ceiling = self.cap_s if attempt >= 64 else min(self.cap_s, self.base_s * 2**attempt)
-        jittered = rand * ceiling
-        return jittered if retry_after is None else max(jittered, retry_after)
+@dataclass(frozen=True)
+class Backoff(_Backoff):
+    """``daemon.backoff.Backoff`` that also honours a Retry decision's ``after_s``."""
 
     def delay_for(self, decision: Retry, attempt: int, rand: float) -> float:
         """``delay`` honouring the server's wish carried by a Retry decision."""

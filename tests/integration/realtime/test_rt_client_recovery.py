@@ -1,0 +1,105 @@
+"""The Realtime client recovers by itself: a devcloud restart (same database and port) and
+access tokens that expire every few seconds."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from rt_kit import Cloud, Recorder, Session, connection
+
+from daemon.realtime.frames import (
+    ChannelClosed,
+    ChannelError,
+    ChannelJoined,
+    ConnectionLost,
+    ConnectionOpened,
+    PostgresChange,
+    PostgresSubscribed,
+)
+from daemon.realtime.phoenix import ChannelState
+from daemon.realtime.presence import track_payload
+from tests.helpers import MS, wait_for
+
+
+def has_change(rec: Recorder, row_id: str) -> bool:
+    return any(c.record and c.record.get("id") == row_id for c in rec.of(PostgresChange))
+
+
+async def test_server_restart_reconnects_rejoins_and_resubscribes(
+    cloud: Cloud, caplog: pytest.LogCaptureFixture
+) -> None:
+    await cloud.dc.create_user("alice@example.com", "correct horse 1", org="org-a")
+    alice = Session(cloud, "alice@example.com")
+    ws = await cloud.create_workspace("org-a", "alpha")
+    rec = Recorder()
+    caplog.set_level(logging.INFO, logger="daemon.realtime.connection")
+    async with connection(cloud, alice, rec, "device-a") as rt:
+        await rt.join_workspace(ws)
+        await wait_for(lambda: len(rec.of(PostgresSubscribed)) == 1, message="subscribed")
+        me = track_payload(
+            device_id="device-a", user_id=None, display_name="A", since=0.0, active_at=time.time()
+        )
+        await rt.track(ws, me)
+        await wait_for(lambda: len(rt.members(ws)) == 1, message="own presence")
+        port = cloud.port
+
+        await cloud.stop()
+        await wait_for(lambda: bool(rec.of(ConnectionLost)), message="the loss noticed")
+        assert not rt.is_connected
+        assert rt.channel_state(ws) is ChannelState.WAITING
+        assert rt.members(ws) == []  # unknown while offline
+        await wait_for(
+            lambda: caplog.text.count("realtime.connect.failed") >= 6,
+            message="more reconnect attempts than supabase-py ever makes (5)",
+        )
+
+        await cloud.start()
+        assert cloud.port == port
+        await wait_for(lambda: len(rec.of(PostgresSubscribed)) == 2, message="resubscribed")
+        assert rt.channel_state(ws) is ChannelState.JOINED
+        await wait_for(lambda: len(rt.members(ws)) == 1, message="presence tracked again")
+        assert rt.members(ws)[0].display_name == "A"
+        row = await cloud.create_conversation(ws, "after the restart")
+        await wait_for(lambda: has_change(rec, row), message="a change after the restart")
+
+    kinds = [
+        type(e).__name__
+        for e in rec.events
+        if isinstance(e, ConnectionOpened | ConnectionLost | ChannelJoined | PostgresSubscribed)
+    ]
+    assert kinds == [
+        "ConnectionOpened",
+        "ChannelJoined",
+        "PostgresSubscribed",
+        "ConnectionLost",
+        "ConnectionOpened",
+        "ChannelJoined",
+        "PostgresSubscribed",
+    ]
+
+
+async def test_channel_stays_joined_across_several_token_expiries(cloud: Cloud) -> None:
+    await cloud.stop()
+    await cloud.start(jwt_expiry=5)  # every access token lives five seconds
+    await cloud.dc.create_user("alice@example.com", "correct horse 1", org="org-a")
+    alice = Session(cloud, "alice@example.com")
+    ws = await cloud.create_workspace("org-a", "alpha")
+    rec = Recorder()
+    async with connection(cloud, alice, rec, "device-a") as rt:
+        await rt.join_workspace(ws)
+        await wait_for(lambda: bool(rec.of(PostgresSubscribed)), message="subscribed")
+        for round_ in range(3):
+            tokens = len(alice.tokens)
+            await wait_for(
+                lambda n=tokens: len(alice.tokens) > n,
+                timeout=8_000 * MS,
+                message=f"token refresh {round_ + 1}",
+            )
+            row = await cloud.create_conversation(ws, f"round {round_}")
+            await wait_for(lambda r=row: has_change(rec, r), message=f"change {round_}")
+        assert time.time() > alice.expiry_of(1), "the channel outlived two tokens"
+        assert rt.channel_state(ws) is ChannelState.JOINED
+    assert rec.of(ChannelClosed) == [] and rec.of(ChannelError) == []
+    assert len(rec.of(ChannelJoined)) == 1  # never had to rejoin
