@@ -1,0 +1,183 @@
+-- devcloud Realtime change capture (devcloud only; the real Realtime reads the WAL instead).
+--
+-- Every table in publication `supabase_realtime` gets AFTER INSERT / UPDATE / DELETE statement
+-- triggers (transition tables: one trigger call per statement, so a 1000-row sync_push batch
+-- costs one call, not 1000) that send, per row, pg_notify('devcloud_realtime', …) with the
+-- change's key and, when it fits, its row:
+--   {"schema","table","type","commit_timestamp","pk"[,"new"][,"old"]}
+-- The server checks the row image against each subscriber's role, claims and SELECT policies,
+-- so row-level security decides who gets it. NOTIFY payloads must stay under 8000 bytes: the
+-- new row (INSERT/UPDATE) or old row (DELETE) is included only when it fits (otherwise the
+-- server reads the row back by key under the subscriber's claims), and a change whose key alone
+-- is too large is announced without it (the server logs and drops such changes).
+-- Partitions and inheritance children get a row trigger instead (see attach()).
+--
+-- NOTIFY payloads are visible to every session that LISTENs on the channel: in devcloud only
+-- the server itself connects to the database (clients speak HTTP), so row images stay inside.
+--
+-- Idempotent: run at every start. devcloud_realtime.attach_triggers() (re)attaches triggers to
+-- tables added to the publication later and detaches them from tables removed from it; the
+-- server calls it again on each join that subscribes to postgres_changes.
+
+CREATE SCHEMA IF NOT EXISTS devcloud_realtime;
+-- The triggers run as whichever role wrote the rows (anon, authenticated, …).
+GRANT USAGE ON SCHEMA devcloud_realtime TO PUBLIC;
+
+-- The notification text: the message plus `"<image_key>": <image>` when that fits in NOTIFY's
+-- 8000 bytes, else the message alone, else (a huge key) the message with an empty key. Built
+-- as json text: this runs once per changed row, and text is cheaper than jsonb here.
+CREATE OR REPLACE FUNCTION devcloud_realtime.notification(message text, image_key text, image text)
+RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN octet_length(message) + octet_length(image) < 7800
+            THEN left(message, -1) || ', "' || image_key || '" : ' || image || '}'
+        WHEN octet_length(message) < 7900 THEN message
+        ELSE (message::jsonb - 'pk' || '{"pk": {}}'::jsonb)::text
+    END
+$$;
+
+-- `json_build_object('id', r."id", …)` over the table's primary key columns, for alias r.
+CREATE OR REPLACE FUNCTION devcloud_realtime.key_expression(rel oid) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(
+        'json_build_object(' || string_agg(format('%L, r.%I', a.attname, a.attname), ', '
+                                           ORDER BY k.ord) || ')',
+        '''{}''::json')
+    FROM pg_catalog.pg_index i
+    CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = rel AND i.indisprimary
+$$;
+
+-- Statement trigger: one notification per row of the statement's transition table.
+CREATE OR REPLACE FUNCTION devcloud_realtime.capture_rows() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format(
+        'SELECT pg_notify(''devcloud_realtime'', devcloud_realtime.notification('
+        'json_build_object(''schema'', $1, ''table'', $2, ''type'', $3,'
+        ' ''commit_timestamp'', $4, ''pk'', %s)::text, $5, row_to_json(r)::text)) FROM %I AS r',
+        devcloud_realtime.key_expression(TG_RELID),
+        CASE WHEN TG_OP = 'DELETE' THEN 'old_rows' ELSE 'new_rows' END)
+    USING TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP,
+          to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+          CASE WHEN TG_OP = 'DELETE' THEN 'old' ELSE 'new' END;
+    RETURN NULL;
+END
+$$;
+
+-- Row trigger (fallback for tables that cannot have transition tables).
+CREATE OR REPLACE FUNCTION devcloud_realtime.capture() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    image json := row_to_json(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END);
+    key json;
+BEGIN
+    EXECUTE format('SELECT %s FROM json_populate_record(NULL::%I.%I, $1) AS r',
+                   devcloud_realtime.key_expression(TG_RELID), TG_TABLE_SCHEMA, TG_TABLE_NAME)
+        INTO key USING image;
+    PERFORM pg_notify('devcloud_realtime', devcloud_realtime.notification(
+        json_build_object('schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME, 'type', TG_OP,
+            'commit_timestamp', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+            'pk', key)::text,
+        CASE WHEN TG_OP = 'DELETE' THEN 'old' ELSE 'new' END,
+        image::text));
+    RETURN NULL;
+END
+$$;
+
+-- Statement triggers fire only for the table a statement names, so a partition or inheritance
+-- child (written through its parent) gets the row trigger.
+CREATE OR REPLACE FUNCTION devcloud_realtime.attach(rel regclass) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = rel) THEN
+        EXECUTE format('CREATE TRIGGER devcloud_realtime_capture'
+                       ' AFTER INSERT OR UPDATE OR DELETE ON %s'
+                       ' FOR EACH ROW EXECUTE FUNCTION devcloud_realtime.capture()', rel);
+        RETURN;
+    END IF;
+    BEGIN
+        EXECUTE format('CREATE TRIGGER devcloud_realtime_insert AFTER INSERT ON %s'
+                       ' REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT'
+                       ' EXECUTE FUNCTION devcloud_realtime.capture_rows()', rel);
+        EXECUTE format('CREATE TRIGGER devcloud_realtime_update AFTER UPDATE ON %s'
+                       ' REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT'
+                       ' EXECUTE FUNCTION devcloud_realtime.capture_rows()', rel);
+        EXECUTE format('CREATE TRIGGER devcloud_realtime_delete AFTER DELETE ON %s'
+                       ' REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT'
+                       ' EXECUTE FUNCTION devcloud_realtime.capture_rows()', rel);
+    EXCEPTION WHEN feature_not_supported OR wrong_object_type THEN
+        EXECUTE format('CREATE TRIGGER devcloud_realtime_capture'
+                       ' AFTER INSERT OR UPDATE OR DELETE ON %s'
+                       ' FOR EACH ROW EXECUTE FUNCTION devcloud_realtime.capture()', rel);
+    END;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION devcloud_realtime.attach_triggers() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    target record;
+    attached integer := 0;
+BEGIN
+    FOR target IN
+        SELECT c.oid AS rel
+        FROM pg_catalog.pg_publication_tables p
+        JOIN pg_catalog.pg_namespace n ON n.nspname = p.schemaname
+        JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
+        WHERE p.pubname = 'supabase_realtime' AND c.relkind = 'r'
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid
+                          AND t.tgname IN ('devcloud_realtime_insert', 'devcloud_realtime_capture'))
+    LOOP
+        BEGIN
+            PERFORM devcloud_realtime.attach(target.rel::regclass);
+            attached := attached + 1;
+        EXCEPTION WHEN duplicate_object THEN
+            NULL;  -- another session attached them first
+        END;
+    END LOOP;
+    FOR target IN
+        SELECT DISTINCT c.oid AS rel
+        FROM pg_catalog.pg_trigger t
+        JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE t.tgname LIKE 'devcloud\_realtime\_%'
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables p
+                          WHERE p.pubname = 'supabase_realtime'
+                            AND p.schemaname = n.nspname AND p.tablename = c.relname)
+    LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS devcloud_realtime_insert ON %1$s;'
+                       ' DROP TRIGGER IF EXISTS devcloud_realtime_update ON %1$s;'
+                       ' DROP TRIGGER IF EXISTS devcloud_realtime_delete ON %1$s;'
+                       ' DROP TRIGGER IF EXISTS devcloud_realtime_capture ON %1$s',
+                       target.rel::regclass);
+    END LOOP;
+    RETURN attached;
+END
+$$;
+
+-- Tables added to (or dropped from) the publication later: an event trigger re-attaches at once
+-- where we may create one (superuser); joins re-check in any case.
+CREATE OR REPLACE FUNCTION devcloud_realtime.on_publication_change() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM devcloud_realtime.attach_triggers();
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'devcloud_realtime: attaching capture triggers failed: %', SQLERRM;
+END
+$$;
+
+DO $$
+BEGIN
+    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger
+                       WHERE evtname = 'devcloud_realtime_publication') THEN
+        CREATE EVENT TRIGGER devcloud_realtime_publication ON ddl_command_end
+            WHEN TAG IN ('CREATE PUBLICATION', 'ALTER PUBLICATION')
+            EXECUTE FUNCTION devcloud_realtime.on_publication_change();
+    END IF;
+END
+$$;
+
+SELECT devcloud_realtime.attach_triggers();

@@ -1,0 +1,244 @@
+"""postgres_changes from PostgreSQL: capture triggers + LISTEN, and per-subscriber delivery.
+
+``start()`` applies ``capture.sql`` (idempotent) and LISTENs on ``devcloud_realtime`` with one
+connection held from the pool. Notifications go through a bounded queue to one dispatcher task,
+so changes are delivered in commit order. For each change the subscribers whose bindings want it
+are grouped by identical claims, and each group is judged once inside
+``ctx.transaction_as(claims)``:
+
+* the columns are those the claims' role may SELECT (none: nothing is delivered);
+* the row image the trigger sent (new row for INSERT/UPDATE, old row for DELETE) is checked
+  against the SELECT policies that apply to the role (rls.py), so a row is delivered exactly
+  when the subscriber could have read it as the change wrote it — also when a later change
+  already updated or deleted it (Realtime instead re-reads the row, and sends deletes to all);
+* a row too large for the notification is read back by key under the claims (RLS applies).
+
+Filters then run per binding on the record (for DELETE on the old row). DELETE payloads carry
+only the primary key, as in Realtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from devcloud.context import Devcloud
+from devcloud.realtime import channel as ch
+from devcloud.realtime.changes import (
+    Change,
+    Column,
+    build_payload,
+    matching_ids,
+    parse_notification,
+)
+from devcloud.realtime.channel import Binding
+from devcloud.realtime.hub import Subscriber
+from devcloud.realtime.rls import is_visible, quote_ident
+
+logger = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "devcloud_realtime"
+CAPTURE_LOCK_KEY = 0x73796E6364_52  # "syncd" + "R": serialises concurrent capture.sql appliers
+MAX_PENDING = 10_000
+LISTENER_CHECK_SECONDS = 5.0
+
+_COLUMNS_SQL = """
+SELECT a.attname, t.typname
+FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+  AND has_column_privilege(a.attrelid, a.attnum, 'SELECT')
+ORDER BY a.attnum
+"""
+
+_PUBLISHED_SQL = """
+SELECT p.schemaname, p.tablename, array_agg(a.attname::text) AS columns
+FROM pg_catalog.pg_publication_tables p
+JOIN pg_catalog.pg_namespace n ON n.nspname = p.schemaname
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE p.pubname = 'supabase_realtime'
+GROUP BY p.schemaname, p.tablename
+"""
+
+
+def capture_sql() -> str:
+    return resources.files("devcloud.realtime").joinpath("capture.sql").read_text("utf-8")
+
+
+class ChangeFeed:
+    """LISTEN/NOTIFY change capture feeding the hub's subscribers."""
+
+    def __init__(self, ctx: Devcloud, subscribers: Callable[[], Iterable[Subscriber]]) -> None:
+        self.ctx = ctx
+        self.subscribers = subscribers
+        self._queue: asyncio.Queue[str] = asyncio.Queue(MAX_PENDING)
+        self._listener: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        async with self.ctx.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", CAPTURE_LOCK_KEY)
+            await conn.execute(capture_sql())
+        await self._listen()
+        self._task = asyncio.create_task(self._dispatch_loop(), name="realtime-cdc")
+        logger.info("realtime.cdc.started")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            with suppress(asyncpg.PostgresError, OSError):
+                await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+            await self.ctx.pool.release(listener)
+
+    async def _listen(self) -> None:
+        self._listener = await self.ctx.pool.acquire()
+        await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+
+    async def _relisten_if_lost(self) -> None:
+        # Changes committed while the LISTEN connection was down are lost (at-most-once, as in
+        # Realtime); clients catch up by pulling after every (re)subscribe.
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        logger.warning("realtime.cdc.listener_lost: reconnecting")
+        if self._listener is not None:
+            with suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                await self.ctx.pool.release(self._listener)
+        self._listener = None
+        await self._listen()
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            self._queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            logger.warning("realtime.cdc.overflow: change dropped (dispatcher too slow)")
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            try:
+                text = await asyncio.wait_for(self._queue.get(), LISTENER_CHECK_SECONDS)
+            except TimeoutError:
+                text = None
+            try:
+                if text is None:
+                    await self._relisten_if_lost()
+                else:
+                    await self.dispatch(text)
+            except Exception:  # supervisor boundary: one bad change must not stop the feed
+                logger.exception("realtime.cdc.dispatch_failed")
+
+    async def prepare(self, bindings: Sequence[Binding]) -> list[str]:
+        """Attach capture triggers to newly published tables; errors for unusable bindings."""
+        try:
+            async with self.ctx.pool.acquire() as conn:
+                await conn.execute("SELECT devcloud_realtime.attach_triggers()")
+                rows = await conn.fetch(_PUBLISHED_SQL)
+        except (asyncpg.PostgresError, OSError) as exc:
+            logger.warning("realtime.cdc.prepare_failed: %s", exc)
+            return ["UnableToConnectToProject: the database is not reachable"]
+        published = {(r["schemaname"], r["tablename"]): set(r["columns"]) for r in rows}
+        errors = [_binding_error(binding, published) for binding in bindings]
+        return [error for error in errors if error is not None]
+
+    async def dispatch(self, text: str) -> None:
+        """Deliver one notification to every subscriber allowed to see it."""
+        try:
+            change = parse_notification(text)
+        except (ValueError, KeyError) as exc:
+            logger.warning("realtime.cdc.bad_notification: %s", exc)
+            return
+        groups: dict[str, list[Subscriber]] = {}
+        for subscriber in self.subscribers():
+            if any(
+                b.wants(change.schema, change.table, change.type)
+                for b in subscriber.config.bindings
+            ):
+                key = json.dumps(subscriber.claims, sort_keys=True, default=str)
+                groups.setdefault(key, []).append(subscriber)
+        for members in groups.values():
+            await self._deliver(change, members)
+
+    async def _deliver(self, change: Change, members: list[Subscriber]) -> None:
+        try:
+            columns, record = await self._fetch(change, members[0].claims)
+        except asyncpg.InsufficientPrivilegeError:
+            return  # this role may not read the table at all
+        except asyncpg.PostgresError as exc:  # e.g. the table was dropped meanwhile
+            logger.warning("realtime.cdc.fetch_failed %s.%s: %s", change.schema, change.table, exc)
+            return
+        if not columns or (change.type != "DELETE" and record is None):
+            return  # invisible to these claims (RLS), or gone already
+        for subscriber in members:
+            if subscriber.closed:
+                continue
+            bindings = subscriber.config.bindings
+            ids = matching_ids(bindings, change, record, columns)
+            if not ids:
+                continue
+            select = _select_of(bindings, ids)
+            payload = build_payload(change, ids, columns, record, select)
+            subscriber.send(ch.push(subscriber.topic, "postgres_changes", payload))
+
+    async def _fetch(
+        self, change: Change, claims: dict[str, Any]
+    ) -> tuple[list[Column], dict[str, Any] | None]:
+        """The columns the claims may read and the record to send; no columns: not visible."""
+        relation = f"{quote_ident(change.schema)}.{quote_ident(change.table)}"
+        async with self.ctx.transaction_as(claims) as conn:
+            rows = await conn.fetch(_COLUMNS_SQL, relation)
+            columns = [Column(r[0], r[1]) for r in rows]
+            if not columns:
+                return [], None
+            image = (change.old or change.pk) if change.type == "DELETE" else change.new
+            if image is not None:  # judge the row as the change wrote it
+                if not await is_visible(conn, change.schema, change.table, image):
+                    return [], None
+                return columns, None if change.type == "DELETE" else image
+            # The row did not fit in the notification: read it as it is now.
+            names = ", ".join(quote_ident(c.name) for c in columns)
+            where = " AND ".join(
+                f"t.{quote_ident(k)} ="
+                f" (jsonb_populate_record(NULL::{relation}, $1::jsonb)).{quote_ident(k)}"
+                for k in change.pk
+            )
+            sql = f"SELECT to_jsonb(r) FROM (SELECT {names} FROM {relation} t WHERE {where}) r"
+            value = await conn.fetchval(sql, json.dumps(change.pk))
+        return columns, json.loads(value) if value is not None else None
+
+
+def _binding_error(binding: Binding, published: dict[tuple[str, str], set[str]]) -> str | None:
+    """Why a binding cannot work (its table is not published, its filter column does not exist)."""
+    if binding.table is None:
+        return None
+    columns = published.get((binding.schema, binding.table))
+    if columns is None:
+        return (
+            "Unable to subscribe to changes with given parameters. Please check Realtime is"
+            f" enabled for the given connect parameters: [schema: {binding.schema},"
+            f" table: {binding.table}, filters: []]"
+        )
+    if binding.filter is not None and binding.filter.column not in columns:
+        return f"invalid column for filter {binding.filter.column}"
+    return None
+
+
+def _select_of(bindings: Sequence[Binding], ids: list[int]) -> list[str] | None:
+    """The columns to send: the union of the matched bindings' ``select``s, or all of them."""
+    chosen: set[str] = set()
+    for binding in bindings:
+        if binding.id in ids:
+            if binding.select is None:
+                return None
+            chosen.update(binding.select)
+    return sorted(chosen)

@@ -1,0 +1,142 @@
+"""postgres_changes (sans-I/O): the capture trigger's notification in, the event payload out.
+
+The trigger (capture.sql) sends ``{"schema","table","type","commit_timestamp","pk"[,"old_pk"]
+[,"new"][,"old"]}``; the server judges the row once per distinct set of subscriber claims
+(row-level security decides who gets it, see cdc.py) and builds, per channel, Realtime's
+payload::
+
+    {"ids": [binding ids], "data": {"schema","table","commit_timestamp","type","columns",
+     "record"?, "old_record"?, "errors": null}}
+
+INSERT has ``record`` and no ``old_record``; UPDATE has both (``old_record`` = the primary key,
+as with the default replica identity); DELETE has only ``old_record`` (the primary key).
+``record`` is the row as the change wrote it (the trigger's image) when the notification had
+room for it, else the row as read back at delivery time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from devcloud.realtime.channel import CHANGE_EVENTS, Binding
+from devcloud.realtime.filters import matches
+
+# supabase-py's websockets refuses frames over 1 MiB; keep a record well below that.
+MAX_RECORD_BYTES = 900_000
+SMALL_FIELD_BYTES = 64
+TOO_LARGE = "Error 413: Payload Too Large"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed row change, as announced by the capture trigger."""
+
+    schema: str
+    table: str
+    type: str  # INSERT | UPDATE | DELETE
+    commit_timestamp: str
+    pk: dict[str, Any]  # the row's key (for DELETE, the deleted row's)
+    old_pk: dict[str, Any] | None = None  # UPDATE: the key before the update
+    old: dict[str, Any] | None = None  # DELETE: the old row when it fitted in the notification
+    new: dict[str, Any] | None = None  # INSERT/UPDATE: the new row when it fitted
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # pg_type.typname: int8, text, uuid, _text, …
+
+
+def parse_notification(text: str) -> Change:
+    """Decode a ``devcloud_realtime`` notification; raises ValueError when it is not one."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("notification is not a JSON object")
+    kind = data.get("type")
+    if kind not in CHANGE_EVENTS:
+        raise ValueError(f"unknown change type {kind!r}")
+    pk = data.get("pk")
+    if not isinstance(pk, dict) or not pk:
+        raise ValueError("notification lacks the primary key")
+    return Change(
+        schema=str(data["schema"]),
+        table=str(data["table"]),
+        type=kind,
+        commit_timestamp=str(data["commit_timestamp"]),
+        pk=pk,
+        old_pk=data.get("old_pk") if isinstance(data.get("old_pk"), dict) else None,
+        old=data.get("old") if isinstance(data.get("old"), dict) else None,
+        new=data.get("new") if isinstance(data.get("new"), dict) else None,
+    )
+
+
+def filter_row(change: Change, record: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The values filters are evaluated on: the new row, or for DELETE the old one."""
+    if change.type == "DELETE":
+        return change.old or change.pk
+    return record or {}
+
+
+def matching_ids(
+    bindings: Iterable[Binding],
+    change: Change,
+    record: Mapping[str, Any] | None,
+    columns: Sequence[Column],
+) -> list[int]:
+    """Ids of the bindings (of one channel) this change reaches, in binding order, unique."""
+    types = {column.name: column.type for column in columns}
+    row = filter_row(change, record)
+    ids: list[int] = []
+    for binding in bindings:
+        if not binding.wants(change.schema, change.table, change.type):
+            continue
+        if binding.filter is not None and binding.filter.column not in types:
+            continue  # a column the subscriber may not read cannot be filtered on
+        if matches(binding.filter, row, types) and binding.id not in ids:
+            ids.append(binding.id)
+    return ids
+
+
+def build_payload(
+    change: Change,
+    ids: list[int],
+    columns: Sequence[Column],
+    record: Mapping[str, Any] | None,
+    select: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The ``postgres_changes`` payload for one channel."""
+    if select is not None:
+        keep = set(select) | set(change.pk)
+        columns = [column for column in columns if column.name in keep]
+    names = [column.name for column in columns]
+    data: dict[str, Any] = {
+        "schema": change.schema,
+        "table": change.table,
+        "commit_timestamp": change.commit_timestamp,
+        "type": change.type,
+        "columns": [{"name": column.name, "type": column.type} for column in columns],
+        "errors": None,
+    }
+    if change.type != "DELETE" and record is not None:
+        projected = {name: record[name] for name in names if name in record}
+        data["record"], errors = _limit_size(projected)
+        data["errors"] = errors
+    if change.type == "UPDATE":
+        data["old_record"] = dict(change.old_pk or change.pk)
+    elif change.type == "DELETE":
+        data["old_record"] = dict(change.pk)
+    return {"ids": ids, "data": data}
+
+
+def _limit_size(record: dict[str, Any]) -> tuple[dict[str, Any], list[str] | None]:
+    if len(json.dumps(record, default=str)) <= MAX_RECORD_BYTES:
+        return record, None
+    small = {
+        name: value
+        for name, value in record.items()
+        if len(json.dumps(value, default=str)) <= SMALL_FIELD_BYTES
+    }
+    return small, [TOO_LARGE]

@@ -1,0 +1,125 @@
+"""The in-memory hub every socket shares: who has joined which topic, presence, fan-out.
+
+Everything here is synchronous and never blocks: a frame for a socket goes into that socket's
+bounded queue (``Outbox.send_frame``); a socket whose queue is full is dropped by its own writer,
+so one slow client never delays the others.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from devcloud.realtime import channel as ch
+from devcloud.realtime.channel import JoinConfig
+from devcloud.realtime.presence import PresenceDiff, Presences
+from devcloud.realtime.serializer import Frame
+
+if TYPE_CHECKING:
+    from asyncio import TimerHandle
+
+_subscriber_ids = itertools.count(1)
+
+
+class Outbox(Protocol):
+    """Where a subscriber's frames go: its socket's bounded send queue."""
+
+    conn_id: str
+
+    def send_frame(self, frame: Frame) -> None: ...
+
+    def send_user_broadcast(self, topic: str, event: str, payload: Any, raw: bytes | None) -> None:
+        """A broadcast that arrived as a V2 binary frame (V2 sockets get it back as kind 4)."""
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One joined channel of one socket (a Phoenix channel process, in Realtime's terms)."""
+
+    outbox: Outbox
+    topic: str
+    join_ref: str | None
+    config: JoinConfig
+    claims: dict[str, Any]
+    token: str
+    presence_key: str
+    presence_enabled: bool
+    bindings_active: bool = False  # set once "Subscribed to PostgreSQL" went out
+    closed: bool = False
+    id: int = field(default_factory=lambda: next(_subscriber_ids))
+    expiry: TimerHandle | None = None  # the token-expiry shutdown
+
+    def send(self, frame: Frame) -> None:
+        if not self.closed:
+            self.outbox.send_frame(frame)
+
+
+class Hub:
+    """Topics → subscribers, plus every topic's presence."""
+
+    def __init__(self, presences: Presences) -> None:
+        self.presences = presences
+        self._topics: dict[str, dict[int, Subscriber]] = {}
+
+    def add(self, subscriber: Subscriber) -> None:
+        self._topics.setdefault(subscriber.topic, {})[subscriber.id] = subscriber
+
+    def remove(self, subscriber: Subscriber) -> None:
+        """Forget a subscriber; its presence leaves (others get the ``presence_diff``)."""
+        subscriber.closed = True
+        if subscriber.expiry is not None:
+            subscriber.expiry.cancel()
+            subscriber.expiry = None
+        members = self._topics.get(subscriber.topic)
+        if members is not None:
+            members.pop(subscriber.id, None)
+            if not members:
+                del self._topics[subscriber.topic]
+        self.publish_presence(
+            subscriber.topic, self.presences.untrack(subscriber.topic, subscriber.id)
+        )
+
+    def members(self, topic: str) -> list[Subscriber]:
+        return list(self._topics.get(topic, {}).values())
+
+    def subscribers(self) -> Iterator[Subscriber]:
+        """Every live subscriber whose postgres_changes bindings are active."""
+        for members in list(self._topics.values()):
+            for subscriber in list(members.values()):
+                if subscriber.bindings_active and not subscriber.closed:
+                    yield subscriber
+
+    def publish_presence(self, topic: str, diff: PresenceDiff) -> None:
+        if diff.is_empty():
+            return
+        frame = ch.push(topic, "presence_diff", diff.to_payload())
+        for member in self.members(topic):
+            if member.presence_enabled:
+                member.send(frame)
+
+    def broadcast_to(
+        self,
+        topic: str,
+        sender: Subscriber | None,
+        payload: dict[str, Any],
+        raw: bytes | None,
+        binary: bool,
+    ) -> int:
+        """Send to ``topic``'s members (to the sender only with ``self``); returns the count."""
+        frame = ch.push(topic, "broadcast", payload)
+        sent = 0
+        for member in self.members(topic):
+            if member is sender and not member.config.broadcast_self:
+                continue
+            if member.closed:
+                continue
+            if binary:
+                member.outbox.send_user_broadcast(
+                    topic, str(payload.get("event")), payload.get("payload"), raw
+                )
+            else:
+                member.send(frame)
+            sent += 1
+        return sent

@@ -1,0 +1,116 @@
+"""postgres_changes payloads: notification parsing, binding ids, Realtime's payload shape."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from devcloud.realtime import changes
+from devcloud.realtime.changes import Change, Column, build_payload, matching_ids
+from devcloud.realtime.channel import parse_binding
+
+COLUMNS = [Column("id", "int8"), Column("org", "text"), Column("title", "text")]
+
+
+def change(kind: str = "INSERT", **extra: object) -> Change:
+    base: dict[str, object] = {
+        "schema": "public",
+        "table": "todos",
+        "type": kind,
+        "commit_timestamp": "2026-08-21T12:00:00.123Z",
+        "pk": {"id": 1},
+    }
+    return changes.parse_notification(json.dumps({**base, **extra}))
+
+
+def test_parse_notification() -> None:
+    parsed = change("UPDATE", old_pk={"id": 0}, new={"id": 1, "title": "x"})
+    assert parsed.type == "UPDATE" and parsed.pk == {"id": 1} and parsed.old_pk == {"id": 0}
+    assert parsed.new == {"id": 1, "title": "x"} and parsed.old is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]",
+        '{"type":"TRUNCATE","pk":{"id":1}}',
+        '{"schema":"s","table":"t","type":"INSERT","commit_timestamp":"x","pk":{}}',
+        '{"schema":"s","table":"t","type":"INSERT","commit_timestamp":"x"}',
+    ],
+)
+def test_parse_notification_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        changes.parse_notification(text)
+
+
+def test_insert_payload_matches_capture_shape() -> None:
+    record = {"id": 1, "org": "a", "title": "hi"}
+    payload = build_payload(change(), [1000], COLUMNS, record)
+    assert payload == {
+        "ids": [1000],
+        "data": {
+            "schema": "public",
+            "table": "todos",
+            "commit_timestamp": "2026-08-21T12:00:00.123Z",
+            "type": "INSERT",
+            "columns": [
+                {"name": "id", "type": "int8"},
+                {"name": "org", "type": "text"},
+                {"name": "title", "type": "text"},
+            ],
+            "record": record,
+            "errors": None,
+        },
+    }
+
+
+def test_update_and_delete_payloads() -> None:
+    update = build_payload(change("UPDATE", old_pk={"id": 1}), [1], COLUMNS, {"id": 1})
+    assert update["data"]["old_record"] == {"id": 1} and update["data"]["record"] == {"id": 1}
+    delete = build_payload(change("DELETE", old={"id": 1, "org": "a"}), [1], COLUMNS, None)
+    assert "record" not in delete["data"] and delete["data"]["old_record"] == {"id": 1}
+
+
+def test_select_projects_columns_plus_primary_key() -> None:
+    record = {"id": 1, "org": "a", "title": "hi"}
+    payload = build_payload(change(), [1], COLUMNS, record, select=["title"])
+    assert payload["data"]["record"] == {"id": 1, "title": "hi"}
+    assert [c["name"] for c in payload["data"]["columns"]] == ["id", "title"]
+
+
+def test_oversized_record_keeps_small_fields_and_reports_413(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(changes, "MAX_RECORD_BYTES", 100)
+    record = {"id": 1, "org": "a", "title": "x" * 200}
+    payload = build_payload(change(), [1], COLUMNS, record)
+    assert payload["data"]["record"] == {"id": 1, "org": "a"}
+    assert payload["data"]["errors"] == ["Error 413: Payload Too Large"]
+
+
+def test_matching_ids_by_event_table_and_filter() -> None:
+    bindings = [
+        parse_binding({"event": "*", "schema": "public", "table": "todos", "filter": "org=eq.a"}),
+        parse_binding({"event": "INSERT", "schema": "public", "table": "todos"}),
+        parse_binding({"event": "*", "schema": "public", "table": "other"}),
+        parse_binding({"event": "*", "schema": "public", "table": "todos", "filter": "org=eq.b"}),
+        parse_binding({"event": "*", "schema": "public", "table": "todos", "filter": "x=eq.1"}),
+    ]
+    record = {"id": 1, "org": "a", "title": "t"}
+    assert matching_ids(bindings, change(), record, COLUMNS) == [bindings[0].id, bindings[1].id]
+    assert matching_ids(bindings, change("UPDATE"), record, COLUMNS) == [bindings[0].id]
+
+
+def test_delete_filters_run_on_the_old_row() -> None:
+    binding = parse_binding({"event": "DELETE", "table": "todos", "filter": "org=eq.a"})
+    with_old = change("DELETE", old={"id": 1, "org": "a"})
+    key_only = change("DELETE")
+    assert matching_ids([binding], with_old, None, COLUMNS) == [binding.id]
+    assert matching_ids([binding], key_only, None, COLUMNS) == []
+
+
+def test_duplicate_bindings_give_one_id() -> None:
+    raw = {"event": "*", "schema": "public", "table": "todos"}
+    bindings = [parse_binding(raw), parse_binding(dict(raw))]
+    assert matching_ids(bindings, change(), {"id": 1}, COLUMNS) == [bindings[0].id]
