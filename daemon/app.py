@@ -1,8 +1,10 @@
 """Composition root: builds every component from Settings and owns the start/stop order.
 
 Start: take the data dir's lock (one daemon per data dir), open the store (migrates), start the
-local API. Stop (SIGINT/SIGTERM or leaving ``async with``): stop the local API (no new work),
-let the store commit what is queued and close it, release the lock — all within ~5 s.
+cloud (only when configured: session restore and sync run in the background, nothing waits for
+the cloud), start the local API. Stop (SIGINT/SIGTERM or leaving ``async with``): stop the local
+API (no new work), stop the cloud, let the store commit what is queued and close it, release
+the lock — all within ~5 s.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from daemon.errors import AlreadyRunning, ConfigError
 from daemon.store import Store
 
 if TYPE_CHECKING:
+    from daemon.sync.service import CloudService, DisabledCloud
     from ui_bridge.server import BridgeServer
 
 logger = logging.getLogger(__name__)
@@ -31,7 +34,8 @@ logger = logging.getLogger(__name__)
 DB_FILE = "syncd.db"
 LOCK_FILE = "syncd.lock"
 # Shutdown budget (the whole stop must fit in 5 s)
-BRIDGE_STOP_TIMEOUT = 2.5
+BRIDGE_STOP_TIMEOUT = 2.0
+CLOUD_STOP_TIMEOUT = 0.5
 STORE_CLOSE_TIMEOUT = 2.0
 
 
@@ -88,6 +92,7 @@ class Daemon:
         self.version = version
         self.store: Store | None = None
         self.bridge: BridgeServer | None = None
+        self.cloud: CloudService | DisabledCloud | None = None
         self._lock: DataDirLock | None = None
 
     async def __aenter__(self) -> Daemon:
@@ -95,7 +100,8 @@ class Daemon:
         self._lock = DataDirLock.acquire(data_dir)
         try:
             self.store = await Store.open(data_dir / DB_FILE, self.settings.store)
-            self.bridge = _build_bridge(self.settings, self.store, self.version)
+            self.cloud = await _start_cloud(self.settings, self.store)
+            self.bridge = _build_bridge(self.settings, self.store, self.version, self.cloud)
             await self.bridge.start()
         except BaseException:
             await self.stop()
@@ -120,10 +126,13 @@ class Daemon:
     async def stop(self) -> None:
         """Stop accepting work, finish in-flight writes, close the store, release the lock."""
         bridge, self.bridge = self.bridge, None
+        cloud, self.cloud = self.cloud, None
         store, self.store = self.store, None
         try:
             if bridge is not None:
                 await _bounded(bridge.stop(), BRIDGE_STOP_TIMEOUT, "bridge.stop")
+            if cloud is not None:
+                await _bounded(cloud.stop(), CLOUD_STOP_TIMEOUT, "cloud.stop")
             if store is not None:
                 await _bounded(store.close(), STORE_CLOSE_TIMEOUT, "store.close")
         finally:
@@ -133,10 +142,33 @@ class Daemon:
         logger.info("daemon.stopped pid=%d", os.getpid())
 
 
-def _build_bridge(settings: Settings, store: Store, version: str) -> BridgeServer:
+async def _start_cloud(settings: Settings, store: Store) -> CloudService | DisabledCloud:
+    """The cloud service when the cloud is configured, else the stub answering -32003."""
+    from daemon.sync.service import CloudService, DisabledCloud, store_publisher
+
+    if not settings.cloud.configured:
+        logger.info("cloud.off (set SYNCD_CLOUD_URL and SYNCD_CLOUD_ANON_KEY to sync)")
+        return DisabledCloud(store)
+    cloud = CloudService(
+        settings.cloud, store=store, data_dir=settings.data_dir, publish=store_publisher(store)
+    )
+    await cloud.start()
+    return cloud
+
+
+def _build_bridge(
+    settings: Settings, store: Store, version: str, cloud: CloudService | DisabledCloud
+) -> BridgeServer:
+    from ui_bridge.methods import build_method_table
     from ui_bridge.server import BridgeServer
 
-    return BridgeServer(settings.bridge, store=store, data_dir=settings.data_dir, version=version)
+    return BridgeServer(
+        settings.bridge,
+        store=store,
+        data_dir=settings.data_dir,
+        version=version,
+        methods=build_method_table(cloud),
+    )
 
 
 async def _bounded(step: Coroutine[Any, Any, None], limit_s: float, name: str) -> None:

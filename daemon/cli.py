@@ -20,12 +20,6 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 _NOT_YET = {
-    "login": "sign in to the cloud",
-    "logout": "sign out of the cloud",
-    "link": "link a folder's workspace to the cloud",
-    "unlink": "unlink a folder's workspace",
-    "push": "push local changes now",
-    "pull": "pull cloud changes now",
     "service": "install/uninstall/status of the start-at-login service",
 }
 
@@ -54,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("method", metavar="METHOD")
     call.add_argument("params", metavar="PARAMS_JSON", nargs="?", default=None)
 
-    _add_later_commands(sub, common)
+    _add_cloud_commands(sub, common)
+    service = sub.add_parser("service", parents=[common], help=_NOT_YET["service"])
+    service.add_argument("action", choices=["install", "uninstall", "status"])
     sub.add_parser(
         "devcloud",
         add_help=False,
@@ -63,23 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_later_commands(
+def _add_cloud_commands(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    """Commands that later releases implement; listed now so that `--help` is complete."""
-    login = sub.add_parser("login", parents=[common], help=_NOT_YET["login"])
+    """Cloud commands: each asks the running daemon (which owns the session and the sync)."""
+    login = sub.add_parser("login", parents=[common], help="log in to the cloud")
     login.add_argument("--email", required=True)
-    login.add_argument("--password-stdin", action="store_true")
-    sub.add_parser("logout", parents=[common], help=_NOT_YET["logout"])
-    link = sub.add_parser("link", parents=[common], help=_NOT_YET["link"])
+    login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    sub.add_parser("logout", parents=[common], help="log out of the cloud")
+    link = sub.add_parser("link", parents=[common], help="link a folder's workspace to the cloud")
     link.add_argument("path", metavar="PATH")
-    link.add_argument("--cloud-workspace", metavar="ID")
-    unlink = sub.add_parser("unlink", parents=[common], help=_NOT_YET["unlink"])
+    link.add_argument(
+        "--cloud-workspace", metavar="ID", help="clone this cloud workspace into PATH"
+    )
+    unlink = sub.add_parser("unlink", parents=[common], help="stop syncing a folder's workspace")
     unlink.add_argument("path", metavar="PATH")
-    sub.add_parser("push", parents=[common], help=_NOT_YET["push"])
-    sub.add_parser("pull", parents=[common], help=_NOT_YET["pull"])
-    service = sub.add_parser("service", parents=[common], help=_NOT_YET["service"])
-    service.add_argument("action", choices=["install", "uninstall", "status"])
+    sub.add_parser("push", parents=[common], help="push local changes now and wait")
+    sub.add_parser("pull", parents=[common], help="pull cloud changes now and wait")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,9 +134,45 @@ def _exit_now_if_threads_linger(code: int) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from ui_bridge.cli_commands import status
+    from daemon.cli_cloud import status
 
     return status(_settings(args), as_json=args.json)
+
+
+def _login(args: argparse.Namespace) -> int:
+    from daemon.cli_cloud import login
+
+    return login(_settings(args), args.email, password_stdin=args.password_stdin)
+
+
+def _logout(args: argparse.Namespace) -> int:
+    from daemon.cli_cloud import logout
+
+    return logout(_settings(args))
+
+
+def _link(args: argparse.Namespace) -> int:
+    from daemon.cli_cloud import link
+
+    return link(_settings(args), args.path, cloud_workspace=args.cloud_workspace)
+
+
+def _unlink(args: argparse.Namespace) -> int:
+    from daemon.cli_cloud import unlink
+
+    return unlink(_settings(args), args.path)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from daemon.cli_cloud import sync_now
+
+    return sync_now(_settings(args), "push")
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from daemon.cli_cloud import sync_now
+
+    return sync_now(_settings(args), "pull")
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -162,4 +194,10 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _run,
     "status": _status,
     "call": _call,
+    "login": _login,
+    "logout": _logout,
+    "link": _link,
+    "unlink": _unlink,
+    "push": _push,
+    "pull": _pull,
 }

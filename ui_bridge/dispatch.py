@@ -11,6 +11,8 @@ import logging
 from typing import Any
 
 from daemon.errors import Conflict, InvalidInput, NotFound, ShuttingDown
+from daemon.sync.cloud.errors import AuthRequired, CloudError, CloudRejected, CloudUnavailable
+from daemon.sync.local import CloudNotConfigured
 from ui_bridge.jsonrpc import (
     ErrorCode,
     ErrorReply,
@@ -40,7 +42,34 @@ def map_error(exc: Exception) -> RpcError | None:
         return RpcError(ErrorCode.INVALID_PARAMS, data={"field": exc.field, "reason": exc.message})
     if isinstance(exc, ShuttingDown):
         return RpcError(ErrorCode.SHUTTING_DOWN)
+    if isinstance(exc, CloudNotConfigured):
+        return RpcError(ErrorCode.CLOUD_NOT_CONFIGURED, data={"reason": str(exc)})
+    if isinstance(exc, CloudError):
+        return _cloud_error(exc)
     return None
+
+
+#: Refusals of a login: the user must log in (again), with other credentials.
+_LOGIN_REFUSALS = frozenset({"invalid_credentials", "email_not_confirmed", "user_banned"})
+
+
+def _cloud_error(exc: CloudError) -> RpcError:
+    """Cloud failures by what the caller can do: log in, wait, or accept the refusal.
+    ``data`` carries reason codes only (never a server message or a token)."""
+    data: dict[str, Any] = {"reason": exc.reason, "operation": exc.operation}
+    if isinstance(exc, AuthRequired) or (
+        isinstance(exc, CloudRejected) and exc.reason in _LOGIN_REFUSALS
+    ):
+        return RpcError(ErrorCode.LOGIN_REQUIRED, data=data)
+    if isinstance(exc, CloudUnavailable):
+        if exc.retry_after_s is not None:
+            data["retry_after_s"] = exc.retry_after_s
+        if exc.status == 429 or exc.reason == "over_request_rate_limit":
+            return RpcError(ErrorCode.RATE_LIMITED, data=data)
+        return RpcError(ErrorCode.INTERNAL_ERROR, "Cloud unavailable", {**data, "retryable": True})
+    if isinstance(exc, CloudRejected):
+        return RpcError(ErrorCode.REJECTED_BY_POLICY, data=data)
+    return RpcError(ErrorCode.INTERNAL_ERROR, "Cloud error", data)
 
 
 class Dispatcher:

@@ -162,15 +162,7 @@ def test_data_dir_from_the_environment(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [
-        ["login", "--email", "a@b.c"],
-        ["logout"],
-        ["link", "."],
-        ["unlink", "."],
-        ["push"],
-        ["pull"],
-        ["service", "install"],
-    ],
+    [["service", "install"], ["service", "status"]],
 )
 def test_later_commands_say_not_available_yet(args: list[str]) -> None:
     out = syncd(*args)

@@ -1,0 +1,282 @@
+"""``syncd login/logout/link/unlink/push/pull/status``: calls to the running daemon.
+
+Each command opens one connection (``ui_bridge.client``, as ``syncd call`` does), makes its
+calls, prints a short answer and exits: 0 ok; 1 the daemon answered with an error (e.g. -32004
+"log in first", -32003 "cloud not configured") or a sync failed; 2 bad input; 3 no daemon runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from ui_bridge.client import Client, ConnectionLost, DaemonNotRunning, connect
+from ui_bridge.jsonrpc import ErrorCode, RpcError
+
+if TYPE_CHECKING:
+    from daemon.config import Settings
+
+__all__ = ["link", "login", "logout", "status", "sync_now", "unlink"]
+
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_NO_DAEMON: Final = 3
+CONNECT_TIMEOUT: Final = 5.0
+_HINTS: Final[dict[int, str]] = {
+    ErrorCode.LOGIN_REQUIRED: "log in with `syncd login --email E`",
+    ErrorCode.CLOUD_NOT_CONFIGURED: "set SYNCD_CLOUD_URL and SYNCD_CLOUD_ANON_KEY, then restart",
+}
+
+Command = Callable[[Client], Awaitable[int]]
+
+
+class UsageError(Exception):
+    """Bad command-line input (exit 2)."""
+
+
+def _run(settings: Settings, command: Command) -> int:
+    async def main() -> int:
+        client = await connect(
+            data_dir=settings.data_dir, reconnect=False, connect_timeout=CONNECT_TIMEOUT
+        )
+        try:
+            return await command(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(main())
+    except DaemonNotRunning as exc:
+        sys.stderr.write(f"syncd: {exc}\nhint: start it with `syncd run`\n")
+        return EXIT_NO_DAEMON
+    except UsageError as exc:
+        sys.stderr.write(f"syncd: {exc}\n")
+        return EXIT_USAGE
+    except RpcError as exc:
+        reason = exc.data.get("reason") if isinstance(exc.data, dict) else None
+        sys.stderr.write(f"syncd: {exc.message}" + (f" ({reason})" if reason else "") + "\n")
+        if hint := _HINTS.get(exc.code):
+            sys.stderr.write(f"hint: {hint}\n")
+        return EXIT_ERROR
+    except ConnectionLost as exc:
+        sys.stderr.write(f"syncd: connection to the daemon lost: {exc}\n")
+        return EXIT_ERROR
+
+
+def _folder(path: str) -> str:
+    folder = Path(path).expanduser().resolve()
+    if not folder.is_dir():
+        raise UsageError(f"{path}: not a folder")
+    return str(folder)
+
+
+# login / logout
+
+
+def login(settings: Settings, email: str, *, password_stdin: bool) -> int:
+    """Connects first (no prompt when no daemon runs), then reads the password: from one
+    line of stdin, or a prompt (in a thread, so the connection keeps answering pings)."""
+
+    async def command(client: Client) -> int:
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = await asyncio.to_thread(getpass.getpass, f"Password for {email}: ")
+        if not password:
+            raise UsageError("a password is required")
+        state = await client.call("cloud.login", {"email": email, "password": password})
+        sys.stdout.write(f"logged in as {_who(state)}\n")
+        return EXIT_OK
+
+    return _run(settings, command)
+
+
+def logout(settings: Settings) -> int:
+    async def command(client: Client) -> int:
+        await client.call("cloud.logout")
+        sys.stdout.write("logged out\n")
+        return EXIT_OK
+
+    return _run(settings, command)
+
+
+def _who(state: dict[str, Any]) -> str:
+    user = state.get("user") or {}
+    text = str(user.get("email") or user.get("id") or "?")
+    org = state.get("organization")
+    if org:
+        text += f" ({org.get('name')}, {state.get('role')})"
+    return text
+
+
+# link / unlink
+
+
+def link(settings: Settings, path: str, *, cloud_workspace: str | None) -> int:
+    folder = _folder(path)
+
+    async def command(client: Client) -> int:
+        if cloud_workspace is not None:
+            params = {"cloud_workspace_id": cloud_workspace, "path": folder}
+            linked = await client.call("cloud.link", params)
+            sys.stdout.write(f"cloning workspace {linked['workspace_id']} into {folder}\n")
+            return await _pull_with_progress(client)
+        workspace = await _workspace_at(client, folder)
+        if workspace is None:
+            name = Path(folder).name or folder
+            workspace = await client.call("workspace.create", {"name": name, "path": folder})
+        linked = await client.call("cloud.link", {"workspace_id": workspace["id"], "path": folder})
+        sys.stdout.write(f"linked {folder} (workspace {linked['workspace_id']})\n")
+        return EXIT_OK
+
+    return _run(settings, command)
+
+
+def unlink(settings: Settings, path: str) -> int:
+    folder = _folder(path)
+
+    async def command(client: Client) -> int:
+        state = await client.call("cloud.status")
+        ids = [w["workspace_id"] for w in state["linked_workspaces"] if w["path"] == folder]
+        if not ids:
+            workspace = await _workspace_at(client, folder)
+            linked = {w["workspace_id"] for w in state["linked_workspaces"]}
+            ids = [workspace["id"]] if workspace and workspace["id"] in linked else []
+        if not ids:
+            raise UsageError(f"{folder} is not linked")
+        for workspace_id in ids:
+            await client.call("cloud.unlink", {"workspace_id": workspace_id})
+        sys.stdout.write(f"unlinked {folder} (local data kept)\n")
+        return EXIT_OK
+
+    return _run(settings, command)
+
+
+async def _workspace_at(client: Client, folder: str) -> dict[str, Any] | None:
+    """The live local workspace whose path is ``folder``."""
+    cursor = None
+    while True:
+        page = await client.call("workspace.list", {"limit": 1000, "cursor": cursor})
+        for workspace in page["items"]:
+            if workspace.get("path") == folder:
+                return dict(workspace)
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return None
+
+
+# push / pull
+
+
+def sync_now(settings: Settings, kind: str) -> int:
+    async def command(client: Client) -> int:
+        if kind == "pull":
+            return await _pull_with_progress(client)
+        result = await client.call("sync.push")
+        sys.stdout.write(
+            f"pushed {result['applied'] + result['superseded'] + result['rejected']} rows: "
+            f"{result['applied']} applied, {result['superseded']} superseded, "
+            f"{result['rejected']} rejected; outbox {result['outbox']}\n"
+        )
+        return _outcome(result)
+
+    return _run(settings, command)
+
+
+async def _pull_with_progress(client: Client) -> int:
+    """``sync.pull``, showing the rows pulled so far from the ``sync.status`` events."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    events = await client.subscribe(["sync.status"])
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("pulling", total=None)
+        call = asyncio.ensure_future(client.call("sync.pull"))
+        async for event in _until(events, call):
+            shown = event.data.get("progress") or {}
+            rows, pages = shown.get("rows", 0), shown.get("pages", 0)
+            progress.update(task, description=f"pulling: {rows} rows ({pages} pages)")
+        result = await call
+    await events.close()
+    sys.stdout.write(
+        f"pulled {result['pulled']} rows: {result['changed']} changed, "
+        f"{result['conflicts']} conflicts\n"
+    )
+    return _outcome(result)
+
+
+async def _until(events: Any, call: asyncio.Future[Any]) -> Any:
+    """The events that arrive until ``call`` is done."""
+    while not call.done():
+        waiter = asyncio.ensure_future(events.__anext__())
+        done, _ = await asyncio.wait({waiter, call}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter in done:
+            yield waiter.result()
+        else:
+            waiter.cancel()
+
+
+def _outcome(result: dict[str, Any]) -> int:
+    if result.get("error"):
+        sys.stderr.write(f"syncd: sync failed: {result['error']} (it retries in the background)\n")
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+# status
+
+
+def status(settings: Settings, *, as_json: bool) -> int:
+    async def command(client: Client) -> int:
+        daemon = await client.call("daemon.status")
+        cloud = await client.call("cloud.status")
+        sync = await client.call("sync.status")
+        if as_json:
+            sys.stdout.write(
+                orjson.dumps(
+                    {**daemon, "cloud": cloud, "sync": sync}, option=orjson.OPT_INDENT_2
+                ).decode()
+                + "\n"
+            )
+        else:
+            sys.stdout.write(_status_text(settings, daemon, cloud, sync))
+        return EXIT_OK
+
+    return _run(settings, command)
+
+
+def _status_text(
+    settings: Settings, daemon: dict[str, Any], cloud: dict[str, Any], sync: dict[str, Any]
+) -> str:
+    if not cloud["configured"]:
+        account = "not configured"
+    elif cloud["logged_in"]:
+        account = f"logged in as {_who(cloud)}"
+    else:
+        account = "login required" if cloud["auth_required"] else "logged out"
+    lines = [
+        f"syncd {daemon['version']} running (pid {daemon['pid']}) at {daemon['url']}",
+        f"  data dir     {settings.data_dir}",
+        f"  started at   {daemon['started_at']} (up {daemon['uptime_s']:.0f} s)",
+        f"  connections  {daemon['connections']}, subscriptions {daemon['subscriptions']}",
+        f"  last seq     {daemon['seq']}",
+        f"  cloud        {account}",
+        f"  sync         {sync['state']}: outbox {sync['outbox']}, rejected {sync['rejected']}, "
+        f"conflicts {sync['conflicts']}",
+        f"  last push    {sync['last_push_at'] or '-'}, last pull {sync['last_pull_at'] or '-'}",
+    ]
+    if sync["last_error"]:
+        lines.append(f"  last error   {sync['last_error']}")
+    for linked in cloud["linked_workspaces"]:
+        lines.append(
+            f"  linked       {linked['workspace_id']} {linked['path'] or '-'} ({linked['state']})"
+        )
+    return "\n".join(lines) + "\n"

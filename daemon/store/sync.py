@@ -1,0 +1,244 @@
+"""The store side of cloud sync, exposed as ``store.sync`` (a ``SyncRepo``).
+
+Every method is one thread hop: reads run as one function in the reader's thread, writes as
+one mutation of the group-committing writer (one transaction). The store knows nothing of the
+cloud or of the merge rules: ``apply_pull`` takes the pure merge as an argument (the sync
+driver passes one built on daemon.sync.merge), and rows arrive already mapped to local names.
+
+Change shapes: ``take_outbox`` returns ``OutboxChange``s (coalesced per row); ``complete_push``
+takes them back with the cloud's results in the same order (``{"status": "applied" |
+"superseded" | "rejected", "reason"?, "detail"?, "id"?}``); ``apply_pull`` takes
+``{"table": <local table>, "row": <local-shaped row, field_hlc a dict>}`` (``"id"`` optional
+when the row has it). The pull cursor of a linked workspace lives under
+``pull_scope(workspace_id)``; ``unlink`` drops it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import aiosqlite
+
+from daemon.errors import Conflict, InvalidInput, NotFound
+from daemon.store import conversations, tasks, workspaces
+from daemon.store import sync_sql as q
+from daemon.store.base import Check, identifier, integer, json_value, optional_text, text
+from daemon.store.base import write_changes as write_local_change
+from daemon.store.codec import iso_ms, now_ms
+from daemon.store.engine import Writer, run_in_thread
+from daemon.store.schema import conflicts as conflicts_table
+from daemon.store.schema import rejected as rejected_table
+from daemon.store.sync_apply import apply_pull_op
+from daemon.store.sync_outbox import (
+    PUSH_STATUSES,
+    complete_push_op,
+    link_op,
+    pull_scope,
+    read_outbox,
+    rejected_view,
+    unlink_op,
+)
+from daemon.store.sync_rows import SHAPES, conflict_view
+from daemon.store.sync_types import (
+    ApplyOutcome,
+    Link,
+    MergeFn,
+    MergeOutcome,
+    OutboxChange,
+    PushOutcome,
+)
+from daemon.store.txn import Stamp, WriteContext, WriteOp
+
+__all__ = [
+    "ApplyOutcome",
+    "Link",
+    "MergeFn",
+    "MergeOutcome",
+    "OutboxChange",
+    "PushOutcome",
+    "SyncRepo",
+    "pull_scope",
+]
+
+MAX_TAKE = 10_000
+_CHECKS: dict[str, dict[str, Check]] = {
+    "workspaces": workspaces.UPDATABLE,
+    "conversations": conversations.UPDATABLE,
+    "tasks": tasks.UPDATABLE,
+}
+_CONFLICT_COLUMNS = tuple(str(c.name) for c in conflicts_table.columns)
+_REJECTED_COLUMNS = tuple(str(c.name) for c in rejected_table.columns)
+
+
+class SyncRepo:
+    """Outbox draining, pulled-page application, links, conflicts and rejections."""
+
+    def __init__(self, writer: Writer, reader: aiosqlite.Connection) -> None:
+        self._writer = writer
+        self._reader = reader
+
+    async def take_outbox(
+        self, *, workspace_ids: Collection[str], limit: int = 500, max_bytes: int = 1 << 20
+    ) -> list[OutboxChange]:
+        """Coalesced changes of ``workspace_ids`` (linked workspaces), oldest first."""
+        ids = sorted({identifier("workspace_ids", w) for w in workspace_ids})
+        limit = integer("limit", limit)
+        max_bytes = integer("max_bytes", max_bytes)
+        if not 1 <= limit <= MAX_TAKE:
+            raise InvalidInput("limit", f"must be between 1 and {MAX_TAKE}")
+        if max_bytes < 1:
+            raise InvalidInput("max_bytes", "must be positive")
+        if not ids:
+            return []
+        return await run_in_thread(self._reader, read_outbox, ids, limit, max_bytes)
+
+    async def complete_push(
+        self, changes: Sequence[OutboxChange], results: Sequence[dict[str, Any]]
+    ) -> PushOutcome:
+        """Delete the pushed entries; file rejected ones (``rejected`` + ``sync.rejected``)."""
+        if len(changes) != len(results):
+            raise InvalidInput("results", "need exactly one result per change")
+        for change, result in zip(changes, results, strict=True):
+            if not isinstance(change, OutboxChange):
+                raise InvalidInput("changes", "must be OutboxChanges from take_outbox")
+            if not isinstance(result, dict) or result.get("status") not in PUSH_STATUSES:
+                raise InvalidInput("results", "each needs a status applied|superseded|rejected")
+            if result.get("id", change.row_id) != change.row_id:
+                raise InvalidInput("results", "results are not in the order of the changes")
+        if not changes:
+            return PushOutcome(0, 0, 0)
+        outcome: PushOutcome = await self._writer.submit(complete_push_op(changes, results))
+        return outcome
+
+    async def apply_pull(
+        self, *, scope: str, changes: Sequence[dict[str, Any]], cursor: str | None, merge: MergeFn
+    ) -> ApplyOutcome:
+        """Merge one pulled page and store ``cursor`` for ``scope``, in one transaction.
+
+        ``cursor=None`` leaves the cursor alone (a realtime change is a hint, not a page).
+        """
+        scope = text("scope", scope)
+        cursor = optional_text("cursor", cursor)
+        if not isinstance(changes, Sequence) or isinstance(changes, str | bytes):
+            raise InvalidInput("changes", "must be a list of changes")
+        if not callable(merge):
+            raise InvalidInput("merge", "must be a merge function")
+        if not changes and cursor is None:
+            return ApplyOutcome(0, 0, 0)
+        outcome: ApplyOutcome = await self._writer.submit(
+            apply_pull_op(scope, changes, cursor, merge)
+        )
+        return outcome
+
+    async def cursor(self, scope: str) -> str | None:
+        scope = text("scope", scope)
+        return await run_in_thread(self._reader, _read_cursor, scope)
+
+    async def link(self, *, workspace_id: str, org_id: str, path: str | None) -> Link:
+        """Link a workspace (idempotent). The first link snapshots every row of the workspace
+        (full field state and clocks) into the outbox, so its whole history is published."""
+        workspace_id = identifier("workspace_id", workspace_id)
+        org_id = identifier("org_id", org_id)
+        path = optional_text("path", path)
+        link: Link = await self._writer.submit(link_op(workspace_id, org_id, path))
+        return link
+
+    async def unlink(self, workspace_id: str) -> None:
+        """Stop syncing: drop the link, the cursor and the outbox entries; keep the data."""
+        workspace_id = identifier("workspace_id", workspace_id)
+        await self._writer.submit(unlink_op(workspace_id))
+
+    async def links(self) -> list[Link]:
+        return await run_in_thread(self._reader, _read_links)
+
+    async def conflicts(self, *, include_resolved: bool = False) -> list[dict[str, Any]]:
+        if not isinstance(include_resolved, bool):
+            raise InvalidInput("include_resolved", "must be true or false")
+        return await run_in_thread(self._reader, _read_conflicts, include_resolved)
+
+    async def resolve_conflict(self, conflict_id: str, value: Any) -> dict[str, Any]:
+        """Write ``value`` as a new local edit of the conflicting field (a new clock, so it wins
+        everywhere once pushed) and mark the field's open conflicts resolved."""
+        conflict_id = identifier("conflict_id", conflict_id)
+        value = json_value("value", value)
+        result: dict[str, Any] = await self._writer.submit(_resolve_op(conflict_id, value))
+        return result
+
+    async def rejected(self) -> list[dict[str, Any]]:
+        return await run_in_thread(self._reader, _read_rejected)
+
+    async def counts(self) -> dict[str, int]:
+        """Outbox entries of linked workspaces, rejected changes, unresolved conflicts."""
+        return await run_in_thread(self._reader, _read_counts)
+
+
+# -- reads (run in the reader's thread) -------------------------------------------------------
+
+
+def _read_cursor(conn: sqlite3.Connection, scope: str) -> str | None:
+    row = conn.execute(q.cursor_get_sql(), {"scope": scope}).fetchone()
+    return None if row is None else row[0]
+
+
+def _read_links(conn: sqlite3.Connection) -> list[Link]:
+    return [Link(*values) for values in conn.execute(q.links_sql())]
+
+
+def _read_conflicts(conn: sqlite3.Connection, include_resolved: bool) -> list[dict[str, Any]]:
+    found = conn.execute(q.conflicts_sql(include_resolved))
+    return [conflict_view(dict(zip(_CONFLICT_COLUMNS, v, strict=True))) for v in found]
+
+
+def _read_rejected(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    found = conn.execute(q.rejected_sql())
+    return [rejected_view(dict(zip(_REJECTED_COLUMNS, v, strict=True))) for v in found]
+
+
+def _read_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    return {
+        "outbox": conn.execute(q.outbox_count_linked_sql()).fetchone()[0],
+        "rejected": conn.execute(q.count_sql("rejected")).fetchone()[0],
+        "conflicts": conn.execute(q.count_sql("conflicts", True)).fetchone()[0],
+    }
+
+
+# -- resolve ----------------------------------------------------------------------------------
+
+
+def _resolve_op(conflict_id: str, value: Any) -> WriteOp:
+    def op(ctx: WriteContext) -> dict[str, Any]:
+        found = ctx.conn.execute(q.conflict_get_sql(), {"_id": conflict_id}).fetchone()
+        if found is None:
+            raise NotFound("conflict", conflict_id)
+        record = dict(zip(_CONFLICT_COLUMNS, found, strict=True))
+        if record["resolved_at"] is not None:
+            raise Conflict(f"conflict {conflict_id!r} is already resolved")
+        table, field = record["table_name"], record["field"]
+        if table not in _CHECKS:
+            raise Conflict(f"conflicts of {table!r} cannot be resolved here")
+        checked = _CHECKS[table].get(field, json_value)(field, value)
+        row = ctx.fetch(table, record["row_id"])
+        if row is None:
+            raise NotFound(SHAPES[table].entity, record["row_id"])
+        topic = f"{SHAPES[table].entity}.updated"
+        row = write_local_change(ctx, table, row, {field: checked}, op="update", topic=topic)
+        at = row["updated_at"]
+        params = {"at": at, "table_name": table, "row_id": row["id"], "field": field}
+        ctx.conn.execute(q.conflicts_resolve_field_sql(), params)
+        view = conflict_view({**record, "resolved_at": at})
+        ms = now_ms()
+        stamp = Stamp(ctx.clock.last, ms, iso_ms(ms))
+        ctx.emit(
+            table="conflicts",
+            op="update",
+            topic="sync.conflict",
+            row=view,
+            fields={},
+            stamp=stamp,
+            outbox=False,
+        )
+        return {**view, "value": checked, "row": row}
+
+    return op

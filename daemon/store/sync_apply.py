@@ -1,0 +1,324 @@
+"""Applying one pulled page: the write transaction behind ``SyncRepo.apply_pull``.
+
+The whole page runs as ONE mutation in the writer thread (one hop, one transaction, with the
+scope's cursor). Per table, in parent-before-child order: read the page's local rows and the
+fields with unpushed outbox entries in bulk (``json_each`` over one JSON parameter), call the
+injected pure merge per row, upsert the rows whose stored state changed with one
+``executemany``, and append one changelog entry per row whose VISIBLE state changed, so an
+echo of our own push (a merge that changes nothing) writes nothing and tells no UI.
+
+A pull serves each row at its latest write, so a child can come pages before a parent updated
+after it. Such a row is parked in ``sync_parked`` (the cursor still moves) and applied in the
+transaction that brings its parent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from daemon.hlc import ClockError, decode
+from daemon.store import sync_sql as q
+from daemon.store.codec import dump_json, iso_ms, now_ms
+from daemon.store.ids import uuid7
+from daemon.store.sql import insert_sql
+from daemon.store.sync_rows import (
+    ORDER,
+    SHAPES,
+    ChangeBuffer,
+    TableShape,
+    change_topic,
+    complete_row,
+    conflict_view,
+    row_problem,
+)
+from daemon.store.sync_types import ApplyOutcome, MergeFn
+from daemon.store.txn import Stamp, WriteContext, WriteOp
+
+logger = logging.getLogger(__name__)
+
+#: Remote clocks further ahead than this are merged but not fed into our clock (the cloud
+#: refuses such writes with ``clock_skew``; one bad row must not drag every later edit along).
+MAX_AHEAD_MS = 3_600_000
+_NONE: frozenset[str] = frozenset()
+
+
+def apply_pull_op(
+    scope: str, changes: Sequence[dict[str, Any]], cursor: str | None, merge: MergeFn
+) -> WriteOp:
+    def op(ctx: WriteContext) -> ApplyOutcome:
+        page = PageApplier(ctx, merge)
+        page.run(changes)
+        page.log.flush(ctx, page.stamp.iso)
+        if cursor is not None:
+            params = {"scope": scope, "cursor": cursor, "now": page.stamp.iso}
+            ctx.conn.execute(q.cursor_put_sql(), params)
+        return page.outcome()
+
+    return op
+
+
+@dataclass
+class _Counts:
+    applied: int = 0
+    changed: int = 0
+    conflicts: int = 0
+    parked: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class _TableBatch:
+    """The state of one table's part of a page while it is merged."""
+
+    shape: TableShape
+    local: dict[str, dict[str, Any]]
+    pending: dict[str, frozenset[str]]
+    #: ids stored before this page (the others are inserted)
+    stored: frozenset[str] = frozenset()
+    upserts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class PageApplier:
+    """Merges one page inside the writer's transaction (not thread-safe; one per page)."""
+
+    def __init__(self, ctx: WriteContext, merge: MergeFn) -> None:
+        self.ctx = ctx
+        self.merge = merge
+        ms = now_ms()
+        self.ms = ms
+        self.stamp = Stamp(ctx.clock.last, ms, iso_ms(ms))
+        self.counts = _Counts()
+        self.log = ChangeBuffer()
+        #: ids known to exist after this page's writes so far, per table
+        self.present: dict[str, set[str]] = {name: set() for name in ORDER}
+        #: ids inserted by this page (only a new parent can release parked children)
+        self.inserted: dict[str, set[str]] = {name: set() for name in ORDER}
+
+    def outcome(self) -> ApplyOutcome:
+        c = self.counts
+        return ApplyOutcome(c.applied, c.changed, c.conflicts, c.parked, c.skipped)
+
+    def run(self, changes: Iterable[dict[str, Any]]) -> None:
+        by_table: dict[str, list[dict[str, Any]]] = {name: [] for name in ORDER}
+        for change in changes:
+            remote = self._remote_row(change)
+            if remote is not None:
+                by_table[change["table"]].append(remote)
+        self._receive_clocks(by_table)
+        for name in ORDER:
+            rows = by_table[name] + self._unparked(name)
+            if rows:
+                self._apply_table(SHAPES[name], rows)
+
+    # -- input --------------------------------------------------------------------------------
+
+    def _remote_row(self, change: Any) -> dict[str, Any] | None:
+        """The change's row with its id, or None (counted as skipped) if it is malformed."""
+        if not isinstance(change, dict) or change.get("table") not in SHAPES:
+            self._skip("?", None, "not a change of a synced table")
+            return None
+        row = change.get("row")
+        if not isinstance(row, dict):
+            self._skip(change["table"], change.get("id"), "no row")
+            return None
+        row_id = row.get("id", change.get("id"))
+        if not isinstance(row_id, str) or not row_id or len(row_id) > 100:
+            self._skip(change["table"], None, "no id")
+            return None
+        if row.get("id") != row_id:
+            row = {**row, "id": row_id}
+        return row
+
+    def _skip(self, table: str, row_id: Any, why: str) -> None:
+        self.counts.skipped += 1
+        logger.warning("sync.apply.skipped table=%s id=%r reason=%s", table, row_id, why)
+
+    def _receive_clocks(self, by_table: dict[str, list[dict[str, Any]]]) -> None:
+        """Feed the newest remote clock into the store's HLC, so later local edits win."""
+        newest = ""
+        for rows in by_table.values():
+            for row in rows:
+                clock = row.get("hlc")
+                if not isinstance(clock, str):
+                    clocks = row.get("field_hlc")
+                    clock = max(clocks.values(), default="") if isinstance(clocks, dict) else ""
+                if isinstance(clock, str) and clock > newest:
+                    newest = clock
+        if not newest:
+            return
+        try:
+            wall = decode(newest).wall_ms
+        except ClockError:
+            return
+        if wall > self.ms + MAX_AHEAD_MS:
+            logger.warning("sync.apply.clock_ahead clock=%s", newest)
+            return
+        self.ctx.clock.receive(newest, self.ms)
+
+    # -- one table ----------------------------------------------------------------------------
+
+    def _apply_table(self, shape: TableShape, remotes: list[dict[str, Any]]) -> None:
+        batch = self._load(shape, remotes)
+        for remote in remotes:
+            self._apply_row(batch, remote)
+        stored = batch.stored
+        new = [row for row_id, row in batch.upserts.items() if row_id not in stored]
+        old = [row for row_id, row in batch.upserts.items() if row_id in stored]
+        self._write_rows(shape, q.insert_row_sql(shape.name), new)  # a plain INSERT is cheaper
+        self._write_rows(shape, q.upsert_sql(shape.name), old)
+        self.present[shape.name].update(batch.local)
+
+    def _write_rows(self, shape: TableShape, sql: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        codec = self.ctx.codecs[shape.name]
+        params: Iterable[dict[str, Any]] = rows
+        if codec.json_columns or codec.bool_columns:
+            params = map(codec.encode, rows)
+        self.ctx.conn.executemany(sql, params)
+
+    def _load(self, shape: TableShape, remotes: list[dict[str, Any]]) -> _TableBatch:
+        name = shape.name
+        conn, codec = self.ctx.conn, self.ctx.codecs[name]
+        ids = orjson.dumps([r["id"] for r in remotes]).decode()
+        local = {
+            row["id"]: row
+            for row in map(codec.decode, conn.execute(q.rows_by_ids_sql(name), {"_ids": ids}))
+        }
+        fields: dict[str, set[str]] = {}
+        params = {"_table": name, "_ids": ids}
+        for row_id, key in conn.execute(q.outbox_pending_fields_sql(), params):
+            fields.setdefault(row_id, set()).add(key)
+        pending = {row_id: frozenset(keys) for row_id, keys in fields.items()}
+        for parent, column in shape.parents:
+            wanted = {r.get(column) for r in remotes} - self.present[parent]
+            wanted.discard(None)
+            if wanted:
+                found = conn.execute(
+                    q.existing_ids_sql(parent), {"_ids": orjson.dumps(sorted(wanted)).decode()}
+                )
+                self.present[parent].update(r[0] for r in found)
+        return _TableBatch(shape, local, pending, frozenset(local))
+
+    def _apply_row(self, batch: _TableBatch, remote: dict[str, Any]) -> None:
+        shape, row_id = batch.shape, remote["id"]
+        local = batch.local.get(row_id)
+        if local is None:
+            missing = self._missing_parent(shape, remote)
+            if missing is not None:
+                self._park(shape.name, remote, missing)
+                return
+        try:
+            result = self.merge(shape.name, local, remote, batch.pending.get(row_id, _NONE))
+            row = complete_row(shape, result.row, local, remote)
+        except (ValueError, TypeError) as exc:
+            self._skip(shape.name, row_id, f"merge refused it: {exc}")
+            return
+        problem = row_problem(shape, row) or self._foreign_key_problem(shape, row, local)
+        if problem is not None:
+            self._skip(shape.name, row_id, problem)
+            return
+        self.counts.applied += 1
+        if local is None or (result.row_changed and any(row[c] != local.get(c) for c in row)):
+            batch.upserts[row_id] = batch.local[row_id] = row
+            if local is None:
+                self.inserted[shape.name].add(row_id)
+        topic = change_topic(shape, local, row, result.changed)
+        if topic is not None:
+            self.log.add(topic, row, row["workspace_id"] if shape.parents else row_id)
+            self.counts.changed += 1
+        for conflict in result.conflicts:
+            self._record_conflict(shape.name, row, conflict)
+
+    def _missing_parent(self, shape: TableShape, row: dict[str, Any]) -> str | None:
+        for parent, column in shape.parents:
+            parent_id = row.get(column)
+            if isinstance(parent_id, str) and parent_id not in self.present[parent]:
+                return parent_id
+        return None
+
+    def _park(self, name: str, remote: dict[str, Any], parent_id: str) -> None:
+        """Hold a row whose parent is not here yet (joined with an older parked version)."""
+        conn, row_id = self.ctx.conn, remote["id"]
+        row = remote
+        old = conn.execute(q.parked_get_sql(), {"table_name": name, "row_id": row_id}).fetchone()
+        try:
+            if old is not None:
+                merged = self.merge(name, orjson.loads(old[0]), remote, _NONE).row
+                row = {**merged, "id": row_id}
+            text = orjson.dumps(row).decode()
+        except (ValueError, TypeError) as exc:
+            self._skip(name, row_id, f"cannot park it: {exc}")
+            return
+        params = {
+            "table_name": name,
+            "row_id": row_id,
+            "workspace_id": row.get("workspace_id"),
+            "parent_id": parent_id,
+            "row": text,
+            "created_at": self.stamp.iso,
+        }
+        conn.execute(q.parked_put_sql(), params)
+        self.counts.parked += 1
+
+    def _unparked(self, name: str) -> list[dict[str, Any]]:
+        """Parked rows of ``name`` whose parent this page inserted (removed from the park)."""
+        parents: set[str] = set()
+        for parent, _ in SHAPES[name].parents:
+            parents |= self.inserted[parent]
+        if not parents:
+            return []
+        ids = orjson.dumps(sorted(parents)).decode()
+        found = self.ctx.conn.execute(q.parked_by_parent_sql(), {"_ids": ids}).fetchall()
+        rows = [orjson.loads(text) for table_name, text in found if table_name == name]
+        self.ctx.conn.executemany(
+            q.parked_delete_sql(), [{"table_name": name, "row_id": r["id"]} for r in rows]
+        )
+        return rows
+
+    def _foreign_key_problem(
+        self, shape: TableShape, row: dict[str, Any], local: dict[str, Any] | None
+    ) -> str | None:
+        """A merge that moved an existing row to a parent that is not here (fww ties)."""
+        if local is None:
+            return None
+        for parent, column in shape.parents:
+            value = row[column]
+            if value != local[column] and not self.ctx.exists(parent, value, live=False):
+                return f"{column} names an unknown {parent}"
+        return None
+
+    def _record_conflict(self, name: str, row: dict[str, Any], conflict: Any) -> None:
+        """I9: our unpushed edit of a manual field lost; keep both values, tell the UIs."""
+        record = {
+            "id": uuid7(self.ms),
+            "table_name": name,
+            "row_id": row["id"],
+            "workspace_id": _workspace_of(name, row),
+            "field": str(_get(conflict, "field")),
+            "local_value": dump_json(_get(conflict, "local_value")),
+            "remote_value": dump_json(_get(conflict, "remote_value")),
+            "local_hlc": _get(conflict, "local_hlc") or "",
+            "remote_hlc": _get(conflict, "remote_hlc") or "",
+            "created_at": self.stamp.iso,
+            "resolved_at": None,
+        }
+        self.ctx.conn.execute(insert_sql("conflicts", tuple(record)), record)
+        self.log.add("sync.conflict", conflict_view(record), record["workspace_id"])
+        self.counts.conflicts += 1
+        logger.info("sync.conflict table=%s id=%s field=%s", name, row["id"], record["field"])
+
+
+def _get(conflict: Any, key: str) -> Any:
+    if isinstance(conflict, dict):
+        return conflict.get(key)
+    return getattr(conflict, key, None)
+
+
+def _workspace_of(table: str, row: dict[str, Any]) -> str | None:
+    return row["id"] if table == "workspaces" else row.get("workspace_id")

@@ -1,0 +1,262 @@
+"""The push side of sync in the store: reading the outbox as coalesced changes, completing a
+push, and linking (snapshotting a workspace's whole history into the outbox) or unlinking.
+
+Outbox entries are written by every local change, linked or not (txn.py ``emit``); only the
+entries of linked workspaces are ever read for a push. System and tool messages never get an
+entry (I6), and ``read_outbox`` refuses them again should one appear.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from daemon.store import sync_sql as q
+from daemon.store.codec import RowCodec, dump_json, dump_json_text, iso_ms, load_json, now_ms
+from daemon.store.ids import uuid7
+from daemon.store.sql import insert_sql
+from daemon.store.sync_types import Link, OutboxChange, PushOutcome
+from daemon.store.txn import Stamp, WriteContext, WriteOp
+from daemon.types import LOCAL_ONLY_ROLES
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_ORDER = ("workspaces", "conversations", "messages", "tasks")
+PUSH_STATUSES = frozenset({"applied", "superseded", "rejected"})
+OUTBOX_KEYS = (
+    "table_name",
+    "row_id",
+    "workspace_id",
+    "op",
+    "fields",
+    "field_hlc",
+    "hlc",
+    "origin",
+    "created_at",
+    "attempts",
+)
+SNAPSHOT_CHUNK = 2000
+
+
+def pull_scope(workspace_id: str) -> str:
+    """The ``sync_state`` scope of a linked workspace's pull cursor (dropped by unlink)."""
+    return f"workspace:{workspace_id}"
+
+
+# -- take_outbox ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Coalesced:
+    ids: list[int]
+    table: str
+    row_id: str
+    workspace_id: str | None
+    fields: dict[str, Any] = field(default_factory=dict)
+    clocks: dict[str, str] = field(default_factory=dict)
+    origin: str = ""
+
+    def add(self, entry_id: int, fields: dict[str, Any], clocks: dict[str, str], hlc: str) -> None:
+        """Fold one entry in: per field the value with the newest clock, per clock the max."""
+        self.ids.append(entry_id)
+        for name, value in fields.items():
+            clock = clocks.get(name, hlc)
+            if name not in self.fields or clock >= self.clocks.get(name, ""):
+                self.fields[name] = value
+        for name, clock in clocks.items():
+            if clock > self.clocks.get(name, ""):
+                self.clocks[name] = clock
+
+    def change(self) -> OutboxChange:
+        return OutboxChange(
+            outbox_ids=tuple(self.ids),
+            table=self.table,
+            row_id=self.row_id,
+            workspace_id=self.workspace_id,
+            fields=self.fields,
+            field_hlc=self.clocks,
+            hlc=max(self.clocks.values(), default=""),
+            origin=self.origin,
+        )
+
+
+def read_outbox(
+    conn: sqlite3.Connection, workspace_ids: list[str], limit: int, max_bytes: int
+) -> list[OutboxChange]:
+    """Up to ``limit`` coalesced changes of the linked workspaces, oldest first, whose entries
+    total at most ``max_bytes`` of JSON (always at least one change)."""
+    compiled = q.outbox_take_sql()
+    window = min(limit * 4, 20_000)
+    cursors = [
+        conn.execute(compiled.sql, compiled.params({"ws": ws, "_limit": window}))
+        for ws in workspace_ids
+    ]
+    groups: dict[tuple[str, str], _Coalesced] = {}
+    used = 0
+    # Oldest first across workspaces; stop at the first new row past the limit (the entries
+    # of taken rows seen before it are coalesced into them).
+    for entry_id, table, row_id, ws, fields_text, clocks_text, hlc, origin in heapq.merge(*cursors):
+        size = len(fields_text) + len(clocks_text)
+        if groups and used + size > max_bytes:
+            break
+        acc = groups.get((table, row_id))
+        if acc is None:
+            if len(groups) >= limit:
+                break
+            acc = groups[(table, row_id)] = _Coalesced([], table, row_id, ws)
+        used += size
+        acc.add(entry_id, orjson.loads(fields_text), orjson.loads(clocks_text), hlc)
+        acc.origin = origin
+    return [
+        acc.change()
+        for acc in groups.values()
+        if not (acc.table == "messages" and acc.fields.get("role") in LOCAL_ONLY_ROLES)
+    ]
+
+
+# -- complete_push ----------------------------------------------------------------------------
+
+
+def complete_push_op(changes: Sequence[OutboxChange], results: Sequence[dict[str, Any]]) -> WriteOp:
+    def op(ctx: WriteContext) -> PushOutcome:
+        conn = ctx.conn
+        counts = dict.fromkeys(PUSH_STATUSES, 0)
+        done: list[dict[str, int]] = []
+        ms = now_ms()
+        stamp = Stamp(ctx.clock.last, ms, iso_ms(ms))
+        for change, result in zip(changes, results, strict=True):
+            status = result["status"]
+            counts[status] += 1
+            if status != "rejected":
+                done.extend({"_id": i} for i in change.outbox_ids)
+                continue
+            removed = sum(
+                conn.execute(q.outbox_delete_sql(), {"_id": i}).rowcount for i in change.outbox_ids
+            )
+            if removed:  # a repeated completion must not file the rejection twice
+                _file_rejection(ctx, change, result, stamp)
+        conn.executemany(q.outbox_delete_sql(), done)
+        return PushOutcome(counts["applied"], counts["superseded"], counts["rejected"])
+
+    return op
+
+
+def _file_rejection(
+    ctx: WriteContext, change: OutboxChange, result: dict[str, Any], stamp: Stamp
+) -> None:
+    detail = result.get("detail")
+    record = {
+        "id": uuid7(stamp.ms),
+        "table_name": change.table,
+        "row_id": change.row_id,
+        "workspace_id": change.workspace_id,
+        "change": dump_json_text(
+            {
+                "fields": change.fields,
+                "field_hlc": change.field_hlc,
+                "hlc": change.hlc,
+                "origin": change.origin,
+            }
+        ),
+        "reason": str(result.get("reason") or "unknown"),
+        "detail": detail if detail is None or isinstance(detail, str) else dump_json(detail),
+        "created_at": stamp.iso,
+    }
+    ctx.conn.execute(insert_sql("rejected", tuple(record)), record)
+    ctx.emit(
+        table="rejected",
+        op="insert",
+        topic="sync.rejected",
+        row=rejected_view(record),
+        fields={},
+        stamp=stamp,
+        outbox=False,
+    )
+    logger.warning(
+        "sync.rejected table=%s id=%s reason=%s", change.table, change.row_id, record["reason"]
+    )
+
+
+def rejected_view(record: dict[str, Any]) -> dict[str, Any]:
+    """A rejected row as the API returns it (the change decoded)."""
+    view = {k: v for k, v in record.items() if k != "table_name"}
+    view["table"] = record["table_name"]
+    view["change"] = load_json(record["change"])
+    return view
+
+
+# -- link / unlink ----------------------------------------------------------------------------
+
+
+def link_op(workspace_id: str, org_id: str, path: str | None) -> WriteOp:
+    def op(ctx: WriteContext) -> Link:
+        conn = ctx.conn
+        existing = conn.execute(q.link_get_sql(), {"ws": workspace_id}).fetchone()
+        linked_at = existing[3] if existing is not None else iso_ms(now_ms())
+        params = {"workspace_id": workspace_id, "org_id": org_id, "path": path}
+        conn.execute(q.link_put_sql(), {**params, "linked_at": linked_at})
+        if existing is None:
+            # The snapshot carries every row's full state: older entries add nothing.
+            conn.execute(q.outbox_delete_workspace_sql(), {"ws": workspace_id})
+            total = _snapshot(ctx, workspace_id, linked_at)
+            logger.info("sync.linked workspace_id=%s rows=%d", workspace_id, total)
+        return Link(workspace_id, org_id, path, linked_at)
+
+    return op
+
+
+def _snapshot(ctx: WriteContext, workspace_id: str, at: str) -> int:
+    """Write one outbox entry per row of the workspace (tombstones too) with all its clocks."""
+    total = 0
+    for table in SNAPSHOT_ORDER:
+        if table == "messages":
+            compiled = q.snapshot_messages_sql()
+            params = compiled.params({"ws": workspace_id, "at": at})
+            total += ctx.conn.execute(compiled.sql, params).rowcount
+            continue
+        codec = ctx.codecs[table]
+        cursor = ctx.conn.execute(q.workspace_rows_sql(table), {"ws": workspace_id})
+        while chunk := cursor.fetchmany(SNAPSHOT_CHUNK):
+            entries = [_snapshot_entry(table, codec, values, at) for values in chunk]
+            ctx.conn.executemany(insert_sql("outbox", OUTBOX_KEYS), entries)
+            total += len(entries)
+    return total
+
+
+def _snapshot_entry(table: str, codec: RowCodec, values: Sequence[Any], at: str) -> dict[str, Any]:
+    row = codec.decode(values)
+    hlc = row["hlc"]
+    fields = {k: v for k, v in row.items() if k not in ("hlc", "field_hlc", "origin")}
+    clocks = dict.fromkeys(fields, hlc)
+    clocks.update(row.get("field_hlc") or {})
+    return {
+        "table_name": table,
+        "row_id": row["id"],
+        "workspace_id": row["id"] if table == "workspaces" else row["workspace_id"],
+        "op": "insert",
+        "fields": dump_json_text(fields),
+        "field_hlc": dump_json_text(clocks),
+        "hlc": hlc,
+        "origin": row["origin"],
+        "created_at": at,
+        "attempts": 0,
+    }
+
+
+def unlink_op(workspace_id: str) -> WriteOp:
+    def op(ctx: WriteContext) -> None:
+        conn = ctx.conn
+        conn.execute(q.link_delete_sql(), {"ws": workspace_id})
+        scopes = orjson.dumps([pull_scope(workspace_id), workspace_id]).decode()
+        conn.execute(q.cursor_delete_sql(), {"_scopes": scopes})
+        conn.execute(q.outbox_delete_workspace_sql(), {"ws": workspace_id})
+        conn.execute(q.parked_delete_workspace_sql(), {"ws": workspace_id})
+        logger.info("sync.unlinked workspace_id=%s", workspace_id)
+
+    return op

@@ -1,0 +1,170 @@
+"""Pulled rows as the store keeps them: per-table shapes, completing and checking a merged
+row, which UI event a merge makes, and the page's changelog buffer (one ``executemany``).
+
+Pure helpers except ``ChangeBuffer.flush``, which runs inside the page's write transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from daemon.events import ChangeEvent
+from daemon.store.codec import load_json
+from daemon.store.schema import JSON_COLUMNS
+from daemon.store.sql import insert_sql
+from daemon.store.sql import table as sa_table
+from daemon.store.txn import WriteContext
+from daemon.types import MESSAGE_ROLES
+
+#: Parents before children, so a page may create a workspace and its rows.
+ORDER = ("workspaces", "conversations", "messages", "tasks")
+BOOKKEEPING = frozenset({"id", "hlc", "field_hlc", "origin"})
+_SCALAR = (str, int, float, type(None))
+_CHANGELOG_KEYS = ("topic", "row_id", "workspace_id", "data", "created_at")
+_LAST_SEQ_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'changelog'"
+
+
+@dataclass(frozen=True)
+class TableShape:
+    """What the store needs to know to write a pulled row of one table."""
+
+    name: str
+    entity: str
+    columns: tuple[str, ...]
+    #: (parent table, column): foreign keys a row must satisfy
+    parents: tuple[tuple[str, str], ...]
+    #: values for NOT NULL columns a cloud row may lack (the DDL defaults)
+    defaults: dict[str, Any]
+    required: tuple[str, ...] = ()
+    scalar_columns: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, name: str, entity: str, parents: Any, defaults: dict[str, Any]) -> TableShape:
+        t = sa_table(name)
+        columns = tuple(str(c.name) for c in t.columns)
+        required = tuple(str(c.name) for c in t.columns if not c.nullable)
+        scalars = tuple(c for c in columns if c not in JSON_COLUMNS[name])
+        return cls(name, entity, columns, parents, defaults, required, scalars)
+
+
+SHAPES: dict[str, TableShape] = {
+    "workspaces": TableShape.of(
+        "workspaces", "workspace", (), {"status": "active", "field_hlc": {}}
+    ),
+    "conversations": TableShape.of(
+        "conversations",
+        "conversation",
+        (("workspaces", "workspace_id"),),
+        {"type": "chat", "is_archived": False, "field_hlc": {}},
+    ),
+    "messages": TableShape.of(
+        "messages",
+        "message",
+        (("workspaces", "workspace_id"), ("conversations", "conversation_id")),
+        {},
+    ),
+    "tasks": TableShape.of(
+        "tasks",
+        "task",
+        (("workspaces", "workspace_id"),),
+        {"status": "queued", "priority": 0, "attempts": 0, "field_hlc": {}},
+    ),
+}
+
+
+def complete_row(
+    shape: TableShape,
+    merged: dict[str, Any],
+    local: dict[str, Any] | None,
+    remote: dict[str, Any],
+) -> dict[str, Any]:
+    """The merged row as stored: local columns only, defaults, ``hlc`` and ``origin``."""
+    row = {column: merged.get(column) for column in shape.columns}
+    for column, default in shape.defaults.items():
+        if row[column] is None:
+            row[column] = default
+    row["id"] = remote["id"]
+    clocks = merged.get("field_hlc")
+    clocks = dict(clocks) if isinstance(clocks, dict) else {}
+    if "field_hlc" in row:
+        row["field_hlc"] = clocks
+    hlc = max(clocks.values(), default=None) or merged.get("hlc") or remote.get("hlc")
+    row["hlc"] = hlc
+    if row["origin"] is None:
+        remote_hlc = remote.get("hlc") or max((remote.get("field_hlc") or {"": ""}).values())
+        source = remote if local is None or hlc == remote_hlc else local
+        row["origin"] = source.get("origin") or "cloud"
+    return row
+
+
+def row_problem(shape: TableShape, row: dict[str, Any]) -> str | None:
+    """Why a completed row cannot be stored (None: it can). Foreign keys are checked apart."""
+    for column in shape.required:
+        if row[column] is None:
+            return f"{column} is missing"
+    for column in shape.scalar_columns:
+        if not isinstance(row[column], _SCALAR):
+            return f"{column} is not a scalar"
+    if shape.name == "messages" and row["role"] not in MESSAGE_ROLES:
+        return "unknown role"
+    return None
+
+
+def change_topic(
+    shape: TableShape, local: dict[str, Any] | None, row: dict[str, Any], changed: frozenset[str]
+) -> str | None:
+    """The UI event a merge makes: None for an echo (nothing visible changed), for a row that
+    arrives deleted, and for edits of a row that stays deleted."""
+    if not any(c in row and c not in BOOKKEEPING for c in changed):
+        return None
+    was_visible = local is not None and local.get("deleted_at") is None
+    now_visible = row["deleted_at"] is None
+    if was_visible:
+        return f"{shape.entity}.{'updated' if now_visible else 'deleted'}"
+    return f"{shape.entity}.created" if now_visible else None
+
+
+def conflict_view(record: dict[str, Any]) -> dict[str, Any]:
+    """A conflicts row as the API returns it (values decoded)."""
+    view = {k: v for k, v in record.items() if k != "table_name"}
+    view["table"] = record["table_name"]
+    view["local_value"] = load_json(record["local_value"])
+    view["remote_value"] = load_json(record["remote_value"])
+    return view
+
+
+@dataclass
+class ChangeBuffer:
+    """Changelog entries of one page, written with one ``executemany`` in order."""
+
+    entries: list[tuple[str, str, str | None, dict[str, Any]]] = field(default_factory=list)
+
+    def add(self, topic: str, row: dict[str, Any], workspace_id: str | None) -> None:
+        self.entries.append((topic, row["id"], workspace_id, row))
+
+    def flush(self, ctx: WriteContext, created_at: str) -> int:
+        """Insert the entries and hand their events to the transaction; return how many."""
+        entries, self.entries = self.entries, []
+        if not entries:
+            return 0
+        params = [
+            {
+                "topic": topic,
+                "row_id": row_id,
+                "workspace_id": workspace_id,
+                "data": orjson.dumps(data).decode(),
+                "created_at": created_at,
+            }
+            for topic, row_id, workspace_id, data in entries
+        ]
+        ctx.conn.executemany(insert_sql("changelog", _CHANGELOG_KEYS), params)
+        # AUTOINCREMENT under one writer: the statement's rows got consecutive seqs.
+        last = int(ctx.conn.execute(_LAST_SEQ_SQL).fetchone()[0])
+        first = last - len(entries) + 1
+        events = [ChangeEvent(first + i, e[0], e[3]) for i, e in enumerate(entries)]
+        # WriteContext.emit writes one entry per call; a page needs them in bulk.
+        ctx._events.extend(events)
+        return len(entries)

@@ -1,0 +1,336 @@
+"""Tables and statements of cloud sync's store side, compiled once (see sql.py).
+
+The two tables added by migrations/local/0003_cloud_links.sql are declared here, on the
+store's shared ``metadata`` (test_migrations checks them column for column). Sets of ids are
+passed as ONE JSON-array parameter and expanded by ``json_each``, so a statement compiles
+once whatever the page size.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+
+from daemon.store import schema
+from daemon.store.sql import Compiled, compile_statement, table
+from daemon.types import LOCAL_ONLY_ROLES
+
+cloud_links = sa.Table(
+    "cloud_links",
+    schema.metadata,
+    sa.Column("workspace_id", sa.Text, primary_key=True),
+    sa.Column("org_id", sa.Text, nullable=False),
+    sa.Column("path", sa.Text),
+    sa.Column("linked_at", sa.Text, nullable=False),
+)
+
+sync_parked = sa.Table(
+    "sync_parked",
+    schema.metadata,
+    sa.Column("table_name", sa.Text, primary_key=True),
+    sa.Column("row_id", sa.Text, primary_key=True),
+    sa.Column("workspace_id", sa.Text),
+    sa.Column("parent_id", sa.Text, nullable=False),
+    sa.Column("row", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Text, nullable=False),
+)
+
+OUTBOX_COLUMNS = ("id", "table_name", "row_id", "workspace_id", "fields", "field_hlc", "hlc")
+
+
+def _in_json(column: sa.ColumnElement[str], param: str) -> sa.ColumnElement[bool]:
+    """``column IN (the elements of the JSON array bound to :param)``."""
+    each = sa.func.json_each(sa.bindparam(param)).table_valued("value")
+    return column.in_(sa.select(each.c.value))
+
+
+# -- rows -------------------------------------------------------------------------------------
+
+
+@cache
+def rows_by_ids_sql(name: str) -> str:
+    t = table(name)
+    return compile_statement(sa.select(t).where(_in_json(t.c.id, "_ids"))).sql
+
+
+@cache
+def existing_ids_sql(name: str) -> str:
+    t = table(name)
+    return compile_statement(sa.select(t.c.id).where(_in_json(t.c.id, "_ids"))).sql
+
+
+@cache
+def insert_row_sql(name: str) -> str:
+    t = table(name)
+    return compile_statement(sa.insert(t), [c.name for c in t.columns]).sql
+
+
+@cache
+def upsert_sql(name: str) -> str:
+    """Insert a full row, or overwrite every column of the existing one (named parameters)."""
+    t = table(name)
+    stmt = sqlite.insert(t)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.c.id],
+        set_={c.name: stmt.excluded[c.name] for c in t.columns if c.name != "id"},
+    )
+    return compile_statement(stmt, [c.name for c in t.columns]).sql
+
+
+@cache
+def workspace_rows_sql(name: str) -> str:
+    """Every row (tombstones too) of one workspace, in id order."""
+    t = table(name)
+    key = t.c.id if name == "workspaces" else t.c.workspace_id
+    assert name != "messages", "messages are snapshot by snapshot_messages_sql"
+    return compile_statement(sa.select(t).where(key == sa.bindparam("ws")).order_by(t.c.id)).sql
+
+
+@cache
+def snapshot_messages_sql() -> Compiled:
+    """One outbox entry per message of a workspace (no local-only roles), built in SQL: the
+    bulk of a big workspace's snapshot. Same shape as a message's own entry: every field
+    under the message's clock."""
+    m, o = schema.messages, schema.outbox
+    names = [str(c.name) for c in m.columns if c.name not in ("hlc", "origin")]
+    fields = sa.func.json_object(*(x for n in names for x in (sa.literal(n), m.c[n])))
+    clocks = sa.func.json_object(*(x for n in names for x in (sa.literal(n), m.c.hlc)))
+    roles = sorted(LOCAL_ONLY_ROLES)
+    local_only: list[sa.ColumnElement[str]] = [sa.literal_column(f"'{r}'") for r in roles]
+    select = (
+        sa.select(
+            sa.literal("messages"),
+            m.c.id,
+            m.c.workspace_id,
+            sa.literal("insert"),
+            fields,
+            clocks,
+            m.c.hlc,
+            m.c.origin,
+            sa.bindparam("at"),
+            sa.literal(0),
+        )
+        .where(m.c.workspace_id == sa.bindparam("ws"), m.c.role.not_in(local_only))
+        .order_by(m.c.id)
+    )
+    columns = [
+        "table_name",
+        "row_id",
+        "workspace_id",
+        "op",
+        "fields",
+        "field_hlc",
+        "hlc",
+        "origin",
+        "created_at",
+        "attempts",
+    ]
+    return compile_statement(sa.insert(o).from_select(columns, select))
+
+
+# -- outbox -----------------------------------------------------------------------------------
+
+
+@cache
+def outbox_take_sql() -> Compiled:
+    """The oldest entries of ONE workspace (walks the (workspace_id, id) index: no sort)."""
+    o = schema.outbox
+    stmt = (
+        sa.select(*(o.c[c] for c in OUTBOX_COLUMNS), o.c.origin)
+        .where(o.c.workspace_id == sa.bindparam("ws"))
+        .order_by(o.c.id)
+        .limit(sa.bindparam("_limit"))
+    )
+    return compile_statement(stmt)
+
+
+@cache
+def outbox_pending_fields_sql() -> str:
+    """(row_id, field) of every outbox entry of the given rows of one table."""
+    o = schema.outbox
+    keys = sa.func.json_each(o.c.fields).table_valued("key")
+    stmt = (
+        sa.select(o.c.row_id, keys.c.key)
+        .select_from(o)
+        .join(keys, sa.true())
+        .where(o.c.table_name == sa.bindparam("_table"), _in_json(o.c.row_id, "_ids"))
+    )
+    return compile_statement(stmt).sql
+
+
+@cache
+def outbox_delete_sql() -> str:
+    o = schema.outbox
+    return compile_statement(sa.delete(o).where(o.c.id == sa.bindparam("_id"))).sql
+
+
+@cache
+def outbox_delete_workspace_sql() -> str:
+    o = schema.outbox
+    return compile_statement(sa.delete(o).where(o.c.workspace_id == sa.bindparam("ws"))).sql
+
+
+@cache
+def outbox_count_linked_sql() -> str:
+    o = schema.outbox
+    linked = sa.select(cloud_links.c.workspace_id)
+    stmt = sa.select(sa.func.count()).select_from(o).where(o.c.workspace_id.in_(linked))
+    return compile_statement(stmt).sql
+
+
+# -- sync_state, links, parked ----------------------------------------------------------------
+
+
+@cache
+def cursor_get_sql() -> str:
+    s = schema.sync_state
+    return compile_statement(sa.select(s.c.cursor).where(s.c.scope == sa.bindparam("scope"))).sql
+
+
+@cache
+def cursor_put_sql() -> str:
+    s = schema.sync_state
+    stmt = sqlite.insert(s).values(
+        scope=sa.bindparam("scope"),
+        cursor=sa.bindparam("cursor"),
+        last_pull_at=sa.bindparam("now"),
+        updated_at=sa.bindparam("now"),
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[s.c.scope],
+        set_={
+            "cursor": stmt.excluded.cursor,
+            "last_pull_at": stmt.excluded.last_pull_at,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    return compile_statement(stmt).sql
+
+
+@cache
+def cursor_delete_sql() -> str:
+    s = schema.sync_state
+    return compile_statement(sa.delete(s).where(_in_json(s.c.scope, "_scopes"))).sql
+
+
+@cache
+def link_put_sql() -> str:
+    t = cloud_links
+    stmt = sqlite.insert(t)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.c.workspace_id],
+        set_={"org_id": stmt.excluded.org_id, "path": stmt.excluded.path},
+    )
+    return compile_statement(stmt, [c.name for c in t.columns]).sql
+
+
+@cache
+def link_get_sql() -> str:
+    t = cloud_links
+    return compile_statement(sa.select(t).where(t.c.workspace_id == sa.bindparam("ws"))).sql
+
+
+@cache
+def links_sql() -> str:
+    t = cloud_links
+    return compile_statement(sa.select(t).order_by(t.c.linked_at, t.c.workspace_id)).sql
+
+
+@cache
+def link_delete_sql() -> str:
+    t = cloud_links
+    return compile_statement(sa.delete(t).where(t.c.workspace_id == sa.bindparam("ws"))).sql
+
+
+@cache
+def parked_by_parent_sql() -> str:
+    p = sync_parked
+    stmt = sa.select(p.c.table_name, p.c.row).where(_in_json(p.c.parent_id, "_ids"))
+    return compile_statement(stmt.order_by(p.c.table_name, p.c.row_id)).sql
+
+
+@cache
+def parked_get_sql() -> str:
+    p = sync_parked
+    stmt = sa.select(p.c.row).where(
+        p.c.table_name == sa.bindparam("table_name"), p.c.row_id == sa.bindparam("row_id")
+    )
+    return compile_statement(stmt).sql
+
+
+@cache
+def parked_put_sql() -> str:
+    p = sync_parked
+    stmt = sqlite.insert(p)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[p.c.table_name, p.c.row_id],
+        set_={"parent_id": stmt.excluded.parent_id, "row": stmt.excluded.row},
+    )
+    return compile_statement(stmt, [c.name for c in p.columns]).sql
+
+
+@cache
+def parked_delete_sql() -> str:
+    p = sync_parked
+    stmt = sa.delete(p).where(
+        p.c.table_name == sa.bindparam("table_name"), p.c.row_id == sa.bindparam("row_id")
+    )
+    return compile_statement(stmt).sql
+
+
+@cache
+def parked_delete_workspace_sql() -> str:
+    p = sync_parked
+    return compile_statement(sa.delete(p).where(p.c.workspace_id == sa.bindparam("ws"))).sql
+
+
+# -- conflicts, rejected ----------------------------------------------------------------------
+
+
+@cache
+def conflicts_sql(include_resolved: bool) -> str:
+    c = schema.conflicts
+    stmt = sa.select(c)
+    if not include_resolved:
+        stmt = stmt.where(c.c.resolved_at.is_(None))
+    return compile_statement(stmt.order_by(c.c.created_at, c.c.id)).sql
+
+
+@cache
+def conflict_get_sql() -> str:
+    c = schema.conflicts
+    return compile_statement(sa.select(c).where(c.c.id == sa.bindparam("_id"))).sql
+
+
+@cache
+def conflicts_resolve_field_sql() -> str:
+    """Mark every open conflict of one field of one row resolved."""
+    c = schema.conflicts
+    stmt = (
+        sa.update(c)
+        .where(
+            c.c.resolved_at.is_(None),
+            c.c.table_name == sa.bindparam("table_name"),
+            c.c.row_id == sa.bindparam("row_id"),
+            c.c.field == sa.bindparam("field"),
+        )
+        .values(resolved_at=sa.bindparam("at"))
+    )
+    return compile_statement(stmt).sql
+
+
+@cache
+def rejected_sql() -> str:
+    r = schema.rejected
+    return compile_statement(sa.select(r).order_by(r.c.created_at, r.c.id)).sql
+
+
+@cache
+def count_sql(name: str, open_only: bool = False) -> str:
+    t = table(name)
+    stmt = sa.select(sa.func.count()).select_from(t)
+    if open_only:
+        stmt = stmt.where(t.c.resolved_at.is_(None))
+    return compile_statement(stmt).sql

@@ -1,0 +1,78 @@
+"""The value types of the store's sync API (``store.sync``); see daemon/store/sync.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OutboxChange:
+    """One (table, row) change ready to push: the outbox entries of that row coalesced (latest
+    value and clock per field). ``outbox_ids`` are what ``complete_push`` deletes."""
+
+    outbox_ids: tuple[int, ...]
+    table: str
+    row_id: str
+    workspace_id: str | None
+    fields: dict[str, Any]
+    field_hlc: dict[str, str]
+    hlc: str
+    origin: str
+
+
+@dataclass(frozen=True)
+class Link:
+    """A local workspace linked to a cloud organisation (``path``: its folder, if known)."""
+
+    workspace_id: str
+    org_id: str
+    path: str | None
+    linked_at: str
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    """How many of the pushed changes the cloud applied, found superseded, or rejected."""
+
+    applied: int
+    superseded: int
+    rejected: int
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """What one pulled page did.
+
+    ``applied``: changes merged (or parked); ``changed``: changelog entries written (merges
+    that changed something visible); ``conflicts``: conflicts recorded; ``parked``: rows held
+    until their parent arrives; ``skipped``: malformed changes left out (logged).
+    """
+
+    applied: int
+    changed: int
+    conflicts: int
+    parked: int = 0
+    skipped: int = 0
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    """What the injected merge returns for one row.
+
+    ``row``: the merged local-shaped row (``field_hlc`` a dict; ``hlc``/``origin`` are filled
+    in by the store when absent); ``row_changed``: the stored state must be written;
+    ``changed``: fields whose visible value changed (empty: no changelog entry);
+    ``conflicts``: dicts with ``field, local_value, remote_value, local_hlc, remote_hlc``.
+    """
+
+    row: dict[str, Any]
+    row_changed: bool
+    changed: frozenset[str]
+    conflicts: tuple[Mapping[str, Any], ...] = field(default=())
+
+
+#: ``merge(local_table, local_row_or_None, remote_row, pending_local_fields)``. Pure; may raise
+#: ValueError (e.g. merge.InvalidRow) for a row it cannot accept: that change is skipped.
+MergeFn = Callable[[str, dict[str, Any] | None, dict[str, Any], frozenset[str]], MergeOutcome]

@@ -1,0 +1,89 @@
+"""The seams between pure sync code and its adapters (pure: no I/O).
+
+``merge_pulled`` is the merge the store's ``apply_pull`` calls for each pulled row: merge.py's
+``merge_row`` on local-shaped rows (a row new to this device gets its local-only defaults).
+``failure_of`` turns any failed request into the ``retry.Failure`` the session's pure retry
+policy classifies; ``failure_reason`` is the code shown in status and logs (never a message,
+so no token or content can leak, I8).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon.store.sync_types import MergeOutcome
+from daemon.sync.cloud.errors import AuthRequired, CloudError
+from daemon.sync.mapping import local_defaults
+from daemon.sync.merge import RowState, merge_row
+from daemon.sync.retry import Failure
+
+__all__ = ["failure_of", "failure_reason", "merge_pulled"]
+
+
+def merge_pulled(
+    table: str, local: dict[str, Any] | None, remote: dict[str, Any], pending: frozenset[str]
+) -> MergeOutcome:
+    """The store's injected merge: ``merge_row`` on local-shaped rows (pure)."""
+    remote_state = RowState.from_row(remote)
+    local_state = None if local is None else _adopt_clocks(RowState.from_row(local), remote_state)
+    result = merge_row(table, local_state, remote_state, pending_local=pending)
+    row: dict[str, Any] = dict(result.row.fields)
+    if local is None:
+        for name, value in local_defaults(table).items():
+            row.setdefault(name, value)
+    row["id"] = remote["id"]
+    row["field_hlc"] = dict(result.row.field_hlc)
+    conflicts = (
+        tuple(
+            {
+                "field": c.field,
+                "local_value": c.local_value,
+                "remote_value": c.remote_value,
+                "local_hlc": c.local_hlc,
+                "remote_hlc": c.remote_hlc,
+            }
+            for c in result.conflicts
+        )
+        if result.conflicts
+        else ()
+    )
+    return MergeOutcome(row, result.row_changed, result.changed, conflicts)
+
+
+def _adopt_clocks(local: RowState, remote: RowState) -> RowState:
+    """Give a local field that has a value but no clock the remote clock of the SAME value.
+
+    The store does not clock every field it writes (e.g. ``created_at``), while a push stamps
+    each one; when that write comes back, it is the one we made. Without this, a
+    first-writer-wins field would keep its empty clock here (the smallest clock wins) and the
+    replicas' ``field_hlc`` would differ for ever although their values agree.
+    """
+    adopted = {
+        name: clock
+        for name, clock in remote.field_hlc.items()
+        if name not in local.field_hlc
+        and name in local.fields
+        and name in remote.fields
+        and local.fields[name] == remote.fields[name]
+    }
+    if not adopted:
+        return local
+    return RowState(local.fields, {**local.field_hlc, **adopted})
+
+
+def failure_of(exc: BaseException) -> Failure:
+    """The retry policy's view of a failed request (a local bug retries slowly)."""
+    if isinstance(exc, CloudError):
+        if exc.failure is not None:
+            return exc.failure
+        if isinstance(exc, AuthRequired):  # logged out meanwhile: only a login helps
+            return Failure(status=401, reauthed=True)
+        return Failure.http(502, body={"code": exc.reason})
+    return Failure.http(500, body={"code": "local_error"})
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A reason code for status and logs (never a message: no token or content, I8)."""
+    if isinstance(exc, CloudError):
+        return exc.reason
+    return "local_error"

@@ -1,0 +1,156 @@
+"""The sync driver: every linked workspace's ``WorkspaceSync`` (workspace.py), started on login,
+stopped on logout, woken by the store's commit listener.
+
+Only changes made on this device wake a push: their changelog entries carry this device's
+``origin`` (a pulled change carries its writer's, and an echo of our own writes none at all).
+``sync_now`` runs a push (or pull) of every linked workspace and sums what they moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, Final
+
+from daemon.events import CHANGE_TOPICS, ChangeEvent
+from daemon.store.sync import pull_scope
+from daemon.store.sync_types import Link
+from daemon.sync.adapters import merge_pulled
+from daemon.sync.workspace import Counts, DriverSettings, Kind, SyncApi, WorkspaceSync
+
+if TYPE_CHECKING:
+    from daemon.store import Store
+
+__all__ = ["DriverSettings", "SyncApi", "SyncDriver", "WorkspaceSync", "merge_pulled"]
+
+_LOCAL_TOPICS: Final = frozenset(CHANGE_TOPICS)
+
+
+class SyncDriver:
+    """Every linked workspace's sync; the store's commit listener wakes the right one."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        api: SyncApi,
+        refresh_auth: Callable[[], Awaitable[None]],
+        on_change: Callable[[], None],
+        settings: DriverSettings | None = None,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings or DriverSettings()
+        self._store = store
+        self._api = api
+        self._refresh_auth = refresh_auth
+        self._on_change = on_change
+        self._clock = clock
+        self._rand = rand
+        self._syncs: dict[str, WorkspaceSync] = {}
+        self._active = False
+        self._remove_listener: Callable[[], None] | None = None
+
+    # Lifecycle
+
+    def open(self) -> None:
+        self._remove_listener = self._store.add_commit_listener(self._on_commit)
+
+    async def close(self) -> None:
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+        syncs, self._syncs = list(self._syncs.values()), {}
+        await asyncio.gather(*(s.close() for s in syncs))
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    async def activate(self) -> None:
+        """Logged in: every linked workspace syncs (pull at once, then push)."""
+        self._active = True
+        for sync in list(self._syncs.values()):
+            await self._start(sync)
+
+    def deactivate(self) -> None:
+        """Logged out: every workspace goes offline."""
+        self._active = False
+        for sync in self._syncs.values():
+            sync.go_offline()
+
+    # Links
+
+    @property
+    def syncs(self) -> Mapping[str, WorkspaceSync]:
+        return self._syncs
+
+    async def add(self, link: Link) -> WorkspaceSync:
+        sync = self._syncs.get(link.workspace_id)
+        if sync is not None:
+            return sync
+        sync = WorkspaceSync(
+            link,
+            store=self._store,
+            api=self._api,
+            settings=self.settings,
+            refresh_auth=self._refresh_auth,
+            on_change=self._on_change,
+            clock=self._clock,
+            rand=self._rand,
+        )
+        self._syncs[link.workspace_id] = sync
+        sync.open()
+        if self._active:
+            await self._start(sync)
+        self._on_change()
+        return sync
+
+    async def remove(self, workspace_id: str) -> None:
+        sync = self._syncs.pop(workspace_id, None)
+        if sync is not None:
+            await sync.close()
+            self._on_change()
+
+    async def _start(self, sync: WorkspaceSync) -> None:
+        sync.start(await self._store.sync.cursor(pull_scope(sync.workspace_id)))
+
+    # Sync now
+
+    async def sync_now(self, kind: Kind) -> dict[str, Any]:
+        """Run a push (or pull) of every linked workspace now; the summed counts, and the
+        first failure's reason as ``error`` (None when every run succeeded)."""
+        if not self._active:  # logged out: nothing may go out
+            return {**Counts().as_dict(), "error": "offline", "workspaces": len(self._syncs)}
+        futures = [sync.request(kind) for sync in self._syncs.values()]
+        results = await asyncio.gather(*futures)
+        total: dict[str, Any] = {f.name: 0 for f in fields(Counts)}
+        total["error"] = None
+        for result in results:
+            for name, value in result.items():
+                if name == "error":
+                    total["error"] = total["error"] or value
+                else:
+                    total[name] += value
+        total["workspaces"] = len(results)
+        return total
+
+    def _on_commit(self, events: Sequence[ChangeEvent]) -> None:
+        """Local writes reached the outbox: wake the sync of their workspace."""
+        device = self._store.device_id
+        woken: set[str] = set()
+        for event in events:
+            data = event.data
+            if event.topic not in _LOCAL_TOPICS or data.get("origin") != device:
+                continue
+            ws = (
+                data.get("id") if event.topic.startswith("workspace.") else data.get("workspace_id")
+            )
+            if isinstance(ws, str) and ws not in woken:
+                sync = self._syncs.get(ws)
+                if sync is not None:
+                    woken.add(ws)
+                    sync.local_changes()

@@ -1,0 +1,258 @@
+"""Links between local workspaces and the cloud, and the folders' ``.cloud-link.json`` files.
+
+A link is the store's ``cloud_links`` row (restored at start): only linked workspaces sync.
+``publish`` links a local workspace: it first creates the cloud workspace with the same id
+through ``sync_push`` carrying the LOCAL clocks (a plain REST insert would stamp every column
+with a newer cloud clock, and those would then win over the local values on the first pull),
+then the store queues the workspace's whole history for the driver. ``clone`` links a cloud
+workspace into a folder; the driver's first pull fills it.
+
+``<folder>/.cloud-link.json`` tells tools (and people) that a folder syncs. It is written when a
+workspace with a known folder is linked, its ``lastSyncAt`` is refreshed as syncs complete (at
+most every 10 s), and unlink removes it (only while it still names that workspace). Layout
+(2-space indent; see .cloud-link.example.json)::
+
+    {"version": 1, "cloudWorkspaceId", "cloudWorkspaceName", "orgId", "linkedAt",
+     "lastSyncAt", "syncConfig": {...}}
+
+File writes are atomic (a temporary file in the folder, then a rename) and run in a worker
+thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from daemon.errors import InvalidInput, NotFound
+from daemon.store.sync_types import Link
+from daemon.sync.cloud import CloudApi, CloudRejected
+from daemon.sync.mapping import cloud_change
+from daemon.sync.status import iso
+from daemon.sync.workspace import WorkspaceSync
+
+if TYPE_CHECKING:
+    from daemon.store import Store
+
+__all__ = [
+    "FILE_NAME",
+    "Linker",
+    "checked_folder",
+    "link_document",
+    "read_link_file",
+    "remove_link_file",
+    "write_link_file",
+]
+
+logger = logging.getLogger(__name__)
+
+FILE_NAME: Final = ".cloud-link.json"
+VERSION: Final = 1
+#: ``lastSyncAt`` is rewritten at most this often.
+LINK_FILE_EVERY_S: Final = 10.0
+_ROW_BOOKKEEPING: Final = ("hlc", "field_hlc", "origin")
+
+
+def link_document(
+    *,
+    cloud_workspace_id: str,
+    cloud_workspace_name: str,
+    org_id: str,
+    linked_at: str,
+    last_sync_at: str | None,
+    pull_interval_s: float,
+) -> dict[str, Any]:
+    """The file's content (pure)."""
+    return {
+        "version": VERSION,
+        "cloudWorkspaceId": cloud_workspace_id,
+        "cloudWorkspaceName": cloud_workspace_name,
+        "orgId": org_id,
+        "linkedAt": linked_at,
+        "lastSyncAt": last_sync_at,
+        "syncConfig": {
+            "autoSync": True,
+            "syncIntervalMs": int(pull_interval_s * 1000),
+            "pushDelayMs": 250,
+            "syncWorkspaceState": True,
+            "syncConversations": True,
+            "syncMessages": True,
+            "syncTasks": True,
+            "syncFiles": False,
+        },
+    }
+
+
+def write_link_file(folder: str, document: dict[str, Any]) -> None:
+    """Write (replace) the folder's link file; OSError if the folder is not writable."""
+    path = Path(folder)
+    data = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode()
+    fd, tmp = tempfile.mkstemp(dir=path, prefix=f"{FILE_NAME}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path / FILE_NAME)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_link_file(folder: str) -> dict[str, Any] | None:
+    """The folder's link file, or None if there is none (or it is not a JSON object)."""
+    try:
+        data = json.loads((Path(folder) / FILE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def remove_link_file(folder: str, cloud_workspace_id: str) -> bool:
+    """Remove the folder's link file if it names ``cloud_workspace_id``; True if removed."""
+    document = read_link_file(folder)
+    if document is None or document.get("cloudWorkspaceId") != cloud_workspace_id:
+        return False
+    try:
+        (Path(folder) / FILE_NAME).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def checked_folder(path: str | None) -> str | None:
+    """An absolute, existing folder, normalised; InvalidInput otherwise."""
+    if path is None:
+        return None
+    folder = Path(path).expanduser()
+    if not folder.is_absolute():
+        raise InvalidInput("path", "must be an absolute path")
+    if not folder.is_dir():
+        raise InvalidInput("path", "must be an existing folder")
+    return os.path.normpath(folder)
+
+
+def _update_last_sync(folder: str, workspace_id: str, when: str | None) -> None:
+    document = read_link_file(folder)
+    if document is None or document.get("cloudWorkspaceId") != workspace_id:
+        return  # removed by the user, or another workspace's: leave it
+    document["lastSyncAt"] = when
+    with contextlib.suppress(OSError):
+        write_link_file(folder, document)
+
+
+class Linker:
+    """Creates and removes links and keeps their folder files (see the module docstring)."""
+
+    def __init__(self, *, store: Store, api: CloudApi, pull_interval_s: float) -> None:
+        self._store = store
+        self._api = api
+        self._pull_interval_s = pull_interval_s
+        #: cloud workspace names, as linked or as the link files say (for cloud.status)
+        self.names: dict[str, str] = {}
+        self._file_at: dict[str, float] = {}
+
+    async def restore_names(self, links: Iterable[Link]) -> None:
+        for link in links:
+            if link.path is None:
+                continue
+            document = await asyncio.to_thread(read_link_file, link.path)
+            name = None if document is None else document.get("cloudWorkspaceName")
+            if isinstance(name, str):
+                self.names[link.workspace_id] = name
+
+    async def check_folder_free(self, folder: str | None) -> None:
+        if folder is None:
+            return
+        for link in await self._store.sync.links():
+            if link.path == folder:
+                raise InvalidInput("path", f"the folder is linked to workspace {link.workspace_id}")
+
+    async def publish(self, workspace_id: str, folder: str | None, org_id: str) -> Link:
+        """Create the cloud workspace (same id, local clocks), then link it."""
+        row = await self._store.workspaces.get(workspace_id)
+        if row["deleted_at"] is not None:
+            raise InvalidInput("workspace_id", "the workspace is deleted")
+        fields = {k: v for k, v in row.items() if k not in _ROW_BOOKKEEPING}
+        change = cloud_change(
+            "workspaces", row["id"], row["id"], fields, row["field_hlc"],
+            hlc=row["hlc"], origin=row["origin"], org_id=org_id,
+        )  # fmt: skip
+        assert change is not None  # a workspace always has a name
+        [result] = await self._api.push([change])
+        if result.get("status") == "rejected":
+            raise CloudRejected("cloud.link", str(result.get("reason") or "rejected"))
+        path = folder if folder is not None else row.get("path")
+        link = await self._store.sync.link(workspace_id=row["id"], org_id=org_id, path=path)
+        await self._created(link, str(row["name"]))
+        return link
+
+    async def clone(self, cloud_id: str, folder: str | None) -> Link:
+        """Link a cloud workspace; the first pull fills it."""
+        found = await self._api.get_workspace(cloud_id)
+        if found is None:
+            raise NotFound("cloud_workspace", cloud_id)
+        if found.deleted_at is not None:
+            raise InvalidInput("cloud_workspace_id", "the cloud workspace is deleted")
+        link = await self._store.sync.link(workspace_id=found.id, org_id=found.org_id, path=folder)
+        await self._created(link, found.name)
+        return link
+
+    async def _created(self, link: Link, name: str) -> None:
+        self.names[link.workspace_id] = name
+        if link.path is None:
+            return
+        document = link_document(
+            cloud_workspace_id=link.workspace_id,
+            cloud_workspace_name=name,
+            org_id=link.org_id,
+            linked_at=link.linked_at,
+            last_sync_at=None,
+            pull_interval_s=self._pull_interval_s,
+        )
+        try:
+            await asyncio.to_thread(write_link_file, link.path, document)
+        except OSError as exc:  # the link stands; the file is informational
+            logger.warning("cloud.link_file_not_written path=%s error=%s", link.path, exc)
+
+    async def unlink(self, workspace_id: str) -> bool:
+        """Drop the link (the data stays); True if its folder's link file was removed."""
+        links = await self._store.sync.links()
+        link = next((k for k in links if k.workspace_id == workspace_id), None)
+        if link is None:
+            raise NotFound("link", workspace_id)
+        await self._store.sync.unlink(workspace_id)
+        if link.path is None:
+            return False
+        return await asyncio.to_thread(remove_link_file, link.path, workspace_id)
+
+    async def touch(self, syncs: Iterable[WorkspaceSync], *, now: bool = False) -> None:
+        """Refresh ``lastSyncAt`` of existing link files (``now``: whatever the last write)."""
+        if now:
+            self._file_at.clear()
+        for sync in syncs:
+            path, status, ws = sync.link.path, sync.status, sync.workspace_id
+            last = max((t for t in (status.last_pull_at, status.last_push_at) if t), default=None)
+            if path is None or last is None:
+                continue
+            if last - self._file_at.get(ws, 0.0) < LINK_FILE_EVERY_S:
+                continue
+            self._file_at[ws] = last
+            await asyncio.to_thread(_update_last_sync, path, ws, iso(last))
+
+    def link_json(self, link: Link, sync: WorkspaceSync | None) -> dict[str, Any]:
+        return {
+            "workspace_id": link.workspace_id,
+            "cloud_workspace_id": link.workspace_id,
+            "cloud_workspace_name": self.names.get(link.workspace_id),
+            "org_id": link.org_id,
+            "path": link.path,
+            "linked_at": link.linked_at,
+            "state": None if sync is None else sync.status.state,
+        }

@@ -1,0 +1,135 @@
+"""The cloud methods' local side: what works without a cloud, and the stub for "no cloud".
+
+``LocalSync`` serves the conflict and rejection lists straight from the store (they are local
+data); ``DisabledCloud`` answers every cloud call with ``CloudNotConfigured`` (-32003) when no
+cloud URL/anon key is set. ``store_publisher`` publishes status snapshots as changelog events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from daemon.errors import DaemonError, InvalidInput, NotFound
+from daemon.store.codec import iso_ms, now_ms
+from daemon.store.txn import Stamp, WriteContext
+from daemon.sync.status import SyncStatus
+
+if TYPE_CHECKING:
+    from daemon.store import Store
+
+__all__ = ["CloudNotConfigured", "DisabledCloud", "LocalSync", "Publisher", "store_publisher"]
+
+Publisher = Callable[[str, dict[str, Any]], Awaitable[None]]
+Kind = Literal["push", "pull"]
+
+
+class CloudNotConfigured(DaemonError):
+    """The cloud is off: no URL or anon key (-32003)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the cloud is not configured: set SYNCD_CLOUD_URL and SYNCD_CLOUD_ANON_KEY "
+            "(or [cloud] url and anon_key in config.toml)"
+        )
+
+
+def store_publisher(store: Store) -> Publisher:
+    """Publish a status snapshot as a changelog-only entry (no row, no outbox entry).
+
+    The store has no public call for this yet; ``SyncRepo.publish(topic, data)`` would replace
+    this (see the report). The entry's data is the snapshot plus ``id`` (the topic).
+    """
+
+    async def publish(topic: str, data: dict[str, Any]) -> None:
+        row = {"id": topic, **data}
+
+        def op(ctx: WriteContext) -> None:
+            ms = now_ms()
+            stamp = Stamp(ctx.clock.last, ms, iso_ms(ms))
+            ctx.emit(table="status", op="update", topic=topic, row=row, fields={}, stamp=stamp,
+                     outbox=False)  # fmt: skip
+
+        await store._writer.submit(op)
+
+    return publish
+
+
+class LocalSync:
+    """The sync methods that only read or write the local store (work with or without cloud)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def conflicts(self, *, include_resolved: bool = False) -> list[dict[str, Any]]:
+        return await self._store.sync.conflicts(include_resolved=include_resolved)
+
+    async def rejected(self) -> list[dict[str, Any]]:
+        return await self._store.sync.rejected()
+
+    async def resolve(
+        self, conflict_id: str, *, choice: str | None, value: Any, has_value: bool
+    ) -> dict[str, Any]:
+        """Settle a conflict with the local or remote value, or with ``value``."""
+        if (choice is None) == (not has_value):
+            raise InvalidInput("choice", "give either choice (local|remote) or value")
+        if choice is not None:
+            listed = await self._store.sync.conflicts(include_resolved=True)
+            found = next((c for c in listed if c.get("id") == conflict_id), None)
+            if found is None:
+                raise NotFound("conflict", conflict_id)
+            value = found["local_value"] if choice == "local" else found["remote_value"]
+        return await self._store.sync.resolve_conflict(conflict_id, value)
+
+
+class DisabledCloud(LocalSync):
+    """What answers the cloud methods when the cloud is not configured."""
+
+    async def stop(self) -> None:
+        """Nothing runs."""
+
+    def cloud_status(self) -> dict[str, Any]:
+        return {
+            "configured": False,
+            "logged_in": False,
+            "auth_required": False,
+            "user": None,
+            "profile": None,
+            "organization": None,
+            "role": None,
+            "linked_workspaces": [],
+            "sync_state": "offline",
+            "secret_backend": None,
+            "last_error": None,
+        }
+
+    async def sync_status(self) -> dict[str, Any]:
+        counts = await self._store.sync.counts()
+        status = SyncStatus.build(
+            (), configured=False, active=False, auth_required=False, counts=counts
+        )
+        return status.to_json()
+
+    async def login(self, email: str, password: str) -> dict[str, Any]:
+        raise CloudNotConfigured()
+
+    async def logout(self) -> dict[str, Any]:
+        raise CloudNotConfigured()
+
+    async def workspaces(self) -> dict[str, Any]:
+        raise CloudNotConfigured()
+
+    async def link(
+        self,
+        *,
+        workspace_id: str | None = None,
+        cloud_workspace_id: str | None = None,
+        path: str | None = None,
+    ) -> dict[str, Any]:
+        raise CloudNotConfigured()
+
+    async def unlink(self, workspace_id: str) -> dict[str, Any]:
+        raise CloudNotConfigured()
+
+    async def sync_now(self, kind: Kind) -> dict[str, Any]:
+        raise CloudNotConfigured()

@@ -1,0 +1,218 @@
+"""Local rows <-> cloud rows (pure: no I/O, no clock).
+
+The local store and the cloud (migrations/cloud/0001_tables.sql) hold the same four synced
+tables under the same names; they differ in a few columns:
+
+- renamed: ``conversations.type`` is ``conversation_type`` in the cloud (its clock too);
+- local-only, never pushed: ``workspaces.path`` (a folder on this machine), and
+  ``tasks.attempts`` / ``lease_owner`` / ``lease_expires_at`` (this device's queue state);
+- cloud-only, dropped on apply: ``workspaces.org_id/slug/created_by/last_active_at``,
+  ``conversations.started_by``, ``messages.sender_user_id/sender_agent_id/model_used``,
+  ``tasks.created_by``, and the cursor columns ``_txid``/``_seq``;
+- timestamps: the cloud answers ``timestamptz`` as ``2026-11-21T07:09:32.123+00:00``; they are
+  rewritten to the store's form ``2026-11-21T07:09:32.123Z`` so that our own pushes come back
+  identical (no echo) and every device stores the same text (convergence);
+- NOT NULL JSON columns: a local null is pushed as the cloud's empty value (``next_steps`` [],
+  ``payload`` {}); JSON-map fields need nothing (null reads as {} under merge rule R3).
+
+A workspace change carries ``org_id`` (from its link) so that the cloud can check membership and
+create the row. Bookkeeping keys (``id``, ``hlc``, ``field_hlc``, ``origin``) never travel as
+fields. ``cloud_change`` returns None when nothing remains to push (e.g. only ``path`` changed):
+the caller settles such an outbox entry locally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+__all__ = [
+    "CLOUD_TABLES",
+    "LOCAL_COLUMNS",
+    "LOCAL_ONLY",
+    "cloud_change",
+    "local_change",
+    "local_defaults",
+    "normalize_timestamp",
+]
+
+#: Every column of the local synced tables (daemon/store/schema.py; a unit test compares).
+LOCAL_COLUMNS: Final[Mapping[str, frozenset[str]]] = {
+    "workspaces": frozenset(
+        {
+            "id", "name", "path", "description", "status", "task_goal", "current_step",
+            "progress_data", "next_steps", "shared_memory", "created_at", "updated_at",
+            "deleted_at", "hlc", "field_hlc", "origin",
+        }
+    ),
+    "conversations": frozenset(
+        {
+            "id", "workspace_id", "name", "type", "is_archived", "created_at", "updated_at",
+            "deleted_at", "hlc", "field_hlc", "origin",
+        }
+    ),
+    "messages": frozenset(
+        {
+            "id", "workspace_id", "conversation_id", "role", "content", "created_at",
+            "updated_at", "deleted_at", "hlc", "origin",
+        }
+    ),
+    "tasks": frozenset(
+        {
+            "id", "workspace_id", "kind", "payload", "status", "priority", "progress",
+            "attempts", "lease_owner", "lease_expires_at", "created_at", "updated_at",
+            "deleted_at", "hlc", "field_hlc", "origin",
+        }
+    ),
+}  # fmt: skip
+CLOUD_TABLES: Final = frozenset(LOCAL_COLUMNS)
+#: Columns that never leave the device.
+LOCAL_ONLY: Final[Mapping[str, frozenset[str]]] = {
+    "workspaces": frozenset({"path"}),
+    "tasks": frozenset({"attempts", "lease_owner", "lease_expires_at"}),
+}
+#: The values a row new to this device gets for its local-only columns.
+_LOCAL_DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = {
+    "workspaces": {"path": None},
+    "tasks": {"attempts": 0, "lease_owner": None, "lease_expires_at": None},
+}
+_TO_CLOUD: Final[Mapping[str, Mapping[str, str]]] = {"conversations": {"type": "conversation_type"}}
+_TO_LOCAL: Final[Mapping[str, Mapping[str, str]]] = {
+    table: {cloud: local for local, cloud in names.items()} for table, names in _TO_CLOUD.items()
+}
+#: Cloud NOT NULL columns a local null cannot be pushed into (lww fields; maps are fine).
+_CLOUD_EMPTY: Final[Mapping[str, Mapping[str, Any]]] = {
+    "workspaces": {"next_steps": []},
+    "tasks": {"payload": {}},
+}
+_BOOKKEEPING: Final = frozenset({"id", "hlc", "field_hlc", "origin", "_txid", "_seq"})
+_TIMESTAMPS: Final = frozenset({"created_at", "updated_at", "deleted_at"})
+
+
+def cloud_change(
+    table: str,
+    row_id: str,
+    workspace_id: str | None,
+    fields: Mapping[str, Any],
+    field_hlc: Mapping[str, str],
+    *,
+    hlc: str,
+    origin: str,
+    org_id: str | None = None,
+) -> dict[str, Any] | None:
+    """The ``sync_push`` change for one local change, or None if nothing of it may leave.
+
+    Every pushed field gets a clock (its own, else the change's ``hlc``); clocks of fields the
+    change does not carry are dropped, except those of JSON-map keys (``field.key``).
+    """
+    if table not in CLOUD_TABLES:
+        return None
+    if table == "messages" and fields.get("role") in ("system", "tool"):
+        return None  # local-only (I6); the store writes no outbox entry for them anyway
+    hidden = LOCAL_ONLY.get(table, frozenset()) | _BOOKKEEPING
+    renames = _TO_CLOUD.get(table, {})
+    empty = _CLOUD_EMPTY.get(table, {})
+    out_fields: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in hidden:
+            continue
+        if value is None and name in empty:
+            value = empty[name]
+        out_fields[renames.get(name, name)] = value
+    if not out_fields:
+        return None
+    clocks: dict[str, str] = {}
+    for key, clock in field_hlc.items():
+        base, dot, rest = key.partition(".")
+        if base in hidden:
+            continue
+        cloud_key = renames.get(base, base) + dot + rest
+        if dot or cloud_key in out_fields:
+            clocks[cloud_key] = clock
+    for name in out_fields:
+        clocks.setdefault(name, hlc)
+    if "updated_at" not in out_fields and _is_clock(hlc):
+        # The store does not clock ``updated_at`` nor queue it with an edit; without it the
+        # cloud would keep the creation time, and pulling that back would undo ours.
+        out_fields["updated_at"] = _clock_time(hlc)
+        clocks["updated_at"] = hlc
+    ws = row_id if table == "workspaces" else workspace_id
+    if table == "workspaces" and org_id is not None:
+        out_fields["org_id"] = org_id
+        clocks["org_id"] = min(clocks.values(), default=hlc)
+    return {
+        "table": table,
+        "id": row_id,
+        "workspace_id": ws,
+        "fields": out_fields,
+        "field_hlc": clocks,
+        "origin": origin,
+    }
+
+
+def _is_clock(value: str) -> bool:
+    return len(value) > 21 and value[:13].isdigit() and value[13] == "-"
+
+
+def _clock_time(clock: str) -> str:
+    """The wall time of a clock (``<13-digit ms>-...``) in the store's timestamp form."""
+    seconds, millis = divmod(int(clock[:13]), 1000)
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}Z"
+
+
+def local_change(change: Mapping[str, Any]) -> dict[str, Any] | None:
+    """One ``sync_pull`` change (``{table, id, workspace_id, row}``) in local terms, or None
+    for a table this device does not keep. The row keeps ``id``, ``hlc``, ``field_hlc`` (a
+    dict, restricted to the kept fields) and ``origin``."""
+    table = change.get("table")
+    row = change.get("row")
+    if not isinstance(table, str) or table not in CLOUD_TABLES or not isinstance(row, Mapping):
+        return None
+    columns = LOCAL_COLUMNS[table] - LOCAL_ONLY.get(table, frozenset())
+    renames = _TO_LOCAL.get(table, {})
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        local = renames.get(name, name)
+        if local not in columns or local == "field_hlc":
+            continue
+        out[local] = normalize_timestamp(value) if local in _TIMESTAMPS else value
+    raw_clocks = row.get("field_hlc")
+    clocks: dict[str, str] = {}
+    if isinstance(raw_clocks, Mapping):
+        for key, clock in raw_clocks.items():
+            base, dot, rest = str(key).partition(".")
+            local = renames.get(base, base)
+            if local in out and local not in _BOOKKEEPING:
+                clocks[local + dot + rest] = clock
+    out["field_hlc"] = clocks
+    if not out.get("origin"):
+        out["origin"] = "cloud"
+    row_id = out.get("id", change.get("id"))
+    workspace = row_id if table == "workspaces" else out.get("workspace_id")
+    return {"table": table, "id": row_id, "workspace_id": workspace, "row": out}
+
+
+def local_defaults(table: str) -> Mapping[str, Any]:
+    """Values of the local-only columns for a row new to this device."""
+    return _LOCAL_DEFAULTS.get(table, {})
+
+
+def normalize_timestamp(value: Any) -> Any:
+    """An ISO-8601 timestamp in the store's form (UTC, milliseconds, ``Z``); anything that is
+    not a parseable timestamp is returned unchanged."""
+    if not isinstance(value, str) or len(value) < 19:
+        return value
+    if len(value) == 24 and value[23] == "Z" and value[19] == ".":
+        return value  # already in the store's form
+    if len(value) == 29 and value.endswith("+00:00") and value[19] == ".":
+        return value[:23] + "Z"  # PostgreSQL's UTC form with milliseconds: the common case
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"

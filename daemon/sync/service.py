@@ -1,0 +1,358 @@
+"""CloudService: the cloud as the daemon's methods see it (``cloud.*`` and ``sync.*``).
+
+It owns the cloud adapter (``CloudHttp``, ``SecretStore``, ``CloudSession``, ``CloudApi``), the
+``SyncDriver`` and the link files, and is built by app.py only when the cloud is configured;
+otherwise ``DisabledCloud`` answers (``CloudNotConfigured`` -> -32003 for the cloud calls, the
+local conflict/rejection lists still work). Nothing local ever waits for the cloud.
+
+Lifecycle: ``start`` restores every link from the store, then logs in silently in the
+background from the stored refresh token (``CloudSession.restore``). The session's status
+listener starts the driver on every login (also after a restore) and stops it on logout or
+when the cloud ends the session (auth_required).
+
+Status: ``cloud.status`` and ``sync.status`` snapshots are published as changelog events
+(topics ``cloud.status`` and ``sync.status``, through ``publish``), one writer task coalescing
+every change, and only when the snapshot differs from the last one published. Durable events
+keep the one event path every UI and the Python client already follow (seq order, replay from
+``since``, no gap); a UI that connects later asks ``cloud.status``/``sync.status`` once, or
+replays. No token or password ever appears in either (I8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import httpx
+
+from daemon.config import CloudSettings
+from daemon.errors import DaemonError, InvalidInput
+from daemon.sync.cloud import (
+    AuthRequired,
+    CloudApi,
+    CloudError,
+    CloudHttp,
+    CloudRejected,
+    CloudSession,
+    Membership,
+    Profile,
+    SecretStore,
+    SessionStatus,
+)
+from daemon.sync.driver import DriverSettings, SyncDriver
+from daemon.sync.links import Linker, checked_folder
+from daemon.sync.local import (
+    CloudNotConfigured,
+    DisabledCloud,
+    Kind,
+    LocalSync,
+    Publisher,
+    store_publisher,
+)
+from daemon.sync.status import SyncStatus
+from daemon.sync.workspace import Counts
+
+if TYPE_CHECKING:
+    from daemon.store import Store
+
+__all__ = ["CloudNotConfigured", "CloudService", "DisabledCloud", "Publisher", "store_publisher"]
+
+logger = logging.getLogger(__name__)
+
+#: ``sync.push``/``sync.pull`` answer after this long even if the run is not over.
+SYNC_NOW_TIMEOUT_S: Final = 300.0
+
+
+class CloudService(LocalSync):
+    """The configured cloud; ``await start()`` / ``await stop()`` (app.py)."""
+
+    def __init__(
+        self,
+        settings: CloudSettings,
+        *,
+        store: Store,
+        data_dir: Path,
+        publish: Publisher,
+        driver_settings: DriverSettings | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        use_keyring: bool = True,
+    ) -> None:
+        super().__init__(store)
+        if settings.url is None or settings.anon_key is None:
+            raise CloudNotConfigured()
+        self._http = CloudHttp(settings.url, settings.anon_key, client=http_client)
+        self._secrets = SecretStore(data_dir, settings.url, use_keyring=use_keyring)
+        self.session = CloudSession(self._http, self._secrets)
+        self.api = CloudApi(self.session)
+        self.driver = SyncDriver(
+            store=store,
+            api=self.api,
+            refresh_auth=self._refresh_auth,
+            on_change=lambda: self._changed(sync=True),
+            settings=driver_settings,
+        )
+        self._publish = publish
+        self._profile: Profile | None = None
+        self._membership: Membership | None = None
+        self.links = Linker(
+            store=store, api=self.api, pull_interval_s=self.driver.settings.pull_interval_s
+        )
+        self._logged_in = False
+        self._logging_in = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._dirty = asyncio.Event()
+        self._dirty_cloud = self._dirty_sync = False
+        self._published: dict[str, dict[str, Any]] = {}
+        self._remove_listener: Callable[[], None] | None = None
+        self._stopped = False
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        await self.session.__aenter__()
+        self.driver.open()
+        links = await self._store.sync.links()
+        for link in links:
+            await self.driver.add(link)
+        await self.links.restore_names(links)
+        self._remove_listener = self.session.add_listener(self._session_changed)
+        self._spawn(self._publish_loop(), "cloud-status-publisher")
+        self._spawn(self.session.restore(), "cloud-restore")
+        logger.info("cloud.started url=%s links=%d", self._http.url, len(self.driver.syncs))
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._remove_listener is not None:
+            self._remove_listener()
+        tasks, self._tasks = list(self._tasks), set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.driver.close()
+        await self.session.__aexit__(None, None, None)
+        await self._http.aclose()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("cloud.task_failed task=%s", task.get_name(), exc_info=task.exception())
+
+    # The session
+
+    def _session_changed(self, status: SessionStatus) -> None:
+        if status.logged_in and not self._logged_in:
+            self._logged_in = True
+            if not self._logging_in:  # a silent restore: login() does this itself
+                self._spawn(self._became_logged_in(), "cloud-logged-in")
+        elif not status.logged_in and self._logged_in:
+            self._logged_in = False
+            self._profile = self._membership = None
+            self.driver.deactivate()
+        self._changed(cloud=True, sync=True)
+
+    async def _became_logged_in(self) -> None:
+        await self._load_account()
+        await self.driver.activate()
+        self._changed(cloud=True, sync=True)
+
+    async def _load_account(self) -> None:
+        """Profile and first organisation; failures leave them unknown (not fatal)."""
+        try:
+            self._profile = await self.api.profile()
+            memberships = await self.api.memberships()
+        except CloudError as exc:
+            logger.warning("cloud.account_unavailable reason=%s", exc.reason)
+            return
+        self._membership = memberships[0] if memberships else None
+
+    async def _organisation(self) -> Membership | None:
+        """The user's (first) organisation; loaded again if it could not be at login."""
+        if self._membership is None:
+            await self._load_account()
+            self._changed(cloud=True)
+        return self._membership
+
+    async def _refresh_auth(self) -> None:
+        await self.session.refresh_access_token(await self.session.access_token())
+
+    def _require_login(self, operation: str) -> None:
+        status = self.session.status
+        if not status.logged_in:
+            raise AuthRequired(operation, "auth_required" if status.auth_required else "logged_out")
+
+    async def login(self, email: str, password: str) -> dict[str, Any]:
+        self._logging_in = True
+        try:
+            await self.session.login(email, password)
+        finally:
+            self._logging_in = False
+        await self._became_logged_in()
+        return self.cloud_status()
+
+    async def logout(self) -> dict[str, Any]:
+        self.driver.deactivate()
+        await self.session.logout()
+        return self.cloud_status()
+
+    # Status
+
+    def cloud_status(self) -> dict[str, Any]:
+        s = self.session.status
+        profile, member = self._profile, self._membership
+        return {
+            "configured": True,
+            "logged_in": s.logged_in,
+            "auth_required": s.auth_required,
+            "user": None if s.user is None else s.user.to_json(),
+            "profile": None
+            if profile is None
+            else {
+                "id": profile.id,
+                "email": profile.email,
+                "display_name": profile.display_name,
+                "avatar_url": profile.avatar_url,
+            },
+            "organization": None
+            if member is None
+            else {"id": member.org_id, "name": member.org_name},
+            "role": None if member is None else member.role,
+            "linked_workspaces": [
+                self.links.link_json(w.link, w) for w in self.driver.syncs.values()
+            ],
+            "sync_state": self._sync_status({}).state,
+            "secret_backend": s.secret_backend,
+            "last_error": s.last_error,
+        }
+
+    def _sync_status(self, counts: dict[str, int]) -> SyncStatus:
+        s = self.session.status
+        return SyncStatus.build(
+            (sync.status for sync in self.driver.syncs.values()),
+            configured=True,
+            active=s.logged_in and self.driver.active,
+            auth_required=s.auth_required,
+            counts=counts,
+            session_error=s.last_error,
+        )
+
+    async def sync_status(self) -> dict[str, Any]:
+        return self._sync_status(await self._store.sync.counts()).to_json()
+
+    def _changed(self, *, cloud: bool = False, sync: bool = False) -> None:
+        self._dirty_cloud |= cloud
+        self._dirty_sync |= sync
+        self._dirty.set()
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            cloud, sync = self._dirty_cloud, self._dirty_sync
+            self._dirty_cloud = self._dirty_sync = False
+            try:
+                if sync:
+                    status = await self.sync_status()
+                    await self._publish_new("sync.status", status)
+                    await self.links.touch(list(self.driver.syncs.values()))
+                if cloud or sync:  # cloud.status shows the overall sync state
+                    await self._publish_new("cloud.status", self.cloud_status())
+            except DaemonError as exc:  # e.g. the store is shutting down
+                logger.debug("cloud.status_not_published error=%s", type(exc).__name__)
+
+    async def _publish_new(self, topic: str, data: dict[str, Any]) -> None:
+        if self._published.get(topic) == data:
+            return
+        await self._publish(topic, data)
+        self._published[topic] = data
+
+    # Links
+
+    async def workspaces(self) -> dict[str, Any]:
+        """The organisation's cloud workspaces (``linked``: synced with this device)."""
+        self._require_login("cloud.workspaces")
+        member = await self._organisation()
+        if member is None:
+            return {"organization": None, "items": []}
+        items = await self.api.workspaces(member.org_id)
+        return {
+            "organization": {"id": member.org_id, "name": member.org_name},
+            "items": [
+                {
+                    "id": w.id,
+                    "org_id": w.org_id,
+                    "name": w.name,
+                    "description": w.description,
+                    "created_at": w.created_at,
+                    "linked": w.id in self.driver.syncs,
+                }
+                for w in items
+            ],
+        }
+
+    async def link(
+        self,
+        *,
+        workspace_id: str | None = None,
+        cloud_workspace_id: str | None = None,
+        path: str | None = None,
+    ) -> dict[str, Any]:
+        """Publish a local workspace (``workspace_id``) or clone a cloud one into ``path``."""
+        if (workspace_id is None) == (cloud_workspace_id is None):
+            raise InvalidInput("workspace_id", "give either workspace_id or cloud_workspace_id")
+        if cloud_workspace_id is not None and path is None:
+            raise InvalidInput("path", "cloning a cloud workspace needs the folder to clone into")
+        self._require_login("cloud.link")
+        folder = checked_folder(path)
+        target = workspace_id or cloud_workspace_id
+        assert target is not None
+        existing = self.driver.syncs.get(target)
+        if existing is not None:
+            return self.links.link_json(existing.link, existing)
+        await self.links.check_folder_free(folder)
+        if workspace_id is not None:
+            member = await self._organisation()
+            if member is None:
+                raise CloudRejected("cloud.link", "no_organization")
+            link = await self.links.publish(workspace_id, folder, member.org_id)
+        else:
+            link = await self.links.clone(target, folder)
+        sync = await self.driver.add(link)
+        self._changed(cloud=True, sync=True)
+        return self.links.link_json(link, sync)
+
+    async def unlink(self, workspace_id: str) -> dict[str, Any]:
+        """Stop syncing a workspace; its local data stays."""
+        await self.driver.remove(workspace_id)
+        removed = await self.links.unlink(workspace_id)
+        self._changed(cloud=True, sync=True)
+        return {"workspace_id": workspace_id, "unlinked": True, "link_file_removed": removed}
+
+    # Sync now
+
+    async def sync_now(self, kind: Kind) -> dict[str, Any]:
+        """Push (or pull) every linked workspace now and wait: the counts it moved."""
+        self._require_login(f"sync.{kind}")
+        try:
+            result = await asyncio.wait_for(self.driver.sync_now(kind), SYNC_NOW_TIMEOUT_S)
+        except TimeoutError:
+            result = {**Counts().as_dict(), "error": "timeout"}
+        status = await self.sync_status()
+        await self.links.touch(list(self.driver.syncs.values()), now=True)
+        self._changed(sync=True)
+        return {
+            **result,
+            "state": status["state"],
+            "outbox": status["outbox"],
+            "rejected_total": status["rejected"],
+        }

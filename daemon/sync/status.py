@@ -1,0 +1,125 @@
+"""The sync status snapshot: per linked workspace and overall (pure: no I/O, no clock).
+
+``sync.status`` (method and event) and ``syncd status`` show one ``SyncStatus``. Each linked
+workspace's ``SyncSession`` publishes its own state; the overall state is the most pressing
+one, in this order: auth_required, error, pushing, pulling, connecting, idle, offline. Without
+a session (logged out, or the cloud not configured) everything is offline, or auth_required
+when the cloud ended the session. Times are Unix seconds here and ISO-8601 text in JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+__all__ = ["PRIORITY", "SyncStatus", "WorkspaceStatus", "iso", "overall_state"]
+
+#: Overall state: the first of these that any workspace is in.
+PRIORITY: Final = ("auth_required", "error", "pushing", "pulling", "connecting", "idle", "offline")
+
+
+def iso(when: float | None) -> str | None:
+    """Unix seconds as ISO-8601 UTC with milliseconds (None stays None)."""
+    if when is None:
+        return None
+    moment = datetime.fromtimestamp(when, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceStatus:
+    """One linked workspace's sync state (from its session's last ``PublishStatus``)."""
+
+    workspace_id: str
+    state: str = "offline"
+    pending: bool = False
+    error: str | None = None
+    retry_at: float | None = None
+    last_pull_at: float | None = None
+    last_push_at: float | None = None
+    #: while a pull runs page after page: rows and pages so far (a first sync shows progress)
+    progress: Mapping[str, int] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "workspace_id": self.workspace_id,
+            "state": self.state,
+            "pending": self.pending,
+            "last_error": self.error,
+            "retry_at": iso(self.retry_at),
+            "last_pull_at": iso(self.last_pull_at),
+            "last_push_at": iso(self.last_push_at),
+            "progress": None if self.progress is None else dict(self.progress),
+        }
+
+
+def overall_state(states: Iterable[str], *, active: bool, auth_required: bool) -> str:
+    """The state to show for all workspaces; ``active``: logged in (sessions may run)."""
+    if auth_required:
+        return "auth_required"
+    if not active:
+        return "offline"
+    present = set(states)
+    if not present:
+        return "idle"  # logged in, nothing linked: nothing to do
+    return next((s for s in PRIORITY if s in present), "offline")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    """What ``sync.status`` answers; ``counts`` come from the store (outbox, rejected...)."""
+
+    configured: bool
+    state: str
+    workspaces: tuple[WorkspaceStatus, ...] = ()
+    counts: Mapping[str, int] = field(default_factory=dict)
+    last_error: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        workspaces: Iterable[WorkspaceStatus],
+        *,
+        configured: bool,
+        active: bool,
+        auth_required: bool,
+        counts: Mapping[str, int],
+        session_error: str | None = None,
+    ) -> SyncStatus:
+        items = tuple(sorted(workspaces, key=lambda w: w.workspace_id))
+        state = overall_state((w.state for w in items), active=active, auth_required=auth_required)
+        errors = [w.error for w in items if w.error]
+        last_error = errors[0] if errors else session_error
+        if auth_required and last_error is None:
+            last_error = "auth_required"
+        return cls(configured, state, items, dict(counts), last_error)
+
+    def to_json(self) -> dict[str, Any]:
+        pulls = [w.last_pull_at for w in self.workspaces if w.last_pull_at is not None]
+        pushes = [w.last_push_at for w in self.workspaces if w.last_push_at is not None]
+        progress = [w for w in self.workspaces if w.progress is not None]
+        return {
+            "configured": self.configured,
+            "state": self.state,
+            "outbox": int(self.counts.get("outbox", 0)),
+            "rejected": int(self.counts.get("rejected", 0)),
+            "conflicts": int(self.counts.get("conflicts", 0)),
+            "last_push_at": iso(max(pushes, default=None)),
+            "last_pull_at": iso(max(pulls, default=None)),
+            "last_error": self.last_error,
+            "progress": _progress(progress),
+            "workspaces": [w.to_json() for w in self.workspaces],
+        }
+
+
+def _progress(pulling: list[WorkspaceStatus]) -> dict[str, Any] | None:
+    """The running pulls' progress summed up, or None when no pull is under way."""
+    if not pulling:
+        return None
+    return {
+        "workspaces": [w.workspace_id for w in pulling],
+        "rows": sum(int((w.progress or {}).get("rows", 0)) for w in pulling),
+        "pages": sum(int((w.progress or {}).get("pages", 0)) for w in pulling),
+    }

@@ -1,0 +1,242 @@
+"""The sync driver against devcloud: real SQLite stores, real HTTP, real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.sync.cloud.errors import AuthRequired
+from devcloud.server import RunningDevcloud
+from tests.helpers import MS, wait_for
+
+from .conftest import PASSWORD, Device, MakeDevice
+
+CloudRows = Callable[..., Awaitable[list[Any]]]
+EMAIL = "ada@example.com"
+
+
+async def linked_device(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> tuple[Device, dict[str, Any], dict[str, Any]]:
+    """Device A, logged in, with a linked workspace (folder tmp_path/ws-a) and a conversation."""
+    await devcloud.create_user(EMAIL, PASSWORD, org="Acme")
+    a = await make_device("a")
+    await a.cloud.login(EMAIL, PASSWORD)
+    folder = tmp_path / "ws-a"
+    folder.mkdir()
+    ws = await a.store.workspaces.create(name="notes", path=str(folder))
+    conv = await a.store.conversations.create(workspace_id=ws["id"], name="chat")
+    await a.cloud.link(workspace_id=ws["id"])
+    return a, ws, conv
+
+
+async def count(cloud_rows: CloudRows, table: str, row_id: str) -> int:
+    rows = await cloud_rows(f"SELECT count(*) AS n FROM public.{table} WHERE id = $1", row_id)
+    return int(rows[0]["n"])
+
+
+async def test_a_local_write_reaches_the_cloud_in_bounded_time(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path, cloud_rows: CloudRows
+) -> None:
+    a, ws, conv = await linked_device(devcloud, make_device, tmp_path)
+    await wait_for(lambda: count(cloud_rows, "conversations", conv["id"]), timeout=5_000 * MS)
+    message = await a.store.messages.create(
+        conversation_id=conv["id"], role="user", content="hello cloud"
+    )
+    await wait_for(
+        lambda: count(cloud_rows, "messages", message["id"]),
+        timeout=3_000 * MS,
+        message="the message in the cloud",
+    )
+    [row] = await cloud_rows(
+        "SELECT content, role FROM public.messages WHERE id = $1", message["id"]
+    )
+    assert (row["content"], row["role"]) == ("hello cloud", "user")
+    [cloud_ws] = await cloud_rows(
+        "SELECT name, org_id FROM public.workspaces WHERE id = $1", ws["id"]
+    )
+    assert cloud_ws["name"] == "notes"
+    status = await a.cloud.sync_status()
+    assert status["outbox"] == 0 and status["state"] in ("idle", "pulling", "pushing")
+    link_file = json.loads((tmp_path / "ws-a" / ".cloud-link.json").read_text())
+    assert link_file["cloudWorkspaceId"] == ws["id"] and link_file["version"] == 1
+    assert link_file["orgId"] == str(cloud_ws["org_id"])
+
+
+async def test_system_messages_never_leave_the_device(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path, cloud_rows: CloudRows
+) -> None:
+    a, ws, conv = await linked_device(devcloud, make_device, tmp_path)
+    secret = await a.store.messages.create(conversation_id=conv["id"], role="system", content="s")
+    after = await a.store.messages.create(conversation_id=conv["id"], role="user", content="u")
+    await wait_for(lambda: count(cloud_rows, "messages", after["id"]), timeout=5_000 * MS)
+    assert await count(cloud_rows, "messages", secret["id"]) == 0
+
+
+async def test_a_cloud_write_arrives_and_an_echo_tells_no_ui(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path, cloud_rows: CloudRows
+) -> None:
+    a, ws, conv = await linked_device(devcloud, make_device, tmp_path)
+    folder_b = tmp_path / "ws-b"
+    folder_b.mkdir()
+    b = await make_device("b")
+    await b.cloud.login(EMAIL, PASSWORD)
+    await b.cloud.link(cloud_workspace_id=ws["id"], path=str(folder_b))
+    pulled = await b.cloud.sync_now("pull")
+    assert pulled["error"] is None and pulled["pulled"] >= 2  # the workspace, the conversation
+    assert (await b.store.workspaces.get(ws["id"]))["name"] == "notes"
+    assert (await b.store.conversations.get(conv["id"]))["name"] == "chat"
+
+    message = await a.store.messages.create(conversation_id=conv["id"], role="user", content="hi")
+    pushed = await a.cloud.sync_now("push")
+    assert pushed["error"] is None and pushed["outbox"] == 0
+    seen = len(b.topics("message."))
+    await b.cloud.sync_now("pull")
+    page = await b.store.messages.list(conversation_id=conv["id"])
+    assert [m["content"] for m in page.items] == ["hi"]
+    assert b.topics("message.")[seen:] == ["message.created"]
+
+    # A's own message comes back in A's pull: merged, but no new UI event (no echo).
+    before = len(a.events)
+    result = await a.cloud.sync_now("pull")
+    assert result["error"] is None
+    entity_topics = [e.topic for e in a.events[before:] if not e.topic.endswith(".status")]
+    assert entity_topics == []
+    # ...and a second pull on B is an echo too.
+    before_b = len(b.events)
+    await b.cloud.sync_now("pull")
+    assert [e.topic for e in b.events[before_b:] if not e.topic.endswith(".status")] == []
+    assert (await a.store.messages.get(message["id"]))["updated_at"] == message["updated_at"]
+
+
+async def test_edits_converge_both_ways(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    a, ws, conv = await linked_device(devcloud, make_device, tmp_path)
+    b = await make_device("b")
+    await b.cloud.login(EMAIL, PASSWORD)
+    (tmp_path / "ws-b").mkdir()
+    await b.cloud.link(cloud_workspace_id=ws["id"], path=str(tmp_path / "ws-b"))
+    await b.cloud.sync_now("pull")
+    await b.store.workspaces.update(ws["id"], shared_memory={"b": 1}, current_step="from b")
+    await a.store.workspaces.update(ws["id"], shared_memory={"a": 1}, task_goal="from a")
+    task = await a.store.tasks.create(workspace_id=ws["id"], kind="build", payload={"n": 1})
+    for device in (a, b, a, b):
+        result = await device.cloud.sync_now("push")
+        assert result["error"] is None
+        await device.cloud.sync_now("pull")
+    row_a = await a.store.workspaces.get(ws["id"])
+    row_b = await b.store.workspaces.get(ws["id"])
+    for name in ("task_goal", "current_step", "shared_memory", "name", "updated_at"):
+        assert row_a[name] == row_b[name], name
+    assert row_a["task_goal"] == "from a" and row_a["current_step"] == "from b"
+    clocks_a = {k: v for k, v in row_a["field_hlc"].items() if k != "path"}
+    clocks_b = {k: v for k, v in row_b["field_hlc"].items() if k != "path"}
+    assert clocks_a == clocks_b  # the same clocks too, not only the same values
+    conv_a = await a.store.conversations.get(conv["id"])
+    conv_b = await b.store.conversations.get(conv["id"])
+    assert conv_a == conv_b
+    assert (await b.store.tasks.get(task["id"]))["payload"] == {"n": 1}
+    assert row_b["path"] is None and row_a["path"] == str(tmp_path / "ws-a")
+
+
+async def test_a_rejected_row_is_kept_and_blocks_nothing(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path, cloud_rows: CloudRows
+) -> None:
+    a, ws, conv = await linked_device(devcloud, make_device, tmp_path)
+    await a.cloud.sync_now("push")
+    task = await a.store.tasks.create(workspace_id=ws["id"], kind="k")
+    await a.store.tasks.update(task["id"], progress=[1, 2])  # the cloud wants an object
+    message = await a.store.messages.create(conversation_id=conv["id"], role="user", content="m")
+    result = await a.cloud.sync_now("push")
+    assert result["rejected"] == 1 and result["applied"] >= 1
+    assert await count(cloud_rows, "messages", message["id"]) == 1
+    assert await count(cloud_rows, "tasks", task["id"]) == 0
+    [rejected] = await a.cloud.rejected()
+    assert rejected["row_id"] == task["id"] and rejected["reason"] == "invalid"
+    status = await a.cloud.sync_status()
+    assert status["rejected"] == 1 and status["outbox"] == 0
+    assert "sync.rejected" in a.topics("sync.")
+    later = await a.store.messages.create(conversation_id=conv["id"], role="user", content="n")
+    await wait_for(lambda: count(cloud_rows, "messages", later["id"]), timeout=3_000 * MS)
+
+
+async def test_unlink_stops_syncing_and_keeps_local_data(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path, cloud_rows: CloudRows
+) -> None:
+    a, ws, conv = await linked_device(devcloud, make_device, tmp_path)
+    await a.cloud.sync_now("push")
+    result = await a.cloud.unlink(ws["id"])
+    assert result == {"workspace_id": ws["id"], "unlinked": True, "link_file_removed": True}
+    assert not (tmp_path / "ws-a" / ".cloud-link.json").exists()
+    message = await a.store.messages.create(conversation_id=conv["id"], role="user", content="x")
+    assert (await a.cloud.sync_now("push"))["workspaces"] == 0
+    assert await count(cloud_rows, "messages", message["id"]) == 0
+    assert (await a.store.messages.get(message["id"]))["content"] == "x"
+    assert a.cloud.cloud_status()["linked_workspaces"] == []
+
+
+async def test_status_events_and_logout(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    a, ws, conv = await linked_device(devcloud, make_device, tmp_path)
+    await a.cloud.sync_now("push")
+    await wait_for(lambda: "cloud.status" in a.topics() and "sync.status" in a.topics())
+    last_cloud = [e.data for e in a.events if e.topic == "cloud.status"][-1]
+    assert last_cloud["logged_in"] is True and last_cloud["user"]["email"] == EMAIL
+    assert last_cloud["organization"]["name"] == "Acme" and last_cloud["role"] == "owner"
+    assert [w["workspace_id"] for w in last_cloud["linked_workspaces"]] == [ws["id"]]
+    status = await a.cloud.logout()
+    assert status["logged_in"] is False and status["user"] is None
+    assert (await a.cloud.sync_status())["state"] == "offline"
+    with pytest.raises(AuthRequired):
+        await a.cloud.sync_now("pull")
+    await wait_for(
+        lambda: [e.data for e in a.events if e.topic == "cloud.status"][-1]["logged_in"] is False
+    )
+    for event in a.events:  # I8: no token in any event
+        assert "access_token" not in json.dumps(event.data)
+
+
+async def test_a_restarted_device_logs_in_silently_and_keeps_its_links(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path, cloud_rows: CloudRows
+) -> None:
+    a, ws, conv = await linked_device(devcloud, make_device, tmp_path)
+    await a.cloud.sync_now("push")
+    await a.cloud.stop()
+    message = await a.store.messages.create(conversation_id=conv["id"], role="user", content="o")
+    await a.store.close()
+    again = await make_device("a")  # the same data dir: store, links and refresh token
+    await wait_for(lambda: again.cloud.cloud_status()["logged_in"], timeout=5_000 * MS)
+    status = again.cloud.cloud_status()
+    assert [w["workspace_id"] for w in status["linked_workspaces"]] == [ws["id"]]
+    assert status["linked_workspaces"][0]["cloud_workspace_name"] == "notes"
+    await wait_for(lambda: count(cloud_rows, "messages", message["id"]), timeout=5_000 * MS)
+
+
+async def test_a_first_sync_goes_page_by_page_and_shows_progress(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    a, ws, conv = await linked_device(devcloud, make_device, tmp_path)
+    for n in range(300):
+        await a.store.messages.create(conversation_id=conv["id"], role="user", content=f"m{n}")
+    assert (await a.cloud.sync_now("push"))["error"] is None
+    b = await make_device("b", pull_limit=50)
+    await b.cloud.login(EMAIL, PASSWORD)
+    (tmp_path / "ws-b").mkdir()
+    await b.cloud.link(cloud_workspace_id=ws["id"], path=str(tmp_path / "ws-b"))
+    await wait_for(lambda: b.cloud.driver.syncs[ws["id"]].status.last_pull_at is not None)
+    page = await b.store.messages.list(conversation_id=conv["id"], limit=1000)
+    assert len(page.items) == 300
+
+    def shown() -> list[Any]:
+        return [e.data["progress"] for e in b.events if e.topic == "sync.status"]
+
+    await wait_for(lambda: shown() != [] and shown()[-1] is None)  # done: no progress left
+    rows = [p["rows"] for p in shown() if p is not None]
+    # status events coalesce under load, but at least one page showed, in order
+    assert rows and rows == sorted(rows) and all(r % 50 == 0 for r in rows)
