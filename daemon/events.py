@@ -18,6 +18,8 @@ CHANGE_TOPICS: tuple[str, ...] = (
     "conversation.updated",
     "conversation.deleted",
     "message.created",
+    "message.updated",
+    "message.deleted",
     "task.created",
     "task.updated",
     "task.deleted",

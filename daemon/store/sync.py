@@ -79,6 +79,12 @@ class SyncRepo:
         self._writer = writer
         self._reader = reader
 
+    async def publish(self, topic: str, data: dict[str, Any]) -> None:
+        """Append a changelog-only entry (``data`` must carry an ``id``), e.g. a status snapshot."""
+        if "id" not in data:
+            raise InvalidInput("data", "needs an id")
+        await self._writer.submit(lambda ctx: ctx.publish(topic, data))
+
     async def take_outbox(
         self, *, workspace_ids: Collection[str], limit: int = 500, max_bytes: int = 1 << 20
     ) -> list[OutboxChange]:

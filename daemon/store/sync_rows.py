@@ -165,6 +165,5 @@ class ChangeBuffer:
         last = int(ctx.conn.execute(_LAST_SEQ_SQL).fetchone()[0])
         first = last - len(entries) + 1
         events = [ChangeEvent(first + i, e[0], e[3]) for i, e in enumerate(entries)]
-        # WriteContext.emit writes one entry per call; a page needs them in bulk.
-        ctx._events.extend(events)
+        ctx.add_events(events)
         return len(entries)

@@ -153,6 +153,21 @@ class WriteContext:
         assert seq is not None
         self._events.append(ChangeEvent(seq, topic, dict(row)))  # callers may keep `row`
 
+    def add_events(self, events: Sequence[ChangeEvent]) -> None:
+        """Announce changelog entries the caller wrote itself in bulk, in seq order.
+
+        For writers that insert a page of changelog rows with one ``executemany``; the events'
+        seqs must be the seqs those rows got.
+        """
+        self._events.extend(events)
+
+    def publish(self, topic: str, data: dict[str, Any]) -> None:
+        """A changelog-only entry: no row, no outbox entry (e.g. a status snapshot)."""
+        ms = now_ms()
+        stamp = Stamp(self.clock.last, ms, iso_ms(ms))
+        self.emit(table="status", op="update", topic=topic, row=data, fields={}, stamp=stamp,
+                  outbox=False)  # fmt: skip
+
     # -- used by the writer ------------------------------------------------------------------
 
     def run_batch(self, ops: Sequence[WriteOp]) -> BatchOutcome:

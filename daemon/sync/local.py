@@ -11,8 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from daemon.errors import DaemonError, InvalidInput, NotFound
-from daemon.store.codec import iso_ms, now_ms
-from daemon.store.txn import Stamp, WriteContext
 from daemon.sync.status import SyncStatus
 
 if TYPE_CHECKING:
@@ -35,22 +33,11 @@ class CloudNotConfigured(DaemonError):
 
 
 def store_publisher(store: Store) -> Publisher:
-    """Publish a status snapshot as a changelog-only entry (no row, no outbox entry).
-
-    The store has no public call for this yet; ``SyncRepo.publish(topic, data)`` would replace
-    this (see the report). The entry's data is the snapshot plus ``id`` (the topic).
-    """
+    """Publish a status snapshot as a changelog-only entry; its data is the snapshot plus ``id``
+    (the topic)."""
 
     async def publish(topic: str, data: dict[str, Any]) -> None:
-        row = {"id": topic, **data}
-
-        def op(ctx: WriteContext) -> None:
-            ms = now_ms()
-            stamp = Stamp(ctx.clock.last, ms, iso_ms(ms))
-            ctx.emit(table="status", op="update", topic=topic, row=row, fields={}, stamp=stamp,
-                     outbox=False)  # fmt: skip
-
-        await store._writer.submit(op)
+        await store.sync.publish(topic, {"id": topic, **data})
 
     return publish
 
