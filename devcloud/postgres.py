@@ -30,10 +30,11 @@ def start_embedded(data_dir: Path) -> Postgres:
     ``syncd devcloud`` command on the same data dir (e.g. ``user create``) attaches to the
     running one. It listens on a unix socket only.
     """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # pgserver asks platformdirs for a runtime dir at import; without one it warns.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir))
     from pgserver.postgres_server import get_server  # heavy import: only when embedding
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir))  # quiets platformdirs inside pgserver
     server = get_server(str(data_dir), cleanup_mode="stop")
     return Postgres(url=server.get_uri(), _embedded=server)
 

@@ -1,7 +1,7 @@
 """The shapes of what the cloud's REST API returns, checked (pure: no I/O).
 
-``sync_push`` answers one result per change, in order (migrations/cloud/0004_sync_push.sql);
-``sync_pull`` answers ``{changes, cursor, has_more}`` (0005_sync_pull.sql). Those stay plain
+``sync_push`` answers one result per change, in order (migrations/cloud/0005_sync_push.sql);
+``sync_pull`` answers ``{changes, cursor, has_more}`` (0006_sync_pull.sql). Those stay plain
 dicts for the sync driver; the few reads linking needs become small frozen records. Every
 check raises ValueError naming what is wrong (never a value), which the adapter turns into
 ``CloudProtocolError``.

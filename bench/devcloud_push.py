@@ -1,0 +1,284 @@
+"""Cloud push benchmark: sync_push over HTTP (POST /rest/v1/rpc/sync_push on a devcloud started
+in this process, as a signed-in member, RLS on) in 500- and 1000-row batches of new messages;
+the same RPC statement run through asyncpg as the member (what the HTTP path costs on top);
+and asyncpg inserting the same kind of rows with json_to_recordset in the same run (as the
+superuser, no RLS, the sync trigger in its cheapest mode: the best case a push could approach).
+Prints JSON; "ratio" is HTTP push over the asyncpg insert. Not a test; figures are noisy on
+shared CPUs. devcloud's realtime capture (a trigger and a notification per written row) is on,
+as it is in every devcloud, unless --without-realtime-capture.
+
+    .venv/bin/python bench/devcloud_push.py [--rows 20000] [--database-url URL]
+                                            [--without-realtime-capture]
+
+Without --database-url an embedded PostgreSQL (pgserver) runs in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from devcloud.context import Devcloud, DevcloudConfig
+from devcloud.keys import sign
+from devcloud.postgres import random_database_name, start_embedded, with_database
+from devcloud.server import RunningDevcloud, running_devcloud
+
+BATCH_SIZES = (500, 1000)
+
+
+def clock(wall_ms: int, counter: int, device: str = "bench") -> str:
+    return f"{wall_ms:013d}-{counter:06d}-{device}"
+
+
+class Rows:
+    """New message changes, each with its own clock, in one workspace's conversation."""
+
+    def __init__(self, workspace: str, conversation: str, user: str) -> None:
+        self.workspace, self.conversation, self.user = workspace, conversation, user
+        self.wall = int(time.time() * 1000) - 60_000
+        self.counter = 0
+
+    def changes(self, n: int) -> list[dict[str, Any]]:
+        out = []
+        for _ in range(n):
+            self.counter += 1
+            if self.counter > 999_999:
+                self.wall, self.counter = self.wall + 1, 0
+            hlc = clock(self.wall, self.counter)
+            fields = {
+                "conversation_id": self.conversation,
+                "role": "user",
+                "content": f"message {self.counter}: the quick brown fox jumps over the lazy dog",
+                "sender_user_id": self.user,
+                "created_at": "2026-11-21T07:00:00.000Z",
+            }
+            out.append(
+                {
+                    "table": "messages",
+                    "id": str(uuid.uuid4()),
+                    "workspace_id": self.workspace,
+                    "fields": fields,
+                    "field_hlc": dict.fromkeys(fields, hlc),
+                    "origin": "bench",
+                }
+            )
+        return out
+
+
+async def push_over_http(
+    client: httpx.AsyncClient, rows: Rows, total: int, batch: int
+) -> dict[str, Any]:
+    batches = [json.dumps({"changes": rows.changes(batch)}) for _ in range(total // batch)]
+    latencies = []
+    started = time.perf_counter()
+    for body in batches:
+        t = time.perf_counter()
+        response = await client.post("/rest/v1/rpc/sync_push", content=body)
+        latencies.append(time.perf_counter() - t)
+        response.raise_for_status()
+        results = response.json()
+        if len(results) != batch or any(r["status"] != "applied" for r in results):
+            raise RuntimeError(f"unexpected push results: {results[:3]}")
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "rows": len(batches) * batch,
+        "rows_per_s": round(len(batches) * batch / elapsed),
+        "batch_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
+        "batch_max_ms": round(latencies[-1] * 1000, 1),
+    }
+
+
+RPC_SQL = (
+    "SELECT to_json(sync_push)::text FROM json_to_record($1::json) AS _a(changes jsonb)"
+    " CROSS JOIN LATERAL public.sync_push(changes => _a.changes) AS sync_push"
+)
+
+
+async def push_over_asyncpg(
+    ctx: Devcloud, claims: dict[str, Any], rows: Rows, total: int, batch: int
+) -> dict[str, Any]:
+    """The same RPC as the HTTP path runs it (role, claims, one transaction), minus HTTP."""
+    batches = [json.dumps({"changes": rows.changes(batch)}) for _ in range(total // batch)]
+    started = time.perf_counter()
+    for body in batches:
+        async with ctx.transaction_as(claims) as conn:
+            results = json.loads(await conn.fetchval(RPC_SQL, body))
+        if len(results) != batch or any(r["status"] != "applied" for r in results):
+            raise RuntimeError(f"unexpected push results: {results[:3]}")
+    elapsed = time.perf_counter() - started
+    return {"rows": len(batches) * batch, "rows_per_s": round(len(batches) * batch / elapsed)}
+
+
+BASELINE_SQL = """
+INSERT INTO public.messages
+    (id, workspace_id, conversation_id, role, content, sender_user_id, created_at,
+     field_hlc, hlc, origin)
+SELECT * FROM json_to_recordset($1::json) AS r(
+    id uuid, workspace_id uuid, conversation_id uuid, role text, content text,
+    sender_user_id uuid, created_at timestamptz, field_hlc jsonb, hlc text, origin text)
+"""
+
+
+def flat(change: dict[str, Any]) -> dict[str, Any]:
+    """The same row as plain columns: what a bulk insert that knows its table would send."""
+    return {
+        "id": change["id"],
+        "workspace_id": change["workspace_id"],
+        **change["fields"],
+        "field_hlc": change["field_hlc"],
+        "hlc": max(change["field_hlc"].values()),
+        "origin": change["origin"],
+    }
+
+
+async def insert_with_asyncpg(
+    conn: asyncpg.Connection, rows: Rows, total: int, batch: int
+) -> dict[str, Any]:
+    batches = [json.dumps([flat(c) for c in rows.changes(batch)]) for _ in range(total // batch)]
+    started = time.perf_counter()
+    for body in batches:
+        async with conn.transaction():
+            # the sync trigger's cheapest mode (stamps _txid/_seq/hlc only), as inside sync_push
+            await conn.execute("SELECT set_config('syncd.in_push', 'on', true)")
+            await conn.execute(BASELINE_SQL, body)
+    elapsed = time.perf_counter() - started
+    return {"rows": len(batches) * batch, "rows_per_s": round(len(batches) * batch / elapsed)}
+
+
+async def seed(dc: RunningDevcloud) -> tuple[dict[str, Any], Rows]:
+    """A member of an organisation, a workspace and a conversation; the member's claims."""
+    user = await dc.create_user("bench@example.com", "bench-password-1", org="Bench")
+    async with dc.ctx.pool.acquire() as conn:
+        org = await conn.fetchval(
+            "SELECT org_id::text FROM public.org_memberships WHERE user_id = $1", user
+        )
+        ws = await conn.fetchval(
+            "INSERT INTO public.workspaces (org_id, name) VALUES ($1, 'bench') RETURNING id::text",
+            org,
+        )
+        conv = await conn.fetchval(
+            "INSERT INTO public.conversations (workspace_id) VALUES ($1) RETURNING id::text", ws
+        )
+    claims = {
+        "sub": user,
+        "role": "authenticated",
+        "aud": "authenticated",
+        "exp": int(time.time()) + 3600,
+    }
+    return claims, Rows(ws, conv, user)
+
+
+@asynccontextmanager
+async def fresh_database(database_url: str | None) -> AsyncIterator[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        server = None
+        if database_url is None:
+            server = await asyncio.to_thread(start_embedded, Path(tmp) / "pg")
+            database_url = server.url
+        name = random_database_name("syncd_bench")
+        admin = await asyncpg.connect(database_url)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+        try:
+            yield with_database(database_url, name)
+        finally:
+            admin = await asyncpg.connect(database_url)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+            if server is not None:
+                await asyncio.to_thread(server.stop)
+
+
+async def disable_realtime_capture(dc: RunningDevcloud) -> None:
+    """Turn off every trigger on the synced tables but the sync trigger (devcloud's realtime
+    capture sends a notification per written row): to see what the SQL itself costs."""
+    async with dc.ctx.pool.acquire() as conn:
+        for table in ("workspaces", "conversations", "messages", "tasks"):
+            names = await conn.fetch(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = $1::regclass"
+                " AND NOT tgisinternal AND tgname <> 'sync_row_stamp'",
+                f"public.{table}",
+            )
+            for name in names:
+                await conn.execute(f'ALTER TABLE public.{table} DISABLE TRIGGER "{name["tgname"]}"')
+
+
+async def run(total: int, database_url: str | None, *, capture: bool) -> dict[str, Any]:
+    async with (
+        fresh_database(database_url) as url,
+        running_devcloud(DevcloudConfig(port=0), database_url=url) as dc,
+    ):
+        if not capture:
+            await disable_realtime_capture(dc)
+        claims, rows = await seed(dc)
+        headers = {
+            "apikey": dc.anon_key,
+            "Authorization": f"Bearer {sign(claims, dc.ctx.config.jwt_secret)}",
+            "Content-Type": "application/json",
+        }
+        report: dict[str, Any] = {
+            "rows_per_run": total,
+            "realtime_capture": capture,
+            "sync_push_http": {},
+            "sync_push_rpc_sql": {},
+            "asyncpg": {},
+        }
+        async with httpx.AsyncClient(base_url=dc.url, headers=headers, timeout=60) as client:
+            await push_over_http(client, rows, 2000, 500)  # warm-up: plans, caches
+            for batch in BATCH_SIZES:
+                report["sync_push_http"][str(batch)] = await push_over_http(
+                    client, rows, total, batch
+                )
+        for batch in BATCH_SIZES:
+            report["sync_push_rpc_sql"][str(batch)] = await push_over_asyncpg(
+                dc.ctx, claims, rows, total, batch
+            )
+        conn = await asyncpg.connect(url)
+        try:
+            await insert_with_asyncpg(conn, rows, 2000, 500)  # warm-up
+            for batch in BATCH_SIZES:
+                report["asyncpg"][str(batch)] = await insert_with_asyncpg(conn, rows, total, batch)
+        finally:
+            await conn.close()
+    report["ratio"] = {
+        str(b): round(
+            report["sync_push_http"][str(b)]["rows_per_s"]
+            / report["asyncpg"][str(b)]["rows_per_s"],
+            3,
+        )
+        for b in BATCH_SIZES
+    }
+    report["target"] = {"rows_per_s": 25_000, "ratio": 0.25}
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=20_000, help="rows per batch size")
+    parser.add_argument("--database-url", help="a PostgreSQL server (default: embedded)")
+    parser.add_argument(
+        "--without-realtime-capture",
+        action="store_true",
+        help="disable devcloud's realtime capture triggers (measures the SQL alone)",
+    )
+    args = parser.parse_args()
+    report = asyncio.run(
+        run(args.rows, args.database_url, capture=not args.without_realtime_capture)
+    )
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

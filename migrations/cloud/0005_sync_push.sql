@@ -1,0 +1,395 @@
+-- syncd cloud schema, part 5: sync_push, the one RPC devices push their changes through.
+--
+--   sync_push(changes jsonb) RETURNS jsonb
+--   changes: [{table, id, workspace_id, fields: {col: value}, field_hlc: {col: hlc}, origin}, ...]
+--   returns: [{id, table, status: "applied"|"superseded"|"rejected", reason?, detail?}, ...]
+--            one result per change, in order. reason: forbidden | invalid | clock_skew |
+--            unknown_table.
+--
+-- Each field is applied only where the incoming clock wins by the merge rules (0003; R0-R7 of
+-- daemon/sync/merge.py): "applied" = the change took effect, or had already (an equal clock:
+-- a retried batch changes nothing); "superseded" = every field already had a newer write.
+-- SECURITY INVOKER: row-level security decides what the caller may write.
+--
+-- How (set-based, per table, in the order workspaces, conversations, messages, tasks so a batch
+-- may create a workspace and its rows), measured faster than a per-row loop with an EXCEPTION
+-- block per row (bench/devcloud_push.py):
+--   1. classify the table's changes in one query: malformed -> invalid, clocks more than an
+--      hour ahead of the database's clock -> clock_skew, rows of organisations the caller is not
+--      a member of -> forbidden, rows that would move to another workspace -> invalid;
+--   2. in the same statement, write the accepted ones: one UPDATE for the rows that exist, one
+--      INSERT ... ON CONFLICT DO UPDATE for the new ones, with a CASE per column comparing
+--      clocks (their WHERE skips rows where nothing wins: no echo, no new _seq) — the generated
+--      functions sync_push_<table> below;
+--   3. if that statement fails (a value of the wrong type, a constraint, a policy), redo the
+--      table's changes one by one, each in its own subtransaction, and reject the failing ones:
+--      one bad change never fails the batch (sync_push_slow; also used when one batch holds
+--      several changes of one row, which are applied in batch order).
+
+-- Which of `ids` exist in synced table `tbl`, whoever owns them (so a change to another
+-- organisation's row is refused as forbidden, not failed on the primary key). Reveals where a
+-- row lives and its clocks only to callers who may see it.
+-- (dropped first: CREATE OR REPLACE cannot change the row type of an existing version)
+DROP FUNCTION IF EXISTS public.sync_row_owners(text, uuid[]);
+CREATE OR REPLACE FUNCTION public.sync_row_owners(tbl text, ids uuid[])
+RETURNS TABLE (id uuid, visible boolean, workspace_id uuid, org_id uuid, field_hlc jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = '' AS $$
+DECLARE
+    bypass boolean := public.sync_caller_bypasses_rls();
+    orgs uuid[] := ARRAY(SELECT public.member_org_ids());
+BEGIN
+    RETURN QUERY
+        WITH r AS (
+            SELECT t.id, t.id AS ws, t.field_hlc FROM public.workspaces t
+            WHERE tbl = 'workspaces' AND t.id = ANY (ids)
+            UNION ALL
+            SELECT t.id, t.workspace_id, t.field_hlc FROM public.conversations t
+            WHERE tbl = 'conversations' AND t.id = ANY (ids)
+            UNION ALL
+            SELECT t.id, t.workspace_id, t.field_hlc FROM public.messages t
+            WHERE tbl = 'messages' AND t.id = ANY (ids)
+            UNION ALL
+            SELECT t.id, t.workspace_id, t.field_hlc FROM public.tasks t
+            WHERE tbl = 'tasks' AND t.id = ANY (ids)
+        )
+        SELECT r.id, v.ok, CASE WHEN v.ok THEN r.ws END, CASE WHEN v.ok THEN w.org_id END,
+               CASE WHEN v.ok THEN r.field_hlc END
+        FROM r
+        JOIN public.workspaces w ON w.id = r.ws
+        CROSS JOIN LATERAL (SELECT bypass OR w.org_id = ANY (orgs) AS ok) v;
+END
+$$;
+
+-- Classify the changes of one table (step 1). One row per change of `tbl` in `changes`
+-- (`allowed`: the table's data columns, `maps`: its JSON-map columns):
+-- reason '' = accepted; `known` = the row exists; `equal` = some incoming clock equals the
+-- stored one (the change, or part of it, was applied before). Set-based and free of per-row
+-- function calls (a SQL function with sub-queries is not inlined, and calling one per row costs
+-- more than everything else here).
+-- (dropped first: CREATE OR REPLACE cannot change the row type of an existing version)
+DROP FUNCTION IF EXISTS public.sync_push_classify(text, jsonb);
+DROP FUNCTION IF EXISTS public.sync_push_classify(text, jsonb, text[], text[]);
+CREATE OR REPLACE FUNCTION public.sync_push_classify(
+    tbl text, changes jsonb, allowed text[], maps text[]
+)
+RETURNS TABLE (idx integer, id_text text, id uuid, reason text, detail text, known boolean,
+               equal boolean, ws uuid, fields jsonb, clocks jsonb, origin text)
+LANGUAGE sql STABLE AS $$
+    WITH ctx AS MATERIALIZED (
+        SELECT allowed, maps,
+               public.sync_caller_bypasses_rls() AS bypass,
+               auth.uid() AS caller,
+               -- the greatest wall time a clock may carry: the cloud's clock plus one hour
+               lpad((floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint + 3600000)::text,
+                    13, '0') AS max_wall
+    ),
+    raw AS MATERIALIZED (
+        SELECT e.ord::integer AS idx, e.c, e.c ->> 'id' AS id_text,
+               public.sync_uuid(e.c ->> 'id') AS id,
+               public.sync_uuid(CASE WHEN tbl = 'workspaces'
+                                     THEN coalesce(e.c ->> 'workspace_id', e.c ->> 'id')
+                                     ELSE e.c ->> 'workspace_id' END) AS ws,
+               CASE WHEN jsonb_typeof(e.c -> 'fields') = 'object' THEN e.c -> 'fields' END AS fields,
+               CASE WHEN jsonb_typeof(e.c -> 'field_hlc') = 'object' THEN e.c -> 'field_hlc' END AS clocks,
+               CASE WHEN tbl = 'messages'
+                    THEN public.sync_uuid(e.c -> 'fields' ->> 'conversation_id') END AS conv_id
+        FROM jsonb_array_elements(changes) WITH ORDINALITY AS e(c, ord)
+        WHERE jsonb_typeof(e.c) = 'object' AND e.c ->> 'table' = tbl
+    ),
+    owners AS MATERIALIZED (
+        SELECT o.* FROM public.sync_row_owners(tbl, ARRAY(SELECT r.id FROM raw r WHERE r.id IS NOT NULL)) o
+    ),
+    member_ws AS MATERIALIZED (SELECT public.member_workspace_ids() AS ws),
+    member_org AS MATERIALIZED (SELECT public.member_org_ids() AS org),
+    -- the conversations new messages name (the batch's own conversations are already written)
+    convs AS MATERIALIZED (
+        SELECT cv.id, cv.workspace_id FROM public.conversations cv
+        WHERE tbl = 'messages' AND cv.id IN (SELECT r.conv_id FROM raw r)
+    ),
+    -- every non-map field needs a clock ...
+    missing_clocks AS MATERIALIZED (
+        SELECT r.idx, min(k) AS key
+        FROM raw r CROSS JOIN ctx CROSS JOIN LATERAL jsonb_object_keys(r.fields - ctx.maps) k
+        WHERE NOT r.clocks ? k
+        GROUP BY r.idx
+    ),
+    -- ... well formed (2), for a field the change carries (3), and none may be more than an
+    -- hour ahead of the cloud (4, reported after the others)
+    bad_clocks AS MATERIALIZED (
+        SELECT DISTINCT ON (r.idx) r.idx, q.rank, e.key, e.value
+        FROM raw r
+        CROSS JOIN ctx
+        CROSS JOIN LATERAL jsonb_each_text(r.clocks) e
+        CROSS JOIN LATERAL (SELECT CASE
+                WHEN NOT public.sync_is_hlc(e.value) THEN 2
+                WHEN strpos(e.key, '.') > 0 THEN
+                    CASE WHEN split_part(e.key, '.', 1) = ANY (ctx.maps) THEN 4 ELSE 3 END
+                WHEN r.fields ? e.key OR e.key = ANY (ctx.maps) THEN 4
+                ELSE 3
+            END AS rank) q
+        WHERE NOT public.sync_is_hlc(e.value)
+           OR left(e.value, 13) COLLATE "C" > ctx.max_wall COLLATE "C"
+           OR (strpos(e.key, '.') > 0 AND NOT split_part(e.key, '.', 1) = ANY (ctx.maps))
+           OR (strpos(e.key, '.') = 0 AND NOT (r.fields ? e.key OR e.key = ANY (ctx.maps)))
+        ORDER BY r.idx, q.rank, e.key
+    ),
+    checked AS MATERIALIZED (
+        SELECT r.*, o.id IS NOT NULL AS known, o.visible, o.workspace_id AS owner_ws,
+               o.org_id AS owner_org, o.field_hlc AS stored_clocks, ctx.bypass, ctx.caller,
+               cv.workspace_id AS conv_ws,
+               CASE  -- the shape of the change
+                   WHEN r.id IS NULL THEN 'invalid|id must be a uuid'
+                   WHEN r.ws IS NULL THEN 'invalid|workspace_id must be a uuid'
+                   WHEN tbl = 'workspaces' AND r.ws <> r.id
+                       THEN 'invalid|a workspace''s workspace_id is its id'
+                   WHEN r.fields IS NULL THEN 'invalid|fields must be a JSON object'
+                   WHEN r.clocks IS NULL THEN 'invalid|field_hlc must be a JSON object'
+                   WHEN r.fields = '{}'::jsonb THEN 'invalid|the change has no fields'
+                   WHEN jsonb_typeof(coalesce(r.c -> 'origin', 'null'::jsonb)) NOT IN ('string', 'null')
+                       THEN 'invalid|origin must be a string'
+                   WHEN (r.fields - ctx.allowed) <> '{}'::jsonb
+                       THEN 'invalid|unknown field '
+                            || (SELECT min(k) FROM jsonb_object_keys(r.fields - ctx.allowed) k)
+                   WHEN r.fields ? 'workspace_id'
+                        AND public.sync_uuid(r.fields ->> 'workspace_id') IS DISTINCT FROM r.ws
+                       THEN 'invalid|fields.workspace_id differs from workspace_id'
+                   WHEN tbl = 'messages' AND r.fields ? 'role'
+                        AND coalesce(r.fields ->> 'role', '') NOT IN ('user', 'assistant')
+                       THEN 'invalid|role must be user or assistant'
+                            ' (system and tool messages are local-only)'
+                   WHEN cardinality(ctx.maps) > 0 AND EXISTS (
+                           SELECT 1 FROM unnest(ctx.maps) m
+                           WHERE jsonb_typeof(coalesce(r.fields -> m, '{}'::jsonb))
+                                 NOT IN ('object', 'null'))
+                       THEN 'invalid|' || array_to_string(ctx.maps, ', ') || ' must be JSON objects'
+                   WHEN mc.key IS NOT NULL
+                       THEN format('invalid|field %s has no clock in field_hlc', mc.key)
+                   WHEN bc.rank = 2 THEN format('invalid|bad clock for %s', bc.key)
+                   WHEN bc.rank = 3
+                       THEN format('invalid|clock for %s, which the change does not carry', bc.key)
+                   WHEN bc.rank = 4
+                       THEN format('clock_skew|clock %s is more than an hour ahead of the cloud',
+                                   bc.value)
+               END AS problem
+        FROM raw r
+        CROSS JOIN ctx
+        LEFT JOIN owners o ON o.id = r.id
+        LEFT JOIN convs cv ON cv.id = r.conv_id
+        LEFT JOIN missing_clocks mc ON mc.idx = r.idx
+        LEFT JOIN bad_clocks bc ON bc.idx = r.idx
+    ),
+    verdict AS MATERIALIZED (
+        SELECT ch.*, CASE
+            WHEN ch.problem IS NOT NULL THEN ch.problem
+            WHEN ch.known AND NOT ch.visible THEN 'forbidden|the row belongs to another organisation'
+            WHEN ch.known AND ch.owner_ws <> ch.ws THEN 'invalid|the row belongs to another workspace'
+            WHEN tbl = 'workspaces' AND ch.known AND ch.fields ? 'org_id'
+                 AND public.sync_uuid(ch.fields ->> 'org_id') IS DISTINCT FROM ch.owner_org
+                THEN 'invalid|a workspace cannot move to another organisation'
+            WHEN tbl = 'workspaces' AND NOT ch.known
+                 AND public.sync_uuid(ch.fields ->> 'org_id') IS NULL
+                THEN 'invalid|a new workspace needs fields.org_id'
+            WHEN NOT ch.bypass AND tbl = 'workspaces' AND NOT ch.known
+                 AND public.sync_uuid(ch.fields ->> 'org_id') NOT IN (SELECT org FROM member_org)
+                THEN 'forbidden|not a member of the organisation'
+            WHEN NOT ch.bypass AND tbl <> 'workspaces' AND ch.ws NOT IN (SELECT ws FROM member_ws)
+                THEN 'forbidden|not a member of the workspace''s organisation'
+            WHEN NOT ch.bypass AND tbl = 'messages' AND ch.fields ? 'sender_user_id'
+                 AND jsonb_typeof(ch.fields -> 'sender_user_id') <> 'null'
+                 AND public.sync_uuid(ch.fields ->> 'sender_user_id') IS DISTINCT FROM ch.caller
+                THEN 'forbidden|sender_user_id must be the caller or null'
+            WHEN tbl = 'messages' AND NOT ch.known AND ch.conv_ws IS DISTINCT FROM ch.ws
+                THEN 'invalid|conversation_id is not a conversation of the workspace'
+        END AS problem2
+        FROM checked ch
+    )
+    SELECT v.idx, v.id_text, v.id,
+           coalesce(split_part(v.problem2, '|', 1), ''),
+           nullif(substr(v.problem2, strpos(v.problem2, '|') + 1), ''),
+           v.known,
+           v.known AND EXISTS (
+               SELECT 1 FROM jsonb_each_text(v.clocks) i WHERE v.stored_clocks ->> i.key = i.value),
+           v.ws, v.fields, v.clocks, v.c ->> 'origin'
+    FROM verdict v
+$$;
+
+-- The rejection reason for an error raised while applying one change, or NULL to re-raise.
+CREATE OR REPLACE FUNCTION public.sync_error_reason(state text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN state = '42501' THEN 'forbidden'        -- insufficient privilege, row-level security
+        WHEN left(state, 2) IN ('22', '23') THEN 'invalid'   -- data exception, constraint
+        WHEN state IN ('21000', '42804', '0A000') THEN 'invalid'
+    END
+$$;
+
+-- One result per classified change: {id, table, status, reason?, detail?}. `written`: the
+-- statement changed the row.
+CREATE OR REPLACE FUNCTION public.sync_push_result(
+    tbl text, id_text text, reason text, detail text, known boolean, equal boolean,
+    written boolean
+) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN reason <> '' THEN jsonb_strip_nulls(jsonb_build_object(
+            'id', id_text, 'table', tbl, 'status', 'rejected', 'reason', reason, 'detail', detail))
+        WHEN written OR NOT known OR equal THEN jsonb_build_object(
+            'id', id_text, 'table', tbl, 'status', 'applied')
+        ELSE jsonb_build_object('id', id_text, 'table', tbl, 'status', 'superseded')
+    END
+$$;
+
+-- The fast path (steps 1 and 2) for each synced table: sync_push_<table>(changes) classifies the
+-- batch's changes of that table, writes the accepted ones and builds the results in ONE
+-- statement. Generated here from the table's columns (re-run this file after adding a column)
+-- as plpgsql with static SQL, so each database session plans it once.
+-- Returns [{i: <position in the batch>, r: <result>}]; raises if any write fails (sync_push
+-- then takes the slow path for that table).
+DO $generate$
+DECLARE
+    tbl text;
+BEGIN
+    FOREACH tbl IN ARRAY public.sync_tables() LOOP
+        EXECUTE format($f$
+CREATE OR REPLACE FUNCTION public.%1$I(changes jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $body$
+DECLARE
+    results jsonb;
+BEGIN
+    PERFORM set_config('syncd.in_push', 'on', true);
+    WITH v AS MATERIALIZED (
+        SELECT * FROM public.sync_push_classify(%2$L, changes, %4$L::text[], %5$L::text[])),
+    %3$s
+    SELECT coalesce(jsonb_agg(jsonb_build_object('i', v.idx, 'r', public.sync_push_result(
+               %2$L, v.id_text, v.reason, v.detail, v.known, v.equal, w.id IS NOT NULL))
+               ORDER BY v.idx),
+           '[]'::jsonb)
+    INTO results
+    FROM v LEFT JOIN written w ON w.id = v.id;
+    RETURN results;
+END
+$body$;
+REVOKE EXECUTE ON FUNCTION public.%1$I(jsonb) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION public.%1$I(jsonb) TO authenticated, service_role;
+$f$,
+            'sync_push_' || tbl, tbl,
+            public.sync_write_sql(tbl,
+                'SELECT v.id, v.ws, v.known, v.fields, v.clocks, v.origin FROM v'
+                ' WHERE v.reason = '''''),
+            (SELECT array_agg(c.col) FROM public.sync_columns(tbl) c),
+            (SELECT coalesce(array_agg(c.col), '{}') FROM public.sync_columns(tbl) c
+             WHERE c.kind = 'map')
+        );
+    END LOOP;
+END
+$generate$;
+
+-- The fast path of one table.
+CREATE OR REPLACE FUNCTION public.sync_push_table(tbl text, changes jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN CASE tbl
+        WHEN 'workspaces' THEN public.sync_push_workspaces(changes)
+        WHEN 'conversations' THEN public.sync_push_conversations(changes)
+        WHEN 'messages' THEN public.sync_push_messages(changes)
+        WHEN 'tasks' THEN public.sync_push_tasks(changes)
+    END;
+END
+$$;
+
+-- The slow path (step 3) for one table: its changes one by one, in batch order, each through
+-- the fast path in its own subtransaction; a change that raises a data error is rejected, the
+-- others go on. Also the path for a batch holding several changes of one row (each then sees
+-- the one before). Returns [{i: <position in the batch>, r: <result>}].
+CREATE OR REPLACE FUNCTION public.sync_push_slow(tbl text, changes jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+    reason text;
+    results jsonb := '[]'::jsonb;
+BEGIN
+    FOR c IN
+        SELECT e.c, e.ord FROM jsonb_array_elements(changes) WITH ORDINALITY AS e(c, ord)
+        WHERE jsonb_typeof(e.c) = 'object' AND e.c ->> 'table' = tbl
+        ORDER BY e.ord
+    LOOP
+        BEGIN
+            results := results || jsonb_build_array(jsonb_build_object(
+                'i', c.ord, 'r', public.sync_push_table(tbl, jsonb_build_array(c.c)) -> 0 -> 'r'));
+        EXCEPTION WHEN OTHERS THEN
+            reason := public.sync_error_reason(SQLSTATE);
+            IF reason IS NULL THEN
+                RAISE;
+            END IF;
+            results := results || jsonb_build_array(jsonb_build_object('i', c.ord, 'r',
+                jsonb_build_object('id', c.c ->> 'id', 'table', tbl, 'status', 'rejected',
+                                   'reason', reason, 'detail', SQLERRM)));
+        END;
+    END LOOP;
+    RETURN results;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.sync_push(changes jsonb) RETURNS jsonb
+LANGUAGE plpgsql SECURITY INVOKER AS $$
+DECLARE
+    tbl text;
+    present text[];
+    repeated text[];
+    part jsonb;
+    results jsonb;
+BEGIN
+    IF changes IS NULL OR jsonb_typeof(changes) <> 'array' THEN
+        RAISE EXCEPTION 'sync_push: changes must be a JSON array'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM set_config('syncd.in_push', 'on', true);
+
+    -- The synced tables the batch touches, those with several changes of one row, and the
+    -- elements that are no change of a synced table.
+    WITH e AS MATERIALIZED (
+        SELECT x.c ->> 'table' AS tbl, x.c ->> 'id' AS id, x.c, x.ord,
+               jsonb_typeof(x.c) = 'object'
+               AND coalesce(x.c ->> 'table' = ANY (public.sync_tables()), false) AS synced
+        FROM jsonb_array_elements(changes) WITH ORDINALITY AS x(c, ord)
+    )
+    SELECT (SELECT coalesce(array_agg(g.tbl), '{}') FROM (
+                SELECT e.tbl FROM e WHERE e.synced GROUP BY e.tbl) g),
+           (SELECT coalesce(array_agg(g.tbl), '{}') FROM (
+                SELECT e.tbl FROM e WHERE e.synced GROUP BY e.tbl
+                HAVING count(*) <> count(DISTINCT e.id)) g),
+           (SELECT coalesce(jsonb_agg(jsonb_build_object('i', e.ord, 'r', jsonb_strip_nulls(
+                jsonb_build_object('id', e.id, 'table', e.tbl, 'status', 'rejected',
+                    'reason', CASE WHEN jsonb_typeof(e.c) = 'object' THEN 'unknown_table'
+                                   ELSE 'invalid' END)))), '[]'::jsonb)
+            FROM e WHERE NOT e.synced)
+    INTO present, repeated, results;
+
+    -- Table by table, in this order, so a batch may create a workspace and then its rows.
+    FOREACH tbl IN ARRAY public.sync_tables() LOOP
+        CONTINUE WHEN NOT tbl = ANY (present);
+        IF tbl = ANY (repeated) THEN
+            part := public.sync_push_slow(tbl, changes);
+        ELSE
+            BEGIN
+                part := public.sync_push_table(tbl, changes);
+            EXCEPTION WHEN OTHERS THEN
+                IF public.sync_error_reason(SQLSTATE) IS NULL THEN
+                    RAISE;
+                END IF;
+                part := public.sync_push_slow(tbl, changes);
+            END;
+        END IF;
+        results := results || part;
+    END LOOP;
+
+    PERFORM set_config('syncd.in_push', 'off', true);
+    RETURN (SELECT coalesce(jsonb_agg(x -> 'r' ORDER BY (x ->> 'i')::integer), '[]'::jsonb)
+            FROM jsonb_array_elements(results) x);
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION public.sync_push(jsonb) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION public.sync_push(jsonb) TO authenticated, service_role;
+REVOKE EXECUTE ON FUNCTION public.sync_row_owners(text, uuid[]) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION public.sync_row_owners(text, uuid[]) TO authenticated, service_role;

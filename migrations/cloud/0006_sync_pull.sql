@@ -1,0 +1,123 @@
+-- syncd cloud schema, part 6: sync_pull, the gap-free change feed.
+--
+--   sync_pull(cursor text DEFAULT NULL, "limit" int DEFAULT 1000, workspace_id uuid DEFAULT NULL)
+--   RETURNS jsonb: {changes: [{table, id, workspace_id, row: {...every column...}}],
+--                   cursor: "<txid>:<seq>", has_more: bool}
+--
+-- Rows visible to the caller (row-level security) of every synced table, in (_txid, _seq) order,
+-- after `cursor` (NULL or '' = from the start), at most `limit` of them, of one workspace or of
+-- all. Pass the returned cursor to the next call; has_more says whether to call again now.
+--
+-- Why no row is ever skipped: the sync_row_stamp trigger stamps each written row with its
+-- transaction id (_txid) and a sequence number (_seq). Only rows of transactions older than the
+-- snapshot's xmin are served: every such transaction has finished, so no row can later appear
+-- below the cursor, whatever order concurrent transactions commit in. A long transaction
+-- delays pulls; it never loses rows. An update moves its row forward, so a pull carries each
+-- row's latest state (state-based sync needs nothing else).
+-- A per-workspace cursor starts at zero when a workspace is linked. The all-workspaces cursor
+-- only covers what the caller could see when it pulled: after joining an organisation, pull
+-- its workspaces from zero.
+
+CREATE OR REPLACE FUNCTION public.sync_pull(
+    cursor text DEFAULT NULL, "limit" integer DEFAULT 1000, workspace_id uuid DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY INVOKER AS $$
+DECLARE
+    after_txid xid8 := '0'::xid8;
+    after_seq bigint := 0;
+    horizon xid8 := pg_snapshot_xmin(pg_current_snapshot());
+    lim integer := least(coalesce("limit", 1000), 10000);
+    ws uuid := workspace_id;
+    page jsonb;
+    n integer;
+    last jsonb;
+BEGIN
+    IF lim < 1 THEN
+        RAISE EXCEPTION 'sync_pull: limit must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce(cursor, '') <> '' THEN
+        IF cursor !~ '^[0-9]{1,20}:[0-9]{1,19}$' THEN
+            RAISE EXCEPTION 'sync_pull: bad cursor %', cursor USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        after_txid := split_part(cursor, ':', 1)::xid8;
+        after_seq := split_part(cursor, ':', 2)::bigint;
+    END IF;
+
+    -- Two static statements (each planned once per session): one per workspace, on the
+    -- (workspace_id, _txid, _seq) indexes, and one across workspaces, on (_txid, _seq).
+    IF ws IS NULL THEN
+        WITH parts AS (
+            (SELECT 'workspaces' AS tbl, t.id, t.id AS ws, t._txid, t._seq, to_jsonb(t) AS r
+             FROM public.workspaces t
+             WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon
+             ORDER BY t._txid, t._seq LIMIT lim + 1)
+            UNION ALL
+            (SELECT 'conversations', t.id, t.workspace_id, t._txid, t._seq, to_jsonb(t)
+             FROM public.conversations t
+             WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon
+             ORDER BY t._txid, t._seq LIMIT lim + 1)
+            UNION ALL
+            (SELECT 'messages', t.id, t.workspace_id, t._txid, t._seq, to_jsonb(t)
+             FROM public.messages t
+             WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon
+             ORDER BY t._txid, t._seq LIMIT lim + 1)
+            UNION ALL
+            (SELECT 'tasks', t.id, t.workspace_id, t._txid, t._seq, to_jsonb(t)
+             FROM public.tasks t
+             WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon
+             ORDER BY t._txid, t._seq LIMIT lim + 1)
+        )
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'table', o.tbl, 'id', o.id, 'workspace_id', o.ws, 'row', o.r)
+                   ORDER BY o._txid, o._seq), '[]'::jsonb)
+        INTO page
+        FROM (SELECT * FROM parts p ORDER BY p._txid, p._seq LIMIT lim + 1) o;
+    ELSE
+        WITH parts AS (
+            (SELECT 'workspaces' AS tbl, t.id, t.id AS ws, t._txid, t._seq, to_jsonb(t) AS r
+             FROM public.workspaces t
+             WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon
+               AND t.id = ws
+             ORDER BY t._txid, t._seq LIMIT lim + 1)
+            UNION ALL
+            (SELECT 'conversations', t.id, t.workspace_id, t._txid, t._seq, to_jsonb(t)
+             FROM public.conversations t
+             WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon
+               AND t.workspace_id = ws
+             ORDER BY t._txid, t._seq LIMIT lim + 1)
+            UNION ALL
+            (SELECT 'messages', t.id, t.workspace_id, t._txid, t._seq, to_jsonb(t)
+             FROM public.messages t
+             WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon
+               AND t.workspace_id = ws
+             ORDER BY t._txid, t._seq LIMIT lim + 1)
+            UNION ALL
+            (SELECT 'tasks', t.id, t.workspace_id, t._txid, t._seq, to_jsonb(t)
+             FROM public.tasks t
+             WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon
+               AND t.workspace_id = ws
+             ORDER BY t._txid, t._seq LIMIT lim + 1)
+        )
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'table', o.tbl, 'id', o.id, 'workspace_id', o.ws, 'row', o.r)
+                   ORDER BY o._txid, o._seq), '[]'::jsonb)
+        INTO page
+        FROM (SELECT * FROM parts p ORDER BY p._txid, p._seq LIMIT lim + 1) o;
+    END IF;
+
+    n := jsonb_array_length(page);
+    IF n > lim THEN
+        page := page - lim;  -- the extra row only said there is more
+    END IF;
+    last := page -> -1 -> 'row';
+
+    RETURN jsonb_build_object(
+        'changes', page,
+        'cursor', CASE WHEN last IS NULL THEN nullif(cursor, '')
+                       ELSE (last ->> '_txid') || ':' || (last ->> '_seq') END,
+        'has_more', n > lim);
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION public.sync_pull(text, integer, uuid) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION public.sync_pull(text, integer, uuid) TO authenticated, service_role;

@@ -1,0 +1,24 @@
+-- syncd cloud schema, part 7: the synced tables in Supabase Realtime's publication, so devices
+-- get postgres_changes hints (they still pull: realtime is a hint, never the truth).
+-- Creates the publication when absent; adding a table that is already in it is skipped.
+
+DO $$
+DECLARE
+    tbl text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
+        CREATE PUBLICATION supabase_realtime;
+    END IF;
+    IF (SELECT puballtables FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
+        RETURN;  -- FOR ALL TABLES already covers them
+    END IF;
+    FOREACH tbl IN ARRAY public.sync_tables() LOOP
+        IF NOT EXISTS (
+            SELECT 1 FROM pg_publication_tables
+            WHERE pubname = 'supabase_realtime' AND schemaname = 'public' AND tablename = tbl
+        ) THEN
+            EXECUTE format('ALTER PUBLICATION supabase_realtime ADD TABLE public.%I', tbl);
+        END IF;
+    END LOOP;
+END
+$$;

@@ -1,0 +1,198 @@
+"""sync_pull: every committed row exactly once, in commit-safe order, whatever the commit order."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.helpers import wait_for
+
+from .kit import Cloud, change, new_id
+
+
+@pytest.fixture
+async def team(cloud: Cloud) -> dict[str, Any]:
+    alice, bob = await cloud.user("alice@a.io"), await cloud.user("bob@b.io")
+    org_a, org_b = await cloud.org("A", alice), await cloud.org("B", bob)
+    return {
+        "alice": alice,
+        "bob": bob,
+        "ws_a": await cloud.workspace(org_a, "a1"),
+        "ws_a2": await cloud.workspace(org_a, "a2"),
+        "ws_b": await cloud.workspace(org_b, "b1"),
+    }
+
+
+async def pull_all(
+    cloud: Cloud, user: str, cursor: str | None = None, *, limit: int = 1000, **kw: Any
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Pull pages until has_more is false; returns every change and the last cursor."""
+    changes: list[dict[str, Any]] = []
+    for _ in range(10_000):
+        page = await cloud.pull(user, cursor, limit, **kw)
+        assert len(page["changes"]) <= limit
+        changes += page["changes"]
+        cursor = page["cursor"]
+        if not page["has_more"]:
+            return changes, cursor
+    raise AssertionError("pull never finished")
+
+
+async def pull_until(
+    cloud: Cloud, user: str, cursor: str | None, count: int, *, limit: int = 1000, **kw: Any
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Pull until ``count`` changes have arrived. A transaction still running anywhere on the
+    server (another test's, another database's) holds back what committed after it began."""
+    changes: list[dict[str, Any]] = []
+
+    async def arrived() -> bool:
+        nonlocal cursor
+        more, cursor = await pull_all(cloud, user, cursor, limit=limit, **kw)
+        changes.extend(more)
+        return len(changes) >= count
+
+    await wait_for(arrived, message=f"{count} changes to be pulled")
+    return changes, cursor
+
+
+def positions(changes: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    return [(int(c["row"]["_txid"]), c["row"]["_seq"]) for c in changes]
+
+
+async def test_pages_cover_every_row_once_in_order(cloud: Cloud, team: dict[str, Any]) -> None:
+    alice, ws = team["alice"], team["ws_a"]
+    conv = new_id()
+    batch = [change("conversations", conv, ws, {"name": "c"}, cloud.clock(1))]
+    batch += [
+        change("messages", new_id(), ws,
+               {"conversation_id": conv, "role": "user", "content": f"m{i}"}, cloud.clock(2 + i))
+        for i in range(20)
+    ]  # fmt: skip
+    batch += [change("tasks", new_id(), ws, {"kind": "k"}, cloud.clock(30 + i)) for i in range(5)]
+    assert {r["status"] for r in await cloud.push(alice, batch)} == {"applied"}
+
+    expected = {c["id"] for c in batch} | {team["ws_a"], team["ws_a2"]}
+    changes, cursor = await pull_until(cloud, alice, None, len(expected), limit=7)
+    ids = [c["id"] for c in changes]
+    assert sorted(ids) == sorted(expected), "every visible row exactly once"
+    assert positions(changes) == sorted(positions(changes))
+    assert len(set(positions(changes))) == len(changes)
+    assert cursor is not None and cursor == "{}:{}".format(*positions(changes)[-1])
+    by_id = {c["id"]: c for c in changes}
+    row = by_id[conv]
+    assert row["table"] == "conversations" and row["workspace_id"] == ws
+    assert row["row"]["field_hlc"] == {"name": cloud.clock(1)} and row["row"]["origin"] == "dev1"
+    assert by_id[ws]["workspace_id"] == ws and by_id[ws]["table"] == "workspaces"
+
+    # nothing new: an empty page, the cursor stays
+    page = await cloud.pull(alice, cursor)
+    assert page == {"changes": [], "cursor": cursor, "has_more": False}
+    # an update moves its row past the cursor: the next pull carries its latest state
+    await cloud.push(alice, [change("conversations", conv, ws, {"name": "new"}, cloud.clock(99))])
+    changes, _ = await pull_until(cloud, alice, cursor, 1)
+    assert [(c["id"], c["row"]["name"]) for c in changes] == [(conv, "new")]
+
+
+async def test_pull_sees_only_what_the_caller_may_see(cloud: Cloud, team: dict[str, Any]) -> None:
+    changes, _ = await pull_until(cloud, team["bob"], None, 1)
+    assert [c["id"] for c in changes] == [team["ws_b"]]
+    changes, _ = await pull_until(cloud, team["alice"], None, 1, workspace_id=team["ws_a2"])
+    assert [c["id"] for c in changes] == [team["ws_a2"]]
+    changes, _ = await pull_until(cloud, team["alice"], None, 2)
+    assert {c["id"] for c in changes} == {team["ws_a"], team["ws_a2"]}
+    changes, _ = await pull_all(cloud, team["alice"], workspace_id=team["ws_b"])
+    assert changes == []
+
+
+async def test_bad_arguments_are_errors(cloud: Cloud, team: dict[str, Any]) -> None:
+    for cursor, limit in (("not-a-cursor", 10), ("1:2:3", 10), (None, 0)):
+        with pytest.raises(asyncpg.InvalidParameterValueError):
+            await cloud.pull(team["alice"], cursor, limit)
+
+
+class Writer:
+    """One open transaction writing tasks as a member, like a REST request that takes its time."""
+
+    def __init__(self, conn: asyncpg.Connection, ws: str) -> None:
+        self.conn, self.ws, self.ids = conn, ws, []
+
+    async def write(self) -> str:
+        task = await self.conn.fetchval(
+            "INSERT INTO tasks (workspace_id, kind) VALUES ($1, 'k') RETURNING id::text", self.ws
+        )
+        self.ids.append(task)
+        return str(task)
+
+
+async def open_writers(
+    cloud: Cloud, stack: AsyncExitStack, user: str, ws: str, n: int
+) -> AsyncIterator[Writer]:
+    for _ in range(n):
+        conn = await stack.enter_async_context(cloud.ctx.transaction_as(cloud.claims(user)))
+        yield Writer(conn, ws)
+
+
+async def test_transactions_committing_out_of_order_are_never_skipped(
+    cloud: Cloud, team: dict[str, Any]
+) -> None:
+    """THE gap test: T1 writes first, T2 writes after it and commits first. A cursor on the
+    sequence alone would hand out T2's row, move past it, and skip T1's rows for ever."""
+    alice, ws = team["alice"], team["ws_a"]
+    _, cursor = await pull_until(cloud, alice, None, 2)  # the two workspaces of org A
+    seen: list[dict[str, Any]] = []
+
+    t1_cm = cloud.ctx.transaction_as(cloud.claims(alice))
+    t2_cm = cloud.ctx.transaction_as(cloud.claims(alice))
+    t1, t2 = Writer(await t1_cm.__aenter__(), ws), Writer(await t2_cm.__aenter__(), ws)
+    try:
+        first = await t1.write()
+        second = await t2.write()
+        third = await t1.write()  # T1 keeps writing after T2's row: _seq is now interleaved
+        await t2_cm.__aexit__(None, None, None)  # T2 commits first
+
+        page = await cloud.pull(alice, cursor)
+        assert page["changes"] == [], "T2 committed, but T1 (older) is still running: wait"
+        assert page["cursor"] == cursor
+    finally:
+        await t1_cm.__aexit__(None, None, None)  # T1 commits last
+
+    changes, cursor = await pull_until(cloud, alice, cursor, 3)
+    seen += changes
+    assert [c["id"] for c in seen] == [first, third, second]  # T1's rows, then T2's
+    assert (await pull_all(cloud, alice, cursor))[0] == []
+
+
+async def test_many_interleaved_transactions_each_row_exactly_once(
+    cloud: Cloud, team: dict[str, Any]
+) -> None:
+    """Eight transactions write interleaved rows and commit in a random order, with a pull
+    (small pages) after every commit: every committed row arrives exactly once."""
+    alice, ws = team["alice"], team["ws_a"]
+    rng = random.Random(20261121)
+    _, cursor = await pull_until(cloud, alice, None, 2)  # the two workspaces of org A
+    seen: list[str] = []
+    async with AsyncExitStack() as stack:
+        writers = [w async for w in open_writers(cloud, stack, alice, ws, 8)]
+        for _ in range(40):
+            await rng.choice(writers).write()
+        order = list(range(len(writers)))
+        rng.shuffle(order)
+        committed: set[str] = set()
+        # commit one at a time (closing its transaction), pulling in between
+        for i in order:
+            await writers[i].conn.execute("COMMIT")
+            await writers[i].conn.execute("BEGIN")  # the context manager commits this empty one
+            committed |= set(writers[i].ids)
+            changes, cursor = await pull_all(cloud, alice, cursor, limit=3)
+            seen += [c["id"] for c in changes]
+            assert set(seen) <= committed, "never a row of a running transaction"
+    written = [t for w in writers for t in w.ids]
+    changes, cursor = await pull_until(cloud, alice, cursor, len(written) - len(seen), limit=3)
+    seen += [c["id"] for c in changes]
+    assert sorted(seen) == sorted(written)
+    assert len(seen) == len(set(seen)) == 40
