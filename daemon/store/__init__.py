@@ -23,10 +23,12 @@ from daemon.store.base import Page
 from daemon.store.changelog import Changelog
 from daemon.store.codec import RowCodec
 from daemon.store.conversations import ConversationRepo
+from daemon.store.documents import DocumentRepo
 from daemon.store.engine import Writer, connect, run_in_thread
 from daemon.store.ids import uuid7
 from daemon.store.messages import MessageRepo
 from daemon.store.sql import meta_get_sql, meta_put_sql
+from daemon.store.sync import SyncRepo
 from daemon.store.tasks import TaskRepo
 from daemon.store.txn import WriteContext, read_seqs
 from daemon.store.workspaces import WorkspaceRepo
@@ -34,9 +36,11 @@ from daemon.store.workspaces import WorkspaceRepo
 __all__ = [
     "Changelog",
     "ConversationRepo",
+    "DocumentRepo",
     "MessageRepo",
     "Page",
     "Store",
+    "SyncRepo",
     "TaskRepo",
     "WorkspaceRepo",
 ]
@@ -55,6 +59,8 @@ class Store:
     messages: MessageRepo
     tasks: TaskRepo
     changelog: Changelog
+    documents: DocumentRepo
+    sync: SyncRepo
 
     def __init__(
         self,
@@ -77,6 +83,8 @@ class Store:
         self.messages = MessageRepo(writer, reader_conn, codecs["messages"])
         self.tasks = TaskRepo(writer, reader_conn, codecs["tasks"])
         self.changelog = Changelog(writer, reader_conn)
+        self.documents = DocumentRepo(writer, reader_conn)
+        self.sync = SyncRepo(writer, reader_conn)
 
     @classmethod
     async def open(cls, path: Path, settings: StoreSettings) -> Store:
@@ -133,6 +141,7 @@ class Store:
             return
         self._closed = True
         try:
+            await self.documents.close()  # its compaction task, before the writer stops
             await self._writer.close()
             await run_in_thread(self._writer_conn, _optimize)
         finally:

