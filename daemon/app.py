@@ -159,16 +159,22 @@ async def _start_cloud(settings: Settings, store: Store) -> CloudService | Disab
 def _build_bridge(
     settings: Settings, store: Store, version: str, cloud: CloudService | DisabledCloud
 ) -> BridgeServer:
+    from daemon.sync.live import DisabledLive
+    from daemon.sync.service import CloudService
     from ui_bridge.methods import build_method_table
     from ui_bridge.server import BridgeServer
 
-    return BridgeServer(
+    live = cloud.live if isinstance(cloud, CloudService) else DisabledLive()
+    bridge = BridgeServer(
         settings.bridge,
         store=store,
         data_dir=settings.data_dir,
         version=version,
-        methods=build_method_table(cloud),
+        methods=build_method_table(cloud, live),
     )
+    if isinstance(cloud, CloudService):  # presence and broadcasts reach the UIs, unstored
+        cloud.live.publisher = bridge.hub.publish_live
+    return bridge
 
 
 async def _bounded(step: Coroutine[Any, Any, None], limit_s: float, name: str) -> None:

@@ -74,12 +74,14 @@ class RefetchRequired(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One change event."""
+    """One event. ``ephemeral`` events (presence, broadcast) are live-only: never stored or
+    replayed, and their ``seq`` is the subscription's last durable seq, not a new one."""
 
     subscription: str
     seq: int
     topic: str
     data: dict[str, Any]
+    ephemeral: bool = False
 
 
 class EventStream:
@@ -94,7 +96,9 @@ class EventStream:
         self.closed = False
 
     def _receive(self, event: Event) -> None:
-        if event.seq > self.last_seq:
+        if event.ephemeral:
+            self._queue.put_nowait(event)  # outside the seq order: never a duplicate to drop
+        elif event.seq > self.last_seq:
             self.last_seq = event.seq
             self._queue.put_nowait(event)
 
@@ -286,7 +290,11 @@ class Client:
             stream = self._streams.get(params["subscription"])
             if stream is not None:
                 event = Event(
-                    params["subscription"], params["seq"], params["topic"], params["data"]
+                    params["subscription"],
+                    params["seq"],
+                    params["topic"],
+                    params["data"],
+                    bool(params.get("ephemeral", False)),
                 )
                 stream._receive(event)
             return

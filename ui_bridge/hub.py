@@ -10,6 +10,13 @@ kept in ``pending`` while pages are read from the durable changelog. When a read
 empty, every event after the cursor that was committed since is in ``pending`` (the listener ran
 for it); they are flushed, deduplicated by seq, and the subscription turns live in the same step
 (no await in between). If ``pending`` grows too large it is dropped and the loop reads again.
+
+Live-only events (``publish_live``: presence, broadcasts) are ephemeral and NEVER stored: no
+changelog entry, so no replay ever includes them. They go to the subscriptions that are live
+at that moment (one still replaying misses them) as ``event {subscription, seq, topic, data,
+ephemeral: true}`` where ``seq`` is the seq of the last durable event delivered on that
+subscription: the ephemeral event came after it. It is not a new seq: a client must not advance
+its resume point with it (nor drop it as a duplicate).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from ui_bridge.topics import TopicFilter
 if TYPE_CHECKING:
     from daemon.store import Store
 
-__all__ = ["EventHub", "FrameSink", "Subscription", "encode_event_tail"]
+__all__ = ["EventHub", "FrameSink", "Subscription", "encode_event_tail", "encode_live_tail"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +56,16 @@ def encode_event_tail(event: ChangeEvent) -> bytes:
     try:
         body = orjson.dumps(params)
     except TypeError:  # str subclasses as keys (see jsonrpc.encode_result): still strings
+        body = orjson.dumps(params, option=orjson.OPT_NON_STR_KEYS)
+    return body[1:] + b"}"
+
+
+def encode_live_tail(topic: str, data: dict[str, Any]) -> bytes:
+    """``"topic":…,"data":…,"ephemeral":true}}``: a live-only event's shared part (no seq)."""
+    params = {"topic": topic, "data": data, "ephemeral": True}
+    try:
+        body = orjson.dumps(params)
+    except TypeError:
         body = orjson.dumps(params, option=orjson.OPT_NON_STR_KEYS)
     return body[1:] + b"}"
 
@@ -134,6 +151,21 @@ class EventHub:
                             logger.exception("event.unencodable seq=%d", event.seq)
                             break
                     sub.deliver(event.seq, tail)
+
+    def publish_live(self, topic: str, data: dict[str, Any]) -> int:
+        """Deliver an ephemeral event to the matching live subscriptions, without storing it
+        (see the module docstring); returns how many got it. Raises TypeError if ``data`` is
+        not JSON."""
+        tail: bytes | None = None
+        delivered = 0
+        for sub in tuple(self._subs.values()):
+            if not sub.live or not sub.filter.matches(topic):
+                continue
+            if tail is None:
+                tail = encode_live_tail(topic, data)
+            if sub.sink.push(sub.prefix + b'"seq":%d,' % sub.last_seq + tail):
+                delivered += 1
+        return delivered
 
     def add_live(self, sub: Subscription) -> int:
         """Register a subscription that starts now; returns the seq it starts after."""

@@ -88,6 +88,7 @@ class DisabledCloud(LocalSync):
             "sync_state": "offline",
             "secret_backend": None,
             "last_error": None,
+            "realtime": {"connected": False, "subscribed": []},
         }
 
     async def sync_status(self) -> dict[str, Any]:

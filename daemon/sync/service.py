@@ -44,6 +44,7 @@ from daemon.sync.cloud import (
 )
 from daemon.sync.driver import DriverSettings, SyncDriver
 from daemon.sync.links import Linker, checked_folder
+from daemon.sync.live import LiveSync
 from daemon.sync.local import (
     CloudNotConfigured,
     DisabledCloud,
@@ -100,6 +101,16 @@ class CloudService(LocalSync):
         self.links = Linker(
             store=store, api=self.api, pull_interval_s=self.driver.settings.pull_interval_s
         )
+        self.live = LiveSync(  # realtime: hints, presence and broadcast while logged in
+            url=settings.url,
+            apikey=settings.anon_key.reveal(),
+            store=store,
+            token_provider=self.session.access_token,
+            catch_up=self._catch_up,
+            identity=self._identity,
+            require_login=self._require_login,
+            on_status=lambda: self._changed(cloud=True),
+        )
         self._logged_in = False
         self._logging_in = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -117,6 +128,7 @@ class CloudService(LocalSync):
         links = await self._store.sync.links()
         for link in links:
             await self.driver.add(link)
+            await self.live.add_workspace(link.workspace_id)
         await self.links.restore_names(links)
         self._remove_listener = self.session.add_listener(self._session_changed)
         self._spawn(self._publish_loop(), "cloud-status-publisher")
@@ -129,6 +141,7 @@ class CloudService(LocalSync):
         self._stopped = True
         if self._remove_listener is not None:
             self._remove_listener()
+        await self.live.deactivate()
         tasks, self._tasks = list(self._tasks), set()
         for task in tasks:
             task.cancel()
@@ -159,11 +172,14 @@ class CloudService(LocalSync):
             self._logged_in = False
             self._profile = self._membership = None
             self.driver.deactivate()
+            self._spawn(self.live.deactivate(), "cloud-realtime-stop")
         self._changed(cloud=True, sync=True)
 
     async def _became_logged_in(self) -> None:
         await self._load_account()
         await self.driver.activate()
+        if self.session.status.logged_in:
+            self.live.activate()
         self._changed(cloud=True, sync=True)
 
     async def _load_account(self) -> None:
@@ -182,6 +198,16 @@ class CloudService(LocalSync):
             await self._load_account()
             self._changed(cloud=True)
         return self._membership
+
+    def _catch_up(self, workspace_id: str) -> None:
+        sync = self.driver.syncs.get(workspace_id)
+        if sync is not None:
+            sync.catch_up()
+
+    def _identity(self) -> tuple[str | None, str | None]:
+        user, profile = self.session.status.user, self._profile
+        name = profile.display_name if profile is not None else None
+        return (None if user is None else user.id), name or (None if user is None else user.email)
 
     async def _refresh_auth(self) -> None:
         await self.session.refresh_access_token(await self.session.access_token())
@@ -202,6 +228,7 @@ class CloudService(LocalSync):
 
     async def logout(self) -> dict[str, Any]:
         self.driver.deactivate()
+        await self.live.deactivate()
         await self.session.logout()
         return self.cloud_status()
 
@@ -231,6 +258,7 @@ class CloudService(LocalSync):
                 self.links.link_json(w.link, w) for w in self.driver.syncs.values()
             ],
             "sync_state": self._sync_status({}).state,
+            "realtime": self.live.status(),
             "secret_backend": s.secret_backend,
             "last_error": s.last_error,
         }
@@ -328,12 +356,14 @@ class CloudService(LocalSync):
         else:
             link = await self.links.clone(target, folder)
         sync = await self.driver.add(link)
+        await self.live.add_workspace(link.workspace_id)
         self._changed(cloud=True, sync=True)
         return self.links.link_json(link, sync)
 
     async def unlink(self, workspace_id: str) -> dict[str, Any]:
         """Stop syncing a workspace; its local data stays."""
         await self.driver.remove(workspace_id)
+        await self.live.remove_workspace(workspace_id)
         removed = await self.links.unlink(workspace_id)
         self._changed(cloud=True, sync=True)
         return {"workspace_id": workspace_id, "unlinked": True, "link_file_removed": removed}

@@ -211,6 +211,12 @@ class WorkspaceSync:
         self.session.local_changes_committed(self._clock())
         self._wake.set()
 
+    def catch_up(self) -> None:
+        """Realtime (re)subscribed: pull now, as after any reconnect (changes committed while
+        the channel was not subscribed are never announced; the pull closes that gap)."""
+        self.session.connectivity_changed(self._clock(), online=True)
+        self._wake.set()
+
     def request(self, kind: Kind) -> asyncio.Future[dict[str, Any]]:
         """A future for the counts of the next ``kind`` run that starts from now on.
 

@@ -191,3 +191,21 @@ def test_cli_without_daemon_exits_3(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "syncd run" in capsys.readouterr().err
     assert cli_commands.call(settings, "daemon.ping", None) == 3
     assert "hint" in capsys.readouterr().err
+
+
+async def test_stream_delivers_ephemeral_events_without_moving_its_seq(
+    bridge: BridgeServer, tmp_path: Path
+) -> None:
+    async with await connect(data_dir=tmp_path) as client:
+        stream = await client.subscribe(["**"])
+        created = await client.call("workspace.create", {"name": "w"})
+        durable = await next_event(stream)
+        assert durable.data == created and not durable.ephemeral
+        # Live-only events carry the last durable seq: a seq filter alone would drop them.
+        assert bridge.hub.publish_live("broadcast.received", {"event": "typing"}) == 1
+        live = await next_event(stream)
+        assert live.ephemeral and live.topic == "broadcast.received"
+        assert live.seq == durable.seq and stream.last_seq == durable.seq
+        again = await client.call("workspace.create", {"name": "v"})
+        after = await next_event(stream)
+        assert after.data == again and after.seq == durable.seq + 1

@@ -1,0 +1,420 @@
+"""Realtime inside the daemon: one Phoenix connection per cloud while logged in.
+
+``LiveSync`` (owned by ``CloudService``) runs a ``RealtimeConnection`` from ``activate()`` (a
+login) to ``deactivate()`` (a logout, or shutdown), joined to the channel of every linked
+workspace (``add_workspace`` on link and at start, ``remove_workspace`` on unlink). The
+connection asks ``token_provider`` (the cloud session's access token) for a fresh token before
+the current one expires, and pushes it to every joined channel itself.
+
+What each event does (the connection delivers them in order; a handler failure is logged with
+its traceback and never stops the next event):
+
+- ``PostgresChange``: a hint. A complete row of a synced table of that workspace is mapped to
+  the local shape and merged with ``store.sync.apply_pull(cursor=None)`` (idempotent per-field
+  merge; the cursor stays where the last pull left it). The echo of our own push (the row's
+  origin is this device) is not merged at all: it can be older than the row is now, and it
+  tells no UI. A hint that cannot be used as it is (too large, a hard delete) asks for a pull
+  instead (live_map.remote_change).
+- ``ChannelJoined`` and ``PostgresSubscribed``: ``catch_up(workspace_id)`` asks that workspace's
+  sync for a pull now: realtime is at-most-once, the pull closes whatever gap the
+  (re)subscribe left (changes committed while not subscribed are never replayed).
+- ``PresenceState``/``PresenceDiff`` (and a lost socket or a left channel): ``presence.changed
+  {workspace_id, members}`` when the members changed; the same when an idle member turns
+  ``away`` (a timer, no traffic needed).
+- ``BroadcastReceived``: ``broadcast.received {workspace_id, event, payload}``.
+
+Presence and broadcast events are ephemeral: they go out through ``publisher`` (the bridge
+hub's live-only path, set by app.py) and are never stored. This device tracks its presence in
+every joined workspace (status ``active`` from the join on); ``set_presence`` updates it
+(coalesced by the connection to at most one track per second per workspace, latest wins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from daemon.errors import InvalidInput
+from daemon.realtime import channels
+from daemon.realtime.connection import RealtimeConnection, TokenProvider
+from daemon.realtime.frames import (
+    BroadcastReceived,
+    ChannelClosed,
+    ChannelError,
+    ChannelJoined,
+    ConnectionLost,
+    ConnectionOpened,
+    Event,
+    PostgresChange,
+    PostgresSubscribed,
+    PresenceDiff,
+    PresenceState,
+)
+from daemon.realtime.presence import track_payload
+from daemon.store.sync import pull_scope
+from daemon.sync.adapters import merge_pulled
+from daemon.sync.live_map import member_json, next_away_at, remote_change
+from daemon.sync.local import CloudNotConfigured
+
+if TYPE_CHECKING:
+    from daemon.store import Store
+
+__all__ = ["DisabledLive", "Identity", "LivePublisher", "LiveSync"]
+
+logger = logging.getLogger(__name__)
+
+#: ``publisher(topic, data)``: deliver an ephemeral event to the local clients (never stored).
+LivePublisher = Callable[[str, dict[str, Any]], object]
+#: ``identity()`` -> (user id, display name) of the logged-in user, as far as known.
+Identity = Callable[[], tuple[str | None, str | None]]
+
+# Limits
+MAX_BROADCAST_BYTES: Final = 256 * 1024
+MAX_PRESENCE_BYTES: Final = 16 * 1024
+#: What ``set_presence`` may change.
+PRESENCE_FIELDS: Final = ("status", "active_file", "cursor")
+
+
+class LiveSync:
+    """The realtime side of one cloud (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        apikey: str,
+        store: Store,
+        token_provider: TokenProvider,
+        catch_up: Callable[[str], None],
+        identity: Identity,
+        require_login: Callable[[str], None],
+        on_status: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+        connection_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._url = url
+        self._apikey = apikey
+        self._store = store
+        self._token_provider = token_provider
+        self._catch_up = catch_up
+        self._identity = identity
+        self._require_login = require_login
+        self._on_status = on_status
+        self._clock = clock
+        self._options = dict(connection_options or {})
+        self.publisher: LivePublisher | None = None
+        self._workspaces: set[str] = set()
+        self._presence: dict[str, dict[str, Any]] = {}  # workspace -> status/file/cursor/since
+        self._published: dict[str, list[dict[str, Any]]] = {}  # workspace -> members shown
+        self._subscribed: set[str] = set()  # receiving postgres_changes right now
+        self._connected = False
+        self._conn: RealtimeConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._away: asyncio.TimerHandle | None = None
+
+    # Lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def connection(self) -> RealtimeConnection | None:
+        """The running connection (None while logged out)."""
+        return self._conn
+
+    def status(self) -> dict[str, Any]:
+        """For ``cloud.status``: the socket is open; the workspaces whose changes arrive now."""
+        return {"connected": self._connected, "subscribed": sorted(self._subscribed)}
+
+    def activate(self) -> None:
+        """Logged in: connect and join every linked workspace (idempotent)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="cloud-realtime")
+
+    async def deactivate(self) -> None:
+        """Logged out (or stopping): close the connection; presence shown is cleared."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                if (current := asyncio.current_task()) is not None and current.cancelling():
+                    raise  # we are being cancelled ourselves, not just the task we stopped
+        self._presence.clear()
+        self._clear_presence()
+        self._set_state(connected=False, subscribed=set())
+
+    async def _run(self) -> None:
+        try:
+            async with RealtimeConnection(
+                self._url,
+                self._apikey,
+                token_provider=self._token_provider,
+                on_event=self._on_event,
+                device_id=self._store.device_id,
+                **self._options,
+            ) as conn:
+                self._conn = conn
+                for workspace_id in sorted(self._workspaces):
+                    await self._join(conn, workspace_id)
+                await asyncio.Future()  # until deactivate() cancels
+        except Exception:  # supervisor boundary: realtime is optional, sync goes on without it
+            logger.exception("live.failed")
+        finally:
+            self._conn = None
+
+    # Workspaces ------------------------------------------------------------------------------
+
+    async def add_workspace(self, workspace_id: str) -> None:
+        """A linked workspace: join its channel now (if connected) and on every connect."""
+        try:
+            workspace_id = channels.check_workspace_id(workspace_id)
+        except InvalidInput:  # channels name workspaces by UUID; sync still works without
+            logger.warning("live.workspace_skipped ws=%s reason=not_a_uuid", workspace_id)
+            return
+        if workspace_id in self._workspaces:
+            return
+        self._workspaces.add(workspace_id)
+        if self._conn is not None:
+            await self._join(self._conn, workspace_id)
+
+    async def remove_workspace(self, workspace_id: str) -> None:
+        """Unlinked: leave its channel."""
+        if workspace_id not in self._workspaces:
+            return
+        self._workspaces.discard(workspace_id)
+        self._presence.pop(workspace_id, None)
+        self._set_state(subscribed=self._subscribed - {workspace_id})
+        if self._conn is not None:
+            await self._conn.leave_workspace(workspace_id)
+        self._show_members(workspace_id, [])
+
+    async def _join(self, conn: RealtimeConnection, workspace_id: str) -> None:
+        await conn.join_workspace(workspace_id)
+        # Tracked now, sent once the channel is joined (and again after every rejoin).
+        await conn.track(workspace_id, self._track_payload(workspace_id))
+
+    # Presence and broadcast (the local API) ---------------------------------------------------
+
+    async def set_presence(self, workspace_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Update this device's presence in a linked workspace: ``changes`` holds any of
+        ``status``, ``active_file``, ``cursor`` (the others keep their value); the meta tracked."""
+        workspace_id = self._linked(workspace_id, "presence.set")
+        unknown = set(changes) - set(PRESENCE_FIELDS)
+        if unknown:
+            raise InvalidInput(sorted(unknown)[0], "is not a presence field")
+        if _json_size("cursor", changes.get("cursor")) > MAX_PRESENCE_BYTES:
+            raise InvalidInput("cursor", f"must encode to at most {MAX_PRESENCE_BYTES} bytes")
+        current = self._presence.setdefault(workspace_id, {"since": self._clock()})
+        previous = dict(current)
+        current.update(changes)
+        try:
+            payload = self._track_payload(workspace_id)
+        except InvalidInput:
+            self._presence[workspace_id] = previous  # bad input changes nothing
+            raise
+        if self._conn is not None:
+            await self._conn.track(workspace_id, payload)
+        return {"workspace_id": workspace_id, "presence": payload}
+
+    def presence(self, workspace_id: str) -> dict[str, Any]:
+        """Who is online in a linked workspace (this device included, ``self`` true)."""
+        workspace_id = self._linked(workspace_id, "presence.list")
+        return {"workspace_id": workspace_id, "members": self._members(workspace_id)}
+
+    async def broadcast(
+        self, workspace_id: str, event: str, payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Send an ephemeral message to the workspace's other devices (never stored).
+        ``sent`` is false when the channel is not joined right now (it is not queued)."""
+        workspace_id = self._linked(workspace_id, "broadcast.send")
+        if not isinstance(event, str) or not event.strip():
+            raise InvalidInput("event", "must be a non-empty string")
+        if _json_size("payload", payload) > MAX_BROADCAST_BYTES:
+            raise InvalidInput("payload", f"must encode to at most {MAX_BROADCAST_BYTES} bytes")
+        sent = False
+        if self._conn is not None:
+            sent = await self._conn.broadcast(workspace_id, event, payload)
+        return {"workspace_id": workspace_id, "event": event, "sent": sent}
+
+    def _linked(self, workspace_id: str, operation: str) -> str:
+        self._require_login(operation)
+        checked = channels.check_workspace_id(workspace_id)
+        if checked not in self._workspaces:
+            raise InvalidInput("workspace_id", "is not linked to the cloud (cloud.link first)")
+        return checked
+
+    def _track_payload(self, workspace_id: str) -> dict[str, Any]:
+        now = self._clock()
+        current = self._presence.setdefault(workspace_id, {"since": now})
+        user_id, display_name = self._identity()
+        return track_payload(
+            device_id=self._store.device_id,
+            user_id=user_id,
+            display_name=display_name,
+            since=current["since"],
+            active_at=now,
+            status=current.get("status", "active"),
+            active_file=current.get("active_file"),
+            cursor=current.get("cursor"),
+        )
+
+    # Events ----------------------------------------------------------------------------------
+
+    async def _on_event(self, event: Event) -> None:
+        match event:
+            case PostgresChange(topic=topic):
+                await self._remote_change(event, topic)
+            case ChannelJoined(topic=topic) | PostgresSubscribed(topic=topic):
+                self._subscription_changed(topic, isinstance(event, PostgresSubscribed))
+                self._request_catch_up(topic)
+            case PresenceState(topic=topic) | PresenceDiff(topic=topic):
+                self._presence_changed(topic)
+            case ChannelClosed(topic=topic, rejoining=rejoining):
+                self._subscription_changed(topic, False)
+                if not rejoining:
+                    self._presence_changed(topic)
+            case ChannelError(topic=topic):
+                self._subscription_changed(topic, False)
+            case ConnectionOpened():
+                self._set_state(connected=True)
+            case ConnectionLost():
+                self._clear_presence()
+                self._set_state(connected=False, subscribed=set())
+            case BroadcastReceived(topic=topic, event=name, payload=payload):
+                workspace_id = channels.workspace_id_of(topic)
+                if workspace_id in self._workspaces:
+                    data = {"workspace_id": workspace_id, "event": name, "payload": payload}
+                    self._publish("broadcast.received", data)
+
+    def _request_catch_up(self, topic: str) -> None:
+        """A (re)join or "Subscribed to PostgreSQL" asks for a catch-up pull of the workspace:
+        what was committed before it was not (and will never be) announced."""
+        workspace_id = channels.workspace_id_of(topic)
+        if workspace_id is not None and workspace_id in self._workspaces:
+            self._catch_up(workspace_id)
+
+    def _subscription_changed(self, topic: str, subscribed: bool) -> None:
+        """Track which workspaces receive their changes right now (a join is not enough)."""
+        workspace_id = channels.workspace_id_of(topic)
+        if workspace_id is None or workspace_id not in self._workspaces:
+            return
+        if subscribed:
+            self._set_state(subscribed=self._subscribed | {workspace_id})
+        else:
+            self._set_state(subscribed=self._subscribed - {workspace_id})
+
+    def _set_state(
+        self, *, connected: bool | None = None, subscribed: set[str] | None = None
+    ) -> None:
+        before = (self._connected, self._subscribed)
+        if connected is not None:
+            self._connected = connected
+        if subscribed is not None:
+            self._subscribed = subscribed
+        if (self._connected, self._subscribed) != before:
+            self._on_status()
+
+    async def _remote_change(self, event: PostgresChange, topic: str) -> None:
+        workspace_id = channels.workspace_id_of(topic)
+        if workspace_id is None or workspace_id not in self._workspaces:
+            return
+        found = remote_change(event, workspace_id, self._store.device_id)
+        if found.verdict == "pull":
+            logger.info("live.change_pulled ws=%s reason=%s", workspace_id, found.reason)
+            self._catch_up(workspace_id)
+        elif found.verdict == "apply" and found.change is not None:
+            await self._store.sync.apply_pull(
+                scope=pull_scope(workspace_id),
+                changes=[found.change],
+                cursor=None,
+                merge=merge_pulled,
+            )
+        else:
+            logger.debug("live.change_ignored ws=%s reason=%s", workspace_id, found.reason)
+
+    def _members(self, workspace_id: str) -> list[dict[str, Any]]:
+        conn = self._conn
+        if conn is None:
+            return []
+        own = self._store.device_id
+        return [member_json(m, own) for m in conn.members(workspace_id, self._clock())]
+
+    def _presence_changed(self, topic: str) -> None:
+        workspace_id = channels.workspace_id_of(topic)
+        if workspace_id is None:
+            return
+        members = self._members(workspace_id) if workspace_id in self._workspaces else []
+        self._show_members(workspace_id, members)
+        self._plan_away()
+
+    def _show_members(self, workspace_id: str, members: list[dict[str, Any]]) -> None:
+        """Publish ``presence.changed`` when what the UIs were last shown differs."""
+        if self._published.get(workspace_id, []) == members:
+            return
+        if members:
+            self._published[workspace_id] = members
+        else:
+            self._published.pop(workspace_id, None)
+        self._publish("presence.changed", {"workspace_id": workspace_id, "members": members})
+
+    def _clear_presence(self) -> None:
+        for workspace_id in list(self._published):
+            self._show_members(workspace_id, [])
+        self._cancel_away()
+
+    def _plan_away(self) -> None:
+        """Wake when the next active member turns away, to announce it."""
+        self._cancel_away()
+        conn, now = self._conn, self._clock()
+        if conn is None:
+            return
+        members = [m for ws in self._workspaces for m in conn.members(ws, now)]
+        due = next_away_at(members, now)
+        if due is not None:
+            loop = asyncio.get_running_loop()
+            self._away = loop.call_later(due - now + 0.001, self._away_due)
+
+    def _cancel_away(self) -> None:
+        if self._away is not None:
+            self._away.cancel()
+            self._away = None
+
+    def _away_due(self) -> None:
+        self._away = None
+        for workspace_id in sorted(self._workspaces):
+            self._show_members(workspace_id, self._members(workspace_id))
+        self._plan_away()
+
+    def _publish(self, topic: str, data: dict[str, Any]) -> None:
+        publisher = self.publisher
+        if publisher is None:
+            return
+        try:
+            publisher(topic, data)
+        except Exception:  # an undeliverable event must not stop the realtime handler
+            logger.exception("live.publish_failed topic=%s", topic)
+
+
+def _json_size(field: str, value: Any) -> int:
+    try:
+        return len(json.dumps(value, allow_nan=False, separators=(",", ":")))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(field, f"is not JSON: {exc}") from None
+
+
+class DisabledLive:
+    """What answers the presence and broadcast methods when the cloud is not configured."""
+
+    async def set_presence(self, workspace_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        raise CloudNotConfigured()
+
+    def presence(self, workspace_id: str) -> dict[str, Any]:
+        raise CloudNotConfigured()
+
+    async def broadcast(
+        self, workspace_id: str, event: str, payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        raise CloudNotConfigured()

@@ -1,0 +1,109 @@
+"""Realtime events in the daemon's terms (pure: no I/O, no clock).
+
+``remote_change`` turns a ``postgres_changes`` event into the change shape the store's
+``apply_pull`` takes (mapping.py's ``local_change``), or says why it cannot be used as it is:
+a realtime record is a hint, so anything but a complete row of a synced table of the channel's
+own workspace is not merged; a hint the daemon cannot use (a row too large for the frame and
+sent without its big fields, a hard delete) asks for a pull instead, which is the truth. The
+echo of this device's own push is not merged (it may be older than the local row).
+
+``member_json`` is a presence member as the local API shows it, ``next_away_at`` the next time
+an active member turns ``away`` (so that the daemon can announce it without any traffic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from daemon.realtime.frames import PostgresChange
+from daemon.realtime.presence import IDLE_AFTER_S, Member, parse_time
+from daemon.sync.mapping import CLOUD_TABLES, LOCAL_COLUMNS, LOCAL_ONLY, local_change
+
+__all__ = ["RemoteChange", "member_json", "next_away_at", "remote_change"]
+
+Verdict = Literal["apply", "pull", "ignore"]
+#: Columns every usable row carries (local names): the others are checked per table.
+_SCHEMA: Final = "public"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteChange:
+    """What to do with one realtime change: ``apply`` ``change`` (local shape), ``pull`` (the
+    hint is not usable as it is: ask the cloud), or ``ignore`` it; ``reason`` for the logs."""
+
+    verdict: Verdict
+    reason: str
+    change: dict[str, Any] | None = None
+
+
+def _required(table: str) -> frozenset[str]:
+    return LOCAL_COLUMNS[table] - LOCAL_ONLY.get(table, frozenset())
+
+
+_REQUIRED: Final[Mapping[str, frozenset[str]]] = {t: _required(t) for t in CLOUD_TABLES}
+
+
+def remote_change(event: PostgresChange, workspace_id: str, device_id: str) -> RemoteChange:
+    """How to use ``event``, received on the channel of ``workspace_id`` by ``device_id``.
+
+    A row whose last writer is this device is our own push coming back: this device already
+    has every change of it, and the record may be older than what it has now (pushes are
+    announced in commit order, after later local edits), so it is not merged at all; anything
+    other devices wrote into it was announced with their own writes, and the pull catches up
+    whatever realtime missed."""
+    if event.schema != _SCHEMA or event.table not in CLOUD_TABLES:
+        return RemoteChange("ignore", "not a synced table")
+    if event.type == "DELETE" or event.record is None:
+        # Synced rows are never hard-deleted (tombstones are updates): the pull tells the truth.
+        return RemoteChange("pull", "no record")
+    record = event.record
+    if record.get("origin") == device_id:
+        return RemoteChange("ignore", "own echo")
+    row_id = record.get("id")
+    if not isinstance(row_id, str):
+        return RemoteChange("pull", "record without id")
+    owner = row_id if event.table == "workspaces" else record.get("workspace_id")
+    change = local_change(
+        {"table": event.table, "id": row_id, "workspace_id": owner, "row": dict(record)}
+    )
+    if change is None:
+        return RemoteChange("ignore", "not a synced table")
+    if change["workspace_id"] != workspace_id:
+        return RemoteChange("ignore", "another workspace")
+    missing = _REQUIRED[event.table] - change["row"].keys()
+    if missing or not isinstance(change["row"].get("hlc"), str):
+        return RemoteChange("pull", "incomplete record")
+    return RemoteChange("apply", "complete record", change)
+
+
+def member_json(member: Member, own_device_id: str) -> dict[str, Any]:
+    """A presence member for ``presence.list`` / ``presence.changed``."""
+    return {
+        "user_id": member.user_id,
+        "display_name": member.display_name,
+        "device_id": member.device_id,
+        "status": member.status,
+        "active_file": member.active_file,
+        "cursor": member.cursor,
+        "since": member.since,
+        "active_at": member.active_at,
+        "self": member.device_id == own_device_id,
+    }
+
+
+def next_away_at(
+    members: Iterable[Member], now: float, idle_after_s: float = IDLE_AFTER_S
+) -> float | None:
+    """The next time after ``now`` (Unix seconds) one of ``members`` turns ``away``, if any."""
+    times: list[float] = []
+    for member in members:
+        if member.status != "active":
+            continue
+        last = parse_time(member.active_at)
+        if last is None:
+            last = parse_time(member.since)
+        if last is not None and last + idle_after_s > now:
+            times.append(last + idle_after_s)
+    return min(times, default=None)

@@ -1,0 +1,236 @@
+"""Realtime inside CloudService (daemon/sync/live.py) against the in-process devcloud: real
+SQLite stores, a real Realtime socket, real PostgreSQL change capture. B's periodic pull is an
+hour away, so whatever reaches B after its catch-up pull came through realtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.errors import InvalidInput
+from daemon.sync.cloud.errors import AuthRequired
+from daemon.sync.live import DisabledLive
+from daemon.sync.local import CloudNotConfigured
+from devcloud.server import RunningDevcloud
+from tests.helpers import MS, wait_for
+
+from .conftest import PASSWORD, Device, MakeDevice
+
+ADA = "ada@example.com"
+BOB = "bob@example.com"
+HOUR = 3600.0
+
+
+class Published(list[tuple[str, dict[str, Any]]]):
+    """Records what LiveSync hands to the UIs (the bridge hub's live-only path)."""
+
+    def __call__(self, topic: str, data: dict[str, Any]) -> None:
+        self.append((topic, data))
+
+    def of(self, topic: str) -> list[dict[str, Any]]:
+        return [data for t, data in self if t == topic]
+
+
+def published(device: Device) -> Published:
+    recorder = Published()
+    device.cloud.live.publisher = recorder
+    return recorder
+
+
+async def pair(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> tuple[Device, Device, str, str]:
+    """Ada's device A publishes a workspace with a conversation; Bob's device B clones it.
+    Returns once B has pulled it and receives its changes through realtime."""
+    await devcloud.create_user(ADA, PASSWORD, org="Acme")
+    await devcloud.create_user(BOB, PASSWORD, org="Acme", role="member")
+    a = await make_device("a", pull_interval_s=HOUR)
+    b = await make_device("b", pull_interval_s=HOUR)
+    await a.cloud.login(ADA, PASSWORD)
+    await b.cloud.login(BOB, PASSWORD)
+    ws = await a.store.workspaces.create(name="notes")
+    conv = await a.store.conversations.create(workspace_id=ws["id"], name="chat")
+    await a.cloud.link(workspace_id=ws["id"])
+    await a.cloud.sync_now("push")
+    (tmp_path / "b-notes").mkdir()
+    await b.cloud.link(cloud_workspace_id=ws["id"], path=str(tmp_path / "b-notes"))
+    for device in (a, b):
+        await wait_for(
+            lambda d=device: ws["id"] in d.cloud.live.status()["subscribed"],  # type: ignore[misc]
+            timeout=10_000 * MS,
+            message=f"realtime subscribed on {device.data_dir.name}",
+        )
+    await wait_for(lambda: has_conversation(b, conv["id"]), timeout=10_000 * MS)
+    await wait_for(lambda: pull_done(b, ws["id"]), message="B's catch-up pulls to finish")
+    return a, b, ws["id"], conv["id"]
+
+
+async def has_conversation(device: Device, conv_id: str) -> bool:
+    try:
+        await device.store.conversations.get(conv_id)
+    except Exception:
+        return False
+    return True
+
+
+async def pull_done(device: Device, ws_id: str) -> bool:
+    [status] = (await device.cloud.sync_status())["workspaces"]
+    return status["workspace_id"] == ws_id and status["state"] == "idle"
+
+
+async def last_pull(device: Device) -> Any:
+    return (await device.cloud.sync_status())["workspaces"][0]["last_pull_at"]
+
+
+async def test_a_message_reaches_the_other_device_through_realtime(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    a, b, ws_id, conv_id = await pair(devcloud, make_device, tmp_path)
+    pulled_at = await last_pull(b)
+    seen = len(b.events)
+    message = await a.store.messages.create(conversation_id=conv_id, role="user", content="hi")
+
+    def arrived() -> bool:
+        return any(
+            e.topic == "message.created" and e.data["id"] == message["id"] for e in b.events[seen:]
+        )
+
+    await wait_for(arrived, timeout=5_000 * MS, message="the message on B")
+    assert await last_pull(b) == pulled_at, "it came by a pull, not through realtime"
+    [row] = [m for m in (await b.store.messages.list(conversation_id=conv_id)).items]
+    assert (row["id"], row["content"], row["role"]) == (message["id"], "hi", "user")
+    assert b.cloud.cloud_status()["realtime"] == {"connected": True, "subscribed": [ws_id]}
+
+
+async def test_the_echo_of_our_own_write_tells_no_ui(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    a, b, ws_id, conv_id = await pair(devcloud, make_device, tmp_path)
+    first = await a.store.messages.create(conversation_id=conv_id, role="user", content="one")
+    await a.store.conversations.update(conv_id, name="renamed on A")
+    # B receives both through the same channel A listens on; after B has them, a marker
+    # written on B and seen by A proves A has handled its own echoes (frames come in order).
+    await wait_for(lambda: "conversation.updated" in b.topics(), timeout=5_000 * MS)
+    marker = await b.store.messages.create(conversation_id=conv_id, role="user", content="m")
+
+    def marker_on_a() -> bool:
+        return any(e.topic == "message.created" and e.data["id"] == marker["id"] for e in a.events)
+
+    await wait_for(marker_on_a, timeout=5_000 * MS, message="B's marker on A")
+    created = [e for e in a.events if e.topic == "message.created" and e.data["id"] == first["id"]]
+    updated = [e for e in a.events if e.topic == "conversation.updated"]
+    assert len(created) == 1 and len(updated) == 1, "an echo was announced again"
+
+
+async def test_presence_shows_updates_and_leaves(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    a, b, ws_id, _ = await pair(devcloud, make_device, tmp_path)
+    on_b = published(b)
+
+    def devices() -> set[str]:
+        return {m["device_id"] for m in b.cloud.live.presence(ws_id)["members"]}
+
+    await wait_for(lambda: devices() == {a.store.device_id, b.store.device_id})
+    shown = await a.cloud.live.set_presence(
+        ws_id, {"status": "busy", "active_file": "notes.md", "cursor": {"line": 7}}
+    )
+    assert shown["presence"]["status"] == "busy"
+
+    def ada_on_b() -> dict[str, Any] | None:
+        members = b.cloud.live.presence(ws_id)["members"]
+        return next((m for m in members if m["device_id"] == a.store.device_id), None)
+
+    await wait_for(lambda: (ada_on_b() or {}).get("active_file") == "notes.md")
+    ada = ada_on_b()
+    assert ada is not None
+    assert (ada["status"], ada["cursor"], ada["display_name"]) == ("busy", {"line": 7}, "ada")
+    assert ada["self"] is False
+    assert any(
+        any(m.get("active_file") == "notes.md" for m in data["members"])
+        for data in on_b.of("presence.changed")
+    )
+    await a.cloud.logout()  # A's socket closes: B sees A leave
+    await wait_for(lambda: devices() == {b.store.device_id}, message="A gone on B")
+    last = on_b.of("presence.changed")[-1]
+    assert last["workspace_id"] == ws_id
+    assert [m["device_id"] for m in last["members"]] == [b.store.device_id]
+
+
+async def test_broadcast_reaches_the_other_device_and_is_never_stored(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    a, b, ws_id, _ = await pair(devcloud, make_device, tmp_path)
+    on_a, on_b = published(a), published(b)
+    seq_before = await b.store.changelog.last_seq()
+    result = await a.cloud.live.broadcast(ws_id, "cursor", {"line": 3, "file": "a.md"})
+    assert result == {"workspace_id": ws_id, "event": "cursor", "sent": True}
+    await wait_for(lambda: bool(on_b.of("broadcast.received")), timeout=5_000 * MS)
+    assert on_b.of("broadcast.received") == [
+        {"workspace_id": ws_id, "event": "cursor", "payload": {"line": 3, "file": "a.md"}}
+    ]
+    assert on_a.of("broadcast.received") == []  # no echo to the sender
+    stored = await b.store.changelog.read_since(seq_before, 1000)  # status events may come
+    assert not [e for e in stored if e.topic.startswith(("broadcast.", "presence."))]
+    assert not [e for e in b.events if e.topic.startswith(("broadcast.", "presence."))]
+
+
+async def test_bad_calls_are_refused_and_change_nothing(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    a, b, ws_id, _ = await pair(devcloud, make_device, tmp_path)
+
+    def my_statuses() -> list[str]:
+        return [m["status"] for m in a.cloud.live.presence(ws_id)["members"] if m["self"]]
+
+    await wait_for(lambda: my_statuses() == ["active"], message="A's own presence")
+    unlinked = await a.store.workspaces.create(name="private")
+    with pytest.raises(InvalidInput) as caught:
+        await a.cloud.live.set_presence(unlinked["id"], {"status": "active"})
+    assert caught.value.field == "workspace_id"
+    with pytest.raises(InvalidInput):
+        await a.cloud.live.broadcast("not-a-uuid", "e", {})
+    with pytest.raises(InvalidInput) as caught:
+        await a.cloud.live.set_presence(ws_id, {"status": "sleeping"})
+    assert caught.value.field == "status"
+    with pytest.raises(InvalidInput):
+        await a.cloud.live.broadcast(ws_id, "", {})
+    with pytest.raises(InvalidInput):
+        await a.cloud.live.broadcast(ws_id, "big", {"x": "y" * 300_000})
+    await a.cloud.live.set_presence(ws_id, {"active_file": "later.md"})  # keeps the status
+    await wait_for(
+        lambda: (
+            [m["active_file"] for m in a.cloud.live.presence(ws_id)["members"] if m["self"]]
+            == ["later.md"]
+        )
+    )
+    assert my_statuses() == ["active"]  # the refused status changed nothing
+    await a.cloud.logout()
+    with pytest.raises(AuthRequired):
+        a.cloud.live.presence(ws_id)
+    with pytest.raises(AuthRequired):
+        await a.cloud.live.broadcast(ws_id, "e", {})
+    assert a.cloud.cloud_status()["realtime"] == {"connected": False, "subscribed": []}
+    off = DisabledLive()
+    with pytest.raises(CloudNotConfigured):
+        off.presence(ws_id)
+    with pytest.raises(CloudNotConfigured):
+        await off.set_presence(ws_id, {})
+
+
+async def test_unlink_leaves_the_channel(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    a, b, ws_id, conv_id = await pair(devcloud, make_device, tmp_path)
+    await b.cloud.unlink(ws_id)
+    assert b.cloud.live.status()["subscribed"] == []
+    await wait_for(
+        lambda: (
+            [m["device_id"] for m in a.cloud.live.presence(ws_id)["members"]] == [a.store.device_id]
+        ),
+        message="B gone from A's presence",
+    )
+    with pytest.raises(InvalidInput):
+        b.cloud.live.presence(ws_id)

@@ -1,0 +1,173 @@
+"""Realtime events in the daemon's terms (daemon/sync/live_map.py, pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from daemon.realtime.frames import PostgresChange
+from daemon.realtime.presence import Member, format_time
+from daemon.sync.live_map import member_json, next_away_at, remote_change
+
+WS = "01900000-0000-7000-8000-000000000001"
+OTHER_WS = "01900000-0000-7000-8000-000000000002"
+CONV = "01900000-0000-7000-8000-0000000000c1"
+MSG = "01900000-0000-7000-8000-0000000000a1"
+CLOCK = "1763700000000-000000-dev-a"
+TOPIC = f"realtime:workspace:{WS}"
+ME = "dev-me"
+
+
+def message_record(**overrides: Any) -> dict[str, Any]:
+    """A cloud messages row as the capture trigger sends it (row_to_json)."""
+    record: dict[str, Any] = {
+        "id": MSG,
+        "workspace_id": WS,
+        "conversation_id": CONV,
+        "role": "user",
+        "content": "hello",
+        "sender_user_id": None,
+        "sender_agent_id": None,
+        "model_used": None,
+        "created_at": "2026-08-21T12:00:00.123456+00:00",
+        "updated_at": "2026-08-21T12:00:00.123+00:00",
+        "deleted_at": None,
+        "hlc": CLOCK,
+        "field_hlc": {"content": CLOCK, "role": CLOCK},
+        "origin": "dev-a",
+        "_txid": "812",
+        "_seq": 40,
+    }
+    record.update(overrides)
+    return record
+
+
+def change(
+    record: dict[str, Any] | None, *, kind: str = "INSERT", table: str = "messages", **kw: Any
+) -> PostgresChange:
+    return PostgresChange(
+        topic=kw.get("topic", TOPIC),
+        schema=kw.get("schema", "public"),
+        table=table,
+        type=kind,
+        record=record,
+        old_record=None if kind == "INSERT" else {"id": MSG},
+        commit_timestamp="2026-08-21T12:00:00Z",
+    )
+
+
+def test_a_complete_row_is_applied_in_local_terms() -> None:
+    found = remote_change(change(message_record()), WS, ME)
+    assert found.verdict == "apply" and found.change is not None
+    assert found.change["table"] == "messages" and found.change["id"] == MSG
+    assert found.change["workspace_id"] == WS
+    row = found.change["row"]
+    assert row["content"] == "hello" and row["hlc"] == CLOCK and row["origin"] == "dev-a"
+    assert row["created_at"] == "2026-08-21T12:00:00.123Z"  # the store's timestamp form
+    assert row["updated_at"] == "2026-08-21T12:00:00.123Z"
+    for cloud_only in ("_txid", "_seq", "sender_user_id", "model_used"):
+        assert cloud_only not in row
+
+
+def test_conversation_type_is_renamed_and_a_workspace_is_its_own_owner() -> None:
+    conversation = {
+        "id": CONV, "workspace_id": WS, "name": "chat", "conversation_type": "agent",
+        "is_archived": False, "started_by": None, "created_at": "2026-08-21T12:00:00+00:00",
+        "updated_at": "2026-08-21T12:00:00+00:00", "deleted_at": None, "hlc": CLOCK,
+        "field_hlc": {"conversation_type": CLOCK}, "origin": "dev-b",
+    }  # fmt: skip
+    found = remote_change(change(conversation, table="conversations", kind="UPDATE"), WS, ME)
+    assert found.verdict == "apply" and found.change is not None
+    assert found.change["row"]["type"] == "agent"
+    assert found.change["row"]["field_hlc"] == {"type": CLOCK}
+    workspace = {
+        "id": WS, "org_id": "o", "name": "w", "slug": None, "description": None,
+        "status": "active", "task_goal": None, "current_step": None, "progress_data": {},
+        "next_steps": [], "shared_memory": {}, "created_by": None, "last_active_at": None,
+        "created_at": "2026-08-21T12:00:00+00:00", "updated_at": "2026-08-21T12:00:00+00:00",
+        "deleted_at": None, "hlc": CLOCK, "field_hlc": {}, "origin": "dev-b",
+    }  # fmt: skip
+    found = remote_change(change(workspace, table="workspaces", kind="UPDATE"), WS, ME)
+    assert found.verdict == "apply" and found.change is not None
+    assert found.change["workspace_id"] == WS and "path" not in found.change["row"]
+
+
+def test_the_echo_of_our_own_push_is_not_merged() -> None:
+    # It may be older than the local row: merging it could move unclocked fields back.
+    found = remote_change(change(message_record(origin=ME)), WS, ME)
+    assert found.verdict == "ignore" and found.reason == "own echo"
+    assert remote_change(change(message_record(origin="dev-b")), WS, ME).verdict == "apply"
+
+
+def test_a_row_of_another_workspace_is_ignored() -> None:
+    found = remote_change(change(message_record(workspace_id=OTHER_WS)), WS, ME)
+    assert found.verdict == "ignore" and found.change is None
+
+
+@pytest.mark.parametrize(
+    ("schema", "table"), [("public", "profiles"), ("auth", "messages"), ("public", "doc_updates")]
+)
+def test_tables_that_are_not_synced_are_ignored(schema: str, table: str) -> None:
+    found = remote_change(change(message_record(), schema=schema, table=table), WS, ME)
+    assert found.verdict == "ignore"
+
+
+def test_a_record_cut_for_size_asks_for_a_pull_instead() -> None:
+    # Realtime drops the big fields of a record too large for the frame ("Payload Too Large").
+    cut = {k: v for k, v in message_record().items() if k not in ("content", "field_hlc")}
+    found = remote_change(change(cut), WS, ME)
+    assert found.verdict == "pull" and found.change is None
+    no_clock = message_record()
+    del no_clock["hlc"]
+    assert remote_change(change(no_clock), WS, ME).verdict == "pull"
+    assert remote_change(change(message_record(id=None)), WS, ME).verdict == "pull"
+
+
+def test_a_delete_or_a_missing_record_asks_for_a_pull() -> None:
+    assert remote_change(change(None, kind="DELETE"), WS, ME).verdict == "pull"
+    assert remote_change(change(None, kind="UPDATE"), WS, ME).verdict == "pull"
+
+
+def member(device: str, *, status: str = "active", active_at: float | None = 1000.0) -> Member:
+    return Member(
+        key=device,
+        user_id="u1",
+        display_name="Ada",
+        device_id=device,
+        status=status,
+        active_file="notes.md",
+        cursor={"line": 3},
+        since=format_time(900.0),
+        active_at=None if active_at is None else format_time(active_at),
+    )
+
+
+def test_member_json_marks_this_device() -> None:
+    shown = member_json(member("dev-a"), "dev-a")
+    assert shown == {
+        "user_id": "u1",
+        "display_name": "Ada",
+        "device_id": "dev-a",
+        "status": "active",
+        "active_file": "notes.md",
+        "cursor": {"line": 3},
+        "since": "1970-01-01T00:15:00.000Z",
+        "active_at": "1970-01-01T00:16:40.000Z",
+        "self": True,
+    }
+    assert member_json(member("dev-b"), "dev-a")["self"] is False
+
+
+def test_next_away_at_is_the_first_active_member_to_go_idle() -> None:
+    members = [
+        member("a", active_at=1000.0),
+        member("b", active_at=1100.0),
+        member("c", status="busy", active_at=500.0),  # busy never turns away
+        member("d", status="away", active_at=400.0),
+    ]
+    assert next_away_at(members, 1200.0) == 1300.0
+    assert next_away_at(members, 1300.0) == 1400.0  # a is away already
+    assert next_away_at(members, 1400.0) is None
+    assert next_away_at([member("e", active_at=None)], 1000.0) == 1200.0  # since 900 + 300
+    assert next_away_at([], 0.0) is None
