@@ -15,7 +15,7 @@ from daemon.errors import InvalidInput, NotFound
 from daemon.store.codec import RowCodec, decode_cursor, encode_cursor
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.sql import get_sql, list_sql
-from daemon.store.txn import WriteContext, WriteOp
+from daemon.store.txn import Stamp, WriteContext, WriteOp
 
 MAX_LIMIT = 1000
 Check = Callable[[str, Any], Any]
@@ -66,16 +66,31 @@ def json_value(field: str, value: Any) -> Any:
     return value
 
 
-def json_object(field: str, value: Any) -> dict[str, Any] | None:
-    if value is not None and not isinstance(value, dict):
+# JSON columns are NOT NULL in the cloud: a null is stored as the column's empty value, here as
+# there, so that a row pulled back from the cloud equals the row this device wrote.
+
+
+def json_object(field: str, value: Any) -> dict[str, Any]:
+    """A JSON object; null is stored as ``{}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
         raise InvalidInput(field, "must be an object or null")
     return json_value(field, value)  # type: ignore[no-any-return]
 
 
-def json_array(field: str, value: Any) -> list[Any] | None:
-    if value is not None and not isinstance(value, list):
+def json_array(field: str, value: Any) -> list[Any]:
+    """A JSON array; null is stored as ``[]``."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
         raise InvalidInput(field, "must be an array or null")
     return json_value(field, value)  # type: ignore[no-any-return]
+
+
+def json_document(field: str, value: Any) -> Any:
+    """Any JSON value; null is stored as ``{}`` (a task's payload and progress)."""
+    return {} if value is None else json_value(field, value)
 
 
 def identifier(field: str, value: Any) -> str:
@@ -200,17 +215,36 @@ def write_changes(
     op: str,
     topic: str,
 ) -> dict[str, Any]:
+    """Write ``changes`` (and ``updated_at``) to ``row`` under one new clock.
+
+    Every field written, ``updated_at`` included, gets that clock, in the row's ``field_hlc``
+    and in the outbox entry alike: what this device stores is exactly what it pushes, so the
+    change coming back from the cloud is recognised as its own (no event, nothing moves).
+    """
     stamp = ctx.tick()
     if op == "delete":
         changes = {"deleted_at": stamp.iso}
-    write: dict[str, Any] = {**changes, "updated_at": stamp.iso, "hlc": stamp.hlc}
+    written = {**changes, "updated_at": stamp.iso}
+    write: dict[str, Any] = {**written, "hlc": stamp.hlc, "origin": ctx.device_id}
     if "field_hlc" in row:
-        write["field_hlc"] = {**row["field_hlc"], **dict.fromkeys(changes, stamp.hlc)}
-    write["origin"] = ctx.device_id
+        write["field_hlc"] = {**row["field_hlc"], **dict.fromkeys(written, stamp.hlc)}
     ctx.update_row(table, row["id"], write)
     row.update(write)
-    ctx.emit(table=table, op=op, topic=topic, row=row, fields=changes, stamp=stamp)
+    ctx.emit(table=table, op=op, topic=topic, row=row, fields=written, stamp=stamp)
     return row
+
+
+def insert_new(
+    ctx: WriteContext, table: str, row: dict[str, Any], stamp: Stamp, topic: str
+) -> None:
+    """Insert a row created at ``stamp``: every column it sets (``id`` and bookkeeping aside)
+    gets the stamp's clock, in the row's ``field_hlc`` and in the outbox entry alike."""
+    fields = new_row_fields(row)
+    row["hlc"] = stamp.hlc
+    row["origin"] = ctx.device_id
+    row["field_hlc"] = dict.fromkeys((k for k in fields if k != "id"), stamp.hlc)
+    ctx.insert_row(table, row)
+    ctx.emit(table=table, op="insert", topic=topic, row=row, fields=fields, stamp=stamp)
 
 
 def new_row_fields(row: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from daemon.store.base import (
     check_fields,
     delete_op,
     identifier,
-    new_row_fields,
+    insert_new,
     text,
     update_op,
 )
@@ -21,7 +21,6 @@ from daemon.store.ids import uuid7
 from daemon.store.txn import WriteContext
 
 UPDATABLE: dict[str, Check] = {"name": text, "type": text, "is_archived": boolean}
-CLOCKED = (*UPDATABLE, "deleted_at")
 
 
 class ConversationRepo(Repo):
@@ -46,19 +45,8 @@ class ConversationRepo(Repo):
                 "created_at": stamp.iso,
                 "updated_at": stamp.iso,
                 "deleted_at": None,
-                "hlc": stamp.hlc,
-                "field_hlc": dict.fromkeys(CLOCKED, stamp.hlc),
-                "origin": ctx.device_id,
             }
-            ctx.insert_row("conversations", row)
-            ctx.emit(
-                table="conversations",
-                op="insert",
-                topic="conversation.created",
-                row=row,
-                fields=new_row_fields(row),
-                stamp=stamp,
-            )
+            insert_new(ctx, "conversations", row, stamp, "conversation.created")
             return row
 
         return await self._write(op)

@@ -215,7 +215,7 @@ class PageApplier:
                 return
         try:
             result = self.merge(shape.name, local, remote, batch.pending.get(row_id, _NONE))
-            row = complete_row(shape, result.row, local, remote)
+            row = complete_row(shape, result.row, remote)
         except (ValueError, TypeError) as exc:
             self._skip(shape.name, row_id, f"merge refused it: {exc}")
             return

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from daemon.events import ChangeEvent
+from daemon.hlc import ClockError, decode
 from daemon.store.codec import load_json
 from daemon.store.schema import JSON_COLUMNS
 from daemon.store.sql import insert_sql
@@ -36,7 +37,8 @@ class TableShape:
     columns: tuple[str, ...]
     #: (parent table, column): foreign keys a row must satisfy
     parents: tuple[tuple[str, str], ...]
-    #: values for NOT NULL columns a cloud row may lack (the DDL defaults)
+    #: values for NOT NULL columns a cloud row may lack (the DDL defaults), and the empty
+    #: value that stands for null in a JSON column (as the repositories store it)
     defaults: dict[str, Any]
     required: tuple[str, ...] = ()
     scalar_columns: tuple[str, ...] = ()
@@ -52,7 +54,16 @@ class TableShape:
 
 SHAPES: dict[str, TableShape] = {
     "workspaces": TableShape.of(
-        "workspaces", "workspace", (), {"status": "active", "field_hlc": {}}
+        "workspaces",
+        "workspace",
+        (),
+        {
+            "status": "active",
+            "progress_data": {},
+            "next_steps": [],
+            "shared_memory": {},
+            "field_hlc": {},
+        },
     ),
     "conversations": TableShape.of(
         "conversations",
@@ -70,22 +81,27 @@ SHAPES: dict[str, TableShape] = {
         "tasks",
         "task",
         (("workspaces", "workspace_id"),),
-        {"status": "queued", "priority": 0, "attempts": 0, "field_hlc": {}},
+        {
+            "status": "queued",
+            "priority": 0,
+            "payload": {},
+            "progress": {},
+            "attempts": 0,
+            "field_hlc": {},
+        },
     ),
 }
 
 
 def complete_row(
-    shape: TableShape,
-    merged: dict[str, Any],
-    local: dict[str, Any] | None,
-    remote: dict[str, Any],
+    shape: TableShape, merged: dict[str, Any], remote: dict[str, Any]
 ) -> dict[str, Any]:
-    """The merged row as stored: local columns only, defaults, ``hlc`` and ``origin``."""
+    """The merged row as stored: local columns only, defaults, ``hlc`` (the greatest field
+    clock) and ``origin`` (the device part of ``hlc``)."""
     row = {column: merged.get(column) for column in shape.columns}
     for column, default in shape.defaults.items():
         if row[column] is None:
-            row[column] = default
+            row[column] = default.copy() if isinstance(default, dict | list) else default
     row["id"] = remote["id"]
     clocks = merged.get("field_hlc")
     clocks = dict(clocks) if isinstance(clocks, dict) else {}
@@ -93,11 +109,20 @@ def complete_row(
         row["field_hlc"] = clocks
     hlc = max(clocks.values(), default=None) or merged.get("hlc") or remote.get("hlc")
     row["hlc"] = hlc
-    if row["origin"] is None:
-        remote_hlc = remote.get("hlc") or max((remote.get("field_hlc") or {"": ""}).values())
-        source = remote if local is None or hlc == remote_hlc else local
-        row["origin"] = source.get("origin") or "cloud"
+    row["origin"] = origin_of(hlc) or merged.get("origin") or remote.get("origin") or "cloud"
     return row
+
+
+def origin_of(hlc: Any) -> str | None:
+    """The device that made a row's last change: the device part of its row clock (None for a
+    row without a well-formed clock). A pure function of the merged clocks, so every replica
+    that merged the same changes names the same origin, whichever side a change came from."""
+    if not isinstance(hlc, str):
+        return None
+    try:
+        return decode(hlc).device_id
+    except ClockError:
+        return None
 
 
 def row_problem(shape: TableShape, row: dict[str, Any]) -> str | None:

@@ -12,9 +12,9 @@ from daemon.store.base import (
     check_fields,
     delete_op,
     identifier,
+    insert_new,
     integer,
-    json_value,
-    new_row_fields,
+    json_document,
     text,
     update_op,
     write_changes,
@@ -35,17 +35,9 @@ def status_value(field: str, value: Any) -> str:
 UPDATABLE: dict[str, Check] = {
     "status": status_value,
     "priority": integer,
-    "payload": json_value,
-    "progress": json_value,
+    "payload": json_document,
+    "progress": json_document,
 }
-CLOCKED = (
-    "kind",
-    *UPDATABLE,
-    "attempts",
-    "lease_owner",
-    "lease_expires_at",
-    "deleted_at",
-)
 
 
 class TaskRepo(Repo):
@@ -58,7 +50,7 @@ class TaskRepo(Repo):
         """Enqueue a task (status ``queued``)."""
         workspace_id = identifier("workspace_id", workspace_id)
         kind = text("kind", kind)
-        payload = json_value("payload", payload)
+        payload = json_document("payload", payload)
         priority = integer("priority", priority)
         return await self._write(_create_op(workspace_id, kind, payload, priority))
 
@@ -105,26 +97,15 @@ def _create_op(workspace_id: str, kind: str, payload: Any, priority: int) -> Any
             "payload": payload,
             "status": "queued",
             "priority": priority,
-            "progress": None,
+            "progress": {},
             "attempts": 0,
             "lease_owner": None,
             "lease_expires_at": None,
             "created_at": stamp.iso,
             "updated_at": stamp.iso,
             "deleted_at": None,
-            "hlc": stamp.hlc,
-            "field_hlc": dict.fromkeys(CLOCKED, stamp.hlc),
-            "origin": ctx.device_id,
         }
-        ctx.insert_row("tasks", row)
-        ctx.emit(
-            table="tasks",
-            op="insert",
-            topic="task.created",
-            row=row,
-            fields=new_row_fields(row),
-            stamp=stamp,
-        )
+        insert_new(ctx, "tasks", row, stamp, "task.created")
         return row
 
     return op

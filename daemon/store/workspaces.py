@@ -11,9 +11,9 @@ from daemon.store.base import (
     check_fields,
     delete_op,
     identifier,
+    insert_new,
     json_array,
     json_object,
-    new_row_fields,
     optional_text,
     text,
     update_op,
@@ -32,8 +32,6 @@ UPDATABLE: dict[str, Check] = {
     "next_steps": json_array,
     "shared_memory": json_object,
 }
-#: Fields with their own clock in ``field_hlc``.
-CLOCKED = (*UPDATABLE, "deleted_at")
 
 
 class WorkspaceRepo(Repo):
@@ -63,20 +61,8 @@ class WorkspaceRepo(Repo):
                 "created_at": stamp.iso,
                 "updated_at": stamp.iso,
                 "deleted_at": None,
-                "hlc": stamp.hlc,
-                "field_hlc": dict.fromkeys(CLOCKED, stamp.hlc),
-                "origin": ctx.device_id,
             }
-            ctx.insert_row("workspaces", row)
-            fields = new_row_fields(row)
-            ctx.emit(
-                table="workspaces",
-                op="insert",
-                topic="workspace.created",
-                row=row,
-                fields=fields,
-                stamp=stamp,
-            )
+            insert_new(ctx, "workspaces", row, stamp, "workspace.created")
             return row
 
         return await self._write(op)

@@ -53,8 +53,9 @@ def merge_pulled(
 def _adopt_clocks(local: RowState, remote: RowState) -> RowState:
     """Give a local field that has a value but no clock the remote clock of the SAME value.
 
-    The store does not clock every field it writes (e.g. ``created_at``), while a push stamps
-    each one; when that write comes back, it is the one we made. Without this, a
+    The store clocks every field it writes, but rows stored by earlier versions lack the
+    clocks of the columns a create set (``created_at``, ``workspace_id``...), while their push
+    stamped each one; when that write comes back, it is the one we made. Without this, a
     first-writer-wins field would keep its empty clock here (the smallest clock wins) and the
     replicas' ``field_hlc`` would differ for ever although their values agree.
     """

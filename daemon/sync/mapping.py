@@ -12,13 +12,15 @@ tables under the same names; they differ in a few columns:
 - timestamps: the cloud answers ``timestamptz`` as ``2026-11-21T07:09:32.123+00:00``; they are
   rewritten to the store's form ``2026-11-21T07:09:32.123Z`` so that our own pushes come back
   identical (no echo) and every device stores the same text (convergence);
-- NOT NULL JSON columns: a local null is pushed as the cloud's empty value (``next_steps`` [],
-  ``payload`` {}); JSON-map fields need nothing (null reads as {} under merge rule R3).
+- NOT NULL JSON columns: the store keeps a null JSON value as the column's empty value, as the
+  cloud does (``{}``, ``next_steps`` ``[]``), so a row comes back as it went; a null left by an
+  earlier version is still pushed as that empty value, never as a null the cloud refuses.
 
 A workspace change carries ``org_id`` (from its link) so that the cloud can check membership and
 create the row. Bookkeeping keys (``id``, ``hlc``, ``field_hlc``, ``origin``) never travel as
-fields. ``cloud_change`` returns None when nothing remains to push (e.g. only ``path`` changed):
-the caller settles such an outbox entry locally.
+fields. Every local change carries ``updated_at`` under its own clock (the store clocks every
+field it writes), so nothing is added here. ``cloud_change`` returns None when nothing remains
+to push (only local-only columns): the caller settles such an outbox entry locally.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ _TO_CLOUD: Final[Mapping[str, Mapping[str, str]]] = {"conversations": {"type": "
 _TO_LOCAL: Final[Mapping[str, Mapping[str, str]]] = {
     table: {cloud: local for local, cloud in names.items()} for table, names in _TO_CLOUD.items()
 }
-#: Cloud NOT NULL columns a local null cannot be pushed into (lww fields; maps are fine).
+#: Cloud NOT NULL columns a null (stored by an earlier version) cannot be pushed into.
 _CLOUD_EMPTY: Final[Mapping[str, Mapping[str, Any]]] = {
     "workspaces": {"next_steps": []},
     "tasks": {"payload": {}},
@@ -132,11 +134,6 @@ def cloud_change(
             clocks[cloud_key] = clock
     for name in out_fields:
         clocks.setdefault(name, hlc)
-    if "updated_at" not in out_fields and _is_clock(hlc):
-        # The store does not clock ``updated_at`` nor queue it with an edit; without it the
-        # cloud would keep the creation time, and pulling that back would undo ours.
-        out_fields["updated_at"] = _clock_time(hlc)
-        clocks["updated_at"] = hlc
     ws = row_id if table == "workspaces" else workspace_id
     if table == "workspaces" and org_id is not None:
         out_fields["org_id"] = org_id
@@ -149,17 +146,6 @@ def cloud_change(
         "field_hlc": clocks,
         "origin": origin,
     }
-
-
-def _is_clock(value: str) -> bool:
-    return len(value) > 21 and value[:13].isdigit() and value[13] == "-"
-
-
-def _clock_time(clock: str) -> str:
-    """The wall time of a clock (``<13-digit ms>-...``) in the store's timestamp form."""
-    seconds, millis = divmod(int(clock[:13]), 1000)
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}Z"
 
 
 def local_change(change: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import asyncpg
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -125,6 +125,11 @@ class RestApi:
         except (OSError, asyncpg.InterfaceError) as exc:
             logger.warning("rest.db_unavailable %s: %s", name, type(exc).__name__)
             return error_response(RestError(503, "PGRST000", "Database connection error"))
+        except ClientDisconnect:
+            # The client went away before its body arrived (a killed daemon): nobody is left to
+            # answer and nothing was done. 499 is nginx's "client closed request".
+            logger.debug("rest.client_disconnected %s %s", request.method, name)
+            return Response(status_code=499)
 
     # --- tables --------------------------------------------------------------------------------
 

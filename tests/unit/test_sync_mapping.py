@@ -33,8 +33,8 @@ def test_conversation_type_is_renamed_with_its_clock() -> None:
         hlc=C2, origin="dev-a",
     )  # fmt: skip
     assert change is not None
-    assert change["fields"] == {"conversation_type": "agent", "name": "n", "updated_at": _t(C2)}
-    assert change["field_hlc"] == {"conversation_type": C2, "name": C1, "updated_at": C2}
+    assert change["fields"] == {"conversation_type": "agent", "name": "n"}
+    assert change["field_hlc"] == {"conversation_type": C2, "name": C1}
     assert (change["table"], change["id"], change["workspace_id"]) == ("conversations", "c1", WS)
 
 
@@ -43,12 +43,12 @@ def test_local_only_and_bookkeeping_columns_never_leave() -> None:
     clocks = {"name": C1, "path": C1, "id": C1}
     change = cloud_change("workspaces", WS, WS, fields, clocks, hlc=C1, origin="d", org_id=ORG)
     assert change is not None
-    assert set(change["fields"]) == {"name", "org_id", "updated_at"}
-    assert set(change["field_hlc"]) == {"name", "org_id", "updated_at"}
+    assert set(change["fields"]) == {"name", "org_id"}
+    assert set(change["field_hlc"]) == {"name", "org_id"}
     assert change["fields"]["org_id"] == ORG and change["workspace_id"] == WS
     task = {"status": "running", "attempts": 2, "lease_owner": "me", "lease_expires_at": "x"}
     out = cloud_change("tasks", "t1", WS, task, dict.fromkeys(task, C2), hlc=C2, origin="d")
-    assert out is not None and set(out["fields"]) == {"status", "updated_at"}
+    assert out is not None and set(out["fields"]) == {"status"}
 
 
 def test_a_change_of_local_only_columns_pushes_nothing() -> None:
@@ -75,7 +75,6 @@ def test_clocks_are_completed_and_stray_ones_dropped() -> None:
         "shared_memory.k": C2,
         "shared_memory": C1,
         "status": C3,
-        "updated_at": C3,
     }
 
 
@@ -86,10 +85,14 @@ def test_nulls_of_not_null_cloud_columns_become_empty_values() -> None:
     assert task is not None and task["fields"]["payload"] == {}
 
 
-def test_an_explicit_updated_at_is_kept() -> None:
+def test_updated_at_travels_as_the_store_wrote_it_and_is_never_invented() -> None:
     fields = {"name": "x", "updated_at": "2026-01-01T00:00:00.000Z"}
-    change = cloud_change("conversations", "c", WS, fields, {"name": C1}, hlc=C2, origin="d")
+    clocks = {"name": C2, "updated_at": C2}
+    change = cloud_change("conversations", "c", WS, fields, clocks, hlc=C2, origin="d")
     assert change is not None and change["fields"]["updated_at"] == "2026-01-01T00:00:00.000Z"
+    assert change["field_hlc"] == {"name": C2, "updated_at": C2}
+    bare = cloud_change("conversations", "c", WS, {"name": "x"}, {"name": C2}, hlc=C2, origin="d")
+    assert bare is not None and "updated_at" not in bare["fields"]
 
 
 def cloud_row(**extra: Any) -> dict[str, Any]:

@@ -75,7 +75,11 @@ async def test_update_is_partial_and_clocks_only_changed_fields(
     assert await store.workspaces.get(ws["id"]) == updated
     _, change = outbox_of(raw, ws["id"])
     assert change["op"] == "update"
-    assert change["fields"] == {"shared_memory": {"k": [1, 2]}, "task_goal": "ship"}
+    assert change["fields"] == {
+        "shared_memory": {"k": [1, 2]},
+        "task_goal": "ship",
+        "updated_at": updated["updated_at"],
+    }
     topics = [t for _, t, _ in changelog_of(raw, ws["id"])]
     assert topics == ["workspace.created", "workspace.updated"]
 
@@ -183,7 +187,10 @@ async def test_conversations(store: Store, raw: sqlite3.Connection) -> None:
     archived = await store.conversations.update(conv["id"], is_archived=True)
     assert archived["is_archived"] is True
     assert (await store.conversations.get(conv["id"]))["is_archived"] is True
-    assert outbox_of(raw, conv["id"])[-1]["fields"] == {"is_archived": True}
+    assert outbox_of(raw, conv["id"])[-1]["fields"] == {
+        "is_archived": True,
+        "updated_at": archived["updated_at"],
+    }
     deleted = await store.conversations.delete(conv["id"])
     assert deleted["deleted_at"] is not None
     topics = [t for _, t, _ in changelog_of(raw, conv["id"])]
@@ -277,7 +284,7 @@ async def test_tasks_queue_update_cancel(store: Store, raw: sqlite3.Connection) 
     ws = await store.workspaces.create(name="A")
     task = await store.tasks.create(workspace_id=ws["id"], kind="build", payload={"n": 1})
     assert task["status"] == "queued" and task["priority"] == 0 and task["attempts"] == 0
-    assert task["payload"] == {"n": 1} and task["progress"] is None
+    assert task["payload"] == {"n": 1} and task["progress"] == {}
     other = await store.tasks.create(workspace_id=ws["id"], kind="lint", priority=5)
     running = await store.tasks.update(task["id"], status="running", progress={"step": 3})
     assert running["progress"] == {"step": 3} and running["field_hlc"]["status"] == running["hlc"]

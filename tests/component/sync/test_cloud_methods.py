@@ -145,7 +145,10 @@ async def test_a_lost_manual_edit_is_a_conflict_resolved_by_a_call(
     await a.store.workspaces.update(ws["id"], task_goal="ship it")
     await b.store.workspaces.update(ws["id"], task_goal="polish it")  # later: it wins
     assert (await b.cloud.sync_now("push"))["applied"] == 1
-    assert (await a.cloud.sync_now("pull"))["conflicts"] == 1
+    # The conflict is recorded by whichever brings B's edit first: the pull, or the realtime
+    # hint that may arrive before it.
+    assert (await a.cloud.sync_now("pull"))["error"] is None
+    assert len(await a.store.sync.conflicts()) == 1
     client = await serve(a.store, a.cloud, a.data_dir)
     [conflict] = (await client.call("sync.conflicts"))["items"]
     assert (conflict["field"], conflict["local_value"], conflict["remote_value"]) == (

@@ -60,8 +60,12 @@ async def test_a_local_write_reaches_the_cloud_in_bounded_time(
         "SELECT name, org_id FROM public.workspaces WHERE id = $1", ws["id"]
     )
     assert cloud_ws["name"] == "notes"
-    status = await a.cloud.sync_status()
-    assert status["outbox"] == 0 and status["state"] in ("idle", "pulling", "pushing")
+
+    async def settled() -> bool:  # the cloud commits before the device settles its outbox
+        status = await a.cloud.sync_status()
+        return status["outbox"] == 0 and status["state"] in ("idle", "pulling", "pushing")
+
+    await wait_for(settled, timeout=3_000 * MS, message="A's outbox to settle")
     link_file = json.loads((tmp_path / "ws-a" / ".cloud-link.json").read_text())
     assert link_file["cloudWorkspaceId"] == ws["id"] and link_file["version"] == 1
     assert link_file["orgId"] == str(cloud_ws["org_id"])
@@ -91,11 +95,11 @@ async def test_a_cloud_write_arrives_and_an_echo_tells_no_ui(
     assert (await b.store.workspaces.get(ws["id"]))["name"] == "notes"
     assert (await b.store.conversations.get(conv["id"]))["name"] == "chat"
 
+    seen = len(b.topics("message."))
     message = await a.store.messages.create(conversation_id=conv["id"], role="user", content="hi")
     pushed = await a.cloud.sync_now("push")
     assert pushed["error"] is None and pushed["outbox"] == 0
-    seen = len(b.topics("message."))
-    await b.cloud.sync_now("pull")
+    await b.cloud.sync_now("pull")  # (the realtime hint may have brought it first: one event)
     page = await b.store.messages.list(conversation_id=conv["id"])
     assert [m["content"] for m in page.items] == ["hi"]
     assert b.topics("message.")[seen:] == ["message.created"]

@@ -118,9 +118,12 @@ async def test_live_events_reach_live_subscriptions_and_are_never_replayed(
         replay = await peer.call("subscribe", {"topics": ["**"], "since": 0})
         await store.workspaces.update(workspace["id"], name="w2")  # a marker after the replay
 
-        async def marker_seen() -> bool:
+        async def marker_seen() -> bool:  # on the replaying subscription (the others race it)
             await peer.settle()
-            return any(e["topic"] == "workspace.updated" for e in peer.events)
+            return any(
+                e["topic"] == "workspace.updated" and e["subscription"] == replay["subscription"]
+                for e in peer.events
+            )
 
         await wait_for(marker_seen, message="the replay and the marker")
         replayed = [e for e in peer.events if e["subscription"] == replay["subscription"]]

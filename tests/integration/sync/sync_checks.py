@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -99,19 +97,6 @@ def differences(left: Any, right: Any, path: str = "") -> list[str]:
     return [] if left == right else [f"{path}: {left!r} != {right!r}"]
 
 
-# KNOWN BUG (reported to the lead; SYNCD_TEST_STRICT_CLOCKS=1 shows it): a row's creator keeps
-# no clock for its created_at/updated_at/workspace_id (the repositories clock only updatable
-# fields) while its outbox entry gives them the creation clock, so other replicas hold clocks
-# the creator lacks. Only that is let through: a clock of these fields present on one side
-# only (their values are compared as usual). Any differing clock or value still fails.
-TOLERATE_UNCLOCKED_FWW = os.environ.get("SYNCD_TEST_STRICT_CLOCKS") != "1"
-_UNCLOCKED_FWW = re.compile(
-    r"\.field_hlc\.(created_at|updated_at|workspace_id): only on (left|right)$"
-)
-
-
 def assert_same(left: Any, right: Any, what: str = "replicas") -> None:
     found = differences(left, right)
-    if TOLERATE_UNCLOCKED_FWW:
-        found = [line for line in found if not _UNCLOCKED_FWW.search(line)]
     assert not found, f"{what} differ:\n" + "\n".join(found[:40])
