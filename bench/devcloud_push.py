@@ -4,10 +4,13 @@ the same RPC statement run through asyncpg as the member (what the HTTP path cos
 and asyncpg inserting the same kind of rows with json_to_recordset in the same run (as the
 superuser, no RLS, the sync trigger in its cheapest mode: the best case a push could approach).
 Prints JSON; "ratio" is HTTP push over the asyncpg insert. Not a test; figures are noisy on
-shared CPUs. devcloud's realtime capture (a trigger and a notification per written row) is on,
-as it is in every devcloud, unless --without-realtime-capture.
+shared CPUs, so the three are measured in interleaved rounds (--repeat) and each figure is the
+median round (all rounds are listed under "runs"); the load average is printed too.
+devcloud's realtime capture triggers are on, as in every devcloud, unless
+--without-realtime-capture; nobody subscribes to the messages here, so they notify nothing
+(capture.sql: only watched tables notify).
 
-    .venv/bin/python bench/devcloud_push.py [--rows 20000] [--database-url URL]
+    .venv/bin/python bench/devcloud_push.py [--rows 20000] [--repeat 3] [--database-url URL]
                                             [--without-realtime-capture]
 
 Without --database-url an embedded PostgreSQL (pgserver) runs in a temporary directory.
@@ -18,10 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from daemon.store.ids import uuid7
 from devcloud.context import Devcloud, DevcloudConfig
 from devcloud.keys import sign
 from devcloud.postgres import random_database_name, start_embedded, with_database
@@ -42,7 +46,8 @@ def clock(wall_ms: int, counter: int, device: str = "bench") -> str:
 
 
 class Rows:
-    """New message changes, each with its own clock, in one workspace's conversation."""
+    """New message changes, each with its own clock, in one workspace's conversation; ids are
+    UUIDv7, as the daemon mints them."""
 
     def __init__(self, workspace: str, conversation: str, user: str) -> None:
         self.workspace, self.conversation, self.user = workspace, conversation, user
@@ -66,7 +71,7 @@ class Rows:
             out.append(
                 {
                     "table": "messages",
-                    "id": str(uuid.uuid4()),
+                    "id": uuid7(),  # as the daemon mints them
                     "workspace_id": self.workspace,
                     "fields": fields,
                     "field_hlc": dict.fromkeys(fields, hlc),
@@ -100,8 +105,8 @@ async def push_over_http(
     }
 
 
-RPC_SQL = (
-    "SELECT to_json(sync_push)::text FROM json_to_record($1::json) AS _a(changes jsonb)"
+RPC_SQL = (  # the statement devcloud/rest/rpc.py builds for this call
+    "SELECT to_json(sync_push)::text FROM jsonb_to_record($1::jsonb) AS _a(changes jsonb)"
     " CROSS JOIN LATERAL public.sync_push(changes => _a.changes) AS sync_push"
 )
 
@@ -202,20 +207,56 @@ async def fresh_database(database_url: str | None) -> AsyncIterator[str]:
 
 
 async def disable_realtime_capture(dc: RunningDevcloud) -> None:
-    """Turn off every trigger on the synced tables but the sync trigger (devcloud's realtime
-    capture sends a notification per written row): to see what the SQL itself costs."""
+    """Turn off every trigger on the synced tables but the sync triggers (devcloud's realtime
+    capture): to see what the SQL itself costs."""
     async with dc.ctx.pool.acquire() as conn:
         for table in ("workspaces", "conversations", "messages", "tasks"):
             names = await conn.fetch(
                 "SELECT tgname FROM pg_trigger WHERE tgrelid = $1::regclass"
-                " AND NOT tgisinternal AND tgname <> 'sync_row_stamp'",
+                " AND NOT tgisinternal AND tgname NOT LIKE 'sync\\_row\\_stamp%'",
                 f"public.{table}",
             )
             for name in names:
                 await conn.execute(f'ALTER TABLE public.{table} DISABLE TRIGGER "{name["tgname"]}"')
 
 
-async def run(total: int, database_url: str | None, *, capture: bool) -> dict[str, Any]:
+Runner = Callable[[int], Awaitable[dict[str, Any]]]
+
+
+def auth_headers(dc: RunningDevcloud, claims: dict[str, Any]) -> dict[str, str]:
+    return {
+        "apikey": dc.anon_key,
+        "Authorization": f"Bearer {sign(claims, dc.ctx.config.jwt_secret)}",
+        "Content-Type": "application/json",
+    }
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median throughput, with every run's throughput listed."""
+    ordered = sorted(runs, key=lambda r: r["rows_per_s"])
+    return {**ordered[len(ordered) // 2], "runs": [r["rows_per_s"] for r in runs]}
+
+
+async def measure(runners: dict[str, Runner], repeat: int) -> dict[str, Any]:
+    """Every runner at every batch size, ``repeat`` rounds, interleaved (so that each method
+    sees the same machine load and table sizes); the median of each."""
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {
+        name: {b: [] for b in BATCH_SIZES} for name in runners
+    }
+    for _ in range(repeat):
+        for name, runner in runners.items():
+            for batch in BATCH_SIZES:
+                runs[name][batch].append(await runner(batch))
+    return {
+        name: {str(b): median_run(results) for b, results in by_batch.items()}
+        for name, by_batch in runs.items()
+    }
+
+
+async def run(
+    total: int, database_url: str | None, *, capture: bool, repeat: int
+) -> dict[str, Any]:
+    load_before = os.getloadavg()
     async with (
         fresh_database(database_url) as url,
         running_devcloud(DevcloudConfig(port=0), database_url=url) as dc,
@@ -223,50 +264,43 @@ async def run(total: int, database_url: str | None, *, capture: bool) -> dict[st
         if not capture:
             await disable_realtime_capture(dc)
         claims, rows = await seed(dc)
-        headers = {
-            "apikey": dc.anon_key,
-            "Authorization": f"Bearer {sign(claims, dc.ctx.config.jwt_secret)}",
-            "Content-Type": "application/json",
-        }
-        report: dict[str, Any] = {
-            "rows_per_run": total,
-            "realtime_capture": capture,
-            "sync_push_http": {},
-            "sync_push_rpc_sql": {},
-            "asyncpg": {},
-        }
+        headers = auth_headers(dc, claims)
         async with httpx.AsyncClient(base_url=dc.url, headers=headers, timeout=60) as client:
-            await push_over_http(client, rows, 2000, 500)  # warm-up: plans, caches
-            for batch in BATCH_SIZES:
-                report["sync_push_http"][str(batch)] = await push_over_http(
-                    client, rows, total, batch
+            conn = await asyncpg.connect(url)
+            try:
+                await push_over_http(client, rows, 2000, 500)  # warm-up: plans, caches
+                await insert_with_asyncpg(conn, rows, 2000, 500)
+                report = await measure(
+                    {
+                        "sync_push_http": lambda b: push_over_http(client, rows, total, b),
+                        "sync_push_rpc_sql": lambda b: push_over_asyncpg(
+                            dc.ctx, claims, rows, total, b
+                        ),
+                        "asyncpg": lambda b: insert_with_asyncpg(conn, rows, total, b),
+                    },
+                    repeat,
                 )
-        for batch in BATCH_SIZES:
-            report["sync_push_rpc_sql"][str(batch)] = await push_over_asyncpg(
-                dc.ctx, claims, rows, total, batch
-            )
-        conn = await asyncpg.connect(url)
-        try:
-            await insert_with_asyncpg(conn, rows, 2000, 500)  # warm-up
-            for batch in BATCH_SIZES:
-                report["asyncpg"][str(batch)] = await insert_with_asyncpg(conn, rows, total, batch)
-        finally:
-            await conn.close()
-    report["ratio"] = {
-        str(b): round(
-            report["sync_push_http"][str(b)]["rows_per_s"]
-            / report["asyncpg"][str(b)]["rows_per_s"],
-            3,
-        )
-        for b in BATCH_SIZES
+            finally:
+                await conn.close()
+    http, base = report["sync_push_http"], report["asyncpg"]
+    return {
+        "rows_per_run": total,
+        "repeat": repeat,
+        "realtime_capture": capture,
+        "load_average": {"before": load_before, "after": os.getloadavg()},
+        **report,
+        "ratio": {
+            str(b): round(http[str(b)]["rows_per_s"] / base[str(b)]["rows_per_s"], 3)
+            for b in BATCH_SIZES
+        },
+        "target": {"rows_per_s": 25_000, "ratio": 0.25},
     }
-    report["target"] = {"rows_per_s": 25_000, "ratio": 0.25}
-    return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000, help="rows per batch size")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (the median is shown)")
     parser.add_argument("--database-url", help="a PostgreSQL server (default: embedded)")
     parser.add_argument(
         "--without-realtime-capture",
@@ -275,7 +309,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     report = asyncio.run(
-        run(args.rows, args.database_url, capture=not args.without_realtime_capture)
+        run(
+            args.rows,
+            args.database_url,
+            capture=not args.without_realtime_capture,
+            repeat=max(1, args.repeat),
+        )
     )
     print(json.dumps(report, indent=2))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,21 +56,46 @@ class Devcloud:
 
     @asynccontextmanager
     async def transaction_as(self, claims: Mapping[str, Any]) -> AsyncIterator[asyncpg.Connection]:
-        """One transaction as the claims' role with ``request.jwt.claims`` set (as PostgREST)."""
+        """One transaction as the claims' role with ``request.jwt.claims`` set (as PostgREST).
+
+        BEGIN and the role switch go in one round trip (a simple query with the values as
+        literals); the transaction commits when the block ends and rolls back when it raises.
+        asyncpg refuses ``conn.transaction()`` inside it (a manually started transaction).
+        """
         role = str(claims.get("role") or "anon")
         if role not in ("anon", "authenticated", "service_role"):
             raise InvalidToken(f"role {role!r} is not allowed")
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT set_config('role', $1, true),"
-                " set_config('request.jwt.claims', $2, true),"
-                " set_config('request.jwt.claim.sub', $3, true),"
-                " set_config('request.jwt.claim.role', $1, true)",
-                role,
-                json.dumps(dict(claims)),
-                str(claims.get("sub") or ""),
-            )
-            yield conn
+        begin = _BEGIN_AS.format(
+            role=sql_literal(role),
+            claims=sql_literal(json.dumps(dict(claims))),
+            sub=sql_literal(str(claims.get("sub") or "")),
+        )
+        async with self.pool.acquire() as conn:
+            try:
+                await conn.execute(begin)
+                yield conn
+            except BaseException:
+                if not conn.is_closed():
+                    with suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                        await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+
+
+_BEGIN_AS = (
+    "BEGIN; SELECT set_config('role', {role}, true),"
+    " set_config('request.jwt.claims', {claims}, true),"
+    " set_config('request.jwt.claim.sub', {sub}, true),"
+    " set_config('request.jwt.claim.role', {role}, true)"
+)
+
+
+def sql_literal(value: str) -> str:
+    """``value`` as an SQL string literal (an E'' string: the same whatever
+    standard_conforming_strings says)."""
+    if "\x00" in value:
+        raise InvalidToken("claims must not contain NUL characters")
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:

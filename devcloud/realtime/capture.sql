@@ -18,10 +18,44 @@
 -- Idempotent: run at every start. devcloud_realtime.attach_triggers() (re)attaches triggers to
 -- tables added to the publication later and detaches them from tables removed from it; the
 -- server calls it again on each join that subscribes to postgres_changes.
+--
+-- Nobody listening, nothing sent: each server keeps in devcloud_realtime.watched the tables its
+-- postgres_changes subscribers bind to (rows keyed by the pid of its LISTEN connection, written
+-- before a join is confirmed, removed soon after the last such subscriber leaves). The triggers
+-- look there once per statement and skip tables no server watches, so writes to unwatched
+-- tables (a sync_push batch with nobody subscribed) cost no notification and no parsing.
 
 CREATE SCHEMA IF NOT EXISTS devcloud_realtime;
 -- The triggers run as whichever role wrote the rows (anon, authenticated, …).
 GRANT USAGE ON SCHEMA devcloud_realtime TO PUBLIC;
+
+-- The tables some server delivers changes of: table_name '*' = every table of the schema.
+-- Rows of a server that died (its LISTEN backend is gone) are removed by the next server that
+-- updates its own rows (devcloud_realtime.watch).
+CREATE TABLE IF NOT EXISTS devcloud_realtime.watched (
+    schema_name text NOT NULL,
+    table_name text NOT NULL,
+    listener integer NOT NULL,  -- backend pid of the watching server's LISTEN connection
+    PRIMARY KEY (schema_name, table_name, listener)
+);
+-- read by the triggers, which run as whichever role wrote the rows
+GRANT SELECT ON devcloud_realtime.watched TO PUBLIC;
+
+-- Make the tables (schemas[i], tables[i]) the watched tables of the server whose LISTEN
+-- connection is backend `server_pid`, and forget those of servers that are gone.
+CREATE OR REPLACE FUNCTION devcloud_realtime.watch(
+    server_pid integer, schemas text[], tables text[]
+) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM devcloud_realtime.watched w
+    WHERE w.listener NOT IN (SELECT a.pid FROM pg_catalog.pg_stat_activity a)
+       OR (w.listener = server_pid AND (w.schema_name, w.table_name) NOT IN (
+               SELECT d.s, d.t FROM unnest(schemas, tables) AS d(s, t)));
+    INSERT INTO devcloud_realtime.watched (schema_name, table_name, listener)
+    SELECT d.s, d.t, server_pid FROM unnest(schemas, tables) AS d(s, t)
+    ON CONFLICT DO NOTHING;
+END
+$$;
 
 -- The notification text: the message plus `"<image_key>": <image>` when that fits in NOTIFY's
 -- 8000 bytes, else the message alone, else (a huge key) the message with an empty key. Built
@@ -53,6 +87,11 @@ $$;
 CREATE OR REPLACE FUNCTION devcloud_realtime.capture_rows() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM devcloud_realtime.watched w
+                   WHERE w.schema_name = TG_TABLE_SCHEMA AND w.table_name IN (TG_TABLE_NAME, '*'))
+    THEN
+        RETURN NULL;  -- no server delivers changes of this table
+    END IF;
     EXECUTE format(
         'SELECT pg_notify(''devcloud_realtime'', devcloud_realtime.notification('
         'json_build_object(''schema'', $1, ''table'', $2, ''type'', $3,'
@@ -70,9 +109,15 @@ $$;
 CREATE OR REPLACE FUNCTION devcloud_realtime.capture() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    image json := row_to_json(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END);
+    image json;
     key json;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM devcloud_realtime.watched w
+                   WHERE w.schema_name = TG_TABLE_SCHEMA AND w.table_name IN (TG_TABLE_NAME, '*'))
+    THEN
+        RETURN NULL;
+    END IF;
+    image := row_to_json(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END);
     EXECUTE format('SELECT %s FROM json_populate_record(NULL::%I.%I, $1) AS r',
                    devcloud_realtime.key_expression(TG_RELID), TG_TABLE_SCHEMA, TG_TABLE_NAME)
         INTO key USING image;

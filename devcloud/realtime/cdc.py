@@ -2,9 +2,15 @@
 
 ``start()`` applies ``capture.sql`` (idempotent) and LISTENs on ``devcloud_realtime`` with one
 connection held from the pool. Notifications go through a bounded queue to one dispatcher task,
-so changes are delivered in commit order. For each change the subscribers whose bindings want it
-are grouped by identical claims, and each group is judged once inside
-``ctx.transaction_as(claims)``:
+so changes are delivered in commit order.
+
+The triggers notify only for tables some server watches (``devcloud_realtime.watched``): this
+feed writes its subscribers' tables there, keyed by its LISTEN connection's backend pid, before a
+join is confirmed, and removes them at the next idle tick or unwanted notification after the last
+subscriber of a table leaves. So writes nobody subscribes to cost neither NOTIFY nor parsing.
+
+For each change the subscribers whose bindings want it are grouped by identical claims, and each
+group is judged once inside ``ctx.transaction_as(claims)``:
 
 * the columns are those the claims' role may SELECT (none: nothing is delivered);
 * the row image the trigger sent (new row for INSERT/UPDATE, old row for DELETE) is checked
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from importlib import resources
@@ -48,6 +55,12 @@ NOTIFY_CHANNEL = "devcloud_realtime"
 CAPTURE_LOCK_KEY = 0x73796E6364_52  # "syncd" + "R": serialises concurrent capture.sql appliers
 MAX_PENDING = 10_000
 LISTENER_CHECK_SECONDS = 5.0
+# A joining channel's tables stay watched this long before its bindings must be active (the
+# join is confirmed only after they are watched; a join that never activates lets them go).
+JOIN_GRACE_SECONDS = 30.0
+_WATCH_SQL = "SELECT devcloud_realtime.watch($1, $2::text[], $3::text[])"
+
+TableKey = tuple[str, str]  # (schema, table); table "*" = every table of the schema
 
 _COLUMNS_SQL = """
 SELECT a.attname, t.typname
@@ -75,18 +88,30 @@ def capture_sql() -> str:
 class ChangeFeed:
     """LISTEN/NOTIFY change capture feeding the hub's subscribers."""
 
-    def __init__(self, ctx: Devcloud, subscribers: Callable[[], Iterable[Subscriber]]) -> None:
+    def __init__(
+        self,
+        ctx: Devcloud,
+        subscribers: Callable[[], Iterable[Subscriber]],
+        *,
+        join_grace: float = JOIN_GRACE_SECONDS,
+    ) -> None:
         self.ctx = ctx
         self.subscribers = subscribers
+        self.join_grace = join_grace
         self._queue: asyncio.Queue[str] = asyncio.Queue(MAX_PENDING)
         self._listener: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
+        self._watch_lock = asyncio.Lock()
+        self._joining: dict[TableKey, float] = {}  # tables of joins not yet active -> deadline
+        self._watched: frozenset[TableKey] | None = None  # as last written, for _watched_pid
+        self._watched_pid: int | None = None
 
     async def start(self) -> None:
         async with self.ctx.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", CAPTURE_LOCK_KEY)
             await conn.execute(capture_sql())
         await self._listen()
+        await self.update_watch()  # nothing watched yet; forgets the tables of dead servers
         self._task = asyncio.create_task(self._dispatch_loop(), name="realtime-cdc")
         logger.info("realtime.cdc.started")
 
@@ -98,6 +123,9 @@ class ChangeFeed:
             self._task = None
         if self._listener is not None:
             listener, self._listener = self._listener, None
+            with suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                # the connection goes back to the pool, alive: its pid must not stay watched
+                await listener.execute(_WATCH_SQL, listener.get_server_pid(), [], [])
             with suppress(asyncpg.PostgresError, OSError):
                 await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
             await self.ctx.pool.release(listener)
@@ -117,6 +145,7 @@ class ChangeFeed:
                 await self.ctx.pool.release(self._listener)
         self._listener = None
         await self._listen()
+        await self.update_watch()  # the same tables, under the new connection's pid
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:
@@ -133,6 +162,7 @@ class ChangeFeed:
             try:
                 if text is None:
                     await self._relisten_if_lost()
+                    await self.update_watch()
                 else:
                     await self.dispatch(text)
             except Exception:  # supervisor boundary: one bad change must not stop the feed
@@ -148,11 +178,53 @@ class ChangeFeed:
             logger.warning("realtime.cdc.prepare_failed: %s", exc)
             return ["UnableToConnectToProject: the database is not reachable"]
         published = {(r["schemaname"], r["tablename"]): set(r["columns"]) for r in rows}
-        errors = [_binding_error(binding, published) for binding in bindings]
-        return [error for error in errors if error is not None]
+        errors = [e for e in (_binding_error(b, published) for b in bindings) if e is not None]
+        if errors:
+            return errors
+        deadline = time.monotonic() + self.join_grace
+        for key in table_keys(bindings):
+            self._joining[key] = deadline
+        try:
+            await self.update_watch()
+        except (asyncpg.PostgresError, OSError) as exc:
+            logger.warning("realtime.cdc.watch_failed: %s", exc)
+            return ["UnableToConnectToProject: the database is not reachable"]
+        return []
+
+    def wanted_tables(self) -> frozenset[TableKey]:
+        """The tables this server's subscribers (and the joins under way) bind to."""
+        now = time.monotonic()
+        self._joining = {key: end for key, end in self._joining.items() if end > now}
+        wanted = set(self._joining)
+        for subscriber in self.subscribers():
+            wanted.update(table_keys(subscriber.config.bindings))
+        return frozenset(wanted)
+
+    async def update_watch(self) -> None:
+        """Write the wanted tables for the capture triggers, when they changed."""
+        async with self._watch_lock:
+            listener = self._listener
+            if listener is None or listener.is_closed():
+                return  # the next idle tick listens again and writes them
+            pid = listener.get_server_pid()
+            wanted = self.wanted_tables()
+            if wanted == self._watched and pid == self._watched_pid:
+                return
+            ordered = sorted(wanted)
+            async with self.ctx.pool.acquire() as conn, conn.transaction():
+                if self._watched_pid not in (None, pid):  # an earlier LISTEN connection
+                    await conn.execute(_WATCH_SQL, self._watched_pid, [], [])
+                await conn.execute(
+                    _WATCH_SQL, pid, [k[0] for k in ordered], [k[1] for k in ordered]
+                )
+            self._watched, self._watched_pid = wanted, pid
+            logger.debug("realtime.cdc.watching %s", ordered)
 
     async def dispatch(self, text: str) -> None:
         """Deliver one notification to every subscriber allowed to see it."""
+        if not any(True for _ in self.subscribers()):
+            await self.update_watch()  # the last subscriber left: stop the notifications
+            return
         try:
             change = parse_notification(text)
         except (ValueError, KeyError) as exc:
@@ -166,6 +238,8 @@ class ChangeFeed:
             ):
                 key = json.dumps(subscriber.claims, sort_keys=True, default=str)
                 groups.setdefault(key, []).append(subscriber)
+        if not groups:
+            await self.update_watch()  # nobody wants this table any more
         for members in groups.values():
             await self._deliver(change, members)
 
@@ -215,6 +289,11 @@ class ChangeFeed:
             sql = f"SELECT to_jsonb(r) FROM (SELECT {names} FROM {relation} t WHERE {where}) r"
             value = await conn.fetchval(sql, json.dumps(change.pk))
         return columns, json.loads(value) if value is not None else None
+
+
+def table_keys(bindings: Iterable[Binding]) -> set[TableKey]:
+    """The (schema, table) pairs the bindings watch; table "*" for a whole schema."""
+    return {(b.schema, b.table or "*") for b in bindings}
 
 
 def _binding_error(binding: Binding, published: dict[tuple[str, str], set[str]]) -> str | None:

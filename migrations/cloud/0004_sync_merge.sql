@@ -3,30 +3,22 @@
 -- column compares clocks by the rules R0-R7 of daemon/sync/merge.py, so a field takes the
 -- incoming value only where the incoming clock wins.
 
--- A uuid, or NULL for anything that is not one (never raises). plpgsql: cheaper per call than
--- a SQL function that cannot be inlined. pg_input_is_valid (PostgreSQL 16+) is ten times faster
--- than the regular expression older servers fall back to.
+-- A uuid, or NULL for anything that is not one (never raises). A one-expression SQL function,
+-- so PostgreSQL inlines it into the statements that call it (sync_push calls it several times
+-- per change). pg_input_is_valid (PostgreSQL 16+) is ten times faster than the regular
+-- expression older servers fall back to.
 DO $$
 BEGIN
     IF current_setting('server_version_num')::integer >= 160000 THEN
         CREATE OR REPLACE FUNCTION public.sync_uuid(txt text) RETURNS uuid
-        LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $f$
-        BEGIN
-            IF pg_input_is_valid(txt, 'uuid') THEN
-                RETURN txt::uuid;
-            END IF;
-            RETURN NULL;
-        END
+        LANGUAGE sql STABLE PARALLEL SAFE AS $f$
+            SELECT CASE WHEN pg_input_is_valid(txt, 'uuid') THEN txt::uuid END
         $f$;
     ELSE
         CREATE OR REPLACE FUNCTION public.sync_uuid(txt text) RETURNS uuid
-        LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $f$
-        BEGIN
-            IF txt ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$' THEN
-                RETURN txt::uuid;
-            END IF;
-            RETURN NULL;
-        END
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $f$
+            SELECT CASE WHEN txt ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$'
+                        THEN txt::uuid END
         $f$;
     END IF;
 END
@@ -186,9 +178,12 @@ $$;
 -- The statements that write a batch of accepted changes to `tbl`, as the CTEs
 --   src AS (...), upd AS (...), ins AS (...), written AS (...)
 -- to put after WITH. `source` is a query yielding (id uuid, ws uuid, known boolean,
--- fields jsonb, clocks jsonb, origin text) with distinct ids: rows that exist get an UPDATE,
--- new ones an INSERT ... ON CONFLICT DO UPDATE (for a row created concurrently). Both merge
--- field by field (sync_merge_sql); `written` holds the ids of the rows that changed.
+-- fields jsonb, clocks jsonb, origin text, hlc text: the greatest of `clocks`) with distinct
+-- ids: rows that exist get an UPDATE, new ones an INSERT ... ON CONFLICT DO UPDATE (for a row
+-- created concurrently). Both merge field by field (sync_merge_sql); `written` holds the ids
+-- of the rows that changed. `src` is not materialised: the UPDATE and the INSERT each read
+-- only their own rows of `source` (known or not), so each change's fields are converted to
+-- column values once, and not copied into a work table.
 CREATE OR REPLACE FUNCTION public.sync_write_sql(tbl text, source text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -218,9 +213,9 @@ BEGIN
         END IF;
     END LOOP;
     RETURN format(
-        ' src AS ('
+        ' src AS NOT MATERIALIZED ('
         ' SELECT s.known AS sync_known, s.fields AS sync_fields, s.id, s.clocks AS field_hlc,'
-        '        s.origin%2$s'
+        '        s.origin, s.hlc AS sync_hlc%2$s'
         ' FROM (%12$s) AS s'
         ' CROSS JOIN LATERAL jsonb_populate_record(NULL::public.%1$I, s.fields) AS r),'
         ' upd AS ('
@@ -230,9 +225,7 @@ BEGIN
         ' RETURNING t.id),'
         ' ins AS ('
         ' INSERT INTO public.%1$I AS t (%6$s, field_hlc, hlc, origin)'
-        ' SELECT %7$s, %8$s,'
-        ' (SELECT coalesce(max(c.value COLLATE "C"), '''') FROM jsonb_each_text(x.field_hlc) c),'
-        ' x.origin FROM src x WHERE NOT x.sync_known'
+        ' SELECT %7$s, %8$s, x.sync_hlc, x.origin FROM src x WHERE NOT x.sync_known'
         ' ON CONFLICT (id) DO UPDATE SET origin = EXCLUDED.origin%9$s, field_hlc = %10$s,'
         ' hlc = (SELECT coalesce(max(c.value COLLATE "C"), '''') FROM jsonb_each_text(%10$s) c)'
         ' WHERE %11$s'

@@ -63,36 +63,41 @@ $$;
 -- Classify the changes of one table (step 1). One row per change of `tbl` in `changes`
 -- (`allowed`: the table's data columns, `maps`: its JSON-map columns):
 -- reason '' = accepted; `known` = the row exists; `equal` = some incoming clock equals the
--- stored one (the change, or part of it, was applied before). Set-based and free of per-row
--- function calls (a SQL function with sub-queries is not inlined, and calling one per row costs
--- more than everything else here).
+-- stored one (the change, or part of it, was applied before); `hlc` = its greatest clock.
+-- Set-based and free of per-row calls of functions PostgreSQL cannot inline (a SQL function
+-- with sub-queries is not inlined, and calling one per row costs more than everything else
+-- here). Of the steps that carry the changes' JSON only `raw` is materialised: `checked` and
+-- `verdict` are computed once per change (OFFSET 0 keeps PostgreSQL from pulling them up and
+-- evaluating their CASEs once per use) without copying the JSON into a work table again.
 -- (dropped first: CREATE OR REPLACE cannot change the row type of an existing version)
 DROP FUNCTION IF EXISTS public.sync_push_classify(text, jsonb);
 DROP FUNCTION IF EXISTS public.sync_push_classify(text, jsonb, text[], text[]);
-CREATE OR REPLACE FUNCTION public.sync_push_classify(
+CREATE FUNCTION public.sync_push_classify(
     tbl text, changes jsonb, allowed text[], maps text[]
 )
 RETURNS TABLE (idx integer, id_text text, id uuid, reason text, detail text, known boolean,
-               equal boolean, ws uuid, fields jsonb, clocks jsonb, origin text)
+               equal boolean, ws uuid, fields jsonb, clocks jsonb, origin text, hlc text)
 LANGUAGE sql STABLE AS $$
     WITH ctx AS MATERIALIZED (
         SELECT allowed, maps,
                public.sync_caller_bypasses_rls() AS bypass,
                auth.uid() AS caller,
+               auth.uid()::text AS caller_text,
                -- the greatest wall time a clock may carry: the cloud's clock plus one hour
                lpad((floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint + 3600000)::text,
                     13, '0') AS max_wall
     ),
     raw AS MATERIALIZED (
-        SELECT e.ord::integer AS idx, e.c, e.c ->> 'id' AS id_text,
+        SELECT e.ord::integer AS idx, e.c ->> 'id' AS id_text,
                public.sync_uuid(e.c ->> 'id') AS id,
                public.sync_uuid(CASE WHEN tbl = 'workspaces'
                                      THEN coalesce(e.c ->> 'workspace_id', e.c ->> 'id')
                                      ELSE e.c ->> 'workspace_id' END) AS ws,
                CASE WHEN jsonb_typeof(e.c -> 'fields') = 'object' THEN e.c -> 'fields' END AS fields,
                CASE WHEN jsonb_typeof(e.c -> 'field_hlc') = 'object' THEN e.c -> 'field_hlc' END AS clocks,
+               e.c -> 'origin' AS origin,
                CASE WHEN tbl = 'messages'
-                    THEN public.sync_uuid(e.c -> 'fields' ->> 'conversation_id') END AS conv_id
+                    THEN public.sync_uuid(e.c #>> '{fields,conversation_id}') END AS conv_id
         FROM jsonb_array_elements(changes) WITH ORDINALITY AS e(c, ord)
         WHERE jsonb_typeof(e.c) = 'object' AND e.c ->> 'table' = tbl
     ),
@@ -106,36 +111,10 @@ LANGUAGE sql STABLE AS $$
         SELECT cv.id, cv.workspace_id FROM public.conversations cv
         WHERE tbl = 'messages' AND cv.id IN (SELECT r.conv_id FROM raw r)
     ),
-    -- every non-map field needs a clock ...
-    missing_clocks AS MATERIALIZED (
-        SELECT r.idx, min(k) AS key
-        FROM raw r CROSS JOIN ctx CROSS JOIN LATERAL jsonb_object_keys(r.fields - ctx.maps) k
-        WHERE NOT r.clocks ? k
-        GROUP BY r.idx
-    ),
-    -- ... well formed (2), for a field the change carries (3), and none may be more than an
-    -- hour ahead of the cloud (4, reported after the others)
-    bad_clocks AS MATERIALIZED (
-        SELECT DISTINCT ON (r.idx) r.idx, q.rank, e.key, e.value
-        FROM raw r
-        CROSS JOIN ctx
-        CROSS JOIN LATERAL jsonb_each_text(r.clocks) e
-        CROSS JOIN LATERAL (SELECT CASE
-                WHEN NOT public.sync_is_hlc(e.value) THEN 2
-                WHEN strpos(e.key, '.') > 0 THEN
-                    CASE WHEN split_part(e.key, '.', 1) = ANY (ctx.maps) THEN 4 ELSE 3 END
-                WHEN r.fields ? e.key OR e.key = ANY (ctx.maps) THEN 4
-                ELSE 3
-            END AS rank) q
-        WHERE NOT public.sync_is_hlc(e.value)
-           OR left(e.value, 13) COLLATE "C" > ctx.max_wall COLLATE "C"
-           OR (strpos(e.key, '.') > 0 AND NOT split_part(e.key, '.', 1) = ANY (ctx.maps))
-           OR (strpos(e.key, '.') = 0 AND NOT (r.fields ? e.key OR e.key = ANY (ctx.maps)))
-        ORDER BY r.idx, q.rank, e.key
-    ),
-    checked AS MATERIALIZED (
-        SELECT r.*, o.id IS NOT NULL AS known, o.visible, o.workspace_id AS owner_ws,
+    checked AS (
+        SELECT r.*, ck.hlc, o.id IS NOT NULL AS known, o.visible, o.workspace_id AS owner_ws,
                o.org_id AS owner_org, o.field_hlc AS stored_clocks, ctx.bypass, ctx.caller,
+               ctx.caller_text,
                cv.workspace_id AS conv_ws,
                CASE  -- the shape of the change
                    WHEN r.id IS NULL THEN 'invalid|id must be a uuid'
@@ -145,7 +124,7 @@ LANGUAGE sql STABLE AS $$
                    WHEN r.fields IS NULL THEN 'invalid|fields must be a JSON object'
                    WHEN r.clocks IS NULL THEN 'invalid|field_hlc must be a JSON object'
                    WHEN r.fields = '{}'::jsonb THEN 'invalid|the change has no fields'
-                   WHEN jsonb_typeof(coalesce(r.c -> 'origin', 'null'::jsonb)) NOT IN ('string', 'null')
+                   WHEN jsonb_typeof(coalesce(r.origin, 'null'::jsonb)) NOT IN ('string', 'null')
                        THEN 'invalid|origin must be a string'
                    WHEN (r.fields - ctx.allowed) <> '{}'::jsonb
                        THEN 'invalid|unknown field '
@@ -162,23 +141,62 @@ LANGUAGE sql STABLE AS $$
                            WHERE jsonb_typeof(coalesce(r.fields -> m, '{}'::jsonb))
                                  NOT IN ('object', 'null'))
                        THEN 'invalid|' || array_to_string(ctx.maps, ', ') || ' must be JSON objects'
-                   WHEN mc.key IS NOT NULL
-                       THEN format('invalid|field %s has no clock in field_hlc', mc.key)
-                   WHEN bc.rank = 2 THEN format('invalid|bad clock for %s', bc.key)
-                   WHEN bc.rank = 3
-                       THEN format('invalid|clock for %s, which the change does not carry', bc.key)
-                   WHEN bc.rank = 4
-                       THEN format('clock_skew|clock %s is more than an hour ahead of the cloud',
-                                   bc.value)
+                   -- every non-map field needs a clock
+                   WHEN (r.fields - ctx.maps - ck.keys) <> '{}'::jsonb
+                       THEN format('invalid|field %s has no clock in field_hlc', (
+                           SELECT min(k) FROM jsonb_object_keys(r.fields - ctx.maps - ck.keys) k))
+                   WHEN NOT (ck.shaped
+                             AND left(ck.hlc, 13) COLLATE "C" <= ctx.max_wall COLLATE "C"
+                             AND CASE WHEN ck.lo = ck.hlc THEN public.sync_is_hlc(ck.hlc)
+                                      ELSE NOT EXISTS (
+                                          SELECT 1 FROM jsonb_each_text(r.clocks) e
+                                          WHERE NOT public.sync_is_hlc(e.value)) END)
+                       THEN (
+                       SELECT CASE q.rank
+                           WHEN 2 THEN format('invalid|bad clock for %s', e.key)
+                           WHEN 3 THEN format(
+                               'invalid|clock for %s, which the change does not carry', e.key)
+                           ELSE format(
+                               'clock_skew|clock %s is more than an hour ahead of the cloud',
+                               e.value)
+                       END
+                       FROM jsonb_each_text(r.clocks) e
+                       CROSS JOIN LATERAL (SELECT CASE
+                               WHEN NOT coalesce(public.sync_is_hlc(e.value), false) THEN 2
+                               WHEN strpos(e.key, '.') > 0 THEN
+                                   CASE WHEN split_part(e.key, '.', 1) = ANY (ctx.maps)
+                                        THEN 4 ELSE 3 END
+                               WHEN r.fields ? e.key OR e.key = ANY (ctx.maps) THEN 4
+                               ELSE 3
+                           END AS rank) q
+                       WHERE q.rank < 4
+                          OR left(e.value, 13) COLLATE "C" > ctx.max_wall COLLATE "C"
+                       ORDER BY q.rank, e.key
+                       LIMIT 1)
                END AS problem
         FROM raw r
         CROSS JOIN ctx
+        -- One pass over the change's clocks: their keys, the least and the greatest, and
+        -- whether each one is for a field the change carries (3) and looks like a clock. The
+        -- rest of "well formed" (2: its digits) and "at most an hour ahead of the cloud" (4)
+        -- need only the greatest clock when all are equal (as they are when the fields were
+        -- written together). Which check failed, for which clock, is worked out only if one did.
+        CROSS JOIN LATERAL (
+            SELECT coalesce(array_agg(e.key), '{}') AS keys,
+                   coalesce(max(e.value COLLATE "C"), '') AS hlc,
+                   min(e.value COLLATE "C") AS lo,
+                   coalesce(bool_and(coalesce(
+                       e.value LIKE '_____________-______-_%' AND length(e.value) <= 200
+                       AND CASE WHEN strpos(e.key, '.') > 0
+                                THEN split_part(e.key, '.', 1) = ANY (ctx.maps)
+                                ELSE r.fields ? e.key OR e.key = ANY (ctx.maps) END,
+                       false)), true) AS shaped
+            FROM jsonb_each_text(r.clocks) e) ck
         LEFT JOIN owners o ON o.id = r.id
         LEFT JOIN convs cv ON cv.id = r.conv_id
-        LEFT JOIN missing_clocks mc ON mc.idx = r.idx
-        LEFT JOIN bad_clocks bc ON bc.idx = r.idx
+        OFFSET 0
     ),
-    verdict AS MATERIALIZED (
+    verdict AS (
         SELECT ch.*, CASE
             WHEN ch.problem IS NOT NULL THEN ch.problem
             WHEN ch.known AND NOT ch.visible THEN 'forbidden|the row belongs to another organisation'
@@ -196,12 +214,15 @@ LANGUAGE sql STABLE AS $$
                 THEN 'forbidden|not a member of the workspace''s organisation'
             WHEN NOT ch.bypass AND tbl = 'messages' AND ch.fields ? 'sender_user_id'
                  AND jsonb_typeof(ch.fields -> 'sender_user_id') <> 'null'
+                 -- (the caller's id as text, as devices send it: no uuid to parse)
+                 AND (ch.fields ->> 'sender_user_id') IS DISTINCT FROM ch.caller_text
                  AND public.sync_uuid(ch.fields ->> 'sender_user_id') IS DISTINCT FROM ch.caller
                 THEN 'forbidden|sender_user_id must be the caller or null'
             WHEN tbl = 'messages' AND NOT ch.known AND ch.conv_ws IS DISTINCT FROM ch.ws
                 THEN 'invalid|conversation_id is not a conversation of the workspace'
         END AS problem2
         FROM checked ch
+        OFFSET 0
     )
     SELECT v.idx, v.id_text, v.id,
            coalesce(split_part(v.problem2, '|', 1), ''),
@@ -209,7 +230,7 @@ LANGUAGE sql STABLE AS $$
            v.known,
            v.known AND EXISTS (
                SELECT 1 FROM jsonb_each_text(v.clocks) i WHERE v.stored_clocks ->> i.key = i.value),
-           v.ws, v.fields, v.clocks, v.c ->> 'origin'
+           v.ws, v.fields, v.clocks, v.origin #>> '{}', v.hlc
     FROM verdict v
 $$;
 
@@ -224,12 +245,12 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- One result per classified change: {id, table, status, reason?, detail?}. `written`: the
--- statement changed the row.
+-- statement changed the row. STABLE like the functions it calls, so PostgreSQL inlines it.
 CREATE OR REPLACE FUNCTION public.sync_push_result(
     tbl text, id_text text, reason text, detail text, known boolean, equal boolean,
     written boolean
 ) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN reason <> '' THEN jsonb_strip_nulls(jsonb_build_object(
             'id', id_text, 'table', tbl, 'status', 'rejected', 'reason', reason, 'detail', detail))
@@ -243,30 +264,30 @@ $$;
 -- batch's changes of that table, writes the accepted ones and builds the results in ONE
 -- statement. Generated here from the table's columns (re-run this file after adding a column)
 -- as plpgsql with static SQL, so each database session plans it once.
--- Returns [{i: <position in the batch>, r: <result>}]; raises if any write fails (sync_push
--- then takes the slow path for that table).
+-- Returns the changes' positions in the batch (ascending) and their results in that order;
+-- raises if any write fails (sync_push then takes the slow path for that table).
+-- (dropped first: earlier versions returned another type)
 DO $generate$
 DECLARE
     tbl text;
 BEGIN
+    DROP FUNCTION IF EXISTS public.sync_push_table(text, jsonb);
     FOREACH tbl IN ARRAY public.sync_tables() LOOP
+        EXECUTE format('DROP FUNCTION IF EXISTS public.%I(jsonb)', 'sync_push_' || tbl);
         EXECUTE format($f$
-CREATE OR REPLACE FUNCTION public.%1$I(changes jsonb) RETURNS jsonb
+CREATE FUNCTION public.%1$I(changes jsonb, OUT positions integer[], OUT answers jsonb)
 LANGUAGE plpgsql AS $body$
-DECLARE
-    results jsonb;
 BEGIN
     PERFORM set_config('syncd.in_push', 'on', true);
     WITH v AS MATERIALIZED (
         SELECT * FROM public.sync_push_classify(%2$L, changes, %4$L::text[], %5$L::text[])),
     %3$s
-    SELECT coalesce(jsonb_agg(jsonb_build_object('i', v.idx, 'r', public.sync_push_result(
-               %2$L, v.id_text, v.reason, v.detail, v.known, v.equal, w.id IS NOT NULL))
-               ORDER BY v.idx),
-           '[]'::jsonb)
-    INTO results
+    SELECT coalesce(array_agg(v.idx ORDER BY v.idx), '{}'),
+           coalesce(jsonb_agg(public.sync_push_result(
+               %2$L, v.id_text, v.reason, v.detail, v.known, v.equal, w.id IS NOT NULL)
+               ORDER BY v.idx), '[]'::jsonb)
+    INTO positions, answers
     FROM v LEFT JOIN written w ON w.id = v.id;
-    RETURN results;
 END
 $body$;
 REVOKE EXECUTE ON FUNCTION public.%1$I(jsonb) FROM PUBLIC, anon;
@@ -274,7 +295,7 @@ GRANT EXECUTE ON FUNCTION public.%1$I(jsonb) TO authenticated, service_role;
 $f$,
             'sync_push_' || tbl, tbl,
             public.sync_write_sql(tbl,
-                'SELECT v.id, v.ws, v.known, v.fields, v.clocks, v.origin FROM v'
+                'SELECT v.id, v.ws, v.known, v.fields, v.clocks, v.origin, v.hlc FROM v'
                 ' WHERE v.reason = '''''),
             (SELECT array_agg(c.col) FROM public.sync_columns(tbl) c),
             (SELECT coalesce(array_agg(c.col), '{}') FROM public.sync_columns(tbl) c
@@ -285,48 +306,58 @@ END
 $generate$;
 
 -- The fast path of one table.
-CREATE OR REPLACE FUNCTION public.sync_push_table(tbl text, changes jsonb) RETURNS jsonb
+CREATE FUNCTION public.sync_push_table(
+    tbl text, changes jsonb, OUT positions integer[], OUT answers jsonb
+)
 LANGUAGE plpgsql AS $$
 BEGIN
-    RETURN CASE tbl
-        WHEN 'workspaces' THEN public.sync_push_workspaces(changes)
-        WHEN 'conversations' THEN public.sync_push_conversations(changes)
-        WHEN 'messages' THEN public.sync_push_messages(changes)
-        WHEN 'tasks' THEN public.sync_push_tasks(changes)
-    END;
+    CASE tbl
+        WHEN 'workspaces' THEN
+            SELECT * INTO positions, answers FROM public.sync_push_workspaces(changes);
+        WHEN 'conversations' THEN
+            SELECT * INTO positions, answers FROM public.sync_push_conversations(changes);
+        WHEN 'messages' THEN
+            SELECT * INTO positions, answers FROM public.sync_push_messages(changes);
+        WHEN 'tasks' THEN
+            SELECT * INTO positions, answers FROM public.sync_push_tasks(changes);
+    END CASE;
 END
 $$;
 
 -- The slow path (step 3) for one table: its changes one by one, in batch order, each through
 -- the fast path in its own subtransaction; a change that raises a data error is rejected, the
 -- others go on. Also the path for a batch holding several changes of one row (each then sees
--- the one before). Returns [{i: <position in the batch>, r: <result>}].
-CREATE OR REPLACE FUNCTION public.sync_push_slow(tbl text, changes jsonb) RETURNS jsonb
+-- the one before). Returns positions and results as the fast path does.
+DROP FUNCTION IF EXISTS public.sync_push_slow(text, jsonb);
+CREATE FUNCTION public.sync_push_slow(
+    tbl text, changes jsonb, OUT positions integer[], OUT answers jsonb
+)
 LANGUAGE plpgsql AS $$
 DECLARE
     c record;
     reason text;
-    results jsonb := '[]'::jsonb;
+    answer jsonb;
 BEGIN
+    positions := '{}';
+    answers := '[]'::jsonb;
     FOR c IN
         SELECT e.c, e.ord FROM jsonb_array_elements(changes) WITH ORDINALITY AS e(c, ord)
         WHERE jsonb_typeof(e.c) = 'object' AND e.c ->> 'table' = tbl
         ORDER BY e.ord
     LOOP
         BEGIN
-            results := results || jsonb_build_array(jsonb_build_object(
-                'i', c.ord, 'r', public.sync_push_table(tbl, jsonb_build_array(c.c)) -> 0 -> 'r'));
+            answer := (public.sync_push_table(tbl, jsonb_build_array(c.c))).answers -> 0;
         EXCEPTION WHEN OTHERS THEN
             reason := public.sync_error_reason(SQLSTATE);
             IF reason IS NULL THEN
                 RAISE;
             END IF;
-            results := results || jsonb_build_array(jsonb_build_object('i', c.ord, 'r',
-                jsonb_build_object('id', c.c ->> 'id', 'table', tbl, 'status', 'rejected',
-                                   'reason', reason, 'detail', SQLERRM)));
+            answer := jsonb_build_object('id', c.c ->> 'id', 'table', tbl, 'status', 'rejected',
+                                         'reason', reason, 'detail', SQLERRM);
         END;
+        positions := positions || c.ord::integer;
+        answers := answers || jsonb_build_array(answer);
     END LOOP;
-    RETURN results;
 END
 $$;
 
@@ -336,8 +367,10 @@ DECLARE
     tbl text;
     present text[];
     repeated text[];
-    part jsonb;
-    results jsonb;
+    part record;
+    positions integer[];
+    answers jsonb;
+    parts integer;
 BEGIN
     IF changes IS NULL OR jsonb_typeof(changes) <> 'array' THEN
         RAISE EXCEPTION 'sync_push: changes must be a JSON array'
@@ -346,24 +379,29 @@ BEGIN
     PERFORM set_config('syncd.in_push', 'on', true);
 
     -- The synced tables the batch touches, those with several changes of one row, and the
-    -- elements that are no change of a synced table.
+    -- elements that are no change of a synced table (rejected here).
     WITH e AS MATERIALIZED (
-        SELECT x.c ->> 'table' AS tbl, x.c ->> 'id' AS id, x.c, x.ord,
+        SELECT x.c ->> 'table' AS tbl, x.c ->> 'id' AS id, x.ord::integer AS ord,
+               jsonb_typeof(x.c) = 'object' AS is_object,
                jsonb_typeof(x.c) = 'object'
                AND coalesce(x.c ->> 'table' = ANY (public.sync_tables()), false) AS synced
         FROM jsonb_array_elements(changes) WITH ORDINALITY AS x(c, ord)
+    ),
+    t AS MATERIALIZED (
+        SELECT g.tbl, bool_or(g.n > 1) AS repeats
+        FROM (SELECT e.tbl, e.id, count(*) AS n FROM e WHERE e.synced GROUP BY e.tbl, e.id) g
+        GROUP BY g.tbl
     )
-    SELECT (SELECT coalesce(array_agg(g.tbl), '{}') FROM (
-                SELECT e.tbl FROM e WHERE e.synced GROUP BY e.tbl) g),
-           (SELECT coalesce(array_agg(g.tbl), '{}') FROM (
-                SELECT e.tbl FROM e WHERE e.synced GROUP BY e.tbl
-                HAVING count(*) <> count(DISTINCT e.id)) g),
-           (SELECT coalesce(jsonb_agg(jsonb_build_object('i', e.ord, 'r', jsonb_strip_nulls(
-                jsonb_build_object('id', e.id, 'table', e.tbl, 'status', 'rejected',
-                    'reason', CASE WHEN jsonb_typeof(e.c) = 'object' THEN 'unknown_table'
-                                   ELSE 'invalid' END)))), '[]'::jsonb)
+    SELECT (SELECT coalesce(array_agg(t.tbl), '{}') FROM t),
+           (SELECT coalesce(array_agg(t.tbl) FILTER (WHERE t.repeats), '{}') FROM t),
+           (SELECT coalesce(array_agg(e.ord ORDER BY e.ord), '{}') FROM e WHERE NOT e.synced),
+           (SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                'id', e.id, 'table', e.tbl, 'status', 'rejected',
+                'reason', CASE WHEN e.is_object THEN 'unknown_table' ELSE 'invalid' END))
+                ORDER BY e.ord), '[]'::jsonb)
             FROM e WHERE NOT e.synced)
-    INTO present, repeated, results;
+    INTO present, repeated, positions, answers;
+    parts := CASE WHEN cardinality(positions) > 0 THEN 1 ELSE 0 END;
 
     -- Table by table, in this order, so a batch may create a workspace and then its rows.
     FOREACH tbl IN ARRAY public.sync_tables() LOOP
@@ -380,12 +418,18 @@ BEGIN
                 part := public.sync_push_slow(tbl, changes);
             END;
         END IF;
-        results := results || part;
+        positions := positions || part.positions;
+        answers := answers || part.answers;
+        parts := parts + 1;
     END LOOP;
 
     PERFORM set_config('syncd.in_push', 'off', true);
-    RETURN (SELECT coalesce(jsonb_agg(x -> 'r' ORDER BY (x ->> 'i')::integer), '[]'::jsonb)
-            FROM jsonb_array_elements(results) x);
+    IF parts <= 1 THEN
+        RETURN answers;  -- one part: already in batch order
+    END IF;
+    RETURN (SELECT jsonb_agg(a.r ORDER BY p.pos)
+            FROM unnest(positions) WITH ORDINALITY AS p(pos, n)
+            JOIN jsonb_array_elements(answers) WITH ORDINALITY AS a(r, n) ON a.n = p.n);
 END
 $$;
 

@@ -56,10 +56,14 @@ async def test_apply_twice_on_a_fresh_database(fresh_database_url: str) -> None:
         assert roles["authenticator"]["rolcanlogin"] and not roles["authenticator"]["rolinherit"]
         for role in ("anon", "authenticated", "service_role"):
             assert await conn.fetchval("SELECT pg_has_role('authenticator', $1, 'MEMBER')", role)
-        triggers = await conn.fetchval(
-            "SELECT count(*) FROM pg_trigger WHERE tgname = 'sync_row_stamp' AND NOT tgisinternal"
+        triggers = await conn.fetch(
+            "SELECT tgname, count(*) AS n FROM pg_trigger"
+            " WHERE tgname LIKE 'sync\\_row\\_stamp%' AND NOT tgisinternal GROUP BY tgname"
         )
-        assert triggers == len(SYNCED)
+        assert {t["tgname"]: t["n"] for t in triggers} == {
+            "sync_row_stamp": len(SYNCED),
+            "sync_row_stamp_insert": len(SYNCED),
+        }
     finally:
         await conn.close()
 

@@ -360,3 +360,54 @@ async def test_several_changes_of_one_row_in_one_batch(cloud: Cloud, team: dict[
     ]
     row = await cloud.row("tasks", task)
     assert row is not None and row["status"] == "b"
+
+
+@pytest.mark.parametrize(
+    ("fields", "clocks", "status", "detail"),
+    [
+        # all clocks equal (checked once) or all different (each checked): fine
+        ({"kind": "k", "priority": 1}, "same", "applied", None),
+        ({"kind": "k", "priority": 1}, {"kind": 1, "priority": 2}, "applied", None),
+        ({"kind": "k", "priority": 1}, {"kind": 1}, "invalid", "field priority has no clock"),
+        ({"kind": "k"}, {"kind": None}, "invalid", "bad clock for kind"),
+        ({"kind": "k"}, {"kind": "17637000000x0-000001-dev1"}, "invalid", "bad clock for kind"),
+        # one bad clock among different ones
+        ({"kind": "k", "priority": 1}, {"kind": 1, "priority": "x" * 30}, "invalid", "priority"),
+        ({"kind": "k", "priority": 1}, {"kind": 1, "priority": "future"}, "clock_skew", "ahead"),
+        ({"kind": "k"}, {"kind": 1, "status": 1}, "invalid", "clock for status, which the"),
+        ({"kind": "k"}, {"kind": 1, "progress.a": 1}, "applied", None),  # a key of a map field
+        ({"kind": "k"}, {"kind": 1, "priority.a": 1}, "invalid", "clock for priority.a"),
+        # the malformed clock is reported before the skewed one
+        ({"kind": "k", "priority": 1}, {"kind": "future", "priority": "p"}, "invalid", "bad clock"),
+    ],
+)
+async def test_every_clock_is_checked(
+    cloud: Cloud,
+    team: dict[str, Any],
+    fields: dict[str, Any],
+    clocks: str | dict[str, Any],
+    status: str,
+    detail: str | None,
+) -> None:
+    ws, _ = await new_workspace(cloud, team)
+    future = hlc(now_ms() + 2 * 3600_000)
+
+    def resolve(value: Any) -> Any:  # n: a distinct well-formed clock; "future": skewed
+        if isinstance(value, int):
+            return cloud.clock(30 + value)
+        return future if value == "future" else value
+
+    if isinstance(clocks, dict):
+        field_hlc = {k: resolve(v) for k, v in clocks.items()}
+    else:
+        field_hlc = dict.fromkeys(fields, cloud.clock(30))
+    task = new_id()
+    [result] = await cloud.push(team["alice"], [change("tasks", task, ws, fields, field_hlc)])
+    if status == "applied":
+        assert result["status"] == "applied", result
+        row = await cloud.row("tasks", task)
+        assert row is not None and row["hlc"] == max(field_hlc.values())
+    else:
+        assert (result["status"], result["reason"]) == ("rejected", status), result
+        assert detail is not None and detail in result["detail"], result
+        assert await cloud.row("tasks", task) is None
