@@ -175,6 +175,14 @@ BEGIN
 END
 $$;
 
+-- The device part of a clock ("<13-digit ms>-<6-digit counter>-<device>"), NULL for a non-clock.
+-- A row's origin is the device of its newest field clock, so every replica (daemons and the cloud)
+-- derives the same origin from the same clocks, whoever pushed last.
+CREATE OR REPLACE FUNCTION public.sync_clock_device(h text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN public.sync_is_hlc(h) THEN substr(h, 22) END
+$$;
+
 -- The statements that write a batch of accepted changes to `tbl`, as the CTEs
 --   src AS (...), upd AS (...), ins AS (...), written AS (...)
 -- to put after WITH. `source` is a query yielding (id uuid, ws uuid, known boolean,
@@ -219,14 +227,19 @@ BEGIN
         ' FROM (%12$s) AS s'
         ' CROSS JOIN LATERAL jsonb_populate_record(NULL::public.%1$I, s.fields) AS r),'
         ' upd AS ('
-        ' UPDATE public.%1$I AS t SET origin = x.origin%3$s, field_hlc = %4$s,'
+        ' UPDATE public.%1$I AS t SET origin = coalesce(public.sync_clock_device('
+        '(SELECT coalesce(max(c.value COLLATE "C"), '''') FROM jsonb_each_text(%4$s) c)),'
+        ' x.origin)%3$s, field_hlc = %4$s,'
         ' hlc = (SELECT coalesce(max(c.value COLLATE "C"), '''') FROM jsonb_each_text(%4$s) c)'
         ' FROM src x WHERE x.sync_known AND t.id = x.id AND (%5$s)'
         ' RETURNING t.id),'
         ' ins AS ('
         ' INSERT INTO public.%1$I AS t (%6$s, field_hlc, hlc, origin)'
-        ' SELECT %7$s, %8$s, x.sync_hlc, x.origin FROM src x WHERE NOT x.sync_known'
-        ' ON CONFLICT (id) DO UPDATE SET origin = EXCLUDED.origin%9$s, field_hlc = %10$s,'
+        ' SELECT %7$s, %8$s, x.sync_hlc, coalesce(public.sync_clock_device(x.sync_hlc), x.origin)'
+        ' FROM src x WHERE NOT x.sync_known'
+        ' ON CONFLICT (id) DO UPDATE SET origin = coalesce(public.sync_clock_device('
+        '(SELECT coalesce(max(c.value COLLATE "C"), '''') FROM jsonb_each_text(%10$s) c)),'
+        ' EXCLUDED.origin)%9$s, field_hlc = %10$s,'
         ' hlc = (SELECT coalesce(max(c.value COLLATE "C"), '''') FROM jsonb_each_text(%10$s) c)'
         ' WHERE %11$s'
         ' RETURNING t.id),'

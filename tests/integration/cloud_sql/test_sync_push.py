@@ -74,7 +74,7 @@ async def test_fields_merge_by_clock(cloud: Cloud, team: dict[str, Any]) -> None
     assert (row["name"], row["is_archived"]) == ("from laptop", True)
     assert row["field_hlc"]["name"] == cloud.clock(5, "laptop")
     assert row["hlc"] == cloud.clock(5, "laptop")
-    assert row["origin"] == "phone"  # the last change applied
+    assert row["origin"] == "laptop"  # the device of the newest clock, not the last pusher
 
 
 async def test_a_batch_sent_twice_changes_nothing(cloud: Cloud, team: dict[str, Any]) -> None:
