@@ -10,6 +10,8 @@ echo server) runs in this process; the clients run in a child process, as editor
   inserting one row plus one outbox entry (WAL, synchronous=NORMAL).
   Budget: p50 <= 2 x (echo p50 + transaction p50) and p99 <= 1 ms.
 - concurrent: 50 clients each sending messages one after the other. Budget: >= 15k writes/s.
+- pipelined: ONE client keeping 64 ``message.send`` requests in flight (the local API runs a
+  connection's requests concurrently, so they are group-committed); writes/s (no budget).
 - fanout: 200 subscribed clients; the daemon commits messages; deliveries/s until every
   client has every event. Budget: >= 40k deliveries/s.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sqlite3
 import statistics
@@ -139,8 +142,31 @@ async def client_fanout(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"done": max(last)}
 
 
+async def client_pipelined(cfg: dict[str, Any]) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {cfg['token']}"}
+    total, window = cfg["writes"], cfg["window"]
+    async with connect(cfg["url"], additional_headers=headers, compression=None) as ws:
+        start = time.perf_counter()
+        for i in range(min(window, total)):
+            await ws.send(send_frame(cfg["conv_id"], i), text=True)
+        sent = min(window, total)
+        for _ in range(total):
+            reply = orjson.loads(await ws.recv(decode=False))
+            assert "result" in reply, reply
+            if sent < total:
+                await ws.send(send_frame(cfg["conv_id"], sent), text=True)
+                sent += 1
+        elapsed = time.perf_counter() - start
+    return {"elapsed": elapsed, "writes": total, "window": window}
+
+
 def child_main(mode: str, cfg: dict[str, Any]) -> None:
-    run = {"write": client_write, "concurrent": client_concurrent, "fanout": client_fanout}[mode]
+    run = {
+        "write": client_write,
+        "concurrent": client_concurrent,
+        "pipelined": client_pipelined,
+        "fanout": client_fanout,
+    }[mode]
     print(json.dumps(asyncio.run(run(cfg))), flush=True)
 
 
@@ -271,12 +297,14 @@ async def main(quick: bool) -> dict[str, Any]:
             )
             raw = raw_transactions(data / "raw.db", n)
             write["store"] = await store_direct(store, conv["id"], n)
-            cpu_before = resource.getrusage(resource.RUSAGE_SELF)
             cpu_before = server_cpu()
             concurrent = await run_child(
                 "concurrent", {**base, "clients": 50, "per_client": int(200 * scale)}
             )
             concurrent["server_cpu_s"] = server_cpu() - cpu_before
+            pipelined = await run_child(
+                "pipelined", {**base, "writes": int(10_000 * scale), "window": 64}
+            )
             fan = await fanout(
                 server, store, conv["id"], {**base, "clients": 200, "events": int(500 * scale)}
             )
@@ -285,7 +313,13 @@ async def main(quick: bool) -> dict[str, Any]:
             await echo.wait_closed()
             await server.stop()
             await store.close()
-    return report(write, raw, concurrent, fan)
+    result = report(write, raw, concurrent, fan)
+    result["pipelined_1_client"] = {
+        "window": pipelined["window"],
+        "writes": pipelined["writes"],
+        "writes_per_s": round(pipelined["writes"] / pipelined["elapsed"]),
+    }
+    return result
 
 
 def report(
@@ -334,4 +368,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fifth of the work (smoke run)")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.quick)), indent=2))
+    load_before = os.getloadavg()
+    figures = asyncio.run(main(args.quick))
+    figures["load_average_1m"] = {"before": load_before[0], "after": os.getloadavg()[0]}
+    print(json.dumps(figures, indent=2))

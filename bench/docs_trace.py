@@ -12,9 +12,9 @@ process; the editor runs in a child process, as an editor would. The editor repl
 into its own pycrdt Doc, one transaction per edit (pycrdt is quadratic when many edits share one
 transaction), keeping each edit's update as encoded once by the transaction; then it sends every
 update as one ``doc.update`` over K real WebSocket connections (edit i on connection i mod K),
-pipelined with at most W requests in flight in total. The local API answers the requests of one
-connection one after the other, so it is the K connections that let group commit batch updates
-(and deliver them slightly out of order, which the daemon must absorb). The daemon answers a
+pipelined with at most W requests in flight in total. The local API runs a connection's requests
+concurrently, so pipelined updates are group-committed together (and may land slightly out of
+order, which the daemon must absorb). The daemon answers a
 request once its update is committed; compaction runs as configured (``--compact-every``).
 Figures:
 

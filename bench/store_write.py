@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import statistics
 import tempfile
@@ -155,6 +156,7 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=3000)
     parser.add_argument("--writers", type=int, default=50)
     args = parser.parse_args()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         raw = bench_raw(Path(tmp) / "raw.db", args.writes)
         store = asyncio.run(bench_store(Path(tmp) / "store.db", args.writes, args.writers))
@@ -170,6 +172,7 @@ def main() -> None:
                 store["concurrent"]["writes_per_s"] / raw["writes_per_s"], 2
             ),
         },
+        "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]},
         "budgets": {
             "sequential_p50_within_3x_raw": store["sequential"]["p50_us"] <= 3 * raw["p50_us"],
             "concurrent_at_least_15k_per_s": store["concurrent"]["writes_per_s"] >= 15_000,

@@ -7,6 +7,7 @@ never sent to the client).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -28,6 +29,9 @@ from ui_bridge.methods.spec import MethodTable, bind_params
 __all__ = ["Dispatcher", "map_error"]
 
 logger = logging.getLogger(__name__)
+
+#: Items of one batch frame handled at once (a batch of writes shares transactions).
+BATCH_WINDOW = 64
 
 
 def map_error(exc: Exception) -> RpcError | None:
@@ -73,7 +77,12 @@ def _cloud_error(exc: CloudError) -> RpcError:
 
 
 class Dispatcher:
-    """Runs the requests of a frame against a method table, one after the other, in order."""
+    """Runs the requests of a frame against a method table.
+
+    The items of a batch run concurrently (``BATCH_WINDOW`` at a time, started in order), and
+    the batch is answered as one array once they are all done; JSON-RPC lets a server process a
+    batch in any order, and the client matches replies by ``id``.
+    """
 
     def __init__(self, table: MethodTable) -> None:
         self.table = table
@@ -81,14 +90,16 @@ class Dispatcher:
     async def handle_frame(self, data: bytes | str, ctx: Any, conn_id: str = "-") -> bytes | None:
         """The reply to one frame; ``None`` when nothing must be sent (notifications only)."""
         frame = parse_frame(data)
+        items = frame.items
         if not frame.is_batch:
-            return await self.handle_item(frame.items[0], ctx, conn_id)
-        replies = []
-        for item in frame.items:
-            reply = await self.handle_item(item, ctx, conn_id)
-            if reply is not None:
-                replies.append(reply)
-        return join_batch(replies)
+            return await self.handle_item(items[0], ctx, conn_id)
+        replies: list[bytes | None] = []
+        for start in range(0, len(items), BATCH_WINDOW):
+            window = items[start : start + BATCH_WINDOW]
+            replies.extend(
+                await asyncio.gather(*(self.handle_item(item, ctx, conn_id) for item in window))
+            )
+        return join_batch([reply for reply in replies if reply is not None])
 
     async def handle_item(
         self, item: Request | ErrorReply, ctx: Any, conn_id: str = "-"

@@ -1,14 +1,24 @@
-"""One WebSocket connection: read frames, dispatch them in order, write replies and events.
+"""One WebSocket connection: read frames, dispatch them concurrently, write replies and events.
 
-Incoming frames are handled one after the other (a client sees its calls answered in order,
-and no task is created per message). Everything outgoing goes through the connection's bounded
-``Outbox``; a single writer task drains it. When a client stops reading, its outbox fills up and
-the connection is closed (1008) — the publisher never waits for it.
+Each incoming frame runs as its own task, at most ``MAX_IN_FLIGHT`` per connection (past that
+the connection stops reading, so TCP pushes back on the client), and its reply is sent as soon as
+it is ready. So a client that pipelines requests gets its writes group-committed together, and
+replies may come back in another order than the requests: JSON-RPC matches them by ``id``. The
+order in which one connection's writes commit is NOT promised either; a client that needs one
+write to follow another waits for the first reply. A batch frame is answered as one array once
+all its items are done (``Dispatcher.handle_frame``).
+
+Everything outgoing goes through the connection's bounded ``Outbox``; a single writer task drains
+it. When a client stops reading, its outbox fills up and the connection is closed (1008) — the
+publisher never waits for it. ``subscribe`` with ``since`` starts its replay once its reply has
+been queued, so the reply comes before the replayed events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import secrets
 from collections import deque
@@ -35,8 +45,16 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 256
 MAX_SUBSCRIPTIONS = 256
+MAX_IN_FLIGHT = 128  # requests (frames) of one connection being handled at once
 CLOSE_TIMEOUT = 1.0
+DRAIN_TIMEOUT = 1.0  # a closed connection's requests still running get this long, then cancelled
 DIRECT_WRITE_LIMIT = 1 << 16
+
+AfterReply = Callable[[], Coroutine[Any, Any, None]]
+#: What the request being handled starts once its reply is queued (set per request task).
+_after_reply: contextvars.ContextVar[list[AfterReply] | None] = contextvars.ContextVar(
+    "after_reply", default=None
+)
 
 
 class Outbox:
@@ -121,8 +139,10 @@ class Session:
         self.services = services
         self.outbox = Outbox(services.send_queue_size, self._overflowed)
         self.subscriptions: dict[str, Subscription] = {}
-        self._after_reply: list[Callable[[], Coroutine[Any, Any, None]]] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # replays and drops
+        self._requests: set[asyncio.Task[None]] = set()
+        self._room: asyncio.Future[None] | None = None  # the reader waits for a request slot
+        self._wrote_this_turn = False
 
     # CallContext
 
@@ -140,7 +160,11 @@ class Session:
         else:
             await hub.add_replaying(sub, since)
             seq = since
-            self._after_reply.append(lambda: self._catch_up(sub))
+            hooks = _after_reply.get()
+            if hooks is not None:
+                hooks.append(lambda: self._catch_up(sub))
+            else:  # not called from a request (no reply to wait for)
+                self._spawn(self._catch_up(sub), "replay")
         self.subscriptions[sub.id] = sub
         return {"subscription": sub.id, "seq": seq}
 
@@ -161,42 +185,73 @@ class Session:
     async def run(self) -> None:
         """Serve the connection until it closes."""
         writer = asyncio.create_task(self._write_loop(), name=f"bridge-writer-{self.id}")
-        dispatcher = self.services.dispatcher
         try:
             async for message in self.ws:
-                reply = await dispatcher.handle_frame(message, self, self.id)
-                if reply is not None:
-                    self._send_reply(reply)
-                if self._after_reply:
-                    self._start_after_reply()
+                if len(self._requests) >= MAX_IN_FLIGHT:
+                    await self._wait_for_request_slot()
+                task = asyncio.create_task(self._handle(message))
+                self._requests.add(task)
+                task.add_done_callback(self._request_done)
         except ConnectionClosed:
             pass
         finally:
             await self._cleanup(writer)
 
+    async def _handle(self, message: bytes | str) -> None:
+        """One frame: dispatch it, send its reply, then start what it asked to follow the reply."""
+        hooks: list[AfterReply] = []
+        _after_reply.set(hooks)  # this task's own context
+        try:
+            reply = await self.services.dispatcher.handle_frame(message, self, self.id)
+        except Exception:  # the dispatcher answers every error itself: this is a bug
+            logger.exception("request.failed conn=%s", self.id)
+            return
+        if reply is not None:
+            self._send_reply(reply)
+        for start in hooks:
+            self._spawn(start(), "replay")
+
+    def _request_done(self, task: asyncio.Task[None]) -> None:
+        self._requests.discard(task)
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
+
+    async def _wait_for_request_slot(self) -> None:
+        while len(self._requests) >= MAX_IN_FLIGHT:
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
+        self._room = None
+
     def _send_reply(self, frame: bytes) -> None:
         """Write at once when nothing is queued and the socket keeps up; else queue it.
 
         Saves the writer task's wake-up (one event-loop turn) on the request/reply hot path
-        without reordering anything: the outbox is empty and its writer is idle.
+        without reordering anything: the outbox is empty and its writer is idle. Only the first
+        reply of a loop turn goes out directly: the others queue up, and the writer sends them
+        together with one system call (a pipelining client's replies finish in bursts).
         """
         ws = self.ws
         if (
-            self.outbox.is_idle()
+            not self._wrote_this_turn
+            and self.outbox.is_idle()
             and ws.protocol.state is State.OPEN
             and ws.transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT
         ):
             ws.protocol.send_text(frame)
             ws.send_data()
+            self._wrote_this_turn = True
+            asyncio.get_running_loop().call_soon(self._new_turn)
         else:
             self.outbox.push(frame)
 
-    def _start_after_reply(self) -> None:
-        for start in self._after_reply:
-            task = asyncio.create_task(start(), name=f"bridge-replay-{self.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        self._after_reply.clear()
+    def _new_turn(self) -> None:
+        self._wrote_this_turn = False
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.create_task(coro, name=f"bridge-{what}-{self.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _catch_up(self, sub: Subscription) -> None:
         try:
@@ -215,10 +270,11 @@ class Session:
                 await outbox.wait_for_frames()
                 if outbox.closed:
                     return
-                # One flow-control check for a run of frames rather than one per frame.
+                # One flow-control check and one write for a run of frames, not one per frame.
                 async with ws.send_context():
                     for _ in range(min(len(frames), MAX_BATCH)):
                         ws.protocol.send_text(frames.popleft())
+                    _write_at_once(ws)
                 outbox.taken()
         except ConnectionClosed:
             outbox.close()
@@ -238,14 +294,18 @@ class Session:
 
     def _overflowed(self) -> None:
         logger.warning("conn.dropped conn=%s reason=outgoing-queue-full", self.id)
-        task = asyncio.create_task(
-            self.close(1008, "outgoing queue full: client too slow"),
-            name=f"bridge-drop-{self.id}",
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self.close(1008, "outgoing queue full: client too slow"), "drop")
 
     async def _cleanup(self, writer: asyncio.Task[None]) -> None:
+        """Let the requests still running finish (briefly; their replies go nowhere), then stop
+        everything. Writes already handed to the store commit whatever happens here."""
+        if self._requests:
+            _, late = await asyncio.wait(self._requests, timeout=DRAIN_TIMEOUT)
+            for task in late:
+                task.cancel()
+            if late:
+                logger.info("conn.requests.cancelled conn=%s count=%d", self.id, len(late))
+                await asyncio.wait(late)
         for sub_id in list(self.subscriptions):
             self.unsubscribe(sub_id)
         self.outbox.close()
@@ -253,6 +313,29 @@ class Session:
             if not task.done() and task is not asyncio.current_task():
                 task.cancel()
         await asyncio.gather(writer, *self._tasks, return_exceptions=True)
+
+
+def _write_at_once(ws: ServerConnection) -> None:
+    """Hand the protocol's pending output to the transport as ONE write.
+
+    ``ws.send_data()`` writes each frame on its own, and each write on an idle transport is a
+    ``send`` system call (one GIL release and re-acquisition while the store's thread may be
+    busy). An end-of-stream marker (empty chunk) never comes while the connection is open; if
+    one does, it is handled as ``send_data`` does (half-close, else close).
+    """
+    chunks = ws.protocol.data_to_send()
+    if all(chunks):
+        if chunks:
+            ws.transport.write(b"".join(chunks))
+        return
+    for chunk in chunks:  # pragma: no cover - defensive, see above
+        if chunk:
+            ws.transport.write(chunk)
+        elif ws.transport.can_write_eof():
+            with contextlib.suppress(OSError, RuntimeError):
+                ws.transport.write_eof()
+        else:
+            ws.transport.close()
 
 
 def _subscription_error(sub_id: str) -> bytes:

@@ -5,17 +5,20 @@ Two aiosqlite connections to one WAL database: the writer's (all writes, seriali
 call into a connection is one thread hop, so a transaction or a query is always run as ONE
 function in the connection's thread (``run_in_thread``), never statement by statement.
 
-Group commit: ``Writer.submit`` queues a mutation; a single writer task takes everything queued
-and runs it as one transaction. A lone write is taken at once; writes arriving while a batch
-commits form the next batch. Commit listeners run on the event loop right after the commit and
-before any writer's ``await`` returns (the futures are resolved after the listeners ran).
+Group commit: ``Writer.submit`` queues a mutation; the writer's connection thread takes
+everything queued as one transaction, and takes what queued meanwhile as soon as it committed
+(one hop there, one back; no writer task). Commit listeners run on the event loop right after
+the commit and before any writer's ``await`` returns (the futures are resolved after the
+listeners ran).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +34,11 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Listener = Callable[[Sequence[ChangeEvent]], None]
+Pending = tuple[WriteOp, "asyncio.Future[Any]"]
 MAX_BATCH = 1000
+CHECKPOINT_EVERY = 64  # committed batches between two background checkpoints
+WAL_BACKSTOP_PAGES = 4096  # the writer checkpoints itself only past this (16 MiB of WAL)
+CHECKPOINT_BUSY_S = 1.0
 
 
 async def connect(
@@ -84,36 +91,130 @@ async def run_in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args:
     return result
 
 
+class Checkpointer:
+    """Keeps the WAL short without stalling commits.
+
+    SQLite's auto-checkpoint runs inside the COMMIT that crosses its threshold (1000 pages by
+    default) and syncs the files: a stall of several milliseconds for one write in a hundred
+    or so, which was the whole of a write's p99. Here checkpoints are PASSIVE (they copy what
+    they can without waiting for readers or writers, so commits go on meanwhile) and run on a
+    connection of their own in the default executor, never in the writer's thread.
+
+    Under a steady stream of commits a PASSIVE checkpoint never catches up with the very last
+    frames, so SQLite never starts the WAL over; the writer's own auto-checkpoint, raised to
+    ``WAL_BACKSTOP_PAGES``, does that (it only has to copy the few frames not yet copied here,
+    plus the syncs): one short stall per ~16 MiB of WAL instead of one per 4 MiB with all the
+    copying, and a WAL that stays bounded.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._db: sqlite3.Connection | None = None
+        self._running: asyncio.Future[None] | None = None
+        self._closed = False
+        self.checkpoints = 0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Start a checkpoint unless one is running; ``True`` if it started."""
+        if self._running is not None or self._closed:
+            return False
+        try:
+            self._running = loop.run_in_executor(None, self._checkpoint)
+        except RuntimeError:  # the executor is shut down: the loop is ending
+            return False
+        self._running.add_done_callback(self._finished)
+        return True
+
+    async def close(self) -> None:
+        """Wait for a running checkpoint, then close the connection."""
+        self._closed = True
+        if self._running is not None:
+            await asyncio.wait([self._running])
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _checkpoint(self) -> None:  # in an executor thread, one at a time
+        if self._db is None:
+            self._db = sqlite3.connect(
+                self._path, timeout=CHECKPOINT_BUSY_S, isolation_level=None, check_same_thread=False
+            )
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    def _finished(self, future: asyncio.Future[None]) -> None:
+        self._running = None
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            logger.warning("store.checkpoint.failed error=%s", error)
+        else:
+            self.checkpoints += 1
+
+
 class Writer:
-    """Serialises every write of the store through one task and one connection."""
+    """Serialises every write of the store through one connection, one batch at a time.
+
+    No task runs the writer, and the event loop never hands batches over one by one: ``submit``
+    appends the write to ``_pending`` and, if the connection's thread is not already draining
+    it, queues one ``_drain`` job there. ``_drain`` takes everything pending (at most
+    MAX_BATCH), runs it as one transaction, reports the outcome to the loop with
+    ``call_soon_threadsafe``, and queues itself again if more is pending.
+    So the thread starts the next batch as soon as a commit is done, without waiting for the
+    loop to notice, and writes submitted meanwhile share the next transaction. A lone write
+    costs one hop there (a ``SimpleQueue.put`` waking the thread blocked on it) and one back.
+    Reports run in commit order; each runs the listeners, then resolves its writers.
+
+    The hop reuses aiosqlite's worker thread and its job queue (``Connection._tx``, whose items
+    are ``(future or None, function)``; with ``None`` the worker runs the function and reports
+    nothing, so ``_drain`` reports itself). aiosqlite opened the sqlite3 connection in that
+    thread (``check_same_thread``), so every write must run there anyway; aiosqlite stays the
+    library for opening, reads and closing, and ``_drain`` queuing itself again (rather than
+    looping) lets other jobs of that connection take their turn.
+    tests/component/store/test_writer_hop.py pins this private contract.
+    """
 
     def __init__(self, conn: aiosqlite.Connection, ctx: WriteContext) -> None:
         self._conn = conn
         self._ctx = ctx
-        self._queue: list[tuple[WriteOp, asyncio.Future[Any]]] = []
-        self._wakeup: asyncio.Future[None] | None = None
+        self._lock = threading.Lock()  # guards _pending and _draining (loop and thread)
+        self._pending: list[Pending] = []
+        self._draining = False  # a _drain job is queued or running in the thread
+        self._outstanding = 0  # submitted, not yet reported (event loop only)
         self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: asyncio.Future[None] | None = None
         self._listeners: list[Listener] = []
-        self._task: asyncio.Task[None] | None = None
+        self.checkpointer: Checkpointer | None = None  # once the thread told the file's path
+        self._since_checkpoint = 0
         self.last_seq = 0
         self.first_seq = 0
 
     def start(self, *, last_seq: int, first_seq: int) -> None:
         self.last_seq, self.first_seq = last_seq, first_seq
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="store-writer")
+        self._loop = asyncio.get_running_loop()
+        self._conn._tx.put_nowait((None, self._prepare))  # before any write (FIFO)
 
     async def submit(self, op: WriteOp) -> Any:
         """Queue ``op``; return its result once its transaction has committed."""
         if self._closing:
             raise ShuttingDown()
-        if self._task is None or self._task.done():
+        loop, conn = self._loop, self._conn
+        if loop is None:
             raise StoreError("the store's writer is not running")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((op, future))
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+        if conn._connection is None or not conn._running:
+            raise ShuttingDown("the store is closed")
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            self._pending.append((op, future))
+            start, self._draining = not self._draining, True
+        if start:
+            conn._tx.put_nowait((None, self._drain))
+        self._outstanding += 1
         return await future
+
+    @property
+    def queued(self) -> int:
+        """Writes waiting for a transaction (not yet taken by the connection's thread)."""
+        return len(self._pending)
 
     def add_listener(self, fn: Listener) -> Callable[[], None]:
         self._listeners.append(fn)
@@ -125,39 +226,87 @@ class Writer:
         return remove
 
     async def close(self) -> None:
-        """Refuse new writes, commit everything already queued, stop the task."""
+        """Refuse new writes; return once everything already submitted has committed."""
         self._closing = True
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
-        if self._task is not None:
-            await self._task
+        if self._outstanding and self._loop is not None:
+            if self._idle is None:
+                self._idle = self._loop.create_future()
+            await asyncio.shield(self._idle)
+        if self.checkpointer is not None:
+            await self.checkpointer.close()
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wakeup = loop.create_future()
-                await self._wakeup
-                self._wakeup = None
-                continue
-            batch = self._queue[:MAX_BATCH]
-            del self._queue[:MAX_BATCH]
-            await self._commit(batch)
+    # -- in the connection's thread ----------------------------------------------------------
 
-    async def _commit(self, batch: list[tuple[WriteOp, asyncio.Future[Any]]]) -> None:
-        ops = [op for op, _ in batch]
-        try:
-            outcome: BatchOutcome = await run_in_thread(self._conn, _run_batch, self._ctx, ops)
-        except Exception as exc:
-            logger.exception("store.commit.failed ops=%d", len(ops))
-            error = exc if isinstance(exc, ShuttingDown) else StoreError(f"commit failed: {exc}")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+    def _prepare(self) -> None:
+        """Hand checkpoints to the background (see ``Checkpointer``)."""
+        raw = self._conn._connection
+        if raw is None:
             return
+        try:
+            raw.execute(f"PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES}")
+            path = str(raw.execute("PRAGMA database_list").fetchone()[2])
+        except sqlite3.Error as exc:  # keep SQLite's own checkpoints
+            logger.warning("store.checkpointer.unavailable error=%s", exc)
+            return
+        if path and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(self._checkpointer_ready, path)
+
+    def _drain(self) -> None:
+        """Run one batch of what is pending, report it, and come back for more."""
+        with self._lock:
+            batch = self._pending[:MAX_BATCH]
+            del self._pending[:MAX_BATCH]
+            if not batch:
+                self._draining = False
+                return
+        outcome: BatchOutcome | None = None
+        error: BaseException | None = None
+        try:
+            outcome = self._ctx.run_batch([op for op, _ in batch])
+        except BaseException as exc:  # reported to every writer of the batch, on the loop
+            error = exc
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._committed, batch, outcome, error)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            logger.warning("store.commit.unreported ops=%d (event loop closed)", len(batch))
+        with self._lock:
+            if not self._pending:
+                self._draining = False
+                return
+        self._conn._tx.put_nowait((None, self._drain))
+
+    # -- on the event loop -------------------------------------------------------------------
+
+    def _committed(
+        self, batch: list[Pending], outcome: BatchOutcome | None, exc: BaseException | None
+    ) -> None:
+        """A batch's report: run the listeners, then resolve its writers."""
+        if outcome is not None:
+            self._resolve(batch, outcome)
+        else:
+            logger.error("store.commit.failed ops=%d", len(batch), exc_info=exc)
+            if isinstance(exc, ShuttingDown):
+                self._fail(batch, exc)
+            else:
+                error = StoreError(f"commit failed: {exc}")
+                error.__cause__ = exc
+                self._fail(batch, error)
+        self._outstanding -= len(batch)
+        if not self._outstanding and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+        self._since_checkpoint += 1
+        if self._since_checkpoint >= CHECKPOINT_EVERY and self.checkpointer is not None:
+            assert self._loop is not None
+            if self.checkpointer.start(self._loop):
+                self._since_checkpoint = 0
+
+    def _checkpointer_ready(self, path: str) -> None:
+        if not self._closing:
+            self.checkpointer = Checkpointer(path)
+
+    def _resolve(self, batch: list[Pending], outcome: BatchOutcome) -> None:
         self.last_seq, self.first_seq = outcome.last_seq, outcome.first_seq
         if outcome.events:
             self._notify(outcome.events)
@@ -169,13 +318,15 @@ class Writer:
             else:
                 future.set_exception(value)
 
+    @staticmethod
+    def _fail(batch: list[Pending], error: BaseException) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(error)
+
     def _notify(self, events: list[ChangeEvent]) -> None:
         for fn in list(self._listeners):
             try:
                 fn(events)
             except Exception:
                 logger.exception("store.listener.failed listener=%r", fn)
-
-
-def _run_batch(_raw: sqlite3.Connection, ctx: WriteContext, ops: Sequence[WriteOp]) -> BatchOutcome:
-    return ctx.run_batch(ops)

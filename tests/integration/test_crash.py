@@ -61,6 +61,8 @@ def check_acknowledged(db: Path, acks: list[str]) -> None:
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        if not acks:
+            return  # killed before anything was acknowledged (maybe before the schema existed)
         tables = {
             t: {r[0] for r in conn.execute(f"SELECT id FROM {t}")}
             for t in ("workspaces", "conversations", "messages", "tasks")

@@ -1,0 +1,199 @@
+"""Requests of one connection run concurrently: replies as each completes, a bounded number in
+flight, pipelined writes group-committed, replay order kept, clean ends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+
+from daemon.store import Store
+from tests.helpers import MS, wait_for
+from ui_bridge import session as session_module
+from ui_bridge.methods import Method, MethodTable, build_method_table
+from ui_bridge.server import BridgeServer
+
+from .conftest import MakeBridge, Rpc, auth
+
+
+class Gate:
+    """A method ``gate`` that waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.entered = 0
+        self.cancelled = 0
+
+    async def handler(self, ctx: Any, params: dict[str, Any]) -> Any:
+        self.entered += 1
+        try:
+            await self.open.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return "opened"
+
+    def table(self) -> MethodTable:
+        table = build_method_table()
+        table.add(Method("gate", self.handler))
+        return table
+
+
+@pytest.fixture
+async def gate() -> AsyncIterator[Gate]:
+    g = Gate()
+    yield g
+    g.open.set()
+
+
+def frame(method: str, req_id: int, params: Any = None) -> bytes:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": req_id}
+    if params is not None:
+        message["params"] = params
+    return orjson.dumps(message)
+
+
+async def replies_by_id(rpc: Rpc, count: int) -> dict[Any, dict[str, Any]]:
+    """Read frames until ``count`` responses came; events are kept in ``rpc.events``."""
+    found: dict[Any, dict[str, Any]] = {}
+    while len(found) < count:
+        message = await rpc.recv()
+        if message.get("method") == "event":
+            rpc.events.append(message["params"])
+        else:
+            found[message["id"]] = message
+    return found
+
+
+async def conversation(store: Store) -> str:
+    ws = await store.workspaces.create(name="w")
+    return str((await store.conversations.create(workspace_id=ws["id"], name="c"))["id"])
+
+
+def send_params(conv_id: str, i: int) -> dict[str, Any]:
+    return {"conversation_id": conv_id, "role": "user", "content": f"m{i}"}
+
+
+async def test_a_slow_request_does_not_hold_up_the_next_one(
+    make_bridge: MakeBridge, open_rpc: Any, gate: Gate
+) -> None:
+    rpc: Rpc = await open_rpc(await make_bridge(methods=gate.table()))
+    await rpc.send(frame("gate", 1))
+    await rpc.send(frame("daemon.ping", 2))
+    assert await rpc.recv() == {"jsonrpc": "2.0", "result": {"pong": True}, "id": 2}
+    assert gate.entered == 1
+    gate.open.set()
+    assert await rpc.recv() == {"jsonrpc": "2.0", "result": "opened", "id": 1}
+
+
+async def test_pipelined_writes_of_one_connection_are_group_committed(
+    bridge: BridgeServer, rpc: Rpc
+) -> None:
+    store = bridge.store
+    conv_id = await conversation(store)
+    commits: list[int] = []
+    store.add_commit_listener(lambda events: commits.append(len(events)))
+    for i in range(100):
+        await rpc.send(frame("message.send", i, send_params(conv_id, i)))
+    replies = await replies_by_id(rpc, 100)
+    assert sorted(replies) == list(range(100))
+    assert all(replies[i]["result"]["content"] == f"m{i}" for i in range(100))
+    assert sum(commits) == 100
+    assert len(commits) < 100 and max(commits) > 1  # several writes shared a transaction
+
+
+async def test_a_batch_frame_runs_its_items_together_and_answers_once(
+    bridge: BridgeServer, rpc: Rpc
+) -> None:
+    store = bridge.store
+    conv_id = await conversation(store)
+    commits: list[int] = []
+    store.add_commit_listener(lambda events: commits.append(len(events)))
+    batch = [
+        {"jsonrpc": "2.0", "method": "message.send", "params": send_params(conv_id, i), "id": i}
+        for i in range(30)
+    ]
+    await rpc.send(orjson.dumps(batch))
+    reply = await rpc.recv()
+    assert isinstance(reply, list) and sorted(item["id"] for item in reply) == list(range(30))
+    assert all(item["result"]["content"] == f"m{item['id']}" for item in reply)
+    assert sum(commits) == 30 and len(commits) < 30
+
+
+async def test_requests_in_flight_per_connection_are_bounded(
+    make_bridge: MakeBridge, open_rpc: Any, gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_module, "MAX_IN_FLIGHT", 4)
+    server = await make_bridge(methods=gate.table())
+    rpc: Rpc = await open_rpc(server)
+    for i in range(10):
+        await rpc.send(frame("gate", i))
+    await wait_for(lambda: gate.entered == 4, message="4 requests running")
+    (session,) = server.sessions
+    await wait_for(lambda: session._room is not None, message="the reader waits for a slot")
+    assert gate.entered == 4 and len(session._requests) == 4
+    gate.open.set()
+    replies = await replies_by_id(rpc, 10)
+    assert sorted(replies) == list(range(10)) and gate.entered == 10
+
+
+async def test_replay_reply_comes_first_and_events_stay_in_order_amid_pipelined_writes(
+    bridge: BridgeServer, rpc: Rpc
+) -> None:
+    store = bridge.store
+    conv_id = await conversation(store)  # seqs 1 and 2
+    for _ in range(6):
+        await asyncio.gather(
+            *(
+                store.messages.create(conversation_id=conv_id, role="user", content="old")
+                for _ in range(50)
+            )
+        )
+    await rpc.send(frame("subscribe", 0, {"topics": ["message.*"], "since": 0}))
+    for i in range(1, 51):
+        await rpc.send(frame("message.send", i, send_params(conv_id, i)))
+    order: list[str] = []
+    seqs: list[int] = []
+    while len(seqs) < 350 or len([o for o in order if o != "event"]) < 51:
+        message = await rpc.recv()
+        if message.get("method") == "event":
+            order.append("event")
+            seqs.append(message["params"]["seq"])
+        else:
+            assert "result" in message, message
+            order.append("subscribe" if message["id"] == 0 else "send")
+    assert order.index("subscribe") < order.index("event")
+    assert seqs == list(range(3, 353))  # no gap, no duplicate, in seq order
+
+
+async def test_a_closed_connection_drains_then_cancels_its_requests(
+    make_bridge: MakeBridge, gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_module, "DRAIN_TIMEOUT", 50 * MS)
+    server = await make_bridge(methods=gate.table())
+    ws = await connect(server.url, additional_headers=auth(server), compression=None)
+    for i in range(3):
+        await ws.send(frame("gate", i))
+    await wait_for(lambda: gate.entered == 3, message="3 requests running")
+    ws.transport.abort()
+    await wait_for(lambda: not server.sessions, message="session ended")
+    assert gate.cancelled == 3
+    async with connect(server.url, additional_headers=auth(server)) as again:
+        await again.send(frame("daemon.ping", 1))
+        assert orjson.loads(await again.recv())["result"] == {"pong": True}
+
+
+async def test_stop_does_not_wait_for_a_stuck_request(
+    make_bridge: MakeBridge, open_rpc: Any, gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_module, "DRAIN_TIMEOUT", 50 * MS)
+    server = await make_bridge(methods=gate.table())
+    rpc: Rpc = await open_rpc(server)
+    await rpc.send(frame("gate", 1))
+    await wait_for(lambda: gate.entered == 1, message="request running")
+    await asyncio.wait_for(server.stop(), 5_000 * MS)
+    assert not server.sessions and gate.cancelled == 1
