@@ -6,13 +6,13 @@ Pure helpers except ``ChangeBuffer.flush``, which runs inside the page's write t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from daemon.events import ChangeEvent
-from daemon.hlc import ClockError, decode
 from daemon.store.codec import load_json
 from daemon.store.schema import JSON_COLUMNS
 from daemon.store.sql import insert_sql
@@ -26,6 +26,8 @@ BOOKKEEPING = frozenset({"id", "hlc", "field_hlc", "origin"})
 _SCALAR = (str, int, float, type(None))
 _CHANGELOG_KEYS = ("topic", "row_id", "workspace_id", "data", "created_at")
 _LAST_SEQ_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'changelog'"
+#: daemon.hlc's clock pattern (the device id is group 1).
+_CLOCK = re.compile(r"^\d{13}-\d{6}-([A-Za-z0-9_.:-]+)$")
 
 
 @dataclass(frozen=True)
@@ -119,10 +121,8 @@ def origin_of(hlc: Any) -> str | None:
     that merged the same changes names the same origin, whichever side a change came from."""
     if not isinstance(hlc, str):
         return None
-    try:
-        return decode(hlc).device_id
-    except ClockError:
-        return None
+    match = _CLOCK.match(hlc)  # hlc.decode's test, without building a Timestamp per row
+    return None if match is None else match.group(1)
 
 
 def row_problem(shape: TableShape, row: dict[str, Any]) -> str | None:

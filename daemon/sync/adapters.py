@@ -14,7 +14,7 @@ from typing import Any
 from daemon.store.sync_types import MergeOutcome
 from daemon.sync.cloud.errors import AuthRequired, CloudError
 from daemon.sync.mapping import local_defaults
-from daemon.sync.merge import RowState, merge_row
+from daemon.sync.merge import RowState, merge_row, new_row_state
 from daemon.sync.retry import Failure
 
 __all__ = ["failure_of", "failure_reason", "merge_pulled"]
@@ -24,6 +24,16 @@ def merge_pulled(
     table: str, local: dict[str, Any] | None, remote: dict[str, Any], pending: frozenset[str]
 ) -> MergeOutcome:
     """The store's injected merge: ``merge_row`` on local-shaped rows (pure)."""
+    if local is None:
+        plain = new_row_state(table, remote)
+        if plain is not None:  # the common new row: the remote state is the result
+            fields, clocks = plain
+            changed = frozenset(fields)
+            for name, value in local_defaults(table).items():
+                fields.setdefault(name, value)
+            fields["id"] = remote["id"]
+            fields["field_hlc"] = clocks
+            return MergeOutcome(fields, True, changed)
     remote_state = RowState.from_row(remote)
     local_state = None if local is None else _adopt_clocks(RowState.from_row(local), remote_state)
     result = merge_row(table, local_state, remote_state, pending_local=pending)

@@ -25,6 +25,7 @@ to push (only local-only columns): the caller settles such an outbox entry local
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -90,6 +91,10 @@ _CLOUD_EMPTY: Final[Mapping[str, Mapping[str, Any]]] = {
 }
 _BOOKKEEPING: Final = frozenset({"id", "hlc", "field_hlc", "origin", "_txid", "_seq"})
 _TIMESTAMPS: Final = frozenset({"created_at", "updated_at", "deleted_at"})
+#: ``timestamptz`` as PostgreSQL's JSON writes it in UTC (0 to 6 fraction digits).
+_PG_UTC: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.([0-9]{1,6}))?\+00:00"
+)
 
 
 def cloud_change(
@@ -192,8 +197,9 @@ def normalize_timestamp(value: Any) -> Any:
         return value
     if len(value) == 24 and value[23] == "Z" and value[19] == ".":
         return value  # already in the store's form
-    if len(value) == 29 and value.endswith("+00:00") and value[19] == ".":
-        return value[:23] + "Z"  # PostgreSQL's UTC form with milliseconds: the common case
+    utc = _PG_UTC.fullmatch(value)
+    if utc is not None:  # PostgreSQL's UTC form: the common case, cut to milliseconds
+        return value[:19] + "." + (utc.group(1) or "").ljust(3, "0")[:3] + "Z"
     try:
         when = datetime.fromisoformat(value)
     except ValueError:

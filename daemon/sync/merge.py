@@ -75,6 +75,12 @@ clock ``hlc`` is ``row_hlc(state)``, the greatest clock in ``field_hlc``. A row 
 the row clock (``RowState.from_row``). ``MergeResult.changed`` lists the fields whose
 visible value changed; it is empty for echoes of our own pushes and duplicates, so the caller
 writes no changelog entry for them.
+
+Fast paths (pulls are mostly these; each gives exactly the full merge's result, a property
+test compares them): a row new here that has no merge map and no clock without its field IS
+the result (``new_row_state`` skips even the RowState); a remote version that every local
+clock and value already covers (an echo, a duplicate) leaves the local row as it is. Input is
+validated once per row (each distinct clock once), never trusted.
 """
 
 from __future__ import annotations
@@ -101,6 +107,7 @@ __all__ = [
     "change_kind",
     "is_clock",
     "merge_row",
+    "new_row_state",
     "resolve_conflict",
     "row_hlc",
     "visible_map",
@@ -136,6 +143,12 @@ class TableRules:
     #: Append-only (R7): only the fields in ``mutable`` change after the first write.
     append_only: bool = False
     mutable: frozenset[str] = frozenset({"deleted_at"})
+    #: The ``merge`` fields (derived from ``strategies``; the fast paths test it once per row).
+    merge_fields: frozenset[str] = dc_field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        maps = frozenset(n for n, s in self.strategies.items() if s is Strategy.MERGE)
+        object.__setattr__(self, "merge_fields", maps)
 
     def strategy(self, name: str) -> Strategy:
         return self.strategies.get(name, Strategy.LWW)
@@ -187,14 +200,7 @@ class RowState:
     def __post_init__(self) -> None:
         fields = dict(self.fields)
         clocks = dict(self.field_hlc)
-        for name in fields:
-            if not isinstance(name, str) or not name or "." in name or name in RESERVED:
-                raise InvalidRow(str(name), "not a mergeable field name")
-        for name, clock in clocks.items():
-            if not isinstance(name, str) or not name or name.startswith("."):
-                raise InvalidRow(str(name), "not a field clock name")
-            if not is_clock(clock):
-                raise InvalidRow(name, f"not a clock: {clock!r}")
+        _validate(fields, clocks)
         object.__setattr__(self, "fields", MappingProxyType(fields))
         object.__setattr__(self, "field_hlc", MappingProxyType(clocks))
 
@@ -205,20 +211,7 @@ class RowState:
         ``field_hlc`` may be a JSON string. A row without per-field clocks but with a row clock
         ``hlc`` is one register: every field gets the row clock.
         """
-        raw = row.get("field_hlc") or {}
-        if isinstance(raw, str):
-            try:
-                raw = json.loads(raw)
-            except ValueError as exc:
-                raise InvalidRow("field_hlc", "not JSON") from exc
-        if not isinstance(raw, Mapping):
-            raise InvalidRow("field_hlc", "not a JSON object")
-        fields = {k: v for k, v in row.items() if k not in RESERVED}
-        clocks: Mapping[str, Any] = raw
-        hlc = row.get("hlc")
-        if not raw and hlc:
-            clocks = dict.fromkeys(fields, hlc)
-        return cls(fields, clocks)
+        return _state(*_split(row))
 
     def clock(self, name: str) -> str:
         """The clock of field (or map key clock) ``name``; ``""`` when there is none."""
@@ -227,6 +220,58 @@ class RowState:
     @property
     def is_deleted(self) -> bool:
         return self.fields.get("deleted_at") is not None
+
+
+def _split(row: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``RowState.from_row``'s fields and clocks as new dicts, validated once."""
+    raw = row.get("field_hlc") or {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidRow("field_hlc", "not JSON") from exc
+    if not isinstance(raw, Mapping):
+        raise InvalidRow("field_hlc", "not a JSON object")
+    fields = {k: v for k, v in row.items() if k not in RESERVED}
+    hlc = row.get("hlc")
+    clocks = dict.fromkeys(fields, hlc) if not raw and hlc else dict(raw)
+    _validate(fields, clocks)  # once per row; the dicts are ours, so no second copy
+    return fields, clocks
+
+
+def new_row_state(
+    table: str, row: Mapping[str, Any], *, rules: Mapping[str, TableRules] = RULES
+) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """The fast path of a row new here: ``merge_row(table, None, RowState.from_row(row))``'s
+    fields and clocks as new dicts, or None when the row needs the full merge (merge maps, a
+    clock naming no field). Validated as ``from_row`` does (InvalidRow)."""
+    fields, clocks = _split(row)
+    if _is_canonical_plain(rules.get(table, _DEFAULT_RULES), fields, clocks):
+        return fields, clocks
+    return None
+
+
+def _validate(fields: Mapping[Any, Any], clocks: Mapping[Any, Any]) -> None:
+    """Refuse bad field names and anything in ``field_hlc`` that is not a clock (InvalidRow).
+
+    Each distinct clock is checked once (a row's fields mostly share one clock); the common
+    all-good case is decided by a few whole-row tests, the per-item loops only name the
+    culprit."""
+    try:
+        names, keys = "\0".join(fields), "\0" + "\0".join(clocks)
+        distinct = set(clocks.values())
+    except TypeError:  # a name that is not text, or a clock that is not hashable
+        names, keys, distinct = ".", "\0.", set()
+    if "." in names or "" in fields or not RESERVED.isdisjoint(fields):
+        for name in fields:
+            if not isinstance(name, str) or not name or "." in name or name in RESERVED:
+                raise InvalidRow(str(name), "not a mergeable field name")
+    if "\0." in keys or "" in clocks or not all(map(is_clock, distinct)):
+        for name, clock in clocks.items():
+            if not isinstance(name, str) or not name or name.startswith("."):
+                raise InvalidRow(str(name), "not a field clock name")
+            if not is_clock(clock):
+                raise InvalidRow(name, f"not a clock: {clock!r}")
 
 
 _EMPTY_ROW: Final = RowState({})
@@ -295,8 +340,21 @@ def merge_row(
     value is not a JSON object (or null), changing nothing.
     """
     table_rules = rules.get(table, _DEFAULT_RULES)
-    if local is None and _is_canonical_plain(table_rules, remote):
-        return MergeResult(remote, frozenset(remote.fields))  # the common new-row case
+    if local is None:
+        if _is_canonical_plain(table_rules, remote.fields, remote.field_hlc):
+            return MergeResult(remote, frozenset(remote.fields))  # the common new-row case
+    elif _holds(table_rules, local, remote):
+        return MergeResult(local, frozenset(), (), False)  # an echo or a duplicate
+    return _merge_full(table_rules, local, remote, pending_local)
+
+
+def _merge_full(
+    table_rules: TableRules,
+    local: RowState | None,
+    remote: RowState,
+    pending_local: frozenset[str],
+) -> MergeResult:
+    """``merge_row`` without its fast paths (they must give the same result; tests compare)."""
     if table_rules.append_only and local is not None:
         return _merge_append_only(table_rules, local, remote)
     base = local if local is not None else _EMPTY_ROW
@@ -331,12 +389,37 @@ def merge_row(
     return MergeResult(row, changed, tuple(conflicts), row != local)
 
 
-def _is_canonical_plain(rules: TableRules, state: RowState) -> bool:
+def _is_canonical_plain(
+    rules: TableRules, fields: Mapping[str, Any], clocks: Mapping[str, str]
+) -> bool:
     """No merge maps and every clock names a field: merging into nothing returns it as is."""
-    fields = state.fields
-    return all(name in fields for name in state.field_hlc) and all(
-        rules.strategy(name) is not Strategy.MERGE for name in fields
-    )
+    return rules.merge_fields.isdisjoint(fields) and fields.keys() >= clocks.keys()
+
+
+def _holds(rules: TableRules, local: RowState, remote: RowState) -> bool:
+    """True when merging ``remote`` leaves ``local`` exactly as it is (an echo of our own
+    write, a duplicate): ``local`` is canonical and plain (see ``_is_canonical_plain``),
+    neither side has a merge map, every remote clock equals the local clock of its field, and
+    every remote field has the local value, under its clock or else null on both sides. Each
+    field then ties (R0 keeps the local value) or loses to the local clock, under every rule:
+    the full merge would return ``local``.
+    """
+    lf, lc, rc = local.fields, local.field_hlc, remote.field_hlc
+    if not _is_canonical_plain(rules, lf, lc) or not rules.merge_fields.isdisjoint(remote.fields):
+        return False
+    for name, clock in rc.items():
+        if lc.get(name) != clock:
+            return False
+    for name, value in remote.fields.items():
+        if name not in lf or not _same(lf[name], value):
+            return False
+        if value is None:
+            continue
+        if name not in rc:
+            return False
+        if type(value) not in _SCALARS and _canonical(lf[name]) != _canonical(value):
+            return False  # equal but not identical JSON (1 and true): R0 decides
+    return True
 
 
 def _field_names(local: RowState, remote: RowState, rules: TableRules) -> list[str]:

@@ -8,7 +8,11 @@ back as the session's input:
 
     PullSince   sync_pull one page of the workspace from its cursor, map it to local rows
                 (mapping.py), apply page + cursor in ONE store transaction (apply_pull, with
-                ``merge_pulled`` built on merge.merge_row), report PullPage(has_more)
+                ``merge_pulled`` built on merge.merge_row), report PullPage(has_more).
+                While catching up (first sync, or the last page said has_more) pages are
+                ``bulk_pull_limit`` rows, and the next page is fetched while this one is
+                applied: one page ahead at most (flat memory), dropped on any failure or
+                when the session asks for another cursor
     PushBatch   take_outbox (<= 500 rows, <= 1 MiB) of the workspace, map, sync_push once,
                 settle every row with complete_push (rejected rows are filed, never retried),
                 report PushDone
@@ -86,6 +90,9 @@ class DriverSettings:
     push_limit: int = 500
     push_max_bytes: int = 1 << 20
     pull_limit: int = 1000
+    #: Page size while catching up (first sync, or a page said has_more): fewer requests
+    #: (measured: sync_pull rows/s is flat from 1000 to 5000; memory grows with the page).
+    bulk_pull_limit: int = 2000
 
 
 class SyncApi(Protocol):
@@ -114,6 +121,25 @@ class Counts:
 
     def minus(self, before: Counts) -> dict[str, int]:
         return {f.name: getattr(self, f.name) - getattr(before, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class _Prefetch:
+    """A ``sync_pull`` of the page after ``cursor`` already under way."""
+
+    cursor: str | None
+    limit: int
+    task: asyncio.Task[dict[str, Any]]
+
+    def discard(self) -> None:
+        """Cancel it; a failure it already had is consumed (it was never needed)."""
+        self.task.cancel()
+        self.task.add_done_callback(_consume)
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclass
@@ -161,6 +187,10 @@ class WorkspaceSync:
         self._started: dict[Kind, int] = {"push": 0, "pull": 0}
         self._chain_first: dict[Kind, int | None] = {"push": None, "pull": None}
         self._progress: dict[str, int] | None = None
+        #: The next page, fetched while the current one is applied (at most one page ahead).
+        self._ahead: _Prefetch | None = None
+        #: A first sync, or a pull whose last page said has_more (kept across a retry).
+        self._catching_up = False
         self._waiters: list[_Waiter] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -189,6 +219,7 @@ class WorkspaceSync:
 
     async def close(self) -> None:
         task, self._task = self._task, None
+        self._drop_ahead()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -288,12 +319,15 @@ class WorkspaceSync:
 
     async def _pull(self, command: PullSince) -> None:
         self._begin("pull")
+        bulk_limit = max(command.limit, self._settings.bulk_pull_limit)
+        self._catching_up = self._catching_up or command.cursor is None
         try:
-            page = await self._api.pull(
-                cursor=command.cursor, limit=command.limit, workspace_id=self.workspace_id
-            )
-            changes = [c for c in map(local_change, page["changes"]) if c is not None]
+            limit = bulk_limit if self._catching_up else command.limit
+            page = await self._fetch(command.cursor, limit)
             cursor = page.get("cursor") or command.cursor
+            if page["has_more"] and cursor != command.cursor:
+                self._fetch_ahead(cursor, bulk_limit)  # overlaps the network with the apply
+            changes = [c for c in map(local_change, page["changes"]) if c is not None]
             outcome = None
             if changes or cursor != command.cursor:
                 outcome = await self._store.sync.apply_pull(
@@ -304,6 +338,7 @@ class WorkspaceSync:
             self.session.pull_page_received(self._clock(), failure_of(exc))
             return
         has_more = bool(page["has_more"])
+        self._catching_up = has_more
         if outcome is not None:
             self.counts.pulled += outcome.applied
             self.counts.changed += outcome.changed
@@ -313,6 +348,29 @@ class WorkspaceSync:
         self.session.pull_page_received(self._clock(), PullPage(cursor, has_more, applied))
         if not has_more:
             self._run_finished("pull")
+
+    async def _fetch(self, cursor: str | None, limit: int) -> dict[str, Any]:
+        """The page after ``cursor``: the one fetched ahead if it is that page, else a fresh
+        request (a failure of either is the pull's failure)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and (ahead.cursor, ahead.limit) == (cursor, limit):
+            return await ahead.task
+        if ahead is not None:
+            ahead.discard()
+        return await self._api.pull(cursor=cursor, limit=limit, workspace_id=self.workspace_id)
+
+    def _fetch_ahead(self, cursor: str | None, limit: int) -> None:
+        self._drop_ahead()
+        task = asyncio.create_task(
+            self._api.pull(cursor=cursor, limit=limit, workspace_id=self.workspace_id),
+            name=f"sync-pull-ahead-{self.workspace_id}",
+        )
+        self._ahead = _Prefetch(cursor, limit, task)
+
+    def _drop_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.discard()
 
     async def _push(self, command: PushBatch) -> None:
         self._begin("push")
@@ -391,6 +449,8 @@ class WorkspaceSync:
 
     def _request_failed(self, kind: Kind, exc: Exception) -> None:
         self._chain_first[kind] = None
+        if kind == "pull":
+            self._drop_ahead()  # the retry starts again from the stored cursor
         self._progress = None
         reason = failure_reason(exc)
         if isinstance(exc, CloudError | DaemonError):

@@ -546,3 +546,101 @@ def test_map_key_older_than_the_base_reads_at_the_base_clock() -> None:
     row = merge_row("workspaces", state, remote).row
     assert row.fields["shared_memory"] == {"a": 1}
     assert row.field_hlc == {"shared_memory": C4, "shared_memory.a": C4}
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast paths: merge_row answers new rows and echoes without the full per-field merge; the
+# answer must be exactly the full merge's.
+
+
+def _full(table: str, local: RowState | None, remote: RowState) -> MergeResult:
+    from daemon.sync.merge import _merge_full
+
+    return _merge_full(RULES.get(table, TableRules()), local, remote, frozenset())
+
+
+def _echo_of(state: RowState) -> RowState:
+    """The same state as it comes back from the cloud: without the clocks of null fields."""
+    clocks = {k: c for k, c in state.field_hlc.items() if state.fields.get(k) is not None}
+    return RowState(state.fields, clocks)
+
+
+@st.composite
+def merge_pairs(draw: st.DrawFn) -> tuple[str, RowState | None, RowState]:
+    """A local state (None, a raw write, or a folded replica) and a remote one: a write, a
+    replica of overlapping changes, the same state, or its echo."""
+    table = draw(st.sampled_from(["workspaces", "conversations", "messages", "other"]))
+    if table == "messages":
+        changes = draw(message_changes())
+    else:
+        write = draw(st.sampled_from([lww_write, workspace_write]))
+        changes = draw(change_sets(write))
+    subset = st.lists(st.sampled_from(changes), min_size=1)
+    local = draw(st.none() | st.sampled_from(changes) | subset.map(lambda c: fold(table, c)))
+    others = st.sampled_from(changes) | subset.map(lambda c: fold(table, c))
+    if local is not None:
+        others = others | st.just(local) | st.just(_echo_of(local))
+    return table, local, draw(others)
+
+
+@PROPERTY
+@given(merge_pairs())
+def test_fast_paths_give_the_full_merge_result(
+    pair: tuple[str, RowState | None, RowState],
+) -> None:
+    table, local, remote = pair
+    assert merge_row(table, local, remote) == _full(table, local, remote)
+
+
+@PROPERTY
+@given(st.data(), message_changes())
+def test_a_stored_row_merged_with_its_echo_changes_nothing(
+    data: st.DataObject, changes: list[RowState]
+) -> None:
+    local = fold("messages", data.draw(deliveries(changes)))
+    assert local is not None
+    for remote in (local, _echo_of(local)):
+        result = merge_row("messages", local, remote)
+        assert result.row == local and not result.changed and not result.row_changed
+
+
+def test_equal_but_not_identical_json_under_one_clock_goes_to_r0() -> None:
+    local = RowState({"payload": {"a": 1}}, {"payload": C1})
+    remote = RowState({"payload": {"a": True}}, {"payload": C1})
+    result = merge_row("tasks", local, remote)
+    assert result == _full("tasks", local, remote)
+    assert repr(result.row.fields["payload"]) == repr({"a": True})  # R0: greater canonical JSON
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"id": "x", "name": "n", "hlc": "not-a-clock"},
+        {"id": "x", "a": 1, "b": 2, "field_hlc": {"a": C1, "b": C1, "c": ["no"]}},
+        {"id": "x", "a": 1, "b": 2, "field_hlc": {"a": C1, "b": C1[:12]}},
+        {"id": "x", "a.b": 1, "hlc": C1},
+    ],
+)
+def test_bad_input_is_refused_once_per_row_not_trusted(row: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRow):
+        RowState.from_row(row)
+    clocks = row.get("field_hlc") or dict.fromkeys(row, row.get("hlc"))
+    with pytest.raises(InvalidRow):
+        RowState({k: v for k, v in row.items() if k not in ("id", "hlc", "field_hlc")}, clocks)
+
+
+@PROPERTY
+@given(merge_pairs())
+def test_the_new_row_fast_path_is_merge_row_into_nothing(
+    pair: tuple[str, RowState | None, RowState],
+) -> None:
+    from daemon.sync.merge import new_row_state
+
+    table, _, remote = pair
+    row = {"id": "r1", **remote.fields, "field_hlc": dict(remote.field_hlc)}
+    expected = merge_row(table, None, RowState.from_row(row))
+    fast = new_row_state(table, row)
+    if fast is not None:
+        assert RowState(*fast) == expected.row and frozenset(fast[0]) == expected.changed
+    else:  # only rows the full merge must rewrite leave the fast path
+        assert table != "messages" or set(remote.field_hlc) - set(remote.fields)

@@ -125,3 +125,24 @@ def changelog_since(raw: sqlite3.Connection, seq: int) -> list[tuple[str, dict[s
 
 def last_seq(raw: sqlite3.Connection) -> int:
     return int(rows(raw, "SELECT coalesce(max(seq), 0) FROM changelog")[0][0])
+
+
+def test_origin_of_names_the_device_of_exactly_the_clocks_hlc_decodes() -> None:
+    from daemon.hlc import ClockError, decode
+    from daemon.store.sync_rows import origin_of
+
+    for value in [
+        "1790000000000-000001-dev-a",
+        "1790000000000-000001-a.b:c_d",
+        "1790000000000-000001-",
+        "179000000000-000001-dev",
+        "1790000000000-000001-dev a",
+        "1790000000000-000001-dev\n",
+        "x",
+    ]:
+        try:
+            expected: str | None = decode(value).device_id
+        except ClockError:
+            expected = None
+        assert origin_of(value) == expected, value
+    assert origin_of(None) is None and origin_of(12) is None

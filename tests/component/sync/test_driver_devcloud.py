@@ -229,7 +229,7 @@ async def test_a_first_sync_goes_page_by_page_and_shows_progress(
     for n in range(300):
         await a.store.messages.create(conversation_id=conv["id"], role="user", content=f"m{n}")
     assert (await a.cloud.sync_now("push"))["error"] is None
-    b = await make_device("b", pull_limit=50)
+    b = await make_device("b", pull_limit=50, bulk_pull_limit=50)
     await b.cloud.login(EMAIL, PASSWORD)
     (tmp_path / "ws-b").mkdir()
     await b.cloud.link(cloud_workspace_id=ws["id"], path=str(tmp_path / "ws-b"))

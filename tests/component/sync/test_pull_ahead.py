@@ -1,0 +1,155 @@
+"""A multi-page pull fetches the next page while the current one is applied, one page ahead at
+most, with the catch-up page size; a failed page is fetched again from the stored cursor and
+nothing is lost or applied twice. An httpx mock transport stands in for the cloud (to fail
+one page on cue and to see when each request arrives); the store is a real SQLite file."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from daemon.config import StoreSettings
+from daemon.events import ChangeEvent
+from daemon.store import Store
+from daemon.store.sync import pull_scope
+from daemon.sync.cloud import CloudApi, CloudHttp, CloudSession, SecretStore
+from daemon.sync.driver import DriverSettings, SyncDriver
+from daemon.sync.retry import Backoff
+from tests.helpers import MS, wait_for
+
+URL = "http://cloud.test"
+USER = str(uuid.uuid4())
+ORG = str(uuid.uuid4())
+CLOCK = "1790000000000-000000-cloud"
+STAMP = "2026-11-21T07:09:32.123+00:00"
+
+
+class PagedCloud:
+    """Serves ``rows`` messages of one conversation through ``sync_pull`` pages (cursor =
+    index of the last row served); the ``fail_at``-th pull request fails (503)."""
+
+    def __init__(self, ws_id: str, conv_id: str, rows: int, fail_at: int) -> None:
+        self.ws_id, self.conv_id = ws_id, conv_id
+        self.rows = [str(uuid.uuid4()) for _ in range(rows)]
+        self.fail_at = fail_at
+        self.failed: str | None = None  # the cursor of the failed request
+        self.requests: list[tuple[str | None, int, int]] = []  # (cursor, limit, messages seen)
+        self.messages = 0
+
+    def committed(self, events: list[ChangeEvent]) -> None:
+        self.messages += sum(e.topic == "message.created" for e in events)
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/auth/v1/token":
+            return httpx.Response(200, json=_grant())
+        if path == "/rest/v1/rpc/sync_push":
+            changes = orjson.loads(request.content)["changes"]
+            return httpx.Response(200, json=[_applied(c) for c in changes])
+        if path != "/rest/v1/rpc/sync_pull":
+            return httpx.Response(404, json={"code": "PGRST000"})
+        body = orjson.loads(request.content)
+        cursor, limit = body["cursor"], body["limit"]
+        self.requests.append((cursor, limit, self.messages))
+        if len(self.requests) == self.fail_at:
+            self.failed = cursor
+            return httpx.Response(503, json={"code": "unavailable", "message": "try later"})
+        return httpx.Response(200, content=orjson.dumps(self._page(cursor, limit)))
+
+    def _page(self, cursor: str | None, limit: int) -> dict[str, Any]:
+        start = -2 if cursor is None else int(cursor)  # -2, -1: the workspace, conversation
+        end = min(start + limit, len(self.rows))
+        changes = [self._change(i) for i in range(start + 1, end)]
+        return {"changes": changes, "cursor": str(end - 1), "has_more": end < len(self.rows)}
+
+    def _change(self, i: int) -> dict[str, Any]:
+        common = {"created_at": STAMP, "updated_at": STAMP, "deleted_at": None, "hlc": CLOCK}
+        if i == -1:
+            row = {"id": self.ws_id, "name": "w", **common}
+            return {"table": "workspaces", "id": self.ws_id, "workspace_id": self.ws_id, "row": row}
+        if i == 0:
+            row = {"id": self.conv_id, "workspace_id": self.ws_id, "name": "c", **common}
+            return {"table": "conversations", "id": self.conv_id, "row": row}
+        row = {
+            "id": self.rows[i],
+            "workspace_id": self.ws_id,
+            "conversation_id": self.conv_id,
+            "role": "user",
+            "content": f"m{i}",
+            "field_hlc": {},
+            **common,
+        }
+        return {"table": "messages", "id": row["id"], "row": row}
+
+
+def _applied(change: dict[str, Any]) -> dict[str, Any]:
+    return {"id": change["id"], "table": change["table"], "status": "applied"}
+
+
+def _grant() -> dict[str, Any]:
+    return {
+        "access_token": "access-" + uuid.uuid4().hex,
+        "refresh_token": "refresh-" + uuid.uuid4().hex,
+        "expires_in": 3600,
+        "user": {"id": USER, "email": "ada@example.com"},
+    }
+
+
+async def test_pages_are_fetched_one_ahead_and_a_failed_page_is_fetched_again(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "syncd.db", StoreSettings())
+    ws = await store.workspaces.create(name="w")  # the local side of the link
+    cloud = PagedCloud(ws["id"], str(uuid.uuid4()), rows=400, fail_at=4)
+    store.add_commit_listener(cloud.committed)
+    client = httpx.AsyncClient(transport=httpx.MockTransport(cloud.handle))
+    http = CloudHttp(URL, "anon", client=client)
+    session = CloudSession(http, SecretStore(tmp_path, URL, use_keyring=False))
+    settings = DriverSettings(
+        backoff=Backoff(base_s=0.01, cap_s=0.05), pull_limit=10, bulk_pull_limit=40
+    )
+
+    async def refresh() -> None:
+        await session.refresh_access_token(await session.access_token())
+
+    driver = SyncDriver(
+        store=store,
+        api=CloudApi(session),
+        refresh_auth=refresh,
+        on_change=lambda: None,
+        settings=settings,
+        rand=lambda: 0.0,
+    )
+    try:
+        async with session:
+            await session.login("ada@example.com", "pw")
+            link = await store.sync.link(workspace_id=ws["id"], org_id=ORG, path=None)
+            driver.open()
+            await driver.add(link)
+            await driver.activate()
+            scope = pull_scope(ws["id"])
+            await wait_for(lambda: cloud.messages >= 399, timeout=10_000 * MS)
+            await wait_for(lambda: store.sync.cursor(scope), timeout=5_000 * MS)
+            assert await store.sync.cursor(scope) == "399"
+            page = await store.messages.list(conversation_id=cloud.conv_id, limit=1000)
+            assert sorted(m["id"] for m in page.items) == sorted(cloud.rows[1:])
+            assert cloud.messages == 399  # each row applied once, the failed page's too
+            # Every page of the catch-up used the bulk size; the failed page was asked again
+            # from the same cursor, and nothing else was asked twice.
+            cursors = [c for c, _, _ in cloud.requests]
+            assert all(limit == 40 for _, limit, _ in cloud.requests)
+            assert cloud.failed is not None and cursors.count(cloud.failed) == 2
+            assert len(cursors) == len(set(cursors)) + 1
+            # Fetched ahead: pages were asked for before the page before them was applied
+            # (its rows not yet committed), but never two pages ahead.
+            later = [(int(c), seen) for c, _, seen in cloud.requests if c not in (None, "37")]
+            assert any(seen < cursor for cursor, seen in later)
+            assert all(seen >= cursor - 40 for cursor, seen in later)
+    finally:
+        await driver.close()
+        await client.aclose()
+        await store.close()
