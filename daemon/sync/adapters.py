@@ -29,35 +29,37 @@ def merge_pulled(
         if plain is not None:  # the common new row: the remote state is the result
             fields, clocks = plain
             changed = frozenset(fields)
-            for name, value in local_defaults(table).items():
-                fields.setdefault(name, value)
-            fields["id"] = remote["id"]
-            fields["field_hlc"] = clocks
-            return MergeOutcome(fields, True, changed)
+            return MergeOutcome(_stored(table, remote, fields, clocks, new=True), True, changed)
     remote_state = RowState.from_row(remote)
     local_state = None if local is None else _adopt_clocks(RowState.from_row(local), remote_state)
     result = merge_row(table, local_state, remote_state, pending_local=pending)
-    row: dict[str, Any] = dict(result.row.fields)
-    if local is None:
-        for name, value in local_defaults(table).items():
-            row.setdefault(name, value)
-    row["id"] = remote["id"]
-    row["field_hlc"] = dict(result.row.field_hlc)
-    conflicts = (
-        tuple(
-            {
-                "field": c.field,
-                "local_value": c.local_value,
-                "remote_value": c.remote_value,
-                "local_hlc": c.local_hlc,
-                "remote_hlc": c.remote_hlc,
-            }
-            for c in result.conflicts
-        )
-        if result.conflicts
-        else ()
+    row = _stored(
+        table, remote, dict(result.row.fields), dict(result.row.field_hlc), new=local is None
+    )
+    conflicts = tuple(
+        {
+            "field": c.field,
+            "local_value": c.local_value,
+            "remote_value": c.remote_value,
+            "local_hlc": c.local_hlc,
+            "remote_hlc": c.remote_hlc,
+        }
+        for c in result.conflicts
     )
     return MergeOutcome(row, result.row_changed, result.changed, conflicts)
+
+
+def _stored(
+    table: str, remote: dict[str, Any], fields: dict[str, Any], clocks: dict[str, str], *, new: bool
+) -> dict[str, Any]:
+    """The merged ``fields`` as a local row (in place): a row ``new`` here gets its local-only
+    defaults; the id and ``field_hlc`` complete it."""
+    if new:
+        for name, value in local_defaults(table).items():
+            fields.setdefault(name, value)
+    fields["id"] = remote["id"]
+    fields["field_hlc"] = clocks
+    return fields
 
 
 def _adopt_clocks(local: RowState, remote: RowState) -> RowState:

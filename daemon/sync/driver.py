@@ -12,7 +12,6 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Final
 
 from daemon.events import CHANGE_TOPICS, ChangeEvent
@@ -127,8 +126,7 @@ class SyncDriver:
             return {**Counts().as_dict(), "error": "offline", "workspaces": len(self._syncs)}
         futures = [sync.request(kind) for sync in self._syncs.values()]
         results = await asyncio.gather(*futures)
-        total: dict[str, Any] = {f.name: 0 for f in fields(Counts)}
-        total["error"] = None
+        total: dict[str, Any] = {**Counts().as_dict(), "error": None}
         for result in results:
             for name, value in result.items():
                 if name == "error":

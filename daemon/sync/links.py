@@ -143,8 +143,10 @@ def _update_last_sync(folder: str, workspace_id: str, when: str | None) -> None:
     if document is None or document.get("cloudWorkspaceId") != workspace_id:
         return  # removed by the user, or another workspace's: leave it
     document["lastSyncAt"] = when
-    with contextlib.suppress(OSError):
+    try:
         write_link_file(folder, document)
+    except OSError as exc:  # informational: a later sync tries again
+        logger.warning("cloud.link_file_not_written path=%s error=%s", folder, exc)
 
 
 class Linker:

@@ -284,22 +284,27 @@ class LiveSync:
                 self._clear_presence()
                 self._set_state(connected=False, subscribed=set())
             case BroadcastReceived(topic=topic, event=name, payload=payload):
-                workspace_id = channels.workspace_id_of(topic)
-                if workspace_id in self._workspaces:
+                workspace_id = self._linked_of(topic)
+                if workspace_id is not None:
                     data = {"workspace_id": workspace_id, "event": name, "payload": payload}
                     self._publish("broadcast.received", data)
 
     def _request_catch_up(self, topic: str) -> None:
         """A (re)join or "Subscribed to PostgreSQL" asks for a catch-up pull of the workspace:
         what was committed before it was not (and will never be) announced."""
-        workspace_id = channels.workspace_id_of(topic)
-        if workspace_id is not None and workspace_id in self._workspaces:
+        workspace_id = self._linked_of(topic)
+        if workspace_id is not None:
             self._catch_up(workspace_id)
+
+    def _linked_of(self, topic: str) -> str | None:
+        """The linked workspace whose channel ``topic`` is; None for any other topic."""
+        workspace_id = channels.workspace_id_of(topic)
+        return workspace_id if workspace_id in self._workspaces else None
 
     def _subscription_changed(self, topic: str, subscribed: bool) -> None:
         """Track which workspaces receive their changes right now (a join is not enough)."""
-        workspace_id = channels.workspace_id_of(topic)
-        if workspace_id is None or workspace_id not in self._workspaces:
+        workspace_id = self._linked_of(topic)
+        if workspace_id is None:
             return
         if subscribed:
             self._set_state(subscribed=self._subscribed | {workspace_id})
@@ -318,8 +323,8 @@ class LiveSync:
             self._on_status()
 
     async def _remote_change(self, event: PostgresChange, topic: str) -> None:
-        workspace_id = channels.workspace_id_of(topic)
-        if workspace_id is None or workspace_id not in self._workspaces:
+        workspace_id = self._linked_of(topic)
+        if workspace_id is None:
             return
         found = remote_change(event, workspace_id, self._store.device_id)
         if found.verdict == "pull":

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final
+
+from daemon.realtime.presence import format_time
 
 __all__ = ["PRIORITY", "SyncStatus", "WorkspaceStatus", "iso", "overall_state"]
 
@@ -22,10 +23,7 @@ PRIORITY: Final = ("auth_required", "error", "pushing", "pulling", "connecting",
 
 def iso(when: float | None) -> str | None:
     """Unix seconds as ISO-8601 UTC with milliseconds (None stays None)."""
-    if when is None:
-        return None
-    moment = datetime.fromtimestamp(when, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return None if when is None else format_time(when)
 
 
 @dataclass(frozen=True, slots=True)

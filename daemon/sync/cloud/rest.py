@@ -14,6 +14,7 @@ repeat; a second refusal is ``AuthRequired``. Failures are ``CloudError``s carry
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
@@ -218,32 +219,24 @@ class CloudApi:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
+        send = functools.partial(
+            self._http.send,
+            method,
+            path,
+            operation=operation,
+            params=params,
+            content=content,
+            headers=headers,
+        )
         token = await self._session.access_token()
         try:
-            return await self._http.send(
-                method,
-                path,
-                operation=operation,
-                bearer=token,
-                params=params,
-                content=content,
-                headers=headers,
-            )
+            return await send(bearer=token)
         except AuthRequired as exc:
             if not isinstance(exc.decision, ReAuth):
                 raise
             logger.info("%s.token_rejected: refreshing once", operation)
         token = await self._session.refresh_access_token(token)
-        return await self._http.send(
-            method,
-            path,
-            operation=operation,
-            bearer=token,
-            params=params,
-            content=content,
-            headers=headers,
-            reauthed=True,
-        )
+        return await send(bearer=token, reauthed=True)
 
     def _user_id(self) -> str:
         user = self._session.status.user

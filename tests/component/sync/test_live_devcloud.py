@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from daemon.errors import InvalidInput
+from daemon.errors import InvalidInput, NotFound
 from daemon.sync.cloud.errors import AuthRequired
 from daemon.sync.live import DisabledLive
 from daemon.sync.local import CloudNotConfigured
@@ -70,7 +70,7 @@ async def pair(
 async def has_conversation(device: Device, conv_id: str) -> bool:
     try:
         await device.store.conversations.get(conv_id)
-    except Exception:
+    except NotFound:
         return False
     return True
 
