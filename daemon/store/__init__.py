@@ -15,7 +15,7 @@ from pathlib import Path
 import aiosqlite
 
 from daemon.config import StoreSettings
-from daemon.errors import MigrationError, StoreError
+from daemon.errors import StoreError
 from daemon.events import ChangeEvent
 from daemon.hlc import Clock
 from daemon.store import migrate as migrations
@@ -27,6 +27,7 @@ from daemon.store.documents import DocumentRepo
 from daemon.store.engine import Writer, connect, run_in_thread
 from daemon.store.ids import uuid7
 from daemon.store.messages import MessageRepo
+from daemon.store.schema import ENTITY_TABLES
 from daemon.store.sql import meta_get_sql, meta_put_sql
 from daemon.store.sync import SyncRepo
 from daemon.store.tasks import TaskRepo
@@ -46,8 +47,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_ENTITY_TABLES = ("workspaces", "conversations", "messages", "tasks")
 
 
 class Store:
@@ -104,7 +103,7 @@ class Store:
         except BaseException:
             await writer_conn.close()
             raise
-        codecs = {table: RowCodec(table) for table in _ENTITY_TABLES}
+        codecs = {table: RowCodec(table) for table in ENTITY_TABLES}
         clock = Clock(device_id, last=last_hlc)
         ctx = WriteContext(
             writer_conn._conn,
@@ -159,14 +158,8 @@ def _optimize(conn: sqlite3.Connection) -> None:
 
 
 def _prepare(conn: sqlite3.Connection) -> None:
-    """Refuse a database newer than this code before touching it, then migrate it."""
-    available = migrations.discover()
-    version = migrations.schema_version(conn)
-    if version > len(available):
-        raise MigrationError(
-            f"the database is at schema version {version}, newer than this syncd "
-            f"(which knows up to {len(available)}); upgrade syncd or use another data dir"
-        )
+    """Refuse a database newer than this code before touching it (before WAL is set)."""
+    migrations.refuse_newer(conn, migrations.discover())
 
 
 def _boot(conn: sqlite3.Connection) -> tuple[str, str | None, int, int]:

@@ -14,6 +14,7 @@ import orjson
 from daemon.errors import InvalidInput, NotFound
 from daemon.store.codec import RowCodec, decode_cursor, encode_cursor
 from daemon.store.engine import Writer, run_in_thread
+from daemon.store.schema import CLOCK_COLUMNS
 from daemon.store.sql import get_sql, list_sql
 from daemon.store.txn import Stamp, WriteContext, WriteOp
 
@@ -104,6 +105,12 @@ def limit_value(limit: Any) -> int:
     if not 1 <= value <= MAX_LIMIT:
         raise InvalidInput("limit", f"must be between 1 and {MAX_LIMIT}")
     return value
+
+
+def require_workspace(ctx: WriteContext, workspace_id: str) -> None:
+    """InvalidInput unless the live workspace exists (checked inside the write)."""
+    if not ctx.exists("workspaces", workspace_id):
+        raise InvalidInput("workspace_id", f"unknown workspace {workspace_id!r}")
 
 
 def check_fields(fields: Mapping[str, Any], checks: Mapping[str, Check]) -> dict[str, Any]:
@@ -249,4 +256,4 @@ def insert_new(
 
 def new_row_fields(row: dict[str, Any]) -> dict[str, Any]:
     """The synced fields of a new row (what its outbox entry carries)."""
-    return {k: v for k, v in row.items() if k not in ("hlc", "field_hlc", "origin")}
+    return {k: v for k, v in row.items() if k not in CLOCK_COLUMNS}

@@ -54,7 +54,6 @@ class RowCodec:
         self._bool_idx = tuple(i for i, c in enumerate(self.columns) if c in bool_cols)
         self.json_columns = json_cols
         self.bool_columns = bool_cols
-        self.select_sql = f"SELECT {', '.join(self.columns)} FROM {table}"
 
     def decode(self, values: Sequence[Any]) -> dict[str, Any]:
         row = dict(zip(self.columns, values, strict=True))

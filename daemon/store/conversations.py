@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.errors import InvalidInput
 from daemon.store.base import (
     Check,
     Page,
@@ -14,6 +13,7 @@ from daemon.store.base import (
     delete_op,
     identifier,
     insert_new,
+    require_workspace,
     text,
     update_op,
 )
@@ -33,8 +33,7 @@ class ConversationRepo(Repo):
         type = text("type", type)
 
         def op(ctx: WriteContext) -> dict[str, Any]:
-            if not ctx.exists("workspaces", workspace_id):
-                raise InvalidInput("workspace_id", f"unknown workspace {workspace_id!r}")
+            require_workspace(ctx, workspace_id)
             stamp = ctx.tick()
             row: dict[str, Any] = {
                 "id": uuid7(stamp.ms),

@@ -22,9 +22,10 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from daemon.errors import InvalidInput
+from daemon.store.base import require_workspace
 from daemon.store.codec import dump_json_text, iso_ms, now_ms
 from daemon.store.ids import is_uuid, uuid7
-from daemon.store.sql import compile_statement, insert_sql
+from daemon.store.sql import OUTBOX_KEYS, compile_statement, insert_sql
 from daemon.store.txn import Stamp, WriteContext, WriteOp
 
 _metadata = sa.MetaData()
@@ -88,19 +89,7 @@ _DELETE_UPTO: Final = compile_statement(
 _DELETE_ONE: Final = compile_statement(
     sa.delete(doc_updates).where(_U.seq == sa.bindparam("_seq"))
 ).sql
-_OUTBOX_KEYS: Final = (
-    "table_name",
-    "row_id",
-    "workspace_id",
-    "op",
-    "fields",
-    "field_hlc",
-    "hlc",
-    "origin",
-    "created_at",
-    "attempts",
-)
-_INSERT_OUTBOX: Final = insert_sql("outbox", _OUTBOX_KEYS)
+_INSERT_OUTBOX: Final = insert_sql("outbox", OUTBOX_KEYS)
 _UPDATE_FIELDS: Final = ("id", "doc_id", "workspace_id", "data", "created_at")
 
 
@@ -159,8 +148,8 @@ def _create_row(ctx: WriteContext, doc_id: str, create: Create) -> dict[str, Any
     if not is_uuid(doc_id):
         raise InvalidInput("id", "a new document's id must be a lower-case UUID string")
     workspace_id = create.workspace_id
-    if workspace_id is not None and not ctx.exists("workspaces", workspace_id):
-        raise InvalidInput("workspace_id", f"unknown workspace {workspace_id!r}")
+    if workspace_id is not None:
+        require_workspace(ctx, workspace_id)
     stamp = ctx.tick()
     row: dict[str, Any] = {
         "id": doc_id,
@@ -174,7 +163,7 @@ def _create_row(ctx: WriteContext, doc_id: str, create: Create) -> dict[str, Any
     params = {**row, "snapshot_seq": 0, "hlc": stamp.hlc, "origin": ctx.device_id}
     ctx.conn.execute(_INSERT_DOC, {**params, "field_hlc": dump_json_text(clocks)})
     if create.outbox and workspace_id is not None:
-        entry = _outbox_entry(ctx, "documents", doc_id, workspace_id, row, stamp)
+        entry = ctx.outbox_entry("documents", "insert", doc_id, workspace_id, row, stamp)
         ctx.conn.execute(_INSERT_OUTBOX, entry)
     return row
 
@@ -217,9 +206,10 @@ class LocalBatch:
             if workspace_id is not None:
                 values = (update_id, doc_id, workspace_id, encoded, iso)
                 fields = dict(zip(_UPDATE_FIELDS, values, strict=True))
-                outbox.append(
-                    _outbox_entry(ctx, "doc_updates", update_id, workspace_id, fields, stamp)
+                entry = ctx.outbox_entry(
+                    "doc_updates", "insert", update_id, workspace_id, fields, stamp
                 )
+                outbox.append(entry)
             results.append({"id": doc_id, "update_id": update_id})
         ctx.conn.executemany(_INSERT_UPDATE, rows)
         if outbox:
@@ -278,28 +268,6 @@ def _emit_update(
         outbox=False,
     )
     return encoded
-
-
-def _outbox_entry(
-    ctx: WriteContext,
-    table: str,
-    row_id: str,
-    workspace_id: str,
-    fields: dict[str, Any],
-    stamp: Stamp,
-) -> dict[str, Any]:
-    return {
-        "table_name": table,
-        "row_id": row_id,
-        "workspace_id": workspace_id,
-        "op": "insert",
-        "fields": dump_json_text(fields),
-        "field_hlc": dump_json_text(dict.fromkeys(fields, stamp.hlc)),
-        "hlc": stamp.hlc,
-        "origin": ctx.device_id,
-        "created_at": stamp.iso,
-        "attempts": 0,
-    }
 
 
 def compact_op(

@@ -234,6 +234,7 @@ class DocumentRepo:
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # a panic in yrs (pyo3 raises those as BaseException)
+            logger.warning("doc.update.panic doc_id=%s", entry.row["id"], exc_info=True)
             self._drop(entry)
             raise InvalidInput("update", "the update could not be applied") from exc
 

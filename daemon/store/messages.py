@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.errors import Conflict, InvalidInput
-from daemon.store.base import Page, Repo, identifier
+from daemon.store.base import Page, Repo, identifier, new_row_fields
 from daemon.store.ids import is_uuid, uuid7
 from daemon.store.sql import live_conversation_workspace_sql
 from daemon.store.txn import WriteContext
@@ -65,7 +65,7 @@ def _create_op(conversation_id: str, role: str, content: str, id: str | None) ->
             "origin": ctx.device_id,
         }
         ctx.insert_row("messages", row)
-        fields = {k: v for k, v in row.items() if k not in ("hlc", "origin")}
+        fields = new_row_fields(row)
         ctx.emit(
             table="messages",
             op="insert",

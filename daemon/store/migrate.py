@@ -80,6 +80,17 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
+def refuse_newer(conn: sqlite3.Connection, available: list[Migration]) -> int:
+    """The database's schema version; MigrationError if it is newer than ``available``."""
+    current = schema_version(conn)
+    if current > len(available):
+        raise MigrationError(
+            f"the database is at schema version {current}, newer than this syncd "
+            f"(which knows up to {len(available)}); upgrade syncd or use another data dir"
+        )
+    return current
+
+
 def migrate(
     conn: sqlite3.Connection, available: list[Migration] | None = None, *, target: int | None = None
 ) -> int:
@@ -89,12 +100,7 @@ def migrate(
     """
     migrations = discover() if available is None else available
     newest = len(migrations) if target is None else target
-    current = schema_version(conn)
-    if current > len(migrations):
-        raise MigrationError(
-            f"the database is at schema version {current}, newer than this syncd "
-            f"(which knows up to {len(migrations)}); upgrade syncd or use another data dir"
-        )
+    current = refuse_newer(conn, migrations)
     if current >= newest:
         return current
     conn.execute("BEGIN IMMEDIATE")

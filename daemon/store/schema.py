@@ -13,6 +13,9 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+#: The synced entity tables, parents before children.
+ENTITY_TABLES: Final = ("workspaces", "conversations", "messages", "tasks")
+
 
 def _clocked() -> list[sa.Column[object]]:
     """Columns every synced row carries."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
@@ -17,6 +17,12 @@ from sqlalchemy.dialects import sqlite
 from daemon.store import schema
 
 _DIALECT = sqlite.dialect(paramstyle="named")
+
+#: The columns an outbox / changelog entry is inserted with (all but the AUTOINCREMENT key).
+OUTBOX_KEYS: Final = tuple(str(c.name) for c in schema.outbox.columns if c.name != "id")
+CHANGELOG_KEYS: Final = tuple(str(c.name) for c in schema.changelog.columns if c.name != "seq")
+#: The last seq ever assigned to a changelog entry (AUTOINCREMENT keeps it past pruning).
+LAST_SEQ_SQL: Final = "SELECT seq FROM sqlite_sequence WHERE name = 'changelog'"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ from daemon.store import conversations, tasks, workspaces
 from daemon.store import sync_sql as q
 from daemon.store.base import Check, identifier, integer, json_value, optional_text, text
 from daemon.store.base import write_changes as write_local_change
-from daemon.store.codec import iso_ms, now_ms
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.schema import conflicts as conflicts_table
 from daemon.store.schema import rejected as rejected_table
@@ -49,7 +48,7 @@ from daemon.store.sync_types import (
     OutboxChange,
     PushOutcome,
 )
-from daemon.store.txn import Stamp, WriteContext, WriteOp
+from daemon.store.txn import WriteContext, WriteOp
 
 __all__ = [
     "ApplyOutcome",
@@ -234,15 +233,13 @@ def _resolve_op(conflict_id: str, value: Any) -> WriteOp:
         params = {"at": at, "table_name": table, "row_id": row["id"], "field": field}
         ctx.conn.execute(q.conflicts_resolve_field_sql(), params)
         view = conflict_view({**record, "resolved_at": at})
-        ms = now_ms()
-        stamp = Stamp(ctx.clock.last, ms, iso_ms(ms))
         ctx.emit(
             table="conflicts",
             op="update",
             topic="sync.conflict",
             row=view,
             fields={},
-            stamp=stamp,
+            stamp=ctx.stamp(),
             outbox=False,
         )
         return {**view, "value": checked, "row": row}

@@ -23,11 +23,11 @@ import orjson
 
 from daemon.hlc import ClockError, decode
 from daemon.store import sync_sql as q
-from daemon.store.codec import dump_json, iso_ms, now_ms
+from daemon.store.codec import dump_json
 from daemon.store.ids import uuid7
+from daemon.store.schema import ENTITY_TABLES
 from daemon.store.sql import insert_sql
 from daemon.store.sync_rows import (
-    ORDER,
     SHAPES,
     ChangeBuffer,
     TableShape,
@@ -37,7 +37,7 @@ from daemon.store.sync_rows import (
     row_problem,
 )
 from daemon.store.sync_types import ApplyOutcome, MergeFn
-from daemon.store.txn import Stamp, WriteContext, WriteOp
+from daemon.store.txn import WriteContext, WriteOp, workspace_of
 
 logger = logging.getLogger(__name__)
 
@@ -89,28 +89,27 @@ class PageApplier:
     def __init__(self, ctx: WriteContext, merge: MergeFn) -> None:
         self.ctx = ctx
         self.merge = merge
-        ms = now_ms()
-        self.ms = ms
-        self.stamp = Stamp(ctx.clock.last, ms, iso_ms(ms))
+        self.stamp = ctx.stamp()
+        self.ms = self.stamp.ms
         self.counts = _Counts()
         self.log = ChangeBuffer()
         #: ids known to exist after this page's writes so far, per table
-        self.present: dict[str, set[str]] = {name: set() for name in ORDER}
+        self.present: dict[str, set[str]] = {name: set() for name in ENTITY_TABLES}
         #: ids inserted by this page (only a new parent can release parked children)
-        self.inserted: dict[str, set[str]] = {name: set() for name in ORDER}
+        self.inserted: dict[str, set[str]] = {name: set() for name in ENTITY_TABLES}
 
     def outcome(self) -> ApplyOutcome:
         c = self.counts
         return ApplyOutcome(c.applied, c.changed, c.conflicts, c.parked, c.skipped)
 
     def run(self, changes: Iterable[dict[str, Any]]) -> None:
-        by_table: dict[str, list[dict[str, Any]]] = {name: [] for name in ORDER}
+        by_table: dict[str, list[dict[str, Any]]] = {name: [] for name in ENTITY_TABLES}
         for change in changes:
             remote = self._remote_row(change)
             if remote is not None:
                 by_table[change["table"]].append(remote)
         self._receive_clocks(by_table)
-        for name in ORDER:
+        for name in ENTITY_TABLES:
             rows = by_table[name] + self._unparked(name)
             if rows:
                 self._apply_table(SHAPES[name], rows)
@@ -299,7 +298,7 @@ class PageApplier:
             "id": uuid7(self.ms),
             "table_name": name,
             "row_id": row["id"],
-            "workspace_id": _workspace_of(name, row),
+            "workspace_id": workspace_of(name, row),
             "field": str(_get(conflict, "field")),
             "local_value": dump_json(_get(conflict, "local_value")),
             "remote_value": dump_json(_get(conflict, "remote_value")),
@@ -318,7 +317,3 @@ def _get(conflict: Any, key: str) -> Any:
     if isinstance(conflict, dict):
         return conflict.get(key)
     return getattr(conflict, key, None)
-
-
-def _workspace_of(table: str, row: dict[str, Any]) -> str | None:
-    return row["id"] if table == "workspaces" else row.get("workspace_id")

@@ -20,27 +20,15 @@ import orjson
 from daemon.store import sync_sql as q
 from daemon.store.codec import RowCodec, dump_json, dump_json_text, iso_ms, load_json, now_ms
 from daemon.store.ids import uuid7
-from daemon.store.sql import insert_sql
+from daemon.store.schema import CLOCK_COLUMNS, ENTITY_TABLES
+from daemon.store.sql import OUTBOX_KEYS, insert_sql
 from daemon.store.sync_types import Link, OutboxChange, PushOutcome
-from daemon.store.txn import Stamp, WriteContext, WriteOp
+from daemon.store.txn import Stamp, WriteContext, WriteOp, workspace_of
 from daemon.types import LOCAL_ONLY_ROLES
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_ORDER = ("workspaces", "conversations", "messages", "tasks")
 PUSH_STATUSES = frozenset({"applied", "superseded", "rejected"})
-OUTBOX_KEYS = (
-    "table_name",
-    "row_id",
-    "workspace_id",
-    "op",
-    "fields",
-    "field_hlc",
-    "hlc",
-    "origin",
-    "created_at",
-    "attempts",
-)
 SNAPSHOT_CHUNK = 2000
 
 
@@ -128,8 +116,7 @@ def complete_push_op(changes: Sequence[OutboxChange], results: Sequence[dict[str
         conn = ctx.conn
         counts = dict.fromkeys(PUSH_STATUSES, 0)
         done: list[dict[str, int]] = []
-        ms = now_ms()
-        stamp = Stamp(ctx.clock.last, ms, iso_ms(ms))
+        stamp = ctx.stamp()
         for change, result in zip(changes, results, strict=True):
             status = result["status"]
             counts[status] += 1
@@ -214,7 +201,7 @@ def link_op(workspace_id: str, org_id: str, path: str | None) -> WriteOp:
 def _snapshot(ctx: WriteContext, workspace_id: str, at: str) -> int:
     """Write one outbox entry per row of the workspace (tombstones too) with all its clocks."""
     total = 0
-    for table in SNAPSHOT_ORDER:
+    for table in ENTITY_TABLES:
         if table == "messages":
             compiled = q.snapshot_messages_sql()
             params = compiled.params({"ws": workspace_id, "at": at})
@@ -232,13 +219,13 @@ def _snapshot(ctx: WriteContext, workspace_id: str, at: str) -> int:
 def _snapshot_entry(table: str, codec: RowCodec, values: Sequence[Any], at: str) -> dict[str, Any]:
     row = codec.decode(values)
     hlc = row["hlc"]
-    fields = {k: v for k, v in row.items() if k not in ("hlc", "field_hlc", "origin")}
+    fields = {k: v for k, v in row.items() if k not in CLOCK_COLUMNS}
     clocks = dict.fromkeys(fields, hlc)
     clocks.update(row.get("field_hlc") or {})
     return {
         "table_name": table,
         "row_id": row["id"],
-        "workspace_id": row["id"] if table == "workspaces" else row["workspace_id"],
+        "workspace_id": workspace_of(table, row),
         "op": "insert",
         "fields": dump_json_text(fields),
         "field_hlc": dump_json_text(clocks),

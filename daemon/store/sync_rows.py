@@ -14,18 +14,14 @@ import orjson
 
 from daemon.events import ChangeEvent
 from daemon.store.codec import load_json
-from daemon.store.schema import JSON_COLUMNS
-from daemon.store.sql import insert_sql
+from daemon.store.schema import CLOCK_COLUMNS, JSON_COLUMNS
+from daemon.store.sql import CHANGELOG_KEYS, LAST_SEQ_SQL, insert_sql
 from daemon.store.sql import table as sa_table
 from daemon.store.txn import WriteContext
 from daemon.types import MESSAGE_ROLES
 
-#: Parents before children, so a page may create a workspace and its rows.
-ORDER = ("workspaces", "conversations", "messages", "tasks")
-BOOKKEEPING = frozenset({"id", "hlc", "field_hlc", "origin"})
+BOOKKEEPING = CLOCK_COLUMNS | {"id"}
 _SCALAR = (str, int, float, type(None))
-_CHANGELOG_KEYS = ("topic", "row_id", "workspace_id", "data", "created_at")
-_LAST_SEQ_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'changelog'"
 #: daemon.hlc's clock pattern (the device id is group 1).
 _CLOCK = re.compile(r"^\d{13}-\d{6}-([A-Za-z0-9_.:-]+)$")
 
@@ -185,9 +181,9 @@ class ChangeBuffer:
             }
             for topic, row_id, workspace_id, data in entries
         ]
-        ctx.conn.executemany(insert_sql("changelog", _CHANGELOG_KEYS), params)
+        ctx.conn.executemany(insert_sql("changelog", CHANGELOG_KEYS), params)
         # AUTOINCREMENT under one writer: the statement's rows got consecutive seqs.
-        last = int(ctx.conn.execute(_LAST_SEQ_SQL).fetchone()[0])
+        last = int(ctx.conn.execute(LAST_SEQ_SQL).fetchone()[0])
         first = last - len(entries) + 1
         events = [ChangeEvent(first + i, e[0], e[3]) for i, e in enumerate(entries)]
         ctx.add_events(events)

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from daemon.store import schema
-from daemon.store.sql import Compiled, compile_statement, table
+from daemon.store.sql import OUTBOX_KEYS, Compiled, compile_statement, table
 from daemon.types import LOCAL_ONLY_ROLES
 
 cloud_links = sa.Table(
@@ -94,7 +94,7 @@ def snapshot_messages_sql() -> Compiled:
     bulk of a big workspace's snapshot. Same shape as a message's own entry: every field
     under the message's clock."""
     m, o = schema.messages, schema.outbox
-    names = [str(c.name) for c in m.columns if c.name not in ("hlc", "origin")]
+    names = [str(c.name) for c in m.columns if c.name not in schema.CLOCK_COLUMNS]
     fields = sa.func.json_object(*(x for n in names for x in (sa.literal(n), m.c[n])))
     clocks = sa.func.json_object(*(x for n in names for x in (sa.literal(n), m.c.hlc)))
     roles = sorted(LOCAL_ONLY_ROLES)
@@ -115,19 +115,7 @@ def snapshot_messages_sql() -> Compiled:
         .where(m.c.workspace_id == sa.bindparam("ws"), m.c.role.not_in(local_only))
         .order_by(m.c.id)
     )
-    columns = [
-        "table_name",
-        "row_id",
-        "workspace_id",
-        "op",
-        "fields",
-        "field_hlc",
-        "hlc",
-        "origin",
-        "created_at",
-        "attempts",
-    ]
-    return compile_statement(sa.insert(o).from_select(columns, select))
+    return compile_statement(sa.insert(o).from_select(OUTBOX_KEYS, select))
 
 
 # -- outbox -----------------------------------------------------------------------------------

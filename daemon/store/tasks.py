@@ -15,6 +15,7 @@ from daemon.store.base import (
     insert_new,
     integer,
     json_document,
+    require_workspace,
     text,
     update_op,
     write_changes,
@@ -87,8 +88,7 @@ class TaskRepo(Repo):
 
 def _create_op(workspace_id: str, kind: str, payload: Any, priority: int) -> Any:
     def op(ctx: WriteContext) -> dict[str, Any]:
-        if not ctx.exists("workspaces", workspace_id):
-            raise InvalidInput("workspace_id", f"unknown workspace {workspace_id!r}")
+        require_workspace(ctx, workspace_id)
         stamp = ctx.tick()
         row: dict[str, Any] = {
             "id": uuid7(stamp.ms),

@@ -20,6 +20,9 @@ from daemon.events import ChangeEvent
 from daemon.hlc import Clock
 from daemon.store.codec import RowCodec, dump_json_text, iso_ms, now_ms
 from daemon.store.sql import (
+    CHANGELOG_KEYS,
+    LAST_SEQ_SQL,
+    OUTBOX_KEYS,
     changelog_first_sql,
     changelog_prune_sql,
     exists_sql,
@@ -30,20 +33,6 @@ from daemon.store.sql import (
 )
 
 WriteOp = Callable[["WriteContext"], Any]
-
-_OUTBOX_KEYS = (
-    "table_name",
-    "row_id",
-    "workspace_id",
-    "op",
-    "fields",
-    "field_hlc",
-    "hlc",
-    "origin",
-    "created_at",
-    "attempts",
-)
-_CHANGELOG_KEYS = ("topic", "row_id", "workspace_id", "data", "created_at")
 
 
 @dataclass
@@ -93,6 +82,12 @@ class WriteContext:
         ms = now_ms()
         return Stamp(self.clock.now(ms), ms, iso_ms(ms))
 
+    def stamp(self) -> Stamp:
+        """The current wall time under the clock as it is (no tick): for bookkeeping entries
+        that are no change of their own (status, rejections, conflicts, pulled pages)."""
+        ms = now_ms()
+        return Stamp(self.clock.last, ms, iso_ms(ms))
+
     def fetch(self, table: str, id: str) -> dict[str, Any] | None:
         values = self.conn.execute(get_sql(table), {"_id": id}).fetchone()
         return None if values is None else self.codecs[table].decode(values)
@@ -124,23 +119,12 @@ class WriteContext:
         """Record a change of ``row``: an outbox entry with the changed ``fields`` and their
         clocks (unless ``outbox`` is false: local-only data), and a changelog entry."""
         row_id = row["id"]
-        workspace_id = row["id"] if table == "workspaces" else row.get("workspace_id")
+        workspace_id = workspace_of(table, row)
         if outbox:
-            entry = {
-                "table_name": table,
-                "row_id": row_id,
-                "workspace_id": workspace_id,
-                "op": op,
-                "fields": dump_json_text(fields),
-                "field_hlc": dump_json_text(dict.fromkeys(fields, stamp.hlc)),
-                "hlc": stamp.hlc,
-                "origin": self.device_id,
-                "created_at": stamp.iso,
-                "attempts": 0,
-            }
-            self.conn.execute(insert_sql("outbox", _OUTBOX_KEYS), entry)
+            entry = self.outbox_entry(table, op, row_id, workspace_id, fields, stamp)
+            self.conn.execute(insert_sql("outbox", OUTBOX_KEYS), entry)
         cursor = self.conn.execute(
-            insert_sql("changelog", _CHANGELOG_KEYS),
+            insert_sql("changelog", CHANGELOG_KEYS),
             {
                 "topic": topic,
                 "row_id": row_id,
@@ -153,6 +137,29 @@ class WriteContext:
         assert seq is not None
         self._events.append(ChangeEvent(seq, topic, dict(row)))  # callers may keep `row`
 
+    def outbox_entry(
+        self,
+        table: str,
+        op: str,
+        row_id: str,
+        workspace_id: str | None,
+        fields: dict[str, Any],
+        stamp: Stamp,
+    ) -> dict[str, Any]:
+        """The outbox row of a local change of ``fields`` (each under the stamp's clock)."""
+        return {
+            "table_name": table,
+            "row_id": row_id,
+            "workspace_id": workspace_id,
+            "op": op,
+            "fields": dump_json_text(fields),
+            "field_hlc": dump_json_text(dict.fromkeys(fields, stamp.hlc)),
+            "hlc": stamp.hlc,
+            "origin": self.device_id,
+            "created_at": stamp.iso,
+            "attempts": 0,
+        }
+
     def add_events(self, events: Sequence[ChangeEvent]) -> None:
         """Announce changelog entries the caller wrote itself in bulk, in seq order.
 
@@ -163,8 +170,7 @@ class WriteContext:
 
     def publish(self, topic: str, data: dict[str, Any]) -> None:
         """A changelog-only entry: no row, no outbox entry (e.g. a status snapshot)."""
-        ms = now_ms()
-        stamp = Stamp(self.clock.last, ms, iso_ms(ms))
+        stamp = self.stamp()
         self.emit(table="status", op="update", topic=topic, row=data, fields={}, stamp=stamp,
                   outbox=False)  # fmt: skip
 
@@ -235,10 +241,15 @@ class WriteContext:
 
 def read_seqs(conn: sqlite3.Connection) -> tuple[int, int]:
     """(last seq ever assigned, oldest retained seq or 0 when the changelog is empty)."""
-    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changelog'").fetchone()
+    row = conn.execute(LAST_SEQ_SQL).fetchone()
     last = int(row[0]) if row else 0
     first = conn.execute(changelog_first_sql()).fetchone()[0]
     return last, int(first) if first is not None else 0
+
+
+def workspace_of(table: str, row: dict[str, Any]) -> str | None:
+    """The workspace a row belongs to (a workspace belongs to itself)."""
+    return row["id"] if table == "workspaces" else row.get("workspace_id")
 
 
 def _translate(exc: Exception) -> Exception:
