@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from daemon.errors import InvalidInput, NotFound
+from daemon.store.base import new_row_fields
 from daemon.store.sync_types import Link
 from daemon.sync.cloud import CloudApi, CloudRejected
 from daemon.sync.mapping import cloud_change
@@ -57,7 +58,6 @@ FILE_NAME: Final = ".cloud-link.json"
 VERSION: Final = 1
 #: ``lastSyncAt`` is rewritten at most this often.
 LINK_FILE_EVERY_S: Final = 10.0
-_ROW_BOOKKEEPING: Final = ("hlc", "field_hlc", "origin")
 
 
 def link_document(
@@ -181,7 +181,7 @@ class Linker:
         row = await self._store.workspaces.get(workspace_id)
         if row["deleted_at"] is not None:
             raise InvalidInput("workspace_id", "the workspace is deleted")
-        fields = {k: v for k, v in row.items() if k not in _ROW_BOOKKEEPING}
+        fields = new_row_fields(row)
         change = cloud_change(
             "workspaces", row["id"], row["id"], fields, row["field_hlc"],
             hlc=row["hlc"], origin=row["origin"], org_id=org_id,

@@ -65,10 +65,6 @@ class Catalog:
         self._relations: dict[str, Relation] = {}
         self._functions: dict[str, tuple[Function, ...]] = {}
 
-    def invalidate(self) -> None:
-        self._relations.clear()
-        self._functions.clear()
-
     async def relation(
         self, conn: asyncpg.Connection, name: str, *, refresh: bool = False
     ) -> Relation:

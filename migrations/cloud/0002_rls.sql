@@ -29,31 +29,9 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION public.is_org_member(org uuid) RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = '' AS $$
-    SELECT EXISTS (
-        SELECT 1 FROM public.org_memberships m WHERE m.org_id = org AND m.user_id = auth.uid()
-    )
-$$;
-
 CREATE OR REPLACE FUNCTION public.org_role(org uuid) RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = '' AS $$
     SELECT m.role FROM public.org_memberships m WHERE m.org_id = org AND m.user_id = auth.uid()
-$$;
-
-CREATE OR REPLACE FUNCTION public.workspace_org(ws uuid) RETURNS uuid
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = '' AS $$
-    SELECT w.org_id FROM public.workspaces w WHERE w.id = ws
-$$;
-
-CREATE OR REPLACE FUNCTION public.is_workspace_member(ws uuid) RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = '' AS $$
-    SELECT EXISTS (
-        SELECT 1
-        FROM public.workspaces w
-        JOIN public.org_memberships m ON m.org_id = w.org_id
-        WHERE w.id = ws AND m.user_id = auth.uid()
-    )
 $$;
 
 -- True when the caller and `other` are both members of at least one organisation.

@@ -155,10 +155,9 @@ BEGIN
         -- a message's fields other than deleted_at never change, updated_at included (R7)
         NEW.updated_at := CASE WHEN TG_TABLE_NAME = 'messages' THEN OLD.updated_at ELSE now() END;
         old_row := to_jsonb(OLD) - 'updated_at';
-    END IF;
-    new_row := to_jsonb(NEW);
-    IF TG_OP = 'UPDATE' THEN
-        new_row := new_row - 'updated_at';  -- stamped below when anything else changed
+        new_row := to_jsonb(NEW) - 'updated_at';  -- stamped below when anything else changed
+    ELSE
+        new_row := to_jsonb(NEW);
     END IF;
     IF TG_TABLE_NAME = 'messages' AND old_row IS NOT NULL
        AND (new_row - frozen_ok) IS DISTINCT FROM (old_row - frozen_ok) THEN

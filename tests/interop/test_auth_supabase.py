@@ -9,6 +9,7 @@ import time
 import pytest
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 from supabase_auth.errors import AuthApiError, AuthWeakPasswordError
+from supabase_auth.types import Session
 
 from devcloud.auth import auth_of
 from devcloud.keys import verify
@@ -19,6 +20,15 @@ from tests.helpers import MS, wait_for
 async def client_for(dc: RunningDevcloud, *, auto_refresh: bool = False) -> AsyncClient:
     options = AsyncClientOptions(auto_refresh_token=auto_refresh)
     return await acreate_client(dc.url, dc.anon_key, options)
+
+
+async def sign_in(client: AsyncClient, email: str, password: str = "s3cret-pw") -> Session:
+    """Sign in with a password; the session (which supabase-py types as optional)."""
+    session = (
+        await client.auth.sign_in_with_password({"email": email, "password": password})
+    ).session
+    assert session is not None
+    return session
 
 
 async def test_sign_up_returns_a_session_and_get_user_finds_the_user(devcloud: RunningDevcloud):
@@ -48,11 +58,8 @@ async def test_sign_up_returns_a_session_and_get_user_finds_the_user(devcloud: R
 async def test_sign_in_issues_gotrue_claims(devcloud: RunningDevcloud):
     user_id = await devcloud.create_user("bob@example.com", "hunter22")
     client = await client_for(devcloud)
-    response = await client.auth.sign_in_with_password(
-        {"email": "bob@example.com", "password": "hunter22"}
-    )
-    session = response.session
-    assert session is not None and session.user.id == user_id
+    session = await sign_in(client, "bob@example.com", "hunter22")
+    assert session.user.id == user_id
     claims = verify(session.access_token, devcloud.ctx.config.jwt_secret)
     assert claims["sub"] == user_id
     assert claims["role"] == claims["aud"] == "authenticated"
@@ -89,12 +96,7 @@ async def test_signup_errors(devcloud: RunningDevcloud):
 async def test_refresh_rotates_within_the_same_session(devcloud: RunningDevcloud):
     await devcloud.create_user("fay@example.com", "s3cret-pw")
     client = await client_for(devcloud)
-    first = (
-        await client.auth.sign_in_with_password(
-            {"email": "fay@example.com", "password": "s3cret-pw"}
-        )
-    ).session
-    assert first is not None
+    first = await sign_in(client, "fay@example.com")
     second = (await client.auth.refresh_session()).session
     assert second is not None
     assert second.refresh_token != first.refresh_token
@@ -109,12 +111,7 @@ async def test_refresh_rotates_within_the_same_session(devcloud: RunningDevcloud
 async def test_sign_out_ends_the_session(devcloud: RunningDevcloud):
     await devcloud.create_user("gus@example.com", "s3cret-pw")
     client = await client_for(devcloud)
-    session = (
-        await client.auth.sign_in_with_password(
-            {"email": "gus@example.com", "password": "s3cret-pw"}
-        )
-    ).session
-    assert session is not None
+    session = await sign_in(client, "gus@example.com")
     await client.auth.sign_out()
     assert await client.auth.get_session() is None
 
@@ -129,11 +126,9 @@ async def test_sign_out_ends_the_session(devcloud: RunningDevcloud):
 
 async def test_sign_out_others_keeps_only_this_session(devcloud: RunningDevcloud):
     await devcloud.create_user("hal@example.com", "s3cret-pw")
-    credentials = {"email": "hal@example.com", "password": "s3cret-pw"}
     laptop, phone = await client_for(devcloud), await client_for(devcloud)
-    await laptop.auth.sign_in_with_password(credentials)
-    phone_session = (await phone.auth.sign_in_with_password(credentials)).session
-    assert phone_session is not None
+    await sign_in(laptop, "hal@example.com")
+    await sign_in(phone, "hal@example.com")
 
     await laptop.auth.sign_out({"scope": "others"})
 
@@ -146,7 +141,7 @@ async def test_sign_out_others_keeps_only_this_session(devcloud: RunningDevcloud
 async def test_update_user_metadata_and_password(devcloud: RunningDevcloud):
     await devcloud.create_user("ivy@example.com", "s3cret-pw")
     client = await client_for(devcloud)
-    await client.auth.sign_in_with_password({"email": "ivy@example.com", "password": "s3cret-pw"})
+    await sign_in(client, "ivy@example.com")
     updated = await client.auth.update_user({"data": {"theme": "dark"}, "password": "n3w-secret"})
     assert updated.user.user_metadata["theme"] == "dark"
     assert updated.user.user_metadata["email"] == "ivy@example.com"  # merged, not replaced
@@ -163,13 +158,7 @@ async def test_reuse_of_an_old_refresh_token_after_the_window_revokes_the_sessio
 ):
     await devcloud.create_user("jon@example.com", "s3cret-pw")
     client = await client_for(devcloud)
-    signed_in = (
-        await client.auth.sign_in_with_password(
-            {"email": "jon@example.com", "password": "s3cret-pw"}
-        )
-    ).session
-    assert signed_in is not None
-    r0 = signed_in.refresh_token
+    r0 = (await sign_in(client, "jon@example.com")).refresh_token
     r1 = (await client.auth.refresh_session()).session.refresh_token  # type: ignore[union-attr]
     r2 = (await client.auth.refresh_session()).session.refresh_token  # type: ignore[union-attr]
 
@@ -189,11 +178,7 @@ async def test_reuse_of_an_old_refresh_token_after_the_window_revokes_the_sessio
 async def test_a_revoked_token_inside_the_window_is_still_accepted(devcloud: RunningDevcloud):
     await devcloud.create_user("kim@example.com", "s3cret-pw")
     client = await client_for(devcloud)
-    r0 = (
-        await client.auth.sign_in_with_password(
-            {"email": "kim@example.com", "password": "s3cret-pw"}
-        )
-    ).session.refresh_token  # type: ignore[union-attr]
+    r0 = (await sign_in(client, "kim@example.com")).refresh_token
     await client.auth.refresh_session()
     r2 = (await client.auth.refresh_session()).session.refresh_token  # type: ignore[union-attr]
 
@@ -208,12 +193,7 @@ async def test_auto_refresh_renews_short_lived_tokens(devcloud_factory):
     client = await client_for(dc, auto_refresh=True)
     events: list[str] = []
     client.auth.on_auth_state_change(lambda event, _session: events.append(event))
-    first = (
-        await client.auth.sign_in_with_password(
-            {"email": "lee@example.com", "password": "s3cret-pw"}
-        )
-    ).session
-    assert first is not None
+    first = await sign_in(client, "lee@example.com")
     try:
         await wait_for(lambda: "TOKEN_REFRESHED" in events, timeout=8_000 * MS)
         session = await client.auth.get_session()
@@ -227,11 +207,7 @@ async def test_concurrent_refreshes_of_one_token_all_get_the_same_new_token(
 ):
     await devcloud.create_user("max@example.com", "s3cret-pw")
     client = await client_for(devcloud)
-    r0 = (
-        await client.auth.sign_in_with_password(
-            {"email": "max@example.com", "password": "s3cret-pw"}
-        )
-    ).session.refresh_token  # type: ignore[union-attr]
+    r0 = (await sign_in(client, "max@example.com")).refresh_token
     clients = [await client_for(devcloud) for _ in range(5)]
     results = await asyncio.gather(*(c.auth.refresh_session(r0) for c in clients))
     tokens = {r.session.refresh_token for r in results}  # type: ignore[union-attr]

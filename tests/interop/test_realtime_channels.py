@@ -58,7 +58,9 @@ async def test_presence_untrack_and_state_on_join(cloud: Cloud) -> None:
         synced: list[bool] = []
         two.on_presence_sync(lambda: synced.append(True))
         await subscribe(two)
-        await wait_for(lambda: "one" in two.presence_state(), message="presence_state")
+        await wait_for(
+            lambda: "one" in two.presence_state() and bool(synced), message="presence_state + sync"
+        )
         await one.untrack()
         await wait_for(lambda: "one" not in two.presence_state(), message="untrack diff")
 
