@@ -14,7 +14,7 @@ from pathlib import Path
 
 from daemon import __version__
 from daemon.config import Settings, load_settings
-from daemon.errors import AlreadyRunning, ConfigError, DaemonError
+from daemon.errors import ConfigError, DaemonError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -91,13 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"syncd: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except AlreadyRunning as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except DaemonError as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except OSError as exc:  # e.g. the log dir cannot be created
+    except (DaemonError, OSError) as exc:  # e.g. AlreadyRunning; the log dir cannot be created
         print(f"syncd: {exc}", file=sys.stderr)
         return EXIT_ERROR
 

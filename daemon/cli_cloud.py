@@ -16,6 +16,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from ui_bridge.cli_commands import (
+    CONNECT_TIMEOUT,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    report_no_daemon,
+)
 from ui_bridge.client import Client, ConnectionLost, DaemonNotRunning, connect
 from ui_bridge.jsonrpc import ErrorCode, RpcError
 
@@ -24,11 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["link", "login", "logout", "status", "sync_now", "unlink"]
 
-EXIT_OK: Final = 0
-EXIT_ERROR: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_NO_DAEMON: Final = 3
-CONNECT_TIMEOUT: Final = 5.0
 _HINTS: Final[dict[int, str]] = {
     ErrorCode.LOGIN_REQUIRED: "log in with `syncd login --email E`",
     ErrorCode.CLOUD_NOT_CONFIGURED: "set SYNCD_CLOUD_URL and SYNCD_CLOUD_ANON_KEY, then restart",
@@ -54,8 +56,7 @@ def _run(settings: Settings, command: Command) -> int:
     try:
         return asyncio.run(main())
     except DaemonNotRunning as exc:
-        sys.stderr.write(f"syncd: {exc}\nhint: start it with `syncd run`\n")
-        return EXIT_NO_DAEMON
+        return report_no_daemon(settings, exc)
     except UsageError as exc:
         sys.stderr.write(f"syncd: {exc}\n")
         return EXIT_USAGE

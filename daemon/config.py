@@ -192,30 +192,32 @@ def _read_toml(path: Path) -> _Raw:
 
 
 def _build(data_dir: Path, raw: _Raw) -> Settings:
-    def get(name: str, cast_fn: Callable[[str, Any], Any], default: Any) -> Any:
-        if name not in raw:
-            return default
-        key, value = raw[name]
-        return cast_fn(key, value)
-
-    store = StoreSettings(
-        synchronous=get("store.synchronous", _synchronous, "NORMAL"),
-        busy_timeout_ms=get("store.busy_timeout_ms", _int_in(0, 600_000), 5000),
-        changelog_retain=get("store.changelog_retain", _int_in(1, 10**9), 100_000),
+    casts: dict[str, Callable[[str, Any], Any]] = {
+        "store.synchronous": _synchronous,
+        "store.busy_timeout_ms": _int_in(0, 600_000),
+        "store.changelog_retain": _int_in(1, 10**9),
+        "bridge.port": _int_in(0, 65535),
+        "bridge.max_frame_bytes": _int_in(1024, 1 << 30),
+        "bridge.allowed_origins": _origins,
+        "bridge.send_queue_size": _int_in(1, 1 << 20),
+        "cloud.anon_key": _secret,
+        "cloud.url": _url,
+        "log_level": _log_level,
+    }
+    # Only what a source set, by section; everything else keeps the dataclasses' defaults.
+    values: dict[str, dict[str, Any]] = {"": {}, "store": {}, "bridge": {}, "cloud": {}}
+    for name in _KEYS:
+        if name in raw:
+            key, value = raw[name]
+            section, _, field_name = name.rpartition(".")
+            values[section][field_name] = casts[name](key, value)
+    return Settings(
+        data_dir=data_dir,
+        store=StoreSettings(**values["store"]),
+        bridge=BridgeSettings(**values["bridge"]),
+        cloud=CloudSettings(**values["cloud"]),
+        **values[""],
     )
-    bridge = BridgeSettings(
-        port=get("bridge.port", _int_in(0, 65535), 7749),
-        max_frame_bytes=get("bridge.max_frame_bytes", _int_in(1024, 1 << 30), 1 << 20),
-        allowed_origins=get("bridge.allowed_origins", _origins, ()),
-        send_queue_size=get("bridge.send_queue_size", _int_in(1, 1 << 20), 1024),
-    )
-    anon_key = get("cloud.anon_key", _text, None)
-    cloud = CloudSettings(
-        url=get("cloud.url", _url, None),
-        anon_key=Secret(anon_key) if anon_key is not None else None,
-    )
-    log_level = get("log_level", _log_level, "INFO")
-    return Settings(data_dir=data_dir, store=store, bridge=bridge, cloud=cloud, log_level=log_level)
 
 
 def _int_in(low: int, high: int) -> Callable[[str, Any], int]:
@@ -254,6 +256,10 @@ def _text(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(key, "must be a non-empty string")
     return value.strip()
+
+
+def _secret(key: str, value: Any) -> Secret:
+    return Secret(_text(key, value))
 
 
 def _url(key: str, value: Any) -> str:

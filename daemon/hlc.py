@@ -39,7 +39,7 @@ class Timestamp:
     device_id: str
 
     def encode(self) -> str:
-        return f"{self.wall_ms:013d}-{self.counter:06d}-{self.device_id}"
+        return encode(self.wall_ms, self.counter, self.device_id)
 
 
 def encode(wall_ms: int, counter: int, device_id: str) -> str:

@@ -1,4 +1,5 @@
-"""``syncd status`` and ``syncd call``: what ``daemon/cli.py`` runs for those commands.
+"""``syncd call``: what ``daemon/cli.py`` runs for it. ``daemon/cli_cloud.py`` (the other
+commands that talk to the daemon) shares its exit codes and its "no daemon" report.
 
 Exit codes: 0 ok; 1 the daemon answered with an error (or dropped the connection); 2 bad
 command-line input; 3 no daemon runs for the data dir (with a hint on stderr).
@@ -18,7 +19,15 @@ from ui_bridge.jsonrpc import ErrorCode, RpcError
 if TYPE_CHECKING:
     from daemon.config import Settings
 
-__all__ = ["EXIT_NO_DAEMON", "call", "status"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "EXIT_ERROR",
+    "EXIT_NO_DAEMON",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "call",
+    "report_no_daemon",
+]
 
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
@@ -31,11 +40,10 @@ def _dump(value: Any, out: TextIO) -> None:
     out.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def _no_daemon(settings: Settings, exc: DaemonNotRunning) -> int:
+def report_no_daemon(settings: Settings, exc: DaemonNotRunning) -> int:
+    """Say that no daemon runs (and how to start one); the exit code to return."""
     sys.stderr.write(
-        f"syncd: {exc}\n"
-        f"hint: start it with `syncd run --data-dir {settings.data_dir}` "
-        "(or `syncd service install` to start it at login)\n"
+        f"syncd: {exc}\nhint: start it with `syncd run --data-dir {settings.data_dir}`\n"
     )
     return EXIT_NO_DAEMON
 
@@ -48,28 +56,6 @@ async def _call_once(settings: Settings, method: str, params: Any) -> Any:
         return await client.call(method, params)
     finally:
         await client.close()
-
-
-def status(settings: Settings, *, as_json: bool) -> int:
-    """Print the running daemon's state; exit 3 when none runs."""
-    try:
-        state = asyncio.run(_call_once(settings, "daemon.status", None))
-    except DaemonNotRunning as exc:
-        return _no_daemon(settings, exc)
-    except (RpcError, ConnectionLost) as exc:
-        sys.stderr.write(f"syncd: the daemon did not answer: {exc}\n")
-        return EXIT_ERROR
-    if as_json:
-        _dump(state, sys.stdout)
-    else:
-        sys.stdout.write(
-            f"syncd {state['version']} running (pid {state['pid']}) at {state['url']}\n"
-            f"  data dir     {settings.data_dir}\n"
-            f"  started at   {state['started_at']} (up {state['uptime_s']:.0f} s)\n"
-            f"  connections  {state['connections']}, subscriptions {state['subscriptions']}\n"
-            f"  last seq     {state['seq']}\n"
-        )
-    return EXIT_OK
 
 
 def call(settings: Settings, method: str, params_json: str | None) -> int:
@@ -85,7 +71,7 @@ def call(settings: Settings, method: str, params_json: str | None) -> int:
     try:
         result = asyncio.run(_call_once(settings, method, params))
     except DaemonNotRunning as exc:
-        return _no_daemon(settings, exc)
+        return report_no_daemon(settings, exc)
     except RpcError as exc:
         _dump(exc.to_object(), sys.stderr)
         return EXIT_ERROR

@@ -33,9 +33,9 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from daemon.logs import RedactSecrets
 from ui_bridge.discovery import DiscoveryInfo, is_pid_alive, read_discovery
-from ui_bridge.jsonrpc import RpcError
-from ui_bridge.redact import RedactCredentials
+from ui_bridge.jsonrpc import ErrorCode, RpcError
 
 __all__ = [
     "Client",
@@ -55,8 +55,8 @@ MAX_FRAME = 64 << 20
 
 def _ws_logger() -> logging.Logger:
     ws_logger = logging.getLogger("ui_bridge.client.websockets")
-    if not any(isinstance(f, RedactCredentials) for f in ws_logger.filters):
-        ws_logger.addFilter(RedactCredentials())
+    if not any(isinstance(f, RedactSecrets) for f in ws_logger.filters):
+        ws_logger.addFilter(RedactSecrets())
     return ws_logger
 
 
@@ -269,7 +269,9 @@ class Client:
                 await self._start_stream(stream, stream.last_seq)
             except RpcError as exc:
                 self._open_streams.discard(stream)
-                stream._fail(RefetchRequired(str(exc.data)) if exc.code == -32001 else exc)
+                stream._fail(
+                    RefetchRequired(str(exc.data)) if exc.code == ErrorCode.NOT_FOUND else exc
+                )
             except ConnectionLost:
                 return  # the reader reconnects again and resubscribes every open stream
 

@@ -52,22 +52,12 @@ class FrameSink(Protocol):
 
 def encode_event_tail(event: ChangeEvent) -> bytes:
     """``"seq":…,"topic":…,"data":…}}``: the part of a notification shared by every subscriber."""
-    params = {"seq": event.seq, "topic": event.topic, "data": event.data}
-    try:
-        body = orjson.dumps(params)
-    except TypeError:  # str subclasses as keys (see jsonrpc.encode_result): still strings
-        body = orjson.dumps(params, option=orjson.OPT_NON_STR_KEYS)
-    return body[1:] + b"}"
+    return orjson.dumps({"seq": event.seq, "topic": event.topic, "data": event.data})[1:] + b"}"
 
 
 def encode_live_tail(topic: str, data: dict[str, Any]) -> bytes:
     """``"topic":…,"data":…,"ephemeral":true}}``: a live-only event's shared part (no seq)."""
-    params = {"topic": topic, "data": data, "ephemeral": True}
-    try:
-        body = orjson.dumps(params)
-    except TypeError:
-        body = orjson.dumps(params, option=orjson.OPT_NON_STR_KEYS)
-    return body[1:] + b"}"
+    return orjson.dumps({"topic": topic, "data": data, "ephemeral": True})[1:] + b"}"
 
 
 class Subscription:

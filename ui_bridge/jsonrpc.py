@@ -159,13 +159,7 @@ def _invalid(req_id: RequestId, reason: str) -> ErrorReply:
 
 def encode_result(req_id: RequestId, result: Any) -> bytes:
     """A success response. Raises ``TypeError`` (orjson) if ``result`` is not JSON-able."""
-    reply = {"jsonrpc": "2.0", "result": result, "id": req_id}
-    try:
-        return orjson.dumps(reply)
-    except TypeError:
-        # orjson refuses str *subclasses* as keys (e.g. SQLAlchemy's quoted_name); they are
-        # still strings, so retry on the slow path that accepts them.
-        return orjson.dumps(reply, option=orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps({"jsonrpc": "2.0", "result": result, "id": req_id})
 
 
 def encode_error(req_id: RequestId, error: RpcError) -> bytes:

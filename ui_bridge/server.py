@@ -23,12 +23,12 @@ from websockets.http11 import Request, Response
 
 from daemon.config import BridgeSettings
 from daemon.errors import ConfigError
+from daemon.logs import RedactSecrets
 from ui_bridge.access import check_handshake
 from ui_bridge.discovery import DiscoveryInfo, claim_discovery, remove_discovery, write_discovery
 from ui_bridge.dispatch import Dispatcher
 from ui_bridge.hub import EventHub
 from ui_bridge.methods import MethodTable, build_method_table
-from ui_bridge.redact import RedactCredentials
 from ui_bridge.session import Session, SessionServices
 
 if TYPE_CHECKING:
@@ -79,8 +79,8 @@ class BridgeServer:
         if self.settings.host != LOOPBACK:
             raise ConfigError("bridge.host", "the local API listens on 127.0.0.1 only")
         claim_discovery(self.data_dir)
-        if not any(isinstance(f, RedactCredentials) for f in self._ws_logger.filters):
-            self._ws_logger.addFilter(RedactCredentials())
+        if not any(isinstance(f, RedactSecrets) for f in self._ws_logger.filters):
+            self._ws_logger.addFilter(RedactSecrets())
         await self.hub.start()
         services = SessionServices(
             store=self.store,

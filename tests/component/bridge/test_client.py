@@ -13,8 +13,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from daemon.config import BridgeSettings, load_settings
+from daemon import cli_cloud
+from daemon.config import BridgeSettings, StoreSettings, load_settings
 from daemon.store import Store
+from daemon.sync.live import DisabledLive
+from daemon.sync.local import DisabledCloud
 from tests.helpers import MS
 from ui_bridge import cli_commands
 from ui_bridge.client import DaemonNotRunning, Event, RefetchRequired, RpcError, connect
@@ -25,6 +28,7 @@ from ui_bridge.discovery import (
     read_discovery,
     write_discovery,
 )
+from ui_bridge.methods import build_method_table
 from ui_bridge.server import BridgeServer
 
 from .conftest import MakeBridge
@@ -158,18 +162,46 @@ async def test_stream_reports_refetch_when_events_are_gone(
         await client.call("workspace.create", {"name": "x"})
         assert (await next_event(stream)).seq == 1
         await stream.close()
-    assert RefetchRequired  # exported for callers
+
+
+async def test_stream_raises_refetch_when_a_reconnect_finds_its_events_pruned(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path
+    store = await Store.open(tmp_path / "syncd.db", StoreSettings(changelog_retain=10))
+    settings = BridgeSettings(port=0)
+    server = BridgeServer(settings, store=store, data_dir=data_dir, version="t")
+    await server.start()
+    client = await connect(data_dir=data_dir)
+    try:
+        stream = await client.subscribe(["**"])
+        await client.call("workspace.create", {"name": "seen"})
+        assert (await next_event(stream)).seq == 1
+        await server.stop()
+        for i in range(30):  # far more than the 10 entries the changelog keeps
+            await store.workspaces.create(name=f"missed {i}")
+        server = BridgeServer(settings, store=store, data_dir=data_dir, version="t")
+        await server.start()  # the client reconnects and resubscribes with since=1
+        with pytest.raises(RefetchRequired):
+            await next_event(stream)
+    finally:
+        await client.close()
+        await server.stop()
+        await store.close()
 
 
 async def test_cli_status_and_call(
-    bridge: BridgeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    make_bridge: MakeBridge, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    bridge = await make_bridge(build_method_table(DisabledCloud(store), DisabledLive()))
     settings = load_settings(data_dir=tmp_path, environ={})
-    assert await asyncio.to_thread(cli_commands.status, settings, as_json=True) == 0
+    assert await asyncio.to_thread(cli_cloud.status, settings, as_json=True) == 0
     status = orjson.loads(capsys.readouterr().out)
     assert status["pid"] == os.getpid() and status["port"] == bridge.port
-    assert await asyncio.to_thread(cli_commands.status, settings, as_json=False) == 0
-    assert f"pid {os.getpid()}" in capsys.readouterr().out
+    assert status["cloud"]["configured"] is False
+    assert await asyncio.to_thread(cli_cloud.status, settings, as_json=False) == 0
+    text = capsys.readouterr().out
+    assert f"pid {os.getpid()}" in text and "cloud        not configured" in text
 
     code = await asyncio.to_thread(cli_commands.call, settings, "workspace.create", '{"name":"w"}')
     out = capsys.readouterr()
@@ -187,7 +219,7 @@ async def test_cli_status_and_call(
 
 def test_cli_without_daemon_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     settings = load_settings(data_dir=tmp_path, environ={})
-    assert cli_commands.status(settings, as_json=False) == 3
+    assert cli_cloud.status(settings, as_json=False) == 3
     assert "syncd run" in capsys.readouterr().err
     assert cli_commands.call(settings, "daemon.ping", None) == 3
     assert "hint" in capsys.readouterr().err

@@ -1,0 +1,51 @@
+"""Log redaction: credentials never reach a handler (daemon/logs.py)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import orjson
+
+from daemon.logs import JsonFormatter, RedactSecrets, redact
+
+TOKEN = "s3cret-Tok_en.42"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl"
+
+
+def test_redact_masks_bearer_query_and_json_tokens() -> None:
+    # What websockets logs at DEBUG for the local API's opening handshake.
+    line = f"< GET /?token={TOKEN}&x=1 HTTP/1.1 Authorization: Bearer {TOKEN}"
+    cleaned = redact(line)
+    assert TOKEN not in cleaned and cleaned.count("[REDACTED]") == 2 and "&x=1" in cleaned
+    assert redact(f'{{"token": "{TOKEN}"}}') == '{"token": "[REDACTED]"}'
+    assert redact(f"password={TOKEN} refresh_token: {TOKEN}").count("[REDACTED]") == 2
+
+
+def test_redact_masks_jwts_and_keeps_other_text() -> None:
+    assert redact(f"session {JWT} refreshed") == "session [REDACTED] refreshed"
+    assert redact("push.complete ws=1 rows=3") == "push.complete ws=1 rows=3"
+
+
+def _record(msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord("t", logging.INFO, __file__, 1, msg, args, None)
+
+
+def test_filter_rewrites_the_formatted_message() -> None:
+    record = _record("login %s with %s", "alice", f"Bearer {TOKEN}")
+    assert RedactSecrets().filter(record) is True  # never drops a record
+    assert record.getMessage() == "login alice with Bearer [REDACTED]"
+    clean = _record("conn.dropped conn=%s", "ab12")
+    RedactSecrets().filter(clean)
+    assert clean.args == ("ab12",)  # left alone when there is nothing to mask
+
+
+def test_json_lines_redact_the_traceback_too() -> None:
+    try:
+        raise RuntimeError(f"refused: access_token={TOKEN}")
+    except RuntimeError:
+        record = logging.LogRecord("t", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    line = JsonFormatter().format(record)
+    entry = orjson.loads(line)
+    assert TOKEN not in line and "access_token=[REDACTED]" in entry["exc"]
+    assert entry["level"] == "ERROR" and entry["msg"] == "failed"
