@@ -21,10 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import resource
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -32,30 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from _common import print_json_with_load, process_cpu_s, summary_us
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from daemon.config import BridgeSettings, StoreSettings
 from daemon.store import Store
 from ui_bridge.server import BridgeServer
 
 CONTENT = "benchmark message body " * 4
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def summary_us(samples: list[float]) -> dict[str, float]:
-    return {
-        "p50_us": round(percentile(samples, 0.50) * 1e6, 1),
-        "p99_us": round(percentile(samples, 0.99) * 1e6, 1),
-        "mean_us": round(statistics.fmean(samples) * 1e6, 1),
-        "n": len(samples),
-    }
 
 
 # -- client side (child process) ----------------------------------------------------------------
@@ -238,12 +220,6 @@ def raw_transactions(path: Path, n: int) -> list[float]:
     return samples
 
 
-def server_cpu() -> float:
-    """CPU seconds of this (daemon) process, every thread included."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def echo_handler(ws: ServerConnection) -> None:
     async for message in ws:
         await ws.send(message, text=True)
@@ -297,11 +273,11 @@ async def main(quick: bool) -> dict[str, Any]:
             )
             raw = raw_transactions(data / "raw.db", n)
             write["store"] = await store_direct(store, conv["id"], n)
-            cpu_before = server_cpu()
+            cpu_before = process_cpu_s()
             concurrent = await run_child(
                 "concurrent", {**base, "clients": 50, "per_client": int(200 * scale)}
             )
-            concurrent["server_cpu_s"] = server_cpu() - cpu_before
+            concurrent["server_cpu_s"] = process_cpu_s() - cpu_before
             pipelined = await run_child(
                 "pipelined", {**base, "writes": int(10_000 * scale), "window": 64}
             )
@@ -368,7 +344,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fifth of the work (smoke run)")
     args = parser.parse_args()
-    load_before = os.getloadavg()
-    figures = asyncio.run(main(args.quick))
-    figures["load_average_1m"] = {"before": load_before[0], "after": os.getloadavg()[0]}
-    print(json.dumps(figures, indent=2))
+    print_json_with_load(lambda: asyncio.run(main(args.quick)))

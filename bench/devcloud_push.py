@@ -21,21 +21,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import httpx
+from _common import percentile, print_json_with_load, scratch_database
 
 from daemon.store.ids import uuid7
 from devcloud.context import Devcloud, DevcloudConfig
 from devcloud.keys import sign
-from devcloud.postgres import random_database_name, start_embedded, with_database
 from devcloud.server import RunningDevcloud, running_devcloud
 
 BATCH_SIZES = (500, 1000)
@@ -96,12 +92,11 @@ async def push_over_http(
         if len(results) != batch or any(r["status"] != "applied" for r in results):
             raise RuntimeError(f"unexpected push results: {results[:3]}")
     elapsed = time.perf_counter() - started
-    latencies.sort()
     return {
         "rows": len(batches) * batch,
         "rows_per_s": round(len(batches) * batch / elapsed),
-        "batch_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
-        "batch_max_ms": round(latencies[-1] * 1000, 1),
+        "batch_p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
+        "batch_max_ms": round(max(latencies) * 1000, 1),
     }
 
 
@@ -185,27 +180,6 @@ async def seed(dc: RunningDevcloud) -> tuple[dict[str, Any], Rows]:
     return claims, Rows(ws, conv, user)
 
 
-@asynccontextmanager
-async def fresh_database(database_url: str | None) -> AsyncIterator[str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        server = None
-        if database_url is None:
-            server = await asyncio.to_thread(start_embedded, Path(tmp) / "pg")
-            database_url = server.url
-        name = random_database_name("syncd_bench")
-        admin = await asyncpg.connect(database_url)
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        await admin.close()
-        try:
-            yield with_database(database_url, name)
-        finally:
-            admin = await asyncpg.connect(database_url)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.close()
-            if server is not None:
-                await asyncio.to_thread(server.stop)
-
-
 async def disable_realtime_capture(dc: RunningDevcloud) -> None:
     """Turn off every trigger on the synced tables but the sync triggers (devcloud's realtime
     capture): to see what the SQL itself costs."""
@@ -256,9 +230,8 @@ async def measure(runners: dict[str, Runner], repeat: int) -> dict[str, Any]:
 async def run(
     total: int, database_url: str | None, *, capture: bool, repeat: int
 ) -> dict[str, Any]:
-    load_before = os.getloadavg()
     async with (
-        fresh_database(database_url) as url,
+        scratch_database(database_url) as url,
         running_devcloud(DevcloudConfig(port=0), database_url=url) as dc,
     ):
         if not capture:
@@ -287,7 +260,6 @@ async def run(
         "rows_per_run": total,
         "repeat": repeat,
         "realtime_capture": capture,
-        "load_average": {"before": load_before, "after": os.getloadavg()},
         **report,
         "ratio": {
             str(b): round(http[str(b)]["rows_per_s"] / base[str(b)]["rows_per_s"], 3)
@@ -308,15 +280,16 @@ def main() -> None:
         help="disable devcloud's realtime capture triggers (measures the SQL alone)",
     )
     args = parser.parse_args()
-    report = asyncio.run(
-        run(
-            args.rows,
-            args.database_url,
-            capture=not args.without_realtime_capture,
-            repeat=max(1, args.repeat),
+    print_json_with_load(
+        lambda: asyncio.run(
+            run(
+                args.rows,
+                args.database_url,
+                capture=not args.without_realtime_capture,
+                repeat=max(1, args.repeat),
+            )
         )
     )
-    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ import base64
 import gzip
 import hashlib
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -42,23 +41,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from _common import ROOT, print_json_with_load, process_cpu_s
 from pycrdt import Doc, Text, TransactionEvent
+from websockets.asyncio.client import ClientConnection, connect
 
 from daemon.config import BridgeSettings, StoreSettings
 from daemon.store import Store
 from ui_bridge.server import BridgeServer
 
-DEFAULT_TRACE = (
-    Path(__file__).resolve().parents[1]
-    / ".."
-    / "shared"
-    / "editing-traces"
-    / "automerge-paper.ascii.json.gz"
-)
+DEFAULT_TRACE = ROOT / ".." / "shared" / "editing-traces" / "automerge-paper.ascii.json.gz"
 BUDGET = 15_000
 
 
@@ -189,11 +180,6 @@ def _b64(data: bytes) -> str:
 # -- daemon side (this process) -----------------------------------------------------------------
 
 
-def cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def run_editor(cfg: dict[str, Any]) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--child", json.dumps(cfg), stdout=asyncio.subprocess.PIPE
@@ -224,9 +210,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "connections": args.connections,
                 "window": args.window,
             }
-            cpu_before = cpu_s()
+            cpu_before = process_cpu_s()
             out = await run_editor(cfg)
-            daemon_cpu = cpu_s() - cpu_before
+            daemon_cpu = process_cpu_s() - cpu_before
             stored = await store.documents.load(doc["id"])
             stored_text = str(stored.get("content", type=Text))
         finally:
@@ -281,4 +267,5 @@ if __name__ == "__main__":
     parser.add_argument(
         "--compact-every", type=int, default=None, help="compaction threshold (attribution)"
     )
-    print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))
+    args = parser.parse_args()
+    print_json_with_load(lambda: asyncio.run(main(args)))

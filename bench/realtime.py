@@ -26,60 +26,49 @@ import base64
 import contextlib
 import json
 import os
-import re
-import signal
 import statistics
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
+from _common import (
+    child,
+    child_env,
+    devcloud_process,
+    percentile,
+    print_json_with_load,
+    scratch_database,
+    wait_until,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from daemon.config import BridgeSettings, StoreSettings  # noqa: E402
-from daemon.store import Store  # noqa: E402
-from daemon.store.ids import uuid7  # noqa: E402
-from daemon.sync.live import LiveSync  # noqa: E402
-from devcloud import _seed  # noqa: E402
-from devcloud.context import DevcloudConfig  # noqa: E402
-from devcloud.postgres import random_database_name, start_embedded, with_database  # noqa: E402
-from ui_bridge.methods import build_method_table  # noqa: E402
-from ui_bridge.server import BridgeServer  # noqa: E402
+from daemon.config import BridgeSettings, StoreSettings
+from daemon.store import Store
+from daemon.store.ids import uuid7
+from daemon.sync.live import LiveSync
+from devcloud import _seed
+from devcloud.context import DevcloudConfig
+from ui_bridge.methods import build_method_table
+from ui_bridge.server import BridgeServer
 
 PASSWORD = "bench password 1"
 WAIT_S = 60.0
 BUDGET_P50_MS, BUDGET_P99_MS = 1.0, 5.0
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def summary_ms(values: list[float]) -> dict[str, float]:
     return {
-        "p50": round(pct(values, 0.50) * 1000, 3),
-        "p99": round(pct(values, 0.99) * 1000, 3),
+        "p50": round(percentile(values, 0.50) * 1000, 3),
+        "p99": round(percentile(values, 0.99) * 1000, 3),
         "mean": round(statistics.fmean(values) * 1000, 3),
         "n": len(values),
     }
-
-
-async def wait_until(predicate: Callable[[], bool], what: str, limit_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + limit_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 # A minimal Realtime server ------------------------------------------------------------------
@@ -159,7 +148,7 @@ class UiListener:
         return cls(ws)
 
     async def _read(self) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(ConnectionClosed):
             async for raw in self.ws:
                 at = time.perf_counter()
                 message = orjson.loads(raw)
@@ -269,27 +258,6 @@ async def _run_frames(
 # End to end ------------------------------------------------------------------------------------
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
-    env.update(extra)
-    return env
-
-
-@contextlib.asynccontextmanager
-async def child(args: list[str], log: Path, env: dict[str, str]) -> AsyncIterator[Any]:
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, *args, cwd=ROOT, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
-        )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            await proc.wait()
-
-
 class Api:
     """A JSON-RPC client of one daemon (raw, so that every reply is awaited in order)."""
 
@@ -327,36 +295,11 @@ class Api:
 
 
 async def bench_e2e(messages: int, database_url: str | None, tmp: Path) -> dict[str, Any]:
-    server = None
-    if database_url is None:
-        server = await asyncio.to_thread(start_embedded, tmp / "pg")
-        database_url = server.url
-    name = random_database_name("syncd_bench_rt")
-    admin = await asyncpg.connect(database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    db_url = with_database(database_url, name)
-    try:
-        return await _e2e(messages, db_url, tmp)
-    finally:
-        admin = await asyncpg.connect(database_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-        if server is not None:
-            await asyncio.to_thread(server.stop)
-
-
-async def _e2e(messages: int, db_url: str, tmp: Path) -> dict[str, Any]:
-    log = tmp / "devcloud.log"
-    args = ["-m", "devcloud", "--database-url", db_url, "--port", "0"]
-    async with child(args, log, child_env()) as cloud_proc:
-        await wait_until(lambda: cloud_proc.returncode is not None or "API URL:" in log.read_text(),
-                         "devcloud")  # fmt: skip
-        found = re.search(r"API URL: (\S+)", log.read_text())
-        if found is None:
-            raise RuntimeError(log.read_text())
-        env = child_env(SYNCD_CLOUD_URL=found.group(1),
-                        SYNCD_CLOUD_ANON_KEY=DevcloudConfig().anon_key)  # fmt: skip
+    async with (
+        scratch_database(database_url) as db_url,
+        devcloud_process(db_url, tmp / "devcloud.log") as cloud_url,
+    ):
+        env = child_env(SYNCD_CLOUD_URL=cloud_url, SYNCD_CLOUD_ANON_KEY=DevcloudConfig().anon_key)
         pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
         try:
             async with pool.acquire() as conn:
@@ -375,6 +318,10 @@ async def _e2e(messages: int, db_url: str, tmp: Path) -> dict[str, Any]:
             await pool.close()
 
 
+async def subscribed(api: Api, ws_id: str) -> bool:
+    return ws_id in (await api.call("cloud.status"))["realtime"]["subscribed"]
+
+
 async def _e2e_measure(
     a: Api, b: Api, pool: asyncpg.Pool, messages: int, tmp: Path
 ) -> dict[str, Any]:
@@ -388,10 +335,7 @@ async def _e2e_measure(
     await b.call("cloud.link", {"cloud_workspace_id": ws["id"], "path": str(tmp / "b-ws")})
     await b.call("sync.pull")
     for api in (a, b):
-        for _ in range(int(WAIT_S / 0.05)):
-            if ws["id"] in (await api.call("cloud.status"))["realtime"]["subscribed"]:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(lambda api=api: subscribed(api, ws["id"]), "the realtime subscription")
     ui = await UiListener.open(b.info["url"], b.info["token"], ["message.created"])
     try:
         a_to_b: list[float] = []
@@ -426,20 +370,20 @@ async def _e2e_measure(
     }
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=2000)
-    parser.add_argument("--messages", type=int, default=100)
-    parser.add_argument("--no-e2e", action="store_true")
-    parser.add_argument("--database-url", default=os.environ.get("SYNCD_TEST_DATABASE_URL"))
-    args = parser.parse_args()
+async def main(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="syncd-bench-rt-") as root:
         tmp = Path(root)
         result: dict[str, Any] = {"added": await bench_added(args.frames, tmp)}
         if not args.no_e2e:
             result["e2e"] = await bench_e2e(args.messages, args.database_url, tmp)
-    print(json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=2000)
+    parser.add_argument("--messages", type=int, default=100)
+    parser.add_argument("--no-e2e", action="store_true")
+    parser.add_argument("--database-url", default=os.environ.get("SYNCD_TEST_DATABASE_URL"))
+    cli_args = parser.parse_args()
+    print_json_with_load(lambda: asyncio.run(main(cli_args)))

@@ -9,34 +9,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import sqlite3
-import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
+from _common import print_json_with_load, summary_us
 
 from daemon.config import StoreSettings
 from daemon.store import Store, migrate
 from daemon.store.codec import iso_ms, now_ms
 from daemon.store.ids import uuid7
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def summary_us(samples: list[float]) -> dict[str, float]:
-    return {
-        "p50_us": round(percentile(samples, 0.50) * 1e6, 1),
-        "p99_us": round(percentile(samples, 0.99) * 1e6, 1),
-        "mean_us": round(statistics.fmean(samples) * 1e6, 1),
-    }
 
 
 def raw_setup(path: Path) -> tuple[sqlite3.Connection, str, str]:
@@ -151,16 +136,11 @@ async def bench_store(path: Path, writes: int, writers: int) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--writes", type=int, default=3000)
-    parser.add_argument("--writers", type=int, default=50)
-    args = parser.parse_args()
-    load_before = os.getloadavg()
+def measure(writes: int, writers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        raw = bench_raw(Path(tmp) / "raw.db", args.writes)
-        store = asyncio.run(bench_store(Path(tmp) / "store.db", args.writes, args.writers))
-    result = {
+        raw = bench_raw(Path(tmp) / "raw.db", writes)
+        store = asyncio.run(bench_store(Path(tmp) / "store.db", writes, writers))
+    return {
         "bench": "store_write",
         "synchronous": "NORMAL",
         "raw_sqlite3_row_outbox_changelog": raw,
@@ -172,13 +152,19 @@ def main() -> None:
                 store["concurrent"]["writes_per_s"] / raw["writes_per_s"], 2
             ),
         },
-        "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]},
         "budgets": {
             "sequential_p50_within_3x_raw": store["sequential"]["p50_us"] <= 3 * raw["p50_us"],
             "concurrent_at_least_15k_per_s": store["concurrent"]["writes_per_s"] >= 15_000,
         },
     }
-    print(json.dumps(result, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--writes", type=int, default=3000)
+    parser.add_argument("--writers", type=int, default=50)
+    args = parser.parse_args()
+    print_json_with_load(lambda: measure(args.writes, args.writers))
 
 
 if __name__ == "__main__":

@@ -35,21 +35,24 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import orjson
+from _common import (
+    ROOT,
+    child_env,
+    devcloud_process,
+    print_json_with_load,
+    scratch_database,
+    wait_until,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from devcloud import _seed  # noqa: E402
-from devcloud.context import DevcloudConfig  # noqa: E402
-from devcloud.postgres import random_database_name, start_embedded, with_database  # noqa: E402
-from ui_bridge.client import Client, connect  # noqa: E402
+from devcloud import _seed
+from devcloud.context import DevcloudConfig
+from ui_bridge.client import Client, connect
 
 EMAIL, PASSWORD = "bench@example.com", "bench password 1"
 CONTENT = "benchmark message body " * 4
@@ -57,66 +60,6 @@ FIRST_SYNC_ROWS = 100_000
 NAIVE_ROWS = 1_000
 WAIT_S = 300.0
 ANON_KEY = DevcloudConfig().anon_key
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"  # never the real keyring
-    env.update(extra)
-    return env
-
-
-async def wait_until(predicate: Any, what: str, limit_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + limit_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-@contextlib.asynccontextmanager
-async def database(url: str | None, tmp: Path) -> AsyncIterator[str]:
-    server = None
-    if url is None:
-        server = await asyncio.to_thread(start_embedded, tmp / "pg")
-        url = server.url
-    name = random_database_name("syncd_bench")
-    admin = await asyncpg.connect(url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    try:
-        yield with_database(url, name)
-    finally:
-        admin = await asyncpg.connect(url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-        if server is not None:
-            await asyncio.to_thread(server.stop)
-
-
-@contextlib.asynccontextmanager
-async def devcloud(database_url: str, tmp: Path) -> AsyncIterator[str]:
-    log = tmp / "devcloud.log"
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "devcloud", "--database-url", database_url, "--port", "0"),
-            cwd=ROOT,
-            env=child_env(),
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    try:
-        await wait_until(
-            lambda: proc.returncode is not None or "API URL:" in log.read_text(), "devcloud", 60
-        )
-        found = re.search(r"API URL: (\S+)", log.read_text())
-        if found is None:
-            raise RuntimeError(f"devcloud did not start:\n{log.read_text()}")
-        yield found.group(1)
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            await proc.wait()
 
 
 class Daemon:
@@ -138,7 +81,9 @@ class Daemon:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
-        await wait_until(lambda: proc.returncode is not None or self._pid() == proc.pid, "daemon")
+        await wait_until(
+            lambda: proc.returncode is not None or self._pid() == proc.pid, "daemon", WAIT_S
+        )
         self.client = await connect(data_dir=self.data_dir, reconnect=False)
         await self.call("cloud.login", {"email": EMAIL, "password": PASSWORD})
         return self
@@ -188,7 +133,7 @@ async def bench_push(a: Daemon, pool: asyncpg.Pool, n: int) -> dict[str, Any]:
     await a.call("cloud.link", {"workspace_id": ws["id"]})
     linked = time.perf_counter()
     result = await a.call("sync.push")
-    await wait_until_async(lambda: _reached(pool, ws["id"], n), "the push")
+    await wait_until(lambda: _reached(pool, ws["id"], n), "the push", WAIT_S)
     elapsed = time.perf_counter() - start
     return {
         "rows": n,
@@ -205,24 +150,10 @@ async def _reached(pool: asyncpg.Pool, ws_id: str, n: int) -> bool:
     return await count_messages(pool, ws_id) >= n
 
 
-async def wait_until_async(predicate: Any, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
 async def bench_naive(cloud_url: str, ws_id: str, conv_id: str, n: int) -> dict[str, Any]:
     """One POST /rest/v1/messages per row, sequentially, as the signed-in user."""
-    async with httpx.AsyncClient(base_url=cloud_url, headers={"apikey": ANON_KEY}) as http:
-        auth = await http.post(
-            "/auth/v1/token", params={"grant_type": "password"},
-            json={"email": EMAIL, "password": PASSWORD},
-        )  # fmt: skip
-        auth.raise_for_status()
-        headers = {"Authorization": f"Bearer {auth.json()['access_token']}",
-                   "Prefer": "return=minimal"}  # fmt: skip
+    async with contextlib.aclosing(await user_client(cloud_url)) as http:
+        headers = {"Prefer": "return=minimal"}
         start = time.perf_counter()
         for _ in range(n):
             row = {"id": str(uuid.uuid4()), "workspace_id": ws_id, "conversation_id": conv_id,
@@ -372,7 +303,10 @@ async def main(quick: bool, database_url: str | None) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
     daemons: list[Daemon] = []
     try:
-        async with database(database_url, tmp) as url, devcloud(url, tmp) as cloud_url:
+        async with (
+            scratch_database(database_url) as url,
+            devcloud_process(url, tmp / "devcloud.log") as cloud_url,
+        ):
             pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
             try:
                 async with pool.acquire() as conn:
@@ -407,4 +341,4 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     parser.add_argument("--database-url", default=os.environ.get("SYNCD_TEST_DATABASE_URL"))
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.quick, args.database_url)), indent=2))
+    print_json_with_load(lambda: asyncio.run(main(args.quick, args.database_url)))

@@ -31,8 +31,12 @@ def start_embedded(data_dir: Path) -> Postgres:
     running one. It listens on a unix socket only.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    # pgserver asks platformdirs for a runtime dir at import; without one it warns.
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir))
+    # pgserver asks platformdirs for a runtime dir at import; without a private (0700) one it
+    # warns. The data dir itself cannot serve: initdb wants it to itself.
+    if "XDG_RUNTIME_DIR" not in os.environ:
+        runtime = data_dir.with_name(data_dir.name + ".run")
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     from pgserver.postgres_server import get_server  # heavy import: only when embedding
 
     server = get_server(str(data_dir), cleanup_mode="stop")

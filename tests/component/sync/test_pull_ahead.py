@@ -1,7 +1,7 @@
 """A multi-page pull fetches the next page while the current one is applied, one page ahead at
 most, with the catch-up page size; a failed page is fetched again from the stored cursor and
-nothing is lost or applied twice. An httpx mock transport stands in for the cloud (to fail
-one page on cue and to see when each request arrives); the store is a real SQLite file."""
+nothing is lost or applied twice. An httpx mock transport stands in for the cloud (mock_cloud.py:
+to fail one page on cue and to see when each request arrives); the store is a real SQLite file."""
 
 from __future__ import annotations
 
@@ -16,14 +16,9 @@ from daemon.config import StoreSettings
 from daemon.events import ChangeEvent
 from daemon.store import Store
 from daemon.store.sync import pull_scope
-from daemon.sync.cloud import CloudApi, CloudHttp, CloudSession, SecretStore
-from daemon.sync.driver import DriverSettings, SyncDriver
-from daemon.sync.retry import Backoff
+from tests.component.sync.mock_cloud import ORG, grant, mocked_driver
 from tests.helpers import MS, wait_for
 
-URL = "http://cloud.test"
-USER = str(uuid.uuid4())
-ORG = str(uuid.uuid4())
 CLOCK = "1790000000000-000000-cloud"
 STAMP = "2026-11-21T07:09:32.123+00:00"
 
@@ -46,7 +41,7 @@ class PagedCloud:
     async def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/auth/v1/token":
-            return httpx.Response(200, json=_grant())
+            return httpx.Response(200, json=grant())
         if path == "/rest/v1/rpc/sync_push":
             changes = orjson.loads(request.content)["changes"]
             return httpx.Response(200, json=[_applied(c) for c in changes])
@@ -90,15 +85,6 @@ def _applied(change: dict[str, Any]) -> dict[str, Any]:
     return {"id": change["id"], "table": change["table"], "status": "applied"}
 
 
-def _grant() -> dict[str, Any]:
-    return {
-        "access_token": "access-" + uuid.uuid4().hex,
-        "refresh_token": "refresh-" + uuid.uuid4().hex,
-        "expires_in": 3600,
-        "user": {"id": USER, "email": "ada@example.com"},
-    }
-
-
 async def test_pages_are_fetched_one_ahead_and_a_failed_page_is_fetched_again(
     tmp_path: Path,
 ) -> None:
@@ -106,27 +92,10 @@ async def test_pages_are_fetched_one_ahead_and_a_failed_page_is_fetched_again(
     ws = await store.workspaces.create(name="w")  # the local side of the link
     cloud = PagedCloud(ws["id"], str(uuid.uuid4()), rows=400, fail_at=4)
     store.add_commit_listener(cloud.committed)
-    client = httpx.AsyncClient(transport=httpx.MockTransport(cloud.handle))
-    http = CloudHttp(URL, "anon", client=client)
-    session = CloudSession(http, SecretStore(tmp_path, URL, use_keyring=False))
-    settings = DriverSettings(
-        backoff=Backoff(base_s=0.01, cap_s=0.05), pull_limit=10, bulk_pull_limit=40
-    )
-
-    async def refresh() -> None:
-        await session.refresh_access_token(await session.access_token())
-
-    driver = SyncDriver(
-        store=store,
-        api=CloudApi(session),
-        refresh_auth=refresh,
-        on_change=lambda: None,
-        settings=settings,
-        rand=lambda: 0.0,
-    )
     try:
-        async with session:
-            await session.login("ada@example.com", "pw")
+        async with mocked_driver(
+            store, tmp_path, cloud.handle, pull_limit=10, bulk_pull_limit=40
+        ) as driver:
             link = await store.sync.link(workspace_id=ws["id"], org_id=ORG, path=None)
             driver.open()
             await driver.add(link)
@@ -150,6 +119,4 @@ async def test_pages_are_fetched_one_ahead_and_a_failed_page_is_fetched_again(
             assert any(seen < cursor for cursor, seen in later)
             assert all(seen >= cursor - 40 for cursor, seen in later)
     finally:
-        await driver.close()
-        await client.aclose()
         await store.close()

@@ -13,10 +13,5 @@ from rt_e2e_kit import Lab
 
 @pytest.fixture
 async def lab(tmp_path: Path, fresh_database_url: str) -> AsyncIterator[Lab]:
-    the_lab = Lab(tmp_path, fresh_database_url)
-    try:
+    async with Lab(tmp_path, fresh_database_url) as the_lab:
         yield the_lab
-    finally:
-        await the_lab.close()
-        the_lab.report()
-    the_lab.check_no_secret_logged()

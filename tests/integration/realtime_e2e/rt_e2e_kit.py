@@ -1,8 +1,8 @@
 """Helpers for the end-to-end realtime tests (a module name no other test folder uses; this
 folder has no ``__init__.py``, like tests/integration/sync whose harness it reuses).
 
-``Lab``          a devcloud subprocess (``CloudProcess``) and ``syncd run`` daemons
-                 (``DaemonProcess``) from tests/integration/sync/sync_kit.py.
+``Lab``          tests/integration/sync/sync_kit.py's ``SyncLab`` (a devcloud subprocess and
+                 ``syncd run`` daemons) with UI peers.
 ``UiPeer``       a UI attached to a daemon's local API over a raw WebSocket: it records every
                  ``event`` notification as it arrives (``at``: monotonic receipt time), the
                  ephemeral ones included (the Python client keeps only new seqs).
@@ -26,9 +26,11 @@ from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
+from daemon.store.ids import uuid7
 from tests.helpers import MS, wait_for
-from tests.integration.sync.sync_kit import CloudProcess, DaemonProcess, uuid7
+from tests.integration.sync.sync_kit import CloudProcess, DaemonProcess, SyncLab
 from ui_bridge.client import RpcError
 
 ADA = "ada@example.com"
@@ -36,28 +38,12 @@ BOB = "bob@example.com"
 CALL_TIMEOUT = 30_000 * MS
 
 
-class Lab:
-    """Every process of one test; ``close`` stops them all."""
+class Lab(SyncLab):
+    """tests/integration/sync's lab, plus the UI peers a test opens (closed first)."""
 
     def __init__(self, root: Path, database_url: str) -> None:
-        self.root = root
-        self.database_url = database_url
-        self.cloud: CloudProcess | None = None
-        self.daemons: list[DaemonProcess] = []
+        super().__init__(root, database_url)
         self.peers: list[UiPeer] = []
-
-    async def start_cloud(self, *, jwt_expiry: int | None = None) -> CloudProcess:
-        assert self.cloud is None, "one cloud per test"
-        self.cloud = CloudProcess(
-            self.database_url, self.root / "devcloud.log", jwt_expiry=jwt_expiry
-        )
-        await self.cloud.start()
-        return self.cloud
-
-    async def daemon(self, name: str) -> DaemonProcess:
-        daemon = DaemonProcess(name, self.root / name, self.cloud)
-        self.daemons.append(daemon)
-        return await daemon.start()
 
     async def ui(self, daemon: DaemonProcess) -> UiPeer:
         peer = await UiPeer.open(daemon.data_dir)
@@ -67,23 +53,7 @@ class Lab:
     async def close(self) -> None:
         for peer in self.peers:
             await peer.close()
-        for daemon in self.daemons:
-            await daemon.close()
-        if self.cloud is not None:
-            await self.cloud.close()
-
-    def report(self) -> None:
-        for daemon in self.daemons:
-            print(f"===== daemon {daemon.name} =====\n{daemon.logs()}")
-        if self.cloud is not None:
-            print(f"===== devcloud =====\n{self.cloud.logs()}")
-
-    def check_no_secret_logged(self) -> None:
-        for daemon in self.daemons:
-            token = daemon.refresh_token()
-            text = daemon.log_text()
-            for secret in daemon.secrets | ({token} if token else set()):
-                assert secret not in text, f"a password or token leaked into {daemon.name}'s logs"
+        await super().close()
 
 
 @dataclass(frozen=True)
@@ -114,7 +84,7 @@ class UiPeer:
         return cls(ws)
 
     async def _read(self) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(ConnectionClosed):
             async for raw in self.ws:
                 message = orjson.loads(raw)
                 if message.get("method") == "event":

@@ -105,16 +105,8 @@ async def test_channels_stay_joined_with_tokens_expiring_every_30_s(lab: Lab) ->
     # The tokens really expired and were renewed meanwhile; no channel was shut for it.
     renewed = "SELECT count(*) FROM auth.refresh_tokens WHERE id > $1"
     assert await cloud.fetchval(renewed, issued) >= 2 * SOAK_S / 30 - 2
-    assert "token_expired" not in cloud_log(lab)
+    assert "token_expired" not in cloud.log_text()
 
 
 async def has(daemon: DaemonProcess, conv_id: str, ids: set[str]) -> bool:
     return ids <= await message_ids(daemon, conv_id)
-
-
-def cloud_log(lab: Lab) -> str:
-    assert lab.cloud is not None
-    log = lab.cloud.log
-    return "\n".join(
-        p.read_text(errors="replace") for p in sorted(log.parent.glob(f"{log.name}.*"))
-    )

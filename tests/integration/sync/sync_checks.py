@@ -65,7 +65,8 @@ async def sync_all(daemons: Sequence[DaemonProcess], rounds: int = 2) -> None:
 
 
 async def wait_synced(daemon: DaemonProcess, *, within: float = SYNC_TIMEOUT) -> None:
-    """Until the daemon's outbox is empty, nothing is rejected, and it is not failing."""
+    """Until the daemon's outbox is empty and it is not failing (rejected rows are the
+    caller's to check: ``status()["rejected"]``)."""
 
     async def drained() -> bool:
         status = await daemon.status()

@@ -10,6 +10,7 @@ count what really arrived there.
                    cloud back on the same port (an outage); ``create_user`` seeds users/orgs.
 ``DaemonProcess``  one ``syncd run --data-dir D --port 0`` with a connected client; ``kill()``
                    (SIGKILL), ``stop()`` (SIGTERM), ``start()`` again on the same data dir.
+``SyncLab``        every process of one test (the ``lab`` fixture).
 
 sync_checks.py compares replicas and waits for sync.
 """
@@ -23,10 +24,9 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import asyncpg
 
@@ -48,14 +48,6 @@ def child_env(**extra: str) -> dict[str, str]:
     env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
     env.update(extra)
     return env
-
-
-def uuid7() -> str:
-    """A client-chosen message id (time-ordered, like the daemon's own)."""
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76
-    value |= ((rand >> 62) & 0xFFF) << 64 | 0b10 << 62 | rand & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
 
 
 def tail(path: Path, lines: int = 60) -> str:
@@ -132,10 +124,16 @@ class CloudProcess:
             await self.pool.close()
             self.pool = None
 
+    def _log_files(self) -> list[Path]:
+        """One log per start (``devcloud.log.1``, ``.2``, …)."""
+        return [self.log.with_name(f"{self.log.name}.{n}") for n in range(1, self._starts + 1)]
+
     def logs(self) -> str:
-        return "\n".join(
-            tail(self.log.with_name(f"{self.log.name}.{n}")) for n in range(1, self._starts + 1)
-        )
+        return "\n".join(tail(path) for path in self._log_files())
+
+    def log_text(self) -> str:
+        """Every start's whole log."""
+        return "\n".join(path.read_text(errors="replace") for path in self._log_files())
 
     # The database, read directly -----------------------------------------------------------
 
@@ -340,3 +338,61 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, list):
         return [s for v in value for s in _strings(v)]
     return []
+
+
+class SyncLab:
+    """Every process of one test (see conftest.py); ``async with`` stops them all at exit,
+    prints their logs, and checks that no daemon logged a password or token it was given."""
+
+    def __init__(self, root: Path, database_url: str) -> None:
+        self.root = root
+        self.database_url = database_url
+        self._cloud: CloudProcess | None = None
+        self.daemons: list[DaemonProcess] = []
+
+    @property
+    def cloud(self) -> CloudProcess:
+        assert self._cloud is not None, "await lab.start_cloud() first"
+        return self._cloud
+
+    async def start_cloud(self, *, jwt_expiry: int | None = None) -> CloudProcess:
+        assert self._cloud is None, "one cloud per test"
+        self._cloud = CloudProcess(
+            self.database_url, self.root / "devcloud.log", jwt_expiry=jwt_expiry
+        )
+        await self._cloud.start()
+        return self._cloud
+
+    async def daemon(self, name: str) -> DaemonProcess:
+        daemon = DaemonProcess(name, self.root / name, self._cloud)
+        self.daemons.append(daemon)
+        return await daemon.start()
+
+    async def close(self) -> None:
+        for daemon in self.daemons:
+            await daemon.close()
+        if self._cloud is not None:
+            await self._cloud.close()
+
+    def report(self) -> None:
+        for daemon in self.daemons:
+            print(f"===== daemon {daemon.name} =====\n{daemon.logs()}")
+        if self._cloud is not None:
+            print(f"===== devcloud =====\n{self._cloud.logs()}")
+
+    def check_no_secret_logged(self) -> None:
+        for daemon in self.daemons:
+            token = daemon.refresh_token()
+            secrets = daemon.secrets | ({token} if token else set())
+            text = daemon.log_text()
+            for secret in secrets:
+                assert secret not in text, f"a password or token leaked into {daemon.name}'s logs"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+        self.report()
+        if exc[0] is None:
+            self.check_no_secret_logged()

@@ -17,8 +17,9 @@ import time
 from typing import Any
 
 from sync_checks import wait_synced
-from sync_kit import CloudProcess, DaemonProcess, uuid7
+from sync_kit import CloudProcess, DaemonProcess
 
+from daemon.store.ids import uuid7
 from tests.helpers import MS, wait_for
 
 EMAIL = "ana@example.com"

@@ -14,12 +14,9 @@ from ui_bridge.client import RpcError
 ANA, BOB, EVE = "ana@acme.test", "bob@acme.test", "eve@other.test"
 
 
-def workspace_ids(listed: Any) -> set[str]:
-    """The ids in a ``cloud.workspaces`` result (a list, or an object holding one)."""
-    if isinstance(listed, dict):
-        listed = listed.get("workspaces", listed.get("items"))
-    assert isinstance(listed, list), listed
-    return {w["id"] for w in listed}
+def workspace_ids(listed: dict[str, Any]) -> set[str]:
+    """The ids in a ``cloud.workspaces`` result."""
+    return {w["id"] for w in listed["items"]}
 
 
 async def test_two_users_of_one_org_converge_and_another_org_gets_nothing(

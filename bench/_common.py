@@ -1,0 +1,140 @@
+"""What the benchmarks share. Each script still runs alone: ``python bench/X.py`` puts this
+folder first on ``sys.path``, so ``import _common`` finds this file, which puts the checkout on
+``sys.path`` (import it before ``daemon``/``devcloud``/``ui_bridge``).
+
+``percentile``/``summary_us``    latency figures; ``process_cpu_s`` this process's CPU time.
+``print_json_with_load``         run the measurement, print its figures as JSON with the 1-minute
+                                 load average before and after (the machine is shared: noisy).
+``child_env``/``child``          child processes (``python -m …``) that never see our SYNCD_*
+                                 variables nor the OS keyring.
+``wait_until``                   poll a condition (sync or async) until a deadline.
+``scratch_database``             a fresh PostgreSQL database (embedded pgserver unless a URL).
+``devcloud_process``             ``python -m devcloud`` on a database; yields its API URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import resource
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout's packages, installed or not
+
+from devcloud.postgres import random_database_name, start_embedded, with_database  # noqa: E402
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary_us(samples: list[float]) -> dict[str, float]:
+    return {
+        "p50_us": round(percentile(samples, 0.50) * 1e6, 1),
+        "p99_us": round(percentile(samples, 0.99) * 1e6, 1),
+        "mean_us": round(statistics.fmean(samples) * 1e6, 1),
+        "n": len(samples),
+    }
+
+
+def process_cpu_s() -> float:
+    """CPU seconds of this process, every thread included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def print_json_with_load(measure: Callable[[], dict[str, Any]]) -> None:
+    before = os.getloadavg()[0]
+    figures = measure()
+    figures["load_average_1m"] = {"before": before, "after": os.getloadavg()[0]}
+    print(json.dumps(figures, indent=2))
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+    env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"  # never the real keyring
+    env.update(extra)
+    return env
+
+
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], what: str, limit_s: float = 60.0
+) -> None:
+    deadline = time.monotonic() + limit_s
+    while True:
+        result = predicate()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+@contextlib.asynccontextmanager
+async def child(
+    args: list[str], log: Path, env: dict[str, str]
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``python *args`` from the repository root, output to ``log``; SIGTERM at exit."""
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, *args, cwd=ROOT, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
+        )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(url: str | None) -> AsyncIterator[str]:
+    """A new database on ``url``'s server (an embedded one in a temporary directory when None),
+    dropped at exit; yields its URL."""
+    with tempfile.TemporaryDirectory(prefix="syncd-bench-pg-") as pg_dir:
+        server = None
+        if url is None:
+            server = await asyncio.to_thread(start_embedded, Path(pg_dir) / "data")
+            url = server.url
+        name = random_database_name("syncd_bench")
+        admin = await asyncpg.connect(url)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+        try:
+            yield with_database(url, name)
+        finally:
+            admin = await asyncpg.connect(url)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+            if server is not None:
+                await asyncio.to_thread(server.stop)
+
+
+@contextlib.asynccontextmanager
+async def devcloud_process(database_url: str, log: Path) -> AsyncIterator[str]:
+    args = ["-m", "devcloud", "--database-url", database_url, "--port", "0"]
+    async with child(args, log, child_env()) as proc:
+        await wait_until(
+            lambda: proc.returncode is not None or "API URL:" in log.read_text(), "devcloud"
+        )
+        text = await asyncio.to_thread(log.read_text)
+        found = re.search(r"API URL: (\S+)", text)
+        if found is None:
+            raise RuntimeError(f"devcloud did not start:\n{text}")
+        yield found.group(1)
