@@ -60,6 +60,7 @@ class Devcloud:
 
         BEGIN and the role switch go in one round trip (a simple query with the values as
         literals); the transaction commits when the block ends and rolls back when it raises.
+        The COMMIT carries the pool's session reset too (see ``DevcloudConnection``).
         asyncpg refuses ``conn.transaction()`` inside it (a manually started transaction).
         """
         role = str(claims.get("role") or "anon")
@@ -79,7 +80,29 @@ class Devcloud:
                     with suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                         await conn.execute("ROLLBACK")
                 raise
-            await conn.execute("COMMIT")
+            await conn.execute("COMMIT;" + conn.get_reset_query())
+
+
+class DevcloudConnection(asyncpg.Connection):  # type: ignore[misc]
+    """The pool's connections (``server.py``). ``transaction_as`` sends the session reset the
+    pool would send at release in its COMMIT's round trip; when that was the last thing a
+    connection executed, the release sends nothing more (one round trip less per request).
+    (Only methods asyncpg's pool proxy knows reach the connection, hence ``execute``.)"""
+
+    _reset_sent = False
+
+    # asyncpg's signature, timeout included
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:  # noqa: ASYNC109
+        self._reset_sent = False
+        result = str(await super().execute(query, *args, timeout=timeout))
+        self._reset_sent = not args and query == "COMMIT;" + super().get_reset_query()
+        return result
+
+    def get_reset_query(self) -> str:
+        if self._reset_sent:
+            self._reset_sent = False
+            return ""
+        return str(super().get_reset_query())
 
 
 _BEGIN_AS = (

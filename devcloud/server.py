@@ -21,7 +21,7 @@ from starlette.types import ASGIApp
 
 from devcloud import _seed
 from devcloud.app import build_app
-from devcloud.context import Devcloud, DevcloudConfig
+from devcloud.context import Devcloud, DevcloudConfig, DevcloudConnection
 from devcloud.postgres import start_embedded, with_database
 from devcloud.schema import apply_all
 
@@ -70,7 +70,9 @@ async def running_devcloud(
     uses its database ``devcloud`` (created if missing).
     """
     async with database(database_url, data_dir) as url:
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE)
+        pool = await asyncpg.create_pool(
+            url, min_size=1, max_size=POOL_SIZE, connection_class=DevcloudConnection
+        )
         try:
             async with pool.acquire() as conn:
                 await apply_all(conn)

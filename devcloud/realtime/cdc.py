@@ -9,8 +9,11 @@ feed writes its subscribers' tables there, keyed by its LISTEN connection's back
 join is confirmed, and removes them at the next idle tick or unwanted notification after the last
 subscriber of a table leaves. So writes nobody subscribes to cost neither NOTIFY nor parsing.
 
-For each change the subscribers whose bindings want it are grouped by identical claims, and each
-group is judged once inside ``ctx.transaction_as(claims)``:
+The notifications waiting in the queue are taken together (up to ``MAX_BATCH``, in commit
+order); subscribers are grouped by identical claims, and each group judges all the changes its
+bindings want in one ``ctx.transaction_as(claims)`` (columns and policies read once per table,
+the row images of a table in one query: a 1000-row sync_push costs a few round trips, not
+thousands), then each subscriber gets its changes in order:
 
 * the columns are those the claims' role may SELECT (none: nothing is delivered);
 * the row image the trigger sent (new row for INSERT/UPDATE, old row for DELETE) is checked
@@ -47,13 +50,16 @@ from devcloud.realtime.changes import (
 )
 from devcloud.realtime.channel import Binding
 from devcloud.realtime.hub import Subscriber
-from devcloud.realtime.rls import is_visible, quote_ident
+from devcloud.realtime.rls import quote_ident, visible_images
 
 logger = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "devcloud_realtime"
 CAPTURE_LOCK_KEY = 0x73796E6364_52  # "syncd" + "R": serialises concurrent capture.sql appliers
 MAX_PENDING = 10_000
+# Notifications judged together (one transaction per group of claims). A quarter of a socket's
+# send queue (session.MAX_QUEUE): one batch alone never gets a client that keeps up dropped.
+MAX_BATCH = 256
 LISTENER_CHECK_SECONDS = 5.0
 # A joining channel's tables stay watched this long before its bindings must be active (the
 # join is confirmed only after they are watched; a join that never activates lets them go).
@@ -164,9 +170,16 @@ class ChangeFeed:
                     await self._relisten_if_lost()
                     await self.update_watch()
                 else:
-                    await self.dispatch(text)
+                    await self.dispatch_many([text, *self._drain(MAX_BATCH - 1)])
             except Exception:  # supervisor boundary: one bad change must not stop the feed
                 logger.exception("realtime.cdc.dispatch_failed")
+
+    def _drain(self, limit: int) -> list[str]:
+        """The notifications already queued, up to ``limit`` (they are judged together)."""
+        texts: list[str] = []
+        while len(texts) < limit and not self._queue.empty():
+            texts.append(self._queue.get_nowait())
+        return texts
 
     async def prepare(self, bindings: Sequence[Binding]) -> list[str]:
         """Attach capture triggers to newly published tables; errors for unusable bindings."""
@@ -222,73 +235,142 @@ class ChangeFeed:
 
     async def dispatch(self, text: str) -> None:
         """Deliver one notification to every subscriber allowed to see it."""
+        await self.dispatch_many([text])
+
+    async def dispatch_many(self, texts: Sequence[str]) -> None:
+        """Deliver notifications, in their order, to every subscriber allowed to see them.
+
+        Subscribers are grouped by identical claims; each group judges all the changes it wants
+        in one transaction (see ``_fetch``), then each member gets its changes in order.
+        """
         if not any(True for _ in self.subscribers()):
             await self.update_watch()  # the last subscriber left: stop the notifications
             return
-        try:
-            change = parse_notification(text)
-        except (ValueError, KeyError) as exc:
-            logger.warning("realtime.cdc.bad_notification: %s", exc)
-            return
+        changes: list[Change] = []
+        for text in texts:
+            try:
+                changes.append(parse_notification(text))
+            except (ValueError, KeyError) as exc:
+                logger.warning("realtime.cdc.bad_notification: %s", exc)
         groups: dict[str, list[Subscriber]] = {}
         for subscriber in self.subscribers():
-            if any(
-                b.wants(change.schema, change.table, change.type)
-                for b in subscriber.config.bindings
-            ):
-                key = json.dumps(subscriber.claims, sort_keys=True, default=str)
-                groups.setdefault(key, []).append(subscriber)
-        if not groups:
-            await self.update_watch()  # nobody wants this table any more
+            key = json.dumps(subscriber.claims, sort_keys=True, default=str)
+            groups.setdefault(key, []).append(subscriber)
         for members in groups.values():
-            await self._deliver(change, members)
+            wanted = [c for c in changes if any(_wants(s, c) for s in members)]
+            if wanted:
+                judged = await self._judged(wanted, members[0].claims)
+                for change, (columns, record) in zip(wanted, judged, strict=True):
+                    _deliver(change, members, columns, record)
+        if any(not any(_wants(s, c) for s in self.subscribers()) for c in changes):
+            await self.update_watch()  # nobody wants some table any more
 
-    async def _deliver(self, change: Change, members: list[Subscriber]) -> None:
+    async def _judged(self, changes: list[Change], claims: dict[str, Any]) -> list[Judged]:
+        """``_fetch``, and when its transaction fails (a table dropped meanwhile, a role that may
+        not read a table), each change on its own so that one cannot cost the others."""
         try:
-            columns, record = await self._fetch(change, members[0].claims)
-        except asyncpg.InsufficientPrivilegeError:
-            return  # this role may not read the table at all
-        except asyncpg.PostgresError as exc:  # e.g. the table was dropped meanwhile
-            logger.warning("realtime.cdc.fetch_failed %s.%s: %s", change.schema, change.table, exc)
-            return
-        if not columns or (change.type != "DELETE" and record is None):
-            return  # invisible to these claims (RLS), or gone already
-        for subscriber in members:
-            if subscriber.closed:
-                continue
-            bindings = subscriber.config.bindings
-            ids = matching_ids(bindings, change, record, columns)
-            if not ids:
-                continue
-            select = _select_of(bindings, ids)
-            payload = build_payload(change, ids, columns, record, select)
-            subscriber.send(ch.push(subscriber.topic, "postgres_changes", payload))
+            return await self._fetch(changes, claims)
+        except asyncpg.PostgresError as exc:
+            if len(changes) > 1:
+                return [(await self._judged([change], claims))[0] for change in changes]
+            if not isinstance(exc, asyncpg.InsufficientPrivilegeError):
+                change = changes[0]
+                logger.warning(
+                    "realtime.cdc.fetch_failed %s.%s: %s", change.schema, change.table, exc
+                )
+            return [([], None)]
 
-    async def _fetch(
-        self, change: Change, claims: dict[str, Any]
-    ) -> tuple[list[Column], dict[str, Any] | None]:
-        """The columns the claims may read and the record to send; no columns: not visible."""
-        relation = f"{quote_ident(change.schema)}.{quote_ident(change.table)}"
+    async def _fetch(self, changes: Sequence[Change], claims: dict[str, Any]) -> list[Judged]:
+        """Per change, the columns the claims may read and the record to send (no columns: not
+        visible), judged in one transaction: the columns and the policies once per table, the
+        row images the trigger sent all at once per table (rls.visible_images)."""
         async with self.ctx.transaction_as(claims) as conn:
-            rows = await conn.fetch(_COLUMNS_SQL, relation)
-            columns = [Column(r[0], r[1]) for r in rows]
-            if not columns:
-                return [], None
-            image = (change.old or change.pk) if change.type == "DELETE" else change.new
-            if image is not None:  # judge the row as the change wrote it
-                if not await is_visible(conn, change.schema, change.table, image):
-                    return [], None
-                return columns, None if change.type == "DELETE" else image
-            # The row did not fit in the notification: read it as it is now.
-            names = ", ".join(quote_ident(c.name) for c in columns)
-            where = " AND ".join(
-                f"t.{quote_ident(k)} ="
-                f" (jsonb_populate_record(NULL::{relation}, $1::jsonb)).{quote_ident(k)}"
-                for k in change.pk
-            )
-            sql = f"SELECT to_jsonb(r) FROM (SELECT {names} FROM {relation} t WHERE {where}) r"
-            value = await conn.fetchval(sql, json.dumps(change.pk))
-        return columns, json.loads(value) if value is not None else None
+            columns_of: dict[TableKey, list[Column]] = {}
+            for change in changes:
+                key = (change.schema, change.table)
+                if key not in columns_of:
+                    relation = f"{quote_ident(change.schema)}.{quote_ident(change.table)}"
+                    rows = await conn.fetch(_COLUMNS_SQL, relation)
+                    columns_of[key] = [Column(r[0], r[1]) for r in rows]
+            visible = await _visible(conn, changes, columns_of)
+            judged: list[Judged] = []
+            for i, change in enumerate(changes):
+                columns = columns_of[(change.schema, change.table)]
+                if not columns:
+                    judged.append(([], None))
+                elif _image(change) is not None:  # judged as the change wrote it
+                    record = None if change.type == "DELETE" else change.new
+                    judged.append((columns, record) if i in visible else ([], None))
+                else:  # the row did not fit in the notification: read it as it is now
+                    judged.append((columns, await _read_back(conn, change, columns)))
+        return judged
+
+
+Judged = tuple[list[Column], dict[str, Any] | None]
+
+
+def _wants(subscriber: Subscriber, change: Change) -> bool:
+    return any(
+        b.wants(change.schema, change.table, change.type) for b in subscriber.config.bindings
+    )
+
+
+def _image(change: Change) -> dict[str, Any] | None:
+    """The row image to judge: the old row (or key) of a DELETE, else the new row if sent."""
+    return (change.old or change.pk) if change.type == "DELETE" else change.new
+
+
+async def _visible(
+    conn: asyncpg.Connection, changes: Sequence[Change], columns_of: dict[TableKey, list[Column]]
+) -> set[int]:
+    """Indexes of the changes whose row image the current claims may read."""
+    by_table: dict[TableKey, list[int]] = {}
+    for i, change in enumerate(changes):
+        key = (change.schema, change.table)
+        if columns_of[key] and _image(change) is not None:
+            by_table.setdefault(key, []).append(i)
+    visible: set[int] = set()
+    for (schema, table), indexes in by_table.items():
+        images = [_image(changes[i]) or {} for i in indexes]
+        flags = await visible_images(conn, schema, table, images)
+        visible.update(i for i, ok in zip(indexes, flags, strict=True) if ok)
+    return visible
+
+
+async def _read_back(
+    conn: asyncpg.Connection, change: Change, columns: list[Column]
+) -> dict[str, Any] | None:
+    """The changed row as it is now, read under the current claims (RLS applies)."""
+    relation = f"{quote_ident(change.schema)}.{quote_ident(change.table)}"
+    names = ", ".join(quote_ident(c.name) for c in columns)
+    where = " AND ".join(
+        f"t.{quote_ident(k)} ="
+        f" (jsonb_populate_record(NULL::{relation}, $1::jsonb)).{quote_ident(k)}"
+        for k in change.pk
+    )
+    sql = f"SELECT to_jsonb(r) FROM (SELECT {names} FROM {relation} t WHERE {where}) r"
+    value = await conn.fetchval(sql, json.dumps(change.pk))
+    return json.loads(value) if value is not None else None
+
+
+def _deliver(
+    change: Change,
+    members: list[Subscriber],
+    columns: list[Column],
+    record: dict[str, Any] | None,
+) -> None:
+    if not columns or (change.type != "DELETE" and record is None):
+        return  # invisible to these claims (RLS), or gone already
+    for subscriber in members:
+        if subscriber.closed:
+            continue
+        bindings = subscriber.config.bindings
+        ids = matching_ids(bindings, change, record, columns)
+        if not ids:
+            continue
+        select = _select_of(bindings, ids)
+        payload = build_payload(change, ids, columns, record, select)
+        subscriber.send(ch.push(subscriber.topic, "postgres_changes", payload))
 
 
 def table_keys(bindings: Iterable[Binding]) -> set[TableKey]:

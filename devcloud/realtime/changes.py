@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from devcloud.realtime.channel import CHANGE_EVENTS, Binding
 from devcloud.realtime.filters import matches
 
@@ -132,11 +134,15 @@ def build_payload(
 
 
 def _limit_size(record: dict[str, Any]) -> tuple[dict[str, Any], list[str] | None]:
-    if len(json.dumps(record, default=str)) <= MAX_RECORD_BYTES:
+    if _json_size(record) <= MAX_RECORD_BYTES:
         return record, None
-    small = {
-        name: value
-        for name, value in record.items()
-        if len(json.dumps(value, default=str)) <= SMALL_FIELD_BYTES
-    }
+    small = {k: v for k, v in record.items() if _json_size(v) <= SMALL_FIELD_BYTES}
     return small, [TOO_LARGE]
+
+
+def _json_size(value: Any) -> int:
+    """The size of ``value`` as JSON, in UTF-8 bytes (as it travels)."""
+    try:
+        return len(orjson.dumps(value, default=str))
+    except TypeError:  # integers beyond 64 bits
+        return len(json.dumps(value, default=str, ensure_ascii=False).encode())

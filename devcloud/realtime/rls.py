@@ -49,14 +49,15 @@ def visibility_predicate(
     return " AND ".join([f"({' OR '.join(permissive)})", *restrictive])
 
 
-async def is_visible(
-    conn: asyncpg.Connection, schema: str, table: str, image: dict[str, Any]
-) -> bool:
-    """Whether the current role (and claims) may SELECT ``image`` as a row of ``schema.table``."""
+async def visible_images(
+    conn: asyncpg.Connection, schema: str, table: str, images: Sequence[dict[str, Any]]
+) -> list[bool]:
+    """For each of ``images``, whether the current role may SELECT it as a row of
+    ``schema.table``: the policies are read once and every image is judged in one query."""
     relation = f"{quote_ident(schema)}.{quote_ident(table)}"
     rows = await conn.fetch(_POLICIES_SQL, relation)
     if not rows:
-        return False  # the table is gone
+        return [False] * len(images)  # the table is gone
     first = rows[0]
     policies = [
         Policy(r["polpermissive"], r["qual"]) for r in rows if r["polpermissive"] is not None
@@ -69,12 +70,19 @@ async def is_visible(
         policies=policies,
     )
     if predicate is None:
-        return True
+        return [True] * len(images)
+    # One scan of the images, so that the policies' uncorrelated sub-queries (membership
+    # lists) run once, not once per image. The predicate's names are the row's columns: the
+    # images' own aliases are named so that no real column is likely to collide with them.
     sql = (
-        f"SELECT EXISTS (SELECT 1 FROM jsonb_populate_record(NULL::{relation}, $1::jsonb)"
-        f" AS {quote_ident(table)} WHERE {predicate})"
+        "SELECT coalesce(array_agg(_i._devcloud_ord), '{}')"
+        " FROM jsonb_array_elements($1::jsonb)"
+        " WITH ORDINALITY AS _i(_devcloud_image, _devcloud_ord)"
+        f" CROSS JOIN LATERAL jsonb_populate_record(NULL::{relation}, _i._devcloud_image)"
+        f" AS {quote_ident(table)} WHERE {predicate}"
     )
-    return bool(await conn.fetchval(sql, json.dumps(image)))
+    visible = set(await conn.fetchval(sql, json.dumps(list(images), default=str)))
+    return [i in visible for i in range(1, len(images) + 1)]
 
 
 def quote_ident(name: str) -> str:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import orjson
+
 KIND_USER_BROADCAST_PUSH = 3
 KIND_USER_BROADCAST = 4
 ENCODING_BINARY = 0
@@ -178,7 +180,10 @@ def encode_text(vsn: Vsn, frame: Frame) -> str:
         }
     else:
         body = [frame.join_ref, frame.ref, frame.topic, frame.event, frame.payload]
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    try:  # orjson: ~10x faster on a postgres_changes payload (one per change per subscriber)
+        return orjson.dumps(body).decode()
+    except TypeError:  # what only json can write (integers beyond 64 bits, non-str keys)
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
 def encode_user_broadcast(

@@ -91,6 +91,49 @@ def call_source(fn: Function, given: Collection[str], params: Params, args_json:
     )
 
 
+def raw_body_function(candidates: Sequence[Function], query: Query) -> Function | None:
+    """The function a POST body can be handed to PostgreSQL as it is (``build_raw_call``), or
+    None: one overload, returning one scalar, whose arguments are all ``jsonb`` without
+    defaults (as ``sync_push(changes jsonb)``), called without select, filters or order."""
+    if len(candidates) != 1:
+        return None
+    fn = candidates[0]
+    if fn.kind != "scalar" or fn.returns_set or not fn.args:
+        return None
+    if any(a.type != "jsonb" or a.has_default for a in fn.args):
+        return None
+    if query.where or query.order or query.select != Query().select:
+        return None
+    return fn
+
+
+def build_raw_call(fn: Function, body_json: str) -> Statement:
+    """The call of a ``raw_body_function`` on the request body, unparsed by us.
+
+    The body is one ``jsonb`` parameter (PostgreSQL parses it once, when the statement is
+    bound: malformed JSON fails there, before anything runs). The call runs only when the body
+    is an object whose keys are exactly the arguments' names (a one-time filter); otherwise the
+    statement returns no row and the caller takes the ordinary path, which explains why.
+    """
+    params = Params()
+    body = f"{params.add(body_json)}::jsonb"
+    names = f"{params.add(sorted(a.name for a in fn.args))}::text[]"
+    definitions = ", ".join(f"{ident(a.name)} jsonb" for a in fn.args)
+    named = ", ".join(f"{ident(a.name)} => _a.{ident(a.name)}" for a in fn.args)
+    alias = ident(fn.name)
+    guard = (
+        f"CASE WHEN jsonb_typeof({body}) = 'object' THEN ARRAY("
+        f'SELECT k FROM jsonb_object_keys({body}) AS k ORDER BY k COLLATE "C") = {names}'
+        " ELSE false END"
+    )
+    sql = (
+        f"SELECT NULL::bigint, 1::bigint, to_json({alias})::text"
+        f" FROM jsonb_to_record({body}) AS _a({definitions})"
+        f" CROSS JOIN LATERAL {fn.ref}({named}) AS {alias} WHERE {guard}"
+    )
+    return Statement(sql, tuple(params.values))
+
+
 def build_call(
     fn: Function,
     query: Query,

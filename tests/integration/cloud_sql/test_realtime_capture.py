@@ -30,9 +30,11 @@ class Listener:
         self.conn = conn
         self.pid = conn.get_server_pid()
         self.tables: list[str] = []
+        self.payloads: list[str] = []
 
     def on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self.tables.append(json.loads(payload)["table"])
+        self.payloads.append(payload)
 
 
 @pytest.fixture
@@ -151,3 +153,83 @@ async def test_a_stopped_feed_watches_nothing(cloud: Cloud) -> None:
     finally:
         await feed.stop()
     assert await watched(cloud) == set()
+
+
+def subscriber_of(claims: dict[str, Any], table: str) -> Any:
+    """A joined channel binding ``table``'s changes; ``frames`` holds what it was sent."""
+    frames: list[Any] = []
+    return SimpleNamespace(
+        config=SimpleNamespace(bindings=(binding(table),)),
+        claims=claims,
+        closed=False,
+        topic="realtime:t",
+        frames=frames,
+        send=frames.append,
+    )
+
+
+async def test_a_batch_of_changes_is_judged_once_per_claims_and_delivered_in_order(
+    cloud: Cloud, listener: Listener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = await cloud.user("alice@example.com"), await cloud.user("bob@example.com")
+    ws_a = await cloud.workspace(await cloud.org("A", alice))
+    ws_b = await cloud.workspace(await cloud.org("B", bob))
+    await cloud.pool.execute(WATCH, listener.pid, ["public"] * 2, ["messages", "conversations"])
+    new_conv = "INSERT INTO public.conversations (workspace_id) VALUES ($1) RETURNING id"
+    conv_a = await cloud.pool.fetchval(new_conv, ws_a)
+    conv_b = await cloud.pool.fetchval(new_conv, ws_b)
+    ids = [new_id() for _ in range(40)]  # even: A's workspace, odd: B's
+    await cloud.pool.execute(
+        "INSERT INTO public.messages (id, workspace_id, conversation_id, role, content)"
+        " SELECT i, w, c, 'user', 'm' FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) u(i, w, c)",
+        ids,
+        [ws_a if i % 2 == 0 else ws_b for i in range(40)],
+        [conv_a if i % 2 == 0 else conv_b for i in range(40)],
+    )
+    await wait_for(lambda: len(listener.payloads) == 42, message="every notification")
+
+    subscribers = [
+        subscriber_of(Cloud.claims(alice), "messages"),
+        subscriber_of(Cloud.claims(alice), "messages"),  # same claims: judged together
+        subscriber_of(Cloud.claims(bob), "messages"),
+    ]
+    judged: list[int] = []
+    fetch = ChangeFeed._fetch
+
+    async def counting_fetch(self: ChangeFeed, changes: Any, claims: dict[str, Any]) -> Any:
+        judged.append(len(changes))
+        return await fetch(self, changes, claims)
+
+    monkeypatch.setattr(ChangeFeed, "_fetch", counting_fetch)
+    feed = ChangeFeed(cloud.ctx, lambda: subscribers)
+    await feed.dispatch_many(["not json", *listener.payloads])
+
+    assert judged == [40, 40]  # one transaction per claims, for the 40 messages (not the convs)
+    for subscriber, expected in zip(subscribers, (ids[0::2], ids[0::2], ids[1::2]), strict=True):
+        records = [f.payload["data"]["record"] for f in subscriber.frames]
+        assert [r["id"] for r in records] == expected  # RLS per row, in commit order
+        assert all(f.event == "postgres_changes" for f in subscriber.frames)
+
+
+async def test_a_failing_batch_is_judged_change_by_change(cloud: Cloud, listener: Listener) -> None:
+    alice = await cloud.user("alice@example.com")
+    ws = await cloud.workspace(await cloud.org("A", alice))
+    await cloud.pool.execute(WATCH, listener.pid, ["public"], ["conversations"])
+    conv = await cloud.pool.fetchval(
+        "INSERT INTO public.conversations (workspace_id) VALUES ($1) RETURNING id::text", ws
+    )
+    await wait_for(lambda: len(listener.payloads) == 1, message="the notification")
+    # a row image PostgreSQL cannot read as a conversation fails the batch's query
+    bad = json.loads(listener.payloads[0])
+    bad["new"] = {**bad["new"], "id": "not-a-uuid"}
+    subscriber = subscriber_of(Cloud.claims(alice), "conversations")
+    feed = ChangeFeed(cloud.ctx, lambda: [subscriber])
+    await feed.dispatch_many([json.dumps(bad), listener.payloads[0]])
+    assert [f.payload["data"]["record"]["id"] for f in subscriber.frames] == [conv]
+
+
+def test_one_batch_cannot_fill_a_sockets_send_queue() -> None:
+    # a client that keeps up is never dropped because one batch was delivered at once
+    from devcloud.realtime import cdc, session
+
+    assert cdc.MAX_BATCH * 4 <= session.MAX_QUEUE

@@ -7,6 +7,7 @@ import json
 import asyncpg
 import pytest
 
+from devcloud.context import Devcloud, DevcloudConfig, DevcloudConnection
 from devcloud.keys import InvalidToken
 
 from .kit import Cloud
@@ -67,3 +68,35 @@ async def test_bad_claims_are_refused_before_any_sql(cloud: Cloud, claims: dict[
     with pytest.raises(InvalidToken):
         async with cloud.ctx.transaction_as(claims):
             pytest.fail("the block must not run")
+
+
+async def test_the_session_is_reset_with_the_commit_on_devcloud_connections(
+    cloud: Cloud, fresh_database_url: str
+) -> None:
+    # ``cloud`` applied the schema (roles included) to this database; a pool as server.py has
+    pool = await asyncpg.create_pool(
+        fresh_database_url, min_size=1, max_size=1, connection_class=DevcloudConnection
+    )
+    try:
+        ctx = Devcloud(DevcloudConfig(), pool)
+        service = Cloud.claims(None, "service_role")
+        sent: list[str] = []
+        async with ctx.transaction_as(service) as conn:
+            conn.add_query_logger(lambda q: sent.append(q.query))
+            await conn.execute("SELECT set_config('app.mark', 'dirty', false)")  # session-wide
+            await conn.execute("LISTEN devcloud_test")
+        # the reset went out with the COMMIT; the release (done by now) sent nothing more
+        assert sent[-1].startswith("COMMIT;") and "RESET ALL" in sent[-1]
+        async with pool.acquire() as conn:
+            state = await conn.fetchrow(
+                "SELECT current_setting('app.mark', true) AS mark,"
+                " (SELECT count(*) FROM pg_listening_channels()) AS channels"
+            )
+        assert state is not None and (state["mark"] or "") == "" and state["channels"] == 0
+
+        async with pool.acquire() as conn:  # not through transaction_as: the pool's own reset
+            await conn.execute("SELECT set_config('app.mark', 'dirty', false)")
+        async with pool.acquire() as conn:
+            assert (await conn.fetchval("SELECT current_setting('app.mark', true)") or "") == ""
+    finally:
+        await pool.close()
