@@ -21,10 +21,12 @@ write operation (``LocalBatch``). A remote update (``apply_remote_update``, for 
 is the same without outbox entry, deduplicated by its id.
 
 Compaction runs in a background task, one document at a time, once a document has
-``compact_every`` updates after its snapshot: read the stored snapshot and updates, fold them
-into a new snapshot in a worker thread, then in ONE transaction write the snapshot and delete
-the folded updates (pending ones are kept). A crash before that commit leaves everything as it
-was; re-applying an update is a no-op, so loading gives the same document either way.
+``compact_every`` updates after its snapshot (checked again when its turn comes: updates that
+arrived during its previous compaction mark it again, but were not necessarily that many): read
+the stored snapshot and updates, fold them into a new snapshot in a worker thread, then in ONE
+transaction write the snapshot and delete the folded updates (pending ones are kept). A crash
+before that commit leaves everything as it was; re-applying an update is a no-op, so loading
+gives the same document either way.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import asyncio
 import base64
 import logging
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -70,10 +73,11 @@ class _Entry:
 
 @dataclass(eq=False)
 class _Shared:
-    """A LocalBatch and the future its first writer resolves for the others."""
+    """A LocalBatch and, for each update after the first, the future of the writer waiting
+    for it (``waiters[i]`` is item ``i + 1``): the first writer resolves them all."""
 
     batch: LocalBatch
-    done: asyncio.Future[list[dict[str, Any]]]
+    waiters: list[asyncio.Future[dict[str, Any]]] = field(default_factory=list)
 
 
 class DocumentRepo:
@@ -183,6 +187,47 @@ class DocumentRepo:
         logger.debug("doc.compacted doc_id=%s folded=%d kept=%d", doc_id, count, len(kept))
         return count
 
+    async def absorb(self, updates: Iterable[tuple[str, bytes]]) -> int:
+        """Bring the loaded Docs up to date with ``(doc_id, update)`` pairs that sync has
+        already stored and committed; how many reached a loaded Doc. Under ``_load_lock``, so
+        a load in flight finishes first (it may already hold an update: applying an integrated
+        update again changes nothing). A document that is not loaded reads them when it is."""
+        absorbed = 0
+        async with self._load_lock:
+            for doc_id, data in updates:
+                entry = self._cache.get(doc_id)
+                if entry is None:
+                    continue
+                try:
+                    apply(entry.doc, data, entry.waiting)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException:  # stored but unusable here: the next load decides
+                    logger.warning("doc.absorb.failed doc_id=%s", doc_id, exc_info=True)
+                    self._drop(entry)
+                    continue
+                self._count(entry)
+                absorbed += 1
+        return absorbed
+
+    async def apply_broadcast(
+        self, doc_id: str, update: bytes, *, workspace_id: str, update_id: str, origin: str
+    ) -> bool:
+        """An update another device of ``workspace_id`` sent by realtime broadcast: merged as
+        a remote update (deduplicated by ``update_id``, so its later pull changes nothing) when
+        the document is here and belongs to that workspace; False otherwise (the pull brings
+        it, with its document)."""
+        doc_id = identifier("doc_id", doc_id)
+        try:
+            entry = await self._entry(doc_id)
+        except NotFound:
+            return False
+        if entry.row["workspace_id"] != workspace_id:
+            return False
+        return await self.apply_remote_update(
+            doc_id, update, workspace_id=workspace_id, update_id=update_id, origin=origin
+        )
+
     async def close(self) -> None:
         """Stop the compaction task (a compaction cut short changes nothing) and forget the
         loaded documents."""
@@ -250,22 +295,24 @@ class DocumentRepo:
         """Add the update to the open batch; the first writer of a batch submits it (queued at
         once, so it is ahead of any later load) and hands the results to the others."""
         shared = self._shared
-        index = None if shared is None else shared.batch.add(row, update)
-        if shared is not None and index is not None:
-            results = await asyncio.shield(shared.done)
-            return results[index]
-        shared = self._shared = _Shared(LocalBatch(), asyncio.get_running_loop().create_future())
+        if shared is not None and shared.batch.add(row, update) is not None:
+            waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            shared.waiters.append(waiter)  # same step as the add: indexes stay aligned
+            return await waiter
+        shared = self._shared = _Shared(LocalBatch())
         shared.batch.add(row, update)
         try:
-            batch_results: list[dict[str, Any]] = await self._writer.submit(shared.batch.op)
+            results: list[dict[str, Any]] = await self._writer.submit(shared.batch.op)
         except asyncio.CancelledError:
-            _fail(shared.done, StoreError("the write was cancelled; its outcome is unknown"))
+            _fail(shared.waiters, StoreError("the write was cancelled; its outcome is unknown"))
             raise
         except BaseException as exc:
-            _fail(shared.done, exc)
+            _fail(shared.waiters, exc)
             raise
-        shared.done.set_result(batch_results)
-        return batch_results[0]
+        for waiter, result in zip(shared.waiters, results[1:], strict=True):
+            if not waiter.done():  # its writer was cancelled; the update is stored anyway
+                waiter.set_result(result)
+        return results[0]
 
     # -- background compaction ----------------------------------------------------------------
 
@@ -287,6 +334,9 @@ class DocumentRepo:
                 continue
             doc_id = next(iter(self._due))
             del self._due[doc_id]
+            entry = self._cache.get(doc_id)
+            if entry is not None and entry.count < self.compact_every:
+                continue  # marked again during its own compaction, which folded those updates
             try:
                 await self.compact(doc_id)
             except ShuttingDown:
@@ -295,10 +345,10 @@ class DocumentRepo:
                 logger.exception("doc.compact.failed doc_id=%s", doc_id)
 
 
-def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
-        future.exception()  # retrieved: a batch without other writers must not log it
+def _fail(waiters: list[asyncio.Future[dict[str, Any]]], exc: BaseException) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_exception(exc)
 
 
 def _b64(data: bytes) -> str:
