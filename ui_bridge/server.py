@@ -29,7 +29,7 @@ from ui_bridge.discovery import DiscoveryInfo, claim_discovery, remove_discovery
 from ui_bridge.dispatch import Dispatcher
 from ui_bridge.hub import EventHub
 from ui_bridge.methods import MethodTable, build_method_table
-from ui_bridge.session import Session, SessionServices
+from ui_bridge.session import BridgeConnection, Session, SessionServices
 
 if TYPE_CHECKING:
     from daemon.store import Store
@@ -101,6 +101,7 @@ class BridgeServer:
                 max_size=self.settings.max_frame_bytes,
                 close_timeout=CLOSE_TIMEOUT,
                 logger=self._ws_logger,
+                create_connection=BridgeConnection,
             )
         except BaseException:
             self.hub.stop()

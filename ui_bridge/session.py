@@ -1,12 +1,13 @@
 """One WebSocket connection: read frames, dispatch them concurrently, write replies and events.
 
-Each incoming frame runs as its own task, at most ``MAX_IN_FLIGHT`` per connection (past that
-the connection stops reading, so TCP pushes back on the client), and its reply is sent as soon as
-it is ready. So a client that pipelines requests gets its writes group-committed together, and
-replies may come back in another order than the requests: JSON-RPC matches them by ``id``. The
-order in which one connection's writes commit is NOT promised either; a client that needs one
-write to follow another waits for the first reply. A batch frame is answered as one array once
-all its items are done (``Dispatcher.handle_frame``).
+Each incoming frame runs as its own task, started where websockets parses it (no queue and no
+reader-task wake-up per frame: ``BridgeConnection``), at most ``MAX_IN_FLIGHT`` per connection
+(past that the connection stops reading, so TCP pushes back on the client), and its reply is
+sent as soon as it is ready. So a client that pipelines requests gets its writes
+group-committed together, and replies may come back in another order than the requests:
+JSON-RPC matches them by ``id``. The order in which one connection's writes commit is NOT
+promised either; a client that needs one write to follow another waits for the first reply.
+A batch frame is answered as one array once all its items are done (``Dispatcher.handle_frame``).
 
 Everything outgoing goes through the connection's bounded ``Outbox``; a single writer task drains
 it. When a client stops reading, its outbox fills up and the connection is closed (1008) — the
@@ -28,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event, State
 
 from ui_bridge.dispatch import Dispatcher
 from ui_bridge.hub import EventHub, Subscription
@@ -39,7 +41,7 @@ from ui_bridge.topics import TopicFilter
 if TYPE_CHECKING:
     from daemon.store import Store
 
-__all__ = ["Outbox", "Session", "SessionServices"]
+__all__ = ["BridgeConnection", "Outbox", "Session", "SessionServices"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +120,27 @@ class Outbox:
             room.set_result(None)
 
 
+class BridgeConnection(ServerConnection):
+    """A server connection that hands each whole text frame straight to its session.
+
+    websockets queues every incoming message for a reader task, which costs one wake-up (a
+    loop turn) per frame. ``frame_sink`` (set by the session while it runs) may take a frame
+    as it is parsed; a frame it refuses (binary, fragmented, or over the in-flight bound)
+    takes websockets' usual path to ``async for message in ws``.
+    """
+
+    frame_sink: Callable[[Frame], bool] | None = None
+
+    def process_event(self, event: Event) -> None:
+        sink = self.frame_sink
+        if sink is not None and isinstance(event, Frame) and sink(event):
+            return
+        super().process_event(event)
+
+
+_MESSAGE_OPCODES = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
+
+
 @dataclass
 class SessionServices:
     """What every session shares (owned by the server)."""
@@ -142,6 +165,7 @@ class Session:
         self._tasks: set[asyncio.Task[Any]] = set()  # replays and drops
         self._requests: set[asyncio.Task[None]] = set()
         self._room: asyncio.Future[None] | None = None  # the reader waits for a request slot
+        self._backlog = 0  # messages left to websockets' queue, not yet read by run()
         self._wrote_this_turn = False
 
     # CallContext
@@ -185,17 +209,41 @@ class Session:
     async def run(self) -> None:
         """Serve the connection until it closes."""
         writer = asyncio.create_task(self._write_loop(), name=f"bridge-writer-{self.id}")
+        ws = self.ws
+        if isinstance(ws, BridgeConnection):
+            ws.frame_sink = self._take_frame
         try:
-            async for message in self.ws:
+            async for message in ws:
+                self._backlog = max(0, self._backlog - 1)
                 if len(self._requests) >= MAX_IN_FLIGHT:
                     await self._wait_for_request_slot()
-                task = asyncio.create_task(self._handle(message))
-                self._requests.add(task)
-                task.add_done_callback(self._request_done)
+                self._start(message)
         except ConnectionClosed:
             pass
         finally:
+            if isinstance(ws, BridgeConnection):
+                ws.frame_sink = None
             await self._cleanup(writer)
+
+    def _take_frame(self, frame: Frame) -> bool:
+        """Start a whole text frame's request at once, unless messages wait in websockets'
+        queue (they go first) or the in-flight bound is reached (``run`` waits for a slot)."""
+        if (
+            frame.opcode is Opcode.TEXT
+            and frame.fin
+            and not self._backlog
+            and len(self._requests) < MAX_IN_FLIGHT
+        ):
+            self._start(bytes(frame.data))  # no copy: websockets parses frames into bytes
+            return True
+        if frame.fin and frame.opcode in _MESSAGE_OPCODES:
+            self._backlog += 1
+        return False
+
+    def _start(self, message: bytes | str) -> None:
+        task = asyncio.create_task(self._handle(message))
+        self._requests.add(task)
+        task.add_done_callback(self._request_done)
 
     async def _handle(self, message: bytes | str) -> None:
         """One frame: dispatch it, send its reply, then start what it asked to follow the reply."""

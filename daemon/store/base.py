@@ -164,7 +164,7 @@ class Repo:
         return Page(rows, None)
 
     async def _write(self, op: WriteOp) -> dict[str, Any]:
-        result: dict[str, Any] = await self._writer.submit(op)
+        result: dict[str, Any] = await self._writer.submit(op, small=True)
         return result
 
 

@@ -10,12 +10,17 @@ everything queued as one transaction, and takes what queued meanwhile as soon as
 (one hop there, one back; no writer task). Commit listeners run on the event loop right after
 the commit and before any writer's ``await`` returns (the futures are resolved after the
 listeners ran).
+
+Inline writes: a write its caller marks ``small`` (one short transaction: a row, its outbox and
+changelog entries) that finds the writer idle runs at once on the event loop's thread, on the
+same connection, instead of paying the two cross-thread wake-ups. Whoever holds the writer's
+claim (``Writer._draining``) is the only user of the connection, so the loop and the thread
+never use it at once; the connection is opened with ``check_same_thread=False`` for this.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import threading
@@ -36,6 +41,7 @@ T = TypeVar("T")
 Listener = Callable[[Sequence[ChangeEvent]], None]
 Pending = tuple[WriteOp, "asyncio.Future[Any]"]
 MAX_BATCH = 1000
+MAX_INLINE_PER_TURN = 16  # a task writing in a loop yields to the others at least this often
 CHECKPOINT_EVERY = 64  # committed batches between two background checkpoints
 WAL_BACKSTOP_PAGES = 4096  # the writer checkpoints itself only past this (16 MiB of WAL)
 CHECKPOINT_BUSY_S = 1.0
@@ -48,9 +54,15 @@ async def connect(
     query_only: bool = False,
     prepare: Callable[[sqlite3.Connection], None] | None = None,
 ) -> aiosqlite.Connection:
-    """Open one connection with the store's pragmas; ``prepare`` runs before any of them."""
+    """Open one connection with the store's pragmas; ``prepare`` runs before any of them.
+
+    ``check_same_thread`` is off: the writer's connection also runs inline writes on the event
+    loop's thread (never at the same time as its own thread; see ``Writer``).
+    """
     try:
-        conn = await aiosqlite.connect(path, isolation_level=None, cached_statements=256)
+        conn = await aiosqlite.connect(
+            path, isolation_level=None, cached_statements=256, check_same_thread=False
+        )
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open {path}: {exc}") from exc
     try:
@@ -165,11 +177,21 @@ class Writer:
 
     The hop reuses aiosqlite's worker thread and its job queue (``Connection._tx``, whose items
     are ``(future or None, function)``; with ``None`` the worker runs the function and reports
-    nothing, so ``_drain`` reports itself). aiosqlite opened the sqlite3 connection in that
-    thread (``check_same_thread``), so every write must run there anyway; aiosqlite stays the
-    library for opening, reads and closing, and ``_drain`` queuing itself again (rather than
-    looping) lets other jobs of that connection take their turn.
+    nothing, so ``_drain`` reports itself). aiosqlite stays the library for opening, reads
+    and closing, and ``_drain`` queuing itself again (rather than looping) lets other jobs of
+    that connection take their turn.
     tests/component/store/test_writer_hop.py pins this private contract.
+
+    Inline: a ``small`` write that finds the writer idle (no batch queued or running, every
+    commit reported) claims the connection and runs as its own transaction right in
+    ``submit``, on the loop's thread: no hop at all. Only one task writes inline per loop turn:
+    other tasks writing in the same turn are concurrent writers, so they queue up for the
+    thread and share its transactions. That task's await returns without yielding, so past
+    ``MAX_INLINE_PER_TURN`` writes in one turn it goes to the thread too (and the loop serves
+    the others meanwhile). An inline write never waits for the database lock: if another
+    connection (another process) holds it, the write goes to the thread, which waits
+    ``busy_timeout`` as usual (``WriteContext.try_begin``). Nothing else may use the writer's
+    connection while the writer runs.
     """
 
     def __init__(self, conn: aiosqlite.Connection, ctx: WriteContext) -> None:
@@ -177,13 +199,17 @@ class Writer:
         self._ctx = ctx
         self._lock = threading.Lock()  # guards _pending and _draining (loop and thread)
         self._pending: list[Pending] = []
-        self._draining = False  # a _drain job is queued or running in the thread
+        self._draining = False  # the claim: a _drain job is queued or running, or an inline write
+        self._inline_ready = False  # set by _prepare once it knows the connection's busy_timeout
+        self._turn_open = False  # a write went inline this loop turn...
+        self._turn_task: asyncio.Task[Any] | None = None  # ...from this task...
+        self._turn_inline = 0  # ...this many times
         self._outstanding = 0  # submitted, not yet reported (event loop only)
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: asyncio.Future[None] | None = None
         self._listeners: list[Listener] = []
-        self.checkpointer: Checkpointer | None = None  # once the thread told the file's path
+        self.checkpointer: Checkpointer | None = None  # set by start (a file-backed database)
         self._since_checkpoint = 0
         self.last_seq = 0
         self.first_seq = 0
@@ -191,10 +217,15 @@ class Writer:
     def start(self, *, last_seq: int, first_seq: int) -> None:
         self.last_seq, self.first_seq = last_seq, first_seq
         self._loop = asyncio.get_running_loop()
-        self._conn._tx.put_nowait((None, self._prepare))  # before any write (FIFO)
+        self._prepare()  # on the loop's thread: nobody else uses the connection yet
 
-    async def submit(self, op: WriteOp) -> Any:
-        """Queue ``op``; return its result once its transaction has committed."""
+    async def submit(self, op: WriteOp, *, small: bool = False) -> Any:
+        """Queue ``op``; return its result once its transaction has committed.
+
+        ``small``: the caller vouches that ``op`` is one short transaction (tens of µs: a row and
+        its bookkeeping, never a page, a snapshot or a compaction), so it may run inline on the
+        event loop's thread when the writer is idle (see the class docstring).
+        """
         if self._closing:
             raise ShuttingDown()
         loop, conn = self._loop, self._conn
@@ -203,12 +234,13 @@ class Writer:
         if conn._connection is None or not conn._running:
             raise ShuttingDown("the store is closed")
         future: asyncio.Future[Any] = loop.create_future()
-        with self._lock:
-            self._pending.append((op, future))
-            start, self._draining = not self._draining, True
-        if start:
-            conn._tx.put_nowait((None, self._drain))
         self._outstanding += 1
+        if not (small and self._inline_ready and self._run_inline(op, future)):
+            with self._lock:
+                self._pending.append((op, future))
+                start, self._draining = not self._draining, True
+            if start:
+                conn._tx.put_nowait((None, self._drain))
         return await future
 
     @property
@@ -237,20 +269,14 @@ class Writer:
 
     # -- in the connection's thread ----------------------------------------------------------
 
-    def _prepare(self) -> None:
-        """Hand checkpoints to the background (see ``Checkpointer``)."""
-        raw = self._conn._connection
-        if raw is None:
-            return
-        try:
-            raw.execute(f"PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES}")
-            path = str(raw.execute("PRAGMA database_list").fetchone()[2])
-        except sqlite3.Error as exc:  # keep SQLite's own checkpoints
-            logger.warning("store.checkpointer.unavailable error=%s", exc)
-            return
-        if path and self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is already closed
-                self._loop.call_soon_threadsafe(self._checkpointer_ready, path)
+    def _hand_back(self) -> None:
+        """Release the claim, or pass it to a ``_drain`` job if writes are pending (either
+        thread: the claim's holder calls this)."""
+        with self._lock:
+            if not self._pending:
+                self._draining = False
+                return
+        self._conn._tx.put_nowait((None, self._drain))
 
     def _drain(self) -> None:
         """Run one batch of what is pending, report it, and come back for more."""
@@ -271,13 +297,69 @@ class Writer:
             self._loop.call_soon_threadsafe(self._committed, batch, outcome, error)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             logger.warning("store.commit.unreported ops=%d (event loop closed)", len(batch))
-        with self._lock:
-            if not self._pending:
-                self._draining = False
-                return
-        self._conn._tx.put_nowait((None, self._drain))
+        self._hand_back()
 
     # -- on the event loop -------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        """Allow inline writes; hand checkpoints to the background (see ``Checkpointer``)."""
+        raw = self._conn._connection
+        if raw is None:
+            return
+        try:
+            self._ctx.learn_busy_timeout()
+            self._inline_ready = True
+        except sqlite3.Error as exc:  # every write goes through the thread
+            logger.warning("store.inline.unavailable error=%s", exc)
+        try:
+            raw.execute(f"PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES}")
+            path = str(raw.execute("PRAGMA database_list").fetchone()[2])
+        except sqlite3.Error as exc:  # keep SQLite's own checkpoints
+            logger.warning("store.checkpointer.unavailable error=%s", exc)
+            return
+        if path:
+            self.checkpointer = Checkpointer(path)
+
+    def _run_inline(self, op: WriteOp, future: asyncio.Future[Any]) -> bool:
+        """Run a lone write now as its own transaction; ``False`` if it must go to the thread:
+        the writer is busy or has unreported commits (listeners must run in commit order),
+        another write went inline this loop turn, or another connection holds the lock."""
+        if self._outstanding != 1 or not self._may_inline(asyncio.current_task()):
+            return False
+        with self._lock:
+            if self._draining or self._pending:
+                return False
+            self._draining = True
+        outcome: BatchOutcome | None = None
+        error: Exception | None = None
+        try:
+            if not self._ctx.try_begin():
+                return False
+            outcome = self._ctx.run_batch([op], begun=True)
+        except Exception as exc:  # reported to the writer like a failed batch
+            error = exc
+        except BaseException:  # KeyboardInterrupt and the like: nobody waits for this write
+            self._outstanding -= 1
+            raise
+        finally:
+            self._hand_back()
+        self._committed([(op, future)], outcome, error)
+        return True
+
+    def _may_inline(self, task: asyncio.Task[Any] | None) -> bool:
+        """One task per loop turn, at most ``MAX_INLINE_PER_TURN`` times (counts this one)."""
+        if not self._turn_open:
+            assert self._loop is not None
+            self._loop.call_soon(self._new_turn)
+            self._turn_open, self._turn_task, self._turn_inline = True, task, 1
+            return True
+        if self._turn_task is not task or self._turn_inline >= MAX_INLINE_PER_TURN:
+            return False
+        self._turn_inline += 1
+        return True
+
+    def _new_turn(self) -> None:
+        self._turn_open, self._turn_task = False, None
 
     def _committed(
         self, batch: list[Pending], outcome: BatchOutcome | None, exc: BaseException | None
@@ -301,10 +383,6 @@ class Writer:
             assert self._loop is not None
             if self.checkpointer.start(self._loop):
                 self._since_checkpoint = 0
-
-    def _checkpointer_ready(self, path: str) -> None:
-        if not self._closing:
-            self.checkpointer = Checkpointer(path)
 
     def _resolve(self, batch: list[Pending], outcome: BatchOutcome) -> None:
         self.last_seq, self.first_seq = outcome.last_seq, outcome.first_seq

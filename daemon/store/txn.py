@@ -6,6 +6,10 @@ more than one mutation each runs inside its own SAVEPOINT, so a failing one is r
 and the others still commit (group commit). Every visible change goes through ``emit``: it writes
 the outbox entry (what a push needs) and the changelog entry (what UIs see) in the same
 transaction as the row.
+
+An inline write (run on the event loop's thread) must never block the loop: it opens its
+transaction with ``try_begin``, which gives up at once when another connection holds the
+database lock; ``run_batch`` alone (in the writer's thread) waits up to ``busy_timeout``.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class WriteContext:
         self._last_seq = last_seq
         self._first_seq = first_seq
         self._events: list[ChangeEvent] = []
+        self._restore_busy_timeout = ""  # set by learn_busy_timeout
 
     # -- used by mutations -------------------------------------------------------------------
 
@@ -176,11 +181,37 @@ class WriteContext:
 
     # -- used by the writer ------------------------------------------------------------------
 
-    def run_batch(self, ops: Sequence[WriteOp]) -> BatchOutcome:
-        """Run ``ops`` in one transaction; raise only if the transaction itself failed."""
+    def learn_busy_timeout(self) -> None:
+        """Remember the connection's ``busy_timeout`` (``try_begin`` lifts it for one BEGIN)."""
+        timeout = int(self.conn.execute("PRAGMA busy_timeout").fetchone()[0])
+        self._restore_busy_timeout = f"PRAGMA busy_timeout = {timeout}"
+
+    def try_begin(self) -> bool:
+        """``BEGIN IMMEDIATE`` without waiting; ``False`` if another connection holds the lock.
+
+        Only after ``learn_busy_timeout`` (which restores the wait afterwards).
+        """
+        if not self._restore_busy_timeout:
+            raise StoreError("try_begin before learn_busy_timeout")
+        conn = self.conn
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                return False
+            raise
+        finally:
+            conn.execute(self._restore_busy_timeout)
+        return True
+
+    def run_batch(self, ops: Sequence[WriteOp], *, begun: bool = False) -> BatchOutcome:
+        """Run ``ops`` in one transaction (``begun``: the caller opened it with ``try_begin``);
+        raise only if the transaction itself failed."""
         conn = self.conn
         outcome = BatchOutcome()
-        conn.execute("BEGIN IMMEDIATE")
+        if not begun:
+            conn.execute("BEGIN IMMEDIATE")
         changes_before = conn.total_changes
         try:
             if len(ops) == 1:
@@ -245,6 +276,10 @@ def read_seqs(conn: sqlite3.Connection) -> tuple[int, int]:
     last = int(row[0]) if row else 0
     first = conn.execute(changelog_first_sql()).fetchone()[0]
     return last, int(first) if first is not None else 0
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
 
 
 def workspace_of(table: str, row: dict[str, Any]) -> str | None:

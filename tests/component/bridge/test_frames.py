@@ -1,0 +1,86 @@
+"""How frames reach the session: whole text frames straight from websockets' parser
+(``BridgeConnection``), everything else (binary, fragmented, over the in-flight bound) through
+websockets' queue; every kind is answered."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.helpers import wait_for
+from ui_bridge import session as session_module
+from ui_bridge.jsonrpc import ErrorCode
+from ui_bridge.server import BridgeServer
+from ui_bridge.session import BridgeConnection
+
+from .conftest import MakeBridge, Rpc
+from .test_pipelining import Gate, frame, replies_by_id
+
+
+@pytest.fixture
+async def gate() -> AsyncIterator[Gate]:
+    g = Gate()
+    yield g
+    g.open.set()
+
+
+def ping(req_id: Any) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "method": "daemon.ping", "id": req_id})
+
+
+async def test_text_frames_skip_the_queue_and_others_take_it(
+    bridge: BridgeServer, rpc: Rpc
+) -> None:
+    assert (await rpc.request("daemon.ping"))["result"] == {"pong": True}
+    (session,) = bridge.sessions
+    assert isinstance(session.ws, BridgeConnection) and session.ws.frame_sink is not None
+    taken: list[bytes] = []
+    sink = session.ws.frame_sink
+
+    def spy(f: Any) -> bool:
+        took = sink(f)
+        if took:
+            taken.append(bytes(f.data))
+        return took
+
+    session.ws.frame_sink = spy
+    await rpc.ws.send(ping("text").decode())  # a whole text frame
+    await rpc.ws.send(ping("binary"))  # a binary frame
+    text = ping("fragmented").decode()
+    await rpc.ws.send([text[:10], text[10:20], text[20:]])  # one message in three frames
+    replies = await replies_by_id(rpc, 3)
+    assert {k: v["result"] for k, v in replies.items()} == {
+        "text": {"pong": True},
+        "binary": {"pong": True},
+        "fragmented": {"pong": True},
+    }
+    assert taken == [ping("text")]  # only the whole text frame went straight to the session
+    assert session._backlog == 0
+
+
+async def test_invalid_utf8_in_a_text_frame_is_a_parse_error(rpc: Rpc) -> None:
+    await rpc.ws.send(b'{"jsonrpc":"2.0","method":"\xff","id":1}', text=True)
+    reply = await rpc.recv()
+    assert reply["id"] is None and reply["error"]["code"] == ErrorCode.PARSE_ERROR
+    assert (await rpc.request("daemon.ping"))["result"] == {"pong": True}  # still open
+
+
+async def test_frames_past_the_bound_wait_in_the_queue_then_direct_frames_resume(
+    make_bridge: MakeBridge, open_rpc: Any, gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_module, "MAX_IN_FLIGHT", 2)
+    server = await make_bridge(methods=gate.table())
+    rpc: Rpc = await open_rpc(server)
+    for i in range(6):
+        await rpc.send(frame("gate", i))
+    await wait_for(lambda: gate.entered == 2, message="2 requests running")
+    (session,) = server.sessions
+    await wait_for(lambda: session._backlog == 3, message="4 frames queued, 1 read by run()")
+    gate.open.set()
+    replies = await replies_by_id(rpc, 6)
+    assert sorted(replies) == list(range(6)) and gate.entered == 6
+    assert session._backlog == 0
+    assert (await rpc.request("daemon.ping"))["result"] == {"pong": True}
