@@ -25,16 +25,19 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's packages, installed or not
 
+from daemon import loop  # noqa: E402
 from devcloud.postgres import random_database_name, start_embedded, with_database  # noqa: E402
+
+T = TypeVar("T")
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -57,10 +60,27 @@ def process_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def run_on_daemon_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on the event loop ``syncd run`` uses (daemon/loop.py; ``SYNCD_EVENT_LOOP``
+    picks another, as for the daemon), so in-process daemon parts and the raw baselines
+    measured next to them run as they would in the daemon."""
+    choice = os.environ.get("SYNCD_EVENT_LOOP", "auto").lower()
+    if choice not in loop.EVENT_LOOPS:
+        raise SystemExit(f"SYNCD_EVENT_LOOP must be one of {', '.join(loop.EVENT_LOOPS)}")
+    global _LOOP_USED
+    _LOOP_USED = "uvloop" if loop.loop_factory(choice) is not None else "asyncio"
+    return loop.run(main, choice)
+
+
+_LOOP_USED: str | None = None
+
+
 def print_json_with_load(measure: Callable[[], dict[str, Any]]) -> None:
     before = os.getloadavg()[0]
     figures = measure()
     figures["load_average_1m"] = {"before": before, "after": os.getloadavg()[0]}
+    if _LOOP_USED is not None:
+        figures["event_loop"] = _LOOP_USED
     print(json.dumps(figures, indent=2))
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from _common import print_json_with_load, process_cpu_s, summary_us
+from _common import print_json_with_load, process_cpu_s, run_on_daemon_loop, summary_us
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -349,4 +349,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fifth of the work (smoke run)")
     args = parser.parse_args()
-    print_json_with_load(lambda: asyncio.run(main(args.quick)))
+    print_json_with_load(lambda: run_on_daemon_loop(main(args.quick)))

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from _common import ROOT, print_json_with_load, process_cpu_s
+from _common import ROOT, print_json_with_load, process_cpu_s, run_on_daemon_loop
 from pycrdt import Doc, Text, TransactionEvent
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -275,4 +275,4 @@ if __name__ == "__main__":
         "--compact-every", type=int, default=None, help="compaction threshold (attribution)"
     )
     args = parser.parse_args()
-    print_json_with_load(lambda: asyncio.run(main(args)))
+    print_json_with_load(lambda: run_on_daemon_loop(main(args)))

@@ -43,6 +43,7 @@ from _common import (
     devcloud_process,
     percentile,
     print_json_with_load,
+    run_on_daemon_loop,
     scratch_database,
     wait_until,
 )
@@ -418,4 +419,4 @@ if __name__ == "__main__":
     parser.add_argument("--no-e2e", action="store_true")
     parser.add_argument("--database-url", default=os.environ.get("SYNCD_TEST_DATABASE_URL"))
     cli_args = parser.parse_args()
-    print_json_with_load(lambda: asyncio.run(main(cli_args)))
+    print_json_with_load(lambda: run_on_daemon_loop(main(cli_args)))

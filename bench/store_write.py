@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from _common import print_json_with_load, summary_us
+from _common import print_json_with_load, run_on_daemon_loop, summary_us
 
 from daemon.config import StoreSettings
 from daemon.store import Store, migrate
@@ -139,7 +139,7 @@ async def bench_store(path: Path, writes: int, writers: int) -> dict[str, Any]:
 def measure(writes: int, writers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         raw = bench_raw(Path(tmp) / "raw.db", writes)
-        store = asyncio.run(bench_store(Path(tmp) / "store.db", writes, writers))
+        store = run_on_daemon_loop(bench_store(Path(tmp) / "store.db", writes, writers))
     return {
         "bench": "store_write",
         "synchronous": "NORMAL",

@@ -4,7 +4,6 @@ client code; no logic of its own."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -101,13 +100,14 @@ def _settings(args: argparse.Namespace, *, port: int | None = None) -> Settings:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from daemon import loop
     from daemon.app import run_daemon
     from daemon.logs import configure_logging
 
     settings = _settings(args, port=args.port)
     configure_logging(settings.data_dir, settings.log_level)
     try:
-        code = asyncio.run(run_daemon(settings))
+        code = loop.run(run_daemon(settings), settings.event_loop)
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         code = 130
     _exit_now_if_threads_linger(code)

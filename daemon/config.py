@@ -8,6 +8,7 @@ slice (``settings.store``, ``settings.bridge``...). Tests build ``Settings(...)`
 config.toml::
 
     log_level = "INFO"
+    event_loop = "auto"          # or "uvloop", "asyncio" (see daemon/loop.py)
     [store]
     synchronous = "NORMAL"        # or "FULL"
     busy_timeout_ms = 5000
@@ -34,6 +35,7 @@ from typing import Any, Literal, cast
 import platformdirs
 
 from daemon.errors import ConfigError
+from daemon.loop import EVENT_LOOPS, EventLoopChoice
 
 ENV_PREFIX = "SYNCD_"
 CONFIG_FILE = "config.toml"
@@ -100,6 +102,7 @@ class Settings:
     bridge: BridgeSettings = field(default_factory=BridgeSettings)
     cloud: CloudSettings = field(default_factory=CloudSettings)
     log_level: str = "INFO"
+    event_loop: EventLoopChoice = "auto"
 
 
 # A source of raw values: (key shown in errors, raw value) per setting name, or absent.
@@ -108,6 +111,7 @@ _Raw = dict[str, tuple[str, Any]]
 # setting name -> (env var suffix, toml section, toml key)
 _KEYS: dict[str, tuple[str, str | None, str]] = {
     "log_level": ("LOG_LEVEL", None, "log_level"),
+    "event_loop": ("EVENT_LOOP", None, "event_loop"),
     "store.synchronous": ("SYNCHRONOUS", "store", "synchronous"),
     "store.busy_timeout_ms": ("BUSY_TIMEOUT_MS", "store", "busy_timeout_ms"),
     "store.changelog_retain": ("CHANGELOG_RETAIN", "store", "changelog_retain"),
@@ -203,6 +207,7 @@ def _build(data_dir: Path, raw: _Raw) -> Settings:
         "cloud.anon_key": _secret,
         "cloud.url": _url,
         "log_level": _log_level,
+        "event_loop": _event_loop,
     }
     # Only what a source set, by section; everything else keeps the dataclasses' defaults.
     values: dict[str, dict[str, Any]] = {"": {}, "store": {}, "bridge": {}, "cloud": {}}
@@ -250,6 +255,13 @@ def _log_level(key: str, value: Any) -> str:
     if text not in LOG_LEVELS:
         raise ConfigError(key, f"must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
     return text
+
+
+def _event_loop(key: str, value: Any) -> EventLoopChoice:
+    text = _text(key, value).lower()
+    if text not in EVENT_LOOPS:
+        raise ConfigError(key, f"must be one of {', '.join(EVENT_LOOPS)}, not {value!r}")
+    return cast(EventLoopChoice, text)
 
 
 def _text(key: str, value: Any) -> str:

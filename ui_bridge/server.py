@@ -24,6 +24,7 @@ from websockets.http11 import Request, Response
 from daemon.config import BridgeSettings
 from daemon.errors import ConfigError
 from daemon.logs import RedactSecrets
+from daemon.loop import running_loop_name
 from ui_bridge.access import check_handshake
 from ui_bridge.discovery import DiscoveryInfo, claim_discovery, remove_discovery, write_discovery
 from ui_bridge.dispatch import Dispatcher
@@ -175,6 +176,7 @@ class BridgeServer:
             "started_at": self.started_at,
             "uptime_s": round(time.monotonic() - self._started_monotonic, 3),
             "device_id": self.store.device_id,
+            "event_loop": running_loop_name(),
             "connections": len(self.sessions),
             **self.hub.snapshot(),
         }
