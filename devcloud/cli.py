@@ -17,7 +17,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import platformdirs
@@ -87,7 +89,18 @@ def main(argv: list[str]) -> int:
         ai_upstream=args.ai_upstream,
         port=args.port,
     )
-    return asyncio.run(_serve(config, database_url=database_url, data_dir=data_dir))
+    return _run(_serve(config, database_url=database_url, data_dir=data_dir))
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    """Serve on uvloop when it is installed (as uvicorn would by itself: asyncpg and the HTTP
+    stack run markedly faster on it), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 async def _serve(config: DevcloudConfig, *, database_url: str | None, data_dir: Path) -> int:
