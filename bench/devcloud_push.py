@@ -8,10 +8,12 @@ shared CPUs, so the three are measured in interleaved rounds (--repeat) and each
 median round (all rounds are listed under "runs"); the load average is printed too.
 devcloud's realtime capture triggers are on, as in every devcloud, unless
 --without-realtime-capture; nobody subscribes to the messages here, so they notify nothing
-(capture.sql: only watched tables notify).
+(capture.sql: only watched tables notify) — unless --with-subscriber: then a Realtime client
+(a WebSocket, as the member) subscribes to the messages' INSERTs throughout, so every push
+also sends NOTIFYs and devcloud delivers the rows ("subscriber_received" counts them).
 
     .venv/bin/python bench/devcloud_push.py [--rows 20000] [--repeat 3] [--database-url URL]
-                                            [--without-realtime-capture]
+                                            [--without-realtime-capture | --with-subscriber]
 
 Without --database-url an embedded PostgreSQL (pgserver) runs in a temporary directory.
 """
@@ -27,6 +29,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import websockets
 from _common import percentile, print_json_with_load, scratch_database
 
 from daemon.store.ids import uuid7
@@ -194,6 +197,46 @@ async def disable_realtime_capture(dc: RunningDevcloud) -> None:
                 await conn.execute(f'ALTER TABLE public.{table} DISABLE TRIGGER "{name["tgname"]}"')
 
 
+class Subscriber:
+    """A Realtime client subscribed to the messages' INSERTs; counts the changes it gets."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.received = 0
+        self._task = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, dc: RunningDevcloud, token: str) -> Subscriber:
+        url = f"ws://127.0.0.1:{dc.port}/realtime/v1/websocket?apikey={dc.anon_key}&vsn=1.0.0"
+        ws = await websockets.connect(url, max_size=None)
+        binding = {"event": "INSERT", "schema": "public", "table": "messages"}
+        payload = {"config": {"postgres_changes": [binding]}, "access_token": token}
+        await ws.send(_frame("realtime:bench", "phx_join", payload, "1"))
+        while True:  # the join's reply, then the "subscribed" system message
+            frame = json.loads(await ws.recv())
+            if frame["payload"].get("status") == "error":
+                raise RuntimeError(f"subscription failed: {frame}")
+            if frame["event"] == "system":
+                return cls(ws)
+
+    async def _read(self) -> None:
+        heartbeat = asyncio.get_running_loop().time() + 15
+        async for text in self.ws:
+            self.received += str(text).count('"postgres_changes"')
+            if asyncio.get_running_loop().time() > heartbeat:
+                heartbeat += 15
+                await self.ws.send(_frame("phoenix", "heartbeat", {}, "hb"))
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await self.ws.close()
+
+
+def _frame(topic: str, event: str, payload: Any, ref: str | None) -> str:
+    frame = {"topic": topic, "event": event, "payload": payload, "ref": ref, "join_ref": "1"}
+    return json.dumps(frame)
+
+
 Runner = Callable[[int], Awaitable[dict[str, Any]]]
 
 
@@ -228,7 +271,7 @@ async def measure(runners: dict[str, Runner], repeat: int) -> dict[str, Any]:
 
 
 async def run(
-    total: int, database_url: str | None, *, capture: bool, repeat: int
+    total: int, database_url: str | None, *, capture: bool, repeat: int, subscribe: bool
 ) -> dict[str, Any]:
     async with (
         scratch_database(database_url) as url,
@@ -238,6 +281,9 @@ async def run(
             await disable_realtime_capture(dc)
         claims, rows = await seed(dc)
         headers = auth_headers(dc, claims)
+        subscriber = None
+        if subscribe:
+            subscriber = await Subscriber.open(dc, sign(claims, dc.ctx.config.jwt_secret))
         async with httpx.AsyncClient(base_url=dc.url, headers=headers, timeout=60) as client:
             conn = await asyncpg.connect(url)
             try:
@@ -255,11 +301,14 @@ async def run(
                 )
             finally:
                 await conn.close()
+                if subscriber is not None:
+                    await subscriber.close()
     http, base = report["sync_push_http"], report["asyncpg"]
     return {
         "rows_per_run": total,
         "repeat": repeat,
         "realtime_capture": capture,
+        "subscriber_received": None if subscriber is None else subscriber.received,
         **report,
         "ratio": {
             str(b): round(http[str(b)]["rows_per_s"] / base[str(b)]["rows_per_s"], 3)
@@ -279,6 +328,11 @@ def main() -> None:
         action="store_true",
         help="disable devcloud's realtime capture triggers (measures the SQL alone)",
     )
+    parser.add_argument(
+        "--with-subscriber",
+        action="store_true",
+        help="a Realtime client subscribes to the pushed messages throughout",
+    )
     args = parser.parse_args()
     print_json_with_load(
         lambda: asyncio.run(
@@ -287,6 +341,7 @@ def main() -> None:
                 args.database_url,
                 capture=not args.without_realtime_capture,
                 repeat=max(1, args.repeat),
+                subscribe=args.with_subscriber,
             )
         )
     )

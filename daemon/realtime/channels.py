@@ -29,6 +29,8 @@ SYNCED_TABLES: Final = (
     ("conversations", "workspace_id"),
     ("messages", "workspace_id"),
     ("tasks", "workspace_id"),
+    ("documents", "workspace_id"),
+    ("doc_updates", "workspace_id"),
 )
 
 

@@ -1,16 +1,19 @@
 -- devcloud Realtime change capture (devcloud only; the real Realtime reads the WAL instead).
 --
 -- Every table in publication `supabase_realtime` gets AFTER INSERT / UPDATE / DELETE statement
--- triggers (transition tables: one trigger call per statement, so a 1000-row sync_push batch
--- costs one call, not 1000) that send, per row, pg_notify('devcloud_realtime', …) with the
--- change's key and, when it fits, its row:
---   {"schema","table","type","commit_timestamp","pk"[,"new"][,"old"]}
--- The server checks the row image against each subscriber's role, claims and SELECT policies,
--- so row-level security decides who gets it. NOTIFY payloads must stay under 8000 bytes: the
--- new row (INSERT/UPDATE) or old row (DELETE) is included only when it fits (otherwise the
--- server reads the row back by key under the subscriber's claims), and a change whose key alone
--- is too large is announced without it (the server logs and drops such changes).
--- Partitions and inheritance children get a row trigger instead (see attach()).
+-- triggers (transition tables: one trigger call per statement) that announce the statement's
+-- rows, in the statement's order, in as few pg_notify('devcloud_realtime', …) calls as NOTIFY's
+-- payload limit allows (a 1000-row sync_push batch costs some dozens, not 1000):
+--   {"schema","table","type","commit_timestamp","rows": [{"pk"[,"new"][,"old"]}, …]}
+-- each row with its key and, when it fits, its row image. The server checks each image against
+-- each subscriber's role, claims and SELECT policies, so row-level security decides who gets
+-- it. NOTIFY payloads must stay under 8000 bytes: a row joins the current notification when it
+-- fits, else starts the next one; its new row (INSERT/UPDATE) or old row (DELETE) is included
+-- only when it fits in a notification of its own (otherwise the server reads the row back by
+-- key under the subscriber's claims), and a row whose key alone is too large is announced with
+-- an empty key (the server logs and drops such changes).
+-- Partitions and inheritance children get a row trigger instead (see attach()): the same shape,
+-- one row per notification.
 --
 -- NOTIFY payloads are visible to every session that LISTENs on the channel: in devcloud only
 -- the server itself connects to the database (clients speak HTTP), so row images stay inside.
@@ -57,17 +60,64 @@ BEGIN
 END
 $$;
 
--- The notification text: the message plus `"<image_key>": <image>` when that fits in NOTIFY's
--- 8000 bytes, else the message alone, else (a huge key) the message with an empty key. Built
--- as json text: this runs once per changed row, and text is cheaper than jsonb here.
-CREATE OR REPLACE FUNCTION devcloud_realtime.notification(message text, image_key text, image text)
-RETURNS text LANGUAGE sql IMMUTABLE AS $$
+DROP FUNCTION IF EXISTS devcloud_realtime.notification(text, text, text);
+
+-- NOTIFY refuses payloads of 8000 bytes or more: what one notification may hold.
+CREATE OR REPLACE FUNCTION devcloud_realtime.max_payload() RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$ SELECT 7900 $$;
+
+-- The head every notification of a statement shares: `{"schema": …, "rows": [`.
+CREATE OR REPLACE FUNCTION devcloud_realtime.head(schema_name text, table_name text, op text)
+RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT left(json_build_object(
+               'schema', schema_name, 'table', table_name, 'type', op,
+               'commit_timestamp',
+               to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))::text, -1)
+           || ', "rows": ['
+$$;
+
+-- One element of "rows": `{"pk": <key>, "<image_key>": <image>}` when that fits in `room`
+-- bytes, else `{"pk": <key>}`, else (a huge key) `{"pk": {}}`. Built as json text: this runs
+-- once per changed row, and text is cheaper than jsonb here.
+CREATE OR REPLACE FUNCTION devcloud_realtime.notified_row(
+    key text, image_key text, image text, room integer
+) RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE
-        WHEN octet_length(message) + octet_length(image) < 7800
-            THEN left(message, -1) || ', "' || image_key || '" : ' || image || '}'
-        WHEN octet_length(message) < 7900 THEN message
-        ELSE (message::jsonb - 'pk' || '{"pk": {}}'::jsonb)::text
+        WHEN octet_length(key) + octet_length(image_key) + octet_length(image) + 16 <= room
+            THEN '{"pk": ' || key || ', "' || image_key || '": ' || image || '}'
+        WHEN octet_length(key) + 8 <= room THEN '{"pk": ' || key || '}'
+        ELSE '{"pk": {}}'
     END
+$$;
+
+-- Send `items` (elements of "rows", each at most max_payload() - octet_length(head) - 2 bytes)
+-- in their order, as many to a notification as fit.
+CREATE OR REPLACE FUNCTION devcloud_realtime.notify_rows(head text, items text[])
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    room integer := devcloud_realtime.max_payload() - octet_length(head) - 2;  -- 2: "]}"
+    item text;
+    pack text := '';
+    used integer := 0;
+BEGIN
+    FOREACH item IN ARRAY coalesce(items, '{}') LOOP
+        IF used > 0 AND used + 2 + octet_length(item) > room THEN
+            PERFORM pg_notify('devcloud_realtime', head || pack || ']}');
+            pack := '';
+            used := 0;
+        END IF;
+        IF used > 0 THEN
+            pack := pack || ', ' || item;
+            used := used + 2 + octet_length(item);
+        ELSE
+            pack := item;
+            used := octet_length(item);
+        END IF;
+    END LOOP;
+    IF used > 0 THEN
+        PERFORM pg_notify('devcloud_realtime', head || pack || ']}');
+    END IF;
+END
 $$;
 
 -- `json_build_object('id', r."id", …)` over the table's primary key columns, for alias r.
@@ -83,32 +133,38 @@ LANGUAGE sql STABLE AS $$
     WHERE i.indrelid = rel AND i.indisprimary
 $$;
 
--- Statement trigger: one notification per row of the statement's transition table.
+-- Statement trigger: the rows of the statement's transition table, in its order, in as few
+-- notifications as fit.
 CREATE OR REPLACE FUNCTION devcloud_realtime.capture_rows() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    head text;
+    items text[];
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM devcloud_realtime.watched w
                    WHERE w.schema_name = TG_TABLE_SCHEMA AND w.table_name IN (TG_TABLE_NAME, '*'))
     THEN
         RETURN NULL;  -- no server delivers changes of this table
     END IF;
+    head := devcloud_realtime.head(TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP);
     EXECUTE format(
-        'SELECT pg_notify(''devcloud_realtime'', devcloud_realtime.notification('
-        'json_build_object(''schema'', $1, ''table'', $2, ''type'', $3,'
-        ' ''commit_timestamp'', $4, ''pk'', %s)::text, $5, row_to_json(r)::text)) FROM %I AS r',
+        'SELECT array_agg(devcloud_realtime.notified_row(%s::text, $1, row_to_json(r)::text, $2))'
+        ' FROM %I AS r',
         devcloud_realtime.key_expression(TG_RELID),
         CASE WHEN TG_OP = 'DELETE' THEN 'old_rows' ELSE 'new_rows' END)
-    USING TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP,
-          to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-          CASE WHEN TG_OP = 'DELETE' THEN 'old' ELSE 'new' END;
+    INTO items
+    USING CASE WHEN TG_OP = 'DELETE' THEN 'old' ELSE 'new' END,
+          devcloud_realtime.max_payload() - octet_length(head) - 2;
+    PERFORM devcloud_realtime.notify_rows(head, items);
     RETURN NULL;
 END
 $$;
 
--- Row trigger (fallback for tables that cannot have transition tables).
+-- Row trigger (fallback for tables that cannot have transition tables): the same shape, one row.
 CREATE OR REPLACE FUNCTION devcloud_realtime.capture() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
+    head text;
     image json;
     key json;
 BEGIN
@@ -117,16 +173,14 @@ BEGIN
     THEN
         RETURN NULL;
     END IF;
+    head := devcloud_realtime.head(TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP);
     image := row_to_json(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END);
     EXECUTE format('SELECT %s FROM json_populate_record(NULL::%I.%I, $1) AS r',
                    devcloud_realtime.key_expression(TG_RELID), TG_TABLE_SCHEMA, TG_TABLE_NAME)
         INTO key USING image;
-    PERFORM pg_notify('devcloud_realtime', devcloud_realtime.notification(
-        json_build_object('schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME, 'type', TG_OP,
-            'commit_timestamp', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-            'pk', key)::text,
-        CASE WHEN TG_OP = 'DELETE' THEN 'old' ELSE 'new' END,
-        image::text));
+    PERFORM devcloud_realtime.notify_rows(head, ARRAY[devcloud_realtime.notified_row(
+        key::text, CASE WHEN TG_OP = 'DELETE' THEN 'old' ELSE 'new' END, image::text,
+        devcloud_realtime.max_payload() - octet_length(head) - 2)]);
     RETURN NULL;
 END
 $$;

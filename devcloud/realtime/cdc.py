@@ -9,9 +9,11 @@ feed writes its subscribers' tables there, keyed by its LISTEN connection's back
 join is confirmed, and removes them at the next idle tick or unwanted notification after the last
 subscriber of a table leaves. So writes nobody subscribes to cost neither NOTIFY nor parsing.
 
-The notifications waiting in the queue are taken together (up to ``MAX_BATCH``, in commit
-order); subscribers are grouped by identical claims, and each group judges all the changes its
-bindings want in one ``ctx.transaction_as(claims)`` (columns and policies read once per table,
+Each notification announces the rows one statement changed, as many as fit (capture.sql). The
+notifications waiting in the queue are taken together (up to ``MAX_BATCH`` of them, in commit
+order) and their changes handled ``MAX_BATCH`` at a time: subscribers are grouped by identical
+claims, and each group judges all the changes its bindings want in one
+``ctx.transaction_as(claims)`` (columns and policies read once per table,
 the row images of a table in one query: a 1000-row sync_push costs a few round trips, not
 thousands), then each subscriber gets its changes in order:
 
@@ -46,7 +48,7 @@ from devcloud.realtime.changes import (
     Column,
     build_payload,
     matching_ids,
-    parse_notification,
+    parse_notifications,
 )
 from devcloud.realtime.channel import Binding
 from devcloud.realtime.hub import Subscriber
@@ -57,8 +59,9 @@ logger = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "devcloud_realtime"
 CAPTURE_LOCK_KEY = 0x73796E6364_52  # "syncd" + "R": serialises concurrent capture.sql appliers
 MAX_PENDING = 10_000
-# Notifications judged together (one transaction per group of claims). A quarter of a socket's
-# send queue (session.MAX_QUEUE): one batch alone never gets a client that keeps up dropped.
+# Changes judged together (one transaction per group of claims), and notifications taken from
+# the queue at once. A quarter of a socket's send queue (session.MAX_QUEUE): one batch alone
+# never gets a client that keeps up dropped.
 MAX_BATCH = 256
 LISTENER_CHECK_SECONDS = 5.0
 # A joining channel's tables stay watched this long before its bindings must be active (the
@@ -246,12 +249,14 @@ class ChangeFeed:
         if not any(True for _ in self.subscribers()):
             await self.update_watch()  # the last subscriber left: stop the notifications
             return
-        changes: list[Change] = []
-        for text in texts:
-            try:
-                changes.append(parse_notification(text))
-            except (ValueError, KeyError) as exc:
-                logger.warning("realtime.cdc.bad_notification: %s", exc)
+        changes = _parsed(texts)
+        for start in range(0, len(changes), MAX_BATCH):
+            await self._deliver_all(changes[start : start + MAX_BATCH])
+        if any(not any(_wants(s, c) for s in self.subscribers()) for c in changes):
+            await self.update_watch()  # nobody wants some table any more
+
+    async def _deliver_all(self, changes: list[Change]) -> None:
+        """Judge ``changes`` once per group of identical claims; deliver them in order."""
         groups: dict[str, list[Subscriber]] = {}
         for subscriber in self.subscribers():
             key = json.dumps(subscriber.claims, sort_keys=True, default=str)
@@ -262,8 +267,6 @@ class ChangeFeed:
                 judged = await self._judged(wanted, members[0].claims)
                 for change, (columns, record) in zip(wanted, judged, strict=True):
                     _deliver(change, members, columns, record)
-        if any(not any(_wants(s, c) for s in self.subscribers()) for c in changes):
-            await self.update_watch()  # nobody wants some table any more
 
     async def _judged(self, changes: list[Change], claims: dict[str, Any]) -> list[Judged]:
         """``_fetch``, and when its transaction fails (a table dropped meanwhile, a role that may
@@ -307,6 +310,21 @@ class ChangeFeed:
 
 
 Judged = tuple[list[Column], dict[str, Any] | None]
+
+
+def _parsed(texts: Sequence[str]) -> list[Change]:
+    """The changes the notifications announce, in order; what cannot be read is logged."""
+    changes: list[Change] = []
+    for text in texts:
+        try:
+            found, problems = parse_notifications(text)
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("realtime.cdc.bad_notification: %s", exc)
+            continue
+        for problem in problems:
+            logger.warning("realtime.cdc.bad_notification: %s", problem)
+        changes.extend(found)
+    return changes
 
 
 def _wants(subscriber: Subscriber, change: Change) -> bool:

@@ -1,9 +1,11 @@
 """postgres_changes (sans-I/O): the capture trigger's notification in, the event payload out.
 
-The trigger (capture.sql) sends ``{"schema","table","type","commit_timestamp","pk"[,"old_pk"]
-[,"new"][,"old"]}``; the server judges the row once per distinct set of subscriber claims
-(row-level security decides who gets it, see cdc.py) and builds, per channel, Realtime's
-payload::
+The trigger (capture.sql) sends ``{"schema","table","type","commit_timestamp","rows": [{"pk"
+[,"old_pk"][,"new"][,"old"]}, …]}``: a statement's changed rows, in order, as many to a
+notification as NOTIFY's 8000 bytes allow (``parse_notifications``; a notification without
+``rows`` carries one change in the head itself: ``parse_notification``). The server judges each
+row once per distinct set of subscriber claims (row-level security decides who gets it, see
+cdc.py) and builds, per channel, Realtime's payload::
 
     {"ids": [binding ids], "data": {"schema","table","commit_timestamp","type","columns",
      "record"?, "old_record"?, "errors": null}}
@@ -52,26 +54,56 @@ class Column:
     type: str  # pg_type.typname: int8, text, uuid, _text, …
 
 
-def parse_notification(text: str) -> Change:
-    """Decode a ``devcloud_realtime`` notification; raises ValueError when it is not one."""
+def parse_notifications(text: str) -> tuple[list[Change], list[str]]:
+    """Decode a ``devcloud_realtime`` notification: its changes in order, and why each row that
+    is not a change was left out. Raises ValueError when the notification itself is not one."""
     data = json.loads(text)
     if not isinstance(data, dict):
         raise ValueError("notification is not a JSON object")
-    kind = data.get("type")
+    rows = data.get("rows")
+    if rows is None:
+        return [_change(data, data)], []
+    if not isinstance(rows, list):
+        raise ValueError("notification rows are not a JSON array")
+    found: list[Change] = []
+    problems: list[str] = []
+    for row in rows:
+        try:
+            found.append(_change(data, row))
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append(str(exc) or type(exc).__name__)
+    return found, problems
+
+
+def parse_notification(text: str) -> Change:
+    """Decode a notification of one change; raises ValueError when it is not one."""
+    found, problems = parse_notifications(text)
+    if problems:
+        raise ValueError(problems[0])
+    if len(found) != 1:
+        raise ValueError(f"notification holds {len(found)} changes, not one")
+    return found[0]
+
+
+def _change(head: dict[str, Any], row: Any) -> Change:
+    """One change: the statement's facts from ``head``, the row's from ``row``."""
+    if not isinstance(row, dict):
+        raise ValueError("notification row is not a JSON object")
+    kind = head.get("type")
     if kind not in CHANGE_EVENTS:
         raise ValueError(f"unknown change type {kind!r}")
-    pk = data.get("pk")
+    pk = row.get("pk")
     if not isinstance(pk, dict) or not pk:
         raise ValueError("notification lacks the primary key")
     return Change(
-        schema=str(data["schema"]),
-        table=str(data["table"]),
+        schema=str(head["schema"]),
+        table=str(head["table"]),
         type=kind,
-        commit_timestamp=str(data["commit_timestamp"]),
+        commit_timestamp=str(head["commit_timestamp"]),
         pk=pk,
-        old_pk=data.get("old_pk") if isinstance(data.get("old_pk"), dict) else None,
-        old=data.get("old") if isinstance(data.get("old"), dict) else None,
-        new=data.get("new") if isinstance(data.get("new"), dict) else None,
+        old_pk=row.get("old_pk") if isinstance(row.get("old_pk"), dict) else None,
+        old=row.get("old") if isinstance(row.get("old"), dict) else None,
+        new=row.get("new") if isinstance(row.get("new"), dict) else None,
     )
 
 

@@ -25,9 +25,11 @@ END
 $$;
 
 -- The caller's role may bypass row-level security (service_role, a superuser). Reads the role
--- PostgREST switched to, so it answers the same inside SECURITY DEFINER functions.
+-- PostgREST switched to, so it answers the same inside SECURITY DEFINER functions. Its own
+-- search_path: it is called both from SECURITY DEFINER functions (search_path '') and from
+-- sync_push (the caller's), and a cached plan made under another search_path is planned anew.
 CREATE OR REPLACE FUNCTION public.sync_caller_bypasses_rls() RETURNS boolean
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = '' AS $$
 BEGIN
     RETURN coalesce(
         (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r
@@ -186,8 +188,9 @@ $$;
 -- The statements that write a batch of accepted changes to `tbl`, as the CTEs
 --   src AS (...), upd AS (...), ins AS (...), written AS (...)
 -- to put after WITH. `source` is a query yielding (id uuid, ws uuid, known boolean,
--- fields jsonb, clocks jsonb, origin text, hlc text: the greatest of `clocks`) with distinct
--- ids: rows that exist get an UPDATE, new ones an INSERT ... ON CONFLICT DO UPDATE (for a row
+-- fields jsonb, clocks jsonb, origin text, hlc text: the greatest of `clocks`, '' if none) with
+-- distinct ids and only well-formed clocks (sync_push_classify rejects the others; a new row's
+-- origin is then its hlc's device part without sync_clock_device's check): rows that exist get an UPDATE, new ones an INSERT ... ON CONFLICT DO UPDATE (for a row
 -- created concurrently). Both merge field by field (sync_merge_sql); `written` holds the ids
 -- of the rows that changed. `src` is not materialised: the UPDATE and the INSERT each read
 -- only their own rows of `source` (known or not), so each change's fields are converted to
@@ -235,7 +238,7 @@ BEGIN
         ' RETURNING t.id),'
         ' ins AS ('
         ' INSERT INTO public.%1$I AS t (%6$s, field_hlc, hlc, origin)'
-        ' SELECT %7$s, %8$s, x.sync_hlc, coalesce(public.sync_clock_device(x.sync_hlc), x.origin)'
+        ' SELECT %7$s, %8$s, x.sync_hlc, coalesce(nullif(substr(x.sync_hlc, 22), ''''), x.origin)'
         ' FROM src x WHERE NOT x.sync_known'
         ' ON CONFLICT (id) DO UPDATE SET origin = coalesce(public.sync_clock_device('
         '(SELECT coalesce(max(c.value COLLATE "C"), '''') FROM jsonb_each_text(%10$s) c)),'

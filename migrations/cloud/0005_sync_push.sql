@@ -19,8 +19,9 @@
 --      a member of -> forbidden, rows that would move to another workspace -> invalid;
 --   2. in the same statement, write the accepted ones: one UPDATE for the rows that exist, one
 --      INSERT ... ON CONFLICT DO UPDATE for the new ones, with a CASE per column comparing
---      clocks (their WHERE skips rows where nothing wins: no echo, no new _seq) — the generated
---      functions sync_push_<table> below;
+--      clocks (their WHERE skips rows where nothing wins: no echo, no new _seq), new rows in
+--      batch order (so their _seq, and a pull, keep the order they were pushed in) — the
+--      generated functions sync_push_<table> below;
 --   3. if that statement fails (a value of the wrong type, a constraint, a policy), redo the
 --      table's changes one by one, each in its own subtransaction, and reject the failing ones:
 --      one bad change never fails the batch (sync_push_slow; also used when one batch holds
@@ -254,9 +255,10 @@ LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN reason <> '' THEN jsonb_strip_nulls(jsonb_build_object(
             'id', id_text, 'table', tbl, 'status', 'rejected', 'reason', reason, 'detail', detail))
-        WHEN written OR NOT known OR equal THEN jsonb_build_object(
-            'id', id_text, 'table', tbl, 'status', 'applied')
-        ELSE jsonb_build_object('id', id_text, 'table', tbl, 'status', 'superseded')
+        -- (jsonb_object of text arrays: jsonb_build_object looks up its arguments' types in
+        -- the catalogue for every row)
+        ELSE jsonb_object(ARRAY['id', 'table', 'status'], ARRAY[id_text, tbl,
+            CASE WHEN written OR NOT known OR equal THEN 'applied' ELSE 'superseded' END])
     END
 $$;
 
@@ -296,7 +298,7 @@ $f$,
             'sync_push_' || tbl, tbl,
             public.sync_write_sql(tbl,
                 'SELECT v.id, v.ws, v.known, v.fields, v.clocks, v.origin, v.hlc FROM v'
-                ' WHERE v.reason = '''''),
+                ' WHERE v.reason = '''' ORDER BY v.idx'),
             (SELECT array_agg(c.col) FROM public.sync_columns(tbl) c),
             (SELECT coalesce(array_agg(c.col), '{}') FROM public.sync_columns(tbl) c
              WHERE c.kind = 'map')

@@ -37,6 +37,18 @@ def test_join_payload_filters_every_synced_table_to_the_workspace() -> None:
                     "table": "tasks",
                     "filter": f"workspace_id=eq.{WS}",
                 },
+                {
+                    "event": "*",
+                    "schema": "public",
+                    "table": "documents",
+                    "filter": f"workspace_id=eq.{WS}",
+                },
+                {
+                    "event": "*",
+                    "schema": "public",
+                    "table": "doc_updates",
+                    "filter": f"workspace_id=eq.{WS}",
+                },
             ],
         }
     }

@@ -8,7 +8,7 @@ import asyncpg
 
 from devcloud.schema import apply_all, migration_files, schema_scripts
 
-SYNCED = {"workspaces", "conversations", "messages", "tasks"}
+SYNCED = {"workspaces", "conversations", "messages", "tasks", "documents", "doc_updates"}
 PUBLIC_TABLES = SYNCED | {"profiles", "organizations", "org_memberships", "cloud_agents"}
 
 

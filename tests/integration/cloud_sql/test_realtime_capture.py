@@ -1,4 +1,5 @@
-"""devcloud's change capture sends notifications only for tables some server watches.
+"""devcloud's change capture sends notifications only for tables some server watches, one
+statement's rows packed into as few notifications as NOTIFY's 8000 bytes allow.
 
 Notifications arrive in commit order, so "nothing was sent for the first write" is shown by a
 later write to a watched table arriving alone (no sleeps).
@@ -15,6 +16,7 @@ import asyncpg
 import pytest
 
 from devcloud.realtime.cdc import NOTIFY_CHANNEL, ChangeFeed, capture_sql
+from devcloud.realtime.changes import parse_notifications
 from devcloud.realtime.channel import Binding
 from tests.helpers import MS, wait_for
 
@@ -35,6 +37,10 @@ class Listener:
     def on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self.tables.append(json.loads(payload)["table"])
         self.payloads.append(payload)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every row announced so far, in order."""
+        return [row for payload in self.payloads for row in json.loads(payload)["rows"]]
 
 
 @pytest.fixture
@@ -186,7 +192,8 @@ async def test_a_batch_of_changes_is_judged_once_per_claims_and_delivered_in_ord
         [ws_a if i % 2 == 0 else ws_b for i in range(40)],
         [conv_a if i % 2 == 0 else conv_b for i in range(40)],
     )
-    await wait_for(lambda: len(listener.payloads) == 42, message="every notification")
+    await wait_for(lambda: len(listener.rows()) == 42, message="every notification")
+    assert len(listener.payloads) < 10  # the 40 messages of one statement: packed
 
     subscribers = [
         subscriber_of(Cloud.claims(alice), "messages"),
@@ -221,7 +228,7 @@ async def test_a_failing_batch_is_judged_change_by_change(cloud: Cloud, listener
     await wait_for(lambda: len(listener.payloads) == 1, message="the notification")
     # a row image PostgreSQL cannot read as a conversation fails the batch's query
     bad = json.loads(listener.payloads[0])
-    bad["new"] = {**bad["new"], "id": "not-a-uuid"}
+    bad["rows"][0]["new"] = {**bad["rows"][0]["new"], "id": "not-a-uuid"}
     subscriber = subscriber_of(Cloud.claims(alice), "conversations")
     feed = ChangeFeed(cloud.ctx, lambda: [subscriber])
     await feed.dispatch_many([json.dumps(bad), listener.payloads[0]])
@@ -233,3 +240,67 @@ def test_one_batch_cannot_fill_a_sockets_send_queue() -> None:
     from devcloud.realtime import cdc, session
 
     assert cdc.MAX_BATCH * 4 <= session.MAX_QUEUE
+
+
+async def test_a_statements_rows_share_notifications_under_notifys_limit(
+    cloud: Cloud, listener: Listener
+) -> None:
+    alice = await cloud.user("alice@example.com")
+    ws = await cloud.workspace(await cloud.org("A", alice))
+    conv = await cloud.pool.fetchval(
+        "INSERT INTO public.conversations (workspace_id) VALUES ($1) RETURNING id", ws
+    )
+    await cloud.pool.execute(WATCH, listener.pid, ["public"], ["messages"])
+    ids = [new_id() for _ in range(300)]
+    contents = ["m" * 200] * 300
+    contents[150] = "x" * 20_000  # far over NOTIFY's 8000 bytes: announced by its key alone
+    await cloud.pool.execute(
+        "INSERT INTO public.messages (id, workspace_id, conversation_id, role, content)"
+        " SELECT i, $3, $4, 'user', c FROM unnest($1::uuid[], $2::text[]) u(i, c)",
+        ids,
+        contents,
+        ws,
+        conv,
+    )
+    await wait_for(lambda: len(listener.rows()) == 300, message="every row announced")
+
+    assert all(len(p.encode()) < 8000 for p in listener.payloads)
+    assert 1 < len(listener.payloads) < 300 // 3  # packed: rows of about 1.3 kB, ~6 each
+    rows = listener.rows()
+    assert [r["pk"]["id"] for r in rows] == ids  # the statement's order
+    assert "new" not in rows[150]
+    assert all(r["new"]["id"] == r["pk"]["id"] for i, r in enumerate(rows) if i != 150)
+
+    # delivered in order, the large row read back; 300 changes: judged 256 at a time
+    subscriber = subscriber_of(Cloud.claims(alice), "messages")
+    await ChangeFeed(cloud.ctx, lambda: [subscriber]).dispatch_many(listener.payloads)
+    records = [f.payload["data"]["record"] for f in subscriber.frames]
+    assert [r["id"] for r in records] == ids
+    assert records[150]["content"] == contents[150]
+
+
+async def test_a_row_whose_key_cannot_fit_is_left_out_alone(cloud: Cloud) -> None:
+    async with cloud.pool.acquire() as conn:
+        await conn.execute(capture_sql())
+        assert (
+            await conn.fetchval(
+                "SELECT devcloud_realtime.notified_row($1, 'new', '{}', 7700)",
+                json.dumps({"id": "k" * 9000}),
+            )
+            == '{"pk": {}}'
+        )
+        key_only = await conn.fetchval(
+            "SELECT devcloud_realtime.notified_row('{\"id\": 1}', 'new', $1, 7700)",
+            json.dumps({"id": 1, "body": "b" * 8000}),
+        )
+    assert json.loads(key_only) == {"pk": {"id": 1}}
+    head = {"schema": "public", "table": "t", "type": "UPDATE", "commit_timestamp": "x"}
+    text = json.dumps(
+        {**head, "rows": [{"pk": {"id": 1}, "new": {"id": 1}}, {"pk": {}}, {"pk": {"id": 2}}]}
+    )
+    found, problems = parse_notifications(text)
+    assert [(c.pk, c.new, c.type) for c in found] == [
+        ({"id": 1}, {"id": 1}, "UPDATE"),
+        ({"id": 2}, None, "UPDATE"),
+    ]
+    assert problems == ["notification lacks the primary key"]

@@ -50,6 +50,21 @@ async def test_new_rows_are_applied_with_their_clocks(cloud: Cloud, team: dict[s
     assert int(row["_txid"]) > 0 and row["_seq"] > 0
 
 
+async def test_new_rows_are_written_and_pulled_in_batch_order(
+    cloud: Cloud, team: dict[str, Any]
+) -> None:
+    ws, conv = await new_workspace(cloud, team)
+    ids = [new_id() for _ in range(40)]  # random ids: their hash order is not the batch's
+    batch = [
+        change("messages", i, ws, {"conversation_id": conv, "role": "user", "content": str(n)},
+               cloud.clock(10 + n))
+        for n, i in enumerate(ids)
+    ]  # fmt: skip
+    assert statuses(await cloud.push(team["alice"], batch)) == [("applied", None)] * 40
+    page = await cloud.pull(team["alice"], workspace_id=ws)
+    assert [c["id"] for c in page["changes"] if c["table"] == "messages"] == ids
+
+
 async def test_fields_merge_by_clock(cloud: Cloud, team: dict[str, Any]) -> None:
     ws, conv = await new_workspace(cloud, team)
     alice = team["alice"]

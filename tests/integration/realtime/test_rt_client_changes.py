@@ -50,6 +50,8 @@ async def test_changes_arrive_for_the_joined_workspace_and_never_for_another_org
             "conversations",
             "messages",
             "tasks",
+            "documents",
+            "doc_updates",
         ]
         assert all(isinstance(b["id"], int) and b["id"] for b in joined.bindings)
 
