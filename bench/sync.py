@@ -1,6 +1,6 @@
 """Benchmark of cloud sync through the daemon (prints JSON; not a test).
 
-    .venv/bin/python bench/sync.py [--quick] [--database-url URL]
+    .venv/bin/python bench/sync.py [--quick] [--random-ids] [--database-url URL]
 
 Real parts only: PostgreSQL (embedded pgserver unless ``--database-url``/
 ``SYNCD_TEST_DATABASE_URL``), devcloud as a ``python -m devcloud`` child process, and daemons as
@@ -11,7 +11,8 @@ Real parts only: PostgreSQL (embedded pgserver unless ``--database-url``/
   naive one-request-per-row approach (httpx ``POST /rest/v1/messages`` per row, keep-alive, as
   the same user). Budget: >= 25k rows/s and >= 10x the per-row baseline.
 - pull: device B clones that workspace (``cloud.link {cloud_workspace_id}`` + ``sync.pull``);
-  rows pulled and applied per second. Budget: >= 40k rows/s.
+  rows pulled and applied per second. Budget: >= 40k rows/s. The cloud's tables are ANALYZEd
+  first (see ``seed_workspace``).
 - attribution: the same devcloud driven directly (httpx, no daemon): ``sync_push`` of ready
   500-row batches and ``sync_pull`` pages of 1000 decoded but not applied, i.e. the ceiling
   the cloud side allows on this machine.
@@ -19,6 +20,12 @@ Real parts only: PostgreSQL (embedded pgserver unless ``--database-url``/
   time and the daemon's peak RSS (VmHWM) growth, next to B's growth for N rows ("flat memory":
   the growth must not scale with the row count: at most 2x B's). Budget: <= 2.5 s.
   ``--quick`` uses 20,000 rows and gives no verdict for it.
+
+Row ids: every row syncd creates has a time-ordered UUIDv7 id (daemon/store/ids.py), so the
+seeded workspace and the per-row baseline use UUIDv7 ids too: that is what a cloned syncd
+workspace holds. ``--random-ids`` seeds (and posts) random UUIDv4 ids instead, the case of
+rows written by other apps: random primary keys dirty one SQLite B-tree page per inserted row,
+which makes the first sync's INSERTs several times slower (reported, not budgeted).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from _common import (
     wait_until,
 )
 
+from daemon.store.ids import uuid7
 from devcloud import _seed
 from devcloud.context import DevcloudConfig
 from ui_bridge.client import Client, connect
@@ -150,13 +158,20 @@ async def _reached(pool: asyncpg.Pool, ws_id: str, n: int) -> bool:
     return await count_messages(pool, ws_id) >= n
 
 
-async def bench_naive(cloud_url: str, ws_id: str, conv_id: str, n: int) -> dict[str, Any]:
+def new_id(random_ids: bool) -> str:
+    """A row id as syncd mints them (UUIDv7), or a random UUIDv4 with ``--random-ids``."""
+    return str(uuid.uuid4()) if random_ids else uuid7()
+
+
+async def bench_naive(
+    cloud_url: str, ws_id: str, conv_id: str, n: int, *, random_ids: bool = False
+) -> dict[str, Any]:
     """One POST /rest/v1/messages per row, sequentially, as the signed-in user."""
     async with contextlib.aclosing(await user_client(cloud_url)) as http:
         headers = {"Prefer": "return=minimal"}
         start = time.perf_counter()
         for _ in range(n):
-            row = {"id": str(uuid.uuid4()), "workspace_id": ws_id, "conversation_id": conv_id,
+            row = {"id": new_id(random_ids), "workspace_id": ws_id, "conversation_id": conv_id,
                    "role": "user", "content": CONTENT}  # fmt: skip
             response = await http.post("/rest/v1/messages", json=row, headers=headers)
             response.raise_for_status()
@@ -248,10 +263,16 @@ async def first_sync(daemon: Daemon, ws_id: str, rows: int, tmp: Path) -> dict[s
     }
 
 
-async def seed_workspace(pool: asyncpg.Pool, rows: int) -> str:
+async def seed_workspace(pool: asyncpg.Pool, rows: int, *, random_ids: bool = False) -> str:
     """A workspace of ``rows`` messages in the bench user's organisation, written with COPY
-    (triggers off: the rows carry their own clocks; _txid/_seq come from column defaults)."""
-    ws_id, conv_id = str(uuid.uuid4()), str(uuid.uuid4())
+    (triggers off: the rows carry their own clocks; _txid/_seq come from column defaults).
+    Ids are UUIDv7 in creation order, as syncd writes them (UUIDv4 with ``random_ids``).
+
+    The tables are then ANALYZEd, as autovacuum does after a bulk load on a real cloud: a
+    first sync started right after the COPY otherwise meets a planner without statistics,
+    whose plan makes each of the first ``sync_pull`` pages ~8x slower (measured: the first
+    five 2000-row pages ~450 ms each instead of ~55 ms, ~1.9 s of a 100k first sync)."""
+    ws_id, conv_id = new_id(random_ids), new_id(random_ids)
     clock = f"{time.time_ns() // 1_000_000:013d}-000000-seed"
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
@@ -265,7 +286,15 @@ async def seed_workspace(pool: asyncpg.Pool, rows: int) -> str:
             "VALUES ($1, $2, 'c', $3, 'seed')", uuid.UUID(conv_id), uuid.UUID(ws_id), clock,
         )  # fmt: skip
         records = (
-            (uuid.uuid4(), uuid.UUID(ws_id), uuid.UUID(conv_id), "user", CONTENT, clock, "seed")
+            (
+                uuid.UUID(new_id(random_ids)),
+                uuid.UUID(ws_id),
+                uuid.UUID(conv_id),
+                "user",
+                CONTENT,
+                clock,
+                "seed",
+            )
             for _ in range(rows)
         )
         await conn.copy_records_to_table(
@@ -273,7 +302,14 @@ async def seed_workspace(pool: asyncpg.Pool, rows: int) -> str:
             records=records,
             columns=["id", "workspace_id", "conversation_id", "role", "content", "hlc", "origin"],
         )
+    await analyze(pool)
     return ws_id
+
+
+async def analyze(pool: asyncpg.Pool) -> None:
+    """Planner statistics for the synced tables, as autovacuum keeps them on a real cloud
+    (it analyzes a table within a minute of a bulk change; a bench cannot wait for it)."""
+    await pool.execute("ANALYZE workspaces, conversations, messages")
 
 
 def verdicts(push: dict[str, Any], naive: dict[str, Any], pull: dict[str, Any],
@@ -297,7 +333,7 @@ def verdicts(push: dict[str, Any], naive: dict[str, Any], pull: dict[str, Any],
     }  # fmt: skip
 
 
-async def main(quick: bool, database_url: str | None) -> dict[str, Any]:
+async def main(quick: bool, database_url: str | None, random_ids: bool = False) -> dict[str, Any]:
     n = 5_000 if quick else 20_000
     big_rows = 20_000 if quick else FIRST_SYNC_ROWS
     tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
@@ -316,10 +352,12 @@ async def main(quick: bool, database_url: str | None) -> dict[str, Any]:
                 a, b, c = daemons
                 push = await bench_push(a, pool, n)
                 naive = await bench_naive(
-                    cloud_url, push["workspace_id"], push["conversation_id"], NAIVE_ROWS
-                )
+                    cloud_url, push["workspace_id"], push["conversation_id"], NAIVE_ROWS,
+                    random_ids=random_ids,
+                )  # fmt: skip
+                await analyze(pool)  # the pushed rows: see seed_workspace
                 pull = await first_sync(b, push["workspace_id"], n + NAIVE_ROWS, tmp)
-                big_ws = await seed_workspace(pool, big_rows)
+                big_ws = await seed_workspace(pool, big_rows, random_ids=random_ids)
                 big = await first_sync(c, big_ws, big_rows, tmp)
                 cloud = {
                     "pull": await bench_cloud_pull(cloud_url, big_ws),
@@ -333,12 +371,18 @@ async def main(quick: bool, database_url: str | None) -> dict[str, Any]:
                 await pool.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return verdicts(push, naive, pull, big, cloud)
+    return {
+        "row_ids": "uuid4" if random_ids else "uuid7",
+        **verdicts(push, naive, pull, big, cloud),
+    }
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    parser.add_argument(
+        "--random-ids", action="store_true", help="seed random UUIDv4 ids instead of UUIDv7"
+    )
     parser.add_argument("--database-url", default=os.environ.get("SYNCD_TEST_DATABASE_URL"))
     args = parser.parse_args()
-    print_json_with_load(lambda: asyncio.run(main(args.quick, args.database_url)))
+    print_json_with_load(lambda: asyncio.run(main(args.quick, args.database_url, args.random_ids)))

@@ -85,19 +85,29 @@ class SyncRepo:
         await self._writer.submit(lambda ctx: ctx.publish(topic, data))
 
     async def take_outbox(
-        self, *, workspace_ids: Collection[str], limit: int = 500, max_bytes: int = 1 << 20
+        self,
+        *,
+        workspace_ids: Collection[str],
+        limit: int = 500,
+        max_bytes: int = 1 << 20,
+        after: int = 0,
     ) -> list[OutboxChange]:
-        """Coalesced changes of ``workspace_ids`` (linked workspaces), oldest first."""
+        """Coalesced changes of ``workspace_ids`` (linked workspaces), oldest first, of the
+        entries whose outbox id is above ``after`` (0: all; a push in flight passes the
+        highest id it took, so the next batch can be prepared while it is sent)."""
         ids = sorted({identifier("workspace_ids", w) for w in workspace_ids})
         limit = integer("limit", limit)
         max_bytes = integer("max_bytes", max_bytes)
+        after = integer("after", after)
         if not 1 <= limit <= MAX_TAKE:
             raise InvalidInput("limit", f"must be between 1 and {MAX_TAKE}")
         if max_bytes < 1:
             raise InvalidInput("max_bytes", "must be positive")
+        if after < 0:
+            raise InvalidInput("after", "must not be negative")
         if not ids:
             return []
-        return await run_in_thread(self._reader, read_outbox, ids, limit, max_bytes)
+        return await run_in_thread(self._reader, read_outbox, ids, limit, max_bytes, after)
 
     async def complete_push(
         self, changes: Sequence[OutboxChange], results: Sequence[dict[str, Any]]

@@ -10,6 +10,9 @@ echo of our own push (a merge that changes nothing) writes nothing and tells no 
 A pull serves each row at its latest write, so a child can come pages before a parent updated
 after it. Such a row is parked in ``sync_parked`` (the cursor still moves) and applied in the
 transaction that brings its parent.
+
+``documents`` and ``doc_updates`` rows (metadata, and append-only Yjs updates) go through
+sync_docs.py's ``DocPage`` after the entity tables, in the same transaction.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from daemon.store.codec import dump_json
 from daemon.store.ids import uuid7
 from daemon.store.schema import ENTITY_TABLES
 from daemon.store.sql import insert_sql
+from daemon.store.sync_docs import DOC_TABLES, DocPage, Parked
 from daemon.store.sync_rows import (
     SHAPES,
     ChangeBuffer,
@@ -97,13 +101,22 @@ class PageApplier:
         self.present: dict[str, set[str]] = {name: set() for name in ENTITY_TABLES}
         #: ids inserted by this page (only a new parent can release parked children)
         self.inserted: dict[str, set[str]] = {name: set() for name in ENTITY_TABLES}
+        self.docs = DocPage(ctx, merge, Parked(self._park, self._skip))
 
     def outcome(self) -> ApplyOutcome:
-        c = self.counts
-        return ApplyOutcome(c.applied, c.changed, c.conflicts, c.parked, c.skipped)
+        c, docs = self.counts, self.docs
+        return ApplyOutcome(
+            c.applied + docs.applied,
+            c.changed + len(docs.events),
+            c.conflicts,
+            c.parked,
+            c.skipped,
+            tuple(docs.stored),
+        )
 
     def run(self, changes: Iterable[dict[str, Any]]) -> None:
-        by_table: dict[str, list[dict[str, Any]]] = {name: [] for name in ENTITY_TABLES}
+        tables = (*ENTITY_TABLES, *DOC_TABLES)
+        by_table: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
         for change in changes:
             remote = self._remote_row(change)
             if remote is not None:
@@ -113,12 +126,21 @@ class PageApplier:
             rows = by_table[name] + self._unparked(name)
             if rows:
                 self._apply_table(SHAPES[name], rows)
+        docs = self.docs
+        parked_docs = self._released("documents", self.inserted["workspaces"])
+        docs.apply_documents(by_table["documents"] + parked_docs, self.present["workspaces"])
+        parked_updates = self._released("doc_updates", docs.inserted_docs)
+        docs.apply_updates(by_table["doc_updates"] + parked_updates)
+        for topic, event, workspace_id in docs.events:
+            self.log.add(topic, event, workspace_id)
 
     # -- input --------------------------------------------------------------------------------
 
     def _remote_row(self, change: Any) -> dict[str, Any] | None:
         """The change's row with its id, or None (counted as skipped) if it is malformed."""
-        if not isinstance(change, dict) or change.get("table") not in SHAPES:
+        if not isinstance(change, dict) or (
+            change.get("table") not in SHAPES and change.get("table") not in DOC_TABLES
+        ):
             self._skip("?", None, "not a change of a synced table")
             return None
         row = change.get("row")
@@ -270,6 +292,10 @@ class PageApplier:
         parents: set[str] = set()
         for parent, _ in SHAPES[name].parents:
             parents |= self.inserted[parent]
+        return self._released(name, parents)
+
+    def _released(self, name: str, parents: set[str]) -> list[dict[str, Any]]:
+        """Parked rows of ``name`` whose parent is one of ``parents`` (removed from the park)."""
         if not parents:
             return []
         ids = orjson.dumps(sorted(parents)).decode()

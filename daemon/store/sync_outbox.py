@@ -22,6 +22,7 @@ from daemon.store.codec import RowCodec, dump_json, dump_json_text, iso_ms, load
 from daemon.store.ids import uuid7
 from daemon.store.schema import CLOCK_COLUMNS, ENTITY_TABLES
 from daemon.store.sql import OUTBOX_KEYS, insert_sql
+from daemon.store.sync_docs import snapshot_documents
 from daemon.store.sync_types import Link, OutboxChange, PushOutcome
 from daemon.store.txn import Stamp, WriteContext, WriteOp, workspace_of
 from daemon.types import LOCAL_ONLY_ROLES
@@ -75,14 +76,15 @@ class _Coalesced:
 
 
 def read_outbox(
-    conn: sqlite3.Connection, workspace_ids: list[str], limit: int, max_bytes: int
+    conn: sqlite3.Connection, workspace_ids: list[str], limit: int, max_bytes: int, after: int = 0
 ) -> list[OutboxChange]:
     """Up to ``limit`` coalesced changes of the linked workspaces, oldest first, whose entries
-    total at most ``max_bytes`` of JSON (always at least one change)."""
+    total at most ``max_bytes`` of JSON (always at least one change), made of the entries with
+    an id above ``after`` (a push in flight took the ones up to it)."""
     compiled = q.outbox_take_sql()
     window = min(limit * 4, 20_000)
     cursors = [
-        conn.execute(compiled.sql, compiled.params({"ws": ws, "_limit": window}))
+        conn.execute(compiled.sql, compiled.params({"ws": ws, "_limit": window, "_after": after}))
         for ws in workspace_ids
     ]
     groups: dict[tuple[str, str], _Coalesced] = {}
@@ -199,7 +201,8 @@ def link_op(workspace_id: str, org_id: str, path: str | None) -> WriteOp:
 
 
 def _snapshot(ctx: WriteContext, workspace_id: str, at: str) -> int:
-    """Write one outbox entry per row of the workspace (tombstones too) with all its clocks."""
+    """Write one outbox entry per row of the workspace (tombstones too) with all its clocks;
+    documents: their metadata and their whole content as one update (sync_docs.py)."""
     total = 0
     for table in ENTITY_TABLES:
         if table == "messages":
@@ -213,7 +216,7 @@ def _snapshot(ctx: WriteContext, workspace_id: str, at: str) -> int:
             entries = [_snapshot_entry(table, codec, values, at) for values in chunk]
             ctx.conn.executemany(insert_sql("outbox", OUTBOX_KEYS), entries)
             total += len(entries)
-    return total
+    return total + snapshot_documents(ctx, workspace_id, at)
 
 
 def _snapshot_entry(table: str, codec: RowCodec, values: Sequence[Any], at: str) -> dict[str, Any]:

@@ -123,11 +123,12 @@ def snapshot_messages_sql() -> Compiled:
 
 @cache
 def outbox_take_sql() -> Compiled:
-    """The oldest entries of ONE workspace (walks the (workspace_id, id) index: no sort)."""
+    """The oldest entries of ONE workspace with an id above ``_after`` (walks the
+    (workspace_id, id) index: no sort)."""
     o = schema.outbox
     stmt = (
         sa.select(*(o.c[c] for c in OUTBOX_COLUMNS), o.c.origin)
-        .where(o.c.workspace_id == sa.bindparam("ws"))
+        .where(o.c.workspace_id == sa.bindparam("ws"), o.c.id > sa.bindparam("_after"))
         .order_by(o.c.id)
         .limit(sa.bindparam("_limit"))
     )

@@ -42,12 +42,23 @@ class PushOutcome:
 
 
 @dataclass(frozen=True)
+class DocUpdate:
+    """A pulled Yjs update stored by a page: hand it to the loaded document after the commit
+    (``DocumentRepo.absorb``)."""
+
+    doc_id: str
+    update_id: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class ApplyOutcome:
     """What one pulled page did.
 
     ``applied``: changes merged (or parked); ``changed``: changelog entries written (merges
     that changed something visible); ``conflicts``: conflicts recorded; ``parked``: rows held
-    until their parent arrives; ``skipped``: malformed changes left out (logged).
+    until their parent arrives; ``skipped``: malformed changes left out (logged);
+    ``doc_updates``: the document updates the page stored, in order.
     """
 
     applied: int
@@ -55,6 +66,7 @@ class ApplyOutcome:
     conflicts: int
     parked: int = 0
     skipped: int = 0
+    doc_updates: tuple[DocUpdate, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DriverSettings", "SyncApi", "SyncDriver", "WorkspaceSync", "merge_pulled"]
 
-_LOCAL_TOPICS: Final = frozenset(CHANGE_TOPICS)
+#: ``doc.updated``: a local document update (its outbox entry waits for a push too).
+_LOCAL_TOPICS: Final = frozenset(CHANGE_TOPICS) | {"doc.updated"}
 
 
 class SyncDriver:

@@ -15,13 +15,21 @@ its traceback and never stops the next event):
   origin is this device) is not merged at all: it can be older than the row is now, and it
   tells no UI. A hint that cannot be used as it is (too large, a hard delete) asks for a pull
   instead (live_map.remote_change).
+  Hints are coalesced (live_hints.py): the handler only queues the mapped change; one task
+  applies every hint waiting, grouped by workspace in arrival order, with ONE ``apply_pull``
+  per group, so a burst (another device's big push) costs a few transactions, not one per row.
 - ``ChannelJoined`` and ``PostgresSubscribed``: ``catch_up(workspace_id)`` asks that workspace's
   sync for a pull now: realtime is at-most-once, the pull closes whatever gap the
   (re)subscribe left (changes committed while not subscribed are never replayed).
 - ``PresenceState``/``PresenceDiff`` (and a lost socket or a left channel): ``presence.changed
   {workspace_id, members}`` when the members changed; the same when an idle member turns
   ``away`` (a timer, no traffic needed).
-- ``BroadcastReceived``: ``broadcast.received {workspace_id, event, payload}``.
+- ``BroadcastReceived``: ``broadcast.received {workspace_id, event, payload}``, except the
+  ``doc.update`` event: a document update of another device, merged by ``DocRelay``
+  (live_docs.py, which also broadcasts this device's updates) and never shown as a broadcast.
+
+Document updates a postgres_changes hint stores reach the loaded documents
+(``store.documents.absorb``), as after a pull.
 
 Presence and broadcast events are ephemeral: they go out through ``publisher`` (the bridge
 hub's live-only path, set by app.py) and are never stored. This device tracks its presence in
@@ -55,8 +63,8 @@ from daemon.realtime.frames import (
     PresenceState,
 )
 from daemon.realtime.presence import track_payload
-from daemon.store.sync import pull_scope
-from daemon.sync.adapters import merge_pulled
+from daemon.sync.live_docs import DOC_UPDATE_EVENT, DocRelay
+from daemon.sync.live_hints import HintQueue
 from daemon.sync.live_map import member_json, next_away_at, remote_change
 from daemon.sync.local import CloudNotConfigured
 
@@ -115,6 +123,8 @@ class LiveSync:
         self._conn: RealtimeConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._away: asyncio.TimerHandle | None = None
+        self._hints = HintQueue(store, catch_up, lambda ws: ws in self._workspaces)
+        self._docs = DocRelay(store, lambda: self._conn, lambda: self._workspaces)
 
     # Lifecycle -------------------------------------------------------------------------------
 
@@ -131,9 +141,11 @@ class LiveSync:
         """Logged in: connect and join every linked workspace (idempotent)."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="cloud-realtime")
+        self._docs.open()
 
     async def deactivate(self) -> None:
         """Logged out (or stopping): close the connection; presence shown is cleared."""
+        self._docs.close()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -142,6 +154,7 @@ class LiveSync:
             except asyncio.CancelledError:
                 if (current := asyncio.current_task()) is not None and current.cancelling():
                     raise  # we are being cancelled ourselves, not just the task we stopped
+        await self._hints.close()  # no event comes any more: drop what waits
         self._presence.clear()
         self._clear_presence()
         self._set_state(connected=False, subscribed=set())
@@ -186,6 +199,7 @@ class LiveSync:
             return
         self._workspaces.discard(workspace_id)
         self._presence.pop(workspace_id, None)
+        self._hints.drop(workspace_id)
         self._set_state(subscribed=self._subscribed - {workspace_id})
         if self._conn is not None:
             await self._conn.leave_workspace(workspace_id)
@@ -285,7 +299,9 @@ class LiveSync:
                 self._set_state(connected=False, subscribed=set())
             case BroadcastReceived(topic=topic, event=name, payload=payload):
                 workspace_id = self._linked_of(topic)
-                if workspace_id is not None:
+                if workspace_id is not None and name == DOC_UPDATE_EVENT:
+                    await self._docs.received(workspace_id, payload)
+                elif workspace_id is not None:
                     data = {"workspace_id": workspace_id, "event": name, "payload": payload}
                     self._publish("broadcast.received", data)
 
@@ -331,12 +347,7 @@ class LiveSync:
             logger.info("live.change_pulled ws=%s reason=%s", workspace_id, found.reason)
             self._catch_up(workspace_id)
         elif found.verdict == "apply" and found.change is not None:
-            await self._store.sync.apply_pull(
-                scope=pull_scope(workspace_id),
-                changes=[found.change],
-                cursor=None,
-                merge=merge_pulled,
-            )
+            self._hints.add(workspace_id, found.change)
         else:
             logger.debug("live.change_ignored ws=%s reason=%s", workspace_id, found.reason)
 

@@ -7,12 +7,17 @@ own workspace is not merged; a hint the daemon cannot use (a row too large for t
 sent without its big fields, a hard delete) asks for a pull instead, which is the truth. The
 echo of this device's own push is not merged (it may be older than the local row).
 
+``doc_broadcast`` builds the low-latency broadcast of a local document update (None when it is
+too large for one) and ``doc_update_of`` reads one back, refusing anything malformed.
+
 ``member_json`` is a presence member as the local API shows it, ``next_away_at`` the next time
 an active member turns ``away`` (so that the daemon can announce it without any traffic).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -21,7 +26,22 @@ from daemon.realtime.frames import PostgresChange
 from daemon.realtime.presence import IDLE_AFTER_S, Member, parse_time
 from daemon.sync.mapping import CLOUD_TABLES, LOCAL_COLUMNS, LOCAL_ONLY, local_change
 
-__all__ = ["RemoteChange", "member_json", "next_away_at", "remote_change"]
+__all__ = [
+    "DOC_UPDATE_EVENT",
+    "DocBroadcast",
+    "RemoteChange",
+    "doc_broadcast",
+    "doc_update_of",
+    "member_json",
+    "next_away_at",
+    "remote_change",
+]
+
+#: The broadcast event carrying a document update (payload ``{id, update_id, update, origin}``).
+DOC_UPDATE_EVENT: Final = "doc.update"
+#: Larger updates (base64 characters) are not broadcast: the pull delivers them.
+MAX_DOC_BROADCAST: Final = 128 * 1024
+_ID_LEN: Final = 36
 
 Verdict = Literal["apply", "pull", "ignore"]
 #: Columns every usable row carries (local names): the others are checked per table.
@@ -76,6 +96,55 @@ def remote_change(event: PostgresChange, workspace_id: str, device_id: str) -> R
     if missing or not isinstance(change["row"].get("hlc"), str):
         return RemoteChange("pull", "incomplete record")
     return RemoteChange("apply", "complete record", change)
+
+
+@dataclass(frozen=True, slots=True)
+class DocBroadcast:
+    """A document update received by broadcast, checked (ids are canonical UUID strings)."""
+
+    doc_id: str
+    update_id: str
+    update: bytes
+    origin: str
+
+
+def doc_broadcast(event: Mapping[str, Any], device_id: str) -> dict[str, Any] | None:
+    """The broadcast payload for a ``doc.updated`` changelog event of this device, or None
+    (not ours, no workspace, or too large for a broadcast)."""
+    update = event.get("update")
+    if event.get("origin") != device_id or not isinstance(event.get("workspace_id"), str):
+        return None
+    if not isinstance(update, str) or len(update) > MAX_DOC_BROADCAST:
+        return None
+    return {
+        "id": event.get("id"),
+        "update_id": event.get("update_id"),
+        "update": update,
+        "origin": device_id,
+    }
+
+
+def doc_update_of(payload: Any) -> DocBroadcast | None:
+    """A received ``doc.update`` payload, or None when anything in it is malformed."""
+    if not isinstance(payload, Mapping):
+        return None
+    doc_id, update_id = payload.get("id"), payload.get("update_id")
+    update, origin = payload.get("update"), payload.get("origin")
+    if not (_is_id(doc_id) and _is_id(update_id)) or not isinstance(update, str):
+        return None
+    if len(update) > MAX_DOC_BROADCAST or not isinstance(origin, str) or not origin:
+        return None
+    try:
+        data = base64.b64decode(update, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if not data:
+        return None
+    return DocBroadcast(str(doc_id), str(update_id), data, origin[:200])
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == _ID_LEN and value == value.lower()
 
 
 def member_json(member: Member, own_device_id: str) -> dict[str, Any]:

@@ -1,14 +1,17 @@
 """Local rows <-> cloud rows (pure: no I/O, no clock).
 
-The local store and the cloud (migrations/cloud/0001_tables.sql) hold the same four synced
-tables under the same names; they differ in a few columns:
+The local store and the cloud (migrations/cloud/0001_tables.sql, 0008_documents.sql) hold the
+same synced tables under the same names; they differ in a few columns:
 
 - renamed: ``conversations.type`` is ``conversation_type`` in the cloud (its clock too);
 - local-only, never pushed: ``workspaces.path`` (a folder on this machine), and
-  ``tasks.attempts`` / ``lease_owner`` / ``lease_expires_at`` (this device's queue state);
+  ``tasks.attempts`` / ``lease_owner`` / ``lease_expires_at`` (this device's queue state),
+  ``documents.snapshot`` / ``snapshot_seq`` (this device's compaction) and ``doc_updates.seq``
+  (its local apply order); a document's content travels only as ``doc_updates`` rows, whose
+  ``data`` is the Yjs update in base64 both in the outbox and in the cloud;
 - cloud-only, dropped on apply: ``workspaces.org_id/slug/created_by/last_active_at``,
   ``conversations.started_by``, ``messages.sender_user_id/sender_agent_id/model_used``,
-  ``tasks.created_by``, and the cursor columns ``_txid``/``_seq``;
+  ``tasks.created_by``, ``documents.created_by``, and the cursor columns ``_txid``/``_seq``;
 - timestamps: the cloud answers ``timestamptz`` as ``2026-11-21T07:09:32.123+00:00``; they are
   rewritten to the store's form ``2026-11-21T07:09:32.123Z`` so that our own pushes come back
   identical (no echo) and every device stores the same text (convergence);
@@ -68,17 +71,29 @@ LOCAL_COLUMNS: Final[Mapping[str, frozenset[str]]] = {
             "deleted_at", "hlc", "field_hlc", "origin",
         }
     ),
+    "documents": frozenset(
+        {
+            "id", "workspace_id", "name", "snapshot", "snapshot_seq", "created_at",
+            "updated_at", "deleted_at", "hlc", "field_hlc", "origin",
+        }
+    ),
+    "doc_updates": frozenset(
+        {"seq", "id", "doc_id", "workspace_id", "data", "created_at", "hlc", "origin"}
+    ),
 }  # fmt: skip
 CLOUD_TABLES: Final = frozenset(LOCAL_COLUMNS)
 #: Columns that never leave the device.
 LOCAL_ONLY: Final[Mapping[str, frozenset[str]]] = {
     "workspaces": frozenset({"path"}),
     "tasks": frozenset({"attempts", "lease_owner", "lease_expires_at"}),
+    "documents": frozenset({"snapshot", "snapshot_seq"}),
+    "doc_updates": frozenset({"seq"}),
 }
 #: The values a row new to this device gets for its local-only columns.
 _LOCAL_DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = {
     "workspaces": {"path": None},
     "tasks": {"attempts": 0, "lease_owner": None, "lease_expires_at": None},
+    "documents": {"snapshot": None, "snapshot_seq": 0},
 }
 _TO_CLOUD: Final[Mapping[str, Mapping[str, str]]] = {"conversations": {"type": "conversation_type"}}
 _TO_LOCAL: Final[Mapping[str, Mapping[str, str]]] = {
@@ -90,6 +105,21 @@ _CLOUD_EMPTY: Final[Mapping[str, Mapping[str, Any]]] = {
     "tasks": {"payload": {}},
 }
 _BOOKKEEPING: Final = frozenset({"id", "hlc", "field_hlc", "origin", "_txid", "_seq"})
+
+
+def _pulled_names(table: str) -> dict[str, str]:
+    """cloud column -> local column, for the columns a pulled row keeps (not field_hlc)."""
+    columns = LOCAL_COLUMNS[table] - LOCAL_ONLY.get(table, frozenset())
+    renames = _TO_LOCAL.get(table, {})
+    return {
+        name: renames.get(name, name)
+        for name in columns | set(renames)
+        if renames.get(name, name) in columns and renames.get(name, name) != "field_hlc"
+    }
+
+
+#: Per table, what ``local_change`` keeps of a cloud row (computed once: it runs per row).
+_PULLED: Final[Mapping[str, Mapping[str, str]]] = {t: _pulled_names(t) for t in LOCAL_COLUMNS}
 _TIMESTAMPS: Final = frozenset({"created_at", "updated_at", "deleted_at"})
 #: ``timestamptz`` as PostgreSQL's JSON writes it in UTC (0 to 6 fraction digits).
 _PG_UTC: Final = re.compile(
@@ -161,14 +191,12 @@ def local_change(change: Mapping[str, Any]) -> dict[str, Any] | None:
     row = change.get("row")
     if not isinstance(table, str) or table not in CLOUD_TABLES or not isinstance(row, Mapping):
         return None
-    columns = LOCAL_COLUMNS[table] - LOCAL_ONLY.get(table, frozenset())
-    renames = _TO_LOCAL.get(table, {})
+    keep, renames = _PULLED[table], _TO_LOCAL.get(table, {})
     out: dict[str, Any] = {}
     for name, value in row.items():
-        local = renames.get(name, name)
-        if local not in columns or local == "field_hlc":
-            continue
-        out[local] = normalize_timestamp(value) if local in _TIMESTAMPS else value
+        local = keep.get(name)
+        if local is not None:
+            out[local] = normalize_timestamp(value) if local in _TIMESTAMPS else value
     raw_clocks = row.get("field_hlc")
     clocks: dict[str, str] = {}
     if isinstance(raw_clocks, Mapping):

@@ -8,14 +8,20 @@ back as the session's input:
 
     PullSince   sync_pull one page of the workspace from its cursor, map it to local rows
                 (mapping.py), apply page + cursor in ONE store transaction (apply_pull, with
-                ``merge_pulled`` built on merge.merge_row), report PullPage(has_more).
+                ``merge_pulled`` built on merge.merge_row), hand the document updates it
+                stored to the loaded documents (absorb), report PullPage(has_more).
                 While catching up (first sync, or the last page said has_more) pages are
-                ``bulk_pull_limit`` rows, and the next page is fetched while this one is
-                applied: one page ahead at most (flat memory), dropped on any failure or
-                when the session asks for another cursor
+                ``bulk_pull_limit`` rows, fetched (and mapped) ahead by a PageFetcher
+                (pull_ahead.py): each request goes out as soon as the page before it
+                arrived, while pages are applied; two pages ahead at most (one waiting, one
+                in flight: flat memory), dropped on any failure or when the session asks
+                for another cursor
     PushBatch   take_outbox (<= 500 rows, <= 1 MiB) of the workspace, map, sync_push once,
                 settle every row with complete_push (rejected rows are filed, never retried),
-                report PushDone
+                report PushDone. While the request is in flight the next batch (the entries
+                after this one's: ``take_outbox(after=…)``) is taken and mapped
+                (push_batch.py); it is sent by the next PushBatch, after this one settled,
+                and dropped on any failure (the retry takes the outbox from its start)
     RefreshAuth refresh the cloud session, report auth_refreshed
     ScheduleRetry / PublishStatus   log / tell the service (sync.status event)
 
@@ -42,10 +48,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from daemon.errors import DaemonError
 from daemon.store.sync import pull_scope
-from daemon.store.sync_types import Link, OutboxChange
+from daemon.store.sync_types import Link
 from daemon.sync.adapters import failure_of, failure_reason, merge_pulled
 from daemon.sync.cloud.errors import CloudError
-from daemon.sync.mapping import cloud_change, local_change
+from daemon.sync.mapping import local_change
 from daemon.sync.protocol import (
     ApplyRemote,
     Command,
@@ -59,6 +65,8 @@ from daemon.sync.protocol import (
     SyncSession,
     SyncState,
 )
+from daemon.sync.pull_ahead import PageFetcher
+from daemon.sync.push_batch import OutgoingBatch
 from daemon.sync.retry import Backoff
 from daemon.sync.status import WorkspaceStatus
 
@@ -78,6 +86,8 @@ logger = logging.getLogger(__name__)
 Kind = Literal["push", "pull"]
 #: The loop re-reads the (wall) clock at least this often.
 MAX_WAIT_S: Final = 30.0
+#: Pages of a catch-up fetched and waiting for their apply, besides the one in flight.
+AHEAD_PAGES: Final = 1
 
 
 @dataclass(frozen=True)
@@ -124,17 +134,18 @@ class Counts:
 
 
 @dataclass(frozen=True)
-class _Prefetch:
-    """A ``sync_pull`` of the page after ``cursor`` already under way."""
+class _Page:
+    """One ``sync_pull`` page (asked for after ``cursor``) and its changes mapped to local
+    rows (mapping.local_change)."""
 
     cursor: str | None
-    limit: int
-    task: asyncio.Task[dict[str, Any]]
+    body: dict[str, Any]
+    changes: list[dict[str, Any]]
 
-    def discard(self) -> None:
-        """Cancel it; a failure it already had is consumed (it was never needed)."""
-        self.task.cancel()
-        self.task.add_done_callback(_consume)
+    def following(self) -> str | None:
+        """The cursor of the page after this one, None if this is the last."""
+        after = self.body.get("cursor") or self.cursor
+        return after if self.body["has_more"] and after != self.cursor else None
 
 
 def _consume(task: asyncio.Task[Any]) -> None:
@@ -187,8 +198,10 @@ class WorkspaceSync:
         self._started: dict[Kind, int] = {"push": 0, "pull": 0}
         self._chain_first: dict[Kind, int | None] = {"push": None, "pull": None}
         self._progress: dict[str, int] | None = None
-        #: The next page, fetched while the current one is applied (at most one page ahead).
-        self._ahead: _Prefetch | None = None
+        #: The next pages, fetched while the current one is applied (at most two ahead).
+        self._ahead: PageFetcher[_Page] | None = None
+        #: The next push batch, taken while the current one was in flight.
+        self._prepared: OutgoingBatch | None = None
         #: A first sync, or a pull whose last page said has_more (kept across a retry).
         self._catching_up = False
         self._waiters: list[_Waiter] = []
@@ -323,11 +336,11 @@ class WorkspaceSync:
         self._catching_up = self._catching_up or command.cursor is None
         try:
             limit = bulk_limit if self._catching_up else command.limit
-            page = await self._fetch(command.cursor, limit)
+            fetched = await self._fetch(command.cursor, limit)
+            page, changes = fetched.body, fetched.changes
             cursor = page.get("cursor") or command.cursor
             if page["has_more"] and cursor != command.cursor:
                 self._fetch_ahead(cursor, bulk_limit)  # overlaps the network with the apply
-            changes = [c for c in map(local_change, page["changes"]) if c is not None]
             outcome = None
             if changes or cursor != command.cursor:
                 outcome = await self._store.sync.apply_pull(
@@ -339,6 +352,8 @@ class WorkspaceSync:
             return
         has_more = bool(page["has_more"])
         self._catching_up = has_more
+        if outcome is not None and outcome.doc_updates:  # committed: now the loaded Docs
+            await self._store.documents.absorb((u.doc_id, u.data) for u in outcome.doc_updates)
         if outcome is not None:
             self.counts.pulled += outcome.applied
             self.counts.changed += outcome.changed
@@ -349,79 +364,92 @@ class WorkspaceSync:
         if not has_more:
             self._run_finished("pull")
 
-    async def _fetch(self, cursor: str | None, limit: int) -> dict[str, Any]:
-        """The page after ``cursor``: the one fetched ahead if it is that page, else a fresh
-        request (a failure of either is the pull's failure)."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and (ahead.cursor, ahead.limit) == (cursor, limit):
-            return await ahead.task
-        if ahead is not None:
-            ahead.discard()
-        return await self._api.pull(cursor=cursor, limit=limit, workspace_id=self.workspace_id)
+    async def _fetch(self, cursor: str | None, limit: int) -> _Page:
+        """The page after ``cursor``: the fetcher's next page if it is that page, else a
+        fresh request (a failure of either is the pull's failure)."""
+        if self._ahead is not None and self._ahead.serves(cursor, limit):
+            return await self._ahead.next()
+        self._drop_ahead()
+        return await self._page(cursor, limit)
+
+    async def _page(self, cursor: str | None, limit: int) -> _Page:
+        body = await self._api.pull(cursor=cursor, limit=limit, workspace_id=self.workspace_id)
+        mapped = [c for c in map(local_change, body["changes"]) if c is not None]
+        return _Page(cursor, body, mapped)
 
     def _fetch_ahead(self, cursor: str | None, limit: int) -> None:
+        """Fetch (and map) the pages from ``cursor`` on while this one is applied, each
+        request sent as soon as the page before it arrived (pull_ahead.py)."""
+        if self._ahead is not None and self._ahead.serves(cursor, limit):
+            return  # already fetching them
         self._drop_ahead()
-        task = asyncio.create_task(
-            self._api.pull(cursor=cursor, limit=limit, workspace_id=self.workspace_id),
+        self._ahead = PageFetcher(
+            self._page,
+            _Page.following,
+            cursor,
+            limit,
+            depth=AHEAD_PAGES,
             name=f"sync-pull-ahead-{self.workspace_id}",
         )
-        self._ahead = _Prefetch(cursor, limit, task)
 
     def _drop_ahead(self) -> None:
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
-            ahead.discard()
+            ahead.close()
 
     async def _push(self, command: PushBatch) -> None:
         self._begin("push")
         try:
-            changes = await self._store.sync.take_outbox(
-                workspace_ids=[self.workspace_id],
-                limit=command.limit,
-                max_bytes=self._settings.push_max_bytes,
-            )
-            if changes:
-                results = await self._push_changes(changes)
-                outcome = await self._store.sync.complete_push(changes, results)
+            batch = self._prepared or await self._take(command.limit, after=0)
+            self._prepared = None
+            if batch.changes:
+                results = await self._send(batch, command.limit)
+                outcome = await self._store.sync.complete_push(batch.changes, results)
         except Exception as exc:
+            self._prepared = None  # the retry takes the outbox again from its start
             self._request_failed("push", exc)
             self.session.push_result_received(self._clock(), failure_of(exc))
             return
-        if changes:
+        moved = len(batch.changes)
+        if moved:
             self.counts.applied += outcome.applied
             self.counts.superseded += outcome.superseded
             self.counts.rejected += outcome.rejected
             self.last_push_at = self._clock()
-            logger.debug("sync.pushed ws=%s rows=%d", self.workspace_id, len(changes))
+            logger.debug("sync.pushed ws=%s rows=%d", self.workspace_id, moved)
         # A batch that moved rows is followed by another: the outbox may hold more (a batch
         # can stop at the byte limit); the run ends with an empty take.
-        self.session.push_result_received(self._clock(), PushDone(bool(changes), len(changes)))
-        if not changes:
+        self.session.push_result_received(self._clock(), PushDone(bool(moved), moved))
+        if not moved:
             self._run_finished("push")
         self._on_change()
 
-    async def _push_changes(self, changes: Sequence[OutboxChange]) -> list[dict[str, Any]]:
-        """One ``sync_push`` for the batch; rows with nothing to send settle as applied."""
-        mapped = [
-            cloud_change(
-                c.table,
-                c.row_id,
-                c.workspace_id,
-                c.fields,
-                c.field_hlc,
-                hlc=c.hlc,
-                origin=c.origin,
-                org_id=self.link.org_id,
-            )
-            for c in changes
-        ]
-        answers = iter(await self._api.push([m for m in mapped if m is not None]))
-        return [
-            next(answers)
-            if m is not None
-            else {"id": c.row_id, "table": c.table, "status": "applied", "reason": "local_only"}
-            for c, m in zip(changes, mapped, strict=True)
-        ]
+    async def _take(self, limit: int, *, after: int) -> OutgoingBatch:
+        changes = await self._store.sync.take_outbox(
+            workspace_ids=[self.workspace_id],
+            limit=limit,
+            max_bytes=self._settings.push_max_bytes,
+            after=after,
+        )
+        return OutgoingBatch.of(changes, self.link.org_id)
+
+    async def _send(self, batch: OutgoingBatch, limit: int) -> list[dict[str, Any]]:
+        """One ``sync_push`` of ``batch``; while it is in flight the next batch (the entries
+        after this one's) is taken and mapped, kept for the next PushBatch if it has rows.
+        Only the answer settles entries (complete_push), so a crash or a failure re-sends
+        them: the cloud applies a change once however often it comes (I2)."""
+        request = asyncio.create_task(
+            self._api.push(batch.payload), name=f"sync-push-{self.workspace_id}"
+        )
+        try:
+            ahead = await self._take(limit, after=batch.last_outbox_id)
+            answers = await request
+        finally:
+            if not request.done():
+                request.cancel()
+                request.add_done_callback(_consume)
+        self._prepared = ahead if ahead.changes else None
+        return batch.results(answers)
 
     async def _refresh(self) -> None:
         try:

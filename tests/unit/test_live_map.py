@@ -106,7 +106,7 @@ def test_a_row_of_another_workspace_is_ignored() -> None:
 
 
 @pytest.mark.parametrize(
-    ("schema", "table"), [("public", "profiles"), ("auth", "messages"), ("public", "doc_updates")]
+    ("schema", "table"), [("public", "profiles"), ("auth", "messages"), ("public", "cloud_agents")]
 )
 def test_tables_that_are_not_synced_are_ignored(schema: str, table: str) -> None:
     found = remote_change(change(message_record(), schema=schema, table=table), WS, ME)

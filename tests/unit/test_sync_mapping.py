@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from daemon.store import doc_ops
 from daemon.store.schema import metadata
 from daemon.sync.driver import merge_pulled
 from daemon.sync.mapping import (
@@ -23,8 +24,9 @@ ORG = "01900000-0000-7000-8000-0000000000ff"
 
 
 def test_local_columns_match_the_store_schema() -> None:
+    tables = {**metadata.tables, "documents": doc_ops.documents, "doc_updates": doc_ops.doc_updates}
     for table, columns in LOCAL_COLUMNS.items():
-        assert columns == {c.name for c in metadata.tables[table].columns}, table
+        assert columns == {c.name for c in tables[table].columns}, table
 
 
 def test_conversation_type_is_renamed_with_its_clock() -> None:
@@ -62,7 +64,7 @@ def test_system_and_tool_messages_and_unknown_tables_push_nothing() -> None:
     for role in ("system", "tool"):
         message = {"role": role, "content": "x", "conversation_id": "c"}
         assert cloud_change("messages", "m", WS, message, {}, hlc=C1, origin="d") is None
-    assert cloud_change("documents", "d", WS, {"a": 1}, {}, hlc=C1, origin="d") is None
+    assert cloud_change("profiles", "d", WS, {"a": 1}, {}, hlc=C1, origin="d") is None
 
 
 def test_clocks_are_completed_and_stray_ones_dropped() -> None:

@@ -213,3 +213,25 @@ def test_outbox_change_is_frozen() -> None:
     c = OutboxChange((1,), "tasks", "t", "w", {}, {}, "h", "o")
     with pytest.raises(AttributeError):
         c.table = "x"  # type: ignore[misc]
+
+
+async def test_take_outbox_after_skips_the_entries_of_a_batch_in_flight(store: Store) -> None:
+    ws = await linked_workspace(store)
+    convs = [
+        await store.conversations.create(workspace_id=ws["id"], name=f"c{i}") for i in range(4)
+    ]
+    first = await store.sync.take_outbox(workspace_ids=[ws["id"]], limit=2)
+    last = max(i for c in first for i in c.outbox_ids)
+    # A later edit of a row of the first batch (still unsettled) comes with the next batch.
+    await store.conversations.update(convs[0]["id"], name="renamed")
+    second = await store.sync.take_outbox(workspace_ids=[ws["id"]], limit=10, after=last)
+    assert [c.row_id for c in first] == [ws["id"], convs[0]["id"]]
+    assert [c.row_id for c in second] == [*(c["id"] for c in convs[1:]), convs[0]["id"]]
+    assert second[-1].fields["name"] == "renamed"
+    assert min(i for c in second for i in c.outbox_ids) > last
+    assert await store.sync.take_outbox(workspace_ids=[ws["id"]], after=10**9) == []
+    for bad in (-1, "3", 1.5, True):
+        with pytest.raises(InvalidInput):
+            await store.sync.take_outbox(workspace_ids=[ws["id"]], after=bad)  # type: ignore[arg-type]
+    # Nothing was settled by taking: everything is still there from the start.
+    assert len(await store.sync.take_outbox(workspace_ids=[ws["id"]])) == 5

@@ -60,7 +60,11 @@ async def test_a_429_retry_after_is_honoured(tmp_path: Path) -> None:
             await wait_for(lambda: cloud.pushed_rows == 2, timeout=5_000 * MS)
             waited = cloud.pushes[1] - cloud.pushes[0]
             assert waited >= 0.95, waited
-            assert (await store.sync.counts())["outbox"] == 0
+
+            async def settled() -> bool:  # the cloud counted the rows before it answered
+                return (await store.sync.counts())["outbox"] == 0
+
+            await wait_for(settled, timeout=5_000 * MS, message="the pushed rows settled")
             assert driver.syncs[ws["id"]].session.snapshot.error is None
     finally:
         await store.close()

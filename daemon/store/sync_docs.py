@@ -1,0 +1,300 @@
+"""Collaborative documents in cloud sync, store side: pulled ``documents`` / ``doc_updates`` rows
+inside the page's write transaction, and the documents part of a link's snapshot.
+
+Pulled ``documents`` rows are metadata only (name, tombstone, clocks): merged per field by the
+injected merge like any row; the local ``snapshot`` / ``snapshot_seq`` (this device's
+compaction) are never touched. A new document gets an empty snapshot: its content arrives as
+``doc_updates``.
+
+Pulled ``doc_updates`` rows are append-only Yjs updates: stored once (an id already stored is a
+repeat and is skipped; so is an update this device made, which it has already, perhaps folded
+into a snapshot), each with a ``doc.updated`` changelog entry (the shape doc_ops writes for
+local updates, ``origin`` the writer's device), in the page's transaction, so page, updates and
+cursor commit together. An update whose document is not here yet is parked like any orphan and
+stored in the transaction that brings its document. The stored updates are returned (as
+``DocUpdate``s) so that the caller hands them to the loaded documents after the commit
+(``DocumentRepo.absorb``).
+
+Link snapshot: one ``documents`` outbox entry per document of the workspace (its full metadata
+and clocks) and ONE ``doc_updates`` entry holding its whole content (snapshot + remaining
+updates encoded as one update) under a fresh id: the updates' own outbox entries were dropped
+with the workspace's older entries.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Final
+
+import orjson
+import sqlalchemy as sa
+
+from daemon.store import doc_ops
+from daemon.store import sync_sql as q
+from daemon.store.codec import dump_json_text, load_json
+from daemon.store.ids import uuid7
+from daemon.store.sql import OUTBOX_KEYS, compile_statement, insert_sql
+from daemon.store.sync_rows import origin_of
+from daemon.store.sync_types import DocUpdate, MergeFn
+from daemon.store.txn import Stamp, WriteContext
+from daemon.store.ydoc import replay, state_with
+
+logger = logging.getLogger(__name__)
+
+DOC_TABLES: Final = ("documents", "doc_updates")
+#: The metadata columns of a document (what sync reads and writes; never the snapshot).
+META_COLUMNS: Final = (
+    "id", "workspace_id", "name", "created_at", "updated_at", "deleted_at", "hlc", "field_hlc",
+    "origin",
+)  # fmt: skip
+_FIELDS: Final = ("id", "workspace_id", "name", "created_at", "updated_at", "deleted_at")
+_D, _U = doc_ops.documents.c, doc_ops.doc_updates.c
+_NONE: frozenset[str] = frozenset()
+
+
+def _in_json(column: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    each = sa.func.json_each(sa.bindparam("_ids")).table_valued("value")
+    return column.in_(sa.select(each.c.value))
+
+
+@cache
+def _sql() -> dict[str, str]:
+    meta = [_D[c] for c in META_COLUMNS]
+    return {
+        "docs": compile_statement(sa.select(*meta).where(_in_json(_D.id))).sql,
+        "doc_ids": compile_statement(sa.select(_D.id, _D.workspace_id).where(_in_json(_D.id))).sql,
+        "update_ids": compile_statement(sa.select(_U.id).where(_in_json(_U.id))).sql,
+        "insert_doc": compile_statement(
+            sa.insert(doc_ops.documents), [*META_COLUMNS, "snapshot_seq"]
+        ).sql,
+        "update_doc": compile_statement(
+            sa.update(doc_ops.documents)
+            .where(_D.id == sa.bindparam("_id"))
+            .values({c: sa.bindparam(c) for c in META_COLUMNS if c != "id"})
+        ).sql,
+        "insert_update": compile_statement(
+            sa.insert(doc_ops.doc_updates),
+            ["id", "doc_id", "workspace_id", "data", "created_at", "hlc", "origin"],
+        ).sql,
+        "workspace_docs": compile_statement(
+            sa.select(*meta).where(_D.workspace_id == sa.bindparam("ws")).order_by(_D.id)
+        ).sql,
+    }
+
+
+@dataclass(frozen=True)
+class Parked:
+    """How the page applier parks a row (``park(table, row, parent_id)``) and counts."""
+
+    park: Callable[[str, dict[str, Any], str], None]
+    skip: Callable[[str, Any, str], None]
+
+
+class DocPage:
+    """The documents part of one pulled page (inside the page's transaction)."""
+
+    def __init__(self, ctx: WriteContext, merge: MergeFn, parked: Parked) -> None:
+        self.ctx = ctx
+        self.merge = merge
+        self.parked = parked
+        self.applied = 0
+        self.stored: list[DocUpdate] = []
+        self.events: list[tuple[str, dict[str, Any], str | None]] = []
+        self.inserted_docs: set[str] = set()
+
+    def apply_documents(self, remotes: list[dict[str, Any]], workspaces: set[str]) -> None:
+        """Merge pulled document rows (``workspaces``: ids known to exist)."""
+        if not remotes:
+            return
+        conn, sql = self.ctx.conn, _sql()
+        ids = orjson.dumps([r["id"] for r in remotes]).decode()
+        local = {v[0]: _doc_row(v) for v in conn.execute(sql["docs"], {"_ids": ids})}
+        pending: dict[str, set[str]] = {}
+        params = {"_table": "documents", "_ids": ids}
+        for row_id, key in conn.execute(q.outbox_pending_fields_sql(), params):
+            pending.setdefault(row_id, set()).add(key)
+        for remote in remotes:
+            row_id, mine = remote["id"], local.get(remote["id"])
+            ws = remote.get("workspace_id")
+            if not isinstance(ws, str) or (mine is not None and mine["workspace_id"] != ws):
+                self.parked.skip("documents", row_id, "workspace_id is missing or differs")
+                continue
+            if mine is None and ws not in workspaces:
+                if not self.ctx.exists("workspaces", ws, live=False):
+                    self.parked.park("documents", remote, ws)
+                    continue
+            try:
+                result = self.merge("documents", mine, remote, frozenset(pending.get(row_id, ())))
+            except (ValueError, TypeError) as exc:
+                self.parked.skip("documents", row_id, f"merge refused it: {exc}")
+                continue
+            row = _complete(result.row, remote, self.ctx.stamp().iso)
+            if row["workspace_id"] != ws:
+                self.parked.skip("documents", row_id, "workspace_id differs")
+                continue
+            self.applied += 1
+            if mine is None:
+                conn.execute(sql["insert_doc"], {**_params(row), "snapshot_seq": 0})
+                self.inserted_docs.add(row_id)
+                local[row_id] = row  # the same document again in this page is an update
+            elif result.row_changed and any(row[c] != mine.get(c) for c in META_COLUMNS):
+                conn.execute(sql["update_doc"], {**_params(row), "_id": row_id})
+                local[row_id] = row
+
+    def apply_updates(self, remotes: list[dict[str, Any]]) -> None:
+        """Store pulled updates once each; park those whose document is not here yet."""
+        if not remotes:
+            return
+        conn, sql = self.ctx.conn, _sql()
+        ids = orjson.dumps([r["id"] for r in remotes]).decode()
+        have = {v[0] for v in conn.execute(sql["update_ids"], {"_ids": ids})}
+        doc_ids = orjson.dumps(sorted({str(r.get("doc_id")) for r in remotes})).decode()
+        docs = dict(conn.execute(sql["doc_ids"], {"_ids": doc_ids}).fetchall())
+        device = self.ctx.device_id
+        for remote in remotes:
+            row_id = remote["id"]
+            self.applied += 1
+            if row_id in have or remote.get("origin") == device:
+                continue  # a repeat, or our own update (already here or folded)
+            doc_id = remote.get("doc_id")
+            if not isinstance(doc_id, str):
+                self.parked.skip("doc_updates", row_id, "no doc_id")
+                continue
+            if doc_id not in docs:
+                self.parked.park("doc_updates", remote, doc_id)
+                continue
+            if docs[doc_id] != remote.get("workspace_id"):
+                self.parked.skip("doc_updates", row_id, "the document is of another workspace")
+                continue
+            self._store_update(remote, doc_id)
+            have.add(row_id)
+
+    def _store_update(self, remote: dict[str, Any], doc_id: str) -> None:
+        try:
+            data = base64.b64decode(str(remote.get("data")), validate=True)
+        except (binascii.Error, ValueError):
+            self.parked.skip("doc_updates", remote["id"], "data is not base64")
+            return
+        if not data:
+            self.parked.skip("doc_updates", remote["id"], "empty update")
+            return
+        hlc = remote.get("hlc") if isinstance(remote.get("hlc"), str) else ""
+        origin = str(remote.get("origin") or origin_of(hlc) or "cloud")
+        workspace_id = remote.get("workspace_id")
+        created = remote.get("created_at") or self.ctx.stamp().iso
+        params = {
+            "id": remote["id"],
+            "doc_id": doc_id,
+            "workspace_id": workspace_id,
+            "data": data,
+            "created_at": created,
+            "hlc": hlc,
+            "origin": origin,
+        }
+        self.ctx.conn.execute(_sql()["insert_update"], params)
+        event = {
+            "id": doc_id,
+            "workspace_id": workspace_id,
+            "update_id": remote["id"],
+            "update": base64.b64encode(data).decode("ascii"),
+            "origin": origin,
+        }
+        self.events.append(("doc.updated", event, workspace_id))
+        self.stored.append(DocUpdate(doc_id, remote["id"], data))
+
+
+def _doc_row(values: Iterable[Any]) -> dict[str, Any]:
+    row = dict(zip(META_COLUMNS, values, strict=True))
+    row["field_hlc"] = load_json(row["field_hlc"]) or {}
+    return row
+
+
+def _complete(merged: dict[str, Any], remote: dict[str, Any], now: str) -> dict[str, Any]:
+    row = {c: merged.get(c) for c in META_COLUMNS}
+    row["id"] = remote["id"]
+    raw = merged.get("field_hlc")
+    clocks: dict[str, str] = dict(raw) if isinstance(raw, dict) else {}
+    row["field_hlc"] = clocks
+    hlc = max(clocks.values(), default=None) or remote.get("hlc") or ""
+    row["hlc"] = hlc
+    row["origin"] = origin_of(hlc) or remote.get("origin") or "cloud"
+    row["name"] = row["name"] if isinstance(row["name"], str) else ""
+    row["created_at"] = row["created_at"] or now
+    row["updated_at"] = row["updated_at"] or row["created_at"]
+    return row
+
+
+def _params(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "field_hlc": dump_json_text(row["field_hlc"])}
+
+
+# -- link snapshot ----------------------------------------------------------------------------
+
+
+def snapshot_documents(ctx: WriteContext, workspace_id: str, at: str) -> int:
+    """Outbox entries for every document of the workspace: its metadata and its whole content
+    as one update (see the module docstring); how many entries were written."""
+    conn = ctx.conn
+    rows = [_doc_row(v) for v in conn.execute(_sql()["workspace_docs"], {"ws": workspace_id})]
+    entries: list[dict[str, Any]] = []
+    for row in rows:
+        fields = {k: row[k] for k in _FIELDS}
+        clocks = dict.fromkeys(fields, row["hlc"])
+        clocks.update(row["field_hlc"])
+        entries.append(_entry("documents", row["id"], workspace_id, fields, clocks, row, at))
+        content = _content_entry(ctx, row["id"], workspace_id, at)
+        if content is not None:
+            entries.append(content)
+    if entries:
+        conn.executemany(insert_sql("outbox", OUTBOX_KEYS), entries)
+    return len(entries)
+
+
+def _content_entry(
+    ctx: WriteContext, doc_id: str, workspace_id: str, at: str
+) -> dict[str, Any] | None:
+    """One ``doc_updates`` entry holding the document's whole state (None: it is empty)."""
+    stored = doc_ops.read_stored(ctx.conn, doc_id)
+    if stored is None or (stored.snapshot is None and not stored.updates):
+        return None
+    doc, _, waiting = replay(stored.snapshot, [data for _, data in stored.updates])
+    stamp: Stamp = ctx.tick()
+    update_id = uuid7(stamp.ms)
+    values = {
+        "id": update_id,
+        "doc_id": doc_id,
+        "workspace_id": workspace_id,
+        "data": base64.b64encode(state_with(doc, waiting)).decode("ascii"),
+        "created_at": stamp.iso,
+    }
+    clocks = dict.fromkeys(values, stamp.hlc)
+    own = {"hlc": stamp.hlc, "origin": ctx.device_id}
+    return _entry("doc_updates", update_id, workspace_id, values, clocks, own, at)
+
+
+def _entry(
+    table: str,
+    row_id: str,
+    workspace_id: str,
+    fields: dict[str, Any],
+    clocks: dict[str, str],
+    row: dict[str, Any],
+    at: str,
+) -> dict[str, Any]:
+    return {
+        "table_name": table,
+        "row_id": row_id,
+        "workspace_id": workspace_id,
+        "op": "insert",
+        "fields": dump_json_text(fields),
+        "field_hlc": dump_json_text(clocks),
+        "hlc": row["hlc"],
+        "origin": row["origin"],
+        "created_at": at,
+        "attempts": 0,
+    }

@@ -1,0 +1,98 @@
+"""Document updates through realtime broadcast (daemon/sync/live.py) against the in-process
+devcloud: B's periodic pull is an hour away, so an update that reaches B without its last pull
+moving came by broadcast; the later pull of the same row changes nothing."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+from pycrdt import Doc, Text
+
+from daemon.errors import NotFound
+from devcloud.server import RunningDevcloud
+from tests.helpers import MS, wait_for
+
+from .conftest import Device, MakeDevice
+from .test_live_devcloud import last_pull, pair, published
+
+
+def update_after(state: str, words: str) -> bytes:
+    doc: Doc[Any] = Doc()
+    doc.apply_update(base64.b64decode(state))
+    before = doc.get_state()
+    text = doc.get("content", type=Text)
+    text += words
+    return doc.get_update(before)
+
+
+async def has_document(device: Device, doc_id: str) -> bool:
+    try:
+        await device.store.documents.get(doc_id)
+    except NotFound:
+        return False
+    return True
+
+
+async def test_a_document_update_reaches_the_other_device_by_broadcast(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    a, b, ws_id, _ = await pair(devcloud, make_device, tmp_path)
+    shown = published(b)
+    opened = await a.store.documents.open(workspace_id=ws_id, name="plan")
+    doc_id = opened["id"]
+    await a.store.documents.apply_update(doc_id, update_after(opened["state"], "first "))
+    await a.cloud.sync_now("push")
+    await b.cloud.sync_now("pull")
+    await wait_for(lambda: has_document(b, doc_id), message="the document on B")
+    assert (await b.store.documents.get(doc_id))["text"] == "first "  # loaded on B
+
+    pulled_at = await last_pull(b)
+    seen = len(b.events)
+    state = (await a.store.documents.get(doc_id))["state"]
+    sent = await a.store.documents.apply_update(doc_id, update_after(state, "second"))
+
+    def arrived() -> list[Any]:
+        return [
+            e
+            for e in b.events[seen:]
+            if e.topic == "doc.updated" and e.data["update_id"] == sent["update_id"]
+        ]
+
+    await wait_for(lambda: bool(arrived()), timeout=5_000 * MS, message="the update on B")
+    assert await last_pull(b) == pulled_at, "it came by a pull, not by broadcast"
+    assert (await b.store.documents.get(doc_id))["text"] == "first second"
+    assert arrived()[0].data["origin"] == a.store.device_id
+    assert shown.of("broadcast.received") == []  # never shown to UIs as a broadcast
+    # the durable path delivers the same row: deduplicated, no second event
+    await a.cloud.sync_now("push")
+    await b.cloud.sync_now("pull")
+    assert len(arrived()) == 1
+    assert (await b.store.documents.get(doc_id))["text"] == "first second"
+
+
+async def test_a_forged_update_for_another_workspace_is_ignored(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    a, b, ws_id, _ = await pair(devcloud, make_device, tmp_path)
+    shown = published(b)
+    # a document of another (local-only) workspace on B: a broadcast on ws_id names it
+    other = await b.store.workspaces.create(name="private")
+    private = await b.store.documents.open(workspace_id=other["id"])
+    seen = len(b.events)
+    payload = {
+        "id": private["id"],
+        "update_id": "01900000-0000-7000-8000-0000000000e1",
+        "update": base64.b64encode(update_after(private["state"], "evil")).decode(),
+        "origin": "someone",
+    }
+    await a.cloud.live.broadcast(ws_id, "doc.update", payload)
+    marker = {"n": 1}
+    await a.cloud.live.broadcast(ws_id, "marker", marker)  # frames arrive in order
+    await wait_for(
+        lambda: shown.of("broadcast.received") != [], timeout=5_000 * MS, message="marker"
+    )
+    assert [d["event"] for d in shown.of("broadcast.received")] == ["marker"]
+    assert [e.topic for e in b.events[seen:]] == []
+    assert (await b.store.documents.get(private["id"]))["text"] == ""
