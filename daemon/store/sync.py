@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, Final
 
 import aiosqlite
 
@@ -69,6 +69,10 @@ _CHECKS: dict[str, dict[str, Check]] = {
 }
 _CONFLICT_COLUMNS = tuple(str(c.name) for c in conflicts_table.columns)
 _REJECTED_COLUMNS = tuple(str(c.name) for c in rejected_table.columns)
+
+
+#: Realtime hints (``cursor=None``) of at most this many rows are written as small writes.
+SMALL_HINT_ROWS: Final = 4
 
 
 class SyncRepo:
@@ -142,8 +146,10 @@ class SyncRepo:
             raise InvalidInput("merge", "must be a merge function")
         if not changes and cursor is None:
             return ApplyOutcome(0, 0, 0)
+        # A hint of a row or two is one short transaction: it may run inline (engine.py).
+        small = cursor is None and len(changes) <= SMALL_HINT_ROWS
         outcome: ApplyOutcome = await self._writer.submit(
-            apply_pull_op(scope, changes, cursor, merge)
+            apply_pull_op(scope, changes, cursor, merge), small=small
         )
         return outcome
 
