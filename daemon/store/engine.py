@@ -42,6 +42,9 @@ Listener = Callable[[Sequence[ChangeEvent]], None]
 Pending = tuple[WriteOp, "asyncio.Future[Any]"]
 MAX_BATCH = 1000
 MAX_INLINE_PER_TURN = 16  # a task writing in a loop yields to the others at least this often
+#: After the thread committed a batch of several writes (writers are concurrent), small writes
+#: keep going to the thread for this long: group commit serves many writers better than inline.
+GROUP_COMMIT_HOLD_S = 0.005
 CHECKPOINT_EVERY = 64  # committed batches between two background checkpoints
 WAL_BACKSTOP_PAGES = 4096  # the writer checkpoints itself only past this (16 MiB of WAL)
 CHECKPOINT_BUSY_S = 1.0
@@ -190,8 +193,10 @@ class Writer:
     ``MAX_INLINE_PER_TURN`` writes in one turn it goes to the thread too (and the loop serves
     the others meanwhile). An inline write never waits for the database lock: if another
     connection (another process) holds it, the write goes to the thread, which waits
-    ``busy_timeout`` as usual (``WriteContext.try_begin``). Nothing else may use the writer's
-    connection while the writer runs.
+    ``busy_timeout`` as usual (``WriteContext.try_begin``). While writers are concurrent (the
+    thread just committed a batch of several), small writes go to the thread for
+    ``GROUP_COMMIT_HOLD_S``: group commit serves many writers better than inline writes that
+    hold the loop. Nothing else may use the writer's connection while the writer runs.
     """
 
     def __init__(self, conn: aiosqlite.Connection, ctx: WriteContext) -> None:
@@ -205,6 +210,7 @@ class Writer:
         self._turn_task: asyncio.Task[Any] | None = None  # ...from this task...
         self._turn_inline = 0  # ...this many times
         self._outstanding = 0  # submitted, not yet reported (event loop only)
+        self._grouping_until = 0.0  # loop time until which small writes go to the thread
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: asyncio.Future[None] | None = None
@@ -326,6 +332,9 @@ class Writer:
         another write went inline this loop turn, or another connection holds the lock."""
         if self._outstanding != 1 or not self._may_inline(asyncio.current_task()):
             return False
+        assert self._loop is not None
+        if self._grouping_until and self._loop.time() < self._grouping_until:
+            return False
         with self._lock:
             if self._draining or self._pending:
                 return False
@@ -376,6 +385,9 @@ class Writer:
                 error.__cause__ = exc
                 self._fail(batch, error)
         self._outstanding -= len(batch)
+        if len(batch) > 1:
+            assert self._loop is not None
+            self._grouping_until = self._loop.time() + GROUP_COMMIT_HOLD_S
         if not self._outstanding and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
         self._since_checkpoint += 1

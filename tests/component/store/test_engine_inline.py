@@ -105,6 +105,30 @@ async def test_a_burst_of_concurrent_writes_is_group_committed_in_seq_order(
     assert names(raw) == [str(i) for i in range(50)]
 
 
+async def test_after_a_group_commit_small_writes_keep_grouping_for_a_moment(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "GROUP_COMMIT_HOLD_S", 3600.0)  # hold "for a moment": forever
+    threads: list[int] = []
+    ops = [publishing(str(i), threads) for i in range(20)]
+    await asyncio.gather(*(store._writer.submit(op, small=True) for op in ops))
+    assert LOOP_THREAD not in threads[1:]  # the thread committed a batch of several...
+    after: list[int] = []
+    await store._writer.submit(publishing("lone", after), small=True)
+    assert after != [LOOP_THREAD]  # ...so a lone write right after goes to the thread too
+
+
+async def test_once_the_hold_is_over_a_lone_write_goes_inline_again(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "GROUP_COMMIT_HOLD_S", 0.0)
+    ops = [publishing(str(i)) for i in range(20)]
+    await asyncio.gather(*(store._writer.submit(op, small=True) for op in ops))
+    after: list[int] = []
+    await store._writer.submit(publishing("lone", after), small=True)
+    assert after == [LOOP_THREAD]
+
+
 async def test_a_failing_inline_write_rolls_back_only_itself(
     store: Store, raw: sqlite3.Connection
 ) -> None:
