@@ -13,6 +13,8 @@ import threading
 import time
 import uuid
 
+RANDOM_CHUNK = 256  # ids' worth of random bytes read at once
+
 
 class Uuid7Generator:
     """Mints increasing UUIDv7s; one process-wide instance backs ``uuid7()``."""
@@ -21,11 +23,16 @@ class Uuid7Generator:
         self._lock = threading.Lock()
         self._last_ms = 0
         self._last_seq = 0
+        self._random = b""  # os.urandom read RANDOM_CHUNK ids at a time: one syscall per chunk
+        self._used = 0
 
     def mint(self, now_ms: int | None = None) -> str:
         ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-        rand = int.from_bytes(os.urandom(10), "big")
         with self._lock:
+            if self._used >= len(self._random):
+                self._random, self._used = os.urandom(10 * RANDOM_CHUNK), 0
+            rand = int.from_bytes(self._random[self._used : self._used + 10], "big")
+            self._used += 10
             if ms > self._last_ms:
                 self._last_ms, self._last_seq = ms, (rand >> 64) & 0x7FF  # room to count up
             elif self._last_seq < 0xFFF:
@@ -38,7 +45,8 @@ class Uuid7Generator:
         value |= seq << 64
         value |= 0b10 << 62
         value |= rand & 0x3FFF_FFFF_FFFF_FFFF
-        return str(uuid.UUID(int=value))
+        h = f"{value:032x}"  # the canonical form, as str(uuid.UUID(int=value)) gives
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _default = Uuid7Generator()
