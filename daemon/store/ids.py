@@ -25,6 +25,11 @@ class Uuid7Generator:
         self._last_seq = 0
         self._random = b""  # os.urandom read RANDOM_CHUNK ids at a time: one syscall per chunk
         self._used = 0
+        # A forked child must not reuse its parent's unread random bytes.
+        os.register_at_fork(after_in_child=self._forget_random)
+
+    def _forget_random(self) -> None:
+        self._random, self._used = b"", 0
 
     def mint(self, now_ms: int | None = None) -> str:
         ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms

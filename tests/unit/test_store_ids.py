@@ -73,3 +73,22 @@ def test_any_foreign_text_is_refused_as_a_cursor(text: str) -> None:
 def test_iso_ms() -> None:
     assert iso_ms(0) == "1970-01-01T00:00:00.000Z"
     assert iso_ms(1_700_000_000_123) == "2023-11-14T22:13:20.123Z"
+
+
+def test_a_forked_child_does_not_reuse_the_parents_random_bits() -> None:
+    import os
+
+    from daemon.store.ids import uuid7 as mint
+
+    mint()  # the parent has unread random bytes buffered
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then exit at once
+        os.write(write, mint().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    parent = mint()
+    assert child[-12:] != parent[-12:]  # the random tail differs (same buffer would repeat it)
