@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from daemon.aio import cancel_and_wait
 from daemon.errors import InvalidInput
 from daemon.realtime import channels
 from daemon.realtime.connection import RealtimeConnection, TokenProvider
@@ -147,13 +148,7 @@ class LiveSync:
         """Logged out (or stopping): close the connection; presence shown is cleared."""
         self._docs.close()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                if (current := asyncio.current_task()) is not None and current.cancelling():
-                    raise  # we are being cancelled ourselves, not just the task we stopped
+        await cancel_and_wait(task)
         await self._hints.close()  # no event comes any more: drop what waits
         self._presence.clear()
         self._clear_presence()

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from daemon.aio import cancel_and_wait
 from daemon.store.sync import pull_scope
 from daemon.sync.adapters import merge_pulled
 
@@ -83,14 +84,7 @@ class HintQueue:
         """Drop what waits and stop applying (a group being committed still commits)."""
         self._waiting.clear()
         task, self._task = self._task, None
-        if task is None or task.done():
-            return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            if (current := asyncio.current_task()) is not None and current.cancelling():
-                raise  # we are being cancelled ourselves, not just the task we stopped
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while self._waiting:

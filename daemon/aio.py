@@ -1,0 +1,21 @@
+"""Small asyncio helpers shared by the daemon's long-running parts."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+__all__ = ["cancel_and_wait"]
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` and wait until it has finished. Its own CancelledError is absorbed; a
+    cancellation of the caller (while it waits) is not."""
+    if task is None or task.done():
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        if (current := asyncio.current_task()) is not None and current.cancelling():
+            raise  # we are being cancelled ourselves, not just the task we stopped
