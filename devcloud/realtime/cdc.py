@@ -236,10 +236,6 @@ class ChangeFeed:
             self._watched, self._watched_pid = wanted, pid
             logger.debug("realtime.cdc.watching %s", ordered)
 
-    async def dispatch(self, text: str) -> None:
-        """Deliver one notification to every subscriber allowed to see it."""
-        await self.dispatch_many([text])
-
     async def dispatch_many(self, texts: Sequence[str]) -> None:
         """Deliver notifications, in their order, to every subscriber allowed to see them.
 

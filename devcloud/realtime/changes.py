@@ -2,8 +2,7 @@
 
 The trigger (capture.sql) sends ``{"schema","table","type","commit_timestamp","rows": [{"pk"
 [,"old_pk"][,"new"][,"old"]}, …]}``: a statement's changed rows, in order, as many to a
-notification as NOTIFY's 8000 bytes allow (``parse_notifications``; a notification without
-``rows`` carries one change in the head itself: ``parse_notification``). The server judges each
+notification as NOTIFY's 8000 bytes allow (``parse_notifications``). The server judges each
 row once per distinct set of subscriber claims (row-level security decides who gets it, see
 cdc.py) and builds, per channel, Realtime's payload::
 
@@ -61,8 +60,6 @@ def parse_notifications(text: str) -> tuple[list[Change], list[str]]:
     if not isinstance(data, dict):
         raise ValueError("notification is not a JSON object")
     rows = data.get("rows")
-    if rows is None:
-        return [_change(data, data)], []
     if not isinstance(rows, list):
         raise ValueError("notification rows are not a JSON array")
     found: list[Change] = []
@@ -73,16 +70,6 @@ def parse_notifications(text: str) -> tuple[list[Change], list[str]]:
         except (ValueError, KeyError, TypeError) as exc:
             problems.append(str(exc) or type(exc).__name__)
     return found, problems
-
-
-def parse_notification(text: str) -> Change:
-    """Decode a notification of one change; raises ValueError when it is not one."""
-    found, problems = parse_notifications(text)
-    if problems:
-        raise ValueError(problems[0])
-    if len(found) != 1:
-        raise ValueError(f"notification holds {len(found)} changes, not one")
-    return found[0]
 
 
 def _change(head: dict[str, Any], row: Any) -> Change:

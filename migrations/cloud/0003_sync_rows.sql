@@ -51,6 +51,7 @@ $$;
 --           last whole-map replacement (the base). A removed key is a null value (tombstone).
 --   frozen  R7: messages are append-only: after the first write only deleted_at changes; a
 --           later version with other values is ignored (first stored write is the truth).
+--           doc_updates (0008) are append-only too, every column frozen.
 -- The cloud also refuses (invalid) a change that would move a row to another workspace or a
 -- workspace to another organisation: workspace_id / org_id are fww and never differ in practice,
 -- and authorisation depends on them.
@@ -65,6 +66,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE
         WHEN col IN ('id', 'hlc', 'field_hlc', 'origin', '_txid', '_seq') THEN 'meta'
         WHEN tbl = 'messages' THEN CASE WHEN col = 'deleted_at' THEN 'lww' ELSE 'frozen' END
+        WHEN tbl = 'doc_updates' THEN 'frozen'
         WHEN col IN ('created_at', 'created_by', 'started_by', 'workspace_id') THEN 'fww'
         WHEN tbl = 'workspaces' AND col = 'org_id' THEN 'fww'
         WHEN tbl = 'tasks' AND col = 'kind' THEN 'fww'

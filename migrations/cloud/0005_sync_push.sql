@@ -21,37 +21,44 @@
 --      INSERT ... ON CONFLICT DO UPDATE for the new ones, with a CASE per column comparing
 --      clocks (their WHERE skips rows where nothing wins: no echo, no new _seq), new rows in
 --      batch order (so their _seq, and a pull, keep the order they were pushed in) — the
---      generated functions sync_push_<table> below;
+--      generated functions sync_push_<table> (sync_define_push below);
 --   3. if that statement fails (a value of the wrong type, a constraint, a policy), redo the
 --      table's changes one by one, each in its own subtransaction, and reject the failing ones:
 --      one bad change never fails the batch (sync_push_slow; also used when one batch holds
 --      several changes of one row, which are applied in batch order).
 
--- Which of `ids` exist in synced table `tbl`, whoever owns them (so a change to another
--- organisation's row is refused as forbidden, not failed on the primary key). Reveals where a
--- row lives and its clocks only to callers who may see it.
--- (dropped first: CREATE OR REPLACE cannot change the row type of an existing version)
-DROP FUNCTION IF EXISTS public.sync_row_owners(text, uuid[]);
-CREATE OR REPLACE FUNCTION public.sync_row_owners(tbl text, ids uuid[])
+-- What sync_push runs per synced table, generated from sync_tables() and the tables' columns
+-- as plpgsql with static SQL, so each database session plans each statement once (0008 calls
+-- this again after adding its tables; re-apply every file after adding a column):
+--   sync_row_owners(tbl, ids)     which of `ids` exist in synced table `tbl`, whoever owns them
+--       (so a change to another organisation's row is refused as forbidden, not failed on the
+--       primary key). Reveals where a row lives and its clocks only to callers who may see it.
+--   sync_push_<table>(changes)    the fast path (steps 1 and 2): classifies the batch's changes
+--       of that table, writes the accepted ones and builds the results in ONE statement.
+--       Returns the changes' positions in the batch (ascending) and their results in that
+--       order; raises if any write fails (sync_push then takes the slow path for that table).
+--   sync_push_table(tbl, changes) the fast path of one table.
+-- Each is dropped first (CREATE OR REPLACE cannot change the result type of an older version)
+-- and granted again. Called here, before the functions below: sync_push_classify (a SQL
+-- function, checked when created) calls sync_row_owners; the generated plpgsql functions call
+-- the others only when they run.
+CREATE OR REPLACE FUNCTION public.sync_define_push() RETURNS void
+LANGUAGE plpgsql AS $generate$
+DECLARE
+    tbl text;
+BEGIN
+    DROP FUNCTION IF EXISTS public.sync_row_owners(text, uuid[]);
+    EXECUTE format($f$
+CREATE FUNCTION public.sync_row_owners(tbl text, ids uuid[])
 RETURNS TABLE (id uuid, visible boolean, workspace_id uuid, org_id uuid, field_hlc jsonb)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = '' AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = '' AS $body$
 DECLARE
     bypass boolean := public.sync_caller_bypasses_rls();
     orgs uuid[] := ARRAY(SELECT public.member_org_ids());
 BEGIN
     RETURN QUERY
         WITH r AS (
-            SELECT t.id, t.id AS ws, t.field_hlc FROM public.workspaces t
-            WHERE tbl = 'workspaces' AND t.id = ANY (ids)
-            UNION ALL
-            SELECT t.id, t.workspace_id, t.field_hlc FROM public.conversations t
-            WHERE tbl = 'conversations' AND t.id = ANY (ids)
-            UNION ALL
-            SELECT t.id, t.workspace_id, t.field_hlc FROM public.messages t
-            WHERE tbl = 'messages' AND t.id = ANY (ids)
-            UNION ALL
-            SELECT t.id, t.workspace_id, t.field_hlc FROM public.tasks t
-            WHERE tbl = 'tasks' AND t.id = ANY (ids)
+            %s
         )
         SELECT r.id, v.ok, CASE WHEN v.ok THEN r.ws END, CASE WHEN v.ok THEN w.org_id END,
                CASE WHEN v.ok THEN r.field_hlc END
@@ -59,7 +66,72 @@ BEGIN
         JOIN public.workspaces w ON w.id = r.ws
         CROSS JOIN LATERAL (SELECT bypass OR w.org_id = ANY (orgs) AS ok) v;
 END
-$$;
+$body$;
+REVOKE EXECUTE ON FUNCTION public.sync_row_owners(text, uuid[]) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION public.sync_row_owners(text, uuid[]) TO authenticated, service_role;
+$f$,
+        (SELECT string_agg(format(
+                    'SELECT t.id, t.%I AS ws, t.field_hlc FROM public.%I t'
+                    ' WHERE tbl = %L AND t.id = ANY (ids)',
+                    CASE WHEN s.tbl = 'workspaces' THEN 'id' ELSE 'workspace_id' END,
+                    s.tbl, s.tbl),
+                E'\n            UNION ALL\n            ' ORDER BY s.n)
+         FROM unnest(public.sync_tables()) WITH ORDINALITY AS s(tbl, n)));
+
+    FOREACH tbl IN ARRAY public.sync_tables() LOOP
+        EXECUTE format('DROP FUNCTION IF EXISTS public.%I(jsonb)', 'sync_push_' || tbl);
+        EXECUTE format($f$
+CREATE FUNCTION public.%1$I(changes jsonb, OUT positions integer[], OUT answers jsonb)
+LANGUAGE plpgsql AS $body$
+BEGIN
+    PERFORM set_config('syncd.in_push', 'on', true);
+    WITH v AS MATERIALIZED (
+        SELECT * FROM public.sync_push_classify(%2$L, changes, %4$L::text[], %5$L::text[])),
+    %3$s
+    SELECT coalesce(array_agg(v.idx ORDER BY v.idx), '{}'),
+           coalesce(jsonb_agg(public.sync_push_result(
+               %2$L, v.id_text, v.reason, v.detail, v.known, v.equal, w.id IS NOT NULL)
+               ORDER BY v.idx), '[]'::jsonb)
+    INTO positions, answers
+    FROM v LEFT JOIN written w ON w.id = v.id;
+END
+$body$;
+REVOKE EXECUTE ON FUNCTION public.%1$I(jsonb) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION public.%1$I(jsonb) TO authenticated, service_role;
+$f$,
+            'sync_push_' || tbl, tbl,
+            public.sync_write_sql(tbl,
+                'SELECT v.id, v.ws, v.known, v.fields, v.clocks, v.origin, v.hlc FROM v'
+                ' WHERE v.reason = '''' ORDER BY v.idx'),
+            (SELECT array_agg(c.col) FROM public.sync_columns(tbl) c),
+            (SELECT coalesce(array_agg(c.col), '{}') FROM public.sync_columns(tbl) c
+             WHERE c.kind = 'map')
+        );
+    END LOOP;
+
+    DROP FUNCTION IF EXISTS public.sync_push_table(text, jsonb);
+    EXECUTE format($f$
+CREATE FUNCTION public.sync_push_table(
+    tbl text, changes jsonb, OUT positions integer[], OUT answers jsonb
+)
+LANGUAGE plpgsql AS $body$
+BEGIN
+    CASE tbl
+        %s
+    END CASE;
+END
+$body$;
+$f$,
+        (SELECT string_agg(format(
+                    'WHEN %L THEN SELECT * INTO positions, answers FROM public.%I(changes);',
+                    s.tbl, 'sync_push_' || s.tbl),
+                E'\n        ' ORDER BY s.n)
+         FROM unnest(public.sync_tables()) WITH ORDINALITY AS s(tbl, n)));
+END
+$generate$;
+REVOKE EXECUTE ON FUNCTION public.sync_define_push() FROM PUBLIC, anon, authenticated, service_role;
+
+SELECT public.sync_define_push();
 
 -- Classify the changes of one table (step 1). One row per change of `tbl` in `changes`
 -- (`allowed`: the table's data columns, `maps`: its JSON-map columns):
@@ -262,70 +334,6 @@ LANGUAGE sql STABLE AS $$
     END
 $$;
 
--- The fast path (steps 1 and 2) for each synced table: sync_push_<table>(changes) classifies the
--- batch's changes of that table, writes the accepted ones and builds the results in ONE
--- statement. Generated here from the table's columns (re-run this file after adding a column)
--- as plpgsql with static SQL, so each database session plans it once.
--- Returns the changes' positions in the batch (ascending) and their results in that order;
--- raises if any write fails (sync_push then takes the slow path for that table).
--- (dropped first: earlier versions returned another type)
-DO $generate$
-DECLARE
-    tbl text;
-BEGIN
-    DROP FUNCTION IF EXISTS public.sync_push_table(text, jsonb);
-    FOREACH tbl IN ARRAY public.sync_tables() LOOP
-        EXECUTE format('DROP FUNCTION IF EXISTS public.%I(jsonb)', 'sync_push_' || tbl);
-        EXECUTE format($f$
-CREATE FUNCTION public.%1$I(changes jsonb, OUT positions integer[], OUT answers jsonb)
-LANGUAGE plpgsql AS $body$
-BEGIN
-    PERFORM set_config('syncd.in_push', 'on', true);
-    WITH v AS MATERIALIZED (
-        SELECT * FROM public.sync_push_classify(%2$L, changes, %4$L::text[], %5$L::text[])),
-    %3$s
-    SELECT coalesce(array_agg(v.idx ORDER BY v.idx), '{}'),
-           coalesce(jsonb_agg(public.sync_push_result(
-               %2$L, v.id_text, v.reason, v.detail, v.known, v.equal, w.id IS NOT NULL)
-               ORDER BY v.idx), '[]'::jsonb)
-    INTO positions, answers
-    FROM v LEFT JOIN written w ON w.id = v.id;
-END
-$body$;
-REVOKE EXECUTE ON FUNCTION public.%1$I(jsonb) FROM PUBLIC, anon;
-GRANT EXECUTE ON FUNCTION public.%1$I(jsonb) TO authenticated, service_role;
-$f$,
-            'sync_push_' || tbl, tbl,
-            public.sync_write_sql(tbl,
-                'SELECT v.id, v.ws, v.known, v.fields, v.clocks, v.origin, v.hlc FROM v'
-                ' WHERE v.reason = '''' ORDER BY v.idx'),
-            (SELECT array_agg(c.col) FROM public.sync_columns(tbl) c),
-            (SELECT coalesce(array_agg(c.col), '{}') FROM public.sync_columns(tbl) c
-             WHERE c.kind = 'map')
-        );
-    END LOOP;
-END
-$generate$;
-
--- The fast path of one table.
-CREATE FUNCTION public.sync_push_table(
-    tbl text, changes jsonb, OUT positions integer[], OUT answers jsonb
-)
-LANGUAGE plpgsql AS $$
-BEGIN
-    CASE tbl
-        WHEN 'workspaces' THEN
-            SELECT * INTO positions, answers FROM public.sync_push_workspaces(changes);
-        WHEN 'conversations' THEN
-            SELECT * INTO positions, answers FROM public.sync_push_conversations(changes);
-        WHEN 'messages' THEN
-            SELECT * INTO positions, answers FROM public.sync_push_messages(changes);
-        WHEN 'tasks' THEN
-            SELECT * INTO positions, answers FROM public.sync_push_tasks(changes);
-    END CASE;
-END
-$$;
-
 -- The slow path (step 3) for one table: its changes one by one, in batch order, each through
 -- the fast path in its own subtransaction; a change that raises a data error is rejected, the
 -- others go on. Also the path for a batch holding several changes of one row (each then sees
@@ -437,5 +445,3 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION public.sync_push(jsonb) FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION public.sync_push(jsonb) TO authenticated, service_role;
-REVOKE EXECUTE ON FUNCTION public.sync_row_owners(text, uuid[]) FROM PUBLIC, anon;
-GRANT EXECUTE ON FUNCTION public.sync_row_owners(text, uuid[]) TO authenticated, service_role;

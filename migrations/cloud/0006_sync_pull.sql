@@ -18,10 +18,36 @@
 -- only covers what the caller could see when it pulled: after joining an organisation, pull
 -- its workspaces from zero.
 
+-- Generated from sync_tables() (0008 calls this again after adding its tables) as plpgsql with
+-- two static statements (each planned once per session): one per workspace, on the
+-- (workspace_id, _txid, _seq) indexes, and one across workspaces, on (_txid, _seq). Each takes
+-- at most lim + 1 rows of every table, in (_txid, _seq) order, and the first lim + 1 of those.
+CREATE OR REPLACE FUNCTION public.sync_define_pull() RETURNS void
+LANGUAGE plpgsql AS $generate$
+DECLARE
+    -- one table's part: its name, its workspace column, the table again, the workspace filter
+    part CONSTANT text :=
+        '(SELECT %L AS tbl, t.id, t.%I AS ws, t._txid, t._seq, to_jsonb(t) AS r'
+        ' FROM public.%I t'
+        ' WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon%s'
+        ' ORDER BY t._txid, t._seq LIMIT lim + 1)';
+    across text;
+    one text;
+BEGIN
+    SELECT string_agg(format(part, s.tbl, s.ws_col, s.tbl, ''), E'\n            UNION ALL\n            '
+                      ORDER BY s.n),
+           string_agg(format(part, s.tbl, s.ws_col, s.tbl, format(' AND t.%I = ws', s.ws_col)),
+                      E'\n            UNION ALL\n            ' ORDER BY s.n)
+    INTO across, one
+    FROM (SELECT u.tbl, u.n,
+                 CASE WHEN u.tbl = 'workspaces' THEN 'id' ELSE 'workspace_id' END AS ws_col
+          FROM unnest(public.sync_tables()) WITH ORDINALITY AS u(tbl, n)) s;
+
+    EXECUTE format($f$
 CREATE OR REPLACE FUNCTION public.sync_pull(
     cursor text DEFAULT NULL, "limit" integer DEFAULT 1000, workspace_id uuid DEFAULT NULL
 ) RETURNS jsonb
-LANGUAGE plpgsql STABLE SECURITY INVOKER AS $$
+LANGUAGE plpgsql STABLE SECURITY INVOKER AS $body$
 DECLARE
     after_txid xid8 := '0'::xid8;
     after_seq bigint := 0;
@@ -37,35 +63,15 @@ BEGIN
     END IF;
     IF coalesce(cursor, '') <> '' THEN
         IF cursor !~ '^[0-9]{1,20}:[0-9]{1,19}$' THEN
-            RAISE EXCEPTION 'sync_pull: bad cursor %', cursor USING ERRCODE = 'invalid_parameter_value';
+            RAISE EXCEPTION 'sync_pull: bad cursor %%', cursor USING ERRCODE = 'invalid_parameter_value';
         END IF;
         after_txid := split_part(cursor, ':', 1)::xid8;
         after_seq := split_part(cursor, ':', 2)::bigint;
     END IF;
 
-    -- Two static statements (each planned once per session): one per workspace, on the
-    -- (workspace_id, _txid, _seq) indexes, and one across workspaces, on (_txid, _seq).
     IF ws IS NULL THEN
         WITH parts AS (
-            (SELECT 'workspaces' AS tbl, t.id, t.id AS ws, t._txid, t._seq, to_jsonb(t) AS r
-             FROM public.workspaces t
-             WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon
-             ORDER BY t._txid, t._seq LIMIT lim + 1)
-            UNION ALL
-            (SELECT 'conversations', t.id, t.workspace_id, t._txid, t._seq, to_jsonb(t)
-             FROM public.conversations t
-             WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon
-             ORDER BY t._txid, t._seq LIMIT lim + 1)
-            UNION ALL
-            (SELECT 'messages', t.id, t.workspace_id, t._txid, t._seq, to_jsonb(t)
-             FROM public.messages t
-             WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon
-             ORDER BY t._txid, t._seq LIMIT lim + 1)
-            UNION ALL
-            (SELECT 'tasks', t.id, t.workspace_id, t._txid, t._seq, to_jsonb(t)
-             FROM public.tasks t
-             WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon
-             ORDER BY t._txid, t._seq LIMIT lim + 1)
+            %1$s
         )
         SELECT coalesce(jsonb_agg(jsonb_build_object(
                    'table', o.tbl, 'id', o.id, 'workspace_id', o.ws, 'row', o.r)
@@ -74,29 +80,7 @@ BEGIN
         FROM (SELECT * FROM parts p ORDER BY p._txid, p._seq LIMIT lim + 1) o;
     ELSE
         WITH parts AS (
-            (SELECT 'workspaces' AS tbl, t.id, t.id AS ws, t._txid, t._seq, to_jsonb(t) AS r
-             FROM public.workspaces t
-             WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon
-               AND t.id = ws
-             ORDER BY t._txid, t._seq LIMIT lim + 1)
-            UNION ALL
-            (SELECT 'conversations', t.id, t.workspace_id, t._txid, t._seq, to_jsonb(t)
-             FROM public.conversations t
-             WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon
-               AND t.workspace_id = ws
-             ORDER BY t._txid, t._seq LIMIT lim + 1)
-            UNION ALL
-            (SELECT 'messages', t.id, t.workspace_id, t._txid, t._seq, to_jsonb(t)
-             FROM public.messages t
-             WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon
-               AND t.workspace_id = ws
-             ORDER BY t._txid, t._seq LIMIT lim + 1)
-            UNION ALL
-            (SELECT 'tasks', t.id, t.workspace_id, t._txid, t._seq, to_jsonb(t)
-             FROM public.tasks t
-             WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon
-               AND t.workspace_id = ws
-             ORDER BY t._txid, t._seq LIMIT lim + 1)
+            %2$s
         )
         SELECT coalesce(jsonb_agg(jsonb_build_object(
                    'table', o.tbl, 'id', o.id, 'workspace_id', o.ws, 'row', o.r)
@@ -117,7 +101,12 @@ BEGIN
                        ELSE (last ->> '_txid') || ':' || (last ->> '_seq') END,
         'has_more', n > lim);
 END
-$$;
-
+$body$;
 REVOKE EXECUTE ON FUNCTION public.sync_pull(text, integer, uuid) FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION public.sync_pull(text, integer, uuid) TO authenticated, service_role;
+$f$, across, one);
+END
+$generate$;
+REVOKE EXECUTE ON FUNCTION public.sync_define_pull() FROM PUBLIC, anon, authenticated, service_role;
+
+SELECT public.sync_define_pull();

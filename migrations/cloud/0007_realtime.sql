@@ -1,8 +1,10 @@
 -- syncd cloud schema, part 7: the synced tables in Supabase Realtime's publication, so devices
 -- get postgres_changes hints (they still pull: realtime is a hint, never the truth).
 -- Creates the publication when absent; adding a table that is already in it is skipped.
+-- (A function: 0008 calls it again after adding its tables.)
 
-DO $$
+CREATE OR REPLACE FUNCTION public.sync_define_publication() RETURNS void
+LANGUAGE plpgsql AS $$
 DECLARE
     tbl text;
 BEGIN
@@ -22,3 +24,7 @@ BEGIN
     END LOOP;
 END
 $$;
+REVOKE EXECUTE ON FUNCTION public.sync_define_publication()
+    FROM PUBLIC, anon, authenticated, service_role;
+
+SELECT public.sync_define_publication();

@@ -13,15 +13,20 @@ from devcloud.realtime.channel import parse_binding
 COLUMNS = [Column("id", "int8"), Column("org", "text"), Column("title", "text")]
 
 
-def change(kind: str = "INSERT", **extra: object) -> Change:
-    base: dict[str, object] = {
+def change(kind: str = "INSERT", **row: object) -> Change:
+    """The one change of a capture notification (capture.sql's shape) of one row."""
+    head = {
         "schema": "public",
         "table": "todos",
         "type": kind,
         "commit_timestamp": "2026-08-21T12:00:00.123Z",
-        "pk": {"id": 1},
     }
-    return changes.parse_notification(json.dumps({**base, **extra}))
+    found, problems = changes.parse_notifications(
+        json.dumps({**head, "rows": [{"pk": {"id": 1}, **row}]})
+    )
+    assert problems == []
+    [parsed] = found
+    return parsed
 
 
 def test_parse_notification() -> None:
@@ -34,14 +39,31 @@ def test_parse_notification() -> None:
     "text",
     [
         "[]",
-        '{"type":"TRUNCATE","pk":{"id":1}}',
-        '{"schema":"s","table":"t","type":"INSERT","commit_timestamp":"x","pk":{}}',
-        '{"schema":"s","table":"t","type":"INSERT","commit_timestamp":"x"}',
+        '{"type":"INSERT","pk":{"id":1}}',  # no rows: not a capture notification
+        '{"schema":"s","table":"t","type":"INSERT","commit_timestamp":"x","rows":{}}',
     ],
 )
 def test_parse_notification_rejects(text: str) -> None:
     with pytest.raises(ValueError):
-        changes.parse_notification(text)
+        changes.parse_notifications(text)
+
+
+@pytest.mark.parametrize(
+    "head, row",
+    [
+        ({"type": "TRUNCATE"}, {"pk": {"id": 1}}),
+        ({"type": "INSERT"}, {"pk": {}}),
+        ({"type": "INSERT"}, {}),
+        ({"type": "INSERT"}, "not a row"),
+    ],
+)
+def test_a_bad_row_is_reported_and_its_neighbours_kept(head: dict[str, str], row: object) -> None:
+    base = {"schema": "s", "table": "t", "commit_timestamp": "x", **head}
+    good = {"pk": {"id": 2}} if head["type"] == "INSERT" else None
+    rows = [row] + ([good] if good else [])
+    found, problems = changes.parse_notifications(json.dumps({**base, "rows": rows}))
+    assert len(problems) == 1
+    assert [c.pk for c in found] == ([{"id": 2}] if good else [])
 
 
 def test_insert_payload_matches_capture_shape() -> None:
