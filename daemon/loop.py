@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar, get_args
 
 __all__ = ["EVENT_LOOPS", "EventLoopChoice", "loop_factory", "run", "running_loop_name"]
 
 T = TypeVar("T")
 EventLoopChoice = Literal["auto", "uvloop", "asyncio"]
-EVENT_LOOPS: Final = ("auto", "uvloop", "asyncio")
+EVENT_LOOPS: Final[tuple[str, ...]] = get_args(EventLoopChoice)
 
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]

@@ -83,7 +83,7 @@ class Store:
         self.tasks = TaskRepo(writer, reader_conn, codecs["tasks"])
         self.changelog = Changelog(writer, reader_conn)
         self.documents = DocumentRepo(writer, reader_conn)
-        self.sync = SyncRepo(writer, reader_conn)
+        self.sync = SyncRepo(writer, reader_conn, self.documents)
 
     @classmethod
     async def open(cls, path: Path, settings: StoreSettings) -> Store:

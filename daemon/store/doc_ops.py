@@ -83,7 +83,7 @@ _INSERT_DOC: Final = compile_statement(
     sa.insert(documents), [c.name for c in documents.c if c.name != "snapshot"]
 ).sql
 _UPDATE_KEYS: Final = ("id", "doc_id", "workspace_id", "data", "created_at", "hlc", "origin")
-_INSERT_UPDATE: Final = (  # positional: executemany of tuples
+INSERT_UPDATE: Final = (  # positional: the values in _UPDATE_KEYS order
     f"INSERT INTO doc_updates ({', '.join(_UPDATE_KEYS)}) VALUES ({', '.join('?' * 7)})"
 )
 _WRITE_SNAPSHOT: Final = compile_statement(
@@ -219,7 +219,7 @@ class LocalBatch:
             update_id = uuid7(ms)
             doc_id, workspace_id = row["id"], row["workspace_id"]
             rows.append((update_id, doc_id, workspace_id, data, iso, stamp.hlc, device))
-            event = _update_event(doc_id, workspace_id, update_id, data, device)
+            event = update_event(doc_id, workspace_id, update_id, data, device)
             entries.append((_UPDATED, doc_id, workspace_id, dump_json_text(event), iso))
             events.append(event)
             if workspace_id is not None:
@@ -276,7 +276,7 @@ def remote_update_op(
         stamp = ctx.tick()
         new_id = update_id or uuid7(stamp.ms)
         params = (new_id, doc_id, workspace_id, data, stamp.iso, stamp.hlc, origin)
-        ctx.conn.execute(_INSERT_UPDATE, params)
+        ctx.conn.execute(INSERT_UPDATE, params)
         _emit_update(ctx, doc_id, workspace_id, new_id, data, stamp, origin)
         return {"id": doc_id, "update_id": new_id}
 
@@ -290,11 +290,10 @@ def _emit_update(
     update_id: str,
     data: bytes,
     stamp: Stamp,
-    origin: str | None = None,
-) -> str:
-    """The ``doc.updated`` changelog entry of an update; returns the update in base64."""
-    event = _update_event(doc_id, workspace_id, update_id, data, origin or ctx.device_id)
-    # The outbox entry (written by the caller) names the update row, not the document.
+    origin: str,
+) -> None:
+    """The ``doc.updated`` changelog entry of a remote update (no outbox entry)."""
+    event = update_event(doc_id, workspace_id, update_id, data, origin)
     ctx.emit(
         table="doc_updates",
         op="insert",
@@ -304,10 +303,9 @@ def _emit_update(
         stamp=stamp,
         outbox=False,
     )
-    return str(event["update"])
 
 
-def _update_event(
+def update_event(
     doc_id: str, workspace_id: str | None, update_id: str, data: bytes, origin: str
 ) -> dict[str, Any]:
     """The data of a ``doc.updated`` event (and changelog entry): the update in base64."""

@@ -26,6 +26,7 @@ from daemon.store import conversations, tasks, workspaces
 from daemon.store import sync_sql as q
 from daemon.store.base import Check, identifier, integer, json_value, optional_text, text
 from daemon.store.base import write_changes as write_local_change
+from daemon.store.documents import DocumentRepo
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.schema import conflicts as conflicts_table
 from daemon.store.schema import rejected as rejected_table
@@ -78,9 +79,12 @@ SMALL_HINT_ROWS: Final = 4
 class SyncRepo:
     """Outbox draining, pulled-page application, links, conflicts and rejections."""
 
-    def __init__(self, writer: Writer, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self, writer: Writer, reader: aiosqlite.Connection, documents: DocumentRepo
+    ) -> None:
         self._writer = writer
         self._reader = reader
+        self._documents = documents
 
     async def publish(self, topic: str, data: dict[str, Any]) -> None:
         """Append a changelog-only entry (``data`` must carry an ``id``), e.g. a status snapshot."""
@@ -137,6 +141,7 @@ class SyncRepo:
         """Merge one pulled page and store ``cursor`` for ``scope``, in one transaction.
 
         ``cursor=None`` leaves the cursor alone (a realtime change is a hint, not a page).
+        Pulled document updates reach the loaded Docs once committed (``DocumentRepo.absorb``).
         """
         scope = text("scope", scope)
         cursor = optional_text("cursor", cursor)
@@ -151,6 +156,8 @@ class SyncRepo:
         outcome: ApplyOutcome = await self._writer.submit(
             apply_pull_op(scope, changes, cursor, merge), small=small
         )
+        if outcome.doc_updates:  # committed: now the loaded Docs
+            await self._documents.absorb((u.doc_id, u.data) for u in outcome.doc_updates)
         return outcome
 
     async def cursor(self, scope: str) -> str | None:

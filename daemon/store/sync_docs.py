@@ -41,34 +41,25 @@ from daemon.store.ids import uuid7
 from daemon.store.sql import OUTBOX_KEYS, compile_statement, insert_sql
 from daemon.store.sync_rows import origin_of
 from daemon.store.sync_types import DocUpdate, MergeFn
-from daemon.store.txn import Stamp, WriteContext
+from daemon.store.txn import Stamp, WriteContext, snapshot_entry
 from daemon.store.ydoc import replay, state_with
 
 logger = logging.getLogger(__name__)
 
 DOC_TABLES: Final = ("documents", "doc_updates")
 #: The metadata columns of a document (what sync reads and writes; never the snapshot).
-META_COLUMNS: Final = (
-    "id", "workspace_id", "name", "created_at", "updated_at", "deleted_at", "hlc", "field_hlc",
-    "origin",
-)  # fmt: skip
-_FIELDS: Final = ("id", "workspace_id", "name", "created_at", "updated_at", "deleted_at")
+META_COLUMNS: Final = (*doc_ops.ROW_COLUMNS, "hlc", "field_hlc", "origin")
 _D, _U = doc_ops.documents.c, doc_ops.doc_updates.c
-_NONE: frozenset[str] = frozenset()
-
-
-def _in_json(column: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
-    each = sa.func.json_each(sa.bindparam("_ids")).table_valued("value")
-    return column.in_(sa.select(each.c.value))
 
 
 @cache
 def _sql() -> dict[str, str]:
     meta = [_D[c] for c in META_COLUMNS]
+    doc_in_ids = q.in_json(_D.id, "_ids")
     return {
-        "docs": compile_statement(sa.select(*meta).where(_in_json(_D.id))).sql,
-        "doc_ids": compile_statement(sa.select(_D.id, _D.workspace_id).where(_in_json(_D.id))).sql,
-        "update_ids": compile_statement(sa.select(_U.id).where(_in_json(_U.id))).sql,
+        "docs": compile_statement(sa.select(*meta).where(doc_in_ids)).sql,
+        "doc_ids": compile_statement(sa.select(_D.id, _D.workspace_id).where(doc_in_ids)).sql,
+        "update_ids": compile_statement(sa.select(_U.id).where(q.in_json(_U.id, "_ids"))).sql,
         "insert_doc": compile_statement(
             sa.insert(doc_ops.documents), [*META_COLUMNS, "snapshot_seq"]
         ).sql,
@@ -76,10 +67,6 @@ def _sql() -> dict[str, str]:
             sa.update(doc_ops.documents)
             .where(_D.id == sa.bindparam("_id"))
             .values({c: sa.bindparam(c) for c in META_COLUMNS if c != "id"})
-        ).sql,
-        "insert_update": compile_statement(
-            sa.insert(doc_ops.doc_updates),
-            ["id", "doc_id", "workspace_id", "data", "created_at", "hlc", "origin"],
         ).sql,
         "workspace_docs": compile_statement(
             sa.select(*meta).where(_D.workspace_id == sa.bindparam("ws")).order_by(_D.id)
@@ -187,23 +174,9 @@ class DocPage:
         origin = str(remote.get("origin") or origin_of(hlc) or "cloud")
         workspace_id = remote.get("workspace_id")
         created = remote.get("created_at") or self.ctx.stamp().iso
-        params = {
-            "id": remote["id"],
-            "doc_id": doc_id,
-            "workspace_id": workspace_id,
-            "data": data,
-            "created_at": created,
-            "hlc": hlc,
-            "origin": origin,
-        }
-        self.ctx.conn.execute(_sql()["insert_update"], params)
-        event = {
-            "id": doc_id,
-            "workspace_id": workspace_id,
-            "update_id": remote["id"],
-            "update": base64.b64encode(data).decode("ascii"),
-            "origin": origin,
-        }
+        params = (remote["id"], doc_id, workspace_id, data, created, hlc, origin)
+        self.ctx.conn.execute(doc_ops.INSERT_UPDATE, params)
+        event = doc_ops.update_event(doc_id, workspace_id, remote["id"], data, origin)
         self.events.append(("doc.updated", event, workspace_id))
         self.stored.append(DocUpdate(doc_id, remote["id"], data))
 
@@ -243,10 +216,8 @@ def snapshot_documents(ctx: WriteContext, workspace_id: str, at: str) -> int:
     rows = [_doc_row(v) for v in conn.execute(_sql()["workspace_docs"], {"ws": workspace_id})]
     entries: list[dict[str, Any]] = []
     for row in rows:
-        fields = {k: row[k] for k in _FIELDS}
-        clocks = dict.fromkeys(fields, row["hlc"])
-        clocks.update(row["field_hlc"])
-        entries.append(_entry("documents", row["id"], workspace_id, fields, clocks, row, at))
+        fields = {k: row[k] for k in doc_ops.ROW_COLUMNS}
+        entries.append(snapshot_entry("documents", workspace_id, fields, row, at))
         content = _content_entry(ctx, row["id"], workspace_id, at)
         if content is not None:
             entries.append(content)
@@ -272,29 +243,5 @@ def _content_entry(
         "data": base64.b64encode(state_with(doc, waiting)).decode("ascii"),
         "created_at": stamp.iso,
     }
-    clocks = dict.fromkeys(values, stamp.hlc)
     own = {"hlc": stamp.hlc, "origin": ctx.device_id}
-    return _entry("doc_updates", update_id, workspace_id, values, clocks, own, at)
-
-
-def _entry(
-    table: str,
-    row_id: str,
-    workspace_id: str,
-    fields: dict[str, Any],
-    clocks: dict[str, str],
-    row: dict[str, Any],
-    at: str,
-) -> dict[str, Any]:
-    return {
-        "table_name": table,
-        "row_id": row_id,
-        "workspace_id": workspace_id,
-        "op": "insert",
-        "fields": dump_json_text(fields),
-        "field_hlc": dump_json_text(clocks),
-        "hlc": row["hlc"],
-        "origin": row["origin"],
-        "created_at": at,
-        "attempts": 0,
-    }
+    return snapshot_entry("doc_updates", workspace_id, values, own, at)

@@ -24,7 +24,7 @@ from daemon.store.schema import CLOCK_COLUMNS, ENTITY_TABLES
 from daemon.store.sql import OUTBOX_KEYS, insert_sql
 from daemon.store.sync_docs import snapshot_documents
 from daemon.store.sync_types import Link, OutboxChange, PushOutcome
-from daemon.store.txn import Stamp, WriteContext, WriteOp, workspace_of
+from daemon.store.txn import Stamp, WriteContext, WriteOp, snapshot_entry, workspace_of
 from daemon.types import LOCAL_ONLY_ROLES
 
 logger = logging.getLogger(__name__)
@@ -221,22 +221,8 @@ def _snapshot(ctx: WriteContext, workspace_id: str, at: str) -> int:
 
 def _snapshot_entry(table: str, codec: RowCodec, values: Sequence[Any], at: str) -> dict[str, Any]:
     row = codec.decode(values)
-    hlc = row["hlc"]
     fields = {k: v for k, v in row.items() if k not in CLOCK_COLUMNS}
-    clocks = dict.fromkeys(fields, hlc)
-    clocks.update(row.get("field_hlc") or {})
-    return {
-        "table_name": table,
-        "row_id": row["id"],
-        "workspace_id": workspace_of(table, row),
-        "op": "insert",
-        "fields": dump_json_text(fields),
-        "field_hlc": dump_json_text(clocks),
-        "hlc": hlc,
-        "origin": row["origin"],
-        "created_at": at,
-        "attempts": 0,
-    }
+    return snapshot_entry(table, workspace_of(table, row), fields, row, at)
 
 
 def unlink_op(workspace_id: str) -> WriteOp:

@@ -40,7 +40,7 @@ sync_parked = sa.Table(
 OUTBOX_COLUMNS = ("id", "table_name", "row_id", "workspace_id", "fields", "field_hlc", "hlc")
 
 
-def _in_json(column: sa.ColumnElement[str], param: str) -> sa.ColumnElement[bool]:
+def in_json(column: sa.ColumnElement[str], param: str) -> sa.ColumnElement[bool]:
     """``column IN (the elements of the JSON array bound to :param)``."""
     each = sa.func.json_each(sa.bindparam(param)).table_valued("value")
     return column.in_(sa.select(each.c.value))
@@ -52,13 +52,13 @@ def _in_json(column: sa.ColumnElement[str], param: str) -> sa.ColumnElement[bool
 @cache
 def rows_by_ids_sql(name: str) -> str:
     t = table(name)
-    return compile_statement(sa.select(t).where(_in_json(t.c.id, "_ids"))).sql
+    return compile_statement(sa.select(t).where(in_json(t.c.id, "_ids"))).sql
 
 
 @cache
 def existing_ids_sql(name: str) -> str:
     t = table(name)
-    return compile_statement(sa.select(t.c.id).where(_in_json(t.c.id, "_ids"))).sql
+    return compile_statement(sa.select(t.c.id).where(in_json(t.c.id, "_ids"))).sql
 
 
 @cache
@@ -144,7 +144,7 @@ def outbox_pending_fields_sql() -> str:
         sa.select(o.c.row_id, keys.c.key)
         .select_from(o)
         .join(keys, sa.true())
-        .where(o.c.table_name == sa.bindparam("_table"), _in_json(o.c.row_id, "_ids"))
+        .where(o.c.table_name == sa.bindparam("_table"), in_json(o.c.row_id, "_ids"))
     )
     return compile_statement(stmt).sql
 
@@ -201,7 +201,7 @@ def cursor_put_sql() -> str:
 @cache
 def cursor_delete_sql() -> str:
     s = schema.sync_state
-    return compile_statement(sa.delete(s).where(_in_json(s.c.scope, "_scopes"))).sql
+    return compile_statement(sa.delete(s).where(in_json(s.c.scope, "_scopes"))).sql
 
 
 @cache
@@ -236,7 +236,7 @@ def link_delete_sql() -> str:
 @cache
 def parked_by_parent_sql() -> str:
     p = sync_parked
-    stmt = sa.select(p.c.table_name, p.c.row).where(_in_json(p.c.parent_id, "_ids"))
+    stmt = sa.select(p.c.table_name, p.c.row).where(in_json(p.c.parent_id, "_ids"))
     return compile_statement(stmt.order_by(p.c.table_name, p.c.row_id)).sql
 
 

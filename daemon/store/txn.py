@@ -287,6 +287,27 @@ def workspace_of(table: str, row: dict[str, Any]) -> str | None:
     return row["id"] if table == "workspaces" else row.get("workspace_id")
 
 
+def snapshot_entry(
+    table: str, workspace_id: str | None, fields: dict[str, Any], row: dict[str, Any], at: str
+) -> dict[str, Any]:
+    """The outbox entry that sends a whole row when its workspace is linked: ``fields`` (with
+    ``id``) each under its own clock from ``row["field_hlc"]``, else under ``row["hlc"]``."""
+    clocks = dict.fromkeys(fields, row["hlc"])
+    clocks.update(row.get("field_hlc") or {})
+    return {
+        "table_name": table,
+        "row_id": fields["id"],
+        "workspace_id": workspace_id,
+        "op": "insert",
+        "fields": dump_json_text(fields),
+        "field_hlc": dump_json_text(clocks),
+        "hlc": row["hlc"],
+        "origin": row["origin"],
+        "created_at": at,
+        "attempts": 0,
+    }
+
+
 def _translate(exc: Exception) -> Exception:
     if isinstance(exc, DaemonError):
         return exc

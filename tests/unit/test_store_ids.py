@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -76,19 +77,15 @@ def test_iso_ms() -> None:
 
 
 def test_a_forked_child_does_not_reuse_the_parents_random_bits() -> None:
-    import os
-
-    from daemon.store.ids import uuid7 as mint
-
-    mint()  # the parent has unread random bytes buffered
+    uuid7()  # the parent has unread random bytes buffered
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its next id, then exit at once
-        os.write(write, mint().encode())
+        os.write(write, uuid7().encode())
         os._exit(0)
     os.close(write)
     os.waitpid(pid, 0)
     child = os.read(read, 64).decode()
     os.close(read)
-    parent = mint()
+    parent = uuid7()
     assert child[-12:] != parent[-12:]  # the random tail differs (same buffer would repeat it)

@@ -17,10 +17,40 @@ from websockets.asyncio.client import ClientConnection, connect
 from daemon.config import BridgeSettings, StoreSettings
 from daemon.store import Store
 from tests.helpers import MS
-from ui_bridge.methods import MethodTable
+from ui_bridge.methods import Method, MethodTable, build_method_table
 from ui_bridge.server import BridgeServer
 
 RECV_TIMEOUT = 5_000 * MS
+
+
+class Gate:
+    """A method ``gate`` that waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.entered = 0
+        self.cancelled = 0
+
+    async def handler(self, ctx: Any, params: dict[str, Any]) -> Any:
+        self.entered += 1
+        try:
+            await self.open.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return "opened"
+
+    def table(self) -> MethodTable:
+        table = build_method_table()
+        table.add(Method("gate", self.handler))
+        return table
+
+
+@pytest.fixture
+async def gate() -> AsyncIterator[Gate]:
+    g = Gate()
+    yield g
+    g.open.set()
 
 
 class Rpc:

@@ -4,10 +4,8 @@ websockets' queue; every kind is answered."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 import pytest
 
 from tests.helpers import wait_for
@@ -16,19 +14,12 @@ from ui_bridge.jsonrpc import ErrorCode
 from ui_bridge.server import BridgeServer
 from ui_bridge.session import BridgeConnection
 
-from .conftest import MakeBridge, Rpc
-from .test_pipelining import Gate, frame, replies_by_id
+from .conftest import Gate, MakeBridge, Rpc
+from .test_pipelining import frame, replies_by_id
 
 
-@pytest.fixture
-async def gate() -> AsyncIterator[Gate]:
-    g = Gate()
-    yield g
-    g.open.set()
-
-
-def ping(req_id: Any) -> bytes:
-    return orjson.dumps({"jsonrpc": "2.0", "method": "daemon.ping", "id": req_id})
+def ping(req_id: str) -> bytes:
+    return frame("daemon.ping", req_id)
 
 
 async def test_text_frames_skip_the_queue_and_others_take_it(

@@ -4,7 +4,6 @@ flight, pipelined writes group-committed, replay order kept, clean ends."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -14,43 +13,12 @@ from websockets.asyncio.client import connect
 from daemon.store import Store
 from tests.helpers import MS, wait_for
 from ui_bridge import session as session_module
-from ui_bridge.methods import Method, MethodTable, build_method_table
 from ui_bridge.server import BridgeServer
 
-from .conftest import MakeBridge, Rpc, auth
+from .conftest import Gate, MakeBridge, Rpc, auth
 
 
-class Gate:
-    """A method ``gate`` that waits until the test opens the gate."""
-
-    def __init__(self) -> None:
-        self.open = asyncio.Event()
-        self.entered = 0
-        self.cancelled = 0
-
-    async def handler(self, ctx: Any, params: dict[str, Any]) -> Any:
-        self.entered += 1
-        try:
-            await self.open.wait()
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
-        return "opened"
-
-    def table(self) -> MethodTable:
-        table = build_method_table()
-        table.add(Method("gate", self.handler))
-        return table
-
-
-@pytest.fixture
-async def gate() -> AsyncIterator[Gate]:
-    g = Gate()
-    yield g
-    g.open.set()
-
-
-def frame(method: str, req_id: int, params: Any = None) -> bytes:
+def frame(method: str, req_id: int | str, params: Any = None) -> bytes:
     message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": req_id}
     if params is not None:
         message["params"] = params

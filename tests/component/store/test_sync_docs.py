@@ -12,7 +12,7 @@ from pycrdt import Doc, Text
 
 from daemon.store import Store
 from daemon.store.ids import uuid7
-from daemon.sync.mapping import cloud_change
+from daemon.sync.push_batch import OutgoingBatch
 
 from .conftest import rows
 from .test_sync_support import (
@@ -152,15 +152,7 @@ async def test_link_snapshot_and_compaction_keep_every_update_for_the_push(
     taken = await store.sync.take_outbox(workspace_ids=[ws])
     pending = [c for c in taken if c.table == "doc_updates"][-1]
     # ...yet the outbox entry still carries the update, and maps to a complete cloud change
-    mapped = cloud_change(
-        pending.table,
-        pending.row_id,
-        pending.workspace_id,
-        pending.fields,
-        pending.field_hlc,
-        hlc=pending.hlc,
-        origin=pending.origin,
-    )
+    (mapped,) = OutgoingBatch.of([pending], None).mapped
     assert mapped is not None
     assert set(mapped["fields"]) == {"doc_id", "workspace_id", "data", "created_at"}
     assert set(mapped["field_hlc"]) == set(mapped["fields"])
