@@ -98,11 +98,9 @@ class HintQueue:
             return
         try:
             self.transactions += 1
-            outcome = await self._store.sync.apply_pull(
+            await self._store.sync.apply_pull(
                 scope=pull_scope(workspace_id), changes=changes, cursor=None, merge=merge_pulled
             )
-            if outcome.doc_updates:
-                await self._store.documents.absorb((u.doc_id, u.data) for u in outcome.doc_updates)
         except Exception:  # one failed group must not stop the next; the pull catches up
             logger.exception("live.hints_failed ws=%s rows=%d", workspace_id, len(changes))
         else:

@@ -109,13 +109,10 @@ _BOOKKEEPING: Final = frozenset({"id", "hlc", "field_hlc", "origin", "_txid", "_
 
 def _pulled_names(table: str) -> dict[str, str]:
     """cloud column -> local column, for the columns a pulled row keeps (not field_hlc)."""
-    columns = LOCAL_COLUMNS[table] - LOCAL_ONLY.get(table, frozenset())
+    columns = LOCAL_COLUMNS[table] - LOCAL_ONLY.get(table, frozenset()) - {"field_hlc"}
     renames = _TO_LOCAL.get(table, {})
-    return {
-        name: renames.get(name, name)
-        for name in columns | set(renames)
-        if renames.get(name, name) in columns and renames.get(name, name) != "field_hlc"
-    }
+    names = {name: renames.get(name, name) for name in columns | set(renames)}
+    return {cloud: local for cloud, local in names.items() if local in columns}
 
 
 #: Per table, what ``local_change`` keeps of a cloud row (computed once: it runs per row).

@@ -9,7 +9,7 @@ the one request in flight, so memory stays flat whatever the workspace's size.
 
 The fetcher stops after the last page (``follow`` says there is none after it) or the first
 failure, which the caller gets from ``next`` for the page that failed; ``close`` cancels it
-(a failure nobody will take is consumed).
+(a failure nobody will take is consumed: ``daemon.aio.discard``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
+
+from daemon.aio import discard
 
 __all__ = ["PageFetcher"]
 
@@ -64,8 +66,7 @@ class PageFetcher(Generic[P]):
 
     def close(self) -> None:
         self._open = False
-        self._task.cancel()
-        self._task.add_done_callback(_consume)
+        discard(self._task)
 
     async def _run(self, cursor: str | None) -> None:
         while True:
@@ -79,8 +80,3 @@ class PageFetcher(Generic[P]):
             if after is None:
                 return
             cursor = after
-
-
-def _consume(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()

@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
+from daemon.aio import cancel_and_wait, discard
 from daemon.errors import DaemonError
 from daemon.store.sync import pull_scope
 from daemon.store.sync_types import Link
@@ -148,11 +149,6 @@ class _Page:
         return after if self.body["has_more"] and after != self.cursor else None
 
 
-def _consume(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
 @dataclass
 class _Waiter:
     kind: Kind
@@ -233,10 +229,7 @@ class WorkspaceSync:
     async def close(self) -> None:
         task, self._task = self._task, None
         self._drop_ahead()
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         for waiter in self._waiters:
             waiter.future.cancel()
         self._waiters.clear()
@@ -339,8 +332,8 @@ class WorkspaceSync:
             fetched = await self._fetch(command.cursor, limit)
             page, changes = fetched.body, fetched.changes
             cursor = page.get("cursor") or command.cursor
-            if page["has_more"] and cursor != command.cursor:
-                self._fetch_ahead(cursor, bulk_limit)  # overlaps the network with the apply
+            if (after := fetched.following()) is not None:
+                self._fetch_ahead(after, bulk_limit)  # overlaps the network with the apply
             outcome = None
             if changes or cursor != command.cursor:
                 outcome = await self._store.sync.apply_pull(
@@ -352,8 +345,6 @@ class WorkspaceSync:
             return
         has_more = bool(page["has_more"])
         self._catching_up = has_more
-        if outcome is not None and outcome.doc_updates:  # committed: now the loaded Docs
-            await self._store.documents.absorb((u.doc_id, u.data) for u in outcome.doc_updates)
         if outcome is not None:
             self.counts.pulled += outcome.applied
             self.counts.changed += outcome.changed
@@ -446,8 +437,7 @@ class WorkspaceSync:
             answers = await request
         finally:
             if not request.done():
-                request.cancel()
-                request.add_done_callback(_consume)
+                discard(request)
         self._prepared = ahead if ahead.changes else None
         return batch.results(answers)
 

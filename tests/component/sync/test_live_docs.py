@@ -94,5 +94,5 @@ async def test_a_forged_update_for_another_workspace_is_ignored(
         lambda: shown.of("broadcast.received") != [], timeout=5_000 * MS, message="marker"
     )
     assert [d["event"] for d in shown.of("broadcast.received")] == ["marker"]
-    assert [e.topic for e in b.events[seen:]] == []
+    assert [e.topic for e in b.events[seen:] if e.topic.startswith("doc.")] == []
     assert (await b.store.documents.get(private["id"]))["text"] == ""

@@ -164,7 +164,7 @@ class CloudProcess:
         return [r[0] for r in rows]
 
     async def count(self, table: str, workspace_id: str) -> int:
-        assert table in ("conversations", "messages", "tasks")
+        assert table in ("conversations", "messages", "tasks", "documents", "doc_updates")
         return int(
             await self.fetchval(
                 f"SELECT count(*) FROM public.{table} WHERE workspace_id = $1",

@@ -38,11 +38,6 @@ async def succeeds(daemon: DaemonProcess, method: str) -> bool:
     return (await daemon.call(method))["error"] is None
 
 
-async def cloud_count(cloud: CloudProcess, table: str, workspace_id: str) -> int:
-    sql = f"SELECT count(*) FROM public.{table} WHERE workspace_id = $1::uuid"
-    return int(await cloud.fetchval(sql, workspace_id))
-
-
 async def devices(lab: Any, cloud: CloudProcess) -> tuple[DaemonProcess, DaemonProcess]:
     await cloud.create_user(EMAIL, org="acme")
     a, b = await lab.daemon("a"), await lab.daemon("b")
@@ -61,8 +56,8 @@ async def test_documents_converge_across_devices(lab: Any, cloud: CloudProcess) 
         await edit(a, doc_id, word)
     await a.call("cloud.link", {"workspace_id": ws["id"]})
     await a.push()
-    assert await cloud_count(cloud, "documents", ws["id"]) == 1
-    assert await cloud_count(cloud, "doc_updates", ws["id"]) == 1  # all of it as ONE update
+    assert await cloud.count("documents", ws["id"]) == 1
+    assert await cloud.count("doc_updates", ws["id"]) == 1  # all of it as ONE update
     await b.clone(ws["id"], lab.root / "b-notes")
     await b.pull()
     assert await text_of(b, doc_id) == "alpha beta "
