@@ -210,7 +210,9 @@ class RealtimeConnection:
         self._wake.set()  # deadlines may have moved and events may wait to be handed on
 
     def _push_track(self, topic: str, payload: Mapping[str, Any]) -> None:
-        self._client.push(topic, "presence", {"event": "track", "payload": dict(payload)})
+        body = {"event": "track", "payload": dict(payload)}
+        if self._client.push(topic, "presence", body) is None:
+            self._tracks.unsent(topic)  # not joined yet: it goes out with the join
 
     # Sessions --------------------------------------------------------------------------------
 

@@ -22,7 +22,10 @@ or more before ``now`` is shown as ``away``: idleness is judged by the reader wi
 channel) at most one track per ``interval_s`` (1 s); a value offered too early is held and
 replaced by later ones (latest wins) until ``take_due(now)`` releases it; re-offering what was
 last sent sends nothing. ``resend(key)`` re-queues the last value after the server forgot it
-(every rejoin: a closed socket untracks).
+(every rejoin: a closed socket untracks). A value released while its channel was not joined
+(the push was refused) is handed back with ``unsent(key)``: it is held, not due, until the
+next ``resend`` (the join), and it used none of the interval, so the first track of a fresh
+join goes out with the join instead of a second later.
 """
 
 from __future__ import annotations
@@ -218,6 +221,8 @@ class _Track:
     sent_at: float | None = None
     sent: Mapping[str, Any] | None = None
     pending: Mapping[str, Any] | None = None
+    before: tuple[float | None, Mapping[str, Any] | None] = (None, None)  # undone by unsent
+    awaiting_join: bool = False  # held by unsent: not due before the next resend
 
 
 class TrackCoalescer(Generic[K]):
@@ -232,6 +237,9 @@ class TrackCoalescer(Generic[K]):
     def offer(self, key: K, payload: Mapping[str, Any], now: float) -> Mapping[str, Any] | None:
         """The payload to send now, or None: held until ``take_due``, or nothing changed."""
         track = self._tracks.setdefault(key, _Track())
+        if track.awaiting_join:
+            track.pending = payload
+            return None
         if payload == track.sent:
             track.pending = None  # back to what the server has: nothing to send
             return None
@@ -244,8 +252,10 @@ class TrackCoalescer(Generic[K]):
         """Held payloads whose key may send again at ``now``."""
         due: list[tuple[K, Mapping[str, Any]]] = []
         for key, track in self._tracks.items():
-            if track.pending is not None and (
-                track.sent_at is None or now >= track.sent_at + self.interval_s
+            if (
+                track.pending is not None
+                and not track.awaiting_join
+                and (track.sent_at is None or now >= track.sent_at + self.interval_s)
             ):
                 due.append((key, self._mark_sent(track, track.pending, now)))
         return due
@@ -255,17 +265,29 @@ class TrackCoalescer(Generic[K]):
         times = [
             (track.sent_at or 0.0) + self.interval_s
             for track in self._tracks.values()
-            if track.pending is not None
+            if track.pending is not None and not track.awaiting_join
         ]
         return min(times, default=None)
 
     def resend(self, key: K) -> None:
         """The server lost ``key``'s track (a rejoin): queue the last value again."""
         track = self._tracks.get(key)
-        if track is not None and track.pending is None and track.sent is not None:
+        if track is None:
+            return
+        if track.pending is None and track.sent is not None:
             track.pending = track.sent
-        if track is not None:
-            track.sent = None
+        track.sent, track.awaiting_join = None, False
+
+    def unsent(self, key: K) -> None:
+        """The value just released for ``key`` was not sent (its channel is not joined): hold
+        it until the next ``resend``, as if it had never been released."""
+        track = self._tracks.get(key)
+        if track is None or track.sent is None:
+            return
+        if track.pending is None:
+            track.pending = track.sent
+        track.sent_at, track.sent = track.before
+        track.awaiting_join = True
 
     def discard(self, key: K) -> None:
         """Forget ``key`` (its channel was left)."""
@@ -274,5 +296,6 @@ class TrackCoalescer(Generic[K]):
     def _mark_sent(
         self, track: _Track, payload: Mapping[str, Any], now: float
     ) -> Mapping[str, Any]:
+        track.before = (track.sent_at, track.sent)
         track.sent_at, track.sent, track.pending = now, payload, None
         return payload

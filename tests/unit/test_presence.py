@@ -263,3 +263,27 @@ def test_discard_forgets_a_key() -> None:
 def test_interval_must_be_positive() -> None:
     with pytest.raises(ValueError):
         TrackCoalescer(interval_s=0)
+
+
+def test_a_track_refused_before_the_join_goes_out_at_once_with_the_join() -> None:
+    tracks: TrackCoalescer[str] = TrackCoalescer(interval_s=1.0)
+    assert tracks.offer("dev", {"v": 1}, 0.0) == {"v": 1}
+    tracks.unsent("dev")  # the channel was still joining: the push was refused
+    assert tracks.next_due() is None and tracks.take_due(5.0) == []  # held for the join
+    assert tracks.offer("dev", {"v": 2}, 0.3) is None  # still not joined: latest wins
+    tracks.resend("dev")  # joined
+    assert tracks.take_due(0.4) == [("dev", {"v": 2})]  # the refused push used no interval
+    assert tracks.offer("dev", {"v": 3}, 0.9) is None and tracks.next_due() == 1.4
+
+
+def test_an_unsent_track_keeps_the_interval_of_the_one_before() -> None:
+    tracks: TrackCoalescer[str] = TrackCoalescer(interval_s=1.0)
+    tracks.offer("dev", {"v": 1}, 0.0)  # sent
+    tracks.resend("dev")  # the socket dropped and rejoined: held until 1.0
+    tracks.offer("dev", {"v": 2}, 0.2)
+    assert tracks.take_due(1.0) == [("dev", {"v": 2})]
+    tracks.unsent("dev")  # the channel closed again meanwhile
+    tracks.resend("dev")
+    assert tracks.take_due(1.5) == [("dev", {"v": 2})]  # 1 s after the last track that went out
+    tracks.unsent("unknown")
+    assert tracks.next_due() is None
