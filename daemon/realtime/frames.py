@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from daemon.errors import InvalidInput
 
 __all__ = [
@@ -79,9 +81,9 @@ def check_payload(field: str, value: Any) -> None:
 
 def decode_frame(text: str | bytes) -> Frame:
     """Parse one server frame; raises FrameError with a short reason (never the frame's text)."""
-    try:
-        raw = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    try:  # orjson, like every cloud response: integers beyond 64 bits arrive as floats
+        raw = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
         raise FrameError("not JSON") from exc
     if not isinstance(raw, dict):
         raise FrameError("not a vsn 1.0.0 frame (expected a JSON object)")

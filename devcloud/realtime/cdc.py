@@ -47,6 +47,8 @@ from devcloud.realtime.changes import (
     Change,
     Column,
     build_payload,
+    dumps_text,
+    loads_exact,
     matching_ids,
     parse_notifications,
 )
@@ -363,8 +365,8 @@ async def _read_back(
         for k in change.pk
     )
     sql = f"SELECT to_jsonb(r) FROM (SELECT {names} FROM {relation} t WHERE {where}) r"
-    value = await conn.fetchval(sql, json.dumps(change.pk))
-    return json.loads(value) if value is not None else None
+    value = await conn.fetchval(sql, dumps_text(change.pk))
+    return loads_exact(value) if value is not None else None
 
 
 def _deliver(

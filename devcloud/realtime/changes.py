@@ -18,6 +18,7 @@ room for it, else the row as read back at delivery time.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,8 @@ from devcloud.realtime.filters import matches
 MAX_RECORD_BYTES = 900_000
 SMALL_FIELD_BYTES = 64
 TOO_LARGE = "Error 413: Payload Too Large"
+# A run of 19+ digits may be an integer beyond 64 bits, which orjson would round to a float.
+_LONG_NUMBER = re.compile(r"\d{19}")
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class Column:
 def parse_notifications(text: str) -> tuple[list[Change], list[str]]:
     """Decode a ``devcloud_realtime`` notification: its changes in order, and why each row that
     is not a change was left out. Raises ValueError when the notification itself is not one."""
-    data = json.loads(text)
+    data = loads_exact(text)
     if not isinstance(data, dict):
         raise ValueError("notification is not a JSON object")
     rows = data.get("rows")
@@ -157,6 +160,20 @@ def _limit_size(record: dict[str, Any]) -> tuple[dict[str, Any], list[str] | Non
         return record, None
     small = {k: v for k, v in record.items() if _json_size(v) <= SMALL_FIELD_BYTES}
     return small, [TOO_LARGE]
+
+
+def loads_exact(text: str) -> Any:
+    """JSON to Python: orjson (several times faster on a busy feed) unless the text may hold an
+    integer beyond 64 bits, which it would round (the standard library keeps it exact)."""
+    return json.loads(text) if _LONG_NUMBER.search(text) else orjson.loads(text)
+
+
+def dumps_text(value: Any) -> str:
+    """Python to JSON text: orjson, or the standard library for integers beyond 64 bits."""
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:
+        return json.dumps(value, default=str, ensure_ascii=False)
 
 
 def _json_size(value: Any) -> int:

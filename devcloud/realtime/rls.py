@@ -9,12 +9,13 @@ subscriber's ``transaction_as`` so ``auth.uid()`` and friends see the subscriber
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+
+from devcloud.realtime.changes import dumps_text
 
 _POLICIES_SQL = """
 SELECT c.relrowsecurity, c.relforcerowsecurity,
@@ -81,7 +82,7 @@ async def visible_images(
         f" CROSS JOIN LATERAL jsonb_populate_record(NULL::{relation}, _i._devcloud_image)"
         f" AS {quote_ident(table)} WHERE {predicate}"
     )
-    visible = set(await conn.fetchval(sql, json.dumps(list(images), default=str)))
+    visible = set(await conn.fetchval(sql, dumps_text(list(images))))
     return [i in visible for i in range(1, len(images) + 1)]
 
 
