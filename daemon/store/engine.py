@@ -171,8 +171,8 @@ class Writer:
     No task runs the writer, and the event loop never hands batches over one by one: ``submit``
     appends the write to ``_pending`` and, if the connection's thread is not already draining
     it, queues one ``_drain`` job there. ``_drain`` takes everything pending (at most
-    MAX_BATCH), runs it as one transaction, reports the outcome to the loop with
-    ``call_soon_threadsafe``, and queues itself again if more is pending.
+    MAX_BATCH), runs it as one transaction, queues itself again if more is pending (else
+    releases the claim), then reports the outcome to the loop with ``call_soon_threadsafe``.
     So the thread starts the next batch as soon as a commit is done, without waiting for the
     loop to notice, and writes submitted meanwhile share the next transaction. A lone write
     costs one hop there (a ``SimpleQueue.put`` waking the thread blocked on it) and one back.
@@ -264,12 +264,17 @@ class Writer:
         return remove
 
     async def close(self) -> None:
-        """Refuse new writes; return once everything already submitted has committed."""
+        """Refuse new writes; return once everything already submitted has committed, and
+        store the exact clock (``WriteContext.save_clock``)."""
         self._closing = True
         if self._outstanding and self._loop is not None:
             if self._idle is None:
                 self._idle = self._loop.create_future()
             await asyncio.shield(self._idle)
+        try:  # queued behind any _drain still finishing: the connection is ours alone then
+            await run_in_thread(self._conn, lambda _raw: self._ctx.save_clock())
+        except (sqlite3.Error, ShuttingDown) as exc:  # the mark ahead of the clock stays
+            logger.warning("store.clock.unsaved error=%s", exc)
         if self.checkpointer is not None:
             await self.checkpointer.close()
 
@@ -299,11 +304,13 @@ class Writer:
         except BaseException as exc:  # reported to every writer of the batch, on the loop
             error = exc
         assert self._loop is not None
+        # Release the claim before reporting, so that a write the report lets go on finds the
+        # writer idle; no inline write can start before the report ran (``_outstanding``).
+        self._hand_back()
         try:
             self._loop.call_soon_threadsafe(self._committed, batch, outcome, error)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             logger.warning("store.commit.unreported ops=%d (event loop closed)", len(batch))
-        self._hand_back()
 
     # -- on the event loop -------------------------------------------------------------------
 
@@ -330,9 +337,9 @@ class Writer:
         """Run a lone write now as its own transaction; ``False`` if it must go to the thread:
         the writer is busy or has unreported commits (listeners must run in commit order),
         another write went inline this loop turn, or another connection holds the lock."""
-        if self._outstanding != 1 or not self._may_inline(asyncio.current_task()):
-            return False
         assert self._loop is not None
+        if self._outstanding != 1 or not self._may_inline(asyncio.current_task(self._loop)):
+            return False
         if self._grouping_until and self._loop.time() < self._grouping_until:
             return False
         with self._lock:

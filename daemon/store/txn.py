@@ -10,6 +10,13 @@ transaction as the row.
 An inline write (run on the event loop's thread) must never block the loop: it opens its
 transaction with ``try_begin``, which gives up at once when another connection holds the
 database lock; ``run_batch`` alone (in the writer's thread) waits up to ``busy_timeout``.
+
+The clock survives a restart without a write per transaction: ``meta.hlc_last`` holds a
+high-water mark ``CLOCK_LEAD_MS`` ahead of the clock, rewritten (inside the committing
+transaction) only when the clock reaches it, so it is always past every clock value any
+committed row, outbox or changelog entry carries. A start resumes from it: after a crash the
+clock may run up to ``CLOCK_LEAD_MS`` ahead of the wall time (harmless; never backwards). A
+clean close stores the exact clock instead (``save_clock``), so restarts do not add up leads.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any
 
 from daemon.errors import DaemonError, StoreError
 from daemon.events import ChangeEvent
-from daemon.hlc import Clock
+from daemon.hlc import MAX_WALL_MS, Clock, encode
 from daemon.store.codec import RowCodec, dump_json_text, iso_ms, now_ms
 from daemon.store.sql import (
     CHANGELOG_KEYS,
@@ -31,15 +38,21 @@ from daemon.store.sql import (
     changelog_prune_sql,
     exists_sql,
     get_sql,
-    insert_sql,
+    insert_positional_sql,
+    insert_row_sql,
     meta_put_sql,
     update_sql,
 )
 
 WriteOp = Callable[["WriteContext"], Any]
+#: How far ahead of the clock its persisted high-water mark is written (see the module doc).
+CLOCK_LEAD_MS = 1000
+#: Pruning lets the changelog exceed ``changelog_retain`` by up to this fraction of it, so a
+#: long-running store deletes old entries in chunks rather than one with every commit.
+PRUNE_SLACK_DIVISOR = 1024
 
 
-@dataclass
+@dataclass(slots=True)
 class Stamp:
     """The clock and wall time of one mutation."""
 
@@ -78,14 +91,23 @@ class WriteContext:
         self._retain = changelog_retain
         self._last_seq = last_seq
         self._first_seq = first_seq
+        self._prune_slack = changelog_retain // PRUNE_SLACK_DIVISOR
         self._events: list[ChangeEvent] = []
         self._restore_busy_timeout = ""  # set by learn_busy_timeout
+        #: wall ms of the persisted high-water mark of the clock; 0: unknown, write it at the
+        #: next commit (a fresh start, or a commit that failed after writing it)
+        self._clock_mark = 0
+        self._iso_second = -1  # tick's memo of the ISO text of the current second
+        self._iso_prefix = ""
 
     # -- used by mutations -------------------------------------------------------------------
 
     def tick(self) -> Stamp:
         ms = now_ms()
-        return Stamp(self.clock.now(ms), ms, iso_ms(ms))
+        second, millis = divmod(ms, 1000)
+        if second != self._iso_second:  # iso_ms's text, its date part computed once a second
+            self._iso_second, self._iso_prefix = second, iso_ms(second * 1000)[:-4]
+        return Stamp(self.clock.now(ms), ms, f"{self._iso_prefix}{millis:03d}Z")
 
     def stamp(self) -> Stamp:
         """The current wall time under the clock as it is (no tick): for bookkeeping entries
@@ -102,7 +124,8 @@ class WriteContext:
 
     def insert_row(self, table: str, row: dict[str, Any]) -> None:
         params = self.codecs[table].encode(row)
-        self.conn.execute(insert_sql(table, tuple(params)), params)
+        sql, positional = insert_row_sql(table, tuple(params))
+        self.conn.execute(sql, tuple(params.values()) if positional else params)
 
     def update_row(self, table: str, id: str, changes: dict[str, Any]) -> None:
         params = self.codecs[table].encode(changes)
@@ -125,18 +148,16 @@ class WriteContext:
         clocks (unless ``outbox`` is false: local-only data), and a changelog entry."""
         row_id = row["id"]
         workspace_id = workspace_of(table, row)
-        if outbox:
-            entry = self.outbox_entry(table, op, row_id, workspace_id, fields, stamp)
-            self.conn.execute(insert_sql("outbox", OUTBOX_KEYS), entry)
+        hlc, iso = stamp.hlc, stamp.iso
+        if outbox:  # outbox_entry's values, in OUTBOX_KEYS order
+            self.conn.execute(
+                insert_positional_sql("outbox", OUTBOX_KEYS),
+                (table, row_id, workspace_id, op, dump_json_text(fields),
+                 dump_json_text(dict.fromkeys(fields, hlc)), hlc, self.device_id, iso, 0),
+            )  # fmt: skip
         cursor = self.conn.execute(
-            insert_sql("changelog", CHANGELOG_KEYS),
-            {
-                "topic": topic,
-                "row_id": row_id,
-                "workspace_id": workspace_id,
-                "data": dump_json_text(row),
-                "created_at": stamp.iso,
-            },
+            insert_positional_sql("changelog", CHANGELOG_KEYS),
+            (topic, row_id, workspace_id, dump_json_text(row), iso),  # CHANGELOG_KEYS order
         )
         seq = cursor.lastrowid
         assert seq is not None
@@ -229,6 +250,7 @@ class WriteContext:
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            self._clock_mark = 0  # a mark written by _finish may be gone with the transaction
             self._reload_seqs()
             raise
         outcome.last_seq, outcome.first_seq = self._last_seq, self._first_seq
@@ -252,19 +274,38 @@ class WriteContext:
             self.conn.execute("ROLLBACK TO op")
         self.conn.execute("RELEASE op")
 
+    def save_clock(self) -> None:
+        """Store the exact clock (at a clean close, no write pending): the next start resumes
+        from it rather than from the mark ahead of it. Only if a mark was written meanwhile."""
+        if self._clock_mark:
+            self.conn.execute(meta_put_sql(), {"key": "hlc_last", "value": self.clock.last})
+            self._clock_mark = 0
+
     def _finish(self, outcome: BatchOutcome) -> None:
-        """Remember the clock and prune the changelog, inside the batch's transaction."""
-        self.conn.execute(meta_put_sql(), {"key": "hlc_last", "value": self.clock.last})
+        """Persist the clock's mark if the clock reached it, and prune the changelog, inside
+        the batch's transaction."""
+        wall = self.clock.wall_ms
+        if wall >= self._clock_mark:
+            self._save_mark(wall)
         if not outcome.events:
             return
         last = outcome.events[-1].seq
         if self._first_seq == 0:
             self._first_seq = outcome.events[0].seq
         keep_from = last - self._retain + 1
-        if keep_from > self._first_seq:
+        if keep_from > self._first_seq + self._prune_slack:
             self.conn.execute(changelog_prune_sql(), {"keep_from": keep_from})
             self._first_seq = keep_from
         self._last_seq = last
+
+    def _save_mark(self, wall: int) -> None:
+        """Write a value past every clock value handed out so far (the clock is at ``wall``)."""
+        if wall + CLOCK_LEAD_MS <= MAX_WALL_MS:
+            mark, value = wall + CLOCK_LEAD_MS, encode(wall + CLOCK_LEAD_MS, 0, self.device_id)
+        else:  # no room ahead: the exact clock, written again whenever it moves
+            mark, value = wall, self.clock.last
+        self.conn.execute(meta_put_sql(), {"key": "hlc_last", "value": value})
+        self._clock_mark = mark
 
     def _reload_seqs(self) -> None:
         self._last_seq, self._first_seq = read_seqs(self.conn)
