@@ -5,7 +5,10 @@ and asyncpg inserting the same kind of rows with json_to_recordset in the same r
 superuser, no RLS, the sync trigger in its cheapest mode: the best case a push could approach).
 Prints JSON; "ratio" is HTTP push over the asyncpg insert. Not a test; figures are noisy on
 shared CPUs, so the three are measured in interleaved rounds (--repeat) and each figure is the
-median round (all rounds are listed under "runs"); the load average is printed too.
+median round (all rounds are listed under "runs"); the load average is printed too. When the
+server runs on this machine, each figure also has "db_cpu_us_per_row": the CPU time of every
+PostgreSQL process of the server (read from /proc) per row written, which a busy machine
+disturbs far less than the wall clock ("db_cpu_ratio" compares them as "ratio" does).
 devcloud's realtime capture triggers are on, as in every devcloud, unless
 --without-realtime-capture; nobody subscribes to the messages here, so they notify nothing
 (capture.sql: only watched tables notify) — unless --with-subscriber: then a Realtime client
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,6 +42,50 @@ from devcloud.keys import sign
 from devcloud.server import RunningDevcloud, running_devcloud
 
 BATCH_SIZES = (500, 1000)
+
+
+class ServerCpu:
+    """CPU seconds used by a local PostgreSQL server: its postmaster and every child process
+    (backends, WAL writer, ...), from /proc. ``None`` where /proc does not show the server."""
+
+    def __init__(self, postmaster: int) -> None:
+        self.postmaster = postmaster
+
+    @classmethod
+    async def locate(cls, conn: asyncpg.Connection) -> ServerCpu | None:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        stat = _proc_stat(backend)
+        # (a remote server's backend pid may be some other local process)
+        if stat is None or _proc_name(backend) != "postgres":
+            return None
+        return cls(int(stat[1]))  # the backend's parent
+
+    def seconds(self) -> float:
+        total = 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            stat = _proc_stat(int(entry.name))
+            if stat is not None and self.postmaster in (int(entry.name), int(stat[1])):
+                total += int(stat[11]) + int(stat[12])  # utime + stime, in clock ticks
+        return total / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_name(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, ...), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
 def clock(wall_ms: int, counter: int, device: str = "bench") -> str:
@@ -251,10 +299,15 @@ def auth_headers(dc: RunningDevcloud, claims: dict[str, Any]) -> dict[str, str]:
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run of median throughput, with every run's throughput listed."""
     ordered = sorted(runs, key=lambda r: r["rows_per_s"])
-    return {**ordered[len(ordered) // 2], "runs": [r["rows_per_s"] for r in runs]}
+    median = {**ordered[len(ordered) // 2], "runs": [r["rows_per_s"] for r in runs]}
+    if "db_cpu_us_per_row" in median:  # the median of its own: the rounds are noisy apart
+        cpu = sorted(r["db_cpu_us_per_row"] for r in runs)
+        median["db_cpu_us_per_row"] = cpu[len(cpu) // 2]
+        median["db_cpu_runs"] = [r["db_cpu_us_per_row"] for r in runs]
+    return median
 
 
-async def measure(runners: dict[str, Runner], repeat: int) -> dict[str, Any]:
+async def measure(runners: dict[str, Runner], repeat: int, cpu: ServerCpu | None) -> dict[str, Any]:
     """Every runner at every batch size, ``repeat`` rounds, interleaved (so that each method
     sees the same machine load and table sizes); the median of each."""
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {
@@ -263,7 +316,12 @@ async def measure(runners: dict[str, Runner], repeat: int) -> dict[str, Any]:
     for _ in range(repeat):
         for name, runner in runners.items():
             for batch in BATCH_SIZES:
-                runs[name][batch].append(await runner(batch))
+                before = cpu.seconds() if cpu else 0.0
+                result = await runner(batch)
+                if cpu:
+                    used = cpu.seconds() - before
+                    result["db_cpu_us_per_row"] = round(used / result["rows"] * 1e6, 1)
+                runs[name][batch].append(result)
     return {
         name: {str(b): median_run(results) for b, results in by_batch.items()}
         for name, by_batch in runs.items()
@@ -286,6 +344,7 @@ async def run(
             subscriber = await Subscriber.open(dc, sign(claims, dc.ctx.config.jwt_secret))
         async with httpx.AsyncClient(base_url=dc.url, headers=headers, timeout=60) as client:
             conn = await asyncpg.connect(url)
+            cpu = await ServerCpu.locate(conn)
             try:
                 await push_over_http(client, rows, 2000, 500)  # warm-up: plans, caches
                 await insert_with_asyncpg(conn, rows, 2000, 500)
@@ -298,6 +357,7 @@ async def run(
                         "asyncpg": lambda b: insert_with_asyncpg(conn, rows, total, b),
                     },
                     repeat,
+                    cpu,
                 )
             finally:
                 await conn.close()
@@ -314,7 +374,19 @@ async def run(
             str(b): round(http[str(b)]["rows_per_s"] / base[str(b)]["rows_per_s"], 3)
             for b in BATCH_SIZES
         },
+        "db_cpu_ratio": db_cpu_ratio(base, http),
         "target": {"rows_per_s": 25_000, "ratio": 0.25},
+    }
+
+
+def db_cpu_ratio(base: dict[str, Any], push: dict[str, Any]) -> dict[str, float] | None:
+    """Database CPU per row of the asyncpg insert over that of sync_push (as "ratio": higher is
+    better for sync_push), or None when the server's CPU was not measured."""
+    if "db_cpu_us_per_row" not in base[str(BATCH_SIZES[0])]:
+        return None
+    return {
+        str(b): round(base[str(b)]["db_cpu_us_per_row"] / push[str(b)]["db_cpu_us_per_row"], 3)
+        for b in BATCH_SIZES
     }
 
 
