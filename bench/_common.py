@@ -69,6 +69,7 @@ def run_on_daemon_loop(main: Coroutine[Any, Any, T]) -> T:
         raise SystemExit(f"SYNCD_EVENT_LOOP must be one of {', '.join(loop.EVENT_LOOPS)}")
     global _LOOP_USED
     _LOOP_USED = "uvloop" if loop.loop_factory(choice) is not None else "asyncio"
+    loop.tune_gc()  # as ``syncd run`` does
     return loop.run(main, choice)
 
 

@@ -106,6 +106,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = _settings(args, port=args.port)
     configure_logging(settings.data_dir, settings.log_level)
+    loop.tune_gc()
     try:
         code = loop.run(run_daemon(settings), settings.event_loop)
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown

@@ -127,6 +127,10 @@ class EventHub:
 
     def on_commit(self, events: Sequence[ChangeEvent]) -> None:
         """The commit listener: fan each event out to the matching subscriptions."""
+        if not self._subs:  # nobody listens: only the seq to start live subscriptions after
+            if events and events[-1].seq > self.current_seq:
+                self.current_seq = events[-1].seq
+            return
         subs = tuple(self._subs.values())
         for event in events:
             if event.seq > self.current_seq:

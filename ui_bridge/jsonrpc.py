@@ -13,9 +13,8 @@ ARCHITECTURE.md ("Public interfaces").
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -85,8 +84,11 @@ class RpcError(Exception):
         return obj
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+# Request, ErrorReply and Frame are NamedTuples: immutable, and built once per frame on the hot
+# path (a frozen dataclass's __init__ costs a setattr call per field).
+
+
+class Request(NamedTuple):
     """A well-formed request or notification (``is_notification``: no ``id`` member)."""
 
     method: str
@@ -95,8 +97,7 @@ class Request:
     is_notification: bool
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorReply:
+class ErrorReply(NamedTuple):
     """An item that failed before dispatch; ``payload`` is the encoded error response."""
 
     payload: bytes
@@ -105,8 +106,7 @@ class ErrorReply:
 Item = Request | ErrorReply
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     """One decoded frame: ``items`` plus whether it was a batch (replies must be an array)."""
 
     items: tuple[Item, ...]

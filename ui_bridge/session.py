@@ -62,7 +62,7 @@ _after_reply: contextvars.ContextVar[list[AfterReply] | None] = contextvars.Cont
 class Outbox:
     """A bounded queue of frames; ``push`` never blocks, overflow calls ``on_overflow`` once."""
 
-    __slots__ = ("_on_overflow", "_room", "_waiter", "closed", "frames", "limit")
+    __slots__ = ("_loop", "_on_overflow", "_room", "_waiter", "closed", "frames", "limit")
 
     def __init__(self, limit: int, on_overflow: Callable[[], None]) -> None:
         self.frames: deque[bytes] = deque()
@@ -71,6 +71,13 @@ class Outbox:
         self._on_overflow = on_overflow
         self._waiter: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the first waiter's
+
+    def _future(self) -> asyncio.Future[None]:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.create_future()
 
     def push(self, frame: bytes) -> bool:
         """Queue a frame; ``False`` if the outbox is closed or just overflowed."""
@@ -98,14 +105,14 @@ class Outbox:
         """Until a frame is queued or the outbox is closed."""
         if self.frames or self.closed:
             return
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self._future()
         await self._waiter
         self._waiter = None
 
     async def wait_for_room(self) -> None:
         """Until the queue is at most half full (replay uses this to avoid overflowing)."""
         while not self.closed and len(self.frames) > self.limit // 2:
-            self._room = asyncio.get_running_loop().create_future()
+            self._room = self._future()
             await self._room
             self._room = None
 
@@ -159,6 +166,9 @@ class Session:
     def __init__(self, ws: ServerConnection, services: SessionServices) -> None:
         self.id = secrets.token_hex(4)
         self.ws = ws
+        #: created on the loop that serves it; cached: ``asyncio.get_running_loop()`` (and so
+        #: ``asyncio.create_task``) costs a ``getpid`` system call on every call (CPython 3.11)
+        self._loop = asyncio.get_running_loop()
         self.services = services
         self.outbox = Outbox(services.send_queue_size, self._overflowed)
         self.subscriptions: dict[str, Subscription] = {}
@@ -208,7 +218,7 @@ class Session:
 
     async def run(self) -> None:
         """Serve the connection until it closes."""
-        writer = asyncio.create_task(self._write_loop(), name=f"bridge-writer-{self.id}")
+        writer = self._loop.create_task(self._write_loop(), name=f"bridge-writer-{self.id}")
         ws = self.ws
         if isinstance(ws, BridgeConnection):
             ws.frame_sink = self._take_frame
@@ -241,7 +251,7 @@ class Session:
         return False
 
     def _start(self, message: bytes | str) -> None:
-        task = asyncio.create_task(self._handle(message))
+        task = self._loop.create_task(self._handle(message))
         self._requests.add(task)
         task.add_done_callback(self._request_done)
 
@@ -267,21 +277,25 @@ class Session:
 
     async def _wait_for_request_slot(self) -> None:
         while len(self._requests) >= MAX_IN_FLIGHT:
-            self._room = asyncio.get_running_loop().create_future()
+            self._room = self._loop.create_future()
             await self._room
         self._room = None
 
     def _send_reply(self, frame: bytes) -> None:
-        """Write at once when nothing is queued and the socket keeps up; else queue it.
+        """Write at once when this is the connection's only request in flight, nothing is
+        queued and the socket keeps up; else queue it.
 
         Saves the writer task's wake-up (one event-loop turn) on the request/reply hot path
-        without reordering anything: the outbox is empty and its writer is idle. Only the first
-        reply of a loop turn goes out directly: the others queue up, and the writer sends them
-        together with one system call (a pipelining client's replies finish in bursts).
+        without reordering anything: the outbox is empty and its writer is idle. A pipelining
+        client's replies (other requests in flight) always queue up: they finish in bursts (a
+        group commit), and the writer sends a burst with one system call, where a direct write
+        of its first reply would cost a second one. Only the first reply of a loop turn goes
+        out directly.
         """
         ws = self.ws
         if (
-            not self._wrote_this_turn
+            len(self._requests) <= 1
+            and not self._wrote_this_turn
             and self.outbox.is_idle()
             and ws.protocol.state is State.OPEN
             and ws.transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT
@@ -289,7 +303,7 @@ class Session:
             ws.protocol.send_text(frame)
             ws.send_data()
             self._wrote_this_turn = True
-            asyncio.get_running_loop().call_soon(self._new_turn)
+            self._loop.call_soon(self._new_turn)
         else:
             self.outbox.push(frame)
 
@@ -297,7 +311,7 @@ class Session:
         self._wrote_this_turn = False
 
     def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
-        task = asyncio.create_task(coro, name=f"bridge-{what}-{self.id}")
+        task = self._loop.create_task(coro, name=f"bridge-{what}-{self.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import base64
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from operator import itemgetter
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -100,7 +101,8 @@ _DELETE_ONE: Final = compile_statement(
 _INSERT_OUTBOX: Final = insert_sql("outbox", OUTBOX_KEYS)
 _CHUNKS: Final = (64, 16, 4, 1)  # row counts of the multi-row INSERTs (insert_many)
 _UPDATED: Final = "doc.updated"
-_UPDATE_FIELDS: Final = ("id", "doc_id", "workspace_id", "data", "created_at")
+#: An outbox entry's values in OUTBOX_KEYS order (a tuple, built in C).
+_outbox_values: Final[Callable[[dict[str, Any]], tuple[Any, ...]]] = itemgetter(*OUTBOX_KEYS)
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,7 @@ class LocalBatch:
         device, tick = ctx.device_id, ctx.clock.now
         rows: list[tuple[Any, ...]] = []
         entries: list[tuple[Any, ...]] = []
-        outbox: list[dict[str, Any]] = []
+        outbox: list[tuple[Any, ...]] = []
         events: list[dict[str, Any]] = []
         for row, data in self.take():
             stamp = Stamp(tick(ms), ms, iso)
@@ -223,18 +225,23 @@ class LocalBatch:
             entries.append((_UPDATED, doc_id, workspace_id, dump_json_text(event), iso))
             events.append(event)
             if workspace_id is not None:
-                values = (update_id, doc_id, workspace_id, event["update"], iso)
-                fields = dict(zip(_UPDATE_FIELDS, values, strict=True))
+                fields = {
+                    "id": update_id,
+                    "doc_id": doc_id,
+                    "workspace_id": workspace_id,
+                    "data": event["update"],
+                    "created_at": iso,
+                }
                 entry = ctx.outbox_entry(
                     "doc_updates", "insert", update_id, workspace_id, fields, stamp
                 )
-                outbox.append(entry)
+                outbox.append(_outbox_values(entry))
         if not events:
             return []
         conn = ctx.conn
         insert_many(conn, "doc_updates", _UPDATE_KEYS, rows)
         insert_many(conn, "changelog", CHANGELOG_KEYS, entries)
-        insert_many(conn, "outbox", OUTBOX_KEYS, [[e[k] for k in OUTBOX_KEYS] for e in outbox])
+        insert_many(conn, "outbox", OUTBOX_KEYS, outbox)
         # AUTOINCREMENT under the one writer: the entries got consecutive seqs, in order.
         first = int(conn.execute(LAST_SEQ_SQL).fetchone()[0]) - len(events) + 1
         ctx.add_events([ChangeEvent(first + i, _UPDATED, e) for i, e in enumerate(events)])

@@ -100,6 +100,9 @@ class DocumentRepo:
         self._load_lock = asyncio.Lock()
         self._compact_lock = asyncio.Lock()
         self._shared: _Shared | None = None
+        #: the loop of the first batched write (``asyncio.get_running_loop()`` costs a getpid
+        #: system call per call on CPython 3.11; the repo is used on one loop)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._due: dict[str, None] = {}  # documents waiting for compaction, oldest first
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -296,7 +299,10 @@ class DocumentRepo:
         once, so it is ahead of any later load) and hands the results to the others."""
         shared = self._shared
         if shared is not None and shared.batch.add(row, update) is not None:
-            waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
             shared.waiters.append(waiter)  # same step as the add: indexes stay aligned
             return await waiter
         shared = self._shared = _Shared(LocalBatch())

@@ -50,6 +50,8 @@ _EMPTY_DIFF: Final = b"\x00\x00"  # no struct, no deletion
 
 def read_varuint(data: bytes, pos: int) -> tuple[int, int]:
     """The lib0 varuint at ``pos`` and the position after it; ValueError if truncated."""
+    if pos < len(data) and data[pos] < 0x80:  # one byte: most of them
+        return data[pos], pos + 1
     value = shift = 0
     while True:
         if pos >= len(data):

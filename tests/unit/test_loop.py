@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,14 @@ def test_event_loop_setting_from_env_and_toml(tmp_path: Path) -> None:
 
 async def _name() -> str:
     return loop.running_loop_name()
+
+
+def test_tune_gc_freezes_the_startup_heap_and_raises_the_thresholds() -> None:
+    before = gc.get_threshold()
+    try:
+        loop.tune_gc()
+        assert gc.get_threshold() == loop.GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0  # what exists now is out of future collections
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

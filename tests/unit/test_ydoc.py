@@ -41,7 +41,23 @@ def test_varuint_round_trip(value: int) -> None:
     assert read_varuint(encoded + b"\x05", 0) == (value, len(encoded))
 
 
+@given(st.lists(st.integers(min_value=0, max_value=2**63 - 1), max_size=8))
+def test_consecutive_varuints_are_read_from_their_offsets(values: list[int]) -> None:
+    data = b"".join(varuint(v) for v in values)
+    pos, read = 0, []
+    for _ in values:
+        value, pos = read_varuint(data, pos)
+        read.append(value)
+    assert read == values and pos == len(data)
+    with pytest.raises(ValueError):
+        read_varuint(data, pos)  # nothing left
+
+
 def test_truncated_or_overlong_varuints_are_refused() -> None:
+    with pytest.raises(ValueError):
+        read_varuint(b"", 0)
+    with pytest.raises(ValueError):
+        read_varuint(b"\x05\x80", 1)
     with pytest.raises(ValueError):
         read_varuint(b"\x80\x80", 0)
     with pytest.raises(ValueError):

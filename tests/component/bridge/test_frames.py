@@ -75,3 +75,36 @@ async def test_frames_past_the_bound_wait_in_the_queue_then_direct_frames_resume
     assert sorted(replies) == list(range(6)) and gate.entered == 6
     assert session._backlog == 0
     assert (await rpc.request("daemon.ping"))["result"] == {"pong": True}
+
+
+async def test_replies_finishing_together_leave_in_one_write(
+    make_bridge: MakeBridge, open_rpc: Any, gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bridge = await make_bridge(methods=gate.table())
+    rpc: Rpc = await open_rpc(bridge)
+    assert (await rpc.request("daemon.ping"))["result"] == {"pong": True}
+    (session,) = bridge.sessions
+    direct: list[int] = []
+    batched: list[int] = []
+    send_data, write_at_once = session.ws.send_data, session_module._write_at_once
+
+    def spy_send_data() -> None:
+        if session.ws.protocol.writes:  # websockets also calls it with nothing to send
+            direct.append(len(session.ws.protocol.writes))
+        send_data()
+
+    def spy(ws: Any) -> None:
+        batched.append(len(ws.protocol.writes))
+        write_at_once(ws)
+
+    monkeypatch.setattr(session.ws, "send_data", spy_send_data)
+    monkeypatch.setattr(session_module, "_write_at_once", spy)
+    assert (await rpc.request("daemon.ping"))["result"] == {"pong": True}
+    assert (direct, batched) == ([1], [])  # the only request in flight: written at once
+    for i in range(5):
+        await rpc.send(frame("gate", i))
+    await wait_for(lambda: gate.entered == 5, message="5 requests in flight")
+    gate.open.set()  # they all finish in the same loop turn
+    replies = await replies_by_id(rpc, 5)
+    assert {k: v["result"] for k, v in replies.items()} == dict.fromkeys(range(5), "opened")
+    assert (direct, batched) == ([1], [5])  # one write for the 5 replies
