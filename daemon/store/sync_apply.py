@@ -29,7 +29,7 @@ from daemon.store import sync_sql as q
 from daemon.store.codec import dump_json
 from daemon.store.ids import uuid7
 from daemon.store.schema import ENTITY_TABLES
-from daemon.store.sql import insert_sql
+from daemon.store.sql import insert_positional_sql, insert_sql
 from daemon.store.sync_docs import DOC_TABLES, DocPage, Parked
 from daemon.store.sync_rows import (
     SHAPES,
@@ -190,18 +190,29 @@ class PageApplier:
         stored = batch.stored
         new = [row for row_id, row in batch.upserts.items() if row_id not in stored]
         old = [row for row_id, row in batch.upserts.items() if row_id in stored]
-        self._write_rows(shape, q.insert_row_sql(shape.name), new)  # a plain INSERT is cheaper
-        self._write_rows(shape, q.upsert_sql(shape.name), old)
+        self._insert_rows(shape, new)
+        self._upsert_rows(shape, old)
         self.present[shape.name].update(batch.local)
 
-    def _write_rows(self, shape: TableShape, sql: str, rows: list[dict[str, Any]]) -> None:
+    def _insert_rows(self, shape: TableShape, rows: list[dict[str, Any]]) -> None:
+        """A plain INSERT of rows new here, bound positionally (the bulk of a first sync)."""
+        if not rows:
+            return
+        codec = self.ctx.codecs[shape.name]
+        encoded: Iterable[dict[str, Any]] = rows
+        if codec.json_columns or codec.bool_columns:
+            encoded = map(codec.encode, rows)
+        sql = insert_positional_sql(shape.name, shape.columns)
+        self.ctx.conn.executemany(sql, map(shape.values, encoded))
+
+    def _upsert_rows(self, shape: TableShape, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
         codec = self.ctx.codecs[shape.name]
         params: Iterable[dict[str, Any]] = rows
         if codec.json_columns or codec.bool_columns:
             params = map(codec.encode, rows)
-        self.ctx.conn.executemany(sql, params)
+        self.ctx.conn.executemany(q.upsert_sql(shape.name), params)
 
     def _load(self, shape: TableShape, remotes: list[dict[str, Any]]) -> _TableBatch:
         name = shape.name

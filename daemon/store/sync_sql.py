@@ -62,12 +62,6 @@ def existing_ids_sql(name: str) -> str:
 
 
 @cache
-def insert_row_sql(name: str) -> str:
-    t = table(name)
-    return compile_statement(sa.insert(t), [c.name for c in t.columns]).sql
-
-
-@cache
 def upsert_sql(name: str) -> str:
     """Insert a full row, or overwrite every column of the existing one (named parameters)."""
     t = table(name)

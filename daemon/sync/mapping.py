@@ -29,8 +29,9 @@ to push (only local-only columns): the caller settles such an outbox entry local
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, Final
 
 __all__ = [
@@ -118,9 +119,39 @@ def _pulled_names(table: str) -> dict[str, str]:
 #: Per table, what ``local_change`` keeps of a cloud row (computed once: it runs per row).
 _PULLED: Final[Mapping[str, Mapping[str, str]]] = {t: _pulled_names(t) for t in LOCAL_COLUMNS}
 _TIMESTAMPS: Final = frozenset({"created_at", "updated_at", "deleted_at"})
+
+
+def _ordered_pairs(table: str) -> tuple[tuple[str, str], ...]:
+    """``_PULLED[table]``'s (cloud, local) pairs in one fixed order, by local name, so every
+    process builds rows (and so the merged ``field_hlc``) with the same key order; a cloud
+    column after a same-named local one (``type``, then ``conversation_type``), so the
+    cloud's own value wins."""
+    renamed = _TO_CLOUD.get(table, {})
+    return tuple(sorted(_PULLED[table].items(), key=lambda p: (p[1], p[0] not in renamed)))
+
+
+_PAIRS: Final = {t: _ordered_pairs(t) for t in LOCAL_COLUMNS}
+_STAMPED: Final = {t: tuple(n for n in sorted(set(names.values())) if n in _TIMESTAMPS)
+                   for t, names in _PULLED.items()}  # fmt: skip
+_ABSENT: Final = object()
+
+
+def _fast_columns(table: str) -> tuple[Callable[[Mapping[str, Any]], Any], tuple[str, ...]]:
+    """``local_change``'s fast path for a row that has every kept column under its cloud
+    name: (cloud row -> values, as one C-level itemgetter; the local names, in order)."""
+    hidden = _TO_CLOUD.get(table, {})  # a local name renamed in the cloud is no cloud column
+    pairs = [(c, n) for c, n in _PAIRS[table] if c not in hidden]
+    return itemgetter(*(c for c, _ in pairs)), tuple(n for _, n in pairs)
+
+
+_FAST: Final = {t: _fast_columns(t) for t in LOCAL_COLUMNS}
 #: ``timestamptz`` as PostgreSQL's JSON writes it in UTC (0 to 6 fraction digits).
 _PG_UTC: Final = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.([0-9]{1,6}))?\+00:00"
+)
+#: The same with all six fraction digits (no group to read back: the common case).
+_PG_UTC_US: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}\+00:00"
 )
 
 
@@ -186,17 +217,15 @@ def local_change(change: Mapping[str, Any]) -> dict[str, Any] | None:
     dict, restricted to the kept fields) and ``origin``."""
     table = change.get("table")
     row = change.get("row")
-    if not isinstance(table, str) or table not in CLOUD_TABLES or not isinstance(row, Mapping):
+    if not isinstance(table, str) or table not in CLOUD_TABLES:
         return None
-    keep, renames = _PULLED[table], _TO_LOCAL.get(table, {})
-    out: dict[str, Any] = {}
-    for name, value in row.items():
-        local = keep.get(name)
-        if local is not None:
-            out[local] = normalize_timestamp(value) if local in _TIMESTAMPS else value
+    if type(row) is not dict and not isinstance(row, Mapping):  # JSON gives dicts: no ABC check
+        return None
+    renames = _TO_LOCAL.get(table, {})
+    out = _kept(table, row)
     raw_clocks = row.get("field_hlc")
     clocks: dict[str, str] = {}
-    if isinstance(raw_clocks, Mapping):
+    if raw_clocks and isinstance(raw_clocks, Mapping):
         for key, clock in raw_clocks.items():
             base, dot, rest = str(key).partition(".")
             local = renames.get(base, base)
@@ -210,6 +239,24 @@ def local_change(change: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"table": table, "id": row_id, "workspace_id": workspace, "row": out}
 
 
+def _kept(table: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The kept columns of a cloud row under their local names, timestamps normalised."""
+    values, names = _FAST[table]
+    try:
+        out = dict(zip(names, values(row), strict=True))
+    except KeyError:  # a column is missing: keep what is there
+        out = {}
+        for cloud, local in _PAIRS[table]:
+            value = row.get(cloud, _ABSENT)
+            if value is not _ABSENT:
+                out[local] = value
+    for local in _STAMPED[table]:
+        value = out.get(local)
+        if value is not None:  # null stays null (a live row's deleted_at)
+            out[local] = normalize_timestamp(value)
+    return out
+
+
 def local_defaults(table: str) -> Mapping[str, Any]:
     """Values of the local-only columns for a row new to this device."""
     return _LOCAL_DEFAULTS.get(table, {})
@@ -220,8 +267,11 @@ def normalize_timestamp(value: Any) -> Any:
     not a parseable timestamp is returned unchanged."""
     if not isinstance(value, str) or len(value) < 19:
         return value
-    if len(value) == 24 and value[23] == "Z" and value[19] == ".":
+    size = len(value)
+    if size == 24 and value[23] == "Z" and value[19] == ".":
         return value  # already in the store's form
+    if size == 32 and _PG_UTC_US.fullmatch(value) is not None:  # PostgreSQL's usual form
+        return value[:23] + "Z"
     utc = _PG_UTC.fullmatch(value)
     if utc is not None:  # PostgreSQL's UTC form: the common case, cut to milliseconds
         return value[:19] + "." + (utc.group(1) or "").ljust(3, "0")[:3] + "Z"

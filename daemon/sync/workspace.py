@@ -11,8 +11,9 @@ back as the session's input:
                 ``merge_pulled`` built on merge.merge_row), hand the document updates it
                 stored to the loaded documents (absorb), report PullPage(has_more).
                 While catching up (first sync, or the last page said has_more) pages are
-                ``bulk_pull_limit`` rows, fetched (and mapped) ahead by a PageFetcher
-                (pull_ahead.py): each request goes out as soon as the page before it
+                ``bulk_pull_limit`` rows, fetched ahead by a PageFetcher (pull_ahead.py;
+                each page is mapped when it is taken, while the next request is in flight):
+                each request goes out as soon as the page before it
                 arrived, while pages are applied; two pages ahead at most (one waiting, one
                 in flight: flat memory), dropped on any failure or when the session asks
                 for another cursor
@@ -136,12 +137,14 @@ class Counts:
 
 @dataclass(frozen=True)
 class _Page:
-    """One ``sync_pull`` page (asked for after ``cursor``) and its changes mapped to local
-    rows (mapping.local_change)."""
+    """One ``sync_pull`` page (asked for after ``cursor``), as the cloud answered it."""
 
     cursor: str | None
     body: dict[str, Any]
-    changes: list[dict[str, Any]]
+
+    def local_changes(self) -> list[dict[str, Any]]:
+        """The page's changes mapped to local rows (mapping.local_change)."""
+        return [c for c in map(local_change, self.body["changes"]) if c is not None]
 
     def following(self) -> str | None:
         """The cursor of the page after this one, None if this is the last."""
@@ -330,10 +333,13 @@ class WorkspaceSync:
         try:
             limit = bulk_limit if self._catching_up else command.limit
             fetched = await self._fetch(command.cursor, limit)
-            page, changes = fetched.body, fetched.changes
+            page = fetched.body
             cursor = page.get("cursor") or command.cursor
             if (after := fetched.following()) is not None:
                 self._fetch_ahead(after, bulk_limit)  # overlaps the network with the apply
+            # Mapped here, not by the fetcher: the next page's request is in flight meanwhile
+            # (mapping is not part of the strictly sequential chain of requests).
+            changes = fetched.local_changes()
             outcome = None
             if changes or cursor != command.cursor:
                 outcome = await self._store.sync.apply_pull(
@@ -365,11 +371,10 @@ class WorkspaceSync:
 
     async def _page(self, cursor: str | None, limit: int) -> _Page:
         body = await self._api.pull(cursor=cursor, limit=limit, workspace_id=self.workspace_id)
-        mapped = [c for c in map(local_change, body["changes"]) if c is not None]
-        return _Page(cursor, body, mapped)
+        return _Page(cursor, body)
 
     def _fetch_ahead(self, cursor: str | None, limit: int) -> None:
-        """Fetch (and map) the pages from ``cursor`` on while this one is applied, each
+        """Fetch the pages from ``cursor`` on while this one is applied, each
         request sent as soon as the page before it arrived (pull_ahead.py)."""
         if self._ahead is not None and self._ahead.serves(cursor, limit):
             return  # already fetching them

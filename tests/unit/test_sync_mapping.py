@@ -142,6 +142,38 @@ def test_pulled_workspaces_and_tasks_lose_cloud_and_local_only_columns() -> None
     assert out is not None and "attempts" not in out["row"] and out["id"] == "t"
 
 
+def cloud_message() -> dict[str, Any]:
+    """A messages row as sync_pull serves it: every cloud column."""
+    return {"id": "m1", "workspace_id": WS, "conversation_id": "c1", "role": "user",
+            "content": "hi", "sender_user_id": None, "sender_agent_id": None,
+            "model_used": None, "created_at": "2026-11-21T07:09:32.123456+00:00",
+            "updated_at": "2026-11-21T07:09:32.5+00:00", "deleted_at": None, "hlc": C1,
+            "field_hlc": {}, "origin": "dev-b", "_txid": "9", "_seq": 3}  # fmt: skip
+
+
+def test_a_complete_cloud_row_and_one_lacking_columns_map_alike() -> None:
+    full = local_change({"table": "messages", "row": cloud_message()})
+    assert full is not None
+    assert full["row"] == {"id": "m1", "workspace_id": WS, "conversation_id": "c1",
+                           "role": "user", "content": "hi", "deleted_at": None,
+                           "created_at": "2026-11-21T07:09:32.123Z",
+                           "updated_at": "2026-11-21T07:09:32.500Z", "hlc": C1,
+                           "origin": "dev-b", "field_hlc": {}}  # fmt: skip
+    # one key order in every process (it becomes the stored field_hlc's order)
+    assert list(full["row"]) == [*sorted(set(full["row"]) - {"field_hlc"}), "field_hlc"]
+    lacking = {k: v for k, v in cloud_message().items() if k not in ("model_used", "content")}
+    partial = local_change({"table": "messages", "row": lacking})
+    assert partial is not None
+    assert partial["row"] == {k: v for k, v in full["row"].items() if k != "content"}
+
+
+def test_the_cloud_name_of_a_renamed_column_wins_over_a_stray_local_name() -> None:
+    row = {"id": "c1", "type": "stray", "conversation_type": "agent"}
+    for order in (row, dict(reversed(row.items()))):
+        change = local_change({"table": "conversations", "row": order})
+        assert change is not None and change["row"]["type"] == "agent"
+
+
 def test_unknown_tables_and_malformed_changes_are_left_out() -> None:
     assert local_change({"table": "cloud_agents", "row": {"id": "x"}}) is None
     assert local_change({"table": "messages", "row": None}) is None
@@ -156,6 +188,11 @@ def test_unknown_tables_and_malformed_changes_are_left_out() -> None:
         ("2026-11-21T07:09:32.12+00:00", "2026-11-21T07:09:32.120Z"),
         ("2026-11-21T07:09:32.999999+00:00", "2026-11-21T07:09:32.999Z"),
         ("2026-11-21T07:09:32.\u0661\u0662+00:00", "2026-11-21T07:09:32.\u0661\u0662+00:00"),
+        (
+            "2026-11-21T07:09:32." + "\u0661" * 6 + "+00:00",
+            "2026-11-21T07:09:32." + "\u0661" * 6 + "+00:00",
+        ),
+        ("2026-11-21T07:09:32.123456+01:00", "2026-11-21T06:09:32.123Z"),
         ("2026-11-21T08:09:32.1+01:00", "2026-11-21T07:09:32.100Z"),
         ("2026-11-21T07:09:32.123Z", "2026-11-21T07:09:32.123Z"),
         ("not a time at all, no", "not a time at all, no"),

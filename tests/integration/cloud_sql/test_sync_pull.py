@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from devcloud.schema import apply_all
 from tests.helpers import wait_for
 
 from .kit import Cloud, change, new_id
@@ -196,3 +197,33 @@ async def test_many_interleaved_transactions_each_row_exactly_once(
     seen += [c["id"] for c in changes]
     assert sorted(seen) == sorted(written)
     assert len(seen) == len(set(seen)) == 40
+
+
+async def test_a_page_is_exactly_limit_rows_and_the_jsonb_version_is_replaced(
+    cloud: Cloud, team: dict[str, Any]
+) -> None:
+    """The extra (limit + 1)-th row only sets has_more; re-applying the schema over the former
+    jsonb-returning sync_pull replaces it (CREATE OR REPLACE cannot change a return type)."""
+    alice, ws = team["alice"], team["ws_a"]
+    batch = [change("tasks", new_id(), ws, {"kind": "k"}, cloud.clock(i)) for i in range(3)]
+    assert {r["status"] for r in await cloud.push(alice, batch)} == {"applied"}
+    first = await cloud.pull(alice, None, 2, workspace_id=ws)
+    assert len(first["changes"]) == 2 and first["has_more"] is True
+    assert first["cursor"] == "{}:{}".format(*positions(first["changes"])[-1])
+    rest = await cloud.pull(alice, first["cursor"], 2, workspace_id=ws)
+    assert len(rest["changes"]) == 2 and rest["has_more"] is False  # 3 tasks + the workspace
+
+    async with cloud.pool.acquire() as conn:
+        await conn.execute("DROP FUNCTION public.sync_pull(text, integer, uuid)")
+        await conn.execute(
+            'CREATE FUNCTION public.sync_pull(cursor text DEFAULT NULL, "limit" integer '
+            "DEFAULT 1000, workspace_id uuid DEFAULT NULL) RETURNS jsonb LANGUAGE sql "
+            "AS $$ SELECT '{}'::jsonb $$"
+        )
+        await apply_all(conn)
+        returns = await conn.fetchval(
+            "SELECT prorettype::regtype::text FROM pg_proc "
+            "WHERE oid = 'public.sync_pull(text, integer, uuid)'::regprocedure"
+        )
+    assert returns == "json"
+    assert await cloud.pull(alice, None, 2, workspace_id=ws) == first
