@@ -54,6 +54,9 @@ class _Coalesced:
     def add(self, entry_id: int, fields: dict[str, Any], clocks: dict[str, str], hlc: str) -> None:
         """Fold one entry in: per field the value with the newest clock, per clock the max."""
         self.ids.append(entry_id)
+        if len(self.ids) == 1 and all(clocks.values()):  # the first entry: taken as it is
+            self.fields, self.clocks = fields, clocks
+            return
         for name, value in fields.items():
             clock = clocks.get(name, hlc)
             if name not in self.fields or clock >= self.clocks.get(name, ""):
@@ -91,7 +94,8 @@ def read_outbox(
     used = 0
     # Oldest first across workspaces; stop at the first new row past the limit (the entries
     # of taken rows seen before it are coalesced into them).
-    for entry_id, table, row_id, ws, fields_text, clocks_text, hlc, origin in heapq.merge(*cursors):
+    entries = cursors[0] if len(cursors) == 1 else heapq.merge(*cursors)
+    for entry_id, table, row_id, ws, fields_text, clocks_text, hlc, origin in entries:
         size = len(fields_text) + len(clocks_text)
         if groups and used + size > max_bytes:
             break

@@ -147,9 +147,12 @@ BEGIN
         RETURN NULL;  -- no server delivers changes of this table
     END IF;
     head := devcloud_realtime.head(TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP);
+    -- The key and image are computed once per row in a sub-query (OFFSET 0 keeps it from being
+    -- flattened): notified_row is inlined, and its arguments written into its body would be
+    -- evaluated once per use (row_to_json twice per row, about half the trigger's time).
     EXECUTE format(
-        'SELECT array_agg(devcloud_realtime.notified_row(%s::text, $1, row_to_json(r)::text, $2))'
-        ' FROM %I AS r',
+        'SELECT array_agg(devcloud_realtime.notified_row(s.k, $1, s.i, $2))'
+        ' FROM (SELECT %s::text AS k, row_to_json(r)::text AS i FROM %I AS r OFFSET 0) AS s',
         devcloud_realtime.key_expression(TG_RELID),
         CASE WHEN TG_OP = 'DELETE' THEN 'old_rows' ELSE 'new_rows' END)
     INTO items

@@ -250,7 +250,11 @@ class ChangeFeed:
         changes = _parsed(texts)
         for start in range(0, len(changes), MAX_BATCH):
             await self._deliver_all(changes[start : start + MAX_BATCH])
-        if any(not any(_wants(s, c) for s in self.subscribers()) for c in changes):
+        bound: set[TableKey] = set()
+        for subscriber in self.subscribers():
+            bound.update(table_keys(subscriber.config.bindings))
+        tables = {(c.schema, c.table) for c in changes}
+        if any(key not in bound and (key[0], "*") not in bound for key in tables):
             await self.update_watch()  # nobody wants some table any more
 
     async def _deliver_all(self, changes: list[Change]) -> None:
@@ -260,11 +264,16 @@ class ChangeFeed:
             key = json.dumps(subscriber.claims, sort_keys=True, default=str)
             groups.setdefault(key, []).append(subscriber)
         for members in groups.values():
-            wanted = [c for c in changes if any(_wants(s, c) for s in members)]
+            wants: dict[tuple[str, str, str], bool] = {}  # (schema, table, type): some member
+            wanted = [c for c in changes if _wanted_by(members, c, wants)]
             if wanted:
                 judged = await self._judged(wanted, members[0].claims)
+                shapes: dict[int, _Shape] = {}  # per columns list judged: its derived forms
                 for change, (columns, record) in zip(wanted, judged, strict=True):
-                    _deliver(change, members, columns, record)
+                    shape = shapes.get(id(columns))
+                    if shape is None:
+                        shape = shapes[id(columns)] = _Shape(columns)
+                    _deliver(change, members, shape, record)
 
     async def _judged(self, changes: list[Change], claims: dict[str, Any]) -> list[Judged]:
         """``_fetch``, and when its transaction fails (a table dropped meanwhile, a role that may
@@ -331,6 +340,28 @@ def _wants(subscriber: Subscriber, change: Change) -> bool:
     )
 
 
+def _wanted_by(
+    members: list[Subscriber], change: Change, memo: dict[tuple[str, str, str], bool]
+) -> bool:
+    """Whether some of ``members`` binds to ``change`` (memoised per schema, table and type)."""
+    key = (change.schema, change.table, change.type)
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = any(_wants(s, change) for s in members)
+    return found
+
+
+class _Shape:
+    """A judged column list and what every payload of it shares: built once per batch."""
+
+    __slots__ = ("columns", "types", "described")
+
+    def __init__(self, columns: list[Column]) -> None:
+        self.columns = columns
+        self.types = {column.name: column.type for column in columns}
+        self.described = [{"name": column.name, "type": column.type} for column in columns]
+
+
 def _image(change: Change) -> dict[str, Any] | None:
     """The row image to judge: the old row (or key) of a DELETE, else the new row if sent."""
     return (change.old or change.pk) if change.type == "DELETE" else change.new
@@ -348,7 +379,8 @@ async def _visible(
     visible: set[int] = set()
     for (schema, table), indexes in by_table.items():
         images = [_image(changes[i]) or {} for i in indexes]
-        flags = await visible_images(conn, schema, table, images)
+        keys = {name for i in indexes for name in changes[i].pk}
+        flags = await visible_images(conn, schema, table, images, keys)
         visible.update(i for i, ok in zip(indexes, flags, strict=True) if ok)
     return visible
 
@@ -372,20 +404,22 @@ async def _read_back(
 def _deliver(
     change: Change,
     members: list[Subscriber],
-    columns: list[Column],
+    shape: _Shape,
     record: dict[str, Any] | None,
 ) -> None:
+    columns = shape.columns
     if not columns or (change.type != "DELETE" and record is None):
         return  # invisible to these claims (RLS), or gone already
     for subscriber in members:
         if subscriber.closed:
             continue
         bindings = subscriber.config.bindings
-        ids = matching_ids(bindings, change, record, columns)
+        ids = matching_ids(bindings, change, record, columns, types=shape.types)
         if not ids:
             continue
         select = _select_of(bindings, ids)
-        payload = build_payload(change, ids, columns, record, select)
+        described = shape.described if select is None else None
+        payload = build_payload(change, ids, columns, record, select, described=described)
         subscriber.send(ch.push(subscriber.topic, "postgres_changes", payload))
 
 

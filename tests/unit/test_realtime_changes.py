@@ -136,3 +136,48 @@ def test_duplicate_bindings_give_one_id() -> None:
     raw = {"event": "*", "schema": "public", "table": "todos"}
     bindings = [parse_binding(raw), parse_binding(dict(raw))]
     assert matching_ids(bindings, change(), {"id": 1}, COLUMNS) == [bindings[0].id]
+
+
+BIG = 2**64 + 1  # beyond 64 bits: orjson would round it to a float
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f'{{"n": {BIG}}}',
+        f'{{"n" : -{BIG}}}',
+        f'{{"a": [1, {BIG}]}}',
+        f'{{"a": [{BIG}]}}',
+        f'{{"a":\n\t{BIG}}}',
+        f"{BIG}",
+        f" -{BIG}",
+    ],
+)
+def test_loads_exact_keeps_integers_beyond_64_bits(text: str) -> None:
+    value = changes.loads_exact(text)
+    assert value == json.loads(text)
+    assert BIG in (abs(v) for v in _numbers(value))
+
+
+def test_loads_exact_reads_digit_runs_in_strings_and_ordinary_numbers() -> None:
+    # HLCs and other long digit runs inside strings are not numbers (the fast path reads them).
+    value = {"hlc": "1795265533202-000011-dev", "s": "12345678901234567890", "n": 2**63 - 1}
+    text = json.dumps(value)
+    assert changes.loads_exact(text) == value
+    assert changes.loads_exact(json.dumps([1.5, -2, "x", None, True])) == [1.5, -2, "x", None, True]
+    assert changes.loads_exact('{"f": 1e19}') == {"f": 1e19}  # a large float stays a float
+
+
+def test_loads_exact_reads_integers_beyond_a_double() -> None:
+    huge = 10**400  # orjson refuses it outright
+    assert changes.loads_exact(f'{{"n": [{huge}]}}') == {"n": [huge]}
+    with pytest.raises(ValueError):
+        changes.loads_exact('{"n": 1')
+
+
+def _numbers(value: object) -> list[int]:
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _numbers(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in _numbers(v)]
+    return [value] if isinstance(value, int) else []
