@@ -196,23 +196,18 @@ class PageApplier:
 
     def _insert_rows(self, shape: TableShape, rows: list[dict[str, Any]]) -> None:
         """A plain INSERT of rows new here, bound positionally (the bulk of a first sync)."""
-        if not rows:
-            return
-        codec = self.ctx.codecs[shape.name]
-        encoded: Iterable[dict[str, Any]] = rows
-        if codec.json_columns or codec.bool_columns:
-            encoded = map(codec.encode, rows)
-        sql = insert_positional_sql(shape.name, shape.columns)
-        self.ctx.conn.executemany(sql, map(shape.values, encoded))
+        if rows:
+            sql = insert_positional_sql(shape.name, shape.columns)
+            self.ctx.conn.executemany(sql, map(shape.values, self._encoded(shape, rows)))
 
     def _upsert_rows(self, shape: TableShape, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
+        if rows:
+            self.ctx.conn.executemany(q.upsert_sql(shape.name), self._encoded(shape, rows))
+
+    def _encoded(self, shape: TableShape, rows: list[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+        """``rows`` as stored: JSON and boolean columns encoded (the rows as they are if none)."""
         codec = self.ctx.codecs[shape.name]
-        params: Iterable[dict[str, Any]] = rows
-        if codec.json_columns or codec.bool_columns:
-            params = map(codec.encode, rows)
-        self.ctx.conn.executemany(q.upsert_sql(shape.name), params)
+        return map(codec.encode, rows) if codec.json_columns or codec.bool_columns else rows
 
     def _load(self, shape: TableShape, remotes: list[dict[str, Any]]) -> _TableBatch:
         name = shape.name
