@@ -15,10 +15,9 @@ from __future__ import annotations
 import base64
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from operator import itemgetter
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -101,8 +100,6 @@ _DELETE_ONE: Final = compile_statement(
 _INSERT_OUTBOX: Final = insert_sql("outbox", OUTBOX_KEYS)
 _CHUNKS: Final = (64, 16, 4, 1)  # row counts of the multi-row INSERTs (insert_many)
 _UPDATED: Final = "doc.updated"
-#: An outbox entry's values in OUTBOX_KEYS order (a tuple, built in C).
-_outbox_values: Final[Callable[[dict[str, Any]], tuple[Any, ...]]] = itemgetter(*OUTBOX_KEYS)
 
 
 @dataclass(frozen=True)
@@ -232,10 +229,11 @@ class LocalBatch:
                     "data": event["update"],
                     "created_at": iso,
                 }
-                entry = ctx.outbox_entry(
-                    "doc_updates", "insert", update_id, workspace_id, fields, stamp
+                outbox.append(
+                    ctx.outbox_values(
+                        "doc_updates", "insert", update_id, workspace_id, fields, stamp
+                    )
                 )
-                outbox.append(_outbox_values(entry))
         if not events:
             return []
         conn = ctx.conn

@@ -46,16 +46,22 @@ class TableShape:
     defaults: dict[str, Any]
     required: tuple[str, ...] = ()
     scalar_columns: tuple[str, ...] = ()
-    #: row -> tuple of its values in ``columns`` order (positional INSERT parameters)
+    #: row -> tuple of its values in ``columns`` order (positional INSERT parameters); the
+    #: same for ``required`` and ``scalar_columns`` (derived, C speed: see ``_getter``)
     values: Callable[[dict[str, Any]], tuple[Any, ...]] = field(
-        default=lambda row: (), compare=False, repr=False
+        init=False, compare=False, repr=False
     )
     required_values: Callable[[dict[str, Any]], tuple[Any, ...]] = field(
-        default=lambda row: (), compare=False, repr=False
+        init=False, compare=False, repr=False
     )
     scalar_values: Callable[[dict[str, Any]], tuple[Any, ...]] = field(
-        default=lambda row: (), compare=False, repr=False
+        init=False, compare=False, repr=False
     )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", _getter(self.columns))
+        object.__setattr__(self, "required_values", _getter(self.required))
+        object.__setattr__(self, "scalar_values", _getter(self.scalar_columns))
 
     @classmethod
     def of(cls, name: str, entity: str, parents: Any, defaults: dict[str, Any]) -> TableShape:
@@ -63,18 +69,7 @@ class TableShape:
         columns = tuple(str(c.name) for c in t.columns)
         required = tuple(str(c.name) for c in t.columns if not c.nullable)
         scalars = tuple(c for c in columns if c not in JSON_COLUMNS[name])
-        return cls(
-            name,
-            entity,
-            columns,
-            parents,
-            defaults,
-            required,
-            scalars,
-            _getter(columns),
-            _getter(required),
-            _getter(scalars),
-        )
+        return cls(name, entity, columns, parents, defaults, required, scalars)
 
 
 def _getter(keys: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:

@@ -148,16 +148,14 @@ class WriteContext:
         clocks (unless ``outbox`` is false: local-only data), and a changelog entry."""
         row_id = row["id"]
         workspace_id = workspace_of(table, row)
-        hlc, iso = stamp.hlc, stamp.iso
-        if outbox:  # outbox_entry's values, in OUTBOX_KEYS order
+        if outbox:
             self.conn.execute(
                 insert_positional_sql("outbox", OUTBOX_KEYS),
-                (table, row_id, workspace_id, op, dump_json_text(fields),
-                 dump_json_text(dict.fromkeys(fields, hlc)), hlc, self.device_id, iso, 0),
-            )  # fmt: skip
+                self.outbox_values(table, op, row_id, workspace_id, fields, stamp),
+            )
         cursor = self.conn.execute(
             insert_positional_sql("changelog", CHANGELOG_KEYS),
-            (topic, row_id, workspace_id, dump_json_text(row), iso),  # CHANGELOG_KEYS order
+            (topic, row_id, workspace_id, dump_json_text(row), stamp.iso),  # CHANGELOG_KEYS order
         )
         seq = cursor.lastrowid
         assert seq is not None
@@ -172,19 +170,25 @@ class WriteContext:
         fields: dict[str, Any],
         stamp: Stamp,
     ) -> dict[str, Any]:
-        """The outbox row of a local change of ``fields`` (each under the stamp's clock)."""
-        return {
-            "table_name": table,
-            "row_id": row_id,
-            "workspace_id": workspace_id,
-            "op": op,
-            "fields": dump_json_text(fields),
-            "field_hlc": dump_json_text(dict.fromkeys(fields, stamp.hlc)),
-            "hlc": stamp.hlc,
-            "origin": self.device_id,
-            "created_at": stamp.iso,
-            "attempts": 0,
-        }
+        """``outbox_values`` by column name (for a named INSERT)."""
+        values = self.outbox_values(table, op, row_id, workspace_id, fields, stamp)
+        return dict(zip(OUTBOX_KEYS, values, strict=True))
+
+    def outbox_values(
+        self,
+        table: str,
+        op: str,
+        row_id: str,
+        workspace_id: str | None,
+        fields: dict[str, Any],
+        stamp: Stamp,
+    ) -> tuple[Any, ...]:
+        """The outbox row of a local change of ``fields`` (each under the stamp's clock), in
+        OUTBOX_KEYS order: the parameters of a positional INSERT (the hot path)."""
+        hlc = stamp.hlc
+        clocks = dict.fromkeys(fields, hlc)
+        return (table, row_id, workspace_id, op, dump_json_text(fields), dump_json_text(clocks),
+                hlc, self.device_id, stamp.iso, 0)  # fmt: skip
 
     def add_events(self, events: Sequence[ChangeEvent]) -> None:
         """Announce changelog entries the caller wrote itself in bulk, in seq order.
