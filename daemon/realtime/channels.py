@@ -8,6 +8,7 @@ no reply is awaited: broadcasts are fire-and-forget hints such as cursors).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any, Final
 
@@ -50,8 +51,11 @@ def workspace_topic(workspace_id: str) -> str:
     return WORKSPACE_TOPIC_PREFIX + check_workspace_id(workspace_id)
 
 
+@functools.lru_cache(maxsize=1024)
 def workspace_id_of(topic: str) -> WorkspaceId | None:
-    """The workspace of a channel topic, or None for topics that are not workspace channels."""
+    """The workspace of a channel topic, or None for topics that are not workspace channels.
+
+    Memoised: every postgres_changes frame asks, and parsing the UUID per row costs more."""
     if not topic.startswith(WORKSPACE_TOPIC_PREFIX):
         return None
     try:

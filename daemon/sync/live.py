@@ -86,8 +86,6 @@ MAX_BROADCAST_BYTES: Final = 256 * 1024
 MAX_PRESENCE_BYTES: Final = 16 * 1024
 #: What ``set_presence`` may change.
 PRESENCE_FIELDS: Final = ("status", "active_file", "cursor")
-#: Topics whose workspace id is remembered (a server sending more just costs re-parsing).
-MAX_TOPICS_KNOWN: Final = 1024
 
 
 class LiveSync:
@@ -119,7 +117,6 @@ class LiveSync:
         self._options = dict(connection_options or {})
         self.publisher: LivePublisher | None = None
         self._workspaces: set[str] = set()
-        self._topic_ids: dict[str, str | None] = {}  # topic -> its workspace id (memo)
         self._presence: dict[str, dict[str, Any]] = {}  # workspace -> status/file/cursor/since
         self._published: dict[str, list[dict[str, Any]]] = {}  # workspace -> members shown
         self._subscribed: set[str] = set()  # receiving postgres_changes right now
@@ -312,12 +309,7 @@ class LiveSync:
 
     def _linked_of(self, topic: str) -> str | None:
         """The linked workspace whose channel ``topic`` is; None for any other topic."""
-        try:  # every postgres_changes frame asks: the topic's UUID is parsed once, not per row
-            workspace_id = self._topic_ids[topic]
-        except KeyError:
-            if len(self._topic_ids) >= MAX_TOPICS_KNOWN:
-                self._topic_ids.clear()
-            workspace_id = self._topic_ids[topic] = channels.workspace_id_of(topic)
+        workspace_id = channels.workspace_id_of(topic)  # memoised: asked per frame
         return workspace_id if workspace_id in self._workspaces else None
 
     def _subscription_changed(self, topic: str, subscribed: bool) -> None:

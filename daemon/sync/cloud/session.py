@@ -45,6 +45,7 @@ from typing import Final
 
 import orjson
 
+from daemon.aio import cancel_and_wait
 from daemon.errors import InvalidInput
 from daemon.sync.cloud.errors import (
     AuthRequired,
@@ -137,11 +138,8 @@ class CloudSession:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     # Status
 

@@ -10,7 +10,8 @@ count what really arrived there.
                    cloud back on the same port (an outage); ``create_user`` seeds users/orgs.
 ``DaemonProcess``  one ``syncd run --data-dir D --port 0`` with a connected client; ``kill()``
                    (SIGKILL), ``stop()`` (SIGTERM), ``start()`` again on the same data dir.
-``SyncLab``        every process of one test (the ``lab`` fixture).
+``SyncLab``        every process of one test (the ``lab`` fixture); ``two_devices(email)``
+                   starts daemons a and b logged in as one new user.
 
 sync_checks.py compares replicas and waits for sync.
 """
@@ -367,6 +368,14 @@ class SyncLab:
         daemon = DaemonProcess(name, self.root / name, self._cloud)
         self.daemons.append(daemon)
         return await daemon.start()
+
+    async def two_devices(self, email: str) -> tuple[DaemonProcess, DaemonProcess]:
+        """Daemons ``a`` and ``b``, both logged in as ``email`` (a new owner of org acme)."""
+        await self.cloud.create_user(email, org="acme")
+        a, b = await self.daemon("a"), await self.daemon("b")
+        await a.login(email)
+        await b.login(email)
+        return a, b
 
     async def close(self) -> None:
         for daemon in self.daemons:

@@ -44,17 +44,9 @@ async def cli(daemon: DaemonProcess, *args: str, stdin: str | None = None) -> st
     return out.stdout
 
 
-async def two_devices(lab: Any, cloud: CloudProcess) -> tuple[DaemonProcess, DaemonProcess]:
-    await cloud.create_user(EMAIL, org="acme")
-    a, b = await lab.daemon("a"), await lab.daemon("b")
-    await a.login(EMAIL)
-    await b.login(EMAIL)
-    return a, b
-
-
 async def linked_pair(lab: Any, cloud: CloudProcess) -> tuple[DaemonProcess, DaemonProcess, str]:
     """A and B both syncing one workspace that has a conversation and a task."""
-    a, b = await two_devices(lab, cloud)
+    a, b = await lab.two_devices(EMAIL)
     ws_id = await a.publish("shared")
     conv = await a.call("conversation.create", {"workspace_id": ws_id, "name": "general"})
     await a.call("task.enqueue", {"workspace_id": ws_id, "kind": "index", "payload": {"n": 1}})
@@ -68,7 +60,7 @@ async def linked_pair(lab: Any, cloud: CloudProcess) -> tuple[DaemonProcess, Dae
 
 
 async def test_two_devices_of_one_user_converge_both_ways(lab: Any, cloud: CloudProcess) -> None:
-    a, b = await two_devices(lab, cloud)
+    a, b = await lab.two_devices(EMAIL)
     # History written before the link is published with it.
     ws = await a.call("workspace.create", {"name": "notes", "description": "before the link"})
     ws_id = ws["id"]
@@ -260,7 +252,7 @@ def echo_report(before: list[Any], echoed: list[Any]) -> str:
 
 
 async def test_own_changes_coming_back_make_no_ui_events(lab: Any, cloud: CloudProcess) -> None:
-    a, b = await two_devices(lab, cloud)
+    a, b = await lab.two_devices(EMAIL)
     events: list[Any] = []
     stream = await a.client.subscribe(["**"])
 

@@ -38,16 +38,8 @@ async def succeeds(daemon: DaemonProcess, method: str) -> bool:
     return (await daemon.call(method))["error"] is None
 
 
-async def devices(lab: Any, cloud: CloudProcess) -> tuple[DaemonProcess, DaemonProcess]:
-    await cloud.create_user(EMAIL, org="acme")
-    a, b = await lab.daemon("a"), await lab.daemon("b")
-    await a.login(EMAIL)
-    await b.login(EMAIL)
-    return a, b
-
-
 async def test_documents_converge_across_devices(lab: Any, cloud: CloudProcess) -> None:
-    a, b = await devices(lab, cloud)
+    a, b = await lab.two_devices(EMAIL)
     # A document written before its workspace is linked
     ws = await a.call("workspace.create", {"name": "notes"})
     opened = await a.call("doc.open", {"workspace_id": ws["id"], "name": "plan"})
@@ -105,7 +97,7 @@ async def test_documents_converge_across_devices(lab: Any, cloud: CloudProcess) 
 async def test_an_update_reaches_the_other_device_by_broadcast(
     lab: Any, cloud: CloudProcess
 ) -> None:
-    a, b = await devices(lab, cloud)
+    a, b = await lab.two_devices(EMAIL)
     ws = await a.call("workspace.create", {"name": "live"})
     doc_id = (await a.call("doc.open", {"workspace_id": ws["id"], "name": "d"}))["id"]
     await edit(a, doc_id, "start ")

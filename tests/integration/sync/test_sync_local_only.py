@@ -18,10 +18,7 @@ ROLES = ("user", "assistant", "system", "tool")
 async def test_system_tool_messages_and_unlinked_workspaces_never_reach_the_cloud(
     lab: Any, cloud: CloudProcess
 ) -> None:
-    await cloud.create_user(EMAIL, org="acme")
-    a, b = await lab.daemon("a"), await lab.daemon("b")
-    await a.login(EMAIL)
-    await b.login(EMAIL)
+    a, b = await lab.two_devices(EMAIL)
 
     ws = await a.call("workspace.create", {"name": "linked"})
     conv = await a.call("conversation.create", {"workspace_id": ws["id"], "name": "chat"})
