@@ -250,9 +250,7 @@ class ChangeFeed:
         changes = _parsed(texts)
         for start in range(0, len(changes), MAX_BATCH):
             await self._deliver_all(changes[start : start + MAX_BATCH])
-        bound: set[TableKey] = set()
-        for subscriber in self.subscribers():
-            bound.update(table_keys(subscriber.config.bindings))
+        bound = self.wanted_tables()
         tables = {(c.schema, c.table) for c in changes}
         if any(key not in bound and (key[0], "*") not in bound for key in tables):
             await self.update_watch()  # nobody wants some table any more

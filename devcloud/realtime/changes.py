@@ -201,15 +201,17 @@ def _may_be_rounded(value: Any) -> bool:
 
 def dumps_text(value: Any) -> str:
     """Python to JSON text: orjson, or the standard library for integers beyond 64 bits."""
+    return _dumps(value).decode()
+
+
+def _dumps(value: Any) -> bytes:
+    """``value`` as UTF-8 JSON (see ``dumps_text``)."""
     try:
-        return orjson.dumps(value, default=str).decode()
-    except TypeError:
-        return json.dumps(value, default=str, ensure_ascii=False)
+        return orjson.dumps(value, default=str)
+    except TypeError:  # integers beyond 64 bits
+        return json.dumps(value, default=str, ensure_ascii=False).encode()
 
 
 def _json_size(value: Any) -> int:
     """The size of ``value`` as JSON, in UTF-8 bytes (as it travels)."""
-    try:
-        return len(orjson.dumps(value, default=str))
-    except TypeError:  # integers beyond 64 bits
-        return len(json.dumps(value, default=str, ensure_ascii=False).encode())
+    return len(_dumps(value))

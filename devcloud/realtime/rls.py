@@ -67,7 +67,7 @@ async def visible_images(
     schema: str,
     table: str,
     images: Sequence[dict[str, Any]],
-    keys: Iterable[str] = (),
+    keys: Iterable[str],
 ) -> list[bool]:
     """For each of ``images``, whether the current role may SELECT it as a row of
     ``schema.table``: the policies are read once and every image is judged in one query

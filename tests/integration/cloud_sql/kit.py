@@ -5,6 +5,7 @@ Devcloud.transaction_as).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -14,6 +15,9 @@ from typing import Any
 import asyncpg
 
 from devcloud.context import Devcloud
+from tests.helpers import wait_for
+
+PUSH = "SELECT public.sync_push($1::jsonb)::text"
 
 
 def hlc(wall_ms: int, counter: int = 0, device: str = "dev1") -> str:
@@ -96,9 +100,7 @@ class Cloud:
         self, user_id: str | None, changes: Iterable[dict[str, Any]], *, role: str = "authenticated"
     ) -> list[dict[str, Any]]:
         async with self.ctx.transaction_as(self.claims(user_id, role)) as conn:
-            raw = await conn.fetchval(
-                "SELECT public.sync_push($1::jsonb)::text", json.dumps(list(changes))
-            )
+            raw = await conn.fetchval(PUSH, json.dumps(list(changes)))
         result: list[dict[str, Any]] = json.loads(raw)
         return result
 
@@ -147,3 +149,35 @@ def change(
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+async def lock_waiters(cloud: Cloud) -> int:
+    """How many sessions of the test database wait for a lock."""
+    return int(
+        await cloud.pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    )
+
+
+async def race(
+    cloud: Cloud, user: str, first: list[dict[str, Any]], second: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Push ``first`` in a transaction left open until ``second``, pushed meanwhile in another
+    one, waits for it; then commit the first. Both pushes' results."""
+    claims = cloud.claims(user)
+    async with cloud.ctx.transaction_as(claims) as conn1:
+        r1 = json.loads(await conn1.fetchval(PUSH, json.dumps(first)))
+
+        async def push_second() -> list[dict[str, Any]]:
+            async with cloud.ctx.transaction_as(claims) as conn2:
+                return list(json.loads(await conn2.fetchval(PUSH, json.dumps(second))))
+
+        racing = asyncio.create_task(push_second())
+
+        async def second_is_waiting() -> bool:
+            return await lock_waiters(cloud) > 0
+
+        await wait_for(second_is_waiting, message="the second push to wait for the first")
+    return r1, await racing

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 from typing import Any
 
 import asyncpg
 import pytest
 
-from tests.helpers import wait_for
-
-from .kit import Cloud, change, hlc, new_id, now_ms
+from .kit import Cloud, change, hlc, new_id, now_ms, race
 
 
 @pytest.fixture
@@ -324,28 +320,9 @@ async def test_concurrent_pushes_of_one_new_row_merge(cloud: Cloud, team: dict[s
     for the first, then merges into its row instead of failing on the primary key."""
     ws, _ = await new_workspace(cloud, team)
     task = new_id()
-    claims = cloud.claims(team["alice"])
     first = [change("tasks", task, ws, {"kind": "k", "status": "one"}, cloud.clock(70, "a"))]
     second = [change("tasks", task, ws, {"kind": "k", "priority": 7}, cloud.clock(71, "b"))]
-    sql = "SELECT public.sync_push($1::jsonb)::text"
-    async with cloud.ctx.transaction_as(claims) as conn1:
-        r1 = json.loads(await conn1.fetchval(sql, json.dumps(first)))
-
-        async def push_second() -> list[dict[str, Any]]:
-            async with cloud.ctx.transaction_as(claims) as conn2:
-                return list(json.loads(await conn2.fetchval(sql, json.dumps(second))))
-
-        racing = asyncio.create_task(push_second())
-
-        async def second_is_waiting() -> bool:
-            n = await cloud.pool.fetchval(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            return bool(n)
-
-        await wait_for(second_is_waiting, message="the second push to wait for the first")
-    r2 = await racing
+    r1, r2 = await race(cloud, team["alice"], first, second)
     assert statuses(r1) == statuses(r2) == [("applied", None)]
     row = await cloud.row("tasks", task)
     assert row is not None

@@ -13,9 +13,7 @@ import pytest
 
 from tests.helpers import wait_for
 
-from .kit import Cloud, change, new_id
-
-PUSH = "SELECT public.sync_push($1::jsonb)::text"
+from .kit import PUSH, Cloud, change, lock_waiters, new_id, race
 
 
 @pytest.fixture
@@ -28,37 +26,6 @@ async def team(cloud: Cloud) -> dict[str, Any]:
                                                cloud.clock(1))])  # fmt: skip
     assert result["status"] == "applied", result
     return {"alice": alice, "ws": ws, "conv": conv}
-
-
-async def lock_waiters(cloud: Cloud) -> int:
-    return int(
-        await cloud.pool.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-    )
-
-
-async def race(
-    cloud: Cloud, user: str, first: list[dict[str, Any]], second: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Push ``first`` in a transaction left open until ``second``, pushed meanwhile in another
-    one, waits for it; then commit the first. Both pushes' results."""
-    claims = cloud.claims(user)
-    async with cloud.ctx.transaction_as(claims) as conn1:
-        r1 = json.loads(await conn1.fetchval(PUSH, json.dumps(first)))
-
-        async def push_second() -> list[dict[str, Any]]:
-            async with cloud.ctx.transaction_as(claims) as conn2:
-                return list(json.loads(await conn2.fetchval(PUSH, json.dumps(second))))
-
-        racing = asyncio.create_task(push_second())
-
-        async def second_is_waiting() -> bool:
-            return await lock_waiters(cloud) > 0
-
-        await wait_for(second_is_waiting, message="the second push to wait for the first")
-    return r1, await racing
 
 
 def statuses(results: list[dict[str, Any]]) -> list[str]:
