@@ -5,7 +5,10 @@ scope's cursor). Per table, in parent-before-child order: read the page's local 
 fields with unpushed outbox entries in bulk (``json_each`` over one JSON parameter), call the
 injected pure merge per row, upsert the rows whose stored state changed with one
 ``executemany``, and append one changelog entry per row whose VISIBLE state changed, so an
-echo of our own push (a merge that changes nothing) writes nothing and tells no UI.
+echo of our own push (a merge that changes nothing) writes nothing and tells no UI. A row of a
+table without JSON values that holds nothing its stored copy lacks (``is_stored_state``: the
+usual echo, a duplicate) is not even merged: merging a state into one that contains it is a
+no-op under every rule.
 
 A pull serves each row at its latest write, so a child can come pages before a parent updated
 after it. Such a row is parked in ``sync_parked`` (the cursor still moves) and applied in the
@@ -38,6 +41,7 @@ from daemon.store.sync_rows import (
     change_topic,
     complete_row,
     conflict_view,
+    is_stored_state,
     row_problem,
 )
 from daemon.store.sync_types import ApplyOutcome, MergeFn
@@ -49,6 +53,7 @@ logger = logging.getLogger(__name__)
 #: refuses such writes with ``clock_skew``; one bad row must not drag every later edit along).
 MAX_AHEAD_MS = 3_600_000
 _NONE: frozenset[str] = frozenset()
+_CLOCKS_ONLY: frozenset[str] = frozenset({"field_hlc"})
 
 
 def apply_pull_op(
@@ -81,9 +86,14 @@ class _TableBatch:
 
     shape: TableShape
     local: dict[str, dict[str, Any]]
-    pending: dict[str, frozenset[str]]
+    #: the JSON array of the page's ids (bound as ``_ids``)
+    ids: str
+    #: fields with unpushed outbox entries, per row (read when the first merge needs them)
+    pending: dict[str, frozenset[str]] | None
     #: ids stored before this page (the others are inserted)
     stored: frozenset[str] = frozenset()
+    #: no JSON value columns besides ``field_hlc``: a stored row can be compared as is
+    plain: bool = False
     upserts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -217,20 +227,27 @@ class PageApplier:
             row["id"]: row
             for row in map(codec.decode, conn.execute(q.rows_by_ids_sql(name), {"_ids": ids}))
         }
-        fields: dict[str, set[str]] = {}
-        params = {"_table": name, "_ids": ids}
-        for row_id, key in conn.execute(q.outbox_pending_fields_sql(), params):
-            fields.setdefault(row_id, set()).add(key)
-        pending = {row_id: frozenset(keys) for row_id, keys in fields.items()}
-        for parent, column in shape.parents:
-            wanted = {r.get(column) for r in remotes} - self.present[parent]
+        for parent, column in shape.parents:  # the parents of rows new here
+            wanted = {r.get(column) for r in remotes if r["id"] not in local}
+            wanted -= self.present[parent]
             wanted.discard(None)
             if wanted:
                 found = conn.execute(
                     q.existing_ids_sql(parent), {"_ids": orjson.dumps(sorted(wanted)).decode()}
                 )
                 self.present[parent].update(r[0] for r in found)
-        return _TableBatch(shape, local, pending, frozenset(local))
+        plain = codec.json_columns <= _CLOCKS_ONLY
+        return _TableBatch(shape, local, ids, None, frozenset(local), plain=plain)
+
+    def _pending(self, batch: _TableBatch, row_id: str) -> frozenset[str]:
+        """The fields of ``row_id`` with unpushed outbox entries (one query per table)."""
+        if batch.pending is None:
+            fields: dict[str, set[str]] = {}
+            params = {"_table": batch.shape.name, "_ids": batch.ids}
+            for found_id, key in self.ctx.conn.execute(q.outbox_pending_fields_sql(), params):
+                fields.setdefault(found_id, set()).add(key)
+            batch.pending = {found_id: frozenset(keys) for found_id, keys in fields.items()}
+        return batch.pending.get(row_id, _NONE)
 
     def _apply_row(self, batch: _TableBatch, remote: dict[str, Any]) -> None:
         shape, row_id = batch.shape, remote["id"]
@@ -240,8 +257,11 @@ class PageApplier:
             if missing is not None:
                 self._park(shape.name, remote, missing)
                 return
+        elif batch.plain and is_stored_state(local, remote):
+            self.counts.applied += 1  # an echo or a duplicate: nothing to merge or write
+            return
         try:
-            result = self.merge(shape.name, local, remote, batch.pending.get(row_id, _NONE))
+            result = self.merge(shape.name, local, remote, self._pending(batch, row_id))
             row = complete_row(shape, result.row, remote)
         except (ValueError, TypeError) as exc:
             self._skip(shape.name, row_id, f"merge refused it: {exc}")

@@ -30,6 +30,7 @@ _SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
 _CHANGELOG_INSERT = insert_positional_sql("changelog", CHANGELOG_KEYS)
 #: daemon.hlc's clock pattern (the device id is group 1).
 _CLOCK = re.compile(r"^\d{13}-\d{6}-([A-Za-z0-9_.:-]+)$")
+_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -128,15 +129,17 @@ def complete_row(
 ) -> dict[str, Any]:
     """The merged row as stored: local columns only, defaults, ``hlc`` (the greatest field
     clock) and ``origin`` (the device part of ``hlc``)."""
-    row = dict(zip(shape.columns, map(merged.get, shape.columns), strict=True))
+    columns = shape.columns
+    row = dict(zip(columns, map(merged.get, columns), strict=True))
     for column, default in shape.defaults.items():
         if row[column] is None:
             row[column] = default.copy() if isinstance(default, dict | list) else default
     row["id"] = remote["id"]
     clocks = merged.get("field_hlc")
-    clocks = dict(clocks) if isinstance(clocks, dict) else {}
+    if not isinstance(clocks, dict):
+        clocks = {}
     if "field_hlc" in row:
-        row["field_hlc"] = clocks
+        row["field_hlc"] = clocks = dict(clocks)
     hlc = max(clocks.values(), default=None) or merged.get("hlc") or remote.get("hlc")
     row["hlc"] = hlc
     row["origin"] = origin_of(hlc) or merged.get("origin") or remote.get("origin") or "cloud"
@@ -151,6 +154,40 @@ def origin_of(hlc: Any) -> str | None:
         return None
     match = _CLOCK.match(hlc)  # hlc.decode's test, without building a Timestamp per row
     return None if match is None else match.group(1)
+
+
+def is_stored_state(local: dict[str, Any], remote: dict[str, Any]) -> bool:
+    """True when ``remote`` holds nothing the stored ``local`` row lacks: each of its values
+    is the stored one (same type too) under the stored clock. Merging a state into a state
+    that contains it changes nothing under any rule (I4, I5), so such a row (an echo of our
+    own push, a duplicate) needs neither a merge nor a write. Only for tables whose values
+    are all scalars (the caller checks: no JSON column but ``field_hlc``).
+
+    Clocks: with a ``field_hlc`` column, both sides' must be equal; without one (messages),
+    the stored row is one register under its ``hlc``, so the remote clocks must be that
+    clock for exactly its fields (or absent, the remote being one register too).
+    """
+    clocks = remote.get("field_hlc")
+    if "field_hlc" in local:
+        if clocks != local["field_hlc"] or (clocks and not clocks.keys() <= remote.keys()):
+            return False
+    elif clocks and not _one_register(clocks, local.get("hlc"), remote):
+        return False
+    get = local.get
+    for name, value in remote.items():
+        if name == "field_hlc":
+            continue
+        stored = get(name, _ABSENT)
+        if stored is not value and (type(stored) is not type(value) or stored != value):
+            return False
+    return True
+
+
+def _one_register(clocks: Any, hlc: Any, remote: dict[str, Any]) -> bool:
+    """``clocks`` give every field of ``remote`` (and nothing else) the one clock ``hlc``."""
+    if type(clocks) is not dict or set(clocks.values()) != {hlc}:
+        return False
+    return clocks.keys() == remote.keys() - BOOKKEEPING
 
 
 def row_problem(shape: TableShape, row: dict[str, Any]) -> str | None:
@@ -174,7 +211,7 @@ def change_topic(
 ) -> str | None:
     """The UI event a merge makes: None for an echo (nothing visible changed), for a row that
     arrives deleted, and for edits of a row that stays deleted."""
-    if not any(c in row and c not in BOOKKEEPING for c in changed):
+    if not changed or (frozenset(changed) - BOOKKEEPING).isdisjoint(row):
         return None
     was_visible = local is not None and local.get("deleted_at") is None
     now_visible = row["deleted_at"] is None

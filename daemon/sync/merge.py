@@ -234,9 +234,24 @@ def _split(row: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         raise InvalidRow("field_hlc", "not a JSON object")
     fields = {k: v for k, v in row.items() if k not in RESERVED}
     hlc = row.get("hlc")
-    clocks = dict.fromkeys(fields, hlc) if not raw and hlc else dict(raw)
+    if not raw and hlc:  # one register: every field under the row clock, checked once
+        _validate_register(fields, hlc)
+        return fields, dict.fromkeys(fields, hlc)
+    clocks = dict(raw)
     _validate(fields, clocks)  # once per row; the dicts are ours, so no second copy
     return fields, clocks
+
+
+def _validate_register(fields: Mapping[Any, Any], hlc: object) -> None:
+    """``_validate(fields, dict.fromkeys(fields, hlc))`` (same errors), without the dict."""
+    try:
+        names = "\0".join(fields)
+    except TypeError:  # a name that is not text
+        names = "."
+    if "." in names or "" in fields or not RESERVED.isdisjoint(fields):
+        _validate(fields, {})  # raises, naming the field
+    if fields and not is_clock(hlc):
+        raise InvalidRow(next(iter(fields)), f"not a clock: {hlc!r}")
 
 
 def new_row_state(

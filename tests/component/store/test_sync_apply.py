@@ -18,6 +18,7 @@ from .test_sync_support import (
     change,
     changelog_since,
     clock,
+    iso,
     last_seq,
     merge,
     remote_conversation,
@@ -365,3 +366,36 @@ async def test_pages_and_local_writes_committed_together_keep_seqs_in_order(
     assert [(e.seq, e.topic) for e in events] == logged
     assert len(logged) == 4 * 50 + 20
     assert [s for s, _ in logged] == list(range(seq + 1, seq + 1 + len(logged)))
+
+
+async def test_a_page_served_twice_writes_nothing_the_second_time(
+    store: Store, raw: sqlite3.Connection
+) -> None:
+    c = clock()
+    ws = remote_workspace(c, name="w")
+    conv = remote_conversation(c, ws["id"], name="talk")
+    msgs = [remote_message(c, ws["id"], conv["id"], content=f"m{i}") for i in range(3)]
+    page = [change("workspaces", ws), change("conversations", conv)]
+    page += [change("messages", m) for m in msgs]
+    await apply(store, *page, cursor="1:1")
+    before = rows(raw, "SELECT * FROM messages ORDER BY id") + rows(
+        raw, "SELECT * FROM conversations"
+    )
+    seq = last_seq(raw)
+    outcome = await apply(store, *page, cursor="2:2")
+    assert (outcome.applied, outcome.changed, outcome.skipped) == (5, 0, 0)
+    assert changelog_since(raw, seq) == []
+    after = rows(raw, "SELECT * FROM messages ORDER BY id") + rows(
+        raw, "SELECT * FROM conversations"
+    )
+    assert after == before
+    # The same rows with one real change each are no echo: they are merged and announced.
+    later = clock(1000)
+    renamed = remote_conversation(later, ws["id"], id=conv["id"], name="renamed")
+    gone = {"deleted_at": iso(later), "updated_at": iso(later)}
+    deleted = {**msgs[0], **gone, "hlc": later}
+    deleted["field_hlc"] = {**msgs[0]["field_hlc"], **dict.fromkeys(gone, later)}
+    outcome = await apply(store, change("conversations", renamed), change("messages", deleted))
+    assert (outcome.applied, outcome.changed) == (2, 2)
+    assert [t for t, _ in changelog_since(raw, seq)] == ["conversation.updated", "message.deleted"]
+    assert (await store.conversations.get(conv["id"]))["name"] == "renamed"
