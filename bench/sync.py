@@ -10,6 +10,23 @@ Real parts only: PostgreSQL (embedded pgserver unless ``--database-url``/
   until the cloud holds every row); rows/s next to the baseline measured in the same run: the
   naive one-request-per-row approach (httpx ``POST /rest/v1/messages`` per row, keep-alive, as
   the same user). Budget: >= 25k rows/s and >= 10x the per-row baseline.
+  Device A is not joined to the workspace's realtime channel while it publishes (it joins
+  once the history is pushed): the publish carries no echo.
+- backlog: the honest push figure of a workspace that is already linked AND joined: device A
+  writes N/2 messages while the cloud does not answer (devcloud stalled with SIGSTOP, as an
+  overloaded server or a network stall would; the realtime socket stays open and joined),
+  then devcloud goes on (SIGCONT) and A pushes the backlog while every pushed row is echoed
+  back to it over realtime (postgres_changes). (A stopped devcloud would not do: the push
+  retry reconnects sooner than realtime rejoins, so the backlog would go out without its
+  echo.) Measured: from the first poll (every 5 ms) that sees a backlog row in the cloud to
+  the one that sees them all, over the rows that arrived in between; ``joined_throughout``
+  says the channel stayed subscribed.
+- CPU per pushed row (push and backlog): /proc CPU seconds of the daemon, of devcloud and of
+  PostgreSQL (the postmaster and its backends), from the start of the push to the last row in
+  the cloud (``to_last_row``), and ``with_pull_back``: until A has also pulled its pushed rows
+  back (the pull cursor passes every pushed row once: the catch-up pull after a publish's
+  join does it at once, otherwise the next periodic pull; the bench runs ``sync.pull``) and
+  is quiet (every echo handled).
 - pull: device B clones that workspace (``cloud.link {cloud_workspace_id}`` + ``sync.pull``);
   rows pulled and applied per second. Budget: >= 40k rows/s. The cloud's tables are ANALYZEd
   first (see ``seed_workspace``).
@@ -51,7 +68,6 @@ import orjson
 from _common import (
     ROOT,
     child_env,
-    devcloud_process,
     print_json_with_load,
     scratch_database,
     wait_until,
@@ -121,6 +137,117 @@ class Daemon:
             await self.proc.wait()
 
 
+class CloudChild:
+    """``python -m devcloud`` as a child process that can be stopped and started again on
+    the same port (an outage, as a user meets one)."""
+
+    def __init__(self, database_url: str, tmp: Path) -> None:
+        self.database_url = database_url
+        self.tmp = tmp
+        self.port = 0
+        self.url = ""
+        self.proc: asyncio.subprocess.Process | None = None
+        self._starts = 0
+
+    async def start(self) -> str:
+        self._starts += 1
+        log = self.tmp / f"devcloud.{self._starts}.log"
+        args = ["-m", "devcloud", "--database-url", self.database_url, "--port", str(self.port)]
+        with log.open("wb") as out:
+            self.proc = proc = await asyncio.create_subprocess_exec(
+                sys.executable, *args, cwd=ROOT, env=child_env(), stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+        await wait_until(
+            lambda: proc.returncode is not None or "API URL:" in log.read_text(), "devcloud"
+        )
+        found = re.search(r"API URL: (http://127\.0\.0\.1:(\d+))", log.read_text())
+        if found is None:
+            raise RuntimeError(f"devcloud did not start:\n{log.read_text()}")
+        self.url, self.port = found.group(1), int(found.group(2))
+        return self.url
+
+    def stall(self, stalled: bool) -> None:
+        """SIGSTOP (the cloud stops answering, its sockets stay open) or SIGCONT."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP if stalled else signal.SIGCONT)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.stall(False)
+            self.proc.send_signal(signal.SIGTERM)
+            await self.proc.wait()
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (index 1: ppid, 11/12: utime/stime, 13/14: the
+    reaped children's), None if the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def cpu_s(pid: int | None, *, reaped: bool = False) -> float:
+    """CPU seconds (user + system) of one process so far (``reaped``: with its reaped
+    children's, e.g. PostgreSQL backends that exited)."""
+    stat = None if pid is None else _stat(pid)
+    if stat is None:
+        return 0.0
+    ticks = sum(int(v) for v in stat[11 : 15 if reaped else 13])
+    return ticks / CLOCK_TICKS
+
+
+def postgres_cpu_s(postmaster: int | None) -> float:
+    """CPU seconds of a PostgreSQL server: the postmaster, its live and its reaped children."""
+    if postmaster is None:
+        return 0.0
+    total = cpu_s(postmaster, reaped=True)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) and stat[1] == str(postmaster):
+            total += cpu_s(int(entry.name))
+    return total
+
+
+async def postmaster_pid(pool: asyncpg.Pool) -> int | None:
+    """The PostgreSQL server's postmaster (the parent of our backend), if it runs here."""
+    stat = _stat(int(await pool.fetchval("SELECT pg_backend_pid()")))
+    return None if stat is None else int(stat[1])
+
+
+class CpuMeter:
+    """CPU seconds of the processes a push keeps busy: the daemon, devcloud, PostgreSQL."""
+
+    def __init__(self, daemon: Daemon, cloud: CloudChild, postmaster: int | None) -> None:
+        self.daemon, self.cloud, self.postmaster = daemon, cloud, postmaster
+
+    def now(self) -> dict[str, float]:
+        assert self.daemon.proc is not None and self.cloud.proc is not None
+        return {
+            "daemon": cpu_s(self.daemon.proc.pid),
+            "devcloud": cpu_s(self.cloud.proc.pid),
+            "postgres": postgres_cpu_s(self.postmaster),
+        }
+
+    async def quiet(self, window_s: float = 0.2, busy_s: float = 0.01) -> None:
+        """Until the daemon used less than ``busy_s`` CPU in ``window_s`` (at most 30 s)."""
+        for _ in range(int(30 / window_s)):
+            before = self.now()["daemon"]
+            await asyncio.sleep(window_s)
+            if self.now()["daemon"] - before < busy_s:
+                return
+
+    @staticmethod
+    def per_row_us(
+        before: dict[str, float], after: dict[str, float], rows: int
+    ) -> dict[str, float]:
+        used = {k: round((after[k] - before[k]) * 1e6 / rows, 1) for k in before}
+        return {**used, "total": round(sum(used.values()), 1)}
+
+
 async def count_messages(pool: asyncpg.Pool, ws_id: str) -> int:
     sql = "SELECT count(*) FROM messages WHERE workspace_id = $1::uuid"
     return int(await pool.fetchval(sql, ws_id))
@@ -133,25 +260,88 @@ async def write_messages(daemon: Daemon, conv_id: str, n: int) -> None:
         await asyncio.gather(*(daemon.call("message.send", params) for _ in range(batch)))
 
 
-async def bench_push(a: Daemon, pool: asyncpg.Pool, n: int) -> dict[str, Any]:
+async def bench_push(a: Daemon, pool: asyncpg.Pool, n: int, meter: CpuMeter) -> dict[str, Any]:
     ws = await a.call("workspace.create", {"name": "bench push"})
     conv = await a.call("conversation.create", {"workspace_id": ws["id"], "name": "c"})
     await write_messages(a, conv["id"], n)
+    cpu = meter.now()
     start = time.perf_counter()
     await a.call("cloud.link", {"workspace_id": ws["id"]})
     linked = time.perf_counter()
     result = await a.call("sync.push")
     await wait_until(lambda: _reached(pool, ws["id"], n), "the push", WAIT_S)
     elapsed = time.perf_counter() - start
+    at_last_row = meter.now()
+    await wait_until(lambda: _joined(a, ws["id"]), "the realtime join", WAIT_S)
+    await settle(a, meter)
     return {
         "rows": n,
         "link_s": round(linked - start, 3),
         "elapsed_s": round(elapsed, 3),
         "rows_per_s": round(n / elapsed),
+        "cpu_us_per_row": {
+            "to_last_row": meter.per_row_us(cpu, at_last_row, n),
+            "with_pull_back": meter.per_row_us(cpu, meter.now(), n),
+        },
         "sync_push_result": result,
         "workspace_id": ws["id"],
         "conversation_id": conv["id"],
     }
+
+
+async def bench_backlog(
+    a: Daemon, pool: asyncpg.Pool, cloud: CloudChild, n: int, meter: CpuMeter
+) -> dict[str, Any]:
+    """``n`` messages written on a linked, joined workspace while devcloud is down, pushed
+    once it is back (see the module docstring for what is measured)."""
+    ws = await a.call("workspace.create", {"name": "bench backlog"})
+    conv = await a.call("conversation.create", {"workspace_id": ws["id"], "name": "c"})
+    await a.call("cloud.link", {"workspace_id": ws["id"]})
+    await a.call("sync.push")
+    await wait_until(lambda: _joined(a, ws["id"]), "the realtime join", WAIT_S)
+    cloud.stall(True)
+    try:
+        written = time.perf_counter()
+        await write_messages(a, conv["id"], n)
+        written_s = time.perf_counter() - written
+        joined_at_resume = await _joined(a, ws["id"])
+        cpu = meter.now()
+    finally:
+        cloud.stall(False)
+    await wait_until(lambda: _reached(pool, ws["id"], 1), "the first backlog row", WAIT_S)
+    first_seen, first_at = await count_messages(pool, ws["id"]), time.perf_counter()
+    await wait_until(lambda: _reached(pool, ws["id"], n), "the backlog", WAIT_S)
+    elapsed = time.perf_counter() - first_at
+    at_last_row = meter.now()
+    await settle(a, meter)
+    rows = n - first_seen
+    return {
+        "rows": n,
+        "written_offline_s": round(written_s, 3),
+        "first_seen_rows": first_seen,
+        "measured_rows": rows,
+        "elapsed_s": round(elapsed, 3),
+        "rows_per_s": round(rows / elapsed) if rows else None,
+        "cpu_us_per_row": {
+            "to_last_row": meter.per_row_us(cpu, at_last_row, n),
+            "with_pull_back": meter.per_row_us(cpu, meter.now(), n),
+        },
+        # joined before the stall (waited for), when it ended and after the last row
+        "joined_throughout": joined_at_resume and await _joined(a, ws["id"]),
+    }
+
+
+async def settle(daemon: Daemon, meter: CpuMeter) -> None:
+    """Until the daemon has pulled its pushed rows back (``sync.pull``: the pull cursor passes
+    them once, whether a catch-up pull after a join or the next periodic pull does it) and
+    handled every echo (quiet)."""
+    await daemon.call("sync.pull")
+    await meter.quiet()
+
+
+async def _joined(daemon: Daemon, ws_id: str) -> bool:
+    realtime = (await daemon.call("cloud.status"))["realtime"]
+    return bool(realtime["connected"]) and ws_id in realtime["subscribed"]
 
 
 async def _reached(pool: asyncpg.Pool, ws_id: str, n: int) -> bool:
@@ -339,18 +529,18 @@ async def main(quick: bool, database_url: str | None, random_ids: bool = False) 
     tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
     daemons: list[Daemon] = []
     try:
-        async with (
-            scratch_database(database_url) as url,
-            devcloud_process(url, tmp / "devcloud.log") as cloud_url,
-        ):
+        async with scratch_database(database_url) as url:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+            devcloud = CloudChild(url, tmp)
             try:
+                cloud_url = await devcloud.start()
                 async with pool.acquire() as conn:
                     await _seed.create_user(conn, EMAIL, PASSWORD, org="bench")
                 for name in "abc":
                     daemons.append(await Daemon(tmp / name, cloud_url).start())
                 a, b, c = daemons
-                push = await bench_push(a, pool, n)
+                meter = CpuMeter(a, devcloud, await postmaster_pid(pool))
+                push = await bench_push(a, pool, n, meter)
                 naive = await bench_naive(
                     cloud_url, push["workspace_id"], push["conversation_id"], NAIVE_ROWS,
                     random_ids=random_ids,
@@ -365,15 +555,20 @@ async def main(quick: bool, database_url: str | None, random_ids: bool = False) 
                         cloud_url, push["workspace_id"], push["conversation_id"], n // 2
                     ),
                 }
+                for daemon in (b, c):  # done: their reconnects would only add noise
+                    await daemon.close()
+                backlog = await bench_backlog(a, pool, devcloud, n // 2, meter)
             finally:
                 for daemon in daemons:
                     await daemon.close()
+                await devcloud.stop()
                 await pool.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {
         "row_ids": "uuid4" if random_ids else "uuid7",
         **verdicts(push, naive, pull, big, cloud),
+        "push_backlog_while_joined": backlog,
     }
 
 

@@ -156,6 +156,11 @@ class PhoenixClient:
 
     # Outputs -------------------------------------------------------------------------------
 
+    @property
+    def has_data_to_send(self) -> bool:
+        """Frames are waiting for ``data_to_send``."""
+        return bool(self._out)
+
     def data_to_send(self) -> list[str]:
         """Text frames to write to the socket, in order; the buffer is emptied."""
         out, self._out = self._out, []

@@ -2,7 +2,9 @@
 
 ``LiveSync`` (owned by ``CloudService``) runs a ``RealtimeConnection`` from ``activate()`` (a
 login) to ``deactivate()`` (a logout, or shutdown), joined to the channel of every linked
-workspace (``add_workspace`` on link and at start, ``remove_workspace`` on unlink). The
+workspace (``add_workspace`` on link and at start, ``remove_workspace`` on unlink; a published
+workspace is added with ``join=False`` and joined by ``join_workspace`` once its history is
+pushed, so the history is not echoed back row by row). The
 connection asks ``token_provider`` (the cloud session's access token) for a fresh token before
 the current one expires, and pushes it to every joined channel itself.
 
@@ -117,6 +119,7 @@ class LiveSync:
         self._options = dict(connection_options or {})
         self.publisher: LivePublisher | None = None
         self._workspaces: set[str] = set()
+        self._unjoined: set[str] = set()  # linked, channel not joined yet (join_workspace)
         self._presence: dict[str, dict[str, Any]] = {}  # workspace -> status/file/cursor/since
         self._published: dict[str, list[dict[str, Any]]] = {}  # workspace -> members shown
         self._subscribed: set[str] = set()  # receiving postgres_changes right now
@@ -165,7 +168,7 @@ class LiveSync:
                 **self._options,
             ) as conn:
                 self._conn = conn
-                for workspace_id in sorted(self._workspaces):
+                for workspace_id in sorted(self._workspaces - self._unjoined):
                     await self._join(conn, workspace_id)
                 await asyncio.Future()  # until deactivate() cancels
         except Exception:  # supervisor boundary: realtime is optional, sync goes on without it
@@ -175,8 +178,10 @@ class LiveSync:
 
     # Workspaces ------------------------------------------------------------------------------
 
-    async def add_workspace(self, workspace_id: str) -> None:
-        """A linked workspace: join its channel now (if connected) and on every connect."""
+    async def add_workspace(self, workspace_id: str, *, join: bool = True) -> None:
+        """A linked workspace: join its channel now (if connected) and on every connect.
+        ``join=False``: linked (presence and broadcast accept it) but its channel is joined
+        only by ``join_workspace`` (a published workspace, once its history is pushed)."""
         try:
             workspace_id = channels.check_workspace_id(workspace_id)
         except InvalidInput:  # channels name workspaces by UUID; sync still works without
@@ -185,6 +190,16 @@ class LiveSync:
         if workspace_id in self._workspaces:
             return
         self._workspaces.add(workspace_id)
+        if not join:
+            self._unjoined.add(workspace_id)
+        elif self._conn is not None:
+            await self._join(self._conn, workspace_id)
+
+    async def join_workspace(self, workspace_id: str) -> None:
+        """Join the channel of a workspace added with ``join=False`` (else nothing to do)."""
+        if workspace_id not in self._unjoined:
+            return
+        self._unjoined.discard(workspace_id)
         if self._conn is not None:
             await self._join(self._conn, workspace_id)
 
@@ -193,6 +208,7 @@ class LiveSync:
         if workspace_id not in self._workspaces:
             return
         self._workspaces.discard(workspace_id)
+        self._unjoined.discard(workspace_id)
         self._presence.pop(workspace_id, None)
         self._hints.drop(workspace_id)
         self._set_state(subscribed=self._subscribed - {workspace_id})

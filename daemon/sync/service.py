@@ -10,9 +10,15 @@ background from the stored refresh token (``CloudSession.restore``). The session
 listener starts the driver on every login (also after a restore) and stops it on logout or
 when the cloud ends the session (auth_required).
 
+Realtime: restored links and clones join their workspace's channel at once; a published
+workspace joins once its first push run is over (drained, or failed), so its history is not
+echoed back to this device row by row (``_join_when_pushed``).
+
 Status: ``cloud.status`` and ``sync.status`` snapshots are published as changelog events
 (topics ``cloud.status`` and ``sync.status``, through ``publish``), one writer task coalescing
-every change, and only when the snapshot differs from the last one published. Durable events
+every change (sync progress at most once per ``STATUS_EVERY_S``, the latest state always
+last), and
+only when the snapshot differs from the last one published. Durable events
 keep the one event path every UI and the Python client already follow (seq order, replay from
 ``since``, no gap); a UI that connects later asks ``cloud.status``/``sync.status`` once, or
 replays. No token or password ever appears in either (I8).
@@ -54,7 +60,7 @@ from daemon.sync.local import (
     store_publisher,
 )
 from daemon.sync.status import SyncStatus
-from daemon.sync.workspace import Counts
+from daemon.sync.workspace import Counts, WorkspaceSync
 
 if TYPE_CHECKING:
     from daemon.store import Store
@@ -65,6 +71,12 @@ logger = logging.getLogger(__name__)
 
 #: ``sync.push``/``sync.pull`` answer after this long even if the run is not over.
 SYNC_NOW_TIMEOUT_S: Final = 300.0
+#: Sync status snapshots are published at most this often (the last change always is;
+#: a change of the cloud session or links is published at once): a push
+#: changes the outbox depth with every batch, and each snapshot costs a count of the whole
+#: linked outbox and a changelog write (py-spy of a 20k-row publish: the count alone was
+#: 2.6 % of the daemon's samples at one snapshot per 500-row batch).
+STATUS_EVERY_S: Final = 0.1
 
 
 class CloudService(LocalSync):
@@ -297,6 +309,8 @@ class CloudService(LocalSync):
                     await self._publish_new("cloud.status", self.cloud_status())
             except DaemonError as exc:  # e.g. the store is shutting down
                 logger.debug("cloud.status_not_published error=%s", type(exc).__name__)
+            if not cloud:  # sync progress (e.g. a push batch): the next one waits a little
+                await asyncio.sleep(STATUS_EVERY_S)  # changes meanwhile: one snapshot after
 
     async def _publish_new(self, topic: str, data: dict[str, Any]) -> None:
         if self._published.get(topic) == data:
@@ -356,9 +370,22 @@ class CloudService(LocalSync):
         else:
             link = await self.links.clone(target, folder)
         sync = await self.driver.add(link)
-        await self.live.add_workspace(link.workspace_id)
+        publish = workspace_id is not None  # its history goes out before the join
+        await self.live.add_workspace(link.workspace_id, join=not publish)
+        if publish:
+            self._spawn(self._join_when_pushed(sync), f"cloud-join-{link.workspace_id}")
         self._changed(cloud=True, sync=True)
         return self.links.link_json(link, sync)
+
+    async def _join_when_pushed(self, sync: WorkspaceSync) -> None:
+        """Join a published workspace's channel once its history is pushed (or the push
+        failed: a cloud that is down must not leave it unjoined). Joined while pushing, every
+        pushed row would come back as a postgres_changes echo that changes nothing; nobody
+        else can write in a workspace that was not in the cloud a moment ago, and the
+        catch-up pull after SUBSCRIBED closes that window (realtime is a hint)."""
+        await sync.push_settled()
+        if self.driver.syncs.get(sync.workspace_id) is sync:  # not unlinked meanwhile
+            await self.live.join_workspace(sync.workspace_id)
 
     async def unlink(self, workspace_id: str) -> dict[str, Any]:
         """Stop syncing a workspace; its local data stays."""

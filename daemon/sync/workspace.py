@@ -204,6 +204,8 @@ class WorkspaceSync:
         #: A first sync, or a pull whose last page said has_more (kept across a retry).
         self._catching_up = False
         self._waiters: list[_Waiter] = []
+        #: Set once a push run ended (outbox drained), a request failed, or sync stopped.
+        self._push_settled = asyncio.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -236,6 +238,13 @@ class WorkspaceSync:
         for waiter in self._waiters:
             waiter.future.cancel()
         self._waiters.clear()
+        self._push_settled.set()
+
+    async def push_settled(self) -> None:
+        """Until the first push run drained the outbox, or a request failed (the cloud may be
+        down: a retry follows), or the sync went offline or closed: e.g. a published
+        workspace joins its realtime channel then, not while its history is pushed."""
+        await self._push_settled.wait()
 
     def start(self, cursor: str | None) -> None:
         """Sync from ``cursor``: pull at once, then push whatever the outbox holds."""
@@ -245,6 +254,7 @@ class WorkspaceSync:
     def go_offline(self) -> None:
         """Logged out: no requests until ``start``."""
         self.session.connectivity_changed(self._clock(), online=False)
+        self._push_settled.set()
         self._wake.set()
 
     def local_changes(self) -> None:
@@ -462,6 +472,8 @@ class WorkspaceSync:
             self._chain_first[kind] = self._started[kind]
 
     def _run_finished(self, kind: Kind) -> None:
+        if kind == "push":
+            self._push_settled.set()
         first = self._chain_first[kind]
         self._chain_first[kind] = None
         for waiter in [w for w in self._waiters if w.kind == kind]:
@@ -471,6 +483,7 @@ class WorkspaceSync:
             self._trigger(kind)  # the run that ended began before the call: one more
 
     def _request_failed(self, kind: Kind, exc: Exception) -> None:
+        self._push_settled.set()
         self._chain_first[kind] = None
         if kind == "pull":
             self._drop_ahead()  # the retry starts again from the stored cursor

@@ -673,3 +673,19 @@ def test_phx_error_reason_is_reported() -> None:
     h = joined_harness()
     h.server(event="phx_error", ref=h.join_ref(), payload={"reason": "boom"})
     assert h.events() == [ChannelError(TOPIC, "boom")]
+
+
+def test_has_data_to_send_tells_whether_frames_wait() -> None:
+    client = PhoenixClient()
+    assert not client.has_data_to_send
+    client.connection_opened(T0)
+    client.join(TOPIC, JOIN_PAYLOAD, T0)
+    assert client.has_data_to_send
+    assert len(client.data_to_send()) == 1
+    assert not client.has_data_to_send
+    client.receive_text(
+        '{"topic":"realtime:room1","event":"postgres_changes","payload":{"data":{"type":"INSERT",'
+        '"schema":"public","table":"todos","record":{"id":1}}},"ref":null}',
+        T0,
+    )
+    assert not client.has_data_to_send  # a received change asks for no reply
