@@ -9,7 +9,9 @@ transaction as the row.
 
 An inline write (run on the event loop's thread) must never block the loop: it opens its
 transaction with ``try_begin``, which gives up at once when another connection holds the
-database lock; ``run_batch`` alone (in the writer's thread) waits up to ``busy_timeout``.
+database lock; ``run_batch`` alone (in the writer's thread) waits up to ``busy_timeout``. Once the
+writer runs (``learn_busy_timeout``), the connection's own ``busy_timeout`` is 0, so a BEGIN costs
+no PRAGMA: only a thread BEGIN that met a lock raises the timeout, for that one retry.
 
 The clock survives a restart without a write per transaction: ``meta.hlc_last`` holds a
 high-water mark ``CLOCK_LEAD_MS`` ahead of the clock, rewritten (inside the committing
@@ -22,6 +24,7 @@ clean close stores the exact clock instead (``save_clock``), so restarts do not 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,7 +96,7 @@ class WriteContext:
         self._first_seq = first_seq
         self._prune_slack = changelog_retain // PRUNE_SLACK_DIVISOR
         self._events: list[ChangeEvent] = []
-        self._restore_busy_timeout = ""  # set by learn_busy_timeout
+        self._wait_busy = ""  # the PRAGMA that restores busy_timeout (learn_busy_timeout)
         #: wall ms of the persisted high-water mark of the clock; 0: unknown, write it at the
         #: next commit (a fresh start, or a commit that failed after writing it)
         self._clock_mark = 0
@@ -207,36 +210,63 @@ class WriteContext:
     # -- used by the writer ------------------------------------------------------------------
 
     def learn_busy_timeout(self) -> None:
-        """Remember the connection's ``busy_timeout`` (``try_begin`` lifts it for one BEGIN)."""
+        """Remember the connection's ``busy_timeout``, then set it to 0: from now on a BEGIN
+        waits only where it may (``begin``), and ``try_begin`` costs no PRAGMA."""
         timeout = int(self.conn.execute("PRAGMA busy_timeout").fetchone()[0])
-        self._restore_busy_timeout = f"PRAGMA busy_timeout = {timeout}"
+        self._wait_busy = f"PRAGMA busy_timeout = {timeout}"
+        self.conn.execute("PRAGMA busy_timeout = 0")
+
+    def restore_busy_timeout(self) -> None:
+        """Give the connection its ``busy_timeout`` back (the writer stopped: whatever runs on
+        the connection now waits as configured)."""
+        if self._wait_busy:
+            self.conn.execute(self._wait_busy)
+            self._wait_busy = ""
 
     def try_begin(self) -> bool:
         """``BEGIN IMMEDIATE`` without waiting; ``False`` if another connection holds the lock.
 
-        Only after ``learn_busy_timeout`` (which restores the wait afterwards).
+        Only after ``learn_busy_timeout`` (the connection's timeout is 0 then).
         """
-        if not self._restore_busy_timeout:
+        if not self._wait_busy:
             raise StoreError("try_begin before learn_busy_timeout")
-        conn = self.conn
-        conn.execute("PRAGMA busy_timeout = 0")
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if _is_busy(exc):
                 return False
             raise
-        finally:
-            conn.execute(self._restore_busy_timeout)
         return True
 
-    def run_batch(self, ops: Sequence[WriteOp], *, begun: bool = False) -> BatchOutcome:
+    def begin(self) -> None:
+        """``BEGIN IMMEDIATE``, waiting up to ``busy_timeout`` for another connection's lock
+        (in the writer's thread only: it may block)."""
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not (self._wait_busy and _is_busy(exc)):
+                raise
+        conn.execute(self._wait_busy)  # met a lock: wait for it this once
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")
+
+    def run_batch(
+        self, ops: Sequence[WriteOp], *, begun: bool = False, until: float = 0.0
+    ) -> BatchOutcome:
         """Run ``ops`` in one transaction (``begun``: the caller opened it with ``try_begin``);
-        raise only if the transaction itself failed."""
+        raise only if the transaction itself failed.
+
+        ``until``: a ``time.perf_counter()`` deadline past which no further op starts (at least
+        one runs); the ops not run have no result (``len(outcome.results) < len(ops)``).
+        """
         conn = self.conn
         outcome = BatchOutcome()
         if not begun:
-            conn.execute("BEGIN IMMEDIATE")
+            self.begin()
         changes_before = conn.total_changes
         try:
             if len(ops) == 1:
@@ -244,6 +274,8 @@ class WriteContext:
                 keep = self._run_op(ops[0], outcome)
             else:
                 for op in ops:
+                    if until and outcome.results and time.perf_counter() > until:
+                        break
                     self._run_in_savepoint(op, outcome)
                 keep = True
             if keep and conn.total_changes != changes_before:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -15,7 +15,6 @@ import pytest
 from daemon.errors import InvalidInput, ShuttingDown, StoreError
 from daemon.events import ChangeEvent
 from daemon.store import Store, engine
-from daemon.store.engine import run_in_thread
 from daemon.store.txn import WriteContext
 from tests.helpers import MS, wait_for
 
@@ -59,6 +58,15 @@ def record(store: Store) -> list[list[int]]:
     return commits
 
 
+async def yielded(write: Awaitable[Any]) -> bool:
+    """Await ``write``; True if it let the loop run something else before it returned (it
+    was queued for a later transaction), False if it ran at once (a lone inline write)."""
+    ran: list[bool] = []
+    asyncio.get_running_loop().call_soon(ran.append, True)
+    await write
+    return bool(ran)
+
+
 def names(raw: sqlite3.Connection) -> list[str]:
     return [
         str(name)
@@ -97,9 +105,9 @@ async def test_a_burst_of_concurrent_writes_is_group_committed_in_seq_order(
     ops = [publishing(str(i), threads) for i in range(50)]
     results = await asyncio.gather(*(store._writer.submit(op, small=True) for op in ops))
     assert results == [str(i) for i in range(50)]
-    assert threads[0] == LOOP_THREAD  # the first went inline...
-    assert LOOP_THREAD not in threads[1:]  # ...the others queued up behind it
-    assert len(commits) < 50  # and shared transactions
+    assert len(commits[0]) == 1  # the first went inline on its own...
+    assert len(commits) == 2  # ...the others queued up behind it and shared one transaction,
+    assert threads == [LOOP_THREAD] * 50  # group-committed on the loop's thread (no hop)
     seqs = [seq for commit in commits for seq in commit]
     assert seqs == sorted(seqs) and len(set(seqs)) == 50
     assert names(raw) == [str(i) for i in range(50)]
@@ -109,13 +117,13 @@ async def test_after_a_group_commit_small_writes_keep_grouping_for_a_moment(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(engine, "GROUP_COMMIT_HOLD_S", 3600.0)  # hold "for a moment": forever
-    threads: list[int] = []
-    ops = [publishing(str(i), threads) for i in range(20)]
+    commits = record(store)
+    ops = [publishing(str(i)) for i in range(20)]
     await asyncio.gather(*(store._writer.submit(op, small=True) for op in ops))
-    assert LOOP_THREAD not in threads[1:]  # the thread committed a batch of several...
-    after: list[int] = []
-    await store._writer.submit(publishing("lone", after), small=True)
-    assert after != [LOOP_THREAD]  # ...so a lone write right after goes to the thread too
+    assert [len(c) for c in commits] == [1, 19]  # a batch of several committed...
+    # ...so a lone write right after is queued for the next group, not run at once
+    assert await yielded(store._writer.submit(publishing("lone"), small=True))
+    assert [len(c) for c in commits] == [1, 19, 1]
 
 
 async def test_once_the_hold_is_over_a_lone_write_goes_inline_again(
@@ -125,7 +133,7 @@ async def test_once_the_hold_is_over_a_lone_write_goes_inline_again(
     ops = [publishing(str(i)) for i in range(20)]
     await asyncio.gather(*(store._writer.submit(op, small=True) for op in ops))
     after: list[int] = []
-    await store._writer.submit(publishing("lone", after), small=True)
+    assert not await yielded(store._writer.submit(publishing("lone", after), small=True))
     assert after == [LOOP_THREAD]
 
 
@@ -164,7 +172,9 @@ async def test_a_small_write_meeting_a_busy_writer_joins_the_thread(store: Store
     assert threads and threads[0] != LOOP_THREAD
 
 
-async def test_an_inline_write_never_overtakes_an_unreported_commit(store: Store) -> None:
+async def test_an_inline_write_never_overtakes_an_unreported_commit(
+    store: Store, raw: sqlite3.Connection
+) -> None:
     commits = record(store)
     writer = store._writer
     started, release = threading.Event(), threading.Event()
@@ -175,19 +185,23 @@ async def test_an_inline_write_never_overtakes_an_unreported_commit(store: Store
     release.set()
     assert drained.wait(BLOCK)  # blocks the loop: the blocker committed, not yet reported
     threads: list[int] = []
-    assert await writer.submit(publishing("next", threads), small=True) == "next"
-    assert threads[0] != LOOP_THREAD  # waited for its turn in the thread
+    assert await yielded(writer.submit(publishing("next", threads), small=True))  # waited
     assert await blocker == "blocker"
     seqs = [seq for commit in commits for seq in commit]
-    assert seqs == sorted(seqs) and len(seqs) == 2
+    assert seqs == sorted(seqs) and len(seqs) == 2  # reported after the blocker's commit
+    assert names(raw) == ["blocker", "next"]
 
 
 async def test_a_task_writing_in_a_loop_yields_to_the_others(store: Store) -> None:
     threads: list[int] = []
-    for i in range(engine.MAX_INLINE_PER_TURN + 1):  # awaits that never yield to the loop
+    ran: list[bool] = []
+    asyncio.get_running_loop().call_soon(ran.append, True)  # another task's turn
+    for i in range(engine.MAX_INLINE_PER_TURN):  # awaits that never yield to the loop
         await store._writer.submit(publishing(str(i), threads), small=True)
-    assert threads[: engine.MAX_INLINE_PER_TURN] == [LOOP_THREAD] * engine.MAX_INLINE_PER_TURN
-    assert threads[-1] != LOOP_THREAD
+    assert ran == []
+    assert threads == [LOOP_THREAD] * engine.MAX_INLINE_PER_TURN
+    assert await yielded(store._writer.submit(publishing("yields", threads), small=True))
+    assert ran == [True]
 
 
 async def test_a_locked_database_sends_the_write_to_the_thread_without_blocking_the_loop(
@@ -210,11 +224,8 @@ async def test_a_locked_database_sends_the_write_to_the_thread_without_blocking_
         raw.execute("COMMIT")
     assert await write == "late"
     assert threads == [threads[0]] and threads[0] != LOOP_THREAD
-
-    def busy_timeout(conn: sqlite3.Connection) -> int:
-        return int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
-
-    assert await run_in_thread(store._writer_conn, busy_timeout) == 5000  # restored
+    assert await store._writer.submit(publishing("after", threads), small=True) == "after"
+    assert threads[-1] == LOOP_THREAD  # the lock is gone: inline again
 
 
 async def test_close_commits_queued_writes_then_refuses_new_ones(
