@@ -116,6 +116,10 @@ async def test_login_link_and_sync_through_the_methods(
     assert [(w["id"], w["linked"]) for w in listed["items"]] == [(ws["id"], True)]
     pushed = await client.call("sync.push")
     assert pushed["error"] is None and pushed["outbox"] == 0
+    # A published workspace joins its realtime channel once its history is pushed; the join
+    # asks for a catch-up pull (state "connecting" until it is done): the pull below follows it.
+    subscribed = device.cloud.live.status
+    await wait_for(lambda: ws["id"] in subscribed()["subscribed"], timeout=10_000 * MS)
     pulled = await client.call("sync.pull")
     assert pulled["error"] is None and pulled["changed"] == 0
     status = await client.call("sync.status")
