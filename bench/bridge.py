@@ -8,7 +8,10 @@ echo server) runs in this process; the clients run in a child process, as editor
 - write: sequential ``message.send`` round trips (p50/p99) next to the two baselines measured
   in the same run: a raw websockets echo of a same-sized frame, and a raw sqlite3 transaction
   inserting one row plus one outbox entry (WAL, synchronous=NORMAL).
-  Budget: p50 <= 2 x (echo p50 + transaction p50) and p99 <= 1 ms.
+  Budget: p50 <= 2 x (echo p50 + transaction p50) and p99 <= 1 ms. The bench workspace is
+  LINKED (a link row; no cloud is configured, nothing is pushed), so every measured write
+  commits its row AND its outbox entry, as the budget means. ``write.unlinked``: the same
+  sequential writes in an unlinked workspace (no outbox entry: local-only data; not budgeted).
 - concurrent: 50 clients each sending messages one after the other. Budget: >= 15k writes/s.
   The 50 clients share ONE child process (websockets' asyncio client), which needs about as
   much CPU per write as the daemon on this 2-core machine: both CPU costs are reported.
@@ -40,6 +43,7 @@ from daemon.store import Store
 from ui_bridge.server import BridgeServer
 
 CONTENT = "benchmark message body " * 4
+BENCH_ORG = "01a1fe00-0000-7000-8000-000000000000"  # any id: no cloud is configured
 
 
 # -- client side (child process) ----------------------------------------------------------------
@@ -69,7 +73,9 @@ async def client_write(cfg: dict[str, Any]) -> dict[str, Any]:
     echo = await sequential(cfg["echo_url"], {}, lambda i: send_frame(conv, i), n)
     api = await sequential(cfg["url"], headers, lambda i: send_frame(conv, i), n)
     ping = await sequential(cfg["url"], headers, ping_frame, n)
-    return {"echo": echo, "api": api, "ping": ping}
+    local = cfg["unlinked_conv_id"]
+    unlinked = await sequential(cfg["url"], headers, lambda i: send_frame(local, i), n)
+    return {"echo": echo, "api": api, "ping": ping, "api_unlinked": unlinked}
 
 
 def ping_frame(i: int) -> bytes:
@@ -269,14 +275,20 @@ async def main(quick: bool) -> dict[str, Any]:
         echo_port = next(iter(echo.sockets)).getsockname()[1]
         try:
             ws = await store.workspaces.create(name="bench")
+            await store.sync.link(workspace_id=ws["id"], org_id=BENCH_ORG, path=None)
             conv = await store.conversations.create(workspace_id=ws["id"], name="bench")
+            local = await store.workspaces.create(name="bench-unlinked")
+            local_conv = await store.conversations.create(workspace_id=local["id"], name="b")
             base = {"url": server.url, "token": server.token, "conv_id": conv["id"]}
             n = int(2000 * scale)
+            echo_url = f"ws://127.0.0.1:{echo_port}/"
             write = await run_child(
-                "write", {**base, "echo_url": f"ws://127.0.0.1:{echo_port}/", "n": n}
+                "write",
+                {**base, "echo_url": echo_url, "n": n, "unlinked_conv_id": local_conv["id"]},
             )
             raw = raw_transactions(data / "raw.db", n)
             write["store"] = await store_direct(store, conv["id"], n)
+            write["store_unlinked"] = await store_direct(store, local_conv["id"], n)
             cpu_before = process_cpu_s()
             concurrent = await run_child(
                 "concurrent", {**base, "clients": 50, "per_client": int(200 * scale)}
@@ -321,6 +333,11 @@ def report(
             },
             "budget": {"ratio_p50_max": 2.0, "p99_us_max": 1000},
             "ok": api["p50_us"] <= 2 * floor and api["p99_us"] <= 1000,
+            "unlinked": {  # the same writes in an unlinked workspace: no outbox entry
+                "api": summary_us(write["api_unlinked"]),
+                "store_create_in_process": summary_us(write["store_unlinked"]),
+                "budget": None,
+            },
         },
         "concurrent_50": {
             "writes": writes,

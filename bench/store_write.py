@@ -1,6 +1,9 @@
 """Store write benchmark: latency of sequential writes and throughput of 50 concurrent writers
 through the Store API, next to raw sqlite3 doing the same row + outbox + changelog transaction
 on the same schema in the same run. Prints JSON. Not a test; figures are noisy on shared CPUs.
+The workspace is LINKED (a link row; nothing is pushed), so each write commits its row AND its
+outbox entry; ``store.sequential_unlinked``: the same sequential writes in an unlinked workspace
+(no outbox entry: local-only data; not budgeted).
 
     .venv/bin/python bench/store_write.py [--writes 3000] [--writers 50]
 """
@@ -22,6 +25,8 @@ from daemon.config import StoreSettings
 from daemon.store import Store, migrate
 from daemon.store.codec import iso_ms, now_ms
 from daemon.store.ids import uuid7
+
+BENCH_ORG = "01a1fe00-0000-7000-8000-000000000000"  # any id: no cloud is configured
 
 
 def raw_setup(path: Path) -> tuple[sqlite3.Connection, str, str]:
@@ -98,18 +103,27 @@ def bench_raw(path: Path, writes: int) -> dict[str, Any]:
     return {**summary_us(samples), "writes_per_s": round(writes / elapsed)}
 
 
+async def sequential_writes(store: Store, conv: str, writes: int) -> list[float]:
+    samples = []
+    for i in range(writes):
+        t0 = time.perf_counter()
+        await store.messages.create(conversation_id=conv, role="user", content=f"message {i}")
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
 async def bench_store(path: Path, writes: int, writers: int) -> dict[str, Any]:
     store = await Store.open(path, StoreSettings())
     try:
         ws = await store.workspaces.create(name="bench")
+        await store.sync.link(workspace_id=ws["id"], org_id=BENCH_ORG, path=None)
         conv = (await store.conversations.create(workspace_id=ws["id"], name="c"))["id"]
+        local = await store.workspaces.create(name="bench-unlinked")
+        local_conv = (await store.conversations.create(workspace_id=local["id"], name="c"))["id"]
         for i in range(200):  # warm up
             await store.messages.create(conversation_id=conv, role="user", content=f"w{i}")
-        sequential = []
-        for i in range(writes):
-            t0 = time.perf_counter()
-            await store.messages.create(conversation_id=conv, role="user", content=f"message {i}")
-            sequential.append(time.perf_counter() - t0)
+        sequential = await sequential_writes(store, conv, writes)
+        unlinked = await sequential_writes(store, local_conv, writes)
 
         per_writer = max(1, writes * 2 // writers)
         concurrent: list[float] = []
@@ -127,6 +141,7 @@ async def bench_store(path: Path, writes: int, writers: int) -> dict[str, Any]:
         await store.close()
     return {
         "sequential": summary_us(sequential),
+        "sequential_unlinked": summary_us(unlinked),
         "concurrent": {
             "writers": writers,
             "writes": per_writer * writers,

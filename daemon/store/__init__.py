@@ -2,7 +2,9 @@
 
 ``Store.open`` migrates the database, creates the device id once, and starts the
 group-committing writer. Repositories return plain JSON-able dicts. Each mutation writes its row,
-an outbox entry and a changelog entry in one transaction; its ``await`` returns after the commit.
+its outbox entry (linked workspaces only: sync_outbox.py) and a changelog entry in one
+transaction; its ``await`` returns after the commit. Opening also drops the outbox entries of
+unlinked workspaces a store written before that rule may hold (``drop_unlinked_entries``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from daemon.store.messages import MessageRepo
 from daemon.store.schema import ENTITY_TABLES
 from daemon.store.sql import meta_get_sql, meta_put_sql
 from daemon.store.sync import SyncRepo
+from daemon.store.sync_outbox import drop_unlinked_entries
 from daemon.store.tasks import TaskRepo
 from daemon.store.txn import WriteContext, read_seqs
 from daemon.store.workspaces import WorkspaceRepo
@@ -177,5 +180,6 @@ def _boot(conn: sqlite3.Connection) -> tuple[str, str | None, int, int]:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    drop_unlinked_entries(conn)
     last_seq, first_seq = read_seqs(conn)
     return device_id, hlc_row[0] if hlc_row else None, last_seq, first_seq

@@ -7,7 +7,8 @@ tables against it).
 
 Local updates are written in batches (``LocalBatch``): the updates that arrive while the writer
 is busy share ONE operation, so one savepoint and a few multi-row INSERTs serve them all;
-each update still gets its own row, id, clock, outbox entry and changelog entry.
+each update still gets its own row, id, clock and changelog entry, and its outbox entry when its
+workspace is linked (``WriteContext.syncs``: an unlinked workspace's updates are local-only).
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def _create_row(ctx: WriteContext, doc_id: str, create: Create) -> dict[str, Any
     clocks = dict.fromkeys(("workspace_id", "name", "deleted_at"), stamp.hlc)
     params = {**row, "snapshot_seq": 0, "hlc": stamp.hlc, "origin": ctx.device_id}
     ctx.conn.execute(_INSERT_DOC, {**params, "field_hlc": dump_json_text(clocks)})
-    if create.outbox and workspace_id is not None:
+    if create.outbox and workspace_id is not None and ctx.syncs(workspace_id):
         entry = ctx.outbox_entry("documents", "insert", doc_id, workspace_id, row, stamp)
         ctx.conn.execute(_INSERT_OUTBOX, entry)
     return row
@@ -221,7 +222,7 @@ class LocalBatch:
             event = update_event(doc_id, workspace_id, update_id, data, device)
             entries.append((_UPDATED, doc_id, workspace_id, dump_json_text(event), iso))
             events.append(event)
-            if workspace_id is not None:
+            if workspace_id is not None and ctx.syncs(workspace_id):
                 fields = {
                     "id": update_id,
                     "doc_id": doc_id,

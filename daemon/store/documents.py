@@ -14,10 +14,11 @@ entry is cached, so a reload never misses an update in flight. Updates whose dep
 not arrived stay pending in a Doc and out of its encoded state; the entry keeps them
 (``waiting``) so that ``state`` includes them (see ydoc.py).
 
-Writes. A local update = the ``doc_updates`` row, an outbox entry (documents of a workspace only:
-a document without one never leaves the device) and a ``doc.updated`` changelog entry with the
-update in base64, in one transaction; the updates arriving while the writer is busy share one
-write operation (``LocalBatch``). A remote update (``apply_remote_update``, for the sync driver)
+Writes. A local update = the ``doc_updates`` row, an outbox entry (documents of a LINKED workspace
+only: a document without one, or of an unlinked workspace, never leaves the device; linking
+snapshots it whole) and a ``doc.updated`` changelog entry with the update in base64, in one
+transaction; the updates arriving while the writer is busy share one write operation
+(``LocalBatch``). A remote update (``apply_remote_update``, for the sync driver)
 is the same without outbox entry, deduplicated by its id.
 
 Compaction runs in a background task, one document at a time, once a document has

@@ -24,6 +24,8 @@ OUTBOX_KEYS: Final = tuple(str(c.name) for c in schema.outbox.columns if c.name 
 CHANGELOG_KEYS: Final = tuple(str(c.name) for c in schema.changelog.columns if c.name != "seq")
 #: The last seq ever assigned to a changelog entry (AUTOINCREMENT keeps it past pruning).
 LAST_SEQ_SQL: Final = "SELECT seq FROM sqlite_sequence WHERE name = 'changelog'"
+#: The linked workspaces (migrations/local/0003_cloud_links.sql): only they get outbox entries.
+LINKED_IDS_SQL: Final = "SELECT workspace_id FROM cloud_links"
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from daemon.store.ids import uuid7
 from daemon.store.sql import OUTBOX_KEYS, compile_statement, insert_sql
 from daemon.store.sync_rows import origin_of
 from daemon.store.sync_types import DocUpdate, MergeFn
-from daemon.store.txn import Stamp, WriteContext, snapshot_entry
+from daemon.store.txn import Stamp, WriteContext
 from daemon.store.ydoc import replay, state_with
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,27 @@ DOC_TABLES: Final = ("documents", "doc_updates")
 #: The metadata columns of a document (what sync reads and writes; never the snapshot).
 META_COLUMNS: Final = (*doc_ops.ROW_COLUMNS, "hlc", "field_hlc", "origin")
 _D, _U = doc_ops.documents.c, doc_ops.doc_updates.c
+
+
+def snapshot_entry(
+    table: str, workspace_id: str | None, fields: dict[str, Any], row: dict[str, Any], at: str
+) -> dict[str, Any]:
+    """The outbox entry that sends a whole row when its workspace is linked: ``fields`` (with
+    ``id``) each under its own clock from ``row["field_hlc"]``, else under ``row["hlc"]``."""
+    clocks = dict.fromkeys(fields, row["hlc"])
+    clocks.update(row.get("field_hlc") or {})
+    return {
+        "table_name": table,
+        "row_id": fields["id"],
+        "workspace_id": workspace_id,
+        "op": "insert",
+        "fields": dump_json_text(fields),
+        "field_hlc": dump_json_text(clocks),
+        "hlc": row["hlc"],
+        "origin": row["origin"],
+        "created_at": at,
+        "attempts": 0,
+    }
 
 
 @cache

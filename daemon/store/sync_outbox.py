@@ -1,9 +1,15 @@
 """The push side of sync in the store: reading the outbox as coalesced changes, completing a
 push, and linking (snapshotting a workspace's whole history into the outbox) or unlinking.
 
-Outbox entries are written by every local change, linked or not (txn.py ``emit``); only the
-entries of linked workspaces are ever read for a push. System and tool messages never get an
-entry (I6), and ``read_outbox`` refuses them again should one appear.
+Outbox entries are written only by local changes in LINKED workspaces (txn.py ``emit`` and
+``syncs``): an unlinked workspace is local-only data (I6), so its writes cost no entry and its
+outbox cannot grow without bound. Linking snapshots the workspace's whole state into the outbox
+(nothing before the link is lost), then adds it to the writer's set of linked workspaces, so the
+next write (in the same batch too) gets its entry; unlinking drops its entries and removes it
+from the set. System and tool messages never get an entry (I6), and ``read_outbox`` refuses
+them again should one appear. ``drop_unlinked_entries`` removes, at store open, the entries a
+store written before this rule holds for unlinked workspaces (in chunks, one short transaction
+each).
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ from daemon.store.codec import RowCodec, dump_json, dump_json_text, iso_ms, load
 from daemon.store.ids import uuid7
 from daemon.store.schema import CLOCK_COLUMNS, ENTITY_TABLES
 from daemon.store.sql import OUTBOX_KEYS, insert_sql
-from daemon.store.sync_docs import snapshot_documents
+from daemon.store.sync_docs import snapshot_documents, snapshot_entry
 from daemon.store.sync_types import Link, OutboxChange, PushOutcome
-from daemon.store.txn import Stamp, WriteContext, WriteOp, snapshot_entry, workspace_of
+from daemon.store.txn import Stamp, WriteContext, WriteOp, workspace_of
 from daemon.types import LOCAL_ONLY_ROLES
 
 logger = logging.getLogger(__name__)
@@ -199,6 +205,7 @@ def link_op(workspace_id: str, org_id: str, path: str | None) -> WriteOp:
             conn.execute(q.outbox_delete_workspace_sql(), {"ws": workspace_id})
             total = _snapshot(ctx, workspace_id, linked_at)
             logger.info("sync.linked workspace_id=%s rows=%d", workspace_id, total)
+        ctx.set_linked(workspace_id, True)  # last: from now on its writes get entries
         return Link(workspace_id, org_id, path, linked_at)
 
     return op
@@ -237,6 +244,40 @@ def unlink_op(workspace_id: str) -> WriteOp:
         conn.execute(q.cursor_delete_sql(), {"_scopes": scopes})
         conn.execute(q.outbox_delete_workspace_sql(), {"ws": workspace_id})
         conn.execute(q.parked_delete_workspace_sql(), {"ws": workspace_id})
+        ctx.set_linked(workspace_id, False)  # last: from now on its writes get none
         logger.info("sync.unlinked workspace_id=%s", workspace_id)
 
     return op
+
+
+# -- boot cleanup -----------------------------------------------------------------------------
+
+#: Entries deleted per transaction by ``drop_unlinked_entries``.
+CLEANUP_CHUNK = 5000
+
+
+def drop_unlinked_entries(conn: sqlite3.Connection, chunk: int = CLEANUP_CHUNK) -> int:
+    """Delete the outbox entries of workspaces that are not linked (written before only linked
+    workspaces got entries), ``chunk`` entries per transaction; how many were deleted.
+
+    Idempotent: a store without such entries pays one scan of the outbox index. Entries without
+    a workspace are kept. Runs before the writer starts (no other writer on ``conn``)."""
+    dead = [row[0] for row in conn.execute(q.outbox_unlinked_workspaces_sql())]
+    total = 0
+    for workspace_id in dead:
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                compiled = q.outbox_delete_chunk_sql()
+                params = compiled.params({"ws": workspace_id, "_limit": chunk})
+                removed = conn.execute(compiled.sql, params).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            total += removed
+            if removed < chunk:
+                break
+    if total:
+        logger.info("store.outbox.unlinked_dropped entries=%d workspaces=%d", total, len(dead))
+    return total

@@ -156,6 +156,32 @@ def outbox_delete_workspace_sql() -> str:
 
 
 @cache
+def outbox_unlinked_workspaces_sql() -> str:
+    """The workspaces (not NULL) with outbox entries that are not linked."""
+    o = schema.outbox
+    linked = sa.select(cloud_links.c.workspace_id)
+    stmt = (
+        sa.select(o.c.workspace_id)
+        .distinct()
+        .where(o.c.workspace_id.is_not(None), o.c.workspace_id.not_in(linked))
+    )
+    return compile_statement(stmt).sql
+
+
+@cache
+def outbox_delete_chunk_sql() -> Compiled:
+    """Delete up to ``_limit`` of one workspace's entries, oldest first (walks the index)."""
+    o = schema.outbox
+    ids = (
+        sa.select(o.c.id)
+        .where(o.c.workspace_id == sa.bindparam("ws"))
+        .order_by(o.c.id)
+        .limit(sa.bindparam("_limit"))
+    )
+    return compile_statement(sa.delete(o).where(o.c.id.in_(ids.scalar_subquery())))
+
+
+@cache
 def outbox_count_linked_sql() -> str:
     o = schema.outbox
     linked = sa.select(cloud_links.c.workspace_id)

@@ -7,6 +7,13 @@ and the others still commit (group commit). Every visible change goes through ``
 the outbox entry (what a push needs) and the changelog entry (what UIs see) in the same
 transaction as the row.
 
+Only a LINKED workspace's changes get an outbox entry (``syncs``; a row without a workspace
+too): an unlinked workspace is local-only data (I6), and linking snapshots its whole state into
+the outbox (sync_outbox.py). The set of linked ids is read from ``cloud_links`` at creation;
+``link_op``/``unlink_op`` change it as their last step (``set_linked``), so the next op of the
+same batch sees it. A batch or savepoint that changed it and rolls back reloads it, and a failed
+transaction makes the next batch reload it first: it never misses a committed link.
+
 An inline write (run on the event loop's thread) must never block the loop: it opens its
 transaction with ``try_begin``, which gives up at once when another connection holds the
 database lock; ``run_batch`` alone (in the writer's thread) waits up to ``busy_timeout``. Once the
@@ -36,6 +43,7 @@ from daemon.store.codec import RowCodec, dump_json_text, iso_ms, now_ms
 from daemon.store.sql import (
     CHANGELOG_KEYS,
     LAST_SEQ_SQL,
+    LINKED_IDS_SQL,
     OUTBOX_KEYS,
     changelog_first_sql,
     changelog_prune_sql,
@@ -102,6 +110,10 @@ class WriteContext:
         self._clock_mark = 0
         self._iso_second = -1  # tick's memo of the ISO text of the current second
         self._iso_prefix = ""
+        self._linked: set[str] = set()
+        self._links_version = 0  # bumped by set_linked: did an op change the set?
+        self._links_stale = False  # a transaction failed: reload before the next batch
+        self.reload_links()
 
     # -- used by mutations -------------------------------------------------------------------
 
@@ -148,10 +160,11 @@ class WriteContext:
         outbox: bool = True,
     ) -> None:
         """Record a change of ``row``: an outbox entry with the changed ``fields`` and their
-        clocks (unless ``outbox`` is false: local-only data), and a changelog entry."""
+        clocks (unless ``outbox`` is false or the row's workspace is not linked: local-only
+        data), and a changelog entry."""
         row_id = row["id"]
         workspace_id = workspace_of(table, row)
-        if outbox:
+        if outbox and (workspace_id is None or workspace_id in self._linked):
             self.conn.execute(
                 insert_positional_sql("outbox", OUTBOX_KEYS),
                 self.outbox_values(table, op, row_id, workspace_id, fields, stamp),
@@ -163,6 +176,24 @@ class WriteContext:
         seq = cursor.lastrowid
         assert seq is not None
         self._events.append(ChangeEvent(seq, topic, dict(row)))  # callers may keep `row`
+
+    def syncs(self, workspace_id: str | None) -> bool:
+        """Whether a local change of a row of ``workspace_id`` gets an outbox entry: its
+        workspace is linked (a row without a workspace: yes)."""
+        return workspace_id is None or workspace_id in self._linked
+
+    def set_linked(self, workspace_id: str, linked: bool) -> None:
+        """Record a link or unlink written in the current transaction (its op's last step)."""
+        if linked:
+            self._linked.add(workspace_id)
+        else:
+            self._linked.discard(workspace_id)
+        self._links_version += 1
+
+    def reload_links(self) -> None:
+        """Read the set of linked workspaces from the database (as this connection sees it)."""
+        self._linked = {row[0] for row in self.conn.execute(LINKED_IDS_SQL)}
+        self._links_stale = False
 
     def outbox_entry(
         self,
@@ -268,7 +299,10 @@ class WriteContext:
         if not begun:
             self.begin()
         changes_before = conn.total_changes
+        links_before = self._links_version
         try:
+            if self._links_stale:
+                self.reload_links()
             if len(ops) == 1:
                 # A lone write needs no savepoint: if it fails, the whole transaction goes.
                 keep = self._run_op(ops[0], outcome)
@@ -283,7 +317,10 @@ class WriteContext:
                 conn.execute("COMMIT")
             else:
                 conn.execute("ROLLBACK")  # failed, or nothing written: skip the commit
+                if self._links_version != links_before:
+                    self.reload_links()
         except BaseException:
+            self._links_stale = True  # a link or unlink may be gone with the transaction
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self._clock_mark = 0  # a mark written by _finish may be gone with the transaction
@@ -306,8 +343,11 @@ class WriteContext:
 
     def _run_in_savepoint(self, op: WriteOp, outcome: BatchOutcome) -> None:
         self.conn.execute("SAVEPOINT op")
+        links_before = self._links_version
         if not self._run_op(op, outcome):
             self.conn.execute("ROLLBACK TO op")
+            if self._links_version != links_before:
+                self.reload_links()  # as the rest of the transaction sees it
         self.conn.execute("RELEASE op")
 
     def save_clock(self) -> None:
@@ -362,27 +402,6 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 def workspace_of(table: str, row: dict[str, Any]) -> str | None:
     """The workspace a row belongs to (a workspace belongs to itself)."""
     return row["id"] if table == "workspaces" else row.get("workspace_id")
-
-
-def snapshot_entry(
-    table: str, workspace_id: str | None, fields: dict[str, Any], row: dict[str, Any], at: str
-) -> dict[str, Any]:
-    """The outbox entry that sends a whole row when its workspace is linked: ``fields`` (with
-    ``id``) each under its own clock from ``row["field_hlc"]``, else under ``row["hlc"]``."""
-    clocks = dict.fromkeys(fields, row["hlc"])
-    clocks.update(row.get("field_hlc") or {})
-    return {
-        "table_name": table,
-        "row_id": fields["id"],
-        "workspace_id": workspace_id,
-        "op": "insert",
-        "fields": dump_json_text(fields),
-        "field_hlc": dump_json_text(clocks),
-        "hlc": row["hlc"],
-        "origin": row["origin"],
-        "created_at": at,
-        "attempts": 0,
-    }
 
 
 def _translate(exc: Exception) -> Exception:

@@ -1,5 +1,6 @@
 """Durable ack (invariant I1): SIGKILL a writer at random moments, over and over; every write
-it acknowledged is there after the restart, with its outbox and changelog entries.
+it acknowledged is there after the restart, with its outbox and changelog entries (the child
+links its workspace: only a linked workspace's writes get outbox entries).
 
 The child (this file run as a script) writes through the Store with several concurrent writers
 (so group commit is exercised) and prints one line per acknowledged write, after the await.
@@ -120,6 +121,9 @@ async def _child(db: Path) -> None:
 
     store = await Store.open(db, StoreSettings())
     ws = await store.workspaces.create(name="crash")
+    # Linked (no cloud: nothing is pushed), so every write has an outbox entry to check; the
+    # workspace's own entry is the link's snapshot, under the clock of its creation.
+    await store.sync.link(workspace_id=ws["id"], org_id="crash-org", path=None)
     _ack("create", ws, "workspaces")
     conv = await store.conversations.create(workspace_id=ws["id"], name="c")
     _ack("create", conv, "conversations")

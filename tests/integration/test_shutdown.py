@@ -17,6 +17,8 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from daemon.config import StoreSettings
+from daemon.store import Store
 from daemon.store.ids import uuid7
 from tests.helpers import MS, wait_for
 
@@ -74,8 +76,21 @@ async def write_until_refused(rpc: Rpc, conversation_id: str, acked: list[str]) 
         return
 
 
+async def linked_conversation(db: Path) -> str:
+    """A conversation in a LINKED workspace, made before the daemon starts: only a linked
+    workspace's writes get outbox entries. No cloud is configured: nothing is pushed."""
+    store = await Store.open(db, StoreSettings())
+    try:
+        ws = await store.workspaces.create(name="burst")
+        await store.sync.link(workspace_id=ws["id"], org_id="burst-org", path=None)
+        return str((await store.conversations.create(workspace_id=ws["id"], name="c"))["id"])
+    finally:
+        await store.close()
+
+
 async def test_sigterm_during_a_burst_of_writes(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+    conversation_id = await linked_conversation(tmp_path / "syncd.db")
     with (tmp_path / "stderr").open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "daemon", "run", "--data-dir", str(tmp_path), "--port", "0"),
@@ -95,10 +110,6 @@ async def test_sigterm_during_a_burst_of_writes(tmp_path: Path) -> None:
         )
         info = read_discovery(tmp_path)
         assert info is not None and proc.returncode is None
-        setup = await open_rpc(info)
-        ws = (await setup.call("workspace.create", {"name": "burst"}))["result"]
-        conv = await setup.call("conversation.create", {"workspace_id": ws["id"], "name": "c"})
-        conversation_id = conv["result"]["id"]
         clients = [await open_rpc(info) for _ in range(CLIENTS)]
         acked: list[str] = []
         writers = [

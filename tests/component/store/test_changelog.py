@@ -12,6 +12,7 @@ from daemon.errors import InvalidInput
 from daemon.store import Store
 
 from .conftest import rows
+from .linking import create_linked
 
 
 async def test_read_since_replays_in_order(store: Store) -> None:
@@ -54,8 +55,8 @@ async def test_pruned_to_retain_and_seqs_never_reused(db_path: Path) -> None:
     settings = StoreSettings(changelog_retain=10)
     store = await Store.open(db_path, settings)
     try:
-        for i in range(25):
-            await store.workspaces.create(name=f"w{i}")
+        for i in range(25):  # linked: each gets its outbox entry (the link's snapshot)
+            await create_linked(store, name=f"w{i}")
         assert await store.changelog.last_seq() == 25
         assert await store.changelog.first_seq() == 16
         assert [e.seq for e in await store.changelog.read_since(0)] == list(range(16, 26))

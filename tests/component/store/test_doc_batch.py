@@ -16,6 +16,7 @@ from daemon.store import Store
 from daemon.store.doc_ops import insert_many
 
 from .conftest import rows
+from .linking import create_linked
 
 
 def edits(n: int) -> list[bytes]:
@@ -42,7 +43,7 @@ def test_insert_many_keeps_the_order_across_statement_sizes() -> None:
 async def test_a_large_batch_gives_each_update_its_row_entry_seq_and_outbox(
     store: Store, raw: sqlite3.Connection
 ) -> None:
-    workspace = await store.workspaces.create(name="docs")
+    workspace = await create_linked(store, name="docs")  # linked: its updates get entries
     doc_id = (await store.documents.open(workspace_id=workspace["id"]))["id"]
     seen: list[ChangeEvent] = []
     store.add_commit_listener(seen.extend)

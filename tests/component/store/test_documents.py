@@ -24,6 +24,7 @@ from daemon.store.ids import uuid7
 from tests.helpers import MS, wait_for
 
 from .conftest import rows
+from .linking import create_linked
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -72,7 +73,7 @@ async def type_words(store: Store, doc_id: str, editor: Editor, words: int) -> N
 
 @pytest.fixture
 async def workspace(store: Store) -> dict[str, Any]:
-    return await store.workspaces.create(name="docs")
+    return await create_linked(store, name="docs")  # linked: its documents get entries
 
 
 # -- schema ---------------------------------------------------------------------------------------

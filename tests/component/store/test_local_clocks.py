@@ -14,6 +14,7 @@ import pytest
 from daemon.store import Store
 
 from .conftest import rows
+from .linking import create_linked
 from .test_sync_support import OTHER, change, clock, merge, remote_workspace
 
 BOOKKEEPING = {"id", "hlc", "field_hlc", "origin"}
@@ -33,7 +34,8 @@ def clocked_at(row: dict[str, Any], hlc: str) -> set[str]:
 
 
 async def created(store: Store, table: str) -> dict[str, Any]:
-    ws = await store.workspaces.create(name="w", path="/src/w")
+    # linked: its rows' writes get outbox entries (a workspace's: the link's snapshot)
+    ws = await create_linked(store, name="w", path="/src/w")
     if table == "workspaces":
         return ws
     if table == "conversations":

@@ -14,6 +14,7 @@ from daemon.store import Store
 from daemon.store.ids import is_uuid, uuid7
 
 from .conftest import rows
+from .linking import create_linked, link
 
 
 def outbox_of(raw: sqlite3.Connection, row_id: str) -> list[dict[str, Any]]:
@@ -52,7 +53,9 @@ async def test_workspace_create_writes_row_outbox_and_changelog(
     assert ws["created_at"].endswith("Z") and ws["created_at"] == ws["updated_at"]
     assert set(ws["field_hlc"].values()) == {ws["hlc"]}
     assert await store.workspaces.get(ws["id"]) == ws  # the stored row, decoded alike
-    [entry] = outbox_of(raw, ws["id"])
+    assert outbox_of(raw, ws["id"]) == []  # not linked: local-only, no entry (I6)
+    await link(store, ws["id"])
+    [entry] = outbox_of(raw, ws["id"])  # the link's snapshot: the row as stored
     assert entry["op"] == "insert" and entry["workspace_id"] == ws["id"]
     assert entry["fields"]["name"] == "Alpha" and entry["hlc"] == ws["hlc"]
     assert set(entry["field_hlc"]) == set(entry["fields"])
@@ -63,7 +66,7 @@ async def test_workspace_create_writes_row_outbox_and_changelog(
 async def test_update_is_partial_and_clocks_only_changed_fields(
     store: Store, raw: sqlite3.Connection
 ) -> None:
-    ws = await store.workspaces.create(name="A")
+    ws = await create_linked(store, name="A")
     updated = await store.workspaces.update(
         ws["id"], shared_memory={"k": [1, 2]}, task_goal="ship", name="A"
     )
@@ -87,7 +90,7 @@ async def test_update_is_partial_and_clocks_only_changed_fields(
 async def test_update_that_changes_nothing_writes_nothing(
     store: Store, raw: sqlite3.Connection
 ) -> None:
-    ws = await store.workspaces.create(name="A")
+    ws = await create_linked(store, name="A")
     same = await store.workspaces.update(ws["id"], name="A")
     assert same == ws
     assert len(outbox_of(raw, ws["id"])) == 1 and len(changelog_of(raw, ws["id"])) == 1
@@ -108,7 +111,7 @@ async def test_update_that_changes_nothing_writes_nothing(
 async def test_bad_update_names_the_field_and_changes_nothing(
     store: Store, raw: sqlite3.Connection, fields: dict[str, Any], field: str
 ) -> None:
-    ws = await store.workspaces.create(name="A")
+    ws = await create_linked(store, name="A")
     with pytest.raises(InvalidInput) as info:
         await store.workspaces.update(ws["id"], **fields)
     assert info.value.field == field
@@ -119,7 +122,7 @@ async def test_bad_update_names_the_field_and_changes_nothing(
 async def test_delete_is_a_tombstone_and_list_skips_it(
     store: Store, raw: sqlite3.Connection
 ) -> None:
-    a = await store.workspaces.create(name="A")
+    a = await create_linked(store, name="A")
     b = await store.workspaces.create(name="B")
     gone = await store.workspaces.delete(a["id"])
     assert gone["deleted_at"] is not None and gone["field_hlc"]["deleted_at"] == gone["hlc"]
@@ -176,7 +179,7 @@ async def test_bad_limit_is_refused(store: Store, limit: Any) -> None:
 
 
 async def test_conversations(store: Store, raw: sqlite3.Connection) -> None:
-    ws = await store.workspaces.create(name="A")
+    ws = await create_linked(store, name="A")
     other = await store.workspaces.create(name="B")
     conv = await store.conversations.create(workspace_id=ws["id"], name="Chat")
     await store.conversations.create(workspace_id=other["id"], name="Elsewhere")
@@ -208,7 +211,7 @@ async def test_conversation_in_unknown_or_deleted_workspace_is_refused(store: St
 
 
 async def test_messages_append_and_page_with_after(store: Store, raw: sqlite3.Connection) -> None:
-    ws = await store.workspaces.create(name="A")
+    ws = await create_linked(store, name="A")
     conv = await store.conversations.create(workspace_id=ws["id"], name="c")
     sent = [
         await store.messages.create(conversation_id=conv["id"], role="user", content=f"m{i}")
@@ -230,7 +233,7 @@ async def test_messages_append_and_page_with_after(store: Store, raw: sqlite3.Co
 async def test_client_chosen_message_id_makes_retries_idempotent(
     store: Store, raw: sqlite3.Connection
 ) -> None:
-    ws = await store.workspaces.create(name="A")
+    ws = await create_linked(store, name="A")
     conv = await store.conversations.create(workspace_id=ws["id"], name="c")
     mid = uuid7()
     first = await store.messages.create(
@@ -272,7 +275,7 @@ async def test_bad_message_names_the_field(
 async def test_system_and_tool_messages_never_reach_the_outbox(
     store: Store, raw: sqlite3.Connection
 ) -> None:
-    ws = await store.workspaces.create(name="A")
+    ws = await create_linked(store, name="A")
     conv = await store.conversations.create(workspace_id=ws["id"], name="c")
     for role in ("system", "tool"):
         msg = await store.messages.create(conversation_id=conv["id"], role=role, content="secret")
@@ -281,7 +284,7 @@ async def test_system_and_tool_messages_never_reach_the_outbox(
 
 
 async def test_tasks_queue_update_cancel(store: Store, raw: sqlite3.Connection) -> None:
-    ws = await store.workspaces.create(name="A")
+    ws = await create_linked(store, name="A")
     task = await store.tasks.create(workspace_id=ws["id"], kind="build", payload={"n": 1})
     assert task["status"] == "queued" and task["priority"] == 0 and task["attempts"] == 0
     assert task["payload"] == {"n": 1} and task["progress"] == {}

@@ -223,6 +223,7 @@ async def test_resolve_conflict_refuses_bad_calls(store: Store) -> None:
     with pytest.raises(NotFound):
         await store.sync.resolve_conflict("0198c0de-0000-7000-8000-000000000000", "x")
     ws = await store.workspaces.create(name="w")
+    await store.sync.link(workspace_id=ws["id"], org_id="o", path=None)  # pulls: linked only
     await store.workspaces.update(ws["id"], task_goal="a")
     theirs = clock(60_000)
     remote = {"id": ws["id"], "task_goal": "b", "field_hlc": {"task_goal": theirs}, "hlc": theirs}

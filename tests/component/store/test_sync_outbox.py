@@ -155,7 +155,7 @@ async def test_link_snapshots_the_whole_history(store: Store, raw: sqlite3.Conne
     msg = await store.messages.create(conversation_id=conv["id"], role="user", content=text)
     await store.messages.create(conversation_id=conv["id"], role="tool", content="local only")
     task = await store.tasks.create(workspace_id=ws["id"], kind="build")
-    assert outbox_count(raw, ws["id"]) == 7  # entries written before the link
+    assert outbox_count(raw, ws["id"]) == 0  # not linked: local-only, no entries (I6)
     link = await store.sync.link(workspace_id=ws["id"], org_id=ORG, path="/src/w")
     assert (link.workspace_id, link.org_id, link.path) == (ws["id"], ORG, "/src/w")
     assert await store.sync.links() == [link]
@@ -200,9 +200,9 @@ async def test_unlink_keeps_data_and_drops_link_cursor_outbox(
     assert outbox_count(raw, ws["id"]) == 0
     assert (await store.workspaces.get(ws["id"]))["name"] == "alpha"
     assert (await store.workspaces.get(remote["id"]))["name"] == "other"
-    # Local writes go on; relinking publishes the current state again.
+    # Local writes go on (with no outbox entry); relinking publishes the current state again.
     await store.workspaces.update(ws["id"], name="beta")
-    assert await store.sync.take_outbox(workspace_ids=[ws["id"]]) != []
+    assert outbox_count(raw, ws["id"]) == 0
     assert (await store.sync.counts())["outbox"] == 0
     await store.sync.link(workspace_id=ws["id"], org_id=ORG, path=None)
     [again] = await store.sync.take_outbox(workspace_ids=[ws["id"]])

@@ -16,6 +16,7 @@ from daemon.store.codec import RowCodec
 from daemon.store.txn import WriteContext, WriteOp
 
 from .conftest import rows
+from .linking import link_ids
 
 
 @pytest.fixture
@@ -60,6 +61,7 @@ def make_workspace(name: str, *, fail_after_write: bool = False) -> WriteOp:
 
 
 def test_failure_after_writes_is_rolled_back_alone(ctx: WriteContext) -> None:
+    link_ids(ctx, "a", "b", "c")  # linked: their writes get outbox entries
     outcome = ctx.run_batch(
         [make_workspace("a"), make_workspace("b", fail_after_write=True), make_workspace("c")]
     )

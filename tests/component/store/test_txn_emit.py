@@ -17,6 +17,8 @@ from daemon.store.schema import ENTITY_TABLES
 from daemon.store.sql import CHANGELOG_KEYS, OUTBOX_KEYS, insert_positional_sql, insert_row_sql
 from daemon.store.txn import WriteContext
 
+from .linking import link_ids
+
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[WriteContext]:
@@ -43,6 +45,7 @@ def workspace(ctx: WriteContext) -> dict[str, Any]:
 
 
 def test_emit_stores_what_outbox_entry_describes(ctx: WriteContext) -> None:
+    link_ids(ctx, "w1")  # linked: its writes get outbox entries
     made = ctx.run_batch([workspace]).results[0][1]
     hlc, iso = made["stamp"].hlc, made["stamp"].iso
     expected = ctx.outbox_entry("workspaces", "insert", "w1", "w1", made["fields"], made["stamp"])

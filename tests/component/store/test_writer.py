@@ -17,10 +17,11 @@ from daemon.store import Store
 from daemon.store.ids import uuid7
 
 from .conftest import rows
+from .linking import create_linked
 
 
 async def make_conversation(store: Store) -> str:
-    ws = await store.workspaces.create(name="A")
+    ws = await create_linked(store, name="A")  # linked: its writes get outbox entries
     return str((await store.conversations.create(workspace_id=ws["id"], name="c"))["id"])
 
 
