@@ -9,7 +9,8 @@ folder first on ``sys.path``, so ``import _common`` finds this file, which puts 
                                  variables nor the OS keyring.
 ``wait_until``                   poll a condition (sync or async) until a deadline.
 ``scratch_database``             a fresh PostgreSQL database (embedded pgserver unless a URL).
-``devcloud_process``             ``python -m devcloud`` on a database; yields its API URL.
+``devcloud_process``             ``python -m devcloud`` on a database; yields its API URL
+                                 (``devcloud_child``: and its process).
 """
 
 from __future__ import annotations
@@ -148,7 +149,11 @@ async def scratch_database(url: str | None) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def devcloud_process(database_url: str, log: Path) -> AsyncIterator[str]:
+async def devcloud_child(
+    database_url: str, log: Path
+) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """``python -m devcloud`` on ``database_url``; yields its API URL and its process (to
+    stall it with SIGSTOP, or read its CPU time)."""
     args = ["-m", "devcloud", "--database-url", database_url, "--port", "0"]
     async with child(args, log, child_env()) as proc:
         await wait_until(
@@ -158,4 +163,10 @@ async def devcloud_process(database_url: str, log: Path) -> AsyncIterator[str]:
         found = re.search(r"API URL: (\S+)", text)
         if found is None:
             raise RuntimeError(f"devcloud did not start:\n{text}")
-        yield found.group(1)
+        yield found.group(1), proc
+
+
+@contextlib.asynccontextmanager
+async def devcloud_process(database_url: str, log: Path) -> AsyncIterator[str]:
+    async with devcloud_child(database_url, log) as (url, _proc):
+        yield url

@@ -68,6 +68,7 @@ import orjson
 from _common import (
     ROOT,
     child_env,
+    devcloud_child,
     print_json_with_load,
     scratch_database,
     wait_until,
@@ -137,46 +138,9 @@ class Daemon:
             await self.proc.wait()
 
 
-class CloudChild:
-    """``python -m devcloud`` as a child process that can be stopped and started again on
-    the same port (an outage, as a user meets one)."""
-
-    def __init__(self, database_url: str, tmp: Path) -> None:
-        self.database_url = database_url
-        self.tmp = tmp
-        self.port = 0
-        self.url = ""
-        self.proc: asyncio.subprocess.Process | None = None
-        self._starts = 0
-
-    async def start(self) -> str:
-        self._starts += 1
-        log = self.tmp / f"devcloud.{self._starts}.log"
-        args = ["-m", "devcloud", "--database-url", self.database_url, "--port", str(self.port)]
-        with log.open("wb") as out:
-            self.proc = proc = await asyncio.create_subprocess_exec(
-                sys.executable, *args, cwd=ROOT, env=child_env(), stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
-        await wait_until(
-            lambda: proc.returncode is not None or "API URL:" in log.read_text(), "devcloud"
-        )
-        found = re.search(r"API URL: (http://127\.0\.0\.1:(\d+))", log.read_text())
-        if found is None:
-            raise RuntimeError(f"devcloud did not start:\n{log.read_text()}")
-        self.url, self.port = found.group(1), int(found.group(2))
-        return self.url
-
-    def stall(self, stalled: bool) -> None:
-        """SIGSTOP (the cloud stops answering, its sockets stay open) or SIGCONT."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP if stalled else signal.SIGCONT)
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.stall(False)
-            self.proc.send_signal(signal.SIGTERM)
-            await self.proc.wait()
+def stall(proc: asyncio.subprocess.Process, stalled: bool) -> None:
+    """SIGSTOP (the cloud stops answering, its sockets stay open) or SIGCONT."""
+    proc.send_signal(signal.SIGSTOP if stalled else signal.SIGCONT)
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -221,14 +185,14 @@ async def postmaster_pid(pool: asyncpg.Pool) -> int | None:
 class CpuMeter:
     """CPU seconds of the processes a push keeps busy: the daemon, devcloud, PostgreSQL."""
 
-    def __init__(self, daemon: Daemon, cloud: CloudChild, postmaster: int | None) -> None:
-        self.daemon, self.cloud, self.postmaster = daemon, cloud, postmaster
+    def __init__(self, daemon: Daemon, cloud_pid: int, postmaster: int | None) -> None:
+        self.daemon, self.cloud_pid, self.postmaster = daemon, cloud_pid, postmaster
 
     def now(self) -> dict[str, float]:
-        assert self.daemon.proc is not None and self.cloud.proc is not None
+        assert self.daemon.proc is not None
         return {
             "daemon": cpu_s(self.daemon.proc.pid),
-            "devcloud": cpu_s(self.cloud.proc.pid),
+            "devcloud": cpu_s(self.cloud_pid),
             "postgres": postgres_cpu_s(self.postmaster),
         }
 
@@ -290,7 +254,7 @@ async def bench_push(a: Daemon, pool: asyncpg.Pool, n: int, meter: CpuMeter) -> 
 
 
 async def bench_backlog(
-    a: Daemon, pool: asyncpg.Pool, cloud: CloudChild, n: int, meter: CpuMeter
+    a: Daemon, pool: asyncpg.Pool, cloud: asyncio.subprocess.Process, n: int, meter: CpuMeter
 ) -> dict[str, Any]:
     """``n`` messages written on a linked, joined workspace while devcloud is down, pushed
     once it is back (see the module docstring for what is measured)."""
@@ -299,7 +263,7 @@ async def bench_backlog(
     await a.call("cloud.link", {"workspace_id": ws["id"]})
     await a.call("sync.push")
     await wait_until(lambda: _joined(a, ws["id"]), "the realtime join", WAIT_S)
-    cloud.stall(True)
+    stall(cloud, True)
     try:
         written = time.perf_counter()
         await write_messages(a, conv["id"], n)
@@ -307,7 +271,7 @@ async def bench_backlog(
         joined_at_resume = await _joined(a, ws["id"])
         cpu = meter.now()
     finally:
-        cloud.stall(False)
+        stall(cloud, False)
     await wait_until(lambda: _reached(pool, ws["id"], 1), "the first backlog row", WAIT_S)
     first_seen, first_at = await count_messages(pool, ws["id"]), time.perf_counter()
     await wait_until(lambda: _reached(pool, ws["id"], n), "the backlog", WAIT_S)
@@ -529,17 +493,18 @@ async def main(quick: bool, database_url: str | None, random_ids: bool = False) 
     tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
     daemons: list[Daemon] = []
     try:
-        async with scratch_database(database_url) as url:
+        async with (
+            scratch_database(database_url) as url,
+            devcloud_child(url, tmp / "devcloud.log") as (cloud_url, cloud),
+        ):
             pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
-            devcloud = CloudChild(url, tmp)
             try:
-                cloud_url = await devcloud.start()
                 async with pool.acquire() as conn:
                     await _seed.create_user(conn, EMAIL, PASSWORD, org="bench")
                 for name in "abc":
                     daemons.append(await Daemon(tmp / name, cloud_url).start())
                 a, b, c = daemons
-                meter = CpuMeter(a, devcloud, await postmaster_pid(pool))
+                meter = CpuMeter(a, cloud.pid, await postmaster_pid(pool))
                 push = await bench_push(a, pool, n, meter)
                 naive = await bench_naive(
                     cloud_url, push["workspace_id"], push["conversation_id"], NAIVE_ROWS,
@@ -549,7 +514,7 @@ async def main(quick: bool, database_url: str | None, random_ids: bool = False) 
                 pull = await first_sync(b, push["workspace_id"], n + NAIVE_ROWS, tmp)
                 big_ws = await seed_workspace(pool, big_rows, random_ids=random_ids)
                 big = await first_sync(c, big_ws, big_rows, tmp)
-                cloud = {
+                cloud_only = {
                     "pull": await bench_cloud_pull(cloud_url, big_ws),
                     "push": await bench_cloud_push(
                         cloud_url, push["workspace_id"], push["conversation_id"], n // 2
@@ -557,17 +522,16 @@ async def main(quick: bool, database_url: str | None, random_ids: bool = False) 
                 }
                 for daemon in (b, c):  # done: their reconnects would only add noise
                     await daemon.close()
-                backlog = await bench_backlog(a, pool, devcloud, n // 2, meter)
+                backlog = await bench_backlog(a, pool, cloud, n // 2, meter)
             finally:
                 for daemon in daemons:
                     await daemon.close()
-                await devcloud.stop()
                 await pool.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {
         "row_ids": "uuid4" if random_ids else "uuid7",
-        **verdicts(push, naive, pull, big, cloud),
+        **verdicts(push, naive, pull, big, cloud_only),
         "push_backlog_while_joined": backlog,
     }
 

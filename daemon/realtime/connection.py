@@ -392,7 +392,7 @@ class RealtimeConnection:
             # e.g. an opened socket or a failed join set a new deadline; a data frame (a
             # change, a broadcast) moves none, and re-planning for each one cost ~4 % of the
             # daemon's CPU while its own push was echoed back row by row.
-            if sending or not all(isinstance(e, _DEADLINE_NEUTRAL) for e in events) or not events:
+            if sending or not events or not all(isinstance(e, _DEADLINE_NEUTRAL) for e in events):
                 self._poke()
             for event in events:
                 await self._queue.put(event)

@@ -319,21 +319,30 @@ class Writer:
             if self._draining or self._pending:
                 return False
             self._draining = True
-        outcome: BatchOutcome | None = None
-        error: Exception | None = None
         try:
-            if not self._ctx.try_begin():
-                return False
-            outcome = self._ctx.run_batch([op], begun=True)
-        except Exception as exc:  # reported to the writer like a failed batch
-            error = exc
+            ran = self._run_here([op])
         except BaseException:  # KeyboardInterrupt and the like: nobody waits for this write
             self._outstanding -= 1
             raise
         finally:
             self._hand_back()
-        self._committed([(op, future)], outcome, error)
+        if ran is None:
+            return False
+        self._committed([(op, future)], *ran)
         return True
+
+    def _run_here(
+        self, ops: list[WriteOp], until: float = 0.0
+    ) -> tuple[BatchOutcome | None, Exception | None] | None:
+        """Run ``ops`` as one transaction on the loop's thread (the caller holds the claim):
+        (outcome, None), or (None, the error to report); None when another connection holds
+        the lock (nothing ran: the thread must wait for it)."""
+        try:
+            if not self._ctx.try_begin():
+                return None
+            return self._ctx.run_batch(ops, begun=True, until=until), None
+        except Exception as exc:  # reported to the writers like a failed batch
+            return None, exc
 
     def _drain_inline(self) -> None:
         """Group-commit pending small writes on the loop's thread (holding the claim), or hand
@@ -345,26 +354,20 @@ class Writer:
         if not batch:
             self._conn._tx.put_nowait((None, self._drain))
             return
-        outcome: BatchOutcome | None = None
-        error: Exception | None = None
-        began = False
         try:
-            began = self._ctx.try_begin()
-            if began:
-                until = time.perf_counter() + INLINE_BUDGET_S
-                outcome = self._ctx.run_batch([op for op, _ in batch], begun=True, until=until)
-                batch = self._requeue_unrun(batch, len(outcome.results))
-        except Exception as exc:  # reported to the writers like a failed batch
-            error = exc
+            ran = self._run_here([op for op, _ in batch], time.perf_counter() + INLINE_BUDGET_S)
         except BaseException:  # KeyboardInterrupt and the like: nobody waits for these writes
             self._outstanding -= len(batch)
             self._hand_back()
             raise
-        if not began and error is None:  # another connection holds the lock: the thread waits
+        if ran is None:  # another connection holds the lock: the thread waits
             with self._lock:
                 self._pending[:0] = batch
             self._conn._tx.put_nowait((None, self._drain))
             return
+        outcome, error = ran
+        if outcome is not None:
+            batch = self._requeue_unrun(batch, len(outcome.results))
         self._after_inline_batch()
         self._committed(batch, outcome, error)
 

@@ -263,14 +263,14 @@ def drop_unlinked_entries(conn: sqlite3.Connection, chunk: int = CLEANUP_CHUNK) 
     Idempotent: a store without such entries pays one scan of the outbox index. Entries without
     a workspace are kept. Runs before the writer starts (no other writer on ``conn``)."""
     dead = [row[0] for row in conn.execute(q.outbox_unlinked_workspaces_sql())]
+    delete = q.outbox_delete_chunk_sql()
     total = 0
     for workspace_id in dead:
+        params = delete.params({"ws": workspace_id, "_limit": chunk})
         while True:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                compiled = q.outbox_delete_chunk_sql()
-                params = compiled.params({"ws": workspace_id, "_limit": chunk})
-                removed = conn.execute(compiled.sql, params).rowcount
+                removed = conn.execute(delete.sql, params).rowcount
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

@@ -164,7 +164,7 @@ class WriteContext:
         data), and a changelog entry."""
         row_id = row["id"]
         workspace_id = workspace_of(table, row)
-        if outbox and (workspace_id is None or workspace_id in self._linked):
+        if outbox and self.syncs(workspace_id):
             self.conn.execute(
                 insert_positional_sql("outbox", OUTBOX_KEYS),
                 self.outbox_values(table, op, row_id, workspace_id, fields, stamp),
@@ -273,17 +273,14 @@ class WriteContext:
         """``BEGIN IMMEDIATE``, waiting up to ``busy_timeout`` for another connection's lock
         (in the writer's thread only: it may block)."""
         conn = self.conn
-        try:
+        if not self._wait_busy:  # the writer is not running: the connection waits by itself
             conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if not (self._wait_busy and _is_busy(exc)):
-                raise
-        conn.execute(self._wait_busy)  # met a lock: wait for it this once
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        finally:
-            conn.execute("PRAGMA busy_timeout = 0")
+        elif not self.try_begin():
+            conn.execute(self._wait_busy)  # met a lock: wait for it this once
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            finally:
+                conn.execute("PRAGMA busy_timeout = 0")
 
     def run_batch(
         self, ops: Sequence[WriteOp], *, begun: bool = False, until: float = 0.0

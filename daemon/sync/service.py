@@ -17,8 +17,8 @@ echoed back to this device row by row (``_join_when_pushed``).
 Status: ``cloud.status`` and ``sync.status`` snapshots are published as changelog events
 (topics ``cloud.status`` and ``sync.status``, through ``publish``), one writer task coalescing
 every change (sync progress at most once per ``STATUS_EVERY_S``, the latest state always
-last), and
-only when the snapshot differs from the last one published. Durable events
+last; a change of the cloud session or links at once), and only when the snapshot differs
+from the last one published. Durable events
 keep the one event path every UI and the Python client already follow (seq order, replay from
 ``since``, no gap); a UI that connects later asks ``cloud.status``/``sync.status`` once, or
 replays. No token or password ever appears in either (I8).
@@ -27,6 +27,7 @@ replays. No token or password ever appears in either (I8).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -128,6 +129,7 @@ class CloudService(LocalSync):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dirty = asyncio.Event()
         self._dirty_cloud = self._dirty_sync = False
+        self._cloud_changed = asyncio.Event()  # ends the pause between two progress snapshots
         self._published: dict[str, dict[str, Any]] = {}
         self._remove_listener: Callable[[], None] | None = None
         self._stopped = False
@@ -291,6 +293,8 @@ class CloudService(LocalSync):
 
     def _changed(self, *, cloud: bool = False, sync: bool = False) -> None:
         self._dirty_cloud |= cloud
+        if cloud:
+            self._cloud_changed.set()
         self._dirty_sync |= sync
         self._dirty.set()
 
@@ -298,6 +302,7 @@ class CloudService(LocalSync):
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            self._cloud_changed.clear()
             cloud, sync = self._dirty_cloud, self._dirty_sync
             self._dirty_cloud = self._dirty_sync = False
             try:
@@ -309,8 +314,12 @@ class CloudService(LocalSync):
                     await self._publish_new("cloud.status", self.cloud_status())
             except DaemonError as exc:  # e.g. the store is shutting down
                 logger.debug("cloud.status_not_published error=%s", type(exc).__name__)
-            if not cloud:  # sync progress (e.g. a push batch): the next one waits a little
-                await asyncio.sleep(STATUS_EVERY_S)  # changes meanwhile: one snapshot after
+            if not cloud:  # sync progress (e.g. a push batch): the next waits a little,
+                # (asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                # that meets the event, and stop() would wait for this task for ever)
+                with contextlib.suppress(TimeoutError):  # unless the cloud status changes
+                    async with asyncio.timeout(STATUS_EVERY_S):
+                        await self._cloud_changed.wait()
 
     async def _publish_new(self, topic: str, data: dict[str, Any]) -> None:
         if self._published.get(topic) == data:

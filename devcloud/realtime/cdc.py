@@ -166,8 +166,9 @@ class ChangeFeed:
 
     async def _dispatch_loop(self) -> None:
         while True:
-            try:
-                text = await asyncio.wait_for(self._queue.get(), LISTENER_CHECK_SECONDS)
+            try:  # asyncio.timeout: 3.11's wait_for can swallow stop()'s cancel meeting a change
+                async with asyncio.timeout(LISTENER_CHECK_SECONDS):
+                    text: str | None = await self._queue.get()
             except TimeoutError:
                 text = None
             try:

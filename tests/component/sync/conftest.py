@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from daemon.config import CloudSettings, Secret, StoreSettings
+from daemon.errors import NotFound
 from daemon.events import ChangeEvent
 from daemon.store import Store
 from daemon.sync.driver import DriverSettings
@@ -37,6 +38,15 @@ class Device:
 
 
 MakeDevice = Callable[..., Awaitable[Device]]
+
+
+async def stored(get: Callable[[str], Awaitable[Any]], row_id: str) -> bool:
+    """Whether a repository's ``get`` (e.g. ``store.workspaces.get``) finds ``row_id``."""
+    try:
+        await get(row_id)
+    except NotFound:
+        return False
+    return True
 
 
 @pytest.fixture

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from daemon.errors import InvalidInput, NotFound
+from daemon.errors import InvalidInput
 from daemon.sync.cloud.errors import AuthRequired
 from daemon.sync.live import DisabledLive
 from daemon.sync.local import CloudNotConfigured
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
-from .conftest import PASSWORD, Device, MakeDevice
+from .conftest import PASSWORD, Device, MakeDevice, stored
 
 ADA = "ada@example.com"
 BOB = "bob@example.com"
@@ -62,17 +62,9 @@ async def pair(
             timeout=10_000 * MS,
             message=f"realtime subscribed on {device.data_dir.name}",
         )
-    await wait_for(lambda: has_conversation(b, conv["id"]), timeout=10_000 * MS)
+    await wait_for(lambda: stored(b.store.conversations.get, conv["id"]), timeout=10_000 * MS)
     await wait_for(lambda: pull_done(b, ws["id"]), message="B's catch-up pulls to finish")
     return a, b, ws["id"], conv["id"]
-
-
-async def has_conversation(device: Device, conv_id: str) -> bool:
-    try:
-        await device.store.conversations.get(conv_id)
-    except NotFound:
-        return False
-    return True
 
 
 async def pull_done(device: Device, ws_id: str) -> bool:

@@ -10,11 +10,10 @@ from typing import Any
 
 from pycrdt import Doc, Text
 
-from daemon.errors import NotFound
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
-from .conftest import Device, MakeDevice
+from .conftest import MakeDevice, stored
 from .test_live_devcloud import last_pull, pair, published
 
 
@@ -27,14 +26,6 @@ def update_after(state: str, words: str) -> bytes:
     return doc.get_update(before)
 
 
-async def has_document(device: Device, doc_id: str) -> bool:
-    try:
-        await device.store.documents.get(doc_id)
-    except NotFound:
-        return False
-    return True
-
-
 async def test_a_document_update_reaches_the_other_device_by_broadcast(
     devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
 ) -> None:
@@ -45,7 +36,7 @@ async def test_a_document_update_reaches_the_other_device_by_broadcast(
     await a.store.documents.apply_update(doc_id, update_after(opened["state"], "first "))
     await a.cloud.sync_now("push")
     await b.cloud.sync_now("pull")
-    await wait_for(lambda: has_document(b, doc_id), message="the document on B")
+    await wait_for(lambda: stored(b.store.documents.get, doc_id), message="the document on B")
     assert (await b.store.documents.get(doc_id))["text"] == "first "  # loaded on B
 
     pulled_at = await last_pull(b)

@@ -8,14 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon.config import StoreSettings
-from daemon.errors import NotFound
 from daemon.store import Store
 from daemon.sync.live_hints import HintQueue
 from devcloud.server import RunningDevcloud
 from tests.component.store.test_sync_support import change, clock, remote_workspace
 from tests.helpers import MS, wait_for
 
-from .conftest import MakeDevice
+from .conftest import MakeDevice, stored
 from .test_live_devcloud import last_pull, pair
 
 ROWS = 300
@@ -65,25 +64,17 @@ async def test_too_many_waiting_hints_ask_for_a_pull_and_unlinked_ones_are_dropp
         hints.add("ws-3", change("workspaces", gone))  # not linked (any more)
 
         async def applied() -> bool:
-            return all([await exists(store, row["id"]) for row in kept])
+            return all([await stored(store.workspaces.get, row["id"]) for row in kept])
 
         await wait_for(applied, timeout=5_000 * MS, message="the kept hints")
         assert hints.transactions == 1  # the two waiting hints of ws-2: one transaction
         for row in [*dropped, gone]:
-            assert not await exists(store, row["id"])
+            assert not await stored(store.workspaces.get, row["id"])
         await hints.close()
         late = remote_workspace(clock(), name="late")
         hints.add("ws-2", change("workspaces", late))
         await hints.close()  # what waits when closing is dropped (the next pull brings it)
         assert hints.transactions == 1
-        assert not await exists(store, late["id"])
+        assert not await stored(store.workspaces.get, late["id"])
     finally:
         await store.close()
-
-
-async def exists(store: Store, workspace_id: str) -> bool:
-    try:
-        await store.workspaces.get(workspace_id)
-    except NotFound:
-        return False
-    return True

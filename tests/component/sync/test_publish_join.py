@@ -19,7 +19,6 @@ import httpx
 import pytest
 
 from daemon.config import CloudSettings, Secret, StoreSettings
-from daemon.errors import NotFound
 from daemon.realtime.states import ChannelState
 from daemon.store import Store
 from daemon.sync.driver import DriverSettings
@@ -28,7 +27,7 @@ from daemon.sync.service import CloudService, store_publisher
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
-from .conftest import PASSWORD, Device, MakeDevice
+from .conftest import PASSWORD, Device, MakeDevice, stored
 
 ADA = "ada@example.com"
 BOB = "bob@example.com"
@@ -105,6 +104,15 @@ async def history(device: Device, rows: int = HISTORY) -> tuple[str, str]:
     return ws["id"], conv["id"]
 
 
+async def publish_held(a: Device, gate: Gate, rows: int = HISTORY) -> tuple[str, str]:
+    """A publishes a workspace of ``rows`` messages; returns once its history push is held."""
+    ws_id, conv_id = await history(a, rows)
+    gate.mode = "hold"
+    await a.cloud.link(workspace_id=ws_id)
+    await wait_for(lambda: gate.stopped > 0, timeout=WITHIN, message="the history push")
+    return ws_id, conv_id
+
+
 def channel(device: Device, ws_id: str) -> ChannelState:
     conn = device.cloud.live.connection
     return ChannelState.CLOSED if conn is None else conn.channel_state(ws_id)
@@ -137,15 +145,8 @@ async def clone(bob: Device, ws_id: str, tmp_path: Path) -> None:
     await bob.cloud.link(cloud_workspace_id=ws_id, path=str(tmp_path / "b-notes"))
     await wait_for(lambda: subscribed(bob, ws_id), timeout=WITHIN, message="B subscribed")
     # Subscribed is not pulled: the workspace row arrives with B's first (catch-up) pull.
-    await wait_for(lambda: has_workspace(bob, ws_id), timeout=WITHIN, message="B's first pull")
-
-
-async def has_workspace(device: Device, ws_id: str) -> bool:
-    try:
-        await device.store.workspaces.get(ws_id)
-    except NotFound:
-        return False
-    return True
+    found = bob.store.workspaces.get
+    await wait_for(lambda: stored(found, ws_id), timeout=WITHIN, message="B's first pull")
 
 
 async def test_the_channel_is_joined_once_the_history_is_pushed_then_changes_arrive(
@@ -155,10 +156,7 @@ async def test_the_channel_is_joined_once_the_history_is_pushed_then_changes_arr
     tmp_path: Path,
 ) -> None:
     a, gate = gated_device
-    ws_id, conv_id = await history(a)
-    gate.mode = "hold"
-    await a.cloud.link(workspace_id=ws_id)
-    await wait_for(lambda: gate.stopped > 0, timeout=WITHIN, message="the history push")
+    ws_id, conv_id = await publish_held(a, gate)
     # The history push is in flight: A has not joined the workspace's channel.
     assert a.cloud.live.connection is not None and a.cloud.live.connection.is_connected
     assert channel(a, ws_id) is ChannelState.CLOSED
@@ -183,10 +181,7 @@ async def test_a_write_made_elsewhere_during_the_publish_reaches_the_publisher(
     tmp_path: Path,
 ) -> None:
     a, gate = gated_device
-    ws_id, conv_id = await history(a, rows=150)
-    gate.mode = "hold"
-    await a.cloud.link(workspace_id=ws_id)
-    await wait_for(lambda: gate.stopped > 0, timeout=WITHIN, message="the history push")
+    ws_id, conv_id = await publish_held(a, gate, rows=150)
     # While A's history push waits, B clones the (new) cloud workspace and writes in it.
     b = await make_device("b", pull_interval_s=HOUR)
     await clone(b, ws_id, tmp_path)
