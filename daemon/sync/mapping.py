@@ -250,9 +250,14 @@ def _kept(table: str, row: Mapping[str, Any]) -> dict[str, Any]:
             value = row.get(cloud, _ABSENT)
             if value is not _ABSENT:
                 out[local] = value
+    seen, normal = "", ""
     for local in _STAMPED[table]:
         value = out.get(local)
-        if value is not None:  # null stays null (a live row's deleted_at)
+        if type(value) is str:  # a row's timestamps are often one text (created = updated)
+            if value != seen:
+                seen, normal = value, normalize_timestamp(value)
+            out[local] = normal
+        elif value is not None:  # null stays null (a live row's deleted_at)
             out[local] = normalize_timestamp(value)
     return out
 
