@@ -5,6 +5,12 @@ A batch is prepared (taken and mapped) while the batch before it is still in fli
 (workspace.py): ``last_outbox_id`` is where the next ``take_outbox(after=…)`` starts, so the
 two never share an entry. Changes of which nothing may leave (mapping.py says None) are not
 sent; they settle as ``applied`` with reason ``local_only`` so their entries go away.
+
+A batch may be sent while the one before it is still in flight only if that one holds no row
+another row may reference (``leaves_only``): the cloud runs concurrent pushes as concurrent
+transactions, so a message sent beside the (uncommitted) push creating its conversation would
+fail its foreign key there and be rejected for good. Messages, tasks and document updates are
+leaves; workspaces, conversations and documents (and any table not known here) are not.
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ from typing import Any
 from daemon.store.sync_types import OutboxChange
 from daemon.sync.mapping import cloud_change
 
-__all__ = ["OutgoingBatch"]
+__all__ = ["LEAF_TABLES", "OutgoingBatch"]
+
+#: Cloud tables no row references (migrations/cloud 0001, 0008): nothing depends on their rows.
+LEAF_TABLES = frozenset({"messages", "tasks", "doc_updates"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +57,11 @@ class OutgoingBatch:
     def payload(self) -> list[dict[str, Any]]:
         """The changes to send (possibly none)."""
         return [m for m in self.mapped if m is not None]
+
+    @property
+    def leaves_only(self) -> bool:
+        """Whether every change sent is of a leaf table: the next batch may go out beside it."""
+        return all(m is None or m["table"] in LEAF_TABLES for m in self.mapped)
 
     @property
     def last_outbox_id(self) -> int:

@@ -20,9 +20,13 @@ back as the session's input:
     PushBatch   take_outbox (<= 500 rows, <= 1 MiB) of the workspace, map, sync_push once,
                 settle every row with complete_push (rejected rows are filed, never retried),
                 report PushDone. While the request is in flight the next batch (the entries
-                after this one's: ``take_outbox(after=…)``) is taken and mapped
-                (push_batch.py); it is sent by the next PushBatch, after this one settled,
-                and dropped on any failure (the retry takes the outbox from its start)
+                after this one's: ``take_outbox(after=…)``) is taken, mapped (push_batch.py)
+                and SENT: up to PUSH_IN_FLIGHT requests are in flight, answers are settled in
+                send order, one per PushBatch (a batch is sent beside another only if that
+                one holds leaf rows only, push_batch.py; else it waits, taken, for its
+                answer). Any failure drops every request in flight
+                (their entries stay: the retry takes the outbox from its start, and the cloud
+                applies a change once however often it comes, I2)
     RefreshAuth refresh the cloud session, report auth_refreshed
     ScheduleRetry / PublishStatus   log / tell the service (sync.status event)
 
@@ -43,6 +47,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
@@ -90,6 +95,11 @@ Kind = Literal["push", "pull"]
 MAX_WAIT_S: Final = 30.0
 #: Pages of a catch-up fetched and waiting for their apply, besides the one in flight.
 AHEAD_PAGES: Final = 1
+#: ``sync_push`` requests in flight per workspace: batch N+1 is sent while N is in flight, so
+#: the daemon's work per batch (take, map, encode, settle) overlaps the cloud's (PostgreSQL, on
+#: another core) instead of alternating with it. Two keep both sides busy; more would only
+#: add rows re-sent after a failure (a failure drops every request in flight), and memory.
+PUSH_IN_FLIGHT: Final = 2
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,14 @@ class _Page:
         return after if self.body["has_more"] and after != self.cursor else None
 
 
+@dataclass(frozen=True)
+class _Flight:
+    """One batch sent, and its ``sync_push`` request (answered or still in flight)."""
+
+    batch: OutgoingBatch
+    request: asyncio.Task[list[dict[str, Any]]]
+
+
 @dataclass
 class _Waiter:
     kind: Kind
@@ -199,8 +217,13 @@ class WorkspaceSync:
         self._progress: dict[str, int] | None = None
         #: The next pages, fetched while the current one is applied (at most two ahead).
         self._ahead: PageFetcher[_Page] | None = None
-        #: The next push batch, taken while the current one was in flight.
+        #: Push batches sent and not yet settled, oldest first (at most PUSH_IN_FLIGHT).
+        self._flights: deque[_Flight] = deque()
+        #: The next batch, taken while a batch it may depend on is in flight (not leaves_only):
+        #: sent once that one is answered.
         self._prepared: OutgoingBatch | None = None
+        #: Bumped when the sync goes offline: a push that began before sends nothing more.
+        self._epoch = 0
         #: A first sync, or a pull whose last page said has_more (kept across a retry).
         self._catching_up = False
         self._waiters: list[_Waiter] = []
@@ -235,6 +258,7 @@ class WorkspaceSync:
         task, self._task = self._task, None
         self._drop_ahead()
         await cancel_and_wait(task)
+        self._drop_flights()  # after the loop ended: nothing is settled from now on
         for waiter in self._waiters:
             waiter.future.cancel()
         self._waiters.clear()
@@ -254,6 +278,12 @@ class WorkspaceSync:
     def go_offline(self) -> None:
         """Logged out: no requests until ``start``."""
         self.session.connectivity_changed(self._clock(), online=False)
+        self._epoch += 1
+        # The oldest request may be awaited by a push under way (it settles as before); the
+        # ones sent after it are dropped (their entries stay for the next push).
+        self._prepared = None
+        while len(self._flights) > 1:
+            discard(self._flights.pop().request)
         self._push_settled.set()
         self._wake.set()
 
@@ -406,13 +436,11 @@ class WorkspaceSync:
     async def _push(self, command: PushBatch) -> None:
         self._begin("push")
         try:
-            batch = self._prepared or await self._take(command.limit, after=0)
-            self._prepared = None
+            batch, results = await self._send(command.limit)
             if batch.changes:
-                results = await self._send(batch, command.limit)
                 outcome = await self._store.sync.complete_push(batch.changes, results)
         except Exception as exc:
-            self._prepared = None  # the retry takes the outbox again from its start
+            self._drop_flights()  # the retry takes the outbox again from its start
             self._request_failed("push", exc)
             self.session.push_result_received(self._clock(), failure_of(exc))
             return
@@ -439,22 +467,47 @@ class WorkspaceSync:
         )
         return OutgoingBatch.of(changes, self.link.org_id)
 
-    async def _send(self, batch: OutgoingBatch, limit: int) -> list[dict[str, Any]]:
-        """One ``sync_push`` of ``batch``; while it is in flight the next batch (the entries
-        after this one's) is taken and mapped, kept for the next PushBatch if it has rows.
-        Only the answer settles entries (complete_push), so a crash or a failure re-sends
-        them: the cloud applies a change once however often it comes (I2)."""
+    async def _send(self, limit: int) -> tuple[OutgoingBatch, list[dict[str, Any]]]:
+        """The oldest batch sent (taken from the outbox's start and sent now if none is in
+        flight) and its results once answered; meanwhile the batches after it (the entries
+        after the last one sent: ``take_outbox(after=…)``) are taken and sent, up to
+        PUSH_IN_FLIGHT in flight; one taken while a batch that is not ``leaves_only`` is in
+        flight waits (``_prepared``) until that one was answered. Only an answer settles
+        entries (complete_push, in send order), so a crash or a failure re-sends them: the
+        cloud applies a change once however often it comes (I2). An empty batch (outbox
+        drained) has no results."""
+        epoch = self._epoch
+        if not self._flights:
+            batch = self._prepared or await self._take(limit, after=0)
+            self._prepared = None
+            if not batch.changes:
+                return batch, []
+            self._fly(batch)
+        while (
+            len(self._flights) < PUSH_IN_FLIGHT and self._prepared is None and epoch == self._epoch
+        ):
+            ahead = await self._take(limit, after=self._flights[-1].batch.last_outbox_id)
+            if not ahead.changes or epoch != self._epoch or not self._flights:
+                break
+            if not all(f.batch.leaves_only for f in self._flights):
+                self._prepared = ahead  # it may reference a row of one in flight: wait
+                break
+            self._fly(ahead)
+        flight = self._flights[0]
+        answers = await flight.request
+        self._flights.popleft()
+        return flight.batch, flight.batch.results(answers)
+
+    def _fly(self, batch: OutgoingBatch) -> None:
         request = asyncio.create_task(
             self._api.push(batch.payload), name=f"sync-push-{self.workspace_id}"
         )
-        try:
-            ahead = await self._take(limit, after=batch.last_outbox_id)
-            answers = await request
-        finally:
-            if not request.done():
-                discard(request)
-        self._prepared = ahead if ahead.changes else None
-        return batch.results(answers)
+        self._flights.append(_Flight(batch, request))
+
+    def _drop_flights(self) -> None:
+        self._prepared = None
+        while self._flights:
+            discard(self._flights.popleft().request)
 
     async def _refresh(self) -> None:
         try:

@@ -54,3 +54,16 @@ def test_an_answer_count_that_does_not_match_is_refused() -> None:
 def test_an_empty_batch() -> None:
     batch = OutgoingBatch.of([], None)
     assert batch.payload == [] and batch.last_outbox_id == 0 and batch.results([]) == []
+
+
+def test_only_a_batch_of_leaf_rows_lets_the_next_one_go_out_beside_it() -> None:
+    def batch(*changes: OutboxChange) -> OutgoingBatch:
+        return OutgoingBatch.of(list(changes), "org")
+
+    message = change("messages", "m1", (1,), content="hi", role="user", conversation_id="c1")
+    assert batch(message, change("tasks", "t1", (2,), kind="k")).leaves_only
+    assert batch().leaves_only
+    # a workspace change of which nothing leaves is not sent: it creates nothing there
+    assert batch(message, change("workspaces", "ws", (4,), path="/home/me")).leaves_only
+    assert not batch(message, change("conversations", "c1", (3,), name="n")).leaves_only
+    assert not batch(change("workspaces", "ws", (4,), name="w")).leaves_only
