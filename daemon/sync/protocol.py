@@ -19,7 +19,10 @@ Rules:
 - One request at a time. A due pull goes before a due push: the catch-up pull after a
   (re)connect must merge remote changes while our unpushed edits are still pending, so a lost
   ``manual`` edit is recorded as a conflict (I9) before the push drains it.
-- Push at most ``push_delay_s`` (250 ms) after the first unpushed local write, and at once
+- Push a local write at once when no push started in the last ``push_delay_s`` (250 ms), else
+  when that much time has passed since the last one started: a lone edit reaches the cloud (and
+  other devices) without waiting, a stream of edits rides in at most four batches a second
+  (leading-edge throttle, not a debounce: no write waits more than ``push_delay_s``). At once
   (right after the catch-up pull) on start and reconnect; a batch that leaves more behind is
   followed by the next at once.
 - Pull at once on start and on every reconnect (the driver reports every realtime
@@ -173,6 +176,7 @@ class Snapshot:
     error: str | None = None
     auth_required: bool = False
     last_pull_at: float | None = None
+    push_started_at: float | None = None  # when the last push request started
 
     @property
     def state(self) -> SyncState:
@@ -261,13 +265,18 @@ class SyncSession:
             push_due=now if pending else None,
             pull_due=now,
             last_pull_at=self.snapshot.last_pull_at,
+            push_started_at=self.snapshot.push_started_at,
         )
         self._advance(now)
 
     def local_changes_committed(self, now: float) -> None:
-        """Local writes reached the outbox; push within ``push_delay_s``."""
+        """Local writes reached the outbox: push at once, or ``push_delay_s`` after the last
+        push started if that is later (see the module docstring)."""
         s = self.snapshot
-        due = s.push_due if s.push_due is not None else now + self.push_delay_s
+        due = s.push_due
+        if due is None:
+            last = s.push_started_at
+            due = now if last is None else max(now, last + self.push_delay_s)
         self.snapshot = replace(s, pending=True, push_due=due)
         self._advance(now)
 
@@ -388,7 +397,7 @@ class SyncSession:
                 s = replace(s, busy="pull", pull_due=None)
                 self._commands.append(PullSince(s.cursor, self.pull_limit))
             else:
-                s = replace(s, busy="push", push_due=None)
+                s = replace(s, busy="push", push_due=None, push_started_at=now)
                 self._commands.append(PushBatch(self.push_limit))
         self.snapshot = s
         self._publish()

@@ -159,7 +159,7 @@ TABLE: dict[SyncState, dict[str, tuple[SyncState, tuple[type, ...]]]] = {
     },
     IDLE: {
         "start": (CONNECTING, (P,)),
-        "local_changes": (IDLE, ()),  # the push waits for its 250 ms
+        "local_changes": (PUSHING, (U,)),  # no push started yet: a lone write goes at once
         "pull_ok": (IDLE, ()),
         "pull_failed": (IDLE, ()),
         "push_ok": (IDLE, ()),
@@ -232,13 +232,26 @@ def test_start_pulls_first_then_pushes_at_once() -> None:
     assert actions(s) == [PushBatch(500)]  # unpushed edits go right after the catch-up
 
 
-def test_push_at_most_250_ms_after_the_first_write() -> None:
+def test_a_lone_write_is_pushed_at_once() -> None:
     s = new_session()
     _idle(s)
     s.commands_to_run()
     s.local_changes_committed(T)
+    assert actions(s) == [PushBatch(500)] and s.state is PUSHING
+    s.push_result_received(T + 0.01, PushDone(more=False))
+    s.local_changes_committed(T + 0.26)  # 250 ms after the last push started: at once again
+    assert actions(s) == [PushBatch(500)]
+
+
+def test_writes_soon_after_a_push_wait_at_most_250_ms_from_its_start() -> None:
+    s = new_session()
+    _idle(s)
+    s.local_changes_committed(T)
+    s.push_result_received(T + 0.05, PushDone(more=False))
+    s.commands_to_run()
+    s.local_changes_committed(T + 0.1)
     s.local_changes_committed(T + 0.2)  # does not postpone the push
-    assert s.deadline == T + 0.25
+    assert s.deadline == T + 0.25 and s.state is IDLE and s.snapshot.pending
     s.tick(T + 0.249)
     assert actions(s) == []
     s.tick(T + 0.25)
@@ -251,10 +264,10 @@ def test_more_batches_follow_at_once_and_writes_during_a_push_are_pushed_too() -
     s.commands_to_run()
     s.push_result_received(T, PushDone(more=True))
     assert actions(s) == [PushBatch(500)]
-    s.local_changes_committed(T + 0.1)
+    s.local_changes_committed(T + 0.1)  # 250 ms after the push that started at T
     s.push_result_received(T + 0.2, PushDone(more=False))
-    assert actions(s) == [] and s.snapshot.pending and s.deadline == T + 0.35
-    s.tick(T + 0.35)
+    assert actions(s) == [] and s.snapshot.pending and s.deadline == T + 0.25
+    s.tick(T + 0.25)
     assert actions(s) == [PushBatch(500)]
     s.push_result_received(T + 0.4, PushDone(more=False))
     assert not s.snapshot.pending and s.state is IDLE
@@ -393,7 +406,14 @@ def test_status_is_published_only_when_it_changes() -> None:
     assert [c for c in s.commands_to_run() if isinstance(c, PublishStatus)] == []
     s.pull_page_received(NOW + 2, PullPage("c1", has_more=False))
     assert s.commands_to_run() == [PublishStatus(IDLE, False, None, None, NOW + 2)]
-    s.local_changes_committed(NOW + 3)
+    s.local_changes_committed(NOW + 3)  # pushed at once
+    assert s.commands_to_run() == [
+        PushBatch(500),
+        PublishStatus(PUSHING, True, None, None, NOW + 2),
+    ]
+    s.push_result_received(NOW + 3.1, PushDone(more=False))
+    assert s.commands_to_run() == [PublishStatus(IDLE, False, None, None, NOW + 2)]
+    s.local_changes_committed(NOW + 3.2)  # waits for NOW + 3.25: only "pending" changes
     assert s.commands_to_run() == [PublishStatus(IDLE, True, None, None, NOW + 2)]
 
 

@@ -209,13 +209,16 @@ async def test_a_lost_manual_edit_is_a_conflict_that_resolve_settles(
     lab: Any, cloud: CloudProcess
 ) -> None:
     a, b, ws_id = await linked_pair(lab, cloud)
-    # B's edit is committed but not pushed (B dies within its 250 ms push delay) ...
+    # B's edit is committed but not pushed: B is logged out (a lone write is pushed at once
+    # otherwise), and then dies; the outbox keeps the edit through both ...
+    await b.call("cloud.logout")
     await b.call("workspace.update", {"id": ws_id, "task_goal": "goal from b"})
     await b.kill()
     # ... then A edits the same manual field later, and that edit reaches the cloud first.
     await a.call("workspace.update", {"id": ws_id, "task_goal": "goal from a"})
     await a.push()
-    await b.start()  # catches up (pull before push): B's pending edit lost -> a conflict (I9)
+    await b.start()
+    await b.login(EMAIL)  # catches up (pull before push): B's pending edit lost -> a conflict (I9)
 
     async def conflicts() -> list[dict[str, Any]]:
         return list((await b.call("sync.conflicts"))["items"])
