@@ -7,7 +7,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -31,18 +31,6 @@ async def store(db_path: Path) -> AsyncIterator[Store]:
         await store.close()
 
 
-@pytest.fixture
-def other(db_path: Path) -> Iterator[sqlite3.Connection]:
-    """Another connection (as another process would hold it)."""
-    conn = sqlite3.connect(db_path, isolation_level=None)
-    try:
-        yield conn
-    finally:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        conn.close()
-
-
 def publishing(name: str, threads: list[int]) -> Callable[[WriteContext], str]:
     def op(ctx: WriteContext) -> str:
         threads.append(threading.get_ident())
@@ -53,9 +41,9 @@ def publishing(name: str, threads: list[int]) -> Callable[[WriteContext], str]:
 
 
 async def test_a_write_waits_in_the_thread_for_a_short_lock(
-    store: Store, other: sqlite3.Connection
+    store: Store, raw: sqlite3.Connection
 ) -> None:
-    other.execute("BEGIN IMMEDIATE")
+    raw.execute("BEGIN IMMEDIATE")
     threads: list[int] = []
     write = asyncio.create_task(store._writer.submit(publishing("waited", threads), small=True))
     await wait_for(
@@ -63,15 +51,15 @@ async def test_a_write_waits_in_the_thread_for_a_short_lock(
         message="the thread took the write and waits for the lock",
     )
     assert not write.done()
-    other.execute("COMMIT")  # released well within busy_timeout
+    raw.execute("COMMIT")  # released well within busy_timeout
     assert await write == "waited"
     assert threads and threads[0] != LOOP_THREAD
 
 
 async def test_a_write_fails_clearly_after_busy_timeout_and_the_store_goes_on(
-    store: Store, other: sqlite3.Connection
+    store: Store, raw: sqlite3.Connection
 ) -> None:
-    other.execute("BEGIN IMMEDIATE")
+    raw.execute("BEGIN IMMEDIATE")
     threads: list[int] = []
     start = time.monotonic()
     with pytest.raises(StoreError, match="locked"):
@@ -87,7 +75,7 @@ async def test_a_write_fails_clearly_after_busy_timeout_and_the_store_goes_on(
     await asyncio.sleep(0)  # not a sync: one loop turn, in which the task tries inline
     assert loop.time() - turn < TIMEOUT_MS / 1000 / 2
     assert not queued.done()
-    other.execute("COMMIT")
+    raw.execute("COMMIT")
     assert await queued == "queued"
     assert await store.workspaces.create(name="after") is not None
     with sqlite3.connect(store.path) as check:

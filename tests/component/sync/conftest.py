@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from daemon.config import CloudSettings, Secret, StoreSettings
@@ -53,8 +54,16 @@ async def stored(get: Callable[[str], Awaitable[Any]], row_id: str) -> bool:
 async def make_device(devcloud: RunningDevcloud, tmp_path: Path) -> AsyncIterator[MakeDevice]:
     async with contextlib.AsyncExitStack() as stack:
 
-        async def make(name: str = "a", **driver: Any) -> Device:
+        async def make(
+            name: str = "a", transport: httpx.AsyncBaseTransport | None = None, **driver: Any
+        ) -> Device:
+            """A device; with ``transport`` its cloud requests go through it (e.g. a test's
+            gate that holds or refuses them)."""
             data_dir = tmp_path / name
+            http = None
+            if transport is not None:
+                http = httpx.AsyncClient(transport=transport, timeout=30)
+                stack.push_async_callback(http.aclose)
             store = await Store.open(data_dir / "syncd.db", StoreSettings())
             stack.push_async_callback(store.close)
             settings = DriverSettings(backoff=Backoff(base_s=0.05, cap_s=0.5), **driver)
@@ -64,6 +73,7 @@ async def make_device(devcloud: RunningDevcloud, tmp_path: Path) -> AsyncIterato
                 data_dir=data_dir,
                 publish=store_publisher(store),
                 driver_settings=settings,
+                http_client=http,
                 use_keyring=False,
             )
             device = Device(store, cloud, data_dir)

@@ -10,7 +10,6 @@ periodic pull is an hour away: what reaches A came through realtime or a catch-u
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
@@ -18,12 +17,7 @@ from typing import Literal
 import httpx
 import pytest
 
-from daemon.config import CloudSettings, Secret, StoreSettings
 from daemon.realtime.states import ChannelState
-from daemon.store import Store
-from daemon.sync.driver import DriverSettings
-from daemon.sync.retry import Backoff
-from daemon.sync.service import CloudService, store_publisher
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
@@ -65,32 +59,15 @@ class Gate(httpx.AsyncBaseTransport):
 
 @pytest.fixture
 async def gated_device(
-    devcloud: RunningDevcloud, tmp_path: Path
+    devcloud: RunningDevcloud, make_device: MakeDevice
 ) -> AsyncIterator[tuple[Device, Gate]]:
     """Ada's device A (logged in), its HTTP requests through a Gate."""
-    async with contextlib.AsyncExitStack() as stack:
-        gate = Gate()
-        http = httpx.AsyncClient(transport=gate, timeout=30)
-        stack.push_async_callback(http.aclose)
-        store = await Store.open(tmp_path / "a" / "syncd.db", StoreSettings())
-        stack.push_async_callback(store.close)
-        cloud = CloudService(
-            CloudSettings(url=devcloud.url, anon_key=Secret(devcloud.anon_key)),
-            store=store,
-            data_dir=tmp_path / "a",
-            publish=store_publisher(store),
-            driver_settings=DriverSettings(
-                backoff=Backoff(base_s=0.05, cap_s=0.5), pull_interval_s=HOUR, push_limit=100
-            ),
-            http_client=http,
-            use_keyring=False,
-        )
-        await cloud.start()
-        stack.push_async_callback(cloud.stop)
-        await devcloud.create_user(ADA, PASSWORD, org="Acme")
-        await devcloud.create_user(BOB, PASSWORD, org="Acme", role="member")
-        await cloud.login(ADA, PASSWORD)
-        yield Device(store, cloud, tmp_path / "a"), gate
+    gate = Gate()
+    device = await make_device("a", gate, pull_interval_s=HOUR, push_limit=100)
+    await devcloud.create_user(ADA, PASSWORD, org="Acme")
+    await devcloud.create_user(BOB, PASSWORD, org="Acme", role="member")
+    await device.cloud.login(ADA, PASSWORD)
+    yield device, gate
 
 
 async def history(device: Device, rows: int = HISTORY) -> tuple[str, str]:

@@ -11,23 +11,16 @@ holds or refuses them on cue. A's periodic pull is an hour away."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from daemon.config import CloudSettings, Secret, StoreSettings
-from daemon.store import Store
-from daemon.sync.driver import DriverSettings
-from daemon.sync.retry import Backoff
-from daemon.sync.service import CloudService, store_publisher
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
-from .conftest import PASSWORD, Device
+from .conftest import PASSWORD, Device, MakeDevice
 
 ADA = "ada@example.com"
 HOUR = 3600.0
@@ -89,31 +82,18 @@ class Gate(httpx.AsyncBaseTransport):
 
 
 @pytest.fixture
-async def gated(devcloud: RunningDevcloud, tmp_path: Path) -> AsyncIterator[tuple[Device, Gate]]:
+async def gated(
+    devcloud: RunningDevcloud, make_device: MakeDevice
+) -> AsyncIterator[tuple[Device, Gate]]:
     """Ada's device A (logged in), its HTTP requests through a Gate."""
-    async with contextlib.AsyncExitStack() as stack:
-        gate = Gate()
-        stack.callback(gate.release.set)  # a held request must not outlive the test
-        http = httpx.AsyncClient(transport=gate, timeout=30)
-        stack.push_async_callback(http.aclose)
-        store = await Store.open(tmp_path / "a" / "syncd.db", StoreSettings())
-        stack.push_async_callback(store.close)
-        cloud = CloudService(
-            CloudSettings(url=devcloud.url, anon_key=Secret(devcloud.anon_key)),
-            store=store,
-            data_dir=tmp_path / "a",
-            publish=store_publisher(store),
-            driver_settings=DriverSettings(
-                backoff=Backoff(base_s=0.05, cap_s=0.5), pull_interval_s=HOUR, push_limit=LIMIT
-            ),
-            http_client=http,
-            use_keyring=False,
-        )
-        await cloud.start()
-        stack.push_async_callback(cloud.stop)
-        await devcloud.create_user(ADA, PASSWORD, org="Acme")
-        await cloud.login(ADA, PASSWORD)
-        yield Device(store, cloud, tmp_path / "a"), gate
+    gate = Gate()
+    device = await make_device("a", gate, pull_interval_s=HOUR, push_limit=LIMIT)
+    await devcloud.create_user(ADA, PASSWORD, org="Acme")
+    await device.cloud.login(ADA, PASSWORD)
+    try:
+        yield device, gate
+    finally:
+        gate.release.set()  # a held request must not outlive the test
 
 
 async def publish(a: Device, messages: int = 250, tasks: int = 250) -> str:
