@@ -191,7 +191,9 @@ class Writer:
 
         ``small``: the caller vouches that ``op`` is one short transaction (tens of µs: a row and
         its bookkeeping, never a page, a snapshot or a compaction), so it may run inline on the
-        event loop's thread when the writer is idle (see the class docstring).
+        event loop's thread when the writer is idle (see the class docstring), and that it
+        touches nothing but the transaction and its context, so it may run again after a
+        rollback (``WriteContext.run_batch``'s ``rerunnable``).
         """
         if self._closing:
             raise ShuttingDown()
@@ -265,6 +267,7 @@ class Writer:
         with self._lock:
             batch = self._pending[:MAX_BATCH]
             del self._pending[:MAX_BATCH]
+            small = not self._pending_big  # every op taken is small (so rerunnable)
             if not self._pending:
                 self._pending_big = False
             if not batch:
@@ -273,7 +276,7 @@ class Writer:
         outcome: BatchOutcome | None = None
         error: BaseException | None = None
         try:
-            outcome = self._ctx.run_batch([op for op, _ in batch])
+            outcome = self._ctx.run_batch([op for op, _ in batch], rerunnable=small)
         except BaseException as exc:  # reported to every writer of the batch, on the loop
             error = exc
         assert self._loop is not None
@@ -340,7 +343,7 @@ class Writer:
         try:
             if not self._ctx.try_begin():
                 return None
-            return self._ctx.run_batch(ops, begun=True, until=until), None
+            return self._ctx.run_batch(ops, begun=True, until=until, rerunnable=True), None
         except Exception as exc:  # reported to the writers like a failed batch
             return None, exc
 

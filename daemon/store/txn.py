@@ -2,10 +2,13 @@
 
 A mutation is a plain function ``op(ctx: WriteContext) -> result``. The writer runs a batch of
 them in ONE transaction (``BEGIN IMMEDIATE`` … ``COMMIT``) in one thread hop; when the batch has
-more than one mutation each runs inside its own SAVEPOINT, so a failing one is rolled back alone
-and the others still commit (group commit). Every visible change goes through ``emit``: it writes
-the outbox entry (what a push needs) and the changelog entry (what UIs see) in the same
-transaction as the row.
+more than one mutation a failing one is rolled back alone and the others still commit (group
+commit): each runs inside its own SAVEPOINT, or, for a batch of ``rerunnable`` mutations, the
+batch runs without one per mutation (two statements less each, ~5 µs of a ~70 µs write) and is
+rolled back and run again that way only if a mutation failed after writing something (a failure
+that wrote nothing, the usual refused input, needs no undo). Every visible change goes through
+``emit``: it writes the outbox entry (what a push needs) and the changelog entry (what UIs see)
+in the same transaction as the row.
 
 Only a LINKED workspace's changes get an outbox entry (``syncs``; a row without a workspace
 too): an unlinked workspace is local-only data (I6), and linking snapshots its whole state into
@@ -283,13 +286,21 @@ class WriteContext:
                 conn.execute("PRAGMA busy_timeout = 0")
 
     def run_batch(
-        self, ops: Sequence[WriteOp], *, begun: bool = False, until: float = 0.0
+        self,
+        ops: Sequence[WriteOp],
+        *,
+        begun: bool = False,
+        until: float = 0.0,
+        rerunnable: bool = False,
     ) -> BatchOutcome:
         """Run ``ops`` in one transaction (``begun``: the caller opened it with ``try_begin``);
         raise only if the transaction itself failed.
 
         ``until``: a ``time.perf_counter()`` deadline past which no further op starts (at least
         one runs); the ops not run have no result (``len(outcome.results) < len(ops)``).
+        ``rerunnable``: the caller vouches that running an op again after its writes were rolled
+        back is harmless (it touches nothing but the transaction and this context): the ops
+        then run without a savepoint each (see the module doc).
         """
         conn = self.conn
         outcome = BatchOutcome()
@@ -303,11 +314,11 @@ class WriteContext:
             if len(ops) == 1:
                 # A lone write needs no savepoint: if it fails, the whole transaction goes.
                 keep = self._run_op(ops[0], outcome)
+            elif rerunnable:
+                outcome = self._run_unguarded(ops, until)
+                keep = True
             else:
-                for op in ops:
-                    if until and outcome.results and time.perf_counter() > until:
-                        break
-                    self._run_in_savepoint(op, outcome)
+                self._run_guarded(ops, outcome, until)
                 keep = True
             if keep and conn.total_changes != changes_before:
                 self._finish(outcome)
@@ -337,6 +348,39 @@ class WriteContext:
         outcome.results.append((True, result))
         outcome.events.extend(self._events)
         return True
+
+    def _run_guarded(self, ops: Sequence[WriteOp], outcome: BatchOutcome, until: float) -> None:
+        for op in ops:
+            if until and outcome.results and time.perf_counter() > until:
+                break
+            self._run_in_savepoint(op, outcome)
+
+    def _run_unguarded(self, ops: Sequence[WriteOp], until: float) -> BatchOutcome:
+        """Run ``ops`` with no savepoint each; if one fails after writing (or changing the
+        linked set), roll the batch back and run it again with one savepoint per op."""
+        conn = self.conn
+        outcome = BatchOutcome()
+        links_before = self._links_version
+        conn.execute("SAVEPOINT batch")
+        for op in ops:
+            if until and outcome.results and time.perf_counter() > until:
+                break
+            changes, links = conn.total_changes, self._links_version
+            if self._run_op(op, outcome):
+                continue
+            if (
+                conn.total_changes != changes
+                or self._links_version != links
+                or not conn.in_transaction  # SQLite ended it: the ROLLBACK TO raises
+            ):
+                conn.execute("ROLLBACK TO batch")
+                if self._links_version != links_before:
+                    self.reload_links()
+                outcome = BatchOutcome()
+                self._run_guarded(ops, outcome, until)
+                break
+        conn.execute("RELEASE batch")
+        return outcome
 
     def _run_in_savepoint(self, op: WriteOp, outcome: BatchOutcome) -> None:
         self.conn.execute("SAVEPOINT op")
