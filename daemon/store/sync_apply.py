@@ -240,10 +240,13 @@ class PageApplier:
         return _TableBatch(shape, local, ids, None, frozenset(local), plain=plain)
 
     def _pending(self, batch: _TableBatch, row_id: str) -> frozenset[str]:
-        """The fields of ``row_id`` with unpushed outbox entries (one query per table)."""
+        """The fields of stored row ``row_id`` with unpushed outbox entries (one query per
+        table; a row new here has none)."""
         if batch.pending is None:
             fields: dict[str, set[str]] = {}
-            params = {"_table": batch.shape.name, "_ids": batch.ids}
+            name = batch.shape.name
+            workspaces = {workspace_of(name, row) for row in batch.local.values()}
+            params = {"_table": name, "_ids": batch.ids, "_ws": _json_ids(workspaces)}
             for found_id, key in self.ctx.conn.execute(q.outbox_pending_fields_sql(), params):
                 fields.setdefault(found_id, set()).add(key)
             batch.pending = {found_id: frozenset(keys) for found_id, keys in fields.items()}
@@ -261,7 +264,8 @@ class PageApplier:
             self.counts.applied += 1  # an echo or a duplicate: nothing to merge or write
             return
         try:
-            result = self.merge(shape.name, local, remote, self._pending(batch, row_id))
+            pending = _NONE if local is None else self._pending(batch, row_id)
+            result = self.merge(shape.name, local, remote, pending)
             row = complete_row(shape, result.row, remote)
         except (ValueError, TypeError) as exc:
             self._skip(shape.name, row_id, f"merge refused it: {exc}")
@@ -363,6 +367,11 @@ class PageApplier:
         self.log.add("sync.conflict", conflict_view(record), record["workspace_id"])
         self.counts.conflicts += 1
         logger.info("sync.conflict table=%s id=%s field=%s", name, row["id"], record["field"])
+
+
+def _json_ids(ids: Iterable[str | None]) -> str:
+    """A JSON array of the ids (None left out), for an ``in_json`` parameter."""
+    return orjson.dumps(sorted(i for i in ids if i is not None)).decode()
 
 
 def _get(conflict: Any, key: str) -> Any:

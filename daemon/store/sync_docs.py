@@ -123,9 +123,11 @@ class DocPage:
         ids = orjson.dumps([r["id"] for r in remotes]).decode()
         local = {v[0]: _doc_row(v) for v in conn.execute(sql["docs"], {"_ids": ids})}
         pending: dict[str, set[str]] = {}
-        params = {"_table": "documents", "_ids": ids}
-        for row_id, key in conn.execute(q.outbox_pending_fields_sql(), params):
-            pending.setdefault(row_id, set()).add(key)
+        homes = sorted({d["workspace_id"] for d in local.values() if d["workspace_id"]})
+        if homes:  # only stored documents have unpushed edits
+            params = {"_table": "documents", "_ids": ids, "_ws": orjson.dumps(homes).decode()}
+            for row_id, key in conn.execute(q.outbox_pending_fields_sql(), params):
+                pending.setdefault(row_id, set()).add(key)
         for remote in remotes:
             row_id, mine = remote["id"], local.get(remote["id"])
             ws = remote.get("workspace_id")

@@ -131,14 +131,19 @@ def outbox_take_sql() -> Compiled:
 
 @cache
 def outbox_pending_fields_sql() -> str:
-    """(row_id, field) of every outbox entry of the given rows of one table."""
+    """(row_id, field) of every outbox entry of the given rows of one table, looked up in
+    their workspaces' entries (``_ws``: the outbox_workspace index; there is no row index)."""
     o = schema.outbox
     keys = sa.func.json_each(o.c.fields).table_valued("key")
     stmt = (
         sa.select(o.c.row_id, keys.c.key)
         .select_from(o)
         .join(keys, sa.true())
-        .where(o.c.table_name == sa.bindparam("_table"), in_json(o.c.row_id, "_ids"))
+        .where(
+            in_json(o.c.workspace_id, "_ws"),
+            o.c.table_name == sa.bindparam("_table"),
+            in_json(o.c.row_id, "_ids"),
+        )
     )
     return compile_statement(stmt).sql
 
