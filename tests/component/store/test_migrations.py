@@ -198,3 +198,57 @@ def test_statement_splitting_keeps_semicolons_inside_strings() -> None:
         "CREATE TABLE t (x);",
         "INSERT INTO t VALUES ('a;b');",
     ]
+
+
+def plan_ops(conn: sqlite3.Connection, sql: str) -> list[str]:
+    return [str(r[1]) for r in conn.execute(f"EXPLAIN {sql}", [None] * sql.count("?"))]
+
+
+def test_checked_inserts_build_no_in_list_table(tmp_path: Path) -> None:
+    """0006: the CHECKs are OR chains, so an INSERT builds no ephemeral b-tree of the IN list
+    (SQLite does that per row for three constants or more), and still refuse what they did."""
+    old = database_at(tmp_path / "db", 5)
+    seed_version_1(old)
+    message = "INSERT INTO messages VALUES ('m1', 'w1', 'c1', ?, 'hi', 't', 't', NULL, 'h', 'dev')"
+    outbox = (
+        "INSERT INTO outbox (table_name, row_id, op, fields, field_hlc, hlc, origin, created_at)"
+        " VALUES ('messages', 'm1', ?, '{}', '{}', 'h', 'dev', 't')"
+    )
+    try:
+        assert "OpenEphemeral" in plan_ops(old, message)  # what 0001 wrote
+        migrate.migrate(old)
+        other = sqlite3.connect(tmp_path / "db", isolation_level=None)  # sees the new schema
+        for conn in (old, other):
+            assert "OpenEphemeral" not in plan_ops(conn, message)
+            assert "OpenEphemeral" not in plan_ops(conn, outbox)
+            for sql, bad in ((message, "robot"), (outbox, "upsert")):
+                with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+                    conn.execute(sql, (bad,))
+        other.close()
+        old.execute(message, ("tool",))
+        old.execute(outbox, ("delete",))
+        assert rows(old, "PRAGMA integrity_check") == [("ok",)]
+    finally:
+        old.close()
+
+
+def test_the_outbox_has_no_row_index_and_pending_fields_use_the_workspace_index(
+    tmp_path: Path,
+) -> None:
+    from daemon.store.sync_sql import outbox_pending_fields_sql
+
+    conn = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    try:
+        migrate.migrate(conn)
+        indexes = rows(
+            conn, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox'"
+        )
+        assert indexes == [("outbox_workspace",)]
+        params = {"_table": "tasks", "_ids": "[]", "_ws": "[]"}
+        plan = " ".join(
+            str(r[3])
+            for r in conn.execute(f"EXPLAIN QUERY PLAN {outbox_pending_fields_sql()}", params)
+        )
+        assert "USING INDEX outbox_workspace" in plan
+    finally:
+        conn.close()
