@@ -16,9 +16,8 @@ from __future__ import annotations
 import base64
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -33,6 +32,7 @@ from daemon.store.sql import (
     LAST_SEQ_SQL,
     OUTBOX_KEYS,
     compile_statement,
+    insert_many,
     insert_sql,
 )
 from daemon.store.txn import Stamp, WriteContext, WriteOp
@@ -99,7 +99,6 @@ _DELETE_ONE: Final = compile_statement(
     sa.delete(doc_updates).where(_U.seq == sa.bindparam("_seq"))
 ).sql
 _INSERT_OUTBOX: Final = insert_sql("outbox", OUTBOX_KEYS)
-_CHUNKS: Final = (64, 16, 4, 1)  # row counts of the multi-row INSERTs (insert_many)
 _UPDATED: Final = "doc.updated"
 
 
@@ -245,26 +244,6 @@ class LocalBatch:
         first = int(conn.execute(LAST_SEQ_SQL).fetchone()[0]) - len(events) + 1
         ctx.add_events([ChangeEvent(first + i, _UPDATED, e) for i, e in enumerate(events)])
         return [{"id": e["id"], "update_id": e["update_id"]} for e in events]
-
-
-def insert_many(
-    conn: sqlite3.Connection, table: str, keys: tuple[str, ...], rows: Sequence[Sequence[Any]]
-) -> None:
-    """Insert ``rows`` (values in ``keys`` order), in order, with multi-row INSERTs of a few
-    fixed sizes: one SQLite call (and one release of the GIL) per up to 64 rows instead of one
-    per row, about half the cost of ``executemany``; the few statements stay cached."""
-    done = 0
-    for size in _CHUNKS:
-        sql = _values_sql(table, keys, size)
-        while len(rows) - done >= size:
-            conn.execute(sql, [value for row in rows[done : done + size] for value in row])
-            done += size
-
-
-@cache
-def _values_sql(table: str, keys: tuple[str, ...], size: int) -> str:
-    one = f"({', '.join('?' * len(keys))})"
-    return f"INSERT INTO {table} ({', '.join(keys)}) VALUES {', '.join([one] * size)}"
 
 
 def remote_update_op(

@@ -32,7 +32,7 @@ from daemon.store import sync_sql as q
 from daemon.store.codec import dump_json
 from daemon.store.ids import uuid7
 from daemon.store.schema import ENTITY_TABLES
-from daemon.store.sql import insert_positional_sql, insert_sql
+from daemon.store.sql import insert_many, insert_sql
 from daemon.store.sync_docs import DOC_TABLES, DocPage, Parked
 from daemon.store.sync_rows import (
     SHAPES,
@@ -205,10 +205,10 @@ class PageApplier:
         self.present[shape.name].update(batch.local)
 
     def _insert_rows(self, shape: TableShape, rows: list[dict[str, Any]]) -> None:
-        """A plain INSERT of rows new here, bound positionally (the bulk of a first sync)."""
+        """Multi-row INSERTs of the rows new here (the bulk of a first sync)."""
         if rows:
-            sql = insert_positional_sql(shape.name, shape.columns)
-            self.ctx.conn.executemany(sql, map(shape.values, self._encoded(shape, rows)))
+            values = list(map(shape.values, self._encoded(shape, rows)))
+            insert_many(self.ctx.conn, shape.name, shape.columns, values)
 
     def _upsert_rows(self, shape: TableShape, rows: list[dict[str, Any]]) -> None:
         if rows:

@@ -1,5 +1,5 @@
 """Pulled rows as the store keeps them: per-table shapes, completing and checking a merged
-row, which UI event a merge makes, and the page's changelog buffer (one ``executemany``).
+row, which UI event a merge makes, and the page's changelog buffer (multi-row INSERTs).
 
 Pure helpers except ``ChangeBuffer.flush``, which runs inside the page's write transaction.
 """
@@ -17,7 +17,7 @@ import orjson
 from daemon.events import ChangeEvent
 from daemon.store.codec import load_json
 from daemon.store.schema import CLOCK_COLUMNS, JSON_COLUMNS
-from daemon.store.sql import CHANGELOG_KEYS, LAST_SEQ_SQL, insert_positional_sql
+from daemon.store.sql import CHANGELOG_KEYS, LAST_SEQ_SQL, insert_many
 from daemon.store.sql import table as sa_table
 from daemon.store.txn import WriteContext
 from daemon.types import MESSAGE_ROLES
@@ -26,8 +26,6 @@ BOOKKEEPING = CLOCK_COLUMNS | {"id"}
 _SCALAR = (str, int, float, type(None))
 #: The exact types of ``_SCALAR`` values as JSON decoding makes them (a one-pass check).
 _SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
-#: The changelog entries' INSERT, positional: (topic, row_id, workspace_id, data, created_at).
-_CHANGELOG_INSERT = insert_positional_sql("changelog", CHANGELOG_KEYS)
 #: daemon.hlc's clock pattern (the device id is group 1).
 _CLOCK = re.compile(r"^\d{13}-\d{6}-([A-Za-z0-9_.:-]+)$")
 _ABSENT = object()
@@ -231,7 +229,7 @@ def conflict_view(record: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class ChangeBuffer:
-    """Changelog entries of one page, written with one ``executemany`` in order."""
+    """Changelog entries of one page, written in order with multi-row INSERTs."""
 
     entries: list[tuple[str, str, str | None, dict[str, Any]]] = field(default_factory=list)
 
@@ -248,7 +246,7 @@ class ChangeBuffer:
             (topic, row_id, workspace_id, dumps(data).decode(), created_at)
             for topic, row_id, workspace_id, data in entries
         ]
-        ctx.conn.executemany(_CHANGELOG_INSERT, params)
+        insert_many(ctx.conn, "changelog", CHANGELOG_KEYS, params)  # CHANGELOG_KEYS order
         # AUTOINCREMENT under one writer: the statement's rows got consecutive seqs.
         last = int(ctx.conn.execute(LAST_SEQ_SQL).fetchone()[0])
         first = last - len(entries) + 1

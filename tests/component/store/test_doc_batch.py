@@ -13,7 +13,7 @@ from pycrdt import Doc, Text
 
 from daemon.events import ChangeEvent
 from daemon.store import Store
-from daemon.store.doc_ops import insert_many
+from daemon.store.sql import insert_many
 
 from .conftest import rows
 from .linking import create_linked
@@ -38,6 +38,22 @@ def test_insert_many_keeps_the_order_across_statement_sizes() -> None:
         values = [(f"row {i}", i) for i in range(n)]
         insert_many(conn, "t", ("a", "b"), values)
         assert conn.execute("SELECT a, b FROM t ORDER BY seq").fetchall() == values
+
+
+def test_insert_many_keeps_each_statement_under_999_parameters() -> None:
+    """SQLite before 3.32 refuses statements with more than 999 parameters."""
+    keys = tuple(f"c{i}" for i in range(16))  # 64 rows would be 1024 parameters
+    conn = sqlite3.connect(":memory:")
+    conn.execute(f"CREATE TABLE t (seq INTEGER PRIMARY KEY, {', '.join(keys)})")
+    statements: list[str] = []
+    values = [tuple(range(i, i + 16)) for i in range(100)]
+    conn.set_trace_callback(
+        lambda sql: statements.append(sql) if sql.startswith("INSERT") else None
+    )
+    insert_many(conn, "t", keys, values)
+    assert len(statements) == 7  # six of 16 rows and one of 4, none of 64
+    conn.set_trace_callback(None)
+    assert conn.execute(f"SELECT {', '.join(keys)} FROM t ORDER BY seq").fetchall() == values
 
 
 async def test_a_large_batch_gives_each_update_its_row_entry_seq_and_outbox(
