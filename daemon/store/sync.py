@@ -136,12 +136,20 @@ class SyncRepo:
         return outcome
 
     async def apply_pull(
-        self, *, scope: str, changes: Sequence[dict[str, Any]], cursor: str | None, merge: MergeFn
+        self,
+        *,
+        scope: str,
+        changes: Sequence[dict[str, Any]],
+        cursor: str | None,
+        merge: MergeFn,
+        as_is: frozenset[str] = frozenset(),
     ) -> ApplyOutcome:
         """Merge one pulled page and store ``cursor`` for ``scope``, in one transaction.
 
         ``cursor=None`` leaves the cursor alone (a realtime change is a hint, not a page).
         Pulled document updates reach the loaded Docs once committed (``DocumentRepo.absorb``).
+        ``as_is``: tables for which ``merge`` stores a new row holding one clock for all its
+        fields as it is (sync_apply.py's fast path for such pages; sync.adapters says which).
         """
         scope = text("scope", scope)
         cursor = optional_text("cursor", cursor)
@@ -149,12 +157,14 @@ class SyncRepo:
             raise InvalidInput("changes", "must be a list of changes")
         if not callable(merge):
             raise InvalidInput("merge", "must be a merge function")
+        if not isinstance(as_is, frozenset):
+            raise InvalidInput("as_is", "must be a frozenset of table names")
         if not changes and cursor is None:
             return ApplyOutcome(0, 0, 0)
         # A hint of a row or two is one short transaction: it may run inline (engine.py).
         small = cursor is None and len(changes) <= SMALL_HINT_ROWS
         outcome: ApplyOutcome = await self._writer.submit(
-            apply_pull_op(scope, changes, cursor, merge), small=small
+            apply_pull_op(scope, changes, cursor, merge, as_is), small=small
         )
         if outcome.doc_updates:  # committed: now the loaded Docs
             await self._documents.absorb((u.doc_id, u.data) for u in outcome.doc_updates)

@@ -43,6 +43,7 @@ from daemon.store.sync_rows import (
     conflict_view,
     is_stored_state,
     row_problem,
+    rows_as_is,
 )
 from daemon.store.sync_types import ApplyOutcome, MergeFn
 from daemon.store.txn import WriteContext, WriteOp, workspace_of
@@ -57,10 +58,14 @@ _CLOCKS_ONLY: frozenset[str] = frozenset({"field_hlc"})
 
 
 def apply_pull_op(
-    scope: str, changes: Sequence[dict[str, Any]], cursor: str | None, merge: MergeFn
+    scope: str,
+    changes: Sequence[dict[str, Any]],
+    cursor: str | None,
+    merge: MergeFn,
+    as_is: frozenset[str] = frozenset(),
 ) -> WriteOp:
     def op(ctx: WriteContext) -> ApplyOutcome:
-        page = PageApplier(ctx, merge)
+        page = PageApplier(ctx, merge, as_is)
         page.run(changes)
         page.log.flush(ctx, page.stamp.iso)
         if cursor is not None:
@@ -100,9 +105,13 @@ class _TableBatch:
 class PageApplier:
     """Merges one page inside the writer's transaction (not thread-safe; one per page)."""
 
-    def __init__(self, ctx: WriteContext, merge: MergeFn) -> None:
+    def __init__(
+        self, ctx: WriteContext, merge: MergeFn, as_is: frozenset[str] = frozenset()
+    ) -> None:
         self.ctx = ctx
         self.merge = merge
+        #: tables whose new one-clock rows ``merge`` stores as they are (``_store_as_is``)
+        self.as_is = as_is
         self.stamp = ctx.stamp()
         self.ms = self.stamp.ms
         self.counts = _Counts()
@@ -195,8 +204,9 @@ class PageApplier:
 
     def _apply_table(self, shape: TableShape, remotes: list[dict[str, Any]]) -> None:
         batch = self._load(shape, remotes)
-        for remote in remotes:
-            self._apply_row(batch, remote)
+        if not (shape.name in self.as_is and self._store_as_is(batch, remotes)):
+            for remote in remotes:
+                self._apply_row(batch, remote)
         stored = batch.stored
         new = [row for row_id, row in batch.upserts.items() if row_id not in stored]
         old = [row for row_id, row in batch.upserts.items() if row_id in stored]
@@ -285,6 +295,30 @@ class PageApplier:
             self.counts.changed += 1
         for conflict in result.conflicts:
             self._record_conflict(shape.name, row, conflict)
+
+    def _store_as_is(self, batch: _TableBatch, remotes: list[dict[str, Any]]) -> bool:
+        """``_apply_row`` of every row of ``remotes`` at once, without the merge, when each is
+        new here (and in the page once), has its parents here and is stored as it is
+        (``rows_as_is``: the bulk of a first sync); False, having done nothing, otherwise."""
+        shape = batch.shape
+        if batch.local:
+            return False
+        rows = rows_as_is(shape, remotes)
+        if rows is None or len({row["id"] for row in rows}) != len(rows):
+            return False
+        for parent, column in shape.parents:
+            if not {row[column] for row in rows} <= self.present[parent]:
+                return False
+        created, log, inserted = f"{shape.entity}.created", self.log, self.inserted[shape.name]
+        for row in rows:
+            row_id = row["id"]
+            batch.upserts[row_id] = batch.local[row_id] = row
+            inserted.add(row_id)
+            if row["deleted_at"] is None:  # change_topic of a new row: arriving deleted, none
+                log.add(created, row, row["workspace_id"] if shape.parents else row_id)
+                self.counts.changed += 1
+        self.counts.applied += len(rows)
+        return True
 
     def _missing_parent(self, shape: TableShape, row: dict[str, Any]) -> str | None:
         for parent, column in shape.parents:

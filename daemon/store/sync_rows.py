@@ -7,8 +7,9 @@ Pure helpers except ``ChangeBuffer.flush``, which runs inside the page's write t
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -28,6 +29,10 @@ _SCALAR = (str, int, float, type(None))
 _SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
 #: daemon.hlc's clock pattern (the device id is group 1).
 _CLOCK = re.compile(r"^\d{13}-\d{6}-([A-Za-z0-9_.:-]+)$")
+#: A clock both the merge (``is_clock``) and ``origin_of`` accept, ASCII only (``rows_as_is``);
+#: its device part starts at ``_DEVICE_AT``.
+_PLAIN_CLOCK = re.compile(r"[0-9]{13}-[0-9]{6}-[A-Za-z0-9_.:-]+")
+_DEVICE_AT = 21
 _ABSENT = object()
 
 
@@ -56,8 +61,11 @@ class TableShape:
     scalar_values: Callable[[dict[str, Any]], tuple[Any, ...]] = field(
         init=False, compare=False, repr=False
     )
+    #: the keys a remote row stored as it is may have (``rows_as_is``)
+    as_is_keys: frozenset[str] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "as_is_keys", frozenset({*self.columns, "field_hlc"}))
         object.__setattr__(self, "values", _getter(self.columns))
         object.__setattr__(self, "required_values", _getter(self.required))
         object.__setattr__(self, "scalar_values", _getter(self.scalar_columns))
@@ -152,6 +160,60 @@ def origin_of(hlc: Any) -> str | None:
         return None
     match = _CLOCK.match(hlc)  # hlc.decode's test, without building a Timestamp per row
     return None if match is None else match.group(1)
+
+
+def rows_as_is(shape: TableShape, remotes: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The stored rows of ``remotes``, new rows of a table the merge stores as they are when
+    each holds one clock for all its fields; None unless every one does and can be stored.
+
+    What ``complete_row(shape, merge(None, remote).row, remote)`` gives such a row (the merge
+    keeps every field under ``hlc``; ``hlc`` is then the row clock and ``origin`` its device),
+    made in one pass over the page: a remote row qualifies with no key but the shape's columns
+    and ``field_hlc``, an ASCII clock (accepted by the merge and by ``origin_of`` alike), and
+    a ``field_hlc`` that is empty or gives some of its fields that same clock; the rows must
+    all pass ``row_problem``. Anything else (a bad clock, a stray key, a
+    row the store refuses) returns None, so the caller's per-row path decides and says why.
+    """
+    allowed, columns, fullmatch = shape.as_is_keys, shape.columns, _PLAIN_CLOCK.fullmatch
+    rows: list[dict[str, Any]] = []
+    for remote in remotes:
+        hlc, clocks = remote.get("hlc"), remote.get("field_hlc")
+        if (
+            not remote.keys() <= allowed
+            or type(hlc) is not str
+            or fullmatch(hlc) is None
+            or (clocks and not _one_clock(clocks, hlc, remote))
+        ):
+            return None
+        row = dict(zip(columns, map(remote.get, columns), strict=True))
+        row["origin"] = hlc[_DEVICE_AT:]
+        rows.append(row)
+    if shape.defaults:
+        for row in rows:
+            for column, default in shape.defaults.items():
+                if row[column] is None:
+                    row[column] = default.copy() if isinstance(default, dict | list) else default
+    return rows if _all_storable(shape, rows) else None
+
+
+def _one_clock(clocks: Any, hlc: str, remote: dict[str, Any]) -> bool:
+    """``clocks`` (a remote ``field_hlc``) give only fields of ``remote`` a clock, all ``hlc``:
+    the merge takes such a row as it is, as with no ``field_hlc`` (a pushed message's clocks)."""
+    return (
+        type(clocks) is dict
+        and clocks.keys() <= remote.keys() - BOOKKEEPING
+        and set(clocks.values()) == {hlc}
+    )
+
+
+def _all_storable(shape: TableShape, rows: list[dict[str, Any]]) -> bool:
+    """``row_problem`` is None for every row (decided in a few passes over the page)."""
+    scalars = chain.from_iterable(map(shape.scalar_values, rows))
+    if not _SCALAR_TYPES.issuperset(map(type, scalars)):
+        return False
+    if any(value is None for value in chain.from_iterable(map(shape.required_values, rows))):
+        return False
+    return shape.name != "messages" or {row["role"] for row in rows} <= MESSAGE_ROLES
 
 
 def is_stored_state(local: dict[str, Any], remote: dict[str, Any]) -> bool:

@@ -2,6 +2,8 @@
 
 ``merge_pulled`` is the merge the store's ``apply_pull`` calls for each pulled row: merge.py's
 ``merge_row`` on local-shaped rows (a row new to this device gets its local-only defaults).
+``NEW_ROWS_AS_IS`` names the tables whose new rows it stores as they come (the store may then
+skip it for a page of such rows: ``apply_pull``'s ``as_is``).
 ``failure_of`` turns any failed request into the ``retry.Failure`` the session's pure retry
 policy classifies; ``failure_reason`` is the code shown in status and logs (never a message,
 so no token or content can leak, I8).
@@ -9,7 +11,7 @@ so no token or content can leak, I8).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from daemon.store.sync_types import MergeOutcome
 from daemon.sync.cloud.errors import AuthRequired, CloudError
@@ -17,7 +19,13 @@ from daemon.sync.mapping import local_defaults
 from daemon.sync.merge import RowState, merge_row, new_row_state
 from daemon.sync.retry import Failure
 
-__all__ = ["failure_of", "failure_reason", "merge_pulled"]
+__all__ = ["NEW_ROWS_AS_IS", "failure_of", "failure_reason", "merge_pulled"]
+
+#: Tables for which ``merge_pulled(table, None, row, ...)`` of a row holding ONE clock for all
+#: its fields (an ``hlc``, no ``field_hlc``) is that row as it is, every field changed: no merge
+#: map, no local-only default, no per-field clock column (``tests/unit/sync/test_adapters.py``
+#: checks it against the merge, and the store's fast path against its general one).
+NEW_ROWS_AS_IS: Final = frozenset({"messages"})
 
 
 def merge_pulled(

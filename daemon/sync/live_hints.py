@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from daemon.aio import cancel_and_wait
 from daemon.store.sync import pull_scope
-from daemon.sync.adapters import merge_pulled
+from daemon.sync.adapters import NEW_ROWS_AS_IS, merge_pulled
 
 if TYPE_CHECKING:
     from daemon.store import Store
@@ -99,7 +99,11 @@ class HintQueue:
         try:
             self.transactions += 1
             await self._store.sync.apply_pull(
-                scope=pull_scope(workspace_id), changes=changes, cursor=None, merge=merge_pulled
+                scope=pull_scope(workspace_id),
+                changes=changes,
+                cursor=None,
+                merge=merge_pulled,
+                as_is=NEW_ROWS_AS_IS,
             )
         except Exception:  # one failed group must not stop the next; the pull catches up
             logger.exception("live.hints_failed ws=%s rows=%d", workspace_id, len(changes))

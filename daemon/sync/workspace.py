@@ -56,7 +56,7 @@ from daemon.aio import cancel_and_wait, discard
 from daemon.errors import DaemonError
 from daemon.store.sync import pull_scope
 from daemon.store.sync_types import Link
-from daemon.sync.adapters import failure_of, failure_reason, merge_pulled
+from daemon.sync.adapters import NEW_ROWS_AS_IS, failure_of, failure_reason, merge_pulled
 from daemon.sync.cloud.errors import CloudError
 from daemon.sync.mapping import local_change
 from daemon.sync.protocol import (
@@ -383,7 +383,11 @@ class WorkspaceSync:
             outcome = None
             if changes or cursor != command.cursor:
                 outcome = await self._store.sync.apply_pull(
-                    scope=self._scope, changes=changes, cursor=cursor, merge=merge_pulled
+                    scope=self._scope,
+                    changes=changes,
+                    cursor=cursor,
+                    merge=merge_pulled,
+                    as_is=NEW_ROWS_AS_IS,
                 )
         except Exception as exc:
             self._request_failed("pull", exc)

@@ -1,0 +1,239 @@
+"""The pull's fast path for new rows stored as they are (``apply_pull``'s ``as_is``) against
+its general path (the merge per row), on real SQLite files: same rows, same changelog, same
+parked rows, same counts, for any page of message changes, good or bad."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daemon.hlc import Clock
+from daemon.store import migrate
+from daemon.store.codec import RowCodec
+from daemon.store.schema import ENTITY_TABLES
+from daemon.store.sync_apply import apply_pull_op
+from daemon.store.sync_types import ApplyOutcome
+from daemon.store.txn import WriteContext
+from daemon.sync.adapters import NEW_ROWS_AS_IS, merge_pulled
+
+from .conftest import rows
+
+TS = "2026-01-01T00:00:00.000Z"
+CLOCK = "1767225600000-000000-dev"
+LATER = "1767225600001-000003-other"
+
+
+def stored(row_id: str, conversation: str = "c1", *, hlc: str = CLOCK) -> dict[str, Any]:
+    return {
+        "id": row_id,
+        "workspace_id": "w1",
+        "conversation_id": conversation,
+        "role": "user",
+        "content": f"text of {row_id}",
+        "created_at": TS,
+        "updated_at": TS,
+        "deleted_at": None,
+        "hlc": hlc,
+        "origin": "dev",
+        "field_hlc": {},
+    }
+
+
+@pytest.fixture(scope="module")
+def template() -> Iterator[sqlite3.Connection]:
+    """A migrated database holding workspace w1, conversation c1 and message m-stored."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate.migrate(conn)
+    conn.execute(
+        "INSERT INTO workspaces (id, name, created_at, updated_at, hlc, origin)"
+        " VALUES ('w1', 'w', ?, ?, ?, 'dev')",
+        (TS, TS, CLOCK),
+    )
+    conn.execute(
+        "INSERT INTO conversations (id, workspace_id, name, created_at, updated_at, hlc, origin)"
+        " VALUES ('c1', 'w1', 'c', ?, ?, ?, 'dev')",
+        (TS, TS, CLOCK),
+    )
+    row = stored("m-stored")
+    del row["field_hlc"]
+    conn.execute(
+        f"INSERT INTO messages ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+        tuple(row.values()),
+    )
+    yield conn
+    conn.close()
+
+
+def apply(
+    template: sqlite3.Connection, changes: list[dict[str, Any]], as_is: frozenset[str]
+) -> tuple[ApplyOutcome | Exception, dict[str, Any]]:
+    """Apply one page to a copy of ``template``; (outcome or error, what the database holds)."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    template.backup(conn)
+    conn.execute("PRAGMA foreign_keys = ON")
+    codecs = {t: RowCodec(t) for t in ENTITY_TABLES}
+    ctx = WriteContext(
+        conn, clock=Clock("dev"), codecs=codecs, changelog_retain=1000, last_seq=0, first_seq=0
+    )
+    batch = ctx.run_batch([apply_pull_op("workspace:w1", changes, "9:9", merge_pulled, as_is)])
+    ok, result = batch.results[0]
+    state = {
+        "messages": rows(conn, "SELECT * FROM messages ORDER BY id"),
+        "changelog": rows(
+            conn, "SELECT seq, topic, row_id, workspace_id, data FROM changelog ORDER BY seq"
+        ),
+        "parked": rows(
+            conn, "SELECT table_name, row_id, parent_id, row FROM sync_parked ORDER BY row_id"
+        ),
+        "events": [(e.seq, e.topic, e.data) for e in batch.events],
+    }
+    conn.close()
+    return (result if ok else repr(result)), state
+
+
+#: Changes a stored row may get: valid ones (the fast path must take them the merge's way) and
+#: bad ones (the page must go to the merge, which says why).
+EDITS: list[tuple[str, Any]] = [
+    ("hlc", LATER),
+    ("hlc", "1767225600000-000000-dév"),  # the merge takes any device; origin_of does not
+    ("hlc", "١٧٦٧٢٢٥٦٠٠٠٠٠-000000-dev"),  # Unicode digits: origin_of takes them, the merge does not
+    ("hlc", "1767225600000-000000-dev\n"),
+    ("hlc", "bad"),
+    ("hlc", None),
+    ("hlc", 7),
+    ("role", "robot"),
+    ("role", None),
+    ("role", 3),
+    ("content", None),
+    ("content", {"a": 1}),
+    ("content", True),
+    ("deleted_at", TS),
+    ("conversation_id", "c-new"),  # arrives in the page when the page brings it
+    ("conversation_id", "c-gone"),
+    ("conversation_id", None),
+    ("field_hlc", None),
+    ("field_hlc", "{}"),
+    ("field_hlc", []),
+    ("field_hlc", {"content": "<hlc>"}),
+    ("field_hlc", {"content": LATER}),
+    ("field_hlc", {"nope": "<hlc>"}),
+    ("field_hlc", {"id": "<hlc>"}),
+    ("field_hlc", {"content": "<hlc>", "role": "<hlc>", "created_at": "<hlc>"}),
+    ("field_hlc", {"content": "<hlc>", "role": LATER}),
+    ("-", "content"),
+    ("-", "origin"),
+    ("-", "deleted_at"),
+    ("-", "workspace_id"),
+    ("-", "hlc"),
+    ("+", "a.b"),
+    ("+", "_txid"),
+    ("+", "extra"),
+    ("id", "m-stored"),
+    ("id", "m1"),  # a second change of one row in the page
+]
+
+
+def edited(row: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    row = dict(row)
+    if key == "-":
+        row.pop(value, None)
+    elif key == "+":
+        row[value] = 1
+    elif key == "field_hlc" and isinstance(value, dict):
+        row[key] = {k: row["hlc"] if v == "<hlc>" else v for k, v in value.items()}
+    else:
+        row[key] = value
+    return row
+
+
+@st.composite
+def message_page(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """New messages m1..mN, at most two of them edited (often none)."""
+    count = draw(st.integers(1, 6))
+    page = [stored(f"m{i}") for i in range(1, count + 1)]
+    for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2]))):
+        at = draw(st.integers(0, count - 1))
+        page[at] = edited(page[at], *draw(st.sampled_from(EDITS)))
+    return [{"table": "messages", "id": r.get("id"), "workspace_id": "w1", "row": r} for r in page]
+
+
+NEW_CONVERSATION = {
+    "table": "conversations",
+    "id": "c-new",
+    "workspace_id": "w1",
+    "row": {
+        "id": "c-new",
+        "workspace_id": "w1",
+        "name": "new",
+        "type": "chat",
+        "is_archived": False,
+        "created_at": TS,
+        "updated_at": TS,
+        "deleted_at": None,
+        "hlc": CLOCK,
+        "origin": "dev",
+        "field_hlc": {},
+    },
+}
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=message_page(), with_parent=st.booleans())
+def test_the_fast_path_stores_what_the_merge_would(
+    template: sqlite3.Connection, changes: list[dict[str, Any]], with_parent: bool
+) -> None:
+    page = [NEW_CONVERSATION, *changes] if with_parent else changes
+    assert apply(template, page, NEW_ROWS_AS_IS) == apply(template, page, frozenset())
+
+
+def test_a_page_of_new_one_clock_messages_never_calls_the_merge(
+    template: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def counted(table: str, *args: Any) -> Any:
+        calls.append(table)
+        return merge_pulled(table, *args)
+
+    pushed = stored("m2")  # as another device pushed it: every field under the row clock
+    pushed["field_hlc"] = dict.fromkeys(("content", "role", "conversation_id"), CLOCK)
+    page = [
+        {"table": "messages", "id": r["id"], "workspace_id": "w1", "row": r}
+        for r in (stored("m1"), pushed, stored("m3") | {"deleted_at": TS})
+    ]
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    template.backup(conn)
+    codecs = {t: RowCodec(t) for t in ENTITY_TABLES}
+    ctx = WriteContext(
+        conn, clock=Clock("dev"), codecs=codecs, changelog_retain=1000, last_seq=0, first_seq=0
+    )
+    op = apply_pull_op("workspace:w1", page, "9:9", counted, NEW_ROWS_AS_IS)
+    [(ok, outcome)] = ctx.run_batch([op]).results
+    assert ok and (outcome.applied, outcome.changed, outcome.skipped) == (3, 2, 0)
+    assert calls == []
+    assert rows(conn, "SELECT id, origin, deleted_at FROM messages ORDER BY id") == [
+        ("m-stored", "dev", None),
+        ("m1", "dev", None),
+        ("m2", "dev", None),
+        ("m3", "dev", TS),
+    ]
+    assert rows(conn, "SELECT topic, row_id FROM changelog ORDER BY seq") == [
+        ("message.created", "m1"),
+        ("message.created", "m2"),
+    ]
+    bad = stored("m9") | {"hlc": "bad"}  # a row the merge must judge: the page takes it
+    page = [
+        {"table": "messages", "id": r["id"], "workspace_id": "w1", "row": r}
+        for r in (stored("m4"), bad)
+    ]
+    [(ok, outcome)] = ctx.run_batch(
+        [apply_pull_op("workspace:w1", page, "9:9", counted, NEW_ROWS_AS_IS)]
+    ).results
+    assert ok and (outcome.applied, outcome.skipped) == (1, 1)
+    assert calls == ["messages", "messages"]
+    conn.close()
