@@ -22,9 +22,9 @@ from daemon.sync.retry import Failure
 __all__ = ["NEW_ROWS_AS_IS", "failure_of", "failure_reason", "merge_pulled"]
 
 #: Tables for which ``merge_pulled(table, None, row, ...)`` of a row holding ONE clock for all
-#: its fields (an ``hlc``, no ``field_hlc``) is that row as it is, every field changed: no merge
-#: map, no local-only default, no per-field clock column (``tests/unit/sync/test_adapters.py``
-#: checks it against the merge, and the store's fast path against its general one).
+#: its fields (its ``hlc``; a ``field_hlc`` empty or giving fields that clock) is that row as
+#: it is, every field changed: no merge map, no local-only default, no per-field clock column
+#: (tests/component/store/test_sync_apply_as_is.py holds the store's fast path to the merge).
 NEW_ROWS_AS_IS: Final = frozenset({"messages"})
 
 
