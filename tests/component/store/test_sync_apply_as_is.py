@@ -145,7 +145,7 @@ def edited(row: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     elif key == "+":
         row[value] = 1
     elif key == "field_hlc" and isinstance(value, dict):
-        row[key] = {k: row["hlc"] if v == "<hlc>" else v for k, v in value.items()}
+        row[key] = {k: row.get("hlc") if v == "<hlc>" else v for k, v in value.items()}
     else:
         row[key] = value
     return row

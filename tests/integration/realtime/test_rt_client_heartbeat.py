@@ -38,7 +38,12 @@ async def test_missing_heartbeat_replies_make_the_client_reconnect() -> None:
             backoff=Backoff(base_s=10 * MS, cap_s=50 * MS),
         )
         async with rt:
-            await wait_for(lambda: len(connections) >= 3, message="two reconnects")
+            # The server sees the third socket before the client has read its handshake reply
+            # (ConnectionOpened): wait for both sides, not only the server's.
+            await wait_for(
+                lambda: len(connections) >= 3 and len(rec.of(ConnectionOpened)) >= 3,
+                message="two reconnects",
+            )
     assert connections[0] == "/realtime/v1/websocket?apikey=the-anon-key&vsn=1.0.0"
     assert rec.of(ConnectionLost)[:2] == [ConnectionLost("heartbeat timeout")] * 2
     assert len(rec.of(ConnectionOpened)) >= 3
