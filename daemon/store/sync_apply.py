@@ -44,6 +44,7 @@ from daemon.store.sync_rows import (
     is_stored_state,
     row_problem,
     rows_as_is,
+    unpushed_fields,
 )
 from daemon.store.sync_types import ApplyOutcome, MergeFn
 from daemon.store.txn import WriteContext, WriteOp, workspace_of
@@ -242,9 +243,7 @@ class PageApplier:
             wanted -= self.present[parent]
             wanted.discard(None)
             if wanted:
-                found = conn.execute(
-                    q.existing_ids_sql(parent), {"_ids": orjson.dumps(sorted(wanted)).decode()}
-                )
+                found = conn.execute(q.existing_ids_sql(parent), {"_ids": q.json_ids(wanted)})
                 self.present[parent].update(r[0] for r in found)
         plain = codec.json_columns <= _CLOCKS_ONLY
         return _TableBatch(shape, local, ids, None, frozenset(local), plain=plain)
@@ -253,13 +252,9 @@ class PageApplier:
         """The fields of stored row ``row_id`` with unpushed outbox entries (one query per
         table; a row new here has none)."""
         if batch.pending is None:
-            fields: dict[str, set[str]] = {}
             name = batch.shape.name
-            workspaces = {workspace_of(name, row) for row in batch.local.values()}
-            params = {"_table": name, "_ids": batch.ids, "_ws": _json_ids(workspaces)}
-            for found_id, key in self.ctx.conn.execute(q.outbox_pending_fields_sql(), params):
-                fields.setdefault(found_id, set()).add(key)
-            batch.pending = {found_id: frozenset(keys) for found_id, keys in fields.items()}
+            homes = (workspace_of(name, row) for row in batch.local.values())
+            batch.pending = unpushed_fields(self.ctx.conn, name, batch.ids, homes)
         return batch.pending.get(row_id, _NONE)
 
     def _apply_row(self, batch: _TableBatch, remote: dict[str, Any]) -> None:
@@ -289,10 +284,7 @@ class PageApplier:
             batch.upserts[row_id] = batch.local[row_id] = row
             if local is None:
                 self.inserted[shape.name].add(row_id)
-        topic = change_topic(shape, local, row, result.changed)
-        if topic is not None:
-            self.log.add(topic, row, row["workspace_id"] if shape.parents else row_id)
-            self.counts.changed += 1
+        self._log_change(shape, local, row, result.changed)
         for conflict in result.conflicts:
             self._record_conflict(shape.name, row, conflict)
 
@@ -309,16 +301,27 @@ class PageApplier:
         for parent, column in shape.parents:
             if not {row[column] for row in rows} <= self.present[parent]:
                 return False
-        created, log, inserted = f"{shape.entity}.created", self.log, self.inserted[shape.name]
+        fields, inserted = shape.as_is_keys, self.inserted[shape.name]  # all fields changed
         for row in rows:
             row_id = row["id"]
             batch.upserts[row_id] = batch.local[row_id] = row
             inserted.add(row_id)
-            if row["deleted_at"] is None:  # change_topic of a new row: arriving deleted, none
-                log.add(created, row, row["workspace_id"] if shape.parents else row_id)
-                self.counts.changed += 1
+            self._log_change(shape, None, row, fields)
         self.counts.applied += len(rows)
         return True
+
+    def _log_change(
+        self,
+        shape: TableShape,
+        local: dict[str, Any] | None,
+        row: dict[str, Any],
+        changed: frozenset[str],
+    ) -> None:
+        """The changelog entry of a merge that made ``row`` of ``local`` (if it made one)."""
+        topic = change_topic(shape, local, row, changed)
+        if topic is not None:
+            self.log.add(topic, row, row["workspace_id"] if shape.parents else row["id"])
+            self.counts.changed += 1
 
     def _missing_parent(self, shape: TableShape, row: dict[str, Any]) -> str | None:
         for parent, column in shape.parents:
@@ -362,8 +365,9 @@ class PageApplier:
         """Parked rows of ``name`` whose parent is one of ``parents`` (removed from the park)."""
         if not parents:
             return []
-        ids = orjson.dumps(sorted(parents)).decode()
-        found = self.ctx.conn.execute(q.parked_by_parent_sql(), {"_ids": ids}).fetchall()
+        found = self.ctx.conn.execute(
+            q.parked_by_parent_sql(), {"_ids": q.json_ids(parents)}
+        ).fetchall()
         rows = [orjson.loads(text) for table_name, text in found if table_name == name]
         self.ctx.conn.executemany(
             q.parked_delete_sql(), [{"table_name": name, "row_id": r["id"]} for r in rows]
@@ -401,11 +405,6 @@ class PageApplier:
         self.log.add("sync.conflict", conflict_view(record), record["workspace_id"])
         self.counts.conflicts += 1
         logger.info("sync.conflict table=%s id=%s field=%s", name, row["id"], record["field"])
-
-
-def _json_ids(ids: Iterable[str | None]) -> str:
-    """A JSON array of the ids (None left out), for an ``in_json`` parameter."""
-    return orjson.dumps(sorted(i for i in ids if i is not None)).decode()
 
 
 def _get(conflict: Any, key: str) -> Any:

@@ -39,7 +39,7 @@ from daemon.store import sync_sql as q
 from daemon.store.codec import dump_json_text, load_json
 from daemon.store.ids import uuid7
 from daemon.store.sql import OUTBOX_KEYS, compile_statement, insert_sql
-from daemon.store.sync_rows import origin_of
+from daemon.store.sync_rows import origin_of, unpushed_fields
 from daemon.store.sync_types import DocUpdate, MergeFn
 from daemon.store.txn import Stamp, WriteContext
 from daemon.store.ydoc import replay, state_with
@@ -122,12 +122,8 @@ class DocPage:
         conn, sql = self.ctx.conn, _sql()
         ids = orjson.dumps([r["id"] for r in remotes]).decode()
         local = {v[0]: _doc_row(v) for v in conn.execute(sql["docs"], {"_ids": ids})}
-        pending: dict[str, set[str]] = {}
-        homes = sorted({d["workspace_id"] for d in local.values() if d["workspace_id"]})
-        if homes:  # only stored documents have unpushed edits
-            params = {"_table": "documents", "_ids": ids, "_ws": orjson.dumps(homes).decode()}
-            for row_id, key in conn.execute(q.outbox_pending_fields_sql(), params):
-                pending.setdefault(row_id, set()).add(key)
+        homes = (d["workspace_id"] for d in local.values())
+        pending = unpushed_fields(conn, "documents", ids, homes) if local else {}
         for remote in remotes:
             row_id, mine = remote["id"], local.get(remote["id"])
             ws = remote.get("workspace_id")
@@ -139,7 +135,7 @@ class DocPage:
                     self.parked.park("documents", remote, ws)
                     continue
             try:
-                result = self.merge("documents", mine, remote, frozenset(pending.get(row_id, ())))
+                result = self.merge("documents", mine, remote, pending.get(row_id, frozenset()))
             except (ValueError, TypeError) as exc:
                 self.parked.skip("documents", row_id, f"merge refused it: {exc}")
                 continue

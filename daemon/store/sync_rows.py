@@ -1,13 +1,15 @@
 """Pulled rows as the store keeps them: per-table shapes, completing and checking a merged
 row, which UI event a merge makes, and the page's changelog buffer (multi-row INSERTs).
 
-Pure helpers except ``ChangeBuffer.flush``, which runs inside the page's write transaction.
+Pure helpers except ``ChangeBuffer.flush`` and ``unpushed_fields``, which run inside the page's
+write transaction.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import itemgetter
@@ -16,6 +18,7 @@ from typing import Any
 import orjson
 
 from daemon.events import ChangeEvent
+from daemon.store import sync_sql as q
 from daemon.store.codec import load_json
 from daemon.store.schema import CLOCK_COLUMNS, JSON_COLUMNS
 from daemon.store.sql import CHANGELOG_KEYS, LAST_SEQ_SQL, insert_many
@@ -206,14 +209,27 @@ def _one_clock(clocks: Any, hlc: str, remote: dict[str, Any]) -> bool:
     )
 
 
-def _all_storable(shape: TableShape, rows: list[dict[str, Any]]) -> bool:
-    """``row_problem`` is None for every row (decided in a few passes over the page)."""
+def _all_storable(shape: TableShape, rows: Sequence[dict[str, Any]]) -> bool:
+    """No row has a problem ``row_problem`` would name (a few C-speed passes over them all)."""
     scalars = chain.from_iterable(map(shape.scalar_values, rows))
     if not _SCALAR_TYPES.issuperset(map(type, scalars)):
         return False
     if any(value is None for value in chain.from_iterable(map(shape.required_values, rows))):
         return False
     return shape.name != "messages" or {row["role"] for row in rows} <= MESSAGE_ROLES
+
+
+def unpushed_fields(
+    conn: sqlite3.Connection, table: str, ids: str, workspace_ids: Iterable[str | None]
+) -> dict[str, frozenset[str]]:
+    """The fields with unpushed outbox entries of the stored rows ``ids`` (an ``in_json``
+    parameter) of ``table``, per row id; ``workspace_ids``: the rows' workspaces, whose entries
+    are searched (the outbox has no index by row)."""
+    fields: dict[str, set[str]] = {}
+    params = {"_table": table, "_ids": ids, "_ws": q.json_ids(workspace_ids)}
+    for row_id, key in conn.execute(q.outbox_pending_fields_sql(), params):
+        fields.setdefault(row_id, set()).add(key)
+    return {row_id: frozenset(keys) for row_id, keys in fields.items()}
 
 
 def is_stored_state(local: dict[str, Any], remote: dict[str, Any]) -> bool:
@@ -252,15 +268,14 @@ def _one_register(clocks: Any, hlc: Any, remote: dict[str, Any]) -> bool:
 
 def row_problem(shape: TableShape, row: dict[str, Any]) -> str | None:
     """Why a completed row cannot be stored (None: it can). Foreign keys are checked apart."""
-    # The common all-good row is recognised in two C-speed passes; the loops name the culprit.
-    plain = _SCALAR_TYPES.issuperset(map(type, shape.scalar_values(row)))
-    if not plain or None in shape.required_values(row):
-        for column in shape.required:
-            if row[column] is None:
-                return f"{column} is missing"
-        for column in shape.scalar_columns:
-            if not isinstance(row[column], _SCALAR):
-                return f"{column} is not a scalar"
+    if _all_storable(shape, (row,)):  # the common all-good row; the loops name the culprit
+        return None
+    for column in shape.required:
+        if row[column] is None:
+            return f"{column} is missing"
+    for column in shape.scalar_columns:
+        if not isinstance(row[column], _SCALAR):
+            return f"{column} is not a scalar"
     if shape.name == "messages" and row["role"] not in MESSAGE_ROLES:
         return "unknown role"
     return None

@@ -8,8 +8,10 @@ once whatever the page size.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
@@ -44,6 +46,11 @@ def in_json(column: sa.ColumnElement[str], param: str) -> sa.ColumnElement[bool]
     """``column IN (the elements of the JSON array bound to :param)``."""
     each = sa.func.json_each(sa.bindparam(param)).table_valued("value")
     return column.in_(sa.select(each.c.value))
+
+
+def json_ids(ids: Iterable[str | None]) -> str:
+    """The value of an ``in_json`` parameter: the ids (None left out) as a sorted JSON array."""
+    return orjson.dumps(sorted({i for i in ids if i is not None})).decode()
 
 
 # -- rows -------------------------------------------------------------------------------------

@@ -351,7 +351,7 @@ class WriteContext:
 
     def _run_guarded(self, ops: Sequence[WriteOp], outcome: BatchOutcome, until: float) -> None:
         for op in ops:
-            if until and outcome.results and time.perf_counter() > until:
+            if _past(until, outcome):
                 break
             self._run_in_savepoint(op, outcome)
 
@@ -363,7 +363,7 @@ class WriteContext:
         links_before = self._links_version
         conn.execute("SAVEPOINT batch")
         for op in ops:
-            if until and outcome.results and time.perf_counter() > until:
+            if _past(until, outcome):
                 break
             changes, links = conn.total_changes, self._links_version
             if self._run_op(op, outcome):
@@ -373,9 +373,7 @@ class WriteContext:
                 or self._links_version != links
                 or not conn.in_transaction  # SQLite ended it: the ROLLBACK TO raises
             ):
-                conn.execute("ROLLBACK TO batch")
-                if self._links_version != links_before:
-                    self.reload_links()
+                self._roll_back_to("batch", links_before)
                 outcome = BatchOutcome()
                 self._run_guarded(ops, outcome, until)
                 break
@@ -386,10 +384,15 @@ class WriteContext:
         self.conn.execute("SAVEPOINT op")
         links_before = self._links_version
         if not self._run_op(op, outcome):
-            self.conn.execute("ROLLBACK TO op")
-            if self._links_version != links_before:
-                self.reload_links()  # as the rest of the transaction sees it
+            self._roll_back_to("op", links_before)
         self.conn.execute("RELEASE op")
+
+    def _roll_back_to(self, savepoint: str, links_before: int) -> None:
+        """Undo the writes since ``savepoint``; reload the linked set if an op changed it since
+        (``links_before``: its version then), as the rest of the transaction sees it."""
+        self.conn.execute(f"ROLLBACK TO {savepoint}")
+        if self._links_version != links_before:
+            self.reload_links()
 
     def save_clock(self) -> None:
         """Store the exact clock (at a clean close, no write pending): the next start resumes
@@ -426,6 +429,11 @@ class WriteContext:
 
     def _reload_seqs(self) -> None:
         self._last_seq, self._first_seq = read_seqs(self.conn)
+
+
+def _past(until: float, outcome: BatchOutcome) -> bool:
+    """The batch's deadline ``until`` (0: none) has passed and at least one op has run."""
+    return bool(until and outcome.results and time.perf_counter() > until)
 
 
 def read_seqs(conn: sqlite3.Connection) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from daemon.config import StoreSettings
 from daemon.errors import MigrationError, StoreError
 from daemon.store import Store, migrate
 from daemon.store.schema import metadata
+from daemon.store.sync_sql import outbox_pending_fields_sql
 
 from .conftest import rows
 
@@ -235,8 +236,6 @@ def test_checked_inserts_build_no_in_list_table(tmp_path: Path) -> None:
 def test_the_outbox_has_no_row_index_and_pending_fields_use_the_workspace_index(
     tmp_path: Path,
 ) -> None:
-    from daemon.store.sync_sql import outbox_pending_fields_sql
-
     conn = sqlite3.connect(tmp_path / "db", isolation_level=None)
     try:
         migrate.migrate(conn)

@@ -69,10 +69,12 @@ def template() -> Iterator[sqlite3.Connection]:
     conn.close()
 
 
-def apply(
-    template: sqlite3.Connection, changes: list[dict[str, Any]], as_is: frozenset[str]
-) -> tuple[ApplyOutcome | Exception, dict[str, Any]]:
-    """Apply one page to a copy of ``template``; (outcome or error, what the database holds)."""
+def as_change(row: dict[str, Any]) -> dict[str, Any]:
+    return {"table": "messages", "id": row.get("id"), "workspace_id": "w1", "row": row}
+
+
+def copy_of(template: sqlite3.Connection) -> tuple[sqlite3.Connection, WriteContext]:
+    """A copy of ``template`` (foreign keys on) and a write context on it."""
     conn = sqlite3.connect(":memory:", isolation_level=None)
     template.backup(conn)
     conn.execute("PRAGMA foreign_keys = ON")
@@ -80,6 +82,14 @@ def apply(
     ctx = WriteContext(
         conn, clock=Clock("dev"), codecs=codecs, changelog_retain=1000, last_seq=0, first_seq=0
     )
+    return conn, ctx
+
+
+def apply(
+    template: sqlite3.Connection, changes: list[dict[str, Any]], as_is: frozenset[str]
+) -> tuple[ApplyOutcome | Exception, dict[str, Any]]:
+    """Apply one page to a copy of ``template``; (outcome or error, what the database holds)."""
+    conn, ctx = copy_of(template)
     batch = ctx.run_batch([apply_pull_op("workspace:w1", changes, "9:9", merge_pulled, as_is)])
     ok, result = batch.results[0]
     state = {
@@ -159,7 +169,7 @@ def message_page(draw: st.DrawFn) -> list[dict[str, Any]]:
     for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2]))):
         at = draw(st.integers(0, count - 1))
         page[at] = edited(page[at], *draw(st.sampled_from(EDITS)))
-    return [{"table": "messages", "id": r.get("id"), "workspace_id": "w1", "row": r} for r in page]
+    return [as_change(r) for r in page]
 
 
 NEW_CONVERSATION = {
@@ -202,16 +212,8 @@ def test_a_page_of_new_one_clock_messages_never_calls_the_merge(
 
     pushed = stored("m2")  # as another device pushed it: every field under the row clock
     pushed["field_hlc"] = dict.fromkeys(("content", "role", "conversation_id"), CLOCK)
-    page = [
-        {"table": "messages", "id": r["id"], "workspace_id": "w1", "row": r}
-        for r in (stored("m1"), pushed, stored("m3") | {"deleted_at": TS})
-    ]
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    template.backup(conn)
-    codecs = {t: RowCodec(t) for t in ENTITY_TABLES}
-    ctx = WriteContext(
-        conn, clock=Clock("dev"), codecs=codecs, changelog_retain=1000, last_seq=0, first_seq=0
-    )
+    page = [as_change(r) for r in (stored("m1"), pushed, stored("m3") | {"deleted_at": TS})]
+    conn, ctx = copy_of(template)
     op = apply_pull_op("workspace:w1", page, "9:9", counted, NEW_ROWS_AS_IS)
     [(ok, outcome)] = ctx.run_batch([op]).results
     assert ok and (outcome.applied, outcome.changed, outcome.skipped) == (3, 2, 0)
@@ -227,10 +229,7 @@ def test_a_page_of_new_one_clock_messages_never_calls_the_merge(
         ("message.created", "m2"),
     ]
     bad = stored("m9") | {"hlc": "bad"}  # a row the merge must judge: the page takes it
-    page = [
-        {"table": "messages", "id": r["id"], "workspace_id": "w1", "row": r}
-        for r in (stored("m4"), bad)
-    ]
+    page = [as_change(stored("m4")), as_change(bad)]
     [(ok, outcome)] = ctx.run_batch(
         [apply_pull_op("workspace:w1", page, "9:9", counted, NEW_ROWS_AS_IS)]
     ).results

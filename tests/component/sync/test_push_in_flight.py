@@ -125,6 +125,14 @@ async def all_pushed(a: Device, devcloud: RunningDevcloud, ws_id: str, rows: int
     assert (await a.store.sync.counts())["rejected"] == 0
 
 
+async def publish_two_held(gate: Gate, a: Device, messages: int = 250, tasks: int = 250) -> str:
+    """``publish``, holding the first two leaf pushes in flight until ``gate.release``."""
+    gate.hold(1, 2)
+    ws_id = await publish(a, messages, tasks)
+    await wait_for(lambda: len(gate.leaf_pushes) == 2, timeout=WITHIN, message="two in flight")
+    return ws_id
+
+
 def push_tasks() -> list[asyncio.Task[object]]:
     return [
         t for t in asyncio.all_tasks() if t.get_name().startswith("sync-push-") and not t.done()
@@ -172,9 +180,7 @@ async def test_a_row_edited_while_its_batch_is_in_flight_keeps_its_newer_entry(
     devcloud: RunningDevcloud, gated: tuple[Device, Gate]
 ) -> None:
     a, gate = gated
-    gate.hold(1, 2)
-    ws_id = await publish(a, messages=0, tasks=500)
-    await wait_for(lambda: len(gate.leaf_pushes) == 2, timeout=WITHIN, message="two in flight")
+    ws_id = await publish_two_held(gate, a, messages=0, tasks=500)
     first, second = gate.leaf_pushes[0][0], gate.leaf_pushes[1][-1]
     await a.store.tasks.update(first, priority=7)
     await a.store.tasks.update(second, priority=9)
@@ -190,9 +196,7 @@ async def test_unlink_while_two_are_in_flight_leaves_no_request_behind(
     devcloud: RunningDevcloud, gated: tuple[Device, Gate]
 ) -> None:
     a, gate = gated
-    gate.hold(1, 2)
-    ws_id = await publish(a)
-    await wait_for(lambda: len(gate.leaf_pushes) == 2, timeout=WITHIN, message="two in flight")
+    ws_id = await publish_two_held(gate, a)
     assert len(push_tasks()) == 2
     await a.cloud.unlink(ws_id)
     await wait_for(lambda: not push_tasks(), timeout=WITHIN, message="no push request left")
@@ -207,9 +211,7 @@ async def test_logout_while_two_are_in_flight_drops_the_second_and_login_pushes_
     devcloud: RunningDevcloud, gated: tuple[Device, Gate]
 ) -> None:
     a, gate = gated
-    gate.hold(1, 2)
-    ws_id = await publish(a)
-    await wait_for(lambda: len(gate.leaf_pushes) == 2, timeout=WITHIN, message="two in flight")
+    ws_id = await publish_two_held(gate, a)
     await a.cloud.logout()
     await wait_for(lambda: len(push_tasks()) == 1, timeout=WITHIN, message="the second dropped")
     gate.release.set()
