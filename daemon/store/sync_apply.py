@@ -284,7 +284,10 @@ class PageApplier:
             batch.upserts[row_id] = batch.local[row_id] = row
             if local is None:
                 self.inserted[shape.name].add(row_id)
-        self._log_change(shape, local, row, result.changed)
+        topic = change_topic(shape, local, row, result.changed)
+        if topic is not None:
+            self.log.add(topic, row, row["workspace_id"] if shape.parents else row_id)
+            self.counts.changed += 1
         for conflict in result.conflicts:
             self._record_conflict(shape.name, row, conflict)
 
@@ -301,27 +304,18 @@ class PageApplier:
         for parent, column in shape.parents:
             if not {row[column] for row in rows} <= self.present[parent]:
                 return False
-        fields, inserted = shape.as_is_keys, self.inserted[shape.name]  # all fields changed
+        # change_topic of a new row, all fields changed: created, or none if it arrives
+        # deleted (inline: a call per row was 4 % of a first sync's instructions)
+        created, log, inserted = shape.topics[0], self.log, self.inserted[shape.name]
         for row in rows:
             row_id = row["id"]
             batch.upserts[row_id] = batch.local[row_id] = row
             inserted.add(row_id)
-            self._log_change(shape, None, row, fields)
+            if row["deleted_at"] is None:
+                log.add(created, row, row["workspace_id"] if shape.parents else row_id)
+                self.counts.changed += 1
         self.counts.applied += len(rows)
         return True
-
-    def _log_change(
-        self,
-        shape: TableShape,
-        local: dict[str, Any] | None,
-        row: dict[str, Any],
-        changed: frozenset[str],
-    ) -> None:
-        """The changelog entry of a merge that made ``row`` of ``local`` (if it made one)."""
-        topic = change_topic(shape, local, row, changed)
-        if topic is not None:
-            self.log.add(topic, row, row["workspace_id"] if shape.parents else row["id"])
-            self.counts.changed += 1
 
     def _missing_parent(self, shape: TableShape, row: dict[str, Any]) -> str | None:
         for parent, column in shape.parents:

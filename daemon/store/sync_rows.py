@@ -66,8 +66,12 @@ class TableShape:
     )
     #: the keys a remote row stored as it is may have (``rows_as_is``)
     as_is_keys: frozenset[str] = field(init=False, compare=False, repr=False)
+    #: the events of a row (``change_topic``): created, updated, deleted
+    topics: tuple[str, str, str] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        topics = tuple(f"{self.entity}.{what}" for what in ("created", "updated", "deleted"))
+        object.__setattr__(self, "topics", topics)
         object.__setattr__(self, "as_is_keys", frozenset({*self.columns, "field_hlc"}))
         object.__setattr__(self, "values", _getter(self.columns))
         object.__setattr__(self, "required_values", _getter(self.required))
@@ -286,13 +290,12 @@ def change_topic(
 ) -> str | None:
     """The UI event a merge makes: None for an echo (nothing visible changed), for a row that
     arrives deleted, and for edits of a row that stays deleted."""
-    if not changed or (frozenset(changed) - BOOKKEEPING).isdisjoint(row):
+    if not changed or (changed - BOOKKEEPING).isdisjoint(row):
         return None
-    was_visible = local is not None and local.get("deleted_at") is None
     now_visible = row["deleted_at"] is None
-    if was_visible:
-        return f"{shape.entity}.{'updated' if now_visible else 'deleted'}"
-    return f"{shape.entity}.created" if now_visible else None
+    if local is not None and local.get("deleted_at") is None:  # was visible
+        return shape.topics[1] if now_visible else shape.topics[2]
+    return shape.topics[0] if now_visible else None
 
 
 def conflict_view(record: dict[str, Any]) -> dict[str, Any]:
