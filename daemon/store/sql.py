@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from itertools import chain
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -178,7 +179,7 @@ def insert_many(
             continue
         sql = _values_sql(table, keys, size)
         while len(rows) - done >= size:
-            conn.execute(sql, [value for row in rows[done : done + size] for value in row])
+            conn.execute(sql, list(chain.from_iterable(rows[done : done + size])))
             done += size
 
 

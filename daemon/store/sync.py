@@ -30,7 +30,7 @@ from daemon.store.documents import DocumentRepo
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.schema import conflicts as conflicts_table
 from daemon.store.schema import rejected as rejected_table
-from daemon.store.sync_apply import apply_pull_op
+from daemon.store.sync_apply import apply_new_rows_op, apply_pull_op
 from daemon.store.sync_outbox import (
     PUSH_STATUSES,
     complete_push_op,
@@ -46,6 +46,7 @@ from daemon.store.sync_types import (
     Link,
     MergeFn,
     MergeOutcome,
+    NewRows,
     OutboxChange,
     PushOutcome,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "Link",
     "MergeFn",
     "MergeOutcome",
+    "NewRows",
     "OutboxChange",
     "PushOutcome",
     "SyncRepo",
@@ -168,6 +170,25 @@ class SyncRepo:
         )
         if outcome.doc_updates:  # committed: now the loaded Docs
             await self._documents.absorb((u.doc_id, u.data) for u in outcome.doc_updates)
+        return outcome
+
+    async def apply_new_rows(
+        self, *, scope: str, new: NewRows, cursor: str | None
+    ) -> ApplyOutcome | None:
+        """``apply_pull`` of a page of rows that are each stored as they are when new here
+        (``NewRows``: the bulk of a first sync, without a merge per row), in one transaction;
+        None, having written nothing, when one of them is stored here already, is twice in
+        the page, lacks its parent or cannot be stored: then give the page to ``apply_pull``,
+        which merges each row and says why it skips one."""
+        scope = text("scope", scope)
+        cursor = optional_text("cursor", cursor)
+        if not isinstance(new, NewRows) or new.table not in SHAPES:
+            raise InvalidInput("new", "must be NewRows of a synced table")
+        if not new.rows:
+            raise InvalidInput("new", "must hold rows")
+        outcome: ApplyOutcome | None = await self._writer.submit(
+            apply_new_rows_op(scope, new, cursor)
+        )
         return outcome
 
     async def cursor(self, scope: str) -> str | None:

@@ -14,6 +14,13 @@ A pull serves each row at its latest write, so a child can come pages before a p
 after it. Such a row is parked in ``sync_parked`` (the cursor still moves) and applied in the
 transaction that brings its parent.
 
+A page that is new rows stored as they are (``NewRows``: the bulk of a first sync, made in one
+pass from the cloud's rows by sync.adapters.new_rows_as_is) goes through ``apply_new_rows_op``:
+no merge, no mapping to local changes, one check of the page (every row new here, once in the
+page, parents here, storable) and multi-row INSERTs; when the check fails it writes nothing and
+the page takes ``apply_pull_op`` (the property test in test_sync_apply_as_is.py holds both ways
+to one result).
+
 ``documents`` and ``doc_updates`` rows (metadata, and append-only Yjs updates) go through
 sync_docs.py's ``DocPage`` after the entity tables, in the same transaction.
 """
@@ -23,6 +30,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -38,6 +47,7 @@ from daemon.store.sync_rows import (
     SHAPES,
     ChangeBuffer,
     TableShape,
+    all_storable,
     change_topic,
     complete_row,
     conflict_view,
@@ -46,7 +56,7 @@ from daemon.store.sync_rows import (
     rows_as_is,
     unpushed_fields,
 )
-from daemon.store.sync_types import ApplyOutcome, MergeFn
+from daemon.store.sync_types import ApplyOutcome, MergeFn, MergeOutcome, NewRows
 from daemon.store.txn import WriteContext, WriteOp, workspace_of
 
 logger = logging.getLogger(__name__)
@@ -56,6 +66,7 @@ logger = logging.getLogger(__name__)
 MAX_AHEAD_MS = 3_600_000
 _NONE: frozenset[str] = frozenset()
 _CLOCKS_ONLY: frozenset[str] = frozenset({"field_hlc"})
+_ID = itemgetter("id")
 
 
 def apply_pull_op(
@@ -68,13 +79,27 @@ def apply_pull_op(
     def op(ctx: WriteContext) -> ApplyOutcome:
         page = PageApplier(ctx, merge, as_is)
         page.run(changes)
-        page.log.flush(ctx, page.stamp.iso)
-        if cursor is not None:
-            params = {"scope": scope, "cursor": cursor, "now": page.stamp.iso}
-            ctx.conn.execute(q.cursor_put_sql(), params)
-        return page.outcome()
+        return page.finish(scope, cursor)
 
     return op
+
+
+def apply_new_rows_op(scope: str, new: NewRows, cursor: str | None) -> WriteOp:
+    """``apply_pull_op`` of a page that is ``new.rows``, each stored as it is; the outcome,
+    or None, having written nothing, when one of them is stored here already, is twice in
+    the page, lacks its parent or cannot be stored (the page must then take the merge)."""
+
+    def op(ctx: WriteContext) -> ApplyOutcome | None:
+        page = PageApplier(ctx, _no_merge)
+        if not page.run_new(SHAPES[new.table], new.rows):
+            return None
+        return page.finish(scope, cursor)
+
+    return op
+
+
+def _no_merge(*_args: Any) -> MergeOutcome:
+    raise AssertionError("rows stored as they are are never merged")
 
 
 @dataclass
@@ -122,6 +147,14 @@ class PageApplier:
         #: ids inserted by this page (only a new parent can release parked children)
         self.inserted: dict[str, set[str]] = {name: set() for name in ENTITY_TABLES}
         self.docs = DocPage(ctx, merge, Parked(self._park, self._skip))
+
+    def finish(self, scope: str, cursor: str | None) -> ApplyOutcome:
+        """Write the page's changelog entries and ``cursor`` (if any) for ``scope``."""
+        self.log.flush(self.ctx, self.stamp.iso)
+        if cursor is not None:
+            params = {"scope": scope, "cursor": cursor, "now": self.stamp.iso}
+            self.ctx.conn.execute(q.cursor_put_sql(), params)
+        return self.outcome()
 
     def outcome(self) -> ApplyOutcome:
         c, docs = self.counts, self.docs
@@ -208,7 +241,24 @@ class PageApplier:
         if not (shape.name in self.as_is and self._store_as_is(batch, remotes)):
             for remote in remotes:
                 self._apply_row(batch, remote)
-        stored = batch.stored
+        self._write(batch)
+
+    def run_new(self, shape: TableShape, rows: list[dict[str, Any]]) -> bool:
+        """Store ``rows`` (of ``shape``'s table) as they are, when each is new here, once in
+        the page, has its parents here and can be stored (``_store_new``); False, having
+        written nothing, otherwise (the caller then takes the merge's way)."""
+        if not all(type(row["id"]) is str and 0 < len(row["id"]) <= 100 for row in rows):
+            return False  # (what _remote_row asks of an id)
+        batch = self._load(shape, rows)
+        if not (all_storable(shape, rows) and self._store_new(batch, rows)):
+            return False
+        self._receive_clocks({shape.name: rows})
+        self._write(batch)
+        return True
+
+    def _write(self, batch: _TableBatch) -> None:
+        """Write the table's merged rows: INSERTs of the new ones, upserts of the others."""
+        shape, stored = batch.shape, batch.stored
         new = [row for row_id, row in batch.upserts.items() if row_id not in stored]
         old = [row for row_id, row in batch.upserts.items() if row_id in stored]
         self._insert_rows(shape, new)
@@ -233,13 +283,16 @@ class PageApplier:
     def _load(self, shape: TableShape, remotes: list[dict[str, Any]]) -> _TableBatch:
         name = shape.name
         conn, codec = self.ctx.conn, self.ctx.codecs[name]
-        ids = orjson.dumps([r["id"] for r in remotes]).decode()
+        ids = orjson.dumps(list(map(_ID, remotes))).decode()
         local = {
             row["id"]: row
             for row in map(codec.decode, conn.execute(q.rows_by_ids_sql(name), {"_ids": ids}))
         }
         for parent, column in shape.parents:  # the parents of rows new here
-            wanted = {r.get(column) for r in remotes if r["id"] not in local}
+            if local:
+                wanted = {r.get(column) for r in remotes if r["id"] not in local}
+            else:  # (all new: one C-level pass)
+                wanted = set(map(dict.get, remotes, repeat(column)))
             wanted -= self.present[parent]
             wanted.discard(None)
             if wanted:
@@ -295,14 +348,16 @@ class PageApplier:
         """``_apply_row`` of every row of ``remotes`` at once, without the merge, when each is
         new here (and in the page once), has its parents here and is stored as it is
         (``rows_as_is``: the bulk of a first sync); False, having done nothing, otherwise."""
+        rows = None if batch.local else rows_as_is(batch.shape, remotes)
+        return rows is not None and self._store_new(batch, rows)
+
+    def _store_new(self, batch: _TableBatch, rows: list[dict[str, Any]]) -> bool:
+        """``_store_as_is`` of ``rows``, already as stored (storable, one clock each)."""
         shape = batch.shape
-        if batch.local:
-            return False
-        rows = rows_as_is(shape, remotes)
-        if rows is None or len({row["id"] for row in rows}) != len(rows):
+        if batch.local or len(set(map(_ID, rows))) != len(rows):
             return False
         for parent, column in shape.parents:
-            if not {row[column] for row in rows} <= self.present[parent]:
+            if not self.present[parent].issuperset(map(itemgetter(column), rows)):
                 return False
         # change_topic of a new row, all fields changed: created, or none if it arrives
         # deleted (inline: a call per row was 4 % of a first sync's instructions)

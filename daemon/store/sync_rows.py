@@ -32,10 +32,10 @@ _SCALAR = (str, int, float, type(None))
 _SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
 #: daemon.hlc's clock pattern (the device id is group 1).
 _CLOCK = re.compile(r"^\d{13}-\d{6}-([A-Za-z0-9_.:-]+)$")
-#: A clock both the merge (``is_clock``) and ``origin_of`` accept, ASCII only (``rows_as_is``);
-#: its device part starts at ``_DEVICE_AT``.
-_PLAIN_CLOCK = re.compile(r"[0-9]{13}-[0-9]{6}-[A-Za-z0-9_.:-]+")
-_DEVICE_AT = 21
+#: A clock both the merge (``is_clock``) and ``origin_of`` accept, ASCII only (``rows_as_is``,
+#: sync.adapters.new_rows_as_is); its device part starts at ``DEVICE_AT``.
+PLAIN_CLOCK = re.compile(r"[0-9]{13}-[0-9]{6}-[A-Za-z0-9_.:-]+")
+DEVICE_AT = 21
 _ABSENT = object()
 
 
@@ -181,7 +181,7 @@ def rows_as_is(shape: TableShape, remotes: Sequence[dict[str, Any]]) -> list[dic
     all pass ``row_problem``. Anything else (a bad clock, a stray key, a
     row the store refuses) returns None, so the caller's per-row path decides and says why.
     """
-    allowed, columns, fullmatch = shape.as_is_keys, shape.columns, _PLAIN_CLOCK.fullmatch
+    allowed, columns, fullmatch = shape.as_is_keys, shape.columns, PLAIN_CLOCK.fullmatch
     rows: list[dict[str, Any]] = []
     for remote in remotes:
         hlc, clocks = remote.get("hlc"), remote.get("field_hlc")
@@ -193,14 +193,14 @@ def rows_as_is(shape: TableShape, remotes: Sequence[dict[str, Any]]) -> list[dic
         ):
             return None
         row = dict(zip(columns, map(remote.get, columns), strict=True))
-        row["origin"] = hlc[_DEVICE_AT:]
+        row["origin"] = hlc[DEVICE_AT:]
         rows.append(row)
     if shape.defaults:
         for row in rows:
             for column, default in shape.defaults.items():
                 if row[column] is None:
                     row[column] = default.copy() if isinstance(default, dict | list) else default
-    return rows if _all_storable(shape, rows) else None
+    return rows if all_storable(shape, rows) else None
 
 
 def _one_clock(clocks: Any, hlc: str, remote: dict[str, Any]) -> bool:
@@ -209,16 +209,16 @@ def _one_clock(clocks: Any, hlc: str, remote: dict[str, Any]) -> bool:
     return (
         type(clocks) is dict
         and clocks.keys() <= remote.keys() - BOOKKEEPING
-        and set(clocks.values()) == {hlc}
+        and all(clock == hlc for clock in clocks.values())  # (a clock may be any JSON value)
     )
 
 
-def _all_storable(shape: TableShape, rows: Sequence[dict[str, Any]]) -> bool:
+def all_storable(shape: TableShape, rows: Sequence[dict[str, Any]]) -> bool:
     """No row has a problem ``row_problem`` would name (a few C-speed passes over them all)."""
     scalars = chain.from_iterable(map(shape.scalar_values, rows))
     if not _SCALAR_TYPES.issuperset(map(type, scalars)):
         return False
-    if any(value is None for value in chain.from_iterable(map(shape.required_values, rows))):
+    if None in chain.from_iterable(map(shape.required_values, rows)):  # (C-level: no genexpr)
         return False
     return shape.name != "messages" or {row["role"] for row in rows} <= MESSAGE_ROLES
 
@@ -265,14 +265,14 @@ def is_stored_state(local: dict[str, Any], remote: dict[str, Any]) -> bool:
 
 def _one_register(clocks: Any, hlc: Any, remote: dict[str, Any]) -> bool:
     """``clocks`` give every field of ``remote`` (and nothing else) the one clock ``hlc``."""
-    if type(clocks) is not dict or set(clocks.values()) != {hlc}:
+    if type(clocks) is not dict or not clocks or any(c != hlc for c in clocks.values()):
         return False
     return clocks.keys() == remote.keys() - BOOKKEEPING
 
 
 def row_problem(shape: TableShape, row: dict[str, Any]) -> str | None:
     """Why a completed row cannot be stored (None: it can). Foreign keys are checked apart."""
-    if _all_storable(shape, (row,)):  # the common all-good row; the loops name the culprit
+    if all_storable(shape, (row,)):  # the common all-good row; the loops name the culprit
         return None
     for column in shape.required:
         if row[column] is None:

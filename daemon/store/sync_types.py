@@ -88,3 +88,13 @@ class MergeOutcome:
 #: ``merge(local_table, local_row_or_None, remote_row, pending_local_fields)``. Pure; may raise
 #: ValueError (e.g. merge.InvalidRow) for a row it cannot accept: that change is skipped.
 MergeFn = Callable[[str, dict[str, Any] | None, dict[str, Any], frozenset[str]], MergeOutcome]
+
+
+@dataclass(frozen=True)
+class NewRows:
+    """A pulled page that is rows of one table, each as the store would keep it after the
+    merge, were it new here (``store.sync.apply_new_rows``; sync.adapters.new_rows_as_is
+    builds them from the cloud's rows)."""
+
+    table: str
+    rows: list[dict[str, Any]]

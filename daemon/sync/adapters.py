@@ -11,21 +11,102 @@ so no token or content can leak, I8).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
-from daemon.store.sync_types import MergeOutcome
+from daemon.store.sync_rows import BOOKKEEPING, DEVICE_AT, PLAIN_CLOCK, SHAPES
+from daemon.store.sync_types import MergeOutcome, NewRows
 from daemon.sync.cloud.errors import AuthRequired, CloudError
-from daemon.sync.mapping import local_defaults
+from daemon.sync.mapping import LOCAL_COLUMNS, local_defaults, normalize_timestamp, pulled_values
 from daemon.sync.merge import RowState, merge_row, new_row_state
 from daemon.sync.retry import Failure
 
-__all__ = ["NEW_ROWS_AS_IS", "failure_of", "failure_reason", "merge_pulled"]
+__all__ = ["NEW_ROWS_AS_IS", "failure_of", "failure_reason", "merge_pulled", "new_rows_as_is"]
 
 #: Tables for which ``merge_pulled(table, None, row, ...)`` of a row holding ONE clock for all
 #: its fields (its ``hlc``; a ``field_hlc`` empty or giving fields that clock) is that row as
 #: it is, every field changed: no merge map, no local-only default, no per-field clock column
 #: (tests/component/store/test_sync_apply_as_is.py holds the store's fast path to the merge).
 NEW_ROWS_AS_IS: Final = frozenset({"messages"})
+
+
+@dataclass(frozen=True)
+class _AsIs:
+    """How ``new_rows_as_is`` reads one table's cloud rows."""
+
+    #: the stored columns but ``origin`` (the last), in order
+    columns: tuple[str, ...]
+    #: cloud row -> their values (KeyError if one is missing); timestamps among them
+    values: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+    stamps: tuple[int, ...]
+    #: where the row clock is among them
+    hlc_at: int
+    #: fields whose clocks ``local_change`` keeps (the others are dropped)
+    clocked: frozenset[str]
+
+    @classmethod
+    def of(cls, table: str) -> _AsIs:
+        columns = SHAPES[table].columns
+        if columns[-1] != "origin" or set(columns) != LOCAL_COLUMNS[table]:
+            raise AssertionError(f"{table}: as-is rows need every column, origin last")
+        values, stamps = pulled_values(table, columns[:-1])
+        clocked = LOCAL_COLUMNS[table] - BOOKKEEPING
+        return cls(columns[:-1], values, stamps, columns.index("hlc"), clocked)
+
+    def one_clock(self, clocks: Mapping[Any, Any], hlc: str) -> bool:
+        """``clocks`` (a cloud ``field_hlc``) keep, once mapped, only clocks ``hlc`` of plain
+        fields (``rows_as_is``'s test of the mapped row)."""
+        for key, clock in clocks.items():
+            name, dot, _ = str(key).partition(".")
+            if name in self.clocked and (dot or clock != hlc):
+                return False
+        return True
+
+
+_AS_IS: Final = {table: _AsIs.of(table) for table in NEW_ROWS_AS_IS}
+
+
+def new_rows_as_is(changes: Sequence[Any]) -> NewRows | None:
+    """A ``sync_pull`` page whose every change is a row of one ``NEW_ROWS_AS_IS`` table
+    holding one clock for all its fields (the bulk of a first sync): its rows as the store
+    keeps them, made in one pass, for ``store.sync.apply_new_rows``. They are what
+    ``local_change`` and then, for a row new here, ``merge_pulled`` give (``rows_as_is`` of
+    the mapped row): the kept columns, timestamps normalised, ``origin`` the clock's device.
+    None for any other page (a clock that is not plain ASCII, a clock of a JSON-map key, a
+    missing column, another table): map it with ``local_change`` for ``apply_pull``.
+    tests/component/store/test_sync_apply_as_is.py holds both ways to the same result."""
+    first = changes[0] if changes else None
+    table = first.get("table") if type(first) is dict else None
+    plan = _AS_IS.get(table) if type(table) is str else None
+    if plan is None or table is None:
+        return None
+    columns, values, stamps, hlc_at = plan.columns, plan.values, plan.stamps, plan.hlc_at
+    plain, seen, normal = PLAIN_CLOCK.fullmatch, "", ""
+    rows: list[dict[str, Any]] = []
+    for change in changes:
+        row = change.get("row") if type(change) is dict and change.get("table") == table else None
+        if type(row) is not dict:
+            return None
+        try:
+            kept = values(row)
+        except KeyError:
+            return None
+        hlc, clocks = kept[hlc_at], row.get("field_hlc")
+        if type(hlc) is not str or plain(hlc) is None:
+            return None
+        if clocks and isinstance(clocks, Mapping) and not plan.one_clock(clocks, hlc):
+            return None
+        out = dict(zip(columns, kept, strict=True))
+        for at in stamps:
+            stamp = kept[at]
+            if type(stamp) is str:  # (a row's timestamps are often one text)
+                if stamp != seen:
+                    seen, normal = stamp, normalize_timestamp(stamp)
+                out[columns[at]] = normal
+        out["origin"] = hlc[DEVICE_AT:]
+        rows.append(out)
+    return NewRows(table, rows)
 
 
 def merge_pulled(

@@ -29,7 +29,7 @@ to push (only local-only columns): the caller settles such an outbox entry local
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, Final
@@ -42,6 +42,7 @@ __all__ = [
     "local_change",
     "local_defaults",
     "normalize_timestamp",
+    "pulled_values",
 ]
 
 #: Every column of the local synced tables (daemon/store/schema.py; a unit test compares).
@@ -260,6 +261,20 @@ def _kept(table: str, row: Mapping[str, Any]) -> dict[str, Any]:
         elif value is not None:  # null stays null (a live row's deleted_at)
             out[local] = normalize_timestamp(value)
     return out
+
+
+def pulled_values(
+    table: str, columns: Sequence[str]
+) -> tuple[Callable[[Mapping[str, Any]], tuple[Any, ...]], tuple[int, ...]]:
+    """For a one-pass mapping of cloud rows: (a cloud row -> its values of the local
+    ``columns``, kept columns of ``table``, in that order, as one C-level itemgetter that
+    raises KeyError when the row lacks one; the positions among them of the timestamps,
+    which ``local_change`` rewrites with ``normalize_timestamp`` when they are text)."""
+    hidden = _TO_CLOUD.get(table, {})
+    cloud = {local: name for name, local in _PAIRS[table] if name not in hidden}
+    getter = itemgetter(*(cloud[column] for column in columns))
+    stamps = tuple(i for i, column in enumerate(columns) if column in _STAMPED[table])
+    return getter, stamps
 
 
 def local_defaults(table: str) -> Mapping[str, Any]:

@@ -56,7 +56,13 @@ from daemon.aio import cancel_and_wait, discard
 from daemon.errors import DaemonError
 from daemon.store.sync import pull_scope
 from daemon.store.sync_types import Link
-from daemon.sync.adapters import NEW_ROWS_AS_IS, failure_of, failure_reason, merge_pulled
+from daemon.sync.adapters import (
+    NEW_ROWS_AS_IS,
+    failure_of,
+    failure_reason,
+    merge_pulled,
+    new_rows_as_is,
+)
 from daemon.sync.cloud.errors import CloudError
 from daemon.sync.mapping import local_change
 from daemon.sync.protocol import (
@@ -379,9 +385,14 @@ class WorkspaceSync:
                 self._fetch_ahead(after, bulk_limit)  # overlaps the network with the apply
             # Mapped here, not by the fetcher: the next page's request is in flight meanwhile
             # (mapping is not part of the strictly sequential chain of requests).
-            changes = fetched.local_changes()
             outcome = None
-            if changes or cursor != command.cursor:
+            new = new_rows_as_is(page["changes"])  # the bulk of a first sync, in one pass
+            if new is not None:
+                outcome = await self._store.sync.apply_new_rows(
+                    scope=self._scope, new=new, cursor=cursor
+                )
+            changes = fetched.local_changes() if outcome is None else []
+            if changes or (outcome is None and cursor != command.cursor):
                 outcome = await self._store.sync.apply_pull(
                     scope=self._scope,
                     changes=changes,

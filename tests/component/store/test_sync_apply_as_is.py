@@ -16,10 +16,11 @@ from daemon.hlc import Clock
 from daemon.store import migrate
 from daemon.store.codec import RowCodec
 from daemon.store.schema import ENTITY_TABLES
-from daemon.store.sync_apply import apply_pull_op
+from daemon.store.sync_apply import apply_new_rows_op, apply_pull_op
 from daemon.store.sync_types import ApplyOutcome
-from daemon.store.txn import WriteContext
-from daemon.sync.adapters import NEW_ROWS_AS_IS, merge_pulled
+from daemon.store.txn import BatchOutcome, WriteContext
+from daemon.sync.adapters import NEW_ROWS_AS_IS, merge_pulled, new_rows_as_is
+from daemon.sync.mapping import local_change
 
 from .conftest import rows
 
@@ -91,7 +92,32 @@ def apply(
     """Apply one page to a copy of ``template``; (outcome or error, what the database holds)."""
     conn, ctx = copy_of(template)
     batch = ctx.run_batch([apply_pull_op("workspace:w1", changes, "9:9", merge_pulled, as_is)])
-    ok, result = batch.results[0]
+    return state_after(conn, batch)
+
+
+def pull_cloud_page(
+    template: sqlite3.Connection, changes: list[dict[str, Any]], *, fast: bool
+) -> tuple[ApplyOutcome | Exception, dict[str, Any]]:
+    """Apply one page of cloud changes to a copy of ``template`` as the pull does (``fast``:
+    ``new_rows_as_is`` and ``apply_new_rows``, else the mapping and ``apply_pull``'s fast
+    path), or through the mapping and the merge of each row."""
+    conn, ctx = copy_of(template)
+    new = new_rows_as_is(changes) if fast else None
+    if new is not None:
+        batch = ctx.run_batch([apply_new_rows_op("workspace:w1", new, "9:9")])
+        if batch.results != [(True, None)]:  # stored (or failed: the test then fails)
+            return state_after(conn, batch)
+    local = [c for c in map(local_change, changes) if c is not None]
+    as_is = NEW_ROWS_AS_IS if fast else frozenset()
+    batch = ctx.run_batch([apply_pull_op("workspace:w1", local, "9:9", merge_pulled, as_is)])
+    return state_after(conn, batch)
+
+
+def state_after(
+    conn: sqlite3.Connection, batch: BatchOutcome
+) -> tuple[ApplyOutcome | Exception, dict[str, Any]]:
+    """(The outcome or error of ``batch``'s one op, what the database holds); closes ``conn``."""
+    [(ok, result)] = batch.results
     state = {
         "messages": rows(conn, "SELECT * FROM messages ORDER BY id"),
         "changelog": rows(
@@ -236,3 +262,79 @@ def test_a_page_of_new_one_clock_messages_never_calls_the_merge(
     assert ok and (outcome.applied, outcome.skipped) == (1, 1)
     assert calls == ["messages", "messages"]
     conn.close()
+
+
+#: What a cloud row may hold besides what a stored row does: the mapping's part of the way.
+CLOUD_EDITS: list[tuple[str, Any]] = [
+    ("created_at", "2026-01-01T00:00:00.12+00:00"),
+    ("updated_at", "2026-01-01T00:00:00.123456+00:00"),
+    ("created_at", "2026-01-01T00:00:00+00:00"),
+    ("deleted_at", "2026-01-01T00:00:00.5+00:00"),
+    ("created_at", 5),
+    ("updated_at", "not a time"),
+    ("field_hlc", {"content.x": "<hlc>"}),
+    ("field_hlc", {"content": ["x"]}),
+    ("field_hlc", {"sender_user_id": LATER, "content": "<hlc>"}),
+    ("field_hlc", {"hlc": LATER, "origin": LATER}),
+    ("+", "sender_user_id"),
+    ("+", "_seq"),
+    ("origin", None),
+    ("id", 5),
+    ("id", ""),
+]
+
+
+@st.composite
+def cloud_page(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """``message_page``'s messages as the cloud may send them, with a conversation first, last
+    or not at all."""
+    changes = draw(message_page())
+    for _ in range(draw(st.sampled_from([0, 1, 1, 2]))):
+        at = draw(st.integers(0, len(changes) - 1))
+        changes[at] = {
+            **changes[at],
+            "row": edited(changes[at]["row"], *draw(st.sampled_from(CLOUD_EDITS))),
+        }
+    where = draw(st.sampled_from([None, None, 0, len(changes)]))
+    if where is not None:
+        changes.insert(where, NEW_CONVERSATION)
+    return changes
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=cloud_page())
+def test_a_cloud_page_in_one_pass_is_what_the_mapping_and_the_merge_store(
+    template: sqlite3.Connection, changes: list[dict[str, Any]]
+) -> None:
+    assert pull_cloud_page(template, changes, fast=True) == pull_cloud_page(
+        template, changes, fast=False
+    )
+
+
+def test_a_page_of_new_plain_messages_is_stored_in_one_pass(template: sqlite3.Connection) -> None:
+    clocks = dict.fromkeys(("content", "role", "conversation_id"), CLOCK)
+    pushed = stored("m2") | {
+        "field_hlc": clocks | {"sender_user_id": LATER},  # (a column this device drops)
+        "sender_user_id": None,
+        "_seq": 2,
+        "created_at": "2026-01-01T00:00:00.1+00:00",
+    }
+    new = new_rows_as_is([as_change(stored("m1")), as_change(pushed)])
+    assert new is not None and [(r["id"], r["created_at"]) for r in new.rows] == [
+        ("m1", TS),
+        ("m2", "2026-01-01T00:00:00.100Z"),
+    ]
+    conn, ctx = copy_of(template)
+    [(ok, outcome)] = ctx.run_batch([apply_new_rows_op("workspace:w1", new, "9:9")]).results
+    assert ok and (outcome.applied, outcome.changed, outcome.skipped) == (2, 2, 0)
+    # a page holding a row stored here writes nothing (not even its cursor): it takes the merge
+    again = new_rows_as_is([as_change(stored("m3")), as_change(stored("m1"))])
+    assert again is not None
+    [(ok, outcome)] = ctx.run_batch([apply_new_rows_op("workspace:w1", again, "10:10")]).results
+    assert ok and outcome is None
+    assert rows(conn, "SELECT id FROM messages ORDER BY id") == [("m-stored",), ("m1",), ("m2",)]
+    assert rows(conn, "SELECT cursor FROM sync_state") == [("9:9",)]
+    conn.close()
+    # a clock of a JSON-map key, or a change of another table: the page is mapped row by row
+    assert new_rows_as_is([as_change(stored("m4") | {"field_hlc": {"content.a": CLOCK}})]) is None
+    assert new_rows_as_is([as_change(stored("m4")), NEW_CONVERSATION]) is None
