@@ -28,6 +28,7 @@ sync_docs.py's ``DocPage`` after the entity tables, in the same transaction.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -47,7 +48,6 @@ from daemon.store.sync_rows import (
     SHAPES,
     ChangeBuffer,
     TableShape,
-    all_storable,
     change_topic,
     complete_row,
     conflict_view,
@@ -67,6 +67,7 @@ MAX_AHEAD_MS = 3_600_000
 _NONE: frozenset[str] = frozenset()
 _CLOCKS_ONLY: frozenset[str] = frozenset({"field_hlc"})
 _ID = itemgetter("id")
+_WORKSPACE = itemgetter("workspace_id")
 
 
 def apply_pull_op(
@@ -245,15 +246,36 @@ class PageApplier:
 
     def run_new(self, shape: TableShape, rows: list[dict[str, Any]]) -> bool:
         """Store ``rows`` (of ``shape``'s table) as they are, when each is new here, once in
-        the page, has its parents here and can be stored (``_store_new``); False, having
-        written nothing, otherwise (the caller then takes the merge's way)."""
+        the page, has its parents here and can be stored; False, having written nothing,
+        otherwise (the caller then takes the merge's way).
+
+        SQLite's own checks decide, as the rows go in (no query and no Python pass per row
+        before): the primary key refuses a row stored here or twice in the page, the foreign
+        keys a missing parent, NOT NULL a missing required value, the role's CHECK an unknown
+        role, and binding a value that is not a scalar; any of them rolls the INSERTs back.
+        """
         if not all(type(row["id"]) is str and 0 < len(row["id"]) <= 100 for row in rows):
             return False  # (what _remote_row asks of an id)
-        batch = self._load(shape, rows)
-        if not (all_storable(shape, rows) and self._store_new(batch, rows)):
+        conn = self.ctx.conn
+        conn.execute("SAVEPOINT new_rows")
+        try:
+            self._insert_rows(shape, rows)
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            conn.execute("ROLLBACK TO new_rows")
             return False
+        finally:
+            conn.execute("RELEASE new_rows")
         self._receive_clocks({shape.name: rows})
-        self._write(batch)
+        # change_topic of a new row, all fields changed: created, or none if it arrives deleted
+        created, add = shape.topics[0], self.log.add
+        home = _WORKSPACE if shape.parents else _ID
+        visible = [row for row in rows if row["deleted_at"] is None]
+        for row in visible:
+            add(created, row, home(row))
+        self.counts.changed += len(visible)
+        self.counts.applied += len(rows)
+        self.inserted[shape.name].update(map(_ID, rows))
+        self.present[shape.name].update(map(_ID, rows))
         return True
 
     def _write(self, batch: _TableBatch) -> None:

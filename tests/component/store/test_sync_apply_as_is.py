@@ -5,6 +5,7 @@ parked rows, same counts, for any page of message changes, good or bad."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -319,7 +320,8 @@ def test_a_page_of_new_plain_messages_is_stored_in_one_pass(template: sqlite3.Co
         "_seq": 2,
         "created_at": "2026-01-01T00:00:00.1+00:00",
     }
-    new = new_rows_as_is([as_change(stored("m1")), as_change(pushed)])
+    ahead = f"{int(time.time() * 1000) + 600_000:013d}-000000-dev"  # ten minutes ahead
+    new = new_rows_as_is([as_change(stored("m1", hlc=ahead)), as_change(pushed)])
     assert new is not None and [(r["id"], r["created_at"]) for r in new.rows] == [
         ("m1", TS),
         ("m2", "2026-01-01T00:00:00.100Z"),
@@ -327,6 +329,7 @@ def test_a_page_of_new_plain_messages_is_stored_in_one_pass(template: sqlite3.Co
     conn, ctx = copy_of(template)
     [(ok, outcome)] = ctx.run_batch([apply_new_rows_op("workspace:w1", new, "9:9")]).results
     assert ok and (outcome.applied, outcome.changed, outcome.skipped) == (2, 2, 0)
+    assert ctx.clock.last > ahead  # it took the newest clock in: later local edits win
     # a page holding a row stored here writes nothing (not even its cursor): it takes the merge
     again = new_rows_as_is([as_change(stored("m3")), as_change(stored("m1"))])
     assert again is not None
