@@ -50,12 +50,12 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
 from daemon.aio import cancel_and_wait, discard
 from daemon.errors import DaemonError
 from daemon.store.sync import pull_scope
-from daemon.store.sync_types import Link
+from daemon.store.sync_types import Link, NewRows
 from daemon.sync.adapters import (
     NEW_ROWS_AS_IS,
     failure_of,
@@ -93,6 +93,8 @@ __all__ = [
     "SyncApi",
     "WorkspaceSync",
 ]
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -151,12 +153,20 @@ class Counts:
         return {f.name: getattr(self, f.name) - getattr(before, f.name) for f in fields(self)}
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Page:
     """One ``sync_pull`` page (asked for after ``cursor``), as the cloud answered it."""
 
     cursor: str | None
     body: dict[str, Any]
+    _new: NewRows | None | Literal[False] = field(default=False, compare=False, repr=False)
+
+    def new_rows(self) -> NewRows | None:
+        """The page as rows stored as they are (adapters.new_rows_as_is), or None if it is
+        not such a page; worked out once."""
+        if self._new is False:
+            self._new = new_rows_as_is(self.body["changes"])
+        return self._new
 
     def local_changes(self) -> list[dict[str, Any]]:
         """The page's changes mapped to local rows (mapping.local_change)."""
@@ -386,19 +396,21 @@ class WorkspaceSync:
             # Mapped here, not by the fetcher: the next page's request is in flight meanwhile
             # (mapping is not part of the strictly sequential chain of requests).
             outcome = None
-            new = new_rows_as_is(page["changes"])  # the bulk of a first sync, in one pass
+            new = fetched.new_rows()  # the bulk of a first sync, in one pass
             if new is not None:
-                outcome = await self._store.sync.apply_new_rows(
-                    scope=self._scope, new=new, cursor=cursor
+                outcome = await self._applied(
+                    self._store.sync.apply_new_rows(scope=self._scope, new=new, cursor=cursor)
                 )
             changes = fetched.local_changes() if outcome is None else []
             if changes or (outcome is None and cursor != command.cursor):
-                outcome = await self._store.sync.apply_pull(
-                    scope=self._scope,
-                    changes=changes,
-                    cursor=cursor,
-                    merge=merge_pulled,
-                    as_is=NEW_ROWS_AS_IS,
+                outcome = await self._applied(
+                    self._store.sync.apply_pull(
+                        scope=self._scope,
+                        changes=changes,
+                        cursor=cursor,
+                        merge=merge_pulled,
+                        as_is=NEW_ROWS_AS_IS,
+                    )
                 )
         except Exception as exc:
             self._request_failed("pull", exc)
@@ -415,6 +427,16 @@ class WorkspaceSync:
         self.session.pull_page_received(self._clock(), PullPage(cursor, has_more, applied))
         if not has_more:
             self._run_finished("pull")
+
+    async def _applied(self, apply: Awaitable[T]) -> T:
+        """``await apply`` (the store's apply of a page), meanwhile preparing the next page if
+        the fetcher holds it: mapping it on this thread overlaps the apply's SQLite work in
+        the writer's (which runs without the GIL) instead of following it."""
+        task = asyncio.ensure_future(apply)
+        await asyncio.sleep(0)  # its first step hands the page to the writer (no await before)
+        if self._ahead is not None and (waiting := self._ahead.waiting()) is not None:
+            waiting.new_rows()
+        return await task
 
     async def _fetch(self, cursor: str | None, limit: int) -> _Page:
         """The page after ``cursor``: the fetcher's next page if it is that page, else a
