@@ -477,9 +477,12 @@ async def seed_workspace(pool: asyncpg.Pool, rows: int, *, random_ids: bool = Fa
 
 
 async def analyze(pool: asyncpg.Pool) -> None:
-    """Planner statistics for the synced tables, as autovacuum keeps them on a real cloud
-    (it analyzes a table within a minute of a bulk change; a bench cannot wait for it)."""
-    await pool.execute("ANALYZE workspaces, conversations, messages")
+    """Planner statistics and a vacuumed heap for the synced tables, as autovacuum keeps them
+    on a real cloud (it analyzes a table within a minute of a bulk change, and vacuums one
+    after many inserts; a bench cannot wait for it). Without the VACUUM the first pull of
+    freshly copied rows also sets their hint bits: PostgreSQL CPU of a 100k-row pull 1.5 s
+    instead of 1.1-1.25 s (``bench_cloud_pull``, session 7), a cost no long-lived workspace has."""
+    await pool.execute("VACUUM ANALYZE workspaces, conversations, messages")
 
 
 def verdicts(push: dict[str, Any], naive: dict[str, Any], pull: dict[str, Any],

@@ -67,7 +67,7 @@ class _AsIs:
 _AS_IS: Final = {table: _AsIs.of(table) for table in NEW_ROWS_AS_IS}
 
 
-def new_rows_as_is(changes: Sequence[Any]) -> NewRows | None:
+def new_rows_as_is(changes: Sequence[Any], *, here: str | None = None) -> NewRows | None:
     """A ``sync_pull`` page whose every change is a row of one ``NEW_ROWS_AS_IS`` table
     holding one clock for all its fields (the bulk of a first sync): its rows as the store
     keeps them, made in one pass, for ``store.sync.apply_new_rows``. They are what
@@ -75,11 +75,13 @@ def new_rows_as_is(changes: Sequence[Any]) -> NewRows | None:
     the mapped row): the kept columns, timestamps normalised, ``origin`` the clock's device.
     None for any other page (a clock that is not plain ASCII, a clock of a JSON-map key, a
     missing column, another table): map it with ``local_change`` for ``apply_pull``.
+    Also None when the first row's clock is of device ``here`` (this device): an echo of our
+    own push, which the store would find stored and send to the merge anyway.
     tests/component/store/test_sync_apply_as_is.py holds both ways to the same result."""
     first = changes[0] if changes else None
     table = first.get("table") if type(first) is dict else None
     plan = _AS_IS.get(table) if type(table) is str else None
-    if plan is None or table is None:
+    if plan is None or table is None or (here is not None and _clock_of(first) == here):
         return None
     columns, values, stamps, hlc_at = plan.columns, plan.values, plan.stamps, plan.hlc_at
     plain, seen, normal = PLAIN_CLOCK.fullmatch, "", ""
@@ -107,6 +109,13 @@ def new_rows_as_is(changes: Sequence[Any]) -> NewRows | None:
         out["origin"] = hlc[DEVICE_AT:]
         rows.append(out)
     return NewRows(table, rows)
+
+
+def _clock_of(change: Any) -> str | None:
+    """The device of a change's row clock, if it is a plain clock."""
+    row = change.get("row") if type(change) is dict else None
+    hlc = row.get("hlc") if type(row) is dict else None
+    return hlc[DEVICE_AT:] if type(hlc) is str and PLAIN_CLOCK.fullmatch(hlc) else None
 
 
 def merge_pulled(

@@ -10,13 +10,17 @@ back as the session's input:
                 (mapping.py), apply page + cursor in ONE store transaction (apply_pull, with
                 ``merge_pulled`` built on merge.merge_row), hand the document updates it
                 stored to the loaded documents (absorb), report PullPage(has_more).
-                While catching up (first sync, or the last page said has_more) pages are
-                ``bulk_pull_limit`` rows, fetched ahead by a PageFetcher (pull_ahead.py;
-                each page is mapped when it is taken, while the next request is in flight):
-                each request goes out as soon as the page before it
-                arrived, while pages are applied; two pages ahead at most (one waiting, one
-                in flight: flat memory), dropped on any failure or when the session asks
-                for another cursor
+                A page that is new plain messages (the bulk of a first sync) is instead
+                turned into stored rows in one pass (adapters.new_rows_as_is) and stored by
+                apply_new_rows, no merge per row; if the store finds one of them stored
+                already (or a parent missing...) it writes nothing and the page takes the
+                way above. While catching up (first sync, or the last page said has_more)
+                pages are ``bulk_pull_limit`` rows, fetched ahead by a PageFetcher
+                (pull_ahead.py): each request goes out as soon as the page before it
+                arrived, while pages are applied, and the page waiting is mapped while the
+                writer applies the one before (``_applied``); two pages ahead at most (one
+                waiting, one in flight: flat memory), dropped on any failure or when the
+                session asks for another cursor
     PushBatch   take_outbox (<= 500 rows, <= 1 MiB) of the workspace, map, sync_push once,
                 settle every row with complete_push (rejected rows are filed, never retried),
                 report PushDone. While the request is in flight the next batch (the entries
@@ -161,11 +165,11 @@ class _Page:
     body: dict[str, Any]
     _new: NewRows | None | Literal[False] = field(default=False, compare=False, repr=False)
 
-    def new_rows(self) -> NewRows | None:
+    def new_rows(self, here: str) -> NewRows | None:
         """The page as rows stored as they are (adapters.new_rows_as_is), or None if it is
-        not such a page; worked out once."""
+        not such a page or an echo of device ``here``'s writes; worked out once."""
         if self._new is False:
-            self._new = new_rows_as_is(self.body["changes"])
+            self._new = new_rows_as_is(self.body["changes"], here=here)
         return self._new
 
     def local_changes(self) -> list[dict[str, Any]]:
@@ -396,7 +400,7 @@ class WorkspaceSync:
             # Mapped here, not by the fetcher: the next page's request is in flight meanwhile
             # (mapping is not part of the strictly sequential chain of requests).
             outcome = None
-            new = fetched.new_rows()  # the bulk of a first sync, in one pass
+            new = fetched.new_rows(self._store.device_id)  # a first sync's bulk, in one pass
             if new is not None:
                 outcome = await self._applied(
                     self._store.sync.apply_new_rows(scope=self._scope, new=new, cursor=cursor)
@@ -435,7 +439,7 @@ class WorkspaceSync:
         task = asyncio.ensure_future(apply)
         await asyncio.sleep(0)  # its first step hands the page to the writer (no await before)
         if self._ahead is not None and (waiting := self._ahead.waiting()) is not None:
-            waiting.new_rows()
+            waiting.new_rows(self._store.device_id)
         return await task
 
     async def _fetch(self, cursor: str | None, limit: int) -> _Page:

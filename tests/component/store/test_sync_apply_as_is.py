@@ -338,6 +338,9 @@ def test_a_page_of_new_plain_messages_is_stored_in_one_pass(template: sqlite3.Co
     assert rows(conn, "SELECT id FROM messages ORDER BY id") == [("m-stored",), ("m1",), ("m2",)]
     assert rows(conn, "SELECT cursor FROM sync_state") == [("9:9",)]
     conn.close()
+    # an echo of this device's writes (its clock first): the store would find it stored
+    assert new_rows_as_is([as_change(stored("m5"))], here="other") is not None
+    assert new_rows_as_is([as_change(stored("m5"))], here="dev") is None
     # a clock of a JSON-map key, or a change of another table: the page is mapped row by row
     assert new_rows_as_is([as_change(stored("m4") | {"field_hlc": {"content.a": CLOCK}})]) is None
     assert new_rows_as_is([as_change(stored("m4")), NEW_CONVERSATION]) is None
