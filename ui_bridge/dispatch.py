@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from daemon.errors import Conflict, InvalidInput, NotFound, ShuttingDown
@@ -87,12 +88,22 @@ class Dispatcher:
     def __init__(self, table: MethodTable) -> None:
         self.table = table
 
-    async def handle_frame(self, data: bytes | str, ctx: Any, conn_id: str = "-") -> bytes | None:
-        """The reply to one frame; ``None`` when nothing must be sent (notifications only)."""
+    def handle_frame(
+        self, data: bytes | str, ctx: Any, conn_id: str = "-"
+    ) -> Awaitable[bytes | None]:
+        """The reply to one frame; ``None`` when nothing must be sent (notifications only).
+
+        Not a coroutine itself: a single request's is ``handle_item``'s (one coroutine less
+        on the hot path).
+        """
         frame = parse_frame(data)
-        items = frame.items
         if not frame.is_batch:
-            return await self.handle_item(items[0], ctx, conn_id)
+            return self.handle_item(frame.items[0], ctx, conn_id)
+        return self._handle_batch(frame.items, ctx, conn_id)
+
+    async def _handle_batch(
+        self, items: tuple[Request | ErrorReply, ...], ctx: Any, conn_id: str
+    ) -> bytes | None:
         replies: list[bytes | None] = []
         for start in range(0, len(items), BATCH_WINDOW):
             window = items[start : start + BATCH_WINDOW]
@@ -123,10 +134,11 @@ class Dispatcher:
             logger.error("rpc.unencodable conn=%s method=%s", conn_id, item.method, exc_info=exc)
             return encode_error(item.id, RpcError(ErrorCode.INTERNAL_ERROR))
 
-    async def call(self, request: Request, ctx: Any) -> Any:
-        """Look the method up, validate its params, run it."""
+    def call(self, request: Request, ctx: Any) -> Awaitable[Any]:
+        """Look the method up, validate its params, start it (raises at once if the method is
+        unknown or its params invalid)."""
         method = self.table.get(request.method)
         if method is None:
             raise RpcError(ErrorCode.METHOD_NOT_FOUND, data={"method": request.method[:100]})
         params = bind_params(method, request.params)
-        return await method.handler(ctx, params)
+        return method.handler(ctx, params)

@@ -22,7 +22,6 @@ import contextlib
 import contextvars
 import logging
 import secrets
-from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,9 @@ from ui_bridge.dispatch import Dispatcher
 from ui_bridge.hub import EventHub, Subscription
 from ui_bridge.jsonrpc import ErrorCode, encode_notification
 from ui_bridge.methods.spec import invalid_params
+from ui_bridge.outbox import Outbox
 from ui_bridge.topics import TopicFilter
+from ui_bridge.wire import take_text_frame, text_frame
 
 if TYPE_CHECKING:
     from daemon.store import Store
@@ -59,74 +60,6 @@ _after_reply: contextvars.ContextVar[list[AfterReply] | None] = contextvars.Cont
 )
 
 
-class Outbox:
-    """A bounded queue of frames; ``push`` never blocks, overflow calls ``on_overflow`` once."""
-
-    __slots__ = ("_loop", "_on_overflow", "_room", "_waiter", "closed", "frames", "limit")
-
-    def __init__(self, limit: int, on_overflow: Callable[[], None]) -> None:
-        self.frames: deque[bytes] = deque()
-        self.limit = limit
-        self.closed = False
-        self._on_overflow = on_overflow
-        self._waiter: asyncio.Future[None] | None = None
-        self._room: asyncio.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # the first waiter's
-
-    def _future(self) -> asyncio.Future[None]:
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        return loop.create_future()
-
-    def push(self, frame: bytes) -> bool:
-        """Queue a frame; ``False`` if the outbox is closed or just overflowed."""
-        if self.closed:
-            return False
-        if len(self.frames) >= self.limit:
-            self.close()
-            self._on_overflow()
-            return False
-        self.frames.append(frame)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        return True
-
-    def close(self) -> None:
-        """Drop queued frames and wake everyone up."""
-        self.closed = True
-        self.frames.clear()
-        for fut in (self._waiter, self._room):
-            if fut is not None and not fut.done():
-                fut.set_result(None)
-
-    async def wait_for_frames(self) -> None:
-        """Until a frame is queued or the outbox is closed."""
-        if self.frames or self.closed:
-            return
-        self._waiter = self._future()
-        await self._waiter
-        self._waiter = None
-
-    async def wait_for_room(self) -> None:
-        """Until the queue is at most half full (replay uses this to avoid overflowing)."""
-        while not self.closed and len(self.frames) > self.limit // 2:
-            self._room = self._future()
-            await self._room
-            self._room = None
-
-    def is_idle(self) -> bool:
-        """Nothing queued and the writer is waiting for frames."""
-        return not self.frames and self._waiter is not None and not self.closed
-
-    def taken(self) -> None:
-        """The writer took frames: wake a waiting replay if there is room again."""
-        room = self._room
-        if room is not None and not room.done() and len(self.frames) <= self.limit // 2:
-            room.set_result(None)
-
-
 class BridgeConnection(ServerConnection):
     """A server connection that hands each whole text frame straight to its session.
 
@@ -134,9 +67,36 @@ class BridgeConnection(ServerConnection):
     loop turn) per frame. ``frame_sink`` (set by the session while it runs) may take a frame
     as it is parsed; a frame it refuses (binary, fragmented, or over the in-flight bound)
     takes websockets' usual path to ``async for message in ws``.
+
+    Before that, ``data_received`` reads the usual request (a whole masked text frame) itself
+    (``wire.take_text_frame``) and hands its payload to ``text_sink``, when websockets' parser
+    has nothing buffered, the connection is open and no fragmented message is in progress:
+    websockets' parser would produce the same frame at several times the cost. Whatever it
+    does not take (any other frame, a partial one, one the sink refuses, and all that follows
+    in the chunk) goes to websockets as received.
     """
 
     frame_sink: Callable[[Frame], bool] | None = None
+    text_sink: Callable[[bytes], bool] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        sink, protocol = self.text_sink, self.protocol
+        if (
+            sink is not None
+            and protocol.state is State.OPEN
+            and not protocol.reader.buffer
+            and protocol.cur_size is None
+        ):
+            start, max_size = 0, protocol.max_size
+            while (taken := take_text_frame(data, start, max_size)) is not None:
+                if not sink(taken[0]):
+                    break
+                start = taken[1]
+            if start == len(data):
+                return
+            if start:
+                data = data[start:]
+        super().data_received(data)
 
     def process_event(self, event: Event) -> None:
         sink = self.frame_sink
@@ -222,6 +182,7 @@ class Session:
         ws = self.ws
         if isinstance(ws, BridgeConnection):
             ws.frame_sink = self._take_frame
+            ws.text_sink = self._take_text
         try:
             async for message in ws:
                 self._backlog = max(0, self._backlog - 1)
@@ -232,44 +193,46 @@ class Session:
             pass
         finally:
             if isinstance(ws, BridgeConnection):
-                ws.frame_sink = None
+                ws.frame_sink = ws.text_sink = None
             await self._cleanup(writer)
 
     def _take_frame(self, frame: Frame) -> bool:
         """Start a whole text frame's request at once, unless messages wait in websockets'
         queue (they go first) or the in-flight bound is reached (``run`` waits for a slot)."""
-        if (
-            frame.opcode is Opcode.TEXT
-            and frame.fin
-            and not self._backlog
-            and len(self._requests) < MAX_IN_FLIGHT
-        ):
-            self._start(bytes(frame.data))  # no copy: websockets parses frames into bytes
-            return True
+        if frame.opcode is Opcode.TEXT and frame.fin and self._take_text(bytes(frame.data)):
+            return True  # no copy: websockets parses frames into bytes
         if frame.fin and frame.opcode in _MESSAGE_OPCODES:
             self._backlog += 1
         return False
 
+    def _take_text(self, payload: bytes) -> bool:
+        """``_take_frame`` for a whole text frame's payload."""
+        if self._backlog or len(self._requests) >= MAX_IN_FLIGHT:
+            return False
+        self._start(payload)
+        return True
+
     def _start(self, message: bytes | str) -> None:
-        task = self._loop.create_task(self._handle(message))
-        self._requests.add(task)
-        task.add_done_callback(self._request_done)
+        self._requests.add(self._loop.create_task(self._handle(message)))
 
     async def _handle(self, message: bytes | str) -> None:
         """One frame: dispatch it, send its reply, then start what it asked to follow the reply."""
-        hooks: list[AfterReply] = []
-        _after_reply.set(hooks)  # this task's own context
         try:
-            reply = await self.services.dispatcher.handle_frame(message, self, self.id)
-        except Exception:  # the dispatcher answers every error itself: this is a bug
-            logger.exception("request.failed conn=%s", self.id)
-            return
-        if reply is not None:
-            self._send_reply(reply)
-        for start in hooks:
-            self._spawn(start(), "replay")
+            hooks: list[AfterReply] = []
+            _after_reply.set(hooks)  # this task's own context
+            try:
+                reply = await self.services.dispatcher.handle_frame(message, self, self.id)
+            except Exception:  # the dispatcher answers every error itself: this is a bug
+                logger.exception("request.failed conn=%s", self.id)
+                return
+            if reply is not None:
+                self._send_reply(reply)
+            for start in hooks:
+                self._spawn(start(), "replay")
+        finally:  # not a done callback: that would cost a loop callback per request
+            self._request_done(asyncio.current_task(self._loop))
 
-    def _request_done(self, task: asyncio.Task[None]) -> None:
+    def _request_done(self, task: asyncio.Task[Any] | None) -> None:
         self._requests.discard(task)
         room = self._room
         if room is not None and not room.done():
@@ -298,10 +261,10 @@ class Session:
             and not self._wrote_this_turn
             and self.outbox.is_idle()
             and ws.protocol.state is State.OPEN
+            and not ws.protocol.writes
             and ws.transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT
         ):
-            ws.protocol.send_text(frame)
-            ws.send_data()
+            ws.transport.write(text_frame(frame))
             self._wrote_this_turn = True
             self._loop.call_soon(self._new_turn)
         else:
@@ -334,9 +297,10 @@ class Session:
                     return
                 # One flow-control check and one write for a run of frames, not one per frame.
                 async with ws.send_context():
-                    for _ in range(min(len(frames), MAX_BATCH)):
-                        ws.protocol.send_text(frames.popleft())
-                    _write_at_once(ws)
+                    batch = [
+                        text_frame(frames.popleft()) for _ in range(min(len(frames), MAX_BATCH))
+                    ]
+                    _write_at_once(ws, batch)
                 outbox.taken()
         except ConnectionClosed:
             outbox.close()
@@ -377,8 +341,9 @@ class Session:
         await asyncio.gather(writer, *self._tasks, return_exceptions=True)
 
 
-def _write_at_once(ws: ServerConnection) -> None:
-    """Hand the protocol's pending output to the transport as ONE write.
+def _write_at_once(ws: ServerConnection, frames: list[bytes]) -> None:
+    """Hand the protocol's pending output, then ``frames`` (serialised text frames: what
+    ``send_text`` would add), to the transport as ONE write.
 
     ``ws.send_data()`` writes each frame on its own, and each write on an idle transport is a
     ``send`` system call (one GIL release and re-acquisition while the store's thread may be
@@ -388,7 +353,9 @@ def _write_at_once(ws: ServerConnection) -> None:
     chunks = ws.protocol.data_to_send()
     if all(chunks):
         if chunks:
-            ws.transport.write(b"".join(chunks))
+            frames[:0] = chunks
+        if frames:
+            ws.transport.write(b"".join(frames))
         return
     for chunk in chunks:  # pragma: no cover - defensive, see above
         if chunk:

@@ -4,7 +4,7 @@ update / tombstone mutations of mutable rows (per-field clocks)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,9 +163,9 @@ class Repo:
             return Page(rows, encode_cursor(rows[-1]["id"]))
         return Page(rows, None)
 
-    async def _write(self, op: WriteOp) -> dict[str, Any]:
-        result: dict[str, Any] = await self._writer.submit(op, small=True)
-        return result
+    def _write(self, op: WriteOp) -> Awaitable[dict[str, Any]]:
+        """``op``'s result once committed (not a coroutine itself: one less per write)."""
+        return self._writer.submit(op, small=True)
 
 
 def _read_one(

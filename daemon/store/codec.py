@@ -54,6 +54,8 @@ class RowCodec:
         self._bool_idx = tuple(i for i, c in enumerate(self.columns) if c in bool_cols)
         self.json_columns = json_cols
         self.bool_columns = bool_cols
+        #: no column needs converting: a row dict is its own parameters
+        self.plain = not json_cols and not bool_cols
 
     def decode(self, values: Sequence[Any]) -> dict[str, Any]:
         row = dict(zip(self.columns, values, strict=True))

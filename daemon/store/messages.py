@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.errors import Conflict, InvalidInput
-from daemon.store.base import Page, Repo, identifier, new_row_fields
+from daemon.store.base import Page, Repo, identifier
 from daemon.store.ids import is_uuid, uuid7
 from daemon.store.sql import live_conversation_workspace_sql
 from daemon.store.txn import WriteContext
@@ -46,13 +46,11 @@ def _create_op(conversation_id: str, role: str, content: str, id: str | None) ->
             existing = ctx.fetch("messages", id)
             if existing is not None:
                 return _same_or_conflict(existing, conversation_id, role, content)
-        found = ctx.conn.execute(
-            live_conversation_workspace_sql(), {"_id": conversation_id}
-        ).fetchone()
+        found = ctx.one(live_conversation_workspace_sql(), {"_id": conversation_id})
         if found is None:
             raise InvalidInput("conversation_id", f"unknown conversation {conversation_id!r}")
         stamp = ctx.tick()
-        row: dict[str, Any] = {
+        fields: dict[str, Any] = {  # new_row_fields(row), built first rather than filtered
             "id": id or uuid7(stamp.ms),
             "workspace_id": found[0],
             "conversation_id": conversation_id,
@@ -61,11 +59,9 @@ def _create_op(conversation_id: str, role: str, content: str, id: str | None) ->
             "created_at": stamp.iso,
             "updated_at": stamp.iso,
             "deleted_at": None,
-            "hlc": stamp.hlc,
-            "origin": ctx.device_id,
         }
+        row = {**fields, "hlc": stamp.hlc, "origin": ctx.device_id}
         ctx.insert_row("messages", row)
-        fields = new_row_fields(row)
         ctx.emit(
             table="messages",
             op="insert",

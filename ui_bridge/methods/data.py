@@ -5,7 +5,7 @@ Results are the stored rows as the repositories return them; lists are ``{items,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from ui_bridge.jsonrpc import ErrorCode
@@ -65,8 +65,8 @@ def _page(page: Any) -> dict[str, Any]:
 
 
 def _create(repo: Repo, method: str = "create") -> Handler:
-    async def handler(ctx: CallContext, params: dict[str, Any]) -> Any:
-        return await getattr(repo(ctx), method)(**params)
+    def handler(ctx: CallContext, params: dict[str, Any]) -> Awaitable[Any]:
+        return getattr(repo(ctx), method)(**params)  # type: ignore[no-any-return]
 
     return handler
 

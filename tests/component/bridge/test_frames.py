@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from websockets.frames import Frame as WsFrame
+from websockets.frames import Opcode
 
 from tests.helpers import wait_for
 from ui_bridge import session as session_module
@@ -29,7 +31,8 @@ async def test_text_frames_skip_the_queue_and_others_take_it(
     (session,) = bridge.sessions
     assert isinstance(session.ws, BridgeConnection) and session.ws.frame_sink is not None
     taken: list[bytes] = []
-    sink = session.ws.frame_sink
+    sink, text_sink = session.ws.frame_sink, session.ws.text_sink
+    assert text_sink is not None
 
     def spy(f: Any) -> bool:
         took = sink(f)
@@ -37,7 +40,13 @@ async def test_text_frames_skip_the_queue_and_others_take_it(
             taken.append(bytes(f.data))
         return took
 
-    session.ws.frame_sink = spy
+    def text_spy(payload: bytes) -> bool:
+        took = text_sink(payload)
+        if took:
+            taken.append(payload)
+        return took
+
+    session.ws.frame_sink, session.ws.text_sink = spy, text_spy
     await rpc.ws.send(ping("text").decode())  # a whole text frame
     await rpc.ws.send(ping("binary"))  # a binary frame
     text = ping("fragmented").decode()
@@ -84,27 +93,54 @@ async def test_replies_finishing_together_leave_in_one_write(
     rpc: Rpc = await open_rpc(bridge)
     assert (await rpc.request("daemon.ping"))["result"] == {"pong": True}
     (session,) = bridge.sessions
-    direct: list[int] = []
-    batched: list[int] = []
-    send_data, write_at_once = session.ws.send_data, session_module._write_at_once
+    writes: list[bytes] = []
+    write = session.ws.transport.write
 
-    def spy_send_data() -> None:
-        if session.ws.protocol.writes:  # websockets also calls it with nothing to send
-            direct.append(len(session.ws.protocol.writes))
-        send_data()
+    def spy(data: bytes) -> None:
+        writes.append(bytes(data))
+        write(data)
 
-    def spy(ws: Any) -> None:
-        batched.append(len(ws.protocol.writes))
-        write_at_once(ws)
-
-    monkeypatch.setattr(session.ws, "send_data", spy_send_data)
-    monkeypatch.setattr(session_module, "_write_at_once", spy)
+    monkeypatch.setattr(session.ws.transport, "write", spy)
     assert (await rpc.request("daemon.ping"))["result"] == {"pong": True}
-    assert (direct, batched) == ([1], [])  # the only request in flight: written at once
+    assert [frames_in(w) for w in writes] == [1]  # the only request in flight: written at once
     for i in range(5):
         await rpc.send(frame("gate", i))
     await wait_for(lambda: gate.entered == 5, message="5 requests in flight")
     gate.open.set()  # they all finish in the same loop turn
     replies = await replies_by_id(rpc, 5)
     assert {k: v["result"] for k, v in replies.items()} == dict.fromkeys(range(5), "opened")
-    assert (direct, batched) == ([1], [5])  # one write for the 5 replies
+    assert [frames_in(w) for w in writes] == [1, 5]  # one write for the 5 replies
+
+
+def frames_in(data: bytes) -> int:
+    """How many whole unmasked frames with a 7- or 16-bit length ``data`` holds."""
+    count, pos = 0, 0
+    while pos < len(data):
+        length, pos = data[pos + 1] & 0x7F, pos + 2
+        if length == 126:
+            length, pos = int.from_bytes(data[pos : pos + 2], "big"), pos + 2
+        pos += length
+        count += 1
+    assert pos == len(data)
+    return count
+
+
+async def test_frames_split_and_joined_across_reads_are_all_answered(rpc: Rpc) -> None:
+    """Whole text frames, a binary one and a frame cut across two reads, in two TCP chunks:
+    each request is answered, whichever parser reads it."""
+    first = b"".join(masked(ping(n)) for n in ("a", "b"))
+    first += masked(ping("binary"), binary=True)
+    cut = masked(ping("c"))
+    rpc.ws.transport.write(first + cut[:9])
+    replies = await replies_by_id(rpc, 3)
+    rpc.ws.transport.write(cut[9:] + masked(ping("d")))
+    replies |= await replies_by_id(rpc, 2)
+    assert {k: v["result"] for k, v in replies.items()} == dict.fromkeys(
+        ("a", "b", "binary", "c", "d"), {"pong": True}
+    )
+
+
+def masked(payload: bytes, *, binary: bool = False) -> bytes:
+    """A client's whole masked frame (text unless ``binary``)."""
+    opcode = Opcode.BINARY if binary else Opcode.TEXT
+    return WsFrame(opcode, payload).serialize(mask=True)
