@@ -45,7 +45,6 @@ class PageFetcher(Generic[P]):
         self.cursor: str | None = cursor
         self._open = True
         self._pages: asyncio.Queue[P | BaseException] = asyncio.Queue(depth)
-        self._last: P | None = None
         self._task = asyncio.create_task(self._run(cursor), name=name)
 
     def serves(self, cursor: str | None, limit: int) -> bool:
@@ -65,10 +64,6 @@ class PageFetcher(Generic[P]):
         self.cursor = after
         return item
 
-    def waiting(self) -> P | None:
-        """The page fetched last, if it waits to be taken (for work on it meanwhile)."""
-        return None if self._pages.empty() else self._last
-
     def close(self) -> None:
         self._open = False
         discard(self._task)
@@ -81,7 +76,6 @@ class PageFetcher(Generic[P]):
                 await self._pages.put(exc)
                 return
             await self._pages.put(page)
-            self._last = page
             after = self._follow(page)
             if after is None:
                 return

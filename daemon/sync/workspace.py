@@ -16,11 +16,11 @@ back as the session's input:
                 already (or a parent missing...) it writes nothing and the page takes the
                 way above. While catching up (first sync, or the last page said has_more)
                 pages are ``bulk_pull_limit`` rows, fetched ahead by a PageFetcher
-                (pull_ahead.py): each request goes out as soon as the page before it
-                arrived, while pages are applied, and the page waiting is mapped while the
-                writer applies the one before (``_applied``); two pages ahead at most (one
-                waiting, one in flight: flat memory), dropped on any failure or when the
-                session asks for another cursor
+                (pull_ahead.py; each page is mapped when it is taken, while the next
+                request is in flight): each request goes out as soon as the page before it
+                arrived, while pages are applied; two pages ahead at most (one waiting, one
+                in flight: flat memory), dropped on any failure or when the session asks
+                for another cursor
     PushBatch   take_outbox (<= 500 rows, <= 1 MiB) of the workspace, map, sync_push once,
                 settle every row with complete_push (rejected rows are filed, never retried),
                 report PushDone. While the request is in flight the next batch (the entries
@@ -54,12 +54,12 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from daemon.aio import cancel_and_wait, discard
 from daemon.errors import DaemonError
 from daemon.store.sync import pull_scope
-from daemon.store.sync_types import Link, NewRows
+from daemon.store.sync_types import Link
 from daemon.sync.adapters import (
     NEW_ROWS_AS_IS,
     failure_of,
@@ -97,8 +97,6 @@ __all__ = [
     "SyncApi",
     "WorkspaceSync",
 ]
-
-T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -157,20 +155,12 @@ class Counts:
         return {f.name: getattr(self, f.name) - getattr(before, f.name) for f in fields(self)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Page:
     """One ``sync_pull`` page (asked for after ``cursor``), as the cloud answered it."""
 
     cursor: str | None
     body: dict[str, Any]
-    _new: NewRows | None | Literal[False] = field(default=False, compare=False, repr=False)
-
-    def new_rows(self, here: str) -> NewRows | None:
-        """The page as rows stored as they are (adapters.new_rows_as_is), or None if it is
-        not such a page or an echo of device ``here``'s writes; worked out once."""
-        if self._new is False:
-            self._new = new_rows_as_is(self.body["changes"], here=here)
-        return self._new
 
     def local_changes(self) -> list[dict[str, Any]]:
         """The page's changes mapped to local rows (mapping.local_change)."""
@@ -400,21 +390,19 @@ class WorkspaceSync:
             # Mapped here, not by the fetcher: the next page's request is in flight meanwhile
             # (mapping is not part of the strictly sequential chain of requests).
             outcome = None
-            new = fetched.new_rows(self._store.device_id)  # a first sync's bulk, in one pass
-            if new is not None:
-                outcome = await self._applied(
-                    self._store.sync.apply_new_rows(scope=self._scope, new=new, cursor=cursor)
+            new = new_rows_as_is(page["changes"], here=self._store.device_id)  # one pass
+            if new is not None:  # (a first sync's bulk)
+                outcome = await self._store.sync.apply_new_rows(
+                    scope=self._scope, new=new, cursor=cursor
                 )
             changes = fetched.local_changes() if outcome is None else []
             if changes or (outcome is None and cursor != command.cursor):
-                outcome = await self._applied(
-                    self._store.sync.apply_pull(
-                        scope=self._scope,
-                        changes=changes,
-                        cursor=cursor,
-                        merge=merge_pulled,
-                        as_is=NEW_ROWS_AS_IS,
-                    )
+                outcome = await self._store.sync.apply_pull(
+                    scope=self._scope,
+                    changes=changes,
+                    cursor=cursor,
+                    merge=merge_pulled,
+                    as_is=NEW_ROWS_AS_IS,
                 )
         except Exception as exc:
             self._request_failed("pull", exc)
@@ -431,16 +419,6 @@ class WorkspaceSync:
         self.session.pull_page_received(self._clock(), PullPage(cursor, has_more, applied))
         if not has_more:
             self._run_finished("pull")
-
-    async def _applied(self, apply: Awaitable[T]) -> T:
-        """``await apply`` (the store's apply of a page), meanwhile preparing the next page if
-        the fetcher holds it: mapping it on this thread overlaps the apply's SQLite work in
-        the writer's (which runs without the GIL) instead of following it."""
-        task = asyncio.ensure_future(apply)
-        await asyncio.sleep(0)  # its first step hands the page to the writer (no await before)
-        if self._ahead is not None and (waiting := self._ahead.waiting()) is not None:
-            waiting.new_rows(self._store.device_id)
-        return await task
 
     async def _fetch(self, cursor: str | None, limit: int) -> _Page:
         """The page after ``cursor``: the fetcher's next page if it is that page, else a

@@ -73,17 +73,3 @@ async def test_close_stops_fetching() -> None:
     await settle()
     assert len(pages.asked) == asked <= 2
     assert not fetcher.serves(fetcher.cursor, 10)
-
-
-async def test_waiting_is_the_page_fetched_last_until_it_is_taken() -> None:
-    pages = Pages(rows=30)
-    fetcher = PageFetcher(pages.fetch, pages.follow, None, 10, depth=1)
-    assert fetcher.waiting() is None  # nothing fetched yet
-    await settle()
-    assert fetcher.waiting() == (None, 10)
-    assert await fetcher.next() == (None, 10)
-    await settle()
-    assert fetcher.waiting() == ("10", 20)  # the next one, fetched meanwhile
-    assert await fetcher.next() == ("10", 20)
-    assert await fetcher.next() == ("20", 30)
-    assert fetcher.waiting() is None
