@@ -199,8 +199,9 @@ class Session:
     def _take_frame(self, frame: Frame) -> bool:
         """Start a whole text frame's request at once, unless messages wait in websockets'
         queue (they go first) or the in-flight bound is reached (``run`` waits for a slot)."""
+        # (bytes() copies nothing: websockets parses frames into bytes)
         if frame.opcode is Opcode.TEXT and frame.fin and self._take_text(bytes(frame.data)):
-            return True  # no copy: websockets parses frames into bytes
+            return True
         if frame.fin and frame.opcode in _MESSAGE_OPCODES:
             self._backlog += 1
         return False

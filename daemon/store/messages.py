@@ -46,7 +46,9 @@ def _create_op(conversation_id: str, role: str, content: str, id: str | None) ->
             existing = ctx.fetch("messages", id)
             if existing is not None:
                 return _same_or_conflict(existing, conversation_id, role, content)
-        found = ctx.one(live_conversation_workspace_sql(), {"_id": conversation_id})
+        found = ctx.conn.execute(
+            live_conversation_workspace_sql(), {"_id": conversation_id}
+        ).fetchone()
         if found is None:
             raise InvalidInput("conversation_id", f"unknown conversation {conversation_id!r}")
         stamp = ctx.tick()

@@ -31,7 +31,6 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -94,9 +93,15 @@ def apply_new_rows_op(scope: str, new: NewRows, cursor: str | None) -> WriteOp:
         page = PageApplier(ctx, _no_merge)
         if not page.run_new(SHAPES[new.table], new.rows):
             return None
+        page.receive_clocks({new.table: new.rows})
         return page.finish(scope, cursor)
 
     return op
+
+
+def _good_id(row_id: Any) -> bool:
+    """What a pulled row's id must be: text of 1 to 100 characters."""
+    return type(row_id) is str and 0 < len(row_id) <= 100
 
 
 def _no_merge(*_args: Any) -> MergeOutcome:
@@ -137,7 +142,8 @@ class PageApplier:
     ) -> None:
         self.ctx = ctx
         self.merge = merge
-        #: tables whose new one-clock rows ``merge`` stores as they are (``_store_as_is``)
+        #: tables whose new one-clock rows ``merge`` stores as they are (``rows_as_is``,
+        #: ``run_new``)
         self.as_is = as_is
         self.stamp = ctx.stamp()
         self.ms = self.stamp.ms
@@ -175,7 +181,7 @@ class PageApplier:
             remote = self._remote_row(change)
             if remote is not None:
                 by_table[change["table"]].append(remote)
-        self._receive_clocks(by_table)
+        self.receive_clocks(by_table)
         for name in ENTITY_TABLES:
             rows = by_table[name] + self._unparked(name)
             if rows:
@@ -202,7 +208,7 @@ class PageApplier:
             self._skip(change["table"], change.get("id"), "no row")
             return None
         row_id = row.get("id", change.get("id"))
-        if not isinstance(row_id, str) or not row_id or len(row_id) > 100:
+        if not _good_id(row_id):
             self._skip(change["table"], None, "no id")
             return None
         if row.get("id") != row_id:
@@ -213,7 +219,7 @@ class PageApplier:
         self.counts.skipped += 1
         logger.warning("sync.apply.skipped table=%s id=%r reason=%s", table, row_id, why)
 
-    def _receive_clocks(self, by_table: dict[str, list[dict[str, Any]]]) -> None:
+    def receive_clocks(self, by_table: dict[str, list[dict[str, Any]]]) -> None:
         """Feed the newest remote clock into the store's HLC, so later local edits win."""
         newest = ""
         for rows in by_table.values():
@@ -239,9 +245,12 @@ class PageApplier:
 
     def _apply_table(self, shape: TableShape, remotes: list[dict[str, Any]]) -> None:
         batch = self._load(shape, remotes)
-        if not (shape.name in self.as_is and self._store_as_is(batch, remotes)):
-            for remote in remotes:
-                self._apply_row(batch, remote)
+        if shape.name in self.as_is and not batch.local:  # all new: maybe stored as they are
+            rows = rows_as_is(shape, remotes)
+            if rows is not None and self.run_new(shape, rows):
+                return
+        for remote in remotes:
+            self._apply_row(batch, remote)
         self._write(batch)
 
     def run_new(self, shape: TableShape, rows: list[dict[str, Any]]) -> bool:
@@ -254,8 +263,8 @@ class PageApplier:
         keys a missing parent, NOT NULL a missing required value, the role's CHECK an unknown
         role, and binding a value that is not a scalar; any of them rolls the INSERTs back.
         """
-        if not all(type(row["id"]) is str and 0 < len(row["id"]) <= 100 for row in rows):
-            return False  # (what _remote_row asks of an id)
+        if not all(map(_good_id, map(_ID, rows))):
+            return False
         conn = self.ctx.conn
         conn.execute("SAVEPOINT new_rows")
         try:
@@ -265,7 +274,6 @@ class PageApplier:
             return False
         finally:
             conn.execute("RELEASE new_rows")
-        self._receive_clocks({shape.name: rows})
         # change_topic of a new row, all fields changed: created, or none if it arrives deleted
         created, add = shape.topics[0], self.log.add
         home = _WORKSPACE if shape.parents else _ID
@@ -300,7 +308,7 @@ class PageApplier:
     def _encoded(self, shape: TableShape, rows: list[dict[str, Any]]) -> Iterable[dict[str, Any]]:
         """``rows`` as stored: JSON and boolean columns encoded (the rows as they are if none)."""
         codec = self.ctx.codecs[shape.name]
-        return map(codec.encode, rows) if codec.json_columns or codec.bool_columns else rows
+        return rows if codec.plain else map(codec.encode, rows)
 
     def _load(self, shape: TableShape, remotes: list[dict[str, Any]]) -> _TableBatch:
         name = shape.name
@@ -311,10 +319,7 @@ class PageApplier:
             for row in map(codec.decode, conn.execute(q.rows_by_ids_sql(name), {"_ids": ids}))
         }
         for parent, column in shape.parents:  # the parents of rows new here
-            if local:
-                wanted = {r.get(column) for r in remotes if r["id"] not in local}
-            else:  # (all new: one C-level pass)
-                wanted = set(map(dict.get, remotes, repeat(column)))
+            wanted = {r.get(column) for r in remotes if r["id"] not in local}
             wanted -= self.present[parent]
             wanted.discard(None)
             if wanted:
@@ -365,34 +370,6 @@ class PageApplier:
             self.counts.changed += 1
         for conflict in result.conflicts:
             self._record_conflict(shape.name, row, conflict)
-
-    def _store_as_is(self, batch: _TableBatch, remotes: list[dict[str, Any]]) -> bool:
-        """``_apply_row`` of every row of ``remotes`` at once, without the merge, when each is
-        new here (and in the page once), has its parents here and is stored as it is
-        (``rows_as_is``: the bulk of a first sync); False, having done nothing, otherwise."""
-        rows = None if batch.local else rows_as_is(batch.shape, remotes)
-        return rows is not None and self._store_new(batch, rows)
-
-    def _store_new(self, batch: _TableBatch, rows: list[dict[str, Any]]) -> bool:
-        """``_store_as_is`` of ``rows``, already as stored (storable, one clock each)."""
-        shape = batch.shape
-        if batch.local or len(set(map(_ID, rows))) != len(rows):
-            return False
-        for parent, column in shape.parents:
-            if not self.present[parent].issuperset(map(itemgetter(column), rows)):
-                return False
-        # change_topic of a new row, all fields changed: created, or none if it arrives
-        # deleted (inline: a call per row was 4 % of a first sync's instructions)
-        created, log, inserted = shape.topics[0], self.log, self.inserted[shape.name]
-        for row in rows:
-            row_id = row["id"]
-            batch.upserts[row_id] = batch.local[row_id] = row
-            inserted.add(row_id)
-            if row["deleted_at"] is None:
-                log.add(created, row, row["workspace_id"] if shape.parents else row_id)
-                self.counts.changed += 1
-        self.counts.applied += len(rows)
-        return True
 
     def _missing_parent(self, shape: TableShape, row: dict[str, Any]) -> str | None:
         for parent, column in shape.parents:

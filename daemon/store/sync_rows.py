@@ -171,15 +171,16 @@ def origin_of(hlc: Any) -> str | None:
 
 def rows_as_is(shape: TableShape, remotes: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
     """The stored rows of ``remotes``, new rows of a table the merge stores as they are when
-    each holds one clock for all its fields; None unless every one does and can be stored.
+    each holds one clock for all its fields; None unless every one does.
 
     What ``complete_row(shape, merge(None, remote).row, remote)`` gives such a row (the merge
     keeps every field under ``hlc``; ``hlc`` is then the row clock and ``origin`` its device),
     made in one pass over the page: a remote row qualifies with no key but the shape's columns
     and ``field_hlc``, an ASCII clock (accepted by the merge and by ``origin_of`` alike), and
-    a ``field_hlc`` that is empty or gives some of its fields that same clock; the rows must
-    all pass ``row_problem``. Anything else (a bad clock, a stray key, a
-    row the store refuses) returns None, so the caller's per-row path decides and says why.
+    a ``field_hlc`` that is empty or gives some of its fields that same clock. Anything else
+    (a bad clock, a stray key) returns None, so the caller's per-row path decides and says
+    why. Whether the rows can be stored is left to the INSERTs (``PageApplier.run_new``: the
+    table's constraints refuse what ``row_problem`` names, and the page then takes that path).
     """
     allowed, columns, fullmatch = shape.as_is_keys, shape.columns, PLAIN_CLOCK.fullmatch
     rows: list[dict[str, Any]] = []
@@ -200,7 +201,7 @@ def rows_as_is(shape: TableShape, remotes: Sequence[dict[str, Any]]) -> list[dic
             for column, default in shape.defaults.items():
                 if row[column] is None:
                     row[column] = default.copy() if isinstance(default, dict | list) else default
-    return rows if all_storable(shape, rows) else None
+    return rows
 
 
 def _one_clock(clocks: Any, hlc: str, remote: dict[str, Any]) -> bool:
@@ -213,7 +214,7 @@ def _one_clock(clocks: Any, hlc: str, remote: dict[str, Any]) -> bool:
     )
 
 
-def all_storable(shape: TableShape, rows: Sequence[dict[str, Any]]) -> bool:
+def _all_storable(shape: TableShape, rows: Sequence[dict[str, Any]]) -> bool:
     """No row has a problem ``row_problem`` would name (a few C-speed passes over them all)."""
     scalars = chain.from_iterable(map(shape.scalar_values, rows))
     if not _SCALAR_TYPES.issuperset(map(type, scalars)):
@@ -272,7 +273,7 @@ def _one_register(clocks: Any, hlc: Any, remote: dict[str, Any]) -> bool:
 
 def row_problem(shape: TableShape, row: dict[str, Any]) -> str | None:
     """Why a completed row cannot be stored (None: it can). Foreign keys are checked apart."""
-    if all_storable(shape, (row,)):  # the common all-good row; the loops name the culprit
+    if _all_storable(shape, (row,)):  # the common all-good row; the loops name the culprit
         return None
     for column in shape.required:
         if row[column] is None:

@@ -99,10 +99,6 @@ class WriteContext:
         first_seq: int,
     ) -> None:
         self.conn = conn
-        #: one cursor for the statements that return no rows (the writes, BEGIN, COMMIT,
-        #: savepoints) and single-row lookups (``one``): ``conn.execute`` makes (and
-        #: registers, then drops) a cursor per call
-        self._cur = conn.cursor()
         self.clock = clock
         self.device_id = clock.device_id
         self.codecs = codecs
@@ -137,29 +133,24 @@ class WriteContext:
         ms = now_ms()
         return Stamp(self.clock.last, ms, iso_ms(ms))
 
-    def one(self, sql: str, params: Any) -> Any:
-        """The first row of a query that returns at most one (a lookup by a unique key: its
-        statement is done once that row is read, so the shared cursor is free again)."""
-        return self._cur.execute(sql, params).fetchone()
-
     def fetch(self, table: str, id: str) -> dict[str, Any] | None:
-        values = self.one(get_sql(table), {"_id": id})
+        values = self.conn.execute(get_sql(table), {"_id": id}).fetchone()
         return None if values is None else self.codecs[table].decode(values)
 
     def exists(self, table: str, id: str, *, live: bool = True) -> bool:
-        return self.one(exists_sql(table, live), {"_id": id}) is not None
+        return self.conn.execute(exists_sql(table, live), {"_id": id}).fetchone() is not None
 
     def insert_row(self, table: str, row: dict[str, Any]) -> None:
         codec = self.codecs[table]
         params = row if codec.plain else codec.encode(row)  # only read here: no copy needed
         sql, positional = insert_row_sql(table, tuple(params))
-        self._cur.execute(sql, tuple(params.values()) if positional else params)
+        self.conn.execute(sql, tuple(params.values()) if positional else params)
 
     def update_row(self, table: str, id: str, changes: dict[str, Any]) -> None:
         params = self.codecs[table].encode(changes)
         sql = update_sql(table, frozenset(params))
         params["_id"] = id
-        self._cur.execute(sql, params)
+        self.conn.execute(sql, params)
 
     def emit(
         self,
@@ -178,12 +169,11 @@ class WriteContext:
         row_id = row["id"]
         workspace_id = workspace_of(table, row)
         if outbox and self.syncs(workspace_id):
-            self._cur.execute(
+            self.conn.execute(
                 insert_positional_sql("outbox", OUTBOX_KEYS),
                 self.outbox_values(table, op, row_id, workspace_id, fields, stamp),
             )
-        cursor = self._cur
-        cursor.execute(
+        cursor = self.conn.execute(
             insert_positional_sql("changelog", CHANGELOG_KEYS),
             (topic, row_id, workspace_id, dump_json_text(row), stamp.iso),  # CHANGELOG_KEYS order
         )
@@ -276,7 +266,7 @@ class WriteContext:
         if not self._wait_busy:
             raise StoreError("try_begin before learn_busy_timeout")
         try:
-            self._cur.execute("BEGIN IMMEDIATE")
+            self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if _is_busy(exc):
                 return False
@@ -333,9 +323,9 @@ class WriteContext:
                 keep = True
             if keep and conn.total_changes != changes_before:
                 self._finish(outcome)
-                self._cur.execute("COMMIT")
+                conn.execute("COMMIT")
             else:
-                self._cur.execute("ROLLBACK")  # failed, or nothing written: skip the commit
+                conn.execute("ROLLBACK")  # failed, or nothing written: skip the commit
                 if self._links_version != links_before:
                     self.reload_links()
         except BaseException:
@@ -372,7 +362,7 @@ class WriteContext:
         conn = self.conn
         outcome = BatchOutcome()
         links_before = self._links_version
-        self._cur.execute("SAVEPOINT batch")
+        conn.execute("SAVEPOINT batch")
         for op in ops:
             if _past(until, outcome):
                 break
@@ -388,15 +378,15 @@ class WriteContext:
                 outcome = BatchOutcome()
                 self._run_guarded(ops, outcome, until)
                 break
-        self._cur.execute("RELEASE batch")
+        conn.execute("RELEASE batch")
         return outcome
 
     def _run_in_savepoint(self, op: WriteOp, outcome: BatchOutcome) -> None:
-        self._cur.execute("SAVEPOINT op")
+        self.conn.execute("SAVEPOINT op")
         links_before = self._links_version
         if not self._run_op(op, outcome):
             self._roll_back_to("op", links_before)
-        self._cur.execute("RELEASE op")
+        self.conn.execute("RELEASE op")
 
     def _roll_back_to(self, savepoint: str, links_before: int) -> None:
         """Undo the writes since ``savepoint``; reload the linked set if an op changed it since
@@ -435,7 +425,7 @@ class WriteContext:
             mark, value = wall + CLOCK_LEAD_MS, encode(wall + CLOCK_LEAD_MS, 0, self.device_id)
         else:  # no room ahead: the exact clock, written again whenever it moves
             mark, value = wall, self.clock.last
-        self._cur.execute(meta_put_sql(), {"key": "hlc_last", "value": value})
+        self.conn.execute(meta_put_sql(), {"key": "hlc_last", "value": value})
         self._clock_mark = mark
 
     def _reload_seqs(self) -> None:

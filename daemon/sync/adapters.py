@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from daemon.store.sync_rows import BOOKKEEPING, DEVICE_AT, PLAIN_CLOCK, SHAPES
+from daemon.store.sync_rows import BOOKKEEPING, DEVICE_AT, PLAIN_CLOCK, SHAPES, origin_of
 from daemon.store.sync_types import MergeOutcome, NewRows
 from daemon.sync.cloud.errors import AuthRequired, CloudError
 from daemon.sync.mapping import LOCAL_COLUMNS, local_defaults, normalize_timestamp, pulled_values
@@ -35,6 +35,7 @@ NEW_ROWS_AS_IS: Final = frozenset({"messages"})
 class _AsIs:
     """How ``new_rows_as_is`` reads one table's cloud rows."""
 
+    table: str
     #: the stored columns but ``origin`` (the last), in order
     columns: tuple[str, ...]
     #: cloud row -> their values (KeyError if one is missing); timestamps among them
@@ -52,7 +53,7 @@ class _AsIs:
             raise AssertionError(f"{table}: as-is rows need every column, origin last")
         values, stamps = pulled_values(table, columns[:-1])
         clocked = LOCAL_COLUMNS[table] - BOOKKEEPING
-        return cls(columns[:-1], values, stamps, columns.index("hlc"), clocked)
+        return cls(table, columns[:-1], values, stamps, columns.index("hlc"), clocked)
 
     def one_clock(self, clocks: Mapping[Any, Any], hlc: str) -> bool:
         """``clocks`` (a cloud ``field_hlc``) keep, once mapped, only clocks ``hlc`` of plain
@@ -81,7 +82,7 @@ def new_rows_as_is(changes: Sequence[Any], *, here: str | None = None) -> NewRow
     first = changes[0] if changes else None
     table = first.get("table") if type(first) is dict else None
     plan = _AS_IS.get(table) if type(table) is str else None
-    if plan is None or table is None or (here is not None and _clock_of(first) == here):
+    if plan is None or (here is not None and _device_of(first) == here):
         return None
     columns, values, stamps, hlc_at = plan.columns, plan.values, plan.stamps, plan.hlc_at
     plain, seen, normal = PLAIN_CLOCK.fullmatch, "", ""
@@ -108,14 +109,13 @@ def new_rows_as_is(changes: Sequence[Any], *, here: str | None = None) -> NewRow
                 out[columns[at]] = normal
         out["origin"] = hlc[DEVICE_AT:]
         rows.append(out)
-    return NewRows(table, rows)
+    return NewRows(plan.table, rows)
 
 
-def _clock_of(change: Any) -> str | None:
-    """The device of a change's row clock, if it is a plain clock."""
+def _device_of(change: Any) -> str | None:
+    """The device of a change's row clock (``origin_of``)."""
     row = change.get("row") if type(change) is dict else None
-    hlc = row.get("hlc") if type(row) is dict else None
-    return hlc[DEVICE_AT:] if type(hlc) is str and PLAIN_CLOCK.fullmatch(hlc) else None
+    return origin_of(row.get("hlc")) if type(row) is dict else None
 
 
 def merge_pulled(

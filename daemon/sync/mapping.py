@@ -137,12 +137,18 @@ _STAMPED: Final = {t: tuple(n for n in sorted(set(names.values())) if n in _TIME
 _ABSENT: Final = object()
 
 
+def _cloud_columns(table: str) -> dict[str, str]:
+    """local column -> its cloud column, for every kept column, in ``_PAIRS`` order (a local
+    name renamed in the cloud is no cloud column)."""
+    hidden = _TO_CLOUD.get(table, {})
+    return {local: cloud for cloud, local in _PAIRS[table] if cloud not in hidden}
+
+
 def _fast_columns(table: str) -> tuple[Callable[[Mapping[str, Any]], Any], tuple[str, ...]]:
     """``local_change``'s fast path for a row that has every kept column under its cloud
     name: (cloud row -> values, as one C-level itemgetter; the local names, in order)."""
-    hidden = _TO_CLOUD.get(table, {})  # a local name renamed in the cloud is no cloud column
-    pairs = [(c, n) for c, n in _PAIRS[table] if c not in hidden]
-    return itemgetter(*(c for c, _ in pairs)), tuple(n for _, n in pairs)
+    cloud = _cloud_columns(table)
+    return itemgetter(*cloud.values()), tuple(cloud)
 
 
 _FAST: Final = {t: _fast_columns(t) for t in LOCAL_COLUMNS}
@@ -270,8 +276,7 @@ def pulled_values(
     ``columns``, kept columns of ``table``, in that order, as one C-level itemgetter that
     raises KeyError when the row lacks one; the positions among them of the timestamps,
     which ``local_change`` rewrites with ``normalize_timestamp`` when they are text)."""
-    hidden = _TO_CLOUD.get(table, {})
-    cloud = {local: name for name, local in _PAIRS[table] if name not in hidden}
+    cloud = _cloud_columns(table)
     getter = itemgetter(*(cloud[column] for column in columns))
     stamps = tuple(i for i, column in enumerate(columns) if column in _STAMPED[table])
     return getter, stamps

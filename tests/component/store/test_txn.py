@@ -167,26 +167,3 @@ def test_rerunnable_batch_reloads_links_changed_by_a_failed_op(ctx: WriteContext
     assert [ok for ok, _ in outcome.results] == [True, False]
     assert counted.runs == {"a": 2, "b": 2}
     assert not ctx.syncs("phantom")
-
-
-def test_a_lookup_that_left_rows_unread_does_not_hold_up_the_writes_or_the_commit(
-    ctx: WriteContext,
-) -> None:
-    """``one`` shares the context's cursor with the writes: a query with rows left unread
-    (its statement still active) is finished by the next statement, and the batch commits."""
-    ctx.run_batch([make_workspace("a"), make_workspace("b")])
-    seen: list[Any] = []
-
-    def op(c: WriteContext) -> dict[str, Any]:
-        seen.append(c.one("SELECT id FROM workspaces ORDER BY id", ()))  # 2 rows: 1 read
-        seen.append(c.exists("workspaces", "a"))
-        row = make_workspace("c")(c)
-        seen.append(c.fetch("workspaces", "c"))
-        return row
-
-    outcome = ctx.run_batch([op])
-    assert [ok for ok, _ in outcome.results] == [True]
-    assert seen[0] == ("a",) and seen[1] is True and seen[2]["name"] == "c"
-    assert not ctx.conn.in_transaction
-    assert rows(ctx.conn, "SELECT id FROM workspaces ORDER BY id") == [("a",), ("b",), ("c",)]
-    assert rows(ctx.conn, "SELECT row_id FROM changelog ORDER BY seq") == [("a",), ("b",), ("c",)]
