@@ -55,7 +55,8 @@ INLINE_BUDGET_S = 0.002
 #: After a batch of several writes committed (writers are concurrent), small writes keep being
 #: grouped for this long: group commit serves many writers better than one-by-one writes.
 GROUP_COMMIT_HOLD_S = 0.005
-CHECKPOINT_EVERY = 64  # committed batches between two background checkpoints
+CHECKPOINT_EVERY = 64  # committed batches between two background checkpoints,
+CHECKPOINT_ROWS = 4000  # or rows they changed (a pulled page of 2000 messages and its events)
 WAL_BACKSTOP_PAGES = 4096  # the writer checkpoints itself only past this (16 MiB of WAL)
 
 
@@ -178,6 +179,7 @@ class Writer:
         self._listeners: list[Listener] = []
         self.checkpointer: Checkpointer | None = None  # set by start (a file-backed database)
         self._since_checkpoint = 0
+        self._changes_since_checkpoint = 0
         self.last_seq = 0
         self.first_seq = 0
 
@@ -428,10 +430,14 @@ class Writer:
         if not self._outstanding and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
         self._since_checkpoint += 1
-        if self._since_checkpoint >= CHECKPOINT_EVERY and self.checkpointer is not None:
+        self._changes_since_checkpoint += 0 if outcome is None else outcome.changes
+        if self.checkpointer is not None and (
+            self._since_checkpoint >= CHECKPOINT_EVERY
+            or self._changes_since_checkpoint >= CHECKPOINT_ROWS
+        ):
             assert self._loop is not None
             if self.checkpointer.start(self._loop):
-                self._since_checkpoint = 0
+                self._since_checkpoint = self._changes_since_checkpoint = 0
 
     def _resolve(self, batch: list[Pending], outcome: BatchOutcome) -> None:
         self.last_seq, self.first_seq = outcome.last_seq, outcome.first_seq

@@ -83,6 +83,7 @@ class BatchOutcome:
     events: list[ChangeEvent] = field(default_factory=list)
     last_seq: int = 0
     first_seq: int = 0
+    changes: int = 0  # rows the batch inserted, updated or deleted
 
 
 class WriteContext:
@@ -323,6 +324,7 @@ class WriteContext:
                 keep = True
             if keep and conn.total_changes != changes_before:
                 self._finish(outcome)
+                outcome.changes = conn.total_changes - changes_before
                 conn.execute("COMMIT")
             else:
                 conn.execute("ROLLBACK")  # failed, or nothing written: skip the commit

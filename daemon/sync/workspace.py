@@ -132,9 +132,20 @@ class SyncApi(Protocol):
 
     async def push(self, changes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]: ...
 
-    async def pull(
+    async def pull_page(
         self, *, cursor: str | None, limit: int, workspace_id: str | None
-    ) -> dict[str, Any]: ...
+    ) -> PullAnswer: ...
+
+
+class PullAnswer(Protocol):
+    """One ``sync_pull`` answer (``cloud.rest.PulledPage``): ``head`` is its next cursor and
+    has_more, ``body`` the page decoded; either raises a ``CloudError`` for a bad answer."""
+
+    @property
+    def head(self) -> tuple[str | None, bool]: ...
+
+    @property
+    def body(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -160,16 +171,18 @@ class _Page:
     """One ``sync_pull`` page (asked for after ``cursor``), as the cloud answered it."""
 
     cursor: str | None
-    body: dict[str, Any]
+    answer: PullAnswer
 
     def local_changes(self) -> list[dict[str, Any]]:
         """The page's changes mapped to local rows (mapping.local_change)."""
-        return [c for c in map(local_change, self.body["changes"]) if c is not None]
+        return [c for c in map(local_change, self.answer.body["changes"]) if c is not None]
 
     def following(self) -> str | None:
-        """The cursor of the page after this one, None if this is the last."""
-        after = self.body.get("cursor") or self.cursor
-        return after if self.body["has_more"] and after != self.cursor else None
+        """The cursor of the page after this one, None if this is the last (known from the
+        answer's first bytes: the next request goes out before this page is decoded)."""
+        cursor, has_more = self.answer.head
+        after = cursor or self.cursor
+        return after if has_more and after != self.cursor else None
 
 
 @dataclass(frozen=True)
@@ -383,12 +396,12 @@ class WorkspaceSync:
         try:
             limit = bulk_limit if self._catching_up else command.limit
             fetched = await self._fetch(command.cursor, limit)
-            page = fetched.body
-            cursor = page.get("cursor") or command.cursor
             if (after := fetched.following()) is not None:
                 self._fetch_ahead(after, bulk_limit)  # overlaps the network with the apply
-            # Mapped here, not by the fetcher: the next page's request is in flight meanwhile
-            # (mapping is not part of the strictly sequential chain of requests).
+            # Decoded and mapped here, not by the fetcher: the next page's request is in flight
+            # meanwhile (neither is part of the strictly sequential chain of requests).
+            page = fetched.answer.body
+            cursor = page.get("cursor") or command.cursor
             outcome = None
             new = new_rows_as_is(page["changes"], here=self._store.device_id)  # one pass
             if new is not None:  # (a first sync's bulk)
@@ -429,8 +442,10 @@ class WorkspaceSync:
         return await self._page(cursor, limit)
 
     async def _page(self, cursor: str | None, limit: int) -> _Page:
-        body = await self._api.pull(cursor=cursor, limit=limit, workspace_id=self.workspace_id)
-        return _Page(cursor, body)
+        answer = await self._api.pull_page(
+            cursor=cursor, limit=limit, workspace_id=self.workspace_id
+        )
+        return _Page(cursor, answer)
 
     def _fetch_ahead(self, cursor: str | None, limit: int) -> None:
         """Fetch the pages from ``cursor`` on while this one is applied, each

@@ -13,6 +13,7 @@ from daemon.sync.cloud.records import (
     check_push_results,
     check_uuid,
     parse_rows,
+    pull_head,
 )
 from daemon.sync.cloud.status import SessionStatus
 from daemon.sync.cloud.wire import CloudUser
@@ -55,6 +56,40 @@ def test_pull_pages() -> None:
     ]:
         with pytest.raises(ValueError):
             check_pull_page(bad)
+
+
+def test_a_pull_answer_head_is_read_off_its_first_bytes() -> None:
+    """syncd's sync_pull puts cursor and has_more first (as PostgreSQL's json_build_object
+    writes them); anything else is left to the whole answer's decoding (None)."""
+    rows = b'[{"table" : "messages", "id" : "x", "row" : {"cursor" : "9:9"}}]'
+    assert pull_head(b'{"cursor" : "812:44", "has_more" : true, "changes" : ' + rows + b"}") == (
+        "812:44",
+        True,
+    )
+    assert pull_head(b'{"cursor":null,"has_more":false,"changes":[]}') == (None, False)
+    assert pull_head(b' \n{ "cursor" :"", "has_more": false , "changes": []}') == ("", False)
+    for other in [
+        b'{"changes" : [], "cursor" : "812:44", "has_more" : true}',  # another key order
+        b'{"has_more" : true, "cursor" : "812:44", "changes" : []}',
+        b'{"cursor" : "8\\u0031:44", "has_more" : true, "changes" : []}',  # an escape
+        '{"cursor" : "812:44\u00e9", "has_more" : true, "changes" : []}'.encode(),  # not ASCII
+        b'{"cursor" : 812, "has_more" : true, "changes" : []}',
+        b'{"cursor" : "812:44", "has_more" : 1, "changes" : []}',
+        b'{"cursor" : "812:44", "has_more" : true}',  # nothing after: not the head of a page
+        b'{"cursor" : "' + b"9" * 257 + b'", "has_more" : true, "changes" : []}',
+        b"<html>",
+        b"",
+    ]:
+        assert pull_head(other) is None, other
+
+
+def test_a_pull_page_must_agree_with_its_head() -> None:
+    page = {"changes": [], "cursor": "812:44", "has_more": True}
+    assert check_pull_page(page, ("812:44", True)) is page
+    assert check_pull_page({**page, "cursor": None}, (None, True))
+    for head in [("812:45", True), ("812:44", False), (None, True)]:
+        with pytest.raises(ValueError, match="differ"):
+            check_pull_page(page, head)
 
 
 def test_uuids_are_canonical_or_refused() -> None:

@@ -1,18 +1,20 @@
 """The shapes of what the cloud's REST API returns, checked (pure: no I/O).
 
 ``sync_push`` answers one result per change, in order (migrations/cloud/0005_sync_push.sql);
-``sync_pull`` answers ``{changes, cursor, has_more}`` (0006_sync_pull.sql). Those stay plain
-dicts for the sync driver; the few reads linking needs become small frozen records. Every
+``sync_pull`` answers ``{cursor, has_more, changes}`` (0006_sync_pull.sql; ``pull_head`` reads
+the first two off the answer's first bytes, before it is decoded). Those stay plain dicts for
+the sync driver; the few reads linking needs become small frozen records. Every
 check raises ValueError naming what is wrong (never a value), which the adapter turns into
 ``CloudProtocolError``.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
     "CloudWorkspace",
@@ -22,7 +24,15 @@ __all__ = [
     "check_push_results",
     "check_uuid",
     "parse_rows",
+    "pull_head",
 ]
+
+#: The start of a ``sync_pull`` answer that puts its cursor and has_more first (0006 does):
+#: the cursor as a JSON string without escapes (printable ASCII), or null.
+_PULL_HEAD: Final = re.compile(
+    rb'\s*\{\s*"cursor"\s*:\s*(?:null|"([\x20\x21\x23-\x5b\x5d-\x7e]{0,256})")'
+    rb'\s*,\s*"has_more"\s*:\s*(true|false)\s*,'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +109,19 @@ def check_push_results(body: Any, sent: int) -> list[dict[str, Any]]:
     return body
 
 
-def check_pull_page(body: Any) -> dict[str, Any]:
-    """``sync_pull``'s answer: ``changes`` (a list of objects), ``cursor``, ``has_more``."""
+def pull_head(content: bytes) -> tuple[str | None, bool] | None:
+    """The cursor and has_more of a ``sync_pull`` answer, read off its first bytes when it
+    starts with them; None when it does not (decode the whole answer to know them)."""
+    found = _PULL_HEAD.match(content)
+    if found is None:
+        return None
+    cursor = found[1]
+    return (None if cursor is None else cursor.decode("ascii")), found[2] == b"true"
+
+
+def check_pull_page(body: Any, head: tuple[str | None, bool] | None = None) -> dict[str, Any]:
+    """``sync_pull``'s answer: ``changes`` (a list of objects), ``cursor``, ``has_more``, the
+    same two as ``head`` (its ``pull_head``) when given."""
     if not isinstance(body, dict):
         raise ValueError("sync_pull must answer an object")
     changes = body.get("changes")
@@ -110,6 +131,8 @@ def check_pull_page(body: Any) -> dict[str, Any]:
         raise ValueError("sync_pull cursor must be text or null")
     if not isinstance(body.get("has_more"), bool):
         raise ValueError("sync_pull has_more must be a boolean")
+    if head is not None and head != (body.get("cursor"), body["has_more"]):
+        raise ValueError("sync_pull's cursor or has_more differ from the answer's first ones")
     return body
 
 

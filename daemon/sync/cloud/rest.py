@@ -33,11 +33,12 @@ from daemon.sync.cloud.records import (
     check_push_results,
     check_uuid,
     parse_rows,
+    pull_head,
 )
 from daemon.sync.cloud.session import CloudSession
 from daemon.sync.retry import ReAuth
 
-__all__ = ["MAX_PULL_LIMIT", "CloudApi"]
+__all__ = ["MAX_PULL_LIMIT", "CloudApi", "PulledPage"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,13 @@ class CloudApi:
     ) -> dict[str, Any]:
         """``sync_pull`` one page: ``{changes: [{table, id, workspace_id, row}], cursor,
         has_more}``; pass ``cursor`` back for the next page."""
+        page = await self.pull_page(cursor=cursor, limit=limit, workspace_id=workspace_id)
+        return page.body
+
+    async def pull_page(
+        self, *, cursor: str | None, limit: int, workspace_id: str | None
+    ) -> PulledPage:
+        """``sync_pull`` one page, as it arrived (decoded when its ``body`` is read)."""
         if (
             isinstance(limit, bool)
             or not isinstance(limit, int)
@@ -93,9 +101,7 @@ class CloudApi:
         response = await self._request(
             "POST", "/rest/v1/rpc/sync_pull", operation="rest.pull", content=content
         )
-        page = _checked(decode_json(response, operation="rest.pull"), check_pull_page, "rest.pull")
-        logger.debug("rest.pull.complete rows=%d more=%s", len(page["changes"]), page["has_more"])
-        return page
+        return PulledPage(response)
 
     # Reads for linking
 
@@ -243,6 +249,46 @@ class CloudApi:
         if user is None or not self._session.status.logged_in:
             raise AuthRequired("rest", "logged_out")
         return user.id
+
+
+class PulledPage:
+    """One ``sync_pull`` answer as it arrived, decoded and checked when ``body`` is first read.
+
+    ``head``, the answer's next cursor and has_more, is read off its first bytes when the cloud
+    put them before the changes, as syncd's ``sync_pull`` does (0006): a catch-up asks for the
+    next page at once and decodes this one meanwhile, so decoding is off its chain of requests
+    (each needs the cursor the one before it answered). In another key order ``head`` decodes
+    the body. ``body`` raises CloudProtocolError for an answer that is not a page, or that
+    contradicts its first bytes.
+    """
+
+    __slots__ = ("_body", "_head", "_response")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._head = pull_head(response.content)
+        self._body: dict[str, Any] | None = None
+
+    @property
+    def head(self) -> tuple[str | None, bool]:
+        if self._head is None:
+            body = self.body
+            self._head = body.get("cursor"), body["has_more"]
+        return self._head
+
+    @property
+    def body(self) -> dict[str, Any]:
+        if self._body is None:
+            head = self._head
+            self._body = page = _checked(
+                decode_json(self._response, operation="rest.pull"),
+                lambda body: check_pull_page(body, head),
+                "rest.pull",
+            )
+            logger.debug(
+                "rest.pull.complete rows=%d more=%s", len(page["changes"]), page["has_more"]
+            )
+        return self._body
 
 
 def _checked(body: Any, check: Callable[[Any], _T], operation: str) -> _T:

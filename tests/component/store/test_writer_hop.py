@@ -157,3 +157,35 @@ async def test_checkpoints_run_in_the_background_and_close_with_the_writer(
         assert rows(conn, "PRAGMA integrity_check") == [("ok",)]
     finally:
         conn.close()
+
+
+async def test_a_large_batch_starts_a_background_checkpoint_at_once(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few batches of many rows (a first sync's pages) are checkpointed in the background
+    as soon as they changed ``CHECKPOINT_ROWS`` rows, not after ``CHECKPOINT_EVERY`` batches:
+    otherwise the WAL reaches the writer's own backstop, which checkpoints inside a COMMIT."""
+    monkeypatch.setattr(engine, "CHECKPOINT_ROWS", 500)
+    store = await Store.open(db_path, StoreSettings())
+    try:
+        checkpointer = store._writer.checkpointer
+        assert checkpointer is not None
+
+        def insert(first: int, count: int) -> Any:
+            def op(ctx: WriteContext) -> None:
+                ctx.conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, 'x')",
+                    [(f"bulk-{i}",) for i in range(first, first + count)],
+                )
+
+            return op
+
+        for i in range(3):  # small batches: far from either threshold
+            await store._writer.submit(insert(i, 1))
+        assert checkpointer.checkpoints == 0 and checkpointer._running is None
+        await store._writer.submit(insert(100, 300))
+        assert checkpointer.checkpoints == 0 and checkpointer._running is None
+        await store._writer.submit(insert(400, 300))  # over 500 rows in 5 batches
+        await wait_for(lambda: checkpointer.checkpoints == 1, message="a background checkpoint")
+    finally:
+        await store.close()

@@ -26,12 +26,16 @@ STAMP = "2026-11-21T07:09:32.123+00:00"
 
 class PagedCloud:
     """Serves ``rows`` messages of one conversation through ``sync_pull`` pages (cursor =
-    index of the last row served); the ``fail_at``-th pull request fails (503)."""
+    index of the last row served, written first as syncd's cloud does); the ``fail_at``-th
+    pull request fails (503), the answer to the ``cut_at``-th is cut short after its head."""
 
-    def __init__(self, ws_id: str, conv_id: str, rows: int, fail_at: int) -> None:
+    def __init__(
+        self, ws_id: str, conv_id: str, rows: int, *, fail_at: int = 0, cut_at: int = 0
+    ) -> None:
         self.ws_id, self.conv_id = ws_id, conv_id
         self.rows = [str(uuid.uuid4()) for _ in range(rows)]
         self.fail_at = fail_at
+        self.cut_at = cut_at  # this request's answer is cut short after its head
         self.failed: str | None = None  # the cursor of the failed request
         self.requests: list[tuple[str | None, int, int]] = []  # (cursor, limit, messages seen)
         self.messages = 0
@@ -54,13 +58,18 @@ class PagedCloud:
         if len(self.requests) == self.fail_at:
             self.failed = cursor
             return httpx.Response(503, json={"code": "unavailable", "message": "try later"})
-        return httpx.Response(200, content=orjson.dumps(self._page(cursor, limit)))
+        answer = orjson.dumps(self._page(cursor, limit))
+        if len(self.requests) == self.cut_at:
+            self.failed = cursor
+            answer = answer[: len(answer) // 2]  # a proxy's cut: the head is whole
+        return httpx.Response(200, content=answer)
 
     def _page(self, cursor: str | None, limit: int) -> dict[str, Any]:
         start = -2 if cursor is None else int(cursor)  # -2, -1: the workspace, conversation
         end = min(start + limit, len(self.rows))
         changes = [self._change(i) for i in range(start + 1, end)]
-        return {"changes": changes, "cursor": str(end - 1), "has_more": end < len(self.rows)}
+        # in the order syncd's sync_pull writes them (the head first)
+        return {"cursor": str(end - 1), "has_more": end < len(self.rows), "changes": changes}
 
     def _change(self, i: int) -> dict[str, Any]:
         common = {"created_at": STAMP, "updated_at": STAMP, "deleted_at": None, "hlc": CLOCK}
@@ -86,12 +95,12 @@ def _applied(change: dict[str, Any]) -> dict[str, Any]:
     return {"id": change["id"], "table": change["table"], "status": "applied"}
 
 
-async def test_pages_are_fetched_ahead_and_a_failed_page_is_fetched_again(
-    tmp_path: Path,
-) -> None:
+async def caught_up(tmp_path: Path, **faults: int) -> PagedCloud:
+    """A link to a cloud workspace of 400 messages (pages of 40 while catching up) synced until
+    the cursor is the last row; checks that every row was applied exactly once."""
     store = await Store.open(tmp_path / "syncd.db", StoreSettings())
     ws = await store.workspaces.create(name="w")  # the local side of the link
-    cloud = PagedCloud(ws["id"], str(uuid.uuid4()), rows=400, fail_at=4)
+    cloud = PagedCloud(ws["id"], str(uuid.uuid4()), rows=400, **faults)
     store.add_commit_listener(cloud.committed)
     try:
         async with mocked_driver(
@@ -108,17 +117,44 @@ async def test_pages_are_fetched_ahead_and_a_failed_page_is_fetched_again(
             page = await store.messages.list(conversation_id=cloud.conv_id, limit=1000)
             assert sorted(m["id"] for m in page.items) == sorted(cloud.rows[1:])
             assert cloud.messages == 399  # each row applied once, the failed page's too
-            # Every page of the catch-up used the bulk size; the failed page was asked again
-            # from the same cursor, and nothing else was asked twice.
-            cursors = [c for c, _, _ in cloud.requests]
-            assert all(limit == 40 for _, limit, _ in cloud.requests)
-            assert cloud.failed is not None and cursors.count(cloud.failed) == 2
-            assert len(cursors) == len(set(cursors)) + 1
-            # Fetched ahead: pages were asked for before the page before them was applied
-            # (its rows not yet committed), but never more than two pages ahead (one page
-            # waiting for its apply, one in flight: flat memory).
-            later = [(int(c), seen) for c, _, seen in cloud.requests if c not in (None, "37")]
-            assert any(seen < cursor for cursor, seen in later)
-            assert all(seen >= cursor - 2 * 40 for cursor, seen in later)
     finally:
         await store.close()
+    return cloud
+
+
+async def test_pages_are_fetched_ahead_and_a_failed_page_is_fetched_again(
+    tmp_path: Path,
+) -> None:
+    cloud = await caught_up(tmp_path, fail_at=4)
+    # Every page of the catch-up used the bulk size; the failed page was asked again from
+    # the same cursor, and nothing else was asked twice.
+    cursors = [c for c, _, _ in cloud.requests]
+    assert all(limit == 40 for _, limit, _ in cloud.requests)
+    assert cloud.failed is not None and cursors.count(cloud.failed) == 2
+    assert len(cursors) == len(set(cursors)) + 1
+    # Fetched ahead: pages were asked for before the page before them was applied (its rows
+    # not yet committed), but never more than two pages ahead (one page waiting for its
+    # apply, one in flight: flat memory).
+    later = [(int(c), seen) for c, _, seen in cloud.requests if c not in (None, "37")]
+    assert any(seen < cursor for cursor, seen in later)
+    assert all(seen >= cursor - 2 * 40 for cursor, seen in later)
+
+
+async def test_the_next_page_is_asked_for_from_the_head_of_an_answer_not_yet_decoded(
+    tmp_path: Path,
+) -> None:
+    """The cloud puts cursor and has_more first: the fetcher asks for the next page from those
+    first bytes, before the answer is decoded. An answer cut short after its head is found bad
+    when it is decoded for its apply: the pull fails there, the page is asked for again from
+    the stored cursor (the request already sent past it is dropped) and nothing is lost or
+    applied twice."""
+    cloud = await caught_up(tmp_path, cut_at=4)
+    cursors = [c for c, _, _ in cloud.requests]
+    cut = cloud.failed
+    assert cut is not None and cursors.count(cut) == 2
+    # The page after the cut one was asked for from the cut answer's head (its cursor is the
+    # cut page's last row), right after it and before its rows were applied: nothing but the
+    # head could have told that cursor.
+    after_cut = cloud._page(cut, 40)["cursor"]
+    assert cursors[cursors.index(cut) + 1] == after_cut
+    assert cloud.requests[cursors.index(cut) + 1][2] <= int(cut)
