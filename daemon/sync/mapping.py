@@ -42,7 +42,7 @@ __all__ = [
     "local_change",
     "local_defaults",
     "normalize_timestamp",
-    "pulled_values",
+    "pulled_columns",
 ]
 
 #: Every column of the local synced tables (daemon/store/schema.py; a unit test compares).
@@ -269,17 +269,13 @@ def _kept(table: str, row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def pulled_values(
-    table: str, columns: Sequence[str]
-) -> tuple[Callable[[Mapping[str, Any]], tuple[Any, ...]], tuple[int, ...]]:
-    """For a one-pass mapping of cloud rows: (a cloud row -> its values of the local
-    ``columns``, kept columns of ``table``, in that order, as one C-level itemgetter that
-    raises KeyError when the row lacks one; the positions among them of the timestamps,
-    which ``local_change`` rewrites with ``normalize_timestamp`` when they are text)."""
+def pulled_columns(table: str, columns: Sequence[str]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """For a one-pass mapping of cloud rows: (the cloud names of the local ``columns``, kept
+    columns of ``table``, in that order; the positions among them of the timestamps, which
+    ``local_change`` rewrites with ``normalize_timestamp`` when they are text)."""
     cloud = _cloud_columns(table)
-    getter = itemgetter(*(cloud[column] for column in columns))
     stamps = tuple(i for i, column in enumerate(columns) if column in _STAMPED[table])
-    return getter, stamps
+    return tuple(cloud[column] for column in columns), stamps
 
 
 def local_defaults(table: str) -> Mapping[str, Any]:

@@ -11,14 +11,16 @@ back as the session's input:
                 ``merge_pulled`` built on merge.merge_row), hand the document updates it
                 stored to the loaded documents (absorb), report PullPage(has_more).
                 A page that is new plain messages (the bulk of a first sync) is instead
-                turned into stored rows in one pass (adapters.new_rows_as_is) and stored by
+                turned from the answer's text into stored rows in one pass
+                (adapters.new_rows_as_is: no dict per cloud row) and stored by
                 apply_new_rows, no merge per row; if the store finds one of them stored
                 already (or a parent missing...) it writes nothing and the page takes the
                 way above. While catching up (first sync, or the last page said has_more)
                 pages are ``bulk_pull_limit`` rows, fetched ahead by a PageFetcher
-                (pull_ahead.py; each page is mapped when it is taken, while the next
-                request is in flight): each request goes out as soon as the page before it
-                arrived, while pages are applied; two pages ahead at most (one waiting, one
+                (pull_ahead.py; each page is decoded and mapped when it is taken, while the
+                next request is in flight): each request goes out as soon as the page before
+                it arrived (its cursor is read off the answer's first bytes), while pages
+                are applied; two pages ahead at most (one waiting, one
                 in flight: flat memory), dropped on any failure or when the session asks
                 for another cursor
     PushBatch   take_outbox (<= 500 rows, <= 1 MiB) of the workspace, map, sync_push once,
@@ -54,7 +56,8 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
 from daemon.aio import cancel_and_wait, discard
 from daemon.errors import DaemonError
@@ -101,6 +104,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Kind = Literal["push", "pull"]
+_T = TypeVar("_T")
 #: The loop re-reads the (wall) clock at least this often.
 MAX_WAIT_S: Final = 30.0
 #: Pages of a catch-up fetched and waiting for their apply, besides the one in flight.
@@ -139,10 +143,15 @@ class SyncApi(Protocol):
 
 class PullAnswer(Protocol):
     """One ``sync_pull`` answer (``cloud.rest.PulledPage``): ``head`` is its next cursor and
-    has_more, ``body`` the page decoded; either raises a ``CloudError`` for a bad answer."""
+    has_more, ``body`` the page decoded, ``decoded_by`` what a decoder of its text makes of it
+    (see there); each raises a ``CloudError`` for a bad answer."""
 
     @property
     def head(self) -> tuple[str | None, bool]: ...
+
+    def decoded_by(
+        self, decode: Callable[[bytes], tuple[_T, str | None, bool] | None]
+    ) -> _T | None: ...
 
     @property
     def body(self) -> dict[str, Any]: ...
@@ -399,12 +408,16 @@ class WorkspaceSync:
             if (after := fetched.following()) is not None:
                 self._fetch_ahead(after, bulk_limit)  # overlaps the network with the apply
             # Decoded and mapped here, not by the fetcher: the next page's request is in flight
-            # meanwhile (neither is part of the strictly sequential chain of requests).
-            page = fetched.answer.body
-            cursor = page.get("cursor") or command.cursor
+            # meanwhile (neither is part of the strictly sequential chain of requests). A page
+            # of new rows (a first sync's bulk) goes from the answer's text to stored rows in
+            # one pass; any other page is decoded (checked) and mapped change by change.
+            answer = fetched.answer
+            new = answer.decoded_by(partial(new_rows_as_is, here=self._store.device_id))
+            size = len(answer.body["changes"] if new is None else new.rows)
+            after_cursor, has_more = answer.head  # (checked against the decoded page)
+            cursor = after_cursor or command.cursor
             outcome = None
-            new = new_rows_as_is(page["changes"], here=self._store.device_id)  # one pass
-            if new is not None:  # (a first sync's bulk)
+            if new is not None:
                 outcome = await self._store.sync.apply_new_rows(
                     scope=self._scope, new=new, cursor=cursor
                 )
@@ -421,13 +434,12 @@ class WorkspaceSync:
             self._request_failed("pull", exc)
             self.session.pull_page_received(self._clock(), failure_of(exc))
             return
-        has_more = bool(page["has_more"])
         self._catching_up = has_more
         if outcome is not None:
             self.counts.pulled += outcome.applied
             self.counts.changed += outcome.changed
             self.counts.conflicts += outcome.conflicts
-        self._note_progress(len(page["changes"]), has_more)
+        self._note_progress(size, has_more)
         applied = 0 if outcome is None else outcome.applied
         self.session.pull_page_received(self._clock(), PullPage(cursor, has_more, applied))
         if not has_more:

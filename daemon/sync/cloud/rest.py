@@ -276,6 +276,21 @@ class PulledPage:
             self._head = body.get("cursor"), body["has_more"]
         return self._head
 
+    def decoded_by(
+        self, decode: Callable[[bytes], tuple[_T, str | None, bool] | None]
+    ) -> _T | None:
+        """What ``decode`` makes of the answer's text (None when it declines it): its value,
+        the cursor and has_more it read, which are held to the head as ``body``'s are."""
+        decoded = decode(self._response.content)
+        if decoded is None:
+            return None
+        value, cursor, has_more = decoded
+        if self._head is None:
+            self._head = cursor, has_more
+        elif self._head != (cursor, has_more):
+            raise CloudProtocolError("rest.pull", "unexpected_shape")
+        return value
+
     @property
     def body(self) -> dict[str, Any]:
         if self._body is None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ from daemon.store import migrate
 from daemon.store.codec import RowCodec
 from daemon.store.schema import ENTITY_TABLES
 from daemon.store.sync_apply import apply_new_rows_op, apply_pull_op
-from daemon.store.sync_types import ApplyOutcome
+from daemon.store.sync_types import ApplyOutcome, NewRows
 from daemon.store.txn import BatchOutcome, WriteContext
 from daemon.sync.adapters import NEW_ROWS_AS_IS, merge_pulled, new_rows_as_is
 from daemon.sync.mapping import local_change
@@ -96,14 +97,28 @@ def apply(
     return state_after(conn, batch)
 
 
+def one_pass(changes: list[dict[str, Any]], *, here: str | None = None) -> NewRows | None:
+    """``new_rows_as_is`` of the ``sync_pull`` answer holding ``changes`` (its text, as the
+    cloud sends it); the cursor and has_more it reads must be the answer's."""
+    answer = {"cursor": "9:9", "has_more": False, "changes": changes}
+    found = new_rows_as_is(orjson.dumps(answer, option=orjson.OPT_NON_STR_KEYS), here=here)
+    if found is None:
+        return None
+    new, cursor, has_more = found
+    assert (cursor, has_more) == ("9:9", False)
+    return new
+
+
 def pull_cloud_page(
     template: sqlite3.Connection, changes: list[dict[str, Any]], *, fast: bool
 ) -> tuple[ApplyOutcome | Exception, dict[str, Any]]:
-    """Apply one page of cloud changes to a copy of ``template`` as the pull does (``fast``:
-    ``new_rows_as_is`` and ``apply_new_rows``, else the mapping and ``apply_pull``'s fast
-    path), or through the mapping and the merge of each row."""
+    """Apply one page of cloud changes (as they come out of the answer's JSON) to a copy of
+    ``template`` as the pull does (``fast``: ``new_rows_as_is`` and ``apply_new_rows``, else
+    the mapping and ``apply_pull``'s fast path), or through the mapping and the merge of
+    each row."""
+    changes = orjson.loads(orjson.dumps(changes, option=orjson.OPT_NON_STR_KEYS))
     conn, ctx = copy_of(template)
-    new = new_rows_as_is(changes) if fast else None
+    new = one_pass(changes) if fast else None
     if new is not None:
         batch = ctx.run_batch([apply_new_rows_op("workspace:w1", new, "9:9")])
         if batch.results != [(True, None)]:  # stored (or failed: the test then fails)
@@ -321,7 +336,7 @@ def test_a_page_of_new_plain_messages_is_stored_in_one_pass(template: sqlite3.Co
         "created_at": "2026-01-01T00:00:00.1+00:00",
     }
     ahead = f"{int(time.time() * 1000) + 600_000:013d}-000000-dev"  # ten minutes ahead
-    new = new_rows_as_is([as_change(stored("m1", hlc=ahead)), as_change(pushed)])
+    new = one_pass([as_change(stored("m1", hlc=ahead)), as_change(pushed)])
     assert new is not None and [(r["id"], r["created_at"]) for r in new.rows] == [
         ("m1", TS),
         ("m2", "2026-01-01T00:00:00.100Z"),
@@ -331,7 +346,7 @@ def test_a_page_of_new_plain_messages_is_stored_in_one_pass(template: sqlite3.Co
     assert ok and (outcome.applied, outcome.changed, outcome.skipped) == (2, 2, 0)
     assert ctx.clock.last > ahead  # it took the newest clock in: later local edits win
     # a page holding a row stored here writes nothing (not even its cursor): it takes the merge
-    again = new_rows_as_is([as_change(stored("m3")), as_change(stored("m1"))])
+    again = one_pass([as_change(stored("m3")), as_change(stored("m1"))])
     assert again is not None
     [(ok, outcome)] = ctx.run_batch([apply_new_rows_op("workspace:w1", again, "10:10")]).results
     assert ok and outcome is None
@@ -339,8 +354,8 @@ def test_a_page_of_new_plain_messages_is_stored_in_one_pass(template: sqlite3.Co
     assert rows(conn, "SELECT cursor FROM sync_state") == [("9:9",)]
     conn.close()
     # an echo of this device's writes (its clock first): the store would find it stored
-    assert new_rows_as_is([as_change(stored("m5"))], here="other") is not None
-    assert new_rows_as_is([as_change(stored("m5"))], here="dev") is None
+    assert one_pass([as_change(stored("m5"))], here="other") is not None
+    assert one_pass([as_change(stored("m5"))], here="dev") is None
     # a clock of a JSON-map key, or a change of another table: the page is mapped row by row
-    assert new_rows_as_is([as_change(stored("m4") | {"field_hlc": {"content.a": CLOCK}})]) is None
-    assert new_rows_as_is([as_change(stored("m4")), NEW_CONVERSATION]) is None
+    assert one_pass([as_change(stored("m4") | {"field_hlc": {"content.a": CLOCK}})]) is None
+    assert one_pass([as_change(stored("m4")), NEW_CONVERSATION]) is None
