@@ -120,8 +120,8 @@ def new_rows_as_is(
             page = plan.decoder.decode(answer)
         except msgspec.ValidationError:
             continue
-        except msgspec.DecodeError:
-            return None
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            return None  # not JSON, not UTF-8, nested too deep: decoding the body says which
         rows = _new_rows(plan, page.changes, here)
         return None if rows is None else (NewRows(plan.table, rows), page.cursor, page.has_more)
     return None

@@ -78,6 +78,16 @@ def test_other_pages_are_declined_by_the_record_decoder() -> None:
         page = answer(("cursor", "7:1"), ("has_more", False), ("changes", changes))
         assert page.decoded_by(new_rows_as_is) is None
         assert page.body["changes"] == changes
+    good = orjson.dumps({"cursor": "7:1", "has_more": False, "changes": [message(1)]})
+    deep = b"[" * 100_000 + b"]" * 100_000
+    # not UTF-8; a lone surrogate; nested deeper than any decoder goes
+    for bad_text in [b'"\xed\xa0\x80"', b'"\\ud800"', b'"x","field_hlc":' + deep]:
+        text = good.replace(b'"hello 1"', bad_text)
+        assert text != good
+        bad = PulledPage(httpx.Response(200, content=text))
+        assert bad.decoded_by(new_rows_as_is) is None
+        with pytest.raises(CloudProtocolError):
+            _ = bad.body
     broken = PulledPage(
         httpx.Response(200, content=b'{"cursor":"7:1","has_more":false,"changes":[{')
     )
