@@ -76,18 +76,11 @@ class CloudApi:
         logger.debug("rest.push.complete rows=%d", len(results))
         return results
 
-    async def pull(
-        self, *, cursor: str | None, limit: int, workspace_id: str | None
-    ) -> dict[str, Any]:
-        """``sync_pull`` one page: ``{changes: [{table, id, workspace_id, row}], cursor,
-        has_more}``; pass ``cursor`` back for the next page."""
-        page = await self.pull_page(cursor=cursor, limit=limit, workspace_id=workspace_id)
-        return page.body
-
     async def pull_page(
         self, *, cursor: str | None, limit: int, workspace_id: str | None
     ) -> PulledPage:
-        """``sync_pull`` one page, as it arrived (decoded when its ``body`` is read)."""
+        """``sync_pull`` one page, as it arrived: its ``body`` is ``{cursor, has_more, changes:
+        [{table, id, workspace_id, row}]}``; pass ``cursor`` back for the next page."""
         if (
             isinstance(limit, bool)
             or not isinstance(limit, int)

@@ -79,7 +79,7 @@ async def test_a_pushed_batch_comes_back_through_pull(
     ]
     assert [r["status"] for r in await api.push(batch)] == ["applied"] * 3  # a retry: no change
 
-    page = await api.pull(cursor=None, limit=100, workspace_id=ws)
+    page = (await api.pull_page(cursor=None, limit=100, workspace_id=ws)).body
     assert page["has_more"] is False and isinstance(page["cursor"], str)
     rows = {(c["table"], c["id"]): c["row"] for c in page["changes"]}
     assert set(rows) == {("workspaces", ws), ("conversations", conv), ("messages", msg)}
@@ -87,13 +87,13 @@ async def test_a_pushed_batch_comes_back_through_pull(
     assert rows[("conversations", conv)]["hlc"] == clock(2)
     assert rows[("workspaces", ws)]["origin"] == DEVICE
 
-    again = await api.pull(cursor=page["cursor"], limit=100, workspace_id=ws)
+    again = (await api.pull_page(cursor=page["cursor"], limit=100, workspace_id=ws)).body
     assert again == {"changes": [], "cursor": page["cursor"], "has_more": False}
 
     paged: list[str] = []
     cursor = None
     while True:  # one row per page, in the same order
-        one = await api.pull(cursor=cursor, limit=1, workspace_id=ws)
+        one = (await api.pull_page(cursor=cursor, limit=1, workspace_id=ws)).body
         paged += [c["id"] for c in one["changes"]]
         cursor = one["cursor"]
         if not one["has_more"]:
@@ -183,9 +183,9 @@ async def test_calls_without_a_session_or_with_bad_input_send_nothing(
     sent_before = len(leaks.messages("HTTP Request:"))
     assert sent_before == 1  # the login; the refused calls above sent nothing
     bad_calls = [
-        api.pull(cursor=None, limit=0, workspace_id=None),
-        api.pull(cursor=None, limit=10_001, workspace_id=None),
-        api.pull(cursor=None, limit=10, workspace_id="not-a-uuid"),
+        api.pull_page(cursor=None, limit=0, workspace_id=None),
+        api.pull_page(cursor=None, limit=10_001, workspace_id=None),
+        api.pull_page(cursor=None, limit=10, workspace_id="not-a-uuid"),
         api.workspaces("1 or 1=1"),
         api.get_workspace(""),
         api.create_workspace(id=ws, org_id=ws, name="   "),
