@@ -189,3 +189,13 @@ async def test_a_large_batch_starts_a_background_checkpoint_at_once(
         await wait_for(lambda: checkpointer.checkpoints == 1, message="a background checkpoint")
     finally:
         await store.close()
+
+
+async def test_the_writers_statement_journals_stay_in_memory(store: Store) -> None:
+    # A pulled page's multi-row INSERTs spill their statement journals to temporary files
+    # otherwise (engine.Writer._prepare); readers keep SQLite's default (their sorts may spill).
+    def temp_store(raw: sqlite3.Connection) -> int:
+        return int(raw.execute("PRAGMA temp_store").fetchone()[0])
+
+    assert await run_in_thread(store._writer_conn, temp_store) == 2  # MEMORY
+    assert await run_in_thread(store._reader_conn, temp_store) == 0  # DEFAULT
