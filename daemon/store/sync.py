@@ -173,21 +173,32 @@ class SyncRepo:
         return outcome
 
     async def apply_new_rows(
-        self, *, scope: str, new: NewRows, cursor: str | None
+        self,
+        *,
+        scope: str,
+        new: NewRows,
+        cursor: str | None,
+        merge: MergeFn | None = None,
+        as_is: frozenset[str] = frozenset(),
     ) -> ApplyOutcome | None:
         """``apply_pull`` of a page of rows that are each stored as they are when new here
-        (``NewRows``: the bulk of a first sync, without a merge per row), in one transaction;
-        None, having written nothing, when one of them is stored here already, is twice in
-        the page, lacks its parent or cannot be stored: then give the page to ``apply_pull``,
-        which merges each row and says why it skips one."""
+        (``NewRows``: the bulk of a first sync, without a merge per row) and of its few other
+        changes (``new.others``, merged with ``merge`` as ``apply_pull`` does), in one
+        transaction; None, having written nothing, when one of the rows is stored here
+        already, is twice in the page, lacks its parent or cannot be stored: then give the
+        page to ``apply_pull``, which merges each row and says why it skips one."""
         scope = text("scope", scope)
         cursor = optional_text("cursor", cursor)
         if not isinstance(new, NewRows) or new.table not in SHAPES:
             raise InvalidInput("new", "must be NewRows of a synced table")
         if not new.rows:
             raise InvalidInput("new", "must hold rows")
+        if new.others and not callable(merge):
+            raise InvalidInput("merge", "must be a merge function (the page has other changes)")
+        if not isinstance(as_is, frozenset):
+            raise InvalidInput("as_is", "must be a frozenset of table names")
         outcome: ApplyOutcome | None = await self._writer.submit(
-            apply_new_rows_op(scope, new, cursor)
+            apply_new_rows_op(scope, new, cursor, merge, as_is)
         )
         return outcome
 

@@ -84,17 +84,40 @@ def apply_pull_op(
     return op
 
 
-def apply_new_rows_op(scope: str, new: NewRows, cursor: str | None) -> WriteOp:
-    """``apply_pull_op`` of a page that is ``new.rows``, each stored as it is; the outcome,
-    or None, having written nothing, when one of them is stored here already, is twice in
-    the page, lacks its parent or cannot be stored (the page must then take the merge)."""
+def apply_new_rows_op(
+    scope: str,
+    new: NewRows,
+    cursor: str | None,
+    merge: MergeFn | None = None,
+    as_is: frozenset[str] = frozenset(),
+) -> WriteOp:
+    """``apply_pull_op`` of a page that is ``new.rows``, each stored as it is, and
+    ``new.others`` merged (with ``merge``) at their table's turn, as ``apply_pull_op``
+    would: the outcome, or None, having written nothing, when one of the new rows is stored
+    here already, is twice in the page, lacks its parent or cannot be stored, or when the
+    page releases parked rows of their table (the page must then take the merge)."""
 
     def op(ctx: WriteContext) -> ApplyOutcome | None:
-        page = PageApplier(ctx, _no_merge)
-        if not page.run_new(SHAPES[new.table], new.rows):
-            return None
-        page.receive_clocks({new.table: new.rows})
-        return page.finish(scope, cursor)
+        if not new.others:
+            page = PageApplier(ctx, _no_merge)
+            if not page.run_new(SHAPES[new.table], new.rows):
+                return None
+            page.receive_clocks({new.table: new.rows})
+            return page.finish(scope, cursor)
+        if merge is None:
+            raise AssertionError("a page with other changes needs the merge")
+        page = PageApplier(ctx, merge, as_is)
+        ctx.conn.execute("SAVEPOINT mixed_page")
+        try:
+            stored = page.run(new.others, new)
+            if not stored:
+                ctx.conn.execute("ROLLBACK TO mixed_page")
+        except BaseException:
+            ctx.conn.execute("ROLLBACK TO mixed_page")
+            raise
+        finally:
+            ctx.conn.execute("RELEASE mixed_page")
+        return page.finish(scope, cursor) if stored else None
 
     return op
 
@@ -174,17 +197,27 @@ class PageApplier:
             tuple(docs.stored),
         )
 
-    def run(self, changes: Iterable[dict[str, Any]]) -> None:
+    def run(self, changes: Iterable[dict[str, Any]], new: NewRows | None = None) -> bool:
+        """Merge ``changes``, and store ``new``'s rows as they are at their table's turn
+        (``run_new``); False, having stopped there, when they cannot be (the caller rolls
+        the page back) or when parked rows of their table come free (the merge must take
+        those and the page's together)."""
         tables = (*ENTITY_TABLES, *DOC_TABLES)
         by_table: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
         for change in changes:
             remote = self._remote_row(change)
             if remote is not None:
                 by_table[change["table"]].append(remote)
-        self.receive_clocks(by_table)
+        if new is None:
+            self.receive_clocks(by_table)
+        else:
+            self.receive_clocks({**by_table, new.table: by_table[new.table] + new.rows})
         for name in ENTITY_TABLES:
             rows = by_table[name] + self._unparked(name)
-            if rows:
+            if new is not None and name == new.table:
+                if rows or not self.run_new(SHAPES[name], new.rows):
+                    return False
+            elif rows:
                 self._apply_table(SHAPES[name], rows)
         docs = self.docs
         parked_docs = self._released("documents", self.inserted["workspaces"])
@@ -193,6 +226,7 @@ class PageApplier:
         docs.apply_updates(by_table["doc_updates"] + parked_updates)
         for topic, event, workspace_id in docs.events:
             self.log.add(topic, event, workspace_id)
+        return True
 
     # -- input --------------------------------------------------------------------------------
 

@@ -94,7 +94,15 @@ MergeFn = Callable[[str, dict[str, Any] | None, dict[str, Any], frozenset[str]],
 class NewRows:
     """A pulled page that is rows of one table, each as the store would keep it after the
     merge, were it new here (``store.sync.apply_new_rows``; sync.adapters.new_rows_as_is
-    builds them from the cloud's rows)."""
+    builds them from the cloud's rows), and the page's few changes of other tables (its
+    workspace, a new conversation), as local changes (``mapping.local_change``) for the
+    merge."""
 
     table: str
     rows: list[dict[str, Any]]
+    others: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        """The page's changes."""
+        return len(self.rows) + len(self.others)

@@ -14,14 +14,21 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, Final
+from typing import Any, Final, Union
 
 import msgspec
 
 from daemon.store.sync_rows import BOOKKEEPING, DEVICE_AT, PLAIN_CLOCK, SHAPES, origin_of
 from daemon.store.sync_types import MergeOutcome, NewRows
 from daemon.sync.cloud.errors import AuthRequired, CloudError
-from daemon.sync.mapping import LOCAL_COLUMNS, local_defaults, normalize_timestamp, pulled_columns
+from daemon.sync.mapping import (
+    CLOUD_TABLES,
+    LOCAL_COLUMNS,
+    local_change,
+    local_defaults,
+    normalize_timestamp,
+    pulled_columns,
+)
 from daemon.sync.merge import RowState, merge_row, new_row_state
 from daemon.sync.retry import Failure
 
@@ -48,8 +55,11 @@ class _AsIs:
     hlc_at: int
     #: fields whose clocks ``local_change`` keeps (the others are dropped)
     clocked: frozenset[str]
-    #: a whole answer -> a page of this table's rows (``msgspec.ValidationError`` otherwise)
+    #: a whole answer -> a page of this table's rows and changes of the other cloud tables
+    #: (``msgspec.ValidationError`` otherwise)
     decoder: msgspec.json.Decoder[Any]
+    #: the type of the decoded changes of this table
+    change: type[Any]
 
     @classmethod
     def of(cls, table: str) -> _AsIs:
@@ -58,6 +68,7 @@ class _AsIs:
             raise AssertionError(f"{table}: as-is rows need every column, origin last")
         names, stamps = pulled_columns(table, columns[:-1])
         clocked = LOCAL_COLUMNS[table] - BOOKKEEPING
+        decoder, change = _answer_decoder(table, names)
         return cls(
             table,
             columns[:-1],
@@ -65,7 +76,8 @@ class _AsIs:
             stamps,
             columns.index("hlc"),
             clocked,
-            _answer_decoder(table, names),
+            decoder,
+            change,
         )
 
     def one_clock(self, clocks: Mapping[Any, Any], hlc: str) -> bool:
@@ -78,22 +90,39 @@ class _AsIs:
         return True
 
 
-def _answer_decoder(table: str, names: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
-    """A ``sync_pull`` answer whose changes are all rows of ``table`` with the cloud columns
-    ``names``, each text or null, decoded into records (no dict per row; other columns and
-    keys are skipped): any other answer is a ``msgspec.ValidationError``."""
+def _answer_decoder(
+    table: str, names: tuple[str, ...]
+) -> tuple[msgspec.json.Decoder[Any], type[Any]]:
+    """A decoder of ``sync_pull`` answers whose changes are rows of ``table`` with the cloud
+    columns ``names``, each text or null, decoded into records (no dict per row; other
+    columns and keys are skipped), among changes of the other cloud tables (their ``id`` and
+    ``row`` decoded as JSON values; the change's ``table`` says which kind it is): any other
+    answer is a ``msgspec.ValidationError``. Also the type of ``table``'s changes."""
     row = msgspec.defstruct(
         f"{table}_row",
         [*((name, str | None) for name in names), ("field_hlc", Any, None)],
         gc=False,
     )
-    change = msgspec.defstruct(f"{table}_change", [("table", str), ("row", row)], gc=False)
+    change = msgspec.defstruct(
+        f"{table}_change", [("row", row)], tag_field="table", tag=table, gc=False
+    )
+    others = [
+        msgspec.defstruct(
+            f"{other}_other",
+            [("id", Any, None), ("row", Any, None)],
+            tag_field="table",
+            tag=other,
+            gc=False,
+        )
+        for other in sorted(CLOUD_TABLES - {table})
+    ]
+    kinds = Union[(change, *others)]  # type: ignore[valid-type]
     page = msgspec.defstruct(
         f"{table}_page",
-        [("changes", list[change]), ("has_more", bool), ("cursor", str | None, None)],  # type: ignore[valid-type]
+        [("changes", list[kinds]), ("has_more", bool), ("cursor", str | None, None)],
         gc=False,
     )
-    return msgspec.json.Decoder(page)
+    return msgspec.json.Decoder(page), change
 
 
 _AS_IS: Final = {table: _AsIs.of(table) for table in NEW_ROWS_AS_IS}
@@ -102,18 +131,19 @@ _AS_IS: Final = {table: _AsIs.of(table) for table in NEW_ROWS_AS_IS}
 def new_rows_as_is(
     answer: bytes, *, here: str | None = None
 ) -> tuple[NewRows, str | None, bool] | None:
-    """A ``sync_pull`` answer (its JSON text) whose every change is a row of one
-    ``NEW_ROWS_AS_IS`` table holding one clock for all its fields (the bulk of a first sync):
-    (its rows as the store keeps them, made in one pass, for ``store.sync.apply_new_rows``;
-    its cursor; has_more). They are what ``local_change`` and then, for a row new here,
-    ``merge_pulled`` give (``rows_as_is`` of the mapped row): the kept columns, timestamps
-    normalised, ``origin`` the clock's device. The answer is decoded straight into records
-    (msgspec), a few times faster than into dicts to be mapped.
+    """A ``sync_pull`` answer (its JSON text) whose changes are rows of one
+    ``NEW_ROWS_AS_IS`` table holding one clock for all their fields (the bulk of a first
+    sync), and maybe a few changes of other tables: (its rows as the store keeps them, made
+    in one pass, and its other changes as ``local_change`` maps them, for
+    ``store.sync.apply_new_rows``; its cursor; has_more). The rows are what ``local_change``
+    and then, for a row new here, ``merge_pulled`` give (``rows_as_is`` of the mapped row): the
+    kept columns, timestamps normalised, ``origin`` the clock's device. The answer is decoded
+    straight into records (msgspec), a few times faster than into dicts to be mapped.
     None for any other answer (a value that is not text, a clock that is not plain ASCII, a
-    clock of a JSON-map key, a missing column, another table, not a page): decode it and map
-    it with ``local_change`` for ``apply_pull``. Also None when the first row's clock is of
-    device ``here`` (this device): an echo of our own push, which the store would find stored
-    and send to the merge anyway.
+    clock of a JSON-map key, a missing column, no row of the table, a change of a table the
+    cloud does not sync, not a page): decode it and map it with ``local_change`` for
+    ``apply_pull``. Also None when the first row's clock is of device ``here`` (this device):
+    an echo of our own push, which the store would find stored and send to the merge anyway.
     tests/component/store/test_sync_apply_as_is.py holds both ways to the same result."""
     for plan in _AS_IS.values():
         try:
@@ -122,22 +152,30 @@ def new_rows_as_is(
             continue
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             return None  # not JSON, not UTF-8, nested too deep: decoding the body says which
-        rows = _new_rows(plan, page.changes, here)
-        return None if rows is None else (NewRows(plan.table, rows), page.cursor, page.has_more)
+        new = _new_rows(plan, page.changes, here)
+        return None if new is None else (new, page.cursor, page.has_more)
     return None
 
 
-def _new_rows(plan: _AsIs, changes: list[Any], here: str | None) -> list[dict[str, Any]] | None:
-    """``changes`` (decoded by ``plan.decoder``) as stored rows, or None (see above)."""
-    table = plan.table
-    if not changes or (here is not None and origin_of(changes[0].row.hlc) == here):
+def _new_rows(plan: _AsIs, changes: list[Any], here: str | None) -> NewRows | None:
+    """``changes`` (decoded by ``plan.decoder``) as stored rows and local changes, or None
+    (see above)."""
+    mine = plan.change
+    first = next((change.row for change in changes if type(change) is mine), None)
+    if first is None or (here is not None and origin_of(first.hlc) == here):
         return None
     columns, values, stamps, hlc_at = plan.columns, plan.values, plan.stamps, plan.hlc_at
     plain, seen, normal = PLAIN_CLOCK.fullmatch, "", ""
     rows: list[dict[str, Any]] = []
+    others: list[dict[str, Any]] = []
     for change in changes:
-        if change.table != table:
-            return None
+        if type(change) is not mine:
+            table = type(change).__struct_config__.tag
+            other = local_change({"table": table, "id": change.id, "row": change.row})
+            if other is None:
+                return None
+            others.append(other)
+            continue
         row = change.row
         kept = values(row)
         hlc, clocks = kept[hlc_at], row.field_hlc
@@ -154,7 +192,7 @@ def _new_rows(plan: _AsIs, changes: list[Any], here: str | None) -> list[dict[st
                 out[columns[at]] = normal
         out["origin"] = hlc[DEVICE_AT:]
         rows.append(out)
-    return rows
+    return NewRows(plan.table, rows, others)
 
 
 def merge_pulled(

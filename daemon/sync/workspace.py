@@ -413,17 +413,22 @@ class WorkspaceSync:
                 self._fetch_ahead(after, bulk_limit)  # overlaps the network with the apply
             # Decoded and mapped here, not by the fetcher: the next page's request is in flight
             # meanwhile (neither is part of the strictly sequential chain of requests). A page
-            # of new rows (a first sync's bulk) goes from the answer's text to stored rows in
-            # one pass; any other page is decoded (checked) and mapped change by change.
+            # of new rows (a first sync's bulk, maybe with their new parents) goes from the
+            # answer's text to stored rows in one pass (the parents through the merge); any
+            # other page is decoded (checked) and mapped change by change.
             answer = fetched.answer
             new = answer.decoded_by(partial(new_rows_as_is, here=self._store.device_id))
-            size = len(answer.body["changes"] if new is None else new.rows)
+            size = len(answer.body["changes"]) if new is None else new.size
             after_cursor, has_more = answer.head  # (checked against the decoded page)
             cursor = after_cursor or command.cursor
             outcome = None
             if new is not None:
                 outcome = await self._store.sync.apply_new_rows(
-                    scope=self._scope, new=new, cursor=cursor
+                    scope=self._scope,
+                    new=new,
+                    cursor=cursor,
+                    merge=merge_pulled,
+                    as_is=NEW_ROWS_AS_IS,
                 )
             changes = fetched.local_changes() if outcome is None else []
             if changes or (outcome is None and cursor != command.cursor):

@@ -12,6 +12,7 @@ import pytest
 from daemon.sync.adapters import new_rows_as_is
 from daemon.sync.cloud.errors import CloudProtocolError
 from daemon.sync.cloud.rest import PulledPage
+from daemon.sync.mapping import local_change
 
 CLOCK = "1790000000000-000000-cloud"
 STAMP = "2026-11-21T07:09:32.123456+00:00"
@@ -70,11 +71,42 @@ def test_a_page_that_contradicts_its_head_is_refused_both_ways() -> None:
             _ = page.body
 
 
+def test_changes_of_other_tables_come_mapped_for_the_merge() -> None:
+    """A clone's first page: its workspace and conversation, then messages."""
+    workspace = {"table": "workspaces", "id": "w", "row": {"id": "w", "name": "W", "hlc": CLOCK}}
+    conversation = {
+        "table": "conversations",
+        "id": "c",
+        "row": {
+            "id": "c",
+            "workspace_id": "w",
+            "name": "C",
+            "hlc": CLOCK,
+            "field_hlc": {"name": CLOCK},
+        },
+    }
+    changes = [workspace, conversation, message(1), message(2)]
+    page = answer(("cursor", "7:4"), ("has_more", True), ("changes", changes))
+    new = page.decoded_by(new_rows_as_is)
+    assert new is not None and new.size == 4
+    assert [r["id"] for r in new.rows] == ["m1", "m2"]
+    assert new.others == [local_change(workspace), local_change(conversation)]
+    assert new.others[1]["row"]["field_hlc"] == {"name": CLOCK}
+
+
 def test_other_pages_are_declined_by_the_record_decoder() -> None:
     conversation = {"table": "conversations", "id": "c", "row": {"id": "c", "hlc": CLOCK}}
+    unsynced = {"table": "secrets", "id": "s", "row": {"id": "s"}}  # the merge's way skips it
+    rowless = {"table": "conversations", "id": "c", "row": None}
     odd = message(2)
     odd["row"]["content"] = 5  # not text: the merge's way decides what it becomes
-    for changes in [[message(1), conversation], [odd], []]:
+    for changes in [
+        [conversation],  # no message: nothing to store as it is
+        [message(1), unsynced],
+        [message(1), rowless],
+        [odd],
+        [],
+    ]:
         page = answer(("cursor", "7:1"), ("has_more", False), ("changes", changes))
         assert page.decoded_by(new_rows_as_is) is None
         assert page.body["changes"] == changes

@@ -120,7 +120,8 @@ def pull_cloud_page(
     conn, ctx = copy_of(template)
     new = one_pass(changes) if fast else None
     if new is not None:
-        batch = ctx.run_batch([apply_new_rows_op("workspace:w1", new, "9:9")])
+        op = apply_new_rows_op("workspace:w1", new, "9:9", merge_pulled, NEW_ROWS_AS_IS)
+        batch = ctx.run_batch([op])
         if batch.results != [(True, None)]:  # stored (or failed: the test then fails)
             return state_after(conn, batch)
     local = [c for c in map(local_change, changes) if c is not None]
@@ -356,6 +357,62 @@ def test_a_page_of_new_plain_messages_is_stored_in_one_pass(template: sqlite3.Co
     # an echo of this device's writes (its clock first): the store would find it stored
     assert one_pass([as_change(stored("m5"))], here="other") is not None
     assert one_pass([as_change(stored("m5"))], here="dev") is None
-    # a clock of a JSON-map key, or a change of another table: the page is mapped row by row
+    # a clock of a JSON-map key: the page is mapped row by row
     assert one_pass([as_change(stored("m4") | {"field_hlc": {"content.a": CLOCK}})]) is None
-    assert one_pass([as_change(stored("m4")), NEW_CONVERSATION]) is None
+    # a change of another table comes mapped, for the merge
+    mixed = one_pass([as_change(stored("m4")), NEW_CONVERSATION])
+    assert mixed is not None and mixed.others == [local_change(NEW_CONVERSATION)]
+
+
+def test_a_page_with_a_new_parent_merges_only_the_parent(
+    template: sqlite3.Connection,
+) -> None:
+    """A clone's pages bring a conversation among its messages: the conversation takes the
+    merge, the messages are stored as they are, in one transaction; when the page releases
+    a parked message (it came pages before its conversation), nothing is written and the
+    whole page takes the merge."""
+    calls: list[str] = []
+
+    def counted(table: str, *args: Any) -> Any:
+        calls.append(table)
+        return merge_pulled(table, *args)
+
+    def run(op: Any) -> Any:
+        [(ok, outcome)] = ctx.run_batch([op]).results
+        assert ok, outcome
+        return outcome
+
+    conn, ctx = copy_of(template)
+    page = [NEW_CONVERSATION, as_change(stored("m1", "c-new")), as_change(stored("m2"))]
+    new = one_pass(page)
+    assert new is not None and [r["id"] for r in new.rows] == ["m1", "m2"]
+    outcome = run(apply_new_rows_op("workspace:w1", new, "9:9", counted, NEW_ROWS_AS_IS))
+    assert calls == ["conversations"]
+    assert (outcome.applied, outcome.changed) == (3, 3)
+    assert rows(conn, "SELECT topic, row_id FROM changelog ORDER BY seq") == [
+        ("conversation.created", "c-new"),
+        ("message.created", "m1"),
+        ("message.created", "m2"),
+    ]
+    conn.close()
+
+    conn, ctx = copy_of(template)
+    orphan = as_change(stored("m-orphan", "c-new"))  # parked until its conversation comes
+    run(apply_pull_op("workspace:w1", [orphan], "8:8", merge_pulled, NEW_ROWS_AS_IS))
+    assert rows(conn, "SELECT row_id FROM sync_parked") == [("m-orphan",)]
+    page = [NEW_CONVERSATION, as_change(stored("m3"))]
+    new = one_pass(page)
+    assert new is not None
+    assert run(apply_new_rows_op("workspace:w1", new, "9:9", merge_pulled, NEW_ROWS_AS_IS)) is None
+    assert rows(conn, "SELECT id FROM conversations WHERE id = 'c-new'") == []
+    assert rows(conn, "SELECT row_id FROM sync_parked") == [("m-orphan",)]
+    assert rows(conn, "SELECT cursor FROM sync_state") == [("8:8",)]
+    local = [c for c in map(local_change, page) if c is not None]
+    run(apply_pull_op("workspace:w1", local, "9:9", merge_pulled, NEW_ROWS_AS_IS))
+    assert rows(conn, "SELECT id FROM messages ORDER BY id") == [
+        ("m-orphan",),
+        ("m-stored",),
+        ("m3",),
+    ]
+    assert rows(conn, "SELECT row_id FROM sync_parked") == []
+    conn.close()
