@@ -33,8 +33,11 @@ Real parts only: PostgreSQL (embedded pgserver unless ``--database-url``/
   rows pulled and applied per second. Budget: >= 40k rows/s. The cloud's tables are ANALYZEd
   first (see ``seed_workspace``).
 - attribution: the same devcloud driven directly (httpx, no daemon): ``sync_push`` of ready
-  500-row batches and ``sync_pull`` pages of 1000 decoded but not applied, i.e. the ceiling
-  the cloud side allows on this machine.
+  500-row batches, and ``sync_pull`` pages of the daemon's catch-up size decoded but not
+  applied, of the very rows B pulled (``pull``) and of the first sync's workspace
+  (``first_sync``), each after the daemon's own pull: the ceiling the cloud side allows on
+  this machine. (Rows a daemon pushed carry a clock per field, ``field_hlc``: about twice
+  the JSON of a seeded row, and twice the cloud's CPU per row.)
 - first sync: device C clones a workspace of 100,000 messages (seeded with COPY);
   time and the daemon's peak RSS (VmHWM) growth, next to B's growth for N rows ("flat memory":
   the growth must not scale with the row count: at most 2x B's). Budget: <= 2.5 s.
@@ -77,6 +80,7 @@ from _common import (
 )
 
 from daemon.store.ids import uuid7
+from daemon.sync.workspace import DriverSettings
 from devcloud import _seed
 from devcloud.context import DevcloudConfig
 from ui_bridge.client import Client, connect
@@ -389,7 +393,7 @@ async def bench_cloud_push(cloud_url: str, ws_id: str, conv_id: str, n: int) -> 
     }
 
 
-async def bench_cloud_pull(cloud_url: str, ws_id: str, limit: int = 1000) -> dict[str, Any]:
+async def bench_cloud_pull(cloud_url: str, ws_id: str, limit: int) -> dict[str, Any]:
     """The cloud side alone: page through sync_pull and decode, applying nothing."""
     rows, cursor = 0, None
     async with contextlib.aclosing(await user_client(cloud_url)) as http:
@@ -498,6 +502,7 @@ def verdicts(push: dict[str, Any], naive: dict[str, Any], pull: dict[str, Any],
                        "attribution_cloud_only": cloud["pull"],
                        "ok": pull["rows_per_s"] >= 40_000},
         "first_sync": {**big, "rss_growth_vs_small_pull": round(growth_ratio, 2),
+                       "attribution_cloud_only": cloud["first_sync"],
                        "budget": {"rows": FIRST_SYNC_ROWS, "elapsed_s_max": 2.5,
                                   "rss_growth_vs_small_pull_max": 2.0},
                        "ok": (big["elapsed_s"] <= 2.5 and growth_ratio <= 2.0
@@ -533,8 +538,10 @@ async def main(quick: bool, database_url: str | None, random_ids: bool = False) 
                 pull = await first_sync(b, push["workspace_id"], n + NAIVE_ROWS, tmp)
                 big_ws = await seed_workspace(pool, big_rows, random_ids=random_ids)
                 big = await first_sync(c, big_ws, big_rows, tmp)
+                page = DriverSettings().bulk_pull_limit
                 cloud_only = {
-                    "pull": await bench_cloud_pull(cloud_url, big_ws),
+                    "pull": await bench_cloud_pull(cloud_url, push["workspace_id"], page),
+                    "first_sync": await bench_cloud_pull(cloud_url, big_ws, page),
                     "push": await bench_cloud_push(
                         cloud_url, push["workspace_id"], push["conversation_id"], n // 2
                     ),
