@@ -98,25 +98,12 @@ def apply_new_rows_op(
     page releases parked rows of their table (the page must then take the merge)."""
 
     def op(ctx: WriteContext) -> ApplyOutcome | None:
-        if not new.others:
-            page = PageApplier(ctx, _no_merge)
-            if not page.run_new(SHAPES[new.table], new.rows):
-                return None
-            page.receive_clocks({new.table: new.rows})
-            return page.finish(scope, cursor)
-        if merge is None:
-            raise AssertionError("a page with other changes needs the merge")
-        page = PageApplier(ctx, merge, as_is)
-        ctx.conn.execute("SAVEPOINT mixed_page")
-        try:
-            stored = page.run(new.others, new)
-            if not stored:
-                ctx.conn.execute("ROLLBACK TO mixed_page")
-        except BaseException:
-            ctx.conn.execute("ROLLBACK TO mixed_page")
-            raise
-        finally:
-            ctx.conn.execute("RELEASE mixed_page")
+        page = PageApplier(ctx, merge or _no_merge, as_is)
+        ctx.conn.execute("SAVEPOINT new_page")  # (an exception: the writer rolls the op back)
+        stored = page.run(new.others, new)
+        if not stored:
+            ctx.conn.execute("ROLLBACK TO new_page")
+        ctx.conn.execute("RELEASE new_page")
         return page.finish(scope, cursor) if stored else None
 
     return op

@@ -10,19 +10,20 @@ back as the session's input:
                 (mapping.py), apply page + cursor in ONE store transaction (apply_pull, with
                 ``merge_pulled`` built on merge.merge_row), hand the document updates it
                 stored to the loaded documents (absorb), report PullPage(has_more).
-                A page that is new plain messages (the bulk of a first sync) is instead
-                turned from the answer's text into stored rows in one pass
+                A page that is new plain messages (the bulk of a first sync), maybe with a
+                few changes of other tables (a clone's workspace, a new conversation), is
+                instead turned from the answer's text into stored rows in one pass
                 (adapters.new_rows_as_is: no dict per cloud row) and stored by
-                apply_new_rows, no merge per row; if the store finds one of them stored
-                already (or a parent missing...) it writes nothing and the page takes the
-                way above. While catching up (first sync, or the last page said has_more)
-                pages are ``bulk_pull_limit`` rows, fetched ahead by a PageFetcher
-                (pull_ahead.py; each page is decoded and mapped when it is taken, while the
-                next request is in flight): each request goes out as soon as the page before
-                it arrived (its cursor is read off the answer's first bytes), while pages
-                are applied; two pages ahead at most (one waiting, one
-                in flight: flat memory), dropped on any failure or when the session asks
-                for another cursor
+                apply_new_rows, no merge per message (the other changes are merged); if
+                the store finds one of them stored already (or a parent missing...) it
+                writes nothing and the page takes the way above. While catching up (first
+                sync, or the last page said has_more) pages are ``bulk_pull_limit`` rows,
+                fetched ahead by a PageFetcher (pull_ahead.py; each page is decoded and
+                mapped when it is taken, while the next request is in flight): each request
+                goes out as soon as the page before it arrived (its cursor is read off the
+                answer's first bytes), while pages are applied; two pages ahead at most (one
+                waiting, one in flight: flat memory), dropped on any failure or when the
+                session asks for another cursor
     PushBatch   take_outbox (<= 500 rows, <= 1 MiB) of the workspace, map, sync_push once,
                 settle every row with complete_push (rejected rows are filed, never retried),
                 report PushDone. While the request is in flight the next batch (the entries
