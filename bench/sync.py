@@ -36,8 +36,9 @@ Real parts only: PostgreSQL (embedded pgserver unless ``--database-url``/
   500-row batches, and ``sync_pull`` pages of the daemon's catch-up size decoded but not
   applied, of the very rows B pulled (``pull``) and of the first sync's workspace
   (``first_sync``), each after the daemon's own pull: the ceiling the cloud side allows on
-  this machine. (Rows a daemon pushed carry a clock per field, ``field_hlc``: about twice
-  the JSON of a seeded row, and twice the cloud's CPU per row.)
+  this machine. (A pushed message whose fields share one clock is stored like a seeded row,
+  with its row clock only: the one-register form of migrations/cloud/0003. Stored with a
+  clock per field, it was 1.7x the JSON of a seeded row and took ~2x the cloud's CPU.)
 - first sync: device C clones a workspace of 100,000 messages (seeded with COPY);
   time and the daemon's peak RSS (VmHWM) growth, next to B's growth for N rows ("flat memory":
   the growth must not scale with the row count: at most 2x B's). Budget: <= 2.5 s.

@@ -4,7 +4,9 @@
 -- Synced tables (workspaces, conversations, messages, tasks) carry the sync columns:
 --   hlc        text COLLATE "C"  clock of the last change: 13-digit wall ms, 6-digit counter,
 --                                device id ("1763700000000-000042-<device>"); byte order = time order
---   field_hlc  jsonb             clock per field; per key for JSON-map fields ("shared_memory.<key>")
+--   field_hlc  jsonb             clock per field; per key for JSON-map fields ("shared_memory.<key>");
+--                                '{}' with a row clock: every field carries hlc (the one-register
+--                                form of 0003, e.g. a new message whose fields share one clock)
 --   origin     text              device id of the last writer ("cloud" for plain REST writes)
 --   _txid      xid8              writing transaction  } set by the sync_row trigger;
 --   _seq       bigint            order within it      } sync_pull's gap-free cursor

@@ -92,6 +92,30 @@ LANGUAGE sql STABLE AS $$
     ORDER BY a.attnum
 $$;
 
+-- A row's clocks in the one-register form: field_hlc '{}' with a row clock hlc means that every
+-- field carries hlc (daemon/sync/merge.py, RowState.from_row). sync_push stores a new message
+-- whose clocks are all one clock this way (0004, sync_write_sql: seven clocks fewer per row to
+-- store and to serve), and rows bulk-loaded with their row clock only (COPY) have it too. Every
+-- reader of stored clocks that compares them expands the form first, as the daemon does:
+--   sync_register(row, clock)          the clocks of to_jsonb(row): every field under `clock`
+--   sync_stored_clocks_sql(tbl, alias) SQL text: the stored clocks of row `alias` of `tbl`,
+--                                      expanded (one clock per column of sync_columns)
+CREATE OR REPLACE FUNCTION public.sync_register(row_json jsonb, clock text) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(jsonb_object_agg(k, clock), '{}'::jsonb)
+    FROM jsonb_object_keys(row_json) k
+    WHERE k NOT IN ('id', 'hlc', 'field_hlc', 'origin', '_txid', '_seq')
+$$;
+
+CREATE OR REPLACE FUNCTION public.sync_stored_clocks_sql(tbl text, alias text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT format(
+        '(CASE WHEN %1$s.field_hlc = ''{}''::jsonb AND %1$s.hlc <> '''''
+        ' THEN jsonb_build_object(%2$s) ELSE %1$s.field_hlc END)',
+        alias, string_agg(format('%L, %s.hlc', c.col, alias), ', '))
+    FROM public.sync_columns(tbl) c
+$$;
+
 -- ---------------------------------------------------------------------------------------------
 -- The trigger. Always: stamp _txid/_seq (the pull cursor).
 -- Inside sync_push (which sets the transaction-local GUC syncd.in_push = 'on') the clocks come
@@ -169,7 +193,11 @@ BEGIN
 
     clock := public.sync_next_clock(CASE WHEN TG_OP = 'UPDATE' THEN OLD.hlc END);
     clocks := public.sync_plain_field_hlc(
-        TG_ARGV::text[], new_row, old_row, CASE WHEN TG_OP = 'UPDATE' THEN OLD.field_hlc END,
+        TG_ARGV::text[], new_row, old_row,
+        CASE WHEN TG_OP <> 'UPDATE' THEN NULL
+             WHEN OLD.field_hlc = '{}'::jsonb AND OLD.hlc <> ''  -- the one-register form
+                 THEN public.sync_register(to_jsonb(OLD), OLD.hlc)
+             ELSE OLD.field_hlc END,
         clock);
     IF clocks IS NULL THEN  -- nothing changed: clocks stay as they were
         NEW.field_hlc := OLD.field_hlc;

@@ -120,7 +120,9 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- The merge of an incoming row (alias `inc`: its columns hold the change's values, its field_hlc
--- the change's clocks) into a stored row (alias t), as SQL text built from the table's columns:
+-- the change's clocks) into a stored row (alias t; its clocks read through
+-- sync_stored_clocks_sql, so a row in the one-register form merges as every field at its hlc and
+-- leaves with one clock per field), as SQL text built from the table's columns:
 --   sets    ", col = <merged value>, ..." for every column that can change
 --   clocks  the merged field_hlc
 --   wins    true when anything changes (so an echo or a duplicate writes nothing)
@@ -135,34 +137,35 @@ DECLARE
     lww text[] := '{}';
     p text;
     m text;
+    st text := public.sync_stored_clocks_sql(tbl, 't');  -- the stored clocks (0003)
 BEGIN
     sets := '';
-    clocks := 't.field_hlc';
+    clocks := st;
     wins := 'false';
     FOR c IN SELECT * FROM public.sync_columns(tbl) WHERE kind <> 'frozen' LOOP
         IF c.kind = 'map' THEN  -- R3
-            m := format('public.sync_merge_map(%1$L, t.%1$I, t.field_hlc, %2$s.%1$I, %2$s.field_hlc)',
-                        c.col, inc);
+            m := format('public.sync_merge_map(%1$L, t.%1$I, %3$s, %2$s.%1$I, %2$s.field_hlc)',
+                        c.col, inc, st);
             sets := sets || format(', %I = (%s) -> ''value''', c.col, m);
             clocks := format('public.sync_clocks_without(%s, %L) || ((%s) -> ''clocks'')',
                              clocks, c.col, m);
-            wins := wins || format(' OR public.sync_map_newer(%L, t.field_hlc, %s.field_hlc)',
-                                   c.col, inc);
+            wins := wins || format(' OR public.sync_map_newer(%L, %s, %s.field_hlc)',
+                                   c.col, st, inc);
             CONTINUE;
         ELSIF c.kind = 'fww' THEN
             -- R2: non-null beats null; among non-nulls the smaller clock; among nulls the greater
             p := format(
                 '(%3$s.field_hlc ? %1$L AND CASE'
                 ' WHEN (t.%2$I IS NULL) <> (%3$s.%2$I IS NULL) THEN t.%2$I IS NULL'
-                ' WHEN t.%2$I IS NULL THEN (%3$s.field_hlc ->> %1$L) COLLATE "C" > coalesce(t.field_hlc ->> %1$L, '''') COLLATE "C"'
-                ' ELSE (%3$s.field_hlc ->> %1$L) COLLATE "C" < coalesce(t.field_hlc ->> %1$L, '''') COLLATE "C" END)',
-                c.col, c.col, inc);
+                ' WHEN t.%2$I IS NULL THEN (%3$s.field_hlc ->> %1$L) COLLATE "C" > coalesce(%4$s ->> %1$L, '''') COLLATE "C"'
+                ' ELSE (%3$s.field_hlc ->> %1$L) COLLATE "C" < coalesce(%4$s ->> %1$L, '''') COLLATE "C" END)',
+                c.col, c.col, inc, st);
             clocks := format('%s || CASE WHEN %s THEN jsonb_build_object(%L, %s.field_hlc -> %L) ELSE ''{}''::jsonb END',
                              clocks, p, c.col, inc, c.col);
         ELSE
             -- R1: the greater clock wins; equal = the same write, keep the stored value (R0)
-            p := format('(%2$s.field_hlc ->> %1$L) COLLATE "C" > coalesce(t.field_hlc ->> %1$L, '''') COLLATE "C"',
-                        c.col, inc);
+            p := format('(%2$s.field_hlc ->> %1$L) COLLATE "C" > coalesce(%3$s ->> %1$L, '''') COLLATE "C"',
+                        c.col, inc, st);
             lww := lww || c.col;
         END IF;
         sets := sets || format(', %1$I = CASE WHEN %2$s THEN %3$s.%1$I ELSE t.%1$I END', c.col, p, inc);
@@ -172,8 +175,8 @@ BEGIN
     clocks := format(
         '%1$s || (SELECT coalesce(jsonb_object_agg(i.key, i.value), ''{}''::jsonb)'
         ' FROM jsonb_each_text(%2$s.field_hlc) i WHERE i.key = ANY (%3$L::text[])'
-        ' AND i.value COLLATE "C" > coalesce(t.field_hlc ->> i.key, '''') COLLATE "C")',
-        clocks, inc, lww);
+        ' AND i.value COLLATE "C" > coalesce(%4$s ->> i.key, '''') COLLATE "C")',
+        clocks, inc, lww, st);
 END
 $$;
 
@@ -227,6 +230,14 @@ BEGIN
                                            c.col, c.col, coalesce(c.default_expr, 'NULL'));
         END IF;
     END LOOP;
+    IF tbl = 'messages' THEN
+        -- a new message whose clocks are one clock, its deleted_at's among them, is stored in
+        -- the one-register form (0003): its other fields are frozen (R7), so their clocks
+        -- decide nothing, and daemons keep a message's row clock only (daemon/store/schema.py)
+        ins_clocks := 'CASE WHEN x.field_hlc ? ''deleted_at'' AND NOT EXISTS ('
+                      'SELECT 1 FROM jsonb_each_text(x.field_hlc) c WHERE c.value <> x.sync_hlc)'
+                      ' THEN ''{}''::jsonb ELSE x.field_hlc END';
+    END IF;
     RETURN format(
         ' src AS NOT MATERIALIZED ('
         ' SELECT s.known AS sync_known, s.fields AS sync_fields, s.id, s.clocks AS field_hlc,'

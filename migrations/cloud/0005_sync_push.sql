@@ -37,7 +37,8 @@
 -- this again after adding its tables; re-apply every file after adding a column):
 --   sync_row_owners(tbl, ids)     which of `ids` exist in synced table `tbl`, whoever owns them
 --       (so a change to another organisation's row is refused as forbidden, not failed on the
---       primary key). Reveals where a row lives and its clocks only to callers who may see it.
+--       primary key). Reveals where a row lives and its clocks (one per field, the
+--       one-register form expanded: 0003) only to callers who may see it.
 --   sync_push_<table>(changes)    the fast path (steps 1 and 2): classifies the batch's changes
 --       of that table, writes the accepted ones and builds the results in ONE statement.
 --       Returns the changes' positions in the batch (ascending) and their results in that
@@ -76,10 +77,10 @@ REVOKE EXECUTE ON FUNCTION public.sync_row_owners(text, uuid[]) FROM PUBLIC, ano
 GRANT EXECUTE ON FUNCTION public.sync_row_owners(text, uuid[]) TO authenticated, service_role;
 $f$,
         (SELECT string_agg(format(
-                    'SELECT t.id, t.%I AS ws, t.field_hlc FROM public.%I t'
+                    'SELECT t.id, t.%I AS ws, %s AS field_hlc FROM public.%I t'
                     ' WHERE tbl = %L AND t.id = ANY (ids)',
                     CASE WHEN s.tbl = 'workspaces' THEN 'id' ELSE 'workspace_id' END,
-                    s.tbl, s.tbl),
+                    public.sync_stored_clocks_sql(s.tbl, 't'), s.tbl, s.tbl),
                 E'\n            UNION ALL\n            ' ORDER BY s.n)
          FROM unnest(public.sync_tables()) WITH ORDINALITY AS s(tbl, n)));
 

@@ -52,20 +52,45 @@ def as_change(task: str, ws: str, edit: RowState) -> dict[str, Any]:
     }
 
 
+async def bulk_loaded_task(cloud: Cloud, ws: str, task: str, user: str, clock: str) -> None:
+    """A task as a bulk load (COPY, triggers off) leaves it: its row clock and field_hlc {}."""
+    async with cloud.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(
+            "INSERT INTO public.tasks (id, workspace_id, kind, status, priority, progress,"
+            " created_by, created_at, updated_at, hlc, origin) VALUES ($1, $2, 'build',"
+            " 'running', 4, '{\"a\": 1, \"b\": \"x\"}', $3, '2026-01-01T00:00:00Z',"
+            " '2026-01-01T00:00:00Z', $4, 'seed')",
+            task, ws, user, clock,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("one_register", [False, True], ids=["new", "one_register"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_cloud_merge_matches_the_daemon(cloud: Cloud, seed: int) -> None:
+async def test_cloud_merge_matches_the_daemon(cloud: Cloud, seed: int, one_register: bool) -> None:
+    """From nothing, and from a stored row in the one-register form (field_hlc {}: every field
+    carries the row clock, in the middle of the edits' clocks), which both sides expand."""
     rng = random.Random(seed)
     alice, bob = await cloud.user("alice@a.io"), await cloud.user("bob@b.io")
     org = await cloud.org("A", alice, bob)
     ws = await cloud.workspace(org)
     edits = random_edits(rng, cloud.base_ms, [alice, bob], 25)
 
+    one_by_one, one_batch = new_id(), new_id()
     state: RowState | None = None
+    if one_register:
+        clock = f"{cloud.base_ms + 2_500:013d}-000000-seed"
+        creator = rng.choice([alice, bob])
+        for task in (one_by_one, one_batch):
+            await bulk_loaded_task(cloud, ws, task, creator, clock)
+        stored = await cloud.row("tasks", one_by_one)
+        assert stored is not None and stored["field_hlc"] == {}
+        state = RowState.from_row(stored)
+        assert set(state.field_hlc.values()) == {clock}
     for edit in rng.sample(edits, len(edits)):
         state = merge_row("tasks", state, edit).row
     assert state is not None
 
-    one_by_one, one_batch = new_id(), new_id()
     for edit in rng.sample(edits, len(edits)):
         results = await cloud.push(alice, [as_change(one_by_one, ws, edit)])
         assert results[0]["status"] in ("applied", "superseded"), results
