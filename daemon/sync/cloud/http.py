@@ -9,6 +9,13 @@ the bearer (the access token, or the anon key for the token grants).
 ``send`` returns a 2xx response or raises a ``CloudError`` built by ``error_from_failure``:
 the failure (status, headers, decoded error JSON, or the transport error kind) rides along so
 the sync driver can ``classify`` it again. Nothing here logs a header or a body.
+
+Every response leaves ``send`` read and closed, and unbound from its stream: httpx 0.28 links
+a response and its stream both ways (``BoundAsyncStream._response``; encode/httpx#3733), so a
+response, body included, was freed only by the cyclic garbage collector, which the daemon runs
+rarely (daemon/loop.py, ``tune_gc``). A first sync's 4000-row pages (2.7 MB each) piled up:
+the daemon's memory grew with the workspace's size (100k rows: +72 MB, 20k: +28 MB). Once
+unbound, the response is freed with the last reference to it.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ logger = logging.getLogger(__name__)
 USER_AGENT: Final = "syncd/0.1"
 DEFAULT_TIMEOUT: Final = httpx.Timeout(30.0, connect=10.0)
 _LIMITS: Final = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=4)
+#: What a read response's stream becomes (see the module doc): an empty body, never read again.
+_READ: Final = httpx.ByteStream(b"")
 
 
 def transport_kind(exc: httpx.TransportError) -> TransportKind:
@@ -121,6 +130,8 @@ class CloudHttp:
             failure = Failure.network(transport_kind(exc))
             logger.debug("%s.failed reason=%s", operation, failure.transport)
             raise self._error(failure, operation) from exc
+        # read and closed by request(): the stream (and its link back to the response) is done
+        response.stream = _READ
         if response.is_success:
             return response
         failure = Failure.http(
