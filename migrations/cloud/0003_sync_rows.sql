@@ -97,9 +97,11 @@ $$;
 -- whose clocks are all one clock this way (0004, sync_write_sql: seven clocks fewer per row to
 -- store and to serve), and rows bulk-loaded with their row clock only (COPY) have it too. Every
 -- reader of stored clocks that compares them expands the form first, as the daemon does:
---   sync_register(row, clock)          the clocks of to_jsonb(row): every field under `clock`
---   sync_stored_clocks_sql(tbl, alias) SQL text: the stored clocks of row `alias` of `tbl`,
---                                      expanded (one clock per column of sync_columns)
+--   sync_register(row, clock)     the clocks of to_jsonb(row): every field (every column but
+--                                 the bookkeeping ones) under `clock`
+--   sync_stored_clocks_sql(alias) SQL text: the stored clocks of row `alias`, expanded with
+--                                 sync_register (only a row in the form pays for to_jsonb);
+--                                 the trigger below tests OLD the same way
 CREATE OR REPLACE FUNCTION public.sync_register(row_json jsonb, clock text) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT coalesce(jsonb_object_agg(k, clock), '{}'::jsonb)
@@ -107,13 +109,12 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     WHERE k NOT IN ('id', 'hlc', 'field_hlc', 'origin', '_txid', '_seq')
 $$;
 
-CREATE OR REPLACE FUNCTION public.sync_stored_clocks_sql(tbl text, alias text) RETURNS text
-LANGUAGE sql STABLE AS $$
+DROP FUNCTION IF EXISTS public.sync_stored_clocks_sql(text, text);
+CREATE OR REPLACE FUNCTION public.sync_stored_clocks_sql(alias text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
     SELECT format(
         '(CASE WHEN %1$s.field_hlc = ''{}''::jsonb AND %1$s.hlc <> '''''
-        ' THEN jsonb_build_object(%2$s) ELSE %1$s.field_hlc END)',
-        alias, string_agg(format('%L, %s.hlc', c.col, alias), ', '))
-    FROM public.sync_columns(tbl) c
+        ' THEN public.sync_register(to_jsonb(%1$s), %1$s.hlc) ELSE %1$s.field_hlc END)', alias)
 $$;
 
 -- ---------------------------------------------------------------------------------------------

@@ -137,7 +137,7 @@ DECLARE
     lww text[] := '{}';
     p text;
     m text;
-    st text := public.sync_stored_clocks_sql(tbl, 't');  -- the stored clocks (0003)
+    st text := public.sync_stored_clocks_sql('t');  -- the stored clocks (0003)
 BEGIN
     sets := '';
     clocks := st;
@@ -191,7 +191,8 @@ $$;
 -- The statements that write a batch of accepted changes to `tbl`, as the CTEs
 --   src AS (...), upd AS (...), ins AS (...), written AS (...)
 -- to put after WITH. `source` is a query yielding (id uuid, ws uuid, known boolean,
--- fields jsonb, clocks jsonb, origin text, hlc text: the greatest of `clocks`, '' if none) with
+-- fields jsonb, clocks jsonb, origin text, hlc text: the greatest of `clocks`, '' if none,
+-- one_clock boolean: every clock is hlc) with
 -- distinct ids and only well-formed clocks (sync_push_classify rejects the others; a new row's
 -- origin is then its hlc's device part without sync_clock_device's check): rows that exist get
 -- an UPDATE merging field by field (sync_merge_sql), new ones a plain INSERT; `written` holds
@@ -234,14 +235,13 @@ BEGIN
         -- a new message whose clocks are one clock, its deleted_at's among them, is stored in
         -- the one-register form (0003): its other fields are frozen (R7), so their clocks
         -- decide nothing, and daemons keep a message's row clock only (daemon/store/schema.py)
-        ins_clocks := 'CASE WHEN x.field_hlc ? ''deleted_at'' AND NOT EXISTS ('
-                      'SELECT 1 FROM jsonb_each_text(x.field_hlc) c WHERE c.value <> x.sync_hlc)'
+        ins_clocks := 'CASE WHEN x.sync_one_clock AND x.field_hlc ? ''deleted_at'''
                       ' THEN ''{}''::jsonb ELSE x.field_hlc END';
     END IF;
     RETURN format(
         ' src AS NOT MATERIALIZED ('
         ' SELECT s.known AS sync_known, s.fields AS sync_fields, s.id, s.clocks AS field_hlc,'
-        '        s.origin, s.hlc AS sync_hlc%2$s'
+        '        s.origin, s.hlc AS sync_hlc, s.one_clock AS sync_one_clock%2$s'
         ' FROM (%9$s) AS s'
         ' CROSS JOIN LATERAL jsonb_populate_record(NULL::public.%1$I, s.fields) AS r),'
         ' upd AS ('

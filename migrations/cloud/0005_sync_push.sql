@@ -80,7 +80,7 @@ $f$,
                     'SELECT t.id, t.%I AS ws, %s AS field_hlc FROM public.%I t'
                     ' WHERE tbl = %L AND t.id = ANY (ids)',
                     CASE WHEN s.tbl = 'workspaces' THEN 'id' ELSE 'workspace_id' END,
-                    public.sync_stored_clocks_sql(s.tbl, 't'), s.tbl, s.tbl),
+                    public.sync_stored_clocks_sql('t'), s.tbl, s.tbl),
                 E'\n            UNION ALL\n            ' ORDER BY s.n)
          FROM unnest(public.sync_tables()) WITH ORDINALITY AS s(tbl, n)));
 
@@ -107,7 +107,8 @@ GRANT EXECUTE ON FUNCTION public.%1$I(jsonb) TO authenticated, service_role;
 $f$,
             'sync_push_' || tbl, tbl,
             public.sync_write_sql(tbl,
-                'SELECT v.id, v.ws, v.known, v.fields, v.clocks, v.origin, v.hlc FROM v'
+                'SELECT v.id, v.ws, v.known, v.fields, v.clocks, v.origin, v.hlc, v.one_clock'
+                ' FROM v'
                 ' WHERE v.reason = '''' ORDER BY v.idx'),
             (SELECT array_agg(c.col) FROM public.sync_columns(tbl) c),
             (SELECT coalesce(array_agg(c.col), '{}') FROM public.sync_columns(tbl) c
@@ -142,7 +143,8 @@ SELECT public.sync_define_push();
 -- Classify the changes of one table (step 1). One row per change of `tbl` in `changes`
 -- (`allowed`: the table's data columns, `maps`: its JSON-map columns):
 -- reason '' = accepted; `known` = the row exists; `equal` = some incoming clock equals the
--- stored one (the change, or part of it, was applied before); `hlc` = its greatest clock.
+-- stored one (the change, or part of it, was applied before); `hlc` = its greatest clock;
+-- `one_clock` = every clock of the change is `hlc`.
 -- Set-based and free of per-row calls of functions PostgreSQL cannot inline (a SQL function
 -- with sub-queries is not inlined, and calling one per row costs more than everything else
 -- here). Of the steps that carry the changes' JSON only `raw` is materialised: `checked` and
@@ -155,7 +157,8 @@ CREATE FUNCTION public.sync_push_classify(
     tbl text, changes jsonb, allowed text[], maps text[]
 )
 RETURNS TABLE (idx integer, id_text text, id uuid, reason text, detail text, known boolean,
-               equal boolean, ws uuid, fields jsonb, clocks jsonb, origin text, hlc text)
+               equal boolean, ws uuid, fields jsonb, clocks jsonb, origin text, hlc text,
+               one_clock boolean)
 LANGUAGE sql STABLE AS $$
     WITH ctx AS MATERIALIZED (
         SELECT allowed, maps,
@@ -191,7 +194,7 @@ LANGUAGE sql STABLE AS $$
         WHERE tbl = 'messages' AND cv.id IN (SELECT r.conv_id FROM raw r)
     ),
     checked AS (
-        SELECT r.*, ck.hlc, o.id IS NOT NULL AS known, o.visible, o.workspace_id AS owner_ws,
+        SELECT r.*, ck.hlc, ck.lo = ck.hlc AS one_clock, o.id IS NOT NULL AS known, o.visible, o.workspace_id AS owner_ws,
                o.org_id AS owner_org, o.field_hlc AS stored_clocks, ctx.bypass, ctx.caller,
                ctx.caller_text,
                cv.workspace_id AS conv_ws,
@@ -306,7 +309,7 @@ LANGUAGE sql STABLE AS $$
            v.known,
            v.known AND EXISTS (
                SELECT 1 FROM jsonb_each_text(v.clocks) i WHERE v.stored_clocks ->> i.key = i.value),
-           v.ws, v.fields, v.clocks, v.origin #>> '{}', v.hlc
+           v.ws, v.fields, v.clocks, v.origin #>> '{}', v.hlc, v.one_clock
     FROM verdict v
 $$;
 

@@ -42,5 +42,5 @@ async def test_a_response_is_freed_without_the_cyclic_collector(
         with pytest.raises(CloudError) as raised:
             await http.send("GET", "/rest/v1/no_such_table", operation="rest.select")
         assert raised.value.status == 404
-        gone = [o for o in gc.get_objects() if type(o).__name__ == "BoundAsyncStream"]
-        assert gone == []
+        bound = [o for o in gc.get_objects() if type(o).__name__ == "BoundAsyncStream"]
+        assert bound == []  # (every one would be in a cycle with its response)
