@@ -23,6 +23,11 @@ _POSITIONAL = sqlite.dialect(paramstyle="qmark")
 
 #: The columns an outbox / changelog entry is inserted with (all but the AUTOINCREMENT key).
 OUTBOX_KEYS: Final = tuple(str(c.name) for c in schema.outbox.columns if c.name != "id")
+#: An outbox entry's ``field_hlc`` when every field it carries (``id`` too) has the entry's
+#: ``hlc``: what a local write records (one clock for all it writes), and a message's snapshot.
+#: Read back as that clock per field (sync_outbox.py ``read_outbox``); it keeps an entry small:
+#: a clock is ~60 bytes of JSON per field, half of a new message's entry spelt out.
+OUTBOX_ONE_CLOCK: Final = "{}"
 CHANGELOG_KEYS: Final = tuple(str(c.name) for c in schema.changelog.columns if c.name != "seq")
 #: The last seq ever assigned to a changelog entry (AUTOINCREMENT keeps it past pruning).
 LAST_SEQ_SQL: Final = "SELECT seq FROM sqlite_sequence WHERE name = 'changelog'"

@@ -38,7 +38,7 @@ from daemon.store import doc_ops
 from daemon.store import sync_sql as q
 from daemon.store.codec import dump_json_text, load_json
 from daemon.store.ids import uuid7
-from daemon.store.sql import OUTBOX_KEYS, compile_statement, insert_sql
+from daemon.store.sql import OUTBOX_KEYS, OUTBOX_ONE_CLOCK, compile_statement, insert_sql
 from daemon.store.sync_rows import origin_of, unpushed_fields
 from daemon.store.sync_types import DocUpdate, MergeFn
 from daemon.store.txn import Stamp, WriteContext
@@ -56,17 +56,21 @@ def snapshot_entry(
     table: str, workspace_id: str | None, fields: dict[str, Any], row: dict[str, Any], at: str
 ) -> dict[str, Any]:
     """The outbox entry that sends a whole row when its workspace is linked: ``fields`` (with
-    ``id``) each under its own clock from ``row["field_hlc"]``, else under ``row["hlc"]``."""
-    clocks = dict.fromkeys(fields, row["hlc"])
+    ``id``) each under its own clock from ``row["field_hlc"]``, else under ``row["hlc"]``
+    (the one-clock form when every field has ``row["hlc"]``)."""
+    hlc = row["hlc"]
+    clocks = dict.fromkeys(fields, hlc)
     clocks.update(row.get("field_hlc") or {})
+    # (a clock of a key that is no field, e.g. a map's key, keeps the clocks spelt out)
+    one_clock = len(clocks) == len(fields) and all(c == hlc for c in clocks.values())
     return {
         "table_name": table,
         "row_id": fields["id"],
         "workspace_id": workspace_id,
         "op": "insert",
         "fields": dump_json_text(fields),
-        "field_hlc": dump_json_text(clocks),
-        "hlc": row["hlc"],
+        "field_hlc": OUTBOX_ONE_CLOCK if one_clock else dump_json_text(clocks),
+        "hlc": hlc,
         "origin": row["origin"],
         "created_at": at,
         "attempts": 0,

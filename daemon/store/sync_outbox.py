@@ -27,7 +27,7 @@ from daemon.store import sync_sql as q
 from daemon.store.codec import RowCodec, dump_json, dump_json_text, iso_ms, load_json, now_ms
 from daemon.store.ids import uuid7
 from daemon.store.schema import CLOCK_COLUMNS, ENTITY_TABLES
-from daemon.store.sql import OUTBOX_KEYS, insert_sql
+from daemon.store.sql import OUTBOX_KEYS, OUTBOX_ONE_CLOCK, insert_sql
 from daemon.store.sync_docs import snapshot_documents, snapshot_entry
 from daemon.store.sync_types import Link, OutboxChange, PushOutcome
 from daemon.store.txn import Stamp, WriteContext, WriteOp, workspace_of
@@ -102,7 +102,11 @@ def read_outbox(
     # of taken rows seen before it are coalesced into them).
     entries = cursors[0] if len(cursors) == 1 else heapq.merge(*cursors)
     for entry_id, table, row_id, ws, fields_text, clocks_text, hlc, origin in entries:
-        size = len(fields_text) + len(clocks_text)
+        fields = orjson.loads(fields_text)
+        clocks = entry_clocks(fields, clocks_text, hlc)
+        size = len(fields_text) + (
+            _clocks_json_size(fields, hlc) if clocks_text == OUTBOX_ONE_CLOCK else len(clocks_text)
+        )
         if groups and used + size > max_bytes:
             break
         acc = groups.get((table, row_id))
@@ -111,13 +115,30 @@ def read_outbox(
                 break
             acc = groups[(table, row_id)] = _Coalesced([], table, row_id, ws)
         used += size
-        acc.add(entry_id, orjson.loads(fields_text), orjson.loads(clocks_text), hlc)
+        acc.add(entry_id, fields, clocks, hlc)
         acc.origin = origin
     return [
         acc.change()
         for acc in groups.values()
         if not (acc.table == "messages" and acc.fields.get("role") in LOCAL_ONLY_ROLES)
     ]
+
+
+def entry_clocks(fields: dict[str, Any], clocks_text: str, hlc: str) -> dict[str, str]:
+    """An outbox entry's clock per field: its ``field_hlc`` as stored, or, in the one-clock
+    form (``OUTBOX_ONE_CLOCK``), its ``hlc`` for every field it carries."""
+    if clocks_text == OUTBOX_ONE_CLOCK:
+        return dict.fromkeys(fields, hlc)
+    clocks: dict[str, str] = orjson.loads(clocks_text)
+    return clocks
+
+
+def _clocks_json_size(fields: dict[str, Any], hlc: str) -> int:
+    """The length of ``{"<field>":"<hlc>",...}`` for every field: what a one-clock entry's
+    clocks weigh in the batch (``max_bytes`` counts them spelt out, as they are sent)."""
+    if not fields:
+        return 2
+    return 1 + sum(len(name) + len(hlc) + 6 for name in fields)
 
 
 # -- complete_push ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from daemon.store import schema
-from daemon.store.sql import OUTBOX_KEYS, Compiled, compile_statement, table
+from daemon.store.sql import OUTBOX_KEYS, OUTBOX_ONE_CLOCK, Compiled, compile_statement, table
 from daemon.types import LOCAL_ONLY_ROLES
 
 cloud_links = sa.Table(
@@ -93,11 +93,11 @@ def workspace_rows_sql(name: str) -> str:
 def snapshot_messages_sql() -> Compiled:
     """One outbox entry per message of a workspace (no local-only roles), built in SQL: the
     bulk of a big workspace's snapshot. Same shape as a message's own entry: every field
-    under the message's clock."""
+    under the message's clock (the one-clock form)."""
     m, o = schema.messages, schema.outbox
     names = [str(c.name) for c in m.columns if c.name not in schema.CLOCK_COLUMNS]
     fields = sa.func.json_object(*(x for n in names for x in (sa.literal(n), m.c[n])))
-    clocks = sa.func.json_object(*(x for n in names for x in (sa.literal(n), m.c.hlc)))
+    clocks = sa.literal(OUTBOX_ONE_CLOCK)
     roles = sorted(LOCAL_ONLY_ROLES)
     local_only: list[sa.ColumnElement[str]] = [sa.literal_column(f"'{r}'") for r in roles]
     select = (

@@ -48,6 +48,7 @@ from daemon.store.sql import (
     LAST_SEQ_SQL,
     LINKED_IDS_SQL,
     OUTBOX_KEYS,
+    OUTBOX_ONE_CLOCK,
     changelog_first_sql,
     changelog_prune_sql,
     exists_sql,
@@ -222,12 +223,11 @@ class WriteContext:
         fields: dict[str, Any],
         stamp: Stamp,
     ) -> tuple[Any, ...]:
-        """The outbox row of a local change of ``fields`` (each under the stamp's clock), in
-        OUTBOX_KEYS order: the parameters of a positional INSERT (the hot path)."""
-        hlc = stamp.hlc
-        clocks = dict.fromkeys(fields, hlc)
-        return (table, row_id, workspace_id, op, dump_json_text(fields), dump_json_text(clocks),
-                hlc, self.device_id, stamp.iso, 0)  # fmt: skip
+        """The outbox row of a local change of ``fields`` (each under the stamp's clock: the
+        one-clock form, ``OUTBOX_ONE_CLOCK``), in OUTBOX_KEYS order: the parameters of a
+        positional INSERT (the hot path)."""
+        return (table, row_id, workspace_id, op, dump_json_text(fields), OUTBOX_ONE_CLOCK,
+                stamp.hlc, self.device_id, stamp.iso, 0)  # fmt: skip
 
     def add_events(self, events: Sequence[ChangeEvent]) -> None:
         """Announce changelog entries the caller wrote itself in bulk, in seq order.

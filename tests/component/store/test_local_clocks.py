@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from daemon.store import Store
+from daemon.store.sync_outbox import entry_clocks
 
 from .conftest import rows
 from .linking import create_linked
@@ -21,12 +22,14 @@ BOOKKEEPING = {"id", "hlc", "field_hlc", "origin"}
 
 
 def last_outbox(raw: sqlite3.Connection, row_id: str) -> tuple[dict[str, Any], dict[str, str]]:
-    [(fields, clocks)] = rows(
+    """The row's newest entry: its fields and their clocks (as the push reads them)."""
+    [(fields, clocks, hlc)] = rows(
         raw,
-        "SELECT fields, field_hlc FROM outbox WHERE row_id = ? ORDER BY id DESC LIMIT 1",
+        "SELECT fields, field_hlc, hlc FROM outbox WHERE row_id = ? ORDER BY id DESC LIMIT 1",
         row_id,
     )
-    return orjson.loads(fields), orjson.loads(clocks)
+    values = orjson.loads(fields)
+    return values, entry_clocks(values, clocks, hlc)
 
 
 def clocked_at(row: dict[str, Any], hlc: str) -> set[str]:

@@ -12,6 +12,7 @@ from daemon.errors import Conflict, InvalidInput, NotFound
 from daemon.hlc import decode
 from daemon.store import Store
 from daemon.store.ids import is_uuid, uuid7
+from daemon.store.sync_outbox import entry_clocks
 
 from .conftest import rows
 from .linking import create_linked, link
@@ -29,7 +30,7 @@ def outbox_of(raw: sqlite3.Connection, row_id: str) -> list[dict[str, Any]]:
         {
             **dict(zip(keys, r, strict=True)),
             "fields": orjson.loads(r[3]),
-            "field_hlc": orjson.loads(r[4]),
+            "field_hlc": entry_clocks(orjson.loads(r[3]), r[4], r[5]),
         }
         for r in found
     ]
