@@ -33,12 +33,15 @@ Real parts only: PostgreSQL (embedded pgserver unless ``--database-url``/
   rows pulled and applied per second. Budget: >= 40k rows/s. The cloud's tables are ANALYZEd
   first (see ``seed_workspace``).
 - attribution: the same devcloud driven directly (httpx, no daemon): ``sync_push`` of ready
-  500-row batches, and ``sync_pull`` pages of the daemon's catch-up size decoded but not
-  applied, of the very rows B pulled (``pull``) and of the first sync's workspace
-  (``first_sync``), each after the daemon's own pull: the ceiling the cloud side allows on
-  this machine. (A pushed message whose fields share one clock is stored like a seeded row,
-  with its row clock only: the one-register form of migrations/cloud/0003. Stored with a
-  clock per field, it was 1.7x the JSON of a seeded row and took ~2x the cloud's CPU.)
+  500-row batches shaped as the daemon's, as many in flight as the daemon keeps, into a
+  workspace no daemon has joined (so no realtime echo shares the CPU: in the joined push
+  workspace the two daemons' echoes halved the figure), and ``sync_pull`` pages of the
+  daemon's catch-up size decoded but not applied, of the very rows B pulled (``pull``) and of
+  the first sync's workspace (``first_sync``), each after the daemon's own pull: the ceiling
+  the cloud side allows on this machine. (A pushed message whose fields share one clock is
+  stored like a seeded row, with its row clock only: the one-register form of
+  migrations/cloud/0003. Stored with a clock per field, it was 1.7x the JSON of a seeded row
+  and took ~2x the cloud's CPU.)
 - first sync: device C clones a workspace of 100,000 messages (seeded with COPY);
   time and the daemon's peak RSS (VmHWM) growth, next to B's growth for N rows ("flat memory":
   the growth must not scale with the row count: at most 2x B's). Budget: <= 2.5 s.
@@ -81,7 +84,7 @@ from _common import (
 )
 
 from daemon.store.ids import uuid7
-from daemon.sync.workspace import DriverSettings
+from daemon.sync.workspace import PUSH_IN_FLIGHT, DriverSettings
 from devcloud import _seed
 from devcloud.context import DevcloudConfig
 from ui_bridge.client import Client, connect
@@ -366,29 +369,45 @@ async def user_client(cloud_url: str) -> httpx.AsyncClient:
     return http
 
 
-async def bench_cloud_push(cloud_url: str, ws_id: str, conv_id: str, n: int) -> dict[str, Any]:
-    """The cloud side alone: sync_push of ready-made 500-row batches, one request at a time
-    (the ceiling of what any client reaches through this devcloud)."""
-    clock = f"{time.time_ns() // 1_000_000:013d}-000000-bench"
-    async with contextlib.aclosing(await user_client(cloud_url)) as http:
-        start = time.perf_counter()
-        for first in range(0, n, 500):
-            changes = [
-                {"table": "messages", "id": str(uuid.uuid4()), "workspace_id": ws_id,
-                 "fields": {"conversation_id": conv_id, "role": "user", "content": CONTENT},
-                 "field_hlc": dict.fromkeys(("conversation_id", "role", "content"), clock),
-                 "origin": "bench"}
-                for _ in range(min(500, n - first))
-            ]  # fmt: skip
+async def bench_cloud_push(cloud_url: str, pool: asyncpg.Pool, n: int) -> dict[str, Any]:
+    """The cloud side alone: ``sync_push`` of ready-made 500-row batches of new messages shaped
+    as the daemon sends them (its seven fields, a clock per field), ``PUSH_IN_FLIGHT`` requests
+    at a time as the daemon sends them, into a workspace no daemon has joined (a pushed row
+    then notifies no realtime subscriber: no echo competes for the CPU). What the cloud allows
+    on this machine, without a daemon's CPU beside it."""
+    ws_id, conv_id = await new_workspace(pool, "bench cloud push")
+    clock = f"{time.time_ns() // 1_000_000:013d}-000000-{uuid7()}"  # as long as a device's
+    stamp = "2026-11-21T07:09:32.123Z"
+    body = {"conversation_id": conv_id, "role": "user", "content": CONTENT, "created_at": stamp,
+            "updated_at": stamp, "deleted_at": None, "workspace_id": ws_id}  # fmt: skip
+    batches = [
+        orjson.dumps({"changes": [
+            {"table": "messages", "id": uuid7(), "workspace_id": ws_id, "fields": body,
+             "field_hlc": dict.fromkeys(body, clock), "origin": "bench"}
+            for _ in range(min(500, n - first))
+        ]})
+        for first in range(0, n, 500)
+    ]  # fmt: skip
+    queue = iter(batches)
+
+    async def sender(http: httpx.AsyncClient) -> None:
+        for content in queue:
             response = await http.post(
-                "/rest/v1/rpc/sync_push", content=orjson.dumps({"changes": changes}),
+                "/rest/v1/rpc/sync_push", content=content,
                 headers={"Content-Type": "application/json"},
             )  # fmt: skip
             response.raise_for_status()
+
+    async with contextlib.aclosing(await user_client(cloud_url)) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(sender(http) for _ in range(PUSH_IN_FLIGHT)))
         elapsed = time.perf_counter() - start
+    if await count_messages(pool, ws_id) != n:
+        raise RuntimeError("the cloud-only push did not store every row")
     return {
         "rows": n,
         "batch": 500,
+        "in_flight": PUSH_IN_FLIGHT,
         "elapsed_s": round(elapsed, 3),
         "rows_per_s": round(n / elapsed),
     }
@@ -447,19 +466,10 @@ async def seed_workspace(pool: asyncpg.Pool, rows: int, *, random_ids: bool = Fa
     first sync started right after the COPY otherwise meets a planner without statistics,
     whose plan makes each of the first ``sync_pull`` pages ~8x slower (measured: the first
     five 2000-row pages ~450 ms each instead of ~55 ms, ~1.9 s of a 100k first sync)."""
-    ws_id, conv_id = new_id(random_ids), new_id(random_ids)
     clock = f"{time.time_ns() // 1_000_000:013d}-000000-seed"
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
-        org = await conn.fetchval("SELECT id FROM organizations WHERE name = 'bench'")
-        await conn.execute(
-            "INSERT INTO workspaces (id, org_id, name, hlc, origin) VALUES ($1, $2, 'big', $3, "
-            "'seed')", uuid.UUID(ws_id), org, clock,
-        )  # fmt: skip
-        await conn.execute(
-            "INSERT INTO conversations (id, workspace_id, name, hlc, origin) "
-            "VALUES ($1, $2, 'c', $3, 'seed')", uuid.UUID(conv_id), uuid.UUID(ws_id), clock,
-        )  # fmt: skip
+        ws_id, conv_id = await _insert_workspace(conn, "big", clock, random_ids)
         records = (
             (
                 uuid.UUID(new_id(random_ids)),
@@ -479,6 +489,29 @@ async def seed_workspace(pool: asyncpg.Pool, rows: int, *, random_ids: bool = Fa
         )
     await analyze(pool)
     return ws_id
+
+
+async def new_workspace(pool: asyncpg.Pool, name: str) -> tuple[str, str]:
+    """An empty workspace of the bench user's organisation and a conversation in it (ids)."""
+    clock = f"{time.time_ns() // 1_000_000:013d}-000000-seed"
+    async with pool.acquire() as conn, conn.transaction():
+        return await _insert_workspace(conn, name, clock, random_ids=False)
+
+
+async def _insert_workspace(
+    conn: asyncpg.Connection, name: str, clock: str, random_ids: bool
+) -> tuple[str, str]:
+    ws_id, conv_id = new_id(random_ids), new_id(random_ids)
+    org = await conn.fetchval("SELECT id FROM organizations WHERE name = 'bench'")
+    await conn.execute(
+        "INSERT INTO workspaces (id, org_id, name, hlc, origin) VALUES ($1, $2, $3, $4, 'seed')",
+        uuid.UUID(ws_id), org, name, clock,
+    )  # fmt: skip
+    await conn.execute(
+        "INSERT INTO conversations (id, workspace_id, name, hlc, origin) "
+        "VALUES ($1, $2, 'c', $3, 'seed')", uuid.UUID(conv_id), uuid.UUID(ws_id), clock,
+    )  # fmt: skip
+    return ws_id, conv_id
 
 
 async def analyze(pool: asyncpg.Pool) -> None:
@@ -543,9 +576,7 @@ async def main(quick: bool, database_url: str | None, random_ids: bool = False) 
                 cloud_only = {
                     "pull": await bench_cloud_pull(cloud_url, push["workspace_id"], page),
                     "first_sync": await bench_cloud_pull(cloud_url, big_ws, page),
-                    "push": await bench_cloud_push(
-                        cloud_url, push["workspace_id"], push["conversation_id"], n // 2
-                    ),
+                    "push": await bench_cloud_push(cloud_url, pool, n // 2),
                 }
                 for daemon in (b, c):  # done: their reconnects would only add noise
                     await daemon.close()
