@@ -60,6 +60,14 @@ _after_reply: contextvars.ContextVar[list[AfterReply] | None] = contextvars.Cont
 )
 
 
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class BridgeConnection(ServerConnection):
     """A server connection that hands each whole text frame straight to its session.
 
@@ -207,8 +215,12 @@ class Session:
         return False
 
     def _take_text(self, payload: bytes) -> bool:
-        """``_take_frame`` for a whole text frame's payload."""
+        """``_take_frame`` for a whole text frame's payload. A payload that is not UTF-8 is
+        refused too: websockets' own path then fails the connection with 1007, as RFC 6455
+        (8.1) requires of a text message (only a payload with a non-ASCII byte is checked)."""
         if self._backlog or len(self._requests) >= MAX_IN_FLIGHT:
+            return False
+        if not payload.isascii() and not _is_utf8(payload):
             return False
         self._start(payload)
         return True

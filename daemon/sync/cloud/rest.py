@@ -274,7 +274,8 @@ class PulledPage:
     ) -> _T | None:
         """What ``decode`` makes of the answer's text (None when it declines it): its value,
         the cursor and has_more it read, which are held to the head as ``body``'s are."""
-        decoded = decode(self._response.content)
+        content = self._response.content
+        decoded = decode(content)
         if decoded is None:
             return None
         value, cursor, has_more = decoded
@@ -282,6 +283,7 @@ class PulledPage:
             self._head = cursor, has_more
         elif self._head != (cursor, has_more):
             raise CloudProtocolError("rest.pull", "unexpected_shape")
+        logger.debug("rest.pull.complete bytes=%d more=%s decoded=direct", len(content), has_more)
         return value
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame as WsFrame
 from websockets.frames import Opcode
 
@@ -61,11 +62,25 @@ async def test_text_frames_skip_the_queue_and_others_take_it(
     assert session._backlog == 0
 
 
-async def test_invalid_utf8_in_a_text_frame_is_a_parse_error(rpc: Rpc) -> None:
-    await rpc.ws.send(b'{"jsonrpc":"2.0","method":"\xff","id":1}', text=True)
+async def test_invalid_utf8_in_a_text_frame_fails_the_connection_with_1007(
+    make_bridge: MakeBridge, open_rpc: Any
+) -> None:
+    """RFC 6455 8.1: a text message that is not UTF-8 fails the connection (close 1007), on
+    the direct path as on websockets' own; UTF-8 beyond ASCII is served, and the same bytes
+    in a binary frame are a JSON parse error (a binary frame need not be text)."""
+    server = await make_bridge()
+    rpc: Rpc = await open_rpc(server)
+    await rpc.ws.send('{"jsonrpc":"2.0","method":"daemon.ping","id":"\u00e9\u2713"}')
+    assert (await rpc.recv())["id"] == "\u00e9\u2713"
+    await rpc.ws.send(b'{"jsonrpc":"2.0","method":"\xff","id":1}')  # binary
     reply = await rpc.recv()
     assert reply["id"] is None and reply["error"]["code"] == ErrorCode.PARSE_ERROR
-    assert (await rpc.request("daemon.ping"))["result"] == {"pong": True}  # still open
+    await rpc.ws.send(b'{"jsonrpc":"2.0","method":"\xff","id":2}', text=True)
+    with pytest.raises(ConnectionClosed):
+        await rpc.recv()
+    assert rpc.ws.close_code == 1007
+    other: Rpc = await open_rpc(server)  # the daemon serves on
+    assert (await other.request("daemon.ping"))["result"] == {"pong": True}
 
 
 async def test_frames_past_the_bound_wait_in_the_queue_then_direct_frames_resume(

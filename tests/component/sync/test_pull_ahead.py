@@ -6,12 +6,14 @@ and to see when each request arrives); the store is a real SQLite file."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from daemon.config import StoreSettings
 from daemon.events import ChangeEvent
@@ -123,9 +125,13 @@ async def caught_up(tmp_path: Path, **faults: int) -> PagedCloud:
 
 
 async def test_pages_are_fetched_ahead_and_a_failed_page_is_fetched_again(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="daemon.sync.cloud.rest")
     cloud = await caught_up(tmp_path, fail_at=4)
+    # Every page answered is logged once, whichever way it was decoded (the 503 is not).
+    done = [r for r in caplog.records if r.getMessage().startswith("rest.pull.complete ")]
+    assert len(done) == len(cloud.requests) - 1
     # Every page of the catch-up used the bulk size; the failed page was asked again from
     # the same cursor, and nothing else was asked twice.
     cursors = [c for c, _, _ in cloud.requests]
