@@ -92,6 +92,10 @@ def configure_logging(data_dir: Path | None, level: str = "INFO") -> None:
         handler._syncd = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)
+    # httpx logs every request at INFO (a line per push batch and pull page, two a minute per
+    # linked workspace when idle); the daemon's own rest.* lines say as much at DEBUG.
+    quiet = logging.DEBUG if root.getEffectiveLevel() <= logging.DEBUG else logging.WARNING
+    logging.getLogger("httpx").setLevel(quiet)
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""Log redaction: credentials never reach a handler (daemon/logs.py)."""
+"""Log redaction: credentials never reach a handler; httpx's line per request only at DEBUG
+(daemon/logs.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 
 import orjson
 
-from daemon.logs import JsonFormatter, RedactSecrets, redact
+from daemon.logs import JsonFormatter, RedactSecrets, configure_logging, redact
 
 TOKEN = "s3cret-Tok_en.42"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl"
@@ -49,3 +50,21 @@ def test_json_lines_redact_the_traceback_too() -> None:
     entry = orjson.loads(line)
     assert TOKEN not in line and "access_token=[REDACTED]" in entry["exc"]
     assert entry["level"] == "ERROR" and entry["msg"] == "failed"
+
+
+def test_httpx_request_lines_only_at_debug() -> None:
+    root, httpx_logger = logging.getLogger(), logging.getLogger("httpx")
+    saved = root.level, list(root.handlers), httpx_logger.level
+    try:
+        configure_logging(None, "INFO")
+        assert not httpx_logger.isEnabledFor(logging.INFO)
+        assert httpx_logger.isEnabledFor(logging.WARNING)
+        assert logging.getLogger("daemon.sync").isEnabledFor(logging.INFO)
+        configure_logging(None, "DEBUG")
+        assert httpx_logger.isEnabledFor(logging.INFO)
+    finally:  # what configure_logging installed goes again
+        for handler in list(root.handlers):
+            if handler not in saved[1]:
+                root.removeHandler(handler)
+        root.setLevel(saved[0])
+        httpx_logger.setLevel(saved[2])
