@@ -73,3 +73,21 @@ async def test_close_stops_fetching() -> None:
     await settle()
     assert len(pages.asked) == asked <= 2
     assert not fetcher.serves(fetcher.cursor, 10)
+
+
+async def test_a_page_whose_cursor_cannot_be_read_is_handed_over_and_ends_the_fetch() -> None:
+    """A page the fetcher cannot follow (a bad answer) still reaches ``next``, whose caller
+    meets the error reading it; nothing is asked after it."""
+    pages = Pages(rows=100)
+
+    def follow(page: Page) -> str | None:
+        if page[1] == 20:
+            raise ValueError("bad head")
+        return pages.follow(page)
+
+    fetcher = PageFetcher(pages.fetch, follow, None, 10, depth=1)
+    assert await fetcher.next() == (None, 10)
+    with pytest.raises(ValueError, match="bad head"):
+        await fetcher.next()
+    await settle()
+    assert pages.asked == [None, "10"]

@@ -1,13 +1,17 @@
 """A multi-page pull fetches the next pages while the current one is applied (each request
 sent as soon as the page before it arrived), two pages ahead at most, with the catch-up page
-size; a failed page is fetched again from the stored cursor and nothing is lost or applied
-twice. An httpx mock transport stands in for the cloud (mock_cloud.py: to fail one page on cue
-and to see when each request arrives); the store is a real SQLite file."""
+size after a run's small first page; a failed page is fetched again from the stored cursor
+and nothing is lost or applied twice. An httpx mock transport stands in for the cloud
+(mock_cloud.py: to fail one page on cue and to see when each request arrives); the store is a
+real SQLite file."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ from daemon.config import StoreSettings
 from daemon.events import ChangeEvent
 from daemon.store import Store
 from daemon.store.sync import pull_scope
+from daemon.sync.driver import SyncDriver
 from tests.component.sync.mock_cloud import ORG, grant, mocked_driver
 from tests.helpers import MS, wait_for
 
@@ -29,10 +34,18 @@ STAMP = "2026-11-21T07:09:32.123+00:00"
 class PagedCloud:
     """Serves ``rows`` messages of one conversation through ``sync_pull`` pages (cursor =
     index of the last row served, written first as syncd's cloud does); the ``fail_at``-th
-    pull request fails (503), the answer to the ``cut_at``-th is cut short after its head."""
+    pull request fails (503), the answer to the ``cut_at``-th is cut short after its head; the
+    request from cursor ``hold`` waits for ``release``."""
 
     def __init__(
-        self, ws_id: str, conv_id: str, rows: int, *, fail_at: int = 0, cut_at: int = 0
+        self,
+        ws_id: str,
+        conv_id: str,
+        rows: int,
+        *,
+        fail_at: int = 0,
+        cut_at: int = 0,
+        hold: str | None = None,
     ) -> None:
         self.ws_id, self.conv_id = ws_id, conv_id
         self.rows = [str(uuid.uuid4()) for _ in range(rows)]
@@ -41,6 +54,9 @@ class PagedCloud:
         self.failed: str | None = None  # the cursor of the failed request
         self.requests: list[tuple[str | None, int, int]] = []  # (cursor, limit, messages seen)
         self.messages = 0
+        self.hold = hold
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
 
     def committed(self, events: list[ChangeEvent]) -> None:
         self.messages += sum(e.topic == "message.created" for e in events)
@@ -57,6 +73,9 @@ class PagedCloud:
         body = orjson.loads(request.content)
         cursor, limit = body["cursor"], body["limit"]
         self.requests.append((cursor, limit, self.messages))
+        if self.hold is not None and cursor == self.hold:
+            self.held.set()
+            await self.release.wait()
         if len(self.requests) == self.fail_at:
             self.failed = cursor
             return httpx.Response(503, json={"code": "unavailable", "message": "try later"})
@@ -97,12 +116,15 @@ def _applied(change: dict[str, Any]) -> dict[str, Any]:
     return {"id": change["id"], "table": change["table"], "status": "applied"}
 
 
-async def caught_up(tmp_path: Path, **faults: int) -> PagedCloud:
-    """A link to a cloud workspace of 400 messages (pages of 40 while catching up) synced until
-    the cursor is the last row; checks that every row was applied exactly once."""
+@contextlib.asynccontextmanager
+async def syncing(
+    tmp_path: Path, **options: Any
+) -> AsyncIterator[tuple[Store, SyncDriver, PagedCloud]]:
+    """A link to a cloud workspace of 400 messages (a run's first page of 10, then pages of 40),
+    its sync started (``options``: PagedCloud's)."""
     store = await Store.open(tmp_path / "syncd.db", StoreSettings())
     ws = await store.workspaces.create(name="w")  # the local side of the link
-    cloud = PagedCloud(ws["id"], str(uuid.uuid4()), rows=400, **faults)
+    cloud = PagedCloud(ws["id"], str(uuid.uuid4()), rows=400, **options)
     store.add_commit_listener(cloud.committed)
     try:
         async with mocked_driver(
@@ -112,15 +134,22 @@ async def caught_up(tmp_path: Path, **faults: int) -> PagedCloud:
             driver.open()
             await driver.add(link)
             await driver.activate()
-            scope = pull_scope(ws["id"])
-            await wait_for(lambda: cloud.messages >= 399, timeout=10_000 * MS)
-            await wait_for(lambda: store.sync.cursor(scope), timeout=5_000 * MS)
-            assert await store.sync.cursor(scope) == "399"
-            page = await store.messages.list(conversation_id=cloud.conv_id, limit=1000)
-            assert sorted(m["id"] for m in page.items) == sorted(cloud.rows[1:])
-            assert cloud.messages == 399  # each row applied once, the failed page's too
+            yield store, driver, cloud
     finally:
         await store.close()
+
+
+async def caught_up(tmp_path: Path, **faults: int) -> PagedCloud:
+    """``syncing`` until the cursor is the last row; checks that every row was applied
+    exactly once."""
+    async with syncing(tmp_path, **faults) as (store, _, cloud):
+        scope = pull_scope(cloud.ws_id)
+        await wait_for(lambda: cloud.messages >= 399, timeout=10_000 * MS)
+        await wait_for(lambda: store.sync.cursor(scope), timeout=5_000 * MS)
+        assert await store.sync.cursor(scope) == "399"
+        page = await store.messages.list(conversation_id=cloud.conv_id, limit=1000)
+        assert sorted(m["id"] for m in page.items) == sorted(cloud.rows[1:])
+        assert cloud.messages == 399  # each row applied once, the failed page's too
     return cloud
 
 
@@ -132,16 +161,20 @@ async def test_pages_are_fetched_ahead_and_a_failed_page_is_fetched_again(
     # Every page answered is logged once, whichever way it was decoded (the 503 is not).
     done = [r for r in caplog.records if r.getMessage().startswith("rest.pull.complete ")]
     assert len(done) == len(cloud.requests) - 1
-    # Every page of the catch-up used the bulk size; the failed page was asked again from
-    # the same cursor, and nothing else was asked twice.
+    # The failed page was asked again from the same cursor, and nothing else was asked twice.
     cursors = [c for c, _, _ in cloud.requests]
-    assert all(limit == 40 for _, limit, _ in cloud.requests)
     assert cloud.failed is not None and cursors.count(cloud.failed) == 2
     assert len(cursors) == len(set(cursors)) + 1
+    # A run's first page has the small size (the first sync's, and the retry's from the
+    # failed cursor); every page after it, fetched ahead, the bulk size.
+    retry = len(cursors) - 1 - cursors[::-1].index(cloud.failed)
+    limits = [limit for _, limit, _ in cloud.requests]
+    assert [i for i, limit in enumerate(limits) if limit == 10] == [0, retry]
+    assert all(limit == 40 for i, limit in enumerate(limits) if i not in (0, retry))
     # Fetched ahead: pages were asked for before the page before them was applied (its rows
     # not yet committed), but never more than two pages ahead (one page waiting for its
     # apply, one in flight: flat memory).
-    later = [(int(c), seen) for c, _, seen in cloud.requests if c not in (None, "37")]
+    later = [(int(c), seen) for c, _, seen in cloud.requests if c not in (None, "7")]
     assert any(seen < cursor for cursor, seen in later)
     assert all(seen >= cursor - 2 * 40 for cursor, seen in later)
 
@@ -164,3 +197,36 @@ async def test_the_next_page_is_asked_for_from_the_head_of_an_answer_not_yet_dec
     after_cut = cloud._page(cut, 40)["cursor"]
     assert cursors[cursors.index(cut) + 1] == after_cut
     assert cloud.requests[cursors.index(cut) + 1][2] <= int(cut)
+
+
+@pytest.mark.parametrize(
+    ("hold", "runs"),
+    [
+        # asked during the catch-up, while its third page is in flight: answered by it
+        ("46", 1),
+        # asked while the catch-up's last page is in flight (asked for before the call):
+        # one more run, whose page holds every row committed before the call
+        ("397", 2),
+    ],
+)
+async def test_a_pull_asked_for_during_a_catch_up_is_answered_by_its_last_page_if_asked_later(
+    tmp_path: Path, hold: str, runs: int
+) -> None:
+    """``sync.pull`` answers once a page answered has_more=false that was asked for after the
+    call (sync_pull's horizon is then past every row committed before it): a catch-up under
+    way serves it if its last page is asked for later, with no run after it."""
+    async with syncing(tmp_path, hold=hold) as (store, driver, cloud):
+        await asyncio.wait_for(cloud.held.wait(), timeout=5)
+        asked = asyncio.create_task(driver.sync_now("pull"))
+        # released once the call has begun (callbacks run in the order they were queued)
+        asyncio.get_running_loop().call_soon(cloud.release.set)
+        result = await asyncio.wait_for(asked, timeout=10)
+        assert result["error"] is None
+        assert await store.sync.cursor(pull_scope(cloud.ws_id)) == "399"
+        assert cloud.messages == 399
+        # The catch-up's pages, from None to "397" (the last one, which answered "399"),
+        # then, only when the call came after "397" was asked for, one run from "399".
+        cursors = [c for c, _, _ in cloud.requests]
+        assert cursors[0] is None and cursors[-runs] == "397"
+        assert cursors.count("399") == runs - 1
+        assert len(cursors) == len(set(cursors))
