@@ -474,7 +474,7 @@ async def seed_workspace(pool: asyncpg.Pool, rows: int, *, random_ids: bool = Fa
     first sync started right after the COPY otherwise meets a planner without statistics,
     whose plan makes each of the first ``sync_pull`` pages ~8x slower (measured: the first
     five 2000-row pages ~450 ms each instead of ~55 ms, ~1.9 s of a 100k first sync)."""
-    clock = f"{time.time_ns() // 1_000_000:013d}-000000-seed"
+    clock = seed_clock()
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
         ws_id, conv_id = await _insert_workspace(conn, "big", clock, random_ids)
@@ -501,9 +501,13 @@ async def seed_workspace(pool: asyncpg.Pool, rows: int, *, random_ids: bool = Fa
 
 async def new_workspace(pool: asyncpg.Pool, name: str) -> tuple[str, str]:
     """An empty workspace of the bench user's organisation and a conversation in it (ids)."""
-    clock = f"{time.time_ns() // 1_000_000:013d}-000000-seed"
     async with pool.acquire() as conn, conn.transaction():
-        return await _insert_workspace(conn, name, clock, random_ids=False)
+        return await _insert_workspace(conn, name, seed_clock(), random_ids=False)
+
+
+def seed_clock() -> str:
+    """The clock of rows the bench writes straight into the cloud (device ``seed``)."""
+    return f"{time.time_ns() // 1_000_000:013d}-000000-seed"
 
 
 async def _insert_workspace(

@@ -76,7 +76,10 @@ class PageFetcher(Generic[P]):
                 await self._pages.put(exc)
                 return
             await self._pages.put(page)
-            after = self._follow(page)
+            try:
+                after = self._follow(page)
+            except Exception:  # a bad answer: ``next`` meets the same error for this page
+                return
             if after is None:
                 return
             cursor = after

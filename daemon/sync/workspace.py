@@ -43,9 +43,9 @@ wakes it: local changes committed, a login, or a ``request``. Failures become
 ``retry.Failure``s, so the session's pure ``retry.classify`` decides (Retry-After, full jitter,
 re-auth, give up).
 
-``request(kind)`` backs ``sync.push``/``sync.pull``: it waits for a run that STARTED after the
-call to finish (or a pull whose last page was asked for after the call: ``_run_finished``) and
-answers the counts it moved, or the failure's reason.
+``request(kind)`` backs ``sync.push``/``sync.pull``: it waits for a run whose last step (a
+push's final take, a pull's last request) BEGAN after the call to finish, and answers the
+counts it moved, or the failure's reason (``_run_finished``).
 """
 
 from __future__ import annotations
@@ -188,8 +188,6 @@ class _Page:
 
     cursor: str | None
     answer: PullAnswer
-    #: Which ``sync_pull`` request of the workspace's this page answers (1, 2, ...).
-    number: int = 0
 
     def local_changes(self) -> list[dict[str, Any]]:
         """The page's changes mapped to local rows (mapping.local_change)."""
@@ -214,8 +212,7 @@ class _Flight:
 @dataclass
 class _Waiter:
     kind: Kind
-    mark: int  # requests of this kind started before the call
-    asked: int  # sync_pull requests sent before the call
+    mark: int  # steps of this kind begun before the call
     before: Counts
     future: asyncio.Future[dict[str, Any]]
 
@@ -254,9 +251,8 @@ class WorkspaceSync:
         self._refresh_auth = refresh_auth
         self._on_change = on_change
         self._clock = clock
+        #: Steps begun, per kind: push batches taken, sync_pull requests sent (_begin).
         self._started: dict[Kind, int] = {"push": 0, "pull": 0}
-        self._pull_asked = 0  # sync_pull requests sent
-        self._chain_first: dict[Kind, int | None] = {"push": None, "pull": None}
         self._progress: dict[str, int] | None = None
         #: The next pages, fetched while the current one is applied (at most two ahead).
         self._ahead: PageFetcher[_Page] | None = None
@@ -352,8 +348,7 @@ class WorkspaceSync:
             return future
         if self.session.state is SyncState.AUTH_REQUIRED:  # try the (new) session again
             self.session.start(self._clock(), cursor=snapshot.cursor, pending=True)
-        waiter = _Waiter(kind, self._started[kind], self._pull_asked, replace(self.counts), future)
-        self._waiters.append(waiter)
+        self._waiters.append(_Waiter(kind, self._started[kind], replace(self.counts), future))
         self._trigger(kind)
         return future
 
@@ -409,7 +404,6 @@ class WorkspaceSync:
             logger.debug("sync.realtime_ignored ws=%s", self.workspace_id)
 
     async def _pull(self, command: PullSince) -> None:
-        self._begin("pull")
         bulk_limit = max(command.limit, self._settings.bulk_pull_limit)
         try:
             fetched = await self._fetch(command.cursor, command.limit, bulk_limit)
@@ -455,7 +449,7 @@ class WorkspaceSync:
         applied = 0 if outcome is None else outcome.applied
         self.session.pull_page_received(self._clock(), PullPage(cursor, has_more, applied))
         if not has_more:
-            self._run_finished("pull", last_asked=fetched.number)
+            self._run_finished("pull")
 
     async def _fetch(self, cursor: str | None, limit: int, bulk_limit: int) -> _Page:
         """The page after ``cursor``: the fetcher's next page (``bulk_limit`` rows) if it is
@@ -470,12 +464,11 @@ class WorkspaceSync:
         return await self._page(cursor, limit)
 
     async def _page(self, cursor: str | None, limit: int) -> _Page:
-        self._pull_asked += 1  # (counted before it goes out: see _run_finished)
-        number = self._pull_asked
+        self._begin("pull")  # (a page fetched ahead too: see _run_finished)
         answer = await self._api.pull_page(
             cursor=cursor, limit=limit, workspace_id=self.workspace_id
         )
-        return _Page(cursor, answer, number)
+        return _Page(cursor, answer)
 
     def _fetch_ahead(self, cursor: str | None, limit: int) -> None:
         """Fetch the pages from ``cursor`` on while this one is applied, each
@@ -584,31 +577,27 @@ class WorkspaceSync:
     # Bookkeeping of runs (for sync_now) and progress
 
     def _begin(self, kind: Kind) -> None:
+        """A step of a run begins: a push batch is taken, a sync_pull request is sent (counted
+        before it goes out, so a call made meanwhile is never counted before it)."""
         self._started[kind] += 1
-        if self._chain_first[kind] is None:
-            self._chain_first[kind] = self._started[kind]
 
-    def _run_finished(self, kind: Kind, *, last_asked: int | None = None) -> None:
-        """A run ended: answer the calls it serves. A run that began after a call serves it;
-        so does a pull whose last page (``last_asked``: that page's request) was asked for
-        after the call, though the run began before: that answer holds every row committed
-        before the request (sync_pull's horizon), as a new run's would, so a ``sync.pull``
-        during a catch-up needs no run of its own after it."""
+    def _run_finished(self, kind: Kind) -> None:
+        """A run ended: it serves the calls made before its last step began. That step saw
+        everything committed before them: a push's last take found the outbox drained (every
+        entry written before the call settled); a pull's last page, has_more false, holds every
+        row committed before its request (sync_pull's horizon), as a new run's would. So a
+        call during a catch-up or a long push needs no run of its own after it."""
         if kind == "push":
             self._push_settled.set()
-        first = self._chain_first[kind]
-        self._chain_first[kind] = None
+        last = self._started[kind]
         for waiter in [w for w in self._waiters if w.kind == kind]:
-            if (first is not None and waiter.mark < first) or (
-                last_asked is not None and waiter.asked < last_asked
-            ):
+            if waiter.mark < last:
                 self._resolve(waiter, None)
         if any(w.kind == kind for w in self._waiters):
-            self._trigger(kind)  # the run that ended began before the call: one more
+            self._trigger(kind)  # called during the run's last step: one more run
 
     def _request_failed(self, kind: Kind, exc: Exception) -> None:
         self._push_settled.set()
-        self._chain_first[kind] = None
         if kind == "pull":
             self._drop_ahead()  # the retry starts again from the stored cursor
         self._progress = None

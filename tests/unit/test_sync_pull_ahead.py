@@ -91,3 +91,5 @@ async def test_a_page_whose_cursor_cannot_be_read_is_handed_over_and_ends_the_fe
         await fetcher.next()
     await settle()
     assert pages.asked == [None, "10"]
+    # the fetch ended as finished, not failed: no error left for asyncio to log unretrieved
+    assert fetcher._task.done() and fetcher._task.exception() is None

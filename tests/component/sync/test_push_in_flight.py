@@ -157,6 +157,36 @@ async def test_the_next_batch_is_sent_while_one_is_held_and_never_a_third(
     assert len(gate.pushes) > len(gate.leaf_pushes) and gate.beside_parents == 0
 
 
+async def test_a_push_asked_for_during_a_run_is_answered_by_its_last_take(
+    devcloud: RunningDevcloud, gated: tuple[Device, Gate], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sync.push`` answers once a take that began after the call found the outbox drained
+    (workspace.py ``_run_finished``): a call made while two batches are in flight is answered
+    by that run, every row written before it in the cloud, and not by a run of its own after
+    it (one empty take before the answer, not two)."""
+    a, gate = gated
+    ws_id = await publish_two_held(gate, a)
+    await a.store.tasks.create(workspace_id=ws_id, kind="written before the call")
+    asked: list[asyncio.Task[dict[str, object]]] = []
+    drained: list[bool] = []  # per empty take from the outbox's start: was the call answered?
+    take = a.store.sync.take_outbox
+
+    async def spy(**options: object) -> object:
+        changes = await take(**options)  # type: ignore[arg-type]
+        if options["after"] == 0 and not changes:
+            drained.append(asked[0].done())
+        return changes
+
+    monkeypatch.setattr(a.store.sync, "take_outbox", spy)
+    asked.append(asyncio.create_task(a.cloud.sync_now("push")))
+    # released once the call has begun (callbacks run in the order they were queued)
+    asyncio.get_running_loop().call_soon(gate.release.set)
+    result = await asyncio.wait_for(asked[0], timeout=WITHIN)
+    assert result["error"] is None
+    assert await cloud_count(devcloud, ws_id) == 501
+    assert drained.count(False) == 1
+
+
 async def test_a_failed_batch_drops_the_one_answered_after_it_and_both_are_sent_again(
     devcloud: RunningDevcloud, gated: tuple[Device, Gate]
 ) -> None:
