@@ -192,19 +192,36 @@ def sync_now(settings: Settings, kind: str) -> int:
 
 
 async def _pull_with_progress(client: Client) -> int:
-    """``sync.pull``, showing the rows pulled so far from the ``sync.status`` events."""
+    """``sync.pull``, showing the rows pulled so far from the ``sync.status`` events: a bar
+    of rows pulled out of the rows to pull once the daemon knows their number (``total``),
+    with the time left; a pulsing bar until then."""
     from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     events = await client.subscribe(["sync.status"])
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("pulling", total=None)
         call = asyncio.ensure_future(client.call("sync.pull"))
         async for event in _until(events, call):
             shown = event.data.get("progress") or {}
-            rows, pages = shown.get("rows", 0), shown.get("pages", 0)
-            progress.update(task, description=f"pulling: {rows} rows ({pages} pages)")
+            progress.update(task, completed=shown.get("rows") or 0, total=shown.get("total"))
         result = await call
     await events.close()
     sys.stdout.write(

@@ -37,8 +37,9 @@ class WorkspaceStatus:
     retry_at: float | None = None
     last_pull_at: float | None = None
     last_push_at: float | None = None
-    #: while a pull runs page after page: rows and pages so far (a first sync shows progress)
-    progress: Mapping[str, int] | None = None
+    #: while a pull runs page after page: rows and pages so far, and the rows the run has to
+    #: pull in all (``total``, None until the cloud counted them): a first sync shows progress
+    progress: Mapping[str, int | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,8 +117,12 @@ def _progress(pulling: list[WorkspaceStatus]) -> dict[str, Any] | None:
     """The running pulls' progress summed up, or None when no pull is under way."""
     if not pulling:
         return None
+    shown = [w.progress or {} for w in pulling]
+    totals = [p.get("total") for p in shown]
     return {
         "workspaces": [w.workspace_id for w in pulling],
-        "rows": sum(int((w.progress or {}).get("rows", 0)) for w in pulling),
-        "pages": sum(int((w.progress or {}).get("pages", 0)) for w in pulling),
+        "rows": sum(p.get("rows") or 0 for p in shown),
+        "pages": sum(p.get("pages") or 0 for p in shown),
+        # known once every running pull's is (a sum of some would end below the rows)
+        "total": None if None in totals else sum(t or 0 for t in totals),
     }

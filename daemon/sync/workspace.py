@@ -139,13 +139,15 @@ class DriverSettings:
 
 
 class SyncApi(Protocol):
-    """The two cloud calls sync needs (``CloudApi`` implements them)."""
+    """The cloud calls sync needs (``CloudApi`` implements them)."""
 
     async def push(self, changes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]: ...
 
     async def pull_page(
         self, *, cursor: str | None, limit: int, workspace_id: str | None
     ) -> PullAnswer: ...
+
+    async def pull_count(self, *, cursor: str | None, workspace_id: str | None) -> int: ...
 
 
 class PullAnswer(Protocol):
@@ -253,7 +255,11 @@ class WorkspaceSync:
         self._clock = clock
         #: Steps begun, per kind: push batches taken, sync_pull requests sent (_begin).
         self._started: dict[Kind, int] = {"push": 0, "pull": 0}
+        #: A pull run of several pages so far: rows and pages; and the rows it has to pull,
+        #: once known (counted from its first page's cursor, while the pages go on: _count).
         self._progress: dict[str, int] | None = None
+        self._total: int | None = None
+        self._counting: asyncio.Task[None] | None = None
         #: The next pages, fetched while the current one is applied (at most two ahead).
         self._ahead: PageFetcher[_Page] | None = None
         #: Push batches sent and not yet settled, oldest first (at most PUSH_IN_FLIGHT).
@@ -283,7 +289,7 @@ class WorkspaceSync:
             s.retry_at,
             s.last_pull_at,
             self.last_push_at,
-            None if self._progress is None else dict(self._progress),
+            self._progress_view(),
         )
 
     # Lifecycle and inputs
@@ -294,6 +300,7 @@ class WorkspaceSync:
     async def close(self) -> None:
         task, self._task = self._task, None
         self._drop_ahead()
+        self._end_progress()
         await cancel_and_wait(task)
         self._drop_flights()  # after the loop ended: nothing is settled from now on
         for waiter in self._waiters:
@@ -445,7 +452,7 @@ class WorkspaceSync:
             self.counts.pulled += outcome.applied
             self.counts.changed += outcome.changed
             self.counts.conflicts += outcome.conflicts
-        self._note_progress(size, has_more)
+        self._note_progress(size, cursor, has_more)
         applied = 0 if outcome is None else outcome.applied
         self.session.pull_page_received(self._clock(), PullPage(cursor, has_more, applied))
         if not has_more:
@@ -600,7 +607,7 @@ class WorkspaceSync:
         self._push_settled.set()
         if kind == "pull":
             self._drop_ahead()  # the retry starts again from the stored cursor
-        self._progress = None
+        self._end_progress()
         reason = failure_reason(exc)
         if isinstance(exc, CloudError | DaemonError):
             logger.warning("sync.%s_failed ws=%s reason=%s", kind, self.workspace_id, reason)
@@ -614,10 +621,47 @@ class WorkspaceSync:
         if not waiter.future.done():
             waiter.future.set_result({**self.counts.minus(waiter.before), "error": error})
 
-    def _note_progress(self, rows: int, has_more: bool) -> None:
+    def _note_progress(self, rows: int, cursor: str | None, has_more: bool) -> None:
+        """A page of ``rows`` applied, up to ``cursor``. The first page of a run that has more
+        starts its progress, and the count of what is left (``_count``)."""
         if not has_more and self._progress is None:
             return  # a one-page pull: nothing to show
-        progress = self._progress or {"rows": 0, "pages": 0}
-        progress = {"rows": progress["rows"] + rows, "pages": progress["pages"] + 1}
-        self._progress = progress if has_more else None
+        if self._progress is None:
+            self._progress = {"rows": 0, "pages": 0}
+            self._counting = asyncio.create_task(
+                self._count(cursor, rows), name=f"sync-pull-count-{self.workspace_id}"
+            )
+        self._progress["rows"] += rows
+        self._progress["pages"] += 1
+        if not has_more:
+            self._end_progress()
         self._on_change()
+
+    async def _count(self, cursor: str | None, done: int) -> None:
+        """The run's total: ``done`` rows pulled up to ``cursor`` and the rows after it
+        (``sync_pull_count``, answered while the pages go on). Without an answer (an older
+        cloud schema has no such function; a failure) the progress has no total: the pull
+        itself goes on as ever."""
+        try:
+            remaining = await self._api.pull_count(cursor=cursor, workspace_id=self.workspace_id)
+        except CloudError as exc:
+            logger.debug("sync.count_failed ws=%s reason=%s", self.workspace_id, exc.reason)
+            return
+        self._total = done + remaining
+        self._on_change()
+
+    def _end_progress(self) -> None:
+        """The run ended (or failed): no progress, and its count, if still asked, is dropped."""
+        counting, self._counting = self._counting, None
+        if counting is not None:
+            discard(counting)
+        self._progress, self._total = None, None
+
+    def _progress_view(self) -> dict[str, int | None] | None:
+        """``{rows, pages, total}`` of the run under way (``total`` None until counted; never
+        below ``rows``: a row updated during the run is pulled again)."""
+        if self._progress is None:
+            return None
+        rows = self._progress["rows"]
+        total = None if self._total is None else max(self._total, rows)
+        return {"rows": rows, "pages": self._progress["pages"], "total": total}

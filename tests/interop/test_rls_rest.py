@@ -168,3 +168,10 @@ async def test_sync_rpcs_through_rest_respect_membership(pair: tuple[Member, Mem
     assert bob.workspace_id not in ids and intruding["id"] not in ids
     by_get = await bob.client.rpc("sync_pull", {"limit": 100}, get=True).execute()
     assert {c["id"] for c in by_get.data["changes"]} == {bob.workspace_id}
+    # the count of what a pull from a cursor would serve, under the same visibility
+    counted = await alice.client.rpc("sync_pull_count", {"cursor": None}).execute()
+    assert counted.data == len(pulled.data["changes"])
+    counted = await bob.client.rpc(
+        "sync_pull_count", {"workspace_id": alice.workspace_id}
+    ).execute()
+    assert counted.data == 0

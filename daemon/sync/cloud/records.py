@@ -20,6 +20,7 @@ __all__ = [
     "CloudWorkspace",
     "Membership",
     "Profile",
+    "check_count",
     "check_pull_page",
     "check_push_results",
     "check_uuid",
@@ -106,6 +107,13 @@ def check_push_results(body: Any, sent: int) -> list[dict[str, Any]]:
             "rejected",
         ):
             raise ValueError("a sync_push result has no valid status")
+    return body
+
+
+def check_count(body: Any) -> int:
+    """``sync_pull_count``'s answer: a count of rows (a non-negative integer)."""
+    if type(body) is not int or body < 0:
+        raise ValueError("sync_pull_count must answer a non-negative integer")
     return body
 
 

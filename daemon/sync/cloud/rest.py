@@ -29,6 +29,7 @@ from daemon.sync.cloud.records import (
     CloudWorkspace,
     Membership,
     Profile,
+    check_count,
     check_pull_page,
     check_push_results,
     check_uuid,
@@ -95,6 +96,19 @@ class CloudApi:
             "POST", "/rest/v1/rpc/sync_pull", operation="rest.pull", content=content
         )
         return PulledPage(response)
+
+    async def pull_count(self, *, cursor: str | None, workspace_id: str | None) -> int:
+        """``sync_pull_count``: how many rows the pulls after ``cursor`` would serve now (a
+        long pull's progress is shown against it)."""
+        if cursor is not None and not isinstance(cursor, str):
+            raise InvalidInput("cursor", "must be text or None")
+        workspace = None if workspace_id is None else _uuid("workspace_id", workspace_id)
+        content = _encode({"cursor": cursor, "workspace_id": workspace}, "count")
+        response = await self._request(
+            "POST", "/rest/v1/rpc/sync_pull_count", operation="rest.count", content=content
+        )
+        body = decode_json(response, operation="rest.count")
+        return _checked(body, check_count, "rest.count")
 
     # Reads for linking
 

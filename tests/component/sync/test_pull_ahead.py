@@ -35,7 +35,9 @@ class PagedCloud:
     """Serves ``rows`` messages of one conversation through ``sync_pull`` pages (cursor =
     index of the last row served, written first as syncd's cloud does); the ``fail_at``-th
     pull request fails (503), the answer to the ``cut_at``-th is cut short after its head; the
-    request from cursor ``hold`` waits for ``release``."""
+    request from cursor ``hold`` waits for ``release``. ``sync_pull_count`` answers the rows
+    left after a cursor when ``counts`` (``count_asked`` holds the cursors), else 404 as a
+    cloud schema without that function does."""
 
     def __init__(
         self,
@@ -46,6 +48,7 @@ class PagedCloud:
         fail_at: int = 0,
         cut_at: int = 0,
         hold: str | None = None,
+        counts: bool = False,
     ) -> None:
         self.ws_id, self.conv_id = ws_id, conv_id
         self.rows = [str(uuid.uuid4()) for _ in range(rows)]
@@ -57,6 +60,8 @@ class PagedCloud:
         self.hold = hold
         self.held = asyncio.Event()
         self.release = asyncio.Event()
+        self.counts = counts
+        self.count_asked: list[str | None] = []
 
     def committed(self, events: list[ChangeEvent]) -> None:
         self.messages += sum(e.topic == "message.created" for e in events)
@@ -68,8 +73,13 @@ class PagedCloud:
         if path == "/rest/v1/rpc/sync_push":
             changes = orjson.loads(request.content)["changes"]
             return httpx.Response(200, json=[_applied(c) for c in changes])
+        if path == "/rest/v1/rpc/sync_pull_count" and self.counts:
+            cursor = orjson.loads(request.content)["cursor"]
+            self.count_asked.append(cursor)
+            last = -2 if cursor is None else int(cursor)  # (see _page)
+            return httpx.Response(200, json=len(self.rows) - 1 - last)
         if path != "/rest/v1/rpc/sync_pull":
-            return httpx.Response(404, json={"code": "PGRST000"})
+            return httpx.Response(404, json={"code": "PGRST202"})
         body = orjson.loads(request.content)
         cursor, limit = body["cursor"], body["limit"]
         self.requests.append((cursor, limit, self.messages))
@@ -230,3 +240,30 @@ async def test_a_pull_asked_for_during_a_catch_up_is_answered_by_its_last_page_i
         assert cursors[0] is None and cursors[-runs] == "397"
         assert cursors.count("399") == runs - 1
         assert len(cursors) == len(set(cursors))
+
+
+@pytest.mark.parametrize("counts", [True, False])
+async def test_a_long_pull_shows_its_progress_against_the_rows_counted_after_its_first_page(
+    tmp_path: Path, counts: bool
+) -> None:
+    """The first page of a run that has more starts its progress and one ``sync_pull_count``
+    from that page's cursor: ``total`` is the rows of that page plus the count, shown while
+    the pages go on. A cloud without the function (404) gives a progress without total and
+    the same pull."""
+    async with syncing(tmp_path, hold="85", counts=counts) as (store, driver, cloud):
+        sync = driver.syncs[cloud.ws_id]
+        await asyncio.wait_for(cloud.held.wait(), timeout=5)
+        # held: the pages from None, "7" and "46" come in (9, 39 and 39 rows), not the next
+        await wait_for(lambda: (sync.status.progress or {}).get("rows", 0) == 9 + 39 + 39)
+        if counts:
+            await wait_for(lambda: (sync.status.progress or {}).get("total") is not None)
+        progress = sync.status.progress
+        assert progress is not None and progress["rows"] is not None
+        assert progress["rows"] == 87 and progress["pages"] == 3
+        assert progress["total"] == (401 if counts else None)  # 2 parents + 399 messages
+        assert cloud.count_asked == (["7"] if counts else [])  # the first page's cursor, once
+        cloud.release.set()
+        await wait_for(lambda: cloud.messages >= 399, timeout=10_000 * MS)
+        await wait_for(lambda: sync.status.progress is None)
+        assert await store.sync.cursor(pull_scope(cloud.ws_id)) == "399"
+        assert cloud.count_asked == (["7"] if counts else [])

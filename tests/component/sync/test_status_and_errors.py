@@ -28,7 +28,9 @@ def test_the_overall_state_is_the_most_pressing_one() -> None:
 def test_the_snapshot_json() -> None:
     status = SyncStatus.build(
         [
-            WorkspaceStatus("b", "pulling", last_pull_at=10.0, progress={"rows": 5, "pages": 1}),
+            WorkspaceStatus(
+                "b", "pulling", last_pull_at=10.0, progress={"rows": 5, "pages": 1, "total": 9}
+            ),
             WorkspaceStatus("a", "error", error="connect", last_push_at=20.5),
         ],
         configured=True,
@@ -45,8 +47,24 @@ def test_the_snapshot_json() -> None:
     )
     assert data["last_pull_at"] == "1970-01-01T00:00:10.000Z" == iso(10.0)
     assert data["last_push_at"] == "1970-01-01T00:00:20.500Z"
-    assert data["progress"] == {"workspaces": ["b"], "rows": 5, "pages": 1}
+    assert data["progress"] == {"workspaces": ["b"], "rows": 5, "pages": 1, "total": 9}
     assert [w["workspace_id"] for w in data["workspaces"]] == ["a", "b"]
+
+
+def test_the_progress_of_several_pulls_is_summed_and_has_a_total_once_all_have_one() -> None:
+    def summed(*totals: int | None) -> object:
+        pulls = [
+            WorkspaceStatus(f"w{i}", "pulling", progress={"rows": 10, "pages": 2, "total": t})
+            for i, t in enumerate(totals)
+        ]
+        pulls.append(WorkspaceStatus("idle", "idle"))  # not pulling: not in the sum
+        build = SyncStatus.build(
+            pulls, configured=True, active=True, auth_required=False, counts={}
+        )
+        return build.to_json()["progress"]
+
+    assert summed(40, 25) == {"workspaces": ["w0", "w1"], "rows": 20, "pages": 4, "total": 65}
+    assert summed(40, None) == {"workspaces": ["w0", "w1"], "rows": 20, "pages": 4, "total": None}
 
 
 def test_cloud_errors_map_to_the_documented_codes() -> None:

@@ -120,6 +120,13 @@ class Cloud:
         page: dict[str, Any] = json.loads(raw)
         return page
 
+    async def pull_count(
+        self, user_id: str | None, cursor: str | None = None, workspace_id: str | None = None
+    ) -> int:
+        async with self.ctx.transaction_as(self.claims(user_id)) as conn:
+            sql = "SELECT public.sync_pull_count($1, $2::uuid)"
+            return int(await conn.fetchval(sql, cursor, workspace_id))
+
     async def row(self, table: str, row_id: str) -> dict[str, Any] | None:
         raw = await self.pool.fetchval(
             f"SELECT to_jsonb(t)::text FROM public.{table} t WHERE id = $1", row_id

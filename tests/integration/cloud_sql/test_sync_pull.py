@@ -65,15 +65,20 @@ def positions(changes: list[dict[str, Any]]) -> list[tuple[int, int]]:
     return [(int(c["row"]["_txid"]), c["row"]["_seq"]) for c in changes]
 
 
+def conversation(cloud: Cloud, ws: str, conv: str, messages: int) -> list[dict[str, Any]]:
+    """The changes of a new conversation ``conv`` in ``ws`` and of its ``messages``."""
+    batch = [change("conversations", conv, ws, {"name": "c"}, cloud.clock(1))]
+    return batch + [
+        change("messages", new_id(), ws,
+               {"conversation_id": conv, "role": "user", "content": f"m{i}"}, cloud.clock(2 + i))
+        for i in range(messages)
+    ]  # fmt: skip
+
+
 async def test_pages_cover_every_row_once_in_order(cloud: Cloud, team: dict[str, Any]) -> None:
     alice, ws = team["alice"], team["ws_a"]
     conv = new_id()
-    batch = [change("conversations", conv, ws, {"name": "c"}, cloud.clock(1))]
-    batch += [
-        change("messages", new_id(), ws,
-               {"conversation_id": conv, "role": "user", "content": f"m{i}"}, cloud.clock(2 + i))
-        for i in range(20)
-    ]  # fmt: skip
+    batch = conversation(cloud, ws, conv, 20)
     batch += [change("tasks", new_id(), ws, {"kind": "k"}, cloud.clock(30 + i)) for i in range(5)]
     assert {r["status"] for r in await cloud.push(alice, batch)} == {"applied"}
 
@@ -112,8 +117,38 @@ async def test_pull_sees_only_what_the_caller_may_see(cloud: Cloud, team: dict[s
 
 async def test_bad_arguments_are_errors(cloud: Cloud, team: dict[str, Any]) -> None:
     for cursor, limit in (("not-a-cursor", 10), ("1:2:3", 10), (None, 0)):
-        with pytest.raises(asyncpg.InvalidParameterValueError):
+        with pytest.raises(asyncpg.InvalidParameterValueError, match="sync_pull: bad|limit"):
             await cloud.pull(team["alice"], cursor, limit)
+    for cursor in ("not-a-cursor", "1:2:3", "-1:2"):
+        with pytest.raises(asyncpg.InvalidParameterValueError, match="sync_pull_count: bad"):
+            await cloud.pull_count(team["alice"], cursor)
+
+
+async def test_the_count_is_what_the_pulls_from_that_cursor_serve(
+    cloud: Cloud, team: dict[str, Any]
+) -> None:
+    """sync_pull_count(cursor, workspace_id): the rows the pages after ``cursor`` hold, for
+    every cursor a pull passes, of one workspace or of all the caller may see."""
+    alice, bob, ws = team["alice"], team["bob"], team["ws_a"]
+    batch = conversation(cloud, ws, new_id(), 12)
+    batch += [change("tasks", new_id(), team["ws_a2"], {"kind": "k"}, cloud.clock(20))]
+    assert {r["status"] for r in await cloud.push(alice, batch)} == {"applied"}
+    # 2 workspaces + 1 conversation + 12 messages + 1 task (bob's organisation's row is not hers)
+    await pull_until(cloud, alice, None, 16)  # (until no transaction holds any of them back)
+
+    for workspace_id, total in ((None, 16), (ws, 14), (team["ws_b"], 0)):
+        cursor, served = None, 0
+        assert await cloud.pull_count(alice, None, workspace_id) == total
+        while True:
+            page = await cloud.pull(alice, cursor, 5, workspace_id)
+            served += len(page["changes"])
+            cursor = page["cursor"]
+            assert await cloud.pull_count(alice, cursor, workspace_id) == total - served
+            if not page["has_more"]:
+                break
+        assert served == total
+    assert await cloud.pull_count(bob) == 1
+    assert await cloud.pull_count(bob, None, ws) == 0
 
 
 class Writer:
