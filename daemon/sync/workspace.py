@@ -607,7 +607,7 @@ class WorkspaceSync:
         self._push_settled.set()
         if kind == "pull":
             self._drop_ahead()  # the retry starts again from the stored cursor
-        self._end_progress()
+            self._end_progress()
         reason = failure_reason(exc)
         if isinstance(exc, CloudError | DaemonError):
             logger.warning("sync.%s_failed ws=%s reason=%s", kind, self.workspace_id, reason)
@@ -640,12 +640,17 @@ class WorkspaceSync:
     async def _count(self, cursor: str | None, done: int) -> None:
         """The run's total: ``done`` rows pulled up to ``cursor`` and the rows after it
         (``sync_pull_count``, answered while the pages go on). Without an answer (an older
-        cloud schema has no such function; a failure) the progress has no total: the pull
-        itself goes on as ever."""
+        cloud schema has no such function, an answer that is no count, a failure) the
+        progress has no total: the pull itself goes on as ever. (The task is dropped at the
+        run's end, which would consume an error unseen: each is logged here.)"""
         try:
             remaining = await self._api.pull_count(cursor=cursor, workspace_id=self.workspace_id)
-        except CloudError as exc:
-            logger.debug("sync.count_failed ws=%s reason=%s", self.workspace_id, exc.reason)
+        except (CloudError, DaemonError) as exc:
+            reason = failure_reason(exc)
+            logger.debug("sync.count_failed ws=%s reason=%s", self.workspace_id, reason)
+            return
+        except Exception:
+            logger.exception("sync.count_failed ws=%s", self.workspace_id)
             return
         self._total = done + remaining
         self._on_change()

@@ -35,9 +35,9 @@ class PagedCloud:
     """Serves ``rows`` messages of one conversation through ``sync_pull`` pages (cursor =
     index of the last row served, written first as syncd's cloud does); the ``fail_at``-th
     pull request fails (503), the answer to the ``cut_at``-th is cut short after its head; the
-    request from cursor ``hold`` waits for ``release``. ``sync_pull_count`` answers the rows
-    left after a cursor when ``counts`` (``count_asked`` holds the cursors), else 404 as a
-    cloud schema without that function does."""
+    request from cursor ``hold`` waits for ``release``. ``sync_pull_count`` answers as
+    ``counts`` says: "rows" the rows left after a cursor, "nonsense" a JSON text, "missing" 404
+    as a cloud schema without that function does (``count_asked`` holds the cursors)."""
 
     def __init__(
         self,
@@ -48,7 +48,7 @@ class PagedCloud:
         fail_at: int = 0,
         cut_at: int = 0,
         hold: str | None = None,
-        counts: bool = False,
+        counts: str = "missing",
     ) -> None:
         self.ws_id, self.conv_id = ws_id, conv_id
         self.rows = [str(uuid.uuid4()) for _ in range(rows)]
@@ -73,9 +73,11 @@ class PagedCloud:
         if path == "/rest/v1/rpc/sync_push":
             changes = orjson.loads(request.content)["changes"]
             return httpx.Response(200, json=[_applied(c) for c in changes])
-        if path == "/rest/v1/rpc/sync_pull_count" and self.counts:
+        if path == "/rest/v1/rpc/sync_pull_count" and self.counts != "missing":
             cursor = orjson.loads(request.content)["cursor"]
             self.count_asked.append(cursor)
+            if self.counts == "nonsense":
+                return httpx.Response(200, json="many")
             last = -2 if cursor is None else int(cursor)  # (see _page)
             return httpx.Response(200, json=len(self.rows) - 1 - last)
         if path != "/rest/v1/rpc/sync_pull":
@@ -242,28 +244,43 @@ async def test_a_pull_asked_for_during_a_catch_up_is_answered_by_its_last_page_i
         assert len(cursors) == len(set(cursors))
 
 
-@pytest.mark.parametrize("counts", [True, False])
+@pytest.mark.parametrize(
+    ("counts", "total", "failure"),
+    [("rows", 401, None), ("missing", None, "PGRST202"), ("nonsense", None, "unexpected_shape")],
+)
 async def test_a_long_pull_shows_its_progress_against_the_rows_counted_after_its_first_page(
-    tmp_path: Path, counts: bool
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    counts: str,
+    total: int | None,
+    failure: str | None,
 ) -> None:
     """The first page of a run that has more starts its progress and one ``sync_pull_count``
     from that page's cursor: ``total`` is the rows of that page plus the count, shown while
-    the pages go on. A cloud without the function (404) gives a progress without total and
-    the same pull."""
+    the pages go on. A cloud without the function (404), or one answering no count, gives a
+    progress without total (the failure logged with its reason) and the same pull."""
+    caplog.set_level(logging.DEBUG, logger="daemon.sync.workspace")
     async with syncing(tmp_path, hold="85", counts=counts) as (store, driver, cloud):
         sync = driver.syncs[cloud.ws_id]
         await asyncio.wait_for(cloud.held.wait(), timeout=5)
         # held: the pages from None, "7" and "46" come in (9, 39 and 39 rows), not the next
         await wait_for(lambda: (sync.status.progress or {}).get("rows", 0) == 9 + 39 + 39)
-        if counts:
+
+        def count_failed() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "sync.count_failed" in r.msg]
+
+        if total is not None:
             await wait_for(lambda: (sync.status.progress or {}).get("total") is not None)
+        else:
+            await wait_for(lambda: count_failed() != [])
+            assert count_failed() == [f"sync.count_failed ws={cloud.ws_id} reason={failure}"]
         progress = sync.status.progress
-        assert progress is not None and progress["rows"] is not None
-        assert progress["rows"] == 87 and progress["pages"] == 3
-        assert progress["total"] == (401 if counts else None)  # 2 parents + 399 messages
-        assert cloud.count_asked == (["7"] if counts else [])  # the first page's cursor, once
+        assert progress is not None and (progress["rows"], progress["pages"]) == (87, 3)
+        assert progress["total"] == total  # 401: the 2 parents and 399 messages
+        # asked once, from the first page's cursor (not at all of a 404: no handler asked)
+        assert cloud.count_asked == ([] if counts == "missing" else ["7"])
         cloud.release.set()
         await wait_for(lambda: cloud.messages >= 399, timeout=10_000 * MS)
         await wait_for(lambda: sync.status.progress is None)
         assert await store.sync.cursor(pull_scope(cloud.ws_id)) == "399"
-        assert cloud.count_asked == (["7"] if counts else [])
+        assert len(cloud.count_asked) == (0 if counts == "missing" else 1)
