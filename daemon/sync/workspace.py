@@ -22,8 +22,10 @@ back as the session's input:
                 each request goes out as soon as the page before it arrived (its cursor is
                 read off the answer's first bytes), while pages are applied (each page is
                 decoded and mapped when it is taken, while the next request is in flight);
-                two pages ahead at most (one waiting, one in flight: flat memory), dropped on
-                any failure or when the session asks for another cursor
+                once ``sync_pull_marks`` (asked after the first page, for the progress's
+                total) told where the pages end, PULL_IN_FLIGHT of them are asked for at
+                once, each from its mark; at most three pages held (flat memory), dropped
+                on any failure or when the session asks for another cursor
     PushBatch   take_outbox (<= 500 rows, <= 1 MiB) of the workspace, map, sync_push once,
                 settle every row with complete_push (rejected rows are filed, never retried),
                 report PushDone. While the request is in flight the next batch (the entries
@@ -73,6 +75,7 @@ from daemon.sync.adapters import (
     new_rows_as_is,
 )
 from daemon.sync.cloud.errors import CloudError
+from daemon.sync.cloud.records import PullMarks, later_cursor
 from daemon.sync.mapping import local_change
 from daemon.sync.protocol import (
     ApplyRemote,
@@ -109,8 +112,14 @@ Kind = Literal["push", "pull"]
 _T = TypeVar("_T")
 #: The loop re-reads the (wall) clock at least this often.
 MAX_WAIT_S: Final = 30.0
-#: Pages of a catch-up fetched and waiting for their apply, besides the one in flight.
+#: Pages of a catch-up fetched and waiting for their apply, besides those in flight (a
+#: request goes out while no more wait: at most AHEAD_PAGES + PULL_IN_FLIGHT pages held).
 AHEAD_PAGES: Final = 1
+#: ``sync_pull`` requests in flight per workspace once a catch-up's pages are marked: the
+#: chain of requests (~65-100 ms per 4000-row page on bench/sync.py's first sync) was slower
+#: than decoding and applying a page (~45-60 ms), so the daemon waited on every page; with
+#: two in flight the cloud builds the next page while the one before is sent and applied.
+PULL_IN_FLIGHT: Final = 2
 #: ``sync_push`` requests in flight per workspace: batch N+1 is sent while N is in flight, so
 #: the daemon's work per batch (take, map, encode, settle) overlaps the cloud's (PostgreSQL, on
 #: another core) instead of alternating with it. Two keep both sides busy; more would only
@@ -147,7 +156,9 @@ class SyncApi(Protocol):
         self, *, cursor: str | None, limit: int, workspace_id: str | None
     ) -> PullAnswer: ...
 
-    async def pull_count(self, *, cursor: str | None, workspace_id: str | None) -> int: ...
+    async def pull_marks(
+        self, *, cursor: str | None, step: int, workspace_id: str | None
+    ) -> PullMarks: ...
 
 
 class PullAnswer(Protocol):
@@ -186,10 +197,12 @@ class Counts:
 
 @dataclass(frozen=True)
 class _Page:
-    """One ``sync_pull`` page (asked for after ``cursor``), as the cloud answered it."""
+    """One ``sync_pull`` page (asked for after ``cursor``, the ``step``-th request of pulls
+    begun), as the cloud answered it."""
 
     cursor: str | None
     answer: PullAnswer
+    step: int
 
     def local_changes(self) -> list[dict[str, Any]]:
         """The page's changes mapped to local rows (mapping.local_change)."""
@@ -255,12 +268,13 @@ class WorkspaceSync:
         self._clock = clock
         #: Steps begun, per kind: push batches taken, sync_pull requests sent (_begin).
         self._started: dict[Kind, int] = {"push": 0, "pull": 0}
-        #: A pull run of several pages so far: rows and pages; and the rows it has to pull,
-        #: once known (counted from its first page's cursor, while the pages go on: _count).
+        #: A pull run of several pages so far: rows and pages (its first page's rows as
+        #: "first"); and the rows after its first page, once known (counted from that page's
+        #: cursor with the marks of the pages after it, while the pages go on: _mark).
         self._progress: dict[str, int] | None = None
-        self._total: int | None = None
-        self._counting: asyncio.Task[None] | None = None
-        #: The next pages, fetched while the current one is applied (at most two ahead).
+        self._remaining: int | None = None
+        self._marking: asyncio.Task[None] | None = None
+        #: The next pages, fetched while the current one is applied.
         self._ahead: PageFetcher[_Page] | None = None
         #: Push batches sent and not yet settled, oldest first (at most PUSH_IN_FLIGHT).
         self._flights: deque[_Flight] = deque()
@@ -415,7 +429,8 @@ class WorkspaceSync:
         try:
             fetched = await self._fetch(command.cursor, command.limit, bulk_limit)
             if (after := fetched.following()) is not None:
-                self._fetch_ahead(after, bulk_limit)  # overlaps the network with the apply
+                # overlaps the network with the apply
+                self._fetch_ahead(later_cursor(command.cursor, after), bulk_limit)
             # Decoded and mapped here, not by the fetcher: the next page's request is in flight
             # meanwhile (neither is part of the strictly sequential chain of requests). A page
             # of new rows (a first sync's bulk, maybe with their new parents) goes from the
@@ -425,7 +440,8 @@ class WorkspaceSync:
             new = answer.decoded_by(partial(new_rows_as_is, here=self._store.device_id))
             size = len(answer.body["changes"]) if new is None else new.size
             after_cursor, has_more = answer.head  # (checked against the decoded page)
-            cursor = after_cursor or command.cursor
+            # (a page from a mark may end before the page before it did: never move back)
+            cursor = later_cursor(command.cursor, after_cursor) if after_cursor else command.cursor
             outcome = None
             if new is not None:
                 outcome = await self._store.sync.apply_new_rows(
@@ -456,7 +472,9 @@ class WorkspaceSync:
         applied = 0 if outcome is None else outcome.applied
         self.session.pull_page_received(self._clock(), PullPage(cursor, has_more, applied))
         if not has_more:
-            self._run_finished("pull")
+            # (pages are asked for ahead, some at once: the run's last step is this page's
+            # request, whatever was asked after it)
+            self._run_finished("pull", fetched.step)
 
     async def _fetch(self, cursor: str | None, limit: int, bulk_limit: int) -> _Page:
         """The page after ``cursor``: the fetcher's next page (``bulk_limit`` rows) if it is
@@ -471,11 +489,11 @@ class WorkspaceSync:
         return await self._page(cursor, limit)
 
     async def _page(self, cursor: str | None, limit: int) -> _Page:
-        self._begin("pull")  # (a page fetched ahead too: see _run_finished)
+        step = self._begin("pull")  # (a page fetched ahead too: see _run_finished)
         answer = await self._api.pull_page(
             cursor=cursor, limit=limit, workspace_id=self.workspace_id
         )
-        return _Page(cursor, answer)
+        return _Page(cursor, answer, step)
 
     def _fetch_ahead(self, cursor: str | None, limit: int) -> None:
         """Fetch the pages from ``cursor`` on while this one is applied, each
@@ -489,8 +507,13 @@ class WorkspaceSync:
             cursor,
             limit,
             depth=AHEAD_PAGES,
+            parallel=PULL_IN_FLIGHT,
             name=f"sync-pull-ahead-{self.workspace_id}",
         )
+        if self._marking is None:  # once a run, as soon as it has pages to fetch ahead
+            self._marking = asyncio.create_task(
+                self._mark(cursor, limit), name=f"sync-pull-marks-{self.workspace_id}"
+            )
 
     def _drop_ahead(self) -> None:
         ahead, self._ahead = self._ahead, None
@@ -519,7 +542,7 @@ class WorkspaceSync:
         # can stop at the byte limit); the run ends with an empty take.
         self.session.push_result_received(self._clock(), PushDone(bool(moved), moved))
         if not moved:
-            self._run_finished("push")
+            self._run_finished("push", self._started["push"])
         self._on_change()
 
     async def _take(self, limit: int, *, after: int) -> OutgoingBatch:
@@ -583,20 +606,21 @@ class WorkspaceSync:
 
     # Bookkeeping of runs (for sync_now) and progress
 
-    def _begin(self, kind: Kind) -> None:
+    def _begin(self, kind: Kind) -> int:
         """A step of a run begins: a push batch is taken, a sync_pull request is sent (counted
-        before it goes out, so a call made meanwhile is never counted before it)."""
+        before it goes out, so a call made meanwhile is never counted before it); its number."""
         self._started[kind] += 1
+        return self._started[kind]
 
-    def _run_finished(self, kind: Kind) -> None:
-        """A run ended: it serves the calls made before its last step began. That step saw
-        everything committed before them: a push's last take found the outbox drained (every
-        entry written before the call settled); a pull's last page, has_more false, holds every
-        row committed before its request (sync_pull's horizon), as a new run's would. So a
-        call during a catch-up or a long push needs no run of its own after it."""
+    def _run_finished(self, kind: Kind, last: int) -> None:
+        """A run ended, its last step the ``last``-th begun: it serves the calls made before
+        that step began. That step saw everything committed before them: a push's last take
+        found the outbox drained (every entry written before the call settled); a pull's last
+        page, has_more false, holds every row committed before its request (sync_pull's
+        horizon), as a new run's would. So a call during a catch-up or a long push needs no
+        run of its own after it."""
         if kind == "push":
             self._push_settled.set()
-        last = self._started[kind]
         for waiter in [w for w in self._waiters if w.kind == kind]:
             if waiter.mark < last:
                 self._resolve(waiter, None)
@@ -623,44 +647,48 @@ class WorkspaceSync:
 
     def _note_progress(self, rows: int, cursor: str | None, has_more: bool) -> None:
         """A page of ``rows`` applied, up to ``cursor``. The first page of a run that has more
-        starts its progress, and the count of what is left (``_count``)."""
+        starts its progress (what is left after it is asked for with the pages' marks as the
+        fetching ahead starts: ``_mark``)."""
         if not has_more and self._progress is None:
             return  # a one-page pull: nothing to show
         if self._progress is None:
-            self._progress = {"rows": 0, "pages": 0}
-            self._counting = asyncio.create_task(
-                self._count(cursor, rows), name=f"sync-pull-count-{self.workspace_id}"
-            )
+            self._progress = {"rows": 0, "pages": 0, "first": rows}
         self._progress["rows"] += rows
         self._progress["pages"] += 1
         if not has_more:
             self._end_progress()
         self._on_change()
 
-    async def _count(self, cursor: str | None, done: int) -> None:
-        """The run's total: ``done`` rows pulled up to ``cursor`` and the rows after it
-        (``sync_pull_count``, answered while the pages go on). Without an answer (an older
-        cloud schema has no such function, an answer that is no count, a failure) the
-        progress has no total: the pull itself goes on as ever. (The task is dropped at the
-        run's end, which would consume an error unseen: each is logged here.)"""
+    async def _mark(self, cursor: str | None, step: int) -> None:
+        """The rows after a run's first page (which ended at ``cursor``), for its total; and
+        where the pages of ``step`` rows after it end, for the fetcher to ask for them at
+        once (``sync_pull_marks``, answered while the pages go on). Without an answer (an
+        older cloud schema has no such function, an answer that is no count, a failure) the
+        progress has no total and the pages come one after another: the pull itself goes on
+        as ever. (The task is dropped at the run's end, which would consume an error unseen:
+        each is logged here.)"""
         try:
-            remaining = await self._api.pull_count(cursor=cursor, workspace_id=self.workspace_id)
+            marks = await self._api.pull_marks(
+                cursor=cursor, step=step, workspace_id=self.workspace_id
+            )
         except (CloudError, DaemonError) as exc:
             reason = failure_reason(exc)
-            logger.debug("sync.count_failed ws=%s reason=%s", self.workspace_id, reason)
+            logger.debug("sync.marks_failed ws=%s reason=%s", self.workspace_id, reason)
             return
         except Exception:
-            logger.exception("sync.count_failed ws=%s", self.workspace_id)
+            logger.exception("sync.marks_failed ws=%s", self.workspace_id)
             return
-        self._total = done + remaining
+        self._remaining = marks.count
+        if self._ahead is not None:
+            self._ahead.add_marks(cursor, step, marks.page_starts(step))
         self._on_change()
 
     def _end_progress(self) -> None:
-        """The run ended (or failed): no progress, and its count, if still asked, is dropped."""
-        counting, self._counting = self._counting, None
-        if counting is not None:
-            discard(counting)
-        self._progress, self._total = None, None
+        """The run ended (or failed): no progress, and its marks, if still asked, are dropped."""
+        marking, self._marking = self._marking, None
+        if marking is not None:
+            discard(marking)
+        self._progress, self._remaining = None, None
 
     def _progress_view(self) -> dict[str, int | None] | None:
         """``{rows, pages, total}`` of the run under way (``total`` None until counted; never
@@ -668,5 +696,6 @@ class WorkspaceSync:
         if self._progress is None:
             return None
         rows = self._progress["rows"]
-        total = None if self._total is None else max(self._total, rows)
+        remaining = self._remaining
+        total = None if remaining is None else max(self._progress["first"] + remaining, rows)
         return {"rows": rows, "pages": self._progress["pages"], "total": total}

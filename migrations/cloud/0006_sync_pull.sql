@@ -1,4 +1,5 @@
--- syncd cloud schema, part 6: sync_pull, the gap-free change feed, and sync_pull_count.
+-- syncd cloud schema, part 6: sync_pull, the gap-free change feed, sync_pull_count and
+-- sync_pull_marks.
 --
 --   sync_pull(cursor text DEFAULT NULL, "limit" int DEFAULT 1000, workspace_id uuid DEFAULT NULL)
 --   RETURNS json: {cursor: "<txid>:<seq>", has_more: bool,
@@ -9,6 +10,13 @@
 --                  a long pull's progress against it (a row updated while the pull runs is
 --                  served again, so the rows served can end above the count). One index-only
 --                  count per table on the same indexes: ~20 ms for 100k rows.
+--   sync_pull_marks(cursor text DEFAULT NULL, step int DEFAULT 1000, workspace_id uuid DEFAULT
+--                  NULL) RETURNS json: {count, marks: ["<txid>:<seq>", ...]}: the count as
+--                  above and the position of every step-th of those rows (at most 10000
+--                  marks): the cursors the pages of `step` rows after `cursor` would answer if
+--                  nothing changed. A client fetches those pages at once, each from its mark,
+--                  instead of one after another (see "Pages at once" below). One index-only
+--                  scan of the same indexes, merged in (_txid, _seq) order: ~30 ms for 100k.
 --
 -- Rows visible to the caller (row-level security) of every synced table, in (_txid, _seq) order,
 -- after `cursor` (NULL or '' = from the start), at most `limit` of them, of one workspace or of
@@ -20,6 +28,16 @@
 -- below the cursor, whatever order concurrent transactions commit in. A long transaction
 -- delays pulls; it never loses rows. An update moves its row forward, so a pull carries each
 -- row's latest state (state-based sync needs nothing else).
+--
+-- Pages at once (sync_pull_marks): a mark M_k is the position of the (k*step)-th row after a
+-- cursor C, below that call's horizon H. Every transaction with an id below H had ended when
+-- the marks were taken, so no row can later take a position at or below any mark: a row
+-- between two marks can only leave (an update moves it past every cursor, as above). The page
+-- of `step` rows after M_(k-1) therefore reaches M_k or beyond (or says has_more = false),
+-- whenever it is fetched: the pages from C, M_1, M_2, ... fetched at once overlap at worst,
+-- never leave a gap. A client still checks that each page starts at or before the end of the
+-- page it applied before it (the cursor it goes on from), and goes on one page after another
+-- from there when one does not (visibility changed meanwhile: a membership gained).
 -- A per-workspace cursor starts at zero when a workspace is linked. The all-workspaces cursor
 -- only covers what the caller could see when it pulled: after joining an organisation, pull
 -- its workspaces from zero.
@@ -62,13 +80,37 @@ DECLARE
     count_part CONSTANT text :=
         '(SELECT count(*) FROM public.%I t'
         ' WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon%s)';
-    -- both functions' position: after the cursor's (txid, seq), below the horizon, in ws
+    -- the same rows' positions in order (the marks' part; the parts are merged in order)
+    mark_part CONSTANT text :=
+        '(SELECT t._txid, t._seq FROM public.%I t'
+        ' WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon%s'
+        ' ORDER BY t._txid, t._seq)';
+    -- the marks from either statement's parts (numbered in order, every step-th kept)
+    marks_of CONSTANT text := $marks$SELECT count(*),
+               coalesce(json_agg(o._txid::text || ':' || o._seq::text ORDER BY o.rn)
+                            FILTER (WHERE o.rn % step = 0 AND o.rn <= step * 10000), '[]'::json)
+        INTO n, marks
+        FROM (SELECT p._txid, p._seq, row_number() OVER (ORDER BY p._txid, p._seq) AS rn
+              FROM (SELECT * FROM parts p ORDER BY p._txid, p._seq) p) o$marks$;
+    -- a statement (%3$s) over its parts of every workspace (%1$s) or of ws (%2$s)
+    by_scope CONSTANT text := $scope$IF ws IS NULL THEN
+        WITH parts AS (
+            %1$s
+        )
+        %3$s;
+    ELSE
+        WITH parts AS (
+            %2$s
+        )
+        %3$s;
+    END IF;$scope$;
+    -- the functions' position: after the cursor's (txid, seq), below the horizon, in ws
     position CONSTANT text := $vars$
     after_txid xid8 := '0'::xid8;
     after_seq bigint := 0;
     horizon xid8 := pg_snapshot_xmin(pg_current_snapshot());
     ws uuid := workspace_id;$vars$;
-    -- both functions' reading of the cursor (%s: the function's name in the error)
+    -- the functions' reading of the cursor (%s: the function's name in the error)
     read_cursor CONSTANT text := $read$
     IF coalesce(cursor, '') <> '' THEN
         IF cursor !~ '^[0-9]{1,20}:[0-9]{1,19}$' THEN
@@ -81,6 +123,8 @@ DECLARE
     one text;
     across_count text;
     one_count text;
+    across_marks text;
+    one_marks text;
 BEGIN
     SELECT string_agg(format(part, s.tbl, s.ws_col, s.tbl, ''), E'\n            UNION ALL\n            '
                       ORDER BY s.n),
@@ -88,8 +132,12 @@ BEGIN
                       E'\n            UNION ALL\n            ' ORDER BY s.n),
            string_agg(format(count_part, s.tbl, ''), ' + ' ORDER BY s.n),
            string_agg(format(count_part, s.tbl, format(' AND t.%I = ws', s.ws_col)), ' + '
-                      ORDER BY s.n)
-    INTO across, one, across_count, one_count
+                      ORDER BY s.n),
+           string_agg(format(mark_part, s.tbl, ''), E'\n            UNION ALL\n            '
+                      ORDER BY s.n),
+           string_agg(format(mark_part, s.tbl, format(' AND t.%I = ws', s.ws_col)),
+                      E'\n            UNION ALL\n            ' ORDER BY s.n)
+    INTO across, one, across_count, one_count, across_marks, one_marks
     FROM (SELECT u.tbl, u.n,
                  CASE WHEN u.tbl = 'workspaces' THEN 'id' ELSE 'workspace_id' END AS ws_col
           FROM unnest(public.sync_tables()) WITH ORDINALITY AS u(tbl, n)) s;
@@ -104,7 +152,7 @@ CREATE OR REPLACE FUNCTION public.sync_pull(
     cursor text DEFAULT NULL, "limit" integer DEFAULT 1000, workspace_id uuid DEFAULT NULL
 ) RETURNS json
 LANGUAGE plpgsql STABLE SECURITY INVOKER AS $body$
-DECLARE%5$s
+DECLARE%3$s
     lim integer := least(coalesce("limit", 1000), 10000);
     page json;
     n integer;  -- rows taken: lim + 1 when there are more
@@ -115,20 +163,10 @@ BEGIN
     IF lim < 1 THEN
         RAISE EXCEPTION 'sync_pull: limit must be at least 1' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-%4$s
+%2$s
 
     -- o: the first lim + 1 rows in (_txid, _seq) order, numbered; rows 1..lim are the page.
-    IF ws IS NULL THEN
-        WITH parts AS (
-            %1$s
-        )
-        %3$s;
-    ELSE
-        WITH parts AS (
-            %2$s
-        )
-        %3$s;
-    END IF;
+    %1$s
 
     IF n > 0 THEN  -- the cursor: the last row served
         last := txids[least(n, lim)]::text || ':' || seqs[least(n, lim)]::text;
@@ -139,7 +177,7 @@ END
 $body$;
 REVOKE EXECUTE ON FUNCTION public.sync_pull(text, integer, uuid) FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION public.sync_pull(text, integer, uuid) TO authenticated, service_role;
-$f$, across, one, page_of, format(read_cursor, 'sync_pull'), position);
+$f$, format(by_scope, across, one, page_of), format(read_cursor, 'sync_pull'), position);
 
     EXECUTE format($f$
 CREATE OR REPLACE FUNCTION public.sync_pull_count(
@@ -157,6 +195,28 @@ $body$;
 REVOKE EXECUTE ON FUNCTION public.sync_pull_count(text, uuid) FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION public.sync_pull_count(text, uuid) TO authenticated, service_role;
 $f$, across_count, one_count, format(read_cursor, 'sync_pull_count'), position);
+
+    EXECUTE format($f$
+CREATE OR REPLACE FUNCTION public.sync_pull_marks(
+    cursor text DEFAULT NULL, step integer DEFAULT 1000, workspace_id uuid DEFAULT NULL
+) RETURNS json
+LANGUAGE plpgsql STABLE SECURITY INVOKER AS $body$
+DECLARE%3$s
+    n bigint;
+    marks json;
+BEGIN
+    IF step IS NULL OR step < 1 OR step > 10000 THEN
+        RAISE EXCEPTION 'sync_pull_marks: step must be 1 to 10000'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;%2$s
+    %1$s
+    RETURN json_build_object('count', n, 'marks', marks);
+END
+$body$;
+REVOKE EXECUTE ON FUNCTION public.sync_pull_marks(text, integer, uuid) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION public.sync_pull_marks(text, integer, uuid) TO authenticated, service_role;
+$f$, format(by_scope, across_marks, one_marks, marks_of), format(read_cursor, 'sync_pull_marks'),
+       position);
 END
 $generate$;
 REVOKE EXECUTE ON FUNCTION public.sync_define_pull() FROM PUBLIC, anon, authenticated, service_role;

@@ -175,3 +175,12 @@ async def test_sync_rpcs_through_rest_respect_membership(pair: tuple[Member, Mem
         "sync_pull_count", {"workspace_id": alice.workspace_id}
     ).execute()
     assert counted.data == 0
+    # ... and where pages of `step` rows from it end: with 1, every row's cursor, the last
+    # one where the pull above ended
+    marked = await alice.client.rpc("sync_pull_marks", {"step": 1}).execute()
+    assert marked.data["count"] == len(marked.data["marks"]) == len(pulled.data["changes"])
+    assert marked.data["marks"][-1] == pulled.data["cursor"]
+    marked = await bob.client.rpc(
+        "sync_pull_marks", {"step": 1, "workspace_id": alice.workspace_id}
+    ).execute()
+    assert marked.data == {"count": 0, "marks": []}

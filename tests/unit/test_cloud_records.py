@@ -9,9 +9,13 @@ import pytest
 from daemon.sync.cloud.records import (
     CloudWorkspace,
     Profile,
+    PullMarks,
+    check_marks,
     check_pull_page,
     check_push_results,
     check_uuid,
+    cursor_position,
+    later_cursor,
     parse_rows,
     pull_head,
 )
@@ -19,6 +23,49 @@ from daemon.sync.cloud.status import SessionStatus
 from daemon.sync.cloud.wire import CloudUser
 
 WS = "0194f3a2-7c41-7d2e-9a10-3b5c6d7e8f90"
+
+
+def test_cursors_are_ordered_by_txid_then_seq_and_unknown_forms_by_nobody() -> None:
+    assert cursor_position(None) == cursor_position("") == (0, 0)  # the start
+    assert cursor_position("12:7") == (12, 7)
+    assert cursor_position("9:100") < cursor_position("10:1")  # type: ignore[operator]
+    for odd in ("7", "a:1", "1:2:3", " 1:2", "1:-2", "1" * 21 + ":1"):
+        assert cursor_position(odd) is None
+    assert later_cursor("10:1", "9:100") == "10:1"
+    assert later_cursor("9:100", "10:1") == "10:1"
+    assert later_cursor("10:1", "10:1") == "10:1"
+    assert later_cursor(None, "1:1") == "1:1"
+    # an order it cannot read: the second (the newer answer), as without marks
+    assert later_cursor("99", "7") == "7"
+    assert later_cursor("10:1", "7") == "7"
+
+
+def test_marks_need_a_count_and_ascending_cursors_no_more_than_the_count_allows() -> None:
+    body = {"count": 25, "marks": ["3:10", "4:2"]}
+    assert check_marks(body, 10) == PullMarks(25, ("3:10", "4:2"))
+    assert check_marks({"count": 0, "marks": []}, 10) == PullMarks(0, ())
+    bad: list[Any] = [
+        [],
+        {"count": -1, "marks": []},
+        {"count": True, "marks": []},
+        {"count": 25, "marks": "3:10"},
+        {"count": 25, "marks": ["3:10", "4:2", "5:1"]},  # 3 pages of 10 need 25 rows+
+        {"count": 25, "marks": ["4:2", "3:10"]},  # not ascending
+        {"count": 25, "marks": ["3:10", "3:10"]},
+        {"count": 25, "marks": ["3:10", 7]},
+        {"count": 25, "marks": ["3:10", "x"]},
+        {"count": 25, "marks": ["", "3:10"]},
+    ]
+    for body in bad:
+        with pytest.raises(ValueError, match="sync_pull_marks"):
+            check_marks(body, 10)
+
+
+def test_no_page_starts_at_the_last_row() -> None:
+    marks = PullMarks(30, ("1:10", "1:20", "1:30"))
+    assert marks.page_starts(10) == ("1:10", "1:20")  # the third page ends at row 30
+    assert PullMarks(31, marks.marks).page_starts(10) == marks.marks  # row 31 after it
+    assert PullMarks(0, ()).page_starts(10) == ()
 
 
 def test_push_results_need_one_valid_status_per_change() -> None:

@@ -2,8 +2,9 @@
 
 ``sync_push`` answers one result per change, in order (migrations/cloud/0005_sync_push.sql);
 ``sync_pull`` answers ``{cursor, has_more, changes}`` (0006_sync_pull.sql; ``pull_head`` reads
-the first two off the answer's first bytes, before it is decoded). Those stay plain dicts for
-the sync driver; the few reads linking needs become small frozen records. Every
+the first two off the answer's first bytes, before it is decoded), ``sync_pull_marks``
+``{count, marks}`` (``PullMarks``; ``cursor_position`` orders the cursors). The first two
+stay plain dicts for the sync driver; the others become small frozen records. Every
 check raises ValueError naming what is wrong (never a value), which the adapter turns into
 ``CloudProtocolError``.
 """
@@ -20,10 +21,13 @@ __all__ = [
     "CloudWorkspace",
     "Membership",
     "Profile",
-    "check_count",
+    "PullMarks",
+    "check_marks",
     "check_pull_page",
     "check_push_results",
     "check_uuid",
+    "cursor_position",
+    "later_cursor",
     "parse_rows",
     "pull_head",
 ]
@@ -34,6 +38,41 @@ _PULL_HEAD: Final = re.compile(
     rb'\s*\{\s*"cursor"\s*:\s*(?:null|"([\x20\x21\x23-\x5b\x5d-\x7e]{0,256})")'
     rb'\s*,\s*"has_more"\s*:\s*(true|false)\s*,'
 )
+
+
+#: A ``sync_pull`` cursor as syncd's cloud writes it (0006): the position of the last row
+#: served, ``"<txid>:<seq>"``.
+_CURSOR: Final = re.compile(r"([0-9]{1,20}):([0-9]{1,19})")
+#: At most this many marks in one answer (0006 sends no more).
+MAX_MARKS: Final = 10_000
+
+
+def cursor_position(cursor: str | None) -> tuple[int, int] | None:
+    """Where a ``sync_pull`` cursor points, as ``(txid, seq)``: ``(0, 0)`` for None or ""
+    (the start), None for a cursor of another form (an order this daemon does not know)."""
+    if not cursor:
+        return (0, 0)
+    found = _CURSOR.fullmatch(cursor)
+    return None if found is None else (int(found[1]), int(found[2]))
+
+
+def later_cursor(a: str | None, b: str | None) -> str | None:
+    """The later of two cursors: ``a`` only when it is known to point past ``b``."""
+    pa, pb = cursor_position(a), cursor_position(b)
+    return a if pa is not None and pb is not None and pa > pb else b
+
+
+@dataclass(frozen=True, slots=True)
+class PullMarks:
+    """``sync_pull_marks``'s answer: ``count`` rows after the cursor asked from, and the
+    position of every ``step``-th of them (ascending cursors)."""
+
+    count: int
+    marks: tuple[str, ...]
+
+    def page_starts(self, step: int) -> tuple[str, ...]:
+        """The marks a page of ``step`` rows starts from: not one at the last row."""
+        return self.marks[: max(0, (self.count - 1) // step)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +149,20 @@ def check_push_results(body: Any, sent: int) -> list[dict[str, Any]]:
     return body
 
 
-def check_count(body: Any) -> int:
-    """``sync_pull_count``'s answer: a count of rows (a non-negative integer)."""
-    if type(body) is not int or body < 0:
-        raise ValueError("sync_pull_count must answer a non-negative integer")
-    return body
+def check_marks(body: Any, step: int) -> PullMarks:
+    """``sync_pull_marks``'s answer: ``{count, marks}``, the count a non-negative integer, the
+    marks at most ``count // step`` (and ``MAX_MARKS``) cursors in ascending order."""
+    if not isinstance(body, dict):
+        raise ValueError("sync_pull_marks must answer an object")
+    count, marks = body.get("count"), body.get("marks")
+    if type(count) is not int or count < 0:
+        raise ValueError("sync_pull_marks count must be a non-negative integer")
+    if not isinstance(marks, list) or len(marks) > min(count // step, MAX_MARKS):
+        raise ValueError("sync_pull_marks marks must be a list of at most count / step")
+    positions = [cursor_position(m) if isinstance(m, str) and m else None for m in marks]
+    if any(p is None for p in positions) or positions != sorted(set(positions)):  # type: ignore[type-var]
+        raise ValueError("sync_pull_marks marks must be ascending cursors")
+    return PullMarks(count, tuple(marks))
 
 
 def pull_head(content: bytes) -> tuple[str | None, bool] | None:

@@ -29,7 +29,8 @@ from daemon.sync.cloud.records import (
     CloudWorkspace,
     Membership,
     Profile,
-    check_count,
+    PullMarks,
+    check_marks,
     check_pull_page,
     check_push_results,
     check_uuid,
@@ -97,18 +98,26 @@ class CloudApi:
         )
         return PulledPage(response)
 
-    async def pull_count(self, *, cursor: str | None, workspace_id: str | None) -> int:
-        """``sync_pull_count``: how many rows the pulls after ``cursor`` would serve now (a
-        long pull's progress is shown against it)."""
+    async def pull_marks(
+        self, *, cursor: str | None, step: int, workspace_id: str | None
+    ) -> PullMarks:
+        """``sync_pull_marks``: how many rows the pulls after ``cursor`` would serve now (a
+        long pull's progress is shown against it), and where each page of ``step`` rows of
+        them ends (the pages are then fetched at once, each from its mark)."""
         if cursor is not None and not isinstance(cursor, str):
             raise InvalidInput("cursor", "must be text or None")
+        if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= MAX_PULL_LIMIT:
+            raise InvalidInput("step", f"must be an integer from 1 to {MAX_PULL_LIMIT}")
         workspace = None if workspace_id is None else _uuid("workspace_id", workspace_id)
-        content = _encode({"cursor": cursor, "workspace_id": workspace}, "count")
+        body = {"cursor": cursor, "step": step, "workspace_id": workspace}
         response = await self._request(
-            "POST", "/rest/v1/rpc/sync_pull_count", operation="rest.count", content=content
+            "POST",
+            "/rest/v1/rpc/sync_pull_marks",
+            operation="rest.marks",
+            content=_encode(body, "marks"),
         )
-        body = decode_json(response, operation="rest.count")
-        return _checked(body, check_count, "rest.count")
+        answer = decode_json(response, operation="rest.marks")
+        return _checked(answer, lambda b: check_marks(b, step), "rest.marks")
 
     # Reads for linking
 

@@ -248,6 +248,6 @@ async def test_a_first_sync_goes_page_by_page_and_shows_progress(
     rows = [p["rows"] for p in shown() if p is not None]
     # status events coalesce under load, but at least one page showed, in order
     assert rows and rows == sorted(rows) and all(r % 50 == 0 for r in rows)
-    # the total, once the cloud counted it (sync_pull_count): the workspace, its
+    # the total, once the cloud counted it (sync_pull_marks): the workspace, its
     # conversation and the 300 messages
     assert {p["total"] for p in shown() if p is not None} <= {None, 302}

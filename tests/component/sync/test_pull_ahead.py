@@ -1,7 +1,8 @@
 """A multi-page pull fetches the next pages while the current one is applied (each request
 sent as soon as the page before it arrived), two pages ahead at most, with the catch-up page
-size after a run's small first page; a failed page is fetched again from the stored cursor
-and nothing is lost or applied twice. An httpx mock transport stands in for the cloud
+size after a run's small first page; once the cloud marked where the pages end
+(``sync_pull_marks``), two are asked for at once; a failed page is fetched again from the
+stored cursor and nothing is lost or applied twice. An httpx mock transport stands in for the cloud
 (mock_cloud.py: to fail one page on cue and to see when each request arrives); the store is a
 real SQLite file."""
 
@@ -31,13 +32,23 @@ CLOCK = "1790000000000-000000-cloud"
 STAMP = "2026-11-21T07:09:32.123+00:00"
 
 
+def at(position: int) -> str:
+    """The cursor of the row at ``position`` (syncd's cloud's form, "<txid>:<seq>")."""
+    return f"4:{position}"
+
+
+def position(cursor: str | None) -> int:
+    return 0 if cursor is None else int(cursor.split(":")[1])
+
+
 class PagedCloud:
-    """Serves ``rows`` messages of one conversation through ``sync_pull`` pages (cursor =
-    index of the last row served, written first as syncd's cloud does); the ``fail_at``-th
-    pull request fails (503), the answer to the ``cut_at``-th is cut short after its head; the
-    request from cursor ``hold`` waits for ``release``. ``sync_pull_count`` answers as
-    ``counts`` says: "rows" the rows left after a cursor, "nonsense" a JSON text, "missing" 404
-    as a cloud schema without that function does (``count_asked`` holds the cursors)."""
+    """Serves a workspace, a conversation and ``rows - 1`` messages in it (positions 1, 2,
+    3..rows + 1) through ``sync_pull`` pages of ``limit`` rows (cursor = the last row served,
+    written first as syncd's cloud does); the ``fail_at``-th pull request fails (503), the
+    answer to the ``cut_at``-th is cut short after its head; the request from cursor ``hold``
+    waits for ``release``. ``sync_pull_marks`` answers as ``counts`` says: "rows" the rows left
+    after a cursor and the end of every ``step`` of them, "nonsense" a JSON text, "missing"
+    404 as a cloud schema without that function does (``count_asked`` holds the cursors)."""
 
     def __init__(
         self,
@@ -73,13 +84,14 @@ class PagedCloud:
         if path == "/rest/v1/rpc/sync_push":
             changes = orjson.loads(request.content)["changes"]
             return httpx.Response(200, json=[_applied(c) for c in changes])
-        if path == "/rest/v1/rpc/sync_pull_count" and self.counts != "missing":
-            cursor = orjson.loads(request.content)["cursor"]
-            self.count_asked.append(cursor)
+        if path == "/rest/v1/rpc/sync_pull_marks" and self.counts != "missing":
+            body = orjson.loads(request.content)
+            self.count_asked.append(body["cursor"])
             if self.counts == "nonsense":
                 return httpx.Response(200, json="many")
-            last = -2 if cursor is None else int(cursor)  # (see _page)
-            return httpx.Response(200, json=len(self.rows) - 1 - last)
+            start, step = position(body["cursor"]), body["step"]
+            marks = [at(p) for p in range(start + step, self.end + 1, step)]
+            return httpx.Response(200, json={"count": self.end - start, "marks": marks})
         if path != "/rest/v1/rpc/sync_pull":
             return httpx.Response(404, json={"code": "PGRST202"})
         body = orjson.loads(request.content)
@@ -97,12 +109,17 @@ class PagedCloud:
             answer = answer[: len(answer) // 2]  # a proxy's cut: the head is whole
         return httpx.Response(200, content=answer)
 
+    @property
+    def end(self) -> int:
+        """The last row's position."""
+        return len(self.rows) + 1
+
     def _page(self, cursor: str | None, limit: int) -> dict[str, Any]:
-        start = -2 if cursor is None else int(cursor)  # -2, -1: the workspace, conversation
-        end = min(start + limit, len(self.rows))
-        changes = [self._change(i) for i in range(start + 1, end)]
+        start = position(cursor)
+        end = min(start + limit, self.end)
+        changes = [self._change(p - 2) for p in range(start + 1, end + 1)]
         # in the order syncd's sync_pull writes them (the head first)
-        return {"cursor": str(end - 1), "has_more": end < len(self.rows), "changes": changes}
+        return {"cursor": at(end), "has_more": end < self.end, "changes": changes}
 
     def _change(self, i: int) -> dict[str, Any]:
         common = {"created_at": STAMP, "updated_at": STAMP, "deleted_at": None, "hlc": CLOCK}
@@ -158,7 +175,7 @@ async def caught_up(tmp_path: Path, **faults: int) -> PagedCloud:
         scope = pull_scope(cloud.ws_id)
         await wait_for(lambda: cloud.messages >= 399, timeout=10_000 * MS)
         await wait_for(lambda: store.sync.cursor(scope), timeout=5_000 * MS)
-        assert await store.sync.cursor(scope) == "399"
+        assert await store.sync.cursor(scope) == at(cloud.end)
         page = await store.messages.list(conversation_id=cloud.conv_id, limit=1000)
         assert sorted(m["id"] for m in page.items) == sorted(cloud.rows[1:])
         assert cloud.messages == 399  # each row applied once, the failed page's too
@@ -186,7 +203,8 @@ async def test_pages_are_fetched_ahead_and_a_failed_page_is_fetched_again(
     # Fetched ahead: pages were asked for before the page before them was applied (its rows
     # not yet committed), but never more than two pages ahead (one page waiting for its
     # apply, one in flight: flat memory).
-    later = [(int(c), seen) for c, _, seen in cloud.requests if c not in (None, "7")]
+    # (the messages before position p: p - 2)
+    later = [(position(c) - 2, seen) for c, _, seen in cloud.requests if c not in (None, at(10))]
     assert any(seen < cursor for cursor, seen in later)
     assert all(seen >= cursor - 2 * 40 for cursor, seen in later)
 
@@ -208,17 +226,17 @@ async def test_the_next_page_is_asked_for_from_the_head_of_an_answer_not_yet_dec
     # head could have told that cursor.
     after_cut = cloud._page(cut, 40)["cursor"]
     assert cursors[cursors.index(cut) + 1] == after_cut
-    assert cloud.requests[cursors.index(cut) + 1][2] <= int(cut)
+    assert cloud.requests[cursors.index(cut) + 1][2] <= position(cut) - 2
 
 
 @pytest.mark.parametrize(
     ("hold", "runs"),
     [
         # asked during the catch-up, while its third page is in flight: answered by it
-        ("46", 1),
+        (at(50), 1),
         # asked while the catch-up's last page is in flight (asked for before the call):
         # one more run, whose page holds every row committed before the call
-        ("397", 2),
+        (at(370), 2),
     ],
 )
 async def test_a_pull_asked_for_during_a_catch_up_is_answered_by_its_last_page_if_asked_later(
@@ -234,13 +252,13 @@ async def test_a_pull_asked_for_during_a_catch_up_is_answered_by_its_last_page_i
         asyncio.get_running_loop().call_soon(cloud.release.set)
         result = await asyncio.wait_for(asked, timeout=10)
         assert result["error"] is None
-        assert await store.sync.cursor(pull_scope(cloud.ws_id)) == "399"
+        assert await store.sync.cursor(pull_scope(cloud.ws_id)) == at(cloud.end)
         assert cloud.messages == 399
-        # The catch-up's pages, from None to "397" (the last one, which answered "399"),
-        # then, only when the call came after "397" was asked for, one run from "399".
+        # The catch-up's pages, from None to 370 (the last one, which answered 401), then,
+        # only when the call came after 370 was asked for, one run from 401.
         cursors = [c for c, _, _ in cloud.requests]
-        assert cursors[0] is None and cursors[-runs] == "397"
-        assert cursors.count("399") == runs - 1
+        assert cursors[0] is None and cursors[-runs] == at(370)
+        assert cursors.count(at(401)) == runs - 1
         assert len(cursors) == len(set(cursors))
 
 
@@ -248,39 +266,54 @@ async def test_a_pull_asked_for_during_a_catch_up_is_answered_by_its_last_page_i
     ("counts", "total", "failure"),
     [("rows", 401, None), ("missing", None, "PGRST202"), ("nonsense", None, "unexpected_shape")],
 )
-async def test_a_long_pull_shows_its_progress_against_the_rows_counted_after_its_first_page(
+async def test_a_long_pull_shows_its_progress_and_fetches_its_marked_pages_at_once(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     counts: str,
     total: int | None,
     failure: str | None,
 ) -> None:
-    """The first page of a run that has more starts its progress and one ``sync_pull_count``
-    from that page's cursor: ``total`` is the rows of that page plus the count, shown while
-    the pages go on. A cloud without the function (404), or one answering no count, gives a
-    progress without total (the failure logged with its reason) and the same pull."""
+    """The first page of a run that has more starts its progress and asks ``sync_pull_marks``
+    once, from that page's cursor: ``total`` is the rows of that page plus the count, shown
+    while the pages go on, and the pages after it are asked for two at a time, each from its
+    mark: while one is held, the one after it is asked for too. A cloud without the function
+    (404), or one answering nonsense, gives a progress without total (the failure logged with
+    its reason) and the same pull, one page after another."""
     caplog.set_level(logging.DEBUG, logger="daemon.sync.workspace")
-    async with syncing(tmp_path, hold="85", counts=counts) as (store, driver, cloud):
+    async with syncing(tmp_path, hold=at(90), counts=counts) as (store, driver, cloud):
         sync = driver.syncs[cloud.ws_id]
         await asyncio.wait_for(cloud.held.wait(), timeout=5)
-        # held: the pages from None, "7" and "46" come in (9, 39 and 39 rows), not the next
-        await wait_for(lambda: (sync.status.progress or {}).get("rows", 0) == 9 + 39 + 39)
+        # held: the pages from None, 10 and 50 come in (10, 40 and 40 rows), not the next
+        await wait_for(lambda: (sync.status.progress or {}).get("rows", 0) == 10 + 40 + 40)
 
-        def count_failed() -> list[str]:
-            return [r.getMessage() for r in caplog.records if "sync.count_failed" in r.msg]
+        def marks_failed() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "sync.marks_failed" in r.msg]
+
+        def asked() -> list[str | None]:
+            return [c for c, _, _ in cloud.requests]
 
         if total is not None:
             await wait_for(lambda: (sync.status.progress or {}).get("total") is not None)
+            # marked: the pages after the held one are asked for from their marks, as many
+            # as may be held: three pages (the held one, and one answered and one in flight
+            # or both answered), none more until a page is taken
+            await wait_for(lambda: at(170) in asked())
         else:
-            await wait_for(lambda: count_failed() != [])
-            assert count_failed() == [f"sync.count_failed ws={cloud.ws_id} reason={failure}"]
+            await wait_for(lambda: marks_failed() != [])
+            assert marks_failed() == [f"sync.marks_failed ws={cloud.ws_id} reason={failure}"]
         progress = sync.status.progress
-        assert progress is not None and (progress["rows"], progress["pages"]) == (87, 3)
+        assert progress is not None and (progress["rows"], progress["pages"]) == (90, 3)
         assert progress["total"] == total  # 401: the 2 parents and 399 messages
         # asked once, from the first page's cursor (not at all of a 404: no handler asked)
-        assert cloud.count_asked == ([] if counts == "missing" else ["7"])
+        assert cloud.count_asked == ([] if counts == "missing" else [at(10)])
+        # (without marks, nothing past the held page's end can be known)
+        marked = [at(90), at(130), at(170)]
+        assert asked()[3:] == (marked if total is not None else [at(90)])
         cloud.release.set()
         await wait_for(lambda: cloud.messages >= 399, timeout=10_000 * MS)
         await wait_for(lambda: sync.status.progress is None)
-        assert await store.sync.cursor(pull_scope(cloud.ws_id)) == "399"
+        assert await store.sync.cursor(pull_scope(cloud.ws_id)) == at(cloud.end)
         assert len(cloud.count_asked) == (0 if counts == "missing" else 1)
+        # each page asked once (from its mark or from the page before's end: the same)
+        assert sorted(asked(), key=position) == [None, *(at(p) for p in range(10, 371, 40))]
+        assert cloud.messages == 399

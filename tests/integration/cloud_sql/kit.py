@@ -127,6 +127,19 @@ class Cloud:
             sql = "SELECT public.sync_pull_count($1, $2::uuid)"
             return int(await conn.fetchval(sql, cursor, workspace_id))
 
+    async def pull_marks(
+        self,
+        user_id: str | None,
+        cursor: str | None = None,
+        step: int = 1000,
+        workspace_id: str | None = None,
+    ) -> dict[str, Any]:
+        async with self.ctx.transaction_as(self.claims(user_id)) as conn:
+            sql = "SELECT public.sync_pull_marks($1, $2, $3::uuid)::text"
+            raw = await conn.fetchval(sql, cursor, step, workspace_id)
+        marks: dict[str, Any] = json.loads(raw)
+        return marks
+
     async def row(self, table: str, row_id: str) -> dict[str, Any] | None:
         raw = await self.pool.fetchval(
             f"SELECT to_jsonb(t)::text FROM public.{table} t WHERE id = $1", row_id

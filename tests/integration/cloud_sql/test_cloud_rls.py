@@ -98,6 +98,8 @@ async def test_anon_can_write_nothing(cloud: Cloud, two_orgs: dict[str, Any]) ->
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await cloud.fetch_as(None, "SELECT public.sync_pull_count()", role="anon")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await cloud.fetch_as(None, "SELECT public.sync_pull_marks()", role="anon")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await cloud.fetch_as(None, "SELECT public.sync_push('[]')", role="anon")
     assert await cloud.execute_as(None, "UPDATE workspaces SET name = 'x'", role="anon") == (
         "UPDATE 0"

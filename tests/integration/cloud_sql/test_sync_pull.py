@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from daemon.sync.cloud.records import cursor_position
 from devcloud.schema import apply_all
 from tests.helpers import wait_for
 
@@ -122,6 +123,11 @@ async def test_bad_arguments_are_errors(cloud: Cloud, team: dict[str, Any]) -> N
     for cursor in ("not-a-cursor", "1:2:3", "-1:2"):
         with pytest.raises(asyncpg.InvalidParameterValueError, match="sync_pull_count: bad"):
             await cloud.pull_count(team["alice"], cursor)
+        with pytest.raises(asyncpg.InvalidParameterValueError, match="sync_pull_marks: bad"):
+            await cloud.pull_marks(team["alice"], cursor)
+    for step in (0, -1, 10_001):
+        with pytest.raises(asyncpg.InvalidParameterValueError, match="step must be 1 to 10000"):
+            await cloud.pull_marks(team["alice"], None, step)
 
 
 async def test_the_count_is_what_the_pulls_from_that_cursor_serve(
@@ -149,6 +155,58 @@ async def test_the_count_is_what_the_pulls_from_that_cursor_serve(
         assert served == total
     assert await cloud.pull_count(bob) == 1
     assert await cloud.pull_count(bob, None, ws) == 0
+
+
+async def test_the_marks_are_where_the_pages_from_that_cursor_end(
+    cloud: Cloud, team: dict[str, Any]
+) -> None:
+    """sync_pull_marks(cursor, step, workspace_id): the count as sync_pull_count says, and
+    the cursor of every step-th row after ``cursor``: where the pages of ``step`` rows from
+    it end, from every cursor a pull passes, of one workspace or of all. A page asked from
+    a mark after rows between the marks were updated (moved past every cursor) reaches past
+    that mark: the pages from the marks overlap, and serve every row."""
+    alice, ws = team["alice"], team["ws_a"]
+    batch = conversation(cloud, ws, new_id(), 12)
+    batch += [change("tasks", new_id(), team["ws_a2"], {"kind": "k"}, cloud.clock(20))]
+    assert {r["status"] for r in await cloud.push(alice, batch)} == {"applied"}
+    await pull_until(cloud, alice, None, 16)
+
+    for workspace_id, step in ((None, 5), (ws, 5), (ws, 1), (ws, 14), (team["ws_b"], 3)):
+        cursor, ends, seen = None, [], 0
+        while True:
+            page = await cloud.pull(alice, cursor, step, workspace_id)
+            seen += len(page["changes"])
+            if len(page["changes"]) == step:
+                ends.append(page["cursor"])
+            cursor = page["cursor"]
+            if not page["has_more"]:
+                break
+        marks = await cloud.pull_marks(alice, None, step, workspace_id)
+        assert marks == {"count": seen, "marks": ends}
+        # from a cursor in the middle: the marks after it
+        if len(ends) > 1:
+            after = await cloud.pull_marks(alice, ends[0], step, workspace_id)
+            assert after == {"count": seen - step, "marks": ends[1:]}
+    assert await cloud.pull_marks(team["bob"], None, 5, ws) == {"count": 0, "marks": []}
+
+    # rows between the first two marks are updated: the page from the first mark reaches
+    # past the second one, so the page from the second overlaps it and misses nothing
+    marks = (await cloud.pull_marks(alice, None, 5, ws))["marks"]
+    _, end = await pull_all(cloud, alice, workspace_id=ws)
+    first = await cloud.pull(alice, None, 5, ws)
+    moved = [c["id"] for c in first["changes"] if c["table"] == "messages"][:2]
+    updates = [
+        change("messages", i, ws, {"deleted_at": "2026-11-22T08:00:00+00:00"}, cloud.clock(30))
+        for i in moved
+    ]
+    assert {r["status"] for r in await cloud.push(alice, updates)} == {"applied"}
+    await pull_until(cloud, alice, end, 2, workspace_id=ws)  # (the updates are served)
+    from_first = await cloud.pull(alice, None, 5, ws)
+    assert {c["id"] for c in from_first["changes"]}.isdisjoint(moved)
+    assert cursor_position(from_first["cursor"]) > cursor_position(marks[0])  # type: ignore[operator]
+    from_second = await cloud.pull(alice, marks[0], 5, ws)
+    overlap = {c["id"] for c in from_first["changes"]} & {c["id"] for c in from_second["changes"]}
+    assert len(overlap) == 2
 
 
 class Writer:
