@@ -20,10 +20,10 @@ row again changes nothing); the cursor never moves back (``later_cursor``).
 
 A request is sent only while at most ``depth`` fetched pages wait to be taken and fewer than
 ``parallel`` are in flight: at most ``depth + parallel`` pages are held (one after another:
-``depth + 1``), so memory stays flat whatever the workspace's size. The fetcher stops after the last
-page (``follow`` says there is none after it) or the first failure, which the caller gets from
-``next`` for the page that failed; ``close`` cancels the requests (a failure nobody will take
-is consumed: ``daemon.aio.discard``).
+``depth + 1``), so memory stays flat whatever the workspace's size. The fetcher stops after
+the last page (``follow`` says there is none after it) or the first failure, which the caller
+gets from ``next`` for the page that failed; ``close`` cancels the requests (a failure nobody
+will take is consumed: ``daemon.aio.discard``).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class PageFetcher(Generic[P]):
             except BaseException:
                 self.close()
                 raise
-            if slot.start != self.cursor and not _at_or_before(slot.start, self.cursor):
+            if not _at_or_before(slot.start, self.cursor):
                 # starts past the caller's cursor (rows came to be seen between): no gap, the
                 # pages are fetched one after another from the cursor
                 self._restart()
@@ -138,18 +138,19 @@ class PageFetcher(Generic[P]):
 
     def close(self) -> None:
         self._open = False
-        for slot in self._slots:
-            discard(slot.task)
-        self._slots.clear()
-        self._marks.clear()
+        self._drop()
 
     def _restart(self) -> None:
+        self._drop()
+        self._launch(self.cursor)
+
+    def _drop(self) -> None:
+        """Cancel every request, forget every mark."""
         for slot in self._slots:
             discard(slot.task)
         self._slots.clear()
         self._marks.clear()
         self._ended = False
-        self._launch(self.cursor)
 
     def _launch(self, start: str | None) -> None:
         task = asyncio.create_task(self._get(start), name=self._name)
@@ -189,6 +190,9 @@ class PageFetcher(Generic[P]):
 
 
 def _at_or_before(start: str | None, cursor: str | None) -> bool:
-    """``start`` points at or before ``cursor`` (False when either cannot be compared)."""
+    """``start`` is ``cursor`` or points before it (False when they differ and either cannot
+    be compared)."""
+    if start == cursor:
+        return True
     a, b = cursor_position(start), cursor_position(cursor)
     return a is not None and b is not None and a <= b

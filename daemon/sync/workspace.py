@@ -428,20 +428,19 @@ class WorkspaceSync:
         bulk_limit = max(command.limit, self._settings.bulk_pull_limit)
         try:
             fetched = await self._fetch(command.cursor, command.limit, bulk_limit)
-            if (after := fetched.following()) is not None:
-                # overlaps the network with the apply
-                self._fetch_ahead(later_cursor(command.cursor, after), bulk_limit)
+            answer = fetched.answer
+            after_cursor, has_more = answer.head  # (checked against the decoded page below)
+            # (a page from a mark may end before the page before it did: never move back)
+            cursor = later_cursor(command.cursor, after_cursor) if after_cursor else command.cursor
+            if has_more and cursor != command.cursor:
+                self._fetch_ahead(cursor, bulk_limit)  # overlaps the network with the apply
             # Decoded and mapped here, not by the fetcher: the next page's request is in flight
             # meanwhile (neither is part of the strictly sequential chain of requests). A page
             # of new rows (a first sync's bulk, maybe with their new parents) goes from the
             # answer's text to stored rows in one pass (the parents through the merge); any
             # other page is decoded (checked) and mapped change by change.
-            answer = fetched.answer
             new = answer.decoded_by(partial(new_rows_as_is, here=self._store.device_id))
             size = len(answer.body["changes"]) if new is None else new.size
-            after_cursor, has_more = answer.head  # (checked against the decoded page)
-            # (a page from a mark may end before the page before it did: never move back)
-            cursor = later_cursor(command.cursor, after_cursor) if after_cursor else command.cursor
             outcome = None
             if new is not None:
                 outcome = await self._store.sync.apply_new_rows(

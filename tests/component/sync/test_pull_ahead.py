@@ -2,9 +2,9 @@
 sent as soon as the page before it arrived), two pages ahead at most, with the catch-up page
 size after a run's small first page; once the cloud marked where the pages end
 (``sync_pull_marks``), two are asked for at once; a failed page is fetched again from the
-stored cursor and nothing is lost or applied twice. An httpx mock transport stands in for the cloud
-(mock_cloud.py: to fail one page on cue and to see when each request arrives); the store is a
-real SQLite file."""
+stored cursor and nothing is lost or applied twice. An httpx mock transport stands in for the
+cloud (mock_cloud.py: to fail one page on cue and to see when each request arrives); the store
+is a real SQLite file."""
 
 from __future__ import annotations
 
@@ -46,9 +46,10 @@ class PagedCloud:
     3..rows + 1) through ``sync_pull`` pages of ``limit`` rows (cursor = the last row served,
     written first as syncd's cloud does); the ``fail_at``-th pull request fails (503), the
     answer to the ``cut_at``-th is cut short after its head; the request from cursor ``hold``
-    waits for ``release``. ``sync_pull_marks`` answers as ``counts`` says: "rows" the rows left
-    after a cursor and the end of every ``step`` of them, "nonsense" a JSON text, "missing"
-    404 as a cloud schema without that function does (``count_asked`` holds the cursors)."""
+    waits for ``release`` (``asked_while_held``: the pull requests that came meanwhile).
+    ``sync_pull_marks`` answers as ``counts`` says: "rows" the rows left after a cursor and the
+    end of every ``step`` of them, "nonsense" a JSON text, "missing" 404 as a cloud schema
+    without that function does (``count_asked`` holds the cursors)."""
 
     def __init__(
         self,
@@ -71,6 +72,7 @@ class PagedCloud:
         self.hold = hold
         self.held = asyncio.Event()
         self.release = asyncio.Event()
+        self.asked_while_held: list[str | None] = []
         self.counts = counts
         self.count_asked: list[str | None] = []
 
@@ -97,6 +99,8 @@ class PagedCloud:
         body = orjson.loads(request.content)
         cursor, limit = body["cursor"], body["limit"]
         self.requests.append((cursor, limit, self.messages))
+        if self.held.is_set() and not self.release.is_set():
+            self.asked_while_held.append(cursor)
         if self.hold is not None and cursor == self.hold:
             self.held.set()
             await self.release.wait()
@@ -294,9 +298,7 @@ async def test_a_long_pull_shows_its_progress_and_fetches_its_marked_pages_at_on
 
         if total is not None:
             await wait_for(lambda: (sync.status.progress or {}).get("total") is not None)
-            # marked: the pages after the held one are asked for from their marks, as many
-            # as may be held: three pages (the held one, and one answered and one in flight
-            # or both answered), none more until a page is taken
+            # marked: the pages after the held one are asked for from their marks
             await wait_for(lambda: at(170) in asked())
         else:
             await wait_for(lambda: marks_failed() != [])
@@ -306,14 +308,16 @@ async def test_a_long_pull_shows_its_progress_and_fetches_its_marked_pages_at_on
         assert progress["total"] == total  # 401: the 2 parents and 399 messages
         # asked once, from the first page's cursor (not at all of a 404: no handler asked)
         assert cloud.count_asked == ([] if counts == "missing" else [at(10)])
-        # (without marks, nothing past the held page's end can be known)
-        marked = [at(90), at(130), at(170)]
-        assert asked()[3:] == (marked if total is not None else [at(90)])
+        assert asked()[:4] == [None, at(10), at(50), at(90)]
         cloud.release.set()
         await wait_for(lambda: cloud.messages >= 399, timeout=10_000 * MS)
         await wait_for(lambda: sync.status.progress is None)
         assert await store.sync.cursor(pull_scope(cloud.ws_id)) == at(cloud.end)
         assert len(cloud.count_asked) == (0 if counts == "missing" else 1)
+        # While the page from 90 was held: with marks, as many pages after it as may be held
+        # (three: the held one, one answered and one in flight, or both answered), none more
+        # until a page was taken; without marks, none (nothing past its end can be known).
+        assert cloud.asked_while_held == ([at(130), at(170)] if total is not None else [])
         # each page asked once (from its mark or from the page before's end: the same)
         assert sorted(asked(), key=position) == [None, *(at(p) for p in range(10, 371, 40))]
         assert cloud.messages == 399

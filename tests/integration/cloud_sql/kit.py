@@ -90,6 +90,12 @@ class Cloud:
         async with self.ctx.transaction_as(self.claims(user_id, role)) as conn:
             return list(await conn.fetch(sql, *args))
 
+    async def fetchval_as(
+        self, user_id: str | None, sql: str, *args: Any, role: str = "authenticated"
+    ) -> Any:
+        async with self.ctx.transaction_as(self.claims(user_id, role)) as conn:
+            return await conn.fetchval(sql, *args)
+
     async def execute_as(
         self, user_id: str | None, sql: str, *args: Any, role: str = "authenticated"
     ) -> str:
@@ -99,8 +105,7 @@ class Cloud:
     async def push(
         self, user_id: str | None, changes: Iterable[dict[str, Any]], *, role: str = "authenticated"
     ) -> list[dict[str, Any]]:
-        async with self.ctx.transaction_as(self.claims(user_id, role)) as conn:
-            raw = await conn.fetchval(PUSH, json.dumps(list(changes)))
+        raw = await self.fetchval_as(user_id, PUSH, json.dumps(list(changes)), role=role)
         result: list[dict[str, Any]] = json.loads(raw)
         return result
 
@@ -113,19 +118,16 @@ class Cloud:
         *,
         role: str = "authenticated",
     ) -> dict[str, Any]:
-        async with self.ctx.transaction_as(self.claims(user_id, role)) as conn:
-            raw = await conn.fetchval(
-                "SELECT public.sync_pull($1, $2, $3::uuid)::text", cursor, limit, workspace_id
-            )
+        sql = "SELECT public.sync_pull($1, $2, $3::uuid)::text"
+        raw = await self.fetchval_as(user_id, sql, cursor, limit, workspace_id, role=role)
         page: dict[str, Any] = json.loads(raw)
         return page
 
     async def pull_count(
         self, user_id: str | None, cursor: str | None = None, workspace_id: str | None = None
     ) -> int:
-        async with self.ctx.transaction_as(self.claims(user_id)) as conn:
-            sql = "SELECT public.sync_pull_count($1, $2::uuid)"
-            return int(await conn.fetchval(sql, cursor, workspace_id))
+        sql = "SELECT public.sync_pull_count($1, $2::uuid)"
+        return int(await self.fetchval_as(user_id, sql, cursor, workspace_id))
 
     async def pull_marks(
         self,
@@ -134,10 +136,10 @@ class Cloud:
         step: int = 1000,
         workspace_id: str | None = None,
     ) -> dict[str, Any]:
-        async with self.ctx.transaction_as(self.claims(user_id)) as conn:
-            sql = "SELECT public.sync_pull_marks($1, $2, $3::uuid)::text"
-            raw = await conn.fetchval(sql, cursor, step, workspace_id)
-        marks: dict[str, Any] = json.loads(raw)
+        sql = "SELECT public.sync_pull_marks($1, $2, $3::uuid)::text"
+        marks: dict[str, Any] = json.loads(
+            await self.fetchval_as(user_id, sql, cursor, step, workspace_id)
+        )
         return marks
 
     async def row(self, table: str, row_id: str) -> dict[str, Any] | None:
