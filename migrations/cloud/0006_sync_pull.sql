@@ -60,12 +60,14 @@
 CREATE OR REPLACE FUNCTION public.sync_define_pull() RETURNS void
 LANGUAGE plpgsql AS $generate$
 DECLARE
+    -- the rows every function serves or counts: after the cursor, below the horizon (%s: the
+    -- workspace filter)
+    rows_after CONSTANT text :=
+        ' WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon%s';
     -- one table's part: its name, its workspace column, the table again, the workspace filter
     part CONSTANT text :=
         '(SELECT %L AS tbl, t.id, t.%I AS ws, t._txid, t._seq, to_json(t) AS r'
-        ' FROM public.%I t'
-        ' WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon%s'
-        ' ORDER BY t._txid, t._seq LIMIT lim + 1)';
+        ' FROM public.%I t' || rows_after || ' ORDER BY t._txid, t._seq LIMIT lim + 1)';
     -- the page from either statement's parts, taken once (see above)
     page_of CONSTANT text := $page$SELECT coalesce(json_agg(json_build_object(
                    'table', o.tbl, 'id', o.id, 'workspace_id', o.ws, 'row', o.r)
@@ -76,15 +78,11 @@ DECLARE
         INTO page, n, txids, seqs
         FROM (SELECT p.*, row_number() OVER (ORDER BY p._txid, p._seq) AS rn
               FROM (SELECT * FROM parts p ORDER BY p._txid, p._seq LIMIT lim + 1) p) o$page$;
-    -- one table's rows after the cursor, below the horizon (the count's part)
-    count_part CONSTANT text :=
-        '(SELECT count(*) FROM public.%I t'
-        ' WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon%s)';
+    -- one table's rows (the count's part)
+    count_part CONSTANT text := '(SELECT count(*) FROM public.%I t' || rows_after || ')';
     -- the same rows' positions in order (the marks' part; the parts are merged in order)
     mark_part CONSTANT text :=
-        '(SELECT t._txid, t._seq FROM public.%I t'
-        ' WHERE (t._txid, t._seq) > (after_txid, after_seq) AND t._txid < horizon%s'
-        ' ORDER BY t._txid, t._seq)';
+        '(SELECT t._txid, t._seq FROM public.%I t' || rows_after || ' ORDER BY t._txid, t._seq)';
     -- the marks from either statement's parts (numbered in order, every step-th kept)
     marks_of CONSTANT text := $marks$SELECT count(*),
                coalesce(json_agg(o._txid::text || ':' || o._seq::text ORDER BY o.rn)
