@@ -23,9 +23,10 @@ back as the session's input:
                 read off the answer's first bytes), while pages are applied (each page is
                 decoded and mapped when it is taken, while the next request is in flight);
                 once ``sync_pull_marks`` (asked after the first page, for the progress's
-                total) told where the pages end, PULL_IN_FLIGHT of them are asked for at
-                once, each from its mark; at most three pages held (flat memory), dropped
-                on any failure or when the session asks for another cursor
+                total; a first sync's beside its first page) told where the pages end,
+                PULL_IN_FLIGHT of them are asked for at once, each from its mark (a first
+                sync's before its first page arrived); at most three pages held (flat
+                memory), dropped on any failure or when the session asks for another cursor
     PushBatch   take_outbox (<= 500 rows, <= 1 MiB) of the workspace, map, sync_push once,
                 settle every row with complete_push (rejected rows are filed, never retried),
                 report PushDone. While the request is in flight the next batch (the entries
@@ -270,7 +271,8 @@ class WorkspaceSync:
         self._started: dict[Kind, int] = {"push": 0, "pull": 0}
         #: A pull run of several pages so far: rows and pages (its first page's rows as
         #: "first"); and the rows after its first page, once known (counted from that page's
-        #: cursor with the marks of the pages after it, while the pages go on: _mark).
+        #: cursor with the marks of the pages after it, while the pages go on, or, for a first
+        #: sync, from the start beside that page: _mark).
         self._progress: dict[str, int] | None = None
         self._remaining: int | None = None
         self._marking: asyncio.Task[None] | None = None
@@ -426,6 +428,13 @@ class WorkspaceSync:
 
     async def _pull(self, command: PullSince) -> None:
         bulk_limit = max(command.limit, self._settings.bulk_pull_limit)
+        if command.cursor is None and self._marking is None:
+            # A first sync (nothing pulled yet): its marks are asked beside its first page, so
+            # the pages after that page are asked for as soon as they come (_mark).
+            self._marking = asyncio.create_task(
+                self._mark(None, command.limit, first=command.limit),
+                name=f"sync-pull-marks-{self.workspace_id}",
+            )
         try:
             fetched = await self._fetch(command.cursor, command.limit, bulk_limit)
             answer = fetched.answer
@@ -499,6 +508,13 @@ class WorkspaceSync:
         request sent as soon as the page before it arrived (pull_ahead.py)."""
         if self._ahead is not None and self._ahead.serves(cursor, limit):
             return  # already fetching them
+        self._start_fetcher(cursor, limit)
+        if self._marking is None:  # once a run, as soon as it has pages to fetch ahead
+            self._marking = asyncio.create_task(
+                self._mark(cursor, limit), name=f"sync-pull-marks-{self.workspace_id}"
+            )
+
+    def _start_fetcher(self, cursor: str | None, limit: int) -> None:
         self._drop_ahead()
         self._ahead = PageFetcher(
             self._page,
@@ -509,10 +525,6 @@ class WorkspaceSync:
             parallel=PULL_IN_FLIGHT,
             name=f"sync-pull-ahead-{self.workspace_id}",
         )
-        if self._marking is None:  # once a run, as soon as it has pages to fetch ahead
-            self._marking = asyncio.create_task(
-                self._mark(cursor, limit), name=f"sync-pull-marks-{self.workspace_id}"
-            )
 
     def _drop_ahead(self) -> None:
         ahead, self._ahead = self._ahead, None
@@ -649,7 +661,8 @@ class WorkspaceSync:
         starts its progress (what is left after it is asked for with the pages' marks as the
         fetching ahead starts: ``_mark``)."""
         if not has_more and self._progress is None:
-            return  # a one-page pull: nothing to show
+            self._end_progress()  # a one-page pull: nothing to show (nor marks to ask)
+            return
         if self._progress is None:
             self._progress = {"rows": 0, "pages": 0, "first": rows}
         self._progress["rows"] += rows
@@ -658,14 +671,20 @@ class WorkspaceSync:
             self._end_progress()
         self._on_change()
 
-    async def _mark(self, cursor: str | None, step: int) -> None:
+    async def _mark(self, cursor: str | None, step: int, *, first: int = 0) -> None:
         """The rows after a run's first page (which ended at ``cursor``), for its total; and
         where the pages of ``step`` rows after it end, for the fetcher to ask for them at
         once (``sync_pull_marks``, answered while the pages go on). Without an answer (an
         older cloud schema has no such function, an answer that is no count, a failure) the
         progress has no total and the pages come one after another: the pull itself goes on
         as ever. (The task is dropped at the run's end, which would consume an error unseen:
-        each is logged here.)"""
+        each is logged here.)
+
+        ``first``: asked beside a first sync's first page, of ``first`` rows from ``cursor``
+        (= ``step``). The marks are then read from the row that page ends at: the fetcher
+        starts there (before that page arrived, if it has not) with the pages from the marks
+        after it. If the page ends elsewhere (rows changed between the two answers) the pull
+        goes on from where it did end, one page after another (``_fetch_ahead``)."""
         try:
             marks = await self._api.pull_marks(
                 cursor=cursor, step=step, workspace_id=self.workspace_id
@@ -677,6 +696,16 @@ class WorkspaceSync:
         except Exception:
             logger.exception("sync.marks_failed ws=%s", self.workspace_id)
             return
+        if first:
+            bulk = max(first, self._settings.bulk_pull_limit)
+            seen = marks.seen_from(step, first, bulk)
+            if seen is None:  # (no row after the first page, or pages that do not line up)
+                self._remaining = max(0, marks.count - first)
+                self._on_change()
+                return
+            (cursor, marks), step = seen, bulk
+            if self._ahead is None and marks.count:
+                self._start_fetcher(cursor, step)
         self._remaining = marks.count
         if self._ahead is not None:
             self._ahead.add_marks(cursor, step, marks.page_starts(step))

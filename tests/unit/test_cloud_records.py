@@ -68,6 +68,22 @@ def test_no_page_starts_at_the_last_row() -> None:
     assert PullMarks(0, ()).page_starts(10) == ()
 
 
+def test_marks_seen_from_the_end_of_a_first_page() -> None:
+    """Marks of every 10th row after a cursor, read from the 10th or 20th row (where a first
+    page of that many rows ends) as marks of every 40th row after it."""
+    marks = PullMarks(95, tuple(f"1:{p}" for p in range(10, 91, 10)))
+    assert marks.seen_from(10, 10, 40) == ("1:10", PullMarks(85, ("1:50", "1:90")))
+    assert marks.seen_from(10, 20, 40) == ("1:20", PullMarks(75, ("1:60",)))
+    assert marks.seen_from(10, 10, 10) == ("1:10", PullMarks(85, marks.marks[1:]))
+    assert marks.seen_from(10, 90, 40) == ("1:90", PullMarks(5, ()))
+    # not marked: past the marked rows, or off the step; pages that are no multiple of it
+    assert marks.seen_from(10, 100, 40) is None
+    assert marks.seen_from(10, 15, 40) is None
+    assert marks.seen_from(10, 10, 45) is None
+    assert marks.seen_from(10, 0, 40) is None
+    assert PullMarks(0, ()).seen_from(10, 10, 40) is None
+
+
 def test_push_results_need_one_valid_status_per_change() -> None:
     ok = [
         {"id": WS, "table": "workspaces", "status": "applied"},

@@ -74,6 +74,16 @@ class PullMarks:
         """The marks a page of ``step`` rows starts from: not one at the last row."""
         return self.marks[: max(0, (self.count - 1) // step)]
 
+    def seen_from(self, step: int, rows: int, limit: int) -> tuple[str, PullMarks] | None:
+        """These marks (of every ``step``-th row after some cursor) seen from the ``rows``-th
+        of those rows: its position, and the count after it with the position of every
+        ``limit``-th row after it. None when that row is not marked (``rows`` no multiple of
+        ``step``, or past the marked rows) or ``limit`` is no multiple of ``step``."""
+        if rows <= 0 or rows % step or limit % step or rows // step > len(self.marks):
+            return None
+        at, every = rows // step - 1, limit // step
+        return self.marks[at], PullMarks(self.count - rows, self.marks[at + every :: every])
+
 
 @dataclass(frozen=True, slots=True)
 class Profile:

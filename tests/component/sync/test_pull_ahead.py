@@ -37,6 +37,10 @@ def at(position: int) -> str:
     return f"4:{position}"
 
 
+#: ``PagedCloud(hold=START)`` holds the request from None.
+START = "start"
+
+
 def position(cursor: str | None) -> int:
     return 0 if cursor is None else int(cursor.split(":")[1])
 
@@ -46,10 +50,13 @@ class PagedCloud:
     3..rows + 1) through ``sync_pull`` pages of ``limit`` rows (cursor = the last row served,
     written first as syncd's cloud does); the ``fail_at``-th pull request fails (503), the
     answer to the ``cut_at``-th is cut short after its head; the request from cursor ``hold``
-    waits for ``release`` (``asked_while_held``: the pull requests that came meanwhile).
-    ``sync_pull_marks`` answers as ``counts`` says: "rows" the rows left after a cursor and the
-    end of every ``step`` of them, "nonsense" a JSON text, "missing" 404 as a cloud schema
-    without that function does (``count_asked`` holds the cursors)."""
+    (``START``: the first, from None) waits for ``release`` (``asked_while_held``: the pull
+    requests that came meanwhile). ``sync_pull_marks`` answers as ``counts`` says: "rows" the
+    rows left after a cursor and the end of every ``step`` of them, "shifted" the same with
+    every mark 3 rows further (as if rows had come between it and the pages), "nonsense" a
+    JSON text, "missing" 404 as a cloud schema without that function does (``count_asked``
+    holds the cursors). ``shown``: the cloud serves the rows up to that position only (until
+    the test raises it), as if the others were not yet written."""
 
     def __init__(
         self,
@@ -61,6 +68,7 @@ class PagedCloud:
         cut_at: int = 0,
         hold: str | None = None,
         counts: str = "missing",
+        shown: int | None = None,
     ) -> None:
         self.ws_id, self.conv_id = ws_id, conv_id
         self.rows = [str(uuid.uuid4()) for _ in range(rows)]
@@ -75,6 +83,8 @@ class PagedCloud:
         self.asked_while_held: list[str | None] = []
         self.counts = counts
         self.count_asked: list[str | None] = []
+        #: the last row's position the cloud serves now
+        self.end = rows + 1 if shown is None else shown
 
     def committed(self, events: list[ChangeEvent]) -> None:
         self.messages += sum(e.topic == "message.created" for e in events)
@@ -92,7 +102,8 @@ class PagedCloud:
             if self.counts == "nonsense":
                 return httpx.Response(200, json="many")
             start, step = position(body["cursor"]), body["step"]
-            marks = [at(p) for p in range(start + step, self.end + 1, step)]
+            shift = 3 if self.counts == "shifted" else 0
+            marks = [at(p + shift) for p in range(start + step, self.end + 1, step)]
             return httpx.Response(200, json={"count": self.end - start, "marks": marks})
         if path != "/rest/v1/rpc/sync_pull":
             return httpx.Response(404, json={"code": "PGRST202"})
@@ -101,7 +112,7 @@ class PagedCloud:
         self.requests.append((cursor, limit, self.messages))
         if self.held.is_set() and not self.release.is_set():
             self.asked_while_held.append(cursor)
-        if self.hold is not None and cursor == self.hold:
+        if self.hold is not None and (cursor or START) == self.hold:
             self.held.set()
             await self.release.wait()
         if len(self.requests) == self.fail_at:
@@ -112,11 +123,6 @@ class PagedCloud:
             self.failed = cursor
             answer = answer[: len(answer) // 2]  # a proxy's cut: the head is whole
         return httpx.Response(200, content=answer)
-
-    @property
-    def end(self) -> int:
-        """The last row's position."""
-        return len(self.rows) + 1
 
     def _page(self, cursor: str | None, limit: int) -> dict[str, Any]:
         start = position(cursor)
@@ -277,12 +283,12 @@ async def test_a_long_pull_shows_its_progress_and_fetches_its_marked_pages_at_on
     total: int | None,
     failure: str | None,
 ) -> None:
-    """The first page of a run that has more starts its progress and asks ``sync_pull_marks``
-    once, from that page's cursor: ``total`` is the rows of that page plus the count, shown
-    while the pages go on, and the pages after it are asked for two at a time, each from its
-    mark: while one is held, the one after it is asked for too. A cloud without the function
-    (404), or one answering nonsense, gives a progress without total (the failure logged with
-    its reason) and the same pull, one page after another."""
+    """A first sync asks ``sync_pull_marks`` once, from the start, beside its first page; that
+    page (it has more) starts its progress, whose ``total`` is the count, shown while the pages
+    go on, and the pages after it are asked for two at a time, each from its mark: while one
+    is held, the one after it is asked for too. A cloud without the function (404), or one
+    answering nonsense, gives a progress without total (the failure logged with its reason)
+    and the same pull, one page after another."""
     caplog.set_level(logging.DEBUG, logger="daemon.sync.workspace")
     async with syncing(tmp_path, hold=at(90), counts=counts) as (store, driver, cloud):
         sync = driver.syncs[cloud.ws_id]
@@ -306,8 +312,8 @@ async def test_a_long_pull_shows_its_progress_and_fetches_its_marked_pages_at_on
         progress = sync.status.progress
         assert progress is not None and (progress["rows"], progress["pages"]) == (90, 3)
         assert progress["total"] == total  # 401: the 2 parents and 399 messages
-        # asked once, from the first page's cursor (not at all of a 404: no handler asked)
-        assert cloud.count_asked == ([] if counts == "missing" else [at(10)])
+        # asked once, from the start (not at all of a 404: no handler asked)
+        assert cloud.count_asked == ([] if counts == "missing" else [None])
         assert asked()[:4] == [None, at(10), at(50), at(90)]
         cloud.release.set()
         await wait_for(lambda: cloud.messages >= 399, timeout=10_000 * MS)
@@ -320,4 +326,75 @@ async def test_a_long_pull_shows_its_progress_and_fetches_its_marked_pages_at_on
         assert cloud.asked_while_held == ([at(130), at(170)] if total is not None else [])
         # each page asked once (from its mark or from the page before's end: the same)
         assert sorted(asked(), key=position) == [None, *(at(p) for p in range(10, 371, 40))]
+        assert cloud.messages == 399
+
+
+async def test_a_first_sync_asks_for_the_pages_after_its_first_page_before_that_page_arrived(
+    tmp_path: Path,
+) -> None:
+    """The marks asked beside a first sync's first page (every 10th row: the first page's size)
+    are read from where that page will end (row 10): the pages from there and from the mark
+    of row 50 (40 rows each) are asked for while the first page is still held, no more (two
+    in flight); every row is then applied once."""
+    async with syncing(tmp_path, hold=START, counts="rows") as (store, _, cloud):
+        await asyncio.wait_for(cloud.held.wait(), timeout=5)
+        await wait_for(lambda: len(cloud.asked_while_held) == 2)
+        assert cloud.count_asked == [None]
+        assert cloud.asked_while_held == [at(10), at(50)]
+        cloud.release.set()
+        await wait_for(lambda: cloud.messages >= 399, timeout=10_000 * MS)
+        await wait_for(lambda: store.sync.cursor(pull_scope(cloud.ws_id)))
+        assert await store.sync.cursor(pull_scope(cloud.ws_id)) == at(cloud.end)
+        cursors = [c for c, _, _ in cloud.requests]
+        assert sorted(cursors, key=position) == [None, *(at(p) for p in range(10, 371, 40))]
+        assert cloud.messages == 399
+
+
+async def test_a_first_page_that_ends_off_the_marks_goes_on_one_page_after_another(
+    tmp_path: Path,
+) -> None:
+    """Marks 3 rows off where the pages end (rows came between the answers): the pages asked
+    from them are dropped once the first page ends elsewhere, and the pull goes on from where
+    it did end, one page after another (the marks are not asked again): no row is missed or
+    applied twice."""
+    async with syncing(tmp_path, hold=START, counts="shifted") as (store, _, cloud):
+        await asyncio.wait_for(cloud.held.wait(), timeout=5)
+        await wait_for(lambda: len(cloud.asked_while_held) == 2)
+        assert cloud.asked_while_held == [at(13), at(53)]  # read from row 13, not 10
+        cloud.release.set()
+        await wait_for(lambda: cloud.messages >= 399, timeout=10_000 * MS)
+        await wait_for(lambda: store.sync.cursor(pull_scope(cloud.ws_id)))
+        assert await store.sync.cursor(pull_scope(cloud.ws_id)) == at(cloud.end)
+        assert cloud.count_asked == [None]
+        after = [c for c, _, _ in cloud.requests][3:]  # after None, 13 and 53
+        assert after == [at(p) for p in range(10, 371, 40)]
+        assert cloud.messages == 399
+
+
+async def test_a_later_run_asks_its_marks_from_its_first_pages_end(tmp_path: Path) -> None:
+    """A run from a stored cursor asks ``sync_pull_marks`` only once its first page says it
+    has more (a periodic pull of nothing new asks nothing more), from that page's end: its
+    progress total is that page's rows plus the count. So too after a first sync of one page
+    (its marks, asked beside it, are done with)."""
+    async with syncing(tmp_path, counts="rows", shown=8) as (store, driver, cloud):
+        scope = pull_scope(cloud.ws_id)
+        await wait_for(lambda: store.sync.cursor(scope))
+        assert await store.sync.cursor(scope) == at(8)
+        await driver.sync_now("pull")  # nothing new: one page, no marks
+        assert cloud.count_asked == [None]
+        cloud.end = len(cloud.rows) + 1
+        cloud.hold = at(58)  # the page after the run's first one (10 rows, to 18)
+        sync = driver.syncs[cloud.ws_id]
+        asked = asyncio.create_task(driver.sync_now("pull"))
+        await asyncio.wait_for(cloud.held.wait(), timeout=5)
+        await wait_for(lambda: (sync.status.progress or {}).get("total") is not None)
+        progress = sync.status.progress
+        assert progress is not None
+        assert progress["total"] == 10 + (401 - 18)  # the first page's rows and those after it
+        assert cloud.count_asked == [None, at(18)]
+        cloud.release.set()
+        result = await asyncio.wait_for(asked, timeout=10)
+        assert result["error"] is None
+        assert await store.sync.cursor(scope) == at(cloud.end)
+        assert cloud.count_asked == [None, at(18)]
         assert cloud.messages == 399
