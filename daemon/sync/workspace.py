@@ -427,7 +427,7 @@ class WorkspaceSync:
             logger.debug("sync.realtime_ignored ws=%s", self.workspace_id)
 
     async def _pull(self, command: PullSince) -> None:
-        bulk_limit = max(command.limit, self._settings.bulk_pull_limit)
+        bulk_limit = self._bulk_limit(command.limit)
         if command.cursor is None and self._marking is None:
             # A first sync (nothing pulled yet): its marks are asked beside its first page, so
             # the pages after that page are asked for as soon as they come (_mark).
@@ -483,6 +483,10 @@ class WorkspaceSync:
             # (pages are asked for ahead, some at once: the run's last step is this page's
             # request, whatever was asked after it)
             self._run_finished("pull", fetched.step)
+
+    def _bulk_limit(self, limit: int) -> int:
+        """The size of the pages after a run's first page of ``limit`` rows."""
+        return max(limit, self._settings.bulk_pull_limit)
 
     async def _fetch(self, cursor: str | None, limit: int, bulk_limit: int) -> _Page:
         """The page after ``cursor``: the fetcher's next page (``bulk_limit`` rows) if it is
@@ -697,7 +701,7 @@ class WorkspaceSync:
             logger.exception("sync.marks_failed ws=%s", self.workspace_id)
             return
         if first:
-            bulk = max(first, self._settings.bulk_pull_limit)
+            bulk = self._bulk_limit(first)
             seen = marks.seen_from(step, first, bulk)
             if seen is None:  # (no row after the first page, or pages that do not line up)
                 self._remaining = max(0, marks.count - first)
