@@ -428,13 +428,10 @@ class WorkspaceSync:
 
     async def _pull(self, command: PullSince) -> None:
         bulk_limit = self._bulk_limit(command.limit)
-        if command.cursor is None and self._marking is None:
+        if command.cursor is None:
             # A first sync (nothing pulled yet): its marks are asked beside its first page, so
             # the pages after that page are asked for as soon as they come (_mark).
-            self._marking = asyncio.create_task(
-                self._mark(None, command.limit, first=command.limit),
-                name=f"sync-pull-marks-{self.workspace_id}",
-            )
+            self._ask_marks(None, command.limit, from_start=True)
         try:
             fetched = await self._fetch(command.cursor, command.limit, bulk_limit)
             answer = fetched.answer
@@ -476,7 +473,7 @@ class WorkspaceSync:
             self.counts.pulled += outcome.applied
             self.counts.changed += outcome.changed
             self.counts.conflicts += outcome.conflicts
-        self._note_progress(size, cursor, has_more)
+        self._note_progress(size, has_more)
         applied = 0 if outcome is None else outcome.applied
         self.session.pull_page_received(self._clock(), PullPage(cursor, has_more, applied))
         if not has_more:
@@ -513,10 +510,7 @@ class WorkspaceSync:
         if self._ahead is not None and self._ahead.serves(cursor, limit):
             return  # already fetching them
         self._start_fetcher(cursor, limit)
-        if self._marking is None:  # once a run, as soon as it has pages to fetch ahead
-            self._marking = asyncio.create_task(
-                self._mark(cursor, limit), name=f"sync-pull-marks-{self.workspace_id}"
-            )
+        self._ask_marks(cursor, limit)  # as soon as the run has pages to fetch ahead
 
     def _start_fetcher(self, cursor: str | None, limit: int) -> None:
         self._drop_ahead()
@@ -660,22 +654,31 @@ class WorkspaceSync:
         if not waiter.future.done():
             waiter.future.set_result({**self.counts.minus(waiter.before), "error": error})
 
-    def _note_progress(self, rows: int, cursor: str | None, has_more: bool) -> None:
-        """A page of ``rows`` applied, up to ``cursor``. The first page of a run that has more
-        starts its progress (what is left after it is asked for with the pages' marks as the
-        fetching ahead starts: ``_mark``)."""
-        if not has_more and self._progress is None:
-            self._end_progress()  # a one-page pull: nothing to show (nor marks to ask)
+    def _note_progress(self, rows: int, has_more: bool) -> None:
+        """A page of ``rows`` applied. The first page of a run that has more starts its
+        progress (what is left after it is asked for with the pages' marks: ``_mark``); the
+        last page ends it (a one-page run shows none) and drops its marks if still asked."""
+        if not has_more:
+            shown = self._progress is not None
+            self._end_progress()
+            if shown:
+                self._on_change()
             return
         if self._progress is None:
             self._progress = {"rows": 0, "pages": 0, "first": rows}
         self._progress["rows"] += rows
         self._progress["pages"] += 1
-        if not has_more:
-            self._end_progress()
         self._on_change()
 
-    async def _mark(self, cursor: str | None, step: int, *, first: int = 0) -> None:
+    def _ask_marks(self, cursor: str | None, step: int, *, from_start: bool = False) -> None:
+        """Ask ``sync_pull_marks`` (``_mark``), once a run."""
+        if self._marking is None:
+            self._marking = asyncio.create_task(
+                self._mark(cursor, step, from_start=from_start),
+                name=f"sync-pull-marks-{self.workspace_id}",
+            )
+
+    async def _mark(self, cursor: str | None, step: int, *, from_start: bool = False) -> None:
         """The rows after a run's first page (which ended at ``cursor``), for its total; and
         where the pages of ``step`` rows after it end, for the fetcher to ask for them at
         once (``sync_pull_marks``, answered while the pages go on). Without an answer (an
@@ -684,8 +687,8 @@ class WorkspaceSync:
         as ever. (The task is dropped at the run's end, which would consume an error unseen:
         each is logged here.)
 
-        ``first``: asked beside a first sync's first page, of ``first`` rows from ``cursor``
-        (= ``step``). The marks are then read from the row that page ends at: the fetcher
+        ``from_start``: asked beside a first sync's first page, of ``step`` rows from
+        ``cursor`` (None). The marks are then read from the row that page ends at: the fetcher
         starts there (before that page arrived, if it has not) with the pages from the marks
         after it. If the page ends elsewhere (rows changed between the two answers) the pull
         goes on from where it did end, one page after another (``_fetch_ahead``)."""
@@ -700,11 +703,11 @@ class WorkspaceSync:
         except Exception:
             logger.exception("sync.marks_failed ws=%s", self.workspace_id)
             return
-        if first:
-            bulk = self._bulk_limit(first)
-            seen = marks.seen_from(step, first, bulk)
+        if from_start:
+            bulk = self._bulk_limit(step)
+            seen = marks.seen_from(step, step, bulk)
             if seen is None:  # (no row after the first page, or pages that do not line up)
-                self._remaining = max(0, marks.count - first)
+                self._remaining = max(0, marks.count - step)
                 self._on_change()
                 return
             (cursor, marks), step = seen, bulk

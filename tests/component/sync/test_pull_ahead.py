@@ -25,6 +25,7 @@ from daemon.events import ChangeEvent
 from daemon.store import Store
 from daemon.store.sync import pull_scope
 from daemon.sync.driver import SyncDriver
+from daemon.sync.workspace import AHEAD_PAGES, PULL_IN_FLIGHT
 from tests.component.sync.mock_cloud import ORG, grant, mocked_driver
 from tests.helpers import MS, wait_for
 
@@ -334,17 +335,19 @@ async def test_a_first_sync_asks_for_the_pages_after_its_first_page_before_that_
 ) -> None:
     """The marks asked beside a first sync's first page (every 10th row: the first page's size)
     are read from where that page will end (row 10): the pages from there and from the mark
-    of row 50 (40 rows each) are asked for while the first page is still held, no more (two
-    in flight); every row is then applied once."""
+    of row 50 (40 rows each) are asked for first, while the first page is still held (then at
+    most one more: three pages held); every row is then applied once."""
     async with syncing(tmp_path, hold=START, counts="rows") as (store, _, cloud):
         await asyncio.wait_for(cloud.held.wait(), timeout=5)
         await wait_for(lambda: len(cloud.asked_while_held) == 2)
-        assert cloud.count_asked == [None]
-        assert cloud.asked_while_held == [at(10), at(50)]
         cloud.release.set()
         await wait_for(lambda: cloud.messages >= 399, timeout=10_000 * MS)
         await wait_for(lambda: store.sync.cursor(pull_scope(cloud.ws_id)))
         assert await store.sync.cursor(pull_scope(cloud.ws_id)) == at(cloud.end)
+        # every request that came while the first page was held
+        assert cloud.asked_while_held[:2] == [at(10), at(50)]
+        assert len(cloud.asked_while_held) <= AHEAD_PAGES + PULL_IN_FLIGHT
+        assert cloud.count_asked == [None]
         cursors = [c for c, _, _ in cloud.requests]
         assert sorted(cursors, key=position) == [None, *(at(p) for p in range(10, 371, 40))]
         assert cloud.messages == 399
@@ -360,14 +363,14 @@ async def test_a_first_page_that_ends_off_the_marks_goes_on_one_page_after_anoth
     async with syncing(tmp_path, hold=START, counts="shifted") as (store, _, cloud):
         await asyncio.wait_for(cloud.held.wait(), timeout=5)
         await wait_for(lambda: len(cloud.asked_while_held) == 2)
-        assert cloud.asked_while_held == [at(13), at(53)]  # read from row 13, not 10
         cloud.release.set()
         await wait_for(lambda: cloud.messages >= 399, timeout=10_000 * MS)
         await wait_for(lambda: store.sync.cursor(pull_scope(cloud.ws_id)))
         assert await store.sync.cursor(pull_scope(cloud.ws_id)) == at(cloud.end)
+        assert cloud.asked_while_held[:2] == [at(13), at(53)]  # read from row 13, not 10
         assert cloud.count_asked == [None]
-        after = [c for c, _, _ in cloud.requests][3:]  # after None, 13 and 53
-        assert after == [at(p) for p in range(10, 371, 40)]
+        cursors = [c for c, _, _ in cloud.requests]
+        assert cursors[cursors.index(at(10)) :] == [at(p) for p in range(10, 371, 40)]
         assert cloud.messages == 399
 
 

@@ -102,11 +102,18 @@ class Cloud:
         async with self.ctx.transaction_as(self.claims(user_id, role)) as conn:
             return str(await conn.execute(sql, *args))
 
+    async def json_as(
+        self, user_id: str | None, sql: str, *args: Any, role: str = "authenticated"
+    ) -> Any:
+        """The one JSON value ``sql`` answers as that user, decoded."""
+        return json.loads(await self.fetchval_as(user_id, sql, *args, role=role))
+
     async def push(
         self, user_id: str | None, changes: Iterable[dict[str, Any]], *, role: str = "authenticated"
     ) -> list[dict[str, Any]]:
-        raw = await self.fetchval_as(user_id, PUSH, json.dumps(list(changes)), role=role)
-        result: list[dict[str, Any]] = json.loads(raw)
+        result: list[dict[str, Any]] = await self.json_as(
+            user_id, PUSH, json.dumps(list(changes)), role=role
+        )
         return result
 
     async def pull(
@@ -119,8 +126,9 @@ class Cloud:
         role: str = "authenticated",
     ) -> dict[str, Any]:
         sql = "SELECT public.sync_pull($1, $2, $3::uuid)::text"
-        raw = await self.fetchval_as(user_id, sql, cursor, limit, workspace_id, role=role)
-        page: dict[str, Any] = json.loads(raw)
+        page: dict[str, Any] = await self.json_as(
+            user_id, sql, cursor, limit, workspace_id, role=role
+        )
         return page
 
     async def pull_count(
@@ -137,9 +145,7 @@ class Cloud:
         workspace_id: str | None = None,
     ) -> dict[str, Any]:
         sql = "SELECT public.sync_pull_marks($1, $2, $3::uuid)::text"
-        marks: dict[str, Any] = json.loads(
-            await self.fetchval_as(user_id, sql, cursor, step, workspace_id)
-        )
+        marks: dict[str, Any] = await self.json_as(user_id, sql, cursor, step, workspace_id)
         return marks
 
     async def row(self, table: str, row_id: str) -> dict[str, Any] | None:
