@@ -83,16 +83,8 @@ class CloudApi:
     ) -> PulledPage:
         """``sync_pull`` one page, as it arrived: its ``body`` is ``{cursor, has_more, changes:
         [{table, id, workspace_id, row}]}``; pass ``cursor`` back for the next page."""
-        if (
-            isinstance(limit, bool)
-            or not isinstance(limit, int)
-            or not 1 <= limit <= MAX_PULL_LIMIT
-        ):
-            raise InvalidInput("limit", f"must be an integer from 1 to {MAX_PULL_LIMIT}")
-        if cursor is not None and not isinstance(cursor, str):
-            raise InvalidInput("cursor", "must be text or None")
-        workspace = None if workspace_id is None else _uuid("workspace_id", workspace_id)
-        content = _encode({"cursor": cursor, "limit": limit, "workspace_id": workspace}, "pull")
+        body = _pull_args(cursor, "limit", limit, workspace_id)
+        content = _encode(body, "pull")
         response = await self._request(
             "POST", "/rest/v1/rpc/sync_pull", operation="rest.pull", content=content
         )
@@ -104,12 +96,7 @@ class CloudApi:
         """``sync_pull_marks``: how many rows the pulls after ``cursor`` would serve now (a
         long pull's progress is shown against it), and where each page of ``step`` rows of
         them ends (the pages are then fetched at once, each from its mark)."""
-        if cursor is not None and not isinstance(cursor, str):
-            raise InvalidInput("cursor", "must be text or None")
-        if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= MAX_PULL_LIMIT:
-            raise InvalidInput("step", f"must be an integer from 1 to {MAX_PULL_LIMIT}")
-        workspace = None if workspace_id is None else _uuid("workspace_id", workspace_id)
-        body = {"cursor": cursor, "step": step, "workspace_id": workspace}
+        body = _pull_args(cursor, "step", step, workspace_id)
         response = await self._request(
             "POST",
             "/rest/v1/rpc/sync_pull_marks",
@@ -336,6 +323,17 @@ def _encode(value: Any, field: str) -> bytes:
         return orjson.dumps(value)
     except orjson.JSONEncodeError as exc:
         raise InvalidInput(field, "cannot be encoded as JSON") from exc
+
+
+def _pull_args(cursor: Any, name: str, size: Any, workspace_id: Any) -> dict[str, Any]:
+    """The body of ``sync_pull`` (``name`` "limit") or ``sync_pull_marks`` ("step"), checked:
+    a text cursor or None, ``size`` an integer from 1 to MAX_PULL_LIMIT, a UUID or None."""
+    if cursor is not None and not isinstance(cursor, str):
+        raise InvalidInput("cursor", "must be text or None")
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_PULL_LIMIT:
+        raise InvalidInput(name, f"must be an integer from 1 to {MAX_PULL_LIMIT}")
+    workspace = None if workspace_id is None else _uuid("workspace_id", workspace_id)
+    return {"cursor": cursor, name: size, "workspace_id": workspace}
 
 
 def _uuid(field: str, value: Any) -> str:

@@ -186,6 +186,10 @@ async def test_calls_without_a_session_or_with_bad_input_send_nothing(
         api.pull_page(cursor=None, limit=0, workspace_id=None),
         api.pull_page(cursor=None, limit=10_001, workspace_id=None),
         api.pull_page(cursor=None, limit=10, workspace_id="not-a-uuid"),
+        api.pull_marks(cursor=None, step=0, workspace_id=None),
+        api.pull_marks(cursor=None, step=True, workspace_id=None),
+        api.pull_marks(cursor=7, step=10, workspace_id=None),  # type: ignore[arg-type]
+        api.pull_marks(cursor=None, step=10, workspace_id="not-a-uuid"),
         api.workspaces("1 or 1=1"),
         api.get_workspace(""),
         api.create_workspace(id=ws, org_id=ws, name="   "),
@@ -194,4 +198,13 @@ async def test_calls_without_a_session_or_with_bad_input_send_nothing(
     for call in bad_calls:
         with pytest.raises(InvalidInput):
             await call
+    # the field named is the one at fault
+    for call, field in [
+        (api.pull_page(cursor=None, limit=0, workspace_id=None), "limit"),
+        (api.pull_marks(cursor=None, step=10_001, workspace_id=None), "step"),
+        (api.pull_marks(cursor=1, step=10, workspace_id=None), "cursor"),  # type: ignore[arg-type]
+    ]:
+        with pytest.raises(InvalidInput) as refused:
+            await call
+        assert refused.value.field == field
     assert len(leaks.messages("HTTP Request:")) == sent_before
