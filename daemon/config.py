@@ -18,6 +18,7 @@ config.toml::
     max_frame_bytes = 1048576
     allowed_origins = ["http://localhost:3000"]
     send_queue_size = 1024
+    spin_us = 300                 # 0 = the loop sleeps as soon as it is idle
     [cloud]
     url = "http://127.0.0.1:54321"
     anon_key = "..."
@@ -83,6 +84,8 @@ class BridgeSettings:
     max_frame_bytes: int = 1 << 20
     allowed_origins: tuple[str, ...] = ()  # added to the built-in list
     send_queue_size: int = 1024  # per-connection outgoing queue bound (messages)
+    # Latency: the event loop keeps polling this long after each reply (ui_bridge/hot.py)
+    spin_us: int = 300
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ _KEYS: dict[str, tuple[str, str | None, str]] = {
     "bridge.max_frame_bytes": ("MAX_FRAME_BYTES", "bridge", "max_frame_bytes"),
     "bridge.allowed_origins": ("ALLOWED_ORIGINS", "bridge", "allowed_origins"),
     "bridge.send_queue_size": ("SEND_QUEUE_SIZE", "bridge", "send_queue_size"),
+    "bridge.spin_us": ("SPIN_US", "bridge", "spin_us"),
     "cloud.url": ("CLOUD_URL", "cloud", "url"),
     "cloud.anon_key": ("CLOUD_ANON_KEY", "cloud", "anon_key"),
 }
@@ -204,6 +208,7 @@ def _build(data_dir: Path, raw: _Raw) -> Settings:
         "bridge.max_frame_bytes": _int_in(1024, 1 << 30),
         "bridge.allowed_origins": _origins,
         "bridge.send_queue_size": _int_in(1, 1 << 20),
+        "bridge.spin_us": _int_in(0, 10_000),
         "cloud.anon_key": _secret,
         "cloud.url": _url,
         "log_level": _log_level,

@@ -28,6 +28,7 @@ from daemon.loop import running_loop_name
 from ui_bridge.access import check_handshake
 from ui_bridge.discovery import DiscoveryInfo, claim_discovery, remove_discovery, write_discovery
 from ui_bridge.dispatch import Dispatcher
+from ui_bridge.hot import HotLoop
 from ui_bridge.hub import EventHub
 from ui_bridge.methods import MethodTable, build_method_table
 from ui_bridge.session import BridgeConnection, Session, SessionServices
@@ -67,6 +68,7 @@ class BridgeServer:
         self._started_monotonic = 0.0
         self._server: Server | None = None
         self._openrpc: dict[str, Any] | None = None
+        self.hot: HotLoop | None = None  # the loop kept awake after replies (set by start)
         self._ws_logger = logging.getLogger("ui_bridge.websockets")
         self.port = 0
 
@@ -83,6 +85,7 @@ class BridgeServer:
         if not any(isinstance(f, RedactSecrets) for f in self._ws_logger.filters):
             self._ws_logger.addFilter(RedactSecrets())
         await self.hub.start()
+        self.hot = hot = HotLoop(asyncio.get_running_loop(), self.settings.spin_us / 1e6)
         services = SessionServices(
             store=self.store,
             hub=self.hub,
@@ -90,6 +93,7 @@ class BridgeServer:
             send_queue_size=self.settings.send_queue_size,
             status=self.status,
             describe=self.describe,
+            hot=hot,
         )
         self._services = services
         try:

@@ -32,6 +32,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import Event, State
 
 from ui_bridge.dispatch import Dispatcher
+from ui_bridge.hot import HotLoop
 from ui_bridge.hub import EventHub, Subscription
 from ui_bridge.jsonrpc import ErrorCode, encode_notification
 from ui_bridge.methods.spec import invalid_params
@@ -126,6 +127,7 @@ class SessionServices:
     send_queue_size: int
     status: Callable[[], dict[str, Any]]
     describe: Callable[[], dict[str, Any]]
+    hot: HotLoop  # kept awake a moment after each reply (see ui_bridge/hot.py)
 
 
 class Session:
@@ -267,6 +269,9 @@ class Session:
         group commit), and the writer sends a burst with one system call, where a direct write
         of its first reply would cost a second one. Only the first reply of a loop turn goes
         out directly.
+
+        Either way the loop then stays awake a moment (``HotLoop``): a client that waits for
+        each reply sends its next request a few hundred microseconds later.
         """
         ws = self.ws
         if (
@@ -282,6 +287,7 @@ class Session:
             self._loop.call_soon(self._new_turn)
         else:
             self.outbox.push(frame)
+        self.services.hot.touch()
 
     def _new_turn(self) -> None:
         self._wrote_this_turn = False

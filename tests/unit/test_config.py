@@ -26,7 +26,7 @@ def test_defaults(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, environ={})
     assert settings == Settings(data_dir=tmp_path)
     assert settings.store == StoreSettings("NORMAL", 5000, 100_000)
-    assert settings.bridge == BridgeSettings("127.0.0.1", 7749, 1 << 20, (), 1024)
+    assert settings.bridge == BridgeSettings("127.0.0.1", 7749, 1 << 20, (), 1024, 300)
     assert not settings.cloud.configured
     assert settings.log_level == "INFO"
 
@@ -57,6 +57,7 @@ def test_every_key_from_the_environment(tmp_path: Path) -> None:
         "SYNCD_MAX_FRAME_BYTES": "65536",
         "SYNCD_ALLOWED_ORIGINS": "http://localhost:3000, https://app.example",
         "SYNCD_SEND_QUEUE_SIZE": "16",
+        "SYNCD_SPIN_US": "0",
         "SYNCD_CLOUD_URL": "http://127.0.0.1:54321/",
         "SYNCD_CLOUD_ANON_KEY": "anon-key-value",
         "SYNCD_UNRELATED_TEST_SETTING": "ignored",
@@ -67,6 +68,7 @@ def test_every_key_from_the_environment(tmp_path: Path) -> None:
     assert s.bridge.max_frame_bytes == 65536
     assert s.bridge.allowed_origins == ("http://localhost:3000", "https://app.example")
     assert s.bridge.send_queue_size == 16
+    assert s.bridge.spin_us == 0
     assert s.cloud.url == "http://127.0.0.1:54321"
     assert s.cloud.anon_key == Secret("anon-key-value")
     assert s.cloud.configured
@@ -101,6 +103,8 @@ def test_file_sections(tmp_path: Path) -> None:
         ({"SYNCD_CLOUD_URL": "ftp://x"}, "SYNCD_CLOUD_URL"),
         ({"SYNCD_ALLOWED_ORIGINS": "localhost"}, "SYNCD_ALLOWED_ORIGINS"),
         ({"SYNCD_DATA_DIR": " "}, "SYNCD_DATA_DIR"),
+        ({"SYNCD_SPIN_US": "-1"}, "SYNCD_SPIN_US"),
+        ({"SYNCD_SPIN_US": "20000"}, "SYNCD_SPIN_US"),
     ],
 )
 def test_bad_environment_values_name_the_key(tmp_path: Path, env: dict[str, str], key: str) -> None:

@@ -165,3 +165,32 @@ async def test_stop_does_not_wait_for_a_stuck_request(
     await wait_for(lambda: gate.entered == 1, message="request running")
     await asyncio.wait_for(server.stop(), 5_000 * MS)
     assert not server.sessions and gate.cancelled == 1
+
+
+@pytest.mark.parametrize("spin_us", [300, 0])
+async def test_the_loop_stays_awake_after_each_reply_then_sleeps_again(
+    make_bridge: MakeBridge, spin_us: int
+) -> None:
+    """Every reply, sent directly or through the outbox, keeps the loop polling ``spin_us``
+    (ui_bridge/hot.py); the spinning then ends by itself (and never starts at 0)."""
+    server = await make_bridge(spin_us=spin_us)
+    hot = server.hot
+    assert hot is not None
+    touches = 0
+    touch = hot.touch
+
+    def counted() -> None:
+        nonlocal touches
+        touches += 1
+        touch()
+
+    hot.touch = counted  # type: ignore[method-assign]
+    async with connect(server.url, additional_headers=auth(server)) as ws:
+        rpc = Rpc(ws)
+        assert await rpc.call("daemon.ping") is not None
+        for i in range(4):  # pipelined: the later replies go through the outbox
+            await rpc.send(frame("daemon.ping", f"p{i}"))
+        assert set(await replies_by_id(rpc, 4)) == {"p0", "p1", "p2", "p3"}
+        assert touches == 5
+        await wait_for(lambda: not hot.spinning, message="the loop to stop spinning")
+    assert hot.spin_s == spin_us / 1e6
