@@ -6,10 +6,10 @@ microseconds after the reply left. With nothing else to do meanwhile the loop wo
 ``epoll_wait``; waking it again costs more than the request's own work: the wake-up itself, and
 on a small machine the client often ran on the same core meanwhile (the kernel places a woken
 task beside its waker), so the request then runs with cold caches. Measured on the 2-core CI
-machine (``message.send`` one after another, ``bench/bridge.py``'s sequential write): ~300 us of
-the daemon's CPU and ~420 us per round trip sleeping, against ~300 us of CPU and ~250 us per
-round trip when the loop stays awake; the daemon's CPU per request barely changes, because
-waking up cost about as much as the polling does.
+machine (``message.send`` one after another, as ``bench/bridge.py``'s sequential write; 5 runs
+each way): a round trip's p50 was 390-540 us with the loop sleeping and 220-360 us with it kept
+awake, at 300-460 against 260-420 us of the daemon's CPU per request: waking up cost about as
+much as the polling does (against ~80 us per write when 50 clients keep the loop busy).
 
 So after each reply ``HotLoop.touch`` keeps the loop polling its sockets for ``spin_s`` more
 seconds: a callback that queues itself again while the time is not up, so every loop turn

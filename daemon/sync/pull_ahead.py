@@ -115,18 +115,14 @@ class PageFetcher(Generic[P]):
             self._slots.popleft()
             try:
                 page = slot.task.result()
-            except BaseException:
-                self.close()
-                raise
-            if not _at_or_before(slot.start, self.cursor):
-                # starts past the caller's cursor (rows came to be seen between): no gap, the
-                # pages are fetched one after another from the cursor
-                self._restart()
-                continue
-            try:
+                if not _at_or_before(slot.start, self.cursor):
+                    # starts past the caller's cursor (rows came to be seen between): no gap,
+                    # the pages are fetched one after another from the cursor
+                    self._restart()
+                    continue
                 after = self._follow(page)
             except BaseException:
-                self.close()  # a bad answer: nothing is asked after it
+                self.close()  # a failed request or a bad answer: nothing is asked after it
                 raise
             if after is None:
                 self.cursor = None

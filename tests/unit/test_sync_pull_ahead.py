@@ -112,6 +112,7 @@ class Feed:
         self.moved: set[int] = set()
         self.asked: list[str | None] = []
         self.flying = self.most_flying = 0
+        self.fail_at: str | None = None  # the request from this cursor fails
 
     async def fetch(self, cursor: str | None, limit: int) -> tuple[str | None, list[int], bool]:
         self.asked.append(cursor)
@@ -120,6 +121,8 @@ class Feed:
         try:
             for _ in range(3):  # answered a few turns later, as a request is
                 await asyncio.sleep(0)
+            if cursor is not None and cursor == self.fail_at:
+                raise ConnectionError("boom")
             start = 0 if cursor is None else int(cursor.split(":")[1])
             present = [i for i in range(start + 1, self.rows + 1) if i not in self.moved]
             served = present[:limit]
@@ -196,3 +199,22 @@ async def test_a_page_starting_past_the_cursor_is_dropped_and_the_pages_go_one_b
     assert feed.asked[:2] == [at(10), at(23)]
     assert feed.asked[feed.asked.index(at(20)) :] == [at(i) for i in range(20, 100, 10)]
     assert fetcher.cursor is None
+
+
+async def test_a_failed_marked_page_stops_the_pages_in_flight_after_it() -> None:
+    """The page from mark 20 fails while the one from mark 30 is in flight: ``next`` raises
+    for it, the fetcher serves nothing more and asks for nothing more (the caller goes on
+    from its stored cursor)."""
+    feed = Feed(rows=100)
+    feed.fail_at = at(20)
+    fetcher = PageFetcher(feed.fetch, feed.follow, None, 10, depth=1, parallel=2)
+    fetcher.add_marks(None, 10, marks_of(99, 10))
+    assert (await fetcher.next())[1] == list(range(1, 11))
+    assert (await fetcher.next())[1] == list(range(11, 21))
+    with pytest.raises(ConnectionError):
+        await fetcher.next()
+    assert not fetcher.serves(fetcher.cursor, 10)
+    asked = list(feed.asked)
+    await settle()  # (turns for any request still running: none is)
+    assert feed.asked == asked and at(30) in asked
+    assert feed.flying == 0

@@ -179,10 +179,15 @@ async def syncing(
         await store.close()
 
 
-async def caught_up(tmp_path: Path, **faults: int) -> PagedCloud:
+async def caught_up(tmp_path: Path, **options: Any) -> PagedCloud:
     """``syncing`` until the cursor is the last row; checks that every row was applied
-    exactly once."""
-    async with syncing(tmp_path, **faults) as (store, _, cloud):
+    exactly once. With ``hold=START`` the first page is held until two more pages were asked
+    for meanwhile (``asked_while_held``)."""
+    async with syncing(tmp_path, **options) as (store, _, cloud):
+        if cloud.hold == START:
+            await asyncio.wait_for(cloud.held.wait(), timeout=5)
+            await wait_for(lambda: len(cloud.asked_while_held) == 2)
+            cloud.release.set()
         scope = pull_scope(cloud.ws_id)
         await wait_for(lambda: cloud.messages >= 399, timeout=10_000 * MS)
         await wait_for(lambda: store.sync.cursor(scope), timeout=5_000 * MS)
@@ -337,20 +342,13 @@ async def test_a_first_sync_asks_for_the_pages_after_its_first_page_before_that_
     are read from where that page will end (row 10): the pages from there and from the mark
     of row 50 (40 rows each) are asked for first, while the first page is still held (then at
     most one more: three pages held); every row is then applied once."""
-    async with syncing(tmp_path, hold=START, counts="rows") as (store, _, cloud):
-        await asyncio.wait_for(cloud.held.wait(), timeout=5)
-        await wait_for(lambda: len(cloud.asked_while_held) == 2)
-        cloud.release.set()
-        await wait_for(lambda: cloud.messages >= 399, timeout=10_000 * MS)
-        await wait_for(lambda: store.sync.cursor(pull_scope(cloud.ws_id)))
-        assert await store.sync.cursor(pull_scope(cloud.ws_id)) == at(cloud.end)
-        # every request that came while the first page was held
-        assert cloud.asked_while_held[:2] == [at(10), at(50)]
-        assert len(cloud.asked_while_held) <= AHEAD_PAGES + PULL_IN_FLIGHT
-        assert cloud.count_asked == [None]
-        cursors = [c for c, _, _ in cloud.requests]
-        assert sorted(cursors, key=position) == [None, *(at(p) for p in range(10, 371, 40))]
-        assert cloud.messages == 399
+    cloud = await caught_up(tmp_path, hold=START, counts="rows")
+    # every request that came while the first page was held
+    assert cloud.asked_while_held[:2] == [at(10), at(50)]
+    assert len(cloud.asked_while_held) <= AHEAD_PAGES + PULL_IN_FLIGHT
+    assert cloud.count_asked == [None]
+    cursors = [c for c, _, _ in cloud.requests]
+    assert sorted(cursors, key=position) == [None, *(at(p) for p in range(10, 371, 40))]
 
 
 async def test_a_first_page_that_ends_off_the_marks_goes_on_one_page_after_another(
@@ -360,18 +358,11 @@ async def test_a_first_page_that_ends_off_the_marks_goes_on_one_page_after_anoth
     from them are dropped once the first page ends elsewhere, and the pull goes on from where
     it did end, one page after another (the marks are not asked again): no row is missed or
     applied twice."""
-    async with syncing(tmp_path, hold=START, counts="shifted") as (store, _, cloud):
-        await asyncio.wait_for(cloud.held.wait(), timeout=5)
-        await wait_for(lambda: len(cloud.asked_while_held) == 2)
-        cloud.release.set()
-        await wait_for(lambda: cloud.messages >= 399, timeout=10_000 * MS)
-        await wait_for(lambda: store.sync.cursor(pull_scope(cloud.ws_id)))
-        assert await store.sync.cursor(pull_scope(cloud.ws_id)) == at(cloud.end)
-        assert cloud.asked_while_held[:2] == [at(13), at(53)]  # read from row 13, not 10
-        assert cloud.count_asked == [None]
-        cursors = [c for c, _, _ in cloud.requests]
-        assert cursors[cursors.index(at(10)) :] == [at(p) for p in range(10, 371, 40)]
-        assert cloud.messages == 399
+    cloud = await caught_up(tmp_path, hold=START, counts="shifted")
+    assert cloud.asked_while_held[:2] == [at(13), at(53)]  # read from row 13, not 10
+    assert cloud.count_asked == [None]
+    cursors = [c for c, _, _ in cloud.requests]
+    assert cursors[cursors.index(at(10)) :] == [at(p) for p in range(10, 371, 40)]
 
 
 async def test_a_later_run_asks_its_marks_from_its_first_pages_end(tmp_path: Path) -> None:
