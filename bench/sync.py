@@ -30,8 +30,9 @@ Real parts only: PostgreSQL (embedded pgserver unless ``--database-url``/
   join does it at once, otherwise the next periodic pull; the bench runs ``sync.pull``) and
   is quiet (every echo handled).
 - pull: device B clones that workspace (``cloud.link {cloud_workspace_id}`` + ``sync.pull``);
-  rows pulled and applied per second. Budget: >= 40k rows/s. The cloud's tables are ANALYZEd
-  first (see ``seed_workspace``).
+  rows pulled and applied per second, and the CPU per pulled row of the daemon, devcloud and
+  PostgreSQL from the link to the pull's answer (as for the push). Budget: >= 40k rows/s. The
+  cloud's tables are ANALYZEd first (see ``seed_workspace``).
 - attribution: the same devcloud driven directly (httpx, no daemon): ``sync_push`` of ready
   500-row batches shaped as the daemon's, as many in flight as the daemon keeps, before any
   daemon runs (devcloud's change capture announces every row of a table some realtime
@@ -440,9 +441,13 @@ async def bench_cloud_pull(cloud_url: str, ws_id: str, limit: int) -> dict[str, 
             "rows_per_s": round(rows / elapsed)}  # fmt: skip
 
 
-async def first_sync(daemon: Daemon, ws_id: str, rows: int, tmp: Path) -> dict[str, Any]:
-    """Clone a cloud workspace of ``rows`` messages: time and the daemon's memory growth."""
+async def first_sync(
+    daemon: Daemon, ws_id: str, rows: int, tmp: Path, meter: CpuMeter
+) -> dict[str, Any]:
+    """Clone a cloud workspace of ``rows`` messages: time, CPU per row of each process (the
+    daemon, devcloud, PostgreSQL) and the daemon's memory growth."""
     before = daemon.rss_mb()
+    cpu = meter.now()
     start = time.perf_counter()
     folder = tmp / f"clone-{ws_id}"
     folder.mkdir()
@@ -450,6 +455,7 @@ async def first_sync(daemon: Daemon, ws_id: str, rows: int, tmp: Path) -> dict[s
     linked = time.perf_counter()
     result = await daemon.call("sync.pull")
     elapsed = time.perf_counter() - start
+    used = meter.per_row_us(cpu, meter.now(), rows)
     after = daemon.rss_mb()
     listed = await daemon.call("workspace.get", {"id": ws_id})
     return {
@@ -457,6 +463,7 @@ async def first_sync(daemon: Daemon, ws_id: str, rows: int, tmp: Path) -> dict[s
         "link_s": round(linked - start, 3),
         "elapsed_s": round(elapsed, 3),
         "rows_per_s": round(rows / elapsed),
+        "cpu_us_per_row": used,
         "rss_before_mb": before["VmRSS"],
         "peak_rss_mb": after["VmHWM"],
         "rss_growth_mb": round(after["VmHWM"] - before["VmRSS"], 1),
@@ -575,16 +582,20 @@ async def main(quick: bool, database_url: str | None, random_ids: bool = False) 
                 for name in "abc":
                     daemons.append(await Daemon(tmp / name, cloud_url).start())
                 a, b, c = daemons
-                meter = CpuMeter(a, cloud.pid, await postmaster_pid(pool))
+                postmaster = await postmaster_pid(pool)
+                meter = CpuMeter(a, cloud.pid, postmaster)
                 push = await bench_push(a, pool, n, meter)
                 naive = await bench_naive(
                     cloud_url, push["workspace_id"], push["conversation_id"], NAIVE_ROWS,
                     random_ids=random_ids,
                 )  # fmt: skip
                 await analyze(pool)  # the pushed rows: see seed_workspace
-                pull = await first_sync(b, push["workspace_id"], n + NAIVE_ROWS, tmp)
+                pull = await first_sync(
+                    b, push["workspace_id"], n + NAIVE_ROWS, tmp,
+                    CpuMeter(b, cloud.pid, postmaster),
+                )  # fmt: skip
                 big_ws = await seed_workspace(pool, big_rows, random_ids=random_ids)
-                big = await first_sync(c, big_ws, big_rows, tmp)
+                big = await first_sync(c, big_ws, big_rows, tmp, CpuMeter(c, cloud.pid, postmaster))
                 page = DriverSettings().bulk_pull_limit
                 cloud_only = {
                     "pull": await bench_cloud_pull(cloud_url, push["workspace_id"], page),
