@@ -14,7 +14,9 @@ echo server) runs in this process; the clients run in a child process, as editor
   sequential writes in an unlinked workspace (no outbox entry: local-only data; not budgeted).
 - concurrent: 50 clients each sending messages one after the other. Budget: >= 15k writes/s.
   The 50 clients share ONE child process (websockets' asyncio client), which needs about as
-  much CPU per write as the daemon on this 2-core machine: both CPU costs are reported.
+  much CPU per write as the daemon on this 2-core machine: both CPU costs are reported, and
+  the event loop thread's own while the clients write (``loop_thread_busy``: the share of one
+  core it used; near 1 the loop thread is the limit).
 - pipelined: ONE client keeping 64 ``message.send`` requests in flight (the local API runs a
   connection's requests concurrently, so they are group-committed); writes/s (no budget).
 - fanout: 200 subscribed clients; the daemon commits messages; deliveries/s until every
@@ -98,11 +100,13 @@ async def client_concurrent(cfg: dict[str, Any]) -> dict[str, Any]:
             assert "result" in reply, reply
             latencies.append(time.perf_counter() - start)
 
+    print("mark start", flush=True)  # the daemon's loop thread CPU is read at each mark
     cpu_before = process_cpu_s()
     start = time.perf_counter()
     await asyncio.gather(*(run(ws, k) for k, ws in enumerate(clients)))
     elapsed = time.perf_counter() - start
     cpu = process_cpu_s() - cpu_before
+    print("mark stop", flush=True)
     await asyncio.gather(*(ws.close() for ws in clients))
     return {"elapsed": elapsed, "latencies": latencies, "client_cpu_s": cpu}
 
@@ -177,12 +181,22 @@ async def spawn(mode: str, cfg: dict[str, Any]) -> asyncio.subprocess.Process:
     )
 
 
-async def run_child(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
+async def run_child(
+    mode: str, cfg: dict[str, Any], marks: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """Run a client child; its last line is its result. ``marks``: the CPU time of this
+    (the event loop's) thread when the child printed each ``mark NAME`` line."""
     proc = await spawn(mode, cfg)
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
+    assert proc.stdout is not None
+    last = b""
+    async for line in proc.stdout:
+        if line.startswith(b"mark ") and marks is not None:
+            marks[line[5:].decode().strip()] = time.thread_time()
+        elif line.strip():
+            last = line
+    if await proc.wait() != 0:
         raise RuntimeError(f"client process failed ({mode})")
-    return dict(json.loads(out.decode().strip().splitlines()[-1]))
+    return dict(json.loads(last))
 
 
 async def store_direct(store: Store, conv_id: str, n: int) -> list[float]:
@@ -289,11 +303,12 @@ async def main(quick: bool) -> dict[str, Any]:
             raw = raw_transactions(data / "raw.db", n)
             write["store"] = await store_direct(store, conv["id"], n)
             write["store_unlinked"] = await store_direct(store, local_conv["id"], n)
-            cpu_before = process_cpu_s()
+            cpu_before, marks = process_cpu_s(), {}
             concurrent = await run_child(
-                "concurrent", {**base, "clients": 50, "per_client": int(200 * scale)}
+                "concurrent", {**base, "clients": 50, "per_client": int(200 * scale)}, marks
             )
             concurrent["server_cpu_s"] = process_cpu_s() - cpu_before
+            concurrent["loop_cpu_s"] = marks["stop"] - marks["start"]
             pipelined = await run_child(
                 "pipelined", {**base, "writes": int(10_000 * scale), "window": 64}
             )
@@ -321,6 +336,7 @@ def report(
     floor = echo["p50_us"] + txn["p50_us"]
     writes = len(concurrent["latencies"])
     per_s = writes / concurrent["elapsed"]
+    loop_cpu = concurrent["loop_cpu_s"]
     return {
         "write": {
             "api": api,
@@ -345,6 +361,10 @@ def report(
             "latency": summary_us(concurrent["latencies"]),
             "daemon_cpu_us_per_write": round(concurrent["server_cpu_s"] / writes * 1e6, 1),
             "client_cpu_us_per_write": round(concurrent["client_cpu_s"] / writes * 1e6, 1),
+            # the event loop's thread alone (it runs the API and the inline group commits), and
+            # the share of one core it used at the measured rate: near 1, the loop is the limit
+            "loop_thread_cpu_us_per_write": round(loop_cpu / writes * 1e6, 1),
+            "loop_thread_busy": round(loop_cpu / writes * per_s, 2),
             "budget_writes_per_s": 15000,
             "ratio_to_budget": round(per_s / 15000, 2),
             "ok": per_s >= 15000,
