@@ -4,7 +4,9 @@ folder first on ``sys.path``, so ``import _common`` finds this file, which puts 
 
 ``percentile``/``summary_us``    latency figures; ``process_cpu_s`` this process's CPU time.
 ``print_json_with_load``         run the measurement, print its figures as JSON with the 1-minute
-                                 load average before and after (the machine is shared: noisy).
+                                 load average before and after and the machine's CPU time
+                                 during the run by kind, steal included (the machine is
+                                 shared: noisy).
 ``child_env``/``child``          child processes (``python -m …``) that never see our SYNCD_*
                                  variables nor the OS keyring.
 ``wait_until``                   poll a condition (sync or async) until a deadline.
@@ -78,12 +80,31 @@ _LOOP_USED: str | None = None
 
 
 def print_json_with_load(measure: Callable[[], dict[str, Any]]) -> None:
-    before = os.getloadavg()[0]
+    before, cpu_before = os.getloadavg()[0], _machine_cpu()
     figures = measure()
     figures["load_average_1m"] = {"before": before, "after": os.getloadavg()[0]}
+    cpu_after = _machine_cpu()
+    if cpu_before and cpu_after:  # (Linux only)
+        used = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
+        total = sum(used.values()) or 1
+        # the machine's CPU time during the run: steal = time the hypervisor gave our virtual
+        # CPUs to others (a noisy neighbour), iowait = idle waiting for the disk
+        figures["machine_cpu_share"] = {k: round(v / total, 3) for k, v in used.items()}
     if _LOOP_USED is not None:
         figures["event_loop"] = _LOOP_USED
     print(json.dumps(figures, indent=2))
+
+
+def _machine_cpu() -> dict[str, int] | None:
+    """The machine's CPU time so far (jiffies: busy, idle, iowait, steal), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    busy = user + nice + system + irq + softirq
+    return {"busy": busy, "idle": idle, "iowait": iowait, "steal": steal}
 
 
 def child_env(**extra: str) -> dict[str, str]:
