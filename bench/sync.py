@@ -44,9 +44,10 @@ Real parts only: PostgreSQL (embedded pgserver unless ``--database-url``/
   message whose fields share one clock is stored like a seeded row, with its row clock only:
   the one-register form of migrations/cloud/0003. Stored with a clock per field, it was 1.7x
   the JSON of a seeded row and took ~2x the cloud's CPU.)
-- first sync: device C clones a workspace of 100,000 messages (seeded with COPY);
-  time and the daemon's peak RSS (VmHWM) growth, next to B's growth for N rows ("flat memory":
-  the growth must not scale with the row count: at most 2x B's). Budget: <= 2.5 s.
+- first sync: device C clones a workspace of 100,000 messages (seeded with COPY); time, CPU
+  per row (as for the pull) and the daemon's peak RSS (VmHWM) growth, next to B's growth for N
+  rows ("flat memory": the growth must not scale with the row count: at most 2x B's).
+  Budget: <= 2.5 s.
   ``--quick`` uses 20,000 rows and gives no verdict for it.
 
 Row ids: every row syncd creates has a time-ordered UUIDv7 id (daemon/store/ids.py), so the
@@ -195,7 +196,8 @@ async def postmaster_pid(pool: asyncpg.Pool) -> int | None:
 
 
 class CpuMeter:
-    """CPU seconds of the processes a push keeps busy: the daemon, devcloud, PostgreSQL."""
+    """CPU seconds of the processes a push or a pull keeps busy: the daemon, devcloud,
+    PostgreSQL."""
 
     def __init__(self, daemon: Daemon, cloud_pid: int, postmaster: int | None) -> None:
         self.daemon, self.cloud_pid, self.postmaster = daemon, cloud_pid, postmaster
