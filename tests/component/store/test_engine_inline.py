@@ -97,6 +97,7 @@ async def test_writes_are_not_inline_unless_marked_small(store: Store) -> None:
     assert threads and threads[0] != LOOP_THREAD
 
 
+@pytest.mark.usefixtures("untimed_groups")
 async def test_a_burst_of_concurrent_writes_is_group_committed_in_seq_order(
     store: Store, raw: sqlite3.Connection
 ) -> None:
@@ -113,6 +114,7 @@ async def test_a_burst_of_concurrent_writes_is_group_committed_in_seq_order(
     assert names(raw) == [str(i) for i in range(50)]
 
 
+@pytest.mark.usefixtures("untimed_groups")
 async def test_after_a_group_commit_small_writes_keep_grouping_for_a_moment(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

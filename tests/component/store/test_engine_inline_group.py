@@ -17,6 +17,7 @@ from tests.helpers import wait_for
 from .test_engine_inline import LOOP_THREAD, failing, names, publishing, record, yielded
 
 
+@pytest.mark.usefixtures("untimed_groups")
 async def test_a_burst_larger_than_the_inline_batch_is_split_and_the_loop_runs_between(
     store: Store, raw: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
