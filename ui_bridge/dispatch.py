@@ -101,6 +101,19 @@ class Dispatcher:
             return self.handle_item(frame.items[0], ctx, conn_id)
         return self._handle_batch(frame.items, ctx, conn_id)
 
+    def refuse_frame(self, data: bytes | str, error: RpcError) -> bytes | None:
+        """The reply to a frame none of whose requests is run: ``error`` for each request
+        (parse and validity errors as usual, nothing for notifications)."""
+        frame = parse_frame(data)
+        replies = [
+            item.payload if isinstance(item, ErrorReply) else encode_error(item.id, error)
+            for item in frame.items
+            if isinstance(item, ErrorReply) or not item.is_notification
+        ]
+        if not frame.is_batch:
+            return replies[0] if replies else None
+        return join_batch(replies)
+
     async def _handle_batch(
         self, items: tuple[Request | ErrorReply, ...], ctx: Any, conn_id: str
     ) -> bytes | None:

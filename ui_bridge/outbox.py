@@ -17,7 +17,16 @@ __all__ = ["Outbox"]
 class Outbox:
     """A bounded queue of frames; ``push`` never blocks, overflow calls ``on_overflow`` once."""
 
-    __slots__ = ("_loop", "_on_overflow", "_room", "_waiter", "closed", "frames", "limit")
+    __slots__ = (
+        "_emptied",
+        "_loop",
+        "_on_overflow",
+        "_room",
+        "_waiter",
+        "closed",
+        "frames",
+        "limit",
+    )
 
     def __init__(self, limit: int, on_overflow: Callable[[], None]) -> None:
         self.frames: deque[bytes] = deque()
@@ -26,6 +35,7 @@ class Outbox:
         self._on_overflow = on_overflow
         self._waiter: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
+        self._emptied: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the first waiter's
 
     def _future(self) -> asyncio.Future[None]:
@@ -52,7 +62,7 @@ class Outbox:
         """Drop queued frames and wake everyone up."""
         self.closed = True
         self.frames.clear()
-        for fut in (self._waiter, self._room):
+        for fut in (self._waiter, self._room, self._emptied):
             if fut is not None and not fut.done():
                 fut.set_result(None)
 
@@ -71,6 +81,13 @@ class Outbox:
             await self._room
             self._room = None
 
+    async def wait_until_empty(self) -> None:
+        """Until every queued frame was taken by the writer (or the outbox is closed)."""
+        while self.frames and not self.closed:
+            self._emptied = self._future()
+            await self._emptied
+            self._emptied = None
+
     def is_idle(self) -> bool:
         """Nothing queued and the writer is waiting for frames."""
         return not self.frames and self._waiter is not None and not self.closed
@@ -80,3 +97,6 @@ class Outbox:
         room = self._room
         if room is not None and not room.done() and len(self.frames) <= self.limit // 2:
             room.set_result(None)
+        emptied = self._emptied
+        if emptied is not None and not emptied.done() and not self.frames:
+            emptied.set_result(None)

@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 LOOPBACK: Final = "127.0.0.1"
 CLOSE_TIMEOUT: Final = 2.0  # websockets' own close handshake wait
+#: How long ``stop`` lets running requests finish (each write takes milliseconds; the daemon's
+#: whole stop has a few seconds: daemon/app.py).
+STOP_DRAIN_TIMEOUT: Final = 0.5
 
 
 class BridgeServer:
@@ -132,13 +135,16 @@ class BridgeServer:
         )
 
     async def stop(self) -> None:
-        """Remove the discovery file, close every connection (1001), stop listening."""
+        """Remove the discovery file, stop listening, let each connection's running requests
+        finish and their replies go out while new ones are refused (-32010; at most
+        ``STOP_DRAIN_TIMEOUT``), then close every connection (1001)."""
         if self._server is None:
             return
         remove_discovery(self.data_dir, token=self.token)
         server, self._server = self._server, None
         server.close(close_connections=False)  # stop accepting; sessions are closed below
         sessions = list(self.sessions)
+        await asyncio.gather(*(s.drain(STOP_DRAIN_TIMEOUT) for s in sessions))
         await asyncio.gather(*(s.close(1001, "daemon shutting down") for s in sessions))
         await server.wait_closed()
         self.hub.stop()

@@ -34,7 +34,7 @@ from websockets.protocol import Event, State
 from ui_bridge.dispatch import Dispatcher
 from ui_bridge.hot import HotLoop
 from ui_bridge.hub import EventHub, Subscription
-from ui_bridge.jsonrpc import ErrorCode, encode_notification
+from ui_bridge.jsonrpc import ErrorCode, RpcError, encode_notification
 from ui_bridge.methods.spec import invalid_params
 from ui_bridge.outbox import Outbox
 from ui_bridge.topics import TopicFilter
@@ -147,6 +147,8 @@ class Session:
         self._room: asyncio.Future[None] | None = None  # the reader waits for a request slot
         self._backlog = 0  # messages left to websockets' queue, not yet read by run()
         self._wrote_this_turn = False
+        #: the daemon is stopping: new requests are refused (``drain``)
+        self.draining = False
 
     # CallContext
 
@@ -228,7 +230,42 @@ class Session:
         return True
 
     def _start(self, message: bytes | str) -> None:
+        if self.draining:
+            self._refuse(message)
+            return
         self._requests.add(self._loop.create_task(self._handle(message)))
+
+    def _refuse(self, message: bytes | str) -> None:
+        """Answer a request that came while draining with -32010, unless the outgoing queue
+        is half full: then stop reading (the connection closes soon; what the client sent
+        after is never read, so never run) rather than overflow the queue, which would drop
+        the replies of the writes that did run."""
+        outbox = self.outbox
+        if len(outbox.frames) >= outbox.limit // 2:
+            self.ws.transport.pause_reading()
+            return
+        reply = self.services.dispatcher.refuse_frame(message, RpcError(ErrorCode.SHUTTING_DOWN))
+        if reply is not None:
+            self._send_reply(reply)
+
+    async def drain(self, limit_s: float) -> None:
+        """Before the daemon closes the connection: refuse every new request (-32010), let
+        the requests already running finish and hand their replies to the socket, within
+        ``limit_s`` seconds. A client so has an answer for each write the store commits (unless one
+        outlasts the timeout) and knows which ones to send again to the next daemon."""
+        self.draining = True
+        try:
+            async with asyncio.timeout(limit_s):
+                while self._requests:
+                    await asyncio.wait(set(self._requests))
+                await self.outbox.wait_until_empty()
+        except TimeoutError:
+            logger.warning(
+                "conn.drain.timeout conn=%s requests=%d queued=%d",
+                self.id,
+                len(self._requests),
+                len(self.outbox.frames),
+            )
 
     async def _handle(self, message: bytes | str) -> None:
         """One frame: dispatch it, send its reply, then start what it asked to follow the reply."""

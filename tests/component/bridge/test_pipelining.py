@@ -4,14 +4,18 @@ flight, pipelined writes group-committed, replay order kept, clean ends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import orjson
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from daemon.store import Store
+from daemon.store.ids import uuid7
 from tests.helpers import MS, wait_for
+from ui_bridge import server as server_module
 from ui_bridge import session as session_module
 from ui_bridge.server import BridgeServer
 
@@ -194,3 +198,69 @@ async def test_the_loop_stays_awake_after_each_reply_then_sleeps_again(
         assert touches == 5
         await wait_for(lambda: not hot.spinning, message="the loop to stop spinning")
     assert hot.spin_s == spin_us / 1e6
+
+
+async def test_stop_answers_the_running_requests_and_refuses_new_ones_before_closing(
+    make_bridge: MakeBridge, open_rpc: Any, gate: Gate
+) -> None:
+    server = await make_bridge(methods=gate.table())
+    rpc: Rpc = await open_rpc(server)
+    for i in range(3):
+        await rpc.send(frame("gate", i))
+    await wait_for(lambda: gate.entered == 3, message="3 requests running")
+    stopping = asyncio.create_task(server.stop())
+    await wait_for(lambda: all(s.draining for s in server.sessions), message="draining")
+    await rpc.send(frame("daemon.ping", 10))
+    await rpc.send(orjson.dumps([
+        {"jsonrpc": "2.0", "method": "daemon.ping"},  # a notification: no answer
+        {"jsonrpc": "2.0", "method": "daemon.ping", "id": 11},
+        {"jsonrpc": "2.0", "method": 1, "id": 12},
+    ]))  # fmt: skip
+    assert (await rpc.recv())["error"]["code"] == -32010
+    batch = await rpc.recv()
+    assert [(r["id"], r["error"]["code"]) for r in batch] == [(11, -32010), (12, -32600)]
+    gate.open.set()
+    assert sorted([(await rpc.recv())["id"] for _ in range(3)]) == [0, 1, 2]
+    with pytest.raises(ConnectionClosed) as closed:
+        await rpc.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    await asyncio.wait_for(stopping, 5_000 * MS)
+
+
+async def test_stop_during_pipelined_writes_answers_every_write_it_commits(
+    make_bridge: MakeBridge, open_rpc: Any, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write the store commits was answered with its result; every other request got
+    -32010 or no answer at all (the connection closed before it was read). (The drain's time
+    limit, which bounds the daemon's stop, is set out of reach of a slow machine.)"""
+    monkeypatch.setattr(server_module, "STOP_DRAIN_TIMEOUT", 10.0)
+    conv_id = await conversation(store)
+    server = await make_bridge()
+    rpc: Rpc = await open_rpc(server)
+    replies: list[dict[str, Any]] = []
+
+    async def read_all() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                replies.append(orjson.loads(await rpc.ws.recv()))
+
+    async def send_all() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            for i in range(2000):
+                mid = uuid7()
+                await rpc.send(frame("message.send", mid, {**send_params(conv_id, i), "id": mid}))
+
+    reader, sender = asyncio.create_task(read_all()), asyncio.create_task(send_all())
+    await wait_for(lambda: len(replies) >= 50, message="50 writes answered")
+    await asyncio.wait_for(server.stop(), 5_000 * MS)
+    await asyncio.wait_for(asyncio.gather(reader, sender), 5_000 * MS)
+    acked = {r["id"] for r in replies if "result" in r}
+    assert {r["error"]["code"] for r in replies if "error" in r} <= {-32010}
+    committed: set[str] = set()
+    cursor = None
+    while True:
+        page = await store.messages.list(conversation_id=conv_id, after=cursor, limit=1000)
+        committed.update(m["id"] for m in page.items)
+        if (cursor := page.next_cursor) is None:
+            break
+    assert committed == acked
