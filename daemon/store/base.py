@@ -14,7 +14,7 @@ import orjson
 from daemon.errors import InvalidInput, NotFound
 from daemon.store.codec import RowCodec, decode_cursor, encode_cursor
 from daemon.store.engine import Writer, run_in_thread
-from daemon.store.schema import CLOCK_COLUMNS
+from daemon.store.schema import CLOCK_COLUMNS, MAP_COLUMNS
 from daemon.store.sql import get_sql, list_sql
 from daemon.store.txn import Stamp, WriteContext, WriteOp
 
@@ -191,7 +191,7 @@ def update_op(table: str, entity: str, id: str, fields: dict[str, Any], topic: s
         row = ctx.fetch(table, id)
         if row is None or row["deleted_at"] is not None:
             raise NotFound(entity, id)
-        changes = {k: v for k, v in fields.items() if row[k] != v}
+        changes = {k: v for k, v in fields.items() if not same_value(table, k, row[k], v)}
         if not changes:
             return row
         return write_changes(ctx, table, row, changes, op="update", topic=topic)
@@ -227,18 +227,65 @@ def write_changes(
     Every field written, ``updated_at`` included, gets that clock, in the row's ``field_hlc``
     and in the outbox entry alike: what this device stores is exactly what it pushes, so the
     change coming back from the cloud is recognised as its own (no event, nothing moves).
+
+    A JSON map that merges key by key (``MAP_COLUMNS``) is given as its new whole value, and
+    only the keys that differ from the stored one are written, each under the clock as
+    ``"<field>.<key>"`` (a removed key as null, a tombstone): rule R3 of daemon/sync/merge.py
+    (``build_edit``). Two devices that change different keys of one map both keep theirs.
     """
     stamp = ctx.tick()
     if op == "delete":
         changes = {"deleted_at": stamp.iso}
     written = {**changes, "updated_at": stamp.iso}
-    write: dict[str, Any] = {**written, "hlc": stamp.hlc, "origin": ctx.device_id}
+    clocks = dict.fromkeys(written, stamp.hlc)
+    stored = written
+    maps = MAP_COLUMNS.get(table, frozenset()).intersection(changes)
+    if maps:
+        stored = dict(written)
+        for name in maps:
+            patch = map_patch(row[name], changes[name])
+            written[name] = patch
+            stored[name] = {**(row[name] or {}), **patch}
+            del clocks[name]
+            clocks.update((f"{name}.{key}", stamp.hlc) for key in patch)
+    write: dict[str, Any] = {**stored, "hlc": stamp.hlc, "origin": ctx.device_id}
     if "field_hlc" in row:
-        write["field_hlc"] = {**row["field_hlc"], **dict.fromkeys(written, stamp.hlc)}
+        write["field_hlc"] = {**row["field_hlc"], **clocks}
     ctx.update_row(table, row["id"], write)
     row.update(write)
-    ctx.emit(table=table, op=op, topic=topic, row=row, fields=written, stamp=stamp)
+    ctx.emit(
+        table=table,
+        op=op,
+        topic=topic,
+        row=row,
+        fields=written,
+        stamp=stamp,
+        clocks=clocks if maps else None,
+    )
     return row
+
+
+def visible_map(value: Any) -> dict[str, Any]:
+    """A stored or given JSON map as readers see it: removed (null) keys left out."""
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if v is not None}
+
+
+def map_patch(old: Any, new: Any) -> dict[str, Any]:
+    """The keys a map's edit from ``old`` to ``new`` writes: the added and changed ones with
+    their new value, the removed ones as null (``daemon.sync.merge._edit_map``'s patch)."""
+    before, after = visible_map(old), visible_map(new)
+    patch = {k: None for k in before if k not in after}
+    patch.update((k, v) for k, v in after.items() if k not in before or before[k] != v)
+    return patch
+
+
+def same_value(table: str, name: str, old: Any, new: Any) -> bool:
+    """Whether writing ``new`` over ``old`` changes nothing a reader sees."""
+    if name in MAP_COLUMNS.get(table, ()):
+        return not map_patch(old, new)
+    return bool(old == new)
 
 
 def insert_new(

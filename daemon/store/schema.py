@@ -168,6 +168,12 @@ JSON_COLUMNS: Final[dict[str, frozenset[str]]] = {
     "messages": frozenset(),
     "tasks": frozenset({"payload", "progress", "field_hlc"}),
 }
+#: JSON maps that merge key by key (rule R3 of daemon/sync/merge.py, whose RULES name the same
+#: columns ``merge``): a local edit writes only the keys it changes, each under its own clock.
+MAP_COLUMNS: Final[dict[str, frozenset[str]]] = {
+    "workspaces": frozenset({"progress_data", "shared_memory"}),
+    "tasks": frozenset({"progress"}),
+}
 #: Integer columns exposed as booleans.
 BOOL_COLUMNS: Final[dict[str, frozenset[str]]] = {
     "workspaces": frozenset(),

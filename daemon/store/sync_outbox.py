@@ -58,18 +58,35 @@ class _Coalesced:
     origin: str = ""
 
     def add(self, entry_id: int, fields: dict[str, Any], clocks: dict[str, str], hlc: str) -> None:
-        """Fold one entry in: per field the value with the newest clock, per clock the max."""
+        """Fold one entry in: per field the value with the newest clock, per clock the max.
+
+        A JSON map the entry carries with clocks per key only (a local edit's patch: R3 of
+        daemon/sync/merge.py) is folded key by key into the map taken so far."""
         self.ids.append(entry_id)
         if len(self.ids) == 1 and all(clocks.values()):  # the first entry: taken as it is
             self.fields, self.clocks = fields, clocks
             return
         for name, value in fields.items():
+            if name not in clocks and isinstance(value, dict):
+                self.fields[name] = self._fold_patch(name, value, clocks, hlc)
+                continue
             clock = clocks.get(name, hlc)
             if name not in self.fields or clock >= self.clocks.get(name, ""):
                 self.fields[name] = value
         for name, clock in clocks.items():
             if clock > self.clocks.get(name, ""):
                 self.clocks[name] = clock
+
+    def _fold_patch(
+        self, name: str, patch: dict[str, Any], clocks: dict[str, str], hlc: str
+    ) -> dict[str, Any]:
+        taken = self.fields.get(name)
+        folded = dict(taken) if isinstance(taken, dict) else {}
+        for key, value in patch.items():
+            clock = clocks.get(f"{name}.{key}", hlc)
+            if key not in folded or clock >= self.clocks.get(f"{name}.{key}", ""):
+                folded[key] = value
+        return folded
 
     def change(self) -> OutboxChange:
         return OutboxChange(

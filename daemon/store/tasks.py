@@ -15,6 +15,7 @@ from daemon.store.base import (
     insert_new,
     integer,
     json_document,
+    json_object,
     require_workspace,
     text,
     update_op,
@@ -37,7 +38,7 @@ UPDATABLE: dict[str, Check] = {
     "status": status_value,
     "priority": integer,
     "payload": json_document,
-    "progress": json_document,
+    "progress": json_object,  # a map that merges key by key (R3): the cloud wants an object
 }
 
 

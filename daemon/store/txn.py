@@ -164,16 +164,18 @@ class WriteContext:
         fields: dict[str, Any],
         stamp: Stamp,
         outbox: bool = True,
+        clocks: dict[str, str] | None = None,
     ) -> None:
         """Record a change of ``row``: an outbox entry with the changed ``fields`` and their
         clocks (unless ``outbox`` is false or the row's workspace is not linked: local-only
-        data), and a changelog entry."""
+        data), and a changelog entry. ``clocks``: the entry's clock per field (or map key),
+        when not every field carries the stamp's clock."""
         row_id = row["id"]
         workspace_id = workspace_of(table, row)
         if outbox and self.syncs(workspace_id):
             self.conn.execute(
                 insert_positional_sql("outbox", OUTBOX_KEYS),
-                self.outbox_values(table, op, row_id, workspace_id, fields, stamp),
+                self.outbox_values(table, op, row_id, workspace_id, fields, stamp, clocks),
             )
         cursor = self.conn.execute(
             insert_positional_sql("changelog", CHANGELOG_KEYS),
@@ -222,11 +224,13 @@ class WriteContext:
         workspace_id: str | None,
         fields: dict[str, Any],
         stamp: Stamp,
+        clocks: dict[str, str] | None = None,
     ) -> tuple[Any, ...]:
         """The outbox row of a local change of ``fields`` (each under the stamp's clock: the
-        one-clock form, ``OUTBOX_ONE_CLOCK``), in OUTBOX_KEYS order: the parameters of a
-        positional INSERT (the hot path)."""
-        return (table, row_id, workspace_id, op, dump_json_text(fields), OUTBOX_ONE_CLOCK,
+        one-clock form, ``OUTBOX_ONE_CLOCK``, unless ``clocks`` says otherwise), in
+        OUTBOX_KEYS order: the parameters of a positional INSERT (the hot path)."""
+        clocks_text = OUTBOX_ONE_CLOCK if clocks is None else dump_json_text(clocks)
+        return (table, row_id, workspace_id, op, dump_json_text(fields), clocks_text,
                 stamp.hlc, self.device_id, stamp.iso, 0)  # fmt: skip
 
     def add_events(self, events: Sequence[ChangeEvent]) -> None:

@@ -175,8 +175,10 @@ def cloud_change(
 ) -> dict[str, Any] | None:
     """The ``sync_push`` change for one local change, or None if nothing of it may leave.
 
-    Every pushed field gets a clock (its own, else the change's ``hlc``); clocks of fields the
-    change does not carry are dropped, except those of JSON-map keys (``field.key``).
+    Every pushed field gets a clock (its own, else the change's ``hlc``), except a JSON map
+    that comes with clocks of its keys only (``field.key``: a local edit's patch, whose other
+    keys it leaves alone); clocks of fields the change does not carry are dropped, except those
+    of JSON-map keys.
     """
     if table not in CLOUD_TABLES:
         return None
@@ -202,8 +204,10 @@ def cloud_change(
         cloud_key = renames.get(base, base) + dot + rest
         if dot or cloud_key in out_fields:
             clocks[cloud_key] = clock
+    keyed = {key.partition(".")[0] for key in clocks if "." in key}
     for name in out_fields:
-        clocks.setdefault(name, hlc)
+        if name not in keyed:  # (a map given by its keys' clocks only is a patch: R3)
+            clocks.setdefault(name, hlc)
     ws = row_id if table == "workspaces" else workspace_id
     if table == "workspaces" and org_id is not None:
         out_fields["org_id"] = org_id

@@ -249,7 +249,7 @@ def _task_methods() -> list[Method]:
         _text("status", size=64),
         Param("priority", "integer", minimum=-1_000_000, maximum=1_000_000),
         Param("payload", "any", nullable=True),
-        Param("progress", "any", nullable=True),
+        Param("progress", "object", nullable=True),
     )
     listing = (
         _id("workspace_id", required=False, what="only this workspace"),

@@ -62,8 +62,10 @@ async def test_conversations_messages_tasks(rpc: Rpc) -> None:
         "task.enqueue", {"workspace_id": workspace["id"], "kind": "index", "payload": {"a": [1]}}
     )
     assert task["status"] == "queued" and task["payload"] == {"a": [1]}
-    running = await rpc.call("task.update", {"id": task["id"], "status": "running", "progress": 5})
-    assert running["status"] == "running" and running["progress"] == 5
+    running = await rpc.call(
+        "task.update", {"id": task["id"], "status": "running", "progress": {"pct": 5}}
+    )
+    assert running["status"] == "running" and running["progress"] == {"pct": 5}
     renamed = await rpc.call("conversation.update", {"id": conv["id"], "is_archived": True})
     assert renamed["is_archived"] is True
     cancelled = await rpc.call("task.cancel", {"id": task["id"]})

@@ -75,11 +75,14 @@ async def test_an_update_clocks_exactly_what_it_writes_updated_at_included(
     updated = await repo.update(row["id"], **EDITS[table])
     assert updated["hlc"] > row["hlc"]
     written = {*EDITS[table], "updated_at"}
-    assert clocked_at(updated, updated["hlc"]) == written
+    # a merge map's keys are clocked one by one (R3): here every key of the new map is new
+    maps = {name for name, value in EDITS[table].items() if isinstance(value, dict)}
+    clocked = written - maps | {f"{m}.{key}" for m in maps for key in EDITS[table][m]}
+    assert clocked_at(updated, updated["hlc"]) == clocked
     assert await repo.get(row["id"]) == updated
     fields, clocks = last_outbox(raw, row["id"])
     assert fields == {name: updated[name] for name in written}
-    assert clocks == dict.fromkeys(written, updated["hlc"])
+    assert clocks == dict.fromkeys(clocked, updated["hlc"])
 
     deleted = await repo.delete(row["id"])
     assert clocked_at(deleted, deleted["hlc"]) == {"deleted_at", "updated_at"}
@@ -108,12 +111,13 @@ async def test_json_columns_the_cloud_keeps_not_null_store_empty_values(store: S
     assert (task["payload"], task["progress"]) == ({}, {})
     task = await store.tasks.update(task["id"], payload={"n": 1}, progress={"step": 1})
     task = await store.tasks.update(task["id"], payload=None, progress=None)
-    assert (task["payload"], task["progress"]) == ({}, {})
+    # (a merge map's removed keys stay as null tombstones: R3, readers treat null as absent)
+    assert (task["payload"], task["progress"]) == ({}, {"step": None})
     ws = await store.workspaces.update(ws["id"], next_steps=["a"], shared_memory={"k": 1})
     ws = await store.workspaces.update(
         ws["id"], next_steps=None, shared_memory=None, progress_data=None
     )
-    assert (ws["next_steps"], ws["shared_memory"], ws["progress_data"]) == ([], {}, {})
+    assert (ws["next_steps"], ws["shared_memory"], ws["progress_data"]) == ([], {"k": None}, {})
     assert await store.workspaces.get(ws["id"]) == ws
 
 
@@ -139,3 +143,49 @@ async def test_a_pulled_row_takes_its_origin_from_its_row_clock(store: Store) ->
     stored = await store.workspaces.get(remote["id"])
     assert stored["status"] == "paused"
     assert stored["hlc"] == mine["hlc"] and stored["origin"] == store.device_id
+
+
+async def test_a_map_edit_writes_and_pushes_only_the_keys_it_changes(
+    store: Store, raw: sqlite3.Connection
+) -> None:
+    """Given the new whole map, the store writes the added and changed keys, and the removed
+    ones as null (a tombstone), each under the edit's clock; the other keys keep theirs."""
+    ws = await create_linked(store, name="w", path="/src/w")
+    first = await store.workspaces.update(ws["id"], shared_memory={"a": 1, "b": 2})
+    second = await store.workspaces.update(ws["id"], shared_memory={"b": 3, "c": 4})
+    assert second["shared_memory"] == {"a": None, "b": 3, "c": 4}
+    hlc = second["hlc"]
+    assert {k: c for k, c in second["field_hlc"].items() if k.startswith("shared_memory")} == {
+        "shared_memory": ws["field_hlc"]["shared_memory"],  # the map's creation, untouched
+        "shared_memory.a": hlc,
+        "shared_memory.b": hlc,
+        "shared_memory.c": hlc,
+    }
+    fields, clocks = last_outbox(raw, ws["id"])
+    assert fields == {
+        "shared_memory": {"a": None, "b": 3, "c": 4},
+        "updated_at": second["updated_at"],
+    }
+    assert clocks == dict.fromkeys(
+        ["shared_memory.a", "shared_memory.b", "shared_memory.c", "updated_at"], hlc
+    )
+    # the same visible map again (a removed key given as null or left out) writes nothing
+    again = await store.workspaces.update(ws["id"], shared_memory={"a": None, "b": 3, "c": 4})
+    assert again["hlc"] == hlc
+    assert first["shared_memory"] == {"a": 1, "b": 2}
+
+
+async def test_map_edits_of_different_keys_coalesce_into_one_push_with_both(
+    store: Store,
+) -> None:
+    ws = await create_linked(store, name="w", path="/src/w")
+    task = await store.tasks.create(workspace_id=ws["id"], kind="build")
+    one = await store.tasks.update(task["id"], progress={"a": 1})
+    two = await store.tasks.update(task["id"], progress={"a": 1, "b": 2})
+    taken = [c for c in await store.sync.take_outbox(workspace_ids=[ws["id"]])
+             if c.row_id == task["id"]]  # fmt: skip
+    assert len(taken) == 1
+    assert taken[0].fields["progress"] == {"a": 1, "b": 2}
+    assert taken[0].field_hlc["progress.a"] == one["hlc"]
+    assert taken[0].field_hlc["progress.b"] == two["hlc"]
+    assert taken[0].field_hlc["progress"] == task["hlc"]  # the creation's empty map

@@ -73,7 +73,8 @@ async def test_update_is_partial_and_clocks_only_changed_fields(
     )
     assert updated["shared_memory"] == {"k": [1, 2]} and updated["task_goal"] == "ship"
     assert updated["hlc"] > ws["hlc"]
-    assert updated["field_hlc"]["shared_memory"] == updated["hlc"]
+    assert updated["field_hlc"]["shared_memory.k"] == updated["hlc"]  # a map: key by key
+    assert updated["field_hlc"]["shared_memory"] == ws["hlc"]
     assert updated["field_hlc"]["task_goal"] == updated["hlc"]
     assert updated["field_hlc"]["name"] == ws["hlc"]  # unchanged value: old clock kept
     assert await store.workspaces.get(ws["id"]) == updated

@@ -159,7 +159,7 @@ async def test_a_rejected_row_is_kept_and_blocks_nothing(
     a, ws, conv = await linked_device(devcloud, make_device, tmp_path)
     await a.cloud.sync_now("push")
     task = await a.store.tasks.create(workspace_id=ws["id"], kind="k")
-    await a.store.tasks.update(task["id"], progress=[1, 2])  # the cloud wants an object
+    await a.store.tasks.update(task["id"], priority=2**40)  # the cloud's is a 32-bit integer
     message = await a.store.messages.create(conversation_id=conv["id"], role="user", content="m")
     result = await a.cloud.sync_now("push")
     assert result["rejected"] == 1 and result["applied"] >= 1

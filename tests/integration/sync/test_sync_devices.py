@@ -205,6 +205,35 @@ async def test_concurrent_edits_of_the_same_fields_end_identical(
     )  # fmt: skip
 
 
+async def test_concurrent_edits_of_different_keys_of_a_map_keep_both(
+    lab: Any, cloud: CloudProcess
+) -> None:
+    """``merge`` maps (shared_memory, progress_data, tasks.progress) merge key by key: each
+    device gives the whole map it wants, and the keys each one changed survive on both."""
+    a, b, ws_id = await linked_pair(lab, cloud)
+    task_id = (await snapshot(a, ws_id))["tasks"][0]["id"]
+    start = {"base": 0, "drop": 1}
+    await a.call("workspace.update", {"id": ws_id, "shared_memory": start})
+    await a.call("task.update", {"id": task_id, "progress": start})
+    await a.push()
+    await sync_all([a, b])
+    # neither sees the other's edit before it makes its own
+    await a.call("workspace.update", {"id": ws_id, "shared_memory": {"base": 0, "from_a": 1}})
+    await a.call("task.update", {"id": task_id, "progress": {"base": 0, "drop": 1, "a": 1}})
+    await b.call("workspace.update", {"id": ws_id, "shared_memory": {**start, "from_b": 2}})
+    await b.call("task.update", {"id": task_id, "progress": {"base": 9, "drop": 1}})
+    await asyncio.gather(a.push(), b.push())
+    await sync_all([a, b])
+    on_a, on_b = await snapshot(a, ws_id), await snapshot(b, ws_id)
+    assert_same(on_a, on_b)
+
+    def visible(value: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in value.items() if v is not None}
+
+    assert visible(on_a["workspace"]["shared_memory"]) == {"base": 0, "from_a": 1, "from_b": 2}
+    assert visible(on_a["tasks"][0]["progress"]) == {"base": 9, "drop": 1, "a": 1}
+
+
 async def test_a_lost_manual_edit_is_a_conflict_that_resolve_settles(
     lab: Any, cloud: CloudProcess
 ) -> None:
