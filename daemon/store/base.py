@@ -1,5 +1,15 @@
 """What every repository shares: the page type, input checks, reads, and the generic
-update / tombstone mutations of mutable rows (per-field clocks)."""
+update / tombstone mutations of mutable rows (per-field clocks).
+
+A deleted workspace (a tombstone, from this device or pulled from another) freezes its
+children without writing them: no cascade, no outbox entry but the workspace's own, so every
+device applies the same rule to the same rows. Local writes that create or change a row of a
+tombstoned workspace are refused with InvalidInput naming the field the caller passed (as a
+create in an unknown or deleted workspace is); lists leave such rows out, so listing a deleted
+workspace's conversations or tasks answers an empty page, as for an unknown workspace (and as
+``workspace.list`` leaves the workspace out; ``get`` still shows each row as stored). Pulled
+rows are applied as they come (daemon/store/sync*.py): this is a rule of the local API only.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +25,7 @@ from daemon.errors import InvalidInput, NotFound
 from daemon.store.codec import RowCodec, decode_cursor, encode_cursor
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.schema import CLOCK_COLUMNS, MAP_COLUMNS
-from daemon.store.sql import get_sql, list_sql
+from daemon.store.sql import get_sql, list_sql, workspace_deleted_at_sql
 from daemon.store.txn import Stamp, WriteContext, WriteOp
 
 MAX_LIMIT = 1000
@@ -113,6 +123,24 @@ def require_workspace(ctx: WriteContext, workspace_id: str) -> None:
         raise InvalidInput("workspace_id", f"unknown workspace {workspace_id!r}")
 
 
+def require_live_workspace_of(ctx: WriteContext, row: dict[str, Any], entity: str) -> None:
+    """InvalidInput on ``id`` when ``row``'s workspace is tombstoned (see the module doc)."""
+    workspace_id = row.get("workspace_id")
+    if workspace_id is None:
+        return
+    found = ctx.conn.execute(workspace_deleted_at_sql(), {"_id": workspace_id}).fetchone()
+    if found is not None and found[0] is not None:
+        raise InvalidInput("id", deleted_workspace(entity, row["id"], workspace_id))
+
+
+def deleted_workspace(entity: str, id: str, workspace_id: str) -> str:
+    """Why a write into a deleted workspace is refused."""
+    return (
+        f"{entity} {id!r} belongs to deleted workspace {workspace_id!r}:"
+        " the rows of a deleted workspace can no longer change"
+    )
+
+
 def check_fields(fields: Mapping[str, Any], checks: Mapping[str, Check]) -> dict[str, Any]:
     """Validate a partial update; unknown fields are refused."""
     if not fields:
@@ -134,6 +162,8 @@ class Repo:
 
     table: str
     entity: str
+    #: rows belong to a workspace: lists leave out those of a tombstoned one
+    in_workspace: bool = False
 
     def __init__(self, writer: Writer, reader: aiosqlite.Connection, codec: RowCodec) -> None:
         self._writer = writer
@@ -153,7 +183,9 @@ class Repo:
     ) -> Page:
         limit = limit_value(limit)
         after = None if cursor is None else decode_cursor(cursor, cursor_field)
-        compiled = list_sql(self.table, tuple(sorted(filters)), after is not None)
+        compiled = list_sql(
+            self.table, tuple(sorted(filters)), after is not None, self.in_workspace
+        )
         params = compiled.params({**filters, "_after": after, "_limit": limit + 1})
         if after is None:
             params.pop("_after")
@@ -185,12 +217,14 @@ def _read_many(
 
 
 def update_op(table: str, entity: str, id: str, fields: dict[str, Any], topic: str) -> WriteOp:
-    """Partial update: only fields whose value changes get a new clock; no change, no event."""
+    """Partial update: only fields whose value changes get a new clock; no change, no event.
+    A row of a deleted workspace refuses (InvalidInput, see the module doc)."""
 
     def op(ctx: WriteContext) -> dict[str, Any]:
         row = ctx.fetch(table, id)
         if row is None or row["deleted_at"] is not None:
             raise NotFound(entity, id)
+        require_live_workspace_of(ctx, row, entity)
         changes = {k: v for k, v in fields.items() if not same_value(table, k, row[k], v)}
         if not changes:
             return row
@@ -200,7 +234,8 @@ def update_op(table: str, entity: str, id: str, fields: dict[str, Any], topic: s
 
 
 def delete_op(table: str, entity: str, id: str, topic: str) -> WriteOp:
-    """Tombstone: ``deleted_at`` is written like any field; deleting twice changes nothing."""
+    """Tombstone: ``deleted_at`` is written like any field; deleting twice changes nothing.
+    A live row of a deleted workspace refuses (InvalidInput, see the module doc)."""
 
     def op(ctx: WriteContext) -> dict[str, Any]:
         row = ctx.fetch(table, id)
@@ -208,6 +243,7 @@ def delete_op(table: str, entity: str, id: str, topic: str) -> WriteOp:
             raise NotFound(entity, id)
         if row["deleted_at"] is not None:
             return row
+        require_live_workspace_of(ctx, row, entity)
         return write_changes(ctx, table, row, {"deleted_at": None}, op="delete", topic=topic)
 
     return op

@@ -1,4 +1,7 @@
-"""Conversations: belong to a workspace; carry messages."""
+"""Conversations: belong to a workspace; carry messages.
+
+A conversation of a deleted workspace is frozen: update, delete and message.send refuse, lists
+leave it out (daemon/store/base.py's module doc)."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ UPDATABLE: dict[str, Check] = {"name": text, "type": text, "is_archived": boolea
 class ConversationRepo(Repo):
     table = "conversations"
     entity = "conversation"
+    in_workspace = True
 
     async def create(self, *, workspace_id: str, name: str, type: str = "chat") -> dict[str, Any]:
         workspace_id = identifier("workspace_id", workspace_id)
@@ -53,7 +57,8 @@ class ConversationRepo(Repo):
     async def list(
         self, *, workspace_id: str | None = None, limit: int = 50, cursor: str | None = None
     ) -> Page:
-        """Live conversations (of one workspace, or all), oldest first."""
+        """Live conversations (of one workspace, or all), oldest first; a deleted workspace's
+        are left out (its list is empty, as an unknown workspace's)."""
         filters = (
             {}
             if workspace_id is None

@@ -1,7 +1,13 @@
 """Messages: immutable and append-only. A client-chosen id makes a send idempotent.
 
+Messages list in id order, which is creation order because ids are UUIDv7s minted by their
+creator (its clock in the top 48 bits): a client-chosen id must be a UUIDv7 too, or it would
+sort at a random place. A message id is also a position in that order: ``list(after=<id>)``
+gives the messages after it, as ``after=<next_cursor>`` does.
+
 System and tool messages are local-only (invariant I6): they get a changelog entry but no
-outbox entry, so push never sees them.
+outbox entry, so push never sees them. A conversation of a deleted workspace takes no new
+message (daemon/store/base.py's module doc).
 """
 
 from __future__ import annotations
@@ -9,7 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.errors import Conflict, InvalidInput
-from daemon.store.base import Page, Repo, identifier
+from daemon.store.base import Page, Repo, deleted_workspace, identifier
+from daemon.store.codec import decode_cursor, encode_cursor
 from daemon.store.ids import is_uuid, uuid7
 from daemon.store.sql import live_conversation_workspace_sql
 from daemon.store.txn import WriteContext
@@ -28,16 +35,42 @@ class MessageRepo(Repo):
             raise InvalidInput("role", f"must be one of {', '.join(sorted(MESSAGE_ROLES))}")
         if not isinstance(content, str):
             raise InvalidInput("content", "must be a string")
-        if id is not None and not is_uuid(id):
-            raise InvalidInput("id", "must be a lower-case UUID string")
+        if id is not None and not is_uuid7(id):
+            raise InvalidInput(
+                "id",
+                "must be a lower-case UUIDv7 (RFC 9562: version 7, variant 10): messages list"
+                " in id order, which only a time-ordered id keeps in creation order",
+            )
         return await self._write(_create_op(conversation_id, role, content, id))
 
     async def list(
         self, *, conversation_id: str, after: str | None = None, limit: int = 100
     ) -> Page:
-        """Messages of a conversation in id (creation) order; ``after`` is a page cursor."""
+        """Messages of a conversation in id (creation) order; ``after`` is a page cursor or a
+        message id (the messages after that one)."""
         filters = {"conversation_id": identifier("conversation_id", conversation_id)}
+        if after is not None:
+            after = _position(after)
         return await self._list(filters, limit=limit, cursor=after, cursor_field="after")
+
+
+def is_uuid7(value: object) -> bool:
+    """A canonical lower-case UUID of version 7 and the RFC 9562 variant (``10xx``)."""
+    return isinstance(value, str) and is_uuid(value) and value[14] == "7" and value[19] in "89ab"
+
+
+def _position(after: str) -> str:
+    """``after`` as a page cursor: a message id (any UUID: older rows may have others) is the
+    position it names in id order."""
+    if is_uuid(after):
+        return encode_cursor(after)
+    try:
+        decode_cursor(after, "after")
+    except InvalidInput:
+        raise InvalidInput(
+            "after", "must be a next_cursor returned by message.list or a message id"
+        ) from None
+    return after
 
 
 def _create_op(conversation_id: str, role: str, content: str, id: str | None) -> Any:
@@ -51,6 +84,9 @@ def _create_op(conversation_id: str, role: str, content: str, id: str | None) ->
         ).fetchone()
         if found is None:
             raise InvalidInput("conversation_id", f"unknown conversation {conversation_id!r}")
+        if found[1] is not None:
+            why = deleted_workspace("conversation", conversation_id, found[0])
+            raise InvalidInput("conversation_id", why)
         stamp = ctx.tick()
         fields: dict[str, Any] = {  # new_row_fields(row), built first rather than filtered
             "id": id or uuid7(stamp.ms),

@@ -105,11 +105,20 @@ def get_sql(name: str) -> str:
 
 
 @cache
-def list_sql(name: str, filters: tuple[str, ...], has_cursor: bool) -> Compiled:
-    """Keyset page of live rows: ``filters`` are equality filters, ordered by id."""
+def list_sql(
+    name: str, filters: tuple[str, ...], has_cursor: bool, live_workspace: bool = False
+) -> Compiled:
+    """Keyset page of live rows: ``filters`` are equality filters, ordered by id.
+
+    ``live_workspace``: leave out the rows of a tombstoned workspace too (a workspace's delete
+    hides its children without writing them; a missing workspace row hides nothing)."""
     t = table(name)
     clauses: list[sa.ColumnElement[bool]] = [t.c.deleted_at.is_(None)]
     clauses.extend(t.c[col] == sa.bindparam(col) for col in filters)
+    if live_workspace:
+        w = schema.workspaces
+        gone = sa.exists().where(w.c.id == t.c.workspace_id, w.c.deleted_at.is_not(None))
+        clauses.append(~gone)
     if has_cursor:
         clauses.append(t.c.id > sa.bindparam("_after"))
     stmt = sa.select(t).where(*clauses).order_by(t.c.id).limit(sa.bindparam("_limit"))
@@ -127,11 +136,22 @@ def exists_sql(name: str, live: bool) -> str:
 
 @cache
 def live_conversation_workspace_sql() -> str:
-    t = schema.conversations
-    stmt = sa.select(t.c.workspace_id).where(
-        t.c.id == sa.bindparam("_id"), t.c.deleted_at.is_(None)
+    """``(workspace_id, workspace's deleted_at)`` of a live conversation, in one lookup (the
+    workspace's deleted_at is NULL when it is live, or when its row is not here)."""
+    t, w = schema.conversations, schema.workspaces
+    stmt = (
+        sa.select(t.c.workspace_id, w.c.deleted_at)
+        .select_from(t.outerjoin(w, w.c.id == t.c.workspace_id))
+        .where(t.c.id == sa.bindparam("_id"), t.c.deleted_at.is_(None))
     )
     return compile_statement(stmt).sql
+
+
+@cache
+def workspace_deleted_at_sql() -> str:
+    """A workspace's ``deleted_at`` (no row: the workspace is not here)."""
+    w = schema.workspaces
+    return compile_statement(sa.select(w.c.deleted_at).where(w.c.id == sa.bindparam("_id"))).sql
 
 
 @cache

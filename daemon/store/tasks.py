@@ -1,4 +1,7 @@
-"""Tasks: the work queue (kind, payload, status, priority, progress checkpoint, lease)."""
+"""Tasks: the work queue (kind, payload, status, priority, progress checkpoint, lease).
+
+A task of a deleted workspace is frozen: update, cancel and delete refuse, lists leave it out
+(daemon/store/base.py's module doc)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from daemon.store.base import (
     integer,
     json_document,
     json_object,
+    require_live_workspace_of,
     require_workspace,
     text,
     update_op,
@@ -45,6 +49,7 @@ UPDATABLE: dict[str, Check] = {
 class TaskRepo(Repo):
     table = "tasks"
     entity = "task"
+    in_workspace = True
 
     async def create(
         self, *, workspace_id: str, kind: str, payload: Any = None, priority: int = 0
@@ -64,7 +69,8 @@ class TaskRepo(Repo):
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        """Live tasks, optionally of one workspace and/or one status, oldest first."""
+        """Live tasks, optionally of one workspace and/or one status, oldest first; a deleted
+        workspace's are left out (its list is empty, as an unknown workspace's)."""
         filters: dict[str, Any] = {}
         if workspace_id is not None:
             filters["workspace_id"] = identifier("workspace_id", workspace_id)
@@ -117,6 +123,7 @@ def _cancel_op(id: str) -> Any:
         row = ctx.fetch("tasks", id)
         if row is None or row["deleted_at"] is not None:
             raise NotFound("task", id)
+        require_live_workspace_of(ctx, row, "task")
         if row["status"] == "cancelled":
             return row
         if row["status"] in FINISHED:

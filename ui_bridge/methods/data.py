@@ -187,14 +187,15 @@ def _conversation_methods() -> list[Method]:
             "conversation.list",
             _list(c),
             (_id("workspace_id", required=False, what="only this workspace"), _limit(50), _CURSOR),
-            "List live conversations.",
+            "List live conversations. A deleted workspace's are left out: its list is empty, as"
+            " an unknown workspace's.",
             _PAGE,
         ),
         Method(
             "conversation.update",
             _update(c),
             (_id(), _text("name"), conv_type, Param("is_archived", "boolean")),
-            "Rename, retype or archive a conversation.",
+            "Rename, retype or archive a conversation (refused in a deleted workspace).",
             _ROW,
             _ROW_ERRORS,
         ),
@@ -208,7 +209,12 @@ def _message_methods() -> list[Method]:
         _id("conversation_id", what="conversation id"),
         Param("role", "string", required=True, enum=ROLES),
         _text("content", required=True, size=MAX_CONTENT),
-        _id("id", required=False, what="client-chosen id: retrying with it is idempotent"),
+        _id(
+            "id",
+            required=False,
+            what="client-chosen id, a lower-case UUIDv7 (RFC 9562; other versions are refused:"
+            " messages list in id order, i.e. creation order): retrying with it is idempotent",
+        ),
     )
     listing = (
         _id("conversation_id", what="conversation id"),
@@ -217,7 +223,7 @@ def _message_methods() -> list[Method]:
             "string",
             nullable=True,
             max_length=1_000,
-            description="next_cursor of the previous page",
+            description="next_cursor of the previous page, or a message id: the messages after it",
         ),
         _limit(100),
     )
@@ -226,12 +232,18 @@ def _message_methods() -> list[Method]:
             "message.send",
             _create(m),
             send,
-            "Append a message to a conversation.",
+            "Append a message to a conversation (refused in a deleted workspace).",
             _ROW,
             (ErrorCode.CONFLICT, *_WRITE_ERRORS),
         ),
         Method(
-            "message.list", _list(m), listing, "Messages of a conversation, oldest first.", _PAGE
+            "message.list",
+            _list(m),
+            listing,
+            "Messages of a conversation, oldest first (in id order). `after` takes a page's"
+            " next_cursor or the id of a message, e.g. the last one the caller has: the answer"
+            " is then the messages after it.",
+            _PAGE,
         ),
     ]
 
@@ -266,12 +278,20 @@ def _task_methods() -> list[Method]:
             _ROW,
             _WRITE_ERRORS,
         ),
-        Method("task.list", _list(t), listing, "List tasks.", _PAGE),
+        Method(
+            "task.list",
+            _list(t),
+            listing,
+            "List live tasks. A deleted workspace's are left out: its list is empty, as an"
+            " unknown workspace's.",
+            _PAGE,
+        ),
         Method(
             "task.update",
             _update(t),
             updatable,
-            "Change a task's status, priority, payload or progress.",
+            "Change a task's status, priority, payload or progress (refused in a deleted"
+            " workspace).",
             _ROW,
             _ROW_ERRORS,
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from daemon.store.ids import uuid7
 from ui_bridge.methods import build_method_table
 from ui_bridge.server import BridgeServer
 
@@ -89,7 +90,76 @@ async def test_message_send_with_client_id_is_idempotent(rpc: Rpc) -> None:
 
 
 def _uuid() -> str:
-    return str(uuid.uuid4())
+    return uuid7()
+
+
+async def test_message_send_refuses_a_client_id_that_is_not_a_uuid7(rpc: Rpc) -> None:
+    """Messages list in id order: an id of another version would sort at a random place."""
+    _, conv = await setup_conversation(rpc)
+    v7 = uuid7()
+    not_v7 = [
+        str(uuid.uuid4()),
+        str(uuid.uuid1()),
+        v7[:19] + "c" + v7[20:],  # version 7, but not the RFC 9562 variant
+    ]
+    for mid in not_v7:
+        params = {"conversation_id": conv["id"], "role": "user", "content": "x", "id": mid}
+        reply = await rpc.request("message.send", params)
+        assert reply["error"]["code"] == -32602, mid
+        assert reply["error"]["data"]["field"] == "id"
+        assert "UUIDv7" in reply["error"]["data"]["reason"]
+    assert (await rpc.call("message.list", {"conversation_id": conv["id"]}))["items"] == []
+    sent = await rpc.call(
+        "message.send", {"conversation_id": conv["id"], "role": "user", "content": "x", "id": v7}
+    )
+    assert sent["id"] == v7
+
+
+async def test_message_list_after_a_message_id(rpc: Rpc) -> None:
+    """A UI asks for the messages after the last one it has, by that message's id."""
+    _, conv = await setup_conversation(rpc)
+    cid = conv["id"]
+    sent = [
+        await rpc.call("message.send", {"conversation_id": cid, "role": "user", "content": f"{i}"})
+        for i in range(4)
+    ]
+    page = await rpc.call("message.list", {"conversation_id": cid, "after": sent[1]["id"]})
+    assert page == {"items": sent[2:], "next_cursor": None}
+    first = await rpc.call(
+        "message.list", {"conversation_id": cid, "after": sent[0]["id"], "limit": 1}
+    )
+    assert first["items"] == sent[1:2]
+    rest = await rpc.call("message.list", {"conversation_id": cid, "after": first["next_cursor"]})
+    assert rest["items"] == sent[2:]  # opaque cursors still work
+    last = await rpc.call("message.list", {"conversation_id": cid, "after": sent[-1]["id"]})
+    assert last["items"] == []
+    bad = await rpc.request("message.list", {"conversation_id": cid, "after": "nope"})
+    assert bad["error"]["code"] == -32602 and bad["error"]["data"]["field"] == "after"
+
+
+async def test_a_deleted_workspace_freezes_its_conversations_and_tasks(rpc: Rpc) -> None:
+    workspace, conv = await setup_conversation(rpc)
+    task = await rpc.call("task.enqueue", {"workspace_id": workspace["id"], "kind": "k"})
+    await rpc.call("workspace.delete", {"id": workspace["id"]})
+    for method in ("conversation.list", "task.list"):
+        page = await rpc.call(method, {"workspace_id": workspace["id"]})
+        assert page == {"items": [], "next_cursor": None}, method
+        assert (await rpc.call(method))["items"] == [], method
+    seq = (await rpc.call("daemon.status"))["seq"]
+    writes = [
+        ("message.send", {"conversation_id": conv["id"], "role": "user", "content": "x"}),
+        ("conversation.update", {"id": conv["id"], "name": "renamed"}),
+        ("conversation.delete", {"id": conv["id"]}),
+        ("task.update", {"id": task["id"], "priority": 5}),
+        ("task.cancel", {"id": task["id"]}),
+    ]
+    for method, params in writes:
+        reply = await rpc.request(method, params)
+        assert reply["error"]["code"] == -32602, (method, reply)
+        assert workspace["id"] in reply["error"]["data"]["reason"], method
+        assert "deleted workspace" in reply["error"]["data"]["reason"], method
+    assert (await rpc.call("daemon.status"))["seq"] == seq  # nothing was written
+    assert await rpc.call("conversation.get", {"id": conv["id"]}) == conv
 
 
 async def test_not_found_maps_to_32001_with_entity_and_id(rpc: Rpc) -> None:
@@ -156,6 +226,10 @@ async def test_rpc_discover_is_generated_from_the_method_table(rpc: Rpc) -> None
         "tool",
     ]
     assert not params["id"]["required"]
+    assert "UUIDv7" in params["id"]["description"]
+    listing = by_name["message.list"]
+    assert "message id" in {p["name"]: p for p in listing["params"]}["after"]["description"]
+    assert "id of a message" in listing["summary"]
     assert {e["code"] for e in send["errors"]} >= {-32002, -32602}
     for name in ("workspace.create", "task.enqueue", "subscribe", "unsubscribe", "daemon.status"):
         assert name in by_name

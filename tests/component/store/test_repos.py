@@ -232,6 +232,27 @@ async def test_messages_append_and_page_with_after(store: Store, raw: sqlite3.Co
     assert info.value.field == "after"
 
 
+async def test_messages_after_a_message_id(store: Store) -> None:
+    ws = await store.workspaces.create(name="A")
+    conv = await store.conversations.create(workspace_id=ws["id"], name="c")
+    other = await store.conversations.create(workspace_id=ws["id"], name="d")
+    sent = [
+        await store.messages.create(conversation_id=conv["id"], role="user", content=f"m{i}")
+        for i in range(4)
+    ]
+    await store.messages.create(conversation_id=other["id"], role="user", content="elsewhere")
+    page = await store.messages.list(conversation_id=conv["id"], after=sent[1]["id"])
+    assert (page.items, page.next_cursor) == (sent[2:], None)
+    page = await store.messages.list(conversation_id=conv["id"], after=sent[0]["id"], limit=2)
+    assert page.items == sent[1:3]
+    rest = await store.messages.list(conversation_id=conv["id"], after=page.next_cursor)
+    assert rest.items == sent[3:]
+    assert (await store.messages.list(conversation_id=conv["id"], after=sent[3]["id"])).items == []
+    with pytest.raises(InvalidInput) as info:
+        await store.messages.list(conversation_id=conv["id"], after=sent[0]["id"].upper())
+    assert info.value.field == "after" and "message id" in info.value.message
+
+
 async def test_client_chosen_message_id_makes_retries_idempotent(
     store: Store, raw: sqlite3.Connection
 ) -> None:
@@ -258,6 +279,9 @@ async def test_client_chosen_message_id_makes_retries_idempotent(
         ({"content": 5}, "content"),
         ({"id": "not-a-uuid"}, "id"),
         ({"id": "01A1FCF2-F4C4-7510-9EC6-6F9AE6D3FF36"}, "id"),
+        ({"id": "6f9ae6d3-ff36-4510-9ec6-01a1fcf2f4c4"}, "id"),  # v4: would sort anywhere
+        ({"id": "01a1fcf2-f4c4-1510-9ec6-6f9ae6d3ff36"}, "id"),  # v1
+        ({"id": "01a1fcf2-f4c4-7510-cec6-6f9ae6d3ff36"}, "id"),  # v7 bits, not RFC 9562 variant
         ({"conversation_id": None}, "conversation_id"),
         ({"conversation_id": "01a1fcf2-f4c4-7510-9ec6-6f9ae6d3ff36"}, "conversation_id"),
     ],
