@@ -58,8 +58,7 @@ def _run(settings: Settings, command: Command) -> int:
     except DaemonNotRunning as exc:
         return report_no_daemon(settings, exc)
     except UsageError as exc:
-        sys.stderr.write(f"syncd: {exc}\n")
-        return EXIT_USAGE
+        return _usage(exc)
     except RpcError as exc:
         reason = exc.data.get("reason") if isinstance(exc.data, dict) else None
         sys.stderr.write(f"syncd: {exc.message}" + (f" ({reason})" if reason else "") + "\n")
@@ -71,9 +70,16 @@ def _run(settings: Settings, command: Command) -> int:
         return EXIT_ERROR
 
 
-def _folder(path: str) -> str:
+def _usage(exc: UsageError) -> int:
+    sys.stderr.write(f"syncd: {exc}\n")
+    return EXIT_USAGE
+
+
+def _folder(path: str, *, existing: bool) -> str:
+    """``path`` absolute and resolved; UsageError if it must be an ``existing`` folder and is
+    not (``unlink`` takes a folder that was deleted: the workspace keeps its path)."""
     folder = Path(path).expanduser().resolve()
-    if not folder.is_dir():
+    if existing and not folder.is_dir():
         raise UsageError(f"{path}: not a folder")
     return str(folder)
 
@@ -121,7 +127,13 @@ def _who(state: dict[str, Any]) -> str:
 
 
 def link(settings: Settings, path: str, *, cloud_workspace: str | None) -> int:
-    folder = _folder(path)
+    """Publish the folder's workspace (created if none), or clone a cloud workspace into it.
+    A link that fails leaves nothing behind: the cloud's state is checked first, and a
+    workspace created here is deleted again if the daemon refuses the link."""
+    try:
+        folder = _folder(path, existing=True)
+    except UsageError as exc:
+        return _usage(exc)
 
     async def command(client: Client) -> int:
         if cloud_workspace is not None:
@@ -129,27 +141,70 @@ def link(settings: Settings, path: str, *, cloud_workspace: str | None) -> int:
             linked = await client.call("cloud.link", params)
             sys.stdout.write(f"cloning workspace {linked['workspace_id']} into {folder}\n")
             return await _pull_with_progress(client)
-        workspace = await _workspace_at(client, folder)
-        if workspace is None:
+        state = await client.call("cloud.status")
+        _check_can_link(state)
+        linked_ids = {w["workspace_id"] for w in state["linked_workspaces"]}
+        here = [w["workspace_id"] for w in state["linked_workspaces"] if w["path"] == folder]
+        workspaces = await _workspaces_at(client, folder)
+        here += [w["id"] for w in workspaces if w["id"] in linked_ids]
+        if here:  # linked already (to the folder, or a workspace whose path it is)
+            sys.stdout.write(f"linked {folder} (workspace {here[0]})\n")
+            return EXIT_OK
+        if len(workspaces) > 1:
+            ids = ", ".join(w["id"] for w in workspaces)
+            raise UsageError(
+                f"{len(workspaces)} workspaces have the path {folder} ({ids}): link one with "
+                "`syncd call cloud.link '{\"workspace_id\": ID}'`"
+            )
+        created = not workspaces
+        if created:
             name = Path(folder).name or folder
-            workspace = await client.call("workspace.create", {"name": name, "path": folder})
-        linked = await client.call("cloud.link", {"workspace_id": workspace["id"], "path": folder})
+            workspaces = [await client.call("workspace.create", {"name": name, "path": folder})]
+        workspace_id = workspaces[0]["id"]
+        try:
+            linked = await client.call("cloud.link", {"workspace_id": workspace_id, "path": folder})
+        except RpcError:
+            if created:
+                await _discard(client, workspace_id)
+            raise
         sys.stdout.write(f"linked {folder} (workspace {linked['workspace_id']})\n")
         return EXIT_OK
 
     return _run(settings, command)
 
 
+def _check_can_link(state: dict[str, Any]) -> None:
+    """The errors ``cloud.link`` would answer, before the CLI creates anything for it."""
+    if not state["configured"]:
+        raise RpcError(ErrorCode.CLOUD_NOT_CONFIGURED, data={"reason": "not_configured"})
+    if not state["logged_in"]:
+        reason = "auth_required" if state["auth_required"] else "logged_out"
+        raise RpcError(ErrorCode.LOGIN_REQUIRED, data={"reason": reason})
+
+
+async def _discard(client: Client, workspace_id: str) -> None:
+    """Delete the workspace ``link`` created for a link that failed (best effort: the
+    link's own error is the one reported)."""
+    try:
+        await client.call("workspace.delete", {"id": workspace_id})
+    except (RpcError, ConnectionLost) as exc:
+        sys.stderr.write(f"syncd: workspace {workspace_id} could not be removed: {exc}\n")
+
+
 def unlink(settings: Settings, path: str) -> int:
-    folder = _folder(path)
+    """Stop syncing the folder's workspace; the folder may be gone (its stored path is
+    looked up)."""
+    try:
+        folder = _folder(path, existing=False)
+    except UsageError as exc:
+        return _usage(exc)
 
     async def command(client: Client) -> int:
         state = await client.call("cloud.status")
         ids = [w["workspace_id"] for w in state["linked_workspaces"] if w["path"] == folder]
         if not ids:
-            workspace = await _workspace_at(client, folder)
             linked = {w["workspace_id"] for w in state["linked_workspaces"]}
-            ids = [workspace["id"]] if workspace and workspace["id"] in linked else []
+            ids = [w["id"] for w in await _workspaces_at(client, folder) if w["id"] in linked]
         if not ids:
             raise UsageError(f"{folder} is not linked")
         for workspace_id in ids:
@@ -160,17 +215,16 @@ def unlink(settings: Settings, path: str) -> int:
     return _run(settings, command)
 
 
-async def _workspace_at(client: Client, folder: str) -> dict[str, Any] | None:
-    """The live local workspace whose path is ``folder``."""
+async def _workspaces_at(client: Client, folder: str) -> list[dict[str, Any]]:
+    """The live local workspaces whose path is ``folder``, oldest first."""
+    found: list[dict[str, Any]] = []
     cursor = None
     while True:
         page = await client.call("workspace.list", {"limit": 1000, "cursor": cursor})
-        for workspace in page["items"]:
-            if workspace.get("path") == folder:
-                return dict(workspace)
+        found += [dict(w) for w in page["items"] if w.get("path") == folder]
         cursor = page["next_cursor"]
         if cursor is None:
-            return None
+            return found
 
 
 # push / pull

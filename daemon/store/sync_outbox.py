@@ -238,6 +238,7 @@ def link_op(workspace_id: str, org_id: str, path: str | None) -> WriteOp:
         linked_at = existing[3] if existing is not None else iso_ms(now_ms())
         params = {"workspace_id": workspace_id, "org_id": org_id, "path": path}
         conn.execute(q.link_put_sql(), {**params, "linked_at": linked_at})
+        _place_folder(ctx, workspace_id, path)
         if existing is None:
             # The snapshot carries every row's full state: older entries add nothing.
             conn.execute(q.outbox_delete_workspace_sql(), {"ws": workspace_id})
@@ -247,6 +248,21 @@ def link_op(workspace_id: str, org_id: str, path: str | None) -> WriteOp:
         return Link(workspace_id, org_id, path, linked_at)
 
     return op
+
+
+def _place_folder(ctx: WriteContext, workspace_id: str, path: str | None) -> None:
+    """A linked workspace without a path gets the link's folder: ``path`` is local-only (no
+    clock, no outbox entry, never pushed), so an editor finds the workspace by its folder. A
+    clone's row is not there before its first pull: the cloud service links again then."""
+    row = ctx.fetch("workspaces", workspace_id)
+    if path is None or row is None or row["path"] is not None or row["deleted_at"] is not None:
+        return
+    ctx.update_row("workspaces", workspace_id, {"path": path})
+    row["path"] = path
+    ctx.emit(
+        table="workspaces", op="update", topic="workspace.updated", row=row,
+        fields={"path": path}, stamp=ctx.stamp(), outbox=False,
+    )  # fmt: skip
 
 
 def _snapshot(ctx: WriteContext, workspace_id: str, at: str) -> int:

@@ -5,7 +5,8 @@ A link is the store's ``cloud_links`` row (restored at start): only linked works
 through ``sync_push`` carrying the LOCAL clocks (a plain REST insert would stamp every column
 with a newer cloud clock, and those would then win over the local values on the first pull),
 then the store queues the workspace's whole history for the driver. ``clone`` links a cloud
-workspace into a folder; the driver's first pull fills it.
+workspace into a folder; the driver's first pull fills it, and the folder then becomes the
+workspace's local-only ``path`` (``place``: the store's link write sets a missing path).
 
 ``<folder>/.cloud-link.json`` tells tools (and people) that a folder syncs. It is written when a
 workspace with a known folder is linked, its ``lastSyncAt`` is refreshed as syncs complete (at
@@ -27,11 +28,12 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from daemon.errors import InvalidInput, NotFound
+from daemon.events import ChangeEvent
 from daemon.store.base import new_row_fields
 from daemon.store.sync_types import Link
 from daemon.sync.cloud import CloudApi, CloudRejected
@@ -159,6 +161,8 @@ class Linker:
         #: cloud workspace names, as linked or as the link files say (for cloud.status)
         self.names: dict[str, str] = {}
         self._file_at: dict[str, float] = {}
+        #: links whose folder may still have to become their workspace's path (``place``)
+        self._unplaced: dict[str, Link] = {}
 
     async def restore_names(self, links: Iterable[Link]) -> None:
         for link in links:
@@ -223,8 +227,46 @@ class Linker:
         except OSError as exc:  # the link stands; the file is informational
             logger.warning("cloud.link_file_not_written path=%s error=%s", link.path, exc)
 
+    # The folder as the workspace's path
+
+    def watch(self, link: Link) -> None:
+        """Remember a link whose folder may not be its workspace's path yet (a clone: its
+        row arrives with the first pull, without a path, a local-only column)."""
+        if link.path is not None:
+            self._unplaced[link.workspace_id] = link
+
+    def arrived(self, events: Iterable[ChangeEvent]) -> list[Link]:
+        """The watched links whose workspace row one of ``events`` wrote (a commit listener:
+        no I/O)."""
+        if not self._unplaced:
+            return []
+        found = {
+            event.data.get("id")
+            for event in events
+            if event.topic.startswith("workspace.") and event.data.get("id") in self._unplaced
+        }
+        return [self._unplaced[ws] for ws in found if isinstance(ws, str)]
+
+    async def place(self, link: Link, still_linked: Callable[[], bool]) -> None:
+        """Make the link's folder its workspace's (local-only) path if the workspace has none:
+        the store's link write does it without a clock or an outbox entry. Keeps watching
+        while the row is not there yet; ``still_linked`` is asked last (an unlink may have
+        come meanwhile, and linking again would undo it)."""
+        ws = link.workspace_id
+        try:
+            row = await self._store.workspaces.get(ws)
+        except NotFound:
+            return  # not pulled yet: ``arrived`` tells when it is
+        if self._unplaced.get(ws) is not link:
+            return  # unlinked (or placed) meanwhile
+        del self._unplaced[ws]
+        if row["path"] is None and row["deleted_at"] is None and still_linked():
+            await self._store.sync.link(workspace_id=ws, org_id=link.org_id, path=link.path)
+            logger.info("cloud.folder_placed workspace_id=%s path=%s", ws, link.path)
+
     async def unlink(self, workspace_id: str) -> bool:
         """Drop the link (the data stays); True if its folder's link file was removed."""
+        self._unplaced.pop(workspace_id, None)
         links = await self._store.sync.links()
         link = next((k for k in links if k.workspace_id == workspace_id), None)
         if link is None:

@@ -10,6 +10,9 @@ background from the stored refresh token (``CloudSession.restore``). The session
 listener starts the driver on every login (also after a restore) and stops it on logout or
 when the cloud ends the session (auth_required).
 
+Folders: a linked workspace without a local ``path`` gets its link's folder; a clone's row
+comes with its first pull, so the commit listener places it then (``Linker.place``).
+
 Realtime: restored links and clones join their workspace's channel at once; a published
 workspace joins once its first push run is over (drained, or failed), so its history is not
 echoed back to this device row by row (``_join_when_pushed``).
@@ -29,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -37,6 +40,8 @@ import httpx
 
 from daemon.config import CloudSettings
 from daemon.errors import DaemonError, InvalidInput
+from daemon.events import ChangeEvent
+from daemon.store.sync_types import Link
 from daemon.sync.cloud import (
     AuthRequired,
     CloudApi,
@@ -49,6 +54,7 @@ from daemon.sync.cloud import (
     SecretStore,
     SessionStatus,
 )
+from daemon.sync.cloud.records import check_uuid
 from daemon.sync.driver import DriverSettings, SyncDriver
 from daemon.sync.links import Linker, checked_folder
 from daemon.sync.live import LiveSync
@@ -78,6 +84,24 @@ SYNC_NOW_TIMEOUT_S: Final = 300.0
 #: linked outbox and a changelog write (py-spy of a 20k-row publish: the count alone was
 #: 2.6 % of the daemon's samples at one snapshot per 500-row batch).
 STATUS_EVERY_S: Final = 0.1
+
+
+def _link_target(workspace_id: str | None, cloud_workspace_id: str | None, path: str | None) -> str:
+    """The workspace ``cloud.link`` links (checked params; the canonical form of a cloud id)."""
+    if (workspace_id is None) == (cloud_workspace_id is None):
+        raise InvalidInput("workspace_id", "give either workspace_id or cloud_workspace_id")
+    if workspace_id is not None:
+        if not workspace_id:
+            raise InvalidInput("workspace_id", "must not be empty")
+        return workspace_id
+    assert cloud_workspace_id is not None
+    try:
+        target = check_uuid(cloud_workspace_id)
+    except ValueError:
+        raise InvalidInput("cloud_workspace_id", "must be a UUID") from None
+    if path is None:
+        raise InvalidInput("path", "cloning a cloud workspace needs the folder to clone into")
+    return target
 
 
 class CloudService(LocalSync):
@@ -132,6 +156,7 @@ class CloudService(LocalSync):
         self._cloud_changed = asyncio.Event()  # ends the pause between two progress snapshots
         self._published: dict[str, dict[str, Any]] = {}
         self._remove_listener: Callable[[], None] | None = None
+        self._remove_commit_listener: Callable[[], None] | None = None
         self._stopped = False
 
     # Lifecycle
@@ -140,9 +165,11 @@ class CloudService(LocalSync):
         await self.session.__aenter__()
         self.driver.open()
         links = await self._store.sync.links()
+        self._remove_commit_listener = self._store.add_commit_listener(self._on_commit)
         for link in links:
             await self.driver.add(link)
             await self.live.add_workspace(link.workspace_id)
+            self._place_folder(link)
         await self.links.restore_names(links)
         self._remove_listener = self.session.add_listener(self._session_changed)
         self._spawn(self._publish_loop(), "cloud-status-publisher")
@@ -155,6 +182,8 @@ class CloudService(LocalSync):
         self._stopped = True
         if self._remove_listener is not None:
             self._remove_listener()
+        if self._remove_commit_listener is not None:
+            self._remove_commit_listener()
         await self.live.deactivate()
         tasks, self._tasks = list(self._tasks), set()
         for task in tasks:
@@ -359,14 +388,9 @@ class CloudService(LocalSync):
         path: str | None = None,
     ) -> dict[str, Any]:
         """Publish a local workspace (``workspace_id``) or clone a cloud one into ``path``."""
-        if (workspace_id is None) == (cloud_workspace_id is None):
-            raise InvalidInput("workspace_id", "give either workspace_id or cloud_workspace_id")
-        if cloud_workspace_id is not None and path is None:
-            raise InvalidInput("path", "cloning a cloud workspace needs the folder to clone into")
+        target = _link_target(workspace_id, cloud_workspace_id, path)
         self._require_login("cloud.link")
         folder = checked_folder(path)
-        target = workspace_id or cloud_workspace_id
-        assert target is not None
         existing = self.driver.syncs.get(target)
         if existing is not None:
             return self.links.link_json(existing.link, existing)
@@ -379,12 +403,26 @@ class CloudService(LocalSync):
         else:
             link = await self.links.clone(target, folder)
         sync = await self.driver.add(link)
+        self._place_folder(link)  # a clone's row (and so its path) comes with its first pull
         publish = workspace_id is not None  # its history goes out before the join
         await self.live.add_workspace(link.workspace_id, join=not publish)
         if publish:
             self._spawn(self._join_when_pushed(sync), f"cloud-join-{link.workspace_id}")
         self._changed(cloud=True, sync=True)
         return self.links.link_json(link, sync)
+
+    def _place_folder(self, link: Link) -> None:
+        """The link's folder becomes its workspace's path once the row is here (``Linker``)."""
+        if link.path is None:
+            return
+        self.links.watch(link)
+        ws = link.workspace_id
+        self._spawn(self.links.place(link, lambda: ws in self.driver.syncs), f"cloud-place-{ws}")
+
+    def _on_commit(self, events: Sequence[ChangeEvent]) -> None:
+        """A watched link's workspace row was written (a clone's first pull): place its folder."""
+        for link in self.links.arrived(events):
+            self._place_folder(link)
 
     async def _join_when_pushed(self, sync: WorkspaceSync) -> None:
         """Join a published workspace's channel once its history is pushed (or the push

@@ -5,19 +5,22 @@ in this event loop keeps serving)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, MakeDevice
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -33,21 +36,29 @@ def environment(devcloud: RunningDevcloud, data_dir: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-async def daemon_env(devcloud: RunningDevcloud, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
-    env = environment(devcloud, tmp_path / "data")
-    log = (tmp_path / "daemon.log").open("wb")
+@contextlib.asynccontextmanager
+async def running_daemon(env: dict[str, str], log_path: Path) -> AsyncIterator[dict[str, str]]:
+    """A `syncd run` subprocess on ``env``'s data dir; yields ``env``."""
+    log = log_path.open("wb")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "daemon", "run", "--port", "0",
         cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=log,
     )  # fmt: skip
+    discovery = Path(env["SYNCD_DATA_DIR"]) / "daemon.json"
     try:
-        await wait_for(lambda: (tmp_path / "data" / "daemon.json").exists(), timeout=20_000 * MS)
+        await wait_for(discovery.exists, timeout=20_000 * MS)
         yield env
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 10)
         log.close()
+
+
+@pytest.fixture
+async def daemon_env(devcloud: RunningDevcloud, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    env = environment(devcloud, tmp_path / "data")
+    async with running_daemon(env, tmp_path / "daemon.log"):
+        yield env
 
 
 async def syncd(env: dict[str, str], *args: str, stdin: str | None = None) -> tuple[int, str]:
@@ -112,3 +123,126 @@ async def devcloud_rows(devcloud: RunningDevcloud, workspace_id: str) -> list[st
 async def test_no_daemon_no_password_prompt(tmp_path: Path, devcloud: RunningDevcloud) -> None:
     code, out = await syncd(environment(devcloud, tmp_path), "login", "--email", "a@b.c")
     assert code == 3 and "no daemon" in out and "Password" not in out
+
+
+async def call(env: dict[str, str], method: str, params: Any = None) -> Any:
+    """One `syncd call`; its result."""
+    args = [method] if params is None else [method, json.dumps(params)]
+    code, out = await syncd(env, "call", *args)
+    assert code == 0, out
+    return json.loads(out)
+
+
+async def workspace_ids_at(env: dict[str, str], folder: Path) -> list[str]:
+    page = await call(env, "workspace.list", {"limit": 1000})
+    return [w["id"] for w in page["items"] if w["path"] == str(folder)]
+
+
+async def test_a_failed_link_leaves_no_workspace(
+    devcloud: RunningDevcloud,
+    daemon_env: dict[str, str],
+    make_device: MakeDevice,
+    tmp_path: Path,
+) -> None:
+    env = daemon_env
+    folder = tmp_path / "project"
+    folder.mkdir()
+    code, out = await syncd(env, "link", str(folder))  # logged out: -32004
+    assert code == 1 and "log in" in out, out
+    assert await workspace_ids_at(env, folder) == []
+
+    # Logged in, but the cloud refuses the link (no organisation): created, then removed.
+    await devcloud.create_user("lone@example.com", PASSWORD)
+    code, out = await syncd(env, "login", "--email", "lone@example.com", "--password-stdin",
+                            stdin=PASSWORD + "\n")  # fmt: skip
+    assert code == 0, out
+    code, out = await syncd(env, "link", str(folder))
+    assert code == 1 and "no_organization" in out, out
+    assert await workspace_ids_at(env, folder) == []
+
+    # A folder linked already (here a clone of another device's workspace) links nothing
+    # new and creates nothing; the clone has the folder as its path.
+    await devcloud.create_user("org@example.com", PASSWORD, org="Kappa")
+    other = await make_device("other")
+    await other.cloud.login("org@example.com", PASSWORD)
+    published = await other.store.workspaces.create(name="elsewhere")
+    await other.cloud.link(workspace_id=published["id"])
+    assert (await other.cloud.sync_now("push"))["error"] is None
+    code, out = await syncd(env, "login", "--email", "org@example.com", "--password-stdin",
+                            stdin=PASSWORD + "\n")  # fmt: skip
+    assert code == 0, out
+    code, out = await syncd(env, "link", str(folder), "--cloud-workspace", published["id"])
+    assert code == 0 and "pulled" in out, out
+
+    async def placed() -> bool:
+        return await workspace_ids_at(env, folder) == [published["id"]]
+
+    await wait_for(placed, message="the clone's path")
+    code, out = await syncd(env, "link", str(folder))
+    assert code == 0 and published["id"] in out, out
+    live = (await call(env, "workspace.list", {"limit": 1000}))["items"]
+    assert [(w["id"], w["path"]) for w in live] == [(published["id"], str(folder))]
+
+
+async def test_link_without_cloud_settings_creates_nothing(
+    devcloud: RunningDevcloud, tmp_path: Path
+) -> None:
+    env = environment(devcloud, tmp_path / "data")
+    del env["SYNCD_CLOUD_URL"], env["SYNCD_CLOUD_ANON_KEY"]
+    folder = tmp_path / "project"
+    folder.mkdir()
+    async with running_daemon(env, tmp_path / "daemon.log"):
+        code, out = await syncd(env, "link", str(folder))
+        assert code == 1 and "SYNCD_CLOUD_URL" in out, out
+        assert await workspace_ids_at(env, folder) == []
+
+
+async def test_link_picks_the_folders_workspace(
+    devcloud: RunningDevcloud, daemon_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = daemon_env
+    await devcloud.create_user("pi@example.com", PASSWORD, org="Pi")
+    code, out = await syncd(env, "login", "--email", "pi@example.com", "--password-stdin",
+                            stdin=PASSWORD + "\n")  # fmt: skip
+    assert code == 0, out
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    mine = await call(env, "workspace.create", {"name": "my work", "path": str(folder)})
+    code, out = await syncd(env, "link", str(folder))
+    assert code == 0 and mine["id"] in out, out
+    assert await workspace_ids_at(env, folder) == [mine["id"]]
+
+    # Two workspaces with one path: the CLI does not guess which to publish.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    one = await call(env, "workspace.create", {"name": "one", "path": str(shared)})
+    two = await call(env, "workspace.create", {"name": "two", "path": str(shared)})
+    code, out = await syncd(env, "link", str(shared))
+    assert code == 2 and one["id"] in out and two["id"] in out, out
+    status = await call(env, "cloud.status")
+    assert [w["workspace_id"] for w in status["linked_workspaces"]] == [mine["id"]]
+
+
+async def test_link_and_unlink_of_a_missing_folder(
+    devcloud: RunningDevcloud, daemon_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = daemon_env
+    missing = tmp_path / "missing"
+    code, out = await syncd(env, "link", str(missing))
+    assert code == 2 and "not a folder" in out and "Traceback" not in out, out
+    code, out = await syncd(env, "unlink", str(missing))
+    assert code == 2 and "not linked" in out and "Traceback" not in out, out
+
+    # A linked folder the user deleted can still be unlinked (by the path stored).
+    await devcloud.create_user("gone@example.com", PASSWORD, org="Omega")
+    code, out = await syncd(env, "login", "--email", "gone@example.com", "--password-stdin",
+                            stdin=PASSWORD + "\n")  # fmt: skip
+    assert code == 0, out
+    folder = tmp_path / "doomed"
+    folder.mkdir()
+    code, out = await syncd(env, "link", str(folder))
+    assert code == 0, out
+    shutil.rmtree(folder)
+    code, out = await syncd(env, "unlink", str(folder))
+    assert code == 0 and "unlinked" in out, out
+    assert (await call(env, "cloud.status"))["linked_workspaces"] == []

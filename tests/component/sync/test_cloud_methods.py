@@ -170,3 +170,61 @@ async def test_a_lost_manual_edit_is_a_conflict_resolved_by_a_call(
     await b.cloud.sync_now("pull")
     assert (await b.store.workspaces.get(ws["id"]))["task_goal"] == "ship it"
     assert (await a.store.workspaces.get(ws["id"]))["task_goal"] == "ship it"
+
+
+async def test_link_params_are_checked_and_named(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path, serve: Serve
+) -> None:
+    await devcloud.create_user("di@example.com", PASSWORD, org="Delta")
+    device = await make_device("a")
+    client = await serve(device.store, device.cloud, device.data_dir)
+    await client.call("cloud.login", {"email": "di@example.com", "password": PASSWORD})
+    for params, field in (
+        ({"workspace_id": ""}, "workspace_id"),
+        ({"cloud_workspace_id": "not-a-uuid", "path": str(tmp_path)}, "cloud_workspace_id"),
+        ({"cloud_workspace_id": ""}, "cloud_workspace_id"),
+    ):
+        error = await error_of(client, "cloud.link", params)
+        assert (error.code, error.data["field"]) == (ErrorCode.INVALID_PARAMS, field), params
+    assert device.cloud.cloud_status()["linked_workspaces"] == []
+
+
+async def test_a_clone_gets_its_folder_as_local_path(
+    devcloud: RunningDevcloud,
+    make_device: MakeDevice,
+    tmp_path: Path,
+    serve: Serve,
+    cloud_rows: Callable[..., Awaitable[list[Any]]],
+) -> None:
+    await devcloud.create_user("ed@example.com", PASSWORD, org="Echo")
+    a, b = await make_device("a"), await make_device("b")
+    for device in (a, b):
+        await device.cloud.login("ed@example.com", PASSWORD)
+    ws = await a.store.workspaces.create(name="notes", path=str(tmp_path / "on-a"))
+    await a.cloud.link(workspace_id=ws["id"])
+    assert (await a.cloud.sync_now("push"))["error"] is None
+
+    folder = tmp_path / "on-b"
+    folder.mkdir()
+    client = await serve(b.store, b.cloud, b.data_dir)
+    linked = await client.call("cloud.link", {"cloud_workspace_id": ws["id"], "path": str(folder)})
+    assert linked["path"] == str(folder)
+    assert (await client.call("sync.pull"))["error"] is None
+
+    async def placed() -> bool:  # the row came with the pull; its path is set right after
+        return bool((await client.call("workspace.get", {"id": ws["id"]}))["path"] == str(folder))
+
+    await wait_for(placed, message="the clone's path")
+    # The path is local: no outbox entry, nothing pushed, the cloud row has none of B's.
+    assert (await client.call("sync.status"))["outbox"] == 0
+    assert (await b.cloud.sync_now("push"))["applied"] == 0
+    [row] = await cloud_rows("SELECT to_jsonb(w) AS w FROM workspaces w WHERE id = $1", ws["id"])
+    assert str(folder) not in str(row["w"])
+    assert [e.data["path"] for e in b.events if e.topic == "workspace.updated"] == [str(folder)]
+    # A later change pulled from A keeps B's path; A's stays A's.
+    await a.store.workspaces.update(ws["id"], description="edited on a")
+    assert (await a.cloud.sync_now("push"))["error"] is None
+    assert (await b.cloud.sync_now("pull"))["error"] is None
+    row_b = await b.store.workspaces.get(ws["id"])
+    assert (row_b["description"], row_b["path"]) == ("edited on a", str(folder))
+    assert (await a.store.workspaces.get(ws["id"]))["path"] == str(tmp_path / "on-a")

@@ -150,7 +150,8 @@ async def test_edits_converge_both_ways(
     conv_b = await b.store.conversations.get(conv["id"])
     assert conv_a == conv_b
     assert (await b.store.tasks.get(task["id"]))["payload"] == {"n": 1}
-    assert row_b["path"] is None and row_a["path"] == str(tmp_path / "ws-a")
+    # path is local-only: each device keeps its own folder (B's clone gets the one it links)
+    assert row_b["path"] == str(tmp_path / "ws-b") and row_a["path"] == str(tmp_path / "ws-a")
 
 
 async def test_a_rejected_row_is_kept_and_blocks_nothing(
