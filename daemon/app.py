@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
-from daemon.config import Settings
+from daemon.config import FILE_MODE, Settings, make_private_dir
 from daemon.errors import AlreadyRunning, ConfigError
 from daemon.store import Store
 
@@ -51,8 +51,8 @@ class DataDirLock:
     def acquire(cls, data_dir: Path) -> DataDirLock:
         path = data_dir / LOCK_FILE
         try:
-            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            make_private_dir(data_dir)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         except OSError as exc:
             raise ConfigError("data_dir", f"cannot use {data_dir}: {exc.strerror}") from exc
         try:

@@ -27,11 +27,13 @@ config.toml::
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -126,6 +128,22 @@ _KEYS: dict[str, tuple[str, str | None, str]] = {
     "cloud.url": ("CLOUD_URL", "cloud", "url"),
     "cloud.anon_key": ("CLOUD_ANON_KEY", "cloud", "anon_key"),
 }
+
+
+# Modes of what syncd creates: its data dir (and logs/) are private to the user, and so is every
+# file in them (the database with its -wal/-shm, logs, daemon.json, the lock): conversations are
+# private data, and on a multi-user machine the umask's usual 0644 would let anyone read them.
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (mode 0700) and its missing parents (the usual mode, as ``mkdir -p``).
+
+    A directory that exists already keeps its mode: the user chose it (it may be shared on
+    purpose, or hold other things); the files syncd writes in it are 0600 all the same.
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
 
 
 def default_data_dir() -> Path:
@@ -293,7 +311,46 @@ def _origins(key: str, value: Any) -> tuple[str, ...]:
         items = [v.strip() for v in value if v.strip()]
     else:
         raise ConfigError(key, "must be a comma-separated string or a list of strings")
-    for origin in items:
-        if "://" not in origin:
-            raise ConfigError(key, f"not an origin (scheme://host[:port]): {origin!r}")
-    return tuple(items)
+    return tuple(_origin(key, item) for item in items)
+
+
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def _origin(key: str, text: str) -> str:
+    """``text`` as a browser sends it in ``Origin``: ``scheme://host[:port]``, scheme and host
+    lower-cased, no trailing slash. An entry ending in ``*`` is a prefix (``vscode-webview://*``,
+    ``http://localhost:*``); it too may hold only a scheme and an authority. Anything else (a
+    path, a query, a fragment, user info, no scheme, a bad port) is refused: it could never
+    equal an Origin header, so the page it was meant for would be refused with 403."""
+    bad = ConfigError(
+        key,
+        f"not an origin (scheme://host[:port], no path, query or fragment): {text!r}",
+    )
+    wildcard = text.endswith("*")
+    body = text[:-1] if wildcard else text
+    scheme, sep, authority = body.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme.lower()):
+        raise bad
+    if not wildcard and authority.endswith("/"):
+        authority = authority[:-1]
+    if any(c in authority for c in "/?#@*\\ ") or (not authority and not wildcard):
+        raise bad
+    if not wildcard and not _is_host_port(authority):
+        raise bad
+    scheme, authority = scheme.lower(), authority.lower()
+    default_port = _DEFAULT_PORTS.get(scheme)
+    if not wildcard and default_port and authority.endswith(default_port):
+        authority = authority.removesuffix(default_port)  # browsers leave it out
+    return f"{scheme}://{authority}" + ("*" if wildcard else "")
+
+
+def _is_host_port(authority: str) -> bool:
+    """``host`` or ``host:port`` with a port in 0-65535."""
+    try:
+        parts = urlsplit("//" + authority)
+        port = parts.port  # raises ValueError when not a number in range
+    except ValueError:
+        return False
+    return bool(parts.hostname) and (port is not None or not authority.endswith(":"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import re
 import sys
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from daemon.config import FILE_MODE, make_private_dir
 
 LOG_FILE = "syncd.log"
 MAX_BYTES = 10 * 1024 * 1024
@@ -67,6 +70,24 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Creates its files (the log and each one rotation starts) with mode 0600, whatever the
+    umask: log lines name workspaces and errors of a user's private data."""
+
+    def _open(self) -> Any:
+        return open(
+            self.baseFilename,
+            self.mode,
+            encoding=self.encoding,
+            errors=self.errors,
+            opener=_private_opener,
+        )
+
+
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, FILE_MODE)
+
+
 def configure_logging(data_dir: Path | None, level: str = "INFO") -> None:
     """Install the stderr handler and, with a data dir, the rotating JSON file handler."""
     root = logging.getLogger()
@@ -80,9 +101,10 @@ def configure_logging(data_dir: Path | None, level: str = "INFO") -> None:
     stderr.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handlers: list[logging.Handler] = [stderr]
     if data_dir is not None:
+        make_private_dir(data_dir)  # the first thing to create it (before the lock, the store)
         log_dir = data_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.handlers.RotatingFileHandler(
+        make_private_dir(log_dir)
+        file_handler = PrivateRotatingFileHandler(
             log_dir / LOG_FILE, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
         )
         file_handler.setFormatter(JsonFormatter())

@@ -1,10 +1,11 @@
 """Who may open the local API (pure): token, Origin and Host checks on the opening handshake.
 
-- Host must be ``127.0.0.1:<port>`` or ``localhost:<port>``: a page on another name that resolves
-  to 127.0.0.1 (DNS rebinding) sends its own name and is refused (403).
+- Host must be ``127.0.0.1:<port>`` or ``localhost:<port>`` (any case): a page on another name
+  that resolves to 127.0.0.1 (DNS rebinding) sends its own name and is refused (403).
 - Origin, when present (browsers), must be on the allow-list: ``http://127.0.0.1:<port>``,
   ``http://localhost:<port>``, ``vscode-webview://*``, ``vscode-file://*`` and the configured
-  extras (an entry ending in ``*`` is a prefix). Clients without Origin are not browsers.
+  extras (an entry ending in ``*`` is a prefix), scheme and host in any case. Clients without
+  Origin are not browsers.
 - The token (``Authorization: Bearer …`` or ``?token=``) is compared in constant time (401).
 """
 
@@ -36,15 +37,22 @@ class Rejection:
 
 
 def is_host_allowed(host: str | None, port: int) -> bool:
-    """Only the loopback names, with our port."""
-    return host in (f"127.0.0.1:{port}", f"localhost:{port}")
+    """Only the loopback names, with our port (host names are case-insensitive, RFC 3986
+    3.2.2: ``LOCALHOST:<port>`` is the same host)."""
+    return host is not None and host.lower() in (f"127.0.0.1:{port}", f"localhost:{port}")
 
 
 def is_origin_allowed(origin: str, port: int, extra: Sequence[str] = ()) -> bool:
-    """Whether a browser page from ``origin`` may connect."""
+    """Whether a browser page from ``origin`` may connect.
+
+    Scheme and host compare case-insensitively; ``extra`` holds origins as config.py
+    normalises them (``scheme://host[:port]``, no trailing slash; a trailing ``*``: a prefix).
+    """
+    origin = origin.lower()
     if origin in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
         return True
-    for pattern in (*BUILTIN_ORIGIN_PATTERNS, *extra):
+    for entry in (*BUILTIN_ORIGIN_PATTERNS, *extra):
+        pattern = entry.lower()
         if pattern.endswith("*"):
             if origin.startswith(pattern[:-1]) and len(origin) > len(pattern) - 1:
                 return True

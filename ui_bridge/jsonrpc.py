@@ -12,6 +12,7 @@ ARCHITECTURE.md ("Public interfaces").
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any, Final, NamedTuple
@@ -64,7 +65,12 @@ DEFAULT_MESSAGES: Final[dict[int, str]] = {
     ErrorCode.SHUTTING_DOWN: "Shutting down",
 }
 
-RequestId = str | int | float | None
+#: An id beyond what orjson holds exactly is echoed as its JSON text (an ``orjson.Fragment``).
+RequestId = str | int | float | orjson.Fragment | None
+
+# orjson parses an integer in [-2**63, 2**64 - 1] to an exact int, one beyond to the nearest
+# float: an id that comes out as a float this large may have been such an integer.
+_WIDE: Final = float(1 << 63)
 
 
 class RpcError(Exception):
@@ -113,17 +119,55 @@ class Frame(NamedTuple):
     is_batch: bool
 
 
+class _WideId(Exception):
+    """A numeric id orjson may have rounded: the frame is decoded again, exactly."""
+
+
 def parse_frame(data: bytes | str) -> Frame:
     """Decode one frame. Never raises: malformed input becomes ``ErrorReply`` items."""
     try:
         decoded = orjson.loads(data)
     except orjson.JSONDecodeError:
         return Frame((ErrorReply(encode_error(None, RpcError(ErrorCode.PARSE_ERROR))),), False)
+    try:  # the body of _frame, inlined: a call less per frame
+        if isinstance(decoded, list):
+            if not decoded:
+                return Frame((_invalid(None, "empty batch"),), False)
+            return Frame(tuple(parse_item(entry) for entry in decoded), True)
+        return Frame((parse_item(decoded),), False)
+    except _WideId:  # rare: only a float id of 2**63 or more pays for this
+        return _frame_with_exact_ids(data)
+
+
+def _frame(decoded: Any) -> Frame:
     if isinstance(decoded, list):
         if not decoded:
             return Frame((_invalid(None, "empty batch"),), False)
         return Frame(tuple(parse_item(entry) for entry in decoded), True)
     return Frame((parse_item(decoded),), False)
+
+
+def _frame_with_exact_ids(data: bytes | str) -> Frame:
+    """The frame decoded by the standard library, which keeps every integer exact.
+
+    A request's id must come back as the same value (JSON-RPC 2.0, 5), and 2**64 is a valid
+    JSON number and id: such an id is echoed as the JSON text it was sent as, rather than refused,
+    so a client whose ids are big integers (Python) gets its own id back, and one that sends a
+    double (JavaScript) reads the same double. Params holding such integers are refused later
+    (-32602, methods/spec.py) as before. orjson accepted the frame, so the standard library parses
+    it too (it is the more lenient of the two), to the same values but for those integers.
+    """
+    try:
+        decoded = json.loads(data)
+    except (ValueError, RecursionError):  # nested too deep for the standard library
+        return Frame((_invalid(None, "id must be a string or a 64-bit integer"),), False)
+    for obj in decoded if isinstance(decoded, list) else (decoded,):
+        if isinstance(obj, dict):
+            req_id = obj.get("id")
+            if isinstance(req_id, int | float) and not isinstance(req_id, bool):
+                if not -_WIDE < req_id < _WIDE:
+                    obj["id"] = orjson.Fragment(json.dumps(req_id))
+    return _frame(decoded)
 
 
 def parse_item(obj: Any) -> Item:
@@ -149,7 +193,13 @@ def parse_item(obj: Any) -> Item:
 def _is_valid_id(value: Any) -> bool:
     if value is None or isinstance(value, str):
         return True
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(value, int):
+        return not isinstance(value, bool)
+    if isinstance(value, float):
+        if not -_WIDE < value < _WIDE:
+            raise _WideId
+        return True
+    return isinstance(value, orjson.Fragment)  # set only by _frame_with_exact_ids
 
 
 def _invalid(req_id: RequestId, reason: str) -> ErrorReply:

@@ -10,13 +10,14 @@ unlinked workspaces a store written before that rule may hold (``drop_unlinked_e
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import aiosqlite
 
-from daemon.config import StoreSettings
+from daemon.config import FILE_MODE, StoreSettings, make_private_dir
 from daemon.errors import StoreError
 from daemon.events import ChangeEvent
 from daemon.hlc import Clock
@@ -93,9 +94,10 @@ class Store:
         """Open (creating if needed) and migrate the database at ``path``."""
         path = Path(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(path.parent)
+            _create_private(path)
         except OSError as exc:
-            raise StoreError(f"cannot create {path.parent}: {exc}") from exc
+            raise StoreError(f"cannot create {path}: {exc}") from exc
         writer_conn = await connect(path, settings, prepare=_prepare)
         try:
             device_id, last_hlc, last_seq, first_seq = await run_in_thread(writer_conn, _boot)
@@ -183,3 +185,14 @@ def _boot(conn: sqlite3.Connection) -> tuple[str, str | None, int, int]:
     drop_unlinked_entries(conn)
     last_seq, first_seq = read_seqs(conn)
     return device_id, hlc_row[0] if hlc_row else None, last_seq, first_seq
+
+
+def _create_private(path: Path) -> None:
+    """Create an empty database file with mode 0600 unless there is one (SQLite makes a new
+    file 0644 less the umask, and gives the -wal and -shm files the database file's mode). An
+    existing file keeps its mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return
+    os.close(fd)

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -175,6 +176,51 @@ def test_bad_setting_fails_naming_the_key(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "SYNCD_PORT" in out.stderr
     assert not (tmp_path / "syncd.db").exists()
+
+
+def test_an_allowed_origin_that_is_not_an_origin_stops_the_daemon(tmp_path: Path) -> None:
+    env = clean_env(SYNCD_DATA_DIR=str(tmp_path), SYNCD_ALLOWED_ORIGINS="https://app.example/x")
+    out = syncd("run", "--port", "0", env=env)
+    assert out.returncode == 2
+    assert "SYNCD_ALLOWED_ORIGINS" in out.stderr and "'https://app.example/x'" in out.stderr
+    assert not (tmp_path / "syncd.db").exists()
+
+
+def test_data_dir_and_files_are_private(tmp_path: Path, running: list[Running]) -> None:
+    """syncd creates its data dir 0700 and every file in it 0600, whatever the umask allows."""
+    data_dir = tmp_path / "new" / "d"
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    old = os.umask(0o022)  # the usual one: 0644 files and 0755 dirs unless syncd says otherwise
+    try:
+        daemons = [Running(data_dir, tmp_path / "d.stderr"), start(running, shared)]
+        running.append(daemons[0])
+    finally:
+        os.umask(old)
+    for daemon in daemons:
+        info = daemon.wait_ready()
+        out = syncd("call", "--data-dir", str(daemon.data_dir), "workspace.create", '{"name": "w"}')
+        assert out.returncode == 0, out.stderr
+        assert (daemon.data_dir / "syncd.db-wal").exists()
+        modes = {
+            path.relative_to(daemon.data_dir).as_posix(): stat.S_IMODE(path.stat().st_mode)
+            for path in daemon.data_dir.rglob("*")
+        }
+        assert modes == {
+            "daemon.json": 0o600,
+            "syncd.lock": 0o600,
+            "syncd.db": 0o600,
+            "syncd.db-wal": 0o600,
+            "syncd.db-shm": 0o600,
+            "logs": 0o700,
+            "logs/syncd.log": 0o600,
+        }, info
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(data_dir.parent.stat().st_mode) == 0o755  # a parent: as mkdir -p
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755  # chosen by the user: left as it is
+    for daemon in daemons:
+        assert daemon.stop()[0] == 0
 
 
 def test_newer_database_is_refused_with_a_clear_message(tmp_path: Path) -> None:

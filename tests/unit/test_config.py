@@ -159,3 +159,53 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, environ={})
     with pytest.raises(AttributeError):
         settings.log_level = "DEBUG"  # type: ignore[misc]
+
+
+def test_allowed_origins_are_normalised_as_browsers_send_them(tmp_path: Path) -> None:
+    env = {
+        "SYNCD_ALLOWED_ORIGINS": " http://localhost:3000 , https://app.example/,"
+        "HTTPS://App.Example:8443, https://x.example:443, vscode-webview://*, http://[::1]:80",
+    }
+    s = load_settings(data_dir=tmp_path, environ=env)
+    assert s.bridge.allowed_origins == (
+        "http://localhost:3000",
+        "https://app.example",
+        "https://app.example:8443",
+        "https://x.example",  # the default port: browsers leave it out
+        "vscode-webview://*",
+        "http://[::1]",
+    )
+    write_toml(tmp_path, '[bridge]\nallowed_origins = ["https://Editor.Example/", "app://*"]\n')
+    s = load_settings(data_dir=tmp_path, environ={})
+    assert s.bridge.allowed_origins == ("https://editor.example", "app://*")
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "https://app.example/path",
+        "https://app.example/path/",
+        "https://app.example?x=1",
+        "https://app.example#top",
+        "https://user@app.example",
+        "https://app.example:99999",
+        "https://app.example:port",
+        "https://",
+        "app.example",
+        "null",
+        "://app.example",
+        "1http://app.example",
+        "https://a*b.example",
+        "https://app.example/*",
+    ],
+)
+def test_an_allowed_origin_that_is_not_an_origin_names_the_key(tmp_path: Path, entry: str) -> None:
+    env = {"SYNCD_ALLOWED_ORIGINS": f"http://localhost:3000, {entry}"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(data_dir=tmp_path, environ=env)
+    assert info.value.key == "SYNCD_ALLOWED_ORIGINS"
+    assert repr(entry) in str(info.value)
+    write_toml(tmp_path, f"[bridge]\nallowed_origins = [{entry!r}]\n".replace("'", '"'))
+    with pytest.raises(ConfigError) as info:
+        load_settings(data_dir=tmp_path, environ={})
+    assert info.value.key == "bridge.allowed_origins"

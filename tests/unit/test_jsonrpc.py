@@ -145,3 +145,38 @@ def test_error_codes_match_the_architecture() -> None:
 def test_hostile_input_is_a_parse_error(raw: bytes) -> None:
     (item,) = parse_frame(raw).items
     assert reply_of(item)["error"]["code"] == -32700
+
+
+@pytest.mark.parametrize(
+    "literal",
+    ["18446744073709551616", "-9223372036854775809", "1" + "0" * 40, "1.8446744073709552e+19"],
+)
+def test_an_id_orjson_would_round_is_echoed_as_sent(literal: str) -> None:
+    frame = parse_frame(f'{{"jsonrpc":"2.0","method":"m","id":{literal}}}'.encode())
+    (item,) = frame.items
+    assert isinstance(item, Request) and not item.is_notification
+    assert (
+        encode_result(item.id, None) == f'{{"jsonrpc":"2.0","result":null,"id":{literal}}}'.encode()
+    )
+    error = encode_error(item.id, RpcError(ErrorCode.INTERNAL_ERROR))
+    assert error.endswith(f',"id":{literal}}}'.encode())
+
+
+def test_wide_ids_in_a_batch_keep_the_other_items_as_they_are() -> None:
+    frame = parse_frame(
+        '[{"jsonrpc":"2.0","method":"m","id":18446744073709551616},'
+        '{"jsonrpc":"2.0","method":"m","params":{"n":100000000000000000000},"id":2},'
+        '{"jsonrpc":"2.0","method":"m","id":true}]'
+    )
+    first, second, third = frame.items
+    assert frame.is_batch and isinstance(first, Request) and isinstance(second, Request)
+    assert encode_result(first.id, 1) == b'{"jsonrpc":"2.0","result":1,"id":18446744073709551616}'
+    assert second.id == 2 and second.params == {"n": 10**20}  # exact: spec.py refuses it
+    assert reply_of(third)["error"]["code"] == -32600
+
+
+def test_ids_within_64_bits_stay_plain_values() -> None:
+    for literal, value in [("18446744073709551615", 2**64 - 1), ("-9223372036854775808", -(2**63)),
+                           ("9.2e18", 9.2e18), ("1.0", 1.0)]:  # fmt: skip
+        (item,) = parse_frame(f'{{"jsonrpc":"2.0","method":"m","id":{literal}}}').items
+        assert isinstance(item, Request) and item.id == value and type(item.id) is type(value)

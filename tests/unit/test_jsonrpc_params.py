@@ -63,6 +63,9 @@ def test_valid_by_name_and_by_position() -> None:
         ({"name": "x", "ratio": "1"}, "ratio"),
         ({"name": "x", "ratio": 2**64}, "ratio"),
         ({"name": "x", "blob": {"a": 2**64}}, "blob"),
+        ({"name": "x", "blob": {"a": [1e19]}}, "blob"),  # maybe 10**19 as orjson parses it
+        ({"name": "x", "blob": -(2.0**63)}, "blob"),
+        ({"name": "x", "ratio": 1e30}, "ratio"),
         ({"name": "x", "other": 1}, "other"),
         (["x", 1, "a", [], None, True, 1.0, 1, "extra"], "params"),
     ],
@@ -81,6 +84,13 @@ def test_json_nesting_is_bounded() -> None:
     for _ in range(20):
         shallow = [shallow]
     assert bind_params(METHOD, {"name": "x", "blob": shallow})["blob"] == shallow
+
+
+def test_numbers_beyond_64_bits_are_refused_naming_where() -> None:
+    field, reason = field_of({"name": "x", "blob": {"a": [0, {"b": 1e30}]}})
+    assert field == "blob" and "64-bit" in reason and "at a[1].b" in reason
+    ok = {"name": "x", "blob": [2**63 - 1, -(2**63), 9.2e18, -9.2e18, 0.5], "ratio": 1e18}
+    assert bind_params(METHOD, ok) == ok
 
 
 def test_nullable_accepts_null() -> None:
@@ -102,7 +112,7 @@ def test_openrpc_document_mirrors_the_declarations() -> None:
     }
     assert params["count"]["schema"] == {"type": "integer", "minimum": 0, "maximum": 10}
     assert params["tags"]["schema"] == {"type": "array", "items": {"type": "string"}, "maxItems": 2}
-    assert params["meta"]["schema"] == {"oneOf": [{"type": "object"}, {"type": "null"}]}
+    assert params["meta"]["schema"] == {"anyOf": [{"type": "object"}, {"type": "null"}]}
     assert params["blob"]["schema"] == {}
 
 

@@ -4,11 +4,20 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import sys
+from pathlib import Path
 
 import orjson
 
-from daemon.logs import JsonFormatter, RedactSecrets, configure_logging, redact
+from daemon.logs import (
+    JsonFormatter,
+    PrivateRotatingFileHandler,
+    RedactSecrets,
+    configure_logging,
+    redact,
+)
 
 TOKEN = "s3cret-Tok_en.42"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl"
@@ -68,3 +77,19 @@ def test_httpx_request_lines_only_at_debug() -> None:
                 root.removeHandler(handler)
         root.setLevel(saved[0])
         httpx_logger.setLevel(saved[2])
+
+
+def test_log_files_are_private_rotation_included(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        handler = PrivateRotatingFileHandler(tmp_path / "x.log", maxBytes=10, backupCount=2)
+        try:
+            for n in range(3):
+                handler.emit(logging.makeLogRecord({"msg": f"line {n} of the log"}))
+        finally:
+            handler.close()
+    finally:
+        os.umask(old)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["x.log", "x.log.1", "x.log.2"]
+    assert {stat.S_IMODE((tmp_path / n).stat().st_mode) for n in names} == {0o600}

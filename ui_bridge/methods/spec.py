@@ -20,6 +20,13 @@ Handler = Callable[[Any, dict[str, Any]], Awaitable[Any]]
 
 INT64_MIN: Final = -(1 << 63)
 INT64_MAX: Final = (1 << 63) - 1
+# A float this large may be an integer orjson could not hold (it parses one beyond 64 bits to
+# the nearest float): see _check_json.
+_WIDE: Final = float(1 << 63)
+WIDE_NUMBER: Final = (
+    "holds a number beyond the 64-bit integer range (an integer that large cannot be stored"
+    " exactly: send it as a string)"
+)
 MAX_JSON_DEPTH: Final = 32
 MAX_STRING: Final = 1 << 20
 
@@ -67,7 +74,9 @@ class Param:
         if self.max_items is not None:
             schema["maxItems"] = self.max_items
         if self.nullable:
-            return {"oneOf": [schema, {"type": "null"}]}
+            # anyOf, not oneOf: null must match exactly one oneOf branch, and {} ("any") too
+            # matches it, so a validator would refuse null.
+            return schema if not schema else {"anyOf": [schema, {"type": "null"}]}
         return schema
 
 
@@ -94,7 +103,9 @@ def _check_integer(p: Param, v: Any) -> str | None:
 def _check_number(p: Param, v: Any) -> str | None:
     if isinstance(v, bool) or not isinstance(v, int | float):
         return "must be a number"
-    return None if isinstance(v, float) else _check_integer(p, v)
+    if isinstance(v, float):
+        return None if -_WIDE < v < _WIDE else WIDE_NUMBER
+    return _check_integer(p, v)
 
 
 def _check_boolean(p: Param, v: Any) -> str | None:
@@ -126,7 +137,14 @@ def _check_any(p: Param, v: Any) -> str | None:
 
 
 def _check_json(value: Any) -> str | None:
-    """Bound nesting (the encoder has a depth limit) and integer range (SQLite is 64-bit)."""
+    """Bound nesting (the encoder has a depth limit) and number range (SQLite is 64-bit).
+
+    A number of 2**63 or more (in magnitude) is refused whether it came as an integer or as a
+    float: orjson turns an integer beyond 64 bits into the nearest float, so the two cannot be
+    told apart here, and storing that float would change the value the client sent. (JSON has a
+    single number type: 1e20 and 100000000000000000000 are the same number, and JavaScript
+    writes the latter for it.) Checking the frame's text instead would cost every request.
+    """
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -137,8 +155,27 @@ def _check_json(value: Any) -> str | None:
             stack.extend((child, depth + 1) for child in children)
         elif isinstance(item, int) and not isinstance(item, bool):
             if not INT64_MIN <= item <= INT64_MAX:
-                return "contains an integer outside the 64-bit range"
+                return _wide_at(value)
+        elif isinstance(item, float) and not -_WIDE < item < _WIDE:
+            return _wide_at(value)
     return None
+
+
+def _wide_at(value: Any) -> str:
+    """WIDE_NUMBER, naming where in ``value`` such a number is (walked again only on refusal)."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((child, f"{path}.{key}" if path else key) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            if not INT64_MIN <= item <= INT64_MAX or (
+                isinstance(item, float) and not -_WIDE < item < _WIDE
+            ):
+                return f"{WIDE_NUMBER} at {path}" if path else WIDE_NUMBER
+    return WIDE_NUMBER
 
 
 _CHECKS: Final[dict[str, Callable[[Param, Any], str | None]]] = {
@@ -239,8 +276,7 @@ def _describe(method: Method) -> dict[str, Any]:
         ],
         "result": {"name": "result", "schema": method.result},
     }
-    if method.errors:
-        doc["errors"] = [
-            {"code": code, "message": RpcError(code).message} for code in sorted(method.errors)
-        ]
+    # bind_params refuses unknown, missing and ill-typed params (-32602) for every method
+    errors = {*method.errors, ErrorCode.INVALID_PARAMS}
+    doc["errors"] = [{"code": code, "message": RpcError(code).message} for code in sorted(errors)]
     return doc

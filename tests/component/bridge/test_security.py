@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
+from daemon.config import load_settings
 from tests.helpers import MS
 from ui_bridge.server import BridgeServer
 
@@ -81,6 +83,31 @@ async def test_configured_origins_are_allowed(make_bridge: MakeBridge) -> None:
     assert await handshake(server, origin="https://editor.example", authorization=bearer) == 101
     assert await handshake(server, origin="app://x", authorization=bearer) == 101
     assert await handshake(server, origin="https://other.example", authorization=bearer) == 403
+
+
+async def test_configured_origins_match_what_browsers_send(
+    make_bridge: MakeBridge, tmp_path: Path
+) -> None:
+    """SYNCD_ALLOWED_ORIGINS as a user writes it (spaces, a trailing slash, capitals) lets in
+    the page whose browser sends ``https://app.example``: scheme://host[:port], no slash."""
+    env = {"SYNCD_ALLOWED_ORIGINS": "http://localhost:3000, https://App.Example/"}
+    settings = load_settings(data_dir=tmp_path, environ=env)
+    server = await make_bridge(allowed_origins=settings.bridge.allowed_origins)
+    bearer = f"Bearer {server.token}"
+    for origin in ("https://app.example", "http://localhost:3000", "HTTPS://APP.EXAMPLE"):
+        assert await handshake(server, origin=origin, authorization=bearer) == 101, origin
+    for origin in ("https://app.example.evil", "http://app.example", "https://app.example:8443"):
+        assert await handshake(server, origin=origin, authorization=bearer) == 403, origin
+
+
+async def test_host_and_origin_names_are_case_insensitive(bridge: BridgeServer) -> None:
+    bearer = f"Bearer {bridge.token}"
+    port = bridge.port
+    for host in (f"LOCALHOST:{port}", f"LocalHost:{port}"):
+        assert await handshake(bridge, host=host, authorization=bearer) == 101, host
+    for origin in (f"http://LOCALHOST:{port}", f"HTTP://localhost:{port}", "VSCODE-WEBVIEW://x"):
+        assert await handshake(bridge, origin=origin, authorization=bearer) == 101, origin
+    assert await handshake(bridge, host=f"LOCALHOST.evil:{port}", authorization=bearer) == 403
 
 
 async def test_foreign_host_is_403(bridge: BridgeServer) -> None:
