@@ -9,9 +9,10 @@ Only changes made on this device wake a push: their changelog entries carry this
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from daemon.events import CHANGE_TOPICS, ChangeEvent
@@ -24,6 +25,14 @@ if TYPE_CHECKING:
     from daemon.store import Store
 
 __all__ = ["DriverSettings", "SyncApi", "SyncDriver", "WorkspaceSync", "merge_pulled"]
+
+logger = logging.getLogger(__name__)
+
+#: A held workspace's error (``activate``): a reason code, then what to do.
+NOT_A_MEMBER: Final = (
+    "not_a_member: the logged-in user is not a member of this workspace's organisation;"
+    " log in as a member, or unlink it"
+)
 
 #: ``doc.updated``: a local document update (its outbox entry waits for a push too).
 _LOCAL_TOPICS: Final = frozenset(CHANGE_TOPICS) | {"doc.updated"}
@@ -52,6 +61,7 @@ class SyncDriver:
         self._rand = rand
         self._syncs: dict[str, WorkspaceSync] = {}
         self._active = False
+        self._member_orgs: frozenset[str] | None = None  # (``activate``)
         self._remove_listener: Callable[[], None] | None = None
 
     # Lifecycle
@@ -70,16 +80,22 @@ class SyncDriver:
     def active(self) -> bool:
         return self._active
 
-    async def activate(self) -> None:
-        """Logged in: every linked workspace syncs (pull at once, then push)."""
+    async def activate(self, member_orgs: Collection[str] | None = None) -> None:
+        """Logged in: every linked workspace syncs (pull at once, then push), except those
+        of organisations the user is not a member of (``member_orgs``; None: not known, all
+        sync). Those are held: pushing them would only get their changes rejected (forbidden)
+        and pulling them returns nothing; they sync again once a member logs in."""
         self._active = True
+        self._member_orgs = None if member_orgs is None else frozenset(member_orgs)
         for sync in list(self._syncs.values()):
             await self._start(sync)
 
     def deactivate(self) -> None:
         """Logged out: every workspace goes offline."""
         self._active = False
+        self._member_orgs = None
         for sync in self._syncs.values():
+            sync.held = None
             sync.go_offline()
 
     # Links
@@ -116,6 +132,18 @@ class SyncDriver:
             self._on_change()
 
     async def _start(self, sync: WorkspaceSync) -> None:
+        members = self._member_orgs
+        if members is not None and sync.link.org_id not in members:
+            if sync.held is None:
+                logger.warning(
+                    "sync.held ws=%s org=%s reason=not_a_member", sync.workspace_id,
+                    sync.link.org_id,
+                )  # fmt: skip
+            sync.held = NOT_A_MEMBER
+            sync.go_offline()
+            self._on_change()
+            return
+        sync.held = None
         sync.start(await self._store.sync.cursor(pull_scope(sync.workspace_id)))
 
     # Sync now

@@ -135,6 +135,9 @@ class CloudService(LocalSync):
         self._publish = publish
         self._profile: Profile | None = None
         self._membership: Membership | None = None
+        #: the organisations the user is a member of (None: not known); the driver holds the
+        #: links of any other (SyncDriver.activate)
+        self._member_orgs: frozenset[str] | None = None
         self.links = Linker(
             store=store, api=self.api, pull_interval_s=self.driver.settings.pull_interval_s
         )
@@ -213,20 +216,21 @@ class CloudService(LocalSync):
                 self._spawn(self._became_logged_in(), "cloud-logged-in")
         elif not status.logged_in and self._logged_in:
             self._logged_in = False
-            self._profile = self._membership = None
+            self._profile = self._membership = self._member_orgs = None
             self.driver.deactivate()
             self._spawn(self.live.deactivate(), "cloud-realtime-stop")
         self._changed(cloud=True, sync=True)
 
     async def _became_logged_in(self) -> None:
         await self._load_account()
-        await self.driver.activate()
+        await self.driver.activate(self._member_orgs)
         if self.session.status.logged_in:
             self.live.activate()
         self._changed(cloud=True, sync=True)
 
     async def _load_account(self) -> None:
         """Profile and first organisation; failures leave them unknown (not fatal)."""
+        self._member_orgs = None
         try:
             self._profile = await self.api.profile()
             memberships = await self.api.memberships()
@@ -234,6 +238,7 @@ class CloudService(LocalSync):
             logger.warning("cloud.account_unavailable reason=%s", exc.reason)
             return
         self._membership = memberships[0] if memberships else None
+        self._member_orgs = frozenset(m.org_id for m in memberships)
 
     async def _organisation(self) -> Membership | None:
         """The user's (first) organisation; loaded again if it could not be at login."""

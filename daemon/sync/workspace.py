@@ -249,6 +249,9 @@ class WorkspaceSync:
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.link = link
+        #: why the driver keeps this workspace from syncing while logged in (e.g. the user is
+        #: not a member of its organisation), shown as its error; None when it may sync
+        self.held: str | None = None
         self.workspace_id = link.workspace_id
         self._scope = pull_scope(link.workspace_id)
         self.counts = Counts()
@@ -297,6 +300,8 @@ class WorkspaceSync:
     @property
     def status(self) -> WorkspaceStatus:
         s = self.session.snapshot
+        if self.held is not None:  # no requests until the driver starts it again
+            return WorkspaceStatus(self.workspace_id, "error", s.pending, self.held)
         return WorkspaceStatus(
             self.workspace_id,
             s.state.value,
@@ -354,6 +359,8 @@ class WorkspaceSync:
     def catch_up(self) -> None:
         """Realtime (re)subscribed: pull now, as after any reconnect (changes committed while
         the channel was not subscribed are never announced; the pull closes that gap)."""
+        if self.held is not None:
+            return
         self.session.connectivity_changed(self._clock(), online=True)
         self._wake.set()
 
@@ -365,6 +372,9 @@ class WorkspaceSync:
         """
         future = asyncio.get_running_loop().create_future()
         snapshot = self.session.snapshot
+        if self.held is not None:
+            future.set_result({**Counts().as_dict(), "error": self.held.partition(":")[0]})
+            return future
         if self.session.state is SyncState.ERROR or not snapshot.started:
             error = snapshot.error if snapshot.started else "offline"
             future.set_result({**Counts().as_dict(), "error": error})

@@ -270,3 +270,35 @@ async def test_a_first_sync_goes_page_by_page_and_shows_progress(
     # the total, once the cloud counted it (sync_pull_marks): the workspace, its
     # conversation and the 300 messages
     assert {p["total"] for p in shown() if p is not None} <= {None, 302}
+
+
+async def test_a_user_of_another_organisation_holds_the_link_and_a_member_resumes_it(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path, cloud_rows: CloudRows
+) -> None:
+    """Logged in as a user who is not a member of a linked workspace's organisation, the
+    device neither pushes it (each change would be rejected as forbidden, for good) nor pulls
+    it: the link is held and says why. The member's next login syncs what was written."""
+    a, ws, conv = await linked_device(devcloud, make_device, tmp_path)
+    await a.cloud.sync_now("push")
+    await devcloud.create_user("stranger@example.com", PASSWORD, org="Elsewhere")
+    await a.cloud.logout()
+    await a.cloud.login("stranger@example.com", PASSWORD)
+    message = await a.store.messages.create(conversation_id=conv["id"], role="user", content="m")
+    result = await a.cloud.sync_now("push")
+    assert (result["applied"], result["rejected"], result["error"]) == (0, 0, "not_a_member")
+    [held] = [
+        w for w in (await a.cloud.sync_status())["workspaces"] if w["workspace_id"] == ws["id"]
+    ]
+    assert held["state"] == "error" and held["last_error"].startswith("not_a_member")
+    assert await a.cloud.rejected() == []
+    assert await count(cloud_rows, "messages", message["id"]) == 0
+
+    await a.cloud.logout()
+    await a.cloud.login(EMAIL, PASSWORD)
+    result = await a.cloud.sync_now("push")
+    assert result["error"] is None and result["rejected"] == 0
+    assert await count(cloud_rows, "messages", message["id"]) == 1
+    [resumed] = [
+        w for w in (await a.cloud.sync_status())["workspaces"] if w["workspace_id"] == ws["id"]
+    ]
+    assert resumed["state"] != "error" and resumed["last_error"] is None
