@@ -29,6 +29,10 @@ from daemon.store.sql import get_sql, list_sql, workspace_deleted_at_sql
 from daemon.store.txn import Stamp, WriteContext, WriteOp
 
 MAX_LIMIT = 1000
+#: A list page ends early once its rows hold this much text (JSON columns are text too): 1000
+#: messages of 512 KiB would make one reply of half a gigabyte, more than a client takes in
+#: one frame (ui_bridge.client: 64 MiB) or should hold at once. ``next_cursor`` goes on.
+PAGE_BYTES = 8 << 20
 Check = Callable[[str, Any], Any]
 
 
@@ -189,11 +193,10 @@ class Repo:
         params = compiled.params({**filters, "_after": after, "_limit": limit + 1})
         if after is None:
             params.pop("_after")
-        rows = await run_in_thread(self._reader, _read_many, self._codec, compiled.sql, params)
-        if len(rows) > limit:
-            rows = rows[:limit]
-            return Page(rows, encode_cursor(rows[-1]["id"]))
-        return Page(rows, None)
+        rows, more = await run_in_thread(
+            self._reader, _read_page, self._codec, compiled.sql, params, limit
+        )
+        return Page(rows, encode_cursor(rows[-1]["id"]) if more else None)
 
     def _write(self, op: WriteOp) -> Awaitable[dict[str, Any]]:
         """``op``'s result once committed (not a coroutine itself: one less per write)."""
@@ -207,10 +210,19 @@ def _read_one(
     return None if values is None else codec.decode(values)
 
 
-def _read_many(
-    conn: sqlite3.Connection, codec: RowCodec, sql: str, params: dict[str, Any]
-) -> list[dict[str, Any]]:
-    return [codec.decode(values) for values in conn.execute(sql, params).fetchall()]
+def _read_page(
+    conn: sqlite3.Connection, codec: RowCodec, sql: str, params: dict[str, Any], limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """Up to ``limit`` rows, fewer once they hold ``PAGE_BYTES`` of text (at least one row);
+    and whether more rows follow."""
+    rows: list[dict[str, Any]] = []
+    size = 0
+    for values in conn.execute(sql, params):
+        if len(rows) == limit or size >= PAGE_BYTES:
+            return rows, True
+        rows.append(codec.decode(values))
+        size += sum(len(v) if isinstance(v, str | bytes) else 8 for v in values)
+    return rows, False
 
 
 # -- generic mutations of mutable rows ----------------------------------------------------------
