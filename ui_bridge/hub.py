@@ -177,7 +177,10 @@ class EventHub:
         if since > last or (since + 1 < first and since < last):
             raise RpcError(
                 ErrorCode.NOT_FOUND,
-                "Events no longer retained: refetch",
+                # (past the last seq: a changelog from another data dir or a reset one)
+                "No such event yet: refetch"
+                if since > last
+                else "Events no longer retained: refetch",
                 {"reason": "refetch", "since": since, "first_seq": first, "last_seq": last},
             )
         sub.last_seq = since

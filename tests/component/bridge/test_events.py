@@ -141,8 +141,10 @@ async def test_since_older_than_retained_is_an_explicit_refetch(tmp_path: Path) 
                 reply = await rpc.request("subscribe", {"topics": ["**"], "since": since})
                 assert reply["error"]["code"] == -32001, since
                 assert reply["error"]["data"]["reason"] == "refetch"
+                assert reply["error"]["message"] == "Events no longer retained: refetch"
             future = await rpc.request("subscribe", {"topics": ["**"], "since": 31})
             assert future["error"]["data"]["reason"] == "refetch"
+            assert future["error"]["message"] == "No such event yet: refetch"
             ok = await rpc.call("subscribe", {"topics": ["**"], "since": 25})
             assert ok["seq"] == 25
             assert [(await rpc.next_event())["seq"] for _ in range(5)] == [26, 27, 28, 29, 30]
