@@ -36,6 +36,12 @@ _HINTS: Final[dict[int, str]] = {
     ErrorCode.CLOUD_NOT_CONFIGURED: "set SYNCD_CLOUD_URL and SYNCD_CLOUD_ANON_KEY, then restart",
 }
 
+#: Hints for a reason that says more than its code (a refused login is -32004 too).
+_REASON_HINTS: Final[dict[str, str]] = {
+    "invalid_credentials": "the email or the password is wrong",
+    "email_not_confirmed": "confirm the email address first",
+}
+
 Command = Callable[[Client], Awaitable[int]]
 
 
@@ -62,7 +68,8 @@ def _run(settings: Settings, command: Command) -> int:
     except RpcError as exc:
         reason = exc.data.get("reason") if isinstance(exc.data, dict) else None
         sys.stderr.write(f"syncd: {exc.message}" + (f" ({reason})" if reason else "") + "\n")
-        if hint := _HINTS.get(exc.code):
+        hint = _REASON_HINTS.get(reason or "") or _HINTS.get(exc.code)
+        if hint:
             sys.stderr.write(f"hint: {hint}\n")
         return EXIT_ERROR
     except ConnectionLost as exc:

@@ -81,8 +81,9 @@ async def test_the_cloud_commands_end_to_end(
     code, out = await syncd(env, "push")
     assert code == 1 and "log in" in out  # -32004 with a hint
     code, out = await syncd(env, "login", "--email", "eve@example.com", "--password-stdin",
-                            stdin="wrong\n")  # fmt: skip
-    assert code == 1 and "invalid_credentials" in out and "wrong" not in out
+                            stdin="Tr0ub4dor-nope\n")  # fmt: skip
+    assert code == 1 and "invalid_credentials" in out and "Tr0ub4dor-nope" not in out
+    assert "hint: the email or the password is wrong" in out and "syncd login" not in out
     code, out = await syncd(env, "login", "--email", "eve@example.com", "--password-stdin",
                             stdin=PASSWORD + "\n")  # fmt: skip
     assert code == 0 and "logged in as eve@example.com (Delta, owner)" in out, out
