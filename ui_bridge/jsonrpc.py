@@ -68,9 +68,10 @@ DEFAULT_MESSAGES: Final[dict[int, str]] = {
 #: An id beyond what orjson holds exactly is echoed as its JSON text (an ``orjson.Fragment``).
 RequestId = str | int | float | orjson.Fragment | None
 
-# orjson parses an integer in [-2**63, 2**64 - 1] to an exact int, one beyond to the nearest
-# float: an id that comes out as a float this large may have been such an integer.
-_WIDE: Final = float(1 << 63)
+#: orjson parses an integer in [-2**63, 2**64 - 1] to an exact int, one beyond to the nearest
+#: float: a float this large (in magnitude) may have been such an integer (an id here, a param
+#: in methods/spec.py).
+WIDE_FLOAT: Final = float(1 << 63)
 
 
 class RpcError(Exception):
@@ -129,12 +130,8 @@ def parse_frame(data: bytes | str) -> Frame:
         decoded = orjson.loads(data)
     except orjson.JSONDecodeError:
         return Frame((ErrorReply(encode_error(None, RpcError(ErrorCode.PARSE_ERROR))),), False)
-    try:  # the body of _frame, inlined: a call less per frame
-        if isinstance(decoded, list):
-            if not decoded:
-                return Frame((_invalid(None, "empty batch"),), False)
-            return Frame(tuple(parse_item(entry) for entry in decoded), True)
-        return Frame((parse_item(decoded),), False)
+    try:
+        return _frame(decoded)
     except _WideId:  # rare: only a float id of 2**63 or more pays for this
         return _frame_with_exact_ids(data)
 
@@ -165,7 +162,7 @@ def _frame_with_exact_ids(data: bytes | str) -> Frame:
         if isinstance(obj, dict):
             req_id = obj.get("id")
             if isinstance(req_id, int | float) and not isinstance(req_id, bool):
-                if not -_WIDE < req_id < _WIDE:
+                if not -WIDE_FLOAT < req_id < WIDE_FLOAT:
                     obj["id"] = orjson.Fragment(json.dumps(req_id))
     return _frame(decoded)
 
@@ -196,7 +193,7 @@ def _is_valid_id(value: Any) -> bool:
     if isinstance(value, int):
         return not isinstance(value, bool)
     if isinstance(value, float):
-        if not -_WIDE < value < _WIDE:
+        if not -WIDE_FLOAT < value < WIDE_FLOAT:
             raise _WideId
         return True
     return isinstance(value, orjson.Fragment)  # set only by _frame_with_exact_ids

@@ -22,6 +22,7 @@ import aiosqlite
 import orjson
 
 from daemon.errors import InvalidInput, NotFound
+from daemon.jsonmaps import map_patch, same
 from daemon.store.codec import RowCodec, decode_cursor, encode_cursor
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.schema import CLOCK_COLUMNS, MAP_COLUMNS
@@ -278,8 +279,9 @@ def write_changes(
 
     A JSON map that merges key by key (``MAP_COLUMNS``) is given as its new whole value, and
     only the keys that differ from the stored one are written, each under the clock as
-    ``"<field>.<key>"`` (a removed key as null, a tombstone): rule R3 of daemon/sync/merge.py
-    (``build_edit``). Two devices that change different keys of one map both keep theirs.
+    ``"<field>.<key>"`` (a removed key as null, a tombstone): rule R3 of daemon/sync/merge.py,
+    whose ``build_edit`` writes the same ``map_patch``. Two devices that change different keys
+    of one map both keep theirs.
     """
     stamp = ctx.tick()
     if op == "delete":
@@ -313,27 +315,11 @@ def write_changes(
     return row
 
 
-def visible_map(value: Any) -> dict[str, Any]:
-    """A stored or given JSON map as readers see it: removed (null) keys left out."""
-    if not isinstance(value, dict):
-        return {}
-    return {k: v for k, v in value.items() if v is not None}
-
-
-def map_patch(old: Any, new: Any) -> dict[str, Any]:
-    """The keys a map's edit from ``old`` to ``new`` writes: the added and changed ones with
-    their new value, the removed ones as null (``daemon.sync.merge._edit_map``'s patch)."""
-    before, after = visible_map(old), visible_map(new)
-    patch = {k: None for k in before if k not in after}
-    patch.update((k, v) for k, v in after.items() if k not in before or before[k] != v)
-    return patch
-
-
 def same_value(table: str, name: str, old: Any, new: Any) -> bool:
     """Whether writing ``new`` over ``old`` changes nothing a reader sees."""
     if name in MAP_COLUMNS.get(table, ()):
         return not map_patch(old, new)
-    return bool(old == new)
+    return same(old, new)
 
 
 def insert_new(

@@ -95,7 +95,6 @@ class SyncDriver:
         self._active = False
         self._member_orgs = None
         for sync in self._syncs.values():
-            sync.held = None
             sync.go_offline()
 
     # Links
@@ -139,11 +138,9 @@ class SyncDriver:
                     "sync.held ws=%s org=%s reason=not_a_member", sync.workspace_id,
                     sync.link.org_id,
                 )  # fmt: skip
-            sync.held = NOT_A_MEMBER
-            sync.go_offline()
+            sync.hold(NOT_A_MEMBER)
             self._on_change()
             return
-        sync.held = None
         sync.start(await self._store.sync.cursor(pull_scope(sync.workspace_id)))
 
     # Sync now

@@ -94,6 +94,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from daemon.jsonmaps import map_patch, visible_map
+from daemon.jsonmaps import same as _same
+
 __all__ = [
     "RULES",
     "FieldConflict",
@@ -333,13 +336,6 @@ def row_hlc(state: RowState) -> str | None:
     return max(state.field_hlc.values(), default=None)
 
 
-def visible_map(value: Any) -> dict[str, Any]:
-    """The map a reader sees for a ``merge`` field: tombstoned (null) keys left out."""
-    if not isinstance(value, Mapping):
-        return {}
-    return {k: v for k, v in value.items() if v is not None}
-
-
 def merge_row(
     table: str,
     local: RowState | None,
@@ -468,10 +464,6 @@ def _tie_remote_wins(lv: Any, rv: Any) -> bool:
 
 
 _SCALARS: Final = (str, int, float, bool)
-
-
-def _same(a: Any, b: Any) -> bool:
-    return a is b or (type(a) is type(b) and a == b)
 
 
 def _canonical(value: Any) -> str:
@@ -625,17 +617,8 @@ def _check_editable(
 def _edit_map(
     name: str, old: Any, new: Any, clock: str, fields: dict[str, Any], clocks: dict[str, str]
 ) -> None:
-    before = visible_map(_as_map(name, old))
-    after = visible_map(_as_map(name, new))
-    patch: dict[str, Any] = {}
-    for key in sorted({*before, *after}):
-        if key not in after:
-            patch[key] = None
-        elif key not in before or not _same(before[key], after[key]):
-            patch[key] = after[key]
-        else:
-            continue
-        clocks[f"{name}.{key}"] = clock
+    patch = map_patch(_as_map(name, old), _as_map(name, new))
+    clocks.update((f"{name}.{key}", clock) for key in patch)
     fields[name] = patch
 
 

@@ -249,8 +249,7 @@ class WorkspaceSync:
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.link = link
-        #: why the driver keeps this workspace from syncing while logged in (e.g. the user is
-        #: not a member of its organisation), shown as its error; None when it may sync
+        #: why this workspace does not sync while logged in (``hold``), shown as its error
         self.held: str | None = None
         self.workspace_id = link.workspace_id
         self._scope = pull_scope(link.workspace_id)
@@ -337,11 +336,20 @@ class WorkspaceSync:
 
     def start(self, cursor: str | None) -> None:
         """Sync from ``cursor``: pull at once, then push whatever the outbox holds."""
+        self.held = None
         self.session.start(self._clock(), cursor=cursor, pending=True)
         self._wake.set()
 
+    def hold(self, reason: str) -> None:
+        """Logged in, but this workspace must not sync (e.g. the user is not a member of its
+        organisation): offline until ``start``, whatever realtime or a caller asks meanwhile;
+        its status is an error saying ``reason`` (``"<code>: <what to do>"``)."""
+        self.go_offline()
+        self.held = reason
+
     def go_offline(self) -> None:
         """Logged out: no requests until ``start``."""
+        self.held = None
         self.session.connectivity_changed(self._clock(), online=False)
         self._epoch += 1
         # The oldest request may be awaited by a push under way (it settles as before); the

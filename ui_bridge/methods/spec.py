@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from ui_bridge.jsonrpc import ErrorCode, RpcError
+from ui_bridge.jsonrpc import WIDE_FLOAT, ErrorCode, RpcError
 
 __all__ = ["Method", "MethodTable", "Param", "bind_params", "invalid_params"]
 
@@ -20,9 +20,6 @@ Handler = Callable[[Any, dict[str, Any]], Awaitable[Any]]
 
 INT64_MIN: Final = -(1 << 63)
 INT64_MAX: Final = (1 << 63) - 1
-# A float this large may be an integer orjson could not hold (it parses one beyond 64 bits to
-# the nearest float): see _check_json.
-_WIDE: Final = float(1 << 63)
 WIDE_NUMBER: Final = (
     "holds a number beyond the 64-bit integer range (an integer that large cannot be stored"
     " exactly: send it as a string)"
@@ -104,7 +101,7 @@ def _check_number(p: Param, v: Any) -> str | None:
     if isinstance(v, bool) or not isinstance(v, int | float):
         return "must be a number"
     if isinstance(v, float):
-        return None if -_WIDE < v < _WIDE else WIDE_NUMBER
+        return WIDE_NUMBER if _wide(v) else None
     return _check_integer(p, v)
 
 
@@ -153,12 +150,20 @@ def _check_json(value: Any) -> str | None:
                 return f"must not nest deeper than {MAX_JSON_DEPTH} levels"
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
-        elif isinstance(item, int) and not isinstance(item, bool):
-            if not INT64_MIN <= item <= INT64_MAX:
-                return _wide_at(value)
-        elif isinstance(item, float) and not -_WIDE < item < _WIDE:
+        elif _wide(item):
             return _wide_at(value)
     return None
+
+
+def _wide(item: Any) -> bool:
+    """An integer outside the 64-bit range, or a float of 2**63 or more in magnitude: orjson
+    parses an integer beyond 64 bits to the nearest float (-2**63 - 1 too comes out as
+    -2**63.0), so such a float may have been one and is refused alike (``_check_json``)."""
+    if isinstance(item, float):
+        return not -WIDE_FLOAT < item < WIDE_FLOAT
+    if isinstance(item, int) and not isinstance(item, bool):
+        return not INT64_MIN <= item <= INT64_MAX
+    return False
 
 
 def _wide_at(value: Any) -> str:
@@ -170,11 +175,8 @@ def _wide_at(value: Any) -> str:
             stack.extend((child, f"{path}.{key}" if path else key) for key, child in item.items())
         elif isinstance(item, list):
             stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
-        elif isinstance(item, int | float) and not isinstance(item, bool):
-            if not INT64_MIN <= item <= INT64_MAX or (
-                isinstance(item, float) and not -_WIDE < item < _WIDE
-            ):
-                return f"{WIDE_NUMBER} at {path}" if path else WIDE_NUMBER
+        elif _wide(item):
+            return f"{WIDE_NUMBER} at {path}" if path else WIDE_NUMBER
     return WIDE_NUMBER
 
 

@@ -11,23 +11,25 @@ from ui_bridge.client import MAX_FRAME
 from ui_bridge.methods.data import MAX_CONTENT
 
 
+@pytest.fixture
+async def conv_id(store: Store) -> str:
+    ws = await store.workspaces.create(name="w")
+    return str((await store.conversations.create(workspace_id=ws["id"], name="c"))["id"])
+
+
 async def test_a_page_of_large_rows_ends_early_and_the_cursor_goes_on(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, conv_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(base_module, "PAGE_BYTES", 3_000)
-    ws = await store.workspaces.create(name="w")
-    conv = await store.conversations.create(workspace_id=ws["id"], name="c")
-    sent = [
-        (await store.messages.create(conversation_id=conv["id"], role="user", content=c * 1_000))[
-            "id"
-        ]
-        for c in "abcdefghij"
-    ]
+    sent: list[str] = []
+    for c in "abcdefghij":
+        message = await store.messages.create(conversation_id=conv_id, role="user", content=c * 999)
+        sent.append(message["id"])
     seen: list[str] = []
     sizes: list[int] = []
     cursor = None
     while True:
-        page = await store.messages.list(conversation_id=conv["id"], after=cursor, limit=1000)
+        page = await store.messages.list(conversation_id=conv_id, after=cursor, limit=1000)
         seen += [m["id"] for m in page.items]
         sizes.append(len(page.items))
         if (cursor := page.next_cursor) is None:
@@ -37,13 +39,11 @@ async def test_a_page_of_large_rows_ends_early_and_the_cursor_goes_on(
 
 
 async def test_one_huge_row_still_makes_a_page(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, conv_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(base_module, "PAGE_BYTES", 10)
-    ws = await store.workspaces.create(name="w")
-    conv = await store.conversations.create(workspace_id=ws["id"], name="c")
-    one = await store.messages.create(conversation_id=conv["id"], role="user", content="x" * 99)
-    page = await store.messages.list(conversation_id=conv["id"], limit=5)
+    one = await store.messages.create(conversation_id=conv_id, role="user", content="x" * 99)
+    page = await store.messages.list(conversation_id=conv_id, limit=5)
     assert [m["id"] for m in page.items] == [one["id"]] and page.next_cursor is None
 
 

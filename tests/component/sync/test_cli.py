@@ -126,6 +126,12 @@ async def test_no_daemon_no_password_prompt(tmp_path: Path, devcloud: RunningDev
     assert code == 3 and "no daemon" in out and "Password" not in out
 
 
+async def login(env: dict[str, str], email: str) -> None:
+    code, out = await syncd(env, "login", "--email", email, "--password-stdin",
+                            stdin=PASSWORD + "\n")  # fmt: skip
+    assert code == 0, out
+
+
 async def call(env: dict[str, str], method: str, params: Any = None) -> Any:
     """One `syncd call`; its result."""
     args = [method] if params is None else [method, json.dumps(params)]
@@ -154,9 +160,7 @@ async def test_a_failed_link_leaves_no_workspace(
 
     # Logged in, but the cloud refuses the link (no organisation): created, then removed.
     await devcloud.create_user("lone@example.com", PASSWORD)
-    code, out = await syncd(env, "login", "--email", "lone@example.com", "--password-stdin",
-                            stdin=PASSWORD + "\n")  # fmt: skip
-    assert code == 0, out
+    await login(env, "lone@example.com")
     code, out = await syncd(env, "link", str(folder))
     assert code == 1 and "no_organization" in out, out
     assert await workspace_ids_at(env, folder) == []
@@ -169,9 +173,7 @@ async def test_a_failed_link_leaves_no_workspace(
     published = await other.store.workspaces.create(name="elsewhere")
     await other.cloud.link(workspace_id=published["id"])
     assert (await other.cloud.sync_now("push"))["error"] is None
-    code, out = await syncd(env, "login", "--email", "org@example.com", "--password-stdin",
-                            stdin=PASSWORD + "\n")  # fmt: skip
-    assert code == 0, out
+    await login(env, "org@example.com")
     code, out = await syncd(env, "link", str(folder), "--cloud-workspace", published["id"])
     assert code == 0 and "pulled" in out, out
 
@@ -203,9 +205,7 @@ async def test_link_picks_the_folders_workspace(
 ) -> None:
     env = daemon_env
     await devcloud.create_user("pi@example.com", PASSWORD, org="Pi")
-    code, out = await syncd(env, "login", "--email", "pi@example.com", "--password-stdin",
-                            stdin=PASSWORD + "\n")  # fmt: skip
-    assert code == 0, out
+    await login(env, "pi@example.com")
     folder = tmp_path / "mine"
     folder.mkdir()
     mine = await call(env, "workspace.create", {"name": "my work", "path": str(folder)})
@@ -236,9 +236,7 @@ async def test_link_and_unlink_of_a_missing_folder(
 
     # A linked folder the user deleted can still be unlinked (by the path stored).
     await devcloud.create_user("gone@example.com", PASSWORD, org="Omega")
-    code, out = await syncd(env, "login", "--email", "gone@example.com", "--password-stdin",
-                            stdin=PASSWORD + "\n")  # fmt: skip
-    assert code == 0, out
+    await login(env, "gone@example.com")
     folder = tmp_path / "doomed"
     folder.mkdir()
     code, out = await syncd(env, "link", str(folder))
