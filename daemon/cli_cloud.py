@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from daemon.aio import discard
 from ui_bridge.cli_commands import (
     CONNECT_TIMEOUT,
     EXIT_ERROR,
@@ -293,14 +294,18 @@ async def _pull_with_progress(client: Client) -> int:
 
 
 async def _until(events: Any, call: asyncio.Future[Any]) -> Any:
-    """The events that arrive until ``call`` is done."""
+    """The events that arrive until ``call`` is done, or until they end or fail (the daemon
+    went away): the caller then awaits ``call``, whose error says why. A pending wait for the
+    next event is dropped (``discard``), so no failure is left unretrieved."""
     while not call.done():
         waiter = asyncio.ensure_future(events.__anext__())
-        done, _ = await asyncio.wait({waiter, call}, return_when=asyncio.FIRST_COMPLETED)
-        if waiter in done:
-            yield waiter.result()
-        else:
-            waiter.cancel()
+        await asyncio.wait({waiter, call}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            discard(waiter)
+            return
+        if waiter.cancelled() or waiter.exception() is not None:
+            return
+        yield waiter.result()
 
 
 def _outcome(result: dict[str, Any]) -> int:
