@@ -7,7 +7,7 @@
     ├─ StoreError                          the local SQLite store failed
     │  ├─ MigrationError                   the schema cannot be brought up to date
     │  ├─ NotFound(entity, id)             no row with that id
-    │  └─ Conflict(message)                e.g. a message id reused with different content
+    │  └─ Conflict(message, field)       e.g. a message id reused with different content
     ├─ InvalidInput(field, message)        a caller passed a bad value; nothing was changed
     ├─ AlreadyRunning(pid)                 another daemon holds this data dir's lock
     └─ ShuttingDown                        the daemon stops and accepts no more work
@@ -49,11 +49,13 @@ class NotFound(StoreError):
 
 
 class Conflict(StoreError):
-    """The write contradicts what is stored (e.g. a message id reused with other content)."""
+    """The write contradicts what is stored (e.g. a message id reused with other content);
+    ``field`` names the parameter that does (answered as ``data.field``)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
         self.message = message
+        self.field = field
 
 
 class InvalidInput(DaemonError):

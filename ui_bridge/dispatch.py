@@ -42,7 +42,7 @@ def map_error(exc: Exception) -> RpcError | None:
     if isinstance(exc, NotFound):
         return RpcError(ErrorCode.NOT_FOUND, data={"entity": exc.entity, "id": exc.id})
     if isinstance(exc, Conflict):
-        return RpcError(ErrorCode.CONFLICT, data={"reason": exc.message})
+        return RpcError(ErrorCode.CONFLICT, data={"field": exc.field, "reason": exc.message})
     if isinstance(exc, InvalidInput):
         return RpcError(ErrorCode.INVALID_PARAMS, data={"field": exc.field, "reason": exc.message})
     if isinstance(exc, ShuttingDown):

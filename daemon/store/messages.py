@@ -123,4 +123,4 @@ def _same_or_conflict(
         content,
     ):
         return existing  # a retry of a send that already committed: no new entry
-    raise Conflict(f"message id {existing['id']!r} already used with different content")
+    raise Conflict(f"message id {existing['id']!r} already used with different content", "id")

@@ -285,10 +285,10 @@ def _resolve_op(conflict_id: str, value: Any) -> WriteOp:
             raise NotFound("conflict", conflict_id)
         record = dict(zip(_CONFLICT_COLUMNS, found, strict=True))
         if record["resolved_at"] is not None:
-            raise Conflict(f"conflict {conflict_id!r} is already resolved")
+            raise Conflict(f"conflict {conflict_id!r} is already resolved", "conflict_id")
         table, field = record["table_name"], record["field"]
         if table not in _CHECKS:
-            raise Conflict(f"conflicts of {table!r} cannot be resolved here")
+            raise Conflict(f"conflicts of {table!r} cannot be resolved here", "conflict_id")
         checked = _CHECKS[table].get(field, json_value)(field, value)
         row = ctx.fetch(table, record["row_id"])
         if row is None:

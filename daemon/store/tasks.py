@@ -127,7 +127,7 @@ def _cancel_op(id: str) -> Any:
         if row["status"] == "cancelled":
             return row
         if row["status"] in FINISHED:
-            raise Conflict(f"task {id!r} already {row['status']}")
+            raise Conflict(f"task {id!r} already {row['status']}", "id")
         return write_changes(
             ctx, "tasks", row, {"status": "cancelled"}, op="update", topic="task.updated"
         )

@@ -87,6 +87,7 @@ async def test_message_send_with_client_id_is_idempotent(rpc: Rpc) -> None:
     assert status["seq"] == 3  # one event, not two
     clash = await rpc.request("message.send", {**params, "content": "other"})
     assert clash["error"]["code"] == -32002
+    assert clash["error"]["data"]["field"] == "id"
 
 
 def _uuid() -> str:

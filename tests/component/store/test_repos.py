@@ -267,8 +267,9 @@ async def test_client_chosen_message_id_makes_retries_idempotent(
     )
     assert again == first and first["id"] == mid
     assert len(changelog_of(raw, mid)) == 1 and len(outbox_of(raw, mid)) == 1
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as clash:
         await store.messages.create(conversation_id=conv["id"], role="user", content="bye", id=mid)
+    assert clash.value.field == "id"
     assert (await store.messages.get(mid))["content"] == "hello"
 
 
@@ -325,8 +326,9 @@ async def test_tasks_queue_update_cancel(store: Store, raw: sqlite3.Connection) 
     topics = [t for _, t, _ in changelog_of(raw, other["id"])]
     assert topics == ["task.created", "task.updated"]
     done = await store.tasks.update(task["id"], status="succeeded")
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as clash:
         await store.tasks.cancel(done["id"])
+    assert clash.value.field == "id"
     with pytest.raises(InvalidInput) as info:
         await store.tasks.update(task["id"], status="exploded")
     assert info.value.field == "status"

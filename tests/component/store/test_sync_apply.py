@@ -233,8 +233,9 @@ async def test_resolve_conflict_refuses_bad_calls(store: Store) -> None:
         await store.sync.resolve_conflict(conflict["id"], 42)  # task_goal is text
     assert (await store.sync.counts())["conflicts"] == 1
     await store.sync.resolve_conflict(conflict["id"], None)
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as info:
         await store.sync.resolve_conflict(conflict["id"], "again")
+    assert info.value.field == "conflict_id"
 
 
 async def test_no_conflict_without_a_pending_edit(store: Store) -> None:
