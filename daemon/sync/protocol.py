@@ -30,18 +30,22 @@ Rules:
   closes the gap), page after page while ``has_more``, then every ``pull_interval_s`` (30 s).
 - Realtime changes are applied as they come (``ApplyRemote``); they never move the cursor.
 - Failures go through ``retry.classify``: ``Retry`` waits ``Backoff.delay`` (full jitter,
-  honouring Retry-After) and holds every request until then (ERROR); ``ReAuth`` refreshes the
-  session and repeats the request; ``Fatal("auth_required")`` stops everything until ``start``
-  is called again after a login (AUTH_REQUIRED); any other ``Fatal`` retries slowly, every
-  ``backoff.cap_s``, so a fixed server recovers without a restart. A request that fails while
-  offline is simply repeated on reconnect.
+  honouring Retry-After) and holds every request until then (ERROR; OFFLINE while the cloud
+  cannot be reached at all: ``connect``), and the retry begins with a catch-up pull, as a
+  reconnect does: remote changes made while the cloud was out of reach are merged while our
+  unpushed edits are still pending (a push failing with the network used to go first once the
+  network was back, so a lost ``manual`` edit was superseded without a conflict). ``ReAuth``
+  refreshes the session and repeats the request; ``Fatal("auth_required")`` stops everything
+  until ``start`` is called again after a login (AUTH_REQUIRED); any other ``Fatal`` retries
+  slowly, every ``backoff.cap_s``, so a fixed server recovers without a restart. A request
+  that fails while offline is simply repeated on reconnect.
 - Results that arrive for a request the session no longer waits for (e.g. after ``start``) are
   stale: a pull page still moves the cursor (the store applied it), nothing else changes.
 
 States (derived from the snapshot, first match wins):
 
     AUTH_REQUIRED  the session is gone; waiting for start() after a login
-    OFFLINE        not started, or no connectivity
+    OFFLINE        not started, or no connectivity (the last request could not connect)
     ERROR          a failure is waiting out its backoff (no request in flight)
     CONNECTING     no request has succeeded since the (re)connect, or the session is refreshing
     PULLING        a pull is in flight
@@ -75,6 +79,8 @@ __all__ = [
 ]
 
 Op = Literal["push", "pull", "auth"]
+#: The failure reason of a request that could not connect to the cloud at all.
+UNREACHABLE = "connect"
 Request = Literal["push", "pull"]
 
 
@@ -185,7 +191,7 @@ class Snapshot:
         if not (self.started and self.online):
             return SyncState.OFFLINE
         if self.retry_at is not None and self.busy is None:
-            return SyncState.ERROR
+            return SyncState.OFFLINE if self.error == UNREACHABLE else SyncState.ERROR
         if self.busy == "auth" or not self.connected:
             return SyncState.CONNECTING
         if self.busy == "pull":
@@ -383,7 +389,9 @@ class SyncSession:
             delay = self.backoff.cap_s
         at = now + delay
         s = replace(s, attempt=s.attempt + 1, retry_at=at, error=decision.reason)
-        self.snapshot = s.with_due(op, at)
+        # the retry pulls first (see the module docstring), and is a reconnect
+        pull_at = at if s.pull_due is None else min(s.pull_due, at)
+        self.snapshot = replace(s.with_due(op, at), pull_due=pull_at, connected=False)
         self._commands.append(ScheduleRetry(at, s.attempt, decision.reason))
 
     def _advance(self, now: float) -> None:

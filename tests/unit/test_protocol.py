@@ -306,7 +306,7 @@ def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
         s.pull_page_received(now, Failure.network("connect"))
         (retry,) = [c for c in actions(s) if isinstance(c, ScheduleRetry)]
         delays.append(retry.at - now)
-        assert s.state is ERROR and s.deadline == retry.at
+        assert s.state is OFFLINE and s.deadline == retry.at  # the cloud cannot be reached
         now = retry.at
         s.tick(now)
         assert actions(s) == [PullSince(None, 1000)]
@@ -329,6 +329,28 @@ def test_a_failure_holds_every_request_until_the_retry_time() -> None:
     assert actions(s) == []
     s.tick(NOW + 120)
     assert actions(s) == [PullSince(None, 1000)]  # the pull first, then the push
+
+
+@pytest.mark.parametrize(
+    ("failure", "state"),
+    [(Failure.network("connect"), OFFLINE), (Failure.network("timeout"), ERROR),
+     (Failure.http(503), ERROR)],
+)  # fmt: skip
+def test_a_failed_push_is_retried_after_a_catch_up_pull(failure: Failure, state: SyncState) -> None:
+    """Back from an outage, remote changes are merged while the unpushed edits are still
+    pending (a lost manual edit becomes a conflict), as after a realtime reconnect."""
+    s = new_session()
+    _pushing(s)
+    s.commands_to_run()
+    s.push_result_received(T, failure)
+    (retry,) = [c for c in actions(s) if isinstance(c, ScheduleRetry)]
+    assert s.state is state
+    s.tick(retry.at)
+    assert actions(s) == [PullSince("c1", 1000)] and s.state is CONNECTING
+    s.pull_page_received(retry.at + 1, PullPage("c2", has_more=False))
+    assert actions(s) == [PushBatch(500)]
+    s.push_result_received(retry.at + 2, PushDone(more=False))
+    assert s.state is IDLE and s.snapshot.error is None
 
 
 def test_expired_token_refreshes_and_repeats_the_request_once() -> None:
