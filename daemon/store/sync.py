@@ -237,6 +237,14 @@ class SyncRepo:
         result: dict[str, Any] = await self._writer.submit(_resolve_op(conflict_id, value))
         return result
 
+    async def keep_remote(self, conflict_id: str) -> dict[str, Any]:
+        """Mark the field's open conflicts resolved, keeping the value the row holds: the
+        remote side won the merge (R5), so the row holds the remote value, or a newer one
+        that arrived since (writing the conflict's remote value again would undo that)."""
+        conflict_id = identifier("conflict_id", conflict_id)
+        result: dict[str, Any] = await self._writer.submit(_resolve_op(conflict_id, _KEEP))
+        return result
+
     async def rejected(self) -> list[dict[str, Any]]:
         return await run_in_thread(self._reader, _read_rejected)
 
@@ -277,6 +285,9 @@ def _read_counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 # -- resolve ----------------------------------------------------------------------------------
 
+#: ``_resolve_op``'s value that keeps the row as it is (``keep_remote``).
+_KEEP: Final = object()
+
 
 def _resolve_op(conflict_id: str, value: Any) -> WriteOp:
     def op(ctx: WriteContext) -> dict[str, Any]:
@@ -289,13 +300,16 @@ def _resolve_op(conflict_id: str, value: Any) -> WriteOp:
         table, field = record["table_name"], record["field"]
         if table not in _CHECKS:
             raise Conflict(f"conflicts of {table!r} cannot be resolved here", "conflict_id")
-        checked = _CHECKS[table].get(field, json_value)(field, value)
         row = ctx.fetch(table, record["row_id"])
         if row is None:
             raise NotFound(SHAPES[table].entity, record["row_id"])
-        topic = f"{SHAPES[table].entity}.updated"
-        row = write_local_change(ctx, table, row, {field: checked}, op="update", topic=topic)
-        at = row["updated_at"]
+        if value is _KEEP:
+            checked, at = row[field], ctx.stamp().iso
+        else:
+            checked = _CHECKS[table].get(field, json_value)(field, value)
+            topic = f"{SHAPES[table].entity}.updated"
+            row = write_local_change(ctx, table, row, {field: checked}, op="update", topic=topic)
+            at = row["updated_at"]
         params = {"at": at, "table_name": table, "row_id": row["id"], "field": field}
         ctx.conn.execute(q.conflicts_resolve_field_sql(), params)
         view = conflict_view({**record, "resolved_at": at})

@@ -60,12 +60,14 @@ class LocalSync:
         """Settle a conflict with the local or remote value, or with ``value``."""
         if (choice is None) == (not has_value):
             raise InvalidInput("choice", "give either choice (local|remote) or value")
+        if choice == "remote":
+            return await self._store.sync.keep_remote(conflict_id)
         if choice is not None:
             listed = await self._store.sync.conflicts(include_resolved=True)
             found = next((c for c in listed if c.get("id") == conflict_id), None)
             if found is None:
                 raise NotFound("conflict", conflict_id)
-            value = found["local_value"] if choice == "local" else found["remote_value"]
+            value = found["local_value"]
         return await self._store.sync.resolve_conflict(conflict_id, value)
 
 

@@ -217,6 +217,35 @@ async def test_losing_a_pending_manual_edit_records_a_conflict_and_resolves(
     assert (await store.sync.counts())["conflicts"] == 0
 
 
+async def test_keeping_the_remote_side_keeps_a_newer_remote_edit(
+    store: Store, raw: sqlite3.Connection
+) -> None:
+    """Choosing "remote" writes nothing: the row holds the remote value, or a newer one that
+    arrived after the conflict (writing the conflict's remote value again undid that one)."""
+    ws = await store.workspaces.create(name="w")
+    await store.sync.link(workspace_id=ws["id"], org_id="o", path=None)
+    await store.workspaces.update(ws["id"], task_goal="mine")
+    first, newer = clock(60_000), clock(120_000)
+    for value, at in (("b1", first), ("b2 newer", newer)):
+        row = {"id": ws["id"], "task_goal": value, "field_hlc": {"task_goal": at}, "hlc": at}
+        await apply(store, change("workspaces", row))
+    conflict, later = await store.sync.conflicts()  # the edit is still pending: two
+    assert (conflict["remote_value"], later["remote_value"]) == ("b1", "b2 newer")
+    outbox = await store.sync.take_outbox(workspace_ids=[ws["id"]])
+    seq = last_seq(raw)
+    from daemon.sync.local import LocalSync  # what sync.resolve {choice: "remote"} calls
+
+    kept = await LocalSync(store).resolve(
+        conflict["id"], choice="remote", value=None, has_value=False
+    )
+    assert kept["value"] == "b2 newer" and kept["row"]["task_goal"] == "b2 newer"
+    assert kept["resolved_at"] is not None
+    assert (await store.workspaces.get(ws["id"]))["field_hlc"]["task_goal"] == newer
+    assert [t for t, _ in changelog_since(raw, seq)] == ["sync.conflict"]
+    assert await store.sync.take_outbox(workspace_ids=[ws["id"]]) == outbox  # nothing new
+    assert await store.sync.conflicts() == []
+
+
 async def test_resolve_conflict_refuses_bad_calls(store: Store) -> None:
     from daemon.errors import Conflict, InvalidInput, NotFound
 
