@@ -17,7 +17,7 @@ config.toml::
     port = 7749                   # 0 = any free port
     max_frame_bytes = 1048576
     allowed_origins = ["http://localhost:3000"]
-    send_queue_size = 1024
+    send_queue_size = 16384
     spin_us = 300                 # 0 = the loop sleeps as soon as it is idle
     [cloud]
     url = "http://127.0.0.1:54321"
@@ -85,7 +85,11 @@ class BridgeSettings:
     # Limits
     max_frame_bytes: int = 1 << 20
     allowed_origins: tuple[str, ...] = ()  # added to the built-in list
-    send_queue_size: int = 1024  # per-connection outgoing queue bound (messages)
+    #: Per-connection outgoing queue bound (messages). One pulled page commits one event per
+    #: row at once (a first sync's pages: 4000 rows), so the bound holds a few such pages: a
+    #: subscriber that reads is never dropped for a burst; one that stops reading is, once
+    #: ~16k frames wait (a few MB).
+    send_queue_size: int = 16384
     # Latency: the event loop keeps polling this long after each reply (ui_bridge/hot.py)
     spin_us: int = 300
 

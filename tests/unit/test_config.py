@@ -26,7 +26,7 @@ def test_defaults(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, environ={})
     assert settings == Settings(data_dir=tmp_path)
     assert settings.store == StoreSettings("NORMAL", 5000, 100_000)
-    assert settings.bridge == BridgeSettings("127.0.0.1", 7749, 1 << 20, (), 1024, 300)
+    assert settings.bridge == BridgeSettings("127.0.0.1", 7749, 1 << 20, (), 16384, 300)
     assert not settings.cloud.configured
     assert settings.log_level == "INFO"
 
