@@ -30,6 +30,9 @@ from daemon.store.sql import get_sql, list_sql, workspace_deleted_at_sql
 from daemon.store.txn import Stamp, WriteContext, WriteOp
 
 MAX_LIMIT = 1000
+#: PostgreSQL's text and jsonb cannot hold U+0000: a row holding it could never be pushed, and
+#: its batch would fail (22P05) again and again, holding back every row behind it. Refused.
+NUL_TEXT = "must not contain U+0000 (the NUL character), which the cloud cannot store"
 #: A list page ends early once its rows hold this much text (JSON columns are text too): 1000
 #: messages of 512 KiB would make one reply of half a gigabyte, more than a client takes in
 #: one frame (ui_bridge.client: 64 MiB) or should hold at once. ``next_cursor`` goes on.
@@ -51,7 +54,7 @@ class Page:
 def text(field: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(field, "must be a non-empty string")
-    return value
+    return no_nul(field, value)
 
 
 def optional_text(field: str, value: Any) -> str | None:
@@ -59,6 +62,12 @@ def optional_text(field: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidInput(field, "must be a string or null")
+    return no_nul(field, value)
+
+
+def no_nul(field: str, value: str) -> str:
+    if "\x00" in value:
+        raise InvalidInput(field, NUL_TEXT)
     return value
 
 
@@ -76,10 +85,31 @@ def boolean(field: str, value: Any) -> bool:
 
 def json_value(field: str, value: Any) -> Any:
     try:
-        orjson.dumps(value)
+        encoded = orjson.dumps(value)
     except TypeError:
         raise InvalidInput(field, "must be a JSON value") from None
+    if b"\\u0000" in encoded:  # (orjson escapes U+0000 so; an escaped backslash may precede)
+        where = _nul_at(value)
+        if where is not None:
+            raise InvalidInput(field, f"{NUL_TEXT} {where}".rstrip())
     return value
+
+
+def _nul_at(value: Any) -> str | None:
+    """Where in ``value`` text holds U+0000 ("at a.b[0]", "in a key of a", "" for ``value``
+    itself), or None."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            if any("\x00" in key for key in item):
+                return f"in a key of {path}" if path else "in a key"
+            stack.extend((child, f"{path}.{key}" if path else key) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+        elif isinstance(item, str) and "\x00" in item:
+            return f"at {path}" if path else ""
+    return None
 
 
 # JSON columns are NOT NULL in the cloud: a null is stored as the column's empty value, here as

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.errors import Conflict, InvalidInput
-from daemon.store.base import Page, Repo, deleted_workspace, identifier
+from daemon.store.base import Page, Repo, deleted_workspace, identifier, no_nul
 from daemon.store.codec import decode_cursor, encode_cursor
 from daemon.store.ids import is_uuid, uuid7
 from daemon.store.sql import live_conversation_workspace_sql
@@ -35,6 +35,7 @@ class MessageRepo(Repo):
             raise InvalidInput("role", f"must be one of {', '.join(sorted(MESSAGE_ROLES))}")
         if not isinstance(content, str):
             raise InvalidInput("content", "must be a string")
+        no_nul("content", content)
         if id is not None and not is_uuid7(id):
             raise InvalidInput(
                 "id",

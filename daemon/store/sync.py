@@ -26,6 +26,7 @@ from daemon.store import conversations, tasks, workspaces
 from daemon.store import sync_sql as q
 from daemon.store.base import Check, identifier, integer, json_value, optional_text, text
 from daemon.store.base import write_changes as write_local_change
+from daemon.store.codec import load_json
 from daemon.store.documents import DocumentRepo
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.schema import conflicts as conflicts_table
@@ -237,12 +238,17 @@ class SyncRepo:
         result: dict[str, Any] = await self._writer.submit(_resolve_op(conflict_id, value))
         return result
 
-    async def keep_remote(self, conflict_id: str) -> dict[str, Any]:
-        """Mark the field's open conflicts resolved, keeping the value the row holds: the
-        remote side won the merge (R5), so the row holds the remote value, or a newer one
-        that arrived since (writing the conflict's remote value again would undo that)."""
+    async def settle_conflict(self, conflict_id: str, choice: str) -> dict[str, Any]:
+        """Resolve with one side. ``local``: the conflict's local value, written as
+        ``resolve_conflict`` does. ``remote``: the row as it is, nothing written: the remote
+        side won the merge (R5), so the row holds the remote value, or a newer one that
+        arrived since (writing the conflict's remote value again would undo that)."""
         conflict_id = identifier("conflict_id", conflict_id)
-        result: dict[str, Any] = await self._writer.submit(_resolve_op(conflict_id, _KEEP))
+        if choice not in ("local", "remote"):
+            raise InvalidInput("choice", "must be one of local, remote")
+        result: dict[str, Any] = await self._writer.submit(
+            _resolve_op(conflict_id, None, choice=choice)
+        )
         return result
 
     async def rejected(self) -> list[dict[str, Any]]:
@@ -285,11 +291,10 @@ def _read_counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 # -- resolve ----------------------------------------------------------------------------------
 
-#: ``_resolve_op``'s value that keeps the row as it is (``keep_remote``).
-_KEEP: Final = object()
 
+def _resolve_op(conflict_id: str, value: Any, *, choice: str | None = None) -> WriteOp:
+    """Resolve with ``value``, or with one side (``choice``: see ``settle_conflict``)."""
 
-def _resolve_op(conflict_id: str, value: Any) -> WriteOp:
     def op(ctx: WriteContext) -> dict[str, Any]:
         found = ctx.conn.execute(q.conflict_get_sql(), {"_id": conflict_id}).fetchone()
         if found is None:
@@ -303,10 +308,11 @@ def _resolve_op(conflict_id: str, value: Any) -> WriteOp:
         row = ctx.fetch(table, record["row_id"])
         if row is None:
             raise NotFound(SHAPES[table].entity, record["row_id"])
-        if value is _KEEP:
+        if choice == "remote":
             checked, at = row[field], ctx.stamp().iso
         else:
-            checked = _CHECKS[table].get(field, json_value)(field, value)
+            chosen = load_json(record["local_value"]) if choice == "local" else value
+            checked = _CHECKS[table].get(field, json_value)(field, chosen)
             topic = f"{SHAPES[table].entity}.updated"
             row = write_local_change(ctx, table, row, {field: checked}, op="update", topic=topic)
             at = row["updated_at"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from daemon.errors import DaemonError, InvalidInput, NotFound
+from daemon.errors import DaemonError, InvalidInput
 from daemon.sync.status import SyncStatus
 
 if TYPE_CHECKING:
@@ -60,14 +60,8 @@ class LocalSync:
         """Settle a conflict with the local or remote value, or with ``value``."""
         if (choice is None) == (not has_value):
             raise InvalidInput("choice", "give either choice (local|remote) or value")
-        if choice == "remote":
-            return await self._store.sync.keep_remote(conflict_id)
         if choice is not None:
-            listed = await self._store.sync.conflicts(include_resolved=True)
-            found = next((c for c in listed if c.get("id") == conflict_id), None)
-            if found is None:
-                raise NotFound("conflict", conflict_id)
-            value = found["local_value"]
+            return await self._store.sync.settle_conflict(conflict_id, choice)
         return await self._store.sync.resolve_conflict(conflict_id, value)
 
 

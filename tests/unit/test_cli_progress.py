@@ -34,8 +34,10 @@ async def _collect_unretrieved(run: Any) -> list[dict[str, Any]]:
     loop.set_exception_handler(lambda _loop, context: seen.append(context))
     try:
         await run()
-        for _ in range(3):  # let dropped tasks finish, then collect them
-            await asyncio.sleep(0)
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        if others:  # dropped tasks finish their cancellation
+            _, pending = await asyncio.wait(others, timeout=1.0)
+            assert not pending
         gc.collect()
     finally:
         loop.set_exception_handler(None)

@@ -24,9 +24,6 @@ WIDE_NUMBER: Final = (
     "holds a number beyond the 64-bit integer range (an integer that large cannot be stored"
     " exactly: send it as a string)"
 )
-#: PostgreSQL's text and jsonb cannot hold U+0000, so a cloud could never store such a value:
-#: refused here rather than accepted and then blocking the workspace's push.
-NUL_TEXT: Final = "must not contain U+0000 (the NUL character), which the cloud cannot store"
 MAX_JSON_DEPTH: Final = 32
 MAX_STRING: Final = 1 << 20
 
@@ -83,8 +80,6 @@ class Param:
 def _check_string(p: Param, v: Any) -> str | None:
     if not isinstance(v, str):
         return "must be a string"
-    if "\x00" in v:
-        return NUL_TEXT
     if len(v) > (p.max_length or MAX_STRING):
         return f"must be at most {p.max_length or MAX_STRING} characters"
     if p.enum is not None and v not in p.enum:
@@ -139,8 +134,7 @@ def _check_any(p: Param, v: Any) -> str | None:
 
 
 def _check_json(value: Any) -> str | None:
-    """Bound nesting (the encoder has a depth limit) and number range (SQLite is 64-bit), and
-    refuse U+0000 in any text, keys too (NUL_TEXT).
+    """Bound nesting (the encoder has a depth limit) and number range (SQLite is 64-bit).
 
     A number of 2**63 or more (in magnitude) is refused whether it came as an integer or as a
     float: orjson turns an integer beyond 64 bits into the nearest float, so the two cannot be
@@ -154,18 +148,10 @@ def _check_json(value: Any) -> str | None:
         if isinstance(item, dict | list):
             if depth > MAX_JSON_DEPTH:
                 return f"must not nest deeper than {MAX_JSON_DEPTH} levels"
-            if isinstance(item, dict):
-                if any("\x00" in key for key in item):
-                    return _bad_at(value, NUL_TEXT)
-                children: Any = item.values()
-            else:
-                children = item
+            children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
-        elif isinstance(item, str):
-            if "\x00" in item:
-                return _bad_at(value, NUL_TEXT)
         elif _wide(item):
-            return _bad_at(value, WIDE_NUMBER)
+            return _wide_at(value)
     return None
 
 
@@ -180,23 +166,18 @@ def _wide(item: Any) -> bool:
     return False
 
 
-def _bad_at(value: Any, reason: str) -> str:
-    """``reason`` (WIDE_NUMBER or NUL_TEXT), naming where in ``value`` the first such number
-    or text is, a key holding U+0000 by the object that has it (walked again only on
-    refusal)."""
-    nul = reason == NUL_TEXT
+def _wide_at(value: Any) -> str:
+    """WIDE_NUMBER, naming where in ``value`` such a number is (walked again only on refusal)."""
     stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
         item, path = stack.pop()
         if isinstance(item, dict):
-            if nul and any("\x00" in key for key in item):
-                return f"{reason} (a key{f' of {path}' if path else ''})"
             stack.extend((child, f"{path}.{key}" if path else key) for key, child in item.items())
         elif isinstance(item, list):
             stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
-        elif (isinstance(item, str) and "\x00" in item) if nul else _wide(item):
-            return f"{reason} at {path}" if path else reason
-    return reason
+        elif _wide(item):
+            return f"{WIDE_NUMBER} at {path}" if path else WIDE_NUMBER
+    return WIDE_NUMBER
 
 
 _CHECKS: Final[dict[str, Callable[[Param, Any], str | None]]] = {

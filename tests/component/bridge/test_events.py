@@ -12,6 +12,15 @@ from websockets.asyncio.client import connect
 
 from daemon.config import BridgeSettings, StoreSettings
 from daemon.store import Store
+from daemon.sync.adapters import merge_pulled
+from daemon.sync.workspace import DriverSettings
+from tests.component.store.test_sync_support import (
+    change,
+    clock,
+    remote_conversation,
+    remote_message,
+    remote_workspace,
+)
 from tests.helpers import MS, wait_for
 from ui_bridge.server import BridgeServer
 
@@ -309,16 +318,6 @@ async def test_a_reading_subscriber_keeps_up_with_a_pulled_page(
     """One pulled page (a first sync's: DriverSettings.bulk_pull_limit rows) commits one event
     per row at once. A subscriber that reads them is not "too slow": with the default queue
     bound it was dropped (1008) at ~1,000 frames, on every first sync (audit finding)."""
-    from daemon.sync.adapters import merge_pulled
-    from daemon.sync.workspace import DriverSettings
-    from tests.component.store.test_sync_support import (
-        change,
-        clock,
-        remote_conversation,
-        remote_message,
-        remote_workspace,
-    )
-
     server = await make_bridge()  # the default settings
     reader: Rpc = await open_rpc(server)
     await reader.call("subscribe", {"topics": ["message.*"]})
@@ -328,7 +327,9 @@ async def test_a_reading_subscriber_keeps_up_with_a_pulled_page(
     rows = DriverSettings().bulk_pull_limit
     changes = [change("workspaces", ws), change("conversations", conv)]
     changes += [change("messages", remote_message(c, ws["id"], conv["id"])) for _ in range(rows)]
-    await store.sync.apply_pull(scope="bench", changes=changes, cursor="1:1", merge=merge_pulled)
+    await store.sync.apply_pull(
+        scope="workspace:pulled", changes=changes, cursor="1:1", merge=merge_pulled
+    )
     for _ in range(rows):
         event = await asyncio.wait_for(reader.next_event(), 10_000 * MS)
         assert event["topic"] == "message.created"

@@ -1,4 +1,5 @@
-"""Text holding U+0000, through a real connection and a real store.
+"""Text holding U+0000, through a real connection and a real store (the store's input checks
+refuse it, whoever writes: daemon/store/base.py NUL_TEXT).
 
 PostgreSQL's text and jsonb cannot hold U+0000: a message carrying one was accepted locally and
 then failed every push of its workspace (22P05), blocking every row behind it for good. Such
@@ -30,6 +31,12 @@ async def test_a_message_holding_nul_is_refused_and_nothing_is_stored(rpc: Rpc) 
     params = {"conversation_id": conv["id"], "role": "user", "content": "nul\x00here"}
     await _refused(rpc, "message.send", params, "content")
     await _refused(rpc, "workspace.update", {"id": workspace["id"], "name": "\x00"}, "name")
+    update = {"id": workspace["id"], "description": "a\x00", "shared_memory": {"k": 1}}
+    await _refused(rpc, "workspace.update", update, "description")
+    memory = {"id": workspace["id"], "shared_memory": {"k": ["\x00"]}}
+    await _refused(rpc, "workspace.update", memory, "shared_memory")
+    named = {"workspace_id": workspace["id"], "name": "c\x00"}
+    await _refused(rpc, "conversation.create", named, "name")
     assert (await rpc.call("daemon.status"))["seq"] == seq
     listing = await rpc.call("message.list", {"conversation_id": conv["id"]})
     assert listing["items"] == []
@@ -39,7 +46,7 @@ async def test_a_message_holding_nul_is_refused_and_nothing_is_stored(rpc: Rpc) 
 
 @pytest.mark.parametrize(
     ("payload", "where"),
-    [({"deep": [{"x": "a\x00"}]}, "at deep[0].x"), ({"k\x00": 1}, "(a key)")],
+    [({"deep": [{"x": "a\x00"}]}, "at deep[0].x"), ({"k\x00": 1}, "in a key")],
 )
 async def test_nul_inside_a_json_value_is_refused_where_it_is(
     rpc: Rpc, payload: dict[str, Any], where: str
@@ -49,3 +56,6 @@ async def test_nul_inside_a_json_value_is_refused_where_it_is(
     reason = await _refused(rpc, "task.enqueue", params, "payload")
     assert reason.endswith(where), reason
     assert (await rpc.call("task.list", {"workspace_id": workspace["id"]}))["items"] == []
+    text = {"t": "\\u0000 is text", "\\u0000": 1}  # a backslash, then u0000: no NUL
+    task = await rpc.call("task.enqueue", {**params, "payload": text})
+    assert task["payload"] == text

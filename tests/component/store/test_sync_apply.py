@@ -260,6 +260,8 @@ async def test_resolve_conflict_refuses_bad_calls(store: Store) -> None:
     [conflict] = await store.sync.conflicts()
     with pytest.raises(InvalidInput):
         await store.sync.resolve_conflict(conflict["id"], 42)  # task_goal is text
+    with pytest.raises(InvalidInput):
+        await store.sync.settle_conflict(conflict["id"], "mine")
     assert (await store.sync.counts())["conflicts"] == 1
     await store.sync.resolve_conflict(conflict["id"], None)
     with pytest.raises(Conflict) as info:
