@@ -127,6 +127,7 @@ class RealtimeConnection:
         self._refresh_now = False
         self._planned: float | None = None  # the deadline the ticker sleeps until
         self._token: str | None = None
+        self._token_failure: str | None = None  # the last failure's reason, while failing
         self._stack: contextlib.AsyncExitStack | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -229,12 +230,7 @@ class RealtimeConnection:
                 logger.info("realtime.connect.failed conn_id=%s reason=%s", self.conn_id, reason)
             except TokenUnavailable as exc:
                 reason = str(exc)
-                logger.warning(
-                    "realtime.connect.failed conn_id=%s reason=%s",
-                    self.conn_id,
-                    reason,
-                    exc_info=exc.__cause__ is not None,
-                )
+                self._token_failed("realtime.connect.failed", exc)
             except InvalidURI:
                 reason = "invalid URL"
                 logger.error("realtime.connect.failed conn_id=%s: invalid URL", self.conn_id)
@@ -339,13 +335,25 @@ class RealtimeConnection:
                 await self._refresh_token()
                 failed = False
             except TokenUnavailable as exc:  # keep the old token; ask again soon
-                logger.warning(
-                    "realtime.token.failed conn_id=%s error=%s",
-                    self.conn_id,
-                    exc,
-                    exc_info=exc.__cause__ is not None,
-                )
+                self._token_failed("realtime.token.failed", exc)
                 failed = True
+
+    def _token_failed(self, event: str, exc: TokenUnavailable) -> None:
+        """Log a token failure: a WARNING the first time in a row (its traceback only at
+        DEBUG), then DEBUG while the same failure repeats. Offline, the provider fails on every
+        reconnect (every few seconds, for hours): one line says so, not one per attempt."""
+        repeated = str(exc) == self._token_failure
+        self._token_failure = str(exc)
+        level = logging.DEBUG if repeated else logging.WARNING
+        logger.log(
+            level,
+            "%s conn_id=%s reason=%s%s",
+            event,
+            self.conn_id,
+            exc,
+            " (repeated)" if repeated else "",
+            exc_info=exc.__cause__ is not None and logger.isEnabledFor(logging.DEBUG),
+        )
 
     async def _refresh_token(self) -> None:
         """Ask the provider for the current token and hand it to the client (and the server).
@@ -363,6 +371,9 @@ class RealtimeConnection:
         except Exception as exc:  # a foreign callable: translated once, here
             raise TokenUnavailable(f"the token provider failed ({type(exc).__name__})") from exc
         self._token = token
+        if self._token_failure is not None:
+            logger.info("realtime.token.recovered conn_id=%s", self.conn_id)
+            self._token_failure = None
         self._token_event.set()
         await self._send_pending()
 

@@ -34,7 +34,7 @@ async def test_server_restart_reconnects_rejoins_and_resubscribes(
     alice = Session(cloud, "alice@example.com")
     ws = await cloud.create_workspace("org-a", "alpha")
     rec = Recorder()
-    caplog.set_level(logging.INFO, logger="daemon.realtime.connection")
+    caplog.set_level(logging.DEBUG, logger="daemon.realtime.connection")  # (repeats: DEBUG)
     async with connection(cloud, alice, rec, "device-a") as rt:
         await rt.join_workspace(ws)
         await wait_for(lambda: len(rec.of(PostgresSubscribed)) == 1, message="subscribed")
