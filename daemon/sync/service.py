@@ -20,8 +20,16 @@ echoed back to this device row by row (``_join_when_pushed``).
 Status: ``cloud.status`` and ``sync.status`` snapshots are published as changelog events
 (topics ``cloud.status`` and ``sync.status``, through ``publish``), one writer task coalescing
 every change (sync progress at most once per ``STATUS_EVERY_S``, the latest state always
-last; a change of the cloud session or links at once), and only when the snapshot differs
-from the last one published. Durable events
+last; a change of the cloud session or links at once), and only when the snapshot is news
+after the last one published (``EventView``, status.py): something other than the times and
+the states changed (outbox, rejected, conflicts, errors, progress, the session, links,
+realtime), or the states at rest differ from the last event's. The times (``last_pull_at``,
+``last_push_at``, ``retry_at``) move with every periodic pull and every retry, and a pull that
+brings nothing is pulling for a moment: as events they filled the changelog's replay
+retention with nothing new (three idle links: ~8,600 a day; an outage: one per retry). They
+are current in every event that is published and in the answer to ``sync.status``/
+``cloud.status``, never events of their own; likewise a retry that fails again (its request
+in flight counts as the failure it retries). Durable events
 keep the one event path every UI and the Python client already follow (seq order, replay from
 ``since``, no gap); a UI that connects later asks ``cloud.status``/``sync.status`` once, or
 replays. No token or password ever appears in either (I8).
@@ -66,7 +74,7 @@ from daemon.sync.local import (
     Publisher,
     store_publisher,
 )
-from daemon.sync.status import SyncStatus
+from daemon.sync.status import EventView, SyncStatus
 from daemon.sync.workspace import Counts, WorkspaceSync
 
 if TYPE_CHECKING:
@@ -157,7 +165,7 @@ class CloudService(LocalSync):
         self._dirty = asyncio.Event()
         self._dirty_cloud = self._dirty_sync = False
         self._cloud_changed = asyncio.Event()  # ends the pause between two progress snapshots
-        self._published: dict[str, dict[str, Any]] = {}
+        self._published: dict[str, EventView] = {}  # topic: its last event, as compared
         self._remove_listener: Callable[[], None] | None = None
         self._remove_commit_listener: Callable[[], None] | None = None
         self._stopped = False
@@ -341,11 +349,13 @@ class CloudService(LocalSync):
             self._dirty_cloud = self._dirty_sync = False
             try:
                 if sync:
-                    status = await self.sync_status()
-                    await self._publish_new("sync.status", status)
+                    status = self._sync_status(await self._store.sync.counts())
+                    await self._publish_new("sync.status", status.to_json(), status.event_view())
                     await self.links.touch(list(self.driver.syncs.values()))
                 if cloud or sync:  # cloud.status shows the overall sync state
-                    await self._publish_new("cloud.status", self.cloud_status())
+                    cloud_status = self.cloud_status()
+                    view = self._cloud_event_view(cloud_status)
+                    await self._publish_new("cloud.status", cloud_status, view)
             except DaemonError as exc:  # e.g. the store is shutting down
                 logger.debug("cloud.status_not_published error=%s", type(exc).__name__)
             if not cloud:  # sync progress (e.g. a push batch): the next waits a little,
@@ -355,11 +365,24 @@ class CloudService(LocalSync):
                     async with asyncio.timeout(STATUS_EVERY_S):
                         await self._cloud_changed.wait()
 
-    async def _publish_new(self, topic: str, data: dict[str, Any]) -> None:
-        if self._published.get(topic) == data:
+    async def _publish_new(self, topic: str, data: dict[str, Any], view: EventView) -> None:
+        """Publish ``data`` if it is news after the last event of ``topic`` (``view``: as
+        events compare it; module docstring)."""
+        if not view.is_news_after(self._published.get(topic)):
             return
         await self._publish(topic, data)
-        self._published[topic] = data
+        self._published[topic] = view
+
+    def _cloud_event_view(self, status: dict[str, Any]) -> EventView:
+        """``status`` (``cloud_status()``, just taken) as its event compares it: the sync
+        states it shows are those of ``sync.status``."""
+        sync = self._sync_status({}).event_view()
+        content = {
+            **status,
+            "sync_state": None,
+            "linked_workspaces": [{**w, "state": None} for w in status["linked_workspaces"]],
+        }
+        return EventView(content, sync.states, exact=sync.exact)
 
     # Links
 

@@ -5,6 +5,15 @@ workspace's ``SyncSession`` publishes its own state; the overall state is the mo
 one, in this order: auth_required, error, pushing, pulling, connecting, idle, offline. Without
 a session (logged out, or the cloud not configured) everything is offline, or auth_required
 when the cloud ended the session. Times are Unix seconds here and ISO-8601 text in JSON.
+
+``event_view()`` is the snapshot as a status event compares it (``EventView``): service.py
+publishes a snapshot only when it is news after the last one published. What is news: a change
+of anything but the times and the states (counts, errors, pending, progress); or states at
+rest that differ from the last event's. At rest: no request in flight, counting a retry's
+request as the failure it retries (its error stays until a request succeeds). So the times,
+which move with every pull and every retry, and the pulling/pushing/connecting of a request
+that changes nothing else make no event; and the last event does not go on showing a request
+in flight once it has ended (the first snapshot at rest after it is published).
 """
 
 from __future__ import annotations
@@ -14,11 +23,24 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from daemon.realtime.presence import format_time
+from daemon.sync.protocol import UNREACHABLE
 
-__all__ = ["PRIORITY", "SyncStatus", "WorkspaceStatus", "iso", "overall_state"]
+__all__ = [
+    "IN_FLIGHT",
+    "PRIORITY",
+    "EventView",
+    "SyncStatus",
+    "WorkspaceStatus",
+    "iso",
+    "overall_state",
+]
 
 #: Overall state: the first of these that any workspace is in.
 PRIORITY: Final = ("auth_required", "error", "pushing", "pulling", "connecting", "idle", "offline")
+#: The states of a request in flight (a retry's request shows one of them too).
+IN_FLIGHT: Final = frozenset({"connecting", "pulling", "pushing"})
+#: What moves with every pull, push and retry; in a snapshot, never an event of its own.
+TIMES: Final = ("last_pull_at", "last_push_at", "retry_at")
 
 
 def iso(when: float | None) -> str | None:
@@ -52,6 +74,15 @@ class WorkspaceStatus:
             "last_push_at": iso(self.last_push_at),
             "progress": None if self.progress is None else dict(self.progress),
         }
+
+    def state_at_rest(self) -> str | None:
+        """The state, a retry's request in flight as the failure it retries; None while
+        another request is in flight."""
+        if self.state not in IN_FLIGHT:
+            return self.state
+        if self.error is None:
+            return None
+        return "offline" if self.error == UNREACHABLE else "error"
 
 
 def overall_state(states: Iterable[str], *, active: bool, auth_required: bool) -> str:
@@ -95,6 +126,31 @@ class SyncStatus:
             last_error = "auth_required"
         return cls(configured, state, items, dict(counts), last_error)
 
+    def states_at_rest(self) -> dict[str, Any] | None:
+        """The overall and every workspace's state at rest, or None while a request is in
+        flight (``WorkspaceStatus.state_at_rest``)."""
+        states = {w.workspace_id: w.state_at_rest() for w in self.workspaces}
+        if None in states.values():
+            return None
+        state = self.state
+        if state in IN_FLIGHT:  # (so logged in, the session standing: the items decide)
+            rest = (s for s in states.values() if s is not None)
+            state = overall_state(rest, active=True, auth_required=False)
+        return {"state": state, "workspaces": states}
+
+    def event_view(self) -> EventView:
+        """This snapshot as its event compares it (module docstring)."""
+        content = self.to_json()
+        shown = {"state": content["state"], "workspaces": {}}
+        for key in ("state", *TIMES):
+            content.pop(key, None)
+        for w in content["workspaces"]:
+            shown["workspaces"][w["workspace_id"]] = w["state"]
+            for key in ("state", *TIMES):
+                w.pop(key, None)
+        states = self.states_at_rest()
+        return EventView(content, states, exact=states == shown)
+
     def to_json(self) -> dict[str, Any]:
         pulls = [w.last_pull_at for w in self.workspaces if w.last_pull_at is not None]
         pushes = [w.last_push_at for w in self.workspaces if w.last_push_at is not None]
@@ -126,3 +182,22 @@ def _progress(pulling: list[WorkspaceStatus]) -> dict[str, Any] | None:
         # known once every running pull's is (a sum of some would end below the rows)
         "total": None if None in totals else sum(t or 0 for t in totals),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class EventView:
+    """A status snapshot as its event compares it: ``content``, all but its times and states;
+    ``states``, its states at rest (None while a request is in flight); ``exact``: the states
+    it shows are those (no retry's request in flight shown as its failure)."""
+
+    content: Any
+    states: Any
+    exact: bool = True
+
+    def is_news_after(self, last: EventView | None) -> bool:
+        """Whether to publish it after the event ``last`` (module docstring)."""
+        if last is None or self.content != last.content:
+            return True
+        if self.states is None:
+            return False
+        return self.states != last.states or (self.exact and not last.exact)
