@@ -9,6 +9,8 @@
             ...
     await client.close()
 
+A stream subscribed without ``since`` first gets the latest ``cloud.status`` / ``sync.status``
+event its topics match, if any (retained: its seq is at most the one ``subscribe`` answered).
 Calls raise ``RpcError`` (the server's error object) or ``ConnectionLost``. If the connection
 drops, the client reconnects (re-reading the discovery file: a restarted daemon has a new port
 and token) and resubscribes every stream with ``since`` = the last seq it delivered, so a
@@ -85,11 +87,16 @@ class Event:
 
 
 class EventStream:
-    """An async iterator of ``Event``s of one subscription, surviving reconnects."""
+    """An async iterator of ``Event``s of one subscription, surviving reconnects.
+
+    ``last_seq`` is where a resubscription replays from: the seq ``subscribe`` answered, or
+    the last event's if later. Retained events come before that seq (module docstring), so
+    duplicates are dropped by ``_delivered``, the last seq delivered, instead."""
 
     def __init__(self, client: Client, topics: Sequence[str], seq: int) -> None:
         self.topics = tuple(topics)
         self.last_seq = seq
+        self._delivered = seq
         self.subscription = ""
         self._client = client
         self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
@@ -98,8 +105,9 @@ class EventStream:
     def _receive(self, event: Event) -> None:
         if event.ephemeral:
             self._queue.put_nowait(event)  # outside the seq order: never a duplicate to drop
-        elif event.seq > self.last_seq:
-            self.last_seq = event.seq
+        elif event.seq > self._delivered:
+            self._delivered = event.seq
+            self.last_seq = max(self.last_seq, event.seq)
             self._queue.put_nowait(event)
 
     def _fail(self, exc: BaseException) -> None:
@@ -217,8 +225,10 @@ class Client:
         def registered(result: Any) -> None:
             # Runs in the reader before the next frame, so no event of it is missed.
             stream.subscription = result["subscription"]
-            if since is None:
+            if since is None:  # (retained events, at most this seq, may come first)
                 stream.last_seq = result["seq"]
+            else:
+                stream._delivered = since
             self._streams[stream.subscription] = stream
 
         params: dict[str, Any] = {"topics": list(stream.topics)}

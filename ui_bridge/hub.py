@@ -11,12 +11,31 @@ empty, every event after the cursor that was committed since is in ``pending`` (
 for it); they are flushed, deduplicated by seq, and the subscription turns live in the same step
 (no await in between). If ``pending`` grows too large it is dropped and the loop reads again.
 
+Retained events (``subscribe`` without ``since``): the status topics (``RETAINED_TOPICS``:
+``cloud.status``, ``sync.status``) carry snapshots, so only the latest matters. As it fans
+events out, the hub keeps the latest event of each in memory, like a broker's retained message;
+nothing is read from the changelog. A subscription that matches one of them is registered
+*held* (``add_live``): its live events wait in ``pending`` while its reply is sent. Then, in
+one step, ``send_retained`` sends it those events (the changelog events as they are, with their
+own seq and data), then what ``pending`` holds after the reply's ``seq``, and turns it live.
+The hub saw the retained events before the subscription was registered, so their seq is at most
+the reply's ``seq``, and every live event comes after it: the order stays ascending and nothing
+is sent twice.
+
+Only events seen since the hub started are retained; a status left by an earlier run may be
+stale, so it is never used. Right after a daemon start nothing is retained: a subscribe gets
+nothing extra, and the first snapshot comes live once the cloud service publishes it. It
+publishes one at start when a workspace is linked or a session is stored (``CloudService.start``
+spawns its publisher task; app.py starts the bridge right after, so the hub listens before
+that task first runs). Otherwise it waits for the first change (a login, a link). With no cloud
+configured there are no status events, so nothing is retained and nothing extra is sent.
+
 Live-only events (``publish_live``: presence, broadcasts) are ephemeral and NEVER stored: no
 changelog entry, so no replay ever includes them. They go to the subscriptions that are live
-at that moment (one still replaying misses them) as ``event {subscription, seq, topic, data,
-ephemeral: true}`` where ``seq`` is the seq of the last durable event delivered on that
-subscription: the ephemeral event came after it. It is not a new seq: a client must not advance
-its resume point with it (nor drop it as a duplicate).
+at that moment (one still replaying, or held until its reply is sent, misses them) as
+``event {subscription, seq, topic, data, ephemeral: true}``, where ``seq`` is the seq of the
+last durable event delivered on that subscription: the ephemeral event came after it. It is not
+a new seq: a client must not advance its resume point with it (nor drop it as a duplicate).
 """
 
 from __future__ import annotations
@@ -34,12 +53,21 @@ from ui_bridge.topics import TopicFilter
 if TYPE_CHECKING:
     from daemon.store import Store
 
-__all__ = ["EventHub", "FrameSink", "Subscription", "encode_event_tail", "encode_live_tail"]
+__all__ = [
+    "RETAINED_TOPICS",
+    "EventHub",
+    "FrameSink",
+    "Subscription",
+    "encode_event_tail",
+    "encode_live_tail",
+]
 
 logger = logging.getLogger(__name__)
 
 PAGE: Final = 1000
 PENDING_LIMIT: Final = 10_000
+#: Topics whose latest event a subscribe without ``since`` gets first (see the module docstring).
+RETAINED_TOPICS: Final = frozenset({"cloud.status", "sync.status"})
 
 
 class FrameSink(Protocol):
@@ -63,7 +91,17 @@ def encode_live_tail(topic: str, data: dict[str, Any]) -> bytes:
 class Subscription:
     """One client subscription; ``last_seq`` is the last seq delivered (or skipped)."""
 
-    __slots__ = ("active", "filter", "id", "last_seq", "live", "pending", "prefix", "sink")
+    __slots__ = (
+        "active",
+        "filter",
+        "id",
+        "last_seq",
+        "live",
+        "pending",
+        "prefix",
+        "retained",
+        "sink",
+    )
 
     def __init__(self, sub_id: str, topics: TopicFilter, sink: FrameSink, last_seq: int) -> None:
         self.id = sub_id
@@ -73,6 +111,8 @@ class Subscription:
         self.live = False
         self.active = True
         self.pending: list[tuple[int, bytes]] | None = []
+        #: the retained events' tails a held subscription is to get first (``send_retained``)
+        self.retained: tuple[bytes, ...] = ()
         self.prefix = (
             b'{"jsonrpc":"2.0","method":"event","params":{"subscription":'
             + orjson.dumps(sub_id)
@@ -108,6 +148,8 @@ class EventHub:
         self._store = store
         self._subs: dict[str, Subscription] = {}
         self._remove_listener: Callable[[], None] | None = None
+        #: topic -> (seq, tail) of the latest event of each retained topic seen
+        self._retained: dict[str, tuple[int, bytes]] = {}
         #: the seq of the last event the listener has seen: live subscriptions start after it
         self.current_seq = 0
 
@@ -130,6 +172,9 @@ class EventHub:
         if not self._subs:  # nobody listens: only the seq to start live subscriptions after
             if events and events[-1].seq > self.current_seq:
                 self.current_seq = events[-1].seq
+            for event in events:  # and the retained events
+                if event.topic in RETAINED_TOPICS:
+                    self._retain(event, None)
             return
         subs = tuple(self._subs.values())
         for event in events:
@@ -145,6 +190,20 @@ class EventHub:
                             logger.exception("event.unencodable seq=%d", event.seq)
                             break
                     sub.deliver(event.seq, tail)
+            if event.topic in RETAINED_TOPICS:
+                self._retain(event, tail)
+
+    def _retain(self, event: ChangeEvent, tail: bytes | None) -> None:
+        """Remember ``event`` as its topic's latest (an unencodable one leaves none: the one
+        before is no longer the latest)."""
+        if tail is None:
+            try:
+                tail = encode_event_tail(event)
+            except TypeError:
+                logger.warning("event.unretained seq=%d topic=%s", event.seq, event.topic)
+                self._retained.pop(event.topic, None)
+                return
+        self._retained[event.topic] = (event.seq, tail)
 
     def publish_live(self, topic: str, data: dict[str, Any]) -> int:
         """Deliver an ephemeral event to the matching live subscriptions, without storing it
@@ -162,12 +221,32 @@ class EventHub:
         return delivered
 
     def add_live(self, sub: Subscription) -> int:
-        """Register a subscription that starts now; returns the seq it starts after."""
+        """Register a subscription that starts now; returns the seq it starts after.
+
+        When retained events match its topics it is registered held (not ``live``): call
+        ``send_retained`` once its reply is sent. Else it is live at once."""
         sub.last_seq = self.current_seq
-        sub.pending = None
-        sub.live = True
+        matches = sub.filter.matches
+        retained = sorted(v for topic, v in self._retained.items() if matches(topic))
+        sub.retained = tuple(tail for _, tail in retained)
+        sub.live = not retained
+        sub.pending = [] if retained else None
         self._subs[sub.id] = sub
         return sub.last_seq
+
+    def send_retained(self, sub: Subscription) -> bool:
+        """Send a held subscription its retained events, then what was committed since it was
+        registered, and turn it live; ``False`` if so much was committed meanwhile that
+        ``pending`` overflowed: ``catch_up(sub)`` then reads the rest from the changelog."""
+        tails, sub.retained = sub.retained, ()
+        if not sub.active:
+            return True
+        for tail in tails:
+            sub.sink.push(sub.prefix + tail)
+        if sub.pending is None:
+            return False
+        sub.go_live(sub.last_seq)
+        return True
 
     async def add_replaying(self, sub: Subscription, since: int) -> None:
         """Register a subscription that replays from ``since``; raises refetch if not retained."""

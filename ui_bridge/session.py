@@ -12,7 +12,8 @@ A batch frame is answered as one array once all its items are done (``Dispatcher
 Everything outgoing goes through the connection's bounded ``Outbox``; a single writer task drains
 it. When a client stops reading, its outbox fills up and the connection is closed (1008) — the
 publisher never waits for it. ``subscribe`` with ``since`` starts its replay once its reply has
-been queued, so the reply comes before the replayed events.
+been queued, so the reply comes before the replayed events; likewise one without ``since`` that
+has retained events to get first (``hub.py``) sends them, in the same step, right after its reply.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ CLOSE_TIMEOUT = 1.0
 DRAIN_TIMEOUT = 1.0  # a closed connection's requests still running get this long, then cancelled
 DIRECT_WRITE_LIMIT = 1 << 16
 
-AfterReply = Callable[[], Coroutine[Any, Any, None]]
-#: What the request being handled starts once its reply is queued (set per request task).
+AfterReply = Callable[[], None]
+#: What the request being handled runs once its reply is queued (set per request task).
 _after_reply: contextvars.ContextVar[list[AfterReply] | None] = contextvars.ContextVar(
     "after_reply", default=None
 )
@@ -163,16 +164,29 @@ class Session:
         sub = Subscription(secrets.token_hex(8), topics, self.outbox, 0)
         if since is None:
             seq = hub.add_live(sub)
+            self.subscriptions[sub.id] = sub
+            if not sub.live:  # held: its retained events go first, after the reply
+                self._when_replied(lambda: self._send_retained(sub))
         else:
             await hub.add_replaying(sub, since)
             seq = since
-            hooks = _after_reply.get()
-            if hooks is not None:
-                hooks.append(lambda: self._catch_up(sub))
-            else:  # not called from a request (no reply to wait for)
-                self._spawn(self._catch_up(sub), "replay")
-        self.subscriptions[sub.id] = sub
+            self.subscriptions[sub.id] = sub
+            self._when_replied(lambda: self._spawn(self._catch_up(sub), "replay"))
         return {"subscription": sub.id, "seq": seq}
+
+    @staticmethod
+    def _when_replied(run: AfterReply) -> None:
+        """Run ``run`` once the reply of the request being handled is queued (at once when
+        not called from a request: there is no reply to wait for)."""
+        hooks = _after_reply.get()
+        if hooks is not None:
+            hooks.append(run)
+        else:
+            run()
+
+    def _send_retained(self, sub: Subscription) -> None:
+        if not self.services.hub.send_retained(sub):  # too much came meanwhile: replay it
+            self._spawn(self._catch_up(sub), "replay")
 
     def unsubscribe(self, subscription: str) -> bool:
         if self.subscriptions.pop(subscription, None) is None:
@@ -268,7 +282,7 @@ class Session:
             )
 
     async def _handle(self, message: bytes | str) -> None:
-        """One frame: dispatch it, send its reply, then start what it asked to follow the reply."""
+        """One frame: dispatch it, send its reply, then run what it asked to follow the reply."""
         try:
             hooks: list[AfterReply] = []
             _after_reply.set(hooks)  # this task's own context
@@ -279,8 +293,8 @@ class Session:
                 return
             if reply is not None:
                 self._send_reply(reply)
-            for start in hooks:
-                self._spawn(start(), "replay")
+            for run in hooks:
+                run()
         finally:  # not a done callback: that would cost a loop callback per request
             self._request_done(asyncio.current_task(self._loop))
 

@@ -16,7 +16,11 @@ _SUBSCRIBED: Final[dict[str, Any]] = {
     "type": "object",
     "properties": {"subscription": {"type": "string"}, "seq": {"type": "integer"}},
     "required": ["subscription", "seq"],
-    "description": "events with a seq greater than `seq` follow as `event` notifications",
+    "description": (
+        "events with a seq greater than `seq` follow as `event` notifications; without"
+        " `since`, first the latest `cloud.status` / `sync.status` event the topics match"
+        " (retained: its seq is at most `seq`)"
+    ),
 }
 
 
@@ -74,7 +78,8 @@ def add_system_methods(table: MethodTable) -> None:
             "subscribe",
             subscribe,
             (topics, since),
-            "Subscribe to change events (replays from `since`, then live, in seq order).",
+            "Subscribe to change events (replays from `since`, or first gets the latest"
+            " status events the topics match, then live, in seq order).",
             _SUBSCRIBED,
             (ErrorCode.INVALID_PARAMS, ErrorCode.NOT_FOUND),
         ),
