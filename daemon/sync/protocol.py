@@ -6,7 +6,8 @@ One ``SyncSession`` per linked workspace decides WHEN to push and pull; the driv
 The driver feeds inputs and then runs what ``commands_to_run()`` returns, in order:
 
     inputs  start, local_changes_committed, pull_page_received, push_result_received,
-            remote_change_received, connectivity_changed, auth_refreshed, tick(now)
+            remote_change_received, connectivity_changed, auth_refreshed, manual_request,
+            tick(now)
     output  PullSince, PushBatch, ApplyRemote, RefreshAuth, ScheduleRetry, PublishStatus
 
 and calls ``tick(now)`` when ``deadline`` passes (the one timer: debounce, periodic pull and
@@ -39,6 +40,11 @@ Rules:
   until ``start`` is called again after a login (AUTH_REQUIRED); any other ``Fatal`` retries
   slowly, every ``backoff.cap_s``, so a fixed server recovers without a restart. A request
   that fails while offline is simply repeated on reconnect.
+- A manual sync (``manual_request``: ``sync.push``/``sync.pull``) ends a backoff and tries now,
+  a pull first, as PowerSync's and Supabase's clients do: the backoff only spaces the daemon's
+  own retries, and the user asking is the sign the cloud may be back (else ``syncd push`` could
+  fail for up to 30 s after it was, never asking it). A server's ``Retry-After`` is the
+  exception: until it passes, a manual request is answered with the failure's reason.
 - Results that arrive for a request the session no longer waits for (e.g. after ``start``) are
   stale: a pull page still moves the cursor (the store applied it), nothing else changes.
 
@@ -179,6 +185,7 @@ class Snapshot:
     pull_due: float | None = None
     attempt: int = 0  # consecutive failures
     retry_at: float | None = None
+    not_before: float | None = None  # the server's Retry-After, as a time (part of retry_at)
     error: str | None = None
     auth_required: bool = False
     last_pull_at: float | None = None
@@ -212,6 +219,16 @@ class Snapshot:
         if due is None or self.retry_at is None:
             return due
         return max(due, self.retry_at)
+
+    def is_held_by_server(self, now: float) -> bool:
+        """Waiting out a backoff whose end the server set (``Retry-After``) and that has not
+        passed: no request may go, whoever asks."""
+        return (
+            self.retry_at is not None
+            and self.busy is None
+            and self.not_before is not None
+            and now < self.not_before
+        )
 
     def with_due(self, op: Request, at: float) -> Snapshot:
         return replace(self, pull_due=at) if op == "pull" else replace(self, push_due=at)
@@ -336,6 +353,7 @@ class SyncSession:
                 push_due=now if s.pending else s.push_due,
                 attempt=0,
                 retry_at=None,
+                not_before=None,
                 error=None,
             )
         self._advance(now)
@@ -356,6 +374,34 @@ class SyncSession:
             self.snapshot = replace(s, auth_required=True, error="auth_required")
         self._advance(now)
 
+    def manual_request(self, now: float, kind: Request) -> str | None:
+        """A user asked to sync now (``sync.push``/``sync.pull``): pull now, then push if
+        ``kind`` is push or changes are pending; a backoff ends (see the module docstring).
+        None when that is under way (or a request in flight goes first); else why nothing
+        can start, the state unchanged: not started or offline (``"offline"``), waiting for
+        a login (``"auth_required"``), or a server's ``Retry-After`` that has not passed
+        (the failure's reason)."""
+        s = self.snapshot
+        if not (s.started and s.online):
+            return "offline"
+        if s.auth_required:
+            return s.error or "auth_required"
+        if s.is_held_by_server(now):
+            return s.error
+        pending = s.pending or kind == "push"
+        self.snapshot = replace(
+            s,
+            pending=pending,
+            pull_due=now,
+            push_due=now if pending else s.push_due,
+            attempt=0,
+            retry_at=None,
+            not_before=None,
+            error=None if s.retry_at is not None else s.error,
+        )
+        self._advance(now)
+        return None
+
     def tick(self, now: float) -> None:
         """Time passed; start whatever is due."""
         self._advance(now)
@@ -365,7 +411,14 @@ class SyncSession:
     @staticmethod
     def _succeeded(s: Snapshot) -> Snapshot:
         return replace(
-            s, busy=None, connected=True, attempt=0, retry_at=None, error=None, refreshed=False
+            s,
+            busy=None,
+            connected=True,
+            attempt=0,
+            retry_at=None,
+            not_before=None,
+            error=None,
+            refreshed=False,
         )
 
     def _fail(self, now: float, op: Request, failure: Failure) -> None:
@@ -383,12 +436,17 @@ class SyncSession:
         if isinstance(decision, Fatal) and decision.reason == "auth_required":
             self.snapshot = replace(s, auth_required=True, error=decision.reason)
             return
+        not_before = None
         if isinstance(decision, Retry):
             delay = self.backoff.delay_for(decision, s.attempt, self._rand())
+            if decision.after_s is not None:
+                not_before = now + decision.after_s
         else:
             delay = self.backoff.cap_s
         at = now + delay
-        s = replace(s, attempt=s.attempt + 1, retry_at=at, error=decision.reason)
+        s = replace(
+            s, attempt=s.attempt + 1, retry_at=at, not_before=not_before, error=decision.reason
+        )
         # the retry pulls first (see the module docstring), and is a reconnect
         pull_at = at if s.pull_due is None else min(s.pull_due, at)
         self.snapshot = replace(s.with_due(op, at), pull_due=pull_at, connected=False)

@@ -46,9 +46,10 @@ wakes it: local changes committed, a login, or a ``request``. Failures become
 ``retry.Failure``s, so the session's pure ``retry.classify`` decides (Retry-After, full jitter,
 re-auth, give up).
 
-``request(kind)`` backs ``sync.push``/``sync.pull``: it waits for a run whose last step (a
-push's final take, a pull's last request) BEGAN after the call to finish, and answers the
-counts it moved, or the failure's reason (``_run_finished``).
+``request(kind)`` backs ``sync.push``/``sync.pull``: it ends a backoff and starts a run now
+(unless a server's Retry-After runs: then it answers that failure's reason at once), waits for
+a run whose last step (a push's final take, a pull's last request) BEGAN after the call to
+finish, and answers the counts it moved, or the failure's reason (``_run_finished``).
 """
 
 from __future__ import annotations
@@ -375,32 +376,31 @@ class WorkspaceSync:
     def request(self, kind: Kind) -> asyncio.Future[dict[str, Any]]:
         """A future for the counts of the next ``kind`` run that starts from now on.
 
-        During a backoff it answers at once with the failure's reason: a server's Retry-After
-        is honoured even when a user asks again and again.
+        A backoff ends: the run starts now (``SyncSession.manual_request``), except while a
+        server's Retry-After runs: then it answers at once with the failure's reason (honoured
+        even when a user asks again and again), as it does when the sync cannot start.
         """
         future = asyncio.get_running_loop().create_future()
-        snapshot = self.session.snapshot
         if self.held is not None:
             future.set_result({**Counts().as_dict(), "error": self.held.partition(":")[0]})
             return future
-        if self.session.state is SyncState.ERROR or not snapshot.started:
-            error = snapshot.error if snapshot.started else "offline"
+        if self.session.state is SyncState.AUTH_REQUIRED:  # try the (new) session again
+            cursor = self.session.snapshot.cursor
+            self.session.start(self._clock(), cursor=cursor, pending=True)
+        error = self._trigger(kind)
+        if error is not None:
             future.set_result({**Counts().as_dict(), "error": error})
             return future
-        if self.session.state is SyncState.AUTH_REQUIRED:  # try the (new) session again
-            self.session.start(self._clock(), cursor=snapshot.cursor, pending=True)
         self._waiters.append(_Waiter(kind, self._started[kind], replace(self.counts), future))
-        self._trigger(kind)
         return future
 
-    def _trigger(self, kind: Kind) -> None:
+    def _trigger(self, kind: Kind) -> str | None:
         """Pull now (and push right after it when anything is pending): a pull always goes
-        first, so a lost manual edit is recorded as a conflict before the push (I9)."""
-        now = self._clock()
-        if kind == "push":
-            self.session.local_changes_committed(now)
-        self.session.connectivity_changed(now, online=True)
+        first, so a lost manual edit is recorded as a conflict before the push (I9). None, or
+        why no run can start (``SyncSession.manual_request``)."""
+        error = self.session.manual_request(self._clock(), kind)
         self._wake.set()
+        return error
 
     # The loop
 
@@ -652,7 +652,9 @@ class WorkspaceSync:
             if waiter.mark < last:
                 self._resolve(waiter, None)
         if any(w.kind == kind for w in self._waiters):
-            self._trigger(kind)  # called during the run's last step: one more run
+            error = self._trigger(kind)  # called during the run's last step: one more run
+            for waiter in [w for w in self._waiters if w.kind == kind and error is not None]:
+                self._resolve(waiter, error)
 
     def _request_failed(self, kind: Kind, exc: Exception) -> None:
         self._push_settled.set()

@@ -88,7 +88,7 @@ BUILD: dict[SyncState, Callable[[SyncSession], None]] = {
     AUTH_REQUIRED: _auth_required,
 }
 
-INPUTS: dict[str, Callable[[SyncSession], None]] = {
+INPUTS: dict[str, Callable[[SyncSession], object]] = {
     "start": lambda s: s.start(T, cursor="c9"),
     "local_changes": lambda s: s.local_changes_committed(T),
     "pull_ok": lambda s: s.pull_page_received(T, PullPage("c2", has_more=False)),
@@ -100,6 +100,8 @@ INPUTS: dict[str, Callable[[SyncSession], None]] = {
     "offline": lambda s: s.connectivity_changed(T, online=False),
     "tick": lambda s: s.tick(T + 60),
     "auth_ok": lambda s: s.auth_refreshed(T),
+    "manual_push": lambda s: s.manual_request(T, "push"),
+    "manual_pull": lambda s: s.manual_request(T, "pull"),
 }
 
 P, U, A, R = PullSince, PushBatch, ApplyRemote, ScheduleRetry
@@ -117,6 +119,8 @@ TABLE: dict[SyncState, dict[str, tuple[SyncState, tuple[type, ...]]]] = {
         "offline": (OFFLINE, ()),
         "tick": (OFFLINE, ()),
         "auth_ok": (OFFLINE, ()),
+        "manual_push": (OFFLINE, ()),  # not started online: "offline"
+        "manual_pull": (OFFLINE, ()),
     },
     CONNECTING: {
         "start": (CONNECTING, ()),  # the pull in flight reports first
@@ -130,6 +134,8 @@ TABLE: dict[SyncState, dict[str, tuple[SyncState, tuple[type, ...]]]] = {
         "offline": (OFFLINE, ()),
         "tick": (CONNECTING, ()),
         "auth_ok": (CONNECTING, ()),
+        "manual_push": (CONNECTING, ()),  # after the pull in flight
+        "manual_pull": (CONNECTING, ()),
     },
     PULLING: {
         "start": (CONNECTING, ()),
@@ -143,6 +149,8 @@ TABLE: dict[SyncState, dict[str, tuple[SyncState, tuple[type, ...]]]] = {
         "offline": (OFFLINE, ()),
         "tick": (PULLING, ()),
         "auth_ok": (PULLING, ()),
+        "manual_push": (PULLING, ()),
+        "manual_pull": (PULLING, ()),
     },
     PUSHING: {
         "start": (CONNECTING, ()),
@@ -156,6 +164,8 @@ TABLE: dict[SyncState, dict[str, tuple[SyncState, tuple[type, ...]]]] = {
         "offline": (OFFLINE, ()),
         "tick": (PUSHING, ()),
         "auth_ok": (PUSHING, ()),
+        "manual_push": (PUSHING, ()),  # after the push in flight: a pull, then a push
+        "manual_pull": (PUSHING, ()),
     },
     IDLE: {
         "start": (CONNECTING, (P,)),
@@ -169,6 +179,8 @@ TABLE: dict[SyncState, dict[str, tuple[SyncState, tuple[type, ...]]]] = {
         "offline": (OFFLINE, ()),
         "tick": (PULLING, (P,)),  # the 30 s pull
         "auth_ok": (IDLE, ()),
+        "manual_push": (PULLING, (P,)),  # a pull first, then the push
+        "manual_pull": (PULLING, (P,)),
     },
     ERROR: {
         "start": (CONNECTING, (P,)),
@@ -182,6 +194,8 @@ TABLE: dict[SyncState, dict[str, tuple[SyncState, tuple[type, ...]]]] = {
         "offline": (OFFLINE, ()),
         "tick": (ERROR, ()),  # 61 s < Retry-After 120 s
         "auth_ok": (ERROR, ()),
+        "manual_push": (ERROR, ()),  # Retry-After 120 s: answered with the reason
+        "manual_pull": (ERROR, ()),
     },
     AUTH_REQUIRED: {
         "start": (CONNECTING, (P,)),
@@ -195,6 +209,8 @@ TABLE: dict[SyncState, dict[str, tuple[SyncState, tuple[type, ...]]]] = {
         "offline": (AUTH_REQUIRED, ()),
         "tick": (AUTH_REQUIRED, ()),
         "auth_ok": (AUTH_REQUIRED, ()),
+        "manual_push": (AUTH_REQUIRED, ()),  # the driver starts it again first
+        "manual_pull": (AUTH_REQUIRED, ()),
     },
 }
 
@@ -351,6 +367,73 @@ def test_a_failed_push_is_retried_after_a_catch_up_pull(failure: Failure, state:
     assert actions(s) == [PushBatch(500)]
     s.push_result_received(retry.at + 2, PushDone(more=False))
     assert s.state is IDLE and s.snapshot.error is None
+
+
+@pytest.mark.parametrize(
+    ("failure", "state"),
+    [(Failure.network("connect"), OFFLINE), (Failure.network("timeout"), ERROR),
+     (Failure.http(500, {}, {"code": "XX000"}), ERROR), (Failure.http(503), ERROR),
+     (Failure.http(404, {}, {"code": "PGRST202"}), ERROR)],
+)  # fmt: skip
+def test_a_manual_sync_ends_a_backoff_and_tries_now(failure: Failure, state: SyncState) -> None:
+    """``syncd push`` after the cloud came back must not answer the old failure for up to
+    30 s (nor until the slow retry of a Fatal): it pulls now, then pushes."""
+    s = SyncSession(rand=lambda: 0.99, backoff=Backoff(base_s=20.0, cap_s=30.0))
+    _pushing(s)
+    s.commands_to_run()
+    s.push_result_received(T, failure)
+    (retry,) = [c for c in actions(s) if isinstance(c, ScheduleRetry)]
+    assert s.state is state and retry.at > T + 19
+    assert s.manual_request(T + 1, "push") is None
+    assert actions(s) == [PullSince("c1", 1000)] and s.state is CONNECTING
+    snapshot = s.snapshot
+    assert (snapshot.attempt, snapshot.retry_at, snapshot.error) == (0, None, None)
+    s.pull_page_received(T + 2, PullPage("c2", has_more=False))
+    assert actions(s) == [PushBatch(500)]
+    s.push_result_received(T + 3, PushDone(more=False))
+    assert s.state is IDLE and not s.snapshot.pending
+
+
+def test_a_manual_pull_ends_a_backoff_and_pushes_only_what_is_pending() -> None:
+    s = SyncSession(rand=lambda: 0.99, backoff=Backoff(base_s=20.0, cap_s=30.0))
+    _idle(s)
+    s.tick(NOW + 30)
+    s.commands_to_run()
+    s.pull_page_received(NOW + 30, Failure.http(502))
+    assert s.state is ERROR
+    s.commands_to_run()
+    assert s.manual_request(NOW + 31, "pull") is None
+    assert actions(s) == [PullSince("c1", 1000)]
+    s.pull_page_received(NOW + 32, PullPage("c2", has_more=False))
+    assert actions(s) == [] and s.state is IDLE  # nothing was pending: no push
+
+
+def test_a_server_retry_after_holds_manual_requests_until_it_passes() -> None:
+    """A 429/503 with Retry-After is honoured whoever asks: the request is answered with the
+    reason and the backoff stays; the jitter on top of it is not (only the server's time)."""
+    s = SyncSession(rand=lambda: 0.5, backoff=Backoff(base_s=20.0, cap_s=30.0))
+    _pushing(s)
+    s.commands_to_run()
+    s.push_result_received(T, Failure.http(429, {"Retry-After": "5"}))
+    (retry,) = [c for c in actions(s) if isinstance(c, ScheduleRetry)]
+    assert retry.at == T + 10  # jitter 0.5 * 20 s, more than the server's 5 s
+    before = s.snapshot
+    for now in (T, T + 1, T + 4.99):
+        assert s.manual_request(now, "push") == "http_429"
+        assert actions(s) == [] and s.snapshot == before and s.state is ERROR
+    assert s.manual_request(T + 5, "push") is None  # the server's time passed: try now
+    assert actions(s) == [PullSince("c1", 1000)]
+
+
+def test_a_manual_request_that_cannot_start_says_why() -> None:
+    s = new_session()
+    assert s.manual_request(NOW, "push") == "offline"  # not started
+    s.start(NOW, online=False)
+    assert s.manual_request(NOW, "pull") == "offline"
+    s = new_session()
+    _auth_required(s)
+    s.commands_to_run()
+    assert s.manual_request(T, "push") == "auth_required" and actions(s) == []
 
 
 def test_expired_token_refreshes_and_repeats_the_request_once() -> None:
