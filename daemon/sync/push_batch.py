@@ -11,6 +11,13 @@ another row may reference (``leaves_only``): the cloud runs concurrent pushes as
 transactions, so a message sent beside the (uncommitted) push creating its conversation would
 fail its foreign key there and be rejected for good. Messages, tasks and document updates are
 leaves; workspaces, conversations and documents (and any table not known here) are not.
+
+A batch the cloud refuses as a whole for a value one of its changes carries (``retry.BadData``:
+e.g. PostgreSQL's 22P05 while it parses the request's JSON) would be refused again on every
+retry, and every change behind it with it. ``Bisection`` sends it again in halves, in order,
+each half refused so in halves again, until the change that carries the value is alone: that
+one is rejected (``rejected``, as the cloud's own per-change rejections are), the others go
+through. One bad change among n costs about 2*log2(n) requests.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ from typing import Any
 from daemon.store.sync_types import OutboxChange
 from daemon.sync.mapping import cloud_change
 
-__all__ = ["LEAF_TABLES", "OutgoingBatch"]
+__all__ = ["LEAF_TABLES", "Bisection", "OutgoingBatch"]
 
 #: Cloud tables no row references (migrations/cloud 0001, 0008): nothing depends on their rows.
 LEAF_TABLES = frozenset({"messages", "tasks", "doc_updates"})
+#: A refused change's ``detail`` (the server's message) is cut to this many characters.
+DETAIL_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +88,69 @@ class OutgoingBatch:
             else {"id": c.row_id, "table": c.table, "status": "applied", "reason": "local_only"}
             for c, m in zip(self.changes, self.mapped, strict=True)
         ]
+
+    def halves(self) -> tuple[OutgoingBatch, OutgoingBatch]:
+        """The batch in two, in order, each sending about half of its changes sent (at least
+        one: it must send two or more)."""
+        sent = [i for i, m in enumerate(self.mapped) if m is not None]
+        if len(sent) < 2:
+            raise ValueError("only a batch sending two changes or more can be halved")
+        cut = sent[len(sent) // 2]
+        return (
+            OutgoingBatch(self.changes[:cut], self.mapped[:cut]),
+            OutgoingBatch(self.changes[cut:], self.mapped[cut:]),
+        )
+
+    def refused(self, reason: str, detail: str | None = None) -> list[dict[str, Any]]:
+        """One result per change when the cloud refused the batch, which sends one change, as
+        a whole: that change is rejected with ``reason`` (and ``detail``)."""
+        payload = self.payload
+        if len(payload) != 1:
+            raise ValueError("only a batch sending one change is refused change by change")
+        sent = payload[0]
+        rejected: dict[str, Any] = {
+            "id": sent["id"],
+            "table": sent["table"],
+            "status": "rejected",
+            "reason": reason,
+        }
+        if detail:
+            rejected["detail"] = detail[:DETAIL_CHARS]
+        return self.results([rejected])
+
+
+class Bisection:
+    """The results of a batch the cloud refused as a whole for a value it carries (sans-I/O;
+    see the module docstring). Feed it that refusal, then send ``next_part()`` while there is
+    one and feed its outcome (``answered`` or ``refused``); ``results()`` then has one result
+    per change of the batch, in its order, for ``complete_push``. Parts are sent one after the
+    other, in the batch's order: a row is created before the rows that reference it."""
+
+    def __init__(self, batch: OutgoingBatch) -> None:
+        #: parts still to send, the next first (the batch itself until its refusal is fed)
+        self._todo = [batch]
+        self._results: list[dict[str, Any]] = []
+
+    def next_part(self) -> OutgoingBatch | None:
+        """The part to send next; None once every change has its result."""
+        return self._todo[0] if self._todo else None
+
+    def answered(self, answers: Sequence[dict[str, Any]]) -> None:
+        """The cloud answered the part sent (one answer per change sent)."""
+        self._results.extend(self._todo[0].results(answers))
+        self._todo.pop(0)
+
+    def refused(self, reason: str, detail: str | None = None) -> None:
+        """The cloud refused the part sent as a whole for a value it carries (``BadData``):
+        a part of one change is rejected, a bigger one is sent again in halves."""
+        part = self._todo[0]
+        if len(part.payload) > 1:
+            self._todo[0:1] = part.halves()
+        else:
+            self._results.extend(part.refused(reason, detail))
+            self._todo.pop(0)
+
+    def results(self) -> list[dict[str, Any]]:
+        if self._todo:
+            raise ValueError("the bisection is not finished")
+        return self._results

@@ -18,8 +18,14 @@ when no response arrived, a transport error kind (``connect``, ``timeout``, ``re
   refresh refused (``refresh_token_already_used``, ``refresh_token_not_found``,
   ``session_not_found``, ``session_expired``, ``user_not_found``, legacy OAuth
   ``invalid_grant`` about a refresh token), or a 401 after a fresh refresh.
+- ``BadData(reason)`` -- a ``Fatal`` about a value the request carries: a PostgreSQL data
+  exception (SQLSTATE class 22, e.g. ``22P05`` "unsupported Unicode escape sequence"), an
+  integrity constraint (23) or a program limit (54, "too large": PostgREST answers it 500),
+  whatever the status; and 413 (the request is too large). The same request fails again for
+  ever, but a part of it may not: a push refused so is split until the one change holding that
+  value is alone (push_batch.Bisection), which is then rejected, and the others go through.
 - ``Fatal(reason)`` -- any other 4xx, and 501: retrying cannot help. ``reason`` is the server's
-  error code (e.g. ``23505``, ``PGRST204``, ``validation_failed``) or ``http_<status>``.
+  error code (e.g. ``PGRST204``, ``validation_failed``) or ``http_<status>``.
 
 Reasons are codes only, never server messages, so no token or content can leak into logs or
 status (I8). ``Backoff`` spaces retries with full jitter: ``rand * min(cap, base * 2**attempt)``
@@ -41,6 +47,7 @@ from daemon.backoff import Backoff as _Backoff
 
 __all__ = [
     "Backoff",
+    "BadData",
     "Decision",
     "Failure",
     "Fatal",
@@ -67,6 +74,9 @@ REFRESH_REFUSED: Final = frozenset(
 #: A server that asks for longer than this is capped: sync must not stall for days.
 MAX_RETRY_AFTER_S: Final = 3600.0
 _CODE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+#: SQLSTATEs about the data: classes 22 (data exception), 23 (integrity constraint), 54
+#: (program limit exceeded).
+_DATA_SQLSTATE: Final = re.compile(r"^(22|23|54)[0-9A-Z]{3}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +142,14 @@ class Failure:
         match = re.search(r"error=([^;,\s]+)", proxy)
         return match.group(1) if match else None
 
+    @property
+    def error_message(self) -> str | None:
+        """The server's message (PostgREST's ``message``), if any. Server text: it may quote
+        the data, so it goes where the data goes (a rejected change's ``detail``), never into
+        a reason, a log line or the status (I8)."""
+        message = (self.body or {}).get("message")
+        return message if isinstance(message, str) and message else None
+
 
 @dataclass(frozen=True, slots=True)
 class Retry:
@@ -150,11 +168,17 @@ class Fatal:
 
 
 @dataclass(frozen=True, slots=True)
+class BadData(Fatal):
+    """A ``Fatal`` about a value the request carries (a data exception, a constraint, too
+    large): the request as it is never succeeds, but a part of it may (a push is split)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReAuth:
     """Refresh the session, then repeat the request once."""
 
 
-Decision = Retry | Fatal | ReAuth
+Decision = Retry | Fatal | ReAuth  # (BadData is a Fatal)
 
 
 def classify(failure: Failure, *, now: float) -> Decision:
@@ -172,6 +196,8 @@ def classify(failure: Failure, *, now: float) -> Decision:
     after = parse_retry_after(failure.headers.get("retry-after"), now=now)
     if status == 429:
         return Retry(after, reason)
+    if status == 413 or (code is not None and _DATA_SQLSTATE.match(code)):
+        return BadData(reason, status)
     if status == 408 or (status == 409 and code == "conflict"):
         return Retry(after, reason)
     if status >= 500 and status != 501:

@@ -34,7 +34,11 @@ back as the session's input:
                 and SENT: up to PUSH_IN_FLIGHT requests are in flight, answers are settled in
                 send order, one per PushBatch (a batch is sent beside another only if that
                 one holds leaf rows only, push_batch.py; else it waits, taken, for its
-                answer). Any failure drops every request in flight
+                answer). A batch the cloud refuses as a whole for a value one of its
+                changes carries (retry.BadData, e.g. 22P05) is sent again in parts, one
+                after the other, until that change is alone: it is rejected, the others
+                settle as answered (push_batch.Bisection; the requests in flight beside it
+                are dropped). Any other failure drops every request in flight
                 (their entries stay: the retry takes the outbox from its start, and the cloud
                 applies a change once however often it comes, I2)
     RefreshAuth refresh the cloud session, report auth_refreshed
@@ -76,7 +80,7 @@ from daemon.sync.adapters import (
     merge_pulled,
     new_rows_as_is,
 )
-from daemon.sync.cloud.errors import CloudError
+from daemon.sync.cloud.errors import CloudError, CloudUnavailable
 from daemon.sync.cloud.records import PullMarks, later_cursor
 from daemon.sync.mapping import local_change
 from daemon.sync.protocol import (
@@ -93,8 +97,8 @@ from daemon.sync.protocol import (
     SyncState,
 )
 from daemon.sync.pull_ahead import PageFetcher
-from daemon.sync.push_batch import OutgoingBatch
-from daemon.sync.retry import Backoff
+from daemon.sync.push_batch import Bisection, OutgoingBatch
+from daemon.sync.retry import Backoff, BadData
 from daemon.sync.status import WorkspaceStatus
 
 if TYPE_CHECKING:
@@ -608,9 +612,49 @@ class WorkspaceSync:
                 break
             self._fly(ahead)
         flight = self._flights[0]
-        answers = await flight.request
+        try:
+            answers = await flight.request
+        except CloudError as exc:
+            if not isinstance(exc.decision, BadData):
+                raise
+            # refused as a whole for a value one change carries: it alone must not pass,
+            # and the rest must (the batches sent beside it are sent again after it)
+            self._drop_flights()
+            return flight.batch, await self._bisect(flight.batch, exc, epoch)
         self._flights.popleft()
         return flight.batch, flight.batch.results(answers)
+
+    async def _bisect(
+        self, batch: OutgoingBatch, refusal: CloudError, epoch: int
+    ) -> list[dict[str, Any]]:
+        """The results of ``batch``, which the cloud refused as a whole for a value one of
+        its changes carries (``refusal``): sent again in parts, one after the other, until
+        that change is alone and rejected (push_batch.Bisection). Any other failure of a part
+        is the push's (nothing is settled: the retry sends the batch again, I2)."""
+        bisection = Bisection(batch)
+        self._refused(bisection, batch, refusal)
+        while (part := bisection.next_part()) is not None:
+            if epoch != self._epoch:  # went offline: send nothing more
+                raise CloudUnavailable("rest.push", "offline")
+            try:
+                answers = await self._api.push(part.payload)
+            except CloudError as exc:
+                if not isinstance(exc.decision, BadData):
+                    raise
+                self._refused(bisection, part, exc)
+            else:
+                bisection.answered(answers)
+        return bisection.results()
+
+    def _refused(self, bisection: Bisection, part: OutgoingBatch, refusal: CloudError) -> None:
+        logger.info(
+            "sync.push_refused ws=%s reason=%s rows=%d",
+            self.workspace_id,
+            refusal.reason,
+            len(part.payload),
+        )
+        detail = None if refusal.failure is None else refusal.failure.error_message
+        bisection.refused(refusal.reason, detail)
 
     def _fly(self, batch: OutgoingBatch) -> None:
         request = asyncio.create_task(

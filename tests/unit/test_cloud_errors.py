@@ -17,7 +17,7 @@ from daemon.sync.cloud.errors import (
     error_from_failure,
 )
 from daemon.sync.cloud.http import transport_kind
-from daemon.sync.retry import Failure, Fatal, ReAuth, Retry, classify
+from daemon.sync.retry import BadData, Failure, Fatal, ReAuth, Retry, classify
 
 NOW = 1_795_000_000.0
 V2 = {"X-Supabase-Api-Version": "2024-01-01"}
@@ -145,7 +145,7 @@ CASES: list[tuple[Failure, type[CloudError], str, Any]] = [
         ),
         CloudRejected,
         "23505",
-        Fatal("23505", 409),
+        BadData("23505", 409),  # a value the request carries (a push is split)
     ),
     (
         postgrest(

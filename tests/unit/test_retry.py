@@ -9,6 +9,7 @@ import pytest
 from daemon.sync.retry import (
     MAX_RETRY_AFTER_S,
     Backoff,
+    BadData,
     Decision,
     Failure,
     Fatal,
@@ -120,7 +121,20 @@ CASES: list[tuple[str, Failure, Decision]] = [
         Fatal("invalid_grant", 400),
     ),
     ("403 RLS 42501", postgrest(403, "42501"), Fatal("42501", 403)),
-    ("409 unique violation", postgrest(409, "23505"), Fatal("23505", 409)),
+    # the request carries a value the cloud refuses: a push is split (push_batch.Bisection)
+    ("409 unique violation", postgrest(409, "23505"), BadData("23505", 409)),
+    (
+        "400 22P05 NUL in the JSON",
+        postgrest(400, "22P05", "unsupported Unicode escape sequence"),
+        BadData("22P05", 400),
+    ),
+    ("400 22001 value too long", postgrest(400, "22001"), BadData("22001", 400)),
+    ("400 23514 check violation", postgrest(400, "23514"), BadData("23514", 400)),
+    ("500 54000 too large (PostgREST: 500)", postgrest(500, "54000"), BadData("54000", 500)),
+    ("413 request too large", Failure.http(413), BadData("http_413", 413)),
+    ("500 XX000 internal: transient", postgrest(500, "XX000"), Retry(None, "XX000")),
+    ("503 53300 too many connections", postgrest(503, "53300"), Retry(None, "53300")),
+    ("not a SQLSTATE", postgrest(400, "22P05x"), Fatal("22P05x", 400)),
     ("404 PGRST202 no function", postgrest(404, "PGRST202"), Fatal("PGRST202", 404)),
     ("400 PGRST204 unknown column", postgrest(400, "PGRST204"), Fatal("PGRST204", 400)),
     (
@@ -128,7 +142,6 @@ CASES: list[tuple[str, Failure, Decision]] = [
         Failure.http(400, {"Proxy-Status": "PostgREST; error=PGRST100"}, b"oops"),
         Fatal("PGRST100", 400),
     ),
-    ("413 too large", Failure.http(413), Fatal("http_413", 413)),
     (
         "server text never becomes the reason",
         Failure.http(400, {}, {"code": "Bearer eyJhbGciOi.secret token text"}),
@@ -139,7 +152,19 @@ CASES: list[tuple[str, Failure, Decision]] = [
 
 @pytest.mark.parametrize(("failure", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_classify(failure: Failure, expected: Decision) -> None:
-    assert classify(failure, now=NOW) == expected
+    decision = classify(failure, now=NOW)
+    assert (decision, type(decision)) == (expected, type(expected))
+
+
+def test_bad_data_is_fatal_and_its_message_is_kept_apart_from_the_reason() -> None:
+    """Whatever only knows Fatal (the session's slow retry of a pull, CloudRejected) treats
+    BadData so; the server's message is for a rejected change's detail, never the reason."""
+    failure = postgrest(400, "22P05", "unsupported Unicode escape sequence")
+    decision = classify(failure, now=NOW)
+    assert isinstance(decision, Fatal) and decision.reason == "22P05"
+    assert failure.error_message == "unsupported Unicode escape sequence"
+    assert Failure.http(400, {}, {"message": 7}).error_message is None
+    assert Failure.network("connect").error_message is None
 
 
 @pytest.mark.parametrize(
