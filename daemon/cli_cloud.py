@@ -41,6 +41,8 @@ _HINTS: Final[dict[int, str]] = {
 _REASON_HINTS: Final[dict[str, str]] = {
     "invalid_credentials": "the email or the password is wrong",
     "email_not_confirmed": "confirm the email address first",
+    "connect": "the cloud cannot be reached (check the network and SYNCD_CLOUD_URL); syncd "
+    "keeps trying in the background",
 }
 
 Command = Callable[[Client], Awaitable[int]]
@@ -309,8 +311,12 @@ async def _until(events: Any, call: asyncio.Future[Any]) -> Any:
 
 
 def _outcome(result: dict[str, Any]) -> int:
-    if result.get("error"):
-        sys.stderr.write(f"syncd: sync failed: {result['error']} (it retries in the background)\n")
+    error = result.get("error")
+    if error:
+        sys.stderr.write(f"syncd: sync failed: {error} (it retries in the background)\n")
+        hint = _REASON_HINTS.get(str(error))
+        if hint:
+            sys.stderr.write(f"hint: {hint}\n")
         return EXIT_ERROR
     return EXIT_OK
 
@@ -344,6 +350,10 @@ def _status_text(
         account = "not configured"
     elif cloud["logged_in"]:
         account = f"logged in as {_who(cloud)}"
+        if cloud["last_error"] == "connect":  # e.g. restored at start while out of reach
+            account += " (the cloud cannot be reached: syncd keeps trying)"
+        elif cloud["last_error"]:
+            account += f" (last error: {cloud['last_error']})"
     else:
         account = "login required" if cloud["auth_required"] else "logged out"
     lines = [

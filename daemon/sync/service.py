@@ -8,7 +8,10 @@ local conflict/rejection lists still work). Nothing local ever waits for the clo
 Lifecycle: ``start`` restores every link from the store, then logs in silently in the
 background from the stored refresh token (``CloudSession.restore``). The session's status
 listener starts the driver on every login (also after a restore) and stops it on logout or
-when the cloud ends the session (auth_required).
+when the cloud ends the session (auth_required). A restored session is logged in before the
+cloud has confirmed it (the cloud may be out of reach at start): the syncs then retry as in
+any outage, and the profile and organisation that could not be loaded are loaded at the
+session's first grant (``_session_changed``).
 
 Folders: a linked workspace without a local ``path`` gets its link's folder; a clone's row
 comes with its first pull, so the commit listener places it then (``Linker.place``).
@@ -161,6 +164,7 @@ class CloudService(LocalSync):
         )
         self._logged_in = False
         self._logging_in = False
+        self._loading_account = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dirty = asyncio.Event()
         self._dirty_cloud = self._dirty_sync = False
@@ -221,7 +225,12 @@ class CloudService(LocalSync):
         if status.logged_in and not self._logged_in:
             self._logged_in = True
             if not self._logging_in:  # a silent restore: login() does this itself
+                self._loading_account = True
                 self._spawn(self._became_logged_in(), "cloud-logged-in")
+        elif status.logged_in and self._account_pending(status):
+            # granted at last (restored while the cloud was out of reach): the account now
+            self._loading_account = True
+            self._spawn(self._became_logged_in(), "cloud-account")
         elif not status.logged_in and self._logged_in:
             self._logged_in = False
             self._profile = self._membership = self._member_orgs = None
@@ -230,11 +239,22 @@ class CloudService(LocalSync):
         self._changed(cloud=True, sync=True)
 
     async def _became_logged_in(self) -> None:
-        await self._load_account()
+        self._loading_account = True
+        try:
+            await self._load_account()
+        finally:
+            self._loading_account = False
+        if not self.session.status.logged_in:  # refused or logged out meanwhile
+            return
         await self.driver.activate(self._member_orgs)
-        if self.session.status.logged_in:
-            self.live.activate()
+        self.live.activate()
         self._changed(cloud=True, sync=True)
+
+    def _account_pending(self, status: SessionStatus) -> bool:
+        """A granted session whose account could not be loaded (and is not being loaded)."""
+        granted = status.expires_at is not None and status.last_error is None
+        busy = self._loading_account or self._logging_in
+        return self._logged_in and granted and self._member_orgs is None and not busy
 
     async def _load_account(self) -> None:
         """Profile and first organisation; failures leave them unknown (not fatal)."""

@@ -14,7 +14,14 @@ from keyring.backend import KeyringBackend
 from keyring.backends import chainer, fail, null
 from keyring.errors import KeyringError, PasswordDeleteError
 
-from daemon.sync.cloud.secrets import FILE_NAME, SERVICE, SecretStore, is_usable_keyring
+from daemon.sync.cloud.secrets import (
+    FILE_NAME,
+    SERVICE,
+    SecretStore,
+    StoredSession,
+    is_usable_keyring,
+)
+from daemon.sync.cloud.wire import CloudUser
 
 URL = "http://127.0.0.1:54321"
 TOKEN = "abcdefghij12"
@@ -184,3 +191,34 @@ def test_bad_values_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         SecretStore(tmp_path, "ftp://host")
     assert not store.path.exists()
+
+
+ADA = CloudUser("8d7f0f52-5a3e-4f0e-9a57-0c1d2e3f4a5b", "ada@example.com")
+
+
+@pytest.mark.parametrize("ring", [None, MemoryKeyring()], ids=["file", "keyring"])
+def test_the_user_is_stored_with_the_token(tmp_path: Path, ring: MemoryKeyring | None) -> None:
+    store = SecretStore(tmp_path, URL, keyring_backend=ring or fail.Keyring())
+    store.save(StoredSession(TOKEN, ADA))
+    again = SecretStore(tmp_path, URL, keyring_backend=ring or fail.Keyring())
+    assert again.load() == StoredSession(TOKEN, ADA)
+    assert again.get() == TOKEN
+    assert TOKEN not in repr(again.load())
+    again.set("zyxwvutsrq98")  # a token alone replaces the entry, user and all
+    assert again.load() == StoredSession("zyxwvutsrq98")
+    again.delete()
+    assert again.load() is None
+
+
+def test_entries_of_an_older_syncd_and_bad_entries() -> None:
+    assert StoredSession.decode(TOKEN) == StoredSession(TOKEN)  # the bare token
+    assert StoredSession.decode(StoredSession(TOKEN, ADA).encode()) == StoredSession(TOKEN, ADA)
+    assert StoredSession(TOKEN).encode() == TOKEN  # what an older syncd reads
+    odd = StoredSession("{looks-like-json")  # never from GoTrue, still kept intact
+    assert StoredSession.decode(odd.encode()) == odd
+    no_email = '{"refresh_token": "t", "user": {"id": "u", "email": 3}}'
+    assert StoredSession.decode(no_email) == StoredSession("t", CloudUser("u", None))
+    no_user = '{"refresh_token": "t", "user": {"email": "a@b.c"}}'
+    assert StoredSession.decode(no_user) == StoredSession("t")
+    for bad in ("", None, 7, "{not json", '{"user": {"id": "u"}}', '{"refresh_token": ""}'):
+        assert StoredSession.decode(bad) is None, bad

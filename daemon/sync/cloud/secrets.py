@@ -7,6 +7,12 @@ keyring fails at any call, the token goes to ``<data dir>/cloud-credentials.json
 which is only ever created with mode 0600 (written to a private temporary file, then renamed).
 ``backend`` says which one is in use, for ``cloud.status``.
 
+An entry is the refresh token alone, or, once the user it logs in is known, the JSON text
+``{"refresh_token", "user": {"id", "email"}}`` (``StoredSession``): a daemon restarted while
+the cloud cannot be reached shows whom it is logged in as before the cloud confirms it. (A
+GoTrue refresh token never starts with ``{``, and one that did would be stored as JSON text;
+an older syncd reads such an entry as a token the cloud refuses, so it asks for a login.)
+
 Calls block (a keyring may talk D-Bus), so async code runs them in a worker thread. Values are
 never logged, and exceptions from keyring backends are logged by type only: a backend's message
 could quote what it was asked to store.
@@ -18,6 +24,7 @@ import contextlib
 import logging
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -29,15 +36,59 @@ from keyring.backends import chainer, fail, null
 
 from daemon.sync.cloud.errors import SecretStoreError
 from daemon.sync.cloud.status import SecretBackend
-from daemon.sync.cloud.wire import normalize_cloud_url
+from daemon.sync.cloud.wire import CloudUser, normalize_cloud_url
 
-__all__ = ["FILE_NAME", "SERVICE", "SecretBackend", "SecretStore", "is_usable_keyring"]
+__all__ = [
+    "FILE_NAME",
+    "SERVICE",
+    "SecretBackend",
+    "SecretStore",
+    "StoredSession",
+    "is_usable_keyring",
+]
 
 logger = logging.getLogger(__name__)
 
 SERVICE: Final = "syncd"
 FILE_NAME: Final = "cloud-credentials.json"
 _FILE_VERSION: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """What is kept of a session: its refresh token and, when known, whom it logs in."""
+
+    refresh_token: str = field(repr=False)
+    user: CloudUser | None = None
+
+    def encode(self) -> str:
+        """The stored entry: the bare token, or JSON text with the user (module docstring)."""
+        if self.user is None and not self.refresh_token.startswith("{"):
+            return self.refresh_token
+        user = None if self.user is None else self.user.to_json()
+        return orjson.dumps({"refresh_token": self.refresh_token, "user": user}).decode()
+
+    @classmethod
+    def decode(cls, value: object) -> StoredSession | None:
+        """An entry as ``encode`` wrote it (or an older syncd: the bare token); None for
+        anything else."""
+        if not isinstance(value, str) or not value:
+            return None
+        if not value.startswith("{"):
+            return cls(value)
+        try:
+            data = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+        token = data.get("refresh_token") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token:
+            return None
+        user = data.get("user")
+        known = None
+        if isinstance(user, dict) and isinstance(user.get("id"), str) and user["id"]:
+            email = user.get("email")
+            known = CloudUser(user["id"], email if isinstance(email, str) else None)
+        return cls(token, known)
 
 
 def is_usable_keyring(backend: keyring.backend.KeyringBackend | None) -> bool:
@@ -92,6 +143,15 @@ class SecretStore:
 
     def get(self) -> str | None:
         """The stored refresh token, or None."""
+        stored = self.load()
+        return None if stored is None else stored.refresh_token
+
+    def set(self, value: str) -> None:
+        """Store the refresh token ``value`` alone (replacing any previous entry)."""
+        self.save(StoredSession(value))
+
+    def load(self) -> StoredSession | None:
+        """The stored session, or None."""
         if self._keyring is not None:
             try:
                 value = self._keyring.get_password(SERVICE, self._username)
@@ -99,14 +159,15 @@ class SecretStore:
                 self._give_up_keyring("get", exc)
             else:
                 if value:
-                    return value
-        value = self._read_file().get(self._url)
-        return value if isinstance(value, str) and value else None
+                    return StoredSession.decode(value)
+        return StoredSession.decode(self._read_file().get(self._url))
 
-    def set(self, value: str) -> None:
-        """Store ``value`` (replacing any previous token)."""
-        if not isinstance(value, str) or not value:
+    def save(self, session: StoredSession) -> None:
+        """Store ``session`` (replacing any previous entry)."""
+        token = session.refresh_token
+        if not isinstance(token, str) or not token:
             raise ValueError("a refresh token must be a non-empty string")
+        value = session.encode()
         if self._keyring is not None:
             try:
                 self._keyring.set_password(SERVICE, self._username, value)

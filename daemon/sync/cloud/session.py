@@ -12,12 +12,17 @@ HTTP/1.1 client, and nothing but this class holds or rotates the token.
 
 State: no credentials (logged out, or ``auth_required`` after a refusal), or credentials with a
 refresh token and, once a grant succeeded, an access token with ``expires_at``/``refresh_at``.
+Holding credentials is being logged in (``status.logged_in``), granted yet or not.
 
-- ``login`` and a successful refresh install a grant: the new refresh token is stored
-  (``SecretStore``) and the next refresh is due at ``wire.refresh_at`` (60 s before expiry,
-  never sooner than 10 s after the grant).
-- ``restore`` (at start) takes the stored refresh token and refreshes it; a cloud that cannot be
-  reached does not lose it: the refresher keeps trying with ``retry.Backoff`` (full jitter).
+- ``login`` and a successful refresh install a grant: the new refresh token is stored with the
+  user it logs in (``SecretStore``, ``StoredSession``) and the next refresh is due at
+  ``wire.refresh_at`` (60 s before expiry, never sooner than 10 s after the grant).
+- ``restore`` (at start) takes the stored refresh token and user and refreshes the token; a
+  cloud that cannot be reached does not lose it: the refresher keeps trying with
+  ``retry.Backoff`` (full jitter). Meanwhile the session is logged in as the stored user, with
+  ``last_error`` saying why it is not granted yet (``connect``), and a call that needs a token
+  fails as the cloud being unavailable, not as a missing login: nothing is wrong with the
+  session, and it needs no login when the cloud is back.
 - A refused refresh (``refresh_token_already_used``, ``refresh_token_not_found``, the session
   gone...) drops the credentials and the stored token and sets ``auth_required``: cloud calls
   raise ``AuthRequired`` until the next login; local work is not affected.
@@ -55,7 +60,7 @@ from daemon.sync.cloud.errors import (
     SecretStoreError,
 )
 from daemon.sync.cloud.http import CloudHttp, decode_json
-from daemon.sync.cloud.secrets import SecretStore
+from daemon.sync.cloud.secrets import SecretStore, StoredSession
 from daemon.sync.cloud.status import SessionStatus, StatusListener
 from daemon.sync.cloud.wire import (
     REFRESH_FLOOR_S,
@@ -177,14 +182,15 @@ class CloudSession:
         if self._creds is not None:
             return self._status
         try:
-            token = await asyncio.to_thread(self._secrets.get)
+            stored = await asyncio.to_thread(self._secrets.load)
         except SecretStoreError as exc:
             logger.warning("auth.restore_failed reason=%s", exc.reason)
             return self._set_error(exc.reason)
-        if token is None:
+        if stored is None:
             return self._status
         self._generation += 1
-        self._creds = _Credentials(refresh_token=token)
+        self._creds = _Credentials(refresh_token=stored.refresh_token, user=stored.user)
+        self._known_user = stored.user
         self._auth_required = False
         self._publish()
         await self._refresh_in_background()
@@ -364,7 +370,8 @@ class CloudSession:
             if creds is None:
                 await asyncio.to_thread(self._secrets.delete)
             else:
-                await asyncio.to_thread(self._secrets.set, creds.refresh_token)
+                stored = StoredSession(creds.refresh_token, creds.user)
+                await asyncio.to_thread(self._secrets.save, stored)
         self._publish()  # the store may have fallen back from the keyring to the file
 
     async def _persist_quietly(self) -> None:
@@ -398,7 +405,7 @@ class CloudSession:
     def _current_status(self) -> SessionStatus:
         creds = self._creds
         return SessionStatus(
-            logged_in=creds is not None and creds.access_token is not None,
+            logged_in=creds is not None,
             auth_required=self._auth_required,
             user=creds.user if creds is not None and creds.user else self._known_user,
             expires_at=None if creds is None else creds.expires_at,

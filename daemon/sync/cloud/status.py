@@ -17,6 +17,8 @@ SecretBackend = Literal["keyring", "file"]
 class SessionStatus:
     """What ``cloud.status`` shows about the session; never a token."""
 
+    #: a session is held: granted, or restored at start and not granted yet (``expires_at``
+    #: None; ``last_error`` says why, e.g. ``connect``: the cloud cannot be reached)
     logged_in: bool = False
     auth_required: bool = False
     user: CloudUser | None = None

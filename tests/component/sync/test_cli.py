@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from devcloud.server import RunningDevcloud
+from daemon.sync.cloud.secrets import SecretStore
+from devcloud.context import DevcloudConfig
+from devcloud.server import RunningDevcloud, running_devcloud
 from tests.helpers import MS, wait_for
 
 from .conftest import PASSWORD, MakeDevice
@@ -245,3 +247,53 @@ async def test_link_and_unlink_of_a_missing_folder(
     code, out = await syncd(env, "unlink", str(folder))
     assert code == 0 and "unlinked" in out, out
     assert (await call(env, "cloud.status"))["linked_workspaces"] == []
+
+
+async def test_a_restart_while_the_cloud_is_down_keeps_the_session(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    """Restarted while the cloud cannot be reached, the daemon is logged in as the stored user
+    and says the cloud is out of reach (not "log in"); when the cloud is back the session is
+    granted and the account loaded without any user action."""
+    async with running_devcloud(DevcloudConfig(port=0), database_url=fresh_database_url) as dc:
+        await dc.create_user("eve@example.com", PASSWORD, org="Delta")
+        env = environment(dc, tmp_path / "data")
+        async with running_daemon(env, tmp_path / "daemon-1.log"):
+            await login(env, "eve@example.com")
+            folder = tmp_path / "project"
+            folder.mkdir()
+            code, out = await syncd(env, "link", str(folder))
+            assert code == 0, out
+        url, port = dc.url, dc.port
+    token = SecretStore(tmp_path / "data", url, use_keyring=False).get()
+    assert token is not None
+
+    async with running_daemon(env, tmp_path / "daemon-2.log"):  # the cloud is down
+
+        async def tried() -> bool:
+            return (await call(env, "cloud.status"))["last_error"] == "connect"
+
+        await wait_for(tried, message="the restore to meet the outage")
+        state = await call(env, "cloud.status")
+        assert state["logged_in"] is True and state["auth_required"] is False
+        assert state["user"]["email"] == "eve@example.com"
+        assert token not in json.dumps(state)
+        code, out = await syncd(env, "status")
+        assert code == 0 and "logged in as eve@example.com" in out, out
+        assert "the cloud cannot be reached" in out and "logged out" not in out, out
+        code, out = await syncd(env, "pull")
+        assert code == 1 and "the cloud cannot be reached" in out and "log in" not in out, out
+
+        # The same cloud comes back: the stored session is granted, the account loaded.
+        config = DevcloudConfig(port=port)
+        async with running_devcloud(config, database_url=fresh_database_url):
+
+            async def back() -> bool:
+                state = await call(env, "cloud.status")
+                return state["last_error"] is None and state["organization"] is not None
+
+            await wait_for(back, timeout=60_000 * MS, message="the session back by itself")
+            state = await call(env, "cloud.status")
+            assert state["organization"]["name"] == "Delta" and state["role"] == "owner"
+            code, out = await syncd(env, "push")
+            assert code == 0 and out.startswith("pushed"), out

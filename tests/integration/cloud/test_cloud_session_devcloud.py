@@ -253,11 +253,15 @@ async def test_restore_rides_out_an_outage_with_backoff(
         assert token is not None
         url, port = dc.url, dc.port
     leaks.secret(token)
-    store(tmp_path, url, token)
+    kept = SecretStore(tmp_path / "first", url, use_keyring=False).load()
+    assert kept is not None and kept.user == CloudUser(user_id, EMAIL)  # stored with the token
+    SecretStore(tmp_path, url, use_keyring=False).save(kept)
     fast = Backoff(base_s=0.05, cap_s=0.2)
     session = await open_session(url, tmp_path, backoff=fast)
     status = await session.restore()
-    assert not status.logged_in and not status.auth_required
+    # logged in as the stored user, not granted yet: the cloud cannot be reached
+    assert status.logged_in and not status.auth_required
+    assert status.user == CloudUser(user_id, EMAIL) and status.expires_at is None
     assert status.last_error == "connect"
     assert stored(tmp_path, url) == token  # an outage never costs the session
     with pytest.raises(CloudUnavailable):
@@ -265,7 +269,7 @@ async def test_restore_rides_out_an_outage_with_backoff(
     await wait_for(lambda: len(leaks.messages("auth.refresh_failed reason=connect")) >= 3)
 
     await start_devcloud(port=port)  # the same cloud comes back
-    await wait_for(lambda: session.status.logged_in, timeout=10_000 * MS)
-    assert session.status.user == CloudUser(user_id, EMAIL)
+    await wait_for(lambda: session.status.expires_at is not None, timeout=10_000 * MS)
+    assert session.status.logged_in and session.status.user == CloudUser(user_id, EMAIL)
     assert session.status.last_error is None
     leaks.secret(await session.access_token(), stored(tmp_path, url))

@@ -31,6 +31,7 @@ from typing import Any, Self
 
 import asyncpg
 
+from daemon.sync.cloud.secrets import StoredSession
 from devcloud import _seed
 from devcloud.context import DevcloudConfig
 from tests.helpers import MS, wait_for
@@ -282,7 +283,8 @@ class DaemonProcess:
             data = json.loads((self.data_dir / "cloud-credentials.json").read_text())
         except (FileNotFoundError, ValueError):
             return None
-        found = _strings(data)
+        # (an entry is the token, or JSON text holding it and the user: StoredSession)
+        found = [e.refresh_token for e in map(StoredSession.decode, _strings(data)) if e]
         return max(found, key=len) if found else None
 
     # Public-API helpers ----------------------------------------------------------------------
