@@ -30,10 +30,10 @@ from daemon.store.codec import load_json
 from daemon.store.documents import DocumentRepo
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.schema import conflicts as conflicts_table
-from daemon.store.schema import rejected as rejected_table
 from daemon.store.sync_apply import apply_new_rows_op, apply_pull_op
 from daemon.store.sync_outbox import (
     PUSH_STATUSES,
+    REJECTED_COLUMNS,
     complete_push_op,
     link_op,
     pull_scope,
@@ -72,7 +72,6 @@ _CHECKS: dict[str, dict[str, Check]] = {
     "tasks": tasks.UPDATABLE,
 }
 _CONFLICT_COLUMNS = tuple(str(c.name) for c in conflicts_table.columns)
-_REJECTED_COLUMNS = tuple(str(c.name) for c in rejected_table.columns)
 
 
 #: Realtime hints (``cursor=None``) of at most this many rows are written as small writes.
@@ -278,7 +277,7 @@ def _read_conflicts(conn: sqlite3.Connection, include_resolved: bool) -> list[di
 
 def _read_rejected(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     found = conn.execute(q.rejected_sql())
-    return [rejected_view(dict(zip(_REJECTED_COLUMNS, v, strict=True))) for v in found]
+    return [rejected_view(dict(zip(REJECTED_COLUMNS, v, strict=True))) for v in found]
 
 
 def _read_counts(conn: sqlite3.Connection) -> dict[str, int]:

@@ -10,16 +10,29 @@ from the set. System and tool messages never get an entry (I6), and ``read_outbo
 them again should one appear. ``drop_unlinked_entries`` removes, at store open, the entries a
 store written before this rule holds for unlinked workspaces (in chunks, one short transaction
 each).
+
+A row whose create the cloud rejected is not in the cloud, so a later edit's entry (only the
+fields it changed) must not go alone: the cloud would create the row from its column defaults
+and every other device would get that other row, for good. So ``read_outbox`` pushes such a
+row whole, as a link's snapshot does (its stored state: every field with its clock), until the
+cloud takes it; then ``complete_push`` settles the row's rejections (deleted, each announced
+once more on ``sync.rejected`` with ``settled_at``) and queues again, whole, the rows whose
+creates were rejected under it (a conversation's messages, a workspace's conversations and
+tasks: refused for the missing parent, they have no edit of their own to carry them).
+A create is known by ``created_at`` in the rejected change (sync_sql.py ``rejected_creates``),
+so rejections filed before this rule count too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
+from typing import Any, Final
 
 import orjson
 
@@ -27,8 +40,10 @@ from daemon.store import sync_sql as q
 from daemon.store.codec import RowCodec, dump_json, dump_json_text, iso_ms, load_json, now_ms
 from daemon.store.ids import uuid7
 from daemon.store.schema import CLOCK_COLUMNS, ENTITY_TABLES
-from daemon.store.sql import OUTBOX_KEYS, OUTBOX_ONE_CLOCK, insert_sql
+from daemon.store.schema import rejected as rejected_table
+from daemon.store.sql import OUTBOX_KEYS, OUTBOX_ONE_CLOCK, get_sql, insert_sql
 from daemon.store.sync_docs import snapshot_documents, snapshot_entry
+from daemon.store.sync_rows import SHAPES
 from daemon.store.sync_types import Link, OutboxChange, PushOutcome
 from daemon.store.txn import Stamp, WriteContext, WriteOp, workspace_of
 from daemon.types import LOCAL_ONLY_ROLES
@@ -37,6 +52,18 @@ logger = logging.getLogger(__name__)
 
 PUSH_STATUSES = frozenset({"applied", "superseded", "rejected"})
 SNAPSHOT_CHUNK = 2000
+REJECTED_COLUMNS: Final = tuple(str(c.name) for c in rejected_table.columns)
+#: parent table -> (child table, column naming the parent): each table under its nearest
+#: parent (a message under its conversation), so a settled parent queues its children again
+#: and they, once settled, theirs.
+CHILDREN: Final[dict[str, tuple[tuple[str, str], ...]]] = {
+    parent: tuple(
+        (child, shape.parents[-1][1])
+        for child, shape in SHAPES.items()
+        if shape.parents and shape.parents[-1][0] == parent
+    )
+    for parent in SHAPES
+}
 
 
 def pull_scope(workspace_id: str) -> str:
@@ -134,11 +161,51 @@ def read_outbox(
         used += size
         acc.add(entry_id, fields, clocks, hlc)
         acc.origin = origin
-    return [
+    changes = [
         acc.change()
         for acc in groups.values()
         if not (acc.table == "messages" and acc.fields.get("role") in LOCAL_ONLY_ROLES)
     ]
+    return _whole_after_rejection(conn, changes)
+
+
+def _whole_after_rejection(
+    conn: sqlite3.Connection, changes: list[OutboxChange]
+) -> list[OutboxChange]:
+    """``changes``, each of a row whose create the cloud rejected made the row's whole stored
+    state (``OutboxChange.rejected_create``): the cloud does not have the row, and an edit's
+    fields alone would make it from its defaults. One query (the ``rejected`` table, usually
+    empty) when no such row is among them."""
+    ids = [c.row_id for c in changes if c.table in SHAPES]
+    if not ids:
+        return changes
+    found = set(conn.execute(q.rejected_creates_sql(), {"_ids": q.json_ids(ids)}))
+    if not found:
+        return changes
+    return [_whole(conn, c) if (c.table, c.row_id) in found else c for c in changes]
+
+
+@cache
+def _codec(table: str) -> RowCodec:
+    return RowCodec(table)
+
+
+def _whole(conn: sqlite3.Connection, change: OutboxChange) -> OutboxChange:
+    """The change as the row's stored state, as a link's snapshot sends it (``_snapshot``)."""
+    values = conn.execute(get_sql(change.table), {"_id": change.row_id}).fetchone()
+    if values is None:  # (rows are never deleted: only a broken store has none)
+        return change
+    row = _codec(change.table).decode(values)
+    fields = row_fields(row)
+    clocks = dict.fromkeys(fields, row["hlc"])  # (as snapshot_entry gives them)
+    clocks.update(row.get("field_hlc") or {})
+    return dataclasses.replace(
+        change,
+        fields=fields,
+        field_hlc=clocks,
+        hlc=max(clocks.values(), default=change.hlc),
+        rejected_create=True,
+    )
 
 
 def entry_clocks(fields: dict[str, Any], clocks_text: str, hlc: str) -> dict[str, str]:
@@ -166,12 +233,15 @@ def complete_push_op(changes: Sequence[OutboxChange], results: Sequence[dict[str
         conn = ctx.conn
         counts = dict.fromkeys(PUSH_STATUSES, 0)
         done: list[dict[str, int]] = []
+        landed: list[OutboxChange] = []
         stamp = ctx.stamp()
         for change, result in zip(changes, results, strict=True):
             status = result["status"]
             counts[status] += 1
             if status != "rejected":
                 done.extend({"_id": i} for i in change.outbox_ids)
+                if change.rejected_create:  # the row is in the cloud now, whole
+                    landed.append(change)
                 continue
             removed = sum(
                 conn.execute(q.outbox_delete_sql(), {"_id": i}).rowcount for i in change.outbox_ids
@@ -179,9 +249,54 @@ def complete_push_op(changes: Sequence[OutboxChange], results: Sequence[dict[str
             if removed:  # a repeated completion must not file the rejection twice
                 _file_rejection(ctx, change, result, stamp)
         conn.executemany(q.outbox_delete_sql(), done)
+        for change in landed:
+            _settle_rejections(ctx, change, stamp)
         return PushOutcome(counts["applied"], counts["superseded"], counts["rejected"])
 
     return op
+
+
+def _settle_rejections(ctx: WriteContext, change: OutboxChange, stamp: Stamp) -> None:
+    """The cloud took the whole row whose create it had rejected: that row's rejections are
+    settled (every rejected change of it is in what was taken, or older than a value that
+    was), and the rows whose creates were rejected under it go out again, whole."""
+    key = {"table_name": change.table, "row_id": change.row_id}
+    found = ctx.conn.execute(q.rejected_of_row_sql(), key).fetchall()
+    if not found:  # settled already (by an earlier push of the row)
+        return
+    ctx.conn.execute(q.rejected_delete_row_sql(), key)
+    for values in found:
+        view = rejected_view(dict(zip(REJECTED_COLUMNS, values, strict=True)))
+        ctx.emit(
+            table="rejected", op="delete", topic="sync.rejected",
+            row={**view, "settled_at": stamp.iso}, fields={}, stamp=stamp, outbox=False,
+        )  # fmt: skip
+    logger.info(
+        "sync.rejection_settled table=%s id=%s rejections=%d",
+        change.table, change.row_id, len(found),
+    )  # fmt: skip
+    if ctx.syncs(change.workspace_id):  # (not if unlinked while the push was out)
+        _requeue_children(ctx, change.table, change.row_id, stamp)
+
+
+def _requeue_children(ctx: WriteContext, table: str, row_id: str, stamp: Stamp) -> None:
+    """An outbox entry with the whole stored state of each row of ``table``'s child tables
+    whose create was rejected under the row ``row_id`` (a missing parent); it settles their
+    rejections when the cloud takes it."""
+    entries = []
+    for child, column in CHILDREN.get(table, ()):
+        found = ctx.conn.execute(
+            q.rejected_children_sql(column), {"table_name": child, "parent": row_id}
+        ).fetchall()
+        for (child_id,) in found:
+            row = ctx.fetch(child, child_id)
+            if row is None or (child == "messages" and row["role"] in LOCAL_ONLY_ROLES):
+                continue
+            home = workspace_of(child, row)
+            entries.append(snapshot_entry(child, home, row_fields(row), row, stamp.iso))
+    if entries:
+        ctx.conn.executemany(insert_sql("outbox", OUTBOX_KEYS), entries)
+        logger.info("sync.rejected_requeued parent=%s id=%s rows=%d", table, row_id, len(entries))
 
 
 def _file_rejection(
@@ -286,8 +401,13 @@ def _snapshot(ctx: WriteContext, workspace_id: str, at: str) -> int:
 
 def _snapshot_entry(table: str, codec: RowCodec, values: Sequence[Any], at: str) -> dict[str, Any]:
     row = codec.decode(values)
-    fields = {k: v for k, v in row.items() if k not in CLOCK_COLUMNS}
-    return snapshot_entry(table, workspace_of(table, row), fields, row, at)
+    return snapshot_entry(table, workspace_of(table, row), row_fields(row), row, at)
+
+
+def row_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """What a whole-row push carries of a stored row: every column but its clocks (``id``
+    included; mapping.py leaves out what never leaves the device)."""
+    return {k: v for k, v in row.items() if k not in CLOCK_COLUMNS}
 
 
 def unlink_op(workspace_id: str) -> WriteOp:

@@ -342,6 +342,68 @@ def conflicts_resolve_field_sql() -> str:
     return compile_statement(stmt).sql
 
 
+def _json_path(r: sa.Table, field: str) -> sa.ColumnElement[object]:
+    """The rejected change's value of ``field`` (a column name of ours: inlined, so the
+    statement has no parameter SQLAlchemy names)."""
+    return sa.func.json_extract(r.c.change, sa.literal_column(f"'$.fields.{field}'"))
+
+
+def _carries_create(r: sa.Table) -> sa.ColumnElement[bool]:
+    """The rejected change carried the row's create: its fields hold ``created_at``, which a
+    create (a local insert, a link's snapshot, a whole-row push) always writes and no edit
+    does. The cloud rejected it, so it does not have the row."""
+    return _json_path(r, "created_at").is_not(None)
+
+
+@cache
+def rejected_creates_sql() -> str:
+    """(table_name, row_id) of the given rows (``_ids``) whose create the cloud rejected."""
+    r = schema.rejected
+    stmt = (
+        sa.select(r.c.table_name, r.c.row_id)
+        .distinct()
+        .where(in_json(r.c.row_id, "_ids"), _carries_create(r))
+    )
+    return compile_statement(stmt).sql
+
+
+@cache
+def rejected_children_sql(column: str) -> str:
+    """Ids of rows of ``table_name`` whose rejected create named ``parent`` in ``column``, in
+    id order (UUIDv7: the order they were made in)."""
+    r = schema.rejected
+    parent = _json_path(r, column)
+    stmt = (
+        sa.select(r.c.row_id)
+        .distinct()
+        .where(
+            r.c.table_name == sa.bindparam("table_name"),
+            parent == sa.bindparam("parent"),
+            _carries_create(r),
+        )
+        .order_by(r.c.row_id)
+    )
+    return compile_statement(stmt).sql
+
+
+@cache
+def rejected_of_row_sql() -> str:
+    r = schema.rejected
+    stmt = sa.select(r).where(
+        r.c.table_name == sa.bindparam("table_name"), r.c.row_id == sa.bindparam("row_id")
+    )
+    return compile_statement(stmt.order_by(r.c.created_at, r.c.id)).sql
+
+
+@cache
+def rejected_delete_row_sql() -> str:
+    r = schema.rejected
+    stmt = sa.delete(r).where(
+        r.c.table_name == sa.bindparam("table_name"), r.c.row_id == sa.bindparam("row_id")
+    )
+    return compile_statement(stmt).sql
+
+
 @cache
 def rejected_sql() -> str:
     r = schema.rejected

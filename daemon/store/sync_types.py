@@ -10,7 +10,12 @@ from typing import Any
 @dataclass(frozen=True)
 class OutboxChange:
     """One (table, row) change ready to push: the outbox entries of that row coalesced (latest
-    value and clock per field). ``outbox_ids`` are what ``complete_push`` deletes."""
+    value and clock per field). ``outbox_ids`` are what ``complete_push`` deletes.
+
+    ``rejected_create``: the cloud rejected the row's create, so it does not have the row: the
+    change is the row's whole stored state (every field with its clock), not just the fields
+    its entries changed, and once the cloud takes it those rejections are settled
+    (sync_outbox.py)."""
 
     outbox_ids: tuple[int, ...]
     table: str
@@ -20,6 +25,7 @@ class OutboxChange:
     field_hlc: dict[str, str]
     hlc: str
     origin: str
+    rejected_create: bool = False
 
 
 @dataclass(frozen=True)

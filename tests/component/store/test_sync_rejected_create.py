@@ -1,0 +1,146 @@
+"""store.sync: a row whose create the cloud rejected is pushed whole until the cloud takes it,
+then its rejections are settled and the rows rejected under it go out again (sync_outbox.py).
+
+The cloud does not have such a row: an edit's entry alone (the fields it changed) would make
+the cloud create it from its column defaults, a row other devices would then get for good.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from daemon.events import ChangeEvent
+from daemon.store import Store
+from daemon.store.sync import OutboxChange
+
+from .conftest import rows
+from .test_sync_outbox import linked_workspace
+
+CLOCKS = ("hlc", "field_hlc", "origin")
+
+
+async def push(
+    store: Store, ws_id: str, rejected: frozenset[str] = frozenset()
+) -> list[OutboxChange]:
+    """Take the outbox and complete it as the cloud would answer: ``rejected`` rows refused
+    (invalid), the others applied."""
+    taken = await store.sync.take_outbox(workspace_ids=[ws_id])
+    results = [
+        {"id": c.row_id, "status": "rejected", "reason": "invalid", "detail": "a CHECK"}
+        if c.row_id in rejected
+        else {"id": c.row_id, "status": "applied"}
+        for c in taken
+    ]
+    await store.sync.complete_push(taken, results)
+    return taken
+
+
+def whole(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A stored row's fields and the clock of each, as a whole-row push carries them."""
+    fields = {k: v for k, v in row.items() if k not in CLOCKS}
+    clocks = dict.fromkeys(fields, row["hlc"])
+    clocks.update(row.get("field_hlc") or {})
+    return fields, clocks
+
+
+async def stored(store: Store, table: str, row_id: str) -> dict[str, Any]:
+    """The row as the store keeps it (every column, clocks decoded)."""
+    repo = {"conversations": store.conversations, "messages": store.messages}[table]
+    return await repo.get(row_id)
+
+
+async def test_an_edit_of_a_row_whose_create_was_rejected_is_pushed_whole(store: Store) -> None:
+    ws = await linked_workspace(store)
+    await push(store, ws["id"])
+    conv = await store.conversations.create(workspace_id=ws["id"], name="bad", type="agent")
+    other = await store.conversations.create(workspace_id=ws["id"], name="fine")
+    await push(store, ws["id"], rejected=frozenset({conv["id"]}))
+
+    await store.conversations.update(conv["id"], name="mended")
+    await store.conversations.update(other["id"], name="renamed")
+    mended, renamed = await store.sync.take_outbox(workspace_ids=[ws["id"]])
+
+    assert mended.rejected_create and not renamed.rejected_create
+    row = await stored(store, "conversations", conv["id"])
+    fields, clocks = whole(row)
+    assert (mended.fields, mended.field_hlc, mended.hlc) == (fields, clocks, row["hlc"])
+    assert (mended.fields["type"], mended.fields["created_at"]) == ("agent", conv["created_at"])
+    # An edit of a row the cloud has goes as it is: the fields it changed.
+    assert set(renamed.fields) == {"name", "updated_at"}
+
+
+async def test_the_cloud_taking_the_row_settles_and_requeues_the_rows_rejected_under_it(
+    store: Store, raw: sqlite3.Connection
+) -> None:
+    ws = await linked_workspace(store)
+    await push(store, ws["id"])
+    conv = await store.conversations.create(workspace_id=ws["id"], name="bad", type="agent")
+    msg = await store.messages.create(conversation_id=conv["id"], role="user", content="hi")
+    await push(store, ws["id"], rejected=frozenset({conv["id"], msg["id"]}))
+    assert len(await store.sync.rejected()) == 2
+    events: list[ChangeEvent] = []
+    store.add_commit_listener(events.extend)
+
+    await store.conversations.update(conv["id"], name="mended")
+    [taken] = await push(store, ws["id"])  # the message has no edit: only the conversation
+    assert taken.row_id == conv["id"] and taken.rejected_create
+
+    # The conversation's rejection is settled (and said so); its message goes out again, whole.
+    [left] = await store.sync.rejected()
+    assert left["row_id"] == msg["id"]
+    settled = [e.data for e in events if e.topic == "sync.rejected"]
+    assert [(d["row_id"], d["table"]) for d in settled] == [(conv["id"], "conversations")]
+    assert settled[0]["settled_at"] is not None
+    entries = rows(raw, "SELECT table_name, row_id, op FROM outbox")
+    assert entries == [("messages", msg["id"], "insert")]
+    [again] = await store.sync.take_outbox(workspace_ids=[ws["id"]])
+    fields, clocks = whole(await stored(store, "messages", msg["id"]))
+    assert (again.row_id, again.rejected_create, again.fields) == (msg["id"], True, fields)
+    assert {k: again.field_hlc[k] for k in clocks} == clocks
+
+    await push(store, ws["id"])
+    assert await store.sync.rejected() == []
+    assert (await store.sync.counts())["rejected"] == 0
+    assert await store.sync.take_outbox(workspace_ids=[ws["id"]]) == []
+
+
+async def test_a_whole_row_rejected_again_stays_whole_until_the_cloud_takes_it(
+    store: Store,
+) -> None:
+    ws = await linked_workspace(store)
+    await push(store, ws["id"])
+    task = await store.tasks.create(workspace_id=ws["id"], kind="index", priority=2**40)
+    await push(store, ws["id"], rejected=frozenset({task["id"]}))
+    await store.tasks.update(task["id"], status="paused")  # not the bad value: refused again
+    [first] = await push(store, ws["id"], rejected=frozenset({task["id"]}))
+    assert first.rejected_create and first.fields["priority"] == 2**40
+    assert len(await store.sync.rejected()) == 2
+
+    await store.tasks.update(task["id"], priority=5)
+    [mended] = await push(store, ws["id"])
+    assert mended.rejected_create
+    assert (mended.fields["kind"], mended.fields["status"], mended.fields["priority"]) == (
+        "index", "paused", 5,
+    )  # fmt: skip
+    assert await store.sync.rejected() == []
+    # From now on the cloud has the row: an edit goes as it is.
+    await store.tasks.update(task["id"], status="queued")
+    [later] = await store.sync.take_outbox(workspace_ids=[ws["id"]])
+    assert not later.rejected_create and set(later.fields) == {"status", "updated_at"}
+
+
+async def test_a_rejected_edit_of_a_row_the_cloud_has_changes_nothing_for_the_next(
+    store: Store,
+) -> None:
+    ws = await linked_workspace(store)
+    conv = await store.conversations.create(workspace_id=ws["id"], name="c")
+    await push(store, ws["id"])
+    await store.conversations.update(conv["id"], name="refused")
+    await push(store, ws["id"], rejected=frozenset({conv["id"]}))
+    await store.conversations.update(conv["id"], is_archived=True)
+    [taken] = await store.sync.take_outbox(workspace_ids=[ws["id"]])
+    assert not taken.rejected_create
+    assert set(taken.fields) == {"is_archived", "updated_at"}
+    await push(store, ws["id"])
+    assert len(await store.sync.rejected()) == 1  # the refused edit stays on record
