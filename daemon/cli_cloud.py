@@ -45,6 +45,12 @@ _REASON_HINTS: Final[dict[str, str]] = {
     "keeps trying in the background",
 }
 
+#: Hints for what was not found (-32001 by its ``data.entity``).
+_NOT_FOUND_HINTS: Final[dict[str, str]] = {
+    "cloud_workspace": "`syncd call cloud.workspaces` lists the workspaces you can clone "
+    "(another organisation's are not visible to you)",
+}
+
 Command = Callable[[Client], Awaitable[int]]
 
 
@@ -69,9 +75,11 @@ def _run(settings: Settings, command: Command) -> int:
     except UsageError as exc:
         return _usage(exc)
     except RpcError as exc:
+        sys.stderr.write(f"syncd: {_error_text(exc)}\n")
         reason = exc.data.get("reason") if isinstance(exc.data, dict) else None
-        sys.stderr.write(f"syncd: {exc.message}" + (f" ({reason})" if reason else "") + "\n")
         hint = _REASON_HINTS.get(reason or "") or _HINTS.get(exc.code)
+        if isinstance(exc.data, dict) and exc.code == ErrorCode.NOT_FOUND:
+            hint = _NOT_FOUND_HINTS.get(str(exc.data.get("entity")), hint)
         if hint:
             sys.stderr.write(f"hint: {hint}\n")
         return EXIT_ERROR
@@ -80,15 +88,30 @@ def _run(settings: Settings, command: Command) -> int:
         return EXIT_ERROR
 
 
+def _error_text(exc: RpcError) -> str:
+    """The daemon's error as a sentence: its message and reason, or what was not found."""
+    data = exc.data if isinstance(exc.data, dict) else {}
+    if exc.code == ErrorCode.NOT_FOUND and data.get("entity"):
+        entity = str(data["entity"])
+        text = f"{entity.replace('_', ' ')} {data.get('id')} not found"
+        # (the cloud shows a user the workspaces of their organisation only)
+        return text + (" in your organisation" if entity == "cloud_workspace" else "")
+    reason = data.get("reason")
+    return exc.message + (f" ({reason})" if reason else "")
+
+
 def _usage(exc: UsageError) -> int:
     sys.stderr.write(f"syncd: {exc}\n")
     return EXIT_USAGE
 
 
-def _folder(path: str, *, existing: bool) -> str:
-    """``path`` absolute and resolved; UsageError if it must be an ``existing`` folder and is
-    not (``unlink`` takes a folder that was deleted: the workspace keeps its path)."""
+def _folder(path: str, *, existing: bool | None) -> str:
+    """``path`` absolute and resolved; UsageError unless it is a folder, with ``existing``
+    None a folder or nothing yet (a clone creates it), with False anything (``unlink`` takes
+    a folder that was deleted: the workspace keeps its path)."""
     folder = Path(path).expanduser().resolve()
+    if existing is None and folder.exists() and not folder.is_dir():
+        raise UsageError(f"{path}: not a folder")
     if existing and not folder.is_dir():
         raise UsageError(f"{path}: not a folder")
     return str(folder)
@@ -137,11 +160,12 @@ def _who(state: dict[str, Any]) -> str:
 
 
 def link(settings: Settings, path: str, *, cloud_workspace: str | None) -> int:
-    """Publish the folder's workspace (created if none), or clone a cloud workspace into it.
-    A link that fails leaves nothing behind: the cloud's state is checked first, and a
-    workspace created here is deleted again if the daemon refuses the link."""
+    """Publish the folder's workspace (created if none), or clone a cloud workspace into it
+    (the daemon creates a folder that does not exist yet, as ``git clone`` does). A link that
+    fails leaves nothing behind: the cloud's state is checked first, and a workspace created
+    here is deleted again if the daemon refuses the link."""
     try:
-        folder = _folder(path, existing=True)
+        folder = _folder(path, existing=None if cloud_workspace is not None else True)
     except UsageError as exc:
         return _usage(exc)
 
@@ -244,13 +268,7 @@ def sync_now(settings: Settings, kind: str) -> int:
     async def command(client: Client) -> int:
         if kind == "pull":
             return await _pull_with_progress(client)
-        result = await client.call("sync.push")
-        sys.stdout.write(
-            f"pushed {result['applied'] + result['superseded'] + result['rejected']} rows: "
-            f"{result['applied']} applied, {result['superseded']} superseded, "
-            f"{result['rejected']} rejected; outbox {result['outbox']}\n"
-        )
-        return _outcome(result)
+        return _outcome("push", await client.call("sync.push"))
 
     return _run(settings, command)
 
@@ -288,11 +306,7 @@ async def _pull_with_progress(client: Client) -> int:
             progress.update(task, completed=shown.get("rows") or 0, total=shown.get("total"))
         result = await call
     await events.close()
-    sys.stdout.write(
-        f"pulled {result['pulled']} rows: {result['changed']} changed, "
-        f"{result['conflicts']} conflicts\n"
-    )
-    return _outcome(result)
+    return _outcome("pull", result)
 
 
 async def _until(events: Any, call: asyncio.Future[Any]) -> Any:
@@ -310,7 +324,9 @@ async def _until(events: Any, call: asyncio.Future[Any]) -> Any:
         yield waiter.result()
 
 
-def _outcome(result: dict[str, Any]) -> int:
+def _outcome(kind: str, result: dict[str, Any]) -> int:
+    """Print what a ``sync.push``/``sync.pull`` moved, or when it failed only why (its counts
+    would read as a result); the exit code."""
     error = result.get("error")
     if error:
         sys.stderr.write(f"syncd: sync failed: {error} (it retries in the background)\n")
@@ -318,6 +334,17 @@ def _outcome(result: dict[str, Any]) -> int:
         if hint:
             sys.stderr.write(f"hint: {hint}\n")
         return EXIT_ERROR
+    if kind == "push":
+        moved = result["applied"] + result["superseded"] + result["rejected"]
+        sys.stdout.write(
+            f"pushed {moved} rows: {result['applied']} applied, {result['superseded']} "
+            f"superseded, {result['rejected']} rejected; outbox {result['outbox']}\n"
+        )
+    else:
+        sys.stdout.write(
+            f"pulled {result['pulled']} rows: {result['changed']} changed, "
+            f"{result['conflicts']} conflicts\n"
+        )
     return EXIT_OK
 
 

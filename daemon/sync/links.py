@@ -5,8 +5,10 @@ A link is the store's ``cloud_links`` row (restored at start): only linked works
 through ``sync_push`` carrying the LOCAL clocks (a plain REST insert would stamp every column
 with a newer cloud clock, and those would then win over the local values on the first pull),
 then the store queues the workspace's whole history for the driver. ``clone`` links a cloud
-workspace into a folder; the driver's first pull fills it, and the folder then becomes the
-workspace's local-only ``path`` (``place``: the store's link write sets a missing path).
+workspace into a folder, created if it does not exist yet (as ``git clone`` does: once the
+cloud workspace is found, so a refused clone leaves no folder behind); the driver's first pull
+fills it, and the folder then becomes the workspace's local-only ``path`` (``place``: the
+store's link write sets a missing path).
 
 ``<folder>/.cloud-link.json`` tells tools (and people) that a folder syncs. It is written when a
 workspace with a known folder is linked, its ``lastSyncAt`` is refreshed as syncs complete (at
@@ -128,16 +130,28 @@ def remove_link_file(folder: str, cloud_workspace_id: str) -> bool:
     return True
 
 
-def checked_folder(path: str | None) -> str | None:
-    """An absolute, existing folder, normalised; InvalidInput otherwise."""
+def checked_folder(path: str | None, *, missing_ok: bool = False) -> str | None:
+    """An absolute, existing folder (``missing_ok``: or nothing yet), normalised;
+    InvalidInput otherwise."""
     if path is None:
         return None
     folder = Path(path).expanduser()
     if not folder.is_absolute():
         raise InvalidInput("path", "must be an absolute path")
-    if not folder.is_dir():
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInput("path", "must be a folder")
+    if not missing_ok and not folder.is_dir():
         raise InvalidInput("path", "must be an existing folder")
     return os.path.normpath(folder)
+
+
+def make_folder(folder: str) -> None:
+    """Create ``folder`` (and its parents) unless it exists; InvalidInput if it cannot be."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a file in the way, no permission
+        reason = exc.strerror or type(exc).__name__
+        raise InvalidInput("path", f"the folder cannot be created: {reason}") from exc
 
 
 def _update_last_sync(folder: str, workspace_id: str, when: str | None) -> None:
@@ -200,12 +214,16 @@ class Linker:
         return link
 
     async def clone(self, cloud_id: str, folder: str | None) -> Link:
-        """Link a cloud workspace; the first pull fills it."""
+        """Link a cloud workspace into ``folder`` (created if missing); the first pull fills
+        it. One the user cannot see (none such, or another organisation's: row-level
+        security hides those) is NotFound."""
         found = await self._api.get_workspace(cloud_id)
         if found is None:
             raise NotFound("cloud_workspace", cloud_id)
         if found.deleted_at is not None:
             raise InvalidInput("cloud_workspace_id", "the cloud workspace is deleted")
+        if folder is not None:
+            await asyncio.to_thread(make_folder, folder)
         link = await self._store.sync.link(workspace_id=found.id, org_id=found.org_id, path=folder)
         await self._created(link, found.name)
         return link

@@ -438,7 +438,8 @@ class CloudService(LocalSync):
         """Publish a local workspace (``workspace_id``) or clone a cloud one into ``path``."""
         target = _link_target(workspace_id, cloud_workspace_id, path)
         self._require_login("cloud.link")
-        folder = checked_folder(path)
+        folder = checked_folder(path, missing_ok=cloud_workspace_id is not None)  # a clone's:
+        # created once the cloud workspace is found (Linker.clone)
         existing = self.driver.syncs.get(target)
         if existing is not None:
             return self.links.link_json(existing.link, existing)

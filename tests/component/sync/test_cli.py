@@ -283,6 +283,7 @@ async def test_a_restart_while_the_cloud_is_down_keeps_the_session(
         assert "the cloud cannot be reached" in out and "logged out" not in out, out
         code, out = await syncd(env, "pull")
         assert code == 1 and "the cloud cannot be reached" in out and "log in" not in out, out
+        assert "pulled" not in out, out  # a failed pull's counts are no result
 
         # The same cloud comes back: the stored session is granted, the account loaded.
         config = DevcloudConfig(port=port)
@@ -297,3 +298,55 @@ async def test_a_restart_while_the_cloud_is_down_keeps_the_session(
             assert state["organization"]["name"] == "Delta" and state["role"] == "owner"
             code, out = await syncd(env, "push")
             assert code == 0 and out.startswith("pushed"), out
+
+
+async def test_a_clone_creates_its_folder_and_names_what_it_cannot_find(
+    devcloud: RunningDevcloud,
+    daemon_env: dict[str, str],
+    make_device: MakeDevice,
+    tmp_path: Path,
+) -> None:
+    env = daemon_env
+    await devcloud.create_user("org@example.com", PASSWORD, org="Kappa")
+    await devcloud.create_user("far@example.com", PASSWORD, org="Zeta")
+    ours, theirs = await make_device("ours"), await make_device("theirs")
+    await ours.cloud.login("org@example.com", PASSWORD)
+    await theirs.cloud.login("far@example.com", PASSWORD)
+    published = {}
+    for device, name in ((ours, "ours"), (theirs, "theirs")):
+        ws = await device.store.workspaces.create(name=name)
+        await device.cloud.link(workspace_id=ws["id"])
+        assert (await device.cloud.sync_now("push"))["error"] is None
+        published[name] = ws["id"]
+    await login(env, "org@example.com")
+
+    # Another organisation's workspace: named, and where to look; no folder is made for it.
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    code, out = await syncd(env, "link", str(existing), "--cloud-workspace", published["theirs"])
+    assert code == 1, out
+    assert f"cloud workspace {published['theirs']} not found in your organisation" in out, out
+    new = tmp_path / "new"
+    code, out = await syncd(
+        env, "link", str(new / "clone"), "--cloud-workspace", published["theirs"]
+    )
+    assert code == 1, out
+    assert f"cloud workspace {published['theirs']} not found in your organisation" in out, out
+    assert "cloud.workspaces" in out and not new.exists(), out
+
+    # A file is no folder to clone into.
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    code, out = await syncd(env, "link", str(a_file), "--cloud-workspace", published["ours"])
+    assert code == 2 and "not a folder" in out, out
+
+    # A folder that does not exist yet is created, as git clone does.
+    code, out = await syncd(env, "link", str(new / "clone"), "--cloud-workspace", published["ours"])
+    assert code == 0 and "pulled" in out, out
+    link_file = json.loads((new / "clone" / ".cloud-link.json").read_text())
+    assert link_file["cloudWorkspaceId"] == published["ours"]
+
+    async def placed() -> bool:
+        return await workspace_ids_at(env, new / "clone") == [published["ours"]]
+
+    await wait_for(placed, message="the clone's path")

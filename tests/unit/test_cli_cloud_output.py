@@ -1,0 +1,44 @@
+"""What ``syncd push``/``pull``/``link`` print (cli_cloud ``_outcome``, ``_error_text``): a failed
+run prints only why, never its counts; a -32001 names what was not found."""
+
+from __future__ import annotations
+
+import pytest
+
+from daemon.cli_cloud import EXIT_ERROR, EXIT_OK, _error_text, _outcome
+from ui_bridge.jsonrpc import ErrorCode, RpcError
+
+COUNTS = {"applied": 0, "superseded": 0, "rejected": 0, "outbox": 3, "pulled": 0, "changed": 0,
+          "conflicts": 0}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["push", "pull"])
+def test_a_failed_run_prints_only_why(kind: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _outcome(kind, {**COUNTS, "error": "connect"}) == EXIT_ERROR
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("syncd: sync failed: connect (it retries in the background)\n")
+    assert "hint: the cloud cannot be reached" in err
+    assert "pushed" not in err and "pulled" not in err
+
+
+def test_a_run_prints_its_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _outcome("push", {**COUNTS, "applied": 2, "error": None}) == EXIT_OK
+    assert _outcome("pull", {**COUNTS, "pulled": 5, "changed": 4, "error": None}) == EXIT_OK
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "pushed 2 rows: 2 applied, 0 superseded, 0 rejected; outbox 3",
+        "pulled 5 rows: 4 changed, 0 conflicts",
+    ]
+    assert err == ""
+
+
+def test_error_texts() -> None:
+    missing = RpcError(ErrorCode.NOT_FOUND, data={"entity": "cloud_workspace", "id": "c1"})
+    assert _error_text(missing) == "cloud workspace c1 not found in your organisation"
+    link = RpcError(ErrorCode.NOT_FOUND, data={"entity": "link", "id": "w1"})
+    assert _error_text(link) == "link w1 not found"
+    refused = RpcError(ErrorCode.REJECTED_BY_POLICY, data={"reason": "no_organization"})
+    assert _error_text(refused) == f"{refused.message} (no_organization)"
+    bare = RpcError(ErrorCode.NOT_FOUND)  # no data: the message as it is
+    assert _error_text(bare) == bare.message
