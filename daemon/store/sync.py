@@ -254,7 +254,8 @@ class SyncRepo:
         return await run_in_thread(self._reader, _read_rejected)
 
     async def counts(self) -> dict[str, int]:
-        """Outbox entries of linked workspaces, rejected changes, unresolved conflicts."""
+        """Outbox entries of linked workspaces waiting to be pushed, rejected changes,
+        unresolved conflicts."""
         return await run_in_thread(self._reader, _read_counts)
 
 

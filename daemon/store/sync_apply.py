@@ -8,7 +8,8 @@ injected pure merge per row, upsert the rows whose stored state changed with one
 echo of our own push (a merge that changes nothing) writes nothing and tells no UI. A row of a
 table without JSON values that holds nothing its stored copy lacks (``is_stored_state``: the
 usual echo, a duplicate) is not even merged: merging a state into one that contains it is a
-no-op under every rule.
+no-op under every rule. Unpushed edits include lost pushes (sync_outbox.py) while the row
+holds their values; the page drops those the merge replaced.
 
 A pull serves each row at its latest write, so a child can come pages before a parent updated
 after it. Such a row is parked in ``sync_parked`` (the cursor still moves) and applied in the
@@ -47,13 +48,14 @@ from daemon.store.sync_rows import (
     SHAPES,
     ChangeBuffer,
     TableShape,
+    Unpushed,
     change_topic,
     complete_row,
     conflict_view,
     is_stored_state,
     row_problem,
     rows_as_is,
-    unpushed_fields,
+    unpushed,
 )
 from daemon.store.sync_types import ApplyOutcome, MergeFn, MergeOutcome, NewRows
 from daemon.store.txn import WriteContext, WriteOp, workspace_of
@@ -135,8 +137,8 @@ class _TableBatch:
     local: dict[str, dict[str, Any]]
     #: the JSON array of the page's ids (bound as ``_ids``)
     ids: str
-    #: fields with unpushed outbox entries, per row (read when the first merge needs them)
-    pending: dict[str, frozenset[str]] | None
+    #: the rows' unpushed outbox entries (read when the first merge needs them)
+    pending: Unpushed | None
     #: ids stored before this page (the others are inserted)
     stored: frozenset[str] = frozenset()
     #: no JSON value columns besides ``field_hlc``: a stored row can be compared as is
@@ -315,6 +317,10 @@ class PageApplier:
         self._insert_rows(shape, new)
         self._upsert_rows(shape, old)
         self.present[shape.name].update(batch.local)
+        if batch.pending is not None and batch.pending.lost:
+            # lost pushes whose value the merge replaced: their conflict (if any) is recorded
+            overtaken = batch.pending.overtaken(batch.local)
+            self.ctx.conn.executemany(q.outbox_delete_sql(), [{"_id": i} for i in overtaken])
 
     def _insert_rows(self, shape: TableShape, rows: list[dict[str, Any]]) -> None:
         """Multi-row INSERTs of the rows new here (the bulk of a first sync)."""
@@ -349,14 +355,15 @@ class PageApplier:
         plain = codec.json_columns <= _CLOCKS_ONLY
         return _TableBatch(shape, local, ids, None, frozenset(local), plain=plain)
 
-    def _pending(self, batch: _TableBatch, row_id: str) -> frozenset[str]:
-        """The fields of stored row ``row_id`` with unpushed outbox entries (one query per
-        table; a row new here has none)."""
+    def _pending(self, batch: _TableBatch, local: dict[str, Any]) -> frozenset[str]:
+        """The fields of stored row ``local`` with an unpushed local edit (one query per
+        table; a row new here has none): the merge records a conflict when one of them is a
+        manual field and loses (R5)."""
         if batch.pending is None:
             name = batch.shape.name
             homes = (workspace_of(name, row) for row in batch.local.values())
-            batch.pending = unpushed_fields(self.ctx.conn, name, batch.ids, homes)
-        return batch.pending.get(row_id, _NONE)
+            batch.pending = unpushed(self.ctx.conn, name, batch.ids, homes)
+        return batch.pending.pending(local["id"], local)
 
     def _apply_row(self, batch: _TableBatch, remote: dict[str, Any]) -> None:
         shape, row_id = batch.shape, remote["id"]
@@ -370,7 +377,7 @@ class PageApplier:
             self.counts.applied += 1  # an echo or a duplicate: nothing to merge or write
             return
         try:
-            pending = _NONE if local is None else self._pending(batch, row_id)
+            pending = _NONE if local is None else self._pending(batch, local)
             result = self.merge(shape.name, local, remote, pending)
             row = complete_row(shape, result.row, remote)
         except (ValueError, TypeError) as exc:

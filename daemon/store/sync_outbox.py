@@ -21,6 +21,13 @@ creates were rejected under it (a conversation's messages, a workspace's convers
 tasks: refused for the missing parent, they have no edit of their own to carry them).
 A create is known by ``created_at`` in the rejected change (sync_sql.py ``rejected_creates``),
 so rejections filed before this rule count too.
+
+A change the cloud answers ``superseded`` lost to a write this device has not seen yet when the
+row still holds the pushed values. Those values are kept as a lost entry (``_keep_lost``; a
+negative id, sync_sql.py ``LOST_BELOW``: never taken, not counted), which the merge of a pulled
+page counts as an unpushed edit (sync_rows.py ``Unpushed``) until the row no longer holds them,
+so a lost edit of a ``manual`` field records its conflict when the winner arrives (R5, I9), as
+an edit that never left does; the page then drops the entry.
 """
 
 from __future__ import annotations
@@ -238,22 +245,67 @@ def complete_push_op(changes: Sequence[OutboxChange], results: Sequence[dict[str
         for change, result in zip(changes, results, strict=True):
             status = result["status"]
             counts[status] += 1
-            if status != "rejected":
+            if change.rejected_create and status != "rejected":
+                landed.append(change)  # the row is in the cloud now, whole
+            if status == "applied":
                 done.extend({"_id": i} for i in change.outbox_ids)
-                if change.rejected_create:  # the row is in the cloud now, whole
-                    landed.append(change)
                 continue
             removed = sum(
                 conn.execute(q.outbox_delete_sql(), {"_id": i}).rowcount for i in change.outbox_ids
             )
-            if removed:  # a repeated completion must not file the rejection twice
+            if not removed:  # a repeated completion must not file or keep anything twice
+                continue
+            if status == "rejected":
                 _file_rejection(ctx, change, result, stamp)
+            else:
+                _keep_lost(ctx, change, stamp)
         conn.executemany(q.outbox_delete_sql(), done)
         for change in landed:
             _settle_rejections(ctx, change, stamp)
         return PushOutcome(counts["applied"], counts["superseded"], counts["rejected"])
 
     return op
+
+
+def _keep_lost(ctx: WriteContext, change: OutboxChange, stamp: Stamp) -> None:
+    """The cloud found every field of ``change`` superseded: another device wrote them later.
+    If this device has not seen that write yet (the row still holds the pushed values), the
+    pushed values are kept as a lost entry (``q.LOST_BELOW``: never pushed again, not counted),
+    which the merge counts as an unpushed edit until the newer values arrive, so a lost
+    ``manual`` edit records its conflict then (R5, I9) as an edit that never left would.
+    (Had the newer values arrived while the push was out, that merge saw the entry pending.)
+    The merge drops the entry once the row no longer holds its values."""
+    shape = SHAPES.get(change.table)
+    if shape is None or "field_hlc" not in shape.columns or not ctx.syncs(change.workspace_id):
+        return
+    row = ctx.fetch(change.table, change.row_id)
+    if row is None:
+        return
+    held = row.get("field_hlc") or {}
+    lost = {
+        name: clock
+        for name, clock in change.field_hlc.items()
+        if name in change.fields and name != "id" and held.get(name) == clock
+    }
+    if not lost:
+        return
+    entry = {
+        "id": min(ctx.conn.execute(q.OUTBOX_LEAST_ID_SQL).fetchone()[0] or 0, 0) - 1,
+        "table_name": change.table,
+        "row_id": change.row_id,
+        "workspace_id": change.workspace_id,
+        "op": "update",
+        "fields": dump_json_text({name: change.fields[name] for name in lost}),
+        "field_hlc": dump_json_text(lost),  # (spelt out: unpushed() reads it)
+        "hlc": max(lost.values()),
+        "origin": change.origin,
+        "created_at": stamp.iso,
+        "attempts": 1,  # (pushed once)
+    }
+    ctx.conn.execute(insert_sql("outbox", tuple(entry)), entry)
+    logger.info(
+        "sync.push_lost table=%s id=%s fields=%s", change.table, change.row_id, sorted(lost)
+    )
 
 
 def _settle_rejections(ctx: WriteContext, change: OutboxChange, stamp: Stamp) -> None:

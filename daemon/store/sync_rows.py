@@ -1,8 +1,8 @@
 """Pulled rows as the store keeps them: per-table shapes, completing and checking a merged
 row, which UI event a merge makes, and the page's changelog buffer (multi-row INSERTs).
 
-Pure helpers except ``ChangeBuffer.flush`` and ``unpushed_fields``, which run inside the page's
-write transaction.
+Pure helpers except ``ChangeBuffer.flush``, ``unpushed`` and ``unpushed_fields``, which run
+inside the page's write transaction.
 """
 
 from __future__ import annotations
@@ -224,16 +224,69 @@ def _all_storable(shape: TableShape, rows: Sequence[dict[str, Any]]) -> bool:
     return shape.name != "messages" or {row["role"] for row in rows} <= MESSAGE_ROLES
 
 
+@dataclass
+class Unpushed:
+    """The outbox entries of some stored rows, for the merge (``unpushed``).
+
+    ``fields``: per row id, the fields of its entries waiting to be pushed; ``lost``: per row
+    id, its lost entries (``q.LOST_BELOW``: pushed, superseded by a value not seen here yet) as
+    (entry id, clock per field)."""
+
+    fields: dict[str, set[str]] = field(default_factory=dict)
+    lost: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
+
+    def pending(self, row_id: str, row: dict[str, Any]) -> frozenset[str]:
+        """The fields of stored ``row`` with an unpushed local edit: waiting to be pushed, or
+        lost while the row still holds the lost value (its clock)."""
+        found = set(self.fields.get(row_id, ()))
+        clocks = row.get("field_hlc") or {}
+        for _, lost in self.lost.get(row_id, ()):
+            found.update(name for name, clock in lost.items() if clocks.get(name) == clock)
+        return frozenset(found)
+
+    def overtaken(self, rows: dict[str, dict[str, Any]]) -> list[int]:
+        """Lost entries whose values no row of ``rows`` (the rows after the merge) holds any
+        more: the value that beat them arrived (or a newer local edit replaced them)."""
+        overtaken: list[int] = []
+        for row_id, entries in self.lost.items():
+            row = rows.get(row_id)
+            clocks = {} if row is None else row.get("field_hlc") or {}
+            overtaken.extend(
+                entry_id
+                for entry_id, lost in entries
+                if row is not None and all(clocks.get(n) != c for n, c in lost.items())
+            )
+        return overtaken
+
+
+def unpushed(
+    conn: sqlite3.Connection, table: str, ids: str, workspace_ids: Iterable[str | None]
+) -> Unpushed:
+    """The outbox entries of the stored rows ``ids`` (an ``in_json`` parameter) of ``table``;
+    ``workspace_ids``: the rows' workspaces, whose entries are searched (the outbox has no
+    index by row)."""
+    found = Unpushed()
+    params = {"_table": table, "_ids": ids, "_ws": q.json_ids(workspace_ids)}
+    seen: set[int] = set()
+    for row_id, key, entry_id, clocks in conn.execute(q.outbox_pending_fields_sql(), params):
+        if entry_id > q.LOST_BELOW:
+            found.fields.setdefault(row_id, set()).add(key)
+        elif entry_id not in seen:  # (a lost entry spells its clocks out: sync_outbox.py)
+            seen.add(entry_id)
+            found.lost.setdefault(row_id, []).append((entry_id, orjson.loads(clocks)))
+    return found
+
+
 def unpushed_fields(
     conn: sqlite3.Connection, table: str, ids: str, workspace_ids: Iterable[str | None]
 ) -> dict[str, frozenset[str]]:
-    """The fields with unpushed outbox entries of the stored rows ``ids`` (an ``in_json``
-    parameter) of ``table``, per row id; ``workspace_ids``: the rows' workspaces, whose entries
-    are searched (the outbox has no index by row)."""
-    fields: dict[str, set[str]] = {}
-    params = {"_table": table, "_ids": ids, "_ws": q.json_ids(workspace_ids)}
-    for row_id, key in conn.execute(q.outbox_pending_fields_sql(), params):
-        fields.setdefault(row_id, set()).add(key)
+    """The fields with unpushed outbox entries (lost ones too) of the stored rows ``ids`` (an
+    ``in_json`` parameter) of ``table``, per row id (see ``unpushed``)."""
+    found = unpushed(conn, table, ids, workspace_ids)
+    fields = found.fields
+    for row_id, entries in found.lost.items():
+        for _, lost in entries:
+            fields.setdefault(row_id, set()).update(lost)
     return {row_id: frozenset(keys) for row_id, keys in fields.items()}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import cache
+from typing import Final
 
 import orjson
 import sqlalchemy as sa
@@ -122,10 +123,21 @@ def snapshot_messages_sql() -> Compiled:
 # -- outbox -----------------------------------------------------------------------------------
 
 
+#: A lost outbox entry (sync_outbox.py ``_keep_lost``: pushed, answered ``superseded`` by a
+#: value this device had not seen) is filed under a negative id, below every entry waiting to
+#: be pushed: a take (ids above ``_after`` >= 0) and the count (ids above 0) pass it by on
+#: the outbox_workspace index, at no cost to the entries that are pushed.
+LOST_BELOW: Final = 0
+
+
+#: The least outbox id (one step into the rowid b-tree): a lost entry is filed below it.
+OUTBOX_LEAST_ID_SQL: Final = "SELECT min(id) FROM outbox"
+
+
 @cache
 def outbox_take_sql() -> Compiled:
     """The oldest entries of ONE workspace with an id above ``_after`` (walks the
-    (workspace_id, id) index: no sort)."""
+    (workspace_id, id) index: no sort; ``_after`` >= 0 leaves lost entries out)."""
     o = schema.outbox
     stmt = (
         sa.select(*(o.c[c] for c in OUTBOX_COLUMNS), o.c.origin)
@@ -138,12 +150,13 @@ def outbox_take_sql() -> Compiled:
 
 @cache
 def outbox_pending_fields_sql() -> str:
-    """(row_id, field) of every outbox entry of the given rows of one table, looked up in
-    their workspaces' entries (``_ws``: the outbox_workspace index; there is no row index)."""
+    """(row_id, field, entry id, field_hlc) of every outbox entry of the given rows of one
+    table, looked up in their workspaces' entries (``_ws``: the outbox_workspace index;
+    there is no row index)."""
     o = schema.outbox
     keys = sa.func.json_each(o.c.fields).table_valued("key")
     stmt = (
-        sa.select(o.c.row_id, keys.c.key)
+        sa.select(o.c.row_id, keys.c.key, o.c.id, o.c.field_hlc)
         .select_from(o)
         .join(keys, sa.true())
         .where(
@@ -195,9 +208,14 @@ def outbox_delete_chunk_sql() -> Compiled:
 
 @cache
 def outbox_count_linked_sql() -> str:
+    """Entries of linked workspaces waiting to be pushed (not the lost ones: ``LOST_BELOW``)."""
     o = schema.outbox
     linked = sa.select(cloud_links.c.workspace_id)
-    stmt = sa.select(sa.func.count()).select_from(o).where(o.c.workspace_id.in_(linked))
+    stmt = (
+        sa.select(sa.func.count())
+        .select_from(o)
+        .where(o.c.workspace_id.in_(linked), o.c.id > sa.literal_column(str(LOST_BELOW)))
+    )
     return compile_statement(stmt).sql
 
 

@@ -130,7 +130,12 @@ async def test_complete_push_removes_entries_and_files_rejections(
     await store.sync.complete_push(taken, results)
     assert len(await store.sync.rejected()) == 1
     assert (await store.sync.counts()) == {"outbox": 1, "rejected": 1, "conflicts": 0}
-    assert outbox_count(raw, ws["id"]) == 1
+    # c2 waits to be pushed; c1, superseded before this device saw what beat it, is kept as
+    # a lost entry (a negative id: never pushed, not counted) until that arrives
+    assert rows(raw, "SELECT row_id, id < 0 FROM outbox ORDER BY id DESC") == [
+        (convs[2]["id"], 0),
+        (convs[1]["id"], 1),
+    ]
 
 
 async def test_complete_push_refuses_mismatched_results(store: Store) -> None:
