@@ -710,7 +710,9 @@ class WorkspaceSync:
             logger.warning("sync.%s_failed ws=%s reason=%s", kind, self.workspace_id, reason)
         else:
             logger.error("sync.%s_failed ws=%s", kind, self.workspace_id, exc_info=exc)
-        for waiter in [w for w in self._waiters if w.kind == kind]:
+        # A run pulls first (I9): a failed pull is also the failure of the push asked for
+        # (it cannot start before the retry), so a push's waiter is answered too.
+        for waiter in [w for w in self._waiters if w.kind == kind or kind == "pull"]:
             self._resolve(waiter, reason)
 
     def _resolve(self, waiter: _Waiter, error: str | None) -> None:

@@ -179,3 +179,23 @@ async def test_a_server_retry_after_is_still_honoured_by_a_manual_push(
         assert cloud.failed == failed and cloud.pushed == []  # the cloud was not asked
         assert (await store.sync.counts())["outbox"] == 2
         assert driver.syncs[ws_id].status.state == "error"
+
+
+@pytest.mark.parametrize(
+    ("outage", "reason"),
+    [(server_error, "XX000"), (refused, "connect")],
+    ids=["500", "connection-refused"],
+)
+async def test_a_manual_push_while_the_cloud_is_still_down_answers_its_failure(
+    store: Store, tmp_path: Path, outage: Outage, reason: str
+) -> None:
+    """The run's pull fails first, so the push never starts: its caller gets that failure at
+    once (was: it waited for a push failure that never came, until the 300 s limit)."""
+    cloud = FlakyCloud(outage)
+    async with slow_retrying_driver(store, tmp_path, cloud) as (driver, ws_id):
+        await in_backoff(driver, ws_id, "offline" if reason == "connect" else "error")
+        failed = cloud.failed
+        result = await asyncio.wait_for(driver.sync_now("push"), WITHIN)
+        assert result["error"] == reason and result["applied"] == 0
+        assert cloud.failed == failed + 1  # the cloud was asked again (the run's pull)
+        assert cloud.pushed == [] and (await store.sync.counts())["outbox"] == 2
