@@ -34,8 +34,9 @@ are current in every event that is published and in the answer to ``sync.status`
 ``cloud.status``, never events of their own; likewise a retry that fails again (its request
 in flight counts as the failure it retries). Durable events
 keep the one event path every UI and the Python client already follow (seq order, replay from
-``since``, no gap); a UI that connects later asks ``cloud.status``/``sync.status`` once, or
-replays. No token or password ever appears in either (I8).
+``since``, no gap). The first snapshots are published at start, so a UI that subscribes
+without ``since`` gets the latest of each first (retained: ui_bridge/hub.py). No token or
+password ever appears in either (I8).
 """
 
 from __future__ import annotations
@@ -187,6 +188,8 @@ class CloudService(LocalSync):
             self._place_folder(link)
         await self.links.restore_names(links)
         self._remove_listener = self.session.add_listener(self._session_changed)
+        self._changed(cloud=True, sync=True)  # the first snapshots, whatever comes next:
+        # a UI that subscribes later gets them first (retained, ui_bridge/hub.py)
         self._spawn(self._publish_loop(), "cloud-status-publisher")
         self._spawn(self.session.restore(), "cloud-restore")
         logger.info("cloud.started url=%s links=%d", self._http.url, len(self.driver.syncs))

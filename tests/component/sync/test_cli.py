@@ -21,6 +21,7 @@ from daemon.sync.cloud.secrets import SecretStore
 from devcloud.context import DevcloudConfig
 from devcloud.server import RunningDevcloud, running_devcloud
 from tests.helpers import MS, wait_for
+from ui_bridge.client import connect
 
 from .conftest import PASSWORD, MakeDevice
 
@@ -350,3 +351,24 @@ async def test_a_clone_creates_its_folder_and_names_what_it_cannot_find(
         return await workspace_ids_at(env, new / "clone") == [published["ours"]]
 
     await wait_for(placed, message="the clone's path")
+
+
+async def test_a_ui_of_a_fresh_daemon_gets_the_cloud_status_when_it_subscribes(
+    daemon_env: dict[str, str],
+) -> None:
+    """Pushed on connect: a daemon that holds no session and no link still publishes its
+    first snapshots at start, so a UI subscribing without ``since`` gets them first (was:
+    nothing until the first login or link)."""
+    client = await connect(data_dir=Path(daemon_env["SYNCD_DATA_DIR"]))
+    try:
+        stream = await client.subscribe(["cloud.status", "sync.status"])
+        first = await asyncio.wait_for(anext(stream), 10)
+        second = await asyncio.wait_for(anext(stream), 10)
+        await stream.close()
+    finally:
+        await client.close()
+    statuses = {e.topic: e.data for e in (first, second)}
+    assert statuses["cloud.status"]["configured"] is True
+    assert statuses["cloud.status"]["logged_in"] is False
+    assert statuses["sync.status"]["state"] == "offline"
+    assert first.seq < second.seq <= stream.last_seq
