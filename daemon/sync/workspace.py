@@ -366,8 +366,13 @@ class WorkspaceSync:
         self._wake.set()
 
     def local_changes(self) -> None:
+        state = self.session.state
         self.session.local_changes_committed(self._clock())
         self._wake.set()
+        if state in (SyncState.OFFLINE, SyncState.ERROR, SyncState.AUTH_REQUIRED):
+            # no push is near to publish the status, so the grown outbox is news now (a
+            # UI would otherwise show the old count until the next retry)
+            self._on_change()
 
     def catch_up(self) -> None:
         """Realtime (re)subscribed: pull now, as after any reconnect (changes committed while

@@ -74,7 +74,7 @@ class FlakyCloud:
 
 @contextlib.asynccontextmanager
 async def slow_retrying_driver(
-    store: Store, tmp_path: Path, cloud: FlakyCloud
+    store: Store, tmp_path: Path, cloud: FlakyCloud, on_change: Callable[[], None] | None = None
 ) -> AsyncIterator[tuple[SyncDriver, str]]:
     """A driver logged in as Ada whose backoff is ~59 s, syncing a linked workspace of one
     conversation (two rows to push); it and the workspace id."""
@@ -90,7 +90,7 @@ async def slow_retrying_driver(
         store=store,
         api=CloudApi(session),
         refresh_auth=refresh,
-        on_change=lambda: None,
+        on_change=on_change or (lambda: None),
         settings=DriverSettings(backoff=SLOW, pull_interval_s=3600.0),
         rand=lambda: 0.99,
     )
@@ -199,3 +199,25 @@ async def test_a_manual_push_while_the_cloud_is_still_down_answers_its_failure(
         assert result["error"] == reason and result["applied"] == 0
         assert cloud.failed == failed + 1  # the cloud was asked again (the run's pull)
         assert cloud.pushed == [] and (await store.sync.counts())["outbox"] == 2
+
+
+async def test_a_write_during_a_backoff_is_news_for_the_status_at_once(
+    store: Store, tmp_path: Path
+) -> None:
+    """No push is near to publish the status, so the grown outbox is told at once (was: the
+    status event waited for the next retry, the UI showing the old outbox count meanwhile)."""
+    changes = 0
+
+    def changed() -> None:
+        nonlocal changes
+        changes += 1
+
+    cloud = FlakyCloud(refused)
+    async with slow_retrying_driver(store, tmp_path, cloud, changed) as (driver, ws_id):
+        await in_backoff(driver, ws_id, "offline")
+        before, failed = changes, cloud.failed
+        conv = await store.conversations.create(workspace_id=ws_id, name="offline")
+        await wait_for(lambda: changes > before, timeout=WITHIN, message="a status change")
+        assert cloud.failed == failed  # not a retry's: the backoff is ~59 s
+        assert (await store.sync.counts())["outbox"] == 3
+        assert conv["workspace_id"] == ws_id
