@@ -444,7 +444,11 @@ class CloudService(LocalSync):
         folder = checked_folder(path, missing_ok=cloud_workspace_id is not None)  # a clone's:
         # created once the cloud workspace is found (Linker.clone)
         existing = self.driver.syncs.get(target)
-        if existing is not None:
+        if existing is not None:  # linked already: the same link again is that link
+            if folder is not None and existing.link.path not in (None, folder):
+                raise InvalidInput(
+                    "path", f"the workspace is already linked at {existing.link.path}"
+                )  # (was: answered the old link as if this one were made)
             return self.links.link_json(existing.link, existing)
         await self.links.check_folder_free(folder)
         if workspace_id is not None:

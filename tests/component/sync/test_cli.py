@@ -352,6 +352,16 @@ async def test_a_clone_creates_its_folder_and_names_what_it_cannot_find(
 
     await wait_for(placed, message="the clone's path")
 
+    # The same workspace again, elsewhere: refused, naming where it is (was: exit 0, the old
+    # link answered as if this clone were made); no folder is made. The same path again is
+    # that link.
+    other = tmp_path / "other"
+    code, out = await syncd(env, "link", str(other), "--cloud-workspace", published["ours"])
+    assert code == 1, out  # (the daemon's refusal)
+    assert f"already linked at {new / 'clone'}" in out and not other.exists(), out
+    code, out = await syncd(env, "link", str(new / "clone"), "--cloud-workspace", published["ours"])
+    assert code == 0, out
+
 
 async def test_a_ui_of_a_fresh_daemon_gets_the_cloud_status_when_it_subscribes(
     daemon_env: dict[str, str],
