@@ -255,7 +255,9 @@ def complete_push_op(changes: Sequence[OutboxChange], results: Sequence[dict[str
             )
             if not removed:  # a repeated completion must not file or keep anything twice
                 continue
-            if status == "rejected":
+            if status == "rejected" and change.rejected_create and change.fields.get("deleted_at"):
+                _settle_deleted(ctx, change.table, change.row_id, stamp)
+            elif status == "rejected":
                 _file_rejection(ctx, change, result, stamp)
             else:
                 _keep_lost(ctx, change, stamp)
@@ -312,10 +314,19 @@ def _settle_rejections(ctx: WriteContext, change: OutboxChange, stamp: Stamp) ->
     """The cloud took the whole row whose create it had rejected: that row's rejections are
     settled (every rejected change of it is in what was taken, or older than a value that
     was), and the rows whose creates were rejected under it go out again, whole."""
-    key = {"table_name": change.table, "row_id": change.row_id}
+    if not _settle_row(ctx, change.table, change.row_id, stamp):
+        return  # settled already (by an earlier push of the row)
+    if ctx.syncs(change.workspace_id):  # (not if unlinked while the push was out)
+        _requeue_children(ctx, change.table, change.row_id, stamp)
+
+
+def _settle_row(ctx: WriteContext, table: str, row_id: str, stamp: Stamp) -> bool:
+    """Delete the row's rejections, each announced on ``sync.rejected`` with ``settled_at``;
+    False if it had none."""
+    key = {"table_name": table, "row_id": row_id}
     found = ctx.conn.execute(q.rejected_of_row_sql(), key).fetchall()
-    if not found:  # settled already (by an earlier push of the row)
-        return
+    if not found:
+        return False
     ctx.conn.execute(q.rejected_delete_row_sql(), key)
     for values in found:
         view = rejected_view(dict(zip(REJECTED_COLUMNS, values, strict=True)))
@@ -323,12 +334,23 @@ def _settle_rejections(ctx: WriteContext, change: OutboxChange, stamp: Stamp) ->
             table="rejected", op="delete", topic="sync.rejected",
             row={**view, "settled_at": stamp.iso}, fields={}, stamp=stamp, outbox=False,
         )  # fmt: skip
-    logger.info(
-        "sync.rejection_settled table=%s id=%s rejections=%d",
-        change.table, change.row_id, len(found),
-    )  # fmt: skip
-    if ctx.syncs(change.workspace_id):  # (not if unlinked while the push was out)
-        _requeue_children(ctx, change.table, change.row_id, stamp)
+    logger.info("sync.rejection_settled table=%s id=%s rejections=%d", table, row_id, len(found))
+    return True
+
+
+def _settle_deleted(ctx: WriteContext, table: str, row_id: str, stamp: Stamp) -> None:
+    """A row whose create the cloud rejected was deleted here, and the cloud refused it
+    again: it never reached the cloud and cannot change any more (a deleted row takes no
+    edit), so nothing of it is left to push. Its rejections are settled, and so are those of
+    the rows whose creates were rejected under it (they can never reach the cloud either);
+    otherwise they would show in the status for ever, with nothing the user could do."""
+    _settle_row(ctx, table, row_id, stamp)
+    for child, column in CHILDREN.get(table, ()):
+        found = ctx.conn.execute(
+            q.rejected_children_sql(column), {"table_name": child, "parent": row_id}
+        ).fetchall()
+        for (child_id,) in found:
+            _settle_deleted(ctx, child, child_id, stamp)
 
 
 def _requeue_children(ctx: WriteContext, table: str, row_id: str, stamp: Stamp) -> None:

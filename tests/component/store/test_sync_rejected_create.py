@@ -144,3 +144,33 @@ async def test_a_rejected_edit_of_a_row_the_cloud_has_changes_nothing_for_the_ne
     assert set(taken.fields) == {"is_archived", "updated_at"}
     await push(store, ws["id"])
     assert len(await store.sync.rejected()) == 1  # the refused edit stays on record
+
+
+async def test_a_deleted_row_the_cloud_never_had_settles_its_rejections_and_its_rows(
+    store: Store,
+) -> None:
+    """Deleted here after its create was rejected, refused again: nothing of it can ever reach
+    the cloud (a deleted row takes no edit), so its rejections and those of the rows rejected
+    under it are settled (was: they showed in the status for ever, with nothing to do)."""
+    ws = await linked_workspace(store)
+    await push(store, ws["id"])
+    conv = await store.conversations.create(workspace_id=ws["id"], name="bad")
+    msg = await store.messages.create(conversation_id=conv["id"], role="user", content="hi")
+    kept = await store.conversations.create(workspace_id=ws["id"], name="also bad")
+    await push(store, ws["id"], rejected=frozenset({conv["id"], msg["id"], kept["id"]}))
+    assert len(await store.sync.rejected()) == 3
+    events: list[ChangeEvent] = []
+    store.add_commit_listener(events.extend)
+
+    await store.conversations.delete(conv["id"])
+    [taken] = await push(store, ws["id"], rejected=frozenset({conv["id"]}))
+    assert taken.rejected_create and taken.fields["deleted_at"] is not None
+
+    assert [r["row_id"] for r in await store.sync.rejected()] == [kept["id"]]
+    assert (await store.sync.counts())["rejected"] == 1
+    settled = [
+        (e.data["row_id"], e.data["settled_at"]) for e in events if e.topic == "sync.rejected"
+    ]
+    assert sorted(r for r, _ in settled) == sorted([conv["id"], msg["id"]])
+    assert all(at is not None for _, at in settled)
+    assert await store.sync.take_outbox(workspace_ids=[ws["id"]]) == []
