@@ -250,11 +250,13 @@ class Unpushed:
         overtaken: list[int] = []
         for row_id, entries in self.lost.items():
             row = rows.get(row_id)
-            clocks = {} if row is None else row.get("field_hlc") or {}
+            if row is None:
+                continue
+            clocks = row.get("field_hlc") or {}
             overtaken.extend(
                 entry_id
                 for entry_id, lost in entries
-                if row is not None and all(clocks.get(n) != c for n, c in lost.items())
+                if all(clocks.get(n) != c for n, c in lost.items())
             )
         return overtaken
 

@@ -702,8 +702,9 @@ class WorkspaceSync:
                 self._resolve(waiter, None)
         if any(w.kind == kind for w in self._waiters):
             error = self._trigger(kind)  # called during the run's last step: one more run
-            for waiter in [w for w in self._waiters if w.kind == kind and error is not None]:
-                self._resolve(waiter, error)
+            if error is not None:  # which cannot start: say why
+                for waiter in [w for w in self._waiters if w.kind == kind]:
+                    self._resolve(waiter, error)
 
     def _request_failed(self, kind: Kind, exc: Exception) -> None:
         self._push_settled.set()

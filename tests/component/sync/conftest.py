@@ -51,6 +51,16 @@ async def stored(get: Callable[[str], Awaitable[Any]], row_id: str) -> bool:
 
 
 @pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A real store of its own (for the tests whose cloud is a mock: mock_cloud.py)."""
+    opened = await Store.open(tmp_path / "syncd.db", StoreSettings())
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
 async def make_device(devcloud: RunningDevcloud, tmp_path: Path) -> AsyncIterator[MakeDevice]:
     async with contextlib.AsyncExitStack() as stack:
 

@@ -2,8 +2,10 @@
 (answer 429, fail one page, show when each request arrives). The store stays a real one.
 
 ``mocked_driver(store, tmp_path, handle, **settings)``  logged in as Ada (``grant()``), with a
-fast backoff and ``rand = 0`` (no jitter: retries at once unless the server says otherwise);
-yields the driver, closed at exit.
+fast backoff and ``rand = 0`` (no jitter: retries at once unless the server says otherwise;
+``backoff``, ``rand`` and ``on_change`` may be given instead); yields the driver, closed at exit.
+``link_workspace(store, driver)``  a workspace of one conversation (two rows to push), linked
+and synced by the driver; its id.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ USER = str(uuid.uuid4())
 ORG = str(uuid.uuid4())
 
 Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
+FAST = Backoff(base_s=0.01, cap_s=0.05)
 
 
 def grant() -> dict[str, Any]:
@@ -40,7 +43,14 @@ def grant() -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def mocked_driver(
-    store: Store, tmp_path: Path, handle: Handler, **settings: Any
+    store: Store,
+    tmp_path: Path,
+    handle: Handler,
+    *,
+    backoff: Backoff = FAST,
+    rand: Callable[[], float] = lambda: 0.0,
+    on_change: Callable[[], None] = lambda: None,
+    **settings: Any,
 ) -> AsyncIterator[SyncDriver]:
     client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
     session = CloudSession(
@@ -54,9 +64,9 @@ async def mocked_driver(
         store=store,
         api=CloudApi(session),
         refresh_auth=refresh,
-        on_change=lambda: None,
-        settings=DriverSettings(backoff=Backoff(base_s=0.01, cap_s=0.05), **settings),
-        rand=lambda: 0.0,
+        on_change=on_change,
+        settings=DriverSettings(backoff=backoff, **settings),
+        rand=rand,
     )
     try:
         async with session:
@@ -65,3 +75,14 @@ async def mocked_driver(
     finally:
         await driver.close()
         await client.aclose()
+
+
+async def link_workspace(store: Store, driver: SyncDriver) -> str:
+    """A workspace of one conversation (two rows to push), linked and synced by ``driver``."""
+    ws = await store.workspaces.create(name="w")
+    await store.conversations.create(workspace_id=ws["id"], name="c")
+    link = await store.sync.link(workspace_id=ws["id"], org_id=ORG, path=None)
+    driver.open()
+    await driver.add(link)
+    await driver.activate()
+    return str(ws["id"])

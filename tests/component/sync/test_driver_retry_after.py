@@ -12,7 +12,7 @@ import orjson
 
 from daemon.config import StoreSettings
 from daemon.store import Store
-from tests.component.sync.mock_cloud import ORG, grant, mocked_driver
+from tests.component.sync.mock_cloud import grant, link_workspace, mocked_driver
 from tests.helpers import MS, wait_for
 
 
@@ -51,12 +51,7 @@ async def test_a_429_retry_after_is_honoured(tmp_path: Path) -> None:
     try:
         # Without Retry-After the driver would retry at once (rand = 0): any wait is the server's.
         async with mocked_driver(store, tmp_path, cloud.handle) as driver:
-            ws = await store.workspaces.create(name="w")
-            await store.conversations.create(workspace_id=ws["id"], name="c")
-            link = await store.sync.link(workspace_id=ws["id"], org_id=ORG, path=None)
-            driver.open()
-            await driver.add(link)
-            await driver.activate()
+            ws_id = await link_workspace(store, driver)
             await wait_for(lambda: cloud.pushed_rows == 2, timeout=5_000 * MS)
             waited = cloud.pushes[1] - cloud.pushes[0]
             assert waited >= 0.95, waited
@@ -65,6 +60,6 @@ async def test_a_429_retry_after_is_honoured(tmp_path: Path) -> None:
                 return (await store.sync.counts())["outbox"] == 0
 
             await wait_for(settled, timeout=5_000 * MS, message="the pushed rows settled")
-            assert driver.syncs[ws["id"]].session.snapshot.error is None
+            assert driver.syncs[ws_id].session.snapshot.error is None
     finally:
         await store.close()

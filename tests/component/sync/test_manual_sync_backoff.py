@@ -17,13 +17,11 @@ import httpx
 import orjson
 import pytest
 
-from daemon.config import StoreSettings
 from daemon.store import Store
-from daemon.sync.cloud import CloudApi, CloudHttp, CloudSession, SecretStore
-from daemon.sync.driver import DriverSettings, SyncDriver
+from daemon.sync.driver import SyncDriver
 from daemon.sync.retry import Backoff
 from daemon.sync.status import WorkspaceStatus
-from tests.component.sync.mock_cloud import ORG, URL, grant
+from tests.component.sync.mock_cloud import grant, link_workspace, mocked_driver
 from tests.helpers import MS, wait_for
 
 WITHIN = 5_000 * MS
@@ -74,48 +72,15 @@ class FlakyCloud:
 
 @contextlib.asynccontextmanager
 async def slow_retrying_driver(
-    store: Store, tmp_path: Path, cloud: FlakyCloud, on_change: Callable[[], None] | None = None
+    store: Store, tmp_path: Path, cloud: FlakyCloud, on_change: Callable[[], None] = lambda: None
 ) -> AsyncIterator[tuple[SyncDriver, str]]:
     """A driver logged in as Ada whose backoff is ~59 s, syncing a linked workspace of one
     conversation (two rows to push); it and the workspace id."""
-    client = httpx.AsyncClient(transport=httpx.MockTransport(cloud.handle))
-    session = CloudSession(
-        CloudHttp(URL, "anon", client=client), SecretStore(tmp_path, URL, use_keyring=False)
-    )
-
-    async def refresh() -> None:
-        await session.refresh_access_token(await session.access_token())
-
-    driver = SyncDriver(
-        store=store,
-        api=CloudApi(session),
-        refresh_auth=refresh,
-        on_change=on_change or (lambda: None),
-        settings=DriverSettings(backoff=SLOW, pull_interval_s=3600.0),
-        rand=lambda: 0.99,
-    )
-    try:
-        async with session:
-            await session.login("ada@example.com", "pw")
-            ws = await store.workspaces.create(name="w")
-            await store.conversations.create(workspace_id=ws["id"], name="c")
-            link = await store.sync.link(workspace_id=ws["id"], org_id=ORG, path=None)
-            driver.open()
-            await driver.add(link)
-            await driver.activate()
-            yield driver, ws["id"]
-    finally:
-        await driver.close()
-        await client.aclose()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(tmp_path / "syncd.db", StoreSettings())
-    try:
-        yield store
-    finally:
-        await store.close()
+    async with mocked_driver(
+        store, tmp_path, cloud.handle,
+        backoff=SLOW, rand=lambda: 0.99, on_change=on_change, pull_interval_s=3600.0,
+    ) as driver:  # fmt: skip
+        yield driver, await link_workspace(store, driver)
 
 
 async def in_backoff(driver: SyncDriver, ws_id: str, state: str) -> WorkspaceStatus:
@@ -216,8 +181,7 @@ async def test_a_write_during_a_backoff_is_news_for_the_status_at_once(
     async with slow_retrying_driver(store, tmp_path, cloud, changed) as (driver, ws_id):
         await in_backoff(driver, ws_id, "offline")
         before, failed = changes, cloud.failed
-        conv = await store.conversations.create(workspace_id=ws_id, name="offline")
+        await store.conversations.create(workspace_id=ws_id, name="offline")
         await wait_for(lambda: changes > before, timeout=WITHIN, message="a status change")
         assert cloud.failed == failed  # not a retry's: the backoff is ~59 s
         assert (await store.sync.counts())["outbox"] == 3
-        assert conv["workspace_id"] == ws_id

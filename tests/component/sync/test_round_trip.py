@@ -6,13 +6,8 @@ not ``updated_at`` moving back, not a task's null payload turning into the cloud
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from daemon.config import StoreSettings
 from daemon.events import ChangeEvent
 from daemon.store import Store
 from daemon.store.sync import OutboxChange
@@ -22,15 +17,6 @@ from daemon.sync.merge import RowState, merge_row, row_hlc
 
 ORG = "01900000-0000-7000-8000-0000000000ff"
 GETTERS = ("workspaces", "conversations", "messages", "tasks")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "syncd.db", StoreSettings())
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def stored_by_cloud(change: OutboxChange) -> dict[str, Any]:
