@@ -373,9 +373,13 @@ async def user_client(cloud_url: str) -> httpx.AsyncClient:
     return http
 
 
-async def bench_cloud_push(cloud_url: str, pool: asyncpg.Pool, n: int) -> dict[str, Any]:
+async def bench_cloud_push(
+    cloud_url: str, pool: asyncpg.Pool, n: int, *, per_field_clocks: bool = False
+) -> dict[str, Any]:
     """The cloud side alone: ``sync_push`` of ready-made 500-row batches of new messages shaped
-    as the daemon sends them (its seven fields, a clock per field), ``PUSH_IN_FLIGHT`` requests
+    as the daemon sends them (its seven fields under one clock: the compact form, ``hlc``
+    instead of ``field_hlc``; ``per_field_clocks``: a clock per field, as older daemons sent
+    them), ``PUSH_IN_FLIGHT`` requests
     at a time as the daemon sends them, into a new workspace (run before any daemon subscribes
     to realtime: see the module docstring), after one untimed round of them (each of devcloud's
     connections plans ``sync_push`` once, as the daemons' pushes find them later). What the
@@ -386,10 +390,13 @@ async def bench_cloud_push(cloud_url: str, pool: asyncpg.Pool, n: int) -> dict[s
     body = {"conversation_id": conv_id, "role": "user", "content": CONTENT, "created_at": stamp,
             "updated_at": stamp, "deleted_at": None, "workspace_id": ws_id}  # fmt: skip
     warm = 500 * PUSH_IN_FLIGHT
+    clocks: dict[str, Any] = (
+        {"field_hlc": dict.fromkeys(body, clock)} if per_field_clocks else {"hlc": clock}
+    )
     batches = [
         orjson.dumps({"changes": [
             {"table": "messages", "id": uuid7(), "workspace_id": ws_id, "fields": body,
-             "field_hlc": dict.fromkeys(body, clock), "origin": "bench"}
+             **clocks, "origin": "bench"}
             for _ in range(min(500, warm + n - first))
         ]})
         for first in range(0, warm + n, 500)

@@ -90,16 +90,28 @@ class _Coalesced:
     fields: dict[str, Any] = field(default_factory=dict)
     clocks: dict[str, str] = field(default_factory=dict)
     origin: str = ""
+    one_clock: bool = False
 
-    def add(self, entry_id: int, fields: dict[str, Any], clocks: dict[str, str], hlc: str) -> None:
+    def add(
+        self,
+        entry_id: int,
+        fields: dict[str, Any],
+        clocks: dict[str, str],
+        hlc: str,
+        *,
+        one_clock: bool = False,
+    ) -> None:
         """Fold one entry in: per field the value with the newest clock, per clock the max.
 
         A JSON map the entry carries with clocks per key only (a local edit's patch: R3 of
-        daemon/sync/merge.py) is folded key by key into the map taken so far."""
+        daemon/sync/merge.py) is folded key by key into the map taken so far. ``one_clock``:
+        the entry is in the one-clock form (every field under ``hlc``); a change of more than
+        one entry is never taken as one-clock."""
         self.ids.append(entry_id)
         if len(self.ids) == 1 and all(clocks.values()):  # the first entry: taken as it is
-            self.fields, self.clocks = fields, clocks
+            self.fields, self.clocks, self.one_clock = fields, clocks, one_clock
             return
+        self.one_clock = False
         for name, value in fields.items():
             if name not in clocks and isinstance(value, dict):
                 self.fields[name] = self._fold_patch(name, value, clocks, hlc)
@@ -132,6 +144,7 @@ class _Coalesced:
             field_hlc=self.clocks,
             hlc=max(self.clocks.values(), default=""),
             origin=self.origin,
+            one_clock=self.one_clock,
         )
 
 
@@ -154,10 +167,10 @@ def read_outbox(
     entries = cursors[0] if len(cursors) == 1 else heapq.merge(*cursors)
     for entry_id, table, row_id, ws, fields_text, clocks_text, hlc, origin in entries:
         fields = orjson.loads(fields_text)
+        one_clock = clocks_text == OUTBOX_ONE_CLOCK
         clocks = entry_clocks(fields, clocks_text, hlc)
-        size = len(fields_text) + (
-            _clocks_json_size(fields, hlc) if clocks_text == OUTBOX_ONE_CLOCK else len(clocks_text)
-        )
+        # (a one-clock entry goes in the compact form: its clocks weigh `"hlc":"<hlc>",`)
+        size = len(fields_text) + (len(hlc) + 9 if one_clock else len(clocks_text))
         if groups and used + size > max_bytes:
             break
         acc = groups.get((table, row_id))
@@ -166,7 +179,7 @@ def read_outbox(
                 break
             acc = groups[(table, row_id)] = _Coalesced([], table, row_id, ws)
         used += size
-        acc.add(entry_id, fields, clocks, hlc)
+        acc.add(entry_id, fields, clocks, hlc, one_clock=one_clock)
         acc.origin = origin
     changes = [
         acc.change()
@@ -212,6 +225,7 @@ def _whole(conn: sqlite3.Connection, change: OutboxChange) -> OutboxChange:
         field_hlc=clocks,
         hlc=max(clocks.values(), default=change.hlc),
         rejected_create=True,
+        one_clock=False,
     )
 
 
@@ -222,14 +236,6 @@ def entry_clocks(fields: dict[str, Any], clocks_text: str, hlc: str) -> dict[str
         return dict.fromkeys(fields, hlc)
     clocks: dict[str, str] = orjson.loads(clocks_text)
     return clocks
-
-
-def _clocks_json_size(fields: dict[str, Any], hlc: str) -> int:
-    """The length of ``{"<field>":"<hlc>",...}`` for every field: what a one-clock entry's
-    clocks weigh in the batch (``max_bytes`` counts them spelt out, as they are sent)."""
-    if not fields:
-        return 2
-    return 1 + sum(len(name) + len(hlc) + 6 for name in fields)
 
 
 # -- complete_push ----------------------------------------------------------------------------

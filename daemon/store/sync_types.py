@@ -15,7 +15,11 @@ class OutboxChange:
     ``rejected_create``: the cloud rejected the row's create, so it does not have the row: the
     change is the row's whole stored state (every field with its clock), not just the fields
     its entries changed, and once the cloud takes it those rejections are settled
-    (sync_outbox.py)."""
+    (sync_outbox.py).
+
+    ``one_clock``: every field is under the one clock ``hlc`` (JSON maps as whole values: no
+    clock of a key), as an entry written in one local write is; it is then pushed in the
+    compact form, ``hlc`` instead of a ``field_hlc`` spelling that clock out per field."""
 
     outbox_ids: tuple[int, ...]
     table: str
@@ -26,6 +30,7 @@ class OutboxChange:
     hlc: str
     origin: str
     rejected_create: bool = False
+    one_clock: bool = False
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ class OutgoingBatch:
                 hlc=c.hlc,
                 origin=c.origin,
                 org_id=org_id,
+                one_clock=c.one_clock,
             )
             for c in changes
         )

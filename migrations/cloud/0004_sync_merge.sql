@@ -192,7 +192,8 @@ $$;
 --   src AS (...), upd AS (...), ins AS (...), written AS (...)
 -- to put after WITH. `source` is a query yielding (id uuid, ws uuid, known boolean,
 -- fields jsonb, clocks jsonb, origin text, hlc text: the greatest of `clocks`, '' if none,
--- one_clock boolean: every clock is hlc) with
+-- one_clock boolean: every clock is hlc; `clocks` NULL: a change in the compact form, every
+-- field under `hlc`, its clock per field made here only where a statement reads them) with
 -- distinct ids and only well-formed clocks (sync_push_classify rejects the others; a new row's
 -- origin is then its hlc's device part without sync_clock_device's check): rows that exist get
 -- an UPDATE merging field by field (sync_merge_sql), new ones a plain INSERT; `written` holds
@@ -235,12 +236,14 @@ BEGIN
         -- a new message whose clocks are one clock, its deleted_at's among them, is stored in
         -- the one-register form (0003): its other fields are frozen (R7), so their clocks
         -- decide nothing, and daemons keep a message's row clock only (daemon/store/schema.py)
-        ins_clocks := 'CASE WHEN x.sync_one_clock AND x.field_hlc ? ''deleted_at'''
+        ins_clocks := 'CASE WHEN x.sync_one_clock AND x.sync_fields ? ''deleted_at'''
                       ' THEN ''{}''::jsonb ELSE x.field_hlc END';
     END IF;
     RETURN format(
         ' src AS NOT MATERIALIZED ('
-        ' SELECT s.known AS sync_known, s.fields AS sync_fields, s.id, s.clocks AS field_hlc,'
+        ' SELECT s.known AS sync_known, s.fields AS sync_fields, s.id,'
+        '        coalesce(s.clocks, (SELECT jsonb_object_agg(k, s.hlc)'
+        '                            FROM jsonb_object_keys(s.fields) k)) AS field_hlc,'
         '        s.origin, s.hlc AS sync_hlc, s.one_clock AS sync_one_clock%2$s'
         ' FROM (%9$s) AS s'
         ' CROSS JOIN LATERAL jsonb_populate_record(NULL::public.%1$I, s.fields) AS r),'

@@ -11,6 +11,7 @@ from daemon.store.schema import metadata
 from daemon.sync.driver import merge_pulled
 from daemon.sync.mapping import (
     LOCAL_COLUMNS,
+    LOCAL_ONLY,
     cloud_change,
     local_change,
     normalize_timestamp,
@@ -78,6 +79,33 @@ def test_clocks_are_completed_and_stray_ones_dropped() -> None:
         "shared_memory": C1,
         "status": C3,
     }
+
+
+@pytest.mark.parametrize(
+    ("table", "fields"),
+    [
+        ("messages", {"id": "m", "conversation_id": "c", "role": "user", "content": "hi",
+                      "hlc": C2, "deleted_at": None}),
+        ("conversations", {"type": "agent", "name": "n"}),
+        ("workspaces", {"name": "w", "path": "/x", "next_steps": None, "shared_memory": {"k": 1}}),
+        ("tasks", {"kind": "k", "payload": None, "attempts": 2, "progress": {"p": 1}}),
+    ],
+)  # fmt: skip
+def test_a_one_clock_change_goes_compact_and_means_what_its_clocks_spelt_out_mean(
+    table: str, fields: dict[str, Any]
+) -> None:
+    clocks = dict.fromkeys(fields, C2)
+    spelt = cloud_change(table, "r", WS, fields, clocks, hlc=C2, origin="d", org_id=ORG)
+    short = cloud_change(
+        table, "r", WS, fields, clocks, hlc=C2, origin="d", org_id=ORG, one_clock=True
+    )
+    assert spelt is not None and short is not None
+    # the same change, its clocks given once (JSON maps whole: no clock of a key)
+    assert "field_hlc" not in short and short.pop("hlc") == C2
+    assert spelt.pop("field_hlc") == dict.fromkeys(spelt["fields"], C2)
+    assert short == spelt
+    nothing = {"id": "r", "hlc": C2, **dict.fromkeys(LOCAL_ONLY.get(table, ()), 1)}
+    assert cloud_change(table, "r", WS, nothing, {}, hlc=C2, origin="d", one_clock=True) is None
 
 
 def test_nulls_of_not_null_cloud_columns_become_empty_values() -> None:

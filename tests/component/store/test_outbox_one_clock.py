@@ -1,8 +1,10 @@
 """The one-clock form of an outbox entry (real SQLite files): a local write and a message's
 link snapshot store ``field_hlc`` as ``{}`` (every field under the entry's ``hlc``), a row
 whose fields carry different clocks keeps them spelt out, and the push reads both alike: a
-clock for every field it sends. Batches weigh such clocks spelt out (``max_bytes``), and
-migration 0007 rewrites the entries an older daemon left where the short form means the same.
+clock for every field it sends. A change of one such entry is ``one_clock`` (it goes to the
+cloud in the compact form, one ``hlc``; a change coalesced from several entries is not), and
+batches weigh it so (``max_bytes``). Migration 0007 rewrites the entries an older daemon left
+where the short form means the same.
 """
 
 from __future__ import annotations
@@ -44,13 +46,14 @@ async def test_local_writes_store_one_clock_and_push_a_clock_per_field(
     pushed_msg = taken[msg["id"]]
     assert pushed_msg.fields == orjson.loads(msg_fields)
     assert pushed_msg.field_hlc == dict.fromkeys(pushed_msg.fields, msg["hlc"])
-    assert pushed_msg.hlc == msg["hlc"]
+    assert pushed_msg.hlc == msg["hlc"] and pushed_msg.one_clock
     # Two one-clock entries of a row coalesce per field: the rename's clock where it wrote.
     pushed_conv = taken[conv["id"]]
     assert set(pushed_conv.field_hlc) == set(pushed_conv.fields)
     assert pushed_conv.field_hlc["name"] == pushed_conv.field_hlc["updated_at"] == renamed["hlc"]
     assert pushed_conv.field_hlc["created_at"] == conv["hlc"]
     assert pushed_conv.fields["name"] == "renamed" and pushed_conv.hlc == renamed["hlc"]
+    assert not pushed_conv.one_clock
 
 
 async def test_a_snapshot_keeps_clocks_spelt_out_only_where_they_differ(
@@ -69,16 +72,20 @@ async def test_a_snapshot_keeps_clocks_spelt_out_only_where_they_differ(
 
     taken = {c.row_id: c for c in await store.sync.take_outbox(workspace_ids=[ws["id"]])}
     assert {k: v for k, v in taken[ws["id"]].field_hlc.items() if k != "id"} == ws["field_hlc"]
+    assert not taken[ws["id"]].one_clock
     for row in (conv, msg):
         assert taken[row["id"]].field_hlc == dict.fromkeys(taken[row["id"]].fields, row["hlc"])
+        assert taken[row["id"]].one_clock
 
 
-def clocks_spelt_out_size(raw: sqlite3.Connection, row_id: str) -> int:
+def compact_size(raw: sqlite3.Connection, row_id: str) -> int:
+    """What a one-clock entry weighs in a batch: its fields and ``,"hlc":"<hlc>"`` (it is sent
+    in the compact form, not with a clock per field)."""
     [(fields, _, hlc)] = stored(raw, row_id)
-    return len(fields) + len(orjson.dumps(dict.fromkeys(orjson.loads(fields), hlc)))
+    return len(fields) + len(b',"hlc":') + len(orjson.dumps(hlc))
 
 
-async def test_max_bytes_counts_one_clock_entries_with_their_clocks_spelt_out(
+async def test_max_bytes_counts_one_clock_entries_as_sent_in_the_compact_form(
     store: Store, raw: sqlite3.Connection
 ) -> None:
     ws = await create_linked(store, name="w")
@@ -88,8 +95,8 @@ async def test_max_bytes_counts_one_clock_entries_with_their_clocks_spelt_out(
         for _ in range(2)
     ]
     assert {stored(raw, r["id"])[0][1] for r in (ws, conv, *sent)} == {OUTBOX_ONE_CLOCK}
-    before = sum(clocks_spelt_out_size(raw, r["id"]) for r in (ws, conv))
-    first = clocks_spelt_out_size(raw, sent[0]["id"])
+    before = sum(compact_size(raw, r["id"]) for r in (ws, conv))
+    first = compact_size(raw, sent[0]["id"])
     ids = [ws["id"]]
 
     async def taken(max_bytes: int) -> list[str]:

@@ -155,7 +155,7 @@ async def test_link_snapshot_and_compaction_keep_every_update_for_the_push(
     (mapped,) = OutgoingBatch.of([pending], None).mapped
     assert mapped is not None
     assert set(mapped["fields"]) == {"doc_id", "workspace_id", "data", "created_at"}
-    assert set(mapped["field_hlc"]) == set(mapped["fields"])
+    assert mapped["hlc"] == pending.hlc and "field_hlc" not in mapped  # every field under it
     doc: Doc[Any] = Doc()
     doc.apply_update(state)
     doc.apply_update(base64.b64decode(mapped["fields"]["data"]))
