@@ -101,10 +101,13 @@ class SyncRepo:
         limit: int = 500,
         max_bytes: int = 1 << 20,
         after: int = 0,
+        leaves: frozenset[str] = frozenset(),
     ) -> list[OutboxChange]:
         """Coalesced changes of ``workspace_ids`` (linked workspaces), oldest first, of the
         entries whose outbox id is above ``after`` (0: all; a push in flight passes the
-        highest id it took, so the next batch can be prepared while it is sent)."""
+        highest id it took, so the next batch can be prepared while it is sent). With
+        ``leaves``, changes that begin with a row of a table not among them end before the
+        first change of one that is (sync_outbox.read_outbox)."""
         ids = sorted({identifier("workspace_ids", w) for w in workspace_ids})
         limit = integer("limit", limit)
         max_bytes = integer("max_bytes", max_bytes)
@@ -117,7 +120,9 @@ class SyncRepo:
             raise InvalidInput("after", "must not be negative")
         if not ids:
             return []
-        return await run_in_thread(self._reader, read_outbox, ids, limit, max_bytes, after)
+        if not isinstance(leaves, frozenset):
+            raise InvalidInput("leaves", "must be a frozenset of table names")
+        return await run_in_thread(self._reader, read_outbox, ids, limit, max_bytes, after, leaves)
 
     async def complete_push(
         self, changes: Sequence[OutboxChange], results: Sequence[dict[str, Any]]

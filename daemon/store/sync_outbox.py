@@ -149,11 +149,18 @@ class _Coalesced:
 
 
 def read_outbox(
-    conn: sqlite3.Connection, workspace_ids: list[str], limit: int, max_bytes: int, after: int = 0
+    conn: sqlite3.Connection,
+    workspace_ids: list[str],
+    limit: int,
+    max_bytes: int,
+    after: int = 0,
+    leaves: frozenset[str] = frozenset(),
 ) -> list[OutboxChange]:
     """Up to ``limit`` coalesced changes of the linked workspaces, oldest first, whose entries
     total at most ``max_bytes`` of JSON (always at least one change), made of the entries with
-    an id above ``after`` (a push in flight took the ones up to it)."""
+    an id above ``after`` (a push in flight took the ones up to it). With ``leaves`` (tables
+    whose rows no row references), changes that begin with a row of another table end before
+    the first entry of a leaf: the rows others reference go out first and alone."""
     compiled = q.outbox_take_sql()
     window = min(limit * 4, 20_000)
     cursors = [
@@ -162,10 +169,15 @@ def read_outbox(
     ]
     groups: dict[tuple[str, str], _Coalesced] = {}
     used = 0
+    first_leaf: bool | None = None  # whether the first entry is a leaf's
     # Oldest first across workspaces; stop at the first new row past the limit (the entries
     # of taken rows seen before it are coalesced into them).
     entries = cursors[0] if len(cursors) == 1 else heapq.merge(*cursors)
     for entry_id, table, row_id, ws, fields_text, clocks_text, hlc, origin in entries:
+        if first_leaf is None:
+            first_leaf = table in leaves
+        elif not first_leaf and table in leaves:
+            break
         fields = orjson.loads(fields_text)
         one_clock = clocks_text == OUTBOX_ONE_CLOCK
         clocks = entry_clocks(fields, clocks_text, hlc)

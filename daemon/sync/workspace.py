@@ -34,13 +34,15 @@ back as the session's input:
                 and SENT: up to PUSH_IN_FLIGHT requests are in flight, answers are settled in
                 send order, one per PushBatch (a batch is sent beside another only if that
                 one holds leaf rows only, push_batch.py; else it waits, taken, for its
-                answer). A batch the cloud refuses as a whole for a value one of its
-                changes carries (retry.BadData, e.g. 22P05) is sent again in parts, one
-                after the other, until that change is alone: it is rejected, the others
-                settle as answered (push_batch.Bisection; the requests in flight beside it
-                are dropped). Any other failure drops every request in flight
-                (their entries stay: the retry takes the outbox from its start, and the cloud
-                applies a change once however often it comes, I2)
+                answer; so a batch that begins with rows others may reference ends before
+                the first leaf row: those rows go alone, and the leaves after them two by
+                two, not as one batch that holds up the next). A batch the cloud refuses
+                as a whole for a value one of its changes carries (retry.BadData, e.g.
+                22P05) is sent again in parts, one after the other, until that change is
+                alone: it is rejected, the others settle as answered (push_batch.Bisection;
+                the requests in flight beside it are dropped). Any other failure drops every
+                request in flight (their entries stay: the retry takes the outbox from its
+                start, and the cloud applies a change once however often it comes, I2)
     RefreshAuth refresh the cloud session, report auth_refreshed
     ScheduleRetry / PublishStatus   log / tell the service (sync.status event)
 
@@ -97,7 +99,7 @@ from daemon.sync.protocol import (
     SyncState,
 )
 from daemon.sync.pull_ahead import PageFetcher
-from daemon.sync.push_batch import Bisection, OutgoingBatch
+from daemon.sync.push_batch import LEAF_TABLES, Bisection, OutgoingBatch
 from daemon.sync.retry import Backoff, BadData
 from daemon.sync.status import WorkspaceStatus
 
@@ -587,6 +589,7 @@ class WorkspaceSync:
             limit=limit,
             max_bytes=self._settings.push_max_bytes,
             after=after,
+            leaves=LEAF_TABLES,
         )
         return OutgoingBatch.of(changes, self.link.org_id)
 

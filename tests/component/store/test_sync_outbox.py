@@ -240,3 +240,27 @@ async def test_take_outbox_after_skips_the_entries_of_a_batch_in_flight(store: S
             await store.sync.take_outbox(workspace_ids=[ws["id"]], after=bad)  # type: ignore[arg-type]
     # Nothing was settled by taking: everything is still there from the start.
     assert len(await store.sync.take_outbox(workspace_ids=[ws["id"]])) == 5
+
+
+async def test_take_outbox_sends_the_rows_others_reference_before_the_leaves_alone(
+    store: Store,
+) -> None:
+    ws = await linked_workspace(store)
+    conv = await store.conversations.create(workspace_id=ws["id"], name="c")
+    sent = [
+        await store.messages.create(conversation_id=conv["id"], role="user", content=str(n))
+        for n in range(3)
+    ]
+    later = await store.conversations.create(workspace_id=ws["id"], name="later")
+    await store.messages.create(conversation_id=later["id"], role="user", content="x")
+    leaves = frozenset({"messages"})
+    everything = await store.sync.take_outbox(workspace_ids=[ws["id"]])
+    first = await store.sync.take_outbox(workspace_ids=[ws["id"]], leaves=leaves)
+    last = max(i for c in first for i in c.outbox_ids)
+    rest = await store.sync.take_outbox(workspace_ids=[ws["id"]], after=last, leaves=leaves)
+    # the workspace and its conversation alone; then, from the first leaf, the rest as before
+    assert [c.row_id for c in first] == [ws["id"], conv["id"]]
+    assert [c.row_id for c in rest] == [*(m["id"] for m in sent), later["id"], rest[-1].row_id]
+    assert first + rest == everything
+    with pytest.raises(InvalidInput):
+        await store.sync.take_outbox(workspace_ids=[ws["id"]], leaves={"messages"})  # type: ignore[arg-type]

@@ -80,7 +80,7 @@ async def test_the_row_that_fails_the_whole_batch_is_rejected_and_the_others_arr
         )
         ids.append(message["id"])
     bad = ids[23]
-    await a.cloud.link(workspace_id=ws["id"])  # one batch: workspace, conversation, messages
+    await a.cloud.link(workspace_id=ws["id"])
 
     async def in_cloud() -> set[str]:
         rows = await cloud_rows(
@@ -103,10 +103,11 @@ async def test_the_row_that_fails_the_whole_batch_is_rejected_and_the_others_arr
     assert rejected["detail"] == "unsupported Unicode escape sequence"
     assert rejected["change"]["fields"]["content"] == POISON
     assert a.topics("sync.rejected") == ["sync.rejected"]
-    # (the first push creates the cloud workspace) the whole history went as one batch of
-    # 42 rows and was refused; then the parts holding the row, halved down to it alone
-    assert refuser.pushes[:2] == [1, 42]
-    assert 2 <= refuser.refused <= 1 + 6  # ceil(log2(42)) = 6
+    # (the first push creates the cloud workspace) the history went as the rows others
+    # reference (workspace, conversation), then one batch of the 40 messages, refused; then
+    # the parts holding the row, halved down to it alone
+    assert refuser.pushes[:3] == [1, 2, 40]
+    assert 2 <= refuser.refused <= 1 + 6  # ceil(log2(40)) = 6
     status_now = await a.cloud.sync_status()
     assert status_now["rejected"] == 1 and status_now["last_error"] is None
     # the rows behind it are not held: a new message goes out at once

@@ -73,9 +73,7 @@ async def test_a_compact_change_is_stored_as_its_clocks_spelt_out(
     assert stored_form(ws_row) == stored_form(await cloud.row("workspaces", ws_a))
     assert ws_row is not None and ws_row["hlc"] == cloud.clock(1)
     conv_a, conv_b = new_id(), new_id()
-    for (table, fields_a), (_, fields_b) in zip(
-        rows_of(conv_a), rows_of(conv_b), strict=True
-    ):
+    for (table, fields_a), (_, fields_b) in zip(rows_of(conv_a), rows_of(conv_b), strict=True):
         id_a = conv_a if table == "conversations" else new_id()
         id_b = conv_b if table == "conversations" else new_id()
         results = await cloud.push(
