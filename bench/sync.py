@@ -379,11 +379,11 @@ async def bench_cloud_push(
     """The cloud side alone: ``sync_push`` of ready-made 500-row batches of new messages shaped
     as the daemon sends them (its seven fields under one clock: the compact form, ``hlc``
     instead of ``field_hlc``; ``per_field_clocks``: a clock per field, as older daemons sent
-    them), ``PUSH_IN_FLIGHT`` requests
-    at a time as the daemon sends them, into a new workspace (run before any daemon subscribes
-    to realtime: see the module docstring), after one untimed round of them (each of devcloud's
-    connections plans ``sync_push`` once, as the daemons' pushes find them later). What the
-    cloud allows on this machine, without a daemon's CPU beside it."""
+    them), ``PUSH_IN_FLIGHT`` requests at a time as the daemon sends them, into a new
+    workspace (run before any daemon subscribes to realtime: see the module docstring), after
+    one untimed round of them (each of devcloud's connections plans ``sync_push`` once, as the
+    daemons' pushes find them later). What the cloud allows on this machine, without a
+    daemon's CPU beside it."""
     ws_id, conv_id = await new_workspace(pool, "bench cloud push")
     clock = f"{time.time_ns() // 1_000_000:013d}-000000-{uuid7()}"  # as long as a device's
     stamp = "2026-11-21T07:09:32.123Z"

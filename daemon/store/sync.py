@@ -118,10 +118,10 @@ class SyncRepo:
             raise InvalidInput("max_bytes", "must be positive")
         if after < 0:
             raise InvalidInput("after", "must not be negative")
-        if not ids:
-            return []
         if not isinstance(leaves, frozenset):
             raise InvalidInput("leaves", "must be a frozenset of table names")
+        if not ids:
+            return []
         return await run_in_thread(self._reader, read_outbox, ids, limit, max_bytes, after, leaves)
 
     async def complete_push(

@@ -58,6 +58,9 @@ from daemon.types import LOCAL_ONLY_ROLES
 logger = logging.getLogger(__name__)
 
 PUSH_STATUSES = frozenset({"applied", "superseded", "rejected"})
+#: What a one-clock entry's clock adds to a batch beside its hlc: it is sent in the compact
+#: form (mapping.cloud_change), as ``,"hlc":"<hlc>"``.
+COMPACT_CLOCK_BYTES: Final = len(',"hlc":""')
 SNAPSHOT_CHUNK = 2000
 REJECTED_COLUMNS: Final = tuple(str(c.name) for c in rejected_table.columns)
 #: parent table -> (child table, column naming the parent): each table under its nearest
@@ -181,8 +184,9 @@ def read_outbox(
         fields = orjson.loads(fields_text)
         one_clock = clocks_text == OUTBOX_ONE_CLOCK
         clocks = entry_clocks(fields, clocks_text, hlc)
-        # (a one-clock entry goes in the compact form: its clocks weigh `"hlc":"<hlc>",`)
-        size = len(fields_text) + (len(hlc) + 9 if one_clock else len(clocks_text))
+        size = len(fields_text) + (
+            len(hlc) + COMPACT_CLOCK_BYTES if one_clock else len(clocks_text)
+        )
         if groups and used + size > max_bytes:
             break
         acc = groups.get((table, row_id))
