@@ -102,12 +102,15 @@ class SyncRepo:
         max_bytes: int = 1 << 20,
         after: int = 0,
         leaves: frozenset[str] = frozenset(),
+        within: tuple[int, str] | None = None,
     ) -> list[OutboxChange]:
         """Coalesced changes of ``workspace_ids`` (linked workspaces), oldest first, of the
         entries whose outbox id is above ``after`` (0: all; a push in flight passes the
         highest id it took, so the next batch can be prepared while it is sent). With
         ``leaves``, changes that begin with a row of a table not among them end before the
-        first change of one that is (sync_outbox.read_outbox)."""
+        first change of one that is. ``within`` (``SnapshotRef.at``, row id): ``after`` is a
+        snapshot range that a push in flight took up to that row, and the take goes on
+        there (sync_outbox.read_outbox)."""
         ids = sorted({identifier("workspace_ids", w) for w in workspace_ids})
         limit = integer("limit", limit)
         max_bytes = integer("max_bytes", max_bytes)
@@ -120,9 +123,20 @@ class SyncRepo:
             raise InvalidInput("after", "must not be negative")
         if not isinstance(leaves, frozenset):
             raise InvalidInput("leaves", "must be a frozenset of table names")
+        if within is not None and not (
+            isinstance(within, tuple)
+            and len(within) == 2
+            and type(within[0]) is int
+            and within[0] >= 0
+            and isinstance(within[1], str)
+            and after > 0
+        ):
+            raise InvalidInput("within", "must be (index, row id) inside the range after names")
         if not ids:
             return []
-        return await run_in_thread(self._reader, read_outbox, ids, limit, max_bytes, after, leaves)
+        return await run_in_thread(
+            self._reader, read_outbox, ids, limit, max_bytes, after, leaves, within
+        )
 
     async def complete_push(
         self, changes: Sequence[OutboxChange], results: Sequence[dict[str, Any]]

@@ -11,6 +11,24 @@ them again should one appear. ``drop_unlinked_entries`` removes, at store open, 
 store written before this rule holds for unlinked workspaces (in chunks, one short transaction
 each).
 
+Snapshot ranges. A link's snapshot writes an entry per row of the workspace, save its messages
+(the bulk of a big workspace): those get ONE entry, a snapshot range (``q.SNAPSHOT_ROW`` as its
+row id), that stands for every message of the conversations that held some at
+the link, read from the messages table as the push goes (no copy of each message written,
+taken and deleted again). Its ``fields`` hold those conversations' ids (in id order), where
+the settled part ends (``at``: the conversation's index; ``after``: its last message settled)
+and how many messages are ``left`` (what the count shows). It sits where the messages' entries
+would: after the workspace and conversation entries it depends on, before the tasks and every
+later write; it is taken in batches of its own (a batch ends before it, and with it), each
+message as the one-clock change a message's own entry gives, so the entries after it still go
+out after every row it stands for. ``complete_push`` moves it past the settled messages (a
+repeated completion finds them settled and changes nothing) and deletes it with its last one;
+a crash or failed push resumes from where it stands. A message written after the link has an
+entry of its own (pushed again by the range when in one of its conversations: the cloud
+applies a change once, I2); one of a conversation created after the link is not in the range,
+so it never goes before its conversation. Messages have no ``manual`` field, so the merge has
+no use for their unpushed fields (``unpushed``), which a range does not list.
+
 A row whose create the cloud rejected is not in the cloud, so a later edit's entry (only the
 fields it changed) must not go alone: the cloud would create the row from its column defaults
 and every other device would get that other row, for good. So ``read_outbox`` pushes such a
@@ -51,7 +69,7 @@ from daemon.store.schema import rejected as rejected_table
 from daemon.store.sql import OUTBOX_KEYS, OUTBOX_ONE_CLOCK, get_sql, insert_sql
 from daemon.store.sync_docs import snapshot_documents, snapshot_entry
 from daemon.store.sync_rows import SHAPES
-from daemon.store.sync_types import Link, OutboxChange, PushOutcome
+from daemon.store.sync_types import Link, OutboxChange, PushOutcome, SnapshotRef
 from daemon.store.txn import Stamp, WriteContext, WriteOp, workspace_of
 from daemon.types import LOCAL_ONLY_ROLES
 
@@ -158,16 +176,20 @@ def read_outbox(
     max_bytes: int,
     after: int = 0,
     leaves: frozenset[str] = frozenset(),
+    within: tuple[int, str] | None = None,
 ) -> list[OutboxChange]:
     """Up to ``limit`` coalesced changes of the linked workspaces, oldest first, whose entries
     total at most ``max_bytes`` of JSON (always at least one change), made of the entries with
     an id above ``after`` (a push in flight took the ones up to it). With ``leaves`` (tables
     whose rows no row references), changes that begin with a row of another table end before
-    the first entry of a leaf: the rows others reference go out first and alone."""
+    the first entry of a leaf: the rows others reference go out first and alone. A snapshot
+    range is taken in batches of its own; ``within`` (conversation index, message id): ``after``
+    is a range a push in flight took up to that message, and the take goes on there."""
     compiled = q.outbox_take_sql()
     window = min(limit * 4, 20_000)
+    start = after - 1 if within is not None else after
     cursors = [
-        conn.execute(compiled.sql, compiled.params({"ws": ws, "_limit": window, "_after": after}))
+        conn.execute(compiled.sql, compiled.params({"ws": ws, "_limit": window, "_after": start}))
         for ws in workspace_ids
     ]
     groups: dict[tuple[str, str], _Coalesced] = {}
@@ -177,6 +199,16 @@ def read_outbox(
     # of taken rows seen before it are coalesced into them).
     entries = cursors[0] if len(cursors) == 1 else heapq.merge(*cursors)
     for entry_id, table, row_id, ws, fields_text, clocks_text, hlc, origin in entries:
+        if row_id == q.SNAPSHOT_ROW:
+            if groups:
+                break  # a range goes in batches of its own
+            taken = _take_range(
+                conn, entry_id, ws, fields_text, within if entry_id == after else None,
+                limit, max_bytes,
+            )  # fmt: skip
+            if taken:
+                return _whole_after_rejection(conn, taken)
+            continue  # (nothing left in it: only a broken store has such a range)
         if first_leaf is None:
             first_leaf = table in leaves
         elif not first_leaf and table in leaves:
@@ -203,6 +235,60 @@ def read_outbox(
         if not (acc.table == "messages" and acc.fields.get("role") in LOCAL_ONLY_ROLES)
     ]
     return _whole_after_rejection(conn, changes)
+
+
+def _take_range(
+    conn: sqlite3.Connection,
+    entry_id: int,
+    workspace_id: str | None,
+    fields_text: str,
+    within: tuple[int, str] | None,
+    limit: int,
+    max_bytes: int,
+) -> list[OutboxChange]:
+    """Up to ``limit`` messages (``max_bytes`` of JSON, at least one) of the snapshot range
+    ``entry_id`` after where it stands (``within``, else where it was settled), each a
+    one-clock change as a message's own entry gives it; the range's last row says so."""
+    state = orjson.loads(fields_text)
+    conversations: list[str] = state["conversations"]
+    at, after = within if within is not None else (state["at"], state["after"])
+    compiled = q.snapshot_range_sql()
+    changes: list[OutboxChange] = []
+    used = 0
+    while at < len(conversations) and len(changes) < limit:
+        want = limit - len(changes)
+        params = {"conversation": conversations[at], "after": after, "_limit": want + 1}
+        rows = conn.execute(compiled.sql, compiled.params(params)).fetchall()
+        ends = len(rows) <= want  # the conversation's last row is among them
+        for row_id, text, hlc, origin in rows[:want]:
+            used += len(text) + len(hlc) + COMPACT_CLOCK_BYTES
+            if changes and used > max_bytes:
+                return changes
+            fields = orjson.loads(text)
+            changes.append(
+                OutboxChange(
+                    outbox_ids=(),
+                    table="messages",
+                    row_id=row_id,
+                    workspace_id=workspace_id,
+                    fields=fields,
+                    field_hlc=dict.fromkeys(fields, hlc),
+                    hlc=hlc,
+                    origin=origin,
+                    one_clock=True,
+                    snapshot=SnapshotRef(entry_id, at),
+                )
+            )
+            after = row_id
+        if not ends:
+            break
+        at, after = at + 1, ""
+    if changes and at >= len(conversations):  # the range's last row is taken
+        last = changes[-1]
+        assert last.snapshot is not None
+        ref = dataclasses.replace(last.snapshot, last=True)
+        changes[-1] = dataclasses.replace(last, snapshot=ref)
+    return changes
 
 
 def _whole_after_rejection(
@@ -264,18 +350,21 @@ def complete_push_op(changes: Sequence[OutboxChange], results: Sequence[dict[str
         done: list[dict[str, int]] = []
         landed: list[OutboxChange] = []
         stamp = ctx.stamp()
+        ranges = _Ranges(conn)
         for change, result in zip(changes, results, strict=True):
             status = result["status"]
             counts[status] += 1
             if change.rejected_create and status != "rejected":
                 landed.append(change)  # the row is in the cloud now, whole
-            if status == "applied":
+            if change.snapshot is not None:
+                if not ranges.settle(change.snapshot, change.row_id) or status == "applied":
+                    continue  # (settled already: a repeated completion)
+            elif status == "applied":
                 done.extend({"_id": i} for i in change.outbox_ids)
                 continue
-            removed = sum(
+            elif not sum(
                 conn.execute(q.outbox_delete_sql(), {"_id": i}).rowcount for i in change.outbox_ids
-            )
-            if not removed:  # a repeated completion must not file or keep anything twice
+            ):  # a repeated completion must not file or keep anything twice
                 continue
             if status == "rejected" and change.rejected_create and change.fields.get("deleted_at"):
                 _settle_deleted(ctx, change.table, change.row_id, stamp)
@@ -284,11 +373,46 @@ def complete_push_op(changes: Sequence[OutboxChange], results: Sequence[dict[str
             else:
                 _keep_lost(ctx, change, stamp)
         conn.executemany(q.outbox_delete_sql(), done)
+        ranges.save()
         for change in landed:
             _settle_rejections(ctx, change, stamp)
         return PushOutcome(counts["applied"], counts["superseded"], counts["rejected"])
 
     return op
+
+
+class _Ranges:
+    """The snapshot ranges a completion moves (see the module docstring): each read once, moved
+    past the messages it settles, saved (or deleted with its last message) at the end."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._states: dict[int, dict[str, Any] | None] = {}
+
+    def settle(self, ref: SnapshotRef, row_id: str) -> bool:
+        """Move range ``ref.entry`` past its message ``row_id``; False if it was past it (or
+        gone: settled whole, or unlinked) already."""
+        if ref.entry not in self._states:
+            found = self._conn.execute(q.outbox_fields_sql(), {"_id": ref.entry}).fetchone()
+            self._states[ref.entry] = None if found is None else orjson.loads(found[0])
+        state = self._states[ref.entry]
+        if state is None or (ref.at, row_id) <= (state["at"], state["after"]):
+            return False
+        state["at"], state["after"] = ref.at, row_id
+        state["left"] = max(int(state["left"]) - 1, 0)
+        if ref.last:
+            state["done"] = True
+        return True
+
+    def save(self) -> None:
+        for entry, state in self._states.items():
+            if state is None:
+                continue
+            if state.pop("done", False):
+                self._conn.execute(q.outbox_delete_sql(), {"_id": entry})
+            else:
+                params = {"_id": entry, "_fields": dump_json_text(state)}
+                self._conn.execute(q.outbox_set_fields_sql(), params)
 
 
 def _keep_lost(ctx: WriteContext, change: OutboxChange, stamp: Stamp) -> None:
@@ -477,14 +601,13 @@ def _place_folder(ctx: WriteContext, workspace_id: str, path: str | None) -> Non
 
 
 def _snapshot(ctx: WriteContext, workspace_id: str, at: str) -> int:
-    """Write one outbox entry per row of the workspace (tombstones too) with all its clocks;
-    documents: their metadata and their whole content as one update (sync_docs.py)."""
+    """Write one outbox entry per row of the workspace (tombstones too) with all its clocks,
+    its messages as one snapshot range (module docstring); documents: their metadata and their
+    whole content as one update (sync_docs.py)."""
     total = 0
     for table in ENTITY_TABLES:
         if table == "messages":
-            compiled = q.snapshot_messages_sql()
-            params = compiled.params({"ws": workspace_id, "at": at})
-            total += ctx.conn.execute(compiled.sql, params).rowcount
+            total += _snapshot_range(ctx, workspace_id, at)
             continue
         codec = ctx.codecs[table]
         cursor = ctx.conn.execute(q.workspace_rows_sql(table), {"ws": workspace_id})
@@ -493,6 +616,30 @@ def _snapshot(ctx: WriteContext, workspace_id: str, at: str) -> int:
             ctx.conn.executemany(insert_sql("outbox", OUTBOX_KEYS), entries)
             total += len(entries)
     return total + snapshot_documents(ctx, workspace_id, at)
+
+
+def _snapshot_range(ctx: WriteContext, workspace_id: str, at: str) -> int:
+    """The snapshot range of the workspace's messages (none if it has none to push); how many
+    messages it stands for."""
+    found = ctx.conn.execute(q.snapshot_conversations_sql(), {"ws": workspace_id}).fetchall()
+    left = sum(int(count) for _, count in found)
+    if not left:
+        return 0
+    state = {"conversations": [c for c, _ in found], "at": 0, "after": "", "left": left}
+    entry = {
+        "table_name": "messages",
+        "row_id": q.SNAPSHOT_ROW,
+        "workspace_id": workspace_id,
+        "op": "insert",  # (what the messages' own entries would say)
+        "fields": dump_json_text(state),
+        "field_hlc": OUTBOX_ONE_CLOCK,
+        "hlc": "",
+        "origin": "",
+        "created_at": at,
+        "attempts": 0,
+    }
+    ctx.conn.execute(insert_sql("outbox", OUTBOX_KEYS), entry)
+    return left
 
 
 def _snapshot_entry(table: str, codec: RowCodec, values: Sequence[Any], at: str) -> dict[str, Any]:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import cache
-from typing import Final
+from typing import Any, Final
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from daemon.store import schema
-from daemon.store.sql import OUTBOX_KEYS, OUTBOX_ONE_CLOCK, Compiled, compile_statement, table
+from daemon.store.sql import Compiled, compile_statement, table
 from daemon.types import LOCAL_ONLY_ROLES
 
 cloud_links = sa.Table(
@@ -90,34 +90,54 @@ def workspace_rows_sql(name: str) -> str:
     return compile_statement(sa.select(t).where(key == sa.bindparam("ws")).order_by(t.c.id)).sql
 
 
-@cache
-def snapshot_messages_sql() -> Compiled:
-    """One outbox entry per message of a workspace (no local-only roles), built in SQL: the
-    bulk of a big workspace's snapshot. Same shape as a message's own entry: every field
-    under the message's clock (the one-clock form)."""
-    m, o = schema.messages, schema.outbox
-    names = [str(c.name) for c in m.columns if c.name not in schema.CLOCK_COLUMNS]
-    fields = sa.func.json_object(*(x for n in names for x in (sa.literal(n), m.c[n])))
-    clocks = sa.literal(OUTBOX_ONE_CLOCK)
+#: The ``row_id`` of a snapshot range entry (no row has an empty id): one outbox entry that
+#: stands for every message a link found in the workspace (sync_outbox.py, "Snapshot ranges").
+SNAPSHOT_ROW: Final = ""
+
+
+def _pushed_messages() -> sa.ColumnElement[bool]:
+    """Messages that may leave the device (no local-only role, I6)."""
+    m = schema.messages
     roles = sorted(LOCAL_ONLY_ROLES)
-    local_only: list[sa.ColumnElement[str]] = [sa.literal_column(f"'{r}'") for r in roles]
-    select = (
-        sa.select(
-            sa.literal("messages"),
-            m.c.id,
-            m.c.workspace_id,
-            sa.literal("insert"),
-            fields,
-            clocks,
-            m.c.hlc,
-            m.c.origin,
-            sa.bindparam("at"),
-            sa.literal(0),
-        )
-        .where(m.c.workspace_id == sa.bindparam("ws"), m.c.role.not_in(local_only))
-        .order_by(m.c.id)
+    return m.c.role.not_in([sa.literal_column(f"'{r}'") for r in roles])
+
+
+@cache
+def snapshot_conversations_sql() -> str:
+    """The conversations of a workspace that hold messages to push, in id order, and how many
+    each holds: what a snapshot range entry covers."""
+    m = schema.messages
+    stmt = (
+        sa.select(m.c.conversation_id, sa.func.count())
+        .where(m.c.workspace_id == sa.bindparam("ws"), _pushed_messages())
+        .group_by(m.c.conversation_id)
+        .order_by(m.c.conversation_id)
     )
-    return compile_statement(sa.insert(o).from_select(OUTBOX_KEYS, select))
+    return compile_statement(stmt).sql
+
+
+@cache
+def snapshot_range_sql() -> Compiled:
+    """Up to ``_limit`` messages of one conversation with an id above ``after``, in id order
+    (walks messages_conversation: no sort), each as (id, its fields as a JSON object, hlc,
+    origin): a snapshot range's rows, as a message's own outbox entry carries them."""
+    m = schema.messages
+    names = [str(c.name) for c in m.columns if c.name not in schema.CLOCK_COLUMNS]
+    pairs: list[sa.ColumnElement[Any]] = []
+    for name in names:
+        pairs += [sa.literal_column(f"'{name}'"), m.c[name]]
+    fields = sa.func.json_object(*pairs)
+    stmt = (
+        sa.select(m.c.id, fields, m.c.hlc, m.c.origin)
+        .where(
+            m.c.conversation_id == sa.bindparam("conversation"),
+            m.c.id > sa.bindparam("after"),
+            _pushed_messages(),
+        )
+        .order_by(m.c.id)
+        .limit(sa.bindparam("_limit"))
+    )
+    return compile_statement(stmt)
 
 
 # -- outbox -----------------------------------------------------------------------------------
@@ -208,14 +228,41 @@ def outbox_delete_chunk_sql() -> Compiled:
 
 @cache
 def outbox_count_linked_sql() -> str:
-    """Entries of linked workspaces waiting to be pushed (not the lost ones: ``LOST_BELOW``)."""
+    """Entries of linked workspaces waiting to be pushed (not the lost ones: ``LOST_BELOW``),
+    a snapshot range entry counted as the messages it has left (at least one; found on the
+    outbox_row index)."""
     o = schema.outbox
     linked = sa.select(cloud_links.c.workspace_id)
+    one: sa.ColumnElement[int] = sa.literal_column("1")
+    left = sa.func.max(sa.func.json_extract(o.c.fields, sa.literal_column("'$.left'")), one) - one
+    ranges = (
+        sa.select(sa.func.coalesce(sa.func.sum(left), sa.literal_column("0")))
+        .where(
+            o.c.table_name == sa.literal_column("'messages'"),
+            o.c.row_id == sa.literal_column(f"'{SNAPSHOT_ROW}'"),
+            o.c.workspace_id.in_(linked),
+            o.c.id > sa.literal_column(str(LOST_BELOW)),
+        )
+        .scalar_subquery()
+    )
     stmt = (
-        sa.select(sa.func.count())
+        sa.select(sa.func.count() + ranges)
         .select_from(o)
         .where(o.c.workspace_id.in_(linked), o.c.id > sa.literal_column(str(LOST_BELOW)))
     )
+    return compile_statement(stmt).sql
+
+
+@cache
+def outbox_fields_sql() -> str:
+    o = schema.outbox
+    return compile_statement(sa.select(o.c.fields).where(o.c.id == sa.bindparam("_id"))).sql
+
+
+@cache
+def outbox_set_fields_sql() -> str:
+    o = schema.outbox
+    stmt = sa.update(o).where(o.c.id == sa.bindparam("_id")).values(fields=sa.bindparam("_fields"))
     return compile_statement(stmt).sql
 
 

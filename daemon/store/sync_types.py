@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRef:
+    """Where a change taken from a snapshot range entry (sync_outbox.py) sits in it: the
+    entry's outbox id, the index of the row's conversation in the range, and whether the row
+    is the range's last (its push settled, the entry goes)."""
+
+    entry: int
+    at: int
+    last: bool = False
 
 
 @dataclass(frozen=True)
@@ -19,7 +30,10 @@ class OutboxChange:
 
     ``one_clock``: every field is under the one clock ``hlc`` (JSON maps as whole values: no
     clock of a key), as an entry written in one local write is; it is then pushed in the
-    compact form, ``hlc`` instead of a ``field_hlc`` spelling that clock out per field."""
+    compact form, ``hlc`` instead of a ``field_hlc`` spelling that clock out per field.
+
+    ``snapshot``: the change is a row of a snapshot range entry (a link's messages, read from
+    their table: no ``outbox_ids``); ``complete_push`` moves the entry past it."""
 
     outbox_ids: tuple[int, ...]
     table: str
@@ -31,6 +45,16 @@ class OutboxChange:
     origin: str
     rejected_create: bool = False
     one_clock: bool = False
+    snapshot: SnapshotRef | None = None
+
+
+def resume_point(changes: Sequence[OutboxChange]) -> tuple[int, tuple[int, str] | None]:
+    """Where the take after ``changes`` (one take's, in its order) starts: ``take_outbox``'s
+    ``after`` (the highest outbox entry id they hold, 0 when none) and ``within`` (they end
+    inside a snapshot range: where, in the range ``after``)."""
+    if changes and (ref := changes[-1].snapshot) is not None:
+        return ref.entry, None if ref.last else (ref.at, changes[-1].row_id)
+    return max((i for c in changes for i in c.outbox_ids), default=0), None
 
 
 @dataclass(frozen=True)

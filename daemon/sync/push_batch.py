@@ -2,9 +2,10 @@
 (pure: no I/O).
 
 A batch is prepared (taken and mapped) while the batch before it is still in flight
-(workspace.py): ``last_outbox_id`` is where the next ``take_outbox(after=…)`` starts, so the
-two never share an entry. Changes of which nothing may leave (mapping.py says None) are not
-sent; they settle as ``applied`` with reason ``local_only`` so their entries go away.
+(workspace.py): ``resume`` is where the next ``take_outbox(after=…, within=…)`` starts, so the
+two never share an entry (nor a row of a snapshot range: store/sync_outbox.py). Changes of
+which nothing may leave (mapping.py says None) are not sent; they settle as ``applied`` with
+reason ``local_only`` so their entries go away.
 
 A batch may be sent while the one before it is still in flight only if that one holds no row
 another row may reference (``leaves_only``): the cloud runs concurrent pushes as concurrent
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.store.sync_types import OutboxChange
+from daemon.store.sync_types import OutboxChange, resume_point
 from daemon.sync.mapping import cloud_change
 
 __all__ = ["LEAF_TABLES", "Bisection", "OutgoingBatch"]
@@ -74,9 +75,9 @@ class OutgoingBatch:
         return all(m is None or m["table"] in LEAF_TABLES for m in self.mapped)
 
     @property
-    def last_outbox_id(self) -> int:
-        """The highest outbox entry id the batch holds (0 when empty)."""
-        return max((i for c in self.changes for i in c.outbox_ids), default=0)
+    def resume(self) -> tuple[int, tuple[int, str] | None]:
+        """Where the next ``take_outbox`` starts (``after``, ``within``: sync_types.py)."""
+        return resume_point(self.changes)
 
     def results(self, answers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """One result per change: the cloud's answers in order, ``local_only`` for the rest."""

@@ -583,13 +583,16 @@ class WorkspaceSync:
             self._run_finished("push", self._started["push"])
         self._on_change()
 
-    async def _take(self, limit: int, *, after: int) -> OutgoingBatch:
+    async def _take(
+        self, limit: int, *, after: int, within: tuple[int, str] | None = None
+    ) -> OutgoingBatch:
         changes = await self._store.sync.take_outbox(
             workspace_ids=[self.workspace_id],
             limit=limit,
             max_bytes=self._settings.push_max_bytes,
             after=after,
             leaves=LEAF_TABLES,
+            within=within,
         )
         return OutgoingBatch.of(changes, self.link.org_id)
 
@@ -612,7 +615,8 @@ class WorkspaceSync:
         while (
             len(self._flights) < PUSH_IN_FLIGHT and self._prepared is None and epoch == self._epoch
         ):
-            ahead = await self._take(limit, after=self._flights[-1].batch.last_outbox_id)
+            after, within = self._flights[-1].batch.resume
+            ahead = await self._take(limit, after=after, within=within)
             if not ahead.changes or epoch != self._epoch or not self._flights:
                 break
             if not all(f.batch.leaves_only for f in self._flights):

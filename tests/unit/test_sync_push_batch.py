@@ -34,7 +34,7 @@ def test_local_only_changes_are_not_sent_and_settle_as_applied() -> None:
     )
     assert [m["id"] for m in batch.payload] == ["c1", "c2"]
     assert batch.payload[1]["fields"] == {"conversation_type": "chat"}
-    assert batch.last_outbox_id == 9
+    assert batch.resume == (9, None)
     answers = [{"id": "c1", "status": "applied"}, {"id": "c2", "status": "rejected"}]
     assert batch.results(answers) == [
         answers[0],
@@ -53,7 +53,7 @@ def test_an_answer_count_that_does_not_match_is_refused() -> None:
 
 def test_an_empty_batch() -> None:
     batch = OutgoingBatch.of([], None)
-    assert batch.payload == [] and batch.last_outbox_id == 0 and batch.results([]) == []
+    assert batch.payload == [] and batch.resume == (0, None) and batch.results([]) == []
 
 
 def test_only_a_batch_of_leaf_rows_lets_the_next_one_go_out_beside_it() -> None:

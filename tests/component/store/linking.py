@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.store import Store
+from daemon.store.sync_types import OutboxChange, resume_point
 from daemon.store.txn import WriteContext
 
 ORG = "org-test"
@@ -31,3 +32,17 @@ def link_ids(ctx: WriteContext, *workspace_ids: str) -> None:
         [(ws, ORG, "2026-01-01T00:00:00.000Z") for ws in workspace_ids],
     )
     ctx.reload_links()
+
+
+async def take_all(store: Store, workspace_id: str) -> list[OutboxChange]:
+    """Every change the outbox of a workspace holds, take after take without completing any, as
+    a push with batches in flight takes them (a link's messages, a snapshot range, come in
+    takes of their own)."""
+    taken: list[OutboxChange] = []
+    after, within = 0, None
+    while batch := await store.sync.take_outbox(
+        workspace_ids=[workspace_id], after=after, within=within
+    ):
+        taken += batch
+        after, within = resume_point(batch)
+    return taken

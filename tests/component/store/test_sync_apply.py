@@ -14,6 +14,7 @@ from daemon.store import Store
 from daemon.store.sync import MergeOutcome
 
 from .conftest import rows
+from .linking import take_all
 from .test_sync_support import (
     change,
     changelog_since,
@@ -116,8 +117,9 @@ async def test_our_own_push_coming_back_is_silent(store: Store, raw: sqlite3.Con
     msg = await store.messages.create(conversation_id=conv["id"], role="user", content="hi")
     await store.workspaces.update(ws["id"], name="mine2", shared_memory={"k": "v"})
     await store.sync.link(workspace_id=ws["id"], org_id="o", path="/p")
-    taken = await store.sync.take_outbox(workspace_ids=[ws["id"]])
+    taken = await take_all(store, ws["id"])
     await store.sync.complete_push(taken, [{"status": "applied"}] * len(taken))
+    assert (await store.sync.counts())["outbox"] == 0
     # What the cloud serves back: the pushed fields and clocks (local-only `path` dropped).
     echoes = [
         change(

@@ -14,6 +14,7 @@ from daemon.store import Store
 from daemon.store.sync import OutboxChange, pull_scope
 
 from .conftest import rows
+from .linking import take_all
 from .test_sync_support import change, clock, merge, remote_workspace
 
 ORG = "org-1"
@@ -58,7 +59,7 @@ async def test_take_outbox_never_returns_system_or_tool_messages(
         " origin, created_at) VALUES ('messages', 'x', ?, 'insert', ?, '{}', ?, 'd', 'now')",
         (ws["id"], orjson.dumps({"role": "system", "content": "s"}).decode(), clock()),
     )
-    taken = await store.sync.take_outbox(workspace_ids=[ws["id"]])
+    taken = await take_all(store, ws["id"])
     messages = [c for c in taken if c.table == "messages"]
     assert sorted(c.fields["role"] for c in messages) == ["assistant", "user"]
     assert {c.row_id for c in messages} == {sent["user"]["id"], sent["assistant"]["id"]}
@@ -164,8 +165,10 @@ async def test_link_snapshots_the_whole_history(store: Store, raw: sqlite3.Conne
     link = await store.sync.link(workspace_id=ws["id"], org_id=ORG, path="/src/w")
     assert (link.workspace_id, link.org_id, link.path) == (ws["id"], ORG, "/src/w")
     assert await store.sync.links() == [link]
-    assert outbox_count(raw, ws["id"]) == 5  # one snapshot entry per row, no tool message
-    taken = {c.row_id: c for c in await store.sync.take_outbox(workspace_ids=[ws["id"]])}
+    # one snapshot entry per row, the messages as one range (the tool message not in it)
+    assert outbox_count(raw, ws["id"]) == 5
+    assert (await store.sync.counts())["outbox"] == 5
+    taken = {c.row_id: c for c in await take_all(store, ws["id"])}
     assert set(taken) == {ws["id"], conv["id"], gone["id"], msg["id"], task["id"]}
     snap = taken[ws["id"]]
     assert snap.fields["name"] == "renamed" and snap.fields["shared_memory"] == {"k": 1}
