@@ -103,7 +103,8 @@ class SyncDriver:
     def syncs(self) -> Mapping[str, WorkspaceSync]:
         return self._syncs
 
-    async def add(self, link: Link) -> WorkspaceSync:
+    async def add(self, link: Link, *, publish: bool = False) -> WorkspaceSync:
+        """Sync a linked workspace (``publish``: just published, its history pushed first)."""
         sync = self._syncs.get(link.workspace_id)
         if sync is not None:
             return sync
@@ -117,6 +118,7 @@ class SyncDriver:
             clock=self._clock,
             rand=self._rand,
         )
+        sync.publishing = publish
         self._syncs[link.workspace_id] = sync
         sync.open()
         if self._active:

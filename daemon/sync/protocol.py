@@ -19,7 +19,13 @@ rejected) and report ``PushDone(more)``. Failures are reported as ``retry.Failur
 Rules:
 - One request at a time. A due pull goes before a due push: the catch-up pull after a
   (re)connect must merge remote changes while our unpushed edits are still pending, so a lost
-  ``manual`` edit is recorded as a conflict (I9) before the push drains it.
+  ``manual`` edit is recorded as a conflict (I9) before the push drains it. The exception is
+  a publish's first run (``start(push_first=True)``): its cloud workspace was just made from
+  this device, so its history is pushed first and the pull follows once the push run ends (a
+  manual request meanwhile adds no pull before it). Should the cloud already hold newer values
+  of its rows (published before, unlinked, published again), the pushes they beat come back
+  ``superseded`` and are kept as lost entries, which the pull's merge counts as unpushed edits
+  (store/sync_outbox.py ``_keep_lost``): a lost ``manual`` edit still becomes a conflict.
 - Push a local write at once when no push started in the last ``push_delay_s`` (250 ms), else
   when that much time has passed since the last one started: a lone edit reaches the cloud (and
   other devices) without waiting, a stream of edits rides in at most four batches a second
@@ -190,6 +196,7 @@ class Snapshot:
     auth_required: bool = False
     last_pull_at: float | None = None
     push_started_at: float | None = None  # when the last push request started
+    pull_after_push: bool = False  # a publish's first run: the pull waits for the push run
 
     @property
     def state(self) -> SyncState:
@@ -276,9 +283,17 @@ class SyncSession:
     # Inputs ------------------------------------------------------------------------------------
 
     def start(
-        self, now: float, *, cursor: str | None = None, pending: bool = False, online: bool = True
+        self,
+        now: float,
+        *,
+        cursor: str | None = None,
+        pending: bool = False,
+        online: bool = True,
+        push_first: bool = False,
     ) -> None:
-        """(Re)start syncing, e.g. at daemon start or after a login; pulls at once."""
+        """(Re)start syncing, e.g. at daemon start or after a login; pulls at once, or, with
+        ``push_first`` (a publish: see the module docstring), once the push run ended."""
+        push_first = push_first and pending
         self.snapshot = Snapshot(
             started=True,
             online=online,
@@ -286,9 +301,10 @@ class SyncSession:
             cursor=cursor,
             pending=pending,
             push_due=now if pending else None,
-            pull_due=now,
+            pull_due=None if push_first else now,
             last_pull_at=self.snapshot.last_pull_at,
             push_started_at=self.snapshot.push_started_at,
+            pull_after_push=push_first,
         )
         self._advance(now)
 
@@ -332,6 +348,8 @@ class SyncSession:
             self.snapshot = replace(self._succeeded(s), push_due=now)
         else:
             self.snapshot = replace(self._succeeded(s), pending=s.push_due is not None)
+            if s.pull_after_push:
+                self.snapshot = replace(self.snapshot, pull_due=now, pull_after_push=False)
         self._advance(now)
 
     def remote_change_received(self, now: float, change: Mapping[str, Any]) -> None:
@@ -343,10 +361,11 @@ class SyncSession:
         """The network or the realtime channel went down, or came (back) up."""
         s = self.snapshot
         if not online:
-            self.snapshot = replace(s, online=False, connected=False)
+            self.snapshot = replace(s, online=False, connected=False, pull_after_push=False)
         else:
             self.snapshot = replace(
                 s,
+                pull_after_push=False,
                 online=True,
                 connected=False,
                 pull_due=now,
@@ -392,7 +411,7 @@ class SyncSession:
         self.snapshot = replace(
             s,
             pending=pending,
-            pull_due=now,
+            pull_due=s.pull_due if s.pull_after_push else now,  # (then: after the push run)
             push_due=now if pending else s.push_due,
             attempt=0,
             retry_at=None,
@@ -422,15 +441,16 @@ class SyncSession:
         )
 
     def _fail(self, now: float, op: Request, failure: Failure) -> None:
-        s = replace(self.snapshot, busy=None)
+        s = replace(self.snapshot, busy=None, pull_after_push=False)  # the retry pulls first
         if not s.online:  # the request died with the network; reconnect repeats it
             self.snapshot = s
             return
         decision = classify(failure, now=now)
         if isinstance(decision, ReAuth) and s.refreshed:  # rejected again right after a refresh
             decision = Fatal("auth_required")
-        if isinstance(decision, ReAuth):
-            self.snapshot = replace(s, busy="auth", resume=op)
+        if isinstance(decision, ReAuth):  # (the request is repeated: a publish's pull waits)
+            first = self.snapshot.pull_after_push
+            self.snapshot = replace(s, busy="auth", resume=op, pull_after_push=first)
             self._commands.append(RefreshAuth())
             return
         if isinstance(decision, Fatal) and decision.reason == "auth_required":

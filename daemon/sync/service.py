@@ -458,9 +458,9 @@ class CloudService(LocalSync):
             link = await self.links.publish(workspace_id, folder, member.org_id)
         else:
             link = await self.links.clone(target, folder)
-        sync = await self.driver.add(link)
+        publish = workspace_id is not None  # its history goes out first, before the join
+        sync = await self.driver.add(link, publish=publish)
         self._place_folder(link)  # a clone's row (and so its path) comes with its first pull
-        publish = workspace_id is not None  # its history goes out before the join
         await self.live.add_workspace(link.workspace_id, join=not publish)
         if publish:
             self._spawn(self._join_when_pushed(sync), f"cloud-join-{link.workspace_id}")

@@ -258,6 +258,8 @@ class WorkspaceSync:
         self.link = link
         #: why this workspace does not sync while logged in (``hold``), shown as its error
         self.held: str | None = None
+        #: a publish's link, not started yet: its first start pushes its history first
+        self.publishing = False
         self.workspace_id = link.workspace_id
         self._scope = pull_scope(link.workspace_id)
         self.counts = Counts()
@@ -342,9 +344,11 @@ class WorkspaceSync:
         await self._push_settled.wait()
 
     def start(self, cursor: str | None) -> None:
-        """Sync from ``cursor``: pull at once, then push whatever the outbox holds."""
+        """Sync from ``cursor``: pull at once, then push whatever the outbox holds; the first
+        start of a publish pushes first (``publishing``: protocol.py)."""
         self.held = None
-        self.session.start(self._clock(), cursor=cursor, pending=True)
+        first, self.publishing = self.publishing, False
+        self.session.start(self._clock(), cursor=cursor, pending=True, push_first=first)
         self._wake.set()
 
     def hold(self, reason: str) -> None:

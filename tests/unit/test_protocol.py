@@ -248,6 +248,65 @@ def test_start_pulls_first_then_pushes_at_once() -> None:
     assert actions(s) == [PushBatch(500)]  # unpushed edits go right after the catch-up
 
 
+def test_a_publish_pushes_its_history_first_then_pulls() -> None:
+    """Its cloud workspace was just made from this device: nothing to merge before the push
+    (a value the cloud held already makes the push superseded and kept as a lost entry)."""
+    s = new_session()
+    s.start(NOW, pending=True, push_first=True)
+    assert actions(s) == [PushBatch(500)] and s.state is CONNECTING
+    assert s.manual_request(NOW + 0.05, "push") is None  # (syncd push meanwhile)
+    s.push_result_received(NOW + 0.1, PushDone(more=True))
+    assert actions(s) == [PushBatch(500)] and s.state is PUSHING  # no pull before it ends
+    s.push_result_received(NOW + 0.2, PushDone(more=False))
+    assert actions(s) == [PullSince(None, 1000)]  # at once once the run ended
+    s.pull_page_received(NOW + 0.3, PullPage("c1", has_more=False))
+    assert actions(s) == [] and s.state is IDLE
+    s.tick(NOW + 0.3 + 30)
+    assert actions(s) == [PullSince("c1", 1000)]  # then the usual periodic pull
+
+
+def test_a_publish_without_pending_changes_pulls_first() -> None:
+    s = new_session()
+    s.start(NOW, push_first=True)
+    assert actions(s) == [PullSince(None, 1000)]
+
+
+@pytest.mark.parametrize(
+    "failure", [Failure.network("timeout"), Failure.http(503)], ids=["timeout", "503"]
+)
+def test_a_publish_whose_push_fails_pulls_first_on_the_retry(failure: Failure) -> None:
+    s = new_session()
+    s.start(NOW, pending=True, push_first=True)
+    s.commands_to_run()
+    s.push_result_received(NOW + 0.1, failure)
+    (retry,) = [c for c in actions(s) if isinstance(c, ScheduleRetry)]
+    s.tick(retry.at)
+    assert actions(s) == [PullSince(None, 1000)]
+
+
+def test_a_publish_whose_token_expired_refreshes_and_still_pushes_first() -> None:
+    s = new_session()
+    s.start(NOW, pending=True, push_first=True)
+    s.commands_to_run()
+    expired = Failure.http(401, {}, {"code": "PGRST303", "message": "JWT expired"})
+    s.push_result_received(NOW + 0.1, expired)
+    assert actions(s) == [RefreshAuth()]
+    s.auth_refreshed(NOW + 0.2)
+    assert actions(s) == [PushBatch(500)]
+    s.push_result_received(NOW + 0.3, PushDone(more=False))
+    assert actions(s) == [PullSince(None, 1000)]
+
+
+def test_a_reconnect_during_a_publish_pulls_first() -> None:
+    s = new_session()
+    s.start(NOW, pending=True, push_first=True)
+    s.commands_to_run()
+    s.connectivity_changed(NOW + 0.1, online=False)
+    s.connectivity_changed(NOW + 0.2, online=True)
+    s.push_result_received(NOW + 0.3, PushDone(more=True))  # (the push in flight reports)
+    assert actions(s) == [PullSince(None, 1000)]
+
+
 def test_a_lone_write_is_pushed_at_once() -> None:
     s = new_session()
     _idle(s)

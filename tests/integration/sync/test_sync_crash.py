@@ -55,15 +55,20 @@ class Round:
                 return
 
 
-async def test_sigkill_at_random_moments_during_push_loses_and_duplicates_nothing(
-    lab: Any, cloud: CloudProcess
-) -> None:
+async def seeded_login(lab: Any, cloud: CloudProcess) -> tuple[random.Random, DaemonProcess]:
+    """The run's random source (``SYNCD_TEST_SEED`` replays it) and daemon "a", logged in."""
     seed = int(os.environ.get("SYNCD_TEST_SEED", time.time_ns()))
     print(f"SYNCD_TEST_SEED={seed}")
-    rng = random.Random(seed)
     await cloud.create_user(EMAIL, org="acme")
     a = await lab.daemon("a")
     await a.login(EMAIL)
+    return random.Random(seed), a
+
+
+async def test_sigkill_at_random_moments_during_push_loses_and_duplicates_nothing(
+    lab: Any, cloud: CloudProcess
+) -> None:
+    rng, a = await seeded_login(lab, cloud)
     ws_id = await a.publish("crashy")
     conv = await a.call("conversation.create", {"workspace_id": ws_id, "name": "log"})
     await a.push()
@@ -122,3 +127,53 @@ async def test_sigkill_at_random_moments_during_push_loses_and_duplicates_nothin
     assert len({r["content"] for r in rows}) == len(rows)  # no message twice under a new id
     assert (await a.status())["rejected"] == 0
     assert mid_push_kills >= 3, "too few kills landed in the middle of a push"
+
+
+PUBLISH_KILLS = 3
+
+
+async def test_sigkill_during_a_publish_resumes_its_history_without_loss_or_duplicates(
+    lab: Any, cloud: CloudProcess
+) -> None:
+    """A workspace's messages written before its link go out as one snapshot range (store
+    /sync_outbox.py), read from their table as the push goes: killed part-way, again and
+    again, the restarted daemon goes on from where the range was settled, and the cloud ends
+    with every message once."""
+    rng, a = await seeded_login(lab, cloud)
+    ws = await a.call("workspace.create", {"name": "history"})
+    convs = [
+        await a.call("conversation.create", {"workspace_id": ws["id"], "name": f"c{i}"})
+        for i in range(3)
+    ]
+    written: dict[str, str] = {}
+    for number, conv in enumerate(convs):
+        burst = Round(a, conv["id"], number, 2000)
+        await burst.write()
+        assert burst.acked == set(burst.contents)
+        written.update(burst.contents)
+    await a.call("cloud.link", {"workspace_id": ws["id"]})
+    mid_push_kills = 0
+    for kill in range(PUBLISH_KILLS):
+        in_cloud = await cloud.count("messages", ws["id"])
+        left = len(written) - in_cloud
+        target = in_cloud + rng.randint(1, max(1, left // (PUBLISH_KILLS - kill)))
+
+        async def reached(t: int = target) -> bool:
+            return await cloud.count("messages", ws["id"]) >= t
+
+        await wait_for(reached, timeout=30_000 * MS, interval=2 * MS, message="a push")
+        await a.kill()
+        at_kill = await cloud.count("messages", ws["id"])
+        print(f"kill {kill} cloud {in_cloud}->{at_kill} of {len(written)}")
+        mid_push_kills += at_kill < len(written)
+        await a.start()
+
+    await wait_synced(a)
+    rows = await cloud.fetch(
+        "SELECT id::text, content FROM messages WHERE workspace_id = $1::uuid", ws["id"]
+    )
+    assert len(rows) == len({r["id"] for r in rows}) == len(written)
+    assert {r["id"]: r["content"] for r in rows} == written
+    status = await a.status()
+    assert (status["rejected"], status["outbox"]) == (0, 0)
+    assert mid_push_kills >= 2, "too few kills landed in the middle of the publish"
