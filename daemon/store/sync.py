@@ -227,8 +227,9 @@ class SyncRepo:
 
     async def link(self, *, workspace_id: str, org_id: str, path: str | None) -> Link:
         """Link a workspace (idempotent). The first link snapshots every row of the workspace
-        (full field state and clocks) into the outbox, so its whole history is published; from
-        then on its local writes get outbox entries (an unlinked workspace's get none)."""
+        (full field state and clocks) into the outbox, its messages as one snapshot range
+        (sync_outbox.py), so its whole history is published; from then on its local writes
+        get outbox entries (an unlinked workspace's get none)."""
         workspace_id = identifier("workspace_id", workspace_id)
         org_id = identifier("org_id", org_id)
         path = optional_text("path", path)

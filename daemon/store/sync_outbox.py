@@ -66,7 +66,7 @@ from daemon.store.codec import RowCodec, dump_json, dump_json_text, iso_ms, load
 from daemon.store.ids import uuid7
 from daemon.store.schema import CLOCK_COLUMNS, ENTITY_TABLES
 from daemon.store.schema import rejected as rejected_table
-from daemon.store.sql import OUTBOX_KEYS, OUTBOX_ONE_CLOCK, get_sql, insert_sql
+from daemon.store.sql import OUTBOX_KEYS, OUTBOX_ONE_CLOCK, get_sql, insert_sql, update_sql
 from daemon.store.sync_docs import snapshot_documents, snapshot_entry
 from daemon.store.sync_rows import SHAPES
 from daemon.store.sync_types import Link, OutboxChange, PushOutcome, SnapshotRef
@@ -216,9 +216,7 @@ def read_outbox(
         fields = orjson.loads(fields_text)
         one_clock = clocks_text == OUTBOX_ONE_CLOCK
         clocks = entry_clocks(fields, clocks_text, hlc)
-        size = len(fields_text) + (
-            len(hlc) + COMPACT_CLOCK_BYTES if one_clock else len(clocks_text)
-        )
+        size = sent_size(fields_text, clocks_text, hlc)
         if groups and used + size > max_bytes:
             break
         acc = groups.get((table, row_id))
@@ -261,7 +259,7 @@ def _take_range(
         rows = conn.execute(compiled.sql, compiled.params(params)).fetchall()
         ends = len(rows) <= want  # the conversation's last row is among them
         for row_id, text, hlc, origin in rows[:want]:
-            used += len(text) + len(hlc) + COMPACT_CLOCK_BYTES
+            used += sent_size(text, OUTBOX_ONE_CLOCK, hlc)
             if changes and used > max_bytes:
                 return changes
             fields = orjson.loads(text)
@@ -272,7 +270,7 @@ def _take_range(
                     row_id=row_id,
                     workspace_id=workspace_id,
                     fields=fields,
-                    field_hlc=dict.fromkeys(fields, hlc),
+                    field_hlc=entry_clocks(fields, OUTBOX_ONE_CLOCK, hlc),
                     hlc=hlc,
                     origin=origin,
                     one_clock=True,
@@ -329,6 +327,14 @@ def _whole(conn: sqlite3.Connection, change: OutboxChange) -> OutboxChange:
         rejected_create=True,
         one_clock=False,
     )
+
+
+def sent_size(fields_text: str, clocks_text: str, hlc: str) -> int:
+    """What an entry weighs in a batch: its fields and its clocks as they are sent (a
+    one-clock entry's as ``hlc`` alone: mapping.cloud_change's compact form)."""
+    if clocks_text == OUTBOX_ONE_CLOCK:
+        return len(fields_text) + len(hlc) + COMPACT_CLOCK_BYTES
+    return len(fields_text) + len(clocks_text)
 
 
 def entry_clocks(fields: dict[str, Any], clocks_text: str, hlc: str) -> dict[str, str]:
@@ -388,6 +394,7 @@ class _Ranges:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._states: dict[int, dict[str, Any] | None] = {}
+        self._ended: set[int] = set()
 
     def settle(self, ref: SnapshotRef, row_id: str) -> bool:
         """Move range ``ref.entry`` past its message ``row_id``; False if it was past it (or
@@ -401,18 +408,16 @@ class _Ranges:
         state["at"], state["after"] = ref.at, row_id
         state["left"] = max(int(state["left"]) - 1, 0)
         if ref.last:
-            state["done"] = True
+            self._ended.add(ref.entry)
         return True
 
     def save(self) -> None:
         for entry, state in self._states.items():
-            if state is None:
-                continue
-            if state.pop("done", False):
+            if entry in self._ended:
                 self._conn.execute(q.outbox_delete_sql(), {"_id": entry})
-            else:
-                params = {"_id": entry, "_fields": dump_json_text(state)}
-                self._conn.execute(q.outbox_set_fields_sql(), params)
+            elif state is not None:
+                params = {"_id": entry, "fields": dump_json_text(state)}
+                self._conn.execute(update_sql("outbox", frozenset({"fields"})), params)
 
 
 def _keep_lost(ctx: WriteContext, change: OutboxChange, stamp: Stamp) -> None:

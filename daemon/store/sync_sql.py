@@ -259,13 +259,6 @@ def outbox_fields_sql() -> str:
     return compile_statement(sa.select(o.c.fields).where(o.c.id == sa.bindparam("_id"))).sql
 
 
-@cache
-def outbox_set_fields_sql() -> str:
-    o = schema.outbox
-    stmt = sa.update(o).where(o.c.id == sa.bindparam("_id")).values(fields=sa.bindparam("_fields"))
-    return compile_statement(stmt).sql
-
-
 # -- sync_state, links, parked ----------------------------------------------------------------
 
 

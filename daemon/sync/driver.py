@@ -117,8 +117,8 @@ class SyncDriver:
             on_change=self._on_change,
             clock=self._clock,
             rand=self._rand,
+            publishing=publish,
         )
-        sync.publishing = publish
         self._syncs[link.workspace_id] = sync
         sync.open()
         if self._active:

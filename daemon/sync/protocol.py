@@ -441,7 +441,7 @@ class SyncSession:
         )
 
     def _fail(self, now: float, op: Request, failure: Failure) -> None:
-        s = replace(self.snapshot, busy=None, pull_after_push=False)  # the retry pulls first
+        s = replace(self.snapshot, busy=None)
         if not s.online:  # the request died with the network; reconnect repeats it
             self.snapshot = s
             return
@@ -449,8 +449,7 @@ class SyncSession:
         if isinstance(decision, ReAuth) and s.refreshed:  # rejected again right after a refresh
             decision = Fatal("auth_required")
         if isinstance(decision, ReAuth):  # (the request is repeated: a publish's pull waits)
-            first = self.snapshot.pull_after_push
-            self.snapshot = replace(s, busy="auth", resume=op, pull_after_push=first)
+            self.snapshot = replace(s, busy="auth", resume=op)
             self._commands.append(RefreshAuth())
             return
         if isinstance(decision, Fatal) and decision.reason == "auth_required":
@@ -469,7 +468,9 @@ class SyncSession:
         )
         # the retry pulls first (see the module docstring), and is a reconnect
         pull_at = at if s.pull_due is None else min(s.pull_due, at)
-        self.snapshot = replace(s.with_due(op, at), pull_due=pull_at, connected=False)
+        self.snapshot = replace(
+            s.with_due(op, at), pull_due=pull_at, connected=False, pull_after_push=False
+        )
         self._commands.append(ScheduleRetry(at, s.attempt, decision.reason))
 
     def _advance(self, now: float) -> None:

@@ -254,12 +254,13 @@ class WorkspaceSync:
         on_change: Callable[[], None],
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        publishing: bool = False,
     ) -> None:
         self.link = link
         #: why this workspace does not sync while logged in (``hold``), shown as its error
         self.held: str | None = None
         #: a publish's link, not started yet: its first start pushes its history first
-        self.publishing = False
+        self.publishing = publishing
         self.workspace_id = link.workspace_id
         self._scope = pull_scope(link.workspace_id)
         self.counts = Counts()

@@ -15,7 +15,7 @@ from daemon.config import StoreSettings
 from daemon.errors import InvalidInput
 from daemon.events import ChangeEvent
 from daemon.store import Store
-from daemon.store.sync_types import resume_point
+from daemon.store.sync_types import OutboxChange, resume_point
 
 from .conftest import rows
 from .linking import ORG, take_all
@@ -25,8 +25,8 @@ APPLIED = {"status": "applied"}
 
 async def history(store: Store) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """A workspace whose conversations hold 3, 0 and 2 messages (and a tool message, which
-    never leaves); its conversations and the ids of the messages a push sends, in range
-    order (conversations by id, then messages by id)."""
+    never leaves), then linked; its conversations and the ids of the messages a push sends,
+    in range order (conversations by id, then messages by id)."""
     ws = await store.workspaces.create(name="w")
     convs = [
         await store.conversations.create(workspace_id=ws["id"], name=f"c{i}") for i in range(3)
@@ -39,6 +39,7 @@ async def history(store: Store) -> tuple[dict[str, Any], list[dict[str, Any]], l
             )
             sent.append(msg["id"])
     await store.messages.create(conversation_id=convs[2]["id"], role="tool", content="local")
+    await store.sync.link(workspace_id=ws["id"], org_id=ORG, path=None)
     return ws, convs, sent
 
 
@@ -49,7 +50,12 @@ def range_entry(raw: sqlite3.Connection, workspace_id: str) -> dict[str, Any] | 
     return None if not found else dict(orjson.loads(found[0][0]))
 
 
-async def take(store: Store, ws: dict[str, Any], after: Any = (0, None), **kw: Any) -> Any:
+async def take(
+    store: Store,
+    ws: dict[str, Any],
+    after: tuple[int, tuple[int, str] | None] = (0, None),
+    **kw: Any,
+) -> list[OutboxChange]:
     return await store.sync.take_outbox(
         workspace_ids=[ws["id"]], after=after[0], within=after[1], **kw
     )
@@ -66,7 +72,6 @@ async def test_the_messages_are_one_entry_taken_in_batches_of_their_own(
     store: Store, raw: sqlite3.Connection
 ) -> None:
     ws, convs, sent = await history(store)
-    await store.sync.link(workspace_id=ws["id"], org_id=ORG, path=None)
     task = await store.tasks.create(workspace_id=ws["id"], kind="build")  # after the link
     # ws, 3 conversations, the range (2 of the conversations), the task
     assert rows(raw, "SELECT count(*) FROM outbox")[0][0] == 6
@@ -104,7 +109,6 @@ async def test_a_batch_ends_before_the_range_and_the_byte_limit_holds_inside_it(
     store: Store,
 ) -> None:
     ws, _, sent = await history(store)
-    await store.sync.link(workspace_id=ws["id"], org_id=ORG, path=None)
     parents = await take(store, ws)
     assert {c.table for c in parents} == {"workspaces", "conversations"}
     one = await take(store, ws, resume_point(parents), max_bytes=1)  # at least one change
@@ -116,7 +120,6 @@ async def test_complete_push_moves_the_range_and_deletes_it_with_its_last_row(
     store: Store, raw: sqlite3.Connection
 ) -> None:
     ws, convs, sent = await history(store)
-    await store.sync.link(workspace_id=ws["id"], org_id=ORG, path=None)
     await push_parents(store, ws)
     first = await take(store, ws, limit=2)
     second = await take(store, ws, resume_point(first), limit=2)
@@ -146,7 +149,6 @@ async def test_a_reopened_store_goes_on_where_the_range_was_settled(db_path: Pat
     store = await Store.open(db_path, StoreSettings())
     try:
         ws, _, sent = await history(store)
-        await store.sync.link(workspace_id=ws["id"], org_id=ORG, path=None)
         await push_parents(store, ws)
         first = await take(store, ws, limit=3)
         await take(store, ws, resume_point(first), limit=3)  # in flight when the crash comes
@@ -163,7 +165,6 @@ async def test_a_reopened_store_goes_on_where_the_range_was_settled(db_path: Pat
 
 async def test_messages_written_after_the_link(store: Store) -> None:
     ws, convs, sent = await history(store)
-    await store.sync.link(workspace_id=ws["id"], org_id=ORG, path=None)
     late_conv = await store.conversations.create(workspace_id=ws["id"], name="late")
     late_msg = await store.messages.create(
         conversation_id=late_conv["id"], role="user", content="in a new conversation"
@@ -185,7 +186,6 @@ async def test_messages_written_after_the_link(store: Store) -> None:
 
 async def test_a_rejected_row_of_the_range_is_filed_once(store: Store) -> None:
     ws, _, sent = await history(store)
-    await store.sync.link(workspace_id=ws["id"], org_id=ORG, path=None)
     events: list[ChangeEvent] = []
     store.add_commit_listener(events.extend)
     await push_parents(store, ws)
@@ -205,7 +205,6 @@ async def test_unlink_drops_the_range_and_a_new_link_makes_a_new_one(
     store: Store, raw: sqlite3.Connection
 ) -> None:
     ws, _, sent = await history(store)
-    await store.sync.link(workspace_id=ws["id"], org_id=ORG, path=None)
     await push_parents(store, ws)
     half = await take(store, ws, limit=2)
     await store.sync.unlink(ws["id"])
