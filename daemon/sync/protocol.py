@@ -50,7 +50,9 @@ Rules:
   a pull first, as PowerSync's and Supabase's clients do: the backoff only spaces the daemon's
   own retries, and the user asking is the sign the cloud may be back (else ``syncd push`` could
   fail for up to 30 s after it was, never asking it). A server's ``Retry-After`` is the
-  exception: until it passes, a manual request is answered with the failure's reason.
+  exception: until it passes, a manual request is answered with the failure's reason, and a
+  reconnect (a realtime re-subscribe included) ends the backoff but not that hold: its
+  catch-up pull waits for it.
 - Results that arrive for a request the session no longer waits for (e.g. after ``start``) are
   stale: a pull page still moves the cursor (the store applied it), nothing else changes.
 
@@ -362,7 +364,8 @@ class SyncSession:
         s = self.snapshot
         if not online:
             self.snapshot = replace(s, online=False, connected=False, pull_after_push=False)
-        else:
+        else:  # the backoff ends, except a server's Retry-After: it holds whatever happens
+            held = s.is_held_by_server(now)
             self.snapshot = replace(
                 s,
                 pull_after_push=False,
@@ -370,10 +373,10 @@ class SyncSession:
                 connected=False,
                 pull_due=now,
                 push_due=now if s.pending else s.push_due,
-                attempt=0,
-                retry_at=None,
-                not_before=None,
-                error=None,
+                attempt=s.attempt if held else 0,
+                retry_at=s.not_before if held else None,
+                not_before=s.not_before if held else None,
+                error=s.error if held else None,
             )
         self._advance(now)
 

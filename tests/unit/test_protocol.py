@@ -190,7 +190,7 @@ TABLE: dict[SyncState, dict[str, tuple[SyncState, tuple[type, ...]]]] = {
         "push_ok": (ERROR, ()),
         "push_failed": (ERROR, ()),
         "remote_change": (ERROR, (A,)),
-        "online": (CONNECTING, (P,)),
+        "online": (ERROR, ()),  # a reconnect does not end the server's Retry-After 120 s
         "offline": (OFFLINE, ()),
         "tick": (ERROR, ()),  # 61 s < Retry-After 120 s
         "auth_ok": (ERROR, ()),
@@ -360,8 +360,9 @@ def test_pull_every_30_seconds() -> None:
 
 
 def test_reconnect_pulls_then_pushes_and_resets_the_backoff() -> None:
-    s = new_session()
-    _error(s)
+    s = SyncSession(rand=lambda: 0.5, backoff=Backoff(base_s=20.0, cap_s=30.0))
+    s.start(NOW)
+    s.pull_page_received(NOW, Failure.http(503))
     s.local_changes_committed(T)
     s.connectivity_changed(T + 2, online=False)
     s.commands_to_run()
@@ -482,6 +483,25 @@ def test_a_server_retry_after_holds_manual_requests_until_it_passes() -> None:
         assert actions(s) == [] and s.snapshot == before and s.state is ERROR
     assert s.manual_request(T + 5, "push") is None  # the server's time passed: try now
     assert actions(s) == [PullSince("c1", 1000)]
+
+
+def test_a_reconnect_keeps_a_server_retry_after() -> None:
+    """A realtime re-subscribe (or the network coming back) ends the daemon's own backoff, not
+    the server's Retry-After: the catch-up pull goes when the server's time has passed."""
+    s = SyncSession(rand=lambda: 0.5, backoff=Backoff(base_s=20.0, cap_s=30.0))
+    _pushing(s)
+    s.commands_to_run()
+    s.push_result_received(T, Failure.http(429, {"Retry-After": "5"}))
+    actions(s)
+    s.connectivity_changed(T + 1, online=False)
+    s.connectivity_changed(T + 2, online=True)
+    assert actions(s) == [] and s.state is ERROR and s.snapshot.error == "http_429"
+    assert s.deadline == T + 5  # the server's time, not the jitter's T + 10
+    assert s.manual_request(T + 3, "push") == "http_429"
+    s.tick(T + 5)
+    assert actions(s) == [PullSince("c1", 1000)]
+    s.pull_page_received(T + 6, PullPage("c2", has_more=False))
+    assert actions(s) == [PushBatch(500)] and s.snapshot.attempt == 0
 
 
 def test_a_manual_request_that_cannot_start_says_why() -> None:
