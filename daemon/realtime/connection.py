@@ -4,7 +4,12 @@
 runs four tasks in a TaskGroup until the block ends:
 
 - sessions: connect, run one socket until it is lost, report it, wait the client's
-  ``reconnect_delay`` (full jitter, capped at 30 s) and connect again, forever;
+  ``reconnect_delay`` (full jitter, capped at 30 s) and connect again, forever. A request of
+  the daemon's own that reached the cloud meanwhile (``cloud_reachable``) ends that wait: the
+  cloud is back, and waiting out the backoff would leave the workspaces without live changes
+  for up to 30 s after their sync recovered. Once per outage: only a socket that opens arms it
+  again, so a realtime server that stays down is still asked no more often than the backoff
+  says (plus one);
 - ticker: calls ``tick`` at the client's next deadline (heartbeats, join timeouts, rejoins) and
   releases coalesced presence tracks;
 - tokens: asks ``token_provider`` for the access token before every connect and again before the
@@ -123,6 +128,8 @@ class RealtimeConnection:
         self._pump_lock = asyncio.Lock()
         self._wake = asyncio.Event()  # the ticker recomputes its deadline
         self._socket_lost = asyncio.Event()
+        self._reconnect_now = asyncio.Event()  # ends the wait between two connect attempts
+        self._wake_armed = True  # cloud_reachable may end that wait (once per outage)
         self._token_event = asyncio.Event()  # a new token, or a refresh is wanted now
         self._refresh_now = False
         self._planned: float | None = None  # the deadline the ticker sleeps until
@@ -158,6 +165,13 @@ class RealtimeConnection:
         assert self._stack is not None
         # The block's own exception propagates as it is, not wrapped in an ExceptionGroup.
         await self._stack.__aexit__(None, None, None)
+
+    def cloud_reachable(self) -> None:
+        """A request to this cloud just succeeded: a reconnect waiting out its backoff goes
+        now (once per outage; see the module docstring). Nothing happens while connected."""
+        if self._ws is None and self._wake_armed:
+            self._wake_armed = False
+            self._reconnect_now.set()
 
     # Queries ---------------------------------------------------------------------------------
 
@@ -241,7 +255,9 @@ class RealtimeConnection:
             await self._pump()
             delay = self._client.reconnect_delay(self._rand())
             logger.debug("realtime.reconnect conn_id=%s in=%.2fs", self.conn_id, delay)
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reconnect_now.wait(), delay)
+            self._reconnect_now.clear()
 
     async def _session(self) -> str:
         """Run one socket until it is lost; returns why it ended."""
@@ -255,6 +271,7 @@ class RealtimeConnection:
         ) as ws:
             self._ws = ws
             self._socket_lost.clear()
+            self._wake_armed = True  # the next outage may be cut short again
             try:
                 self._client.connection_opened(_loop_time())
                 await self._pump()

@@ -176,6 +176,11 @@ class LiveSync:
         finally:
             self._conn = None
 
+    def cloud_reachable(self) -> None:
+        """A sync request reached the cloud: a realtime reconnect in backoff goes now."""
+        if self._conn is not None:
+            self._conn.cloud_reachable()
+
     # Workspaces ------------------------------------------------------------------------------
 
     async def add_workspace(self, workspace_id: str, *, join: bool = True) -> None:

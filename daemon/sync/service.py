@@ -372,6 +372,8 @@ class CloudService(LocalSync):
             self._dirty_cloud = self._dirty_sync = False
             try:
                 if sync:
+                    if any(s.session.snapshot.connected for s in self.driver.syncs.values()):
+                        self.live.cloud_reachable()  # sync works again: so may realtime
                     status = self._sync_status(await self._store.sync.counts())
                     await self._publish_new("sync.status", status.to_json(), status.event_view())
                     await self.links.touch(list(self.driver.syncs.values()))

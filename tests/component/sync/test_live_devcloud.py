@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from daemon.backoff import Backoff
 from daemon.errors import InvalidInput
 from daemon.sync.cloud.errors import AuthRequired
 from daemon.sync.live import DisabledLive
@@ -226,3 +227,30 @@ async def test_unlink_leaves_the_channel(
     )
     with pytest.raises(InvalidInput):
         b.cloud.live.presence(ws_id)
+
+
+async def test_realtime_lost_reconnects_once_a_sync_reaches_the_cloud(
+    devcloud: RunningDevcloud, make_device: MakeDevice
+) -> None:
+    """Realtime's socket is lost while sync goes on: the next push that reaches the cloud ends
+    realtime's reconnect backoff (here ~59 s, beyond wait_for's timeout), so live changes flow
+    again at once, not up to 30 s after sync recovered."""
+    await devcloud.create_user(ADA, PASSWORD, org="Acme")
+    a = await make_device("a", pull_interval_s=HOUR)
+    a.cloud.live._options.update(backoff=Backoff(base_s=60.0, cap_s=60.0), rand=lambda: 0.99)
+    await a.cloud.login(ADA, PASSWORD)
+    ws = await a.store.workspaces.create(name="notes")
+    await a.cloud.link(workspace_id=ws["id"])
+    await a.cloud.sync_now("push")
+    await wait_for(lambda: a.cloud.live.status()["subscribed"] == [ws["id"]], message="joined")
+    conn = a.cloud.live.connection
+    assert conn is not None
+    lost = conn._ws  # (the socket, closed here as a network blip would)
+    assert lost is not None
+    await lost.close()
+    await a.store.conversations.create(workspace_id=ws["id"], name="chat")  # a push follows
+
+    def rejoined() -> bool:
+        return conn._ws not in (None, lost) and a.cloud.live.status()["subscribed"] == [ws["id"]]
+
+    await wait_for(rejoined, message="a new socket, the workspace joined again")

@@ -9,6 +9,7 @@ import time
 import pytest
 from rt_kit import Cloud, Recorder, Session, connection
 
+from daemon.backoff import Backoff
 from daemon.realtime.frames import (
     ChannelClosed,
     ChannelError,
@@ -103,3 +104,46 @@ async def test_channel_stays_joined_across_several_token_expiries(cloud: Cloud) 
         assert rt.channel_state(ws) is ChannelState.JOINED
     assert rec.of(ChannelClosed) == [] and rec.of(ChannelError) == []
     assert len(rec.of(ChannelJoined)) == 1  # never had to rejoin
+
+
+#: a reconnect backoff far past wait_for's timeout: a reconnect in time is not the backoff's
+MINUTE = {"backoff": Backoff(base_s=60.0, cap_s=60.0), "rand": lambda: 0.99}
+
+
+async def test_a_request_that_reached_the_cloud_ends_the_reconnect_backoff(cloud: Cloud) -> None:
+    """The daemon's sync reached the cloud again (``cloud_reachable``): realtime reconnects
+    now, not after its backoff (up to 30 s in the daemon, ~59 s here)."""
+    await cloud.dc.create_user("alice@example.com", "correct horse 1", org="org-a")
+    alice = Session(cloud, "alice@example.com")
+    ws = await cloud.create_workspace("org-a", "alpha")
+    rec = Recorder()
+    async with connection(cloud, alice, rec, "device-a", **MINUTE) as rt:
+        await rt.join_workspace(ws)
+        await wait_for(lambda: len(rec.of(PostgresSubscribed)) == 1, message="subscribed")
+        await cloud.stop()
+        await wait_for(lambda: bool(rec.of(ConnectionLost)), message="the loss noticed")
+        await cloud.start()
+        rt.cloud_reachable()
+        await wait_for(lambda: len(rec.of(PostgresSubscribed)) == 2, message="resubscribed")
+        row = await cloud.create_conversation(ws, "after the outage")
+        await wait_for(lambda: has_change(rec, row), message="a live change again")
+
+
+async def test_the_early_reconnect_is_once_per_outage(
+    cloud: Cloud, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the realtime server stays down, only the first ``cloud_reachable`` ends a wait:
+    realtime is asked no more often than its backoff says, plus once."""
+    rec = Recorder()
+    caplog.set_level(logging.INFO, logger="daemon.realtime.connection")
+    async with connection(cloud, None, rec, "device-a", **MINUTE) as rt:
+        await wait_for(lambda: bool(rec.of(ConnectionOpened)), message="connected")
+        await cloud.stop()
+        await wait_for(lambda: bool(rec.of(ConnectionLost)), message="the loss noticed")
+        rt.cloud_reachable()  # still down: one early attempt, which fails
+        await wait_for(
+            lambda: caplog.text.count("realtime.connect.failed") == 1, message="an early attempt"
+        )
+        rt.cloud_reachable()  # spent for this outage
+        assert not rt._reconnect_now.is_set()  # (the wait of ~59 s goes on)
+        await cloud.start()  # (so the fixture's teardown finds it running)
