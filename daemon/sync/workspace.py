@@ -35,8 +35,8 @@ back as the session's input:
                 send order, one per PushBatch (a batch is sent beside another only if that
                 one holds leaf rows only, push_batch.py; else it waits, taken, for its
                 answer; so a batch that begins with rows others may reference ends before
-                the first leaf row: those rows go alone, and the leaves after them two by
-                two, not as one batch that holds up the next). A batch the cloud refuses
+                the first leaf row: those rows go alone, and the leaves after them several
+                at a time, not as one batch that holds up the next). A batch the cloud refuses
                 as a whole for a value one of its changes carries (retry.BadData, e.g.
                 22P05) is sent again in parts, one after the other, until that change is
                 alone: it is rejected, the others settle as answered (push_batch.Bisection;
@@ -130,9 +130,13 @@ AHEAD_PAGES: Final = 1
 PULL_IN_FLIGHT: Final = 2
 #: ``sync_push`` requests in flight per workspace: batch N+1 is sent while N is in flight, so
 #: the daemon's work per batch (take, map, encode, settle) overlaps the cloud's (PostgreSQL, on
-#: another core) instead of alternating with it. Two keep both sides busy; more would only
-#: add rows re-sent after a failure (a failure drops every request in flight), and memory.
-PUSH_IN_FLIGHT: Final = 2
+#: another core) instead of alternating with it. With two, only one was left in the cloud
+#: while the daemon settled an answer and took the next batch: the cloud's PostgreSQL used
+#: ~1 core of 2 and the machine was ~75% busy during bench/sync.py's push (23-29k rows/s);
+#: with three, ~84% busy and 28-31k rows/s in the same runs; four added ~5%, within the
+#: noise. More would only add rows re-sent after a failure (a failure drops every request in
+#: flight), concurrent transactions per device in the cloud, and memory (a batch <= 1 MiB).
+PUSH_IN_FLIGHT: Final = 3
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""Two ``sync_push`` requests in flight per workspace (workspace.py PUSH_IN_FLIGHT): batch N+1
-is sent while N is in flight, answers settle in send order, a failure drops both (their entries
-stay and are sent again), unlink and logout leave no request behind.
+"""Up to PUSH_IN_FLIGHT (three) ``sync_push`` requests in flight per workspace (workspace.py):
+batch N+1 is sent while N is in flight, answers settle in send order, a failure drops every
+one in flight (their entries stay and are sent again), unlink and logout leave no request
+behind.
 
 Against the in-process devcloud (real HTTP, real PostgreSQL). A's HTTP client goes through
 ``Gate``, an httpx transport in front of the real one that numbers the ``sync_push`` requests
@@ -17,6 +18,7 @@ import httpx
 import orjson
 import pytest
 
+from daemon.sync.workspace import PUSH_IN_FLIGHT
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
@@ -125,11 +127,15 @@ async def all_pushed(a: Device, devcloud: RunningDevcloud, ws_id: str, rows: int
     assert (await a.store.sync.counts())["rejected"] == 0
 
 
-async def publish_two_held(gate: Gate, a: Device, messages: int = 250, tasks: int = 250) -> str:
-    """``publish``, holding the first two leaf pushes in flight until ``gate.release``."""
-    gate.hold(1, 2)
+#: the leaf pushes a full pipeline holds in flight (numbered from 1)
+FULL = range(1, PUSH_IN_FLIGHT + 1)
+
+
+async def publish_held(gate: Gate, a: Device, messages: int = 250, tasks: int = 250) -> str:
+    """``publish``, holding the first PUSH_IN_FLIGHT leaf pushes until ``gate.release``."""
+    gate.hold(*FULL)
     ws_id = await publish(a, messages, tasks)
-    await wait_for(lambda: len(gate.leaf_pushes) == 2, timeout=WITHIN, message="two in flight")
+    await wait_for(lambda: len(gate.leaf_pushes) == len(FULL), timeout=WITHIN, message="in flight")
     return ws_id
 
 
@@ -139,19 +145,20 @@ def push_tasks() -> list[asyncio.Task[object]]:
     ]
 
 
-async def test_the_next_batch_is_sent_while_one_is_held_and_never_a_third(
+async def test_the_next_batches_are_sent_while_one_is_held_and_never_one_more(
     devcloud: RunningDevcloud, gated: tuple[Device, Gate]
 ) -> None:
+    assert PUSH_IN_FLIGHT > 1
     a, gate = gated
-    gate.hold(1, 2, 3)
+    gate.hold(*FULL, len(FULL) + 1)
     ws_id = await publish(a)
     # one request at a time would never send the second while the first is held
-    await wait_for(lambda: len(gate.leaf_pushes) == 2, timeout=WITHIN, message="two in flight")
-    assert gate.in_flight == 2
+    await wait_for(lambda: len(gate.leaf_pushes) == len(FULL), timeout=WITHIN, message="full")
+    assert gate.in_flight == PUSH_IN_FLIGHT
     assert (await a.cloud.sync_status())["outbox"] > 0  # nothing settled while unanswered
     gate.release.set()
     await all_pushed(a, devcloud, ws_id)
-    assert gate.max_in_flight == 2
+    assert gate.max_in_flight == PUSH_IN_FLIGHT
     # the batch creating the conversation was answered before the next one was sent (its
     # messages would fail their foreign key beside it): push_batch.py leaves_only
     assert len(gate.pushes) > len(gate.leaf_pushes) and gate.beside_parents == 0
@@ -161,11 +168,11 @@ async def test_a_push_asked_for_during_a_run_is_answered_by_its_last_take(
     devcloud: RunningDevcloud, gated: tuple[Device, Gate], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``sync.push`` answers once a take that began after the call found the outbox drained
-    (workspace.py ``_run_finished``): a call made while two batches are in flight is answered
+    (workspace.py ``_run_finished``): a call made while batches are in flight is answered
     by that run, every row written before it in the cloud, and not by a run of its own after
     it (one empty take before the answer, not two)."""
     a, gate = gated
-    ws_id = await publish_two_held(gate, a)
+    ws_id = await publish_held(gate, a)
     await a.store.tasks.create(workspace_id=ws_id, kind="written before the call")
     asked: list[asyncio.Task[dict[str, object]]] = []
     drained: list[bool] = []  # per empty take from the outbox's start: was the call answered?
@@ -187,7 +194,7 @@ async def test_a_push_asked_for_during_a_run_is_answered_by_its_last_take(
     assert drained.count(False) == 1
 
 
-async def test_a_failed_batch_drops_the_one_answered_after_it_and_both_are_sent_again(
+async def test_a_failed_batch_drops_those_answered_after_it_and_all_are_sent_again(
     devcloud: RunningDevcloud, gated: tuple[Device, Gate]
 ) -> None:
     a, gate = gated
@@ -200,7 +207,7 @@ async def test_a_failed_batch_drops_the_one_answered_after_it_and_both_are_sent_
     ws_id = await publish(a)
     await all_pushed(a, devcloud, ws_id)
     failed, answered_after = gate.leaf_pushes[0], gate.leaf_pushes[1]
-    sent_again = gate.leaf_pushes[2:]
+    sent_again = gate.leaf_pushes[PUSH_IN_FLIGHT:]  # (the full pipeline went first)
     # the retry takes the outbox from its start: the failed batch, then the one answered
     # after it (not settled out of order), each sent again as it was
     assert sent_again[0] == failed and sent_again[1] == answered_after
@@ -210,7 +217,7 @@ async def test_a_row_edited_while_its_batch_is_in_flight_keeps_its_newer_entry(
     devcloud: RunningDevcloud, gated: tuple[Device, Gate]
 ) -> None:
     a, gate = gated
-    ws_id = await publish_two_held(gate, a, messages=0, tasks=500)
+    ws_id = await publish_held(gate, a, messages=0, tasks=500)
     first, second = gate.leaf_pushes[0][0], gate.leaf_pushes[1][-1]
     await a.store.tasks.update(first, priority=7)
     await a.store.tasks.update(second, priority=9)
@@ -222,12 +229,12 @@ async def test_a_row_edited_while_its_batch_is_in_flight_keeps_its_newer_entry(
     assert rows == {first: 7, second: 9}
 
 
-async def test_unlink_while_two_are_in_flight_leaves_no_request_behind(
+async def test_unlink_while_batches_are_in_flight_leaves_no_request_behind(
     devcloud: RunningDevcloud, gated: tuple[Device, Gate]
 ) -> None:
     a, gate = gated
-    ws_id = await publish_two_held(gate, a)
-    assert len(push_tasks()) == 2
+    ws_id = await publish_held(gate, a)
+    assert len(push_tasks()) == PUSH_IN_FLIGHT
     await a.cloud.unlink(ws_id)
     await wait_for(lambda: not push_tasks(), timeout=WITHIN, message="no push request left")
     assert ws_id not in a.cloud.driver.syncs
@@ -237,13 +244,13 @@ async def test_unlink_while_two_are_in_flight_leaves_no_request_behind(
     assert (await a.store.sync.counts())["outbox"] == 0  # nothing came back after the unlink
 
 
-async def test_logout_while_two_are_in_flight_drops_the_second_and_login_pushes_the_rest(
+async def test_logout_while_batches_are_in_flight_drops_all_but_the_first_and_login_pushes_the_rest(
     devcloud: RunningDevcloud, gated: tuple[Device, Gate]
 ) -> None:
     a, gate = gated
-    ws_id = await publish_two_held(gate, a)
+    ws_id = await publish_held(gate, a)
     await a.cloud.logout()
-    await wait_for(lambda: len(push_tasks()) == 1, timeout=WITHIN, message="the second dropped")
+    await wait_for(lambda: len(push_tasks()) == 1, timeout=WITHIN, message="the others dropped")
     gate.release.set()
     await wait_for(lambda: not push_tasks(), timeout=WITHIN, message="the first answered")
     sent = len(gate.pushes)
@@ -263,6 +270,6 @@ async def test_batches_creating_conversations_are_answered_before_the_next_is_se
     await a.cloud.link(workspace_id=ws["id"])
     await all_pushed(a, devcloud, ws["id"], rows=150)  # no message failed its conversation
     # the link's snapshot holds the conversations first: two batches create them (each
-    # answered before the next was sent), then the messages go two at a time
+    # answered before the next was sent), then the messages go PUSH_IN_FLIGHT at a time
     assert gate.beside_parents == 0
     assert len(gate.pushes) - len(gate.leaf_pushes) >= 3  # the publish's row, two batches
