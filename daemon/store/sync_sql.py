@@ -230,7 +230,7 @@ def outbox_delete_chunk_sql() -> Compiled:
 def outbox_count_linked_sql() -> str:
     """Entries of linked workspaces waiting to be pushed (not the lost ones: ``LOST_BELOW``),
     a snapshot range entry counted as the messages it has left (at least one; found on the
-    outbox_row index)."""
+    partial index outbox_ranges, whose condition ``row_id = ''`` the query repeats)."""
     o = schema.outbox
     linked = sa.select(cloud_links.c.workspace_id)
     one: sa.ColumnElement[int] = sa.literal_column("1")

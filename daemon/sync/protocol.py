@@ -364,20 +364,19 @@ class SyncSession:
         s = self.snapshot
         if not online:
             self.snapshot = replace(s, online=False, connected=False, pull_after_push=False)
-        else:  # the backoff ends, except a server's Retry-After: it holds whatever happens
-            held = s.is_held_by_server(now)
-            self.snapshot = replace(
+        else:
+            back = replace(
                 s,
                 pull_after_push=False,
                 online=True,
                 connected=False,
                 pull_due=now,
                 push_due=now if s.pending else s.push_due,
-                attempt=s.attempt if held else 0,
-                retry_at=s.not_before if held else None,
-                not_before=s.not_before if held else None,
-                error=s.error if held else None,
             )
+            if s.is_held_by_server(now):  # a server's Retry-After holds whatever happens
+                self.snapshot = replace(back, retry_at=s.not_before)
+            else:  # the backoff ends
+                self.snapshot = replace(back, attempt=0, retry_at=None, not_before=None, error=None)
         self._advance(now)
 
     def auth_refreshed(self, now: float, failure: Failure | None = None) -> None:

@@ -14,7 +14,7 @@ from daemon.config import StoreSettings
 from daemon.errors import MigrationError, StoreError
 from daemon.store import Store, migrate
 from daemon.store.schema import metadata
-from daemon.store.sync_sql import outbox_pending_fields_sql
+from daemon.store.sync_sql import outbox_count_linked_sql, outbox_pending_fields_sql
 
 from .conftest import rows
 
@@ -233,6 +233,10 @@ def test_checked_inserts_build_no_in_list_table(tmp_path: Path) -> None:
         old.close()
 
 
+def query_plan(conn: sqlite3.Connection, sql: str, params: dict[str, str] | None = None) -> str:
+    return " ".join(str(r[3]) for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params or {}))
+
+
 def test_the_outbox_has_no_row_index_and_pending_fields_use_the_workspace_index(
     tmp_path: Path,
 ) -> None:
@@ -240,14 +244,27 @@ def test_the_outbox_has_no_row_index_and_pending_fields_use_the_workspace_index(
     try:
         migrate.migrate(conn)
         indexes = rows(
-            conn, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox'"
+            conn,
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox'"
+            " ORDER BY name",
         )
-        assert indexes == [("outbox_workspace",)]
+        # every write's entry goes into outbox_workspace only: outbox_ranges is partial
+        assert [name for name, _ in indexes] == ["outbox_ranges", "outbox_workspace"]
+        assert str(indexes[0][1]).endswith("WHERE row_id = ''")
         params = {"_table": "tasks", "_ids": "[]", "_ws": "[]"}
-        plan = " ".join(
-            str(r[3])
-            for r in conn.execute(f"EXPLAIN QUERY PLAN {outbox_pending_fields_sql()}", params)
-        )
+        plan = query_plan(conn, outbox_pending_fields_sql(), params)
         assert "USING INDEX outbox_workspace" in plan
+    finally:
+        conn.close()
+
+
+def test_the_outbox_count_finds_snapshot_ranges_on_their_partial_index(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    try:
+        migrate.migrate(conn)
+        plan = query_plan(conn, outbox_count_linked_sql())
+        # the entries on the covering workspace index, the ranges on theirs: no walk by rowid
+        assert "COVERING INDEX outbox_workspace" in plan
+        assert "USING INDEX outbox_ranges" in plan and "PRIMARY KEY" not in plan
     finally:
         conn.close()
