@@ -174,7 +174,10 @@ def link(settings: Settings, path: str, *, cloud_workspace: str | None) -> int:
             params = {"cloud_workspace_id": cloud_workspace, "path": folder}
             linked = await client.call("cloud.link", params)
             sys.stdout.write(f"cloning workspace {linked['workspace_id']} into {folder}\n")
-            return await _pull_with_progress(client)
+            result = await _pull_with_progress(client)
+            if result.get("error"):
+                return _outcome("pull", result)
+            return await _cloned(client, linked["workspace_id"], folder)
         state = await client.call("cloud.status")
         _check_can_link(state)
         linked_ids = {w["workspace_id"] for w in state["linked_workspaces"]}
@@ -205,6 +208,18 @@ def link(settings: Settings, path: str, *, cloud_workspace: str | None) -> int:
         return EXIT_OK
 
     return _run(settings, command)
+
+
+async def _cloned(client: Client, workspace_id: str, folder: str) -> int:
+    """Print what a clone brought: the rows its workspace's sync pulled since the link (the
+    link's own catch-up, which ``sync.pull``'s counts leave out when it began first)."""
+    status = await client.call("sync.status")
+    counts = next(
+        (w.get("counts") or {} for w in status["workspaces"] if w["workspace_id"] == workspace_id),
+        {},
+    )
+    sys.stdout.write(f"cloned {counts.get('pulled', 0)} rows into {folder}\n")
+    return EXIT_OK
 
 
 def _check_can_link(state: dict[str, Any]) -> None:
@@ -267,14 +282,14 @@ async def _workspaces_at(client: Client, folder: str) -> list[dict[str, Any]]:
 def sync_now(settings: Settings, kind: str) -> int:
     async def command(client: Client) -> int:
         if kind == "pull":
-            return await _pull_with_progress(client)
+            return _outcome("pull", await _pull_with_progress(client))
         return _outcome("push", await client.call("sync.push"))
 
     return _run(settings, command)
 
 
-async def _pull_with_progress(client: Client) -> int:
-    """``sync.pull``, showing the rows pulled so far from the ``sync.status`` events: a bar
+async def _pull_with_progress(client: Client) -> dict[str, Any]:
+    """``sync.pull``'s answer, showing the rows pulled so far from the ``sync.status`` events: a bar
     of rows pulled out of the rows to pull once the daemon knows their number (``total``),
     with the time left; a pulsing bar until then."""
     from rich.console import Console
@@ -304,9 +319,9 @@ async def _pull_with_progress(client: Client) -> int:
         async for event in _until(events, call):
             shown = event.data.get("progress") or {}
             progress.update(task, completed=shown.get("rows") or 0, total=shown.get("total"))
-        result = await call
+        result: dict[str, Any] = await call
     await events.close()
-    return _outcome("pull", result)
+    return result
 
 
 async def _until(events: Any, call: asyncio.Future[Any]) -> Any:

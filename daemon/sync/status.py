@@ -41,6 +41,9 @@ PRIORITY: Final = ("auth_required", "error", "pushing", "pulling", "connecting",
 IN_FLIGHT: Final = frozenset({"connecting", "pulling", "pushing"})
 #: What moves with every pull, push and retry; in a snapshot, never an event of its own.
 TIMES: Final = ("last_pull_at", "last_push_at", "retry_at")
+#: A workspace's totals: in a snapshot, never an event of their own either (what they count
+#: shows as events already: the changes, the outbox's depth, the progress, rejections).
+TOTALS: Final = ("counts",)
 
 
 def iso(when: float | None) -> str | None:
@@ -62,6 +65,9 @@ class WorkspaceStatus:
     #: while a pull runs page after page: rows and pages so far, and the rows the run has to
     #: pull in all (``total``, None until the cloud counted them): a first sync shows progress
     progress: Mapping[str, int | None] | None = None
+    #: what the workspace's sync moved since the daemon began syncing it (``Counts``: rows
+    #: pushed applied, superseded, rejected; rows pulled, changed, conflicts): a clone's rows
+    counts: Mapping[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +79,7 @@ class WorkspaceStatus:
             "last_pull_at": iso(self.last_pull_at),
             "last_push_at": iso(self.last_push_at),
             "progress": None if self.progress is None else dict(self.progress),
+            "counts": dict(self.counts),
         }
 
     def state_at_rest(self) -> str | None:
@@ -146,7 +153,7 @@ class SyncStatus:
             content.pop(key, None)
         for w in content["workspaces"]:
             shown["workspaces"][w["workspace_id"]] = w["state"]
-            for key in ("state", *TIMES):
+            for key in ("state", *TIMES, *TOTALS):
                 w.pop(key, None)
         states = self.states_at_rest()
         return EventView(content, states, exact=states == shown)

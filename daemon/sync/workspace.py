@@ -314,7 +314,9 @@ class WorkspaceSync:
     def status(self) -> WorkspaceStatus:
         s = self.session.snapshot
         if self.held is not None:  # no requests until the driver starts it again
-            return WorkspaceStatus(self.workspace_id, "error", s.pending, self.held)
+            return WorkspaceStatus(
+                self.workspace_id, "error", s.pending, self.held, counts=self.counts.as_dict()
+            )
         return WorkspaceStatus(
             self.workspace_id,
             s.state.value,
@@ -324,6 +326,7 @@ class WorkspaceSync:
             s.last_pull_at,
             self.last_push_at,
             self._progress_view(),
+            self.counts.as_dict(),
         )
 
     # Lifecycle and inputs

@@ -69,3 +69,13 @@ def test_real_changes_are_news() -> None:
     assert view(WorkspaceStatus("a", "pulling", progress=progress)).is_news_after(idle)
     assert view(WorkspaceStatus("a", "idle"), WorkspaceStatus("b", "idle")).is_news_after(idle)
     assert view(WorkspaceStatus("a", "offline"), active=False).is_news_after(idle)
+
+
+def test_a_workspace_s_counts_are_in_the_snapshot_but_no_news() -> None:
+    before = WorkspaceStatus("a", "idle", counts={"pulled": 0, "applied": 0})
+    after = WorkspaceStatus("a", "idle", counts={"pulled": 7, "applied": 2})
+    status = SyncStatus.build(
+        [after], configured=True, active=True, auth_required=False, counts={}
+    ).to_json()
+    assert status["workspaces"][0]["counts"] == {"pulled": 7, "applied": 2}
+    assert not view(after).is_news_after(view(before))

@@ -141,8 +141,11 @@ async def test_cli_login_link_push_pull_unlink(lab: Any, cloud: CloudProcess) ->
     assert json.loads((folder_a / ".cloud-link.json").read_text())["cloudWorkspaceId"] == ws["id"]
     assert re.match(r"pushed \d+ rows: \d+ applied, 0 superseded, 0 rejected", await cli(a, "push"))
 
-    await cli(b, "link", str(folder_b), "--cloud-workspace", ws["id"])
-    # (the clone may have pulled everything already: this pull may find nothing new)
+    cloned = await cli(b, "link", str(folder_b), "--cloud-workspace", ws["id"])
+    # the clone's rows (workspace, conversation, message), though the link's own catch-up
+    # may have pulled them before the pull the CLI waits for began
+    assert cloned.splitlines()[-1] == f"cloned 3 rows into {folder_b.resolve()}", cloned
+    # (the clone pulled everything already: this pull may find nothing new)
     assert re.match(r"pulled \d+ rows: \d+ changed, 0 conflicts", await cli(b, "pull"))
     assert_same(await snapshot(b, ws["id"]), await snapshot(a, ws["id"]))
 
