@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -239,9 +240,8 @@ def snapshot_documents(ctx: WriteContext, workspace_id: str, at: str) -> int:
     rows = [_doc_row(v) for v in conn.execute(_sql()["workspace_docs"], {"ws": workspace_id})]
     entries: list[dict[str, Any]] = []
     for row in rows:
-        fields = {k: row[k] for k in doc_ops.ROW_COLUMNS}
-        entries.append(snapshot_entry("documents", workspace_id, fields, row, at))
-        content = _content_entry(ctx, row["id"], workspace_id, at)
+        entries.append(metadata_entry(row, at))
+        content = content_entry(ctx, row["id"], workspace_id, at)
         if content is not None:
             entries.append(content)
     if entries:
@@ -249,7 +249,23 @@ def snapshot_documents(ctx: WriteContext, workspace_id: str, at: str) -> int:
     return len(entries)
 
 
-def _content_entry(
+def document_metadata(conn: sqlite3.Connection, doc_id: str) -> dict[str, Any] | None:
+    """A stored document's metadata (``META_COLUMNS``, clocks decoded; never its content)."""
+    values = conn.execute(_sql()["docs"], {"_ids": q.json_ids([doc_id])}).fetchone()
+    return None if values is None else _doc_row(values)
+
+
+def metadata_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """What a whole push of a document's metadata carries (``row``: ``document_metadata``)."""
+    return {k: row[k] for k in doc_ops.ROW_COLUMNS}
+
+
+def metadata_entry(row: dict[str, Any], at: str) -> dict[str, Any]:
+    """The outbox entry sending a document's whole metadata (``row``: ``document_metadata``)."""
+    return snapshot_entry("documents", row["workspace_id"], metadata_fields(row), row, at)
+
+
+def content_entry(
     ctx: WriteContext, doc_id: str, workspace_id: str, at: str
 ) -> dict[str, Any] | None:
     """One ``doc_updates`` entry holding the document's whole state (None: it is empty)."""

@@ -37,6 +37,9 @@ cloud takes it; then ``complete_push`` settles the row's rejections (deleted, ea
 once more on ``sync.rejected`` with ``settled_at``) and queues again, whole, the rows whose
 creates were rejected under it (a conversation's messages, a workspace's conversations and
 tasks: refused for the missing parent, they have no edit of their own to carry them).
+Documents too (``DOC_CHILDREN``): a document's metadata goes whole like a row, and once the
+cloud takes it, its whole content goes as one update, which settles the updates refused under
+it (one of them may have been folded into the document's snapshot since).
 A create is known by ``created_at`` in the rejected change (sync_sql.py ``rejected_creates``),
 so rejections filed before this rule count too.
 
@@ -67,7 +70,14 @@ from daemon.store.ids import uuid7
 from daemon.store.schema import CLOCK_COLUMNS, ENTITY_TABLES
 from daemon.store.schema import rejected as rejected_table
 from daemon.store.sql import OUTBOX_KEYS, OUTBOX_ONE_CLOCK, get_sql, insert_sql, update_sql
-from daemon.store.sync_docs import snapshot_documents, snapshot_entry
+from daemon.store.sync_docs import (
+    content_entry,
+    document_metadata,
+    metadata_entry,
+    metadata_fields,
+    snapshot_documents,
+    snapshot_entry,
+)
 from daemon.store.sync_rows import SHAPES
 from daemon.store.sync_types import Link, OutboxChange, PushOutcome, SnapshotRef
 from daemon.store.txn import Stamp, WriteContext, WriteOp, workspace_of
@@ -91,6 +101,14 @@ CHILDREN: Final[dict[str, tuple[tuple[str, str], ...]]] = {
         if shape.parents and shape.parents[-1][0] == parent
     )
     for parent in SHAPES
+}
+#: The same for documents (sync_docs.py), whose rows are no ``SHAPES``: a document under its
+#: workspace, its updates under it. A document settled after a rejected create queues its
+#: whole content as one update (``_requeue_children``), which carries every update rejected
+#: under it.
+DOC_CHILDREN: Final[dict[str, tuple[tuple[str, str], ...]]] = {
+    "workspaces": (("documents", "workspace_id"),),
+    "documents": (("doc_updates", "doc_id"),),
 }
 
 
@@ -296,7 +314,7 @@ def _whole_after_rejection(
     state (``OutboxChange.rejected_create``): the cloud does not have the row, and an edit's
     fields alone would make it from its defaults. One query (the ``rejected`` table, usually
     empty) when no such row is among them."""
-    ids = [c.row_id for c in changes if c.table in SHAPES]
+    ids = [c.row_id for c in changes if c.table in SHAPES or c.table == "documents"]
     if not ids:
         return changes
     found = set(conn.execute(q.rejected_creates_sql(), {"_ids": q.json_ids(ids)}))
@@ -311,12 +329,19 @@ def _codec(table: str) -> RowCodec:
 
 
 def _whole(conn: sqlite3.Connection, change: OutboxChange) -> OutboxChange:
-    """The change as the row's stored state, as a link's snapshot sends it (``_snapshot``)."""
-    values = conn.execute(get_sql(change.table), {"_id": change.row_id}).fetchone()
-    if values is None:  # (rows are never deleted: only a broken store has none)
-        return change
-    row = _codec(change.table).decode(values)
-    fields = row_fields(row)
+    """The change as the row's stored state, as a link's snapshot sends it (``_snapshot``;
+    a document: its metadata, as ``snapshot_documents``)."""
+    if change.table == "documents":
+        row = document_metadata(conn, change.row_id)
+        if row is None:  # (rows are never deleted: only a broken store has none)
+            return change
+        fields = metadata_fields(row)
+    else:
+        values = conn.execute(get_sql(change.table), {"_id": change.row_id}).fetchone()
+        if values is None:
+            return change
+        row = _codec(change.table).decode(values)
+        fields = row_fields(row)
     clocks = dict.fromkeys(fields, row["hlc"])  # (as snapshot_entry gives them)
     clocks.update(row.get("field_hlc") or {})
     return dataclasses.replace(
@@ -496,29 +521,47 @@ def _settle_deleted(ctx: WriteContext, table: str, row_id: str, stamp: Stamp) ->
     the rows whose creates were rejected under it (they can never reach the cloud either);
     otherwise they would show in the status for ever, with nothing the user could do."""
     _settle_row(ctx, table, row_id, stamp)
-    for child, column in CHILDREN.get(table, ()):
-        found = ctx.conn.execute(
-            q.rejected_children_sql(column), {"table_name": child, "parent": row_id}
-        ).fetchall()
-        for (child_id,) in found:
+    for child, column in (*CHILDREN.get(table, ()), *DOC_CHILDREN.get(table, ())):
+        for child_id in _rejected_under(ctx, child, column, row_id):
             _settle_deleted(ctx, child, child_id, stamp)
+
+
+def _rejected_under(ctx: WriteContext, child: str, column: str, parent: str) -> list[str]:
+    """Ids of the rows of ``child`` whose create was rejected naming ``parent`` in ``column``
+    (in the order they were made in)."""
+    sql = q.rejected_children_sql(column)
+    return [row[0] for row in ctx.conn.execute(sql, {"table_name": child, "parent": parent})]
 
 
 def _requeue_children(ctx: WriteContext, table: str, row_id: str, stamp: Stamp) -> None:
     """An outbox entry with the whole stored state of each row of ``table``'s child tables
     whose create was rejected under the row ``row_id`` (a missing parent); it settles their
-    rejections when the cloud takes it."""
+    rejections when the cloud takes it. Documents (``DOC_CHILDREN``): those of a workspace go
+    as their whole metadata; a document's updates go as ONE entry of its whole content (as a
+    link's snapshot sends it: an update folded into the document's snapshot since has no row
+    of its own), and their rejections are settled now, as that entry carries them."""
     entries = []
     for child, column in CHILDREN.get(table, ()):
-        found = ctx.conn.execute(
-            q.rejected_children_sql(column), {"table_name": child, "parent": row_id}
-        ).fetchall()
-        for (child_id,) in found:
+        for child_id in _rejected_under(ctx, child, column, row_id):
             row = ctx.fetch(child, child_id)
             if row is None or (child == "messages" and row["role"] in LOCAL_ONLY_ROLES):
                 continue
             home = workspace_of(child, row)
             entries.append(snapshot_entry(child, home, row_fields(row), row, stamp.iso))
+    if table == "workspaces":
+        for doc_id in _rejected_under(ctx, "documents", "workspace_id", row_id):
+            doc = document_metadata(ctx.conn, doc_id)
+            if doc is not None:
+                entries.append(metadata_entry(doc, stamp.iso))
+    elif table == "documents":
+        doc = document_metadata(ctx.conn, row_id)
+        content = (
+            None if doc is None else content_entry(ctx, row_id, doc["workspace_id"], stamp.iso)
+        )
+        if content is not None:
+            entries.append(content)
+        for update_id in _rejected_under(ctx, "doc_updates", "doc_id", row_id):
+            _settle_row(ctx, "doc_updates", update_id, stamp)
     if entries:
         ctx.conn.executemany(insert_sql("outbox", OUTBOX_KEYS), entries)
         logger.info("sync.rejected_requeued parent=%s id=%s rows=%d", table, row_id, len(entries))

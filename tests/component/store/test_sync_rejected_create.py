@@ -7,6 +7,7 @@ the cloud create it from its column defaults, a row other devices would then get
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 from typing import Any
 
@@ -15,20 +16,21 @@ from daemon.store import Store
 from daemon.store.sync import OutboxChange
 
 from .conftest import rows
+from .test_sync_docs import replayed, text_update
 from .test_sync_outbox import linked_workspace
 
 CLOCKS = ("hlc", "field_hlc", "origin")
 
 
 async def push(
-    store: Store, ws_id: str, rejected: frozenset[str] = frozenset()
+    store: Store, ws_id: str, rejected: frozenset[str] = frozenset(), *, refuse_all: bool = False
 ) -> list[OutboxChange]:
-    """Take the outbox and complete it as the cloud would answer: ``rejected`` rows refused
-    (invalid), the others applied."""
+    """Take the outbox and complete it as the cloud would answer: ``rejected`` rows (or all)
+    refused (invalid), the others applied."""
     taken = await store.sync.take_outbox(workspace_ids=[ws_id])
     results = [
         {"id": c.row_id, "status": "rejected", "reason": "invalid", "detail": "a CHECK"}
-        if c.row_id in rejected
+        if refuse_all or c.row_id in rejected
         else {"id": c.row_id, "status": "applied"}
         for c in taken
     ]
@@ -174,3 +176,67 @@ async def test_a_deleted_row_the_cloud_never_had_settles_its_rejections_and_its_
     assert sorted(r for r, _ in settled) == sorted([conv["id"], msg["id"]])
     assert all(at is not None for _, at in settled)
     assert await store.sync.take_outbox(workspace_ids=[ws["id"]]) == []
+
+
+async def document_with_text(store: Store, ws_id: str, *words: str) -> str:
+    """A document of ``ws_id`` whose text is ``words`` (an update each); its id."""
+    doc_id = str((await store.documents.open(workspace_id=ws_id, name="notes"))["id"])
+    for word in words:
+        state = base64.b64decode((await store.documents.get(doc_id))["state"])
+        await store.documents.apply_update(doc_id, text_update(word, state))
+    return doc_id
+
+
+async def test_a_document_rejected_under_its_workspace_goes_again_whole_with_its_content(
+    store: Store, raw: sqlite3.Connection
+) -> None:
+    """The workspace's create was refused, so were its document and the document's updates;
+    once the cloud takes the workspace, the document goes again (its metadata, whole), and once
+    it takes that, the document's whole content as one update (was: neither ever went again,
+    every later update was refused for the missing document, and the rejections stayed)."""
+    ws = await linked_workspace(store)
+    doc_id = await document_with_text(store, ws["id"], "one ", "two")
+    first = await push(store, ws["id"], refuse_all=True)
+    assert [c.table for c in first] == ["workspaces", "documents", "doc_updates", "doc_updates"]
+    assert len(await store.sync.rejected()) == 4
+    events: list[ChangeEvent] = []
+    store.add_commit_listener(events.extend)
+
+    await store.workspaces.update(ws["id"], name="mended")
+    [workspace] = await push(store, ws["id"])
+    assert workspace.rejected_create
+    [document] = await push(store, ws["id"])  # its metadata, whole; then its content
+    assert (document.table, document.row_id, document.rejected_create) == (
+        "documents", doc_id, True,
+    )  # fmt: skip
+    assert (document.fields["name"], document.fields["workspace_id"]) == ("notes", ws["id"])
+    assert "snapshot" not in document.fields
+    assert await store.sync.rejected() == []  # the updates' too: the content carries them
+    settled = [e.data["table"] for e in events if e.topic == "sync.rejected"]
+    assert sorted(settled) == ["doc_updates", "doc_updates", "documents", "workspaces"]
+    [content] = await push(store, ws["id"])
+    assert (content.table, content.fields["doc_id"]) == ("doc_updates", doc_id)
+    assert replayed(content.fields["data"]) == "one two"
+    assert rows(raw, "SELECT count(*) FROM outbox") == [(0,)]
+
+    # From now on the cloud has the document: an update goes as it is.
+    await document_with_text(store, ws["id"])  # (another document: a plain create)
+    state = base64.b64decode((await store.documents.get(doc_id))["state"])
+    await store.documents.apply_update(doc_id, text_update(" three", state))
+    later = await store.sync.take_outbox(workspace_ids=[ws["id"]])
+    assert not any(c.rejected_create for c in later)
+
+
+async def test_a_deleted_workspace_the_cloud_never_had_settles_its_documents_rejections(
+    store: Store,
+) -> None:
+    ws = await linked_workspace(store)
+    await document_with_text(store, ws["id"], "lost")
+    await push(store, ws["id"], refuse_all=True)
+    assert len(await store.sync.rejected()) == 3
+
+    await store.workspaces.delete(ws["id"])
+    [taken] = await push(store, ws["id"], refuse_all=True)
+    assert taken.rejected_create and taken.fields["deleted_at"] is not None
+    assert await store.sync.rejected() == []
+    assert (await store.sync.counts())["rejected"] == 0
