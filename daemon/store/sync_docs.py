@@ -241,7 +241,7 @@ def snapshot_documents(ctx: WriteContext, workspace_id: str, at: str) -> int:
     entries: list[dict[str, Any]] = []
     for row in rows:
         entries.append(metadata_entry(row, at))
-        content = content_entry(ctx, row["id"], workspace_id, at)
+        content = content_entry(ctx, row["id"], at)
         if content is not None:
             entries.append(content)
     if entries:
@@ -265,13 +265,13 @@ def metadata_entry(row: dict[str, Any], at: str) -> dict[str, Any]:
     return snapshot_entry("documents", row["workspace_id"], metadata_fields(row), row, at)
 
 
-def content_entry(
-    ctx: WriteContext, doc_id: str, workspace_id: str, at: str
-) -> dict[str, Any] | None:
-    """One ``doc_updates`` entry holding the document's whole state (None: it is empty)."""
+def content_entry(ctx: WriteContext, doc_id: str, at: str) -> dict[str, Any] | None:
+    """One ``doc_updates`` entry holding the document's whole state (None: it is empty, or
+    not stored)."""
     stored = doc_ops.read_stored(ctx.conn, doc_id)
     if stored is None or (stored.snapshot is None and not stored.updates):
         return None
+    workspace_id = stored.row["workspace_id"]
     doc, _, waiting = replay(stored.snapshot, [data for _, data in stored.updates])
     stamp: Stamp = ctx.tick()
     update_id = uuid7(stamp.ms)

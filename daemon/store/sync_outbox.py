@@ -548,20 +548,14 @@ def _requeue_children(ctx: WriteContext, table: str, row_id: str, stamp: Stamp) 
                 continue
             home = workspace_of(child, row)
             entries.append(snapshot_entry(child, home, row_fields(row), row, stamp.iso))
-    if table == "workspaces":
-        for doc_id in _rejected_under(ctx, "documents", "workspace_id", row_id):
-            doc = document_metadata(ctx.conn, doc_id)
-            if doc is not None:
+    for child, column in DOC_CHILDREN.get(table, ()):
+        for child_id in _rejected_under(ctx, child, column, row_id):
+            if child == "doc_updates":  # carried by the content entry below
+                _settle_row(ctx, child, child_id, stamp)
+            elif (doc := document_metadata(ctx.conn, child_id)) is not None:
                 entries.append(metadata_entry(doc, stamp.iso))
-    elif table == "documents":
-        doc = document_metadata(ctx.conn, row_id)
-        content = (
-            None if doc is None else content_entry(ctx, row_id, doc["workspace_id"], stamp.iso)
-        )
-        if content is not None:
-            entries.append(content)
-        for update_id in _rejected_under(ctx, "doc_updates", "doc_id", row_id):
-            _settle_row(ctx, "doc_updates", update_id, stamp)
+    if table == "documents" and (content := content_entry(ctx, row_id, stamp.iso)) is not None:
+        entries.append(content)
     if entries:
         ctx.conn.executemany(insert_sql("outbox", OUTBOX_KEYS), entries)
         logger.info("sync.rejected_requeued parent=%s id=%s rows=%d", table, row_id, len(entries))

@@ -313,10 +313,9 @@ class WorkspaceSync:
     @property
     def status(self) -> WorkspaceStatus:
         s = self.session.snapshot
+        counts = self.counts.as_dict()
         if self.held is not None:  # no requests until the driver starts it again
-            return WorkspaceStatus(
-                self.workspace_id, "error", s.pending, self.held, counts=self.counts.as_dict()
-            )
+            return WorkspaceStatus(self.workspace_id, "error", s.pending, self.held, counts=counts)
         return WorkspaceStatus(
             self.workspace_id,
             s.state.value,
@@ -326,7 +325,7 @@ class WorkspaceSync:
             s.last_pull_at,
             self.last_push_at,
             self._progress_view(),
-            self.counts.as_dict(),
+            counts=counts,
         )
 
     # Lifecycle and inputs
