@@ -216,18 +216,13 @@ class Repo:
     async def _list(
         self, filters: dict[str, Any], *, limit: int, cursor: str | None, cursor_field: str
     ) -> Page:
-        limit = limit_value(limit)
         after = None if cursor is None else decode_cursor(cursor, cursor_field)
         compiled = list_sql(
             self.table, tuple(sorted(filters)), after is not None, self.in_workspace
         )
-        params = compiled.params({**filters, "_after": after, "_limit": limit + 1})
-        if after is None:
-            params.pop("_after")
-        rows, more = await run_in_thread(
-            self._reader, _read_page, self._codec, compiled.sql, params, limit
+        return await read_page(
+            self._reader, self._codec.decode, compiled.sql, compiled.params(filters), limit, after
         )
-        return Page(rows, encode_cursor(rows[-1]["id"]) if more else None)
 
     def _write(self, op: WriteOp) -> Awaitable[dict[str, Any]]:
         """``op``'s result once committed (not a coroutine itself: one less per write)."""
@@ -241,8 +236,30 @@ def _read_one(
     return None if values is None else codec.decode(values)
 
 
+async def read_page(
+    reader: aiosqlite.Connection,
+    decode: Callable[[tuple[Any, ...]], dict[str, Any]],
+    sql: str,
+    params: dict[str, Any],
+    limit: int,
+    after: str | None,
+) -> Page:
+    """One page of a keyset list whose ``sql`` orders by id and binds ``_limit`` (and ``_after``,
+    the id the page starts after, when ``after`` is given): ``decode`` makes each item."""
+    limit = limit_value(limit)
+    params = {**params, "_limit": limit + 1}
+    if after is not None:
+        params["_after"] = after
+    rows, more = await run_in_thread(reader, _read_page, decode, sql, params, limit)
+    return Page(rows, encode_cursor(rows[-1]["id"]) if more else None)
+
+
 def _read_page(
-    conn: sqlite3.Connection, codec: RowCodec, sql: str, params: dict[str, Any], limit: int
+    conn: sqlite3.Connection,
+    decode: Callable[[tuple[Any, ...]], dict[str, Any]],
+    sql: str,
+    params: dict[str, Any],
+    limit: int,
 ) -> tuple[list[dict[str, Any]], bool]:
     """Up to ``limit`` rows, fewer once they hold ``PAGE_BYTES`` of text (at least one row);
     and whether more rows follow."""
@@ -251,7 +268,7 @@ def _read_page(
     for values in conn.execute(sql, params):
         if len(rows) == limit or size >= PAGE_BYTES:
             return rows, True
-        rows.append(codec.decode(values))
+        rows.append(decode(values))
         size += sum(len(v) if isinstance(v, str | bytes) else 8 for v in values)
     return rows, False
 

@@ -24,9 +24,18 @@ import aiosqlite
 from daemon.errors import Conflict, InvalidInput, NotFound
 from daemon.store import conversations, tasks, workspaces
 from daemon.store import sync_sql as q
-from daemon.store.base import Check, identifier, integer, json_value, optional_text, text
+from daemon.store.base import (
+    Check,
+    Page,
+    identifier,
+    integer,
+    json_value,
+    optional_text,
+    read_page,
+    text,
+)
 from daemon.store.base import write_changes as write_local_change
-from daemon.store.codec import load_json
+from daemon.store.codec import decode_cursor, load_json
 from daemon.store.documents import DocumentRepo
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.schema import conflicts as conflicts_table
@@ -244,10 +253,15 @@ class SyncRepo:
     async def links(self) -> list[Link]:
         return await run_in_thread(self._reader, _read_links)
 
-    async def conflicts(self, *, include_resolved: bool = False) -> list[dict[str, Any]]:
+    async def conflicts(
+        self, *, include_resolved: bool = False, limit: int = 100, cursor: str | None = None
+    ) -> Page:
+        """Conflicts in the order they arose (open ones unless ``include_resolved``)."""
         if not isinstance(include_resolved, bool):
             raise InvalidInput("include_resolved", "must be true or false")
-        return await run_in_thread(self._reader, _read_conflicts, include_resolved)
+        after = None if cursor is None else decode_cursor(cursor)
+        page = q.conflicts_sql(include_resolved, after is not None)
+        return await read_page(self._reader, _conflict, page.sql, page.params({}), limit, after)
 
     async def resolve_conflict(self, conflict_id: str, value: Any) -> dict[str, Any]:
         """Write ``value`` as a new local edit of the conflicting field (a new clock, so it wins
@@ -270,8 +284,11 @@ class SyncRepo:
         )
         return result
 
-    async def rejected(self) -> list[dict[str, Any]]:
-        return await run_in_thread(self._reader, _read_rejected)
+    async def rejected(self, *, limit: int = 100, cursor: str | None = None) -> Page:
+        """Changes the cloud refused, in the order it refused them."""
+        after = None if cursor is None else decode_cursor(cursor)
+        page = q.rejected_sql(after is not None)
+        return await read_page(self._reader, _rejection, page.sql, page.params({}), limit, after)
 
     async def counts(self) -> dict[str, int]:
         """Outbox entries of linked workspaces waiting to be pushed, rejected changes,
@@ -291,14 +308,12 @@ def _read_links(conn: sqlite3.Connection) -> list[Link]:
     return [Link(*values) for values in conn.execute(q.links_sql())]
 
 
-def _read_conflicts(conn: sqlite3.Connection, include_resolved: bool) -> list[dict[str, Any]]:
-    found = conn.execute(q.conflicts_sql(include_resolved))
-    return [conflict_view(dict(zip(_CONFLICT_COLUMNS, v, strict=True))) for v in found]
+def _conflict(values: tuple[Any, ...]) -> dict[str, Any]:
+    return conflict_view(dict(zip(_CONFLICT_COLUMNS, values, strict=True)))
 
 
-def _read_rejected(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    found = conn.execute(q.rejected_sql())
-    return [rejected_view(dict(zip(REJECTED_COLUMNS, v, strict=True))) for v in found]
+def _rejection(values: tuple[Any, ...]) -> dict[str, Any]:
+    return rejected_view(dict(zip(REJECTED_COLUMNS, values, strict=True)))
 
 
 def _read_counts(conn: sqlite3.Connection) -> dict[str, int]:

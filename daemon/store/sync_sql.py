@@ -369,12 +369,14 @@ def parked_delete_workspace_sql() -> str:
 
 
 @cache
-def conflicts_sql(include_resolved: bool) -> str:
+def conflicts_sql(include_resolved: bool, has_cursor: bool) -> Compiled:
+    """A keyset page of conflicts (``_after``, ``_limit``), in id order: the order they arose
+    in (UUIDv7 ids)."""
     c = schema.conflicts
     stmt = sa.select(c)
     if not include_resolved:
         stmt = stmt.where(c.c.resolved_at.is_(None))
-    return compile_statement(stmt.order_by(c.c.created_at, c.c.id)).sql
+    return _keyset_page(stmt, c, has_cursor)
 
 
 @cache
@@ -463,9 +465,17 @@ def rejected_delete_row_sql() -> str:
 
 
 @cache
-def rejected_sql() -> str:
+def rejected_sql(has_cursor: bool) -> Compiled:
+    """A keyset page of rejections (``_after``, ``_limit``), in id order: the order they were
+    filed in (UUIDv7 ids)."""
     r = schema.rejected
-    return compile_statement(sa.select(r).order_by(r.c.created_at, r.c.id)).sql
+    return _keyset_page(sa.select(r), r, has_cursor)
+
+
+def _keyset_page(stmt: sa.Select[Any], t: sa.Table, has_cursor: bool) -> Compiled:
+    if has_cursor:
+        stmt = stmt.where(t.c.id > sa.bindparam("_after"))
+    return compile_statement(stmt.order_by(t.c.id).limit(sa.bindparam("_limit")))
 
 
 @cache

@@ -15,6 +15,7 @@ from daemon.sync.status import SyncStatus
 
 if TYPE_CHECKING:
     from daemon.store import Store
+    from daemon.store.base import Page
 
 __all__ = ["CloudNotConfigured", "DisabledCloud", "LocalSync", "Publisher", "store_publisher"]
 
@@ -48,11 +49,15 @@ class LocalSync:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def conflicts(self, *, include_resolved: bool = False) -> list[dict[str, Any]]:
-        return await self._store.sync.conflicts(include_resolved=include_resolved)
+    async def conflicts(
+        self, *, include_resolved: bool = False, limit: int = 100, cursor: str | None = None
+    ) -> Page:
+        return await self._store.sync.conflicts(
+            include_resolved=include_resolved, limit=limit, cursor=cursor
+        )
 
-    async def rejected(self) -> list[dict[str, Any]]:
-        return await self._store.sync.rejected()
+    async def rejected(self, *, limit: int = 100, cursor: str | None = None) -> Page:
+        return await self._store.sync.rejected(limit=limit, cursor=cursor)
 
     async def resolve(
         self, conflict_id: str, *, choice: str | None, value: Any, has_value: bool

@@ -3,7 +3,8 @@ sync.status/push/pull/conflicts/resolve/rejected. Thin: validate, call the cloud
 
 The facade is ``daemon.sync.service.CloudService`` when the cloud is configured, else
 ``DisabledCloud`` (cloud calls answer -32003; the local conflict and rejection lists work).
-Results (``*_JSON`` below): status snapshots as documented; lists are ``{items}``.
+Results: status snapshots as documented; ``cloud.workspaces`` is ``{items}``, the local lists
+(conflicts, rejections) are keyset pages ``{items, next_cursor}``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,17 @@ from __future__ import annotations
 from typing import Any, Final, Literal, Protocol
 
 from ui_bridge.jsonrpc import ErrorCode
-from ui_bridge.methods.spec import Handler, Method, MethodTable, Param
+from ui_bridge.methods.spec import (
+    CURSOR_PARAM,
+    PAGE_RESULT,
+    Handler,
+    ListPage,
+    Method,
+    MethodTable,
+    Param,
+    limit_param,
+    page_result,
+)
 
 __all__ = ["CloudFacade", "add_cloud_methods"]
 
@@ -54,13 +65,15 @@ class CloudFacade(Protocol):
 
     async def sync_now(self, kind: Literal["push", "pull"]) -> dict[str, Any]: ...
 
-    async def conflicts(self, *, include_resolved: bool = False) -> list[dict[str, Any]]: ...
+    async def conflicts(
+        self, *, include_resolved: bool = False, limit: int = ..., cursor: str | None = None
+    ) -> ListPage: ...
 
     async def resolve(
         self, conflict_id: str, *, choice: str | None, value: Any, has_value: bool
     ) -> dict[str, Any]: ...
 
-    async def rejected(self) -> list[dict[str, Any]]: ...
+    async def rejected(self, *, limit: int = ..., cursor: str | None = None) -> ListPage: ...
 
 
 def _id(name: str, *, required: bool = True, what: str = "") -> Param:
@@ -96,8 +109,7 @@ def _handlers(cloud: CloudFacade) -> dict[str, Handler]:
         return await cloud.sync_now("pull")
 
     async def conflicts(ctx: Any, params: dict[str, Any]) -> Any:
-        items = await cloud.conflicts(include_resolved=params.get("include_resolved", False))
-        return {"items": items}
+        return page_result(await cloud.conflicts(**params))
 
     async def resolve(ctx: Any, params: dict[str, Any]) -> Any:
         return await cloud.resolve(
@@ -108,7 +120,7 @@ def _handlers(cloud: CloudFacade) -> dict[str, Handler]:
         )
 
     async def rejected(ctx: Any, params: dict[str, Any]) -> Any:
-        return {"items": await cloud.rejected()}
+        return page_result(await cloud.rejected(**params))
 
     return {
         "cloud.status": status,
@@ -212,9 +224,9 @@ def add_cloud_methods(table: MethodTable, cloud: CloudFacade) -> None:
         Method(
             "sync.conflicts",
             h["sync.conflicts"],
-            (Param("include_resolved", "boolean"),),
-            "Conflicts of manual fields (open ones unless include_resolved).",
-            _ITEMS,
+            (Param("include_resolved", "boolean"), limit_param(100), CURSOR_PARAM),
+            "Conflicts of manual fields (open ones unless include_resolved), oldest first.",
+            PAGE_RESULT,
         ),
         Method(
             "sync.resolve",
@@ -231,9 +243,9 @@ def add_cloud_methods(table: MethodTable, cloud: CloudFacade) -> None:
         Method(
             "sync.rejected",
             h["sync.rejected"],
-            (),
-            "Changes the cloud refused (kept, never retried).",
-            _ITEMS,
+            (limit_param(100), CURSOR_PARAM),
+            "Changes the cloud refused (kept until settled), oldest first.",
+            PAGE_RESULT,
         ),
     ):
         table.add(method)

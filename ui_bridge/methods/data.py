@@ -10,7 +10,16 @@ from typing import Any, Final
 
 from ui_bridge.jsonrpc import ErrorCode
 from ui_bridge.methods.context import CallContext
-from ui_bridge.methods.spec import Handler, Method, MethodTable, Param
+from ui_bridge.methods.spec import (
+    CURSOR_PARAM,
+    PAGE_RESULT,
+    Handler,
+    Method,
+    MethodTable,
+    Param,
+    limit_param,
+    page_result,
+)
 
 __all__ = ["add_data_methods"]
 
@@ -23,14 +32,6 @@ ROLES: Final = ("user", "assistant", "system", "tool")
 Repo = Callable[[CallContext], Any]
 
 _ROW: Final[dict[str, Any]] = {"type": "object", "description": "the stored row"}
-_PAGE: Final[dict[str, Any]] = {
-    "type": "object",
-    "properties": {
-        "items": {"type": "array", "items": _ROW},
-        "next_cursor": {"oneOf": [{"type": "string"}, {"type": "null"}]},
-    },
-    "required": ["items", "next_cursor"],
-}
 _WRITE_ERRORS: Final = (ErrorCode.INVALID_PARAMS, ErrorCode.SHUTTING_DOWN)
 _ROW_ERRORS: Final = (ErrorCode.NOT_FOUND, *_WRITE_ERRORS)
 
@@ -43,25 +44,6 @@ def _text(
     name: str, *, required: bool = False, nullable: bool = False, size: int = NAME_LENGTH
 ) -> Param:
     return Param(name, "string", required=required, nullable=nullable, max_length=size)
-
-
-def _limit(default: int, maximum: int = 1000) -> Param:
-    return Param(
-        "limit", "integer", minimum=1, maximum=maximum, description=f"page size (default {default})"
-    )
-
-
-_CURSOR: Final = Param(
-    "cursor",
-    "string",
-    nullable=True,
-    max_length=1_000,
-    description="next_cursor of the previous page",
-)
-
-
-def _page(page: Any) -> dict[str, Any]:
-    return {"items": page.items, "next_cursor": page.next_cursor}
 
 
 def _create(repo: Repo, method: str = "create") -> Handler:
@@ -89,7 +71,7 @@ def _update(repo: Repo) -> Handler:
 
 def _list(repo: Repo) -> Handler:
     async def handler(ctx: CallContext, params: dict[str, Any]) -> Any:
-        return _page(await repo(ctx).list(**params))
+        return page_result(await repo(ctx).list(**params))
 
     return handler
 
@@ -157,7 +139,13 @@ def _workspace_methods() -> list[Method]:
             _ROW,
             _WRITE_ERRORS,
         ),
-        Method("workspace.list", _list(w), (_limit(50), _CURSOR), "List live workspaces.", _PAGE),
+        Method(
+            "workspace.list",
+            _list(w),
+            (limit_param(50), CURSOR_PARAM),
+            "List live workspaces.",
+            PAGE_RESULT,
+        ),
         Method(
             "workspace.update",
             _update(w),
@@ -186,10 +174,14 @@ def _conversation_methods() -> list[Method]:
         Method(
             "conversation.list",
             _list(c),
-            (_id("workspace_id", required=False, what="only this workspace"), _limit(50), _CURSOR),
+            (
+                _id("workspace_id", required=False, what="only this workspace"),
+                limit_param(50),
+                CURSOR_PARAM,
+            ),
             "List live conversations. A deleted workspace's are left out: its list is empty, as"
             " an unknown workspace's.",
-            _PAGE,
+            PAGE_RESULT,
         ),
         Method(
             "conversation.update",
@@ -225,7 +217,7 @@ def _message_methods() -> list[Method]:
             max_length=1_000,
             description="next_cursor of the previous page, or a message id: the messages after it",
         ),
-        _limit(100),
+        limit_param(100),
     )
     return [
         Method(
@@ -243,7 +235,7 @@ def _message_methods() -> list[Method]:
             "Messages of a conversation, oldest first (in id order). `after` takes a page's"
             " next_cursor or the id of a message, e.g. the last one the caller has: the answer"
             " is then the messages after it.",
-            _PAGE,
+            PAGE_RESULT,
         ),
     ]
 
@@ -266,8 +258,8 @@ def _task_methods() -> list[Method]:
     listing = (
         _id("workspace_id", required=False, what="only this workspace"),
         _text("status", size=64),
-        _limit(50),
-        _CURSOR,
+        limit_param(50),
+        CURSOR_PARAM,
     )
     return [
         Method(
@@ -284,7 +276,7 @@ def _task_methods() -> list[Method]:
             listing,
             "List live tasks. A deleted workspace's are left out: its list is empty, as an"
             " unknown workspace's.",
-            _PAGE,
+            PAGE_RESULT,
         ),
         Method(
             "task.update",

@@ -9,11 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from ui_bridge.jsonrpc import WIDE_FLOAT, ErrorCode, RpcError
 
-__all__ = ["Method", "MethodTable", "Param", "bind_params", "invalid_params"]
+__all__ = [
+    "CURSOR_PARAM",
+    "PAGE_RESULT",
+    "ListPage",
+    "Method",
+    "MethodTable",
+    "Param",
+    "bind_params",
+    "invalid_params",
+    "limit_param",
+    "page_result",
+]
 
 ParamType = Literal["string", "integer", "number", "boolean", "object", "array", "any"]
 Handler = Callable[[Any, dict[str, Any]], Awaitable[Any]]
@@ -229,6 +240,47 @@ def bind_params(method: Method, raw: dict[str, Any] | list[Any] | None) -> dict[
         if spec.required and spec.name not in named:
             raise invalid_params(spec.name, "is required")
     return named
+
+
+# -- lists: keyset pages --------------------------------------------------------------------
+
+
+class ListPage(Protocol):
+    """One page of a list as the store returns it (``daemon.store.base.Page``)."""
+
+    @property
+    def items(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def next_cursor(self) -> str | None: ...
+
+
+def limit_param(default: int, maximum: int = 1000) -> Param:
+    return Param(
+        "limit", "integer", minimum=1, maximum=maximum, description=f"page size (default {default})"
+    )
+
+
+CURSOR_PARAM: Final = Param(
+    "cursor",
+    "string",
+    nullable=True,
+    max_length=1_000,
+    description="next_cursor of the previous page",
+)
+PAGE_RESULT: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "items": {"type": "array", "items": {"type": "object"}},
+        "next_cursor": {"oneOf": [{"type": "string"}, {"type": "null"}]},
+    },
+    "required": ["items", "next_cursor"],
+}
+
+
+def page_result(page: ListPage) -> dict[str, Any]:
+    """A list method's result: ``{items, next_cursor}`` (``null`` on the last page)."""
+    return {"items": page.items, "next_cursor": page.next_cursor}
 
 
 class MethodTable:

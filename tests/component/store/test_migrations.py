@@ -14,7 +14,12 @@ from daemon.config import StoreSettings
 from daemon.errors import MigrationError, StoreError
 from daemon.store import Store, migrate
 from daemon.store.schema import metadata
-from daemon.store.sync_sql import outbox_count_linked_sql, outbox_pending_fields_sql
+from daemon.store.sync_sql import (
+    outbox_count_linked_sql,
+    outbox_pending_fields_sql,
+    rejected_creates_sql,
+    rejected_of_row_sql,
+)
 
 from .conftest import rows
 
@@ -266,5 +271,20 @@ def test_the_outbox_count_finds_snapshot_ranges_on_their_partial_index(tmp_path:
         # the entries on the covering workspace index, the ranges on theirs: no walk by rowid
         assert "COVERING INDEX outbox_workspace" in plan
         assert "USING INDEX outbox_ranges" in plan and "PRIMARY KEY" not in plan
+    finally:
+        conn.close()
+
+
+def test_rejections_are_looked_up_by_row_not_walked(tmp_path: Path) -> None:
+    """Each outbox take asks which of its rows' creates were rejected, and settling a row reads
+    its rejections: on the row index, whatever the number of rejections filed."""
+    conn = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    try:
+        migrate.migrate(conn)
+        creates = query_plan(conn, rejected_creates_sql(), {"_ids": '["a", "b"]'})
+        of_row = query_plan(conn, rejected_of_row_sql(), {"table_name": "t", "row_id": "a"})
+        for plan in (creates, of_row):
+            assert "SEARCH rejected USING INDEX rejected_row (row_id=?)" in plan
+            assert "SCAN rejected" not in plan
     finally:
         conn.close()

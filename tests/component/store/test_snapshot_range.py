@@ -194,7 +194,7 @@ async def test_a_rejected_row_of_the_range_is_filed_once(store: Store) -> None:
     outcome = await store.sync.complete_push(batch, results)
     assert (outcome.applied, outcome.rejected) == (1, 1)
     await store.sync.complete_push(batch, results)  # repeated: nothing filed twice
-    [rejection] = await store.sync.rejected()
+    [rejection] = (await store.sync.rejected()).items
     assert (rejection["row_id"], rejection["reason"]) == (sent[1], "forbidden")
     assert rejection["change"]["fields"]["content"] == "c0-1"
     assert [e.topic for e in events] == ["sync.rejected"]

@@ -197,7 +197,7 @@ async def test_losing_a_pending_manual_edit_records_a_conflict_and_resolves(
     outcome = await apply(store, change("workspaces", remote))
     assert outcome.conflicts == 1 and outcome.changed == 1
     assert [e.topic for e in events] == ["workspace.updated", "sync.conflict"]
-    [conflict] = await store.sync.conflicts()
+    [conflict] = (await store.sync.conflicts()).items
     assert events[1].data == conflict
     assert conflict["table"] == "workspaces" and conflict["row_id"] == ws["id"]
     assert conflict["field"] == "task_goal" and conflict["workspace_id"] == ws["id"]
@@ -211,8 +211,10 @@ async def test_losing_a_pending_manual_edit_records_a_conflict_and_resolves(
     assert resolved["resolved_at"] is not None and resolved["row"]["task_goal"] == "ship it"
     assert resolved["row"]["field_hlc"]["task_goal"] > theirs  # wins everywhere once pushed
     assert [t for t, _ in changelog_since(raw, seq)] == ["workspace.updated", "sync.conflict"]
-    assert await store.sync.conflicts() == []
-    assert [c["id"] for c in await store.sync.conflicts(include_resolved=True)] == [conflict["id"]]
+    assert (await store.sync.conflicts()).items == []
+    assert [c["id"] for c in (await store.sync.conflicts(include_resolved=True)).items] == [
+        conflict["id"]
+    ]
     [pending] = await store.sync.take_outbox(workspace_ids=[ws["id"]])
     assert pending.fields["task_goal"] == "ship it"
     assert pending.field_hlc["task_goal"] == resolved["row"]["field_hlc"]["task_goal"]
@@ -231,7 +233,7 @@ async def test_keeping_the_remote_side_keeps_a_newer_remote_edit(
     for value, at in (("b1", first), ("b2 newer", newer)):
         row = {"id": ws["id"], "task_goal": value, "field_hlc": {"task_goal": at}, "hlc": at}
         await apply(store, change("workspaces", row))
-    conflict, later = await store.sync.conflicts()  # the edit is still pending: two
+    conflict, later = (await store.sync.conflicts()).items  # the edit is still pending: two
     assert (conflict["remote_value"], later["remote_value"]) == ("b1", "b2 newer")
     outbox = await store.sync.take_outbox(workspace_ids=[ws["id"]])
     seq = last_seq(raw)
@@ -245,7 +247,7 @@ async def test_keeping_the_remote_side_keeps_a_newer_remote_edit(
     assert (await store.workspaces.get(ws["id"]))["field_hlc"]["task_goal"] == newer
     assert [t for t, _ in changelog_since(raw, seq)] == ["sync.conflict"]
     assert await store.sync.take_outbox(workspace_ids=[ws["id"]]) == outbox  # nothing new
-    assert await store.sync.conflicts() == []
+    assert (await store.sync.conflicts()).items == []
 
 
 async def test_resolve_conflict_refuses_bad_calls(store: Store) -> None:
@@ -259,7 +261,7 @@ async def test_resolve_conflict_refuses_bad_calls(store: Store) -> None:
     theirs = clock(60_000)
     remote = {"id": ws["id"], "task_goal": "b", "field_hlc": {"task_goal": theirs}, "hlc": theirs}
     await apply(store, change("workspaces", remote))
-    [conflict] = await store.sync.conflicts()
+    [conflict] = (await store.sync.conflicts()).items
     with pytest.raises(InvalidInput):
         await store.sync.resolve_conflict(conflict["id"], 42)  # task_goal is text
     with pytest.raises(InvalidInput):
@@ -280,7 +282,7 @@ async def test_no_conflict_without_a_pending_edit(store: Store) -> None:
     theirs = clock(60_000)
     remote = {"id": ws["id"], "task_goal": "theirs", "field_hlc": {"task_goal": theirs}}
     outcome = await apply(store, change("workspaces", remote))
-    assert outcome.conflicts == 0 and await store.sync.conflicts() == []
+    assert outcome.conflicts == 0 and (await store.sync.conflicts()).items == []
 
 
 async def test_remote_clocks_move_the_local_clock(store: Store) -> None:

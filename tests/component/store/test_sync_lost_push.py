@@ -57,12 +57,12 @@ async def test_a_superseded_manual_edit_is_a_conflict_when_the_winner_arrives(
     assert [(lost, row_id) for lost, row_id, _ in entries(raw)] == [(1, ws["id"])]
     assert await store.sync.take_outbox(workspace_ids=[ws["id"]]) == []
     assert (await store.sync.counts())["outbox"] == 0
-    assert await store.sync.conflicts() == []
+    assert (await store.sync.conflicts()).items == []
 
     theirs = clock(60_000)
     outcome = await pull(store, ws["id"], theirs, task_goal="goal from there")
     assert outcome.conflicts == 1
-    [conflict] = await store.sync.conflicts()
+    [conflict] = (await store.sync.conflicts()).items
     assert (conflict["field"], conflict["local_value"], conflict["remote_value"]) == (
         "task_goal", "goal from here", "goal from there",
     )  # fmt: skip
@@ -81,7 +81,7 @@ async def test_no_lost_entry_when_the_winner_arrived_while_the_push_was_out(
     assert (await pull(store, ws["id"], clock(60_000), task_goal="there")).conflicts == 1
     await store.sync.complete_push(taken, [{"id": ws["id"], "status": "superseded"}])
     assert entries(raw) == []
-    assert len(await store.sync.conflicts()) == 1
+    assert len((await store.sync.conflicts()).items) == 1
 
 
 async def test_a_lost_edit_replaced_by_a_newer_local_edit_is_no_conflict_later(

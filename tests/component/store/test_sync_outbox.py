@@ -118,7 +118,7 @@ async def test_complete_push_removes_entries_and_files_rejections(
     ]
     outcome = await store.sync.complete_push(taken, results)
     assert (outcome.applied, outcome.rejected, outcome.superseded) == (1, 1, 1)
-    [rejection] = await store.sync.rejected()
+    [rejection] = (await store.sync.rejected()).items
     assert rejection["row_id"] == convs[0]["id"] and rejection["reason"] == "forbidden"
     assert rejection["table"] == "conversations" and rejection["detail"] == "rls"
     assert rejection["change"]["fields"]["name"] == "c0"
@@ -129,7 +129,7 @@ async def test_complete_push_removes_entries_and_files_rejections(
     assert rest.row_id == convs[2]["id"]
     # Completing the same push again changes nothing.
     await store.sync.complete_push(taken, results)
-    assert len(await store.sync.rejected()) == 1
+    assert len((await store.sync.rejected()).items) == 1
     assert (await store.sync.counts()) == {"outbox": 1, "rejected": 1, "conflicts": 0}
     # c2 waits to be pushed; c1, superseded before this device saw what beat it, is kept as
     # a lost entry (a negative id: never pushed, not counted) until that arrives

@@ -80,7 +80,7 @@ async def test_the_cloud_taking_the_row_settles_and_requeues_the_rows_rejected_u
     conv = await store.conversations.create(workspace_id=ws["id"], name="bad", type="agent")
     msg = await store.messages.create(conversation_id=conv["id"], role="user", content="hi")
     await push(store, ws["id"], rejected=frozenset({conv["id"], msg["id"]}))
-    assert len(await store.sync.rejected()) == 2
+    assert len((await store.sync.rejected()).items) == 2
     events: list[ChangeEvent] = []
     store.add_commit_listener(events.extend)
 
@@ -89,7 +89,7 @@ async def test_the_cloud_taking_the_row_settles_and_requeues_the_rows_rejected_u
     assert taken.row_id == conv["id"] and taken.rejected_create
 
     # The conversation's rejection is settled (and said so); its message goes out again, whole.
-    [left] = await store.sync.rejected()
+    [left] = (await store.sync.rejected()).items
     assert left["row_id"] == msg["id"]
     settled = [e.data for e in events if e.topic == "sync.rejected"]
     assert [(d["row_id"], d["table"]) for d in settled] == [(conv["id"], "conversations")]
@@ -102,7 +102,7 @@ async def test_the_cloud_taking_the_row_settles_and_requeues_the_rows_rejected_u
     assert {k: again.field_hlc[k] for k in clocks} == clocks
 
     await push(store, ws["id"])
-    assert await store.sync.rejected() == []
+    assert (await store.sync.rejected()).items == []
     assert (await store.sync.counts())["rejected"] == 0
     assert await store.sync.take_outbox(workspace_ids=[ws["id"]]) == []
 
@@ -117,7 +117,7 @@ async def test_a_whole_row_rejected_again_stays_whole_until_the_cloud_takes_it(
     await store.tasks.update(task["id"], status="paused")  # not the bad value: refused again
     [first] = await push(store, ws["id"], rejected=frozenset({task["id"]}))
     assert first.rejected_create and first.fields["priority"] == 2**40
-    assert len(await store.sync.rejected()) == 2
+    assert len((await store.sync.rejected()).items) == 2
 
     await store.tasks.update(task["id"], priority=5)
     [mended] = await push(store, ws["id"])
@@ -125,7 +125,7 @@ async def test_a_whole_row_rejected_again_stays_whole_until_the_cloud_takes_it(
     assert (mended.fields["kind"], mended.fields["status"], mended.fields["priority"]) == (
         "index", "paused", 5,
     )  # fmt: skip
-    assert await store.sync.rejected() == []
+    assert (await store.sync.rejected()).items == []
     # From now on the cloud has the row: an edit goes as it is.
     await store.tasks.update(task["id"], status="queued")
     [later] = await store.sync.take_outbox(workspace_ids=[ws["id"]])
@@ -145,7 +145,7 @@ async def test_a_rejected_edit_of_a_row_the_cloud_has_changes_nothing_for_the_ne
     assert not taken.rejected_create
     assert set(taken.fields) == {"is_archived", "updated_at"}
     await push(store, ws["id"])
-    assert len(await store.sync.rejected()) == 1  # the refused edit stays on record
+    assert len((await store.sync.rejected()).items) == 1  # the refused edit stays on record
 
 
 async def test_a_deleted_row_the_cloud_never_had_settles_its_rejections_and_its_rows(
@@ -160,7 +160,7 @@ async def test_a_deleted_row_the_cloud_never_had_settles_its_rejections_and_its_
     msg = await store.messages.create(conversation_id=conv["id"], role="user", content="hi")
     kept = await store.conversations.create(workspace_id=ws["id"], name="also bad")
     await push(store, ws["id"], rejected=frozenset({conv["id"], msg["id"], kept["id"]}))
-    assert len(await store.sync.rejected()) == 3
+    assert len((await store.sync.rejected()).items) == 3
     events: list[ChangeEvent] = []
     store.add_commit_listener(events.extend)
 
@@ -168,7 +168,7 @@ async def test_a_deleted_row_the_cloud_never_had_settles_its_rejections_and_its_
     [taken] = await push(store, ws["id"], rejected=frozenset({conv["id"]}))
     assert taken.rejected_create and taken.fields["deleted_at"] is not None
 
-    assert [r["row_id"] for r in await store.sync.rejected()] == [kept["id"]]
+    assert [r["row_id"] for r in (await store.sync.rejected()).items] == [kept["id"]]
     assert (await store.sync.counts())["rejected"] == 1
     settled = [
         (e.data["row_id"], e.data["settled_at"]) for e in events if e.topic == "sync.rejected"
@@ -198,7 +198,7 @@ async def test_a_document_rejected_under_its_workspace_goes_again_whole_with_its
     doc_id = await document_with_text(store, ws["id"], "one ", "two")
     first = await push(store, ws["id"], refuse_all=True)
     assert [c.table for c in first] == ["workspaces", "documents", "doc_updates", "doc_updates"]
-    assert len(await store.sync.rejected()) == 4
+    assert len((await store.sync.rejected()).items) == 4
     events: list[ChangeEvent] = []
     store.add_commit_listener(events.extend)
 
@@ -211,7 +211,7 @@ async def test_a_document_rejected_under_its_workspace_goes_again_whole_with_its
     )  # fmt: skip
     assert (document.fields["name"], document.fields["workspace_id"]) == ("notes", ws["id"])
     assert "snapshot" not in document.fields
-    assert await store.sync.rejected() == []  # the updates' too: the content carries them
+    assert (await store.sync.rejected()).items == []  # the updates' too: the content carries them
     settled = [e.data["table"] for e in events if e.topic == "sync.rejected"]
     assert sorted(settled) == ["doc_updates", "doc_updates", "documents", "workspaces"]
     [content] = await push(store, ws["id"])
@@ -232,10 +232,10 @@ async def test_a_deleted_workspace_the_cloud_never_had_settles_its_documents_rej
     ws = await linked_workspace(store)
     await document_with_text(store, ws["id"], "lost")
     await push(store, ws["id"], refuse_all=True)
-    assert len(await store.sync.rejected()) == 3
+    assert len((await store.sync.rejected()).items) == 3
 
     await store.workspaces.delete(ws["id"])
     [taken] = await push(store, ws["id"], refuse_all=True)
     assert taken.rejected_create and taken.fields["deleted_at"] is not None
-    assert await store.sync.rejected() == []
+    assert (await store.sync.rejected()).items == []
     assert (await store.sync.counts())["rejected"] == 0

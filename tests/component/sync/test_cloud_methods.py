@@ -72,8 +72,12 @@ async def test_without_cloud_settings_cloud_calls_answer_32003(
             assert error.code == ErrorCode.CLOUD_NOT_CONFIGURED, method
         sync = await client.call("sync.status")
         assert (sync["configured"], sync["state"], sync["outbox"]) == (False, "offline", 0)
-        assert await client.call("sync.conflicts") == {"items": []}
-        assert await client.call("sync.rejected") == {"items": []}
+        assert await client.call("sync.conflicts") == {"items": [], "next_cursor": None}
+        assert await client.call("sync.rejected") == {"items": [], "next_cursor": None}
+        for method in ("sync.rejected", "sync.conflicts"):  # pages, checked as every list's
+            for params, field in (({"limit": 0}, "limit"), ({"cursor": "x"}, "cursor")):
+                error = await error_of(client, method, params)
+                assert error.code == ErrorCode.INVALID_PARAMS and error.data["field"] == field
         ws = await client.call("workspace.create", {"name": "local work goes on"})
         assert (await client.call("workspace.get", {"id": ws["id"]}))["name"] == ws["name"]
     finally:
@@ -152,7 +156,7 @@ async def test_a_lost_manual_edit_is_a_conflict_resolved_by_a_call(
     # The conflict is recorded by whichever brings B's edit first: the pull, or the realtime
     # hint that may arrive before it.
     assert (await a.cloud.sync_now("pull"))["error"] is None
-    assert len(await a.store.sync.conflicts()) == 1
+    assert len((await a.store.sync.conflicts()).items) == 1
     client = await serve(a.store, a.cloud, a.data_dir)
     [conflict] = (await client.call("sync.conflicts"))["items"]
     assert (conflict["field"], conflict["local_value"], conflict["remote_value"]) == (

@@ -166,7 +166,7 @@ async def test_a_rejected_row_is_kept_and_blocks_nothing(
     assert result["rejected"] == 1 and result["applied"] >= 1
     assert await count(cloud_rows, "messages", message["id"]) == 1
     assert await count(cloud_rows, "tasks", task["id"]) == 0
-    [rejected] = await a.cloud.rejected()
+    [rejected] = (await a.cloud.rejected()).items
     assert rejected["row_id"] == task["id"] and rejected["reason"] == "invalid"
     status = await a.cloud.sync_status()
     assert status["rejected"] == 1 and status["outbox"] == 0
@@ -290,7 +290,7 @@ async def test_a_user_of_another_organisation_holds_the_link_and_a_member_resume
         w for w in (await a.cloud.sync_status())["workspaces"] if w["workspace_id"] == ws["id"]
     ]
     assert held["state"] == "error" and held["last_error"].startswith("not_a_member")
-    assert await a.cloud.rejected() == []
+    assert (await a.cloud.rejected()).items == []
     assert await count(cloud_rows, "messages", message["id"]) == 0
 
     await a.cloud.logout()

@@ -98,7 +98,7 @@ async def test_the_row_that_fails_the_whole_batch_is_rejected_and_the_others_arr
         "SELECT name FROM public.conversations WHERE id = $1::uuid", conv["id"]
     )
     assert conversation["name"] == "chat"
-    [rejected] = await a.store.sync.rejected()  # what sync.rejected lists
+    [rejected] = (await a.store.sync.rejected()).items  # what sync.rejected lists
     assert (rejected["row_id"], rejected["table"], rejected["reason"]) == (bad, "messages", code)
     assert rejected["detail"] == "unsupported Unicode escape sequence"
     assert rejected["change"]["fields"]["content"] == POISON

@@ -99,12 +99,12 @@ async def test_a_manual_edit_superseded_at_push_is_a_conflict_when_the_winner_ar
         return (await b.cloud.sync_status())["outbox"] == 0
 
     await wait_for(settled, timeout=WITHIN, message="B's push settled")
-    assert await b.store.sync.conflicts() == []  # B has not seen A's edit yet
+    assert (await b.store.sync.conflicts()).items == []  # B has not seen A's edit yet
     await b.cloud.sync_now("pull")
 
     row = await b.store.workspaces.get(ws_id)
     assert row["task_goal"] == "goal from a"  # the stored value follows LWW (R5)
-    [conflict] = await b.store.sync.conflicts()
+    [conflict] = (await b.store.sync.conflicts()).items
     assert (conflict["field"], conflict["local_value"], conflict["remote_value"]) == (
         "task_goal", "goal from b", "goal from a",
     )  # fmt: skip
@@ -116,4 +116,4 @@ async def test_a_manual_edit_superseded_at_push_is_a_conflict_when_the_winner_ar
     await b.cloud.sync_now("push")
     await a.cloud.sync_now("pull")
     assert (await a.store.workspaces.get(ws_id))["task_goal"] == "goal from b"
-    assert await b.store.sync.conflicts() == []
+    assert (await b.store.sync.conflicts()).items == []

@@ -262,13 +262,16 @@ async def test_a_lost_manual_edit_is_a_conflict_that_resolve_settles(
     await sync_all([a, b])
     assert (await snapshot(a, ws_id))["workspace"]["task_goal"] == "goal from a"
     assert_same(await snapshot(a, ws_id), await snapshot(b, ws_id))
-    assert await a.call("sync.conflicts") == {"items": []}  # the winner records nothing
+    assert await a.call("sync.conflicts") == {
+        "items": [],
+        "next_cursor": None,
+    }  # the winner records nothing
 
     await b.call("sync.resolve", {"conflict_id": conflict["id"], "choice": "local"})
     await sync_all([b, a])
     assert (await snapshot(a, ws_id))["workspace"]["task_goal"] == "goal from b"
     assert_same(await snapshot(a, ws_id), await snapshot(b, ws_id))
-    assert await b.call("sync.conflicts") == {"items": []}
+    assert await b.call("sync.conflicts") == {"items": [], "next_cursor": None}
 
 
 async def _has(items: Any) -> bool:
