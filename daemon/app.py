@@ -147,12 +147,14 @@ async def _start_cloud(settings: Settings, store: Store) -> CloudService | Disab
     """The cloud service when the cloud is configured, else the stub answering -32003."""
     from daemon.sync.service import CloudService, DisabledCloud, store_publisher
 
-    if not settings.cloud.configured:
+    cloud: CloudService | DisabledCloud
+    if settings.cloud.configured:
+        cloud = CloudService(
+            settings.cloud, store=store, data_dir=settings.data_dir, publish=store_publisher(store)
+        )
+    else:
         logger.info("cloud.off (set SYNCD_CLOUD_URL and SYNCD_CLOUD_ANON_KEY to sync)")
-        return DisabledCloud(store)
-    cloud = CloudService(
-        settings.cloud, store=store, data_dir=settings.data_dir, publish=store_publisher(store)
-    )
+        cloud = DisabledCloud(store, store_publisher(store))
     await cloud.start()
     return cloud
 

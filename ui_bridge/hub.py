@@ -24,11 +24,10 @@ is sent twice.
 
 Only events seen since the hub started are retained; a status left by an earlier run may be
 stale, so it is never used. Right after a daemon start nothing is retained: a subscribe gets
-nothing extra, and the first snapshot comes live once the cloud service publishes it. It
-publishes one at start when a workspace is linked or a session is stored (``CloudService.start``
-spawns its publisher task; app.py starts the bridge right after, so the hub listens before
-that task first runs). Otherwise it waits for the first change (a login, a link). With no cloud
-configured there are no status events, so nothing is retained and nothing extra is sent.
+nothing extra, and the first snapshots come live once the cloud side publishes them, at start
+(``CloudService.start`` spawns its publisher task; app.py starts the bridge right after, so
+the hub listens before that task first runs). With no cloud configured, ``DisabledCloud``
+publishes its two snapshots (``configured: false``) the same way, and nothing after.
 
 Live-only events (``publish_live``: presence, broadcasts) are ephemeral and NEVER stored: no
 changelog entry, so no replay ever includes them. They go to the subscriptions that are live

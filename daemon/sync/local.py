@@ -7,6 +7,9 @@ cloud URL/anon key is set. ``store_publisher`` publishes status snapshots as cha
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,6 +21,8 @@ if TYPE_CHECKING:
     from daemon.store.base import Page
 
 __all__ = ["CloudNotConfigured", "DisabledCloud", "LocalSync", "Publisher", "store_publisher"]
+
+logger = logging.getLogger(__name__)
 
 Publisher = Callable[[str, dict[str, Any]], Awaitable[None]]
 Kind = Literal["push", "pull"]
@@ -71,10 +76,35 @@ class LocalSync:
 
 
 class DisabledCloud(LocalSync):
-    """What answers the cloud methods when the cloud is not configured."""
+    """What answers the cloud methods when the cloud is not configured.
+
+    ``start`` publishes its two status snapshots once (``configured: false``), as the cloud
+    service publishes its first ones: a UI that subscribes to ``cloud.status`` or
+    ``sync.status`` without ``since`` gets them first (retained, ui_bridge/hub.py), whether or
+    not a cloud is configured. They never change after: nothing here syncs."""
+
+    def __init__(self, store: Store, publish: Publisher | None = None) -> None:
+        super().__init__(store)
+        self._publish = publish
+        self._first: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._publish is not None:  # in a task, as CloudService's publisher: it runs once
+            # the bridge listens (app.py starts it right after), so its hub retains them
+            self._first = asyncio.create_task(self._publish_first(self._publish), name="status")
+
+    async def _publish_first(self, publish: Publisher) -> None:
+        try:
+            await publish("sync.status", await self.sync_status())
+            await publish("cloud.status", self.cloud_status())
+        except DaemonError as exc:  # e.g. the store is shutting down
+            logger.debug("cloud.status_not_published error=%s", type(exc).__name__)
 
     async def stop(self) -> None:
-        """Nothing runs."""
+        if self._first is not None:
+            self._first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._first
 
     def cloud_status(self) -> dict[str, Any]:
         return {

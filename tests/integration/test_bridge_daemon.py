@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import stat
@@ -102,3 +103,21 @@ def test_cli_status_without_daemon_exits_3(tmp_path: Path) -> None:
     result = syncd("status", data_dir=tmp_path)
     assert result.returncode == 3
     assert "syncd run" in result.stderr
+
+
+async def test_without_a_cloud_a_ui_still_gets_the_status_when_it_subscribes(
+    daemon: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    """A UI renders the cloud and sync state from the same two status events whether a cloud
+    is configured or not (was: none without a cloud, so such a UI showed nothing)."""
+    async with await connect(data_dir=tmp_path) as client:
+        stream = await client.subscribe(["cloud.status", "sync.*"])
+        first = await asyncio.wait_for(anext(stream), 10)
+        second = await asyncio.wait_for(anext(stream), 10)
+        await stream.close()
+    statuses = {e.topic: e.data for e in (first, second)}
+    assert statuses["cloud.status"]["configured"] is False
+    assert statuses["cloud.status"]["logged_in"] is False
+    assert statuses["sync.status"]["configured"] is False
+    assert statuses["sync.status"]["state"] == "offline"
+    assert first.seq < second.seq <= stream.last_seq
