@@ -324,10 +324,13 @@ _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 def _origin(key: str, text: str) -> str:
     """``text`` as a browser sends it in ``Origin``: ``scheme://host[:port]``, scheme and host
-    lower-cased, no trailing slash. An entry ending in ``*`` is a prefix (``vscode-webview://*``,
-    ``http://localhost:*``); it too may hold only a scheme and an authority. Anything else (a
-    path, a query, a fragment, user info, no scheme, a bad port) is refused: it could never
-    equal an Origin header, so the page it was meant for would be refused with 403."""
+    lower-cased, no trailing slash. An entry ending in ``*`` is a prefix, in one of two forms:
+    any port of one host (``http://localhost:*``), or any origin of an application's own
+    scheme (``vscode-webview://*``). Anything else (a path, a query, a fragment, user info, no
+    scheme, a bad port) is refused: it could never equal an Origin header, so the page it was
+    meant for would be refused with 403. So is a wildcard that admits more than it says: one
+    that goes on into the host (``https://app.example*`` admits
+    ``https://app.example.evil.net``), or any web page at all (``http://*``, ``https://*``)."""
     bad = ConfigError(
         key,
         f"not an origin (scheme://host[:port], no path, query or fragment): {text!r}",
@@ -337,6 +340,13 @@ def _origin(key: str, text: str) -> str:
     scheme, sep, authority = body.partition("://")
     if not sep or not _SCHEME.fullmatch(scheme.lower()):
         raise bad
+    if wildcard and (authority or scheme.lower() in _DEFAULT_PORTS):
+        if not _any_port_of(authority):
+            raise ConfigError(
+                key,
+                f"a wildcard may stand for a port (http://localhost:*) or for every origin of an "
+                f"application's scheme (vscode-webview://*), not for a host or web page: {text!r}",
+            )
     if not wildcard and authority.endswith("/"):
         authority = authority[:-1]
     if any(c in authority for c in "/?#@*\\ ") or (not authority and not wildcard):
@@ -348,6 +358,12 @@ def _origin(key: str, text: str) -> str:
     if not wildcard and default_port and authority.endswith(default_port):
         authority = authority.removesuffix(default_port)  # browsers leave it out
     return f"{scheme}://{authority}" + ("*" if wildcard else "")
+
+
+def _any_port_of(authority: str) -> bool:
+    """``host:`` (before a wildcard: any port of that one host)."""
+    host = authority.removesuffix(":")
+    return host != authority and _is_host_port(host) and urlsplit("//" + host).port is None
 
 
 def _is_host_port(authority: str) -> bool:

@@ -175,9 +175,18 @@ def test_allowed_origins_are_normalised_as_browsers_send_them(tmp_path: Path) ->
         "vscode-webview://*",
         "http://[::1]",
     )
-    write_toml(tmp_path, '[bridge]\nallowed_origins = ["https://Editor.Example/", "app://*"]\n')
+    write_toml(
+        tmp_path,
+        '[bridge]\nallowed_origins = ["https://Editor.Example/", "app://*", "http://[::1]:*",'
+        ' "http://Localhost:*"]\n',
+    )
     s = load_settings(data_dir=tmp_path, environ={})
-    assert s.bridge.allowed_origins == ("https://editor.example", "app://*")
+    assert s.bridge.allowed_origins == (
+        "https://editor.example",
+        "app://*",
+        "http://[::1]:*",  # any port of one host
+        "http://localhost:*",
+    )
 
 
 @pytest.mark.parametrize(
@@ -197,6 +206,14 @@ def test_allowed_origins_are_normalised_as_browsers_send_them(tmp_path: Path) ->
         "1http://app.example",
         "https://a*b.example",
         "https://app.example/*",
+        # wildcards that admit more than they say: another host, or every web page
+        "http://*",
+        "https://*",
+        "https://app.example*",
+        "http://localhost*",
+        "http://localhost:3*",
+        "vscode-webview://abc*",
+        "http://:*",
     ],
 )
 def test_an_allowed_origin_that_is_not_an_origin_names_the_key(tmp_path: Path, entry: str) -> None:
