@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
 from daemon.config import FILE_MODE, Settings, make_private_dir
-from daemon.errors import AlreadyRunning, ConfigError
+from daemon.errors import AlreadyRunning, ConfigError, DaemonError
 from daemon.store import Store
 
 if TYPE_CHECKING:
@@ -104,7 +104,9 @@ class Daemon:
             self.cloud = await _start_cloud(self.settings, self.store)
             self.bridge = _build_bridge(self.settings, self.store, self.version, self.cloud)
             await self.bridge.start()
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, DaemonError):  # (a daemon started at login has no terminal)
+                logger.error("daemon.start.failed %s", exc)
             await self.stop()
             raise
         logger.info(
