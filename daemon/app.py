@@ -25,6 +25,7 @@ from daemon import __version__
 from daemon.config import FILE_MODE, Settings, make_private_dir
 from daemon.errors import AlreadyRunning, ConfigError, DaemonError
 from daemon.store import Store
+from ui_bridge.discovery import LOCK_FILE
 
 if TYPE_CHECKING:
     from daemon.sync.service import CloudService, DisabledCloud
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DB_FILE = "syncd.db"
-LOCK_FILE = "syncd.lock"
 # Shutdown budget (the whole stop must fit in 5 s)
 BRIDGE_STOP_TIMEOUT = 2.0
 CLOUD_STOP_TIMEOUT = 0.5
