@@ -117,6 +117,21 @@ def test_help_lists_every_command(entry: str) -> None:
         assert f"\n    {command} " in out.stdout, command
 
 
+def test_call_and_status_help_explain_their_arguments_and_exit_codes() -> None:
+    call, status = syncd("call", "--help"), syncd("status", "--help")
+    assert call.returncode == 0 and status.returncode == 0, call.stderr + status.stderr
+    text = " ".join(call.stdout.split())  # as argparse wraps it
+    assert "METHOD a JSON-RPC method name, e.g. workspace.create" in text
+    assert "`syncd call rpc.discover` lists them" in text
+    assert "PARAMS_JSON the call's params: a JSON object (by name) or array" in text
+    assert "The result is printed as JSON on stdout" in text
+    for out in (call.stdout, status.stdout):
+        assert (
+            "\nexit codes:\n  0  ok\n  1  the daemon answered an error (printed on stderr)" in out
+        )
+        assert "\n  2  bad usage\n  3  no daemon runs for the data dir" in out
+
+
 def test_run_starts_refuses_a_second_daemon_and_stops_cleanly(
     tmp_path: Path, running: list[Running]
 ) -> None:
