@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
 from daemon.config import FILE_MODE, Settings, make_private_dir
-from daemon.errors import AlreadyRunning, ConfigError
+from daemon.errors import AlreadyRunning, ConfigError, DaemonError
 from daemon.store import Store
+from ui_bridge.discovery import LOCK_FILE
 
 if TYPE_CHECKING:
     from daemon.sync.service import CloudService, DisabledCloud
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DB_FILE = "syncd.db"
-LOCK_FILE = "syncd.lock"
 # Shutdown budget (the whole stop must fit in 5 s)
 BRIDGE_STOP_TIMEOUT = 2.0
 CLOUD_STOP_TIMEOUT = 0.5
@@ -104,7 +104,9 @@ class Daemon:
             self.cloud = await _start_cloud(self.settings, self.store)
             self.bridge = _build_bridge(self.settings, self.store, self.version, self.cloud)
             await self.bridge.start()
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, DaemonError):  # (a daemon started at login has no terminal)
+                logger.error("daemon.start.failed %s", exc)
             await self.stop()
             raise
         logger.info(

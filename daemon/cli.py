@@ -18,6 +18,23 @@ from daemon.errors import ConfigError, DaemonError
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
+#: The exit codes of the commands that ask the running daemon (ui_bridge/cli_commands.py).
+_EXIT_CODES = """\
+exit codes:
+  0  ok
+  1  the daemon answered an error (printed on stderr), or a daemon runs but does not
+     answer (stopped or busy) or refuses the token in daemon.json
+  2  bad usage
+  3  no daemon runs for the data dir (start one with `syncd run`)
+"""
+
+_CALL_EPILOG = f"""\
+The result is printed as JSON on stdout; an error the daemon answers, as its JSON-RPC
+error object on stderr. Example:
+  syncd call workspace.create '{{"name": "notes"}}'
+
+{_EXIT_CODES}"""
+
 _NOT_YET = {
     "service": "install/uninstall/status of the start-at-login service",
 }
@@ -40,13 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
     run.add_argument("--port", type=int, default=None, help="local API port (0: any free port)")
 
-    status = sub.add_parser("status", parents=[common], help="state of the running daemon")
-    status.add_argument("--json", action="store_true", help="print the status as JSON")
-
-    call = sub.add_parser("call", parents=[common], help="one JSON-RPC call to the daemon")
-    call.add_argument("method", metavar="METHOD")
-    call.add_argument("params", metavar="PARAMS_JSON", nargs="?", default=None)
-
+    _add_status_and_call(sub, common)
     _add_cloud_commands(sub, common)
     service = sub.add_parser("service", parents=[common], help=_NOT_YET["service"])
     service.add_argument("action", choices=["install", "uninstall", "status"])
@@ -56,6 +67,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the local Supabase-compatible cloud (see `syncd devcloud --help`)",
     )
     return parser
+
+
+def _add_status_and_call(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """The commands that ask the running daemon directly; their help lists the exit codes."""
+
+    def add(name: str, summary: str, description: str, epilog: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            description=description,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps the epilog's lines
+        )
+
+    description = "Print the state of the running daemon: pid, port, connections, cloud, sync."
+    status = add("status", "state of the running daemon", description, _EXIT_CODES)
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    description = "Make one JSON-RPC call to the running daemon."
+    call = add("call", "one JSON-RPC call to the daemon", description, _CALL_EPILOG)
+    call.add_argument(
+        "method",
+        metavar="METHOD",
+        help="a JSON-RPC method name, e.g. workspace.create (`syncd call rpc.discover` lists them)",
+    )
+    call.add_argument(
+        "params",
+        metavar="PARAMS_JSON",
+        nargs="?",
+        default=None,
+        help="the call's params: a JSON object (by name) or array (by position); none if left out",
+    )
 
 
 def _add_cloud_commands(

@@ -2,7 +2,8 @@
 
 Each command opens one connection (``ui_bridge.client``, as ``syncd call`` does), makes its
 calls, prints a short answer and exits: 0 ok; 1 the daemon answered with an error (e.g. -32004
-"log in first", -32003 "cloud not configured") or a sync failed; 2 bad input; 3 no daemon runs.
+"log in first", -32003 "cloud not configured"), a sync failed, or a daemon runs but does not
+answer (``cli_commands.report_unavailable``); 2 bad input; 3 no daemon runs.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from ui_bridge.cli_commands import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_USAGE,
-    report_no_daemon,
+    report_unavailable,
 )
-from ui_bridge.client import Client, ConnectionLost, DaemonNotRunning, connect
+from ui_bridge.client import Client, ConnectionLost, DaemonUnavailable, connect
 from ui_bridge.jsonrpc import ErrorCode, RpcError
 
 if TYPE_CHECKING:
@@ -70,8 +71,8 @@ def _run(settings: Settings, command: Command) -> int:
 
     try:
         return asyncio.run(main())
-    except DaemonNotRunning as exc:
-        return report_no_daemon(settings, exc)
+    except DaemonUnavailable as exc:
+        return report_unavailable(settings, exc)
     except UsageError as exc:
         return _usage(exc)
     except RpcError as exc:

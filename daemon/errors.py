@@ -10,6 +10,7 @@
     │  └─ Conflict(message, field)       e.g. a message id reused with different content
     ├─ InvalidInput(field, message)        a caller passed a bad value; nothing was changed
     ├─ AlreadyRunning(pid)                 another daemon holds this data dir's lock
+    ├─ PortInUse(port)                     another program listens on the local API's port
     └─ ShuttingDown                        the daemon stops and accepts no more work
 
 Errors carry fields so that the local API can map them to error objects without parsing text.
@@ -75,6 +76,17 @@ class AlreadyRunning(DaemonError):
         super().__init__(f"a syncd daemon ({who}) is already running for {data_dir}")
         self.pid = pid
         self.data_dir = data_dir
+
+
+class PortInUse(DaemonError):
+    """Another program listens on ``port``, where the local API was to listen."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(
+            f"another program uses port {port} on 127.0.0.1: choose another with --port, "
+            "SYNCD_PORT or [bridge] port in config.toml, or --port 0 for any free one"
+        )
+        self.port = port
 
 
 class ShuttingDown(DaemonError):

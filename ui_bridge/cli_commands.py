@@ -1,8 +1,10 @@
 """``syncd call``: what ``daemon/cli.py`` runs for it. ``daemon/cli_cloud.py`` (the other
-commands that talk to the daemon) shares its exit codes and its "no daemon" report.
+commands that talk to the daemon) shares its exit codes and its report of a daemon it cannot
+talk to.
 
-Exit codes: 0 ok; 1 the daemon answered with an error (or dropped the connection); 2 bad
-command-line input; 3 no daemon runs for the data dir (with a hint on stderr).
+Exit codes: 0 ok; 1 the daemon answered with an error (or dropped the connection), or a daemon
+runs but does not answer or refuses the discovery file's token; 2 bad command-line input; 3 no
+daemon runs for the data dir. A daemon that cannot be talked to (1, 3) comes with a hint.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import orjson
 
-from ui_bridge.client import ConnectionLost, DaemonNotRunning, connect
+from daemon.logs import LOG_FILE
+from ui_bridge.client import (
+    ConnectionLost,
+    DaemonNotRunning,
+    DaemonUnavailable,
+    TokenRefused,
+    connect,
+)
 from ui_bridge.jsonrpc import ErrorCode, RpcError
 
 if TYPE_CHECKING:
@@ -26,7 +35,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "call",
-    "report_no_daemon",
+    "report_unavailable",
 ]
 
 EXIT_OK: Final = 0
@@ -40,12 +49,20 @@ def _dump(value: Any, out: TextIO) -> None:
     out.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def report_no_daemon(settings: Settings, exc: DaemonNotRunning) -> int:
-    """Say that no daemon runs (and how to start one); the exit code to return."""
-    sys.stderr.write(
-        f"syncd: {exc}\nhint: start it with `syncd run --data-dir {settings.data_dir}`\n"
-    )
-    return EXIT_NO_DAEMON
+def report_unavailable(settings: Settings, exc: DaemonUnavailable) -> int:
+    """Say why the daemon cannot be talked to, and what to do; the exit code to return: 3
+    only when no daemon runs (starting one would not help otherwise: the data dir is taken)."""
+    start = f"`syncd run --data-dir {settings.data_dir}`"
+    if isinstance(exc, DaemonNotRunning):
+        hint, code = f"start it with {start}", EXIT_NO_DAEMON
+    elif isinstance(exc, TokenRefused):
+        hint, code = f"restart the daemon (kill {exc.pid}, then {start})", EXIT_ERROR
+    else:
+        log = settings.data_dir / "logs" / LOG_FILE
+        hint = f"it may be stopped or busy: check the process (ps -p {exc.pid}) and its log {log}"
+        code = EXIT_ERROR
+    sys.stderr.write(f"syncd: {exc}\nhint: {hint}\n")
+    return code
 
 
 async def _call_once(settings: Settings, method: str, params: Any) -> Any:
@@ -70,8 +87,8 @@ def call(settings: Settings, method: str, params_json: str | None) -> int:
             return EXIT_USAGE
     try:
         result = asyncio.run(_call_once(settings, method, params))
-    except DaemonNotRunning as exc:
-        return report_no_daemon(settings, exc)
+    except DaemonUnavailable as exc:
+        return report_unavailable(settings, exc)
     except RpcError as exc:
         _dump(exc.to_object(), sys.stderr)
         return EXIT_ERROR

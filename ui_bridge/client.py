@@ -11,7 +11,10 @@
 
 A stream subscribed without ``since`` first gets the latest ``cloud.status`` / ``sync.status``
 event its topics match, if any (retained: its seq is at most the one ``subscribe`` answered).
-Calls raise ``RpcError`` (the server's error object) or ``ConnectionLost``. If the connection
+``connect`` raises a ``DaemonUnavailable``: ``DaemonNotRunning``, ``DaemonNotAnswering`` (it runs
+but does not complete the handshake in time) or ``TokenRefused`` (the discovery file's token is
+not the running daemon's). Calls raise ``RpcError`` (the server's error object) or
+``ConnectionLost``. If the connection
 drops, the client reconnects (re-reading the discovery file: a restarted daemon has a new port
 and token) and resubscribes every stream with ``since`` = the last seq it delivered, so a
 stream sees every event once, in order; if the daemon no longer retains them the stream raises
@@ -26,6 +29,7 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,17 +40,26 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from daemon.logs import RedactSecrets
-from ui_bridge.discovery import DiscoveryInfo, is_pid_alive, read_discovery
+from ui_bridge.discovery import (
+    DiscoveryInfo,
+    discovery_path,
+    is_data_dir_locked,
+    is_pid_alive,
+    read_discovery,
+)
 from ui_bridge.jsonrpc import ErrorCode, RpcError
 
 __all__ = [
     "Client",
     "ConnectionLost",
+    "DaemonNotAnswering",
     "DaemonNotRunning",
+    "DaemonUnavailable",
     "Event",
     "EventStream",
     "RefetchRequired",
     "RpcError",
+    "TokenRefused",
     "connect",
 ]
 
@@ -62,8 +75,27 @@ def _ws_logger() -> logging.Logger:
     return ws_logger
 
 
-class DaemonNotRunning(Exception):
-    """No daemon serves this data dir (no discovery file, dead pid, or nothing listening)."""
+class DaemonUnavailable(Exception):
+    """The daemon of a data dir cannot be talked to; ``pid`` is its pid when one runs."""
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class DaemonNotRunning(DaemonUnavailable):
+    """No daemon serves this data dir (no discovery file, its pid is dead, or no daemon holds
+    the data dir's lock)."""
+
+
+class DaemonNotAnswering(DaemonUnavailable):
+    """A daemon runs (it holds the data dir's lock) but did not complete the handshake in
+    time or refused the connection: it may be stopped (SIGSTOP), busy, starting or stopping."""
+
+
+class TokenRefused(DaemonUnavailable):
+    """The running daemon refused the discovery file's token (401): the file was changed, or
+    it was written by another start of the daemon."""
 
 
 class ConnectionLost(Exception):
@@ -167,7 +199,7 @@ class Client:
         self._closed = asyncio.Event()
 
     async def open(self) -> None:
-        """Connect once (raises ``DaemonNotRunning``) and start reading."""
+        """Connect once (raises ``DaemonUnavailable``) and start reading."""
         await self._connect()
         self._reader = asyncio.create_task(self._run(), name="bridge-client-reader")
 
@@ -185,7 +217,7 @@ class Client:
                 logger=_ws_logger(),
             )
         except (OSError, InvalidStatus, TimeoutError) as exc:
-            raise DaemonNotRunning(f"the daemon at {info.url} does not answer: {exc}") from exc
+            raise _unavailable(self.data_dir, info, exc) from exc
         self.info = info
         self._connected.set()
 
@@ -257,7 +289,7 @@ class Client:
         while not self._closing:
             try:
                 await self._connect()
-            except DaemonNotRunning:
+            except DaemonUnavailable:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closed.wait(), delay)
                 delay = min(delay * 2, 2.0)
@@ -366,10 +398,25 @@ class Client:
         await self.close()
 
 
+def _unavailable(data_dir: Path, info: DiscoveryInfo, exc: Exception) -> DaemonUnavailable:
+    """Why the daemon the discovery file names did not let us in (``exc``)."""
+    if not is_data_dir_locked(data_dir):  # the file is stale: its pid is another process now
+        return DaemonNotRunning(f"no daemon is running for {data_dir}")
+    if isinstance(exc, InvalidStatus) and exc.response.status_code == HTTPStatus.UNAUTHORIZED:
+        return TokenRefused(
+            f"the daemon (pid {info.pid}) refused the token in {discovery_path(data_dir)}: the "
+            "file was changed, or it belongs to another start of the daemon",
+            pid=info.pid,
+        )
+    return DaemonNotAnswering(
+        f"the daemon (pid {info.pid}) at {info.url} does not answer: {exc}", pid=info.pid
+    )
+
+
 async def connect(
     *, data_dir: Path, reconnect: bool = True, connect_timeout: float = 10.0
 ) -> Client:
-    """Connect to the daemon serving ``data_dir``; raises ``DaemonNotRunning``."""
+    """Connect to the daemon serving ``data_dir``; raises ``DaemonUnavailable``."""
     client = Client(data_dir, reconnect=reconnect, connect_timeout=connect_timeout)
     await client.open()
     return client

@@ -3,11 +3,13 @@
 ``{"pid", "port", "url", "token", "version", "started_at"}``, mode 0600 from the moment it
 exists (written to a private temporary file, then renamed over), removed at clean shutdown. A
 file left by a dead daemon is stale and replaced; one whose daemon still answers is not.
+Whether a daemon runs at all is told by ``syncd.lock``, which it holds while it runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import secrets
@@ -22,10 +24,12 @@ from daemon.errors import DaemonError
 
 __all__ = [
     "FILENAME",
+    "LOCK_FILE",
     "DaemonAlreadyRunning",
     "DiscoveryInfo",
     "claim_discovery",
     "discovery_path",
+    "is_data_dir_locked",
     "is_pid_alive",
     "read_discovery",
     "remove_discovery",
@@ -35,6 +39,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FILENAME: Final = "daemon.json"
+#: The data dir's lock: a daemon holds an exclusive ``flock`` on it while it runs (daemon/app.py).
+LOCK_FILE: Final = "syncd.lock"
 
 
 class DaemonAlreadyRunning(DaemonError):
@@ -101,6 +107,26 @@ def is_pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def is_data_dir_locked(data_dir: Path) -> bool:
+    """Whether a daemon holds the lock of ``data_dir``: one runs, whatever the discovery file
+    says (its pid may since be another process's). The probe takes a shared lock and drops it
+    at once; a daemon starting in that instant would find the data dir taken, so clients probe
+    only when the discovery file's live pid did not answer."""
+    try:
+        fd = os.open(Path(data_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:  # no lock file: no daemon ever ran here
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # no flock here (some network file systems): cannot tell
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 def _is_listening(port: int) -> bool:

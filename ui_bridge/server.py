@@ -9,6 +9,7 @@ guards every connection (``access.check_handshake`` runs before the upgrade).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import secrets
@@ -22,7 +23,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from daemon.config import BridgeSettings
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, PortInUse
 from daemon.logs import RedactSecrets
 from daemon.loop import running_loop_name
 from ui_bridge.access import check_handshake
@@ -81,7 +82,8 @@ class BridgeServer:
         return f"ws://{LOOPBACK}:{self.port}/"
 
     async def start(self) -> None:
-        """Listen, then publish the discovery file. Raises ``DaemonAlreadyRunning``."""
+        """Listen, then publish the discovery file. Raises ``DaemonAlreadyRunning``, or
+        ``PortInUse`` when another program listens on the port."""
         if self.settings.host != LOOPBACK:
             raise ConfigError("bridge.host", "the local API listens on 127.0.0.1 only")
         claim_discovery(self.data_dir)
@@ -111,8 +113,10 @@ class BridgeServer:
                 logger=self._ws_logger,
                 create_connection=BridgeConnection,
             )
-        except BaseException:
+        except BaseException as exc:
             self.hub.stop()
+            if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+                raise PortInUse(self.settings.port) from exc
             raise
         self.port = next(iter(self._server.sockets)).getsockname()[1]
         self.started_at = datetime.now(UTC).isoformat(timespec="milliseconds")

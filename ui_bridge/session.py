@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event, State
 
@@ -107,6 +107,24 @@ class BridgeConnection(ServerConnection):
             if start:
                 data = data[start:]
         super().data_received(data)
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        """websockets' opening handshake, except that a peer that never sends a valid upgrade
+        request (a port probe, a plain HTTP request, a client that gives up) is one line at
+        INFO, not an ERROR with a traceback: it is no daemon error. A failure of our own
+        (``process_request`` raising) still propagates, and websockets logs its traceback."""
+        try:
+            await super().handshake(*args, **kwargs)
+        except (InvalidHandshake, ConnectionClosed) as exc:
+            if isinstance(exc, ConnectionClosed):
+                reason = "the client closed the connection before the handshake ended"
+            else:
+                reason = str(exc) + (f": {exc.__cause__}" if exc.__cause__ is not None else "")
+            peer = self.remote_address
+            if isinstance(peer, tuple):
+                peer = f"{peer[0]}:{peer[1]}"
+            self.logger.info("handshake failed: %s peer=%s", reason, peer)
+            # conn_handler then finds the connection not open and drops it, logging nothing
 
     def process_event(self, event: Event) -> None:
         sink = self.frame_sink

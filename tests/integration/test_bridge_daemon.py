@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -16,7 +18,7 @@ import pytest
 
 from tests.helpers import MS, wait_for_sync
 from ui_bridge.client import connect
-from ui_bridge.discovery import discovery_path, read_discovery
+from ui_bridge.discovery import discovery_path, read_discovery, write_discovery
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,3 +123,41 @@ async def test_without_a_cloud_a_ui_still_gets_the_status_when_it_subscribes(
     assert statuses["sync.status"]["configured"] is False
     assert statuses["sync.status"]["state"] == "offline"
     assert first.seq < second.seq <= stream.last_seq
+
+
+def test_cli_says_a_stopped_daemon_does_not_answer(
+    daemon: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    """A daemon that runs (its pid holds the data dir's lock) but does not answer is no
+    "no daemon": `syncd run` would fail, so no start hint and not exit 3."""
+    commands = [["status"], ["call", "daemon.ping"]]
+    daemon.send_signal(signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(2) as pool:  # each waits out the CLI's connect timeout
+            results = list(pool.map(lambda args: syncd(*args, data_dir=tmp_path), commands))
+    finally:
+        daemon.send_signal(signal.SIGCONT)
+    for result in results:
+        err = result.stderr
+        assert result.returncode == 1, err
+        assert f"the daemon (pid {daemon.pid}) at ws://127.0.0.1:" in err
+        assert "does not answer" in err and "hint: it may be stopped or busy" in err
+        assert f"ps -p {daemon.pid}" in err and "start it with" not in err
+    assert syncd("status", data_dir=tmp_path).returncode == 0  # answering again
+
+
+def test_cli_says_the_daemon_refused_a_changed_token(
+    daemon: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    info = read_discovery(tmp_path)
+    assert info is not None
+    write_discovery(tmp_path, dataclasses.replace(info, token="from-another-start"))
+    for args in (["status"], ["call", "daemon.ping"]):
+        result = syncd(*args, data_dir=tmp_path)
+        err = result.stderr
+        assert result.returncode == 1, err
+        assert (
+            f"the daemon (pid {daemon.pid}) refused the token in {discovery_path(tmp_path)}" in err
+        )
+        assert "the file was changed, or it belongs to another start" in err
+        assert f"hint: restart the daemon (kill {daemon.pid}" in err and "start it with" not in err

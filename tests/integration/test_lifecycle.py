@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -114,6 +115,21 @@ def test_help_lists_every_command(entry: str) -> None:
     assert out.returncode == 0, out.stderr
     for command in COMMANDS:
         assert f"\n    {command} " in out.stdout, command
+
+
+def test_call_and_status_help_explain_their_arguments_and_exit_codes() -> None:
+    call, status = syncd("call", "--help"), syncd("status", "--help")
+    assert call.returncode == 0 and status.returncode == 0, call.stderr + status.stderr
+    text = " ".join(call.stdout.split())  # as argparse wraps it
+    assert "METHOD a JSON-RPC method name, e.g. workspace.create" in text
+    assert "`syncd call rpc.discover` lists them" in text
+    assert "PARAMS_JSON the call's params: a JSON object (by name) or array" in text
+    assert "The result is printed as JSON on stdout" in text
+    for out in (call.stdout, status.stdout):
+        assert (
+            "\nexit codes:\n  0  ok\n  1  the daemon answered an error (printed on stderr)" in out
+        )
+        assert "\n  2  bad usage\n  3  no daemon runs for the data dir" in out
 
 
 def test_run_starts_refuses_a_second_daemon_and_stops_cleanly(
@@ -230,6 +246,25 @@ def test_newer_database_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     out = syncd("run", "--data-dir", str(tmp_path), "--port", "0")
     assert out.returncode == 1
     assert "newer than this syncd" in out.stderr
+
+
+def test_a_port_in_use_is_explained_on_stderr_and_in_the_log(tmp_path: Path) -> None:
+    """A daemon started at login has no terminal: its log says why it stopped, with a hint."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = syncd("run", "--data-dir", str(tmp_path), "--port", str(port))
+    assert out.returncode == 1
+    reason = f"another program uses port {port} on 127.0.0.1: choose another with --port, "
+    hint = "SYNCD_PORT or [bridge] port in config.toml, or --port 0 for any free one"
+    assert reason + hint in out.stderr and "Traceback" not in out.stderr
+    log = (tmp_path / "logs" / "syncd.log").read_text().splitlines()
+    entries = [json.loads(line) for line in log]
+    errors = [e for e in entries if e["level"] == "ERROR"]
+    assert [e["msg"] for e in errors] == [f"daemon.start.failed {reason}{hint}"]
+    assert "exc" not in errors[0]
+    assert entries[-1]["msg"].startswith("daemon.stopped")
 
 
 def test_devcloud_is_delegated() -> None:

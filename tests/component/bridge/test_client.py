@@ -14,13 +14,21 @@ import orjson
 import pytest
 
 from daemon import cli_cloud
+from daemon.app import DataDirLock
 from daemon.config import BridgeSettings, StoreSettings, load_settings
 from daemon.store import Store
 from daemon.sync.live import DisabledLive
 from daemon.sync.local import DisabledCloud
 from tests.helpers import MS
 from ui_bridge import cli_commands
-from ui_bridge.client import DaemonNotRunning, Event, RefetchRequired, RpcError, connect
+from ui_bridge.client import (
+    DaemonNotAnswering,
+    DaemonNotRunning,
+    Event,
+    RefetchRequired,
+    RpcError,
+    connect,
+)
 from ui_bridge.discovery import (
     DaemonAlreadyRunning,
     DiscoveryInfo,
@@ -115,6 +123,34 @@ async def test_no_daemon(tmp_path: Path) -> None:
     write_discovery(tmp_path, DiscoveryInfo(dead_pid(), 1, "ws://127.0.0.1:1/", "t", "0", "x"))
     with pytest.raises(DaemonNotRunning):
         await connect(data_dir=tmp_path)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_live_pid_is_a_daemon_only_while_it_holds_the_lock(tmp_path: Path) -> None:
+    """A discovery file left by a crash whose pid now names another process is no daemon;
+    a daemon that holds the data dir's lock but does not answer is not "no daemon"."""
+    other = sleeper()
+    try:
+        url = f"ws://127.0.0.1:{closed_port()}/"
+        write_discovery(tmp_path, DiscoveryInfo(other.pid, 1, url, "t", "0", "x"))
+        with pytest.raises(DaemonNotRunning):
+            await connect(data_dir=tmp_path, reconnect=False)
+    finally:
+        other.kill()
+        other.wait()
+    write_discovery(tmp_path, DiscoveryInfo(os.getpid(), 1, url, "t", "0", "x"))
+    lock = DataDirLock.acquire(tmp_path)  # this process is the daemon, and refuses connections
+    try:
+        with pytest.raises(DaemonNotAnswering) as info:
+            await connect(data_dir=tmp_path, reconnect=False)
+        assert info.value.pid == os.getpid() and "does not answer" in str(info.value)
+    finally:
+        lock.release()
 
 
 async def next_event(stream: object) -> Event:

@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
 from daemon.config import load_settings
-from tests.helpers import MS
+from tests.helpers import MS, wait_for
 from ui_bridge.server import BridgeServer
 
 from .conftest import MakeBridge, Rpc, auth
@@ -197,3 +197,72 @@ async def test_token_never_logged(
     text = "\n".join(r.getMessage() for r in ours)
     assert server.token not in text
     assert "wrong-token-value" not in text
+
+
+def handshake_failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    records = (r for r in caplog.records if r.name == "ui_bridge.websockets")
+    return [r for r in records if "handshake failed" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("sent", "reason"),
+    [
+        ("", "did not receive a valid HTTP request: connection closed while reading HTTP request"),
+        ("GET / HTTP/1.0\r\n\r\n", "did not receive a valid HTTP request: unsupported protocol"),
+        ("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "unsupported HTTP method"),
+        ("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n", "connection closed while reading HTTP headers"),
+    ],
+    ids=["connect-and-close", "http-1.0", "post", "gives-up-mid-request"],
+)
+async def test_a_peer_that_sends_no_valid_request_is_one_info_line(
+    bridge: BridgeServer, caplog: pytest.LogCaptureFixture, sent: str, reason: str
+) -> None:
+    """Port probes, plain HTTP clients and clients that give up are no daemon errors: one line
+    at INFO saying what was wrong and who, no traceback (it was an ERROR with one)."""
+    caplog.set_level(logging.INFO)
+    _, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
+    writer.write(sent.encode())
+    writer.close()
+    await writer.wait_closed()
+    await wait_for(lambda: bool(handshake_failures(caplog)), message="the handshake failure")
+    [record] = handshake_failures(caplog)
+    assert record.levelno == logging.INFO and record.exc_info is None
+    assert reason in record.getMessage() and "peer=127.0.0.1:" in record.getMessage()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_a_request_without_upgrade_is_answered_426_and_logged_at_info(
+    bridge: BridgeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    reader, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
+    request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{bridge.port}\r\n{auth_header(bridge)}\r\n\r\n"
+    writer.write(request.encode())
+    status_line = await asyncio.wait_for(reader.readline(), 5_000 * MS)
+    writer.close()
+    await writer.wait_closed()
+    assert status_line.split()[1] == b"426"
+    await wait_for(lambda: bool(handshake_failures(caplog)), message="the handshake failure")
+    [record] = handshake_failures(caplog)
+    assert record.levelno == logging.INFO and record.exc_info is None
+    assert "missing Connection header" in record.getMessage()
+    assert bridge.token not in record.getMessage()
+
+
+async def test_a_failure_of_our_own_during_the_handshake_keeps_its_traceback(
+    bridge: BridgeServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(**_: Any) -> None:
+        raise RuntimeError("a bug in the access check")
+
+    monkeypatch.setattr("ui_bridge.server.check_handshake", broken)
+    caplog.set_level(logging.INFO)
+    assert await handshake(bridge, authorization=f"Bearer {bridge.token}") == 500
+    await wait_for(lambda: bool(handshake_failures(caplog)), message="the handshake failure")
+    [record] = handshake_failures(caplog)
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+    assert isinstance(record.exc_info[1], RuntimeError)
+
+
+def auth_header(server: BridgeServer) -> str:
+    return "\r\n".join(f"{k}: {v}" for k, v in auth(server).items())
