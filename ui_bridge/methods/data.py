@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from daemon.store.messages import ID_TIME_RULE
 from ui_bridge.jsonrpc import ErrorCode
 from ui_bridge.methods.context import CallContext
 from ui_bridge.methods.spec import (
@@ -205,7 +206,9 @@ def _message_methods() -> list[Method]:
             "id",
             required=False,
             what="client-chosen id, a lower-case UUIDv7 (RFC 9562; other versions are refused:"
-            " messages list in id order, i.e. creation order): retrying with it is idempotent",
+            " messages list in id order, i.e. creation order) minted when the message is"
+            f" written, its time {ID_TIME_RULE}: retrying with it is idempotent, whatever its"
+            " age",
         ),
     )
     listing = (
@@ -224,7 +227,11 @@ def _message_methods() -> list[Method]:
             "message.send",
             _create(m),
             send,
-            "Append a message to a conversation (refused in a deleted workspace).",
+            "Append a message to a conversation (refused in a deleted workspace). A"
+            " client-chosen `id` is the message's place in the conversation's order: an id"
+            " that is not a UUIDv7, or whose time is not " + ID_TIME_RULE + ", is refused"
+            " (-32602, field `id`). Sending a stored id again is a retry: it answers the"
+            " stored message, whatever its age.",
             _ROW,
             (ErrorCode.CONFLICT, *_WRITE_ERRORS),
         ),
@@ -232,9 +239,14 @@ def _message_methods() -> list[Method]:
             "message.list",
             _list(m),
             listing,
-            "Messages of a conversation, oldest first (in id order). `after` takes a page's"
-            " next_cursor or the id of a message, e.g. the last one the caller has: the answer"
-            " is then the messages after it.",
+            "Messages of a conversation in creation order (id order), oldest first. `after`"
+            " takes a page's next_cursor or the id of a message: the answer is then the"
+            " messages after it in that order. It is a position, not a way to learn of new"
+            " messages: a message can arrive later with an earlier position (sent with an id"
+            " its client minted before, or synced from another device that wrote it offline),"
+            " and `after` the last id one has never shows it. To see every new message,"
+            ' `subscribe {topics: ["message.created"], since}` (every event after a seq, no'
+            " gap) and list from the start when that answers refetch.",
             PAGE_RESULT,
         ),
     ]

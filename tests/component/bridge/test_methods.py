@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from daemon.store.ids import uuid7
+from daemon.store.ids import Uuid7Generator, uuid7, uuid7_time_ms
 from ui_bridge.methods import build_method_table
 from ui_bridge.server import BridgeServer
 
@@ -114,6 +114,45 @@ async def test_message_send_refuses_a_client_id_that_is_not_a_uuid7(rpc: Rpc) ->
         "message.send", {"conversation_id": conv["id"], "role": "user", "content": "x", "id": v7}
     )
     assert sent["id"] == v7
+
+
+async def test_message_send_refuses_a_client_id_far_from_the_daemon_clock(rpc: Rpc) -> None:
+    _, conv = await setup_conversation(rpc)
+    hour = 3_600_000
+    now = uuid7_time_ms(uuid7())
+    for ms in (0, now + 2 * hour, now - 25 * hour):  # 1970, ahead, minted too long ago
+        params = {"conversation_id": conv["id"], "role": "user", "content": "x"}
+        reply = await rpc.request("message.send", {**params, "id": Uuid7Generator().mint(ms)})
+        assert reply["error"]["code"] == -32602, ms
+        assert reply["error"]["data"]["field"] == "id"
+        assert "the daemon's clock" in reply["error"]["data"]["reason"]
+    assert (await rpc.call("message.list", {"conversation_id": conv["id"]}))["items"] == []
+
+
+async def test_a_message_stored_late_with_an_earlier_id_reaches_subscribers_from_a_seq(
+    rpc: Rpc,
+) -> None:
+    """A client mints its id when the user presses Enter; another client's message is stored
+    first; a UI listing after the last id it has never sees the late one (documented), a
+    subscription from a seq does."""
+    _, conv = await setup_conversation(rpc)
+    cid = conv["id"]
+    since = (await rpc.call("daemon.status"))["seq"]
+    early = uuid7()  # minted at Enter, sent later
+    send = {"conversation_id": cid, "role": "user"}
+    second = await rpc.call("message.send", {**send, "content": "2"})
+    last = (await rpc.call("message.list", {"conversation_id": cid}))["items"][-1]["id"]
+    first = await rpc.call("message.send", {**send, "content": "1", "id": early})
+    after = await rpc.call("message.list", {"conversation_id": cid, "after": last})
+    assert after["items"] == []  # a position, not a way to learn of new messages
+    await rpc.call("subscribe", {"topics": ["message.created"], "since": since})
+    events = [await rpc.next_event() for _ in range(2)]
+    assert [e["data"] for e in events] == [second, first]
+    listed = await rpc.call("message.list", {"conversation_id": cid})
+    assert listed["items"] == [first, second]  # creation order
+    doc = await rpc.call("rpc.discover")
+    [listing] = [m for m in doc["methods"] if m["name"] == "message.list"]
+    assert "message.created" in listing["summary"] and "since" in listing["summary"]
 
 
 async def test_message_list_after_a_message_id(rpc: Rpc) -> None:
