@@ -93,8 +93,14 @@ def _tasks(ctx: CallContext) -> Any:
     return ctx.store.tasks
 
 
-def _entity_methods(prefix: str, repo: Repo, delete: str = "delete") -> list[Method]:
-    """get / delete (or cancel) for one entity; create, list and update differ per entity."""
+def _entity_methods(
+    prefix: str,
+    repo: Repo,
+    delete: str = "delete",
+    frozen: str = " (refused in a deleted workspace)",
+) -> list[Method]:
+    """get / delete (or cancel) for one entity; create, list and update differ per entity.
+    ``frozen``: what the delete's summary says of a deleted workspace."""
     return [
         Method(
             f"{prefix}.get",
@@ -108,7 +114,7 @@ def _entity_methods(prefix: str, repo: Repo, delete: str = "delete") -> list[Met
             f"{prefix}.{delete}",
             _by_id(repo, delete),
             (_id(),),
-            f"{delete.capitalize()} a {prefix}.",
+            f"{delete.capitalize()} a {prefix}{frozen}.",
             _ROW,
             _ROW_ERRORS,
         ),
@@ -155,7 +161,7 @@ def _workspace_methods() -> list[Method]:
             _ROW,
             _ROW_ERRORS,
         ),
-        *_entity_methods("workspace", w),
+        *_entity_methods("workspace", w, frozen=""),
     ]
 
 

@@ -273,6 +273,10 @@ async def test_rpc_discover_is_generated_from_the_method_table(rpc: Rpc) -> None
     assert {e["code"] for e in send["errors"]} >= {-32002, -32602}
     for name in ("workspace.create", "task.enqueue", "subscribe", "unsubscribe", "daemon.status"):
         assert name in by_name
+    frozen = "(refused in a deleted workspace)"
+    for name in ("conversation.update", "conversation.delete", "message.send", "task.cancel"):
+        assert frozen in by_name[name]["summary"], name
+    assert frozen not in by_name["workspace.delete"]["summary"]
 
 
 async def test_writes_after_store_close_answer_shutting_down(
