@@ -151,10 +151,17 @@ def _create_op(conversation_id: str, role: str, content: str, id: str | None) ->
 def _same_or_conflict(
     existing: dict[str, Any], conversation_id: str, role: str, content: str
 ) -> dict[str, Any]:
-    if (existing["conversation_id"], existing["role"], existing["content"]) == (
-        conversation_id,
-        role,
-        content,
-    ):
+    """The stored message when the send repeats it (a retry); else Conflict saying what
+    differs."""
+    differs = []
+    if existing["conversation_id"] != conversation_id:
+        differs.append(f"conversation (it is in {existing['conversation_id']!r})")
+    if existing["role"] != role:
+        differs.append(f"role (it is {existing['role']!r})")
+    if existing["content"] != content:
+        differs.append("content")
+    if not differs:
         return existing  # a retry of a send that already committed: no new entry
-    raise Conflict(f"message id {existing['id']!r} already used with different content", "id")
+    *rest, last = differs
+    what = f"{', '.join(rest)} and {last}" if rest else last
+    raise Conflict(f"message id {existing['id']!r} already used with a different {what}", "id")

@@ -237,7 +237,8 @@ def _message_methods() -> list[Method]:
             " client-chosen `id` is the message's place in the conversation's order: an id"
             " that is not a UUIDv7, or whose time is not " + ID_TIME_RULE + ", is refused"
             " (-32602, field `id`). Sending a stored id again is a retry: it answers the"
-            " stored message, whatever its age.",
+            " stored message, whatever its age (-32002 saying which differs when the"
+            " conversation, role or content is not the same).",
             _ROW,
             (ErrorCode.CONFLICT, *_WRITE_ERRORS),
         ),

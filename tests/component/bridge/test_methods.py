@@ -88,6 +88,13 @@ async def test_message_send_with_client_id_is_idempotent(rpc: Rpc) -> None:
     clash = await rpc.request("message.send", {**params, "content": "other"})
     assert clash["error"]["code"] == -32002
     assert clash["error"]["data"]["field"] == "id"
+    assert "different content" in clash["error"]["data"]["reason"]
+    elsewhere = await rpc.call(
+        "conversation.create", {"workspace_id": conv["workspace_id"], "name": "d"}
+    )
+    moved = await rpc.request("message.send", {**params, "conversation_id": elsewhere["id"]})
+    assert moved["error"]["code"] == -32002
+    assert "different conversation" in moved["error"]["data"]["reason"]
 
 
 def _uuid() -> str:

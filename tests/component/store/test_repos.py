@@ -274,6 +274,29 @@ async def test_client_chosen_message_id_makes_retries_idempotent(
     assert (await store.messages.get(mid))["content"] == "hello"
 
 
+async def test_a_reused_message_id_says_what_differs(store: Store) -> None:
+    ws = await store.workspaces.create(name="A")
+    conv = await store.conversations.create(workspace_id=ws["id"], name="c")
+    other = await store.conversations.create(workspace_id=ws["id"], name="d")
+    sent = {"conversation_id": conv["id"], "role": "user", "content": "hello", "id": uuid7()}
+    await store.messages.create(**sent)
+    cases = [
+        ({"conversation_id": other["id"]}, f"a different conversation (it is in {conv['id']!r})"),
+        ({"role": "assistant"}, "a different role (it is 'user')"),
+        ({"content": "bye"}, "a different content"),
+        (
+            {"conversation_id": other["id"], "role": "tool", "content": "bye"},
+            f"a different conversation (it is in {conv['id']!r}), role (it is 'user') and content",
+        ),
+    ]
+    for change, what in cases:
+        with pytest.raises(Conflict) as clash:
+            await store.messages.create(**{**sent, **change})
+        assert clash.value.field == "id"
+        assert clash.value.message == f"message id {sent['id']!r} already used with {what}"
+    assert (await store.messages.list(conversation_id=other["id"])).items == []
+
+
 HOUR_MS = 3_600_000
 
 
