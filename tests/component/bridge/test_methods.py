@@ -286,6 +286,32 @@ async def test_rpc_discover_is_generated_from_the_method_table(rpc: Rpc) -> None
     assert frozen not in by_name["workspace.delete"]["summary"]
 
 
+async def test_rpc_discover_publishes_what_the_server_enforces(rpc: Rpc) -> None:
+    by_name = {m["name"]: m for m in (await rpc.call("rpc.discover"))["methods"]}
+    workspace, _ = await setup_conversation(rpc)
+    task = await rpc.call("task.enqueue", {"workspace_id": workspace["id"], "kind": "k"})
+    await rpc.call("task.update", {"id": task["id"], "status": "succeeded"})
+    finished = await rpc.request("task.cancel", {"id": task["id"]})
+    assert finished["error"]["code"] == -32002
+    assert -32002 in {e["code"] for e in by_name["task.cancel"]["errors"]}
+    statuses = ["cancelled", "failed", "paused", "queued", "running", "succeeded"]
+    for name in ("task.update", "task.list"):
+        [status] = [p for p in by_name[name]["params"] if p["name"] == "status"]
+        assert status["schema"]["enum"] == statuses, name
+    bad = await rpc.request("task.update", {"id": task["id"], "status": "done"})
+    assert bad["error"]["data"] == {
+        "field": "status",
+        "reason": "must be one of " + ", ".join(statuses),
+    }
+    facade: Any = object()  # the cloud, sync and presence methods are described too
+    for method in build_method_table(cloud=facade, live=facade):
+        for param in method.params:
+            assert param.description, (method.name, param.name)
+            if param.name == "limit":
+                assert "next_cursor until it is null" in param.description
+                assert "page size" not in param.description
+
+
 async def test_writes_after_store_close_answer_shutting_down(
     rpc: Rpc, bridge: BridgeServer
 ) -> None:
