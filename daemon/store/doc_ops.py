@@ -185,6 +185,7 @@ class LocalBatch:
     The write is a handful of statements whatever the batch's size: multi-row INSERTs
     (``insert_many``) of the update rows, their changelog entries and their outbox entries. The
     changelog entries get consecutive seqs (AUTOINCREMENT under the one writer), read back once.
+    Before them, one read per document of a workspace in the batch: is that workspace deleted?
     """
 
     lock: threading.Lock = field(default_factory=threading.Lock)
