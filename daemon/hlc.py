@@ -23,6 +23,9 @@ from dataclasses import dataclass
 
 MAX_COUNTER = 999_999
 MAX_WALL_MS = 9_999_999_999_999
+#: How far ahead of this device's wall time another clock may be: the cloud refuses a write
+#: whose clock is more than an hour ahead of its own (``clock_skew``, cloud migration 0005).
+MAX_AHEAD_MS = 3_600_000
 _PATTERN = re.compile(r"^(\d{13})-(\d{6})-([A-Za-z0-9_.:-]+)$")
 
 

@@ -18,7 +18,9 @@ not the running daemon's). Calls raise ``RpcError`` (the server's error object) 
 drops, the client reconnects (re-reading the discovery file: a restarted daemon has a new port
 and token) and resubscribes every stream with ``since`` = the last seq it delivered, so a
 stream sees every event once, in order; if the daemon no longer retains them the stream raises
-``RefetchRequired``.
+``RefetchRequired``. So does ``subscribe(topics, since=…)`` when ``since`` is no longer retained
+(the daemon's -32001 refetch answer): ``RefetchRequired`` is the ``RpcError`` of that answer, so
+``except RpcError`` catches it too.
 """
 
 from __future__ import annotations
@@ -102,8 +104,20 @@ class ConnectionLost(Exception):
     """The connection dropped before the answer arrived."""
 
 
-class RefetchRequired(Exception):
-    """The daemon no longer retains the events after the stream's seq: refetch state."""
+class RefetchRequired(RpcError):
+    """The daemon no longer retains the events after the stream's seq: refetch state, then
+    subscribe again. The daemon's answer -32001 with ``data.reason`` "refetch"."""
+
+    def __init__(self, message: str, data: dict[str, Any]) -> None:
+        super().__init__(ErrorCode.NOT_FOUND, message, {**data, "reason": "refetch"})
+
+
+def _refetch(exc: RpcError) -> RefetchRequired | None:
+    """``exc`` as RefetchRequired when it is the daemon's refetch answer, else None."""
+    data = exc.data
+    if exc.code != ErrorCode.NOT_FOUND or not isinstance(data, dict):
+        return None
+    return RefetchRequired(exc.message, data) if data.get("reason") == "refetch" else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,9 +261,16 @@ class Client:
             self._pending.pop(req_id, None)
 
     async def subscribe(self, topics: Sequence[str], since: int | None = None) -> EventStream:
-        """Subscribe; replay from ``since`` when given. Returns the stream of events."""
+        """Subscribe; replay from ``since`` when given. Returns the stream of events; raises
+        ``RefetchRequired`` when the daemon no longer retains the events after ``since``."""
         stream = EventStream(self, topics, since or 0)
-        await self._start_stream(stream, since)
+        try:
+            await self._start_stream(stream, since)
+        except RpcError as exc:
+            refetch = _refetch(exc)
+            if refetch is None:
+                raise
+            raise refetch from None
         self._open_streams.add(stream)
         return stream
 
@@ -311,9 +332,7 @@ class Client:
                 await self._start_stream(stream, stream.last_seq)
             except RpcError as exc:
                 self._open_streams.discard(stream)
-                stream._fail(
-                    RefetchRequired(str(exc.data)) if exc.code == ErrorCode.NOT_FOUND else exc
-                )
+                stream._fail(_refetch(exc) or exc)
             except ConnectionLost:
                 return  # the reader reconnects again and resubscribes every open stream
 
@@ -343,10 +362,11 @@ class Client:
                 stream._receive(event)
             return
         if method == "subscription.error":
-            stream = self._streams.pop(item["params"]["subscription"], None)
+            params = item["params"]
+            stream = self._streams.pop(params["subscription"], None)
             if stream is not None:
                 self._open_streams.discard(stream)
-                stream._fail(RefetchRequired("the daemon no longer retains these events"))
+                stream._fail(RefetchRequired("the daemon no longer retains these events", params))
             return
         entry = self._pending.get(item.get("id"))  # type: ignore[arg-type]
         if entry is None:

@@ -37,6 +37,7 @@ from ui_bridge.hot import HotLoop
 from ui_bridge.hub import EventHub, Subscription
 from ui_bridge.jsonrpc import ErrorCode, RpcError, encode_notification
 from ui_bridge.methods.spec import invalid_params
+from ui_bridge.methods.system import MAX_SUBSCRIPTIONS
 from ui_bridge.outbox import Outbox
 from ui_bridge.topics import TopicFilter
 from ui_bridge.wire import take_text_frame, text_frame
@@ -49,7 +50,6 @@ __all__ = ["BridgeConnection", "Outbox", "Session", "SessionServices"]
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 256
-MAX_SUBSCRIPTIONS = 256
 MAX_IN_FLIGHT = 128  # requests (frames) of one connection being handled at once
 CLOSE_TIMEOUT = 1.0
 DRAIN_TIMEOUT = 1.0  # a closed connection's requests still running get this long, then cancelled

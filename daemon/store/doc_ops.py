@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from daemon.errors import InvalidInput
 from daemon.events import ChangeEvent
-from daemon.store.base import require_workspace
+from daemon.store.base import require_live_workspace_of, require_workspace
 from daemon.store.codec import dump_json_text, iso_ms, now_ms
 from daemon.store.ids import is_uuid, uuid7
 from daemon.store.sql import (
@@ -185,6 +185,7 @@ class LocalBatch:
     The write is a handful of statements whatever the batch's size: multi-row INSERTs
     (``insert_many``) of the update rows, their changelog entries and their outbox entries. The
     changelog entries get consecutive seqs (AUTOINCREMENT under the one writer), read back once.
+    Before them, one read per document of a workspace in the batch: is that workspace deleted?
     """
 
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -204,8 +205,9 @@ class LocalBatch:
             self.closed = True
             return self.items
 
-    def op(self, ctx: WriteContext) -> list[dict[str, Any]]:
-        """Write every update of the batch; ``{id, update_id}`` per update, in order."""
+    def op(self, ctx: WriteContext) -> list[dict[str, Any] | InvalidInput]:
+        """Write every update of the batch; ``{id, update_id}`` per update, in order, or the
+        InvalidInput that refuses it (its document's workspace is deleted: base.py)."""
         ms = now_ms()
         iso = iso_ms(ms)
         device, tick = ctx.device_id, ctx.clock.now
@@ -213,14 +215,23 @@ class LocalBatch:
         entries: list[tuple[Any, ...]] = []
         outbox: list[tuple[Any, ...]] = []
         events: list[dict[str, Any]] = []
+        results: list[dict[str, Any] | InvalidInput] = []
+        refused: dict[str, InvalidInput | None] = {}  # per document, checked once a batch
         for row, data in self.take():
+            doc_id, workspace_id = row["id"], row["workspace_id"]
+            if doc_id not in refused:
+                refused[doc_id] = _refusal(ctx, row)
+            refusal = refused[doc_id]
+            if refusal is not None:
+                results.append(refusal)
+                continue
             stamp = Stamp(tick(ms), ms, iso)
             update_id = uuid7(ms)
-            doc_id, workspace_id = row["id"], row["workspace_id"]
             rows.append((update_id, doc_id, workspace_id, data, iso, stamp.hlc, device))
             event = update_event(doc_id, workspace_id, update_id, data, device)
             entries.append((_UPDATED, doc_id, workspace_id, dump_json_text(event), iso))
             events.append(event)
+            results.append({"id": doc_id, "update_id": update_id})
             if workspace_id is not None and ctx.syncs(workspace_id):
                 fields = {
                     "id": update_id,
@@ -235,7 +246,7 @@ class LocalBatch:
                     )
                 )
         if not events:
-            return []
+            return results
         conn = ctx.conn
         insert_many(conn, "doc_updates", _UPDATE_KEYS, rows)
         insert_many(conn, "changelog", CHANGELOG_KEYS, entries)
@@ -243,7 +254,17 @@ class LocalBatch:
         # AUTOINCREMENT under the one writer: the entries got consecutive seqs, in order.
         first = int(conn.execute(LAST_SEQ_SQL).fetchone()[0]) - len(events) + 1
         ctx.add_events([ChangeEvent(first + i, _UPDATED, e) for i, e in enumerate(events)])
-        return [{"id": e["id"], "update_id": e["update_id"]} for e in events]
+        return results
+
+
+def _refusal(ctx: WriteContext, row: dict[str, Any]) -> InvalidInput | None:
+    """Why a local update of document ``row`` is refused (its workspace is deleted), or None.
+    Updates pulled from the cloud are applied whatever their workspace (sync_docs.py)."""
+    try:
+        require_live_workspace_of(ctx, row, "document")
+    except InvalidInput as exc:
+        return exc
+    return None
 
 
 def remote_update_op(

@@ -18,8 +18,10 @@ Writes. A local update = the ``doc_updates`` row, an outbox entry (documents of 
 only: a document without one, or of an unlinked workspace, never leaves the device; linking
 snapshots it whole) and a ``doc.updated`` changelog entry with the update in base64, in one
 transaction; the updates arriving while the writer is busy share one write operation
-(``LocalBatch``). A remote update (``apply_remote_update``, for the sync driver)
-is the same without outbox entry, deduplicated by its id.
+(``LocalBatch``). A local update of a document of a deleted workspace is refused (InvalidInput
+on ``id``, base.py's rule for the rows of a deleted workspace), alone: the others of its batch
+are stored. A remote update (``apply_remote_update``, for the sync driver) is the same without
+outbox entry, deduplicated by its id, and applied whatever its workspace.
 
 Compaction runs in a background task, one document at a time, once a document has
 ``compact_every`` updates after its snapshot (checked again when its turn comes: updates that
@@ -128,7 +130,8 @@ class DocumentRepo:
         return {"id": entry.row["id"], "text": str(entry.text), "state": state}
 
     async def apply_update(self, id: str, update: bytes) -> dict[str, Any]:
-        """Apply a local Yjs update (v1); ``{id, update_id}`` once it is committed."""
+        """Apply a local Yjs update (v1); ``{id, update_id}`` once it is committed. Refused
+        (InvalidInput on ``id``) when the document's workspace is deleted."""
         entry = await self._entry(identifier("id", id))
         self._integrate(entry, update)
         try:
@@ -309,7 +312,9 @@ class DocumentRepo:
         shared = self._shared = _Shared(LocalBatch())
         shared.batch.add(row, update)
         try:
-            results: list[dict[str, Any]] = await self._writer.submit(shared.batch.op)
+            results: list[dict[str, Any] | InvalidInput] = await self._writer.submit(
+                shared.batch.op
+            )
         except asyncio.CancelledError:
             _fail(shared.waiters, StoreError("the write was cancelled; its outcome is unknown"))
             raise
@@ -317,8 +322,14 @@ class DocumentRepo:
             _fail(shared.waiters, exc)
             raise
         for waiter, result in zip(shared.waiters, results[1:], strict=True):
-            if not waiter.done():  # its writer was cancelled; the update is stored anyway
+            if waiter.done():  # its writer was cancelled; the update is written (or not) anyway
+                continue
+            if isinstance(result, InvalidInput):  # refused alone: the others are stored
+                waiter.set_exception(result)
+            else:
                 waiter.set_result(result)
+        if isinstance(results[0], InvalidInput):
+            raise results[0]
         return results[0]
 
     # -- background compaction ----------------------------------------------------------------

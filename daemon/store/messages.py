@@ -2,8 +2,13 @@
 
 Messages list in id order, which is creation order because ids are UUIDv7s minted by their
 creator (its clock in the top 48 bits): a client-chosen id must be a UUIDv7 too, or it would
-sort at a random place. A message id is also a position in that order: ``list(after=<id>)``
-gives the messages after it, as ``after=<next_cursor>`` does.
+sort at a random place, and its time must be near the daemon's clock (at most ``MAX_AHEAD_MS``
+ahead, ``MAX_ID_AGE_MS`` behind), or it would sort first (an id of 1970) or last (of 2029)
+forever. A send whose id is stored already is a retry and is answered whatever the id's age.
+A message id is also a position in that order: ``list(after=<id>)`` gives the messages after
+it, as ``after=<next_cursor>`` does. It is not a resume point: a message can be stored later
+with an earlier position (a client-chosen id minted before, or a message pulled from a device
+that wrote it offline); the changelog (``message.created`` events from a seq) misses none.
 
 System and tool messages are local-only (invariant I6): they get a changelog entry but no
 outbox entry, so push never sees them. A conversation of a deleted workspace takes no new
@@ -15,12 +20,23 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.errors import Conflict, InvalidInput
+from daemon.hlc import MAX_AHEAD_MS
 from daemon.store.base import Page, Repo, deleted_workspace, identifier, no_nul
-from daemon.store.codec import decode_cursor, encode_cursor
-from daemon.store.ids import is_uuid, uuid7
+from daemon.store.codec import decode_cursor, encode_cursor, iso_ms
+from daemon.store.ids import is_uuid, uuid7, uuid7_time_ms
 from daemon.store.sql import live_conversation_workspace_sql
 from daemon.store.txn import WriteContext
 from daemon.types import LOCAL_ONLY_ROLES, MESSAGE_ROLES
+
+#: How long before the daemon's clock a client-chosen id may have been minted: a send made while
+#: the daemon could not be reached (a restart, a night asleep) and sent when it can. (A retry of a
+#: message stored already is found by its id first, whatever its age.)
+MAX_ID_AGE_MS = 24 * 3_600_000
+#: That rule in words, as refusals and the API's description give it.
+ID_TIME_RULE = (
+    f"at most {MAX_AHEAD_MS // 3_600_000} hour ahead of the daemon's clock and"
+    f" {MAX_ID_AGE_MS // 3_600_000} hours behind it"
+)
 
 
 class MessageRepo(Repo):
@@ -48,7 +64,8 @@ class MessageRepo(Repo):
         self, *, conversation_id: str, after: str | None = None, limit: int = 100
     ) -> Page:
         """Messages of a conversation in id (creation) order; ``after`` is a page cursor or a
-        message id (the messages after that one)."""
+        message id (the messages after that one: a position, not a resume point, see the
+        module doc)."""
         filters = {"conversation_id": identifier("conversation_id", conversation_id)}
         if after is not None:
             after = _position(after)
@@ -58,6 +75,19 @@ class MessageRepo(Repo):
 def is_uuid7(value: object) -> bool:
     """A canonical lower-case UUID of version 7 and the RFC 9562 variant (``10xx``)."""
     return isinstance(value, str) and is_uuid(value) and value[14] == "7" and value[19] in "89ab"
+
+
+def id_time_problem(id: str, now_ms: int) -> str | None:
+    """Why a new message cannot take the UUIDv7 ``id`` at wall time ``now_ms`` (its time is
+    more than ``MAX_AHEAD_MS`` ahead of it or ``MAX_ID_AGE_MS`` behind), or None."""
+    ms = uuid7_time_ms(id)
+    if now_ms - MAX_ID_AGE_MS <= ms <= now_ms + MAX_AHEAD_MS:
+        return None
+    return (
+        f"its UUIDv7 time is {iso_ms(ms)}, the daemon's clock {iso_ms(now_ms)}: a new"
+        f" message's id must be minted when it is written, its time {ID_TIME_RULE}"
+        " (messages list in id order)"
+    )
 
 
 def _position(after: str) -> str:
@@ -89,6 +119,9 @@ def _create_op(conversation_id: str, role: str, content: str, id: str | None) ->
             why = deleted_workspace("conversation", conversation_id, found[0])
             raise InvalidInput("conversation_id", why)
         stamp = ctx.tick()
+        problem = None if id is None else id_time_problem(id, stamp.ms)
+        if problem is not None:
+            raise InvalidInput("id", problem)
         fields: dict[str, Any] = {  # new_row_fields(row), built first rather than filtered
             "id": id or uuid7(stamp.ms),
             "workspace_id": found[0],
@@ -118,10 +151,17 @@ def _create_op(conversation_id: str, role: str, content: str, id: str | None) ->
 def _same_or_conflict(
     existing: dict[str, Any], conversation_id: str, role: str, content: str
 ) -> dict[str, Any]:
-    if (existing["conversation_id"], existing["role"], existing["content"]) == (
-        conversation_id,
-        role,
-        content,
-    ):
+    """The stored message when the send repeats it (a retry); else Conflict saying what
+    differs."""
+    differs = []
+    if existing["conversation_id"] != conversation_id:
+        differs.append(f"conversation (it is in {existing['conversation_id']!r})")
+    if existing["role"] != role:
+        differs.append(f"role (it is {existing['role']!r})")
+    if existing["content"] != content:
+        differs.append("content")
+    if not differs:
         return existing  # a retry of a send that already committed: no new entry
-    raise Conflict(f"message id {existing['id']!r} already used with different content", "id")
+    *rest, last = differs
+    what = f"{', '.join(rest)} and {last}" if rest else last
+    raise Conflict(f"message id {existing['id']!r} already used with a different {what}", "id")

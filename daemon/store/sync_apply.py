@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from daemon.hlc import ClockError, decode
+from daemon.hlc import MAX_AHEAD_MS, ClockError, decode
 from daemon.store import sync_sql as q
 from daemon.store.codec import dump_json
 from daemon.store.ids import uuid7
@@ -62,9 +62,8 @@ from daemon.store.txn import WriteContext, WriteOp, workspace_of
 
 logger = logging.getLogger(__name__)
 
-#: Remote clocks further ahead than this are merged but not fed into our clock (the cloud
-#: refuses such writes with ``clock_skew``; one bad row must not drag every later edit along).
-MAX_AHEAD_MS = 3_600_000
+# Remote clocks more than MAX_AHEAD_MS ahead are merged but not fed into our clock (the cloud
+# refuses such writes with ``clock_skew``; one bad row must not drag every later edit along).
 _NONE: frozenset[str] = frozenset()
 _CLOCKS_ONLY: frozenset[str] = frozenset({"field_hlc"})
 _ID = itemgetter("id")

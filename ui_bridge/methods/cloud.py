@@ -155,8 +155,14 @@ def add_cloud_methods(table: MethodTable, cloud: CloudFacade) -> None:
             "cloud.login",
             h["cloud.login"],
             (
-                Param("email", "string", required=True, max_length=320),
-                Param("password", "string", required=True, max_length=1024),
+                Param("email", "string", required=True, max_length=320, description="the user"),
+                Param(
+                    "password",
+                    "string",
+                    required=True,
+                    max_length=1024,
+                    description="never stored or logged",
+                ),
             ),
             "Log in to the cloud (the daemon keeps and refreshes the session).",
             _OBJECT,
@@ -224,7 +230,11 @@ def add_cloud_methods(table: MethodTable, cloud: CloudFacade) -> None:
         Method(
             "sync.conflicts",
             h["sync.conflicts"],
-            (Param("include_resolved", "boolean"), limit_param(100), CURSOR_PARAM),
+            (
+                Param("include_resolved", "boolean", description="settled ones too"),
+                limit_param(100),
+                CURSOR_PARAM,
+            ),
             "Conflicts of manual fields (open ones unless include_resolved), oldest first.",
             PAGE_RESULT,
         ),
@@ -233,7 +243,12 @@ def add_cloud_methods(table: MethodTable, cloud: CloudFacade) -> None:
             h["sync.resolve"],
             (
                 _id("conflict_id", what="conflict id"),
-                Param("choice", "string", enum=("local", "remote")),
+                Param(
+                    "choice",
+                    "string",
+                    enum=("local", "remote"),
+                    description="keep this device's value or the cloud's (or give `value`)",
+                ),
                 Param("value", "any", nullable=True, description="the value to keep instead"),
             ),
             "Settle a conflict with the local or remote value, or a value of your own.",

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from daemon.store.messages import ID_TIME_RULE
+from daemon.types import TASK_STATUSES
 from ui_bridge.jsonrpc import ErrorCode
 from ui_bridge.methods.context import CallContext
 from ui_bridge.methods.spec import (
@@ -28,6 +30,7 @@ NAME_LENGTH: Final = 1_000
 TEXT_LENGTH: Final = 100_000
 MAX_CONTENT: Final = 512 * 1024
 ROLES: Final = ("user", "assistant", "system", "tool")
+TASK_STATUS_ORDER: Final = tuple(sorted(TASK_STATUSES))
 
 Repo = Callable[[CallContext], Any]
 
@@ -41,9 +44,26 @@ def _id(name: str = "id", *, required: bool = True, what: str = "row id") -> Par
 
 
 def _text(
-    name: str, *, required: bool = False, nullable: bool = False, size: int = NAME_LENGTH
+    name: str,
+    what: str,
+    *,
+    required: bool = False,
+    nullable: bool = False,
+    size: int = NAME_LENGTH,
 ) -> Param:
-    return Param(name, "string", required=required, nullable=nullable, max_length=size)
+    return Param(
+        name, "string", required=required, nullable=nullable, max_length=size, description=what
+    )
+
+
+def _priority() -> Param:
+    return Param(
+        "priority", "integer", minimum=-1_000_000, maximum=1_000_000, description="default 0"
+    )
+
+
+def _status(what: str) -> Param:
+    return Param("status", "string", enum=TASK_STATUS_ORDER, description=what)
 
 
 def _create(repo: Repo, method: str = "create") -> Handler:
@@ -92,8 +112,16 @@ def _tasks(ctx: CallContext) -> Any:
     return ctx.store.tasks
 
 
-def _entity_methods(prefix: str, repo: Repo, delete: str = "delete") -> list[Method]:
-    """get / delete (or cancel) for one entity; create, list and update differ per entity."""
+def _entity_methods(
+    prefix: str,
+    repo: Repo,
+    delete: str = "delete",
+    frozen: str = " (refused in a deleted workspace)",
+    errors: tuple[int, ...] = _ROW_ERRORS,
+) -> list[Method]:
+    """get / delete (or cancel) for one entity; create, list and update differ per entity.
+    ``frozen``: what the delete's summary says of a deleted workspace; ``errors``: its
+    errors."""
     return [
         Method(
             f"{prefix}.get",
@@ -107,34 +135,40 @@ def _entity_methods(prefix: str, repo: Repo, delete: str = "delete") -> list[Met
             f"{prefix}.{delete}",
             _by_id(repo, delete),
             (_id(),),
-            f"{delete.capitalize()} a {prefix}.",
+            f"{delete.capitalize()} a {prefix}{frozen}.",
             _ROW,
-            _ROW_ERRORS,
+            errors,
         ),
     ]
 
 
 def _workspace_methods() -> list[Method]:
     fields = (
-        _text("path", nullable=True, size=4_096),
-        _text("description", nullable=True, size=TEXT_LENGTH),
+        _text("path", "the workspace's local folder (never synced)", nullable=True, size=4_096),
+        _text("description", "free text", nullable=True, size=TEXT_LENGTH),
     )
+    merged = "an object merged key by key with other devices' (null: {})"
     updatable = (
-        _text("name"),
+        _text("name", "display name"),
         *fields,
-        _text("status", size=64),
-        _text("task_goal", nullable=True, size=TEXT_LENGTH),
-        _text("current_step", nullable=True, size=TEXT_LENGTH),
-        Param("progress_data", "object", nullable=True),
-        Param("next_steps", "array", nullable=True),
-        Param("shared_memory", "object", nullable=True),
+        _text("status", "free text (a new workspace's: active)", size=64),
+        _text(
+            "task_goal",
+            "the goal (an edit crossing another device's is a conflict: sync.conflicts)",
+            nullable=True,
+            size=TEXT_LENGTH,
+        ),
+        _text("current_step", "free text", nullable=True, size=TEXT_LENGTH),
+        Param("progress_data", "object", nullable=True, description=merged),
+        Param("next_steps", "array", nullable=True, description="any JSON array (null: [])"),
+        Param("shared_memory", "object", nullable=True, description=merged),
     )
     w = _workspaces
     return [
         Method(
             "workspace.create",
             _create(w),
-            (_text("name", required=True), *fields),
+            (_text("name", "display name", required=True), *fields),
             "Create a workspace.",
             _ROW,
             _WRITE_ERRORS,
@@ -154,19 +188,19 @@ def _workspace_methods() -> list[Method]:
             _ROW,
             _ROW_ERRORS,
         ),
-        *_entity_methods("workspace", w),
+        *_entity_methods("workspace", w, frozen=""),
     ]
 
 
 def _conversation_methods() -> list[Method]:
     c = _conversations
     ws = _id("workspace_id", what="workspace id")
-    conv_type = _text("type", size=64)
+    conv_type = _text("type", "free text (default chat)", size=64)
     return [
         Method(
             "conversation.create",
             _create(c),
-            (ws, _text("name", required=True), conv_type),
+            (ws, _text("name", "display name", required=True), conv_type),
             "Create a conversation in a workspace.",
             _ROW,
             _WRITE_ERRORS,
@@ -186,7 +220,12 @@ def _conversation_methods() -> list[Method]:
         Method(
             "conversation.update",
             _update(c),
-            (_id(), _text("name"), conv_type, Param("is_archived", "boolean")),
+            (
+                _id(),
+                _text("name", "display name"),
+                conv_type,
+                Param("is_archived", "boolean", description="archived or not"),
+            ),
             "Rename, retype or archive a conversation (refused in a deleted workspace).",
             _ROW,
             _ROW_ERRORS,
@@ -199,13 +238,21 @@ def _message_methods() -> list[Method]:
     m = _messages
     send = (
         _id("conversation_id", what="conversation id"),
-        Param("role", "string", required=True, enum=ROLES),
-        _text("content", required=True, size=MAX_CONTENT),
+        Param(
+            "role",
+            "string",
+            required=True,
+            enum=ROLES,
+            description="who wrote it (system and tool messages never leave the device)",
+        ),
+        _text("content", "the message's text", required=True, size=MAX_CONTENT),
         _id(
             "id",
             required=False,
             what="client-chosen id, a lower-case UUIDv7 (RFC 9562; other versions are refused:"
-            " messages list in id order, i.e. creation order): retrying with it is idempotent",
+            " messages list in id order, i.e. creation order) minted when the message is"
+            f" written, its time {ID_TIME_RULE}: retrying with it is idempotent, whatever its"
+            " age",
         ),
     )
     listing = (
@@ -224,7 +271,12 @@ def _message_methods() -> list[Method]:
             "message.send",
             _create(m),
             send,
-            "Append a message to a conversation (refused in a deleted workspace).",
+            "Append a message to a conversation (refused in a deleted workspace). A"
+            " client-chosen `id` is the message's place in the conversation's order: an id"
+            " that is not a UUIDv7, or whose time is not " + ID_TIME_RULE + ", is refused"
+            " (-32602, field `id`). Sending a stored id again is a retry: it answers the"
+            " stored message, whatever its age (-32002 saying which differs when the"
+            " conversation, role or content is not the same).",
             _ROW,
             (ErrorCode.CONFLICT, *_WRITE_ERRORS),
         ),
@@ -232,9 +284,14 @@ def _message_methods() -> list[Method]:
             "message.list",
             _list(m),
             listing,
-            "Messages of a conversation, oldest first (in id order). `after` takes a page's"
-            " next_cursor or the id of a message, e.g. the last one the caller has: the answer"
-            " is then the messages after it.",
+            "Messages of a conversation in creation order (id order), oldest first. `after`"
+            " takes a page's next_cursor or the id of a message: the answer is then the"
+            " messages after it in that order. It is a position, not a way to learn of new"
+            " messages: a message can arrive later with an earlier position (sent with an id"
+            " its client minted before, or synced from another device that wrote it offline),"
+            " and `after` the last id one has never shows it. To see every new message,"
+            ' `subscribe {topics: ["message.created"], since}` (every event after a seq, no'
+            " gap) and list from the start when that answers refetch.",
             PAGE_RESULT,
         ),
     ]
@@ -244,20 +301,20 @@ def _task_methods() -> list[Method]:
     t = _tasks
     enqueue = (
         _id("workspace_id", what="workspace id"),
-        _text("kind", required=True, size=200),
-        Param("payload", "any", nullable=True),
-        Param("priority", "integer", minimum=-1_000_000, maximum=1_000_000),
+        _text("kind", "what the task does, for the workers that take it", required=True, size=200),
+        Param("payload", "any", nullable=True, description="the task's input, any JSON"),
+        _priority(),
     )
     updatable = (
         _id(),
-        _text("status", size=64),
-        Param("priority", "integer", minimum=-1_000_000, maximum=1_000_000),
-        Param("payload", "any", nullable=True),
-        Param("progress", "object", nullable=True),
+        _status("the new status"),
+        _priority(),
+        Param("payload", "any", nullable=True, description="the task's input, any JSON"),
+        Param("progress", "object", nullable=True, description="checkpoint, merged key by key"),
     )
     listing = (
         _id("workspace_id", required=False, what="only this workspace"),
-        _text("status", size=64),
+        _status("only tasks in this status"),
         limit_param(50),
         CURSOR_PARAM,
     )
@@ -287,7 +344,13 @@ def _task_methods() -> list[Method]:
             _ROW,
             _ROW_ERRORS,
         ),
-        *_entity_methods("task", t, delete="cancel"),
+        *_entity_methods(
+            "task",
+            t,
+            delete="cancel",
+            frozen=" (refused in a deleted workspace); a succeeded or failed one answers -32002",
+            errors=(ErrorCode.CONFLICT, *_ROW_ERRORS),
+        ),
     ]
 
 

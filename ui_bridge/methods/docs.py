@@ -100,8 +100,9 @@ def add_doc_methods(table: MethodTable) -> None:
             "doc.open",
             doc_open,
             open_params,
-            "Open a document (created if it does not exist): its row and its state as a base64 "
-            'Yjs update. The document\'s text is its root Text named "content".',
+            "Open a document (created if it does not exist; not in a deleted workspace): its"
+            " row and its state as a base64 Yjs update. The document's text is its root Text"
+            ' named "content".',
             _OPENED,
             (ErrorCode.INVALID_PARAMS, ErrorCode.SHUTTING_DOWN),
         ),
@@ -110,7 +111,8 @@ def add_doc_methods(table: MethodTable) -> None:
             doc_update,
             (_ID, update),
             "Apply a Yjs update (base64); answered once it is stored. Local clients receive it "
-            "as a doc.updated event; documents of a workspace also queue it for the cloud.",
+            "as a doc.updated event; documents of a workspace also queue it for the cloud"
+            " (refused in a deleted workspace).",
             _UPDATED,
             (ErrorCode.NOT_FOUND, ErrorCode.INVALID_PARAMS, ErrorCode.SHUTTING_DOWN),
         ),

@@ -102,7 +102,13 @@ def add_presence_methods(table: MethodTable, live: LiveFacade) -> None:
             params["workspace_id"], params["event"], params.get("payload", {})
         )
 
-    ws = Param("workspace_id", "string", required=True, max_length=ID_LENGTH)
+    ws = Param(
+        "workspace_id",
+        "string",
+        required=True,
+        max_length=ID_LENGTH,
+        description="a linked workspace",
+    )
     for method in (
         Method(
             "presence.set",
@@ -110,7 +116,13 @@ def add_presence_methods(table: MethodTable, live: LiveFacade) -> None:
             (
                 ws,
                 Param("status", "string", enum=STATUSES, description="active until set"),
-                Param("active_file", "string", nullable=True, max_length=PATH_LENGTH),
+                Param(
+                    "active_file",
+                    "string",
+                    nullable=True,
+                    max_length=PATH_LENGTH,
+                    description="the file this user has open",
+                ),
                 Param("cursor", "any", nullable=True, description="any JSON (at most 16 KiB)"),
             ),
             "Update this device's presence in a linked workspace; omitted fields keep their value.",
@@ -130,7 +142,13 @@ def add_presence_methods(table: MethodTable, live: LiveFacade) -> None:
             broadcast_send,
             (
                 ws,
-                Param("event", "string", required=True, max_length=EVENT_LENGTH),
+                Param(
+                    "event",
+                    "string",
+                    required=True,
+                    max_length=EVENT_LENGTH,
+                    description="the name receivers see",
+                ),
                 Param("payload", "object", description="any JSON object (at most 256 KiB)"),
             ),
             "Send an ephemeral message to the workspace's other devices (never stored).",

@@ -256,8 +256,15 @@ class ListPage(Protocol):
 
 
 def limit_param(default: int, maximum: int = 1000) -> Param:
+    """A list's ``limit``: a page also ends early once its items hold 8 MiB of text
+    (daemon/store/base.py ``PAGE_BYTES``), so the description does not promise a page size."""
     return Param(
-        "limit", "integer", minimum=1, maximum=maximum, description=f"page size (default {default})"
+        "limit",
+        "integer",
+        minimum=1,
+        maximum=maximum,
+        description=f"at most this many items (default {default}); a page may hold fewer:"
+        " follow next_cursor until it is null",
     )
 
 

@@ -9,8 +9,10 @@ from ui_bridge.methods.context import CallContext
 from ui_bridge.methods.spec import Method, MethodTable, Param, invalid_params
 from ui_bridge.topics import InvalidPattern, TopicFilter
 
-__all__ = ["add_system_methods"]
+__all__ = ["MAX_SUBSCRIPTIONS", "add_system_methods"]
 
+#: Subscriptions one connection may hold at once (one more is refused: -32602 on ``topics``).
+MAX_SUBSCRIPTIONS: Final = 256
 _OBJECT: Final[dict[str, Any]] = {"type": "object"}
 _SUBSCRIBED: Final[dict[str, Any]] = {
     "type": "object",
@@ -68,7 +70,13 @@ def add_system_methods(table: MethodTable) -> None:
         minimum=0,
         description="replay every event after this seq first (from the durable changelog)",
     )
-    sub = Param("subscription", "string", required=True, max_length=64)
+    sub = Param(
+        "subscription",
+        "string",
+        required=True,
+        max_length=64,
+        description="the id `subscribe` answered",
+    )
     for method in (
         Method("daemon.ping", ping, (), "Liveness check.", _OBJECT),
         Method(
@@ -79,7 +87,13 @@ def add_system_methods(table: MethodTable) -> None:
             subscribe,
             (topics, since),
             "Subscribe to change events (replays from `since`, or first gets the latest"
-            " status events the topics match, then live, in seq order).",
+            " status events the topics match, then live, in seq order). A `since` the"
+            " changelog no longer keeps (or past its last seq) answers -32001 with data.reason"
+            " refetch; a replay that falls behind what is kept ends with a notification"
+            ' `subscription.error {subscription, code: -32001, reason: "refetch"}` and the'
+            " subscription is gone: refetch, then subscribe again. A connection"
+            f" holds at most {MAX_SUBSCRIPTIONS} subscriptions: one more is refused (-32602,"
+            " field `topics`); unsubscribe frees one.",
             _SUBSCRIBED,
             (ErrorCode.INVALID_PARAMS, ErrorCode.NOT_FOUND),
         ),

@@ -191,13 +191,35 @@ async def test_stream_reports_refetch_when_events_are_gone(
 ) -> None:
     await make_bridge()
     async with await connect(data_dir=tmp_path) as client:
-        with pytest.raises(RpcError) as info:
+        with pytest.raises(RefetchRequired) as info:  # (no such event yet)
             await client.subscribe(["**"], since=50)
         assert info.value.data["reason"] == "refetch"
         stream = await client.subscribe(["**"], since=0)
         await client.call("workspace.create", {"name": "x"})
         assert (await next_event(stream)).seq == 1
         await stream.close()
+
+
+async def test_subscribing_from_a_pruned_seq_raises_refetch_as_a_reconnect_does(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "syncd.db", StoreSettings(changelog_retain=10))
+    server = BridgeServer(BridgeSettings(port=0), store=store, data_dir=tmp_path, version="t")
+    await server.start()
+    try:
+        for i in range(30):  # far more than the 10 entries the changelog keeps
+            await store.workspaces.create(name=f"w{i}")
+        async with await connect(data_dir=tmp_path) as client:
+            with pytest.raises(RefetchRequired) as info:
+                await client.subscribe(["**"], since=0)
+            assert isinstance(info.value, RpcError)  # `except RpcError` callers still catch it
+            assert info.value.code == -32001 and info.value.data["reason"] == "refetch"
+            stream = await client.subscribe(["**"])  # after a refetch: from now on
+            created = await client.call("workspace.create", {"name": "after"})
+            assert (await next_event(stream)).data == created
+    finally:
+        await server.stop()
+        await store.close()
 
 
 async def test_stream_raises_refetch_when_a_reconnect_finds_its_events_pruned(

@@ -119,6 +119,28 @@ async def test_open_creates_in_a_workspace_and_documents_its_convention(rpc: Rpc
     assert '"content"' in methods["doc.open"]["summary"]
 
 
+async def test_a_document_of_a_deleted_workspace_refuses_updates(rpc: Rpc, store: Store) -> None:
+    """As every other write into a deleted workspace (conversation.update, message.send, …)."""
+    workspace = await rpc.call("workspace.create", {"name": "w"})
+    opened = await rpc.call("doc.open", {"workspace_id": workspace["id"], "name": "Spec"})
+    await rpc.call("workspace.delete", {"id": workspace["id"]})
+    seq = await store.changelog.last_seq()
+    editor = Editor(rpc, opened["id"])
+    with editor.doc.transaction():
+        editor.text.insert(0, "late")
+    reply = await rpc.request("doc.update", {"id": opened["id"], "update": b64(editor.local[-1])})
+    assert reply["error"]["code"] == -32602 and reply["error"]["data"]["field"] == "id"
+    reason = reply["error"]["data"]["reason"]
+    assert f"belongs to deleted workspace {workspace['id']!r}" in reason
+    assert await store.changelog.last_seq() == seq
+    assert (await rpc.call("doc.get", {"id": opened["id"]}))["text"] == ""
+    created = await rpc.request("doc.open", {"workspace_id": workspace["id"], "name": "new"})
+    assert created["error"]["data"]["field"] == "workspace_id"
+    methods = {m["name"]: m for m in (await rpc.call("rpc.discover"))["methods"]}
+    assert "(refused in a deleted workspace)" in methods["doc.update"]["summary"]
+    assert "not in a deleted workspace" in methods["doc.open"]["summary"]
+
+
 @pytest.mark.parametrize(
     ("update", "reason"),
     [

@@ -82,6 +82,21 @@ async def test_bad_topic_patterns_name_the_field(rpc: Rpc) -> None:
         assert reply["error"]["data"]["field"] == "topics"
 
 
+async def test_a_connection_holds_at_most_256_subscriptions(rpc: Rpc) -> None:
+    """As subscribe's description says."""
+    subs = [await rpc.call("subscribe", {"topics": ["workspace.*"]}) for _ in range(256)]
+    refused = await rpc.request("subscribe", {"topics": ["workspace.*"]})
+    assert refused["error"]["code"] == -32602
+    assert refused["error"]["data"] == {"field": "topics", "reason": "at most 256 subscriptions"}
+    await rpc.call("unsubscribe", {"subscription": subs[0]["subscription"]})
+    assert await rpc.call("subscribe", {"topics": ["workspace.*"]})
+    [described] = [
+        m for m in (await rpc.call("rpc.discover"))["methods"] if m["name"] == "subscribe"
+    ]
+    assert "at most 256 subscriptions" in described["summary"]
+    assert "subscription.error" in described["summary"]
+
+
 async def test_replay_after_disconnect_gets_exactly_the_missed_events(
     bridge: BridgeServer, open_rpc: Any
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from daemon.store.ids import uuid7
+from daemon.store.ids import Uuid7Generator, uuid7, uuid7_time_ms
 from ui_bridge.methods import build_method_table
 from ui_bridge.server import BridgeServer
 
@@ -88,6 +88,13 @@ async def test_message_send_with_client_id_is_idempotent(rpc: Rpc) -> None:
     clash = await rpc.request("message.send", {**params, "content": "other"})
     assert clash["error"]["code"] == -32002
     assert clash["error"]["data"]["field"] == "id"
+    assert "different content" in clash["error"]["data"]["reason"]
+    elsewhere = await rpc.call(
+        "conversation.create", {"workspace_id": conv["workspace_id"], "name": "d"}
+    )
+    moved = await rpc.request("message.send", {**params, "conversation_id": elsewhere["id"]})
+    assert moved["error"]["code"] == -32002
+    assert "different conversation" in moved["error"]["data"]["reason"]
 
 
 def _uuid() -> str:
@@ -114,6 +121,45 @@ async def test_message_send_refuses_a_client_id_that_is_not_a_uuid7(rpc: Rpc) ->
         "message.send", {"conversation_id": conv["id"], "role": "user", "content": "x", "id": v7}
     )
     assert sent["id"] == v7
+
+
+async def test_message_send_refuses_a_client_id_far_from_the_daemon_clock(rpc: Rpc) -> None:
+    _, conv = await setup_conversation(rpc)
+    hour = 3_600_000
+    now = uuid7_time_ms(uuid7())
+    for ms in (0, now + 2 * hour, now - 25 * hour):  # 1970, ahead, minted too long ago
+        params = {"conversation_id": conv["id"], "role": "user", "content": "x"}
+        reply = await rpc.request("message.send", {**params, "id": Uuid7Generator().mint(ms)})
+        assert reply["error"]["code"] == -32602, ms
+        assert reply["error"]["data"]["field"] == "id"
+        assert "the daemon's clock" in reply["error"]["data"]["reason"]
+    assert (await rpc.call("message.list", {"conversation_id": conv["id"]}))["items"] == []
+
+
+async def test_a_message_stored_late_with_an_earlier_id_reaches_subscribers_from_a_seq(
+    rpc: Rpc,
+) -> None:
+    """A client mints its id when the user presses Enter; another client's message is stored
+    first; a UI listing after the last id it has never sees the late one (documented), a
+    subscription from a seq does."""
+    _, conv = await setup_conversation(rpc)
+    cid = conv["id"]
+    since = (await rpc.call("daemon.status"))["seq"]
+    early = uuid7()  # minted at Enter, sent later
+    send = {"conversation_id": cid, "role": "user"}
+    second = await rpc.call("message.send", {**send, "content": "2"})
+    last = (await rpc.call("message.list", {"conversation_id": cid}))["items"][-1]["id"]
+    first = await rpc.call("message.send", {**send, "content": "1", "id": early})
+    after = await rpc.call("message.list", {"conversation_id": cid, "after": last})
+    assert after["items"] == []  # a position, not a way to learn of new messages
+    await rpc.call("subscribe", {"topics": ["message.created"], "since": since})
+    events = [await rpc.next_event() for _ in range(2)]
+    assert [e["data"] for e in events] == [second, first]
+    listed = await rpc.call("message.list", {"conversation_id": cid})
+    assert listed["items"] == [first, second]  # creation order
+    doc = await rpc.call("rpc.discover")
+    [listing] = [m for m in doc["methods"] if m["name"] == "message.list"]
+    assert "message.created" in listing["summary"] and "since" in listing["summary"]
 
 
 async def test_message_list_after_a_message_id(rpc: Rpc) -> None:
@@ -234,6 +280,36 @@ async def test_rpc_discover_is_generated_from_the_method_table(rpc: Rpc) -> None
     assert {e["code"] for e in send["errors"]} >= {-32002, -32602}
     for name in ("workspace.create", "task.enqueue", "subscribe", "unsubscribe", "daemon.status"):
         assert name in by_name
+    frozen = "(refused in a deleted workspace)"
+    for name in ("conversation.update", "conversation.delete", "message.send", "task.cancel"):
+        assert frozen in by_name[name]["summary"], name
+    assert frozen not in by_name["workspace.delete"]["summary"]
+
+
+async def test_rpc_discover_publishes_what_the_server_enforces(rpc: Rpc) -> None:
+    by_name = {m["name"]: m for m in (await rpc.call("rpc.discover"))["methods"]}
+    workspace, _ = await setup_conversation(rpc)
+    task = await rpc.call("task.enqueue", {"workspace_id": workspace["id"], "kind": "k"})
+    await rpc.call("task.update", {"id": task["id"], "status": "succeeded"})
+    finished = await rpc.request("task.cancel", {"id": task["id"]})
+    assert finished["error"]["code"] == -32002
+    assert -32002 in {e["code"] for e in by_name["task.cancel"]["errors"]}
+    statuses = ["cancelled", "failed", "paused", "queued", "running", "succeeded"]
+    for name in ("task.update", "task.list"):
+        [status] = [p for p in by_name[name]["params"] if p["name"] == "status"]
+        assert status["schema"]["enum"] == statuses, name
+    bad = await rpc.request("task.update", {"id": task["id"], "status": "done"})
+    assert bad["error"]["data"] == {
+        "field": "status",
+        "reason": "must be one of " + ", ".join(statuses),
+    }
+    facade: Any = object()  # the cloud, sync and presence methods are described too
+    for method in build_method_table(cloud=facade, live=facade):
+        for param in method.params:
+            assert param.description, (method.name, param.name)
+            if param.name == "limit":
+                assert "next_cursor until it is null" in param.description
+                assert "page size" not in param.description
 
 
 async def test_writes_after_store_close_answer_shutting_down(

@@ -1,8 +1,10 @@
-"""A deleted workspace freezes its conversations, messages and tasks without writing them: local
-writes into it are refused, lists leave its rows out, and pulled rows are still applied."""
+"""A deleted workspace freezes its conversations, messages, tasks and documents without writing
+them: local writes into it are refused, lists leave its rows out, and pulled rows are still
+applied."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -10,11 +12,12 @@ from typing import Any
 import pytest
 
 from daemon.errors import InvalidInput
-from daemon.store import Store
+from daemon.store import Store, doc_ops
 from daemon.store.ids import uuid7
 
 from .conftest import rows
 from .linking import create_linked
+from .test_documents import Editor
 from .test_sync_support import (
     change,
     clock,
@@ -144,3 +147,50 @@ async def test_pulled_delete_freezes_too_and_pulled_rows_still_apply(
     assert outcome.applied == 2
     assert (await store.conversations.get(conv["id"]))["name"] == "renamed"
     assert (await store.messages.get(message["id"]))["content"] == "late"
+
+
+async def test_local_document_updates_are_refused_alone_and_pulled_ones_apply(
+    store: Store, raw: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = await create_linked(store, name="gone")
+    kept = await create_linked(store, name="kept")
+    frozen = (await store.documents.open(workspace_id=ws["id"], name="d"))["id"]
+    live = (await store.documents.open(workspace_id=kept["id"], name="d"))["id"]
+    mine = (await store.documents.open(name="local"))["id"]  # no workspace: never frozen
+    await store.workspaces.delete(ws["id"])
+    before = rows(raw, "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM changelog)")
+    sizes: list[int] = []
+    take = doc_ops.LocalBatch.take
+
+    def counted(batch: doc_ops.LocalBatch) -> list[tuple[dict[str, Any], bytes]]:
+        items = take(batch)
+        sizes.append(len(items))
+        return items
+
+    monkeypatch.setattr(doc_ops.LocalBatch, "take", counted)
+    editor = Editor()
+    updates = [editor.insert(0, "a"), editor.insert(1, "b")]
+    calls = [
+        store.documents.apply_update(doc_id, update)
+        for update in updates
+        for doc_id in (live, frozen, mine)
+    ]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert max(sizes) > 1  # refusals in a batch beside updates that are stored
+    for refused in results[1::3]:
+        assert isinstance(refused, InvalidInput) and refused.field == "id"
+        assert f"deleted workspace {ws['id']!r}" in refused.message
+    stored = [r for i, r in enumerate(results) if i % 3 != 1]
+    assert all(isinstance(r, dict) and r["update_id"] for r in stored)
+    assert rows(raw, "SELECT count(*) FROM doc_updates WHERE doc_id = ?", frozen) == [(0,)]
+    outbox, changelog = before[0]
+    assert rows(raw, "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM changelog)") == [
+        (outbox + 2, changelog + 4)
+    ]  # the live ones: 2 each, outbox for the linked one
+    assert (await store.documents.get(frozen))["text"] == ""  # nor kept in the cache
+    assert (await store.documents.get(live))["text"] == "ab"
+    # A pulled update is applied: the rule is the local API's.
+    assert await store.documents.apply_remote_update(
+        frozen, updates[0], workspace_id=ws["id"], update_id=uuid7()
+    )
+    assert (await store.documents.get(frozen))["text"] == "a"

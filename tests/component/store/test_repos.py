@@ -10,8 +10,9 @@ import pytest
 
 from daemon.errors import Conflict, InvalidInput, NotFound
 from daemon.hlc import decode
-from daemon.store import Store
-from daemon.store.ids import is_uuid, uuid7
+from daemon.store import Store, txn
+from daemon.store.codec import now_ms
+from daemon.store.ids import Uuid7Generator, is_uuid, uuid7
 from daemon.store.sync_outbox import entry_clocks
 
 from .conftest import rows
@@ -271,6 +272,78 @@ async def test_client_chosen_message_id_makes_retries_idempotent(
         await store.messages.create(conversation_id=conv["id"], role="user", content="bye", id=mid)
     assert clash.value.field == "id"
     assert (await store.messages.get(mid))["content"] == "hello"
+
+
+async def test_a_reused_message_id_says_what_differs(store: Store) -> None:
+    ws = await store.workspaces.create(name="A")
+    conv = await store.conversations.create(workspace_id=ws["id"], name="c")
+    other = await store.conversations.create(workspace_id=ws["id"], name="d")
+    sent = {"conversation_id": conv["id"], "role": "user", "content": "hello", "id": uuid7()}
+    await store.messages.create(**sent)
+    cases = [
+        ({"conversation_id": other["id"]}, f"a different conversation (it is in {conv['id']!r})"),
+        ({"role": "assistant"}, "a different role (it is 'user')"),
+        ({"content": "bye"}, "a different content"),
+        (
+            {"conversation_id": other["id"], "role": "tool", "content": "bye"},
+            f"a different conversation (it is in {conv['id']!r}), role (it is 'user') and content",
+        ),
+    ]
+    for change, what in cases:
+        with pytest.raises(Conflict) as clash:
+            await store.messages.create(**{**sent, **change})
+        assert clash.value.field == "id"
+        assert clash.value.message == f"message id {sent['id']!r} already used with {what}"
+    assert (await store.messages.list(conversation_id=other["id"])).items == []
+
+
+HOUR_MS = 3_600_000
+
+
+def minted_at(ms: int) -> str:
+    """A UUIDv7 of time ``ms`` (from a generator of its own: the shared one never goes back)."""
+    return Uuid7Generator().mint(ms)
+
+
+async def test_a_client_id_minted_far_from_the_daemon_clock_is_refused(
+    store: Store, raw: sqlite3.Connection
+) -> None:
+    """An id of 1970 would list first forever, one of years ahead last forever."""
+    ws = await store.workspaces.create(name="A")
+    conv = await store.conversations.create(workspace_id=ws["id"], name="c")
+    now = now_ms()
+    far = (1, now - 24 * HOUR_MS - 60_000, now + HOUR_MS + 60_000, now + 3 * 365 * 24 * HOUR_MS)
+    for ms in far:
+        with pytest.raises(InvalidInput) as info:
+            await store.messages.create(
+                conversation_id=conv["id"], role="user", content="x", id=minted_at(ms)
+            )
+        assert info.value.field == "id" and "the daemon's clock" in info.value.message
+    assert rows(raw, "SELECT count(*) FROM messages") == [(0,)]
+    near = (now - 24 * HOUR_MS + 60_000, now + HOUR_MS - 60_000)  # a send made offline; skew
+    sent = [
+        await store.messages.create(
+            conversation_id=conv["id"], role="user", content=f"{ms}", id=minted_at(ms)
+        )
+        for ms in near
+    ]
+    assert (await store.messages.list(conversation_id=conv["id"])).items == sent
+
+
+async def test_a_retry_is_answered_whatever_the_age_of_its_id(
+    store: Store, raw: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = await store.workspaces.create(name="A")
+    conv = await store.conversations.create(workspace_id=ws["id"], name="c")
+    send = {"conversation_id": conv["id"], "role": "user", "content": "hello", "id": uuid7()}
+    first = await store.messages.create(**send)
+    later = now_ms() + 48 * HOUR_MS
+    monkeypatch.setattr(txn, "now_ms", lambda: later)  # two days pass on the daemon's clock
+    assert await store.messages.create(**send) == first
+    assert len(changelog_of(raw, first["id"])) == 1
+    with pytest.raises(InvalidInput) as info:  # a new message with an id that old: refused
+        await store.messages.create(**{**send, "id": minted_at(later - 48 * HOUR_MS)})
+    assert info.value.field == "id"
 
 
 @pytest.mark.parametrize(
