@@ -13,10 +13,11 @@ its traceback and never stops the next event):
 
 - ``PostgresChange``: a hint. A complete row of a synced table of that workspace is mapped to
   the local shape and merged with ``store.sync.apply_pull(cursor=None)`` (idempotent per-field
-  merge; the cursor stays where the last pull left it). The echo of our own push (the row's
-  origin is this device) is not merged at all: it can be older than the row is now, and it
-  tells no UI. A hint that cannot be used as it is (too large, a hard delete) asks for a pull
-  instead (live_map.remote_change).
+  merge; the cursor stays where the last pull left it). A pure echo of our own push (every
+  clock of the row is this device's) is not merged at all: it holds nothing new. A row whose
+  ``origin`` is this device may still hold another device's older fields (an edit pushed
+  late), so the origin alone never drops a hint. A hint that cannot be used as it is (too
+  large, a hard delete) asks for a pull instead (live_map.remote_change).
   Hints are coalesced (live_hints.py): the handler only queues the mapped change; one task
   applies every hint waiting, grouped by workspace in arrival order, with ONE ``apply_pull``
   per group, so a burst (another device's big push) costs a few transactions, not one per row.

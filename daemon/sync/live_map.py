@@ -4,8 +4,9 @@
 ``apply_pull`` takes (mapping.py's ``local_change``), or says why it cannot be used as it is:
 a realtime record is a hint, so anything but a complete row of a synced table of the channel's
 own workspace is not merged; a hint the daemon cannot use (a row too large for the frame and
-sent without its big fields, a hard delete) asks for a pull instead, which is the truth. The
-echo of this device's own push is not merged (it may be older than the local row).
+sent without its big fields, a hard delete) asks for a pull instead, which is the truth. A
+pure echo of this device's own writes (every clock the row carries is this device's) is not
+merged: it holds nothing this device does not have.
 
 ``doc_broadcast`` builds the low-latency broadcast of a local document update (None when it is
 too large for one) and ``doc_update_of`` reads one back, refusing anything malformed.
@@ -22,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from daemon import hlc
 from daemon.realtime.frames import PostgresChange
 from daemon.realtime.presence import IDLE_AFTER_S, Member, parse_time
 from daemon.sync.mapping import CLOUD_TABLES, LOCAL_COLUMNS, LOCAL_ONLY, local_change
@@ -68,18 +70,19 @@ _REQUIRED: Final[Mapping[str, frozenset[str]]] = {t: _required(t) for t in CLOUD
 def remote_change(event: PostgresChange, workspace_id: str, device_id: str) -> RemoteChange:
     """How to use ``event``, received on the channel of ``workspace_id`` by ``device_id``.
 
-    A row whose last writer is this device is our own push coming back: this device already
-    has every change of it, and the record may be older than what it has now (pushes are
-    announced in commit order, after later local edits), so it is not merged at all; anything
-    other devices wrote into it was announced with their own writes, and the pull catches up
-    whatever realtime missed."""
+    A row whose every clock is this device's is our own push coming back: this device already
+    has every value of it (maybe newer ones), so it is not merged at all. The row's ``origin``
+    alone does not tell that: it names the device of the newest clock, and a row another
+    device has just written older fields into still names this one (an offline edit pushed
+    late); the merge takes those fields, and ignores the rest, which is idempotent and tells no
+    UI."""
     if event.schema != _SCHEMA or event.table not in CLOUD_TABLES:
         return RemoteChange("ignore", "not a synced table")
     if event.type == "DELETE" or event.record is None:
         # Synced rows are never hard-deleted (tombstones are updates): the pull tells the truth.
         return RemoteChange("pull", "no record")
     record = event.record
-    if record.get("origin") == device_id:
+    if _is_own_echo(record, device_id):
         return RemoteChange("ignore", "own echo")
     row_id = record.get("id")
     if not isinstance(row_id, str):
@@ -96,6 +99,23 @@ def remote_change(event: PostgresChange, workspace_id: str, device_id: str) -> R
     if missing or not isinstance(change["row"].get("hlc"), str):
         return RemoteChange("pull", "incomplete record")
     return RemoteChange("apply", "complete record", change)
+
+
+def _is_own_echo(record: Mapping[str, Any], device_id: str) -> bool:
+    """Whether every clock of ``record`` (its row clock and each field's) is ``device_id``'s."""
+    clocks = record.get("field_hlc")
+    if clocks is None:
+        clocks = {}
+    if not isinstance(clocks, Mapping):
+        return False
+    return all(_device_of(clock) == device_id for clock in (record.get("hlc"), *clocks.values()))
+
+
+def _device_of(clock: Any) -> str | None:
+    try:
+        return hlc.decode(clock).device_id if isinstance(clock, str) else None
+    except hlc.ClockError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

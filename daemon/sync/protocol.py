@@ -41,7 +41,10 @@ Rules:
   cannot be reached at all: ``connect``), and the retry begins with a catch-up pull, as a
   reconnect does: remote changes made while the cloud was out of reach are merged while our
   unpushed edits are still pending (a push failing with the network used to go first once the
-  network was back, so a lost ``manual`` edit was superseded without a conflict). ``ReAuth``
+  network was back, so a lost ``manual`` edit was superseded without a conflict). The delay
+  grows with every failure until each kind of request that failed has succeeded since: the
+  catch-up pull that succeeds before a push that keeps failing does not shorten the push's
+  backoff. ``ReAuth``
   refreshes the session and repeats the request; ``Fatal("auth_required")`` stops everything
   until ``start`` is called again after a login (AUTH_REQUIRED); any other ``Fatal`` retries
   slowly, every ``backoff.cap_s``, so a fixed server recovers without a restart. A request
@@ -191,7 +194,8 @@ class Snapshot:
     pending: bool = False  # local changes not yet pushed
     push_due: float | None = None
     pull_due: float | None = None
-    attempt: int = 0  # consecutive failures
+    attempt: int = 0  # consecutive failures (until every kind in ``failing`` succeeded)
+    failing: frozenset[Request] = frozenset()  # the kinds of request failed since their success
     retry_at: float | None = None
     not_before: float | None = None  # the server's Retry-After, as a time (part of retry_at)
     error: str | None = None
@@ -238,6 +242,10 @@ class Snapshot:
             and self.not_before is not None
             and now < self.not_before
         )
+
+    def reset(self) -> Snapshot:
+        """The backoff ends: the next failure waits the shortest delay again."""
+        return replace(self, attempt=0, failing=frozenset())
 
     def with_due(self, op: Request, at: float) -> Snapshot:
         return replace(self, pull_due=at) if op == "pull" else replace(self, push_due=at)
@@ -333,7 +341,7 @@ class SyncSession:
             due = now if outcome.has_more else now + self.pull_interval_s
             cursor = outcome.cursor if outcome.cursor is not None else s.cursor
             self.snapshot = replace(
-                self._succeeded(s),
+                self._succeeded(s, "pull"),
                 cursor=cursor,
                 pull_due=due,
                 last_pull_at=s.last_pull_at if outcome.has_more else now,
@@ -347,9 +355,9 @@ class SyncSession:
         if isinstance(outcome, Failure):
             self._fail(now, "push", outcome)
         elif outcome.more:
-            self.snapshot = replace(self._succeeded(s), push_due=now)
+            self.snapshot = replace(self._succeeded(s, "push"), push_due=now)
         else:
-            self.snapshot = replace(self._succeeded(s), pending=s.push_due is not None)
+            self.snapshot = replace(self._succeeded(s, "push"), pending=s.push_due is not None)
             if s.pull_after_push:
                 self.snapshot = replace(self.snapshot, pull_due=now, pull_after_push=False)
         self._advance(now)
@@ -376,7 +384,7 @@ class SyncSession:
             if s.is_held_by_server(now):  # a server's Retry-After holds whatever happens
                 self.snapshot = replace(back, retry_at=s.not_before)
             else:  # the backoff ends
-                self.snapshot = replace(back, attempt=0, retry_at=None, not_before=None, error=None)
+                self.snapshot = replace(back, retry_at=None, not_before=None, error=None).reset()
         self._advance(now)
 
     def auth_refreshed(self, now: float, failure: Failure | None = None) -> None:
@@ -415,11 +423,10 @@ class SyncSession:
             pending=pending,
             pull_due=s.pull_due if s.pull_after_push else now,  # (then: after the push run)
             push_due=now if pending else s.push_due,
-            attempt=0,
             retry_at=None,
             not_before=None,
             error=None if s.retry_at is not None else s.error,
-        )
+        ).reset()
         self._advance(now)
         return None
 
@@ -430,12 +437,17 @@ class SyncSession:
     # Transitions -------------------------------------------------------------------------------
 
     @staticmethod
-    def _succeeded(s: Snapshot) -> Snapshot:
+    def _succeeded(s: Snapshot, op: Request) -> Snapshot:
+        """``op`` succeeded. The backoff goes on while another kind of request still fails:
+        each retry begins with a catch-up pull, whose success must not reset the backoff of
+        a push that keeps failing (else the push is repeated every few hundred ms)."""
+        failing = s.failing - {op}
         return replace(
             s,
             busy=None,
             connected=True,
-            attempt=0,
+            failing=failing,
+            attempt=s.attempt if failing else 0,
             retry_at=None,
             not_before=None,
             error=None,
@@ -466,7 +478,12 @@ class SyncSession:
             delay = self.backoff.cap_s
         at = now + delay
         s = replace(
-            s, attempt=s.attempt + 1, retry_at=at, not_before=not_before, error=decision.reason
+            s,
+            attempt=s.attempt + 1,
+            failing=s.failing | {op},
+            retry_at=at,
+            not_before=not_before,
+            error=decision.reason,
         )
         # the retry pulls first (see the module docstring), and is a reconnect
         pull_at = at if s.pull_due is None else min(s.pull_due, at)

@@ -245,6 +245,8 @@ class CloudService(LocalSync):
         self._loading_account = True
         try:
             await self._load_account()
+        except CloudError as exc:  # not fatal: loaded again when a call needs it
+            logger.warning("cloud.account_unavailable reason=%s", exc.reason)
         finally:
             self._loading_account = False
         if not self.session.status.logged_in:  # refused or logged out meanwhile
@@ -260,22 +262,23 @@ class CloudService(LocalSync):
         return self._logged_in and granted and self._member_orgs is None and not busy
 
     async def _load_account(self) -> None:
-        """Profile and first organisation; failures leave them unknown (not fatal)."""
+        """Profile and first organisation; a ``CloudError`` leaves them unknown."""
         self._member_orgs = None
-        try:
-            self._profile = await self.api.profile()
-            memberships = await self.api.memberships()
-        except CloudError as exc:
-            logger.warning("cloud.account_unavailable reason=%s", exc.reason)
-            return
+        self._profile = await self.api.profile()
+        memberships = await self.api.memberships()
         self._membership = memberships[0] if memberships else None
         self._member_orgs = frozenset(m.org_id for m in memberships)
 
     async def _organisation(self) -> Membership | None:
-        """The user's (first) organisation; loaded again if it could not be at login."""
+        """The user's (first) organisation (None: the user has none); loaded again if it
+        could not be at login. Raises the ``CloudError`` (e.g. the cloud is unavailable)
+        when it cannot be loaded: a session restored while the cloud was out of reach does
+        not know it yet, which is not "no organisation"."""
         if self._membership is None:
-            await self._load_account()
-            self._changed(cloud=True)
+            try:
+                await self._load_account()
+            finally:
+                self._changed(cloud=True)
         return self._membership
 
     def _catch_up(self, workspace_id: str) -> None:

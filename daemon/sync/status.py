@@ -2,7 +2,10 @@
 
 ``sync.status`` (method and event) and ``syncd status`` show one ``SyncStatus``. Each linked
 workspace's ``SyncSession`` publishes its own state; the overall state is the most pressing
-one, in this order: auth_required, error, pushing, pulling, connecting, idle, offline. Without
+one, in this order: auth_required, error, pushing, pulling, connecting, idle, offline; but
+while any workspace's last request could not reach the cloud (error ``connect``, until one of
+its requests succeeds) it is offline unless one is in error: there is one cloud, and the
+workspaces that have not tried it since are no proof that it is back. Without
 a session (logged out, or the cloud not configured) everything is offline, or auth_required
 when the cloud ended the session. Times are Unix seconds here and ISO-8601 text in JSON.
 
@@ -92,13 +95,18 @@ class WorkspaceStatus:
         return "offline" if self.error == UNREACHABLE else "error"
 
 
-def overall_state(states: Iterable[str], *, active: bool, auth_required: bool) -> str:
-    """The state to show for all workspaces; ``active``: logged in (sessions may run)."""
+def overall_state(
+    states: Iterable[str], *, active: bool, auth_required: bool, unreachable: bool = False
+) -> str:
+    """The state to show for all workspaces; ``active``: logged in (sessions may run);
+    ``unreachable``: a workspace's last request could not connect to the cloud."""
     if auth_required:
         return "auth_required"
     if not active:
         return "offline"
     present = set(states)
+    if unreachable and "error" not in present:
+        return "offline"
     if not present:
         return "idle"  # logged in, nothing linked: nothing to do
     return next((s for s in PRIORITY if s in present), "offline")
@@ -126,7 +134,12 @@ class SyncStatus:
         session_error: str | None = None,
     ) -> SyncStatus:
         items = tuple(sorted(workspaces, key=lambda w: w.workspace_id))
-        state = overall_state((w.state for w in items), active=active, auth_required=auth_required)
+        state = overall_state(
+            (w.state for w in items),
+            active=active,
+            auth_required=auth_required,
+            unreachable=_is_unreachable(items),
+        )
         errors = [w.error for w in items if w.error]
         last_error = errors[0] if errors else session_error
         if auth_required and last_error is None:
@@ -142,7 +155,8 @@ class SyncStatus:
         state = self.state
         if state in IN_FLIGHT:  # (so logged in, the session standing: the items decide)
             rest = (s for s in states.values() if s is not None)
-            state = overall_state(rest, active=True, auth_required=False)
+            unreachable = _is_unreachable(self.workspaces)
+            state = overall_state(rest, active=True, auth_required=False, unreachable=unreachable)
         return {"state": state, "workspaces": states}
 
     def event_view(self) -> EventView:
@@ -174,6 +188,11 @@ class SyncStatus:
             "progress": _progress(progress),
             "workspaces": [w.to_json() for w in self.workspaces],
         }
+
+
+def _is_unreachable(workspaces: Iterable[WorkspaceStatus]) -> bool:
+    """Whether a workspace's last request could not connect to the cloud (module docstring)."""
+    return any(w.error == UNREACHABLE for w in workspaces)
 
 
 def _progress(pulling: list[WorkspaceStatus]) -> dict[str, Any] | None:

@@ -93,11 +93,26 @@ def test_conversation_type_is_renamed_and_a_workspace_is_its_own_owner() -> None
     assert found.change["workspace_id"] == WS and "path" not in found.change["row"]
 
 
+MINE = "1763700000001-000000-dev-me"
+
+
 def test_the_echo_of_our_own_push_is_not_merged() -> None:
-    # It may be older than the local row: merging it could move unclocked fields back.
-    found = remote_change(change(message_record(origin=ME)), WS, ME)
+    # Every clock is this device's: it has every value (maybe newer ones already).
+    own = message_record(hlc=MINE, field_hlc={"content": MINE, "role": MINE}, origin=ME)
+    found = remote_change(change(own), WS, ME)
     assert found.verdict == "ignore" and found.reason == "own echo"
     assert remote_change(change(message_record(origin="dev-b")), WS, ME).verdict == "apply"
+
+
+def test_a_row_whose_origin_is_this_device_but_holds_another_devices_field_is_merged() -> None:
+    """``origin`` names the newest clock's device only: another device's older edit pushed
+    late into a row this device wrote last must reach this device through realtime."""
+    mixed = message_record(hlc=MINE, field_hlc={"content": CLOCK, "role": MINE}, origin=ME)
+    found = remote_change(change(mixed), WS, ME)
+    assert found.verdict == "apply" and found.change is not None
+    assert found.change["row"]["field_hlc"] == {"content": CLOCK, "role": MINE}
+    unclocked = message_record(hlc=MINE, field_hlc="not a map", origin=ME)
+    assert remote_change(change(unclocked), WS, ME).verdict != "ignore"
 
 
 def test_a_row_of_another_workspace_is_ignored() -> None:

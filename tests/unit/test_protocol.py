@@ -395,6 +395,45 @@ def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
     assert s.snapshot.attempt == 0 and s.snapshot.error is None and s.state is IDLE
 
 
+def test_a_push_that_keeps_failing_backs_off_although_the_catch_up_pulls_succeed() -> None:
+    """Each retry begins with a catch-up pull; its success must not reset the push's backoff
+    (the push was repeated every few hundred ms, for ever, while only sync_push failed)."""
+    s = SyncSession(rand=lambda: 0.5, backoff=Backoff(base_s=1.0, cap_s=8.0))
+    _pushing(s)
+    s.commands_to_run()
+    now, delays = T, []
+    for attempt in range(1, 6):
+        s.push_result_received(now, Failure.http(500))
+        (retry,) = [c for c in actions(s) if isinstance(c, ScheduleRetry)]
+        assert retry.attempt == attempt and s.state is ERROR
+        delays.append(retry.at - now)
+        now = retry.at
+        s.tick(now)
+        assert actions(s) == [PullSince("c1", 1000)]
+        s.pull_page_received(now, PullPage("c1", has_more=False))
+        assert actions(s) == [PushBatch(500)] and s.snapshot.attempt == attempt
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0]  # 0.5 * min(8, 1 * 2**n)
+    s.push_result_received(now, PushDone(more=False))  # the push itself succeeds: reset
+    assert s.snapshot.attempt == 0 and s.state is IDLE
+
+
+def test_the_backoff_resets_once_every_failed_kind_of_request_succeeded() -> None:
+    s = SyncSession(rand=lambda: 0.5, backoff=Backoff(base_s=1.0, cap_s=8.0))
+    _pushing(s)
+    s.commands_to_run()
+    s.push_result_received(T, Failure.http(500))
+    s.tick(T + 0.5)
+    s.commands_to_run()
+    s.pull_page_received(T + 0.5, Failure.network("timeout"))  # the pull fails too
+    (retry,) = [c for c in actions(s) if isinstance(c, ScheduleRetry)]
+    assert retry.attempt == 2
+    s.tick(retry.at)
+    s.pull_page_received(retry.at, PullPage("c1", has_more=False))
+    assert s.snapshot.attempt == 2  # the push has not succeeded yet
+    s.push_result_received(retry.at, PushDone(more=False))
+    assert s.snapshot.attempt == 0 and not s.snapshot.failing
+
+
 def test_a_failure_holds_every_request_until_the_retry_time() -> None:
     s = new_session()
     _error(s)  # pull failed; retry at NOW + 120
@@ -501,7 +540,9 @@ def test_a_reconnect_keeps_a_server_retry_after() -> None:
     s.tick(T + 5)
     assert actions(s) == [PullSince("c1", 1000)]
     s.pull_page_received(T + 6, PullPage("c2", has_more=False))
-    assert actions(s) == [PushBatch(500)] and s.snapshot.attempt == 0
+    assert actions(s) == [PushBatch(500)] and s.snapshot.attempt == 1  # (the push failed)
+    s.push_result_received(T + 7, PushDone(more=False))
+    assert s.snapshot.attempt == 0
 
 
 def test_a_manual_request_that_cannot_start_says_why() -> None:

@@ -79,3 +79,29 @@ def test_a_workspace_s_counts_are_in_the_snapshot_but_no_news() -> None:
     ).to_json()
     assert status["workspaces"][0]["counts"] == {"pulled": 7, "applied": 2}
     assert not view(after).is_news_after(view(before))
+
+
+def test_the_cloud_out_of_reach_for_one_workspace_is_offline_for_all() -> None:
+    """One workspace's push could not connect; the others, idle, have not tried since: the
+    overall state is offline (it was idle), also while the retry's request is in flight."""
+
+    def build(*workspaces: WorkspaceStatus) -> SyncStatus:
+        return SyncStatus.build(
+            workspaces, configured=True, active=True, auth_required=False, counts={"outbox": 1}
+        )
+
+    failed = WorkspaceStatus("a", "offline", pending=True, error="connect", retry_at=5.0)
+    status = build(failed, WorkspaceStatus("b", "idle"))
+    assert status.state == "offline" and status.last_error == "connect"
+    retrying = WorkspaceStatus("a", "connecting", pending=True, error="connect")
+    in_flight = build(retrying, WorkspaceStatus("b", "idle"))
+    assert in_flight.state == "offline"
+    assert in_flight.states_at_rest() == {
+        "state": "offline", "workspaces": {"a": "offline", "b": "idle"},
+    }  # fmt: skip
+    assert not in_flight.event_view().is_news_after(status.event_view())
+    # another failure is no sign the cloud is out of reach: the most pressing state shows
+    failing = build(WorkspaceStatus("a", "error", error="http_503"), WorkspaceStatus("b", "idle"))
+    assert failing.state == "error"
+    # a request that reached the cloud again ends it
+    assert build(WorkspaceStatus("a", "idle"), WorkspaceStatus("b", "idle")).state == "idle"

@@ -1,9 +1,10 @@
-"""429 with Retry-After: the driver waits at least that long. devcloud cannot answer 429, so a
-tiny httpx mock transport stands in for the cloud (mock_cloud.py); the store is a real SQLite
-file."""
+"""429 with Retry-After: the driver waits at least that long; a push that keeps failing backs off
+while its catch-up pulls succeed. devcloud cannot answer 429 (nor fail only the push), so a tiny
+httpx mock transport stands in for the cloud (mock_cloud.py); the store is a real SQLite file."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import orjson
 
 from daemon.config import StoreSettings
 from daemon.store import Store
+from daemon.sync.retry import Backoff
 from tests.component.sync.mock_cloud import grant, link_workspace, mocked_driver
 from tests.helpers import MS, wait_for
 
@@ -23,26 +25,31 @@ class FakeCloud:
         self.retry_after = retry_after
         self.pushes: list[float] = []
         self.pushed_rows = 0
+        self.pulls = 0
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/auth/v1/token":
             return httpx.Response(200, json=grant())
         if path == "/rest/v1/rpc/sync_pull":
+            self.pulls += 1
             return httpx.Response(200, json={"changes": [], "cursor": None, "has_more": False})
         if path == "/rest/v1/rpc/sync_push":
             self.pushes.append(time.monotonic())
-            if len(self.pushes) == 1:
-                return httpx.Response(
-                    429,
-                    headers={"Retry-After": self.retry_after},
-                    json={"code": "over_request_rate_limit", "message": "slow down"},
-                )
-            changes = orjson.loads(request.content)["changes"]
-            self.pushed_rows += len(changes)
-            results = [{"id": c["id"], "table": c["table"], "status": "applied"} for c in changes]
-            return httpx.Response(200, json=results)
+            return self.push(request)
         return httpx.Response(404, json={"code": "PGRST000"})
+
+    def push(self, request: httpx.Request) -> httpx.Response:
+        if len(self.pushes) == 1:
+            return httpx.Response(
+                429,
+                headers={"Retry-After": self.retry_after},
+                json={"code": "over_request_rate_limit", "message": "slow down"},
+            )
+        changes = orjson.loads(request.content)["changes"]
+        self.pushed_rows += len(changes)
+        results = [{"id": c["id"], "table": c["table"], "status": "applied"} for c in changes]
+        return httpx.Response(200, json=results)
 
 
 async def test_a_429_retry_after_is_honoured(tmp_path: Path) -> None:
@@ -61,5 +68,37 @@ async def test_a_429_retry_after_is_honoured(tmp_path: Path) -> None:
 
             await wait_for(settled, timeout=5_000 * MS, message="the pushed rows settled")
             assert driver.syncs[ws_id].session.snapshot.error is None
+    finally:
+        await store.close()
+
+
+class FailingPushCloud(FakeCloud):
+    """Answers login and an empty pull; every push fails with 500."""
+
+    def __init__(self) -> None:
+        super().__init__(retry_after="0")
+
+    def push(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, json={"code": "XX000", "message": "internal error"})
+
+
+async def test_a_failing_push_backs_off_while_the_catch_up_pulls_succeed(tmp_path: Path) -> None:
+    """Each retry's catch-up pull succeeds; the push's delay still doubles (it used to stay at
+    the first delay: a push every few hundred ms, for ever)."""
+    cloud = FailingPushCloud()
+    base = 40 * MS
+    store = await Store.open(tmp_path / "syncd.db", StoreSettings())
+    try:
+        # rand ~1: each delay is (almost) the full base * 2**attempt
+        backoff = Backoff(base_s=base, cap_s=100 * base)
+        async with mocked_driver(
+            store, tmp_path, cloud.handle, backoff=backoff, rand=lambda: 0.99
+        ) as driver:
+            await link_workspace(store, driver)
+            await wait_for(lambda: len(cloud.pushes) >= 5, timeout=10_000 * MS)
+            gaps = [b - a for a, b in itertools.pairwise(cloud.pushes[:5])]
+            for attempt, gap in enumerate(gaps):
+                assert gap >= 0.99 * base * 2**attempt, (attempt, gaps)
+            assert cloud.pulls > len(gaps)  # each retry began with a (successful) pull
     finally:
         await store.close()

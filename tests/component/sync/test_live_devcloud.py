@@ -4,9 +4,11 @@ hour away, so whatever reaches B after its catch-up pull came through realtime."
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from daemon.backoff import Backoff
@@ -40,14 +42,38 @@ def published(device: Device) -> Published:
     return recorder
 
 
+class PushGate(httpx.AsyncBaseTransport):
+    """The real transport; while ``hold`` is set, a ``sync_push`` waits for ``release``
+    (``held`` counts those that waited)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.hold = False
+        self.release = asyncio.Event()
+        self.held = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.hold and request.url.path.endswith("/rpc/sync_push"):
+            self.held += 1
+            await self.release.wait()
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 async def pair(
-    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+    devcloud: RunningDevcloud,
+    make_device: MakeDevice,
+    tmp_path: Path,
+    a_transport: httpx.AsyncBaseTransport | None = None,
 ) -> tuple[Device, Device, str, str]:
-    """Ada's device A publishes a workspace with a conversation; Bob's device B clones it.
-    Returns once B has pulled it and receives its changes through realtime."""
+    """Ada's device A (its requests through ``a_transport`` if given) publishes a workspace
+    with a conversation; Bob's device B clones it. Returns once B has pulled it and receives
+    its changes through realtime."""
     await devcloud.create_user(ADA, PASSWORD, org="Acme")
     await devcloud.create_user(BOB, PASSWORD, org="Acme", role="member")
-    a = await make_device("a", pull_interval_s=HOUR)
+    a = await make_device("a", a_transport, pull_interval_s=HOUR)
     b = await make_device("b", pull_interval_s=HOUR)
     await a.cloud.login(ADA, PASSWORD)
     await b.cloud.login(BOB, PASSWORD)
@@ -115,6 +141,47 @@ async def test_the_echo_of_our_own_write_tells_no_ui(
     created = [e for e in a.events if e.topic == "message.created" and e.data["id"] == first["id"]]
     updated = [e for e in a.events if e.topic == "conversation.updated"]
     assert len(created) == 1 and len(updated) == 1, "an echo was announced again"
+
+
+async def test_a_late_push_into_a_row_this_device_wrote_last_reaches_it_through_realtime(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    """A edits the description while its push cannot go out, B then renames: the cloud row
+    ends with A's description and B's newer name, so its ``origin`` is B. The hint of A's
+    push must still bring the description to B (B used to skip it as its own echo)."""
+    gate = PushGate()
+    a, b, ws_id, _ = await pair(devcloud, make_device, tmp_path, gate)
+    gate.hold = True
+    try:
+        await a.store.workspaces.update(ws_id, description="from a")  # clock older than B's
+        await wait_for(lambda: gate.held == 1, timeout=5_000 * MS, message="A's push held")
+        await b.store.workspaces.update(ws_id, name="renamed on b")
+        await wait_for(lambda: pushed(b), timeout=5_000 * MS, message="B's push")
+        pulled_at = await last_pull(b)
+        seen = len(b.events)
+    finally:
+        gate.release.set()
+
+    async def description_on_b() -> bool:
+        return (await b.store.workspaces.get(ws_id))["description"] == "from a"
+
+    await wait_for(description_on_b, timeout=5_000 * MS, message="A's description on B")
+    assert await last_pull(b) == pulled_at, "it came by a pull, not through realtime"
+    [row] = await cloud_workspace(devcloud, ws_id)
+    assert row["origin"] == b.store.device_id  # (the case: the last writer is B)
+    updated = [e for e in b.events[seen:] if e.topic == "workspace.updated"]
+    assert len(updated) == 1
+    # B's own echo (B's rename) changed nothing more and told no UI again
+    assert (await b.store.workspaces.get(ws_id))["name"] == "renamed on b"
+
+
+async def pushed(device: Device) -> bool:
+    return (await device.cloud.sync_status())["outbox"] == 0
+
+
+async def cloud_workspace(devcloud: RunningDevcloud, ws_id: str) -> list[Any]:
+    async with devcloud.ctx.pool.acquire() as conn:
+        return list(await conn.fetch("SELECT origin FROM workspaces WHERE id::text = $1", ws_id))
 
 
 async def test_presence_shows_updates_and_leaves(

@@ -1,11 +1,16 @@
 """A restart's silent login (CloudService on the in-process devcloud): a restored session is
 logged in as the stored user at once (session.py), so a stored session the cloud refuses
-must end logged out with nothing left running (service.py ``_became_logged_in``)."""
+must end logged out with nothing left running (service.py ``_became_logged_in``); one restored
+while the cloud is down answers that the cloud is unavailable until it can load the account."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+import pytest
+
+from daemon.sync.cloud.errors import CloudUnavailable
 from devcloud.server import RunningDevcloud
 from tests.helpers import wait_for
 
@@ -33,3 +38,46 @@ async def test_a_refused_stored_session_leaves_the_sync_stopped(
     await wait_for(lambda: not again.cloud.driver.active, message="the sync stopped")
     assert (await again.cloud.sync_status())["state"] == "auth_required"
     assert again.cloud.live.status() == {"connected": False, "subscribed": []}
+
+
+class Outage(httpx.AsyncBaseTransport):
+    """The real transport, but while ``down`` every request fails to connect."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.down = True
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_session_restored_while_the_cloud_is_down_answers_that_it_is_unavailable(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    """Its account (organisation) is not loaded yet: calls that need it load it, and answer
+    that the cloud is unavailable while they cannot (not an empty list, not no_organization)."""
+    await devcloud.create_user("ada@example.com", PASSWORD, org="Acme")
+    a = await make_device("a")
+    await a.cloud.login("ada@example.com", PASSWORD)
+    await a.cloud.stop()
+    await a.store.close()
+
+    outage = Outage()
+    again = await make_device("a", outage)
+    await wait_for(lambda: again.cloud.cloud_status()["logged_in"], message="the restore")
+    with pytest.raises(CloudUnavailable) as listed:
+        await again.cloud.workspaces()
+    assert listed.value.reason == "connect"
+    ws = await again.store.workspaces.create(name="notes")
+    with pytest.raises(CloudUnavailable):
+        await again.cloud.link(workspace_id=ws["id"])
+
+    outage.down = False  # the cloud is back: the account loads when asked
+    listed_now = await again.cloud.workspaces()
+    assert listed_now["organization"]["name"] == "Acme"
+    assert again.cloud.cloud_status()["organization"]["name"] == "Acme"
