@@ -4,6 +4,11 @@ Its join payload asks for the postgres_changes of our synced tables, filtered to
 (the server also applies row-level security with the channel's token), presence keyed by the
 device id, and broadcast without ``self`` or ``ack`` (our own broadcasts are not echoed back, and
 no reply is awaited: broadcasts are fire-and-forget hints such as cursors).
+
+The channel is private: the server admits only the members of the workspace's organisation
+(Realtime Authorization, the policies on ``realtime.messages`` in migrations/cloud/0009), so
+nobody else receives its broadcasts and presence or can send into it. A refused join
+(``Unauthorized: …``) is retried with the client's growing rejoin delays, never in a hot loop.
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ def workspace_join_payload(workspace_id: str, device_id: str) -> dict[str, Any]:
         "config": {
             "broadcast": {"self": False, "ack": False},
             "presence": {"key": device_id, "enabled": True},
-            "private": False,
+            "private": True,
             "postgres_changes": changes,
         }
     }

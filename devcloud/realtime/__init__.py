@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from starlette.requests import Request
@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from devcloud.context import Devcloud, bearer_token
 from devcloud.keys import InvalidToken
 from devcloud.realtime import channel as ch
+from devcloud.realtime.authorization import Permissions, authorize
 from devcloud.realtime.cdc import ChangeFeed
 from devcloud.realtime.channel import JoinRefused
 from devcloud.realtime.hub import Hub
@@ -68,6 +69,9 @@ class Realtime:
     async def start(self) -> None:
         await self.feed.start()
 
+    async def _authorize(self, claims: Mapping[str, Any], subtopic: str) -> Permissions:
+        return await authorize(self.ctx, claims, subtopic)
+
     async def stop(self) -> None:
         for connection in list(self.connections):
             connection.drop("server shutting down", code=CLOSE_GOING_AWAY)
@@ -92,6 +96,7 @@ class Realtime:
             apikey=apikey,
             conn_id=f"rt{next(_conn_ids)}",
             max_queue=self.max_queue,
+            authorizer=self._authorize,
         )
         await websocket.accept()
         await self._serve(websocket, conn)
@@ -177,43 +182,57 @@ class Realtime:
     # REST broadcast --------------------------------------------------------------------------
 
     async def _rest_broadcast(self, request: Request) -> Response:
-        if (denied := self._check_rest_auth(request)) is not None:
-            return denied
+        claims = self._check_rest_auth(request)
+        if isinstance(claims, Response):
+            return claims
         try:
             body = json.loads(await request.body())
             messages = body["messages"]
             if not isinstance(messages, list):
                 raise TypeError("messages must be a list")
-            for item in messages:
-                if item.get("private") in (True, "true"):
-                    continue  # private channels are not supported, so nobody can be listening
-                self._send_rest(str(item["topic"]), str(item["event"]), item.get("payload", {}))
-        except (ValueError, KeyError, TypeError) as exc:
+            sends = [
+                (str(item["topic"]), str(item["event"]), item.get("payload", {}))
+                + (item.get("private") in (True, "true"),)
+                for item in messages
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return JSONResponse({"error": f"invalid broadcast request: {exc}"}, status_code=400)
+        for subtopic, event, payload, private in sends:
+            await self._send_rest(claims, subtopic, event, payload, private)
         return Response(status_code=202)
 
     async def _rest_broadcast_one(self, request: Request) -> Response:
-        if (denied := self._check_rest_auth(request)) is not None:
-            return denied
+        claims = self._check_rest_auth(request)
+        if isinstance(claims, Response):
+            return claims
         raw = await request.body()
         try:
             payload = json.loads(raw) if raw else {}
         except ValueError:
             return JSONResponse({"error": "the body must be JSON"}, status_code=400)
         params = request.path_params
-        if request.query_params.get("private") == "true":
-            return Response(status_code=202)
-        self._send_rest(params["subtopic"], params["event"], payload)
+        private = request.query_params.get("private") == "true"
+        await self._send_rest(claims, params["subtopic"], params["event"], payload, private)
         return Response(status_code=202)
 
-    def _check_rest_auth(self, request: Request) -> Response | None:
+    def _check_rest_auth(self, request: Request) -> dict[str, Any] | Response:
+        """The caller's claims, or the 401 answer."""
         token = bearer_token(request.headers) or request.headers.get("apikey")
         try:
             self._check_apikey(token)
         except InvalidToken as exc:
             return JSONResponse({"error": exc.reason}, status_code=401)
-        return None
+        assert token is not None
+        return ch.check_token(token, self.ctx.config.jwt_secret, time.time())
 
-    def _send_rest(self, subtopic: str, event: str, payload: Any) -> None:
+    async def _send_rest(
+        self, claims: dict[str, Any], subtopic: str, event: str, payload: Any, private: bool
+    ) -> None:
+        """Broadcast to the public channel, or to the private one when the caller's write
+        policy allows it (the service role may always); refused ones are dropped (202 all the
+        same, as Realtime answers)."""
+        if private and not (await self._authorize(claims, subtopic)).write_broadcast:
+            logger.info("realtime.rest_broadcast.unauthorized topic=%s", subtopic)
+            return
         body = {"type": "broadcast", "event": event, "payload": payload}
-        self.hub.broadcast_to(ch.TOPIC_PREFIX + subtopic, None, body, None, False)
+        self.hub.broadcast_to(ch.TOPIC_PREFIX + subtopic, None, body, None, False, private=private)

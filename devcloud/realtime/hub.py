@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 _subscriber_ids = itertools.count(1)
 
 
+def channel_key(topic: str, private: bool) -> str:
+    """Where a channel's members meet: a private channel and a public one of the same topic
+    are apart (as in Realtime: a private broadcast reaches private subscribers only)."""
+    return "private:" + topic if private else topic
+
+
 class Outbox(Protocol):
     """Where a subscriber's frames go: its socket's bounded send queue."""
 
@@ -50,6 +56,13 @@ class Subscriber:
     closed: bool = False
     id: int = field(default_factory=lambda: next(_subscriber_ids))
     expiry: TimerHandle | None = None  # the token-expiry shutdown
+    # Realtime Authorization (private channels; public ones may do everything)
+    can_broadcast: bool = True
+    can_track: bool = True
+
+    @property
+    def key(self) -> str:
+        return channel_key(self.topic, self.config.private)
 
     def send(self, frame: Frame) -> None:
         if not self.closed:
@@ -64,7 +77,7 @@ class Hub:
         self._topics: dict[str, dict[int, Subscriber]] = {}
 
     def add(self, subscriber: Subscriber) -> None:
-        self._topics.setdefault(subscriber.topic, {})[subscriber.id] = subscriber
+        self._topics.setdefault(subscriber.key, {})[subscriber.id] = subscriber
 
     def remove(self, subscriber: Subscriber) -> None:
         """Forget a subscriber; its presence leaves (others get the ``presence_diff``)."""
@@ -72,17 +85,16 @@ class Hub:
         if subscriber.expiry is not None:
             subscriber.expiry.cancel()
             subscriber.expiry = None
-        members = self._topics.get(subscriber.topic)
+        members = self._topics.get(subscriber.key)
         if members is not None:
             members.pop(subscriber.id, None)
             if not members:
-                del self._topics[subscriber.topic]
-        self.publish_presence(
-            subscriber.topic, self.presences.untrack(subscriber.topic, subscriber.id)
-        )
+                del self._topics[subscriber.key]
+        self.publish_presence(subscriber, self.presences.untrack(subscriber.key, subscriber.id))
 
-    def members(self, topic: str) -> list[Subscriber]:
-        return list(self._topics.get(topic, {}).values())
+    def members(self, key: str) -> list[Subscriber]:
+        """The members of the channel ``key`` (``channel_key``)."""
+        return list(self._topics.get(key, {}).values())
 
     def subscribers(self) -> Iterator[Subscriber]:
         """Every live subscriber whose postgres_changes bindings are active."""
@@ -91,11 +103,12 @@ class Hub:
                 if subscriber.bindings_active and not subscriber.closed:
                     yield subscriber
 
-    def publish_presence(self, topic: str, diff: PresenceDiff) -> None:
+    def publish_presence(self, subscriber: Subscriber, diff: PresenceDiff) -> None:
+        """Send ``diff`` to the presence-enabled members of ``subscriber``'s channel."""
         if diff.is_empty():
             return
-        frame = ch.push(topic, "presence_diff", diff.to_payload())
-        for member in self.members(topic):
+        frame = ch.push(subscriber.topic, "presence_diff", diff.to_payload())
+        for member in self.members(subscriber.key):
             if member.presence_enabled:
                 member.send(frame)
 
@@ -106,11 +119,14 @@ class Hub:
         payload: dict[str, Any],
         raw: bytes | None,
         binary: bool,
+        *,
+        private: bool = False,
     ) -> int:
-        """Send to ``topic``'s members (to the sender only with ``self``); returns the count."""
+        """Send to the members of ``topic``'s public (or ``private``) channel (to the sender only
+        with ``self``); returns the count."""
         frame = ch.push(topic, "broadcast", payload)
         sent = 0
-        for member in self.members(topic):
+        for member in self.members(channel_key(topic, private)):
             if member is sender and not member.config.broadcast_self:
                 continue
             if member.closed:

@@ -12,11 +12,12 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from devcloud.realtime import channel as ch
+from devcloud.realtime.authorization import NONE, Permissions, unauthorized_read
 from devcloud.realtime.channel import Binding, JoinRefused
 from devcloud.realtime.hub import Hub, Subscriber
 from devcloud.realtime.serializer import (
@@ -49,6 +50,14 @@ class BindingPreparer(Protocol):
     async def prepare(self, bindings: Sequence[Binding]) -> list[str]: ...
 
 
+#: Realtime Authorization of a private channel: (claims, sub-topic) -> what they may do.
+Authorizer = Callable[[Mapping[str, Any], str], Awaitable[Permissions]]
+
+
+async def _refuse_private(claims: Mapping[str, Any], subtopic: str) -> Permissions:
+    return NONE
+
+
 class Connection:
     """The server side of one socket (sans the WebSocket itself, which ``run`` is given)."""
 
@@ -63,6 +72,7 @@ class Connection:
         conn_id: str,
         max_queue: int = MAX_QUEUE,
         clock: Callable[[], float] = time.time,
+        authorizer: Authorizer = _refuse_private,
     ) -> None:
         self.hub = hub
         self.feed = feed
@@ -71,6 +81,7 @@ class Connection:
         self.apikey = apikey
         self.conn_id = conn_id
         self.clock = clock
+        self.authorizer = authorizer
         self.queue: asyncio.Queue[str | bytes | CloseSocket] = asyncio.Queue(max_queue)
         self.channels: dict[str, Subscriber] = {}
         self.dropped = False
@@ -132,7 +143,7 @@ class Connection:
             self.send_frame(ch.reply(frame.topic, frame.ref, frame.join_ref))
             self._close_channel(subscriber)
         elif frame.event == "access_token":
-            self._access_token(subscriber, frame.payload.get("access_token"))
+            await self._access_token(subscriber, frame.payload.get("access_token"))
         elif frame.event == "broadcast":
             self._broadcast(subscriber, frame, size)
         elif frame.event == "presence":
@@ -162,7 +173,7 @@ class Connection:
         if old is not None:  # Phoenix: a second join stops the first channel
             self._close_channel(old)
         try:
-            subscriber = self._admit(frame)
+            subscriber = await self._admit(frame)
         except JoinRefused as exc:
             logger.info("realtime.join.refused conn_id=%s code=%s", self.conn_id, exc.code)
             reason = "unmatched topic" if exc.code == "UnmatchedTopic" else exc.reason
@@ -172,21 +183,20 @@ class Connection:
         self.hub.add(subscriber)
         self.send_frame(ch.join_reply(frame.topic, frame.ref, frame.join_ref, subscriber.config))
         if subscriber.presence_enabled:
-            state = self.hub.presences.state(frame.topic)
+            state = self.hub.presences.state(subscriber.key)
             subscriber.send(ch.push(frame.topic, "presence_state", state))
         self._schedule_expiry(subscriber)
         await self._start_changes(subscriber)
         if subscriber.config.replication_ready:  # the LISTEN connection is up since start()
             subscriber.send(ch.replication_ready(frame.topic))
 
-    def _admit(self, frame: Frame) -> Subscriber:
-        ch.parse_topic(frame.topic)
+    async def _admit(self, frame: Frame) -> Subscriber:
+        subtopic = ch.parse_topic(frame.topic)
         config = ch.parse_join(frame.payload)
         token = config.access_token or self.apikey
         claims = ch.check_token(token, self.secret, self.clock())
-        if config.private:
-            raise JoinRefused("PrivateChannelUnsupported", "devcloud serves public channels only")
-        return Subscriber(
+        permissions = await self._permissions(config.private, claims, subtopic)
+        subscriber = Subscriber(
             outbox=self,
             topic=frame.topic,
             join_ref=frame.join_ref or frame.ref,
@@ -196,6 +206,26 @@ class Connection:
             presence_key=config.presence_key or str(uuid.uuid1()),
             presence_enabled=config.presence_enabled,
         )
+        self._grant(subscriber, permissions)
+        return subscriber
+
+    async def _permissions(
+        self, private: bool, claims: Mapping[str, Any], subtopic: str
+    ) -> Permissions | None:
+        """A private channel's permissions (None for a public channel); raises JoinRefused
+        when the policies do not let ``claims`` read from ``subtopic``."""
+        if not private:
+            return None
+        permissions = await self.authorizer(claims, subtopic)
+        if not permissions.can_read:
+            raise JoinRefused("Unauthorized", unauthorized_read(subtopic))
+        return permissions
+
+    @staticmethod
+    def _grant(subscriber: Subscriber, permissions: Permissions | None) -> None:
+        if permissions is not None:
+            subscriber.can_broadcast = permissions.write_broadcast
+            subscriber.can_track = permissions.write_presence
 
     async def _start_changes(self, subscriber: Subscriber) -> None:
         config = subscriber.config
@@ -248,16 +278,23 @@ class Connection:
             logger.info("realtime.channel.token_expired conn_id=%s", self.conn_id)
             self._shutdown(subscriber, "Token has expired 0 seconds ago")
 
-    def _access_token(self, subscriber: Subscriber, token: Any) -> None:
+    async def _access_token(self, subscriber: Subscriber, token: Any) -> None:
         if not isinstance(token, str) or not token or token.startswith("sb_"):
             return
         if token == subscriber.token:
             return
         try:
             claims = ch.check_token(token, self.secret, self.clock())
+            permissions = await self._permissions(
+                subscriber.config.private, claims, ch.parse_topic(subscriber.topic)
+            )
         except JoinRefused as exc:
-            self._shutdown(subscriber, exc.message)
+            if not subscriber.closed:
+                self._shutdown(subscriber, exc.message)
             return
+        if subscriber.closed:  # left while the policies were asked
+            return
+        self._grant(subscriber, permissions)
         subscriber.claims, subscriber.token = claims, token
         self._schedule_expiry(subscriber)
         if subscriber.bindings_active:
@@ -273,16 +310,29 @@ class Connection:
             reason = "broadcast needs a string event"
             self.send_frame(ch.error_reply(frame.topic, frame.ref, frame.join_ref, reason))
             return
+        if not subscriber.can_broadcast:  # Realtime drops it (no write policy)
+            logger.info("realtime.broadcast.unauthorized conn_id=%s", self.conn_id)
+            return
         body = {k: v for k, v in payload.items() if k in ("type", "event", "payload", "meta")}
         body["type"] = "broadcast"
         self.hub.broadcast_to(
-            subscriber.topic, subscriber, body, frame.binary_payload, frame.from_binary
+            subscriber.topic,
+            subscriber,
+            body,
+            frame.binary_payload,
+            frame.from_binary,
+            private=subscriber.config.private,
         )
         if subscriber.config.broadcast_ack:
             self.send_frame(ch.reply(frame.topic, frame.ref, frame.join_ref))
 
     def _presence(self, subscriber: Subscriber, frame: Frame) -> None:
         event = str(frame.payload.get("event", "")).lower()
+        if event == "track" and not subscriber.can_track:  # Realtime drops it (no write policy)
+            logger.info("realtime.presence.unauthorized conn_id=%s", self.conn_id)
+            reason = "Unauthorized: You do not have permissions to write to this Channel topic"
+            self.send_frame(ch.error_reply(frame.topic, frame.ref, frame.join_ref, reason))
+            return
         if event == "track":
             meta = frame.payload.get("payload", {})
             if not isinstance(meta, dict):
@@ -292,16 +342,16 @@ class Connection:
             if not subscriber.presence_enabled:  # tracking enables presence for the channel
                 subscriber.presence_enabled = True
                 subscriber.send(
-                    ch.push(frame.topic, "presence_state", self.hub.presences.state(frame.topic))
+                    ch.push(frame.topic, "presence_state", self.hub.presences.state(subscriber.key))
                 )
             diff = self.hub.presences.track(
-                subscriber.topic, subscriber.id, subscriber.presence_key, meta
+                subscriber.key, subscriber.id, subscriber.presence_key, meta
             )
         elif event == "untrack":
-            diff = self.hub.presences.untrack(subscriber.topic, subscriber.id)
+            diff = self.hub.presences.untrack(subscriber.key, subscriber.id)
         else:
             reason = f"unknown presence event {event!r}"
             self.send_frame(ch.error_reply(frame.topic, frame.ref, frame.join_ref, reason))
             return
         self.send_frame(ch.reply(frame.topic, frame.ref, frame.join_ref))
-        self.hub.publish_presence(subscriber.topic, diff)
+        self.hub.publish_presence(subscriber, diff)

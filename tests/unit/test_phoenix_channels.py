@@ -16,7 +16,7 @@ def test_join_payload_filters_every_synced_table_to_the_workspace() -> None:
         "config": {
             "broadcast": {"self": False, "ack": False},
             "presence": {"key": "device-1", "enabled": True},
-            "private": False,
+            "private": True,
             "postgres_changes": [
                 {"event": "*", "schema": "public", "table": "workspaces", "filter": f"id=eq.{WS}"},
                 {

@@ -12,6 +12,7 @@ from daemon.realtime.channels import workspace_topic
 from daemon.realtime.connection import RealtimeConnection
 from daemon.realtime.frames import (
     BroadcastReceived,
+    ChannelError,
     ChannelJoined,
     ConnectionLost,
     Event,
@@ -39,11 +40,15 @@ async def test_changes_arrive_for_the_joined_workspace_and_never_for_another_org
     # Heartbeats every 200 ms: devcloud's replies must all be matched (no false timeouts).
     async with connection(cloud, alice, rec, "device-a", heartbeat_interval_s=200 * MS) as rt:
         topic_a = await rt.join_workspace(ws_a)
-        topic_b = await rt.join_workspace(ws_b)  # RLS must keep bob's rows from alice
-        await wait_for(
-            lambda: len(rec.of(PostgresSubscribed)) == 2, message="both channels subscribed"
+        topic_b = await rt.join_workspace(ws_b)  # another org's: the private join is refused
+        await wait_for(lambda: bool(rec.of(PostgresSubscribed)), message="alpha subscribed")
+        await wait_for(lambda: bool(rec.of(ChannelError, topic_b)), message="beta refused")
+        assert rec.of(ChannelError, topic_b)[0].reason == (
+            "Unauthorized: You do not have permissions to read from this Channel topic: "
+            f"workspace:{ws_b}"
         )
         assert rt.channel_state(ws_a) is ChannelState.JOINED
+        assert rt.channel_state(ws_b) is ChannelState.WAITING  # rejoined after a delay
         [joined] = rec.of(ChannelJoined, topic_a)
         assert [b["table"] for b in joined.bindings] == [
             "workspaces",
@@ -76,6 +81,10 @@ async def test_changes_arrive_for_the_joined_workspace_and_never_for_another_org
     assert changes[0].old_record is None and changes[0].commit_timestamp
     assert changes[1].record is not None and changes[1].record["name"] == "alpha!"
     assert not rec.of(PostgresChange, topic_b)
+    assert rec.of(PostgresSubscribed, topic_b) == []
+    # refused joins are retried after 1, 2, 5, then 10 s, not in a hot loop (which would have
+    # been refused hundreds of times by now): within this test's few seconds, a handful at most
+    assert len(rec.of(ChannelError, topic_b)) <= 3
     assert rec.of(ConnectionLost) == []
 
 
