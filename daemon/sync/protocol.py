@@ -28,10 +28,12 @@ Rules:
   (store/sync_outbox.py ``_keep_lost``): a lost ``manual`` edit still becomes a conflict.
 - Push a local write at once when no push started in the last ``push_delay_s`` (250 ms), else
   when that much time has passed since the last one started: a lone edit reaches the cloud (and
-  other devices) without waiting, a stream of edits rides in at most four batches a second
-  (leading-edge throttle, not a debounce: no write waits more than ``push_delay_s``). At once
-  (right after the catch-up pull) on start and reconnect; a batch that leaves more behind is
-  followed by the next at once.
+  other devices) without waiting, and edits between pushes ride in one batch (leading-edge
+  throttle, not a debounce: no write waits more than ``push_delay_s``). At once (right after
+  the catch-up pull) on start and reconnect. A batch that moved rows is followed by the next
+  at once, until a take finds the outbox empty: a run also takes the writes made while it
+  lasts, so a steady stream of edits is pushed back to back (the driver keeps up to
+  PUSH_IN_FLIGHT requests in flight), not four times a second.
 - Pull at once on start and on every reconnect (the driver reports every realtime
   (re)subscribe as ``connectivity_changed(online=True)``: realtime is at-most-once, the pull
   closes the gap), page after page while ``has_more``, then every ``pull_interval_s`` (30 s).
