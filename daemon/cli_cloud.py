@@ -44,6 +44,8 @@ _REASON_HINTS: Final[dict[str, str]] = {
     "email_not_confirmed": "confirm the email address first",
     "connect": "the cloud cannot be reached (check the network and SYNCD_CLOUD_URL); syncd "
     "keeps trying in the background",
+    "http_429": "the cloud limits how often this device may call it; syncd waits as long as it "
+    "asks (Retry-After)",
 }
 
 #: Hints for what was not found (-32001 by its ``data.entity``).
@@ -345,7 +347,8 @@ def _outcome(kind: str, result: dict[str, Any]) -> int:
     would read as a result); the exit code."""
     error = result.get("error")
     if error:
-        sys.stderr.write(f"syncd: sync failed: {error} (it retries in the background)\n")
+        when = f", next at {result['retry_at']}" if result.get("retry_at") else ""
+        sys.stderr.write(f"syncd: sync failed: {error} (it retries in the background{when})\n")
         hint = _REASON_HINTS.get(str(error))
         if hint:
             sys.stderr.write(f"hint: {hint}\n")

@@ -515,9 +515,11 @@ class CloudService(LocalSync):
         status = await self.sync_status()
         await self.links.touch(list(self.driver.syncs.values()), now=True)
         self._changed(sync=True)
+        retries = [w["retry_at"] for w in status["workspaces"] if w.get("retry_at")]
         return {
             **result,
             "state": status["state"],
             "outbox": status["outbox"],
             "rejected_total": status["rejected"],
+            "retry_at": min(retries, default=None),  # the next retry of a failed sync
         }

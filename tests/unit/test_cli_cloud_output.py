@@ -22,6 +22,16 @@ def test_a_failed_run_prints_only_why(kind: str, capsys: pytest.CaptureFixture[s
     assert "pushed" not in err and "pulled" not in err
 
 
+def test_a_limited_run_says_when_it_retries(capsys: pytest.CaptureFixture[str]) -> None:
+    at = "2026-11-23T00:20:05.000Z"
+    assert _outcome("push", {**COUNTS, "error": "http_429", "retry_at": at}) == EXIT_ERROR
+    _, err = capsys.readouterr()
+    assert err.startswith(
+        f"syncd: sync failed: http_429 (it retries in the background, next at {at})\n"
+    )
+    assert "hint: the cloud limits how often this device may call it" in err
+
+
 def test_a_run_prints_its_counts(capsys: pytest.CaptureFixture[str]) -> None:
     assert _outcome("push", {**COUNTS, "applied": 2, "error": None}) == EXIT_OK
     assert _outcome("pull", {**COUNTS, "pulled": 5, "changed": 4, "error": None}) == EXIT_OK
