@@ -145,6 +145,22 @@ def checked_folder(path: str | None, *, missing_ok: bool = False) -> str | None:
     return os.path.normpath(folder)
 
 
+def require_its_folder(row: dict[str, Any] | None, folder: str | None) -> None:
+    """A workspace lives in one folder: a link names that one, or none (and takes it).
+    InvalidInput naming ``path`` when ``folder`` is another: the link file would be written
+    there while the workspace, and ``syncd link``/``unlink`` of its folder, stay with the
+    first (was: linked as asked, the two disagreeing)."""
+    current = None if row is None or row["deleted_at"] is not None else row.get("path")
+    if folder is None or current is None:
+        return
+    if os.path.normpath(Path(current).expanduser()) != folder:
+        raise InvalidInput(
+            "path",
+            f"the workspace's folder is {current}: link that folder, or move the workspace"
+            " first (workspace.update {id, path})",
+        )
+
+
 def make_folder(folder: str) -> None:
     """Create ``folder`` (and its parents) unless it exists; InvalidInput if it cannot be."""
     try:
@@ -199,6 +215,7 @@ class Linker:
         row = await self._store.workspaces.get(workspace_id)
         if row["deleted_at"] is not None:
             raise InvalidInput("workspace_id", "the workspace is deleted")
+        require_its_folder(row, folder)
         fields = new_row_fields(row)
         change = cloud_change(
             "workspaces", row["id"], row["id"], fields, row["field_hlc"],
@@ -222,6 +239,10 @@ class Linker:
             raise NotFound("cloud_workspace", cloud_id)
         if found.deleted_at is not None:
             raise InvalidInput("cloud_workspace_id", "the cloud workspace is deleted")
+        try:  # cloned before (and unlinked since): it keeps its folder
+            require_its_folder(await self._store.workspaces.get(found.id), folder)
+        except NotFound:
+            pass
         if folder is not None:
             await asyncio.to_thread(make_folder, folder)
         link = await self._store.sync.link(workspace_id=found.id, org_id=found.org_id, path=folder)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from daemon.errors import InvalidInput
 from daemon.sync.cloud.errors import AuthRequired
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
@@ -302,3 +303,34 @@ async def test_a_user_of_another_organisation_holds_the_link_and_a_member_resume
         w for w in (await a.cloud.sync_status())["workspaces"] if w["workspace_id"] == ws["id"]
     ]
     assert resumed["state"] != "error" and resumed["last_error"] is None
+
+
+async def test_a_workspace_is_linked_in_its_own_folder(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path, cloud_rows: CloudRows
+) -> None:
+    """A link names the workspace's folder (or none): linked elsewhere, the link file went
+    there while the workspace's path, and `syncd link`/`unlink` of it, stayed with the first."""
+    await devcloud.create_user(EMAIL, PASSWORD, org="Acme")
+    a = await make_device("a")
+    await a.cloud.login(EMAIL, PASSWORD)
+    home, elsewhere = tmp_path / "p1", tmp_path / "p2"
+    home.mkdir()
+    elsewhere.mkdir()
+    ws = await a.store.workspaces.create(name="notes", path=str(home))
+
+    async def refused_elsewhere(**link: str) -> None:
+        with pytest.raises(InvalidInput) as refused:
+            await a.cloud.link(path=str(elsewhere), **link)
+        assert refused.value.field == "path" and str(home) in refused.value.message
+        assert not (elsewhere / ".cloud-link.json").exists()
+        assert a.cloud.cloud_status()["linked_workspaces"] == []
+
+    await refused_elsewhere(workspace_id=ws["id"])  # publish
+    assert await count(cloud_rows, "workspaces", ws["id"]) == 0  # refused before any request
+    await a.cloud.link(workspace_id=ws["id"], path=f"{home}/")  # its folder, as typed
+    assert (home / ".cloud-link.json").exists()
+    await a.cloud.unlink(ws["id"])
+    await refused_elsewhere(cloud_workspace_id=ws["id"])  # cloned again: it keeps its folder
+    await a.cloud.link(cloud_workspace_id=ws["id"], path=str(home))
+    assert (await a.store.workspaces.get(ws["id"]))["path"] == str(home)
+    assert (home / ".cloud-link.json").exists()
