@@ -20,6 +20,7 @@ from daemon.store.sync import pull_scope
 from daemon.store.sync_types import Link
 from daemon.sync.adapters import merge_pulled
 from daemon.sync.workspace import Counts, DriverSettings, Kind, SyncApi, WorkspaceSync
+from daemon.types import LOCAL_ONLY_ROLES
 
 if TYPE_CHECKING:
     from daemon.store import Store
@@ -172,6 +173,8 @@ class SyncDriver:
             data = event.data
             if event.topic not in _LOCAL_TOPICS or data.get("origin") != device:
                 continue
+            if event.topic.startswith("message.") and data.get("role") in LOCAL_ONLY_ROLES:
+                continue  # local-only (I6): it wrote no outbox entry, there is nothing to push
             ws = (
                 data.get("id") if event.topic.startswith("workspace.") else data.get("workspace_id")
             )

@@ -83,6 +83,24 @@ async def test_system_messages_never_leave_the_device(
     assert await count(cloud_rows, "messages", secret["id"]) == 0
 
 
+async def test_a_local_only_write_starts_no_push(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    """A system message writes no outbox entry: waking the push for it made a run that took
+    nothing, and two sync.status events (pending, then not) for nothing."""
+    a, ws, conv = await linked_device(devcloud, make_device, tmp_path)
+    await a.cloud.sync_now("push")
+    session = a.cloud.driver.syncs[ws["id"]].session
+    await wait_for(lambda: session.snapshot.busy is None, timeout=5_000 * MS)
+    before = session.snapshot
+    await a.store.messages.create(conversation_id=conv["id"], role="system", content="s")
+    after = session.snapshot  # the commit listener ran before create returned
+    assert (after.pending, after.push_due, after.busy) == (False, None, None)
+    assert after.push_started_at == before.push_started_at
+    await a.store.messages.create(conversation_id=conv["id"], role="user", content="u")
+    assert session.snapshot.pending or session.snapshot.busy == "push"  # a pushed one does
+
+
 async def test_a_cloud_write_arrives_and_an_echo_tells_no_ui(
     devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path, cloud_rows: CloudRows
 ) -> None:
