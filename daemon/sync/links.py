@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -170,11 +170,12 @@ def make_folder(folder: str) -> None:
         raise InvalidInput("path", f"the folder cannot be created: {reason}") from exc
 
 
-def _update_last_sync(folder: str, workspace_id: str, when: str | None) -> None:
+def _update_link_file(folder: str, workspace_id: str, **fields: str | None) -> None:
+    """Set ``fields`` in the folder's link file if it is this workspace's."""
     document = read_link_file(folder)
     if document is None or document.get("cloudWorkspaceId") != workspace_id:
         return  # removed by the user, or another workspace's: leave it
-    document["lastSyncAt"] = when
+    document.update(fields)
     try:
         write_link_file(folder, document)
     except OSError as exc:  # informational: a later sync tries again
@@ -327,7 +328,33 @@ class Linker:
             if last - self._file_at.get(ws, 0.0) < LINK_FILE_EVERY_S:
                 continue
             self._file_at[ws] = last
-            await asyncio.to_thread(_update_last_sync, path, ws, iso(last))
+            await asyncio.to_thread(_update_link_file, path, ws, lastSyncAt=iso(last))
+
+    def renamed(
+        self, events: Iterable[ChangeEvent], linked: Mapping[str, WorkspaceSync]
+    ) -> list[Link]:
+        """The ``linked`` workspaces whose name one of ``events`` changed; their name here
+        (cloud.status) is the new one (a commit listener: no I/O). The workspace row is the
+        cloud workspace's, synced: a rename on any device renames the link."""
+        found: dict[str, Link] = {}
+        for event in events:
+            ws, name = event.data.get("id"), event.data.get("name")
+            if not event.topic.startswith("workspace.") or not isinstance(name, str):
+                continue
+            sync = linked.get(ws) if isinstance(ws, str) else None
+            link = None if sync is None else sync.link
+            if link is not None and self.names.get(link.workspace_id) != name:
+                self.names[link.workspace_id] = name
+                found[link.workspace_id] = link
+        return list(found.values())
+
+    async def write_name(self, link: Link) -> None:
+        """The link file says the workspace's current name."""
+        name = self.names.get(link.workspace_id)
+        if link.path is not None and name is not None:
+            await asyncio.to_thread(
+                _update_link_file, link.path, link.workspace_id, cloudWorkspaceName=name
+            )
 
     def link_json(self, link: Link, sync: WorkspaceSync | None) -> dict[str, Any]:
         return {

@@ -481,9 +481,15 @@ class CloudService(LocalSync):
         self._spawn(self.links.place(link, lambda: ws in self.driver.syncs), f"cloud-place-{ws}")
 
     def _on_commit(self, events: Sequence[ChangeEvent]) -> None:
-        """A watched link's workspace row was written (a clone's first pull): place its folder."""
+        """A watched link's workspace row was written (a clone's first pull): place its folder.
+        A linked workspace was renamed (here or on another device): so is its link."""
         for link in self.links.arrived(events):
             self._place_folder(link)
+        renamed = self.links.renamed(events, self.driver.syncs)
+        for link in renamed:
+            self._spawn(self.links.write_name(link), f"cloud-link-name-{link.workspace_id}")
+        if renamed:
+            self._changed(cloud=True)
 
     async def _join_when_pushed(self, sync: WorkspaceSync) -> None:
         """Join a published workspace's channel once its history is pushed (or the push

@@ -36,6 +36,16 @@ async def linked_device(
     return a, ws, conv
 
 
+async def cloned_on_b(make_device: MakeDevice, tmp_path: Path, ws: dict[str, Any]) -> Device:
+    """Device B of the same user, with ``ws`` cloned into tmp_path/ws-b and pulled."""
+    b = await make_device("b")
+    await b.cloud.login(EMAIL, PASSWORD)
+    (tmp_path / "ws-b").mkdir()
+    await b.cloud.link(cloud_workspace_id=ws["id"], path=str(tmp_path / "ws-b"))
+    await b.cloud.sync_now("pull")
+    return b
+
+
 async def count(cloud_rows: CloudRows, table: str, row_id: str) -> int:
     rows = await cloud_rows(f"SELECT count(*) AS n FROM public.{table} WHERE id = $1", row_id)
     return int(rows[0]["n"])
@@ -145,11 +155,7 @@ async def test_edits_converge_both_ways(
     devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
 ) -> None:
     a, ws, conv = await linked_device(devcloud, make_device, tmp_path)
-    b = await make_device("b")
-    await b.cloud.login(EMAIL, PASSWORD)
-    (tmp_path / "ws-b").mkdir()
-    await b.cloud.link(cloud_workspace_id=ws["id"], path=str(tmp_path / "ws-b"))
-    await b.cloud.sync_now("pull")
+    b = await cloned_on_b(make_device, tmp_path, ws)
     await b.store.workspaces.update(ws["id"], shared_memory={"b": 1}, current_step="from b")
     await a.store.workspaces.update(ws["id"], shared_memory={"a": 1}, task_goal="from a")
     task = await a.store.tasks.create(workspace_id=ws["id"], kind="build", payload={"n": 1})
@@ -352,3 +358,28 @@ async def test_a_workspace_is_linked_in_its_own_folder(
     await a.cloud.link(cloud_workspace_id=ws["id"], path=str(home))
     assert (await a.store.workspaces.get(ws["id"]))["path"] == str(home)
     assert (home / ".cloud-link.json").exists()
+
+
+async def test_a_renamed_workspace_renames_its_links(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    """cloud.status and the link files name the cloud workspace as it is now, wherever it was
+    renamed (was: the name it had when linked, for ever)."""
+    a, ws, _ = await linked_device(devcloud, make_device, tmp_path)
+    b = await cloned_on_b(make_device, tmp_path, ws)
+
+    def names(device: Device, folder: str) -> tuple[Any, Any]:
+        [link] = device.cloud.cloud_status()["linked_workspaces"]
+        document = json.loads((tmp_path / folder / ".cloud-link.json").read_text())
+        return link["cloud_workspace_name"], document["cloudWorkspaceName"]
+
+    assert names(a, "ws-a") == names(b, "ws-b") == ("notes", "notes")
+    await b.store.workspaces.update(ws["id"], name="renamed on b")
+    await b.cloud.sync_now("push")
+    await a.cloud.sync_now("pull")
+    for device, folder in ((a, "ws-a"), (b, "ws-b")):
+        await wait_for(
+            lambda d=device, f=folder: names(d, f) == ("renamed on b",) * 2,
+            timeout=5_000 * MS,
+            message=f"{folder}'s name",
+        )
