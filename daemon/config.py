@@ -32,7 +32,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -177,8 +177,11 @@ def load_settings(
 ) -> Settings:
     """Build Settings from flags > SYNCD_* environment > <data-dir>/config.toml > defaults."""
     resolved = resolve_data_dir(data_dir, environ=environ)
-    raw: _Raw = _read_toml(resolved / CONFIG_FILE)
-    raw.update(_read_env(environ))
+    raw: _Raw = {}
+    for source in (_read_toml(resolved / CONFIG_FILE), _read_env(environ)):
+        for name, (key, value) in source.items():
+            _CASTS[name](key, value)  # a bad value stops us, even one a later source overrides
+        raw.update(source)
     if port is not None:
         raw["bridge.port"] = ("--port", port)
     return _build(resolved, raw)
@@ -222,27 +225,13 @@ def _read_toml(path: Path) -> _Raw:
 
 
 def _build(data_dir: Path, raw: _Raw) -> Settings:
-    casts: dict[str, Callable[[str, Any], Any]] = {
-        "store.synchronous": _synchronous,
-        "store.busy_timeout_ms": _int_in(0, 600_000),
-        "store.changelog_retain": _int_in(1, 10**9),
-        "bridge.port": _int_in(0, 65535),
-        "bridge.max_frame_bytes": _int_in(1024, 1 << 30),
-        "bridge.allowed_origins": _origins,
-        "bridge.send_queue_size": _int_in(1, 1 << 20),
-        "bridge.spin_us": _int_in(0, 10_000),
-        "cloud.anon_key": _secret,
-        "cloud.url": _url,
-        "log_level": _log_level,
-        "event_loop": _event_loop,
-    }
     # Only what a source set, by section; everything else keeps the dataclasses' defaults.
     values: dict[str, dict[str, Any]] = {"": {}, "store": {}, "bridge": {}, "cloud": {}}
     for name in _KEYS:
         if name in raw:
             key, value = raw[name]
             section, _, field_name = name.rpartition(".")
-            values[section][field_name] = casts[name](key, value)
+            values[section][field_name] = _CASTS[name](key, value)
     return Settings(
         data_dir=data_dir,
         store=StoreSettings(**values["store"]),
@@ -374,3 +363,20 @@ def _is_host_port(authority: str) -> bool:
     except ValueError:
         return False
     return bool(parts.hostname) and (port is not None or not authority.endswith(":"))
+
+
+#: Each setting's check and conversion; ConfigError names the key as its source spells it.
+_CASTS: Final[dict[str, Callable[[str, Any], Any]]] = {
+    "store.synchronous": _synchronous,
+    "store.busy_timeout_ms": _int_in(0, 600_000),
+    "store.changelog_retain": _int_in(1, 10**9),
+    "bridge.port": _int_in(0, 65535),
+    "bridge.max_frame_bytes": _int_in(1024, 1 << 30),
+    "bridge.allowed_origins": _origins,
+    "bridge.send_queue_size": _int_in(1, 1 << 20),
+    "bridge.spin_us": _int_in(0, 10_000),
+    "cloud.anon_key": _secret,
+    "cloud.url": _url,
+    "log_level": _log_level,
+    "event_loop": _event_loop,
+}

@@ -48,6 +48,20 @@ def test_flag_beats_env_beats_file_beats_default(tmp_path: Path) -> None:
     assert load_settings(data_dir=tmp_path, port=0, environ=env).bridge.port == 0
 
 
+def test_a_bad_value_stops_us_even_when_a_later_source_overrides_it(tmp_path: Path) -> None:
+    """A typo in config.toml must not hide until the day the flag or variable that overrides
+    it is gone (was: `[bridge] port = "x"` passed whenever --port was given)."""
+    write_toml(tmp_path, '[bridge]\nport = "x"\n')
+    for env, port in (({"SYNCD_PORT": "2222"}, None), ({}, 0)):
+        with pytest.raises(ConfigError) as info:
+            load_settings(data_dir=tmp_path, port=port, environ=env)
+        assert info.value.key == "bridge.port"
+    write_toml(tmp_path, "[bridge]\nport = 1111\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(data_dir=tmp_path, port=0, environ={"SYNCD_PORT": "x"})
+    assert info.value.key == "SYNCD_PORT"
+
+
 def test_every_key_from_the_environment(tmp_path: Path) -> None:
     env = {
         "SYNCD_LOG_LEVEL": "debug",
