@@ -6,7 +6,7 @@
     ├─ ConfigError(key, message)          a setting has a bad value (the user's fault)
     ├─ StoreError                          the local SQLite store failed
     │  ├─ MigrationError                   the schema cannot be brought up to date
-    │  ├─ NotFound(entity, id)             no row with that id
+    │  ├─ NotFound(entity, id, deleted?)   no row with that id (or a deleted one)
     │  └─ Conflict(message, field)       e.g. a message id reused with different content
     ├─ InvalidInput(field, message)        a caller passed a bad value; nothing was changed
     ├─ AlreadyRunning(pid)                 another daemon holds this data dir's lock
@@ -41,12 +41,14 @@ class MigrationError(StoreError):
 
 
 class NotFound(StoreError):
-    """No row of ``entity`` has ``id``."""
+    """No row of ``entity`` has ``id`` (``deleted``: one has, tombstoned, and this call does
+    not take a deleted row)."""
 
-    def __init__(self, entity: str, id: str) -> None:
-        super().__init__(f"{entity} {id!r} not found")
+    def __init__(self, entity: str, id: str, *, deleted: bool = False) -> None:
+        super().__init__(f"{entity} {id!r} " + ("is deleted" if deleted else "not found"))
         self.entity = entity
         self.id = id
+        self.deleted = deleted
 
 
 class Conflict(StoreError):

@@ -40,7 +40,10 @@ def map_error(exc: Exception) -> RpcError | None:
     if isinstance(exc, RpcError):
         return exc
     if isinstance(exc, NotFound):
-        return RpcError(ErrorCode.NOT_FOUND, data={"entity": exc.entity, "id": exc.id})
+        data = {"entity": exc.entity, "id": exc.id}
+        return RpcError(
+            ErrorCode.NOT_FOUND, data={**data, "reason": "deleted"} if exc.deleted else data
+        )
     if isinstance(exc, Conflict):
         return RpcError(ErrorCode.CONFLICT, data={"field": exc.field, "reason": exc.message})
     if isinstance(exc, InvalidInput):

@@ -155,7 +155,15 @@ def limit_value(limit: Any) -> int:
 def require_workspace(ctx: WriteContext, workspace_id: str) -> None:
     """InvalidInput unless the live workspace exists (checked inside the write)."""
     if not ctx.exists("workspaces", workspace_id):
-        raise InvalidInput("workspace_id", f"unknown workspace {workspace_id!r}")
+        raise InvalidInput("workspace_id", missing(ctx, "workspaces", "workspace", workspace_id))
+
+
+def missing(ctx: WriteContext, table: str, entity: str, id: str) -> str:
+    """Why no live row of ``table`` has ``id``: it is deleted, or unknown (a refusal's text; one
+    more lookup, on the refusal's path only)."""
+    if ctx.exists(table, id, live=False):
+        return f"{entity} {id!r} is deleted"
+    return f"unknown {entity} {id!r}"
 
 
 def require_live_workspace_of(ctx: WriteContext, row: dict[str, Any], entity: str) -> None:
@@ -283,7 +291,7 @@ def update_op(table: str, entity: str, id: str, fields: dict[str, Any], topic: s
     def op(ctx: WriteContext) -> dict[str, Any]:
         row = ctx.fetch(table, id)
         if row is None or row["deleted_at"] is not None:
-            raise NotFound(entity, id)
+            raise NotFound(entity, id, deleted=row is not None)
         require_live_workspace_of(ctx, row, entity)
         changes = {k: v for k, v in fields.items() if not same_value(table, k, row[k], v)}
         if not changes:

@@ -21,7 +21,7 @@ from typing import Any
 
 from daemon.errors import Conflict, InvalidInput
 from daemon.hlc import MAX_AHEAD_MS
-from daemon.store.base import Page, Repo, deleted_workspace, identifier, no_nul
+from daemon.store.base import Page, Repo, deleted_workspace, identifier, missing, no_nul
 from daemon.store.codec import decode_cursor, encode_cursor, iso_ms
 from daemon.store.ids import is_uuid, uuid7, uuid7_time_ms
 from daemon.store.sql import live_conversation_workspace_sql
@@ -114,7 +114,8 @@ def _create_op(conversation_id: str, role: str, content: str, id: str | None) ->
             live_conversation_workspace_sql(), {"_id": conversation_id}
         ).fetchone()
         if found is None:
-            raise InvalidInput("conversation_id", f"unknown conversation {conversation_id!r}")
+            why = missing(ctx, "conversations", "conversation", conversation_id)
+            raise InvalidInput("conversation_id", why)
         if found[1] is not None:
             why = deleted_workspace("conversation", conversation_id, found[0])
             raise InvalidInput("conversation_id", why)

@@ -122,7 +122,7 @@ def _cancel_op(id: str) -> Any:
     def op(ctx: WriteContext) -> dict[str, Any]:
         row = ctx.fetch("tasks", id)
         if row is None or row["deleted_at"] is not None:
-            raise NotFound("task", id)
+            raise NotFound("task", id, deleted=row is not None)
         require_live_workspace_of(ctx, row, "task")
         if row["status"] == "cancelled":
             return row

@@ -209,6 +209,35 @@ async def test_a_deleted_workspace_freezes_its_conversations_and_tasks(rpc: Rpc)
     assert await rpc.call("conversation.get", {"id": conv["id"]}) == conv
 
 
+async def test_a_deleted_row_is_said_deleted_not_unknown(rpc: Rpc) -> None:
+    """A write into a deleted row names why (was: 'Not found' for the row get still returns,
+    'unknown conversation'/'unknown workspace' for one that exists, deleted)."""
+    workspace, conv = await setup_conversation(rpc)
+    task = await rpc.call("task.enqueue", {"workspace_id": workspace["id"], "kind": "k"})
+    await rpc.call("conversation.delete", {"id": conv["id"]})
+    await rpc.call("task.cancel", {"id": task["id"]})
+    reply = await rpc.request(
+        "message.send", {"conversation_id": conv["id"], "role": "user", "content": "x"}
+    )
+    assert reply["error"]["data"] == {
+        "field": "conversation_id",
+        "reason": f"conversation {conv['id']!r} is deleted",
+    }
+    await rpc.call("workspace.delete", {"id": workspace["id"]})
+    for method, params in (
+        ("workspace.update", {"id": workspace["id"], "name": "again"}),
+        ("conversation.update", {"id": conv["id"], "name": "again"}),
+    ):
+        reply = await rpc.request(method, params)
+        assert reply["error"]["code"] == -32001, method
+        assert reply["error"]["data"]["reason"] == "deleted", method
+    reply = await rpc.request("conversation.create", {"workspace_id": workspace["id"], "name": "c"})
+    assert reply["error"]["data"]["reason"] == f"workspace {workspace['id']!r} is deleted"
+    missing = _uuid()
+    reply = await rpc.request("conversation.create", {"workspace_id": missing, "name": "c"})
+    assert reply["error"]["data"]["reason"] == f"unknown workspace {missing!r}"
+
+
 async def test_not_found_maps_to_32001_with_entity_and_id(rpc: Rpc) -> None:
     missing = _uuid()
     for method in ("workspace.get", "conversation.get", "task.get", "workspace.delete"):
