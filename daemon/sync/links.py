@@ -192,6 +192,8 @@ class Linker:
         #: cloud workspace names, as linked or as the link files say (for cloud.status)
         self.names: dict[str, str] = {}
         self._file_at: dict[str, float] = {}
+        #: link files are read, changed and written whole (``_update_link_file``): one at a time
+        self._file_lock = asyncio.Lock()
         #: links whose folder may still have to become their workspace's path (``place``)
         self._unplaced: dict[str, Link] = {}
 
@@ -328,7 +330,8 @@ class Linker:
             if last - self._file_at.get(ws, 0.0) < LINK_FILE_EVERY_S:
                 continue
             self._file_at[ws] = last
-            await asyncio.to_thread(_update_link_file, path, ws, lastSyncAt=iso(last))
+            async with self._file_lock:
+                await asyncio.to_thread(_update_link_file, path, ws, lastSyncAt=iso(last))
 
     def renamed(
         self, events: Iterable[ChangeEvent], linked: Mapping[str, WorkspaceSync]
@@ -350,11 +353,12 @@ class Linker:
 
     async def write_name(self, link: Link) -> None:
         """The link file says the workspace's current name."""
-        name = self.names.get(link.workspace_id)
-        if link.path is not None and name is not None:
-            await asyncio.to_thread(
-                _update_link_file, link.path, link.workspace_id, cloudWorkspaceName=name
-            )
+        async with self._file_lock:  # read and written whole: one update at a time
+            name = self.names.get(link.workspace_id)  # the latest, when its turn comes
+            if link.path is not None and name is not None:
+                await asyncio.to_thread(
+                    _update_link_file, link.path, link.workspace_id, cloudWorkspaceName=name
+                )
 
     def link_json(self, link: Link, sync: WorkspaceSync | None) -> dict[str, Any]:
         return {
