@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 
 from daemon.errors import InvalidInput
+from daemon.jsonmaps import visible_map
 from daemon.store.ids import is_uuid
-from daemon.store.schema import BOOL_COLUMNS, JSON_COLUMNS, metadata
+from daemon.store.schema import BOOL_COLUMNS, JSON_COLUMNS, MAP_COLUMNS, metadata
 
 _CURSOR_PREFIX = "k1."
 
@@ -76,6 +77,23 @@ class RowCodec:
         for col in self.bool_columns.intersection(row):
             params[col] = 1 if row[col] else 0
         return params
+
+
+def shown_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` as a reader sees it: its JSON maps (``MAP_COLUMNS``) without their tombstoned
+    (null) keys, which only the merge needs (R3, daemon/sync/merge.py). What the local API
+    answers and its events carry; the store keeps the tombstones. ``row`` itself when it holds
+    none (no copy)."""
+    maps = MAP_COLUMNS.get(table)
+    if not maps:
+        return row
+    shown = None
+    for col in maps:
+        value = row.get(col)
+        if isinstance(value, dict) and None in value.values():
+            shown = shown if shown is not None else dict(row)
+            shown[col] = visible_map(value)
+    return row if shown is None else shown
 
 
 def encode_cursor(key: str) -> str:

@@ -35,7 +35,7 @@ from daemon.store.base import (
     text,
 )
 from daemon.store.base import write_changes as write_local_change
-from daemon.store.codec import decode_cursor, load_json
+from daemon.store.codec import decode_cursor, load_json, shown_row
 from daemon.store.documents import DocumentRepo
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.schema import conflicts as conflicts_table
@@ -363,6 +363,6 @@ def _resolve_op(conflict_id: str, value: Any, *, choice: str | None = None) -> W
             stamp=ctx.stamp(),
             outbox=False,
         )
-        return {**view, "value": checked, "row": row}
+        return {**view, "value": checked, "row": shown_row(table, row)}
 
     return op

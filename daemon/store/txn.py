@@ -42,7 +42,7 @@ from typing import Any
 from daemon.errors import DaemonError, StoreError
 from daemon.events import ChangeEvent
 from daemon.hlc import MAX_WALL_MS, Clock, encode
-from daemon.store.codec import RowCodec, dump_json_text, iso_ms, now_ms
+from daemon.store.codec import RowCodec, dump_json_text, iso_ms, now_ms, shown_row
 from daemon.store.sql import (
     CHANGELOG_KEYS,
     LAST_SEQ_SQL,
@@ -177,13 +177,14 @@ class WriteContext:
                 insert_positional_sql("outbox", OUTBOX_KEYS),
                 self.outbox_values(table, op, row_id, workspace_id, fields, stamp, clocks),
             )
+        shown = shown_row(table, row)  # as readers see it: no tombstoned map keys
         cursor = self.conn.execute(
             insert_positional_sql("changelog", CHANGELOG_KEYS),
-            (topic, row_id, workspace_id, dump_json_text(row), stamp.iso),  # CHANGELOG_KEYS order
+            (topic, row_id, workspace_id, dump_json_text(shown), stamp.iso),  # CHANGELOG_KEYS
         )
         seq = cursor.lastrowid
         assert seq is not None
-        self._events.append(ChangeEvent(seq, topic, dict(row)))  # callers may keep `row`
+        self._events.append(ChangeEvent(seq, topic, dict(shown)))  # callers may keep `row`
 
     def syncs(self, workspace_id: str | None) -> bool:
         """Whether a local change of a row of ``workspace_id`` gets an outbox entry: its

@@ -1,13 +1,17 @@
 """Data methods: workspaces, conversations, messages, tasks. Thin: validate, call the store.
 
-Results are the stored rows as the repositories return them; lists are ``{items, next_cursor}``.
+Results are the stored rows as the repositories return them, their JSON maps as readers see
+them (no tombstoned key: ``_Shown``); lists are ``{items, next_cursor}``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from daemon.store.base import Page
+from daemon.store.codec import shown_row
 from daemon.store.messages import ID_TIME_RULE
 from daemon.types import TASK_STATUSES
 from ui_bridge.jsonrpc import ErrorCode
@@ -96,8 +100,29 @@ def _list(repo: Repo) -> Handler:
     return handler
 
 
+class _Shown:
+    """A repository whose answers show rows as readers see them (``codec.shown_row``: no
+    tombstoned map keys, R3); for the tables that have such maps (workspaces, tasks)."""
+
+    def __init__(self, repo: Any, table: str) -> None:
+        self._repo = repo
+        self._table = table
+
+    def __getattr__(self, name: str) -> Any:
+        method, table = getattr(self._repo, name), self._table
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            result = await method(*args, **kwargs)
+            if isinstance(result, Page):
+                items = [shown_row(table, row) for row in result.items]
+                return dataclasses.replace(result, items=items)
+            return shown_row(table, result)
+
+        return call
+
+
 def _workspaces(ctx: CallContext) -> Any:
-    return ctx.store.workspaces
+    return _Shown(ctx.store.workspaces, "workspaces")
 
 
 def _conversations(ctx: CallContext) -> Any:
@@ -109,7 +134,7 @@ def _messages(ctx: CallContext) -> Any:
 
 
 def _tasks(ctx: CallContext) -> Any:
-    return ctx.store.tasks
+    return _Shown(ctx.store.tasks, "tasks")
 
 
 def _entity_methods(

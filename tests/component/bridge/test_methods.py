@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from daemon.store import Store
 from daemon.store.ids import Uuid7Generator, uuid7, uuid7_time_ms
 from ui_bridge.methods import build_method_table
 from ui_bridge.server import BridgeServer
@@ -347,3 +348,25 @@ async def test_writes_after_store_close_answer_shutting_down(
     await bridge.store.close()
     reply = await rpc.request("workspace.create", {"name": "late"})
     assert reply["error"]["code"] == -32010
+
+
+async def test_maps_are_answered_without_their_tombstones(rpc: Rpc, store: Store) -> None:
+    """A key removed from a JSON map is kept as null for the merge (R3); readers see it
+    absent, in answers and events alike (was: {"a": 1, "b": null} everywhere)."""
+    ws = await rpc.call("workspace.create", {"name": "w"})
+    await rpc.call("workspace.update", {"id": ws["id"], "shared_memory": {"a": 1, "b": 2}})
+    task = await rpc.call("task.enqueue", {"workspace_id": ws["id"], "kind": "k"})
+    await rpc.call("subscribe", {"topics": ["workspace.updated", "task.updated"]})
+    updated = await rpc.call("workspace.update", {"id": ws["id"], "shared_memory": {"a": 1}})
+    await rpc.call("task.update", {"id": task["id"], "progress": {"step": 1}})
+    progressed = await rpc.call("task.update", {"id": task["id"], "progress": {}})
+    events = [(await rpc.next_event())["data"] for _ in range(3)]
+    got = await rpc.call("workspace.get", {"id": ws["id"]})
+    [listed] = (await rpc.call("workspace.list"))["items"]
+    for shown in (updated, got, listed, events[0]):
+        assert shown["shared_memory"] == {"a": 1}
+    for shown in (progressed, await rpc.call("task.get", {"id": task["id"]}), events[2]):
+        assert shown["progress"] == {}
+    # the store keeps the tombstones the merge needs
+    assert (await store.workspaces.get(ws["id"]))["shared_memory"] == {"a": 1, "b": None}
+    assert (await store.tasks.get(task["id"]))["progress"] == {"step": None}
