@@ -6,7 +6,7 @@ One ``SyncSession`` per linked workspace decides WHEN to push and pull; the driv
 The driver feeds inputs and then runs what ``commands_to_run()`` returns, in order:
 
     inputs  start, local_changes_committed, pull_page_received, push_result_received,
-            remote_change_received, connectivity_changed, auth_refreshed, manual_request,
+            remote_change_received, connectivity_changed, stopped, auth_refreshed, manual_request,
             tick(now)
     output  PullSince, PushBatch, ApplyRemote, RefreshAuth, ScheduleRetry, PublishStatus
 
@@ -387,6 +387,14 @@ class SyncSession:
                 self.snapshot = replace(back, retry_at=s.not_before)
             else:  # the backoff ends
                 self.snapshot = replace(back, retry_at=None, not_before=None, error=None).reset()
+        self._advance(now)
+
+    def stopped(self, now: float) -> None:
+        """No requests until ``start`` (logged out, or the workspace held): as going offline,
+        and a failure from before is no news any more: its error and backoff end, as ``start``
+        would end them (a status after a logout said the last error until the next login)."""
+        s = replace(self.snapshot, online=False, connected=False, pull_after_push=False)
+        self.snapshot = replace(s, error=None, retry_at=None, not_before=None).reset()
         self._advance(now)
 
     def auth_refreshed(self, now: float, failure: Failure | None = None) -> None:

@@ -368,7 +368,7 @@ class WorkspaceSync:
     def go_offline(self) -> None:
         """Logged out: no requests until ``start``."""
         self.held = None
-        self.session.connectivity_changed(self._clock(), online=False)
+        self.session.stopped(self._clock())
         self._epoch += 1
         # The oldest request may be awaited by a push under way (it settles as before); the
         # ones sent after it are dropped (their entries stay for the next push).

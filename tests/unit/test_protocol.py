@@ -648,3 +648,21 @@ def test_inputs_before_start_only_record_pending_changes() -> None:
     s.tick(NOW + 10)
     assert actions(s) == [] and s.state is OFFLINE and s.deadline is None
     assert s.snapshot.pending
+
+
+def test_stopping_ends_what_a_failure_left() -> None:
+    """Logged out (or held), no request goes until ``start``: the failure before it is no news
+    any more (a status after a logout said the last error, offline and the retry time, until
+    the next login)."""
+    s = SyncSession(rand=lambda: 0.5, backoff=Backoff(base_s=20.0, cap_s=30.0))
+    _pushing(s)
+    s.commands_to_run()
+    s.push_result_received(T, Failure.network("connect"))
+    actions(s)
+    assert s.snapshot.error == "connect" and s.snapshot.retry_at is not None
+    s.stopped(T + 1)
+    snap = s.snapshot
+    assert (snap.error, snap.retry_at, snap.not_before, snap.attempt) == (None, None, None, 0)
+    assert s.state is OFFLINE and s.deadline is None and actions(s) == []
+    s.tick(T + 60)
+    assert actions(s) == []  # nothing until start
