@@ -208,9 +208,12 @@ async def test_presence_shows_updates_and_leaves(
     assert ada is not None
     assert (ada["status"], ada["cursor"], ada["display_name"]) == ("busy", {"line": 7}, "ada")
     assert ada["self"] is False
-    assert any(
-        any(m.get("active_file") == "notes.md" for m in data["members"])
-        for data in on_b.of("presence.changed")
+    await wait_for(  # the UIs are shown it too (not necessarily in the same loop turn)
+        lambda: any(
+            any(m.get("active_file") == "notes.md" for m in data["members"])
+            for data in on_b.of("presence.changed")
+        ),
+        message="a presence.changed showing the file",
     )
     await a.cloud.logout()  # A's socket closes: B sees A leave
     await wait_for(lambda: devices() == {b.store.device_id}, message="A gone on B")
