@@ -38,11 +38,26 @@ async def discover(ctx: CallContext, params: dict[str, Any]) -> Any:
     return ctx.describe()
 
 
+#: The first segments of the event topics (ARCHITECTURE.md, "Public interfaces"). A family may
+#: gain topics, so a pattern is checked by its family only: enough to refuse a typo
+#: (``mesage.*``), which would otherwise be a subscription that never gets anything.
+EVENT_FAMILIES: Final = frozenset(
+    {"workspace", "conversation", "message", "task", "sync", "cloud", "presence", "broadcast",
+     "doc", "ai"}
+)  # fmt: skip
+
+
 async def subscribe(ctx: CallContext, params: dict[str, Any]) -> Any:
     try:
         topics = TopicFilter(params["topics"])
     except InvalidPattern as exc:
         raise invalid_params("topics", exc.reason if not exc.pattern else str(exc)) from exc
+    for pattern in topics.patterns:
+        family = pattern.partition(".")[0]
+        if family not in ("*", "**") and family not in EVENT_FAMILIES:
+            known = ", ".join(sorted(EVENT_FAMILIES))
+            reason = f"no event topic starts with {family!r} in {pattern!r} (known: {known})"
+            raise invalid_params("topics", reason)
     return await ctx.subscribe(topics, params.get("since"))
 
 
@@ -61,7 +76,8 @@ def add_system_methods(table: MethodTable) -> None:
         required=True,
         items="string",
         max_items=64,
-        description="topic patterns: `*` matches one segment, `**` any number",
+        description="topic patterns: `*` matches one segment, `**` any number; each begins"
+        " with `*`, `**` or an event family: " + ", ".join(sorted(EVENT_FAMILIES)),
     )
     since = Param(
         "since",

@@ -82,6 +82,17 @@ async def test_bad_topic_patterns_name_the_field(rpc: Rpc) -> None:
         assert reply["error"]["data"]["field"] == "topics"
 
 
+async def test_a_pattern_of_no_event_family_is_refused(rpc: Rpc) -> None:
+    """A typo'd family would be a subscription that never gets an event (was: taken)."""
+    for typo in ("mesage.*", "workspaces.created", "Message.created"):
+        reply = await rpc.request("subscribe", {"topics": ["cloud.status", typo]})
+        assert reply["error"]["code"] == -32602, typo
+        assert reply["error"]["data"]["field"] == "topics"
+        assert repr(typo) in reply["error"]["data"]["reason"], typo
+    for topics in (["*.created"], ["**"], ["ai.chunk"], ["doc.**", "sync.status"]):
+        assert await rpc.call("subscribe", {"topics": topics}), topics  # a family, or any
+
+
 async def test_a_connection_holds_at_most_256_subscriptions(rpc: Rpc) -> None:
     """As subscribe's description says."""
     subs = [await rpc.call("subscribe", {"topics": ["workspace.*"]}) for _ in range(256)]
