@@ -26,7 +26,7 @@ from daemon.jsonmaps import map_patch, same
 from daemon.store.codec import RowCodec, decode_cursor, encode_cursor
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.schema import CLOCK_COLUMNS, MAP_COLUMNS
-from daemon.store.sql import get_sql, list_sql, workspace_deleted_at_sql
+from daemon.store.sql import Compiled, get_sql, list_sql, workspace_deleted_at_sql
 from daemon.store.txn import Stamp, WriteContext, WriteOp
 
 MAX_LIMIT = 1000
@@ -224,12 +224,15 @@ class Repo:
     async def _list(
         self, filters: dict[str, Any], *, limit: int, cursor: str | None, cursor_field: str
     ) -> Page:
-        after = None if cursor is None else decode_cursor(cursor, cursor_field)
-        compiled = list_sql(
-            self.table, tuple(sorted(filters)), after is not None, self.in_workspace
-        )
+        keys = tuple(sorted(filters))
         return await read_page(
-            self._reader, self._codec.decode, compiled.sql, compiled.params(filters), limit, after
+            self._reader,
+            self._codec.decode,
+            lambda after: list_sql(self.table, keys, after, self.in_workspace),
+            filters,
+            limit=limit,
+            cursor=cursor,
+            cursor_field=cursor_field,
         )
 
     def _write(self, op: WriteOp) -> Awaitable[dict[str, Any]]:
@@ -247,18 +250,23 @@ def _read_one(
 async def read_page(
     reader: aiosqlite.Connection,
     decode: Callable[[tuple[Any, ...]], dict[str, Any]],
-    sql: str,
+    query: Callable[[bool], Compiled],
     params: dict[str, Any],
+    *,
     limit: int,
-    after: str | None,
+    cursor: str | None,
+    cursor_field: str = "cursor",
 ) -> Page:
-    """One page of a keyset list whose ``sql`` orders by id and binds ``_limit`` (and ``_after``,
-    the id the page starts after, when ``after`` is given): ``decode`` makes each item."""
+    """One page of a keyset list ordered by id. ``query(after)`` is its statement, which binds
+    ``_limit`` and, when ``after`` (a ``cursor`` was given), ``_after``: the id the page starts
+    after. ``decode`` makes each item of a row's values."""
     limit = limit_value(limit)
-    params = {**params, "_limit": limit + 1}
+    after = None if cursor is None else decode_cursor(cursor, cursor_field)
+    compiled = query(after is not None)
+    bound = compiled.params({**params, "_limit": limit + 1})
     if after is not None:
-        params["_after"] = after
-    rows, more = await run_in_thread(reader, _read_page, decode, sql, params, limit)
+        bound["_after"] = after
+    rows, more = await run_in_thread(reader, _read_page, decode, compiled.sql, bound, limit)
     return Page(rows, encode_cursor(rows[-1]["id"]) if more else None)
 
 
@@ -284,15 +292,22 @@ def _read_page(
 # -- generic mutations of mutable rows ----------------------------------------------------------
 
 
+def live_row(ctx: WriteContext, table: str, entity: str, id: str) -> dict[str, Any]:
+    """The row a write changes (inside it): NotFound unless it exists and is live (``deleted``
+    when it is tombstoned), InvalidInput when its workspace is deleted (module doc)."""
+    row = ctx.fetch(table, id)
+    if row is None or row["deleted_at"] is not None:
+        raise NotFound(entity, id, deleted=row is not None)
+    require_live_workspace_of(ctx, row, entity)
+    return row
+
+
 def update_op(table: str, entity: str, id: str, fields: dict[str, Any], topic: str) -> WriteOp:
     """Partial update: only fields whose value changes get a new clock; no change, no event.
     A row of a deleted workspace refuses (InvalidInput, see the module doc)."""
 
     def op(ctx: WriteContext) -> dict[str, Any]:
-        row = ctx.fetch(table, id)
-        if row is None or row["deleted_at"] is not None:
-            raise NotFound(entity, id, deleted=row is not None)
-        require_live_workspace_of(ctx, row, entity)
+        row = live_row(ctx, table, entity, id)
         changes = {k: v for k, v in fields.items() if not same_value(table, k, row[k], v)}
         if not changes:
             return row

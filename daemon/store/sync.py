@@ -15,6 +15,7 @@ when the row has it). The pull cursor of a linked workspace lives under
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Collection, Sequence
 from typing import Any, Final
@@ -35,7 +36,7 @@ from daemon.store.base import (
     text,
 )
 from daemon.store.base import write_changes as write_local_change
-from daemon.store.codec import decode_cursor, load_json, shown_row
+from daemon.store.codec import load_json, shown_row
 from daemon.store.documents import DocumentRepo
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.schema import conflicts as conflicts_table
@@ -259,9 +260,8 @@ class SyncRepo:
         """Conflicts in the order they arose (open ones unless ``include_resolved``)."""
         if not isinstance(include_resolved, bool):
             raise InvalidInput("include_resolved", "must be true or false")
-        after = None if cursor is None else decode_cursor(cursor)
-        page = q.conflicts_sql(include_resolved, after is not None)
-        return await read_page(self._reader, _conflict, page.sql, page.params({}), limit, after)
+        query = functools.partial(q.conflicts_sql, include_resolved)
+        return await read_page(self._reader, _conflict, query, {}, limit=limit, cursor=cursor)
 
     async def resolve_conflict(self, conflict_id: str, value: Any) -> dict[str, Any]:
         """Write ``value`` as a new local edit of the conflicting field (a new clock, so it wins
@@ -286,9 +286,9 @@ class SyncRepo:
 
     async def rejected(self, *, limit: int = 100, cursor: str | None = None) -> Page:
         """Changes the cloud refused, in the order it refused them."""
-        after = None if cursor is None else decode_cursor(cursor)
-        page = q.rejected_sql(after is not None)
-        return await read_page(self._reader, _rejection, page.sql, page.params({}), limit, after)
+        return await read_page(
+            self._reader, _rejection, q.rejected_sql, {}, limit=limit, cursor=cursor
+        )
 
     async def counts(self) -> dict[str, int]:
         """Outbox entries of linked workspaces waiting to be pushed, rejected changes,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.errors import Conflict, InvalidInput, NotFound
+from daemon.errors import Conflict, InvalidInput
 from daemon.store.base import (
     Check,
     Page,
@@ -19,7 +19,7 @@ from daemon.store.base import (
     integer,
     json_document,
     json_object,
-    require_live_workspace_of,
+    live_row,
     require_workspace,
     text,
     update_op,
@@ -120,10 +120,7 @@ def _create_op(workspace_id: str, kind: str, payload: Any, priority: int) -> Any
 
 def _cancel_op(id: str) -> Any:
     def op(ctx: WriteContext) -> dict[str, Any]:
-        row = ctx.fetch("tasks", id)
-        if row is None or row["deleted_at"] is not None:
-            raise NotFound("task", id, deleted=row is not None)
-        require_live_workspace_of(ctx, row, "task")
+        row = live_row(ctx, "tasks", "task", id)
         if row["status"] == "cancelled":
             return row
         if row["status"] in FINISHED:

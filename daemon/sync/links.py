@@ -341,14 +341,17 @@ class Linker:
         cloud workspace's, synced: a rename on any device renames the link."""
         found: dict[str, Link] = {}
         for event in events:
-            ws, name = event.data.get("id"), event.data.get("name")
-            if not event.topic.startswith("workspace.") or not isinstance(name, str):
+            if not event.topic.startswith("workspace."):  # (every commit comes here: cheap first)
                 continue
+            ws, name = event.data.get("id"), event.data.get("name")
             sync = linked.get(ws) if isinstance(ws, str) else None
-            link = None if sync is None else sync.link
-            if link is not None and self.names.get(link.workspace_id) != name:
-                self.names[link.workspace_id] = name
-                found[link.workspace_id] = link
+            if (
+                sync is not None
+                and isinstance(name, str)
+                and self.names.get(sync.workspace_id) != name
+            ):
+                self.names[sync.workspace_id] = name
+                found[sync.workspace_id] = sync.link
         return list(found.values())
 
     async def write_name(self, link: Link) -> None:

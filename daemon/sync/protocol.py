@@ -245,6 +245,10 @@ class Snapshot:
             and now < self.not_before
         )
 
+    def offline(self) -> Snapshot:
+        """No connection: nothing goes out until it is back (or ``start``)."""
+        return replace(self, online=False, connected=False, pull_after_push=False)
+
     def reset(self) -> Snapshot:
         """The backoff ends: the next failure waits the shortest delay again."""
         return replace(self, attempt=0, failing=frozenset())
@@ -373,7 +377,7 @@ class SyncSession:
         """The network or the realtime channel went down, or came (back) up."""
         s = self.snapshot
         if not online:
-            self.snapshot = replace(s, online=False, connected=False, pull_after_push=False)
+            self.snapshot = s.offline()
         else:
             back = replace(
                 s,
@@ -393,7 +397,7 @@ class SyncSession:
         """No requests until ``start`` (logged out, or the workspace held): as going offline,
         and a failure from before is no news any more: its error and backoff end, as ``start``
         would end them (a status after a logout said the last error until the next login)."""
-        s = replace(self.snapshot, online=False, connected=False, pull_after_push=False)
+        s = self.snapshot.offline()
         self.snapshot = replace(s, error=None, retry_at=None, not_before=None).reset()
         self._advance(now)
 

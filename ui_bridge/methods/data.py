@@ -60,12 +60,6 @@ def _text(
     )
 
 
-def _priority() -> Param:
-    return Param(
-        "priority", "integer", minimum=-1_000_000, maximum=1_000_000, description="default 0"
-    )
-
-
 def _status(what: str) -> Param:
     return Param("status", "string", enum=TASK_STATUS_ORDER, description=what)
 
@@ -324,17 +318,21 @@ def _message_methods() -> list[Method]:
 
 def _task_methods() -> list[Method]:
     t = _tasks
+    payload = Param("payload", "any", nullable=True, description="the task's input, any JSON")
+    priority = Param(
+        "priority", "integer", minimum=-1_000_000, maximum=1_000_000, description="default 0"
+    )
     enqueue = (
         _id("workspace_id", what="workspace id"),
         _text("kind", "what the task does, for the workers that take it", required=True, size=200),
-        Param("payload", "any", nullable=True, description="the task's input, any JSON"),
-        _priority(),
+        payload,
+        priority,
     )
     updatable = (
         _id(),
         _status("the new status"),
-        _priority(),
-        Param("payload", "any", nullable=True, description="the task's input, any JSON"),
+        priority,
+        payload,
         Param("progress", "object", nullable=True, description="checkpoint, merged key by key"),
     )
     listing = (
