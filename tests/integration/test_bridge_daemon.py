@@ -114,8 +114,8 @@ async def test_without_a_cloud_a_ui_still_gets_the_status_when_it_subscribes(
     is configured or not (was: none without a cloud, so such a UI showed nothing)."""
     async with await connect(data_dir=tmp_path) as client:
         stream = await client.subscribe(["cloud.status", "sync.*"])
-        first = await asyncio.wait_for(anext(stream), 10)
-        second = await asyncio.wait_for(anext(stream), 10)
+        first = await asyncio.wait_for(anext(stream), 10_000 * MS)
+        second = await asyncio.wait_for(anext(stream), 10_000 * MS)
         await stream.close()
     statuses = {e.topic: e.data for e in (first, second)}
     assert statuses["cloud.status"]["configured"] is False

@@ -8,6 +8,7 @@ import socket
 import stat
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -200,10 +201,18 @@ async def test_stream_reports_refetch_when_events_are_gone(
         await stream.close()
 
 
-async def test_subscribing_from_a_pruned_seq_raises_refetch_as_a_reconnect_does(
-    tmp_path: Path,
-) -> None:
+@pytest.fixture
+async def short_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A store whose changelog keeps 10 entries."""
     store = await Store.open(tmp_path / "syncd.db", StoreSettings(changelog_retain=10))
+    yield store
+    await store.close()
+
+
+async def test_subscribing_from_a_pruned_seq_raises_refetch_as_a_reconnect_does(
+    short_store: Store, tmp_path: Path
+) -> None:
+    store = short_store
     server = BridgeServer(BridgeSettings(port=0), store=store, data_dir=tmp_path, version="t")
     await server.start()
     try:
@@ -219,14 +228,12 @@ async def test_subscribing_from_a_pruned_seq_raises_refetch_as_a_reconnect_does(
             assert (await next_event(stream)).data == created
     finally:
         await server.stop()
-        await store.close()
 
 
 async def test_stream_raises_refetch_when_a_reconnect_finds_its_events_pruned(
-    tmp_path: Path,
+    short_store: Store, tmp_path: Path
 ) -> None:
-    data_dir = tmp_path
-    store = await Store.open(tmp_path / "syncd.db", StoreSettings(changelog_retain=10))
+    data_dir, store = tmp_path, short_store
     settings = BridgeSettings(port=0)
     server = BridgeServer(settings, store=store, data_dir=data_dir, version="t")
     await server.start()
@@ -245,7 +252,6 @@ async def test_stream_raises_refetch_when_a_reconnect_finds_its_events_pruned(
     finally:
         await client.close()
         await server.stop()
-        await store.close()
 
 
 async def test_cli_status_and_call(

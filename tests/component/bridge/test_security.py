@@ -26,17 +26,18 @@ async def handshake(
     host: str | None = None,
     origin: str | None = None,
     authorization: str | None = None,
+    upgrade: bool = True,
 ) -> int:
-    """Send a raw upgrade request; return the HTTP status of the answer."""
+    """Send a raw upgrade request (without its Upgrade and Connection headers unless
+    ``upgrade``); return the HTTP status of the answer."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     lines = [
         f"GET {path} HTTP/1.1",
         f"Host: {host if host is not None else f'127.0.0.1:{server.port}'}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Version: 13",
     ]
+    if upgrade:
+        lines += ["Upgrade: websocket", "Connection: Upgrade"]
+    lines += ["Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]
     if origin is not None:
         lines.append(f"Origin: {origin}")
     if authorization is not None:
@@ -235,13 +236,7 @@ async def test_a_request_without_upgrade_is_answered_426_and_logged_at_info(
     bridge: BridgeServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    reader, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
-    request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{bridge.port}\r\n{auth_header(bridge)}\r\n\r\n"
-    writer.write(request.encode())
-    status_line = await asyncio.wait_for(reader.readline(), 5_000 * MS)
-    writer.close()
-    await writer.wait_closed()
-    assert status_line.split()[1] == b"426"
+    assert await handshake(bridge, authorization=f"Bearer {bridge.token}", upgrade=False) == 426
     await wait_for(lambda: bool(handshake_failures(caplog)), message="the handshake failure")
     [record] = handshake_failures(caplog)
     assert record.levelno == logging.INFO and record.exc_info is None
@@ -262,7 +257,3 @@ async def test_a_failure_of_our_own_during_the_handshake_keeps_its_traceback(
     [record] = handshake_failures(caplog)
     assert record.levelno == logging.ERROR and record.exc_info is not None
     assert isinstance(record.exc_info[1], RuntimeError)
-
-
-def auth_header(server: BridgeServer) -> str:
-    return "\r\n".join(f"{k}: {v}" for k, v in auth(server).items())

@@ -13,9 +13,8 @@ from daemon.errors import InvalidInput
 from daemon.store import Store
 from daemon.store.base import Page
 
+from .linking import create_linked
 from .test_sync_support import change, clock, merge
-
-ORG = "org-1"
 
 Lister = Callable[..., Awaitable[Page]]
 
@@ -35,8 +34,7 @@ async def every_page(lister: Lister, limit: int, **params: Any) -> list[list[dic
 async def test_rejections_come_a_page_at_a_time_in_the_order_they_were_filed(
     store: Store,
 ) -> None:
-    ws = await store.workspaces.create(name="w")
-    await store.sync.link(workspace_id=ws["id"], org_id=ORG, path=None)
+    ws = await create_linked(store, name="w")
     convs = [
         await store.conversations.create(workspace_id=ws["id"], name=f"c{i}") for i in range(5)
     ]
@@ -57,8 +55,7 @@ async def test_rejections_come_a_page_at_a_time_in_the_order_they_were_filed(
 
 
 async def test_conflicts_come_a_page_at_a_time_open_or_all(store: Store) -> None:
-    ws = await store.workspaces.create(name="w")
-    await store.sync.link(workspace_id=ws["id"], org_id=ORG, path=None)
+    ws = await create_linked(store, name="w")
     await store.workspaces.update(ws["id"], task_goal="mine")  # pending: each newer one conflicts
     for i in range(3):
         at = clock(60_000 * (i + 1))

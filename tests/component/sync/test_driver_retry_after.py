@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import orjson
 
-from daemon.config import StoreSettings
 from daemon.store import Store
 from daemon.sync.retry import Backoff
 from tests.component.sync.mock_cloud import grant, link_workspace, mocked_driver
@@ -25,14 +24,14 @@ class FakeCloud:
         self.retry_after = retry_after
         self.pushes: list[float] = []
         self.pushed_rows = 0
-        self.pulls = 0
+        self.pulls: list[float] = []
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/auth/v1/token":
             return httpx.Response(200, json=grant())
         if path == "/rest/v1/rpc/sync_pull":
-            self.pulls += 1
+            self.pulls.append(time.monotonic())
             return httpx.Response(200, json={"changes": [], "cursor": None, "has_more": False})
         if path == "/rest/v1/rpc/sync_push":
             self.pushes.append(time.monotonic())
@@ -52,24 +51,20 @@ class FakeCloud:
         return httpx.Response(200, json=results)
 
 
-async def test_a_429_retry_after_is_honoured(tmp_path: Path) -> None:
+async def test_a_429_retry_after_is_honoured(store: Store, tmp_path: Path) -> None:
     cloud = FakeCloud(retry_after="1")
-    store = await Store.open(tmp_path / "syncd.db", StoreSettings())
-    try:
-        # Without Retry-After the driver would retry at once (rand = 0): any wait is the server's.
-        async with mocked_driver(store, tmp_path, cloud.handle) as driver:
-            ws_id = await link_workspace(store, driver)
-            await wait_for(lambda: cloud.pushed_rows == 2, timeout=5_000 * MS)
-            waited = cloud.pushes[1] - cloud.pushes[0]
-            assert waited >= 0.95, waited
+    # Without Retry-After the driver would retry at once (rand = 0): any wait is the server's.
+    async with mocked_driver(store, tmp_path, cloud.handle) as driver:
+        ws_id = await link_workspace(store, driver)
+        await wait_for(lambda: cloud.pushed_rows == 2, timeout=5_000 * MS)
+        waited = cloud.pushes[1] - cloud.pushes[0]
+        assert waited >= 0.95, waited
 
-            async def settled() -> bool:  # the cloud counted the rows before it answered
-                return (await store.sync.counts())["outbox"] == 0
+        async def settled() -> bool:  # the cloud counted the rows before it answered
+            return (await store.sync.counts())["outbox"] == 0
 
-            await wait_for(settled, timeout=5_000 * MS, message="the pushed rows settled")
-            assert driver.syncs[ws_id].session.snapshot.error is None
-    finally:
-        await store.close()
+        await wait_for(settled, timeout=5_000 * MS, message="the pushed rows settled")
+        assert driver.syncs[ws_id].session.snapshot.error is None
 
 
 class FailingPushCloud(FakeCloud):
@@ -82,23 +77,22 @@ class FailingPushCloud(FakeCloud):
         return httpx.Response(500, json={"code": "XX000", "message": "internal error"})
 
 
-async def test_a_failing_push_backs_off_while_the_catch_up_pulls_succeed(tmp_path: Path) -> None:
+async def test_a_failing_push_backs_off_while_the_catch_up_pulls_succeed(
+    store: Store, tmp_path: Path
+) -> None:
     """Each retry's catch-up pull succeeds; the push's delay still doubles (it used to stay at
     the first delay: a push every few hundred ms, for ever)."""
     cloud = FailingPushCloud()
     base = 40 * MS
-    store = await Store.open(tmp_path / "syncd.db", StoreSettings())
-    try:
-        # rand ~1: each delay is (almost) the full base * 2**attempt
-        backoff = Backoff(base_s=base, cap_s=100 * base)
-        async with mocked_driver(
-            store, tmp_path, cloud.handle, backoff=backoff, rand=lambda: 0.99
-        ) as driver:
-            await link_workspace(store, driver)
-            await wait_for(lambda: len(cloud.pushes) >= 5, timeout=10_000 * MS)
-            gaps = [b - a for a, b in itertools.pairwise(cloud.pushes[:5])]
-            for attempt, gap in enumerate(gaps):
-                assert gap >= 0.99 * base * 2**attempt, (attempt, gaps)
-            assert cloud.pulls > len(gaps)  # each retry began with a (successful) pull
-    finally:
-        await store.close()
+    # rand ~1: each delay is (almost) the full base * 2**attempt
+    backoff = Backoff(base_s=base, cap_s=100 * base)
+    async with mocked_driver(
+        store, tmp_path, cloud.handle, backoff=backoff, rand=lambda: 0.99
+    ) as driver:
+        await link_workspace(store, driver)
+        await wait_for(lambda: len(cloud.pushes) >= 5, timeout=10_000 * MS)
+    pushes = cloud.pushes[:5]
+    for attempt, (before, after) in enumerate(itertools.pairwise(pushes)):
+        assert after - before >= 0.99 * base * 2**attempt, (attempt, pushes)
+        # each retry began with a pull, which succeeded
+        assert any(before < pulled < after for pulled in cloud.pulls), (attempt, cloud.pulls)

@@ -4,7 +4,7 @@ hour away, so whatever reaches B after its catch-up pull came through realtime."
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
 from .conftest import PASSWORD, Device, MakeDevice, stored
+from .transports import PushGate
 
 ADA = "ada@example.com"
 BOB = "bob@example.com"
@@ -40,26 +41,6 @@ def published(device: Device) -> Published:
     recorder = Published()
     device.cloud.live.publisher = recorder
     return recorder
-
-
-class PushGate(httpx.AsyncBaseTransport):
-    """The real transport; while ``hold`` is set, a ``sync_push`` waits for ``release``
-    (``held`` counts those that waited)."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self.hold = False
-        self.release = asyncio.Event()
-        self.held = 0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self.hold and request.url.path.endswith("/rpc/sync_push"):
-            self.held += 1
-            await self.release.wait()
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def pair(
@@ -144,7 +125,10 @@ async def test_the_echo_of_our_own_write_tells_no_ui(
 
 
 async def test_a_late_push_into_a_row_this_device_wrote_last_reaches_it_through_realtime(
-    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+    devcloud: RunningDevcloud,
+    make_device: MakeDevice,
+    tmp_path: Path,
+    cloud_rows: Callable[..., Awaitable[list[Any]]],
 ) -> None:
     """A edits the description while its push cannot go out, B then renames: the cloud row
     ends with A's description and B's newer name, so its ``origin`` is B. The hint of A's
@@ -155,10 +139,10 @@ async def test_a_late_push_into_a_row_this_device_wrote_last_reaches_it_through_
     try:
         await a.store.workspaces.update(ws_id, description="from a")  # clock older than B's
         await wait_for(lambda: gate.held == 1, timeout=5_000 * MS, message="A's push held")
+        seen = len(b.events)
         await b.store.workspaces.update(ws_id, name="renamed on b")
         await wait_for(lambda: pushed(b), timeout=5_000 * MS, message="B's push")
         pulled_at = await last_pull(b)
-        seen = len(b.events)
     finally:
         gate.release.set()
 
@@ -167,21 +151,19 @@ async def test_a_late_push_into_a_row_this_device_wrote_last_reaches_it_through_
 
     await wait_for(description_on_b, timeout=5_000 * MS, message="A's description on B")
     assert await last_pull(b) == pulled_at, "it came by a pull, not through realtime"
-    [row] = await cloud_workspace(devcloud, ws_id)
+    [row] = await cloud_rows("SELECT origin FROM public.workspaces WHERE id = $1::uuid", ws_id)
     assert row["origin"] == b.store.device_id  # (the case: the last writer is B)
-    updated = [e for e in b.events[seen:] if e.topic == "workspace.updated"]
-    assert len(updated) == 1
-    # B's own echo (B's rename) changed nothing more and told no UI again
-    assert (await b.store.workspaces.get(ws_id))["name"] == "renamed on b"
+    # B's rename, then A's description: the echo of B's own push (in the cloud's commit
+    # order, before A's) told no UI again
+    updated = [e.data for e in b.events[seen:] if e.topic == "workspace.updated"]
+    assert [(d["name"], d["description"]) for d in updated] == [
+        ("renamed on b", None),
+        ("renamed on b", "from a"),
+    ]
 
 
 async def pushed(device: Device) -> bool:
     return (await device.cloud.sync_status())["outbox"] == 0
-
-
-async def cloud_workspace(devcloud: RunningDevcloud, ws_id: str) -> list[Any]:
-    async with devcloud.ctx.pool.acquire() as conn:
-        return list(await conn.fetch("SELECT origin FROM workspaces WHERE id::text = $1", ws_id))
 
 
 async def test_presence_shows_updates_and_leaves(

@@ -22,7 +22,7 @@ import websockets
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
-from .conftest import PASSWORD, MakeDevice
+from .conftest import PASSWORD, MakeDevice, stored
 from .test_live_devcloud import pair, published
 from .test_live_docs import update_after
 
@@ -48,7 +48,7 @@ class RawSocket:
     async def reply(self, ref: str) -> dict[str, Any]:
         """Read until the reply to ``ref`` (keeping everything read in ``frames``)."""
         while True:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(10_000 * MS):
                 frame = json.loads(await self.ws.recv())
             self.frames.append(frame)
             if frame["event"] == "phx_reply" and frame["ref"] == ref:
@@ -103,6 +103,10 @@ async def test_an_outsider_is_refused_the_private_channel_and_hears_nothing_on_t
     a, b, ws_id, _ = await pair(devcloud, make_device, tmp_path)
     shown = published(b)
     topic = f"realtime:workspace:{ws_id}"
+    opened = await a.store.documents.open(workspace_id=ws_id, name="plan")
+    await a.cloud.sync_now("push")
+    await b.cloud.sync_now("pull")
+    await wait_for(lambda: stored(b.store.documents.get, opened["id"]), message="plan on B")
     async with eve_socket(devcloud) as (eve, token):
         refused = await eve.join(topic, token, private=True)
         assert refused["payload"] == {
@@ -115,8 +119,12 @@ async def test_an_outsider_is_refused_the_private_channel_and_hears_nothing_on_t
         # the public channel of the same topic admits her, but it is not where the devices are
         assert (await eve.join(topic, token, private=False))["payload"]["status"] == "ok"
         await a.cloud.live.set_presence(ws_id, {"active_file": "secret.md"})
-        opened = await a.store.documents.open(workspace_id=ws_id, name="plan")
         await a.store.documents.apply_update(opened["id"], update_after(opened["state"], "hush"))
+
+        async def hushed_on_b() -> bool:  # the update was broadcast (on the private channel)
+            return (await b.store.documents.get(opened["id"]))["text"] == "hush"
+
+        await wait_for(hushed_on_b, timeout=5_000 * MS, message="the update on B")
         await a.cloud.live.broadcast(ws_id, "marker", {"n": 1})
         await wait_for(
             lambda: shown.of("broadcast.received") != [], timeout=5_000 * MS, message="marker"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
 from daemon.sync.cloud.errors import CloudUnavailable
@@ -15,6 +14,7 @@ from devcloud.server import RunningDevcloud
 from tests.helpers import wait_for
 
 from .conftest import PASSWORD, MakeDevice
+from .transports import Outage
 
 
 async def test_a_refused_stored_session_leaves_the_sync_stopped(
@@ -40,22 +40,6 @@ async def test_a_refused_stored_session_leaves_the_sync_stopped(
     assert again.cloud.live.status() == {"connected": False, "subscribed": []}
 
 
-class Outage(httpx.AsyncBaseTransport):
-    """The real transport, but while ``down`` every request fails to connect."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self.down = True
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self.down:
-            raise httpx.ConnectError("connection refused", request=request)
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
 async def test_a_session_restored_while_the_cloud_is_down_answers_that_it_is_unavailable(
     devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
 ) -> None:
@@ -67,7 +51,7 @@ async def test_a_session_restored_while_the_cloud_is_down_answers_that_it_is_una
     await a.cloud.stop()
     await a.store.close()
 
-    outage = Outage()
+    outage = Outage(down=True)
     again = await make_device("a", outage)
     await wait_for(lambda: again.cloud.cloud_status()["logged_in"], message="the restore")
     with pytest.raises(CloudUnavailable) as listed:

@@ -10,33 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
-
 from daemon.events import ChangeEvent
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
 from .conftest import PASSWORD, Device, MakeDevice
+from .transports import Outage
 
 STATUS = ("sync.status", "cloud.status")
-
-
-class Gate(httpx.AsyncBaseTransport):
-    """The real transport, or with ``down`` a refused connection (``refused`` counts them)."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self.down = False
-        self.refused = 0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self.down:
-            self.refused += 1
-            raise httpx.ConnectError("connection refused", request=request)
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 def status_events(device: Device, since: int = 0) -> list[ChangeEvent]:
@@ -50,7 +31,7 @@ def last(device: Device, topic: str) -> dict:
 async def test_pulls_and_retries_that_change_nothing_write_no_status_event(
     devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
 ) -> None:
-    gate = Gate()
+    gate = Outage()
     a = await make_device("a", gate, pull_interval_s=50 * MS)
     await devcloud.create_user("ada@example.com", PASSWORD, org="Acme")
     await a.cloud.login("ada@example.com", PASSWORD)

@@ -11,60 +11,31 @@ edit, and B's edit was replaced without a conflict).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
-import orjson
 import pytest
 
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
 from .conftest import PASSWORD, Device, MakeDevice
+from .transports import PushGate
 
 EMAIL = "tove@example.com"
 HOUR = 3600.0
 WITHIN = 20_000 * MS
 
 
-class Gate(httpx.AsyncBaseTransport):
-    """The real transport; while ``hold`` is set, a ``sync_push`` carrying ``task_goal`` waits
-    for ``release`` (counted in ``held``; ``answered`` counts those answered)."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self.hold = False
-        self.release = asyncio.Event()
-        self.held = 0
-        self.answered = 0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        held = False
-        if self.hold and request.url.path.endswith("/rpc/sync_push"):
-            changes = orjson.loads(request.content)["changes"]
-            held = any("task_goal" in c["fields"] for c in changes)
-        if held:
-            self.held += 1
-            await self.release.wait()
-        response = await self.inner.handle_async_request(request)
-        await response.aread()
-        self.answered += held
-        return response
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
 @pytest.fixture
 async def devices(
     devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
-) -> AsyncIterator[tuple[Device, Device, Gate, str]]:
-    """A (publisher) and B (a clone, through a Gate, realtime off), one workspace."""
+) -> AsyncIterator[tuple[Device, Device, PushGate, str]]:
+    """A (publisher) and B (a clone, through a PushGate holding its task_goal pushes,
+    realtime off), one workspace."""
     await devcloud.create_user(EMAIL, PASSWORD, org="Acme")
     a = await make_device("a", pull_interval_s=HOUR)
-    gate = Gate()
+    gate = PushGate(lambda changes: any("task_goal" in c["fields"] for c in changes))
     b = await make_device("b", gate, pull_interval_s=HOUR)
     for device in (a, b):
         await device.cloud.login(EMAIL, PASSWORD)
@@ -83,7 +54,7 @@ async def devices(
 
 
 async def test_a_manual_edit_superseded_at_push_is_a_conflict_when_the_winner_arrives(
-    devices: tuple[Device, Device, Gate, str],
+    devices: tuple[Device, Device, PushGate, str],
 ) -> None:
     a, b, gate, ws_id = devices
     assert (await b.store.workspaces.get(ws_id))["task_goal"] == "the first goal"

@@ -48,7 +48,7 @@ async def test_changes_arrive_for_the_joined_workspace_and_never_for_another_org
             f"workspace:{ws_b}"
         )
         assert rt.channel_state(ws_a) is ChannelState.JOINED
-        assert rt.channel_state(ws_b) is ChannelState.WAITING  # rejoined after a delay
+        assert rt.channel_state(ws_b) is not ChannelState.JOINED  # (waiting, or rejoining)
         [joined] = rec.of(ChannelJoined, topic_a)
         assert [b["table"] for b in joined.bindings] == [
             "workspaces",
@@ -82,9 +82,10 @@ async def test_changes_arrive_for_the_joined_workspace_and_never_for_another_org
     assert changes[1].record is not None and changes[1].record["name"] == "alpha!"
     assert not rec.of(PostgresChange, topic_b)
     assert rec.of(PostgresSubscribed, topic_b) == []
-    # refused joins are retried after 1, 2, 5, then 10 s, not in a hot loop (which would have
-    # been refused hundreds of times by now): within this test's few seconds, a handful at most
-    assert len(rec.of(ChannelError, topic_b)) <= 3
+    # refused joins are retried after 1, 2, 5, then 10 s (tests/unit/test_phoenix.py, on a
+    # controlled clock), not in a hot loop, which would have been refused hundreds of times by
+    # now: ten allows this test ~50 s even on a loaded machine
+    assert len(rec.of(ChannelError, topic_b)) <= 10
     assert rec.of(ConnectionLost) == []
 
 
