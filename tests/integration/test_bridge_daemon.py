@@ -68,7 +68,11 @@ async def test_run_serves_the_api_and_shuts_down_cleanly(
     assert info is not None and info.pid == daemon.pid
     assert stat.S_IMODE(discovery_path(tmp_path).stat().st_mode) == 0o600
     async with await connect(data_dir=tmp_path) as client:
-        events = await client.subscribe(["workspace.*"])
+        # without a cloud, cloud.status is the daemon's last event of its own (published
+        # just after it starts listening): after it, the seqs are this test's alone
+        events = await client.subscribe(["workspace.*", "cloud.status"])
+        first = await anext(events)
+        assert first.topic == "cloud.status" and first.data["configured"] is False
         row = await client.call("workspace.create", {"name": "through syncd run"})
         event = await anext(events)
         assert event.data == row and event.topic == "workspace.created"
