@@ -15,7 +15,9 @@ Retained events (``subscribe`` without ``since``): the status topics (``RETAINED
 ``cloud.status``, ``sync.status``) carry snapshots, so only the latest matters. As it fans
 events out, the hub keeps the latest event of each in memory, like a broker's retained message;
 nothing is read from the changelog. A subscription that matches one of them is registered
-*held* (``add_live``): its live events wait in ``pending`` while its reply is sent. Then, in
+*held* (``add_live``): its live events wait in ``pending`` while its reply is sent. (So is
+every subscribe of a request: in a batch, the reply waits for the other calls, whose events
+must not come before the reply that names the subscription.) Then, in
 one step, ``send_retained`` sends it those events (the changelog events as they are, with their
 own seq and data), then what ``pending`` holds after the reply's ``seq``, and turns it live.
 The hub saw the retained events before the subscription was registered, so their seq is at most
@@ -219,17 +221,19 @@ class EventHub:
                 delivered += 1
         return delivered
 
-    def add_live(self, sub: Subscription) -> int:
+    def add_live(self, sub: Subscription, *, hold: bool = False) -> int:
         """Register a subscription that starts now; returns the seq it starts after.
 
-        When retained events match its topics it is registered held (not ``live``): call
-        ``send_retained`` once its reply is sent. Else it is live at once."""
+        When retained events match its topics, or ``hold`` is set (its reply may wait for
+        other calls: a batch), it is registered held (not ``live``): call ``send_retained``
+        once its reply is sent. Else it is live at once."""
         sub.last_seq = self.current_seq
         matches = sub.filter.matches
         retained = sorted(v for topic, v in self._retained.items() if matches(topic))
         sub.retained = tuple(tail for _, tail in retained)
-        sub.live = not retained
-        sub.pending = [] if retained else None
+        held = hold or bool(retained)
+        sub.live = not held
+        sub.pending = [] if held else None
         self._subs[sub.id] = sub
         return sub.last_seq
 

@@ -181,7 +181,9 @@ class Session:
         hub = self.services.hub
         sub = Subscription(secrets.token_hex(8), topics, self.outbox, 0)
         if since is None:
-            seq = hub.add_live(sub)
+            # held while in a request: in a batch, the other calls' events would otherwise
+            # come before the reply that names the subscription
+            seq = hub.add_live(sub, hold=_after_reply.get() is not None)
             self.subscriptions[sub.id] = sub
             if not sub.live:  # held: its retained events go first, after the reply
                 self._when_replied(lambda: self._send_retained(sub))

@@ -175,3 +175,32 @@ async def test_client_stream_gets_the_retained_status_and_resumes_after_the_repl
         assert (event.seq, event.data) == (live.seq, live.data)
     finally:
         await client.close()
+
+
+async def test_a_batch_s_subscribe_gets_its_events_after_the_batch_reply(
+    make_bridge: MakeBridge, open_rpc: Any, gate: Gate
+) -> None:
+    # Nothing retained: the subscription is held only because its reply waits for the batch.
+    bridge = await make_bridge(methods=gate.table())
+    rpc: Rpc = await open_rpc(bridge)
+    await rpc.send(
+        [
+            {"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": {"topics": ["**"]}},
+            {"jsonrpc": "2.0", "id": 2, "method": "workspace.create", "params": {"name": "in"}},
+            {"jsonrpc": "2.0", "id": 3, "method": "gate"},
+        ]
+    )
+    await wait_for(lambda: gate.entered == 1, message="the batch held by the gate")
+    later = await bridge.store.workspaces.create(name="while held")
+    gate.open.set()
+
+    reply = await rpc.recv()
+    assert isinstance(reply, list), reply  # the reply comes before every event
+    results = {item["id"]: item["result"] for item in reply}
+    subscribed, created = results[1], results[2]
+    events = [await rpc.next_event(), await rpc.next_event()]
+    assert [(e["subscription"], e["data"]) for e in events] == [
+        (subscribed["subscription"], created),
+        (subscribed["subscription"], later),
+    ]
+    assert [e["seq"] for e in events] == [subscribed["seq"] + 1, subscribed["seq"] + 2]
