@@ -23,8 +23,9 @@ import orjson
 
 from daemon.errors import InvalidInput, NotFound
 from daemon.jsonmaps import map_patch, same
-from daemon.store.codec import RowCodec, decode_cursor, encode_cursor
+from daemon.store.codec import RowCodec, decode_cursor, encode_cursor, list_scope
 from daemon.store.engine import Writer, run_in_thread
+from daemon.store.ids import is_uuid
 from daemon.store.schema import CLOCK_COLUMNS, MAP_COLUMNS
 from daemon.store.sql import Compiled, get_sql, list_sql, workspace_deleted_at_sql
 from daemon.store.txn import Stamp, WriteContext, WriteOp
@@ -222,7 +223,13 @@ class Repo:
         return row
 
     async def _list(
-        self, filters: dict[str, Any], *, limit: int, cursor: str | None, cursor_field: str
+        self,
+        filters: dict[str, Any],
+        *,
+        limit: int,
+        cursor: str | None,
+        cursor_field: str,
+        bare_ids: bool = False,
     ) -> Page:
         keys = tuple(sorted(filters))
         return await read_page(
@@ -233,6 +240,7 @@ class Repo:
             limit=limit,
             cursor=cursor,
             cursor_field=cursor_field,
+            bare_ids=bare_ids,
         )
 
     def _write(self, op: WriteOp) -> Awaitable[dict[str, Any]]:
@@ -256,18 +264,27 @@ async def read_page(
     limit: int,
     cursor: str | None,
     cursor_field: str = "cursor",
+    bare_ids: bool = False,
 ) -> Page:
     """One page of a keyset list ordered by id. ``query(after)`` is its statement, which binds
     ``_limit`` and, when ``after`` (a ``cursor`` was given), ``_after``: the id the page starts
-    after. ``decode`` makes each item of a row's values."""
+    after. ``decode`` makes each item of a row's values. A cursor is refused by any list but
+    the one (with the same ``params``) that returned it; with ``bare_ids``, ``cursor`` may also
+    be an id (the rows after it)."""
     limit = limit_value(limit)
-    after = None if cursor is None else decode_cursor(cursor, cursor_field)
+    scope = list_scope(query(False).sql, params)
+    if cursor is None:
+        after = None
+    elif bare_ids and is_uuid(cursor):
+        after = cursor
+    else:
+        after = decode_cursor(cursor, cursor_field, scope)
     compiled = query(after is not None)
     bound = compiled.params({**params, "_limit": limit + 1})
     if after is not None:
         bound["_after"] = after
     rows, more = await run_in_thread(reader, _read_page, decode, compiled.sql, bound, limit)
-    return Page(rows, encode_cursor(rows[-1]["id"]) if more else None)
+    return Page(rows, encode_cursor(rows[-1]["id"], scope) if more else None)
 
 
 def _read_page(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -96,19 +97,35 @@ def shown_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
     return row if shown is None else shown
 
 
-def encode_cursor(key: str) -> str:
-    return _CURSOR_PREFIX + base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+def encode_cursor(key: str, scope: str = "") -> str:
+    """An opaque cursor for the position ``key`` (an id) in the list ``scope`` names."""
+    body = f"{scope}/{key}" if scope else key
+    return _CURSOR_PREFIX + base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, field: str = "cursor") -> str:
-    """The key inside an opaque cursor; InvalidInput naming ``field`` if it is not one of ours."""
+def decode_cursor(cursor: str, field: str = "cursor", scope: str | None = None) -> str:
+    """The key inside an opaque cursor; InvalidInput naming ``field`` if it is not one of ours,
+    or (``scope`` given) if it was returned by another list, or the list with other filters."""
     if not isinstance(cursor, str) or not cursor.startswith(_CURSOR_PREFIX):
         raise InvalidInput(field, "not a cursor returned by this API")
     body = cursor[len(_CURSOR_PREFIX) :]
     try:
-        key = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+        text = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidInput(field, "not a cursor returned by this API") from None
+    found, _, key = text.rpartition("/")
     if not is_uuid(key):
         raise InvalidInput(field, "not a cursor returned by this API")
+    if scope is not None and found != scope:
+        raise InvalidInput(
+            field,
+            "a cursor of another list, or of this list with other filters: list again without it",
+        )
     return key
+
+
+def list_scope(sql: str, filters: dict[str, Any]) -> str:
+    """A short tag of one list with its filters (its statement and their values), which its
+    cursors carry (``encode_cursor``): a cursor is refused by any other."""
+    text = orjson.dumps([sql, filters], option=orjson.OPT_SORT_KEYS)
+    return base64.urlsafe_b64encode(hashlib.blake2b(text, digest_size=6).digest()).decode()

@@ -22,7 +22,7 @@ from typing import Any
 from daemon.errors import Conflict, InvalidInput
 from daemon.hlc import MAX_AHEAD_MS
 from daemon.store.base import Page, Repo, deleted_workspace, identifier, missing, no_nul
-from daemon.store.codec import decode_cursor, encode_cursor, iso_ms
+from daemon.store.codec import decode_cursor, iso_ms
 from daemon.store.ids import is_uuid, uuid7, uuid7_time_ms
 from daemon.store.sql import live_conversation_workspace_sql
 from daemon.store.txn import WriteContext
@@ -68,8 +68,10 @@ class MessageRepo(Repo):
         module doc)."""
         filters = {"conversation_id": identifier("conversation_id", conversation_id)}
         if after is not None:
-            after = _position(after)
-        return await self._list(filters, limit=limit, cursor=after, cursor_field="after")
+            _check_position(after)
+        return await self._list(
+            filters, limit=limit, cursor=after, cursor_field="after", bare_ids=True
+        )
 
 
 def is_uuid7(value: object) -> bool:
@@ -90,18 +92,17 @@ def id_time_problem(id: str, now_ms: int) -> str | None:
     )
 
 
-def _position(after: str) -> str:
-    """``after`` as a page cursor: a message id (any UUID: older rows may have others) is the
-    position it names in id order."""
+def _check_position(after: str) -> None:
+    """``after`` is a page cursor or a message id (any UUID: older rows may have others), the
+    position it names in id order; else InvalidInput."""
     if is_uuid(after):
-        return encode_cursor(after)
+        return
     try:
         decode_cursor(after, "after")
     except InvalidInput:
         raise InvalidInput(
             "after", "must be a next_cursor returned by message.list or a message id"
         ) from None
-    return after
 
 
 def _create_op(conversation_id: str, role: str, content: str, id: str | None) -> Any:

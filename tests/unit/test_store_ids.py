@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from daemon.errors import InvalidInput
-from daemon.store.codec import decode_cursor, encode_cursor, iso_ms
+from daemon.store.codec import decode_cursor, encode_cursor, iso_ms, list_scope
 from daemon.store.ids import Uuid7Generator, is_uuid, uuid7, uuid7_time_ms
 
 
@@ -61,6 +62,21 @@ def test_cursor_round_trip_and_opaque() -> None:
     assert decode_cursor(cursor) == key
 
 
+def test_a_cursor_names_its_list() -> None:
+    key = uuid7()
+    scope = list_scope("SELECT 1", {"workspace_id": key})
+    assert scope != list_scope("SELECT 1", {"workspace_id": uuid7()})
+    assert scope != list_scope("SELECT 2", {"workspace_id": key})
+    cursor = encode_cursor(key, scope)
+    assert decode_cursor(cursor, scope=scope) == key
+    for other in ("", list_scope("SELECT 2", {})):
+        with pytest.raises(InvalidInput) as info:
+            decode_cursor(cursor, "after", scope=other)
+        assert info.value.field == "after" and "another list" in info.value.message
+    with pytest.raises(InvalidInput):
+        decode_cursor(encode_cursor(key), scope=scope)  # a cursor of no list
+
+
 @given(st.text(max_size=60))
 def test_any_foreign_text_is_refused_as_a_cursor(text: str) -> None:
     try:
@@ -68,7 +84,9 @@ def test_any_foreign_text_is_refused_as_a_cursor(text: str) -> None:
     except InvalidInput as exc:
         assert exc.field == "after"
     else:
-        assert is_uuid(key) and encode_cursor(key) == text.rstrip("=")
+        body = text[3:].rstrip("=")
+        scope = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()[: -len(key) - 1]
+        assert is_uuid(key) and encode_cursor(key, scope) == text.rstrip("=")
 
 
 def test_iso_ms() -> None:

@@ -273,7 +273,8 @@ CURSOR_PARAM: Final = Param(
     "string",
     nullable=True,
     max_length=1_000,
-    description="next_cursor of the previous page",
+    description="next_cursor of the previous page of this list, with the same filters"
+    " (another list's is refused: -32602)",
 )
 PAGE_RESULT: Final[dict[str, Any]] = {
     "type": "object",

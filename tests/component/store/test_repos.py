@@ -174,6 +174,53 @@ async def test_foreign_cursor_is_refused(store: Store, cursor: str) -> None:
     assert info.value.field == "cursor"
 
 
+async def test_a_cursor_is_refused_by_any_other_list_or_filter(store: Store) -> None:
+    ws = await store.workspaces.create(name="A")
+    other = await store.workspaces.create(name="B")
+    for i in range(3):
+        await store.workspaces.create(name=f"w{i}")
+        await store.conversations.create(workspace_id=ws["id"], name=f"c{i}")
+        await store.tasks.create(workspace_id=ws["id"], kind="k")
+    workspaces = (await store.workspaces.list(limit=1)).next_cursor
+    conversations = (await store.conversations.list(workspace_id=ws["id"], limit=1)).next_cursor
+    tasks = (await store.tasks.list(workspace_id=ws["id"], status="queued", limit=1)).next_cursor
+    assert workspaces and conversations and tasks
+    refused = (
+        store.conversations.list(workspace_id=ws["id"], cursor=workspaces),
+        store.workspaces.list(cursor=conversations),
+        store.conversations.list(cursor=conversations),  # the same list, another filter
+        store.conversations.list(workspace_id=other["id"], cursor=conversations),
+        store.tasks.list(workspace_id=ws["id"], cursor=tasks),
+        store.sync.rejected(cursor=workspaces),
+        store.sync.conflicts(include_resolved=True, cursor=workspaces),
+    )
+    for call in refused:
+        with pytest.raises(InvalidInput) as info:
+            await call
+        assert info.value.field == "cursor" and "another list" in info.value.message
+    # each still works where it came from
+    assert len((await store.workspaces.list(cursor=workspaces)).items) == 4
+    page = await store.conversations.list(workspace_id=ws["id"], cursor=conversations)
+    assert [c["name"] for c in page.items] == ["c1", "c2"]
+    page = await store.tasks.list(workspace_id=ws["id"], status="queued", cursor=tasks)
+    assert len(page.items) == 2
+
+
+async def test_a_message_cursor_is_refused_by_another_conversation(store: Store) -> None:
+    ws = await store.workspaces.create(name="A")
+    conv = await store.conversations.create(workspace_id=ws["id"], name="c")
+    other = await store.conversations.create(workspace_id=ws["id"], name="d")
+    for i in range(2):
+        await store.messages.create(conversation_id=conv["id"], role="user", content=f"m{i}")
+    cursor = (await store.messages.list(conversation_id=conv["id"], limit=1)).next_cursor
+    assert cursor is not None
+    with pytest.raises(InvalidInput) as info:
+        await store.messages.list(conversation_id=other["id"], after=cursor)
+    assert info.value.field == "after" and "another list" in info.value.message
+    rest = await store.messages.list(conversation_id=conv["id"], after=cursor)
+    assert [m["content"] for m in rest.items] == ["m1"]
+
+
 @pytest.mark.parametrize("limit", [0, 1001, -5, True, "10"])
 async def test_bad_limit_is_refused(store: Store, limit: Any) -> None:
     with pytest.raises(InvalidInput) as info:
