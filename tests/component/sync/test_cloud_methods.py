@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from daemon.config import BridgeSettings, StoreSettings
+from daemon.hlc import decode
 from daemon.store import Store
+from daemon.store.codec import now_ms
 from daemon.sync.service import DisabledCloud
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
@@ -150,7 +152,10 @@ async def test_a_lost_manual_edit_is_a_conflict_resolved_by_a_call(
     await b.cloud.link(cloud_workspace_id=ws["id"], path=str(tmp_path / "b-plan"))
     await b.cloud.sync_now("pull")
 
-    await a.store.workspaces.update(ws["id"], task_goal="ship it")
+    edited = await a.store.workspaces.update(ws["id"], task_goal="ship it")
+    # B's edit must be later than A's: within one millisecond the device ids would decide
+    shipped_ms = decode(edited["field_hlc"]["task_goal"]).wall_ms
+    await wait_for(lambda: now_ms() > shipped_ms, message="the next millisecond")
     await b.store.workspaces.update(ws["id"], task_goal="polish it")  # later: it wins
     assert (await b.cloud.sync_now("push"))["applied"] == 1
     # The conflict is recorded by whichever brings B's edit first: the pull, or the realtime
