@@ -30,6 +30,8 @@ its traceback and never stops the next event):
 - ``BroadcastReceived``: ``broadcast.received {workspace_id, event, payload}``, except the
   ``doc.update`` event: a document update of another device, merged by ``DocRelay``
   (live_docs.py, which also broadcasts this device's updates) and never shown as a broadcast.
+  That name is reserved (live_map.RESERVED_EVENTS): ``broadcast`` refuses it, so a UI's
+  message can never pass for a document update on another device.
 
 Document updates a postgres_changes hint stores reach the loaded documents
 (``store.documents.absorb``), as after a pull.
@@ -69,7 +71,7 @@ from daemon.realtime.frames import (
 from daemon.realtime.presence import track_payload
 from daemon.sync.live_docs import DOC_UPDATE_EVENT, DocRelay
 from daemon.sync.live_hints import HintQueue
-from daemon.sync.live_map import member_json, next_away_at, remote_change
+from daemon.sync.live_map import RESERVED_EVENTS, member_json, next_away_at, remote_change
 from daemon.sync.local import CloudNotConfigured
 
 if TYPE_CHECKING:
@@ -259,10 +261,13 @@ class LiveSync:
         self, workspace_id: str, event: str, payload: dict[str, Any]
     ) -> dict[str, Any]:
         """Send an ephemeral message to the workspace's other devices (never stored).
-        ``sent`` is false when the channel is not joined right now (it is not queued)."""
+        ``sent`` is false when the channel is not joined right now (it is not queued). The
+        daemon's own event names (``RESERVED_EVENTS``) are refused."""
         workspace_id = self._linked(workspace_id, "broadcast.send")
         if not isinstance(event, str) or not event.strip():
             raise InvalidInput("event", "must be a non-empty string")
+        if event in RESERVED_EVENTS:
+            raise InvalidInput("event", f"{event!r} is reserved (the daemon's own event)")
         if _json_size("payload", payload) > MAX_BROADCAST_BYTES:
             raise InvalidInput("payload", f"must encode to at most {MAX_BROADCAST_BYTES} bytes")
         sent = False

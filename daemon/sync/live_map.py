@@ -9,7 +9,8 @@ pure echo of this device's own writes (every clock the row carries is this devic
 merged: it holds nothing this device does not have.
 
 ``doc_broadcast`` builds the low-latency broadcast of a local document update (None when it is
-too large for one) and ``doc_update_of`` reads one back, refusing anything malformed.
+too large for one) and ``doc_update_of`` reads one back, refusing anything malformed. Its event
+name is one of ``RESERVED_EVENTS``: the names a UI's broadcast may not use.
 
 ``member_json`` is a presence member as the local API shows it, ``next_away_at`` the next time
 an active member turns ``away`` (so that the daemon can announce it without any traffic).
@@ -30,6 +31,7 @@ from daemon.sync.mapping import CLOUD_TABLES, LOCAL_COLUMNS, LOCAL_ONLY, local_c
 
 __all__ = [
     "DOC_UPDATE_EVENT",
+    "RESERVED_EVENTS",
     "DocBroadcast",
     "RemoteChange",
     "doc_broadcast",
@@ -41,6 +43,9 @@ __all__ = [
 
 #: The broadcast event carrying a document update (payload ``{id, update_id, update, origin}``).
 DOC_UPDATE_EVENT: Final = "doc.update"
+#: Broadcast events the daemon itself sends and handles on a workspace channel: a UI's
+#: ``broadcast.send`` may not use them (a peer daemon would take the message for its own).
+RESERVED_EVENTS: Final = frozenset({DOC_UPDATE_EVENT})
 #: Larger updates (base64 characters) are not broadcast: the pull delivers them.
 MAX_DOC_BROADCAST: Final = 128 * 1024
 _ID_LEN: Final = 36

@@ -9,7 +9,8 @@ cursor) changes, also when an idle member turns ``away`` (5 min without input), 
 ``broadcast.received {workspace_id, event, payload}``.
 
 Errors: -32003 cloud not configured, -32004 not logged in, -32602 bad params or a workspace
-that is not linked to the cloud (``data.field`` = ``workspace_id``).
+that is not linked to the cloud (``data.field`` = ``workspace_id``), or a broadcast ``event``
+the daemon uses itself on the workspace channel (``doc.update``; ``data.field`` = ``event``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
 from daemon.realtime.presence import STATUSES
+from daemon.sync.live_map import RESERVED_EVENTS
 from ui_bridge.jsonrpc import ErrorCode
 from ui_bridge.methods.spec import Method, MethodTable, Param
 
@@ -66,6 +68,7 @@ _SENT: Final[dict[str, Any]] = {
     },
     "required": ["workspace_id", "event", "sent"],
 }
+_RESERVED: Final = ", ".join(sorted(RESERVED_EVENTS))
 _ERRORS: Final = (
     ErrorCode.CLOUD_NOT_CONFIGURED,
     ErrorCode.LOGIN_REQUIRED,
@@ -147,7 +150,7 @@ def add_presence_methods(table: MethodTable, live: LiveFacade) -> None:
                     "string",
                     required=True,
                     max_length=EVENT_LENGTH,
-                    description="the name receivers see",
+                    description=f"the name receivers see; reserved (the daemon's own): {_RESERVED}",
                 ),
                 Param("payload", "object", description="any JSON object (at most 256 KiB)"),
             ),

@@ -169,3 +169,8 @@ async def test_presence_methods_need_a_login_and_a_linked_workspace(
         )
         assert tracked["presence"]["active_file"] == "a.md"
         assert tracked["presence"]["cursor"] == [1, 2] and tracked["presence"]["status"] == "active"
+        reserved = await peer.error(
+            "broadcast.send", {"workspace_id": local["id"], "event": "doc.update", "payload": {}}
+        )
+        assert reserved["code"] == ErrorCode.INVALID_PARAMS
+        assert reserved["data"]["field"] == "event" and "reserved" in reserved["data"]["reason"]

@@ -8,8 +8,10 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pycrdt import Doc, Text
 
+from daemon.errors import InvalidInput
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
@@ -78,7 +80,9 @@ async def test_a_forged_update_for_another_workspace_is_ignored(
         "update": base64.b64encode(update_after(private["state"], "evil")).decode(),
         "origin": "someone",
     }
-    await a.cloud.live.broadcast(ws_id, "doc.update", payload)
+    conn = a.cloud.live.connection  # a raw peer on the channel: the UI's path refuses the name
+    assert conn is not None
+    assert await conn.broadcast(ws_id, "doc.update", payload)
     marker = {"n": 1}
     await a.cloud.live.broadcast(ws_id, "marker", marker)  # frames arrive in order
     await wait_for(
@@ -87,3 +91,36 @@ async def test_a_forged_update_for_another_workspace_is_ignored(
     assert [d["event"] for d in shown.of("broadcast.received")] == ["marker"]
     assert [e.topic for e in b.events[seen:] if e.topic.startswith("doc.")] == []
     assert (await b.store.documents.get(private["id"]))["text"] == ""
+
+
+async def test_a_ui_broadcast_cannot_pass_for_a_document_update(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    """``doc.update`` is the daemon's own event on the channel: a UI's broadcast of that name
+    would be merged by the peer without an outbox entry (replicas diverging for good)."""
+    a, b, ws_id, _ = await pair(devcloud, make_device, tmp_path)
+    shown = published(b)
+    opened = await a.store.documents.open(workspace_id=ws_id, name="plan")
+    doc_id = opened["id"]
+    await a.store.documents.apply_update(doc_id, update_after(opened["state"], "shared"))
+    await a.cloud.sync_now("push")
+    await b.cloud.sync_now("pull")
+    await wait_for(lambda: stored(b.store.documents.get, doc_id), message="the document on B")
+    seen = len(b.events)
+    state = (await a.store.documents.get(doc_id))["state"]
+    payload = {
+        "id": doc_id,
+        "update_id": "01900000-0000-7000-8000-0000000000e2",
+        "update": base64.b64encode(update_after(state, " + broadcast-only")).decode(),
+        "origin": a.store.device_id,
+    }
+    with pytest.raises(InvalidInput) as caught:
+        await a.cloud.live.broadcast(ws_id, "doc.update", payload)
+    assert caught.value.field == "event" and "reserved" in caught.value.message
+    assert await a.cloud.live.broadcast(ws_id, "marker", {"n": 1})  # frames arrive in order
+    await wait_for(
+        lambda: shown.of("broadcast.received") != [], timeout=5_000 * MS, message="marker"
+    )
+    assert [d["event"] for d in shown.of("broadcast.received")] == ["marker"]
+    assert [e.topic for e in b.events[seen:] if e.topic.startswith("doc.")] == []
+    assert (await b.store.documents.get(doc_id))["text"] == "shared"
