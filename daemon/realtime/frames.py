@@ -4,6 +4,8 @@ A V1 frame is one JSON object. The client sends ``{"topic","event","payload","re
 the server answers with ``{"topic","event","payload","ref"}`` (no ``join_ref``; broadcast-type
 pushes carry ``"ref": null``). ``decode_frame`` accepts what a Supabase Realtime server sends and
 raises ``FrameError`` for anything else; ``encode_frame`` refuses payloads that are not JSON.
+Frames are UTF-8 JSON (non-ASCII text is not escaped, as the server's own frames): ``json_size``
+is what a value takes in one, the measure of every size limit on what the daemon sends.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "check_payload",
     "decode_frame",
     "encode_frame",
+    "json_size",
 ]
 
 Metas = Mapping[str, tuple[Mapping[str, Any], ...]]
@@ -66,17 +69,28 @@ def encode_frame(frame: Frame) -> str:
         "ref": frame.ref,
         "join_ref": frame.join_ref,
     }
-    return json.dumps(body, separators=(",", ":"), allow_nan=False)
+    return _dumps(body)
 
 
 def check_payload(field: str, value: Any) -> None:
     """Raise InvalidInput unless ``value`` is a JSON object (no NaN, no foreign types)."""
     if not isinstance(value, Mapping):
         raise InvalidInput(field, "must be a JSON object")
+    json_size(field, value)
+
+
+def json_size(field: str, value: Any) -> int:
+    """The bytes ``value`` takes in a frame: its compact JSON, UTF-8 encoded (``é`` counts 2,
+    not the 6 of ``\\u00e9``). Raises InvalidInput for a value that is not JSON (NaN, foreign
+    types, a lone surrogate, which UTF-8 cannot carry)."""
     try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        return len(_dumps(value).encode())
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise InvalidInput(field, f"is not JSON: {exc}") from None
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
 
 
 def decode_frame(text: str | bytes) -> Frame:

@@ -45,7 +45,6 @@ every joined workspace (status ``active`` from the join on); ``set_presence`` up
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -67,6 +66,7 @@ from daemon.realtime.frames import (
     PostgresSubscribed,
     PresenceDiff,
     PresenceState,
+    json_size,
 )
 from daemon.realtime.presence import track_payload
 from daemon.sync.live_docs import DOC_UPDATE_EVENT, DocRelay
@@ -86,7 +86,7 @@ LivePublisher = Callable[[str, dict[str, Any]], object]
 #: ``identity()`` -> (user id, display name) of the logged-in user, as far as known.
 Identity = Callable[[], tuple[str | None, str | None]]
 
-# Limits
+# Limits: bytes of the value's UTF-8 JSON, as the frame carries it (frames.json_size)
 MAX_BROADCAST_BYTES: Final = 256 * 1024
 MAX_PRESENCE_BYTES: Final = 16 * 1024
 #: What ``set_presence`` may change.
@@ -238,7 +238,7 @@ class LiveSync:
         unknown = set(changes) - set(PRESENCE_FIELDS)
         if unknown:
             raise InvalidInput(sorted(unknown)[0], "is not a presence field")
-        if _json_size("cursor", changes.get("cursor")) > MAX_PRESENCE_BYTES:
+        if json_size("cursor", changes.get("cursor")) > MAX_PRESENCE_BYTES:
             raise InvalidInput("cursor", f"must encode to at most {MAX_PRESENCE_BYTES} bytes")
         current = self._presence.setdefault(workspace_id, {"since": self._clock()})
         previous = dict(current)
@@ -268,7 +268,7 @@ class LiveSync:
             raise InvalidInput("event", "must be a non-empty string")
         if event in RESERVED_EVENTS:
             raise InvalidInput("event", f"{event!r} is reserved (the daemon's own event)")
-        if _json_size("payload", payload) > MAX_BROADCAST_BYTES:
+        if json_size("payload", payload) > MAX_BROADCAST_BYTES:
             raise InvalidInput("payload", f"must encode to at most {MAX_BROADCAST_BYTES} bytes")
         sent = False
         if self._conn is not None:
@@ -434,13 +434,6 @@ class LiveSync:
             publisher(topic, data)
         except Exception:  # an undeliverable event must not stop the realtime handler
             logger.exception("live.publish_failed topic=%s", topic)
-
-
-def _json_size(field: str, value: Any) -> int:
-    try:
-        return len(json.dumps(value, allow_nan=False, separators=(",", ":")))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(field, f"is not JSON: {exc}") from None
 
 
 class DisabledLive:

@@ -14,7 +14,7 @@ import pytest
 from daemon.backoff import Backoff
 from daemon.errors import InvalidInput
 from daemon.sync.cloud.errors import AuthRequired
-from daemon.sync.live import DisabledLive
+from daemon.sync.live import MAX_BROADCAST_BYTES, DisabledLive
 from daemon.sync.local import CloudNotConfigured
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
@@ -220,6 +220,38 @@ async def test_broadcast_reaches_the_other_device_and_is_never_stored(
     stored = await b.store.changelog.read_since(seq_before, 1000)  # status events may come
     assert not [e for e in stored if e.topic.startswith(("broadcast.", "presence."))]
     assert not [e for e in b.events if e.topic.startswith(("broadcast.", "presence."))]
+
+
+async def test_size_limits_count_the_utf8_json_the_frame_carries(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    """16 KiB of cursor and 256 KiB of payload as UTF-8 JSON: non-ASCII text escaped as
+    ``\\uXXXX`` would count 2 to 3 times over and be refused well below the limit."""
+    a, b, ws_id, _ = await pair(devcloud, make_device, tmp_path)
+    on_b = published(b)
+    cursor = "é" * 3000  # 6 002 bytes as UTF-8 JSON (18 002 escaped)
+    await a.cloud.live.set_presence(ws_id, {"cursor": cursor})
+    with pytest.raises(InvalidInput) as caught:  # 16 386 bytes: one code point too many
+        await a.cloud.live.set_presence(ws_id, {"cursor": "\U0001f600" * 4096})
+    assert caught.value.field == "cursor"
+
+    def cursor_on_b() -> Any:
+        members = b.cloud.live.presence(ws_id)["members"]
+        return next((m["cursor"] for m in members if m["device_id"] == a.store.device_id), None)
+
+    await wait_for(lambda: cursor_on_b() == cursor, message="A's cursor on B")
+    text = "中" * 50_000  # 150 010 bytes as UTF-8 JSON (300 010 escaped)
+    assert (await a.cloud.live.broadcast(ws_id, "text", {"t": text}))["sent"]
+    room = MAX_BROADCAST_BYTES - len('{"t":""}')
+    full = "中" * (room // 3) + "a" * (room % 3)  # exactly the limit
+    with pytest.raises(InvalidInput) as caught:
+        await a.cloud.live.broadcast(ws_id, "text", {"t": full + "a"})
+    assert caught.value.field == "payload"
+    assert (await a.cloud.live.broadcast(ws_id, "text", {"t": full}))["sent"]
+    await wait_for(lambda: len(on_b.of("broadcast.received")) == 2, timeout=5_000 * MS)
+    assert on_b.of("broadcast.received") == [
+        {"workspace_id": ws_id, "event": "text", "payload": {"t": t}} for t in (text, full)
+    ]
 
 
 async def test_bad_calls_are_refused_and_change_nothing(
