@@ -45,6 +45,7 @@ __all__ = [
     "PresenceRoster",
     "TrackCoalescer",
     "format_time",
+    "member_of",
     "track_payload",
 ]
 
@@ -192,24 +193,33 @@ class PresenceRoster:
         return last if last is not None else parse_time(meta.get("since"))
 
     def _member(self, key: str, now: float) -> Member:
-        meta = self._latest(key)
-        status = _text(meta.get("status"))
-        if status not in STATUSES:
-            status = "active"
-        last = self._last_active(meta)
-        if status == "active" and last is not None and now - last >= self.idle_after_s:
-            status = "away"
-        return Member(
-            key=key,
-            user_id=_text(meta.get("user_id")),
-            display_name=_text(meta.get("display_name")),
-            device_id=_text(meta.get("device_id")) or key,
-            status=status,
-            active_file=_text(meta.get("active_file")),
-            cursor=meta.get("cursor"),
-            since=_text(meta.get("since")),
-            active_at=_text(meta.get("active_at")),
-        )
+        return member_of(key, self._latest(key), now, self.idle_after_s)
+
+
+def member_of(
+    key: str, meta: Mapping[str, Any], now: float, idle_after_s: float = IDLE_AFTER_S
+) -> Member:
+    """The member a presence ``meta`` (``track_payload``'s shape) under ``key`` describes at
+    ``now``: ``active`` turns ``away`` after ``idle_after_s`` without input."""
+    status = _text(meta.get("status"))
+    if status not in STATUSES:
+        status = "active"
+    last = parse_time(meta.get("active_at"))
+    if last is None:
+        last = parse_time(meta.get("since"))
+    if status == "active" and last is not None and now - last >= idle_after_s:
+        status = "away"
+    return Member(
+        key=key,
+        user_id=_text(meta.get("user_id")),
+        display_name=_text(meta.get("display_name")),
+        device_id=_text(meta.get("device_id")) or key,
+        status=status,
+        active_file=_text(meta.get("active_file")),
+        cursor=meta.get("cursor"),
+        since=_text(meta.get("since")),
+        active_at=_text(meta.get("active_at")),
+    )
 
 
 def _text(value: Any) -> str | None:

@@ -26,7 +26,10 @@ its traceback and never stops the next event):
   (re)subscribe left (changes committed while not subscribed are never replayed).
 - ``PresenceState``/``PresenceDiff`` (and a lost socket or a left channel): ``presence.changed
   {workspace_id, members}`` when the members changed; the same when an idle member turns
-  ``away`` (a timer, no traffic needed).
+  ``away`` (a timer, no traffic needed). The members are those the channel shows while
+  connected, and this device always (``self`` true): what it last tracked when the channel
+  does not show it (the cloud unreachable, the channel not joined yet), so a UI never loses
+  "you" during an outage. Others are only shown as the live channel knows them.
 - ``BroadcastReceived``: ``broadcast.received {workspace_id, event, payload}``, except the
   ``doc.update`` event: a document update of another device, merged by ``DocRelay``
   (live_docs.py, which also broadcasts this device's updates) and never shown as a broadcast.
@@ -68,7 +71,7 @@ from daemon.realtime.frames import (
     PresenceState,
     json_size,
 )
-from daemon.realtime.presence import track_payload
+from daemon.realtime.presence import Member, member_of, track_payload
 from daemon.sync.live_docs import DOC_UPDATE_EVENT, DocRelay
 from daemon.sync.live_hints import HintQueue
 from daemon.sync.live_map import RESERVED_EVENTS, member_json, next_away_at, remote_change
@@ -124,6 +127,7 @@ class LiveSync:
         self._workspaces: set[str] = set()
         self._unjoined: set[str] = set()  # linked, channel not joined yet (join_workspace)
         self._presence: dict[str, dict[str, Any]] = {}  # workspace -> status/file/cursor/since
+        self._tracked: dict[str, dict[str, Any]] = {}  # workspace -> the meta last tracked
         self._published: dict[str, list[dict[str, Any]]] = {}  # workspace -> members shown
         self._subscribed: set[str] = set()  # receiving postgres_changes right now
         self._connected = False
@@ -157,6 +161,7 @@ class LiveSync:
         await cancel_and_wait(task)
         await self._hints.close()  # no event comes any more: drop what waits
         self._presence.clear()
+        self._tracked.clear()
         self._clear_presence()
         self._set_state(connected=False, subscribed=set())
 
@@ -218,6 +223,7 @@ class LiveSync:
         self._workspaces.discard(workspace_id)
         self._unjoined.discard(workspace_id)
         self._presence.pop(workspace_id, None)
+        self._tracked.pop(workspace_id, None)
         self._hints.drop(workspace_id)
         self._set_state(subscribed=self._subscribed - {workspace_id})
         if self._conn is not None:
@@ -227,7 +233,8 @@ class LiveSync:
     async def _join(self, conn: RealtimeConnection, workspace_id: str) -> None:
         await conn.join_workspace(workspace_id)
         # Tracked now, sent once the channel is joined (and again after every rejoin).
-        await conn.track(workspace_id, self._track_payload(workspace_id))
+        payload = self._tracked[workspace_id] = self._track_payload(workspace_id)
+        await conn.track(workspace_id, payload)
 
     # Presence and broadcast (the local API) ---------------------------------------------------
 
@@ -248,8 +255,11 @@ class LiveSync:
         except InvalidInput:
             self._presence[workspace_id] = previous  # bad input changes nothing
             raise
+        self._tracked[workspace_id] = payload
         if self._conn is not None:
             await self._conn.track(workspace_id, payload)
+        # Offline (or not joined yet) the channel echoes nothing: show this device's change.
+        self._show_members(workspace_id, self._members(workspace_id))
         return {"workspace_id": workspace_id, "presence": payload}
 
     def presence(self, workspace_id: str) -> dict[str, Any]:
@@ -317,8 +327,7 @@ class LiveSync:
             case ConnectionOpened():
                 self._set_state(connected=True)
             case ConnectionLost():
-                self._clear_presence()
-                self._set_state(connected=False, subscribed=set())
+                self._connection_lost()
             case BroadcastReceived(topic=topic, event=name, payload=payload):
                 workspace_id = self._linked_of(topic)
                 if workspace_id is not None and name == DOC_UPDATE_EVENT:
@@ -326,6 +335,13 @@ class LiveSync:
                 elif workspace_id is not None:
                     data = {"workspace_id": workspace_id, "event": name, "payload": payload}
                     self._publish("broadcast.received", data)
+
+    def _connection_lost(self) -> None:
+        """No other member is known now: every linked workspace shows this device alone."""
+        for workspace_id in sorted(self._workspaces):
+            self._show_members(workspace_id, self._members(workspace_id))
+        self._plan_away()
+        self._set_state(connected=False, subscribed=set())
 
     def _request_catch_up(self, topic: str) -> None:
         """A (re)join or "Subscribed to PostgreSQL" asks for a catch-up pull of the workspace:
@@ -374,11 +390,18 @@ class LiveSync:
             logger.debug("live.change_ignored ws=%s reason=%s", workspace_id, found.reason)
 
     def _members(self, workspace_id: str) -> list[dict[str, Any]]:
-        conn = self._conn
-        if conn is None:
-            return []
         own = self._store.device_id
-        return [member_json(m, own) for m in conn.members(workspace_id, self._clock())]
+        return [member_json(m, own) for m in self._roster(workspace_id, self._clock())]
+
+    def _roster(self, workspace_id: str, now: float) -> list[Member]:
+        """Who is in a linked workspace at ``now``: whom its channel shows, and this device
+        whatever the channel shows (what it last tracked, when absent: offline, not joined)."""
+        own, conn = self._store.device_id, self._conn
+        members = [] if conn is None else conn.members(workspace_id, now)
+        if any(m.device_id == own for m in members):
+            return members
+        meta = self._tracked.get(workspace_id) or self._track_payload(workspace_id)
+        return sorted([*members, member_of(own, meta, now)], key=lambda m: m.key)
 
     def _presence_changed(self, topic: str) -> None:
         workspace_id = channels.workspace_id_of(topic)
@@ -406,10 +429,8 @@ class LiveSync:
     def _plan_away(self) -> None:
         """Wake when the next active member turns away, to announce it."""
         self._cancel_away()
-        conn, now = self._conn, self._clock()
-        if conn is None:
-            return
-        members = [m for ws in self._workspaces for m in conn.members(ws, now)]
+        now = self._clock()
+        members = [m for ws in self._workspaces for m in self._roster(ws, now)]
         due = next_away_at(members, now)
         if due is not None:
             loop = asyncio.get_running_loop()

@@ -13,6 +13,7 @@ from daemon.realtime.presence import (
     PresenceRoster,
     TrackCoalescer,
     format_time,
+    member_of,
     track_payload,
 )
 
@@ -287,3 +288,20 @@ def test_an_unsent_track_keeps_the_interval_of_the_one_before() -> None:
     assert tracks.take_due(1.5) == [("dev", {"v": 2})]  # 1 s after the last track that went out
     tracks.unsent("unknown")
     assert tracks.next_due() is None
+
+
+def test_member_of_a_tracked_meta_turns_away_when_idle_as_in_a_roster() -> None:
+    """This device's own entry while offline is built from the meta it last tracked."""
+    meta = track_payload(
+        device_id="dev-1", user_id="u1", display_name="ada", since=100.0, active_at=200.0,
+        cursor={"line": 3},
+    )  # fmt: skip
+    roster = PresenceRoster()
+    roster.apply_state({"dev-1": ({**meta, "phx_ref": "r1"},)})
+    for now in (200.0, 200.0 + IDLE_AFTER_S):
+        [listed] = roster.members(now)
+        assert member_of("dev-1", meta, now) == listed
+    assert member_of("dev-1", meta, 200.0).status == "active"
+    assert member_of("dev-1", meta, 200.0 + IDLE_AFTER_S).status == "away"
+    busy = {**meta, "status": "busy"}
+    assert member_of("dev-1", busy, 200.0 + IDLE_AFTER_S).status == "busy"

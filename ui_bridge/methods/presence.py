@@ -5,7 +5,8 @@ call the live facade (``daemon.sync.live.LiveSync`` when the cloud is configured
 Events (ephemeral: delivered to live subscriptions only, never stored, never replayed; their
 notification carries ``"ephemeral": true`` and the subscription's last durable ``seq``):
 ``presence.changed {workspace_id, members}`` whenever who is online (or their status, file or
-cursor) changes, also when an idle member turns ``away`` (5 min without input), and
+cursor) changes, also when an idle member turns ``away`` (5 min without input) and when the
+connection is lost (then only this device is listed, as in ``presence.list``), and
 ``broadcast.received {workspace_id, event, payload}``.
 
 Errors: -32003 cloud not configured, -32004 not logged in, -32602 bad params or a workspace
@@ -141,7 +142,9 @@ def add_presence_methods(table: MethodTable, live: LiveFacade) -> None:
             "presence.list",
             presence_list,
             (ws,),
-            "Who is online in a linked workspace (idle members show as away).",
+            "Who is online in a linked workspace (idle members show as away): this device always"
+            " (self true, as it last set it, even while the cloud is unreachable), the others"
+            " while connected.",
             _MEMBERS,
             _ERRORS,
         ),

@@ -163,7 +163,9 @@ async def test_presence_methods_need_a_login_and_a_linked_workspace(
         assert "not linked" in error["data"]["reason"]
         await device.cloud.link(workspace_id=local["id"])
         listed = await peer.call("presence.list", {"workspace_id": local["id"]})
-        assert listed["workspace_id"] == local["id"] and isinstance(listed["members"], list)
+        assert listed["workspace_id"] == local["id"]
+        own = [m["device_id"] for m in listed["members"] if m["self"]]
+        assert own == [device.store.device_id]  # connected yet or not
         tracked = await peer.call(
             "presence.set", {"workspace_id": local["id"], "active_file": "a.md", "cursor": [1, 2]}
         )

@@ -338,3 +338,41 @@ async def test_realtime_lost_reconnects_once_a_sync_reaches_the_cloud(
         return conn._ws not in (None, lost) and a.cloud.live.status()["subscribed"] == [ws["id"]]
 
     await wait_for(rejoined, message="a new socket, the workspace joined again")
+
+
+async def test_while_the_cloud_is_unreachable_presence_still_lists_this_device(
+    devcloud: RunningDevcloud, make_device: MakeDevice
+) -> None:
+    """presence.list is "this device included": during an outage it shows this device as it
+    last set it (others are unknown), and a change made offline shows at once."""
+    await devcloud.create_user(ADA, PASSWORD, org="Acme")
+    a = await make_device("a", pull_interval_s=HOUR)
+    a.cloud.live._options.update(backoff=Backoff(base_s=60.0, cap_s=60.0), rand=lambda: 0.99)
+    on_a = published(a)
+    await a.cloud.login(ADA, PASSWORD)
+    ws = await a.store.workspaces.create(name="notes")
+    ws_id = ws["id"]
+    await a.cloud.link(workspace_id=ws_id)
+    await a.cloud.sync_now("push")
+    await wait_for(lambda: a.cloud.live.status()["subscribed"] == [ws_id], message="joined")
+    await a.cloud.live.set_presence(ws_id, {"status": "busy", "cursor": {"line": 1}})
+
+    def me() -> list[tuple[str, bool, str, Any, str | None]]:
+        return [
+            (m["device_id"], m["self"], m["status"], m["cursor"], m["active_file"])
+            for m in a.cloud.live.presence(ws_id)["members"]
+        ]
+
+    online = [(a.store.device_id, True, "busy", {"line": 1}, None)]
+    await wait_for(lambda: me() == online, message="A's own presence through the channel")
+    conn = a.cloud.live.connection
+    assert conn is not None and conn._ws is not None
+    await conn._ws.close()  # the cloud unreachable: the reconnect waits ~59 s
+    await wait_for(lambda: not a.cloud.live.status()["connected"], message="A offline")
+    assert me() == online
+    [shown] = a.cloud.live.presence(ws_id)["members"]
+    assert shown["display_name"] == "ada"
+    assert on_a.of("presence.changed")[-1] == {"workspace_id": ws_id, "members": [shown]}
+    await a.cloud.live.set_presence(ws_id, {"active_file": "offline.md"})
+    assert me() == [(a.store.device_id, True, "busy", {"line": 1}, "offline.md")]
+    assert on_a.of("presence.changed")[-1]["members"] == a.cloud.live.presence(ws_id)["members"]
