@@ -139,6 +139,16 @@ class Store:
         """
         return self._writer.add_listener(fn)
 
+    def add_push_listener(self, fn: Callable[[frozenset[str]], None]) -> Callable[[], None]:
+        """Call ``fn(workspace_ids)`` on the event loop after a commit that queued outbox
+        entries of those workspaces which no changelog entry announces (a new document's row,
+        an adopted document: ``WriteContext.queue_push``); the changes that come with this
+        device's changelog entries are told to the commit listeners only.
+
+        Returns a function that removes the listener. ``fn`` must not raise (it is logged).
+        """
+        return self._writer.add_push_listener(fn)
+
     async def close(self) -> None:
         """Refuse new writes (ShuttingDown), commit the queued ones, close the connections."""
         if self._closed:

@@ -100,6 +100,7 @@ _DELETE_ONE: Final = compile_statement(
 ).sql
 _INSERT_OUTBOX: Final = insert_sql("outbox", OUTBOX_KEYS)
 _UPDATED: Final = "doc.updated"
+_UNNAMED: Final = ("workspace_id", "deleted_at")  # the clocked fields of a document without a name
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,8 @@ class Stored:
 
 @dataclass(frozen=True)
 class Create:
-    """How to create a missing document (``outbox``: a local creation, pushed to the cloud)."""
+    """How to create a missing document (``outbox``: a local creation, pushed to the cloud;
+    ``name`` "": none given, so the name has no clock and is not pushed)."""
 
     workspace_id: str | None
     name: str
@@ -168,12 +170,17 @@ def _create_row(ctx: WriteContext, doc_id: str, create: Create) -> dict[str, Any
         "updated_at": stamp.iso,
         "deleted_at": None,
     }
-    clocks = dict.fromkeys(("workspace_id", "name", "deleted_at"), stamp.hlc)
+    # Without a name, ``name`` gets no clock and is not pushed: a device that joins a document
+    # before its row arrives must not rename it to "" (an empty clock loses to every clock).
+    named = ("workspace_id", "name", "deleted_at") if create.name else _UNNAMED
+    clocks = dict.fromkeys(named, stamp.hlc)
     params = {**row, "snapshot_seq": 0, "hlc": stamp.hlc, "origin": ctx.device_id}
     ctx.conn.execute(_INSERT_DOC, {**params, "field_hlc": dump_json_text(clocks)})
     if create.outbox and workspace_id is not None and ctx.syncs(workspace_id):
-        entry = ctx.outbox_entry("documents", "insert", doc_id, workspace_id, row, stamp)
+        fields = row if create.name else {k: v for k, v in row.items() if k != "name"}
+        entry = ctx.outbox_entry("documents", "insert", doc_id, workspace_id, fields, stamp)
         ctx.conn.execute(_INSERT_OUTBOX, entry)
+        ctx.queue_push(workspace_id)  # no changelog entry announces a new document
     return row
 
 

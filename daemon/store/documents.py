@@ -12,7 +12,8 @@ the entry is dropped and the next use reloads what is stored. A load is itself q
 writer, behind every write already queued, and a document's updates are always queued while its
 entry is cached, so a reload never misses an update in flight. Updates whose dependencies have
 not arrived stay pending in a Doc and out of its encoded state; the entry keeps them
-(``waiting``) so that ``state`` includes them (see ydoc.py).
+(``waiting``) so that ``state`` includes them (see ydoc.py). Metadata that sync pulls reaches a
+cached entry after the commit (``refresh``), so ``open`` answers the current name.
 
 Writes. A local update = the ``doc_updates`` row, an outbox entry (documents of a LINKED workspace
 only: a document without one, or of an unlinked workspace, never leaves the device; linking
@@ -51,6 +52,7 @@ from daemon.store.base import identifier, optional_text
 from daemon.store.doc_ops import Create, LocalBatch, Stored
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.ids import is_uuid, uuid7
+from daemon.store.sync_docs import adopt_late_updates_op
 from daemon.store.ydoc import CONTENT, Waiting, apply, fold, replay, state_with
 
 __all__ = ["CONTENT", "DocumentRepo"]
@@ -216,6 +218,26 @@ class DocumentRepo:
                 self._count(entry)
                 absorbed += 1
         return absorbed
+
+    async def refresh(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Give the loaded documents the metadata (``doc_ops.ROW_COLUMNS``) sync has stored and
+        committed, in place (a local update queued meanwhile writes under the new workspace).
+        A document that a pull adopted into a workspace (it had none: sync_docs.py) then has
+        the local updates written without one since claimed and queued (behind every update
+        queued before the refresh). Under ``_load_lock``, as ``absorb``."""
+        adopted: list[str] = []
+        async with self._load_lock:
+            for row in rows:
+                entry = self._cache.get(row["id"])
+                if entry is None:
+                    continue
+                if entry.row["workspace_id"] is None and row["workspace_id"] is not None:
+                    adopted.append(row["id"])
+                entry.row.update(row)
+        for doc_id in adopted:
+            late = await self._writer.submit(adopt_late_updates_op(doc_id))
+            if late:
+                logger.info("doc.adopted.late doc_id=%s updates=%d", doc_id, late)
 
     async def apply_broadcast(
         self, doc_id: str, update: bytes, *, workspace_id: str, update_id: str, origin: str

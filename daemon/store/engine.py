@@ -9,7 +9,8 @@ Group commit: ``Writer.submit`` queues a mutation; the writer's connection threa
 everything queued as one transaction, and takes what queued meanwhile as soon as it committed
 (one hop there, one back; no writer task). Commit listeners run on the event loop right after
 the commit and before any writer's ``await`` returns (the futures are resolved after the
-listeners ran).
+listeners ran); so do the push listeners, told of the workspaces whose outbox a commit grew
+with no event saying so (``WriteContext.queue_push``).
 
 Inline writes: a write its caller marks ``small`` (one short transaction: a row, its outbox and
 changelog entries) that finds the writer idle runs at once on the event loop's thread, on the
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Listener = Callable[[Sequence[ChangeEvent]], None]
+PushListener = Callable[[frozenset[str]], None]
 Pending = tuple[WriteOp, "asyncio.Future[Any]"]
 MAX_BATCH = 1000
 MAX_INLINE_PER_TURN = 16  # a task writing in a loop yields to the others at least this often
@@ -177,6 +179,7 @@ class Writer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: asyncio.Future[None] | None = None
         self._listeners: list[Listener] = []
+        self._push_listeners: list[PushListener] = []
         self.checkpointer: Checkpointer | None = None  # set by start (a file-backed database)
         self._since_checkpoint = 0
         self._changes_since_checkpoint = 0
@@ -224,13 +227,10 @@ class Writer:
         return len(self._pending)
 
     def add_listener(self, fn: Listener) -> Callable[[], None]:
-        self._listeners.append(fn)
+        return _add(self._listeners, fn)
 
-        def remove() -> None:
-            if fn in self._listeners:
-                self._listeners.remove(fn)
-
-        return remove
+    def add_push_listener(self, fn: PushListener) -> Callable[[], None]:
+        return _add(self._push_listeners, fn)
 
     async def close(self) -> None:
         """Refuse new writes; return once everything already submitted has committed, and
@@ -462,6 +462,8 @@ class Writer:
         self.last_seq, self.first_seq = outcome.last_seq, outcome.first_seq
         if outcome.events:
             self._notify(outcome.events)
+        if outcome.pushes:
+            self._notify_pushes(outcome.pushes)
         for (_, future), (ok, value) in zip(batch, outcome.results, strict=True):
             if future.done():  # the caller was cancelled; the write still committed
                 continue
@@ -482,3 +484,21 @@ class Writer:
                 fn(events)
             except Exception:
                 logger.exception("store.listener.failed listener=%r", fn)
+
+    def _notify_pushes(self, workspaces: frozenset[str]) -> None:
+        for fn in list(self._push_listeners):
+            try:
+                fn(workspaces)
+            except Exception:
+                logger.exception("store.listener.failed listener=%r", fn)
+
+
+def _add(listeners: list[Any], fn: Any) -> Callable[[], None]:
+    """Append ``fn`` to ``listeners``; the function that removes it."""
+    listeners.append(fn)
+
+    def remove() -> None:
+        if fn in listeners:
+            listeners.remove(fn)
+
+    return remove

@@ -178,7 +178,8 @@ class SyncRepo:
         """Merge one pulled page and store ``cursor`` for ``scope``, in one transaction.
 
         ``cursor=None`` leaves the cursor alone (a realtime change is a hint, not a page).
-        Pulled document updates reach the loaded Docs once committed (``DocumentRepo.absorb``).
+        Pulled document metadata and updates reach the loaded documents once committed
+        (``DocumentRepo.refresh``, ``DocumentRepo.absorb``).
         ``as_is``: tables for which ``merge`` stores a new row holding one clock for all its
         fields as it is (sync_apply.py's fast path for such pages; sync.adapters says which).
         """
@@ -197,9 +198,15 @@ class SyncRepo:
         outcome: ApplyOutcome = await self._writer.submit(
             apply_pull_op(scope, changes, cursor, merge, as_is), small=small
         )
-        if outcome.doc_updates:  # committed: now the loaded Docs
-            await self._documents.absorb((u.doc_id, u.data) for u in outcome.doc_updates)
+        await self._loaded_documents(outcome)
         return outcome
+
+    async def _loaded_documents(self, outcome: ApplyOutcome) -> None:
+        """A committed page's document metadata and updates, to the loaded documents."""
+        if outcome.documents:
+            await self._documents.refresh(outcome.documents)
+        if outcome.doc_updates:
+            await self._documents.absorb((u.doc_id, u.data) for u in outcome.doc_updates)
 
     async def apply_new_rows(
         self,
@@ -229,6 +236,8 @@ class SyncRepo:
         outcome: ApplyOutcome | None = await self._writer.submit(
             apply_new_rows_op(scope, new, cursor, merge, as_is)
         )
+        if outcome is not None:  # (its other changes may be of documents)
+            await self._loaded_documents(outcome)
         return outcome
 
     async def cursor(self, scope: str) -> str | None:

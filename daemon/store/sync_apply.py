@@ -183,6 +183,7 @@ class PageApplier:
             c.parked,
             c.skipped,
             tuple(docs.stored),
+            tuple(docs.changed_docs.values()),
         )
 
     def run(self, changes: Iterable[dict[str, Any]], new: NewRows | None = None) -> bool:

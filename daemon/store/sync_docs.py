@@ -4,7 +4,18 @@ inside the page's write transaction, and the documents part of a link's snapshot
 Pulled ``documents`` rows are metadata only (name, tombstone, clocks): merged per field by the
 injected merge like any row; the local ``snapshot`` / ``snapshot_seq`` (this device's
 compaction) are never touched. A new document gets an empty snapshot: its content arrives as
-``doc_updates``.
+``doc_updates``. The rows a page changed are returned (``ApplyOutcome.documents``) so that the
+loaded documents take their metadata after the commit (``DocumentRepo.refresh``).
+
+Adoption: ids are a document's identity. A pulled row whose id is a document this device has
+WITHOUT a workspace (local-only: opened by id before the row had arrived) adopts that
+document: the merge gives it the pulled workspace (``workspace_id`` is first-writer-wins, and
+a value beats null), its metadata merges per field as usual, its updates take the workspace,
+and, the workspace being linked, its merged metadata and its whole content (one update, as a
+link's snapshot sends it) are queued for the other devices (``adopt``). The pulled updates
+then merge with the local ones (a CRDT). Pulled updates of such a document that arrive before
+its row are parked until the row adopts it. A document of ANOTHER workspace stays refused:
+its row and its updates are skipped.
 
 Pulled ``doc_updates`` rows are append-only Yjs updates: stored once (an id already stored is a
 repeat and is skipped; so is an update this device made, which it has already, perhaps folded
@@ -42,7 +53,7 @@ from daemon.store.ids import uuid7
 from daemon.store.sql import OUTBOX_KEYS, OUTBOX_ONE_CLOCK, compile_statement, insert_sql
 from daemon.store.sync_rows import origin_of, unpushed_fields
 from daemon.store.sync_types import DocUpdate, MergeFn
-from daemon.store.txn import Stamp, WriteContext
+from daemon.store.txn import Stamp, WriteContext, WriteOp
 from daemon.store.ydoc import replay, state_with
 
 logger = logging.getLogger(__name__)
@@ -97,6 +108,11 @@ def _sql() -> dict[str, str]:
         "workspace_docs": compile_statement(
             sa.select(*meta).where(_D.workspace_id == sa.bindparam("ws")).order_by(_D.id)
         ).sql,
+        "adopt_updates": compile_statement(
+            sa.update(doc_ops.doc_updates)
+            .where(_U.doc_id == sa.bindparam("_id"), _U.workspace_id.is_(None))
+            .values(workspace_id=sa.bindparam("ws"))
+        ).sql,
     }
 
 
@@ -118,7 +134,10 @@ class DocPage:
         self.applied = 0
         self.stored: list[DocUpdate] = []
         self.events: list[tuple[str, dict[str, Any], str | None]] = []
+        #: documents inserted or adopted by this page (their parked updates come free)
         self.inserted_docs: set[str] = set()
+        #: the metadata (``ROW_COLUMNS``) of the stored documents this page changed
+        self.changed_docs: dict[str, dict[str, Any]] = {}
 
     def apply_documents(self, remotes: list[dict[str, Any]], workspaces: set[str]) -> None:
         """Merge pulled document rows (``workspaces``: ids known to exist)."""
@@ -132,10 +151,12 @@ class DocPage:
         for remote in remotes:
             row_id, mine = remote["id"], local.get(remote["id"])
             ws = remote.get("workspace_id")
-            if not isinstance(ws, str) or (mine is not None and mine["workspace_id"] != ws):
+            home = None if mine is None else mine["workspace_id"]
+            adopting = mine is not None and home is None  # local-only: the row adopts it
+            if not isinstance(ws, str) or not (mine is None or adopting or home == ws):
                 self.parked.skip("documents", row_id, "workspace_id is missing or differs")
                 continue
-            if mine is None and ws not in workspaces:
+            if (mine is None or adopting) and ws not in workspaces:
                 if not self.ctx.exists("workspaces", ws, live=False):
                     self.parked.park("documents", remote, ws)
                     continue
@@ -156,6 +177,10 @@ class DocPage:
             elif result.row_changed and any(row[c] != mine.get(c) for c in META_COLUMNS):
                 conn.execute(sql["update_doc"], {**_params(row), "_id": row_id})
                 local[row_id] = row
+                self.changed_docs[row_id] = {c: row[c] for c in doc_ops.ROW_COLUMNS}
+                if adopting:
+                    adopt(self.ctx, row, self.ctx.stamp().iso)
+                    self.inserted_docs.add(row_id)
 
     def apply_updates(self, remotes: list[dict[str, Any]]) -> None:
         """Store pulled updates once each; park those whose document is not here yet."""
@@ -166,6 +191,8 @@ class DocPage:
         have = {v[0] for v in conn.execute(sql["update_ids"], {"_ids": ids})}
         doc_ids = orjson.dumps(sorted({str(r.get("doc_id")) for r in remotes})).decode()
         docs = dict(conn.execute(sql["doc_ids"], {"_ids": doc_ids}).fetchall())
+        for doc_id in [d for d, ws in docs.items() if ws is None]:
+            del docs[doc_id]  # local-only: its row, when it comes, adopts it (park till then)
         device = self.ctx.device_id
         for remote in remotes:
             row_id = remote["id"]
@@ -256,8 +283,12 @@ def document_metadata(conn: sqlite3.Connection, doc_id: str) -> dict[str, Any] |
 
 
 def metadata_fields(row: dict[str, Any]) -> dict[str, Any]:
-    """What a whole push of a document's metadata carries (``row``: ``document_metadata``)."""
-    return {k: row[k] for k in doc_ops.ROW_COLUMNS}
+    """What a whole push of a document's metadata carries (``row``: ``document_metadata``):
+    not a name that was never given (``""`` without a clock: it must not rename the document
+    where it has one)."""
+    clocks = row["field_hlc"]
+    unnamed = row["name"] == "" and clocks and "name" not in clocks
+    return {k: row[k] for k in doc_ops.ROW_COLUMNS if not (unnamed and k == "name")}
 
 
 def metadata_entry(row: dict[str, Any], at: str) -> dict[str, Any]:
@@ -284,3 +315,45 @@ def content_entry(ctx: WriteContext, doc_id: str, at: str) -> dict[str, Any] | N
     }
     own = {"hlc": stamp.hlc, "origin": ctx.device_id}
     return snapshot_entry("doc_updates", workspace_id, values, own, at)
+
+
+# -- adoption ---------------------------------------------------------------------------------
+
+
+def adopt(ctx: WriteContext, row: dict[str, Any], at: str) -> None:
+    """A document this device had without a workspace is now of ``row["workspace_id"]``
+    (``row``: its merged metadata, stored): its updates take that workspace and, the workspace
+    being linked, its metadata and whole content are queued for the other devices."""
+    doc_id, workspace_id = row["id"], row["workspace_id"]
+    ctx.conn.execute(_sql()["adopt_updates"], {"_id": doc_id, "ws": workspace_id})
+    logger.info("doc.adopted doc_id=%s ws=%s", doc_id, workspace_id)
+    if not ctx.syncs(workspace_id):
+        return
+    entries = [metadata_entry(row, at)]
+    content = content_entry(ctx, doc_id, at)
+    if content is not None:
+        entries.append(content)
+    ctx.conn.executemany(insert_sql("outbox", OUTBOX_KEYS), entries)
+    ctx.queue_push(workspace_id)
+
+
+def adopt_late_updates_op(doc_id: str) -> WriteOp:
+    """After an adoption: the local updates written without a workspace since (they were queued
+    before the loaded document learnt its workspace) take it, and go out as one update; how
+    many there were."""
+
+    def op(ctx: WriteContext) -> int:
+        row = document_metadata(ctx.conn, doc_id)
+        if row is None or row["workspace_id"] is None:
+            return 0
+        workspace_id = row["workspace_id"]
+        params = {"_id": doc_id, "ws": workspace_id}
+        late = int(ctx.conn.execute(_sql()["adopt_updates"], params).rowcount)
+        if late and ctx.syncs(workspace_id):
+            content = content_entry(ctx, doc_id, ctx.stamp().iso)
+            if content is not None:
+                ctx.conn.execute(insert_sql("outbox", OUTBOX_KEYS), content)
+                ctx.queue_push(workspace_id)
+        return late
+
+    return op

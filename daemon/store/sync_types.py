@@ -93,7 +93,8 @@ class ApplyOutcome:
     ``applied``: changes merged (or parked); ``changed``: changelog entries written (merges
     that changed something visible); ``conflicts``: conflicts recorded; ``parked``: rows held
     until their parent arrives; ``skipped``: malformed changes left out (logged);
-    ``doc_updates``: the document updates the page stored, in order.
+    ``doc_updates``: the document updates the page stored, in order; ``documents``: the
+    metadata (``doc_ops.ROW_COLUMNS``) of the stored documents the page changed.
     """
 
     applied: int
@@ -102,6 +103,7 @@ class ApplyOutcome:
     parked: int = 0
     skipped: int = 0
     doc_updates: tuple[DocUpdate, ...] = ()
+    documents: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,8 @@ class BatchOutcome:
     last_seq: int = 0
     first_seq: int = 0
     changes: int = 0  # rows the batch inserted, updated or deleted
+    #: workspaces whose outbox the batch grew without an event that says so (``queue_push``)
+    pushes: frozenset[str] = frozenset()
 
 
 class WriteContext:
@@ -109,6 +111,7 @@ class WriteContext:
         self._first_seq = first_seq
         self._prune_slack = changelog_retain // PRUNE_SLACK_DIVISOR
         self._events: list[ChangeEvent] = []
+        self._pushes: set[str] = set()  # (queue_push) of the op running
         self._wait_busy = ""  # the PRAGMA that restores busy_timeout (learn_busy_timeout)
         #: wall ms of the persisted high-water mark of the clock; 0: unknown, write it at the
         #: next commit (a fresh start, or a commit that failed after writing it)
@@ -185,6 +188,12 @@ class WriteContext:
         seq = cursor.lastrowid
         assert seq is not None
         self._events.append(ChangeEvent(seq, topic, dict(shown)))  # callers may keep `row`
+
+    def queue_push(self, workspace_id: str) -> None:
+        """Say that this op wrote outbox entries of ``workspace_id`` that no changelog entry of
+        this device announces (the events that wake a push: sync/driver.py), e.g. a new
+        document's row: once committed, the push listeners hear of it (``BatchOutcome.pushes``)."""
+        self._pushes.add(workspace_id)
 
     def syncs(self, workspace_id: str | None) -> bool:
         """Whether a local change of a row of ``workspace_id`` gets an outbox entry: its
@@ -336,6 +345,7 @@ class WriteContext:
                 if self._links_version != links_before:
                     self.reload_links()
         except BaseException:
+            self._pushes.clear()
             self._links_stale = True  # a link or unlink may be gone with the transaction
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -351,10 +361,14 @@ class WriteContext:
         try:
             result = op(self)
         except Exception as exc:
+            self._pushes.clear()
             outcome.results.append((False, _translate(exc)))
             return False
         outcome.results.append((True, result))
         outcome.events.extend(self._events)
+        if self._pushes:  # (rare: most ops' outbox entries come with their events)
+            outcome.pushes = outcome.pushes | self._pushes
+            self._pushes.clear()
         return True
 
     def _run_guarded(self, ops: Sequence[WriteOp], outcome: BatchOutcome, until: float) -> None:

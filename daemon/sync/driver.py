@@ -3,6 +3,8 @@ stopped on logout, woken by the store's commit listener.
 
 Only changes made on this device wake a push: their changelog entries carry this device's
 ``origin`` (a pulled change carries its writer's, and an echo of our own writes none at all).
+Outbox entries no such entry announces (a new document's row, a document adopted by a pull:
+sync_docs.py) wake it through the store's push listener.
 ``sync_now`` runs a push (or pull) of every linked workspace and sums what they moved.
 """
 
@@ -64,16 +66,21 @@ class SyncDriver:
         self._active = False
         self._member_orgs: frozenset[str] | None = None  # (``activate``)
         self._remove_listener: Callable[[], None] | None = None
+        self._remove_push_listener: Callable[[], None] | None = None
 
     # Lifecycle
 
     def open(self) -> None:
         self._remove_listener = self._store.add_commit_listener(self._on_commit)
+        self._remove_push_listener = self._store.add_push_listener(self._on_pushes)
 
     async def close(self) -> None:
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
+        if self._remove_push_listener is not None:
+            self._remove_push_listener()
+            self._remove_push_listener = None
         syncs, self._syncs = list(self._syncs.values()), {}
         await asyncio.gather(*(s.close() for s in syncs))
 
@@ -183,3 +190,10 @@ class SyncDriver:
                 if sync is not None:
                     woken.add(ws)
                     sync.local_changes()
+
+    def _on_pushes(self, workspaces: frozenset[str]) -> None:
+        """A commit queued outbox entries of ``workspaces`` that no event announced: wake them."""
+        for ws in workspaces:
+            sync = self._syncs.get(ws)
+            if sync is not None:
+                sync.local_changes()

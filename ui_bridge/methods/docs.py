@@ -90,9 +90,17 @@ def add_doc_methods(table: MethodTable) -> None:
             "string",
             nullable=True,
             max_length=ID_LENGTH,
-            description="on creation only: the workspace (none: a local-only document)",
+            description="on creation only: the workspace (none: a local-only document, until"
+            " a document of the same id arrives from a linked workspace and adopts it)",
         ),
-        Param("name", "string", nullable=True, max_length=1_000, description="on creation only"),
+        Param(
+            "name",
+            "string",
+            nullable=True,
+            max_length=1_000,
+            description="on creation only (none: the document is unnamed, and takes the name"
+            " of the synced document it joins)",
+        ),
     )
     update = Param("update", "string", required=True, description="base64 Yjs update (v1)")
     for method in (
@@ -102,7 +110,11 @@ def add_doc_methods(table: MethodTable) -> None:
             open_params,
             "Open a document (created if it does not exist; not in a deleted workspace): its"
             " row and its state as a base64 Yjs update. The document's text is its root Text"
-            ' named "content".',
+            ' named "content". Ids are identities: opening the id of a shared document that has'
+            " not arrived yet creates it empty; with its workspace_id it joins it (never"
+            " renaming it); without, it is local-only until the shared one arrives, which"
+            " adopts it (its workspace and name; the contents merge and local edits are"
+            " shared).",
             _OPENED,
             (ErrorCode.INVALID_PARAMS, ErrorCode.SHUTTING_DOWN),
         ),
