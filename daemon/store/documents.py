@@ -6,14 +6,21 @@ seq order, each in its own pycrdt transaction (pycrdt is quadratic when many edi
 transaction). The text of a document is its root ``Text`` named ``"content"`` (``CONTENT``).
 
 Cache. A bounded LRU of loaded documents (pycrdt ``Doc``s, used on the event loop only) answers
-reads and validates each incoming update: the update is applied to the cached Doc *before* its
-write is queued, so garbage raises InvalidInput and nothing is written. If the write then fails,
-the entry is dropped and the next use reloads what is stored. A load is itself queued on the
-writer, behind every write already queued, and a document's updates are always queued while its
-entry is cached, so a reload never misses an update in flight. Updates whose dependencies have
-not arrived stay pending in a Doc and out of its encoded state; the entry keeps them
-(``waiting``) so that ``state`` includes them (see ydoc.py). Metadata that sync pulls reaches a
-cached entry after the commit (``refresh``), so ``open`` answers the current name.
+reads and validates each incoming update: it must be exactly one well-formed Yjs update v1
+(yupdate.py: yrs alone would keep a malformed one pending, then encode states no Yjs client
+can decode), and it is applied to the cached Doc *before* its write is queued, so garbage
+raises InvalidInput and nothing is written. If the write then fails, the entry is dropped and
+the next use reloads what is stored. A load is itself queued on the writer, behind every write
+already queued, and a document's updates are always queued while its entry is cached, so a
+reload never misses an update in flight. Updates whose dependencies have not arrived stay
+pending in a Doc and out of its encoded state; the entry keeps them
+(``waiting``) so that ``state`` includes them (see ydoc.py). Metadata that sync pulls
+reaches a cached entry after the commit (``refresh``), so ``open`` answers the current name.
+
+The empty update (``b"\x00\x00"``, what an editor encodes when it has no change) is
+answered without writing anything. Stored data that cannot be used (written before updates
+were checked) is left out when a document is loaded, with a WARNING (ydoc.replay), so a
+document always opens with what can be read.
 
 Writes. A local update = the ``doc_updates`` row, an outbox entry (documents of a LINKED workspace
 only: a document without one, or of an unlinked workspace, never leaves the device; linking
@@ -53,7 +60,8 @@ from daemon.store.doc_ops import Create, LocalBatch, Stored
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.ids import is_uuid, uuid7
 from daemon.store.sync_docs import adopt_late_updates_op
-from daemon.store.ydoc import CONTENT, Waiting, apply, fold, replay, state_with
+from daemon.store.ydoc import CONTENT, SNAPSHOT, Waiting, apply, fold, replay, state_with
+from daemon.store.yupdate import MalformedUpdate, check_update
 
 __all__ = ["CONTENT", "DocumentRepo"]
 
@@ -133,8 +141,11 @@ class DocumentRepo:
 
     async def apply_update(self, id: str, update: bytes) -> dict[str, Any]:
         """Apply a local Yjs update (v1); ``{id, update_id}`` once it is committed. Refused
-        (InvalidInput on ``id``) when the document's workspace is deleted."""
+        (InvalidInput on ``id``) when the document's workspace is deleted. The empty update
+        writes nothing: ``update_id`` None (an editor may send its diff when it has none)."""
         entry = await self._entry(identifier("id", id))
+        if not _checked(update):
+            return {"id": entry.row["id"], "update_id": None}
         self._integrate(entry, update)
         try:
             result = await self._write_local(entry.row, update)
@@ -154,10 +165,13 @@ class DocumentRepo:
         origin: str | None = None,
     ) -> bool:
         """Merge an update that came from the cloud (no outbox entry), creating the document
-        if needed; False when ``update_id`` is already stored (a repeated pull)."""
+        if needed; False when ``update_id`` is already stored (a repeated pull) or the update
+        is empty. InvalidInput on ``update`` unless it is one well-formed Yjs update v1."""
         doc_id = identifier("doc_id", doc_id)
         if update_id is not None and not is_uuid(update_id):
             raise InvalidInput("update_id", "must be a lower-case UUID string")
+        if not _checked(update):
+            return False
         entry = await self._entry(doc_id, Create(workspace_id, "", outbox=False))
         self._integrate(entry, update)
         op = doc_ops.remote_update_op(entry.row, update, update_id, origin or REMOTE_ORIGIN)
@@ -172,8 +186,11 @@ class DocumentRepo:
 
     async def load(self, id: str) -> Doc[Any]:
         """A fresh pycrdt Doc built from what is committed (snapshot + remaining updates)."""
-        stored = await self._read(identifier("id", id))
-        return replay(stored.snapshot, [data for _, data in stored.updates])[0]
+        doc_id = identifier("id", id)
+        stored = await self._read(doc_id)
+        replayed = replay(stored.snapshot, [data for _, data in stored.updates])
+        _warn_skipped(doc_id, stored, replayed.skipped)
+        return replayed.doc
 
     async def compact(self, id: str) -> int:
         """Fold the stored updates into the snapshot in one transaction; how many were folded
@@ -284,7 +301,8 @@ class DocumentRepo:
         if stored is None:
             raise NotFound("document", doc_id)
         datas = [data for _, data in stored.updates]
-        doc, text, waiting = replay(stored.snapshot, datas)
+        doc, text, waiting, skipped = replay(stored.snapshot, datas)
+        _warn_skipped(doc_id, stored, skipped)
         entry = _Entry(stored.row, doc, text, len(datas), waiting)
         self._cache[doc_id] = entry
         while len(self._cache) > self.cache_size:
@@ -299,8 +317,6 @@ class DocumentRepo:
             del self._cache[doc_id]
 
     def _integrate(self, entry: _Entry, update: bytes) -> None:
-        if not isinstance(update, bytes):
-            raise InvalidInput("update", "must be bytes")
         try:
             apply(entry.doc, update, entry.waiting)
         except ValueError as exc:  # undecodable: refused before anything is integrated
@@ -383,6 +399,24 @@ class DocumentRepo:
                 return
             except Exception:  # supervisor boundary: the next update schedules it again
                 logger.exception("doc.compact.failed doc_id=%s", doc_id)
+
+
+def _checked(update: bytes) -> int:
+    """How many structs and deletions ``update`` carries (0: the empty update); InvalidInput
+    unless it is exactly one well-formed Yjs update v1."""
+    if not isinstance(update, bytes):
+        raise InvalidInput("update", "must be bytes")
+    try:
+        return check_update(update)
+    except MalformedUpdate as exc:
+        raise InvalidInput("update", f"is not exactly one Yjs update (v1): {exc}") from None
+
+
+def _warn_skipped(doc_id: str, stored: Stored, skipped: list[tuple[int, str]]) -> None:
+    """Log (never the data) what a load left out of the document as unusable."""
+    for index, reason in skipped:
+        where = "snapshot" if index == SNAPSHOT else f"seq={stored.updates[index][0]}"
+        logger.warning("doc.load.skipped doc_id=%s %s reason=%s", doc_id, where, reason)
 
 
 def _fail(waiters: list[asyncio.Future[dict[str, Any]]], exc: BaseException) -> None:

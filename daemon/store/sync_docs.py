@@ -17,7 +17,11 @@ then merge with the local ones (a CRDT). Pulled updates of such a document that 
 its row are parked until the row adopts it. A document of ANOTHER workspace stays refused:
 its row and its updates are skipped.
 
-Pulled ``doc_updates`` rows are append-only Yjs updates: stored once (an id already stored is a
+Pulled ``doc_updates`` rows are append-only Yjs updates. One that is not exactly one
+well-formed Yjs update v1 (yupdate.py; another app may insert anything base64 through REST)
+is set aside like any malformed change (``sync.apply.skipped``, WARNING, never its data): not
+stored, not evented, and the cursor passes it. The empty update is not stored. The others are
+stored once (an id already stored is a
 repeat and is skipped; so is an update this device made, which it has already, perhaps folded
 into a snapshot), each with a ``doc.updated`` changelog entry (the shape doc_ops writes for
 local updates, ``origin`` the writer's device), in the page's transaction, so page, updates and
@@ -54,7 +58,8 @@ from daemon.store.sql import OUTBOX_KEYS, OUTBOX_ONE_CLOCK, compile_statement, i
 from daemon.store.sync_rows import origin_of, unpushed_fields
 from daemon.store.sync_types import DocUpdate, MergeFn
 from daemon.store.txn import Stamp, WriteContext, WriteOp
-from daemon.store.ydoc import replay, state_with
+from daemon.store.ydoc import check, replay, state_with
+from daemon.store.yupdate import MalformedUpdate
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +226,12 @@ class DocPage:
         if not data:
             self.parked.skip("doc_updates", remote["id"], "empty update")
             return
+        try:
+            if not check(data):
+                return  # the empty Yjs update: changes nothing, nothing to store
+        except MalformedUpdate as exc:  # set aside: the cursor passes it, it is never stored
+            self.parked.skip("doc_updates", remote["id"], f"not one Yjs update (v1): {exc}")
+            return
         hlc = remote.get("hlc") if isinstance(remote.get("hlc"), str) else ""
         origin = str(remote.get("origin") or origin_of(hlc) or "cloud")
         workspace_id = remote.get("workspace_id")
@@ -303,7 +314,9 @@ def content_entry(ctx: WriteContext, doc_id: str, at: str) -> dict[str, Any] | N
     if stored is None or (stored.snapshot is None and not stored.updates):
         return None
     workspace_id = stored.row["workspace_id"]
-    doc, _, waiting = replay(stored.snapshot, [data for _, data in stored.updates])
+    doc, _, waiting, skipped = replay(stored.snapshot, [data for _, data in stored.updates])
+    for index, reason in skipped:  # what cannot be read is not pushed (it would spread)
+        logger.warning("doc.link.skipped doc_id=%s index=%d reason=%s", doc_id, index, reason)
     stamp: Stamp = ctx.tick()
     update_id = uuid7(stamp.ms)
     values = {

@@ -17,6 +17,8 @@ deletions are applied exactly when every deleted range lies below the doc's stat
 
 Encodings (lib0 v1): varuint = 7 bits per byte, low groups first, high bit set = more bytes.
 State vector: n, then n x (client, clock). Delete set: n, then n x (client, k, k x (clock, len)).
+Stored data that cannot be used (written before updates were checked, or by another app
+through the cloud) is left out by ``replay`` and kept as rows by ``fold``: see yupdate.py.
 No I/O, no clock: pycrdt's Doc is CPU-only.
 """
 
@@ -25,15 +27,20 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from pycrdt import Doc, Text, get_update, merge_updates
 
+from daemon.store.yupdate import MalformedUpdate, check_update
+
 __all__ = [
     "CONTENT",
+    "SNAPSHOT",
+    "Replayed",
     "Waiting",
     "apply",
     "blocker",
+    "check",
     "decode_delete_set",
     "decode_state_vector",
     "fold",
@@ -46,6 +53,8 @@ __all__ = [
 #: The root ``Text`` whose string is a document's text.
 CONTENT: Final = "content"
 _EMPTY_DIFF: Final = b"\x00\x00"  # no struct, no deletion
+#: The index ``Replayed.skipped`` gives the snapshot.
+SNAPSHOT: Final = -1
 
 
 def read_varuint(data: bytes, pos: int) -> tuple[int, int]:
@@ -175,28 +184,83 @@ def apply(doc: Doc[Any], update: bytes, waiting: Waiting) -> None:
         state = moved
 
 
-def replay(snapshot: bytes | None, updates: Sequence[bytes]) -> tuple[Doc[Any], Text, Waiting]:
+def check(update: bytes) -> int:
+    """``check_update`` (how many structs and deletions; MalformedUpdate), then a trial apply
+    to an empty Doc for what yrs refuses only when applying (e.g. an item whose parent, in the
+    same update, is not a type). For an update that is stored without being applied."""
+    count = check_update(update)
+    try:
+        Doc().apply_update(update)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # pyo3 raises a panic in yrs as a BaseException
+        raise MalformedUpdate(_reason(exc)) from None
+    return count
+
+
+class Replayed(NamedTuple):
+    """A replayed document: its Doc, root Text ``CONTENT``, the updates still waiting, and
+    what was left out as unusable: ``(index, reason)``, index ``SNAPSHOT`` for the snapshot.
+    A reason never quotes the data."""
+
+    doc: Doc[Any]
+    text: Text
+    waiting: Waiting
+    skipped: list[tuple[int, str]]
+
+
+def replay(snapshot: bytes | None, updates: Sequence[bytes]) -> Replayed:
     """A Doc holding ``snapshot`` then ``updates`` (never merged into one update first: see
-    ``apply``), its root Text ``CONTENT``, and the updates still waiting."""
+    ``apply``). What cannot be used is left out, so stored bad data never breaks a document:
+    an update that is not exactly one well-formed update (``check_update``: yrs would keep
+    one that is malformed pending and encode states nobody can decode), or that pycrdt cannot
+    decode or apply, and an undecodable snapshot."""
     doc: Doc[Any] = Doc()
     text = doc.get(CONTENT, type=Text)
+    skipped: list[tuple[int, str]] = []
     if snapshot is not None:
-        doc.apply_update(snapshot)
+        try:
+            doc.apply_update(snapshot)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # pyo3 raises a panic in yrs as a BaseException
+            doc = Doc()  # a failed apply may have left part of it
+            text = doc.get(CONTENT, type=Text)
+            skipped.append((SNAPSHOT, _reason(exc)))
     waiting = Waiting()
-    for update in updates:
-        apply(doc, update, waiting)
-    return doc, text, waiting
+    for index, update in enumerate(updates):
+        try:
+            check_update(update)
+            apply(doc, update, waiting)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            skipped.append((index, _reason(exc)))
+    return Replayed(doc, text, waiting, skipped)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, MalformedUpdate):
+        return str(exc)  # ours: positions, never content
+    return f"pycrdt refused it ({type(exc).__name__})"
 
 
 def fold(snapshot: bytes | None, updates: Sequence[bytes]) -> tuple[bytes, list[int]]:
-    """Compaction: the new snapshot, and the indexes of ``updates`` that are still pending
-    (they are left out of the snapshot and must be kept)."""
-    doc, _, waiting = replay(snapshot, updates)
-    if not waiting:
-        return doc.get_update(), []
-    state = doc.get_state()
-    pending = [i for i, update in enumerate(updates) if not is_integrated(update, state)]
-    return doc.get_update(), pending
+    """Compaction: the new snapshot, and the indexes of ``updates`` that must be kept: still
+    pending, or left out as unusable (kept as they are, never deleted by a compaction).
+    ValueError if ``snapshot`` itself is unusable (compacting would lose it)."""
+    doc, _, waiting, skipped = replay(snapshot, updates)
+    if any(index == SNAPSHOT for index, _ in skipped):
+        raise ValueError("the stored snapshot cannot be decoded")
+    kept = {index for index, _ in skipped}
+    if waiting:
+        state = doc.get_state()
+        kept.update(
+            i
+            for i, update in enumerate(updates)
+            if i not in kept and not is_integrated(update, state)
+        )
+    return doc.get_update(), sorted(kept)
 
 
 def state_with(doc: Doc[Any], waiting: Waiting) -> bytes:

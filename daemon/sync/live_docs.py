@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
-from daemon.errors import DaemonError
+from daemon.errors import DaemonError, InvalidInput
 from daemon.events import ChangeEvent
 from daemon.realtime.connection import RealtimeConnection
 from daemon.sync.live_map import DOC_UPDATE_EVENT, doc_broadcast, doc_update_of
@@ -93,5 +93,8 @@ class DocRelay:
                 update_id=found.update_id,
                 origin=found.origin,
             )
-        except DaemonError as exc:  # a bad update changes nothing; the pull is the truth
+        except InvalidInput as exc:  # a bad update changes nothing; the pull is the truth
+            level = logging.WARNING if exc.field == "update" else logging.INFO
+            logger.log(level, "live.doc_update_refused ws=%s reason=%s", workspace_id, exc)
+        except DaemonError as exc:
             logger.info("live.doc_update_refused ws=%s reason=%s", workspace_id, exc)

@@ -107,7 +107,7 @@ UPDATES, FINAL = conversation()
 
 def apply_tracking(order: list[bytes]) -> tuple[Doc[Any], Text, list[bytes]]:
     """Apply updates one by one, keeping the ones that are not integrated (as the store does)."""
-    doc, text, waiting = replay(None, order)
+    doc, text, waiting, _ = replay(None, order)
     return doc, text, waiting.updates()
 
 
@@ -131,12 +131,12 @@ def test_structs_and_deletions_waiting_for_dependencies_are_detected() -> None:
 def test_pycrdt_leaves_pending_updates_out_of_its_state() -> None:
     """Why the store tracks them: without state_with, the pending update would be lost."""
     doc, _, waiting = apply_tracking([UPDATES[1]])
-    _, lossy_text, _ = replay(doc.get_update(), [UPDATES[0]])
+    lossy_text = replay(doc.get_update(), [UPDATES[0]]).text
     assert str(lossy_text) == "hello"
     pending = Waiting()
     for update in waiting:
         pending.add(update, (0, 0))
-    _, full_text, _ = replay(state_with(doc, pending), [UPDATES[0]])
+    full_text = replay(state_with(doc, pending), [UPDATES[0]]).text
     assert str(full_text) == "hello world"
 
 
@@ -146,10 +146,10 @@ def test_any_order_any_cut_converges_through_fold_and_state(order: list[int], cu
     updates = [UPDATES[i] for i in order]
     snapshot, pending = fold(None, updates[:cut])
     kept = [updates[i] for i in pending]
-    _, text, _ = replay(snapshot, kept + updates[cut:])
+    text = replay(snapshot, kept + updates[cut:]).text
     assert str(text) == FINAL
-    doc, _, pending = replay(None, updates[:cut])
-    _, text, _ = replay(state_with(doc, pending), updates[cut:])
+    doc, _, pending, _ = replay(None, updates[:cut])
+    text = replay(state_with(doc, pending), updates[cut:]).text
     assert str(text) == FINAL
 
 
@@ -181,11 +181,11 @@ def test_a_reordered_delivery_converges_and_nothing_stays_waiting(seed: int) -> 
     updates, final = typing_trace(2000, seed=7)
     jitter = random.Random(seed)
     order = sorted(range(len(updates)), key=lambda i: i + jitter.random() * 8)
-    doc, text, waiting = replay(None, [updates[i] for i in order])
+    doc, text, waiting, _ = replay(None, [updates[i] for i in order])
     assert str(text) == final and len(waiting) == 0
     snapshot, pending = fold(None, [updates[i] for i in order[:1000]])
     kept = [updates[order[i]] for i in pending]
-    _, text, waiting = replay(snapshot, kept + [updates[i] for i in order[1000:]])
+    _, text, waiting, _ = replay(snapshot, kept + [updates[i] for i in order[1000:]])
     assert str(text) == final and len(waiting) == 0
 
 

@@ -38,7 +38,13 @@ _OPENED: Final[dict[str, Any]] = {
 }
 _UPDATED: Final[dict[str, Any]] = {
     "type": "object",
-    "properties": {"id": {"type": "string"}, "update_id": {"type": "string"}},
+    "properties": {
+        "id": {"type": "string"},
+        "update_id": {
+            "oneOf": [{"type": "string"}, {"type": "null"}],
+            "description": "null: the update was empty (AAA=); nothing was stored",
+        },
+    },
     "required": ["id", "update_id"],
     "description": "sent once the update is committed",
 }
@@ -122,9 +128,10 @@ def add_doc_methods(table: MethodTable) -> None:
             "doc.update",
             doc_update,
             (_ID, update),
-            "Apply a Yjs update (base64); answered once it is stored. Local clients receive it "
-            "as a doc.updated event; documents of a workspace also queue it for the cloud"
-            " (refused in a deleted workspace).",
+            "Apply a Yjs update (base64 of exactly one update, v1: not a y-protocols message,"
+            " not several updates concatenated); answered once it is stored. Local clients"
+            " receive it as a doc.updated event; documents of a workspace also queue it for the"
+            " cloud (refused in a deleted workspace).",
             _UPDATED,
             (ErrorCode.NOT_FOUND, ErrorCode.INVALID_PARAMS, ErrorCode.SHUTTING_DOWN),
         ),

@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pycrdt import Doc, Text, TransactionEvent
+from pycrdt import Doc, Text, TransactionEvent, create_update_message
 
 from daemon.store import Store
 from daemon.store.ids import uuid7
 from ui_bridge.server import BridgeServer
 
 from .conftest import Rpc
+
+#: one update typing "typed" (a fixed client id: the same bytes every run)
+TYPED = bytes.fromhex("010186f28b9489b1c50e00040107636f6e74656e7405747970656400")
 
 
 def b64(data: bytes) -> str:
@@ -148,6 +151,16 @@ async def test_a_document_of_a_deleted_workspace_refuses_updates(rpc: Rpc, store
         ("AAE", "base64"),  # bad padding
         (b64(b"garbage bytes, no Yjs update"), "Yjs"),
         ("", "Yjs"),
+        # audit G1 t3: a valid update with a few bytes changed (yrs would keep it pending)
+        (
+            "AQWe4YuPk6QKAAEBB2NBbnRlbnQChJ7h9IuPk6QKAQFshJ7h9IuPk6QKAghsbyB3b3JsZMSe4fSLj5OkCgKe4f"
+            "SLj0GkCgMDWFliWigBBG1ldGEBawF3AXYBnuH0i4+TpAoBAAI=",
+            "Yjs update",
+        ),
+        # a y-protocols sync message [0, 2, len, update], as y-websocket sends (t32)
+        (b64(create_update_message(TYPED)), "y-protocols sync message"),
+        # two updates concatenated instead of merged (t32)
+        (b64(TYPED + TYPED), "Y.mergeUpdates"),
     ],
 )
 async def test_invalid_updates_are_refused_and_change_nothing(
@@ -173,3 +186,15 @@ async def test_unknown_documents_and_bad_params_get_clear_errors(rpc: Rpc) -> No
     assert bad_ws["error"]["data"]["field"] == "workspace_id"
     no_update = await rpc.request("doc.update", {"id": uuid7()})
     assert no_update["error"]["data"] == {"field": "update", "reason": "is required"}
+
+
+async def test_the_empty_update_is_answered_without_being_stored(rpc: Rpc, store: Store) -> None:
+    """What an editor encodes when it has nothing to send (Y.applyUpdate takes it as a no-op)."""
+    doc_id = await make_doc(rpc)
+    seq = await store.changelog.last_seq()
+    reply = await rpc.call("doc.update", {"id": doc_id, "update": "AAA="})
+    assert reply == {"id": doc_id, "update_id": None}
+    assert await store.changelog.last_seq() == seq  # no row, no event, nothing to sync
+    methods = {m["name"]: m for m in (await rpc.call("rpc.discover"))["methods"]}
+    result = methods["doc.update"]["result"]["schema"]
+    assert {"type": "null"} in result["properties"]["update_id"]["oneOf"]
