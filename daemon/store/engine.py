@@ -479,18 +479,19 @@ class Writer:
                 future.set_exception(error)
 
     def _notify(self, events: list[ChangeEvent]) -> None:
-        for fn in list(self._listeners):
-            try:
-                fn(events)
-            except Exception:
-                logger.exception("store.listener.failed listener=%r", fn)
+        _call_each(self._listeners, events)
 
     def _notify_pushes(self, workspaces: frozenset[str]) -> None:
-        for fn in list(self._push_listeners):
-            try:
-                fn(workspaces)
-            except Exception:
-                logger.exception("store.listener.failed listener=%r", fn)
+        _call_each(self._push_listeners, workspaces)
+
+
+def _call_each(listeners: list[Any], arg: Any) -> None:
+    """Call each listener with ``arg``; one that raises is logged and the others still run."""
+    for fn in list(listeners):
+        try:
+            fn(arg)
+        except Exception:
+            logger.exception("store.listener.failed listener=%r", fn)
 
 
 def _add(listeners: list[Any], fn: Any) -> Callable[[], None]:

@@ -15,7 +15,7 @@ from daemon.errors import InvalidInput
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
-from .conftest import MakeDevice, stored
+from .conftest import Device, MakeDevice, stored
 from .test_live_devcloud import last_pull, pair, published
 
 
@@ -28,17 +28,23 @@ def update_after(state: str, words: str) -> bytes:
     return doc.get_update(before)
 
 
+async def shared_document(a: Device, b: Device, ws_id: str, words: str) -> str:
+    """A document A creates with ``words`` in it, synced to B; its id."""
+    opened = await a.store.documents.open(workspace_id=ws_id, name="plan")
+    doc_id: str = opened["id"]
+    await a.store.documents.apply_update(doc_id, update_after(opened["state"], words))
+    await a.cloud.sync_now("push")
+    await b.cloud.sync_now("pull")
+    await wait_for(lambda: stored(b.store.documents.get, doc_id), message="the document on B")
+    return doc_id
+
+
 async def test_a_document_update_reaches_the_other_device_by_broadcast(
     devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
 ) -> None:
     a, b, ws_id, _ = await pair(devcloud, make_device, tmp_path)
     shown = published(b)
-    opened = await a.store.documents.open(workspace_id=ws_id, name="plan")
-    doc_id = opened["id"]
-    await a.store.documents.apply_update(doc_id, update_after(opened["state"], "first "))
-    await a.cloud.sync_now("push")
-    await b.cloud.sync_now("pull")
-    await wait_for(lambda: stored(b.store.documents.get, doc_id), message="the document on B")
+    doc_id = await shared_document(a, b, ws_id, "first ")
     assert (await b.store.documents.get(doc_id))["text"] == "first "  # loaded on B
 
     pulled_at = await last_pull(b)
@@ -100,12 +106,7 @@ async def test_a_ui_broadcast_cannot_pass_for_a_document_update(
     would be merged by the peer without an outbox entry (replicas diverging for good)."""
     a, b, ws_id, _ = await pair(devcloud, make_device, tmp_path)
     shown = published(b)
-    opened = await a.store.documents.open(workspace_id=ws_id, name="plan")
-    doc_id = opened["id"]
-    await a.store.documents.apply_update(doc_id, update_after(opened["state"], "shared"))
-    await a.cloud.sync_now("push")
-    await b.cloud.sync_now("pull")
-    await wait_for(lambda: stored(b.store.documents.get, doc_id), message="the document on B")
+    doc_id = await shared_document(a, b, ws_id, "shared")
     seen = len(b.events)
     state = (await a.store.documents.get(doc_id))["state"]
     payload = {
