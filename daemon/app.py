@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import gc
 import logging
@@ -52,9 +53,11 @@ class DataDirLock:
         path = data_dir / LOCK_FILE
         try:
             make_private_dir(data_dir)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            # never through a symbolic link: the pid would be written into its target
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
         except OSError as exc:
-            raise ConfigError("data_dir", f"cannot use {data_dir}: {exc.strerror}") from exc
+            why = f"{path} is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+            raise ConfigError("data_dir", f"cannot use {data_dir}: {why}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

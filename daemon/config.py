@@ -202,7 +202,7 @@ def _read_toml(path: Path) -> _Raw:
             doc = tomllib.load(f)
     except FileNotFoundError:
         return {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # TOML is UTF-8
         raise ConfigError(str(path), f"cannot read config file: {exc}") from exc
     by_location = {(section, key): name for name, (_, section, key) in _KEYS.items()}
     sections = {section for (section, _key) in by_location if section is not None}

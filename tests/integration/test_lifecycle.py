@@ -194,6 +194,27 @@ def test_bad_setting_fails_naming_the_key(tmp_path: Path) -> None:
     assert not (tmp_path / "syncd.db").exists()
 
 
+def test_a_config_file_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_bytes(b"\xff\xfe\x00")
+    for command in (("run", "--port", "0"), ("status",)):
+        out = syncd(*command, "--data-dir", str(tmp_path))
+        assert out.returncode == 2, out.stderr
+        assert "config.toml" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_lock_file_that_is_a_symbolic_link_is_refused_untouched(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("important\n")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "syncd.lock").symlink_to(victim)
+    out = syncd("run", "--data-dir", str(data_dir), "--port", "0")
+    assert out.returncode == 2, out.stderr
+    assert "syncd.lock is a symbolic link" in out.stderr
+    assert victim.read_text() == "important\n"
+    assert not (data_dir / "syncd.db").exists()
+
+
 def test_an_allowed_origin_that_is_not_an_origin_stops_the_daemon(tmp_path: Path) -> None:
     env = clean_env(SYNCD_DATA_DIR=str(tmp_path), SYNCD_ALLOWED_ORIGINS="https://app.example/x")
     out = syncd("run", "--port", "0", env=env)
