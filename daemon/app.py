@@ -17,6 +17,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +27,7 @@ from daemon import __version__
 from daemon.config import FILE_MODE, Settings, make_private_dir
 from daemon.errors import AlreadyRunning, ConfigError, DaemonError
 from daemon.store import Store
+from daemon.watch import WATCH_EVERY_S, FileWatch
 from ui_bridge.discovery import LOCK_FILE
 
 if TYPE_CHECKING:
@@ -98,6 +100,11 @@ class Daemon:
         self.bridge: BridgeServer | None = None
         self.cloud: CloudService | DisabledCloud | None = None
         self._lock: DataDirLock | None = None
+        #: set when a file the daemon depends on was deleted or replaced under it (``lost_why``
+        #: says which): ``run_daemon`` then stops it (watch.py)
+        self.lost = asyncio.Event()
+        self.lost_why = ""
+        self._watch: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Daemon:
         data_dir = self.settings.data_dir
@@ -107,6 +114,14 @@ class Daemon:
             self.cloud = await _start_cloud(self.settings, self.store)
             self.bridge = _build_bridge(self.settings, self.store, self.version, self.cloud)
             await self.bridge.start()
+            files = FileWatch(
+                {  # the data dir first: when it is gone, that is what happened
+                    "the data dir": data_dir,
+                    "the database": data_dir / DB_FILE,
+                    "its write-ahead log": data_dir / f"{DB_FILE}-wal",
+                }
+            )
+            self._watch = asyncio.create_task(self._watch_files(files), name="watch")
         except BaseException as exc:
             if isinstance(exc, DaemonError):  # (a daemon started at login has no terminal)
                 logger.error("daemon.start.failed %s", exc)
@@ -129,8 +144,34 @@ class Daemon:
     ) -> None:
         await self.stop()
 
+    async def _watch_files(self, files: FileWatch) -> None:
+        """Every ``WATCH_EVERY_S``: stop (``lost``) if a watched file is gone, else restore
+        the discovery file if someone removed or changed it."""
+        while True:
+            await asyncio.sleep(WATCH_EVERY_S)
+            problem = files.problem()
+            if problem is not None:
+                self.lost_why = problem
+                logger.error(
+                    "daemon.files_lost %s while the daemon ran: stopping (what is written now"
+                    " would be lost); start it again",
+                    problem,
+                )
+                self.lost.set()
+                return
+            if self.bridge is not None:
+                try:
+                    self.bridge.keep_discovery()
+                except OSError as exc:
+                    logger.warning("bridge.discovery_not_restored error=%s", exc)
+
     async def stop(self) -> None:
         """Stop accepting work, finish in-flight writes, close the store, release the lock."""
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         bridge, self.bridge = self.bridge, None
         cloud, self.cloud = self.cloud, None
         store, self.store = self.store, None
@@ -203,12 +244,20 @@ async def run_daemon(settings: Settings) -> int:
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with Daemon(settings):
+        async with Daemon(settings) as daemon:
             # What startup allocated (schemas, caches, connections) lives as long as the daemon:
             # frozen too (see loop.tune_gc), full collections no longer walk it (45-80 ms).
             gc.collect()
             gc.freeze()
-            await stop.wait()
+            waits = [asyncio.create_task(stop.wait()), asyncio.create_task(daemon.lost.wait())]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waits:
+                    task.cancel()
+            if daemon.lost.is_set():
+                print(f"syncd: {daemon.lost_why} while the daemon ran: stopped", file=sys.stderr)
+                return 1
             logger.info("daemon.stopping (signal received)")
     finally:
         for sig in signals:

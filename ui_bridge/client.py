@@ -43,6 +43,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from daemon.logs import RedactSecrets
 from ui_bridge.discovery import (
+    LOCK_FILE,
     DiscoveryInfo,
     discovery_path,
     is_data_dir_locked,
@@ -220,6 +221,12 @@ class Client:
     async def _connect(self) -> None:
         info = read_discovery(self.data_dir)
         if info is None or not is_pid_alive(info.pid):
+            if is_data_dir_locked(self.data_dir):  # starting, or its file was removed
+                raise DaemonNotAnswering(
+                    f"a daemon holds {self.data_dir / LOCK_FILE} but"
+                    f" {discovery_path(self.data_dir)} is missing or damaged: it is starting,"
+                    " or it writes the file again within seconds; try again"
+                )
             raise DaemonNotRunning(f"no daemon is running for {self.data_dir}")
         try:
             self._ws = await ws_connect(

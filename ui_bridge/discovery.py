@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 FILENAME: Final = "daemon.json"
 #: The data dir's lock: a daemon holds an exclusive ``flock`` on it while it runs (daemon/app.py).
 LOCK_FILE: Final = "syncd.lock"
+#: A discovery file is a few hundred bytes: a larger one is not one a daemon wrote.
+MAX_DISCOVERY_BYTES: Final = 64 * 1024
 
 
 class DaemonAlreadyRunning(DaemonError):
@@ -86,9 +88,13 @@ def discovery_path(data_dir: Path) -> Path:
 
 
 def read_discovery(data_dir: Path) -> DiscoveryInfo | None:
-    """The discovery record, or ``None`` if there is none or it is unreadable."""
+    """The discovery record, or ``None`` if there is none or it is unreadable (or larger than
+    ``MAX_DISCOVERY_BYTES``: not one a daemon wrote; it is not read whole)."""
     try:
-        raw = discovery_path(data_dir).read_bytes()
+        with discovery_path(data_dir).open("rb") as f:
+            raw = f.read(MAX_DISCOVERY_BYTES + 1)
+        if len(raw) > MAX_DISCOVERY_BYTES:
+            return None
         return DiscoveryInfo.from_mapping(orjson.loads(raw))
     except (OSError, orjson.JSONDecodeError):
         return None

@@ -27,7 +27,14 @@ from daemon.errors import ConfigError, PortInUse
 from daemon.logs import RedactSecrets
 from daemon.loop import running_loop_name
 from ui_bridge.access import check_handshake
-from ui_bridge.discovery import DiscoveryInfo, claim_discovery, remove_discovery, write_discovery
+from ui_bridge.discovery import (
+    DiscoveryInfo,
+    claim_discovery,
+    discovery_path,
+    read_discovery,
+    remove_discovery,
+    write_discovery,
+)
 from ui_bridge.dispatch import Dispatcher
 from ui_bridge.hot import HotLoop
 from ui_bridge.hub import EventHub
@@ -127,6 +134,21 @@ class BridgeServer:
             await self.stop()
             raise
         logger.info("bridge.started url=%s", self.url)
+
+    def keep_discovery(self) -> bool:
+        """Write the discovery file again if it is gone, damaged or not ours (someone deleted or
+        overwrote it: clients could no longer find this daemon); ``True`` if it was rewritten."""
+        if self._server is None:
+            return False
+        ours = self._discovery_info()
+        if read_discovery(self.data_dir) == ours:
+            return False
+        write_discovery(self.data_dir, ours)
+        logger.warning(
+            "bridge.discovery_restored path=%s (it was missing, damaged or changed)",
+            discovery_path(self.data_dir),
+        )
+        return True
 
     def _discovery_info(self) -> DiscoveryInfo:
         return DiscoveryInfo(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -16,8 +17,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from daemon.app import DataDirLock
 from tests.helpers import MS, wait_for_sync
-from ui_bridge.client import connect
+from ui_bridge.client import DaemonNotAnswering, connect
 from ui_bridge.discovery import discovery_path, read_discovery, write_discovery
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,3 +167,53 @@ def test_cli_says_the_daemon_refused_a_changed_token(
         )
         assert "the file was changed, or it belongs to another start" in err
         assert f"hint: restart the daemon (kill {daemon.pid}" in err and "start it with" not in err
+
+
+def test_a_removed_or_damaged_discovery_file_is_written_again(
+    daemon: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    info = read_discovery(tmp_path)
+    assert info is not None
+    for damage in (b"", b"{not json", b"x" * 300_000):
+        discovery_path(tmp_path).write_bytes(damage)
+        wait_for_sync(
+            lambda: read_discovery(tmp_path) == info, timeout=10_000 * MS, message="restored"
+        )
+    discovery_path(tmp_path).unlink()
+    wait_for_sync(lambda: read_discovery(tmp_path) == info, timeout=10_000 * MS, message="again")
+    assert stat.S_IMODE(discovery_path(tmp_path).stat().st_mode) == 0o600
+    status = syncd("status", "--json", data_dir=tmp_path)
+    assert status.returncode == 0 and orjson.loads(status.stdout)["pid"] == daemon.pid
+
+
+async def test_a_client_finds_a_daemon_that_lost_its_discovery_file_unavailable(
+    tmp_path: Path,
+) -> None:
+    # The lock held (by this test, as a daemon would) and no discovery file: a daemon runs.
+    lock = DataDirLock.acquire(tmp_path)
+    try:
+        with pytest.raises(DaemonNotAnswering) as info:
+            await connect(data_dir=tmp_path, reconnect=False)
+        assert "missing or damaged" in str(info.value)
+        status = syncd("status", data_dir=tmp_path)
+        assert status.returncode == 1 and "missing or damaged" in status.stderr
+    finally:
+        lock.release()
+    assert syncd("status", data_dir=tmp_path).returncode == 3
+
+
+@pytest.mark.parametrize("lost", ["syncd.db-wal", "syncd.db", "."])
+def test_a_file_deleted_under_the_daemon_stops_it(
+    daemon: subprocess.Popen[bytes], tmp_path: Path, lost: str
+) -> None:
+    created = syncd("call", "workspace.create", '{"name": "before"}', data_dir=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert (tmp_path / "syncd.db-wal").exists()
+    if lost == ".":
+        shutil.rmtree(tmp_path)
+    else:
+        (tmp_path / lost).unlink()
+    assert daemon.wait(timeout=30) == 1
+    stderr = daemon.stderr.read().decode() if daemon.stderr else ""
+    what = {"syncd.db-wal": "write-ahead log", "syncd.db": "the database", ".": "data dir"}[lost]
+    assert what in stderr and "was deleted" in stderr and "Traceback" not in stderr
