@@ -118,6 +118,20 @@ def read_link_file(folder: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+async def _require_no_other_link_file(folder: str, workspace_id: str) -> None:
+    """Refuse to publish into a folder whose link file names another cloud workspace (a copied
+    folder, a reset data dir): its file is the only pointer to that workspace."""
+    document = await asyncio.to_thread(read_link_file, folder)
+    named = None if document is None else document.get("cloudWorkspaceId")
+    if isinstance(named, str) and named != workspace_id:
+        raise InvalidInput(
+            "path",
+            f"{Path(folder) / FILE_NAME} names cloud workspace {named}: to sync that one here,"
+            f" link it with cloud_workspace_id {named} (syncd link PATH --cloud-workspace"
+            f" {named}); to publish this workspace instead, remove the file",
+        )
+
+
 def remove_link_file(folder: str, cloud_workspace_id: str) -> bool:
     """Remove the folder's link file if it names ``cloud_workspace_id``; True if removed."""
     document = read_link_file(folder)
@@ -219,6 +233,9 @@ class Linker:
         if row["deleted_at"] is not None:
             raise InvalidInput("workspace_id", "the workspace is deleted")
         require_its_folder(row, folder)
+        path = folder if folder is not None else row.get("path")
+        if path is not None:
+            await _require_no_other_link_file(path, workspace_id)
         fields = new_row_fields(row)
         change = cloud_change(
             "workspaces", row["id"], row["id"], fields, row["field_hlc"],
@@ -228,7 +245,6 @@ class Linker:
         [result] = await self._api.push([change])
         if result.get("status") == "rejected":
             raise CloudRejected("cloud.link", str(result.get("reason") or "rejected"))
-        path = folder if folder is not None else row.get("path")
         link = await self._store.sync.link(workspace_id=row["id"], org_id=org_id, path=path)
         await self._created(link, str(row["name"]))
         return link

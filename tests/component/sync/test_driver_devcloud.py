@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -384,3 +385,26 @@ async def test_a_renamed_workspace_renames_its_links(
             timeout=5_000 * MS,
             message=f"{folder}'s name",
         )
+
+
+async def test_a_folder_whose_link_file_names_another_cloud_workspace_is_not_published(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path, cloud_rows: CloudRows
+) -> None:
+    await devcloud.create_user(EMAIL, PASSWORD, org="Acme")
+    a = await make_device("a")
+    await a.cloud.login(EMAIL, PASSWORD)
+    folder = tmp_path / "copied"
+    folder.mkdir()
+    other = str(uuid.uuid4())
+    original = json.dumps({"version": 1, "cloudWorkspaceId": other, "cloudWorkspaceName": "x"})
+    (folder / ".cloud-link.json").write_text(original)
+    ws = await a.store.workspaces.create(name="copy", path=str(folder))
+    with pytest.raises(InvalidInput) as info:
+        await a.cloud.link(workspace_id=ws["id"])
+    assert info.value.field == "path" and other in info.value.message
+    assert (folder / ".cloud-link.json").read_text() == original
+    assert await count(cloud_rows, "workspaces", ws["id"]) == 0
+    assert a.cloud.cloud_status()["linked_workspaces"] == []
+    (folder / ".cloud-link.json").unlink()  # the way out the message names
+    await a.cloud.link(workspace_id=ws["id"])
+    assert await count(cloud_rows, "workspaces", ws["id"]) == 1
