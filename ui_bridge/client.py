@@ -266,6 +266,8 @@ class Client:
             raise ConnectionLost(str(exc)) from exc
         finally:
             self._pending.pop(req_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # the send failed after the reader failed it: seen here
 
     async def subscribe(self, topics: Sequence[str], since: int | None = None) -> EventStream:
         """Subscribe; replay from ``since`` when given. Returns the stream of events; raises
