@@ -206,14 +206,16 @@ class EventHub:
                 return
         self._retained[event.topic] = (event.seq, tail)
 
-    def publish_live(self, topic: str, data: dict[str, Any]) -> int:
-        """Deliver an ephemeral event to the matching live subscriptions, without storing it
-        (see the module docstring); returns how many got it. Raises TypeError if ``data`` is
-        not JSON."""
+    def publish_live(
+        self, topic: str, data: dict[str, Any], *, skip: FrameSink | None = None
+    ) -> int:
+        """Deliver an ephemeral event to the matching live subscriptions (but those of the
+        session whose sink is ``skip``), without storing it (see the module docstring);
+        returns how many got it. Raises TypeError if ``data`` is not JSON."""
         tail: bytes | None = None
         delivered = 0
         for sub in tuple(self._subs.values()):
-            if not sub.live or not sub.filter.matches(topic):
+            if not sub.live or sub.sink is skip or not sub.filter.matches(topic):
                 continue
             if tail is None:
                 tail = encode_live_tail(topic, data)

@@ -214,6 +214,9 @@ class Session:
         self.services.hub.remove(subscription)
         return True
 
+    def publish_to_others(self, topic: str, data: dict[str, Any]) -> int:
+        return self.services.hub.publish_live(topic, data, skip=self.outbox)
+
     def daemon_status(self) -> dict[str, Any]:
         return self.services.status()
 

@@ -27,6 +27,11 @@ class CallContext(Protocol):
         """Stop a subscription of this session; ``False`` if it does not exist."""
         ...
 
+    def publish_to_others(self, topic: str, data: dict[str, Any]) -> int:
+        """Deliver an ephemeral event to the other sessions' live subscriptions (never this
+        one's, never stored); how many got it."""
+        ...
+
     def daemon_status(self) -> dict[str, Any]:
         """The daemon's state for ``daemon.status``."""
         ...

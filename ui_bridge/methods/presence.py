@@ -22,6 +22,7 @@ from typing import Any, Final, Protocol
 from daemon.realtime.presence import STATUSES
 from daemon.sync.live_map import RESERVED_EVENTS
 from ui_bridge.jsonrpc import ErrorCode
+from ui_bridge.methods.context import CallContext
 from ui_bridge.methods.spec import Method, MethodTable, Param
 
 __all__ = ["LiveFacade", "add_presence_methods"]
@@ -101,10 +102,17 @@ def add_presence_methods(table: MethodTable, live: LiveFacade) -> None:
     async def presence_list(ctx: Any, params: dict[str, Any]) -> Any:
         return live.presence(params["workspace_id"])
 
-    async def broadcast_send(ctx: Any, params: dict[str, Any]) -> Any:
-        return await live.broadcast(
-            params["workspace_id"], params["event"], params.get("payload", {})
+    async def broadcast_send(ctx: CallContext, params: dict[str, Any]) -> Any:
+        workspace_id, event, payload = (
+            params["workspace_id"],
+            params["event"],
+            params.get("payload", {}),
         )
+        result = await live.broadcast(workspace_id, event, payload)  # checks all, or raises
+        # the other UIs attached to this daemon are peers too (as Realtime's other clients)
+        data = {"workspace_id": workspace_id, "event": event, "payload": payload}
+        ctx.publish_to_others("broadcast.received", data)
+        return result
 
     ws = Param(
         "workspace_id",
@@ -166,7 +174,10 @@ def add_presence_methods(table: MethodTable, live: LiveFacade) -> None:
                     description="any JSON object (at most 256 KiB as UTF-8 JSON)",
                 ),
             ),
-            "Send an ephemeral message to the workspace's other devices (never stored).",
+            "Send an ephemeral message to the workspace's other devices and to the other UIs"
+            " attached to this daemon (never stored; not to the sender's own connection)."
+            " sent: whether it went to the cloud (false while not connected; the local UIs get"
+            " it either way).",
             _SENT,
             _ERRORS,
         ),

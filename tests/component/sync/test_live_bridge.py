@@ -176,3 +176,38 @@ async def test_presence_methods_need_a_login_and_a_linked_workspace(
         )
         assert reserved["code"] == ErrorCode.INVALID_PARAMS
         assert reserved["data"]["field"] == "event" and "reserved" in reserved["data"]["reason"]
+
+
+async def test_a_broadcast_reaches_the_other_uis_of_this_daemon_but_not_its_sender(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    await devcloud.create_user("fay@example.com", "correct horse battery", org="Phi")
+    device = await make_device("a")
+    await device.cloud.login("fay@example.com", "correct horse battery")
+    ws = await device.store.workspaces.create(name="shared")
+    await device.cloud.link(workspace_id=ws["id"])
+    live = device.cloud.live
+    async with serving(device.store, device.data_dir, device.cloud, live) as (bridge, sender):
+        headers = {"Authorization": f"Bearer {bridge.token}"}
+        async with connect(bridge.url, additional_headers=headers, compression=None) as ws2:
+            window = Peer(ws2)
+            for peer in (sender, window):
+                await peer.call("subscribe", {"topics": ["broadcast.*"]})
+            refused = {"workspace_id": ws["id"], "event": "doc.update", "payload": {"x": 1}}
+            assert (await sender.error("broadcast.send", refused))["code"] == -32602
+            params = {"workspace_id": ws["id"], "event": "cursor", "payload": {"line": 3}}
+            await sender.call("broadcast.send", params)
+
+            async def received() -> bool:
+                await window.settle()
+                return bool(window.events)
+
+            await wait_for(received, message="the broadcast on the other window")
+            [event] = window.events
+            assert (event["topic"], event["data"], event["ephemeral"]) == (
+                "broadcast.received",
+                params,
+                True,
+            )
+            await sender.settle()
+            assert sender.events == []  # not its own
