@@ -40,7 +40,7 @@ Rules:
 - Realtime changes are applied as they come (``ApplyRemote``); they never move the cursor.
 - Failures go through ``retry.classify``: ``Retry`` waits ``Backoff.delay`` (full jitter,
   honouring Retry-After) and holds every request until then (ERROR; OFFLINE while the cloud
-  cannot be reached at all: ``connect``), and the retry begins with a catch-up pull, as a
+  cannot be reached at all: ``connect``, ``reset``), and the retry begins with a catch-up pull, as a
   reconnect does: remote changes made while the cloud was out of reach are merged while our
   unpushed edits are still pending (a push failing with the network used to go first once the
   network was back, so a lost ``manual`` edit was superseded without a conflict). The delay
@@ -64,7 +64,7 @@ Rules:
 States (derived from the snapshot, first match wins):
 
     AUTH_REQUIRED  the session is gone; waiting for start() after a login
-    OFFLINE        not started, or no connectivity (the last request could not connect)
+    OFFLINE        not started, or no connectivity (the last request could not reach the cloud)
     ERROR          a failure is waiting out its backoff (no request in flight)
     CONNECTING     no request has succeeded since the (re)connect, or the session is refreshing
     PULLING        a pull is in flight
@@ -78,7 +78,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from daemon.sync.retry import Backoff, Failure, Fatal, ReAuth, Retry, classify
 
@@ -98,8 +98,10 @@ __all__ = [
 ]
 
 Op = Literal["push", "pull", "auth"]
-#: The failure reason of a request that could not connect to the cloud at all.
-UNREACHABLE = "connect"
+#: The failure reasons of a request that could not reach the cloud: no connection (``connect``),
+#: or one the other end broke before any answer (``reset``: a port that accepts connections
+#: then resets them, a proxy whose upstream is down); README: offline while it is unreachable.
+UNREACHABLE: Final = frozenset({"connect", "reset"})
 Request = Literal["push", "pull"]
 
 
@@ -213,7 +215,7 @@ class Snapshot:
         if not (self.started and self.online):
             return SyncState.OFFLINE
         if self.retry_at is not None and self.busy is None:
-            return SyncState.OFFLINE if self.error == UNREACHABLE else SyncState.ERROR
+            return SyncState.OFFLINE if self.error in UNREACHABLE else SyncState.ERROR
         if self.busy == "auth" or not self.connected:
             return SyncState.CONNECTING
         if self.busy == "pull":

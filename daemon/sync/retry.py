@@ -56,6 +56,7 @@ __all__ = [
     "TransportKind",
     "classify",
     "parse_retry_after",
+    "refresh_refused",
 ]
 
 TransportKind = Literal["connect", "timeout", "reset"]
@@ -203,6 +204,23 @@ def classify(failure: Failure, *, now: float) -> Decision:
     if status >= 500 and status != 501:
         return Retry(after, reason)
     return Fatal(reason, status)
+
+
+def refresh_refused(failure: Failure) -> bool:
+    """Whether a failed refresh grant (``/auth/v1/token?grant_type=refresh_token``) says its
+    refresh token can never work again, so the session must end (log in again): GoTrue's
+    refusals (``REFRESH_REFUSED``, the legacy ``invalid_grant``; all 400) and 400
+    ``validation_failed`` ("Refresh token is not valid": a malformed token; supabase-wire.md
+    §2.5). Nothing else is about the token: GoTrue ignores the bearer on /token and answers
+    no 401 there, so a 401 (or 403) comes from a gateway or a wrong anon key, and other 4xx,
+    5xx or garbage from whatever is in the way; dropping a still valid refresh token for them
+    would log the user out for nothing (the session is kept and the refresh retried)."""
+    if failure.status is None:
+        return False
+    code = failure.error_code
+    if code in REFRESH_REFUSED or _is_legacy_refresh_refusal(failure):
+        return True
+    return failure.status == 400 and code == "validation_failed"
 
 
 def _is_legacy_refresh_refusal(failure: Failure) -> bool:

@@ -3,11 +3,12 @@
 ``sync.status`` (method and event) and ``syncd status`` show one ``SyncStatus``. Each linked
 workspace's ``SyncSession`` publishes its own state; the overall state is the most pressing
 one, in this order: auth_required, error, pushing, pulling, connecting, idle, offline; but
-while any workspace's last request could not reach the cloud (error ``connect``, until one of
-its requests succeeds) it is offline unless one is in error: there is one cloud, and the
-workspaces that have not tried it since are no proof that it is back. Without
-a session (logged out, or the cloud not configured) everything is offline, or auth_required
-when the cloud ended the session. Times are Unix seconds here and ISO-8601 text in JSON.
+while any workspace's last request could not reach the cloud (error ``connect`` or ``reset``:
+protocol.UNREACHABLE; until one of its requests succeeds) it is offline unless one is in
+error: there is one cloud, and the workspaces that have not tried it since are no proof that
+it is back. Without a session (logged out, or the cloud not configured) everything is
+offline, or auth_required when the cloud ended the session. Times are Unix seconds here and
+ISO-8601 text in JSON.
 
 ``event_view()`` is the snapshot as a status event compares it (``EventView``): service.py
 publishes a snapshot only when it is news after the last one published. What is news: a change
@@ -92,14 +93,14 @@ class WorkspaceStatus:
             return self.state
         if self.error is None:
             return None
-        return "offline" if self.error == UNREACHABLE else "error"
+        return "offline" if self.error in UNREACHABLE else "error"
 
 
 def overall_state(
     states: Iterable[str], *, active: bool, auth_required: bool, unreachable: bool = False
 ) -> str:
     """The state to show for all workspaces; ``active``: logged in (sessions may run);
-    ``unreachable``: a workspace's last request could not connect to the cloud."""
+    ``unreachable``: a workspace's last request could not reach the cloud."""
     if auth_required:
         return "auth_required"
     if not active:
@@ -191,8 +192,8 @@ class SyncStatus:
 
 
 def _is_unreachable(workspaces: Iterable[WorkspaceStatus]) -> bool:
-    """Whether a workspace's last request could not connect to the cloud (module docstring)."""
-    return any(w.error == UNREACHABLE for w in workspaces)
+    """Whether a workspace's last request could not reach the cloud (module docstring)."""
+    return any(w.error in UNREACHABLE for w in workspaces)
 
 
 def _progress(pulling: list[WorkspaceStatus]) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ from daemon.sync.cloud.records import (
     PullMarks,
     check_marks,
     check_pull_page,
+    check_pull_progress,
     check_push_results,
     check_uuid,
     cursor_position,
@@ -153,6 +154,30 @@ def test_a_pull_page_must_agree_with_its_head() -> None:
     for head in [("812:45", True), ("812:44", False), (None, True)]:
         with pytest.raises(ValueError, match="differ"):
             check_pull_page(page, head)
+
+
+@pytest.mark.parametrize(
+    ("start", "head"),
+    [(None, ("812:44", True)), ("812:44", ("812:45", True)), ("812:44", ("813:0", True)),
+     ("a", ("b", True)),  # another form: another cursor is all that can be known
+     ("812:44", ("812:44", False)), ("812:44", (None, False)), (None, (None, False))],
+)  # fmt: skip
+def test_a_pull_page_with_more_after_it_moves_the_cursor_on(
+    start: str | None, head: tuple[str | None, bool]
+) -> None:
+    check_pull_progress(start, head)
+
+
+@pytest.mark.parametrize(
+    ("start", "head"),
+    [("812:44", ("812:44", True)), ("812:44", ("812:43", True)), ("812:44", ("", True)),
+     ("812:44", (None, True)), (None, (None, True)), ("a", ("a", True))],
+)  # fmt: skip
+def test_a_pull_page_with_more_after_it_that_stays_put_is_refused(
+    start: str | None, head: tuple[str | None, bool]
+) -> None:
+    with pytest.raises(ValueError, match="sync_pull has_more"):
+        check_pull_progress(start, head)
 
 
 def test_uuids_are_canonical_or_refused() -> None:

@@ -448,8 +448,8 @@ def test_a_failure_holds_every_request_until_the_retry_time() -> None:
 
 @pytest.mark.parametrize(
     ("failure", "state"),
-    [(Failure.network("connect"), OFFLINE), (Failure.network("timeout"), ERROR),
-     (Failure.http(503), ERROR)],
+    [(Failure.network("connect"), OFFLINE), (Failure.network("reset"), OFFLINE),
+     (Failure.network("timeout"), ERROR), (Failure.http(503), ERROR)],
 )  # fmt: skip
 def test_a_failed_push_is_retried_after_a_catch_up_pull(failure: Failure, state: SyncState) -> None:
     """Back from an outage, remote changes are merged while the unpushed edits are still
@@ -470,8 +470,9 @@ def test_a_failed_push_is_retried_after_a_catch_up_pull(failure: Failure, state:
 
 @pytest.mark.parametrize(
     ("failure", "state"),
-    [(Failure.network("connect"), OFFLINE), (Failure.network("timeout"), ERROR),
-     (Failure.http(500, {}, {"code": "XX000"}), ERROR), (Failure.http(503), ERROR),
+    [(Failure.network("connect"), OFFLINE), (Failure.network("reset"), OFFLINE),
+     (Failure.network("timeout"), ERROR), (Failure.http(500, {}, {"code": "XX000"}), ERROR),
+     (Failure.http(503), ERROR),
      (Failure.http(404, {}, {"code": "PGRST202"}), ERROR)],
 )  # fmt: skip
 def test_a_manual_sync_ends_a_backoff_and_tries_now(failure: Failure, state: SyncState) -> None:

@@ -17,6 +17,7 @@ from daemon.sync.retry import (
     Retry,
     classify,
     parse_retry_after,
+    refresh_refused,
 )
 
 NOW = 1_795_000_000.0
@@ -154,6 +155,38 @@ CASES: list[tuple[str, Failure, Decision]] = [
 def test_classify(failure: Failure, expected: Decision) -> None:
     decision = classify(failure, now=NOW)
     assert (decision, type(decision)) == (expected, type(expected))
+
+
+LEGACY = {"error": "invalid_grant", "error_description": "Invalid Refresh Token: Already Used"}
+
+
+@pytest.mark.parametrize(
+    ("failure", "refused"),
+    [
+        # GoTrue's answers about the token (supabase-wire.md §2.5): log in again
+        (gotrue(400, "refresh_token_not_found"), True),
+        (gotrue(400, "refresh_token_already_used"), True),
+        (gotrue(400, "session_not_found"), True),
+        (gotrue(400, "session_expired"), True),
+        (gotrue(400, "validation_failed"), True),  # "Refresh token is not valid"
+        (Failure.http(400, {}, LEGACY), True),
+        # nothing about the token: keep the session, retry
+        (Failure.http(401, {}, b"Unauthorized"), False),  # a gateway, a wrong anon key
+        (Failure.http(401, {}, {"message": "Invalid API key"}), False),
+        (gotrue(401, "no_authorization"), False),
+        (gotrue(403, "bad_jwt"), False),
+        (Failure.http(404, {}, b"<html>not found</html>"), False),
+        (gotrue(409, "conflict"), False),
+        (gotrue(429, "over_request_rate_limit"), False),
+        (Failure.http(500, {}, {"code": "unexpected_failure"}), False),
+        (Failure.http(502, {}, b"<html>bad gateway</html>"), False),
+        (Failure.network("reset"), False),
+    ],
+)
+def test_only_a_refusal_of_the_refresh_token_ends_the_session(
+    failure: Failure, refused: bool
+) -> None:
+    assert refresh_refused(failure) is refused
 
 
 def test_bad_data_is_fatal_and_its_message_is_kept_apart_from_the_reason() -> None:

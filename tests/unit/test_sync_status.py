@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from daemon.sync.status import EventView, SyncStatus, WorkspaceStatus
 
 
@@ -81,8 +83,10 @@ def test_a_workspace_s_counts_are_in_the_snapshot_but_no_news() -> None:
     assert not view(after).is_news_after(view(before))
 
 
-def test_the_cloud_out_of_reach_for_one_workspace_is_offline_for_all() -> None:
-    """One workspace's push could not connect; the others, idle, have not tried since: the
+@pytest.mark.parametrize("reason", ["connect", "reset"])
+def test_the_cloud_out_of_reach_for_one_workspace_is_offline_for_all(reason: str) -> None:
+    """One workspace's push could not connect (or the connection was reset: a port that
+    accepts then resets, README's unreachable cloud); the others, idle, have not tried since: the
     overall state is offline (it was idle), also while the retry's request is in flight."""
 
     def build(*workspaces: WorkspaceStatus) -> SyncStatus:
@@ -90,10 +94,10 @@ def test_the_cloud_out_of_reach_for_one_workspace_is_offline_for_all() -> None:
             workspaces, configured=True, active=True, auth_required=False, counts={"outbox": 1}
         )
 
-    failed = WorkspaceStatus("a", "offline", pending=True, error="connect", retry_at=5.0)
+    failed = WorkspaceStatus("a", "offline", pending=True, error=reason, retry_at=5.0)
     status = build(failed, WorkspaceStatus("b", "idle"))
-    assert status.state == "offline" and status.last_error == "connect"
-    retrying = WorkspaceStatus("a", "connecting", pending=True, error="connect")
+    assert status.state == "offline" and status.last_error == reason
+    retrying = WorkspaceStatus("a", "connecting", pending=True, error=reason)
     in_flight = build(retrying, WorkspaceStatus("b", "idle"))
     assert in_flight.state == "offline"
     assert in_flight.states_at_rest() == {

@@ -24,6 +24,7 @@ __all__ = [
     "PullMarks",
     "check_marks",
     "check_pull_page",
+    "check_pull_progress",
     "check_push_results",
     "check_uuid",
     "cursor_position",
@@ -200,6 +201,21 @@ def check_pull_page(body: Any, head: tuple[str | None, bool] | None = None) -> d
     if head is not None and head != (body.get("cursor"), body["has_more"]):
         raise ValueError("sync_pull's cursor or has_more differ from the answer's first ones")
     return body
+
+
+def check_pull_progress(start: str | None, head: tuple[str | None, bool]) -> None:
+    """A page asked for after ``start`` that says ``has_more`` (``head``: its cursor and
+    has_more) must answer a cursor past ``start`` (an unknown form: another one), or the
+    next request would ask for the same page again, for ever (~200 requests a second)."""
+    cursor, has_more = head
+    if not has_more:
+        return
+    if not cursor:
+        raise ValueError("sync_pull has_more without a cursor")
+    after, before = cursor_position(cursor), cursor_position(start)
+    moved = cursor != start if after is None or before is None else after > before
+    if not moved:
+        raise ValueError("sync_pull has_more with a cursor that does not move on")
 
 
 def _id(row: Mapping[str, Any], key: str) -> str:

@@ -32,6 +32,7 @@ from daemon.sync.cloud.records import (
     PullMarks,
     check_marks,
     check_pull_page,
+    check_pull_progress,
     check_push_results,
     check_uuid,
     parse_rows,
@@ -82,13 +83,17 @@ class CloudApi:
         self, *, cursor: str | None, limit: int, workspace_id: str | None
     ) -> PulledPage:
         """``sync_pull`` one page, as it arrived: its ``body`` is ``{cursor, has_more, changes:
-        [{table, id, workspace_id, row}]}``; pass ``cursor`` back for the next page."""
+        [{table, id, workspace_id, row}]}``; pass ``cursor`` back for the next page.
+        A page that says has_more must move the cursor on (``check_pull_progress``), else
+        ``unexpected_shape``."""
         body = _pull_args(cursor, "limit", limit, workspace_id)
         content = _encode(body, "pull")
         response = await self._request(
             "POST", "/rest/v1/rpc/sync_pull", operation="rest.pull", content=content
         )
-        return PulledPage(response)
+        page = PulledPage(response)
+        _checked(page.head, lambda head: check_pull_progress(cursor, head), "rest.pull")
+        return page
 
     async def pull_marks(
         self, *, cursor: str | None, step: int, workspace_id: str | None

@@ -24,8 +24,11 @@ Holding credentials is being logged in (``status.logged_in``), granted yet or no
   fails as the cloud being unavailable, not as a missing login: nothing is wrong with the
   session, and it needs no login when the cloud is back.
 - A refused refresh (``refresh_token_already_used``, ``refresh_token_not_found``, the session
-  gone...) drops the credentials and the stored token and sets ``auth_required``: cloud calls
-  raise ``AuthRequired`` until the next login; local work is not affected.
+  gone...: ``retry.refresh_refused``) drops the credentials and the stored token and sets
+  ``auth_required``: cloud calls raise ``AuthRequired`` until the next login; local work is
+  not affected. Any other failed refresh (a 401 from a gateway or a wrong anon key, a 5xx, an
+  answer that is not a grant) keeps them: ``last_error`` says why, the refresher retries with
+  backoff, and a call that needs a token fails as the cloud being unavailable.
 - ``logout`` forgets everything locally first, then tells the server (best effort).
 - ``access_token()`` hands out a token with more than ``expiry_skew_s`` left, refreshing first
   if needed; ``refresh_access_token(rejected)`` is the REST client's repeat after a 401. Both go
@@ -57,6 +60,7 @@ from daemon.sync.cloud.errors import (
     CloudError,
     CloudProtocolError,
     CloudRejected,
+    CloudUnavailable,
     SecretStoreError,
 )
 from daemon.sync.cloud.http import CloudHttp, decode_json
@@ -71,7 +75,7 @@ from daemon.sync.cloud.wire import (
     parse_token_response,
     refresh_at,
 )
-from daemon.sync.retry import Backoff
+from daemon.sync.retry import Backoff, Retry, refresh_refused
 
 __all__ = ["CloudSession", "SessionStatus", "StatusListener"]
 
@@ -247,16 +251,17 @@ class CloudSession:
             body = orjson.dumps({"refresh_token": creds.refresh_token})
             try:
                 grant = await self._grant("refresh_token", body, operation="auth.refresh")
-            except (AuthRequired, CloudRejected) as exc:
-                if generation == self._generation:
-                    await self._refused(exc)
-                raise AuthRequired(
-                    "auth.refresh", "auth_required", status=exc.status, failure=exc.failure
-                ) from exc
             except CloudError as exc:
+                if exc.failure is not None and refresh_refused(exc.failure):
+                    if generation == self._generation:
+                        await self._refused(exc)
+                    raise AuthRequired(
+                        "auth.refresh", "auth_required", status=exc.status, failure=exc.failure
+                    ) from exc
+                failed = _not_refused(exc)
                 if generation == self._generation:
-                    self._set_error(exc.reason)
-                raise
+                    self._set_error(failed.reason)
+                raise failed from exc
             if generation != self._generation:  # logged out, or in anew, meanwhile: drop it
                 return self._current_token_or_raise()
             self._install(grant)
@@ -423,6 +428,17 @@ class CloudSession:
                 listener(status)
             except Exception:  # a listener's bug must not break the session
                 logger.exception("auth.listener_failed")
+
+
+def _not_refused(exc: CloudError) -> CloudError:
+    """A failed refresh that did not refuse the token, as a transient failure: the session is
+    kept and the refresh retried (``retry.refresh_refused``). An answer the retry policy would
+    take for a rejected token (401: refresh, then ``auth_required``) or a refusal for good
+    becomes ``CloudUnavailable`` naming its status (``http_401``) or code."""
+    if not isinstance(exc, AuthRequired | CloudRejected):
+        return exc
+    reason = exc.reason if isinstance(exc, CloudRejected) else f"http_{exc.status}"
+    return CloudUnavailable(exc.operation, reason, status=exc.status, decision=Retry(None, reason))
 
 
 def _check_login(email: object, password: object) -> None:

@@ -35,6 +35,11 @@ def refused(request: httpx.Request) -> httpx.Response:
     raise httpx.ConnectError("connection refused", request=request)
 
 
+def reset(request: httpx.Request) -> httpx.Response:
+    """A port that accepts the connection, then resets it (README: unreachable, offline)."""
+    raise httpx.ReadError("connection reset by peer", request=request)
+
+
 def server_error(request: httpx.Request) -> httpx.Response:
     return httpx.Response(500, json={"code": "XX000", "message": "internal error"})
 
@@ -98,8 +103,12 @@ async def in_backoff(driver: SyncDriver, ws_id: str, state: str) -> WorkspaceSta
 
 @pytest.mark.parametrize(
     ("outage", "state", "reason"),
-    [(server_error, "error", "XX000"), (refused, "offline", "connect")],
-    ids=["500", "connection-refused"],
+    [
+        (server_error, "error", "XX000"),
+        (refused, "offline", "connect"),
+        (reset, "offline", "reset"),
+    ],
+    ids=["500", "connection-refused", "connection-reset"],
 )
 async def test_a_manual_push_after_the_cloud_recovered_pushes_now(
     store: Store, tmp_path: Path, outage: Outage, state: str, reason: str
