@@ -12,7 +12,13 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-from daemon.errors import Conflict, InvalidInput, NotFound, ShuttingDown
+from daemon.errors import (
+    Conflict,
+    DamagedRow,
+    InvalidInput,
+    NotFound,
+    ShuttingDown,
+)
 from daemon.sync.cloud.errors import AuthRequired, CloudError, CloudRejected, CloudUnavailable
 from daemon.sync.local import CloudNotConfigured
 from ui_bridge.jsonrpc import (
@@ -46,6 +52,9 @@ def map_error(exc: Exception) -> RpcError | None:
         )
     if isinstance(exc, Conflict):
         return RpcError(ErrorCode.CONFLICT, data={"field": exc.field, "reason": exc.message})
+    if isinstance(exc, DamagedRow):
+        data = {"reason": "damaged_row", "table": exc.table, "id": exc.id}
+        return RpcError(ErrorCode.INTERNAL_ERROR, str(exc), {**data, "columns": list(exc.columns)})
     if isinstance(exc, InvalidInput):
         return RpcError(ErrorCode.INVALID_PARAMS, data={"field": exc.field, "reason": exc.message})
     if isinstance(exc, ShuttingDown):

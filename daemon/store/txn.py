@@ -142,6 +142,11 @@ class WriteContext:
         values = self.conn.execute(get_sql(table), {"_id": id}).fetchone()
         return None if values is None else self.codecs[table].decode(values)
 
+    def fetch_shown(self, table: str, id: str) -> dict[str, Any] | None:
+        """``fetch``, a damaged row too (codec.py ``decode_shown``)."""
+        values = self.conn.execute(get_sql(table), {"_id": id}).fetchone()
+        return None if values is None else self.codecs[table].decode_shown(values)
+
     def exists(self, table: str, id: str, *, live: bool = True) -> bool:
         return self.conn.execute(exists_sql(table, live), {"_id": id}).fetchone() is not None
 
