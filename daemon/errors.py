@@ -8,7 +8,8 @@
     │  ├─ MigrationError                   the schema cannot be brought up to date
     │  ├─ NotFound(entity, id, deleted?)   no row with that id (or a deleted one)
     │  ├─ Conflict(message, field)       e.g. a message id reused with different content
-    │  └─ DamagedRow(table, id, columns)   a stored row has columns that cannot be read
+    │  ├─ DamagedRow(table, id, columns)   a stored row has columns that cannot be read
+    │  └─ StoreUnavailable(reason, message) disk full, read-only file, unreadable changelog
     ├─ InvalidInput(field, message)        a caller passed a bad value; nothing was changed
     ├─ AlreadyRunning(pid)                 another daemon holds this data dir's lock
     ├─ PortInUse(port)                     another program listens on the local API's port
@@ -71,6 +72,17 @@ class DamagedRow(StoreError):
         self.table = table
         self.id = id
         self.columns = columns
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot do what was asked, for a cause the user can act on: ``reason`` is
+    ``disk_full``, ``read_only`` or ``damaged``; ``message`` says it for a UI. Nothing was
+    changed."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 class InvalidInput(DaemonError):

@@ -18,6 +18,7 @@ from daemon.errors import (
     InvalidInput,
     NotFound,
     ShuttingDown,
+    StoreUnavailable,
 )
 from daemon.sync.cloud.errors import AuthRequired, CloudError, CloudRejected, CloudUnavailable
 from daemon.sync.local import CloudNotConfigured
@@ -55,6 +56,8 @@ def map_error(exc: Exception) -> RpcError | None:
     if isinstance(exc, DamagedRow):
         data = {"reason": "damaged_row", "table": exc.table, "id": exc.id}
         return RpcError(ErrorCode.INTERNAL_ERROR, str(exc), {**data, "columns": list(exc.columns)})
+    if isinstance(exc, StoreUnavailable):
+        return RpcError(ErrorCode.INTERNAL_ERROR, exc.message, {"reason": exc.reason})
     if isinstance(exc, InvalidInput):
         return RpcError(ErrorCode.INVALID_PARAMS, data={"field": exc.field, "reason": exc.message})
     if isinstance(exc, ShuttingDown):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 from daemon.store import Store
+from daemon.store.engine import run_in_thread
 
 from .conftest import Rpc
 
@@ -27,3 +28,19 @@ async def test_a_damaged_row_neither_hides_the_list_nor_fails_without_saying_so(
         "reason": "damaged_row", "table": "workspaces", "id": ids[1], "columns": ["field_hlc"],
     }  # fmt: skip
     assert "field_hlc" in reply["error"]["message"]
+
+
+async def test_a_full_disk_is_answered_as_such(rpc: Rpc, store: Store) -> None:
+    ws = await rpc.call("workspace.create", {"name": "w"})
+
+    def fill(conn: sqlite3.Connection) -> None:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLITE_FULL, as a full disk
+
+    await run_in_thread(store._writer_conn, fill)
+    reply = await rpc.request("workspace.update", {"id": ws["id"], "description": "d" * 100_000})
+
+    assert reply["error"] == {
+        "code": -32603, "message": "the disk is full", "data": {"reason": "disk_full"},
+    }  # fmt: skip
+    assert (await rpc.call("workspace.get", {"id": ws["id"]}))["description"] != "d" * 100_000
