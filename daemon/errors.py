@@ -7,7 +7,9 @@
     ├─ StoreError                          the local SQLite store failed
     │  ├─ MigrationError                   the schema cannot be brought up to date
     │  ├─ NotFound(entity, id, deleted?)   no row with that id (or a deleted one)
-    │  └─ Conflict(message, field)       e.g. a message id reused with different content
+    │  ├─ Conflict(message, field)       e.g. a message id reused with different content
+    │  ├─ DamagedRow(table, id, columns)   a stored row has columns that cannot be read
+    │  └─ StoreUnavailable(reason, message) disk full, read-only file, unreadable changelog
     ├─ InvalidInput(field, message)        a caller passed a bad value; nothing was changed
     ├─ AlreadyRunning(pid)                 another daemon holds this data dir's lock
     ├─ PortInUse(port)                     another program listens on the local API's port
@@ -59,6 +61,28 @@ class Conflict(StoreError):
         super().__init__(message)
         self.message = message
         self.field = field
+
+
+class DamagedRow(StoreError):
+    """Row ``id`` of ``table`` holds ``columns`` this code cannot read (e.g. invalid JSON
+    written by a damaged disk or a manual edit): answered with data naming them."""
+
+    def __init__(self, table: str, id: str, columns: tuple[str, ...]) -> None:
+        super().__init__(f"{table} {id!r} is damaged: cannot read {', '.join(columns)}")
+        self.table = table
+        self.id = id
+        self.columns = columns
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot do what was asked, for a cause the user can act on: ``reason`` is
+    ``disk_full``, ``read_only`` or ``damaged``; ``message`` says it for a UI. Nothing was
+    changed."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 class InvalidInput(DaemonError):

@@ -113,6 +113,20 @@ class RefetchRequired(RpcError):
         super().__init__(ErrorCode.NOT_FOUND, message, {**data, "reason": "refetch"})
 
 
+def _subscription_failure(params: dict[str, Any]) -> RpcError:
+    """What a ``subscription.error`` notification ends its stream with: RefetchRequired, or
+    (e.g. reason ``damaged``: the daemon could not read its changelog) the RpcError it says."""
+    if params.get("reason", "refetch") == "refetch":
+        return RefetchRequired("the daemon no longer retains these events", params)
+    code = params.get("code")
+    message = params.get("message")
+    return RpcError(
+        code if type(code) is int else ErrorCode.INTERNAL_ERROR,
+        message if isinstance(message, str) else None,
+        params,
+    )
+
+
 def _refetch(exc: RpcError) -> RefetchRequired | None:
     """``exc`` as RefetchRequired when it is the daemon's refetch answer, else None."""
     data = exc.data
@@ -375,7 +389,7 @@ class Client:
             stream = self._streams.pop(params["subscription"], None)
             if stream is not None:
                 self._open_streams.discard(stream)
-                stream._fail(RefetchRequired("the daemon no longer retains these events", params))
+                stream._fail(_subscription_failure(params))
             return
         entry = self._pending.get(item.get("id"))  # type: ignore[arg-type]
         if entry is None:

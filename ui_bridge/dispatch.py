@@ -12,7 +12,14 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-from daemon.errors import Conflict, InvalidInput, NotFound, ShuttingDown
+from daemon.errors import (
+    Conflict,
+    DamagedRow,
+    InvalidInput,
+    NotFound,
+    ShuttingDown,
+    StoreUnavailable,
+)
 from daemon.sync.cloud.errors import AuthRequired, CloudError, CloudRejected, CloudUnavailable
 from daemon.sync.local import CloudNotConfigured
 from ui_bridge.jsonrpc import (
@@ -46,6 +53,11 @@ def map_error(exc: Exception) -> RpcError | None:
         )
     if isinstance(exc, Conflict):
         return RpcError(ErrorCode.CONFLICT, data={"field": exc.field, "reason": exc.message})
+    if isinstance(exc, DamagedRow):
+        data = {"reason": "damaged_row", "table": exc.table, "id": exc.id}
+        return RpcError(ErrorCode.INTERNAL_ERROR, str(exc), {**data, "columns": list(exc.columns)})
+    if isinstance(exc, StoreUnavailable):
+        return RpcError(ErrorCode.INTERNAL_ERROR, exc.message, {"reason": exc.reason})
     if isinstance(exc, InvalidInput):
         return RpcError(ErrorCode.INVALID_PARAMS, data={"field": exc.field, "reason": exc.message})
     if isinstance(exc, ShuttingDown):

@@ -32,6 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event, State
 
+from daemon.errors import StoreUnavailable
 from ui_bridge.dispatch import Dispatcher
 from ui_bridge.hot import HotLoop
 from ui_bridge.hub import EventHub, Subscription
@@ -372,14 +373,18 @@ class Session:
         task.add_done_callback(self._tasks.discard)
 
     async def _catch_up(self, sub: Subscription) -> None:
+        unreadable: StoreUnavailable | None = None
         try:
             complete = await self.services.hub.catch_up(sub)
+        except StoreUnavailable as exc:  # the events are there but cannot be read: say so
+            logger.error("replay.failed conn=%s sub=%s reason=%s", self.id, sub.id, exc.reason)
+            complete, unreadable = False, exc
         except Exception:
             logger.exception("replay.failed conn=%s sub=%s", self.id, sub.id)
             complete = False
         if not complete and sub.active:
             self.unsubscribe(sub.id)
-            self.outbox.push(_subscription_error(sub.id))
+            self.outbox.push(_subscription_error(sub.id, unreadable))
 
     async def _write_loop(self) -> None:
         ws, outbox, frames = self.ws, self.outbox, self.outbox.frames
@@ -460,8 +465,16 @@ def _write_at_once(ws: ServerConnection, frames: list[bytes]) -> None:
             ws.transport.close()
 
 
-def _subscription_error(sub_id: str) -> bytes:
-    return encode_notification(
-        "subscription.error",
-        {"subscription": sub_id, "code": int(ErrorCode.NOT_FOUND), "reason": "refetch"},
-    )
+def _subscription_error(sub_id: str, unreadable: StoreUnavailable | None = None) -> bytes:
+    """The end of a replay: refetch (the events are no longer kept), or, ``unreadable``,
+    the store's own failure (-32603, its reason and message)."""
+    if unreadable is not None:
+        params = {
+            "subscription": sub_id,
+            "code": int(ErrorCode.INTERNAL_ERROR),
+            "reason": unreadable.reason,
+            "message": unreadable.message,
+        }
+    else:
+        params = {"subscription": sub_id, "code": int(ErrorCode.NOT_FOUND), "reason": "refetch"}
+    return encode_notification("subscription.error", params)

@@ -28,6 +28,7 @@ from daemon.store.codec import RowCodec
 from daemon.store.conversations import ConversationRepo
 from daemon.store.documents import DocumentRepo
 from daemon.store.engine import Writer, connect, run_in_thread
+from daemon.store.failures import refuse_read_only
 from daemon.store.ids import uuid7
 from daemon.store.messages import MessageRepo
 from daemon.store.schema import ENTITY_TABLES
@@ -98,6 +99,7 @@ class Store:
             _create_private(path)
         except OSError as exc:
             raise StoreError(f"cannot create {path}: {exc}") from exc
+        refuse_read_only(path)
         writer_conn = await connect(path, settings, prepare=_prepare)
         try:
             device_id, last_hlc, last_seq, first_seq = await run_in_thread(writer_conn, _boot)

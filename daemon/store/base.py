@@ -14,14 +14,14 @@ rows are applied as they come (daemon/store/sync*.py): this is a rule of the loc
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
 import orjson
 
-from daemon.errors import InvalidInput, NotFound
+from daemon.errors import DamagedRow, InvalidInput, NotFound
 from daemon.jsonmaps import map_patch, same
 from daemon.store.codec import RowCodec, decode_cursor, encode_cursor, list_scope
 from daemon.store.engine import Writer, run_in_thread
@@ -234,7 +234,7 @@ class Repo:
         keys = tuple(sorted(filters))
         return await read_page(
             self._reader,
-            self._codec.decode,
+            self._codec.decode_shown,
             lambda after: list_sql(self.table, keys, after, self.in_workspace),
             filters,
             limit=limit,
@@ -252,7 +252,7 @@ def _read_one(
     conn: sqlite3.Connection, codec: RowCodec, sql: str, id: str
 ) -> dict[str, Any] | None:
     values = conn.execute(sql, {"_id": id}).fetchone()
-    return None if values is None else codec.decode(values)
+    return None if values is None else codec.decode_shown(values)
 
 
 async def read_page(
@@ -309,10 +309,19 @@ def _read_page(
 # -- generic mutations of mutable rows ----------------------------------------------------------
 
 
-def live_row(ctx: WriteContext, table: str, entity: str, id: str) -> dict[str, Any]:
+def live_row(
+    ctx: WriteContext, table: str, entity: str, id: str, *, repairs: Collection[str] = ()
+) -> dict[str, Any]:
     """The row a write changes (inside it): NotFound unless it exists and is live (``deleted``
-    when it is tombstoned), InvalidInput when its workspace is deleted (module doc)."""
-    row = ctx.fetch(table, id)
+    when it is tombstoned), InvalidInput when its workspace is deleted (module doc). A damaged
+    row (DamagedRow) only when the write overwrites every damaged column (``repairs``, never
+    its clocks): then with those columns null and named in ``damaged``."""
+    try:
+        row = ctx.fetch(table, id)
+    except DamagedRow as exc:
+        if "field_hlc" in exc.columns or not set(exc.columns).issubset(repairs):
+            raise
+        row = ctx.fetch_shown(table, id)
     if row is None or row["deleted_at"] is not None:
         raise NotFound(entity, id, deleted=row is not None)
     require_live_workspace_of(ctx, row, entity)
@@ -324,8 +333,11 @@ def update_op(table: str, entity: str, id: str, fields: dict[str, Any], topic: s
     A row of a deleted workspace refuses (InvalidInput, see the module doc)."""
 
     def op(ctx: WriteContext) -> dict[str, Any]:
-        row = live_row(ctx, table, entity, id)
-        changes = {k: v for k, v in fields.items() if not same_value(table, k, row[k], v)}
+        row = live_row(ctx, table, entity, id, repairs=fields)
+        damaged = row.pop("damaged", ())  # overwritten here: the update repairs them
+        changes = {
+            k: v for k, v in fields.items() if k in damaged or not same_value(table, k, row[k], v)
+        }
         if not changes:
             return row
         return write_changes(ctx, table, row, changes, op="update", topic=topic)

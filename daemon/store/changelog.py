@@ -9,18 +9,21 @@ pruned entries and must refetch (invariant I7).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+from typing import Final
 
 import aiosqlite
 import orjson
 
-from daemon.errors import InvalidInput
+from daemon.errors import InvalidInput, StoreUnavailable
 from daemon.events import ChangeEvent
 from daemon.store.base import integer
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.sql import changelog_read_sql
 
 MAX_READ = 10_000
+logger = logging.getLogger(__name__)
 
 
 class Changelog:
@@ -29,7 +32,8 @@ class Changelog:
         self._reader = reader
 
     async def read_since(self, seq: int, limit: int = 1000) -> list[ChangeEvent]:
-        """Committed entries with ``seq`` greater than the given one, in seq order."""
+        """Committed entries with ``seq`` greater than the given one, in seq order;
+        StoreUnavailable (reason ``damaged``) when they cannot be read."""
         seq = integer("seq", seq)
         limit = integer("limit", limit)
         if not 1 <= limit <= MAX_READ:
@@ -50,7 +54,19 @@ class Changelog:
         return first if first else self._writer.last_seq + 1
 
 
+#: What a reader is told when the changelog cannot be read (not "refetch": the entries are
+#: there, the file is damaged, and a refetch would only hide it).
+UNREADABLE: Final = (
+    "the store could not read its changelog: the database is damaged"
+    " (run PRAGMA integrity_check on it; see the daemon's log)"
+)
+
+
 def _read(conn: sqlite3.Connection, seq: int, limit: int) -> list[ChangeEvent]:
     compiled = changelog_read_sql()
-    found = conn.execute(compiled.sql, compiled.params({"after": seq, "_limit": limit}))
-    return [ChangeEvent(s, topic, orjson.loads(data)) for s, topic, data in found.fetchall()]
+    try:
+        found = conn.execute(compiled.sql, compiled.params({"after": seq, "_limit": limit}))
+        return [ChangeEvent(s, topic, orjson.loads(data)) for s, topic, data in found.fetchall()]
+    except (sqlite3.DatabaseError, orjson.JSONDecodeError) as exc:  # (not closed or misuse)
+        logger.error("store.changelog.unreadable after=%d error=%s", seq, exc)
+        raise StoreUnavailable("damaged", UNREADABLE) from exc

@@ -5,18 +5,23 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from daemon.errors import InvalidInput
+from daemon.errors import DamagedRow, InvalidInput
 from daemon.jsonmaps import visible_map
 from daemon.store.ids import is_uuid
 from daemon.store.schema import BOOL_COLUMNS, JSON_COLUMNS, MAP_COLUMNS, metadata
 
 _CURSOR_PREFIX = "k1."
+logger = logging.getLogger(__name__)
+#: (table, id, columns) of the damaged rows already logged; at most ``MAX_WARNED`` of them.
+_WARNED: set[tuple[str, str, tuple[str, ...]]] = set()
+MAX_WARNED = 10_000
 
 
 def iso_ms(ms: int) -> str:
@@ -60,13 +65,58 @@ class RowCodec:
         self.plain = not json_cols and not bool_cols
 
     def decode(self, values: Sequence[Any]) -> dict[str, Any]:
+        """The row; DamagedRow if a JSON column cannot be read (what writes and sync use: a
+        damaged value must never be taken for null)."""
         row = dict(zip(self.columns, values, strict=True))
-        for i in self._json_idx:
-            text = values[i]
-            if text is not None:
-                row[self.columns[i]] = orjson.loads(text)
+        try:
+            for i in self._json_idx:
+                text = values[i]
+                if text is not None:
+                    row[self.columns[i]] = orjson.loads(text)
+        except orjson.JSONDecodeError:  # (no cost on the happy path: found out only now)
+            raise DamagedRow(self.table, str(row.get("id")), self.damaged(values)) from None
         for i in self._bool_idx:
             row[self.columns[i]] = bool(values[i])
+        return row
+
+    def decode_shown(self, values: Sequence[Any]) -> dict[str, Any]:
+        """The row as the local API shows it: a damaged row too, its unreadable columns null
+        and named in ``damaged`` (so one bad row hides neither itself nor the others)."""
+        row = dict(zip(self.columns, values, strict=True))
+        try:
+            for i in self._json_idx:
+                text = values[i]
+                if text is not None:
+                    row[self.columns[i]] = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return self._marked(values)
+        for i in self._bool_idx:
+            row[self.columns[i]] = bool(values[i])
+        return row
+
+    def damaged(self, values: Sequence[Any]) -> tuple[str, ...]:
+        """The JSON columns of ``values`` that cannot be read (logged once per row)."""
+        bad = []
+        for i in self._json_idx:
+            try:
+                load_json(values[i])
+            except orjson.JSONDecodeError:
+                bad.append(self.columns[i])
+        found = tuple(bad)
+        key = (self.table, str(values[self.columns.index("id")]), found)
+        if key not in _WARNED and len(_WARNED) < MAX_WARNED:
+            _WARNED.add(key)
+            logger.warning("store.damaged_row table=%s id=%s columns=%s", *key[:2], ",".join(found))
+        return found
+
+    def _marked(self, values: Sequence[Any]) -> dict[str, Any]:
+        damaged = self.damaged(values)
+        shown = list(values)
+        for i, name in enumerate(self.columns):
+            if name in damaged:
+                shown[i] = None
+        row = self.decode(shown)
+        row["damaged"] = list(damaged)
         return row
 
     def encode(self, row: dict[str, Any]) -> dict[str, Any]:

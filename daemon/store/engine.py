@@ -35,9 +35,10 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from daemon.config import StoreSettings
-from daemon.errors import ShuttingDown, StoreError
+from daemon.errors import DaemonError, ShuttingDown, StoreError
 from daemon.events import ChangeEvent
 from daemon.store.checkpoint import Checkpointer
+from daemon.store.failures import store_failure
 from daemon.store.txn import BatchOutcome, WriteContext, WriteOp
 
 logger = logging.getLogger(__name__)
@@ -436,8 +437,10 @@ class Writer:
             self._resolve(batch, outcome)
         else:
             logger.error("store.commit.failed ops=%d", len(batch), exc_info=exc)
-            if isinstance(exc, ShuttingDown):
+            if isinstance(exc, DaemonError):  # ShuttingDown, a full disk (failures.py), ...
                 self._fail(batch, exc)
+            elif isinstance(exc, sqlite3.Error):
+                self._fail(batch, store_failure(exc, "commit failed", self._ctx.conn))
             else:
                 error = StoreError(f"commit failed: {exc}")
                 error.__cause__ = exc

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import aiosqlite
 
-from daemon.errors import Conflict, InvalidInput, NotFound
+from daemon.errors import Conflict, InvalidInput, NotFound, StoreError
 from daemon.store import conversations, tasks, workspaces
 from daemon.store import sync_sql as q
 from daemon.store.base import (
@@ -41,6 +41,7 @@ from daemon.store.documents import DocumentRepo
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.schema import conflicts as conflicts_table
 from daemon.store.sync_apply import apply_new_rows_op, apply_pull_op
+from daemon.store.sync_corrupt import set_aside_op
 from daemon.store.sync_outbox import (
     PUSH_STATUSES,
     REJECTED_COLUMNS,
@@ -54,6 +55,7 @@ from daemon.store.sync_outbox import (
 from daemon.store.sync_rows import SHAPES, conflict_view
 from daemon.store.sync_types import (
     ApplyOutcome,
+    CorruptEntry,
     Link,
     MergeFn,
     MergeOutcome,
@@ -120,7 +122,8 @@ class SyncRepo:
         ``leaves``, changes that begin with a row of a table not among them end before the
         first change of one that is. ``within`` (``SnapshotRef.at``, row id): ``after`` is a
         snapshot range that a push in flight took up to that row, and the take goes on
-        there (sync_outbox.read_outbox)."""
+        there (sync_outbox.read_outbox). An entry that cannot be read is moved to ``rejected``
+        (reason ``local_corrupt``, sync_corrupt.py) and the take goes on without it."""
         ids = sorted({identifier("workspace_ids", w) for w in workspace_ids})
         limit = integer("limit", limit)
         max_bytes = integer("max_bytes", max_bytes)
@@ -144,9 +147,18 @@ class SyncRepo:
             raise InvalidInput("within", "must be (index, row id) inside the range after names")
         if not ids:
             return []
-        return await run_in_thread(
-            self._reader, read_outbox, ids, limit, max_bytes, after, leaves, within
-        )
+        gone = 0  # an entry found gone when set aside (e.g. unlinked meanwhile)
+        while True:  # each pass sets one unreadable entry aside, or returns
+            try:
+                return await run_in_thread(
+                    self._reader, read_outbox, ids, limit, max_bytes, after, leaves, within
+                )
+            except CorruptEntry as bad:  # it can never be pushed: it must not block the rest
+                if await self._writer.submit(set_aside_op(bad)):
+                    continue
+                if bad.entry_id == gone:  # read again after it was gone: never loop on it
+                    raise StoreError(f"{bad}, and it cannot be set aside") from None
+                gone = bad.entry_id
 
     async def complete_push(
         self, changes: Sequence[OutboxChange], results: Sequence[dict[str, Any]]

@@ -79,7 +79,7 @@ from daemon.store.sync_docs import (
     snapshot_entry,
 )
 from daemon.store.sync_rows import SHAPES
-from daemon.store.sync_types import Link, OutboxChange, PushOutcome, SnapshotRef
+from daemon.store.sync_types import CorruptEntry, Link, OutboxChange, PushOutcome, SnapshotRef
 from daemon.store.txn import Stamp, WriteContext, WriteOp, workspace_of
 from daemon.types import LOCAL_ONLY_ROLES
 
@@ -210,20 +210,36 @@ def read_outbox(
         conn.execute(compiled.sql, compiled.params({"ws": ws, "_limit": window, "_after": start}))
         for ws in workspace_ids
     ]
+    try:
+        return _take(conn, cursors, limit, max_bytes, after, leaves, within)
+    finally:  # now: a CorruptEntry's traceback must not hold them (and the reader's snapshot)
+        for cursor in cursors:
+            cursor.close()
+
+
+def _take(
+    conn: sqlite3.Connection,
+    cursors: list[sqlite3.Cursor],
+    limit: int,
+    max_bytes: int,
+    after: int,
+    leaves: frozenset[str],
+    within: tuple[int, str] | None,
+) -> list[OutboxChange]:
     groups: dict[tuple[str, str], _Coalesced] = {}
     used = 0
     first_leaf: bool | None = None  # whether the first entry is a leaf's
     # Oldest first across workspaces; stop at the first new row past the limit (the entries
     # of taken rows seen before it are coalesced into them).
     entries = cursors[0] if len(cursors) == 1 else heapq.merge(*cursors)
-    for entry_id, table, row_id, ws, fields_text, clocks_text, hlc, origin in entries:
+    for entry in entries:
+        entry_id, table, row_id, ws, fields_text, clocks_text, hlc, origin = entry
         if row_id == q.SNAPSHOT_ROW:
             if groups:
                 break  # a range goes in batches of its own
             taken = _take_range(
-                conn, entry_id, ws, fields_text, within if entry_id == after else None,
-                limit, max_bytes,
-            )  # fmt: skip
+                conn, entry, within if entry_id == after else None, limit, max_bytes
+            )
             if taken:
                 return _whole_after_rejection(conn, taken)
             continue  # (nothing left in it: only a broken store has such a range)
@@ -231,9 +247,8 @@ def read_outbox(
             first_leaf = table in leaves
         elif not first_leaf and table in leaves:
             break
-        fields = orjson.loads(fields_text)
+        fields, clocks = _decoded(entry)
         one_clock = clocks_text == OUTBOX_ONE_CLOCK
-        clocks = entry_clocks(fields, clocks_text, hlc)
         size = sent_size(fields_text, clocks_text, hlc)
         if groups and used + size > max_bytes:
             break
@@ -253,21 +268,50 @@ def read_outbox(
     return _whole_after_rejection(conn, changes)
 
 
+def _decoded(entry: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, str]]:
+    """An entry's fields and clocks; CorruptEntry if either is no JSON object
+    (sync_corrupt.py)."""
+    fields_text, clocks_text, hlc = entry[4], entry[5], entry[6]
+    try:
+        fields = orjson.loads(fields_text)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptEntry(entry, "fields", f"is not valid JSON ({exc})") from None
+    if type(fields) is not dict:
+        raise CorruptEntry(entry, "fields", "is not a JSON object")
+    try:
+        clocks = entry_clocks(fields, clocks_text, hlc)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptEntry(entry, "field_hlc", f"is not valid JSON ({exc})") from None
+    if type(clocks) is not dict:
+        raise CorruptEntry(entry, "field_hlc", "is not a JSON object")
+    return fields, clocks
+
+
+def _range_state(entry: tuple[Any, ...]) -> tuple[list[str], int, str]:
+    """A snapshot range's conversations and where it stands; CorruptEntry if unreadable."""
+    try:
+        state = orjson.loads(entry[4])
+        return list(state["conversations"]), int(state["at"]), str(state["after"])
+    except orjson.JSONDecodeError as exc:
+        raise CorruptEntry(entry, "fields", f"is not valid JSON ({exc})") from None
+    except (TypeError, KeyError, ValueError):
+        raise CorruptEntry(entry, "fields", "is not a snapshot range's state") from None
+
+
 def _take_range(
     conn: sqlite3.Connection,
-    entry_id: int,
-    workspace_id: str | None,
-    fields_text: str,
+    entry: tuple[Any, ...],
     within: tuple[int, str] | None,
     limit: int,
     max_bytes: int,
 ) -> list[OutboxChange]:
     """Up to ``limit`` messages (``max_bytes`` of JSON, at least one) of the snapshot range
-    ``entry_id`` after where it stands (``within``, else where it was settled), each a
-    one-clock change as a message's own entry gives it; the range's last row says so."""
-    state = orjson.loads(fields_text)
-    conversations: list[str] = state["conversations"]
-    at, after = within if within is not None else (state["at"], state["after"])
+    ``entry`` (an outbox row) after where it stands (``within``, else where it was settled),
+    each a one-clock change as a message's own entry gives it; the range's last row says so."""
+    entry_id, workspace_id = entry[0], entry[3]
+    conversations, at, after = _range_state(entry)
+    if within is not None:
+        at, after = within
     compiled = q.snapshot_range_sql()
     changes: list[OutboxChange] = []
     used = 0

@@ -143,3 +143,20 @@ class NewRows:
     def size(self) -> int:
         """The page's changes."""
         return len(self.rows) + len(self.others)
+
+
+class CorruptEntry(Exception):
+    """Outbox entry ``entry_id`` has a ``column`` that is not what it must be (``problem``)."""
+
+    def __init__(self, entry: tuple[Any, ...], column: str, problem: str) -> None:
+        entry_id, table, row_id, workspace_id, fields_text, clocks_text, hlc, origin = entry
+        super().__init__(f"outbox entry {entry_id}: {column} {problem}")
+        self.entry_id: int = entry_id
+        self.table: str = table
+        self.row_id: str = row_id
+        self.workspace_id: str | None = workspace_id
+        self.stored = {"fields": fields_text, "field_hlc": clocks_text}
+        self.hlc: str = hlc
+        self.origin: str = origin
+        self.column = column
+        self.problem = problem

@@ -43,6 +43,7 @@ from daemon.errors import DaemonError, StoreError
 from daemon.events import ChangeEvent
 from daemon.hlc import MAX_WALL_MS, Clock, encode
 from daemon.store.codec import RowCodec, dump_json_text, iso_ms, now_ms, shown_row
+from daemon.store.failures import store_failure
 from daemon.store.sql import (
     CHANGELOG_KEYS,
     LAST_SEQ_SQL,
@@ -141,6 +142,11 @@ class WriteContext:
     def fetch(self, table: str, id: str) -> dict[str, Any] | None:
         values = self.conn.execute(get_sql(table), {"_id": id}).fetchone()
         return None if values is None else self.codecs[table].decode(values)
+
+    def fetch_shown(self, table: str, id: str) -> dict[str, Any] | None:
+        """``fetch``, a damaged row too (codec.py ``decode_shown``)."""
+        values = self.conn.execute(get_sql(table), {"_id": id}).fetchone()
+        return None if values is None else self.codecs[table].decode_shown(values)
 
     def exists(self, table: str, id: str, *, live: bool = True) -> bool:
         return self.conn.execute(exists_sql(table, live), {"_id": id}).fetchone() is not None
@@ -340,7 +346,7 @@ class WriteContext:
                 self._finish(outcome)
                 outcome.changes = conn.total_changes - changes_before
                 conn.execute("COMMIT")
-            else:
+            elif conn.in_transaction:  # (SQLite ends it itself on e.g. a full disk)
                 conn.execute("ROLLBACK")  # failed, or nothing written: skip the commit
                 if self._links_version != links_before:
                     self.reload_links()
@@ -362,7 +368,7 @@ class WriteContext:
             result = op(self)
         except Exception as exc:
             self._pushes.clear()
-            outcome.results.append((False, _translate(exc)))
+            outcome.results.append((False, _translate(exc, self.conn)))
             return False
         outcome.results.append((True, result))
         outcome.events.extend(self._events)
@@ -390,11 +396,8 @@ class WriteContext:
             changes, links = conn.total_changes, self._links_version
             if self._run_op(op, outcome):
                 continue
-            if (
-                conn.total_changes != changes
-                or self._links_version != links
-                or not conn.in_transaction  # SQLite ended it: the ROLLBACK TO raises
-            ):
+            self._fail_if_ended(outcome)
+            if conn.total_changes != changes or self._links_version != links:
                 self._roll_back_to("batch", links_before)
                 outcome = BatchOutcome()
                 self._run_guarded(ops, outcome, until)
@@ -406,8 +409,15 @@ class WriteContext:
         self.conn.execute("SAVEPOINT op")
         links_before = self._links_version
         if not self._run_op(op, outcome):
+            self._fail_if_ended(outcome)
             self._roll_back_to("op", links_before)
         self.conn.execute("RELEASE op")
+
+    def _fail_if_ended(self, outcome: BatchOutcome) -> None:
+        """SQLite rolled the whole transaction back as the last op failed (it does on a full
+        disk or an I/O error): the batch fails, with that op's error."""
+        if not self.conn.in_transaction:
+            raise outcome.results[-1][1]
 
     def _roll_back_to(self, savepoint: str, links_before: int) -> None:
         """Undo the writes since ``savepoint``; reload the linked set if an op changed it since
@@ -475,11 +485,9 @@ def workspace_of(table: str, row: dict[str, Any]) -> str | None:
     return row["id"] if table == "workspaces" else row.get("workspace_id")
 
 
-def _translate(exc: Exception) -> Exception:
+def _translate(exc: Exception, conn: sqlite3.Connection) -> Exception:
     if isinstance(exc, DaemonError):
         return exc
     if isinstance(exc, sqlite3.Error):
-        error = StoreError(f"write failed: {exc}")
-        error.__cause__ = exc
-        return error
+        return store_failure(exc, "write failed", conn)
     return exc

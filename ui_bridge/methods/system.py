@@ -107,7 +107,9 @@ def add_system_methods(table: MethodTable) -> None:
             " changelog no longer keeps (or past its last seq) answers -32001 with data.reason"
             " refetch; a replay that falls behind what is kept ends with a notification"
             ' `subscription.error {subscription, code: -32001, reason: "refetch"}` and the'
-            " subscription is gone: refetch, then subscribe again. A connection"
+            " subscription is gone: refetch, then subscribe again. A replay that cannot read"
+            " the changelog (a damaged database) ends with `subscription.error {subscription,"
+            ' code: -32603, reason: "damaged", message}` instead. A connection'
             f" holds at most {MAX_SUBSCRIPTIONS} subscriptions: one more is refused (-32602,"
             " field `topics`); unsubscribe frees one.",
             _SUBSCRIBED,

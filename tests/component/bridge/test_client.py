@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -199,6 +200,23 @@ async def test_stream_reports_refetch_when_events_are_gone(
         await client.call("workspace.create", {"name": "x"})
         assert (await next_event(stream)).seq == 1
         await stream.close()
+
+
+async def test_a_stream_whose_replay_cannot_read_the_changelog_raises_that_not_refetch(
+    tmp_path: Path, make_bridge: MakeBridge, store: Store
+) -> None:
+    await make_bridge()
+    async with await connect(data_dir=tmp_path) as client:
+        for name in "ab":
+            await client.call("workspace.create", {"name": name})
+        with sqlite3.connect(store.path, isolation_level=None) as raw:
+            raw.execute("UPDATE changelog SET data = '{bad' WHERE seq = 1")
+        stream = await client.subscribe(["**"], since=0)
+        with pytest.raises(RpcError) as info:
+            await next_event(stream)
+        assert not isinstance(info.value, RefetchRequired)
+        assert (info.value.code, info.value.data["reason"]) == (-32603, "damaged")
+        assert "could not read its changelog" in info.value.message
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -360,3 +361,26 @@ async def test_a_reading_subscriber_keeps_up_with_a_pulled_page(
         event = await asyncio.wait_for(reader.next_event(), 10_000 * MS)
         assert event["topic"] == "message.created"
     assert not any(session.outbox.closed for session in server.sessions)
+
+
+async def test_a_replay_that_cannot_read_the_changelog_says_the_store_is_damaged(
+    rpc: Rpc, store: Store
+) -> None:
+    for i in range(3):
+        await rpc.call("workspace.create", {"name": f"w{i}"})
+    with sqlite3.connect(store.path, isolation_level=None) as raw:
+        raw.execute("UPDATE changelog SET data = '{bad' WHERE seq = 2")
+
+    sub = await rpc.call("subscribe", {"topics": ["**"], "since": 0})
+    message = await rpc.recv()
+    while message.get("method") == "event":  # seq 1 may come first
+        assert message["params"]["seq"] == 1
+        message = await rpc.recv()
+
+    assert message["method"] == "subscription.error"
+    params = message["params"]
+    assert (params["subscription"], params["code"], params["reason"]) == (
+        sub["subscription"], -32603, "damaged",
+    )  # fmt: skip
+    assert "could not read its changelog" in params["message"]
+    assert (await rpc.call("daemon.status"))["subscriptions"] == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import StoreSettings
-from daemon.errors import InvalidInput
+from daemon.errors import InvalidInput, StoreUnavailable
 from daemon.store import Store
 
 from .conftest import rows
@@ -77,3 +77,20 @@ async def test_pruned_to_retain_and_seqs_never_reused(db_path: Path) -> None:
         assert await reopened.changelog.first_seq() == 17
     finally:
         await reopened.close()
+
+
+@pytest.mark.parametrize("damage", ["'{bad'", "CAST(x'ff7b7d' AS TEXT)"])
+async def test_an_unreadable_entry_is_said_to_be_damage_not_a_refetch(
+    store: Store, raw: sqlite3.Connection, damage: str
+) -> None:
+    for name in "ABC":
+        await store.workspaces.create(name=name)
+    raw.execute(f"UPDATE changelog SET data = {damage} WHERE seq = 2")  # bad JSON, bad UTF-8
+
+    assert [e.seq for e in await store.changelog.read_since(2)] == [3]
+    with pytest.raises(StoreUnavailable) as caught:
+        await store.changelog.read_since(0)
+
+    assert caught.value.reason == "damaged"
+    assert "could not read its changelog" in caught.value.message
+    assert "integrity_check" in caught.value.message

@@ -1,0 +1,45 @@
+"""Store failures a user can act on (a full disk, a read-only or damaged database file), told
+apart from the others by SQLite's error code: a StoreUnavailable whose ``reason`` and message a
+UI can show (ui_bridge/dispatch.py answers it -32603 with ``data.reason``). Nothing was changed:
+the transaction that met it was rolled back."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from daemon.errors import StoreError, StoreUnavailable
+
+DAMAGED = "the database is damaged: run PRAGMA integrity_check on it (see the daemon's log)"
+
+
+def store_failure(exc: sqlite3.Error, doing: str, conn: sqlite3.Connection) -> StoreError:
+    """``exc``, met while ``doing`` (e.g. "commit failed") on ``conn``, as a StoreError."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    error: StoreError
+    if code == sqlite3.SQLITE_FULL:
+        error = StoreUnavailable("disk_full", "the disk is full")
+    elif code == sqlite3.SQLITE_READONLY:
+        error = StoreUnavailable("read_only", f"the database file is read-only: {_path(conn)}")
+    elif code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        error = StoreUnavailable("damaged", DAMAGED)
+    else:
+        error = StoreError(f"{doing}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def refuse_read_only(path: Path) -> None:
+    """StoreUnavailable naming the first of the database's files (``path``, its -wal, its
+    -shm) that exists and this process cannot write: every write would fail."""
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if file.exists() and not os.access(file, os.W_OK):
+            raise StoreUnavailable("read_only", f"the database file is read-only: {file}")
+
+
+def _path(conn: sqlite3.Connection) -> str:
+    try:
+        return str(conn.execute("PRAGMA database_list").fetchone()[2])
+    except sqlite3.Error:
+        return "syncd.db"
