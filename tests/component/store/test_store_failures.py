@@ -3,12 +3,13 @@ with a reason a UI can show, nothing changed; a read-only file is refused at ope
 
 The disk is "full" through SQLite's ``PRAGMA max_page_count`` on the writer's connection (the
 same SQLITE_FULL a full disk gives); the file is read-only at run time through ``PRAGMA
-query_only`` (the same SQLITE_READONLY), and at open through the immutable attribute (which
-stops root too; the test is skipped where ``chattr`` cannot set it)."""
+query_only`` (the same SQLITE_READONLY), and at open through its mode (or, for root, whom
+modes do not stop, the immutable attribute)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -90,13 +91,21 @@ async def test_a_read_only_database_is_said_with_its_path(
 
 @pytest.fixture
 def immutable(tmp_path: Path) -> Iterator[Path]:
-    """An existing syncd.db this process cannot write, root or not."""
+    """An existing syncd.db this process cannot write: mode 0400 (not root), else the
+    immutable attribute (root ignores modes)."""
     path = tmp_path / "syncd.db"
     sqlite3.connect(path).close()
     path.write_bytes(b"")
+    if os.geteuid() != 0:
+        path.chmod(0o400)
+        try:
+            yield path
+        finally:
+            path.chmod(0o600)
+        return
     chattr = shutil.which("chattr")
-    if chattr is None or subprocess.run([chattr, "+i", str(path)], check=False).returncode:
-        pytest.skip("chattr +i is not available here")
+    assert chattr is not None, "root without chattr: cannot make a file read-only"
+    subprocess.run([chattr, "+i", str(path)], check=True)
     try:
         yield path
     finally:
