@@ -82,17 +82,10 @@ class RowCodec:
     def decode_shown(self, values: Sequence[Any]) -> dict[str, Any]:
         """The row as the local API shows it: a damaged row too, its unreadable columns null
         and named in ``damaged`` (so one bad row hides neither itself nor the others)."""
-        row = dict(zip(self.columns, values, strict=True))
         try:
-            for i in self._json_idx:
-                text = values[i]
-                if text is not None:
-                    row[self.columns[i]] = orjson.loads(text)
-        except orjson.JSONDecodeError:
+            return self.decode(values)
+        except DamagedRow:
             return self._marked(values)
-        for i in self._bool_idx:
-            row[self.columns[i]] = bool(values[i])
-        return row
 
     def damaged(self, values: Sequence[Any]) -> tuple[str, ...]:
         """The JSON columns of ``values`` that cannot be read (logged once per row)."""
