@@ -111,3 +111,40 @@ class Clock:
             self._wall_ms, self._counter = wall + 1, 0
             return
         self._wall_ms, self._counter = wall, counter + 1
+
+
+# -- clock skew: a change the cloud refused for a clock too far ahead ---------------------------
+
+#: Added to the moment the cloud should take a change refused for ``clock_skew``: the cloud's
+#: clock is known to a second at best (an HTTP ``Date``), and a retry that comes too early is
+#: refused again.
+SKEW_MARGIN_MS = 1000
+#: The least time between a ``clock_skew`` refusal and the retry of its row: a retry refused
+#: again (the cloud's clock misjudged) is retried no sooner, so it never loops.
+SKEW_RETRY_FLOOR_MS = 5000
+
+
+def skew_retry_at(hlc: str, refused_ms: int, cloud_ms: int | None = None) -> int:
+    """When (this device's wall time, ms) to send again a change of clock ``hlc`` that the
+    cloud refused as ``clock_skew`` at ``refused_ms``: once the cloud's clock is no more than
+    ``MAX_AHEAD_MS`` behind the change's. ``cloud_ms``: the cloud's time when it refused (its
+    answer's ``Date``), else this device's wall time stands for it. Never sooner than
+    ``SKEW_RETRY_FLOOR_MS`` after the refusal; a malformed clock is tried again then too."""
+    try:
+        wall = decode(hlc).wall_ms
+    except ClockError:
+        return refused_ms + SKEW_RETRY_FLOOR_MS
+    cloud = refused_ms if cloud_ms is None else cloud_ms
+    wait = wall - MAX_AHEAD_MS - cloud + SKEW_MARGIN_MS
+    return refused_ms + max(wait, SKEW_RETRY_FLOOR_MS)
+
+
+def clock_ahead(clock_wall_ms: int, now_ms: int) -> tuple[int, int] | None:
+    """How far (ms) a clock at ``clock_wall_ms`` runs ahead of the wall time ``now_ms``, and
+    when (wall time, ms) its changes are no longer refused as ``clock_skew``, if it is more
+    than ``MAX_AHEAD_MS`` ahead (the wall clock ran fast, then was set back: the clock never
+    goes back, so every change made meanwhile carries a clock the cloud refuses); else None."""
+    ahead = clock_wall_ms - now_ms
+    if ahead <= MAX_AHEAD_MS:
+        return None
+    return ahead, clock_wall_ms - MAX_AHEAD_MS

@@ -132,6 +132,13 @@ class Store:
             codecs=codecs,
         )
 
+    @property
+    def clock_wall_ms(self) -> int:
+        """The wall time (ms) the device's clock stands at: its changes carry it. Ahead of the
+        wall clock after the wall clock ran fast and was set back (the clock never goes back:
+        hlc.py ``clock_ahead``)."""
+        return self._writer.clock_wall_ms
+
     def add_commit_listener(
         self, fn: Callable[[Sequence[ChangeEvent]], None]
     ) -> Callable[[], None]:

@@ -187,6 +187,11 @@ class Writer:
         self.last_seq = 0
         self.first_seq = 0
 
+    @property
+    def clock_wall_ms(self) -> int:
+        """The wall part of the clock's last value (read on any thread: one int, no lock)."""
+        return self._ctx.clock.wall_ms
+
     def start(self, *, last_seq: int, first_seq: int) -> None:
         self.last_seq, self.first_seq = last_seq, first_seq
         self._loop = asyncio.get_running_loop()

@@ -159,6 +159,8 @@ rejected = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("detail", sa.Text),
     sa.Column("created_at", sa.Text, nullable=False),
+    #: when a ``clock_skew`` refusal's row is sent again (0010; null: never)
+    sa.Column("retry_at", sa.Text),
 )
 
 #: Columns holding JSON text, per table (decoded on read, encoded on write).

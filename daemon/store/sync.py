@@ -53,6 +53,7 @@ from daemon.store.sync_outbox import (
     unlink_op,
 )
 from daemon.store.sync_rows import SHAPES, conflict_view
+from daemon.store.sync_skew import Requeued, requeue_due_op
 from daemon.store.sync_types import (
     ApplyOutcome,
     CorruptEntry,
@@ -310,6 +311,14 @@ class SyncRepo:
         return await read_page(
             self._reader, _rejection, q.rejected_sql, {}, limit=limit, cursor=cursor
         )
+
+    async def requeue_refused(self, workspace_id: str, now_ms: int) -> Requeued:
+        """Queue again, whole, the rows of ``workspace_id`` whose ``clock_skew`` refusals are
+        due at wall time ``now_ms`` (sync_skew.py); when the next is due."""
+        requeued: Requeued = await self._writer.submit(
+            requeue_due_op(identifier("workspace_id", workspace_id), integer("now_ms", now_ms))
+        )
+        return requeued
 
     async def counts(self) -> dict[str, int]:
         """Outbox entries of linked workspaces waiting to be pushed, rejected changes,

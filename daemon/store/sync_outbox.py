@@ -64,6 +64,7 @@ from typing import Any, Final
 
 import orjson
 
+from daemon.hlc import skew_retry_at
 from daemon.store import sync_sql as q
 from daemon.store.codec import RowCodec, dump_json, dump_json_text, iso_ms, load_json, now_ms
 from daemon.store.ids import uuid7
@@ -625,6 +626,7 @@ def _file_rejection(
         "reason": str(result.get("reason") or "unknown"),
         "detail": detail if detail is None or isinstance(detail, str) else dump_json(detail),
         "created_at": stamp.iso,
+        "retry_at": _retry_at(change.hlc, result, stamp.ms),
     }
     ctx.conn.execute(insert_sql("rejected", tuple(record)), record)
     ctx.emit(
@@ -637,8 +639,19 @@ def _file_rejection(
         outbox=False,
     )
     logger.warning(
-        "sync.rejected table=%s id=%s reason=%s", change.table, change.row_id, record["reason"]
-    )
+        "sync.rejected table=%s id=%s reason=%s retry_at=%s",
+        change.table, change.row_id, record["reason"], record["retry_at"],
+    )  # fmt: skip
+
+
+def _retry_at(hlc: str, result: dict[str, Any], refused_ms: int) -> str | None:
+    """When the row of a change refused as ``clock_skew`` is sent again (sync_skew.py); None
+    for any other reason: those are final. ``cloud_time_ms``: the cloud's time when it
+    answered (rest.py, from the answer's ``Date``), if known."""
+    if result.get("reason") != "clock_skew":
+        return None
+    cloud_ms = result.get("cloud_time_ms")
+    return iso_ms(skew_retry_at(hlc, refused_ms, cloud_ms if type(cloud_ms) is int else None))
 
 
 def rejected_view(record: dict[str, Any]) -> dict[str, Any]:

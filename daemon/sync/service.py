@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -53,6 +54,7 @@ import httpx
 from daemon.config import CloudSettings
 from daemon.errors import DaemonError, InvalidInput
 from daemon.events import ChangeEvent
+from daemon.hlc import clock_ahead
 from daemon.store.sync_types import Link
 from daemon.sync.cloud import (
     AuthRequired,
@@ -78,7 +80,7 @@ from daemon.sync.local import (
     Publisher,
     store_publisher,
 )
-from daemon.sync.status import EventView, SyncStatus
+from daemon.sync.status import EventView, SyncStatus, iso
 from daemon.sync.workspace import Counts, WorkspaceSync
 
 if TYPE_CHECKING:
@@ -174,6 +176,7 @@ class CloudService(LocalSync):
         self._remove_listener: Callable[[], None] | None = None
         self._remove_commit_listener: Callable[[], None] | None = None
         self._stopped = False
+        self._clock_warned = False  # sync.clock_ahead logged (_clock_ahead)
 
     # Lifecycle
 
@@ -354,7 +357,30 @@ class CloudService(LocalSync):
             auth_required=s.auth_required,
             counts=counts,
             session_error=s.last_error,
+            clock_ahead=self._clock_ahead(),
         )
+
+    def _clock_ahead(self) -> dict[str, Any] | None:
+        """``SyncStatus.clock_ahead``; the first time it is seen, a WARNING (once, until the
+        wall clock caught up)."""
+        found = clock_ahead(self._store.clock_wall_ms, round(time.time() * 1000))
+        if found is None:
+            if self._clock_warned:
+                logger.info("sync.clock_ahead_cleared")
+                self._clock_warned = False
+            return None
+        ahead_ms, until_ms = found
+        until = iso(until_ms / 1000)
+        if not self._clock_warned:
+            self._clock_warned = True
+            logger.warning(
+                "sync.clock_ahead ahead_ms=%d until=%s: the device's clock runs ahead of its "
+                "wall clock (which was set back); the cloud refuses the changes made until then "
+                "(clock_skew) and they are sent again once it takes them",
+                ahead_ms,
+                until,
+            )
+        return {"ahead_ms": ahead_ms, "until": until}
 
     async def sync_status(self) -> dict[str, Any]:
         return self._sync_status(await self._store.sync.counts()).to_json()

@@ -122,6 +122,10 @@ class SyncStatus:
     workspaces: tuple[WorkspaceStatus, ...] = ()
     counts: Mapping[str, int] = field(default_factory=dict)
     last_error: str | None = None
+    #: ``{ahead_ms, until}``: the device's clock runs more than the cloud's allowed lead ahead
+    #: of its wall clock (hlc.py ``clock_ahead``), so the cloud refuses the changes made until
+    #: ``until`` as ``clock_skew`` (they are sent again later: store/sync_skew.py); else None
+    clock_ahead: Mapping[str, Any] | None = None
 
     @classmethod
     def build(
@@ -133,6 +137,7 @@ class SyncStatus:
         auth_required: bool,
         counts: Mapping[str, int],
         session_error: str | None = None,
+        clock_ahead: Mapping[str, Any] | None = None,
     ) -> SyncStatus:
         items = tuple(sorted(workspaces, key=lambda w: w.workspace_id))
         state = overall_state(
@@ -145,7 +150,7 @@ class SyncStatus:
         last_error = errors[0] if errors else session_error
         if auth_required and last_error is None:
             last_error = "auth_required"
-        return cls(configured, state, items, dict(counts), last_error)
+        return cls(configured, state, items, dict(counts), last_error, clock_ahead)
 
     def states_at_rest(self) -> dict[str, Any] | None:
         """The overall and every workspace's state at rest, or None while a request is in
@@ -166,6 +171,8 @@ class SyncStatus:
         shown = {"state": content["state"], "workspaces": {}}
         for key in ("state", *TIMES):
             content.pop(key, None)
+        if content["clock_ahead"] is not None:  # (ahead_ms moves with every snapshot)
+            content["clock_ahead"] = content["clock_ahead"]["until"]
         for w in content["workspaces"]:
             shown["workspaces"][w["workspace_id"]] = w["state"]
             for key in ("state", *TIMES, *TOTALS):
@@ -187,6 +194,7 @@ class SyncStatus:
             "last_pull_at": iso(max(pulls, default=None)),
             "last_error": self.last_error,
             "progress": _progress(progress),
+            "clock_ahead": None if self.clock_ahead is None else dict(self.clock_ahead),
             "workspaces": [w.to_json() for w in self.workspaces],
         }
 

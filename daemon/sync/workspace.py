@@ -28,8 +28,10 @@ back as the session's input:
                 sync's before its first page arrived); at most three pages held (flat
                 memory), dropped on any failure or when the session asks for another cursor
     PushBatch   take_outbox (<= 500 rows, <= 1 MiB) of the workspace, map, sync_push once,
-                settle every row with complete_push (rejected rows are filed, never retried),
-                report PushDone. While the request is in flight the next batch (the entries
+                settle every row with complete_push (rejected rows are filed; those
+                refused as clock_skew are queued again, whole, once their ``retry_at`` has
+                come: ``_retry_refused``, store/sync_skew.py), report PushDone.
+                While the request is in flight the next batch (the entries
                 after this one's: ``take_outbox(after=…)``) is taken, mapped (push_batch.py)
                 and SENT: up to PUSH_IN_FLIGHT requests are in flight, answers are settled in
                 send order, one per PushBatch (a batch is sent beside another only if that
@@ -120,6 +122,8 @@ Kind = Literal["push", "pull"]
 _T = TypeVar("_T")
 #: The loop re-reads the (wall) clock at least this often.
 MAX_WAIT_S: Final = 30.0
+#: The least wait between two looks for rows refused as ``clock_skew`` (_retry_refused).
+REFUSED_MIN_WAIT_S: Final = 1.0
 #: Pages of a catch-up fetched and waiting for their apply, besides those in flight (a
 #: request goes out while no more wait: at most AHEAD_PAGES + PULL_IN_FLIGHT pages held).
 AHEAD_PAGES: Final = 1
@@ -304,6 +308,9 @@ class WorkspaceSync:
         self._waiters: list[_Waiter] = []
         #: Set once a push run ended (outbox drained), a request failed, or sync stopped.
         self._push_settled = asyncio.Event()
+        #: When (``clock``) to look for rows refused as ``clock_skew`` whose time has come
+        #: (store/sync_skew.py); None: none waits. At once on start: a restart finds them.
+        self._refused_at: float | None = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -433,10 +440,13 @@ class WorkspaceSync:
                 while commands := self.session.commands_to_run():
                     for command in commands:
                         await self._execute(command)
+                await self._retry_refused()
             except Exception:  # supervisor boundary: a bug must not end this workspace's sync
                 logger.exception("sync.loop_failed ws=%s", self.workspace_id)
             now = self._clock()
             deadline = self.session.deadline
+            if self._refused_at is not None and (deadline is None or self._refused_at < deadline):
+                deadline = self._refused_at
             if deadline is not None and deadline <= now:
                 self.session.tick(now)
                 continue
@@ -445,6 +455,21 @@ class WorkspaceSync:
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
             self.session.tick(self._clock())
+
+    async def _retry_refused(self) -> None:
+        """Queue again the rows refused as ``clock_skew`` whose time has come, if it may have
+        (the store's push listener then wakes the push); note when the next one is due."""
+        now = self._clock()
+        if self._refused_at is None or self._refused_at > now:
+            return
+        self._refused_at = now + REFUSED_MIN_WAIT_S  # (should the store fail: not at once)
+        found = await self._store.sync.requeue_refused(self.workspace_id, round(now * 1000))
+        if found.rows:
+            logger.info("sync.refused_requeued ws=%s rows=%d", self.workspace_id, found.rows)
+        if found.next_at_ms is None:
+            self._refused_at = None
+        else:  # (never sooner than that: a due row the store did not take must not spin)
+            self._refused_at = max(found.next_at_ms / 1000, now + REFUSED_MIN_WAIT_S)
 
     async def _execute(self, command: Command) -> None:
         if isinstance(command, PullSince):
@@ -585,6 +610,8 @@ class WorkspaceSync:
             self.counts.applied += outcome.applied
             self.counts.superseded += outcome.superseded
             self.counts.rejected += outcome.rejected
+            if outcome.rejected:  # maybe for clock_skew: learn when to send it again
+                self._refused_at = self._clock()
             self.last_push_at = self._clock()
             logger.debug("sync.pushed ws=%s rows=%d", self.workspace_id, moved)
         # A batch that moved rows is followed by another: the outbox may hold more (a batch

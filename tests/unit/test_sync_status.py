@@ -109,3 +109,28 @@ def test_the_cloud_out_of_reach_for_one_workspace_is_offline_for_all(reason: str
     assert failing.state == "error"
     # a request that reached the cloud again ends it
     assert build(WorkspaceStatus("a", "idle"), WorkspaceStatus("b", "idle")).state == "idle"
+
+
+def test_a_clock_ahead_shows_in_the_snapshot_and_is_news_only_when_it_comes_or_goes() -> None:
+    def status(ahead_ms: int | None) -> SyncStatus:
+        return SyncStatus.build(
+            [WorkspaceStatus("a", "idle")],
+            configured=True,
+            active=True,
+            auth_required=False,
+            counts={},
+            clock_ahead=None
+            if ahead_ms is None
+            else {"ahead_ms": ahead_ms, "until": "2027-01-01T00:00:00.000Z"},
+        )
+
+    assert status(None).to_json()["clock_ahead"] is None
+    ahead = status(3_700_000)
+    assert ahead.to_json()["clock_ahead"] == {
+        "ahead_ms": 3_700_000,
+        "until": "2027-01-01T00:00:00.000Z",
+    }
+    assert ahead.event_view().is_news_after(status(None).event_view())
+    # the lead shrinks as the wall clock moves: no news of its own
+    assert not status(3_600_500).event_view().is_news_after(ahead.event_view())
+    assert status(None).event_view().is_news_after(ahead.event_view())

@@ -14,6 +14,7 @@ repeat; a second refusal is ``AuthRequired``. Failures are ``CloudError``s carry
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -76,6 +77,7 @@ class CloudApi:
             lambda body: check_push_results(body, len(changes)),
             "rest.push",
         )
+        _note_cloud_time(response, results)
         logger.debug("rest.push.complete rows=%d", len(results))
         return results
 
@@ -257,6 +259,23 @@ class CloudApi:
         if user is None or not self._session.status.logged_in:
             raise AuthRequired("rest", "logged_out")
         return user.id
+
+
+def _note_cloud_time(response: httpx.Response, results: list[dict[str, Any]]) -> None:
+    """Give each result refused as ``clock_skew`` the cloud's time as ``cloud_time_ms`` (the
+    answer's ``Date``, to the second below: a retry waits for the cloud's clock, not ours,
+    store/sync_skew.py), when the answer has one."""
+    skewed = [r for r in results if r.get("reason") == "clock_skew"]
+    if not skewed:
+        return
+    try:
+        at = email.utils.parsedate_to_datetime(response.headers.get("date", ""))
+    except (TypeError, ValueError):
+        return
+    if at.tzinfo is None:  # (not an HTTP date: those are GMT)
+        return
+    for result in skewed:
+        result["cloud_time_ms"] = round(at.timestamp() * 1000)
 
 
 class PulledPage:
