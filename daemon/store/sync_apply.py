@@ -37,11 +37,12 @@ from typing import Any
 
 import orjson
 
-from daemon.hlc import MAX_AHEAD_MS, ClockError, decode
+from daemon.errors import DamagedRow
+from daemon.hlc import MAX_AHEAD_MS, ClockError, decode, encode
 from daemon.store import sync_sql as q
-from daemon.store.codec import dump_json
+from daemon.store.codec import RowCodec, dump_json
 from daemon.store.ids import uuid7
-from daemon.store.schema import ENTITY_TABLES
+from daemon.store.schema import CLOCK_COLUMNS, ENTITY_TABLES
 from daemon.store.sql import insert_many, insert_sql
 from daemon.store.sync_docs import DOC_TABLES, DocPage, Parked
 from daemon.store.sync_rows import (
@@ -61,6 +62,9 @@ from daemon.store.sync_types import ApplyOutcome, MergeFn, MergeOutcome, NewRows
 from daemon.store.txn import WriteContext, WriteOp, workspace_of
 
 logger = logging.getLogger(__name__)
+
+#: A clock every clock beats (a damaged row's lost clocks: ``_local_row``).
+_LOSING_CLOCK = encode(0, 0, "0")
 
 # Remote clocks more than MAX_AHEAD_MS ahead are merged but not fed into our clock (the cloud
 # refuses such writes with ``clock_skew``; one bad row must not drag every later edit along).
@@ -341,10 +345,8 @@ class PageApplier:
         name = shape.name
         conn, codec = self.ctx.conn, self.ctx.codecs[name]
         ids = orjson.dumps(list(map(_ID, remotes))).decode()
-        local = {
-            row["id"]: row
-            for row in map(codec.decode, conn.execute(q.rows_by_ids_sql(name), {"_ids": ids}))
-        }
+        found = conn.execute(q.rows_by_ids_sql(name), {"_ids": ids})
+        local = {row["id"]: row for row in (_local_row(codec, values) for values in found)}
         for parent, column in shape.parents:  # the parents of rows new here
             wanted = {r.get(column) for r in remotes if r["id"] not in local}
             wanted -= self.present[parent]
@@ -487,3 +489,27 @@ def _get(conflict: Any, key: str) -> Any:
     if isinstance(conflict, dict):
         return conflict.get(key)
     return getattr(conflict, key, None)
+
+
+def _local_row(codec: RowCodec, values: Sequence[Any]) -> dict[str, Any]:
+    """A stored row as the merge takes it. One damaged here (a JSON column that cannot be read,
+    codec.py) is repaired from the cloud: its damaged columns are null under no clock, which
+    loses to every clock, so the pulled values take their place; damaged clocks lose them all
+    (the pulled row is taken whole; unpushed local edits still go out from the outbox)."""
+    try:
+        return codec.decode(values)
+    except DamagedRow:
+        row = codec.decode_shown(values)
+    damaged = row.pop("damaged")
+    clocks = row.get("field_hlc")
+    if "field_hlc" in damaged or not isinstance(clocks, dict):
+        # (not {}: an empty field_hlc is the one-register form, every field at the row clock)
+        fields = [k for k in row if k != "id" and k not in CLOCK_COLUMNS]
+        row["field_hlc"] = dict.fromkeys(fields, _LOSING_CLOCK)
+    else:
+        row["field_hlc"] = {k: v for k, v in clocks.items() if k.split(".")[0] not in damaged}
+    logger.warning(
+        "sync.apply.repairing table=%s id=%s columns=%s (from the pulled row)",
+        codec.table, row.get("id"), ",".join(damaged),
+    )  # fmt: skip
+    return row
