@@ -38,7 +38,7 @@ from daemon.config import StoreSettings
 from daemon.errors import DaemonError, ShuttingDown, StoreError
 from daemon.events import ChangeEvent
 from daemon.store.checkpoint import Checkpointer
-from daemon.store.failures import store_failure
+from daemon.store.failures import read_failure, store_failure
 from daemon.store.txn import BatchOutcome, WriteContext, WriteOp
 
 logger = logging.getLogger(__name__)
@@ -115,7 +115,14 @@ async def run_in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args:
     raw = conn._connection
     if raw is None or not conn._running:
         raise ShuttingDown("the store is closed")
-    result: T = await conn._execute(fn, raw, *args)  # type: ignore[no-untyped-call]
+    try:
+        result: T = await conn._execute(fn, raw, *args)  # type: ignore[no-untyped-call]
+    except sqlite3.DatabaseError as exc:  # corrupt pages: said, not a bare internal error
+        damaged = read_failure(exc)
+        if damaged is None:
+            raise
+        logger.error("store.read.failed error=%s", exc)
+        raise damaged from exc
     return result
 
 

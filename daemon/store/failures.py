@@ -22,12 +22,19 @@ def store_failure(exc: sqlite3.Error, doing: str, conn: sqlite3.Connection) -> S
         error = StoreUnavailable("disk_full", "the disk is full")
     elif code == sqlite3.SQLITE_READONLY:
         error = StoreUnavailable("read_only", f"the database file is read-only: {_path(conn)}")
-    elif code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        error = StoreUnavailable("damaged", DAMAGED)
     else:
-        error = StoreError(f"{doing}: {exc}")
+        error = read_failure(exc) or StoreError(f"{doing}: {exc}")
     error.__cause__ = exc
     return error
+
+
+def read_failure(exc: sqlite3.Error) -> StoreUnavailable | None:
+    """What a read that met ``exc`` tells a user: the database is damaged (corrupt pages, not a
+    database), or None for any other failure."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return StoreUnavailable("damaged", DAMAGED)
+    return None
 
 
 def refuse_read_only(path: Path) -> None:

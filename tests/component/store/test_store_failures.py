@@ -118,3 +118,34 @@ async def test_a_read_only_database_is_refused_at_open_naming_it(immutable: Path
 
     assert caught.value.reason == "read_only"
     assert str(caught.value) == f"the database file is read-only: {immutable}"
+
+
+async def test_a_read_that_meets_corrupt_pages_says_the_database_is_damaged(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "syncd.db"
+    store = await Store.open(path, StoreSettings())
+    ws = await store.workspaces.create(name="w")
+    conv = await store.conversations.create(workspace_id=ws["id"], name="c")
+    for _ in range(200):
+        await store.messages.create(conversation_id=conv["id"], role="user", content="x" * 500)
+    await store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    leaves = conn.execute(
+        "SELECT pageno FROM dbstat WHERE name = 'messages' AND pagetype = 'leaf' ORDER BY pageno"
+    ).fetchall()
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with path.open("r+b") as f:  # one leaf of the messages table overwritten
+        f.seek((leaves[len(leaves) // 2][0] - 1) * page_size)
+        f.write(b"\xa5" * page_size)
+
+    store = await Store.open(path, StoreSettings())
+    try:
+        assert (await store.workspaces.get(ws["id"]))["name"] == "w"  # the rest still reads
+        with pytest.raises(StoreUnavailable) as caught:
+            await store.messages.list(conversation_id=conv["id"], limit=1000)
+    finally:
+        await store.close()
+    assert caught.value.reason == "damaged" and "integrity_check" in caught.value.message
