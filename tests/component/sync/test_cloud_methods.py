@@ -151,6 +151,15 @@ async def test_a_lost_manual_edit_is_a_conflict_resolved_by_a_call(
     (tmp_path / "b-plan").mkdir()
     await b.cloud.link(cloud_workspace_id=ws["id"], path=str(tmp_path / "b-plan"))
     await b.cloud.sync_now("pull")
+    # A realtime (re)subscribe pushes pending edits at once after its catch-up pull (as a
+    # reconnect does): A's must come after it, or A's edit would reach the cloud before B's.
+    for device in (a, b):
+        status = device.cloud.live.status
+        await wait_for(
+            lambda status=status: ws["id"] in status()["subscribed"],
+            timeout=10_000 * MS,
+            message="subscribed to the workspace's changes",
+        )
 
     edited = await a.store.workspaces.update(ws["id"], task_goal="ship it")
     # B's edit must be later than A's: within one millisecond the device ids would decide
