@@ -13,10 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from daemon.store.codec import dump_json_text
-from daemon.store.ids import uuid7
-from daemon.store.sql import insert_sql
-from daemon.store.sync_outbox import rejected_view
+from daemon.store.sync_outbox import file_rejected
 from daemon.store.sync_types import CorruptEntry
 from daemon.store.txn import WriteContext, WriteOp
 
@@ -33,25 +30,15 @@ def set_aside_op(bad: CorruptEntry) -> WriteOp:
         gone = ctx.conn.execute("DELETE FROM outbox WHERE id = ?", (bad.entry_id,)).rowcount
         if not gone:
             return False
-        stamp = ctx.stamp()
-        record = {
-            "id": uuid7(stamp.ms),
-            "table_name": bad.table,
-            "row_id": bad.row_id,
-            "workspace_id": bad.workspace_id,
-            "change": dump_json_text(
-                {"fields": None, "hlc": bad.hlc, "origin": bad.origin, "stored": bad.stored}
-            ),
-            "reason": LOCAL_CORRUPT,
-            "detail": f"outbox entry {bad.entry_id}: its {bad.column} {bad.problem}",
-            "created_at": stamp.iso,
-        }
-        ctx.conn.execute(insert_sql("rejected", tuple(record)), record)
-        view = rejected_view(record)
-        ctx.emit(
-            table="rejected", op="insert", topic="sync.rejected", row=view, fields={},
-            stamp=stamp, outbox=False,
-        )  # fmt: skip
+        stored = {"fields": None, "hlc": bad.hlc, "origin": bad.origin, "stored": bad.stored}
+        file_rejected(
+            ctx,
+            ctx.stamp(),
+            (bad.table, bad.row_id, bad.workspace_id),
+            stored,
+            reason=LOCAL_CORRUPT,
+            detail=f"outbox entry {bad.entry_id}: its {bad.column} {bad.problem}",
+        )
         logger.warning(
             "sync.outbox_corrupt entry=%d table=%s id=%s column=%s problem=%s",
             bad.entry_id, bad.table, bad.row_id, bad.column, bad.problem,

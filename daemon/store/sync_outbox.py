@@ -105,7 +105,7 @@ CHILDREN: Final[dict[str, tuple[tuple[str, str], ...]]] = {
 }
 #: The same for documents (sync_docs.py), whose rows are no ``SHAPES``: a document under its
 #: workspace, its updates under it. A document settled after a rejected create queues its
-#: whole content as one update (``_requeue_children``), which carries every update rejected
+#: whole content as one update (``requeue_children``), which carries every update rejected
 #: under it.
 DOC_CHILDREN: Final[dict[str, tuple[tuple[str, str], ...]]] = {
     "workspaces": (("documents", "workspace_id"),),
@@ -538,7 +538,7 @@ def _settle_rejections(ctx: WriteContext, change: OutboxChange, stamp: Stamp) ->
     if not _settle_row(ctx, change.table, change.row_id, stamp):
         return  # settled already (by an earlier push of the row)
     if ctx.syncs(change.workspace_id):  # (not if unlinked while the push was out)
-        _requeue_children(ctx, change.table, change.row_id, stamp)
+        requeue_children(ctx, change.table, change.row_id, stamp)
 
 
 def _settle_row(ctx: WriteContext, table: str, row_id: str, stamp: Stamp) -> bool:
@@ -578,7 +578,7 @@ def _rejected_under(ctx: WriteContext, child: str, column: str, parent: str) -> 
     return [row[0] for row in ctx.conn.execute(sql, {"table_name": child, "parent": parent})]
 
 
-def _requeue_children(ctx: WriteContext, table: str, row_id: str, stamp: Stamp) -> None:
+def requeue_children(ctx: WriteContext, table: str, row_id: str, stamp: Stamp) -> None:
     """An outbox entry with the whole stored state of each row of ``table``'s child tables
     whose create was rejected under the row ``row_id`` (a missing parent); it settles their
     rejections when the cloud takes it. Documents (``DOC_CHILDREN``): those of a workspace go
@@ -610,38 +610,57 @@ def _file_rejection(
     ctx: WriteContext, change: OutboxChange, result: dict[str, Any], stamp: Stamp
 ) -> None:
     detail = result.get("detail")
-    record = {
-        "id": uuid7(stamp.ms),
-        "table_name": change.table,
-        "row_id": change.row_id,
-        "workspace_id": change.workspace_id,
-        "change": dump_json_text(
-            {
-                "fields": change.fields,
-                "field_hlc": change.field_hlc,
-                "hlc": change.hlc,
-                "origin": change.origin,
-            }
-        ),
-        "reason": str(result.get("reason") or "unknown"),
-        "detail": detail if detail is None or isinstance(detail, str) else dump_json(detail),
-        "created_at": stamp.iso,
-        "retry_at": _retry_at(change.hlc, result, stamp.ms),
+    sent = {
+        "fields": change.fields,
+        "field_hlc": change.field_hlc,
+        "hlc": change.hlc,
+        "origin": change.origin,
     }
-    ctx.conn.execute(insert_sql("rejected", tuple(record)), record)
-    ctx.emit(
-        table="rejected",
-        op="insert",
-        topic="sync.rejected",
-        row=rejected_view(record),
-        fields={},
-        stamp=stamp,
-        outbox=False,
+    record = file_rejected(
+        ctx,
+        stamp,
+        (change.table, change.row_id, change.workspace_id),
+        sent,
+        reason=str(result.get("reason") or "unknown"),
+        detail=detail if detail is None or isinstance(detail, str) else dump_json(detail),
+        retry_at=_retry_at(change.hlc, result, stamp.ms),
     )
     logger.warning(
         "sync.rejected table=%s id=%s reason=%s retry_at=%s",
         change.table, change.row_id, record["reason"], record["retry_at"],
     )  # fmt: skip
+
+
+def file_rejected(
+    ctx: WriteContext,
+    stamp: Stamp,
+    row: tuple[str, str, str | None],
+    change: dict[str, Any],
+    *,
+    reason: str,
+    detail: str | None,
+    retry_at: str | None = None,
+) -> dict[str, Any]:
+    """Store a rejection of ``change`` to ``row`` (table, id, workspace) and announce it on
+    ``sync.rejected``; the record stored."""
+    table, row_id, workspace_id = row
+    record = {
+        "id": uuid7(stamp.ms),
+        "table_name": table,
+        "row_id": row_id,
+        "workspace_id": workspace_id,
+        "change": dump_json_text(change),
+        "reason": reason,
+        "detail": detail,
+        "created_at": stamp.iso,
+        "retry_at": retry_at,
+    }
+    ctx.conn.execute(insert_sql("rejected", tuple(record)), record)
+    ctx.emit(
+        table="rejected", op="insert", topic="sync.rejected", row=rejected_view(record),
+        fields={}, stamp=stamp, outbox=False,
+    )  # fmt: skip
+    return record
 
 
 def _retry_at(hlc: str, result: dict[str, Any], refused_ms: int) -> str | None:

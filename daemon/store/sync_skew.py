@@ -33,8 +33,8 @@ from daemon.store.sql import OUTBOX_KEYS, compile_statement, insert_sql
 from daemon.store.sync_docs import content_entry, document_metadata, metadata_entry, snapshot_entry
 from daemon.store.sync_outbox import (
     REJECTED_COLUMNS,
-    _requeue_children,
     rejected_view,
+    requeue_children,
     row_fields,
 )
 from daemon.store.sync_rows import SHAPES
@@ -137,7 +137,7 @@ def _requeue_row(ctx: WriteContext, table: str, row_id: str, stamp: Stamp, docs:
         ctx.conn.execute(insert_sql("outbox", OUTBOX_KEYS), entry)
     logger.info("sync.skew_requeued table=%s id=%s rejections=%d", table, row_id, len(records))
     if any(_carries_create(record) for record in records):
-        _requeue_children(ctx, table, row_id, stamp)  # refused for it missing: after it
+        requeue_children(ctx, table, row_id, stamp)  # refused for it missing: after it
     return 1
 
 

@@ -45,44 +45,50 @@ async def refuse(
     return taken
 
 
-async def test_a_skew_refusal_is_filed_with_its_retry_time_and_requeued_whole_once_due(
-    store: Store, raw: sqlite3.Connection
-) -> None:
+async def pushed_workspace_and_conversation(store: Store) -> tuple[str, dict[str, Any]]:
+    """A linked workspace, pushed, and a new conversation in it (not pushed yet)."""
     ws = await linked_workspace(store)
     await push(store, ws["id"])
     conv = await store.conversations.create(workspace_id=ws["id"], name="chat")
-    await push(store, ws["id"])
+    return str(ws["id"]), conv
+
+
+async def test_a_skew_refusal_is_filed_with_its_retry_time_and_requeued_whole_once_due(
+    store: Store, raw: sqlite3.Connection
+) -> None:
+    ws_id, conv = await pushed_workspace_and_conversation(store)
+    await push(store, ws_id)
     msg = await store.messages.create(conversation_id=conv["id"], role="user", content="m1")
-    task = await store.tasks.create(workspace_id=ws["id"], kind="k")
-    await refuse(store, ws["id"], frozenset({msg["id"]}), other=task["id"])
+    task = await store.tasks.create(workspace_id=ws_id, kind="k")
+    await refuse(store, ws_id, frozenset({msg["id"]}), other=task["id"])
 
     skew, final = sorted((await store.sync.rejected()).items, key=lambda r: r["reason"])
     assert (skew["row_id"], skew["reason"], final["reason"]) == (msg["id"], "clock_skew", "invalid")
     assert final["retry_at"] is None  # refused for good: sent again only at its next edit
     due = ms(skew["retry_at"])
     assert due - ms(skew["created_at"]) == 60_000 + SKEW_MARGIN_MS
-    assert await store.sync.take_outbox(workspace_ids=[ws["id"]]) == []  # nothing held back
+    assert await store.sync.take_outbox(workspace_ids=[ws_id]) == []  # nothing held back
 
-    early = await store.sync.requeue_refused(ws["id"], due - 1)
+    early = await store.sync.requeue_refused(ws_id, due - 1)
     assert (early.rows, early.next_at_ms) == (0, due)
-    assert await store.sync.take_outbox(workspace_ids=[ws["id"]]) == []
+    assert await store.sync.take_outbox(workspace_ids=[ws_id]) == []
 
     events: list[ChangeEvent] = []
     store.add_commit_listener(events.extend)
-    done = await store.sync.requeue_refused(ws["id"], due)
+    done = await store.sync.requeue_refused(ws_id, due)
     assert (done.rows, done.next_at_ms) == (1, None)
     [left] = (await store.sync.rejected()).items
     assert left["row_id"] == task["id"]  # the other refusal stays, as it was
     [retried] = [e.data for e in events if e.topic == "sync.rejected"]
     assert retried["row_id"] == msg["id"] and retried["retried_at"] is not None
-    [again] = await store.sync.take_outbox(workspace_ids=[ws["id"]])
+    [again] = await store.sync.take_outbox(workspace_ids=[ws_id])
     fields, clocks = whole(await stored(store, "messages", msg["id"]))
     assert (again.row_id, again.fields, again.hlc) == (msg["id"], fields, msg["hlc"])
     assert {k: again.field_hlc[k] for k in clocks} == clocks
     # a second look finds nothing more to do
-    assert (await store.sync.requeue_refused(ws["id"], due + 60_000)).rows == 0
+    assert (await store.sync.requeue_refused(ws_id, due + 60_000)).rows == 0
 
-    await push(store, ws["id"])  # the cloud takes it now
+    await push(store, ws_id)  # the cloud takes it now
     assert [r["row_id"] for r in (await store.sync.rejected()).items] == [task["id"]]
     assert rows(raw, "SELECT count(*) FROM outbox")[0][0] == 0
 
@@ -90,37 +96,33 @@ async def test_a_skew_refusal_is_filed_with_its_retry_time_and_requeued_whole_on
 async def test_a_retry_refused_again_is_filed_again_no_sooner_than_the_floor(
     store: Store,
 ) -> None:
-    ws = await linked_workspace(store)
-    await push(store, ws["id"])
-    conv = await store.conversations.create(workspace_id=ws["id"], name="chat")
-    await refuse(store, ws["id"], frozenset({conv["id"]}), wait_ms=0)
+    ws_id, conv = await pushed_workspace_and_conversation(store)
+    await refuse(store, ws_id, frozenset({conv["id"]}), wait_ms=0)
     [first] = (await store.sync.rejected()).items
     assert ms(first["retry_at"]) - ms(first["created_at"]) == SKEW_RETRY_FLOOR_MS
 
-    await store.sync.requeue_refused(ws["id"], ms(first["retry_at"]))
-    await refuse(store, ws["id"], frozenset({conv["id"]}), wait_ms=0)  # the cloud, again
+    await store.sync.requeue_refused(ws_id, ms(first["retry_at"]))
+    await refuse(store, ws_id, frozenset({conv["id"]}), wait_ms=0)  # the cloud, again
     [second] = (await store.sync.rejected()).items
     assert second["id"] != first["id"]
     assert ms(second["retry_at"]) - ms(second["created_at"]) == SKEW_RETRY_FLOOR_MS
-    assert await store.sync.take_outbox(workspace_ids=[ws["id"]]) == []
+    assert await store.sync.take_outbox(workspace_ids=[ws_id]) == []
 
 
 async def test_a_refused_create_goes_again_before_the_rows_refused_under_it(
     store: Store,
 ) -> None:
-    ws = await linked_workspace(store)
-    await push(store, ws["id"])
-    conv = await store.conversations.create(workspace_id=ws["id"], name="chat")
+    ws_id, conv = await pushed_workspace_and_conversation(store)
     msg = await store.messages.create(conversation_id=conv["id"], role="user", content="hi")
     # the conversation refused for its clock, its message for the missing conversation
-    await refuse(store, ws["id"], frozenset({conv["id"]}), other=msg["id"])
+    await refuse(store, ws_id, frozenset({conv["id"]}), other=msg["id"])
     skew = next(r for r in (await store.sync.rejected()).items if r["reason"] == "clock_skew")
 
-    assert (await store.sync.requeue_refused(ws["id"], ms(skew["retry_at"]))).rows == 1
-    conv_again, child = await store.sync.take_outbox(workspace_ids=[ws["id"]])
+    assert (await store.sync.requeue_refused(ws_id, ms(skew["retry_at"]))).rows == 1
+    conv_again, child = await store.sync.take_outbox(workspace_ids=[ws_id])
     assert (conv_again.row_id, child.row_id) == (conv["id"], msg["id"])  # in this order
     assert conv_again.fields["created_at"] == conv["created_at"]  # whole: it creates the row
     assert child.rejected_create  # whole too, and settled once the cloud takes it
-    await push(store, ws["id"])
+    await push(store, ws_id)
     assert (await store.sync.rejected()).items == []
-    assert await store.sync.take_outbox(workspace_ids=[ws["id"]]) == []
+    assert await store.sync.take_outbox(workspace_ids=[ws_id]) == []

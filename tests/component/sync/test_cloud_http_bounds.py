@@ -50,7 +50,7 @@ class TinyServer:
             0,
         )  # fmt: skip
         await reader.readexactly(length)
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(ConnectionError):  # the client hanging up: what is tested
             await self.answer(self, writer)
         writer.close()
 
