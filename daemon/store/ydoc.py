@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 from pycrdt import Doc, Text, get_update, merge_updates
@@ -189,12 +189,9 @@ def check(update: bytes) -> int:
     to an empty Doc for what yrs refuses only when applying (e.g. an item whose parent, in the
     same update, is not a type). For an update that is stored without being applied."""
     count = check_update(update)
-    try:
-        Doc().apply_update(update)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # pyo3 raises a panic in yrs as a BaseException
-        raise MalformedUpdate(_reason(exc)) from None
+    refused = _refusal(Doc().apply_update, update)
+    if refused is not None:
+        raise MalformedUpdate(refused)
     return count
 
 
@@ -219,30 +216,35 @@ def replay(snapshot: bytes | None, updates: Sequence[bytes]) -> Replayed:
     text = doc.get(CONTENT, type=Text)
     skipped: list[tuple[int, str]] = []
     if snapshot is not None:
-        try:
-            doc.apply_update(snapshot)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # pyo3 raises a panic in yrs as a BaseException
+        refused = _refusal(doc.apply_update, snapshot)
+        if refused is not None:
             doc = Doc()  # a failed apply may have left part of it
             text = doc.get(CONTENT, type=Text)
-            skipped.append((SNAPSHOT, _reason(exc)))
+            skipped.append((SNAPSHOT, refused))
     waiting = Waiting()
     for index, update in enumerate(updates):
-        try:
-            check_update(update)
-            apply(doc, update, waiting)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:
-            skipped.append((index, _reason(exc)))
+        refused = _refusal(_checked_apply, doc, update, waiting)
+        if refused is not None:
+            skipped.append((index, refused))
     return Replayed(doc, text, waiting, skipped)
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, MalformedUpdate):
+def _checked_apply(doc: Doc[Any], update: bytes, waiting: Waiting) -> None:
+    check_update(update)
+    apply(doc, update, waiting)
+
+
+def _refusal(call: Callable[..., object], *args: Any) -> str | None:
+    """Why ``call(*args)`` refused its data (never quoting it), or None if it did not."""
+    try:
+        call(*args)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except MalformedUpdate as exc:
         return str(exc)  # ours: positions, never content
-    return f"pycrdt refused it ({type(exc).__name__})"
+    except BaseException as exc:  # pyo3 raises a panic in yrs as a BaseException
+        return f"pycrdt refused it ({type(exc).__name__})"
+    return None
 
 
 def fold(snapshot: bytes | None, updates: Sequence[bytes]) -> tuple[bytes, list[int]]:
