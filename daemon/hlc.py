@@ -120,23 +120,55 @@ class Clock:
 #: refused again.
 SKEW_MARGIN_MS = 1000
 #: The least time between a ``clock_skew`` refusal and the retry of its row: a retry refused
-#: again (the cloud's clock misjudged) is retried no sooner, so it never loops.
+#: again (the cloud's clock misjudged) waits longer each time (``skew_backoff_ms``), so it
+#: never loops.
 SKEW_RETRY_FLOOR_MS = 5000
+#: The longest wait ``skew_backoff_ms`` gives a row refused again and again: a wall clock
+#: that runs fast while the cloud's answers carry no ``Date`` cannot tell how long the cloud
+#: needs, so the row is tried again every few minutes until it is taken (not every 5 s).
+SKEW_RETRY_CAP_MS = 300_000
 
 
-def skew_retry_at(hlc: str, refused_ms: int, cloud_ms: int | None = None) -> int:
+def skew_backoff_ms(attempt: int) -> int:
+    """The least wait (ms) before retrying a row refused as ``clock_skew`` after ``attempt``
+    refusals before this one (0: the first): ``SKEW_RETRY_FLOOR_MS``, doubled per attempt,
+    at most ``SKEW_RETRY_CAP_MS``."""
+    return min(SKEW_RETRY_CAP_MS, SKEW_RETRY_FLOOR_MS << min(max(attempt, 0), 16))
+
+
+def skew_attempt(waited_ms: int) -> int:
+    """The ``attempt`` of a row's next refusal, when its last one had it wait ``waited_ms``
+    (that rejection's ``retry_at`` minus its filing): the first whose backoff is at least
+    twice that wait (or the cap), so each refusal again waits at least twice as long as the
+    one before it, whatever made that wait (the clocks, or the backoff)."""
+    attempt = 1
+    while attempt < 16 and skew_backoff_ms(attempt) < min(2 * waited_ms, SKEW_RETRY_CAP_MS):
+        attempt += 1
+    return attempt
+
+
+def skew_retry_at(
+    hlc: str, refused_ms: int, cloud_ms: int | None = None, *, attempt: int = 0
+) -> int:
     """When (this device's wall time, ms) to send again a change of clock ``hlc`` that the
     cloud refused as ``clock_skew`` at ``refused_ms``: once the cloud's clock is no more than
     ``MAX_AHEAD_MS`` behind the change's. ``cloud_ms``: the cloud's time when it refused (its
     answer's ``Date``), else this device's wall time stands for it. Never sooner than
-    ``SKEW_RETRY_FLOOR_MS`` after the refusal; a malformed clock is tried again then too."""
+    ``skew_backoff_ms(attempt)`` after the refusal (``attempt``: the refusals of the row
+    before this one, each sent again after its wait): a first refusal waits at least
+    ``SKEW_RETRY_FLOOR_MS``, a row refused again twice as long as before, up to
+    ``SKEW_RETRY_CAP_MS``; so a refusal the clocks do not explain (this device's wall clock
+    runs fast and no ``Date`` tells the cloud's: its own clock says the cloud should have
+    taken the change) is not retried every few seconds for ever. A malformed clock waits
+    the backoff alone."""
+    backoff = skew_backoff_ms(attempt)
     try:
         wall = decode(hlc).wall_ms
     except ClockError:
-        return refused_ms + SKEW_RETRY_FLOOR_MS
+        return refused_ms + backoff
     cloud = refused_ms if cloud_ms is None else cloud_ms
     wait = wall - MAX_AHEAD_MS - cloud + SKEW_MARGIN_MS
-    return refused_ms + max(wait, SKEW_RETRY_FLOOR_MS)
+    return refused_ms + max(wait, backoff)
 
 
 def clock_ahead(clock_wall_ms: int, now_ms: int) -> tuple[int, int] | None:

@@ -432,6 +432,7 @@ def complete_push_op(changes: Sequence[OutboxChange], results: Sequence[dict[str
             counts[status] += 1
             if change.rejected_create and status != "rejected":
                 landed.append(change)  # the row is in the cloud now, whole
+            attempt = _skew_attempt(conn, change, result)  # (read before its entries go)
             if change.snapshot is not None:
                 if not ranges.settle(change.snapshot, change.row_id) or status == "applied":
                     continue  # (settled already: a repeated completion)
@@ -445,7 +446,7 @@ def complete_push_op(changes: Sequence[OutboxChange], results: Sequence[dict[str
             if status == "rejected" and change.rejected_create and change.fields.get("deleted_at"):
                 _settle_deleted(ctx, change.table, change.row_id, stamp)
             elif status == "rejected":
-                _file_rejection(ctx, change, result, stamp)
+                _file_rejection(ctx, change, result, stamp, attempt)
             else:
                 _keep_lost(ctx, change, stamp)
         conn.executemany(q.outbox_delete_sql(), done)
@@ -606,8 +607,18 @@ def requeue_children(ctx: WriteContext, table: str, row_id: str, stamp: Stamp) -
         logger.info("sync.rejected_requeued parent=%s id=%s rows=%d", table, row_id, len(entries))
 
 
+def _skew_attempt(conn: sqlite3.Connection, change: OutboxChange, result: dict[str, Any]) -> int:
+    """For a change refused as ``clock_skew``: how often its row was refused so before, as its
+    entries say (``attempts``: a row sent again after such refusals, sync_skew.py); else 0."""
+    if result.get("reason") != "clock_skew" or not change.outbox_ids:
+        return 0
+    ids = orjson.dumps(sorted(change.outbox_ids)).decode()
+    found = conn.execute(q.outbox_attempts_sql(), {"_ids": ids}).fetchone()
+    return int(found[0] or 0) if found is not None else 0
+
+
 def _file_rejection(
-    ctx: WriteContext, change: OutboxChange, result: dict[str, Any], stamp: Stamp
+    ctx: WriteContext, change: OutboxChange, result: dict[str, Any], stamp: Stamp, attempt: int
 ) -> None:
     detail = result.get("detail")
     sent = {
@@ -623,7 +634,7 @@ def _file_rejection(
         sent,
         reason=str(result.get("reason") or "unknown"),
         detail=detail if detail is None or isinstance(detail, str) else dump_json(detail),
-        retry_at=_retry_at(change.hlc, result, stamp.ms),
+        retry_at=_retry_at(change.hlc, result, stamp.ms, attempt),
     )
     logger.warning(
         "sync.rejected table=%s id=%s reason=%s retry_at=%s",
@@ -663,14 +674,16 @@ def file_rejected(
     return record
 
 
-def _retry_at(hlc: str, result: dict[str, Any], refused_ms: int) -> str | None:
+def _retry_at(hlc: str, result: dict[str, Any], refused_ms: int, attempt: int) -> str | None:
     """When the row of a change refused as ``clock_skew`` is sent again (sync_skew.py); None
     for any other reason: those are final. ``cloud_time_ms``: the cloud's time when it
-    answered (rest.py, from the answer's ``Date``), if known."""
+    answered (rest.py, from the answer's ``Date``), if known; ``attempt``: the row's refusals
+    before this one (each waits longer: hlc.py ``skew_backoff_ms``)."""
     if result.get("reason") != "clock_skew":
         return None
     cloud_ms = result.get("cloud_time_ms")
-    return iso_ms(skew_retry_at(hlc, refused_ms, cloud_ms if type(cloud_ms) is int else None))
+    cloud = cloud_ms if type(cloud_ms) is int else None
+    return iso_ms(skew_retry_at(hlc, refused_ms, cloud, attempt=attempt))
 
 
 def rejected_view(record: dict[str, Any]) -> dict[str, Any]:

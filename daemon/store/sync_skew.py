@@ -5,7 +5,9 @@ cloud migration 0005), e.g. one written after the wall clock ran fast and was se
 clock never goes back). That clears by itself as time passes, so such a refusal is not final:
 ``complete_push`` files it in ``rejected`` like any other (the rows behind it are not held
 back; it is shown, ``sync.rejected``) with a ``retry_at`` (hlc.py ``skew_retry_at``: when the
-cloud's clock will have caught up, never sooner than ``SKEW_RETRY_FLOOR_MS`` after the refusal).
+cloud's clock will have caught up, never sooner than ``SKEW_RETRY_FLOOR_MS`` after the refusal,
+and a row refused again waits twice as long as the time before, up to ``SKEW_RETRY_CAP_MS``:
+its entry's ``attempts`` carries how often, ``hlc.skew_attempt``).
 Each linked workspace's sync calls ``requeue_due_op`` when the earliest ``retry_at`` of its
 rejections has come (and after a push that filed rejections); it takes the rows all of whose
 ``clock_skew`` rejections are due, removes those rejections (each announced once more on
@@ -14,7 +16,8 @@ field under its own clock: nothing it was refused with is lost, whatever the ref
 held), as a rejected create's next edit is sent (sync_outbox.py). A document's update goes as
 the document's whole content. If it carried the row's create, the rows rejected under it (its
 messages, …, refused for the missing parent) follow it whole. A retry the cloud refuses again
-is filed again with a new ``retry_at``: never a hot loop.
+is filed again with a new ``retry_at``, later each time: never a hot loop (a wall clock that
+runs fast, with no ``Date`` in the cloud's answers, used to be retried every 5 s for ever).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from daemon.hlc import skew_attempt
 from daemon.store.codec import iso_ms, load_json
 from daemon.store.schema import rejected as rejected_table
 from daemon.store.sql import OUTBOX_KEYS, compile_statement, insert_sql
@@ -134,6 +138,8 @@ def _requeue_row(ctx: WriteContext, table: str, row_id: str, stamp: Stamp, docs:
         )  # fmt: skip
     entry = _whole_entry(ctx, table, row_id, records, stamp, docs)
     if entry is not None:
+        waited = max((_ms(r["retry_at"]) - _ms(r["created_at"]) for r in records), default=0)
+        entry["attempts"] = skew_attempt(waited)  # refused again: it waits longer
         ctx.conn.execute(insert_sql("outbox", OUTBOX_KEYS), entry)
     logger.info("sync.skew_requeued table=%s id=%s rejections=%d", table, row_id, len(records))
     if any(_carries_create(record) for record in records):

@@ -195,6 +195,14 @@ def outbox_delete_sql() -> str:
 
 
 @cache
+def outbox_attempts_sql() -> str:
+    """The most ``attempts`` among the outbox entries whose ids ``_ids`` holds."""
+    o = schema.outbox
+    stmt = sa.select(sa.func.max(o.c.attempts)).where(in_json(o.c.id, "_ids"))
+    return compile_statement(stmt).sql
+
+
+@cache
 def outbox_delete_workspace_sql() -> str:
     o = schema.outbox
     return compile_statement(sa.delete(o).where(o.c.workspace_id == sa.bindparam("ws"))).sql

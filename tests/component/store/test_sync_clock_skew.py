@@ -9,7 +9,13 @@ from datetime import datetime
 from typing import Any
 
 from daemon.events import ChangeEvent
-from daemon.hlc import MAX_AHEAD_MS, SKEW_MARGIN_MS, SKEW_RETRY_FLOOR_MS, decode
+from daemon.hlc import (
+    MAX_AHEAD_MS,
+    SKEW_MARGIN_MS,
+    SKEW_RETRY_CAP_MS,
+    SKEW_RETRY_FLOOR_MS,
+    decode,
+)
 from daemon.store import Store
 from daemon.store.sync import OutboxChange
 
@@ -93,7 +99,7 @@ async def test_a_skew_refusal_is_filed_with_its_retry_time_and_requeued_whole_on
     assert rows(raw, "SELECT count(*) FROM outbox")[0][0] == 0
 
 
-async def test_a_retry_refused_again_is_filed_again_no_sooner_than_the_floor(
+async def test_a_retry_refused_again_is_filed_again_waiting_twice_as_long(
     store: Store,
 ) -> None:
     ws_id, conv = await pushed_workspace_and_conversation(store)
@@ -105,8 +111,34 @@ async def test_a_retry_refused_again_is_filed_again_no_sooner_than_the_floor(
     await refuse(store, ws_id, frozenset({conv["id"]}), wait_ms=0)  # the cloud, again
     [second] = (await store.sync.rejected()).items
     assert second["id"] != first["id"]
-    assert ms(second["retry_at"]) - ms(second["created_at"]) == SKEW_RETRY_FLOOR_MS
+    assert ms(second["retry_at"]) - ms(second["created_at"]) == 2 * SKEW_RETRY_FLOOR_MS
     assert await store.sync.take_outbox(workspace_ids=[ws_id]) == []
+
+
+async def test_a_fast_wall_clock_without_the_cloud_s_time_backs_off_up_to_the_cap(
+    store: Store,
+) -> None:
+    """This device's wall clock runs fast, and the cloud's answers carry no Date: by its own
+    clock the cloud should take the change, so the clocks tell no wait. Each refusal again
+    waits twice as long as the one before, up to SKEW_RETRY_CAP_MS (was: every 5 s)."""
+    ws_id, conv = await pushed_workspace_and_conversation(store)
+    waits = []
+    for _ in range(8):
+        [taken] = await store.sync.take_outbox(workspace_ids=[ws_id])
+        refused = {"id": taken.row_id, "status": "rejected", "reason": "clock_skew"}  # no Date
+        await store.sync.complete_push([taken], [refused])
+        [filed] = (await store.sync.rejected()).items
+        due = ms(filed["retry_at"])
+        waits.append(due - ms(filed["created_at"]))
+        assert (await store.sync.requeue_refused(ws_id, due)).rows == 1
+    assert waits == [5_000, 10_000, 20_000, 40_000, 80_000, 160_000] + [SKEW_RETRY_CAP_MS] * 2
+    # an edit meanwhile rides with the retry, which keeps its backoff
+    await store.conversations.update(conv["id"], name="renamed")
+    [taken] = await store.sync.take_outbox(workspace_ids=[ws_id])
+    refused = {"id": taken.row_id, "status": "rejected", "reason": "clock_skew"}
+    await store.sync.complete_push([taken], [refused])
+    [filed] = (await store.sync.rejected()).items
+    assert ms(filed["retry_at"]) - ms(filed["created_at"]) == SKEW_RETRY_CAP_MS
 
 
 async def test_a_refused_create_goes_again_before_the_rows_refused_under_it(
