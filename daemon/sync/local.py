@@ -117,6 +117,7 @@ class DisabledCloud(LocalSync):
             "role": None,
             "linked_workspaces": [],
             "sync_state": "offline",
+            "clock_ahead": None,
             "secret_backend": None,
             "last_error": None,
             "realtime": {"connected": False, "subscribed": []},

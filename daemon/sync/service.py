@@ -321,6 +321,7 @@ class CloudService(LocalSync):
 
     def cloud_status(self) -> dict[str, Any]:
         s = self.session.status
+        sync = self._sync_status({})
         profile, member = self._profile, self._membership
         return {
             "configured": True,
@@ -342,7 +343,8 @@ class CloudService(LocalSync):
             "linked_workspaces": [
                 self.links.link_json(w.link, w) for w in self.driver.syncs.values()
             ],
-            "sync_state": self._sync_status({}).state,
+            "sync_state": sync.state,
+            "clock_ahead": None if sync.clock_ahead is None else dict(sync.clock_ahead),
             "realtime": self.live.status(),
             "secret_backend": s.secret_backend,
             "last_error": s.last_error,
@@ -431,9 +433,12 @@ class CloudService(LocalSync):
         """``status`` (``cloud_status()``, just taken) as its event compares it: the sync
         states it shows are those of ``sync.status``."""
         sync = self._sync_status({}).event_view()
+        ahead = status["clock_ahead"]
         content = {
             **status,
             "sync_state": None,
+            # (ahead_ms moves with every snapshot: as in sync.status's, ``until`` is the news)
+            "clock_ahead": None if ahead is None else ahead["until"],
             "linked_workspaces": [{**w, "state": None} for w in status["linked_workspaces"]],
         }
         return EventView(content, sync.states, exact=sync.exact)

@@ -148,7 +148,9 @@ def add_cloud_methods(table: MethodTable, cloud: CloudFacade) -> None:
             "cloud.status",
             h["cloud.status"],
             (),
-            "Cloud configuration, session, user, organisation, links and sync state.",
+            "Cloud configuration, session, user, organisation, links and sync state"
+            " (`clock_ahead`: null, or `{ahead_ms, until}` while this device's clock runs more"
+            " than the cloud's allowed hour ahead of its wall clock, as in sync.status).",
             _OBJECT,
         ),
         Method(

@@ -91,3 +91,26 @@ async def test_a_change_refused_for_clock_skew_reaches_the_cloud_once_its_time_c
 
     await wait_for(settled, timeout=3000 * MS, message="the refusal settled")
     assert len([r for r in caplog.records if r.getMessage().startswith("sync.clock_ahead ")]) == 1
+
+
+async def test_cloud_status_and_its_event_show_the_clock_ahead(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    """cloud.status says so too, as sync.status does (was: only sync.status showed it)."""
+    a, _, _ = await linked_device(devcloud, make_device, tmp_path)
+    assert a.cloud.cloud_status()["clock_ahead"] is None
+    await a.cloud.stop()
+    await a.store.close()
+    set_clock_ahead(a.data_dir / "syncd.db", 3 * MAX_AHEAD_MS)
+
+    again = await make_device("a")
+    shown = again.cloud.cloud_status()["clock_ahead"]
+    assert shown is not None and shown["ahead_ms"] > 2 * MAX_AHEAD_MS
+    assert shown["until"] == (await again.cloud.sync_status())["clock_ahead"]["until"]
+
+    def published() -> list[dict[str, Any]]:
+        return [e.data for e in again.events if e.topic == "cloud.status"]
+
+    await wait_for(lambda: any(d["clock_ahead"] for d in published()), message="the event")
+    [event, *_] = [d for d in published() if d["clock_ahead"]]
+    assert event["clock_ahead"]["until"] == shown["until"]

@@ -61,6 +61,7 @@ async def test_without_cloud_settings_cloud_calls_answer_32003(
         client = await serve(store, DisabledCloud(store), tmp_path)
         status = await client.call("cloud.status")
         assert status["configured"] is False and status["logged_in"] is False
+        assert "clock_ahead" in status and status["clock_ahead"] is None  # (as sync.status's)
         for method, params in (
             ("cloud.login", {"email": "a@b.c", "password": "x"}),
             ("cloud.logout", None),
