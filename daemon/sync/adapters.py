@@ -265,7 +265,7 @@ def failure_of(exc: BaseException) -> Failure:
         if exc.failure is not None:
             return exc.failure
         if isinstance(exc, AuthRequired):  # logged out meanwhile: only a login helps
-            return Failure(status=401, reauthed=True)
+            return Failure.http(401, body={"code": "session_not_found"})  # (GoTrue's words)
         return Failure.http(502, body={"code": exc.reason})
     return Failure.http(500, body={"code": "local_error"})
 

@@ -47,7 +47,9 @@ Rules:
   grows with every failure until each kind of request that failed has succeeded since: the
   catch-up pull that succeeds before a push that keeps failing does not shorten the push's
   backoff. ``ReAuth``
-  refreshes the session and repeats the request; ``Fatal("auth_required")`` stops everything
+  refreshes the session and repeats the request (refused again right after the refresh, it is
+  retried with backoff as ``token_rejected``: the session stands); ``Fatal("auth_required")``
+  (GoTrue refused the refresh token) stops everything
   until ``start`` is called again after a login (AUTH_REQUIRED); any other ``Fatal`` retries
   slowly, every ``backoff.cap_s``, so a fixed server recovers without a restart. A request
   that fails while offline is simply repeated on reconnect.
@@ -80,7 +82,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final, Literal
 
-from daemon.sync.retry import Backoff, Failure, Fatal, ReAuth, Retry, classify
+from daemon.sync.retry import TOKEN_REJECTED, Backoff, Failure, Fatal, ReAuth, Retry, classify
 
 __all__ = [
     "ApplyRemote",
@@ -477,7 +479,7 @@ class SyncSession:
             return
         decision = classify(failure, now=now)
         if isinstance(decision, ReAuth) and s.refreshed:  # rejected again right after a refresh
-            decision = Fatal("auth_required")
+            decision = Retry(reason=TOKEN_REJECTED)  # (the session stands: GoTrue granted it)
         if isinstance(decision, ReAuth):  # (the request is repeated: a publish's pull waits)
             self.snapshot = replace(s, busy="auth", resume=op)
             self._commands.append(RefreshAuth())

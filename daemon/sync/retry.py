@@ -13,11 +13,14 @@ when no response arrived, a transport error kind (``connect``, ``timeout``, ``re
 - ``ReAuth()`` -- the access token is no longer accepted: refresh the session, then repeat the
   request once. Any 401 (PostgREST: PGRST301 / PGRST303 "JWT expired"; older PostgREST says
   PGRST301 for expiry too, so the status decides, not the code) and GoTrue's 403 ``bad_jwt``.
-  A request that fails that way again right after a refresh (``Failure.reauthed``) is Fatal.
+  A request that fails that way again right after a refresh (``Failure.reauthed``) is
+  ``Retry(reason="token_rejected")``: GoTrue has just granted the session, so it stands; the
+  data API refusing a fresh token (a gateway, keys or clocks out of step with GoTrue's) is
+  retried with backoff, never a logout.
 - ``Fatal("auth_required")`` -- the session is gone for good and the user must log in again:
   refresh refused (``refresh_token_already_used``, ``refresh_token_not_found``,
   ``session_not_found``, ``session_expired``, ``user_not_found``, legacy OAuth
-  ``invalid_grant`` about a refresh token), or a 401 after a fresh refresh.
+  ``invalid_grant`` about a refresh token): only GoTrue says so.
 - ``BadData(reason)`` -- a ``Fatal`` about a value the request carries: a PostgreSQL data
   exception (SQLSTATE class 22, e.g. ``22P05`` "unsupported Unicode escape sequence"), an
   integrity constraint (23) or a program limit (54, "too large": PostgREST answers it 500),
@@ -53,6 +56,7 @@ __all__ = [
     "Fatal",
     "ReAuth",
     "Retry",
+    "TOKEN_REJECTED",
     "TransportKind",
     "classify",
     "parse_retry_after",
@@ -72,6 +76,8 @@ REFRESH_REFUSED: Final = frozenset(
         "user_not_found",
     }
 )
+#: The reason of a request whose token was refused again right after a refresh (``classify``).
+TOKEN_REJECTED: Final = "token_rejected"
 #: A server that asks for longer than this is capped: sync must not stall for days.
 MAX_RETRY_AFTER_S: Final = 3600.0
 _CODE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -192,9 +198,9 @@ def classify(failure: Failure, *, now: float) -> Decision:
     reason = code if code is not None and _CODE.match(code) else f"http_{status}"
     if code in REFRESH_REFUSED or _is_legacy_refresh_refusal(failure):
         return Fatal("auth_required", status)
-    if status == 401 or (status == 403 and code == "bad_jwt"):
-        return Fatal("auth_required", status) if failure.reauthed else ReAuth()
     after = parse_retry_after(failure.headers.get("retry-after"), now=now)
+    if status == 401 or (status == 403 and code == "bad_jwt"):
+        return Retry(after, TOKEN_REJECTED) if failure.reauthed else ReAuth()
     if status == 429:
         return Retry(after, reason)
     if status == 413 or (code is not None and _DATA_SQLSTATE.match(code)):

@@ -201,11 +201,13 @@ def test_failures_become_daemon_errors(
         assert text not in str(error)
 
 
-def test_a_token_rejected_again_after_a_refresh_needs_a_login() -> None:
+def test_a_token_rejected_again_after_a_refresh_is_retried_not_a_logout() -> None:
+    """GoTrue just granted the session: a data API refusing the fresh token (a gateway, keys
+    or clocks out of step) is transient (was: AuthRequired, the user had to log in again)."""
     body = '{"code":"PGRST303","details":null,"hint":null,"message":"JWT expired"}'
     error = error_from_failure(Failure.http(401, {}, body, reauthed=True), operation="x", now=NOW)
-    assert type(error) is AuthRequired and error.reason == "auth_required"
-    assert error.decision == Fatal("auth_required", 401)
+    assert type(error) is CloudUnavailable and error.reason == "token_rejected"
+    assert error.retryable and error.decision == Retry(None, "token_rejected")
 
 
 def test_retry_after_is_carried() -> None:

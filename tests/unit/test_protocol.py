@@ -567,12 +567,19 @@ def test_expired_token_refreshes_and_repeats_the_request_once() -> None:
     s.auth_refreshed(T + 0.1)
     assert actions(s) == [PushBatch(500)]
     s.push_result_received(T + 0.2, expired)  # rejected again right after a refresh
-    assert actions(s) == [] and s.state is AUTH_REQUIRED
-    s.local_changes_committed(T + 1)
-    s.tick(T + 100)
-    assert actions(s) == []  # nothing is sent until a new login
-    s.start(T + 200, cursor="c1", pending=True)
+    # the session stands (GoTrue granted it): retried with backoff, not auth_required
+    (retry,) = actions(s)
+    assert isinstance(retry, ScheduleRetry) and retry.reason == "token_rejected"
+    assert s.state is ERROR and s.snapshot.error == "token_rejected"
+    s.tick(retry.at)
+    assert actions(s) == [PullSince("c1", 1000)]  # a retry pulls first
+    s.pull_page_received(retry.at + 0.1, expired)  # not refreshed again at once
+    (again,) = actions(s)
+    assert isinstance(again, ScheduleRetry) and again.attempt == 2
+    s.tick(again.at)
     assert actions(s) == [PullSince("c1", 1000)]
+    s.pull_page_received(again.at + 0.1, PullPage("c1", has_more=False))
+    assert actions(s) == [PushBatch(500)] and s.snapshot.error is None
 
 
 def test_refresh_refused_or_unreachable() -> None:

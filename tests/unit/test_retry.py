@@ -69,15 +69,16 @@ CASES: list[tuple[str, Failure, Decision]] = [
     ("401 PGRST301 (PostgREST <= 12.2)", postgrest(401, "PGRST301", "JWT expired"), ReAuth()),
     ("401 without body", Failure.http(401, {"WWW-Authenticate": "Bearer"}), ReAuth()),
     ("403 gotrue bad_jwt", gotrue(403, "bad_jwt"), ReAuth()),
+    # refused again right after a refresh: GoTrue granted it, the session stands -> backoff
     (
         "401 again right after a refresh",
         Failure.http(401, {}, {"code": "PGRST303"}, reauthed=True),
-        Fatal("auth_required", 401),
+        Retry(None, "token_rejected"),
     ),
     (
         "403 bad_jwt after a refresh",
         Failure.http(403, V2, {"code": "bad_jwt"}, reauthed=True),
-        Fatal("auth_required", 403),
+        Retry(None, "token_rejected"),
     ),
     # refresh refused -> the user must log in again
     (

@@ -4,9 +4,11 @@
 
     DaemonError
     └─ CloudError(operation, reason, status, failure, decision, retryable)
-       ├─ CloudUnavailable        transient: no answer, 408/429/5xx, concurrent refreshes;
-       │                          try again later (``retry_after_s`` when the server said)
-       ├─ AuthRequired            the session is gone (refresh refused, token rejected twice,
+       ├─ CloudUnavailable        transient: no answer, 408/429/5xx, concurrent refreshes, a
+       │                          token refused again right after its refresh
+       │                          (``token_rejected``); try again later (``retry_after_s``
+       │                          when the server said)
+       ├─ AuthRequired            the session is gone (GoTrue refused the refresh token, or
        │                          logged out): the user must log in again
        ├─ CloudRejected           the cloud refused the request; retrying cannot help
        │                          (``reason``: ``invalid_credentials``, ``23505``, ``http_404``)

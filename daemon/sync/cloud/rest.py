@@ -8,8 +8,10 @@ For the hot path, orjson encodes and decodes a 500-row batch several times faste
 and each batch is one request (the caller batches: at most 500 rows / 1 MiB).
 
 A request whose token is refused (401; ``retry.ReAuth``) gets one session refresh and one
-repeat; a second refusal is ``AuthRequired``. Failures are ``CloudError``s carrying their
-``retry.Failure`` (see errors.py), so the sync driver decides about retries.
+repeat; a second refusal is ``CloudUnavailable`` ``token_rejected`` (retried with backoff: the
+session stands, and that token is not refreshed again before it is due). Failures are
+``CloudError``s carrying their ``retry.Failure`` (see errors.py), so the sync driver decides
+about retries.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ import httpx
 import orjson
 
 from daemon.errors import InvalidInput
-from daemon.sync.cloud.errors import AuthRequired, CloudProtocolError, CloudRejected
+from daemon.sync.cloud.errors import (
+    AuthRequired,
+    CloudProtocolError,
+    CloudRejected,
+    CloudUnavailable,
+)
 from daemon.sync.cloud.http import decode_json
 from daemon.sync.cloud.records import (
     CloudWorkspace,
@@ -40,7 +47,7 @@ from daemon.sync.cloud.records import (
     pull_head,
 )
 from daemon.sync.cloud.session import CloudSession
-from daemon.sync.retry import ReAuth
+from daemon.sync.retry import TOKEN_REJECTED, ReAuth
 
 __all__ = ["MAX_PULL_LIMIT", "CloudApi", "PulledPage"]
 
@@ -252,7 +259,13 @@ class CloudApi:
                 raise
             logger.info("%s.token_rejected: refreshing once", operation)
         token = await self._session.refresh_access_token(token)
-        return await send(bearer=token, reauthed=True)
+        try:
+            return await send(bearer=token, reauthed=True)
+        except CloudUnavailable as exc:
+            if exc.reason == TOKEN_REJECTED:  # the session stands; retried with backoff
+                logger.warning("%s.token_rejected_after_refresh", operation)
+                self._session.token_refused(token)
+            raise
 
     def _user_id(self) -> str:
         user = self._session.status.user

@@ -32,7 +32,10 @@ Holding credentials is being logged in (``status.logged_in``), granted yet or no
 - ``logout`` forgets everything locally first, then tells the server (best effort).
 - ``access_token()`` hands out a token with more than ``expiry_skew_s`` left, refreshing first
   if needed; ``refresh_access_token(rejected)`` is the REST client's repeat after a 401. Both go
-  through one lock, so many callers cause one refresh.
+  through one lock, so many callers cause one refresh. A token the data API refuses right
+  after its grant (``token_refused``: a gateway, PostgREST's keys or clock out of step with
+  GoTrue's) does not end the session: the request is retried with backoff, and the token is
+  refreshed again when due, not at every retry.
 - A generation number, bumped by login and logout, keeps a refresh that was in flight during
   either from installing its (stale) result.
 
@@ -75,7 +78,7 @@ from daemon.sync.cloud.wire import (
     parse_token_response,
     refresh_at,
 )
-from daemon.sync.retry import Backoff, Retry, refresh_refused
+from daemon.sync.retry import TOKEN_REJECTED, Backoff, Retry, refresh_refused
 
 __all__ = ["CloudSession", "SessionStatus", "StatusListener"]
 
@@ -128,6 +131,8 @@ class CloudSession:
         self._last_error: str | None = None
         self._generation = 0
         self._installs = 0  # grants installed so far
+        #: the access token the data API refused right after its grant (``token_refused``)
+        self._refused_token: str | None = None
         self._attempt = 0
         self._retry_at: float | None = None
         self._refresh_lock = asyncio.Lock()
@@ -208,6 +213,7 @@ class CloudSession:
         self._generation += 1
         self._creds, self._auth_required, self._known_user = None, False, None
         self._last_error, self._retry_at, self._attempt = None, None, 0
+        self._refused_token = None
         self._publish()
         self._wake.set()
         try:
@@ -229,8 +235,23 @@ class CloudSession:
 
     async def refresh_access_token(self, rejected: str) -> str:
         """A new access token after the cloud refused ``rejected``; one refresh for any number
-        of callers that saw the same token refused."""
+        of callers that saw the same token refused. A token the cloud refused right after the
+        refresh that granted it (``token_refused``) is not refreshed again before it is due
+        (the refresher does that, at ``refresh_at``): CloudUnavailable ``token_rejected``,
+        which the caller retries with backoff."""
+        if rejected == self._refused_token:
+            raise CloudUnavailable(
+                "auth.refresh", TOKEN_REJECTED, decision=Retry(None, TOKEN_REJECTED)
+            )
         return await self._refresh(seen=rejected)
+
+    def token_refused(self, token: str) -> None:
+        """The data API refused ``token`` right after the refresh that granted it: the session
+        stands (GoTrue granted it, the refresh token works), but refreshing again at once would
+        only rotate the refresh token at every retry of the request."""
+        creds = self._creds
+        if creds is not None and creds.access_token == token:
+            self._refused_token = token
 
     # Refreshing
 
@@ -343,6 +364,7 @@ class CloudSession:
             user=grant.user,
         )
         self._known_user = grant.user
+        self._refused_token = None
         self._auth_required, self._last_error = False, None
         self._attempt, self._retry_at = 0, None
         self._publish()

@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 
 from daemon.errors import InvalidInput
+from daemon.sync.cloud import SecretStore
 from daemon.sync.cloud.errors import AuthRequired
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
 from .conftest import PASSWORD, Device, MakeDevice
+from .transports import TokenRefusal
 
 CloudRows = Callable[..., Awaitable[list[Any]]]
 EMAIL = "ada@example.com"
@@ -408,3 +410,48 @@ async def test_a_folder_whose_link_file_names_another_cloud_workspace_is_not_pub
     (folder / ".cloud-link.json").unlink()  # the way out the message names
     await a.cloud.link(workspace_id=ws["id"])
     assert await count(cloud_rows, "workspaces", ws["id"]) == 1
+
+
+async def test_a_token_refused_right_after_its_refresh_keeps_the_session_and_retries(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    """The data API refuses the access token, and again the one the refresh then granted:
+    GoTrue took the refresh token, so the session stands. The sync fails as a transient error
+    (token_rejected, retried with backoff; that token is not refreshed again at every retry)
+    and recovers by itself (was: auth_required, as if GoTrue had refused the refresh token)."""
+    await devcloud.create_user(EMAIL, PASSWORD, org="Acme")
+    gate = TokenRefusal()
+    a = await make_device("a", gate)
+    await a.cloud.login(EMAIL, PASSWORD)
+    ws = await a.store.workspaces.create(name="notes")
+    await a.cloud.link(workspace_id=ws["id"])
+    assert (await a.cloud.sync_now("push"))["error"] is None
+    stored = SecretStore(a.data_dir, devcloud.url, use_keyring=False).load()
+    assert stored is not None
+
+    gate.refusing = True
+    result = await a.cloud.sync_now("pull")
+    assert result["error"] == "token_rejected"
+    assert gate.refreshes == 1  # the first refusal refreshed the session once
+    session = a.cloud.session.status
+    assert session.logged_in and not session.auth_required
+    assert SecretStore(a.data_dir, devcloud.url, use_keyring=False).load() is not None
+    status = await a.cloud.sync_status()
+    assert status["state"] != "auth_required" and status["last_error"] == "token_rejected"
+
+    seen = gate.refused
+    await wait_for(lambda: gate.refused >= seen + 2, message="the retries with backoff")
+    assert gate.refreshes == 1  # not refreshed again before it is due
+    status = await a.cloud.sync_status()
+    assert status["state"] == "error" and status["workspaces"][0]["retry_at"] is not None
+    assert a.cloud.cloud_status()["auth_required"] is False
+
+    gate.refusing = False  # the data API takes the token again: the retries get through
+
+    async def recovered() -> bool:
+        status = await a.cloud.sync_status()
+        return status["state"] == "idle" and status["last_error"] is None
+
+    await wait_for(recovered, message="the sync to recover without a login")
+    await a.store.conversations.create(workspace_id=ws["id"], name="after")
+    assert (await a.cloud.sync_now("push"))["applied"] == 1

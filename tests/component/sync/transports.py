@@ -57,3 +57,30 @@ class PushGate(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class TokenRefusal(httpx.AsyncBaseTransport):
+    """The real transport; while ``refusing``, the data API (``/rest/v1/``) answers 401 as
+    PostgREST does for a token it does not take (a gateway, its keys or clock out of step with
+    GoTrue's), while GoTrue (``/auth/v1/``) works. ``refused`` counts those answers,
+    ``refreshes`` the refresh grants that GoTrue answered."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.refusing = False
+        self.refused = 0
+        self.refreshes = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.refusing and request.url.path.startswith("/rest/v1/"):
+            self.refused += 1
+            body = {"code": "PGRST303", "details": None, "hint": None, "message": "JWT expired"}
+            headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            return httpx.Response(401, json=body, headers=headers)
+        response = await self.inner.handle_async_request(request)
+        if request.url.params.get("grant_type") == "refresh_token":
+            self.refreshes += 1
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
