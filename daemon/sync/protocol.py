@@ -12,7 +12,8 @@ The driver feeds inputs and then runs what ``commands_to_run()`` returns, in ord
 
 and calls ``tick(now)`` when ``deadline`` passes (the one timer: debounce, periodic pull and
 retry backoff all live in it). Executing ``PullSince`` means: fetch one page after the cursor,
-apply it and its new cursor in one SQLite transaction, then report ``PullPage``. Executing
+apply it and its new cursor in one SQLite transaction, then report ``PullPage`` (or
+``PullTooLarge``: its answer was over the size cap, nothing applied). Executing
 ``PushBatch`` means: push up to ``limit`` outbox entries, settle them (applied / superseded /
 rejected) and report ``PushDone(more)``. Failures are reported as ``retry.Failure``.
 
@@ -37,6 +38,11 @@ Rules:
 - Pull at once on start and on every reconnect (the driver reports every realtime
   (re)subscribe as ``connectivity_changed(online=True)``: realtime is at-most-once, the pull
   closes the gap), page after page while ``has_more``, then every ``pull_interval_s`` (30 s).
+- A page whose answer is over its size cap (``PullTooLarge``: other apps may write big rows)
+  is asked for again at once with half as many rows (the pages after it too: ``page_cap``),
+  down to one row; after GROW_AFTER_PAGES pages in a row succeed the cap doubles, back to
+  the usual sizes. A single row over the cap is a failure (``row_too_large``), retried with
+  backoff like any other: the pull cannot get past it.
 - Realtime changes are applied as they come (``ApplyRemote``); they never move the cursor.
 - Failures go through ``retry.classify``: ``Retry`` waits ``Backoff.delay`` (full jitter,
   honouring Retry-After) and holds every request until then (ERROR; OFFLINE while the cloud
@@ -85,11 +91,14 @@ from typing import Any, Final, Literal
 from daemon.sync.retry import TOKEN_REJECTED, Backoff, Failure, Fatal, ReAuth, Retry, classify
 
 __all__ = [
+    "GROW_AFTER_PAGES",
+    "ROW_TOO_LARGE",
     "ApplyRemote",
     "Command",
     "PublishStatus",
     "PullPage",
     "PullSince",
+    "PullTooLarge",
     "PushBatch",
     "PushDone",
     "RefreshAuth",
@@ -105,6 +114,10 @@ Op = Literal["push", "pull", "auth"]
 #: then resets them, a proxy whose upstream is down); README: offline while it is unreachable.
 UNREACHABLE: Final = frozenset({"connect", "reset"})
 Request = Literal["push", "pull"]
+#: The failure of a pull whose page of one row is over the answer's size cap.
+ROW_TOO_LARGE: Final = "row_too_large"
+#: Pages in a row that succeed at a ``page_cap`` before it doubles.
+GROW_AFTER_PAGES: Final = 4
 
 
 class SyncState(StrEnum):
@@ -130,6 +143,13 @@ class PullPage:
 
 
 @dataclass(frozen=True, slots=True)
+class PullTooLarge:
+    """The answer to a page of ``limit`` rows was over its size cap: nothing was applied."""
+
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class PushDone:
     """A batch was pushed and settled; ``more``: the outbox still holds entries."""
 
@@ -142,8 +162,12 @@ class PushDone:
 
 @dataclass(frozen=True, slots=True)
 class PullSince:
+    """Pull one page of ``limit`` rows after ``cursor``; ``bulk``: the size of the pages after
+    it that a run fetches ahead (None: the driver's own, ``bulk_pull_limit``)."""
+
     cursor: str | None
     limit: int
+    bulk: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +233,8 @@ class Snapshot:
     last_pull_at: float | None = None
     push_started_at: float | None = None  # when the last push request started
     pull_after_push: bool = False  # a publish's first run: the pull waits for the push run
+    page_cap: int | None = None  # the most rows a page asks for, since one was too large
+    page_ok: int = 0  # pages that succeeded in a row at that cap (it grows after a few)
 
     @property
     def state(self) -> SyncState:
@@ -272,6 +298,7 @@ class SyncSession:
         pull_interval_s: float = 30.0,
         push_limit: int = 500,
         pull_limit: int = 1000,
+        bulk_pull_limit: int | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.backoff = backoff or Backoff()
@@ -279,6 +306,9 @@ class SyncSession:
         self.pull_interval_s = pull_interval_s
         self.push_limit = push_limit
         self.pull_limit = pull_limit
+        #: the largest page a pull asks for (the pages after a run's first): a ``page_cap``
+        #: that grew back to it is none
+        self.full_page = max(pull_limit, bulk_pull_limit or pull_limit)
         self._rand = rand
         self.snapshot = Snapshot()
         self._commands: list[Command] = []
@@ -325,6 +355,7 @@ class SyncSession:
             last_pull_at=self.snapshot.last_pull_at,
             push_started_at=self.snapshot.push_started_at,
             pull_after_push=push_first,
+            page_cap=self.snapshot.page_cap,  # (the rows that were too large are still there)
         )
         self._advance(now)
 
@@ -339,19 +370,21 @@ class SyncSession:
         self.snapshot = replace(s, pending=True, push_due=due)
         self._advance(now)
 
-    def pull_page_received(self, now: float, outcome: PullPage | Failure) -> None:
+    def pull_page_received(self, now: float, outcome: PullPage | PullTooLarge | Failure) -> None:
         s = self.snapshot
         if s.busy != "pull":
             if isinstance(outcome, PullPage) and outcome.cursor is not None:
                 self.snapshot = replace(s, cursor=outcome.cursor)  # stale, but applied
             return
-        if isinstance(outcome, Failure):
+        if isinstance(outcome, PullTooLarge):
+            self._too_large(now, outcome.limit)
+        elif isinstance(outcome, Failure):
             self._fail(now, "pull", outcome)
         else:
             due = now if outcome.has_more else now + self.pull_interval_s
             cursor = outcome.cursor if outcome.cursor is not None else s.cursor
             self.snapshot = replace(
-                self._succeeded(s, "pull"),
+                self._grown(self._succeeded(s, "pull")),
                 cursor=cursor,
                 pull_due=due,
                 last_pull_at=s.last_pull_at if outcome.has_more else now,
@@ -472,6 +505,25 @@ class SyncSession:
             refreshed=False,
         )
 
+    def _too_large(self, now: float, limit: int) -> None:
+        """A page of ``limit`` rows was over its size cap: ask again at once for half as many
+        (the pages after it too), or, a single row over the cap, fail (``ROW_TOO_LARGE``)."""
+        s = self.snapshot
+        if limit <= 1:  # (as the driver reports a failure that is no cloud's HTTP answer)
+            self._fail(now, "pull", Failure.http(502, body={"code": ROW_TOO_LARGE}))
+            return
+        cap = max(1, min(limit, s.page_cap or limit) // 2)
+        self.snapshot = replace(s, busy=None, page_cap=cap, page_ok=0, pull_due=now)
+
+    def _grown(self, s: Snapshot) -> Snapshot:
+        """A page succeeded: after GROW_AFTER_PAGES in a row, a ``page_cap`` doubles."""
+        if s.page_cap is None:
+            return s
+        if s.page_ok + 1 < GROW_AFTER_PAGES:
+            return replace(s, page_ok=s.page_ok + 1)
+        cap = s.page_cap * 2
+        return replace(s, page_cap=None if cap >= self.full_page else cap, page_ok=0)
+
     def _fail(self, now: float, op: Request, failure: Failure) -> None:
         s = replace(self.snapshot, busy=None)
         if not s.online:  # the request died with the network; reconnect repeats it
@@ -519,7 +571,11 @@ class SyncSession:
         if start_at is not None and start_at <= now:
             if s.pull_due is not None and s.pull_due <= now:
                 s = replace(s, busy="pull", pull_due=None)
-                self._commands.append(PullSince(s.cursor, self.pull_limit))
+                cap = s.page_cap
+                if cap is None:
+                    self._commands.append(PullSince(s.cursor, self.pull_limit))
+                else:
+                    self._commands.append(PullSince(s.cursor, min(cap, self.pull_limit), cap))
             else:
                 s = replace(s, busy="push", push_due=None, push_started_at=now)
                 self._commands.append(PushBatch(self.push_limit))

@@ -45,7 +45,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -68,6 +68,7 @@ from daemon.sync.cloud import (
     SecretStore,
     SessionStatus,
 )
+from daemon.sync.cloud.http import Bounds
 from daemon.sync.cloud.records import check_uuid
 from daemon.sync.driver import DriverSettings, SyncDriver
 from daemon.sync.links import Linker, checked_folder
@@ -130,12 +131,15 @@ class CloudService(LocalSync):
         publish: Publisher,
         driver_settings: DriverSettings | None = None,
         http_client: httpx.AsyncClient | None = None,
+        http_bounds: Mapping[str, Bounds] | None = None,
         use_keyring: bool = True,
     ) -> None:
         super().__init__(store)
         if settings.url is None or settings.anon_key is None:
             raise CloudNotConfigured()
-        self._http = CloudHttp(settings.url, settings.anon_key, client=http_client)
+        self._http = CloudHttp(
+            settings.url, settings.anon_key, client=http_client, bounds=http_bounds
+        )
         self._secrets = SecretStore(data_dir, settings.url, use_keyring=use_keyring)
         self.session = CloudSession(self._http, self._secrets)
         self.api = CloudApi(self.session)

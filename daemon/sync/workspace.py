@@ -26,7 +26,12 @@ back as the session's input:
                 total; a first sync's beside its first page) told where the pages end,
                 PULL_IN_FLIGHT of them are asked for at once, each from its mark (a first
                 sync's before its first page arrived); at most three pages held (flat
-                memory), dropped on any failure or when the session asks for another cursor
+                memory), dropped on any failure or when the session asks for another cursor.
+                A page whose answer is over its size cap (http.py ``BOUNDS``: rows other
+                apps made big) is asked for again at once with half as many rows, the pages
+                after it too (the session's ``page_cap``, protocol.py), so the pull gets
+                past them; one row over the cap is a failure (``row_too_large``, its
+                workspace named in ``last_error``), retried with backoff
     PushBatch   take_outbox (<= 500 rows, <= 1 MiB) of the workspace, map, sync_push once,
                 settle every row with complete_push (rejected rows are filed; those
                 refused as clock_skew are queued again, whole, once their ``retry_at`` has
@@ -84,15 +89,22 @@ from daemon.sync.adapters import (
     merge_pulled,
     new_rows_as_is,
 )
-from daemon.sync.cloud.errors import CloudError, CloudUnavailable
+from daemon.sync.cloud.errors import (
+    AnswerTooLarge,
+    CloudError,
+    CloudProtocolError,
+    CloudUnavailable,
+)
 from daemon.sync.cloud.records import PullMarks, later_cursor
 from daemon.sync.mapping import local_change
 from daemon.sync.protocol import (
+    ROW_TOO_LARGE,
     ApplyRemote,
     Command,
     PublishStatus,
     PullPage,
     PullSince,
+    PullTooLarge,
     PushBatch,
     PushDone,
     RefreshAuth,
@@ -232,6 +244,16 @@ class _Page:
         return after if has_more and after != self.cursor else None
 
 
+class _OversizedPage(CloudProtocolError):
+    """A ``sync_pull`` page of ``limit`` rows whose answer was over ``max_bytes``
+    (``AnswerTooLarge``); reason ``row_too_large`` for a page of one row."""
+
+    def __init__(self, limit: int, max_bytes: int) -> None:
+        super().__init__("rest.pull", "too_large" if limit > 1 else ROW_TOO_LARGE)
+        self.limit = limit
+        self.max_bytes = max_bytes
+
+
 @dataclass(frozen=True)
 class _Flight:
     """One batch sent, and its ``sync_push`` request (answered or still in flight)."""
@@ -279,6 +301,7 @@ class WorkspaceSync:
             pull_interval_s=settings.pull_interval_s,
             push_limit=settings.push_limit,
             pull_limit=settings.pull_limit,
+            bulk_pull_limit=settings.bulk_pull_limit,
             rand=rand,
         )
         self._store = store
@@ -296,6 +319,10 @@ class WorkspaceSync:
         self._progress: dict[str, int] | None = None
         self._remaining: int | None = None
         self._marking: asyncio.Task[None] | None = None
+        #: The size of the pages after the first of the pull under way (``PullSince.bulk``).
+        self._run_bulk = settings.bulk_pull_limit
+        #: The size cap of a pull page's answer, once one row was over it (``status``).
+        self._row_over: int | None = None
         #: The next pages, fetched while the current one is applied.
         self._ahead: PageFetcher[_Page] | None = None
         #: Push batches sent and not yet settled, oldest first (at most PUSH_IN_FLIGHT).
@@ -323,11 +350,18 @@ class WorkspaceSync:
         counts = self.counts.as_dict()
         if self.held is not None:  # no requests until the driver starts it again
             return WorkspaceStatus(self.workspace_id, "error", s.pending, self.held, counts=counts)
+        error = s.error
+        if error == ROW_TOO_LARGE:
+            error = (
+                f"{ROW_TOO_LARGE}: one row of workspace {self.workspace_id} is over the size cap"
+                f" of a pull page ({self._row_over} bytes): the pull cannot get past it and is"
+                " retried with backoff"
+            )
         return WorkspaceStatus(
             self.workspace_id,
             s.state.value,
             s.pending,
-            s.error,
+            error,
             s.retry_at,
             s.last_pull_at,
             self.last_push_at,
@@ -492,11 +526,12 @@ class WorkspaceSync:
             logger.debug("sync.realtime_ignored ws=%s", self.workspace_id)
 
     async def _pull(self, command: PullSince) -> None:
-        bulk_limit = self._bulk_limit(command.limit)
+        bulk_limit = command.bulk or self._bulk_limit(command.limit)
+        self._run_bulk = bulk_limit
         if command.cursor is None:
             # A first sync (nothing pulled yet): its marks are asked beside its first page, so
             # the pages after that page are asked for as soon as they come (_mark).
-            self._ask_marks(None, command.limit, from_start=True)
+            self._ask_marks(None, command.limit, from_start=bulk_limit)
         try:
             fetched = await self._fetch(command.cursor, command.limit, bulk_limit)
             answer = fetched.answer
@@ -531,8 +566,7 @@ class WorkspaceSync:
                     as_is=NEW_ROWS_AS_IS,
                 )
         except Exception as exc:
-            self._request_failed("pull", exc)
-            self.session.pull_page_received(self._clock(), failure_of(exc))
+            self._pull_failed(exc)
             return
         if outcome is not None:
             self.counts.pulled += outcome.applied
@@ -545,6 +579,27 @@ class WorkspaceSync:
             # (pages are asked for ahead, some at once: the run's last step is this page's
             # request, whatever was asked after it)
             self._run_finished("pull", fetched.step)
+
+    def _pull_failed(self, exc: Exception) -> None:
+        """A pull failed. A page over the answer's size cap is asked for again at once with
+        fewer rows (the session halves them: ``PullTooLarge``), the run going on; a single
+        row over it, as any other failure, ends the run (retried with backoff)."""
+        if isinstance(exc, _OversizedPage):
+            if exc.limit > 1:
+                logger.info(
+                    "sync.pull_page_too_large ws=%s rows=%d max_bytes=%d: asking for fewer",
+                    self.workspace_id, exc.limit, exc.max_bytes,
+                )  # fmt: skip
+                self._drop_ahead()  # (its pages are of the size that was too large)
+                if self._progress is None:  # no page yet: the marks are asked again, of
+                    self._end_progress()  # the pages of the new size
+            else:
+                self._row_over = exc.max_bytes
+                self._request_failed("pull", exc)
+            self.session.pull_page_received(self._clock(), PullTooLarge(exc.limit))
+            return
+        self._request_failed("pull", exc)
+        self.session.pull_page_received(self._clock(), failure_of(exc))
 
     def _bulk_limit(self, limit: int) -> int:
         """The size of the pages after a run's first page of ``limit`` rows."""
@@ -564,9 +619,12 @@ class WorkspaceSync:
 
     async def _page(self, cursor: str | None, limit: int) -> _Page:
         step = self._begin("pull")  # (a page fetched ahead too: see _run_finished)
-        answer = await self._api.pull_page(
-            cursor=cursor, limit=limit, workspace_id=self.workspace_id
-        )
+        try:
+            answer = await self._api.pull_page(
+                cursor=cursor, limit=limit, workspace_id=self.workspace_id
+            )
+        except AnswerTooLarge as exc:
+            raise _OversizedPage(limit, exc.max_bytes) from exc
         return _Page(cursor, answer, step)
 
     def _fetch_ahead(self, cursor: str | None, limit: int) -> None:
@@ -787,7 +845,7 @@ class WorkspaceSync:
         self._progress["pages"] += 1
         self._on_change()
 
-    def _ask_marks(self, cursor: str | None, step: int, *, from_start: bool = False) -> None:
+    def _ask_marks(self, cursor: str | None, step: int, *, from_start: int = 0) -> None:
         """Ask ``sync_pull_marks`` (``_mark``), once a run."""
         if self._marking is None:
             self._marking = asyncio.create_task(
@@ -795,7 +853,7 @@ class WorkspaceSync:
                 name=f"sync-pull-marks-{self.workspace_id}",
             )
 
-    async def _mark(self, cursor: str | None, step: int, *, from_start: bool = False) -> None:
+    async def _mark(self, cursor: str | None, step: int, *, from_start: int = 0) -> None:
         """The rows after a run's first page (which ended at ``cursor``), for its total; and
         where the pages of ``step`` rows after it end, for the fetcher to ask for them at
         once (``sync_pull_marks``, answered while the pages go on). Without an answer (an
@@ -805,10 +863,12 @@ class WorkspaceSync:
         each is logged here.)
 
         ``from_start``: asked beside a first sync's first page, of ``step`` rows from
-        ``cursor`` (None). The marks are then read from the row that page ends at: the fetcher
-        starts there (before that page arrived, if it has not) with the pages from the marks
-        after it. If the page ends elsewhere (rows changed between the two answers) the pull
-        goes on from where it did end, one page after another (``_fetch_ahead``)."""
+        ``cursor`` (None), the pages after it being of ``from_start`` rows. The marks are then
+        read from the row that page ends at: the fetcher starts there (before that page
+        arrived, if it has not; not if the pages have shrunk since: ``_pull_failed``) with the
+        pages from the marks after it. If the page ends elsewhere (rows changed between the
+        two answers) the pull goes on from where it did end, one page after another
+        (``_fetch_ahead``)."""
         try:
             marks = await self._api.pull_marks(
                 cursor=cursor, step=step, workspace_id=self.workspace_id
@@ -821,14 +881,14 @@ class WorkspaceSync:
             logger.exception("sync.marks_failed ws=%s", self.workspace_id)
             return
         if from_start:
-            bulk = self._bulk_limit(step)
+            bulk = from_start
             seen = marks.seen_from(step, step, bulk)
             if seen is None:  # (no row after the first page, or pages that do not line up)
                 self._remaining = max(0, marks.count - step)
                 self._on_change()
                 return
             (cursor, marks), step = seen, bulk
-            if self._ahead is None and marks.count:
+            if self._ahead is None and marks.count and bulk == self._run_bulk:
                 self._start_fetcher(cursor, step)
         self._remaining = marks.count
         if self._ahead is not None:

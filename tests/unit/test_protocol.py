@@ -7,11 +7,13 @@ from collections.abc import Callable
 import pytest
 
 from daemon.sync.protocol import (
+    GROW_AFTER_PAGES,
     ApplyRemote,
     Command,
     PublishStatus,
     PullPage,
     PullSince,
+    PullTooLarge,
     PushBatch,
     PushDone,
     RefreshAuth,
@@ -674,3 +676,58 @@ def test_stopping_ends_what_a_failure_left() -> None:
     assert s.state is OFFLINE and s.deadline is None and actions(s) == []
     s.tick(T + 60)
     assert actions(s) == []  # nothing until start
+
+
+# A page over the answer's size cap ------------------------------------------------------------
+
+
+def test_a_page_over_the_size_cap_is_asked_again_with_half_the_rows_then_grows_back() -> None:
+    s = SyncSession(rand=lambda: 0.5, pull_limit=1000, bulk_pull_limit=4000)
+    s.start(NOW, cursor="c0")
+    assert actions(s) == [PullSince("c0", 1000)]
+    s.pull_page_received(NOW, PullTooLarge(1000))
+    # at once, no backoff, no error: the pages after it are asked for that size too
+    assert actions(s) == [PullSince("c0", 500, 500)]
+    assert s.snapshot.error is None and s.snapshot.retry_at is None and s.state is CONNECTING
+    s.pull_page_received(NOW, PullTooLarge(500))
+    assert actions(s) == [PullSince("c0", 250, 250)]
+    for n in range(GROW_AFTER_PAGES):  # pages that fit: after a few in a row, it doubles
+        s.pull_page_received(NOW + n, PullPage(f"c{n + 1}", has_more=True))
+        limit = 250 if n + 1 < GROW_AFTER_PAGES else 500
+        assert actions(s) == [PullSince(f"c{n + 1}", limit, limit)]
+    s.pull_page_received(NOW + 5, PullTooLarge(500))  # too large again: halved again
+    assert actions(s) == [PullSince(f"c{GROW_AFTER_PAGES}", 250, 250)]
+    # back to the usual sizes: 250 -> 500 -> 1000 (first page), 2000 (pages after) -> 4000
+    cursor, at = "c9", NOW + 10
+    for cap in (500, 1000, 2000, 4000):
+        for _ in range(GROW_AFTER_PAGES):
+            s.pull_page_received(at, PullPage(cursor, has_more=True))
+            at += 1
+            (pull,) = actions(s)
+        assert isinstance(pull, PullSince)
+        assert (pull.limit, pull.bulk) == ((1000, None) if cap == 4000 else (min(cap, 1000), cap))
+    assert s.snapshot.page_cap is None
+
+
+def test_a_single_row_over_the_size_cap_fails_with_backoff_and_says_so() -> None:
+    s = new_session()
+    s.start(NOW, cursor="c0")
+    s.commands_to_run()
+    for limit in (1000, 500, 250, 125, 62, 31, 15, 7, 3):
+        s.pull_page_received(NOW, PullTooLarge(limit))
+        (pull,) = actions(s)
+        assert isinstance(pull, PullSince) and pull.limit == max(1, limit // 2)
+    s.pull_page_received(NOW, PullTooLarge(1))  # one row, and still too large
+    (retry,) = actions(s)
+    assert retry == ScheduleRetry(retry.at, 1, "row_too_large") and retry.at > NOW
+    assert s.state is ERROR and s.snapshot.error == "row_too_large"
+    s.tick(retry.at)
+    assert actions(s) == [PullSince("c0", 1, 1)]  # it keeps trying, one row at a time
+    s.pull_page_received(retry.at, PullTooLarge(1))
+    (again,) = actions(s)
+    assert isinstance(again, ScheduleRetry) and again.attempt == 2  # the backoff grows
+    # a restart (a login) keeps the smaller pages: the row is still there
+    s.start(again.at, cursor="c0")
+    assert actions(s) == [PullSince("c0", 1, 1)]
+    s.pull_page_received(again.at, PullPage("c1", has_more=False))  # the row was made smaller
+    assert s.snapshot.error is None and s.state is IDLE

@@ -15,6 +15,7 @@ Modules: ``session`` (CloudSession), ``secrets`` (SecretStore), ``rest`` (CloudA
 """
 
 from daemon.sync.cloud.errors import (
+    AnswerTooLarge,
     AuthRequired,
     CloudError,
     CloudProtocolError,
@@ -31,6 +32,7 @@ from daemon.sync.cloud.status import SecretBackend, SessionStatus, StatusListene
 from daemon.sync.cloud.wire import CloudUser, TokenGrant, refresh_at
 
 __all__ = [
+    "AnswerTooLarge",
     "AuthRequired",
     "CloudApi",
     "CloudError",

@@ -13,6 +13,7 @@
        ├─ CloudRejected           the cloud refused the request; retrying cannot help
        │                          (``reason``: ``invalid_credentials``, ``23505``, ``http_404``)
        ├─ CloudProtocolError      the cloud answered, but not with what the protocol says
+       │  └─ AnswerTooLarge       ... more than the request's bound allows (``max_bytes``)
        └─ SecretStoreError        the refresh token could not be read, stored or deleted
 
 Every error built from an HTTP answer carries that answer as ``failure`` (a ``retry.Failure``)
@@ -29,6 +30,7 @@ from daemon.errors import DaemonError
 from daemon.sync.retry import Decision, Failure, Fatal, ReAuth, Retry, classify
 
 __all__ = [
+    "AnswerTooLarge",
     "AuthRequired",
     "CloudError",
     "CloudProtocolError",
@@ -96,6 +98,15 @@ class CloudProtocolError(CloudError):
     """The cloud answered with something the protocol does not allow (e.g. HTML for JSON)."""
 
     retryable = True  # usually a proxy in the way; the next attempt may get through
+
+
+class AnswerTooLarge(CloudProtocolError):
+    """The answer was given up past ``max_bytes`` (``too_large``): nothing of it was read
+    further. A pull asks for fewer rows after it (daemon/sync/workspace.py)."""
+
+    def __init__(self, operation: str, max_bytes: int, reason: str = "too_large") -> None:
+        super().__init__(operation, reason)
+        self.max_bytes = max_bytes
 
 
 class SecretStoreError(CloudError):

@@ -10,9 +10,10 @@ Each request is bounded as a whole (``Bounds``, by operation: ``BOUNDS``), not o
 httpx's timeouts are per network operation, so an answer trickling in a byte every 10 s never
 tripped them and wedged sync until a restart. Past its ``deadline_s`` a request fails as a
 ``timeout`` (a network failure: retried with backoff). Its answer is read as a stream and
-given up past ``max_bytes`` (``too_large``, an unexpected answer: nothing applied, retried
-with backoff), so a cloud answering gigabytes cannot exhaust the daemon's memory; an error
-answer's body is read up to ``ERROR_BODY_BYTES`` only (past that its status alone decides).
+given up past ``max_bytes`` (``too_large``, ``AnswerTooLarge``: nothing applied; a pull
+page over it is asked for again with fewer rows, anything else retried with backoff), so a
+cloud answering gigabytes cannot exhaust the daemon's memory; an error answer's body is read
+up to ``ERROR_BODY_BYTES`` only (past that its status alone decides).
 
 ``send`` returns a 2xx response or raises a ``CloudError`` built by ``error_from_failure``:
 the failure (status, headers, decoded error JSON, or the transport error kind) rides along so
@@ -39,7 +40,12 @@ import httpx
 import orjson
 
 from daemon.config import Secret
-from daemon.sync.cloud.errors import CloudError, CloudProtocolError, error_from_failure
+from daemon.sync.cloud.errors import (
+    AnswerTooLarge,
+    CloudError,
+    CloudProtocolError,
+    error_from_failure,
+)
 from daemon.sync.cloud.wire import normalize_cloud_url
 from daemon.sync.retry import Failure, TransportKind
 
@@ -183,7 +189,7 @@ class CloudHttp:
             raise CloudProtocolError(operation, "not_decodable") from exc
         if response is None:
             logger.debug("%s.failed reason=too_large max_bytes=%d", operation, bounds.max_bytes)
-            raise CloudProtocolError(operation, "too_large")
+            raise AnswerTooLarge(operation, bounds.max_bytes)
         if response.is_success:
             return response
         failure = Failure.http(

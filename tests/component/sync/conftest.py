@@ -5,7 +5,7 @@ keyring. ``cloud_rows(sql, *args)`` reads the cloud's tables directly (asyncpg).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from daemon.config import CloudSettings, Secret, StoreSettings
 from daemon.errors import NotFound
 from daemon.events import ChangeEvent
 from daemon.store import Store
+from daemon.sync.cloud.http import Bounds
 from daemon.sync.driver import DriverSettings
 from daemon.sync.retry import Backoff
 from daemon.sync.service import CloudService, store_publisher
@@ -65,10 +66,13 @@ async def make_device(devcloud: RunningDevcloud, tmp_path: Path) -> AsyncIterato
     async with contextlib.AsyncExitStack() as stack:
 
         async def make(
-            name: str = "a", transport: httpx.AsyncBaseTransport | None = None, **driver: Any
+            name: str = "a",
+            transport: httpx.AsyncBaseTransport | None = None,
+            bounds: Mapping[str, Bounds] | None = None,
+            **driver: Any,
         ) -> Device:
             """A device; with ``transport`` its cloud requests go through it (e.g. a test's
-            gate that holds or refuses them)."""
+            gate that holds or refuses them); ``bounds``: its requests' (http.py BOUNDS)."""
             data_dir = tmp_path / name
             http = None
             if transport is not None:
@@ -84,6 +88,7 @@ async def make_device(devcloud: RunningDevcloud, tmp_path: Path) -> AsyncIterato
                 publish=store_publisher(store),
                 driver_settings=settings,
                 http_client=http,
+                http_bounds=bounds,
                 use_keyring=False,
             )
             device = Device(store, cloud, data_dir)
