@@ -4,7 +4,14 @@ A link is the store's ``cloud_links`` row (restored at start): only linked works
 ``publish`` links a local workspace: it first creates the cloud workspace with the same id
 through ``sync_push`` carrying the LOCAL clocks (a plain REST insert would stamp every column
 with a newer cloud clock, and those would then win over the local values on the first pull),
-then the store queues the workspace's whole history for the driver. ``clone`` links a cloud
+then the store queues the workspace's whole history for the driver. A workspace whose clock
+the cloud refuses (``clock_skew``: more than an hour ahead of the cloud's, this device's wall
+clock having run fast) is linked all the same, as the user asked: the refusal clears by
+itself, and a push refused so is not refused for good (store/sync_skew.py). The queued
+history goes out as any push: the workspace row is refused again and filed with its
+``retry_at``, the rows under it refused for the missing workspace (or for their own clocks),
+and once the retry's time has come the workspace is sent again, whole, followed by the rows
+refused under it (sync_outbox.py ``requeue_children``). ``clone`` links a cloud
 workspace into a folder, created if it does not exist yet (as ``git clone`` does: once the
 cloud workspace is found, so a refused clone leaves no folder behind); the driver's first pull
 fills it, and the folder then becomes the workspace's local-only ``path`` (``place``: the
@@ -243,8 +250,15 @@ class Linker:
         )  # fmt: skip
         assert change is not None  # a workspace always has a name
         [result] = await self._api.push([change])
-        if result.get("status") == "rejected":
-            raise CloudRejected("cloud.link", str(result.get("reason") or "rejected"))
+        reason = result.get("reason")
+        if result.get("status") == "rejected" and reason != "clock_skew":
+            raise CloudRejected("cloud.link", str(reason or "rejected"))
+        if reason == "clock_skew":  # (not for good: see the module docstring)
+            logger.warning(
+                "cloud.link_clock_skew workspace_id=%s: the cloud refuses its clock for now;"
+                " linked, it is published once the cloud's clock has caught up",
+                row["id"],
+            )
         link = await self._store.sync.link(workspace_id=row["id"], org_id=org_id, path=path)
         await self._created(link, str(row["name"]))
         return link

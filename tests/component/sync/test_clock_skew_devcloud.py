@@ -6,6 +6,7 @@ cloud's allowed lead, by a few seconds."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -18,8 +19,8 @@ from daemon.hlc import MAX_AHEAD_MS, encode
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
-from .conftest import MakeDevice
-from .test_driver_devcloud import count, linked_device
+from .conftest import PASSWORD, MakeDevice
+from .test_driver_devcloud import EMAIL, count, linked_device
 
 CloudRows = Callable[..., Awaitable[list[Any]]]
 #: How far past the cloud's allowed lead the stored clock is set: the restart and the first
@@ -114,3 +115,57 @@ async def test_cloud_status_and_its_event_show_the_clock_ahead(
     await wait_for(lambda: any(d["clock_ahead"] for d in published()), message="the event")
     [event, *_] = [d for d in published() if d["clock_ahead"]]
     assert event["clock_ahead"]["until"] == shown["until"]
+
+
+async def test_a_workspace_published_while_the_clock_is_ahead_reaches_the_cloud_later(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path, cloud_rows: CloudRows
+) -> None:
+    """``syncd link`` of a workspace whose clock the cloud refuses (clock_skew) links it (was:
+    the link failed with clock_skew): its rows are refused (for their clocks, or for the
+    workspace the cloud does not have yet), filed, and reach the cloud by themselves once the
+    cloud's clock has caught up, the workspace first, as any push refused so."""
+    await devcloud.create_user(EMAIL, PASSWORD, org="Acme")
+    first = await make_device("a")
+    await first.cloud.login(EMAIL, PASSWORD)
+    folder = tmp_path / "ws-a"
+    folder.mkdir()
+    ws = await first.store.workspaces.create(name="notes", path=str(folder))
+    old = await first.store.conversations.create(workspace_id=ws["id"], name="before")
+    await first.cloud.stop()
+    await first.store.close()
+    set_clock_ahead(first.data_dir / "syncd.db", MAX_AHEAD_MS + PAST_LEAD_MS)
+
+    a = await make_device("a")  # its clock ahead
+    await wait_for(lambda: a.cloud.session.status.logged_in, message="the restored login")
+    ws = await a.store.workspaces.update(ws["id"], name="ahead")
+    conv = await a.store.conversations.create(workspace_id=ws["id"], name="chat")
+    message = await a.store.messages.create(conversation_id=conv["id"], role="user", content="m")
+    link = await a.cloud.link(workspace_id=ws["id"])
+    assert link["workspace_id"] == ws["id"] and link["path"] == str(folder)
+    assert json.loads((folder / ".cloud-link.json").read_text())["cloudWorkspaceId"] == ws["id"]
+
+    async def refused() -> dict[str, str | None]:
+        return {r["row_id"]: r["retry_at"] for r in (await a.cloud.rejected()).items}
+
+    async def all_refused() -> bool:
+        return {ws["id"], old["id"], conv["id"], message["id"]} <= set(await refused())
+
+    await wait_for(all_refused, timeout=3000 * MS, message="the refusals")
+    assert (await refused())[ws["id"]] is not None  # (clock_skew: retried at its time)
+    assert await count(cloud_rows, "workspaces", ws["id"]) == 0
+
+    # No request: the workspace, then the rows refused under it, go once the time has come.
+    async def in_cloud() -> bool:
+        rows = (("workspaces", ws), ("conversations", old), ("conversations", conv))
+        rows += (("messages", message),)
+        return all([await count(cloud_rows, table, row["id"]) for table, row in rows])
+
+    await wait_for(in_cloud, timeout=(PAST_LEAD_MS + 10_000) * MS, message="its rows in the cloud")
+    [cloud_ws] = await cloud_rows("SELECT name, hlc FROM public.workspaces WHERE id = $1", ws["id"])
+    assert (cloud_ws["name"], cloud_ws["hlc"]) == ("ahead", ws["hlc"])
+
+    async def settled() -> bool:
+        status = await a.cloud.sync_status()
+        return status["rejected"] == 0 and status["outbox"] == 0
+
+    await wait_for(settled, timeout=5000 * MS, message="every refusal settled")
