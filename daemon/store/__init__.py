@@ -99,6 +99,8 @@ class Store:
             _create_private(path)
         except OSError as exc:
             raise StoreError(f"cannot create {path}: {exc}") from exc
+        if path.is_dir():  # SQLite would only say "unable to open database file"
+            raise StoreError(f"cannot open {path}: it is a directory, not a database file")
         refuse_read_only(path)
         writer_conn = await connect(path, settings, prepare=_prepare)
         try:
