@@ -67,7 +67,17 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exc"] = redact(self.formatException(record.exc_info))
-        return orjson.dumps(entry).decode()
+        try:
+            return orjson.dumps(entry).decode()
+        except TypeError:  # a lone surrogate: a path that is not UTF-8 (b"/x\xff" is "/x\udcff")
+            return orjson.dumps({k: _utf8(v) for k, v in entry.items()}).decode()
+
+
+def _utf8(value: Any) -> Any:
+    """``value`` with what UTF-8 cannot encode (lone surrogates) written as ``\\udcff``."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):

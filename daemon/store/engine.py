@@ -38,7 +38,7 @@ from daemon.config import StoreSettings
 from daemon.errors import DaemonError, ShuttingDown, StoreError
 from daemon.events import ChangeEvent
 from daemon.store.checkpoint import Checkpointer
-from daemon.store.failures import read_failure, store_failure
+from daemon.store.failures import database_file, read_failure, store_failure
 from daemon.store.txn import BatchOutcome, WriteContext, WriteOp
 
 logger = logging.getLogger(__name__)
@@ -351,14 +351,15 @@ class Writer:
             raw.execute("PRAGMA temp_store = MEMORY")
         except sqlite3.Error as exc:  # statement journals spill to files, as by default
             logger.warning("store.temp_store.unchanged error=%s", exc)
+        path = database_file(raw)
+        if not path:  # an in-memory database: nothing to checkpoint
+            return
         try:
             raw.execute(f"PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES}")
-            path = str(raw.execute("PRAGMA database_list").fetchone()[2])
         except sqlite3.Error as exc:  # keep SQLite's own checkpoints
             logger.warning("store.checkpointer.unavailable error=%s", exc)
             return
-        if path:
-            self.checkpointer = Checkpointer(path)
+        self.checkpointer = Checkpointer(path)
 
     def _run_inline(self, op: WriteOp, future: asyncio.Future[Any]) -> bool:
         """Run a lone write now as its own transaction; ``False`` if it must go to the thread:

@@ -260,6 +260,31 @@ def test_data_dir_and_files_are_private(tmp_path: Path, running: list[Running]) 
         assert daemon.stop()[0] == 0
 
 
+def test_a_data_dir_that_is_not_utf8_logs_every_line(
+    tmp_path: Path, running: list[Running]
+) -> None:
+    """Bytes that are not UTF-8 in the data dir's path (b"\\xff"): it works as any other, its
+    log lines reach the file (the byte escaped) and the checkpointer runs; lines naming the
+    path used to be dropped with a "Logging error" traceback, and the checkpointer was off."""
+    data_dir = tmp_path / os.fsdecode(b"data\xff")
+    daemon = start(running, data_dir)
+    daemon.wait_ready()
+    out = syncd("call", "--data-dir", str(data_dir), "workspace.create", '{"name": "w"}')
+    assert out.returncode == 0, out.stderr
+    assert daemon.stop()[0] == 0
+    stderr = daemon.log.read_text(errors="backslashreplace")
+    assert "Logging error" not in stderr and "Traceback" not in stderr, stderr
+    entries = [
+        json.loads(line) for line in (data_dir / "logs" / "syncd.log").read_text().splitlines()
+    ]
+    messages = [e["msg"] for e in entries]
+    escaped = str(tmp_path / "data\\udcff")
+    assert f"store.opened path={escaped}/syncd.db" in " ".join(messages)
+    assert any(m.startswith("daemon.started") and escaped in m for m in messages), messages
+    assert not [m for m in messages if "unavailable" in m], messages
+    assert messages[-1].startswith("daemon.stopped")
+
+
 def test_newer_database_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "syncd.db")
     conn.execute("PRAGMA user_version = 999")

@@ -93,3 +93,26 @@ def test_log_files_are_private_rotation_included(tmp_path: Path) -> None:
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["x.log", "x.log.1", "x.log.2"]
     assert {stat.S_IMODE((tmp_path / n).stat().st_mode) for n in names} == {0o600}
+
+
+def test_a_path_that_is_not_utf8_is_logged_not_dropped(tmp_path: Path) -> None:
+    """A data dir named with bytes that are not UTF-8 (b"/x\\xff" is "/x\\udcff" in Python):
+    its lines reach the file, the byte escaped; they used to fail orjson and be dropped."""
+    path = Path(os.fsdecode(b"/data\xff/syncd.db"))
+    record = logging.LogRecord(
+        "t", logging.INFO, __file__, 1, "store.opened path=%s", (path,), None
+    )
+    assert (
+        orjson.loads(JsonFormatter().format(record))["msg"]
+        == "store.opened path=/data\\udcff/syncd.db"
+    )
+    handler = PrivateRotatingFileHandler(tmp_path / "x.log", maxBytes=1 << 20, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    try:
+        handler.emit(record)
+    finally:
+        handler.close()
+    lines = (tmp_path / "x.log").read_text(encoding="utf-8").splitlines()
+    assert [orjson.loads(line)["msg"] for line in lines] == [
+        "store.opened path=/data\\udcff/syncd.db"
+    ]

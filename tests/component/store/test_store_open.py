@@ -3,6 +3,8 @@ connection thread left behind to print "Event loop is closed" once the loop is g
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from daemon.config import StoreSettings
 from daemon.errors import StoreError
 from daemon.store import Store, engine
+from tests.helpers import wait_for
 
 
 def _connection_threads() -> set[threading.Thread]:
@@ -39,3 +42,30 @@ async def test_a_database_path_that_is_a_directory_is_said(tmp_path: Path) -> No
 
     assert str(caught.value) == f"cannot open {path}: it is a directory, not a database file"
     assert list(path.iterdir()) == []
+
+
+async def test_a_data_dir_that_is_not_utf8_keeps_its_background_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A path of bytes that are not UTF-8 (b"/x\\xff": "/x\\udcff" in Python) is SQLite's
+    file name all the same: the checkpointer opens the same file (it used to find no path:
+    ``PRAGMA database_list`` cannot answer it as text)."""
+    monkeypatch.setattr(engine, "CHECKPOINT_EVERY", 8)
+    data_dir = tmp_path / os.fsdecode(b"data\xff")
+    path = data_dir / "syncd.db"
+    store = await Store.open(path, StoreSettings())
+    try:
+        checkpointer = store._writer.checkpointer
+        assert checkpointer is not None
+        ws = await store.workspaces.create(name="w")
+        for i in range(20):
+            await store.workspaces.update(ws["id"], name=f"w{i}")
+        await wait_for(lambda: checkpointer.checkpoints >= 1, message="a background checkpoint")
+    finally:
+        await store.close()
+    assert os.listdir(os.fsencode(tmp_path)) == [b"data\xff"]
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT name FROM workspaces").fetchall() == [("w19",)]
+    finally:
+        conn.close()
