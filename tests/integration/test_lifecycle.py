@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import sqlite3
@@ -283,6 +284,59 @@ def test_a_data_dir_that_is_not_utf8_logs_every_line(
     assert any(m.startswith("daemon.started") and escaped in m for m in messages), messages
     assert not [m for m in messages if "unavailable" in m], messages
     assert messages[-1].startswith("daemon.stopped")
+
+
+def test_a_log_file_that_stops_taking_writes_costs_one_line_on_stderr(tmp_path: Path) -> None:
+    """Mid-run, the log file cannot grow (its size limit is set to its size: every write
+    fails, EFBIG, as on a full disk): stderr says so once, not a "--- Logging error ---"
+    traceback per line; once it can grow again, the log says how many lines were dropped.
+    (The daemon's stderr is a pipe here: the limit does not apply to it.)"""
+    data_dir = tmp_path / "data"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "run", "--data-dir", str(data_dir), "--port", "0"],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_sync(
+            lambda: proc.poll() is not None or _seq(data_dir) >= 2,  # (the limit is the
+            timeout=30_000 * MS,  # process's: the store must be done with its start's writes)
+            message="the start's cloud and sync status events",
+        )
+        log = data_dir / "logs" / "syncd.log"
+        soft, hard = resource.prlimit(proc.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (log.stat().st_size, hard))
+        for _ in range(3):  # each logs its connection's lines
+            assert syncd("call", "--data-dir", str(data_dir), "daemon.ping").returncode == 0
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
+        assert syncd("call", "--data-dir", str(data_dir), "daemon.ping").returncode == 0
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert "Logging error" not in stderr and "Traceback" not in stderr, stderr
+    said = [line for line in stderr.splitlines() if line.startswith("syncd: logging to")]
+    assert said == [
+        f"syncd: logging to {log} failed: File too large; log lines are dropped until it can"
+        " be written again",
+        f"syncd: logging to {log} works again",
+    ]
+    messages = [json.loads(line)["msg"] for line in log.read_text().splitlines()]
+    dropped = [m for m in messages if m.startswith("log.lines_dropped")]
+    assert len(dropped) == 1 and int(dropped[0].split()[1].removeprefix("count=")) >= 3
+    assert messages[-1].startswith("daemon.stopped")
+
+
+def _seq(data_dir: Path) -> int:
+    """The running daemon's last seq (-1 while it does not answer yet)."""
+    out = syncd("call", "--data-dir", str(data_dir), "daemon.status")
+    return int(json.loads(out.stdout)["seq"]) if out.returncode == 0 else -1
 
 
 def test_newer_database_is_refused_with_a_clear_message(tmp_path: Path) -> None:
