@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
 from daemon.config import FILE_MODE, Settings, make_private_dir
-from daemon.errors import AlreadyRunning, ConfigError, DaemonError
+from daemon.errors import AlreadyRunning, ConfigError, DaemonError, FileFailed
 from daemon.store import Store
 from daemon.watch import WATCH_EVERY_S, FileWatch
 from ui_bridge.discovery import LOCK_FILE
@@ -69,8 +69,12 @@ class DataDirLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a full disk: the error names no file
+            os.close(fd)
+            raise FileFailed.from_os_error(exc, "write", path) from exc
         return cls(fd, path)
 
     def release(self) -> None:
@@ -123,9 +127,12 @@ class Daemon:
             )
             self._watch = asyncio.create_task(self._watch_files(files), name="watch")
         except BaseException as exc:
-            if isinstance(exc, DaemonError):  # (a daemon started at login has no terminal)
-                logger.error("daemon.start.failed %s", exc)
+            error = _start_failure(exc)
+            if error is not None:  # (a daemon started at login has no terminal)
+                logger.error("daemon.start.failed %s", error)
             await self.stop()
+            if error is not None and error is not exc:
+                raise error from exc
             raise
         logger.info(
             "daemon.started pid=%d version=%s data_dir=%s url=%s",
@@ -187,6 +194,17 @@ class Daemon:
                 self._lock.release()
                 self._lock = None
         logger.info("daemon.stopped pid=%d", os.getpid())
+
+
+def _start_failure(exc: BaseException) -> Exception | None:
+    """What a start that failed with ``exc`` says: a DaemonError as it is, an OSError on a
+    file as a FileFailed naming it, any other OSError (the socket) as it is; None for the
+    others (a bug, a cancellation: their traceback says more)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return FileFailed.from_os_error(exc, "use")
+    if isinstance(exc, DaemonError | OSError):
+        return exc
+    return None
 
 
 async def _start_cloud(settings: Settings, store: Store) -> CloudService | DisabledCloud:

@@ -98,7 +98,9 @@ class Store:
             make_private_dir(path.parent)
             _create_private(path)
         except OSError as exc:
-            raise StoreError(f"cannot create {path}: {exc}") from exc
+            raise StoreError(
+                f"cannot create {exc.filename or path}: {exc.strerror or exc}"
+            ) from exc
         if path.is_dir():  # SQLite would only say "unable to open database file"
             raise StoreError(f"cannot open {path}: it is a directory, not a database file")
         refuse_read_only(path)

@@ -19,7 +19,8 @@ def store_failure(exc: sqlite3.Error, doing: str, conn: sqlite3.Connection) -> S
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
     error: StoreError
     if code == sqlite3.SQLITE_FULL:
-        error = StoreUnavailable("disk_full", "the disk is full")
+        file = database_file(conn) or "syncd.db"
+        error = StoreUnavailable("disk_full", f"the disk is full: cannot write {file}")
     elif code == sqlite3.SQLITE_READONLY:
         error = StoreUnavailable(
             "read_only", f"the database file is read-only: {database_file(conn) or 'syncd.db'}"

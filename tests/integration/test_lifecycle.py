@@ -367,6 +367,30 @@ def test_a_database_that_is_a_directory_fails_cleanly_every_time(
                 and "daemon.stopped" not in line] == [lines[-1]], out.stderr  # fmt: skip
 
 
+def test_a_file_that_cannot_be_written_at_start_is_named(tmp_path: Path) -> None:
+    """No file may grow (a file size limit of 0: every write fails, EFBIG, as writes on a
+    full disk fail with ENOSPC): the first file written, the lock's pid, is named with the
+    reason; the error used to be a bare "[Errno 28] No space left on device"."""
+    out = subprocess.run(
+        ["sh", "-c", 'ulimit -f 0 && exec "$@"', "sh", sys.executable, "-m", "daemon", "run",
+         "--data-dir", str(tmp_path), "--port", "0"],
+        cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.splitlines()[-1] == (
+        f"syncd: cannot write {tmp_path / 'syncd.lock'}: File too large"
+    ), out.stderr
+    assert "Traceback" not in out.stderr and "Logging error" not in out.stderr, out.stderr
+    assert not (tmp_path / "syncd.db").exists()
+
+
+def test_a_directory_that_cannot_be_created_is_named(tmp_path: Path) -> None:
+    (tmp_path / "logs").write_text("not a directory\n")
+    out = syncd("run", "--data-dir", str(tmp_path), "--port", "0")
+    assert out.returncode == 1, out.stderr
+    assert out.stderr == f"syncd: cannot use {tmp_path / 'logs'}: File exists\n"
+
+
 def test_a_port_in_use_is_explained_on_stderr_and_in_the_log(tmp_path: Path) -> None:
     """A daemon started at login has no terminal: its log says why it stopped, with a hint."""
     with socket.socket() as taken:
