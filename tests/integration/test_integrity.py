@@ -17,6 +17,7 @@ from daemon import cli_cloud
 from daemon.app import Daemon
 from daemon.config import BridgeSettings, Settings, StoreSettings
 from daemon.store import Store
+from daemon.store.engine import run_in_thread
 from tests.component.store.test_integrity import overwrite_a_leaf_page
 from tests.helpers import MS, wait_for
 from ui_bridge.client import Client, connect
@@ -132,3 +133,28 @@ async def test_the_check_can_be_turned_off(tmp_path: Path) -> None:
 
 async def _is(status: Any, state: str) -> bool:
     return bool((await status)["integrity"] == state)
+
+
+async def test_a_status_event_the_store_refuses_still_reaches_the_uis_listening(
+    tmp_path: Path,
+) -> None:
+    """A damaged file may refuse the event's write (here the writer's connection is made
+    read-only: the write fails, as one on a corrupt page does): the UIs listening get it live."""
+    data_dir = tmp_path / "data"
+    await make_data_dir(data_dir)
+    settings = settings_for(data_dir, integrity_check=False)
+    async with Daemon(settings) as daemon, await connect(data_dir=data_dir) as client:
+        events = await client.subscribe(["daemon.status"])
+        store = daemon.store
+        assert store is not None
+        await run_in_thread(store._writer_conn, lambda conn: conn.execute("PRAGMA query_only = ON"))
+        part = {"store": {"integrity": "damaged", "checked_at": "now", "detail": "page 3"}}
+        await daemon._publish_status(part)
+        event = await asyncio.wait_for(anext(events), 10_000 * MS)
+        await run_in_thread(
+            store._writer_conn, lambda conn: conn.execute("PRAGMA query_only = OFF")
+        )
+
+    assert (event.topic, event.ephemeral) == ("daemon.status", True)
+    assert event.data == {"id": "daemon.status", **part}
+    assert stored_status_events(data_dir / "syncd.db") == 0
