@@ -2,9 +2,11 @@
 
 Start: take the data dir's lock (one daemon per data dir), open the store (migrates), start the
 cloud (only when configured: session restore and sync run in the background, nothing waits for
-the cloud), start the local API. Stop (SIGINT/SIGTERM or leaving ``async with``): stop the local
-API (no new work), stop the cloud, let the store commit what is queued and close it, release
-the lock — all within ~5 s.
+the cloud), start the local API, then check the database in the background (``PRAGMA
+quick_check``: store/integrity.py; damage is logged and published as ``daemon.status``).
+Stop (SIGINT/SIGTERM or leaving ``async with``): interrupt that check, stop the local API (no
+new work), stop the cloud, let the store commit what is queued and close it, release the lock
+— all within ~5 s.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from types import TracebackType
@@ -25,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
 from daemon.config import FILE_MODE, Settings, make_private_dir
-from daemon.errors import AlreadyRunning, ConfigError, DaemonError
+from daemon.errors import AlreadyRunning, ConfigError, DaemonError, FileFailed
 from daemon.store import Store
+from daemon.store.integrity_report import ADVICE
 from daemon.watch import WATCH_EVERY_S, FileWatch
 from ui_bridge.discovery import LOCK_FILE
 
@@ -69,8 +73,12 @@ class DataDirLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a full disk: the error names no file
+            os.close(fd)
+            raise FileFailed.from_os_error(exc, "write", path) from exc
         return cls(fd, path)
 
     def release(self) -> None:
@@ -105,6 +113,7 @@ class Daemon:
         self.lost = asyncio.Event()
         self.lost_why = ""
         self._watch: asyncio.Task[None] | None = None
+        self._integrity: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Daemon:
         data_dir = self.settings.data_dir
@@ -122,10 +131,14 @@ class Daemon:
                 }
             )
             self._watch = asyncio.create_task(self._watch_files(files), name="watch")
+            self._integrity = asyncio.create_task(self._check_integrity(), name="integrity")
         except BaseException as exc:
-            if isinstance(exc, DaemonError):  # (a daemon started at login has no terminal)
-                logger.error("daemon.start.failed %s", exc)
+            error = _start_failure(exc)
+            if error is not None:  # (a daemon started at login has no terminal)
+                logger.error("daemon.start.failed %s", error)
             await self.stop()
+            if error is not None and error is not exc:
+                raise error from exc
             raise
         logger.info(
             "daemon.started pid=%d version=%s data_dir=%s url=%s",
@@ -165,13 +178,46 @@ class Daemon:
                 except OSError as exc:
                     logger.warning("bridge.discovery_not_restored error=%s", exc)
 
+    async def _check_integrity(self) -> None:
+        """Check the database once, in the background (store/integrity.py): its report is in
+        ``daemon.status``; damage (or a check that cannot run) is also an ERROR (WARNING) line
+        and a ``daemon.status`` event to the UIs."""
+        store = self.store
+        assert store is not None
+        started = time.perf_counter()
+        report = await store.integrity.run()
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+        if report.state == "ok":
+            logger.info("store.integrity.ok path=%s elapsed_ms=%.0f", store.path, elapsed_ms)
+        elif report.state == "damaged":
+            logger.error(
+                "store.integrity.damaged path=%s problems=%s: %s", store.path, report.detail, ADVICE
+            )
+        elif report.state == "failed":
+            logger.warning("store.integrity.unchecked path=%s error=%s", store.path, report.detail)
+        if report.state in ("damaged", "failed"):
+            await self._publish_status({"store": report.as_status()})
+
+    async def _publish_status(self, part: dict[str, Any]) -> None:
+        """A ``daemon.status`` event (``part`` of the status, plus ``id``) as the cloud's status
+        events are: a changelog entry; only to the UIs listening now if it cannot be stored (a
+        damaged database may refuse it)."""
+        data = {"id": "daemon.status", **part}
+        store, bridge = self.store, self.bridge
+        assert store is not None
+        try:
+            await store.sync.publish("daemon.status", data)
+        except DaemonError as exc:
+            logger.warning("daemon.status.unstored error=%s (sent to the UIs listening)", exc)
+            if bridge is not None:
+                bridge.hub.publish_live("daemon.status", data)
+
     async def stop(self) -> None:
         """Stop accepting work, finish in-flight writes, close the store, release the lock."""
-        watch, self._watch = self._watch, None
-        if watch is not None:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+        for task in (self._watch, self._integrity):
+            if task is not None:  # (the integrity check is interrupted: store/integrity.py)
+                await _cancelled(task)
+        self._watch = self._integrity = None
         bridge, self.bridge = self.bridge, None
         cloud, self.cloud = self.cloud, None
         store, self.store = self.store, None
@@ -187,6 +233,28 @@ class Daemon:
                 self._lock.release()
                 self._lock = None
         logger.info("daemon.stopped pid=%d", os.getpid())
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it; a failure it ended with is logged."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:  # supervisor boundary: the stop must go on
+        logger.exception("%s.failed", task.get_name())
+
+
+def _start_failure(exc: BaseException) -> Exception | None:
+    """What a start that failed with ``exc`` says: a DaemonError as it is, an OSError on a
+    file as a FileFailed naming it, any other OSError (the socket) as it is; None for the
+    others (a bug, a cancellation: their traceback says more)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return FileFailed.from_os_error(exc, "use")
+    if isinstance(exc, DaemonError | OSError):
+        return exc
+    return None
 
 
 async def _start_cloud(settings: Settings, store: Store) -> CloudService | DisabledCloud:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from daemon import __version__
 from daemon.config import Settings, load_settings
-from daemon.errors import ConfigError, DaemonError
+from daemon.errors import ConfigError, DaemonError, FileFailed
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -136,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"syncd: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (DaemonError, OSError) as exc:  # e.g. AlreadyRunning; the log dir cannot be created
+        if isinstance(exc, OSError) and exc.filename is not None:
+            exc = FileFailed.from_os_error(exc, "use")
         print(f"syncd: {exc}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -389,6 +389,22 @@ def status(settings: Settings, *, as_json: bool) -> int:
     return _run(settings, command)
 
 
+def _integrity_text(store: dict[str, Any] | None) -> str:
+    """The database's background check (``daemon.status``'s ``store``), for a person."""
+    if not store:
+        return "-"
+    state, detail = store.get("integrity"), store.get("detail")
+    if state == "ok":
+        return f"ok (checked at {store.get('checked_at')})"
+    if state == "damaged":
+        return f"DAMAGED: {detail}; {store.get('advice')}"
+    if state == "failed":
+        return f"not checked: {detail}"
+    if state == "off":
+        return "not checked (store.integrity_check is off)"
+    return str(state)  # checking
+
+
 def _status_text(
     settings: Settings, daemon: dict[str, Any], cloud: dict[str, Any], sync: dict[str, Any]
 ) -> str:
@@ -408,6 +424,7 @@ def _status_text(
         f"  started at   {daemon['started_at']} (up {daemon['uptime_s']:.0f} s)",
         f"  connections  {daemon['connections']}, subscriptions {daemon['subscriptions']}",
         f"  last seq     {daemon['seq']}",
+        f"  database     {_integrity_text(daemon.get('store'))}",
         f"  cloud        {account}",
         f"  sync         {sync['state']}: outbox {sync['outbox']}, rejected {sync['rejected']}, "
         f"conflicts {sync['conflicts']}",

@@ -13,6 +13,7 @@ config.toml::
     synchronous = "NORMAL"        # or "FULL"
     busy_timeout_ms = 5000
     changelog_retain = 100000
+    integrity_check = true        # PRAGMA quick_check in the background after start
     [bridge]
     port = 7749                   # 0 = any free port
     max_frame_bytes = 1048576
@@ -76,6 +77,8 @@ class StoreSettings:
     busy_timeout_ms: int = 5000
     # Limits
     changelog_retain: int = 100_000
+    #: ``PRAGMA quick_check`` once the daemon listens, in the background (store/integrity.py)
+    integrity_check: bool = True
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ _KEYS: dict[str, tuple[str, str | None, str]] = {
     "store.synchronous": ("SYNCHRONOUS", "store", "synchronous"),
     "store.busy_timeout_ms": ("BUSY_TIMEOUT_MS", "store", "busy_timeout_ms"),
     "store.changelog_retain": ("CHANGELOG_RETAIN", "store", "changelog_retain"),
+    "store.integrity_check": ("INTEGRITY_CHECK", "store", "integrity_check"),
     "bridge.port": ("PORT", "bridge", "port"),
     "bridge.max_frame_bytes": ("MAX_FRAME_BYTES", "bridge", "max_frame_bytes"),
     "bridge.allowed_origins": ("ALLOWED_ORIGINS", "bridge", "allowed_origins"),
@@ -266,6 +270,22 @@ def _synchronous(key: str, value: Any) -> Literal["NORMAL", "FULL"]:
     return cast(Literal["NORMAL", "FULL"], text)
 
 
+_TRUE: Final = ("true", "1", "yes", "on")
+_FALSE: Final = ("false", "0", "no", "off")
+
+
+def _bool(key: str, value: Any) -> bool:
+    """A TOML boolean, or (from the environment) true/false, 1/0, yes/no, on/off."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(key, f"must be true or false, not {value!r}")
+
+
 def _log_level(key: str, value: Any) -> str:
     text = _text(key, value).upper()
     if text not in LOG_LEVELS:
@@ -370,6 +390,7 @@ _CASTS: Final[dict[str, Callable[[str, Any], Any]]] = {
     "store.synchronous": _synchronous,
     "store.busy_timeout_ms": _int_in(0, 600_000),
     "store.changelog_retain": _int_in(1, 10**9),
+    "store.integrity_check": _bool,
     "bridge.port": _int_in(0, 65535),
     "bridge.max_frame_bytes": _int_in(1024, 1 << 30),
     "bridge.allowed_origins": _origins,

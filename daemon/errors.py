@@ -13,6 +13,7 @@
     ├─ InvalidInput(field, message)        a caller passed a bad value; nothing was changed
     ├─ AlreadyRunning(pid)                 another daemon holds this data dir's lock
     ├─ PortInUse(port)                     another program listens on the local API's port
+    ├─ FileFailed(doing, path, reason)     a file the daemon needs cannot be written (or read)
     └─ ShuttingDown                        the daemon stops and accepts no more work
 
 Errors carry fields so that the local API can map them to error objects without parsing text.
@@ -113,6 +114,28 @@ class PortInUse(DaemonError):
             "SYNCD_PORT or [bridge] port in config.toml, or --port 0 for any free one"
         )
         self.port = port
+
+
+class FileFailed(DaemonError):
+    """A file or directory the daemon needs cannot be created, read or written: ``path`` says
+    which and ``reason`` why, in the system's words (e.g. "No space left on device")."""
+
+    def __init__(self, doing: str, path: str, reason: str) -> None:
+        super().__init__(f"cannot {doing} {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, doing: str, path: object = None) -> FileFailed:
+        """``exc`` (which may name no file: a failed ``write`` does not) said about ``path``,
+        else the file ``exc`` names."""
+        named = exc.filename if path is None else path
+        where = str(named) if named is not None else "a file"
+        if isinstance(named, bytes):
+            where = named.decode("utf-8", "backslashreplace")
+        error = cls(doing, where, exc.strerror or str(exc))
+        error.__cause__ = exc
+        return error
 
 
 class ShuttingDown(DaemonError):

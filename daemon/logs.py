@@ -6,6 +6,7 @@ Never log tokens, passwords or message bodies above DEBUG. As a safety net, ever
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -67,12 +68,85 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exc"] = redact(self.formatException(record.exc_info))
-        return orjson.dumps(entry).decode()
+        try:
+            return orjson.dumps(entry).decode()
+        except TypeError:  # a lone surrogate: a path that is not UTF-8 (b"/x\xff" is "/x\udcff")
+            return orjson.dumps({k: _utf8(v) for k, v in entry.items()}).decode()
+
+
+def _utf8(value: Any) -> Any:
+    """``value`` with what UTF-8 cannot encode (lone surrogates) written as ``\\udcff``."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """Creates its files (the log and each one rotation starts) with mode 0600, whatever the
-    umask: log lines name workspaces and errors of a user's private data."""
+    umask: log lines name workspaces and errors of a user's private data.
+
+    A log that cannot be written (a full disk, a file size limit, an I/O error) costs one line
+    on stderr saying so and why, not logging's "--- Logging error ---" traceback for every
+    record: lines are dropped meanwhile, and every record tries again (the file is reopened).
+    The first line written again is preceded in the file by ``log.lines_dropped count=N`` (and
+    stderr says that logging works again). Any other error (a record that cannot be
+    formatted: a bug) is reported as logging always does.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._failing: str | None = None  # why the file cannot be written, while it cannot
+        self._failing_since = 0.0
+        self._dropped = 0
+        self._error: str | None = None  # set by handleError during one _write
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._failing is not None:
+            if not self._write(self._dropped_note()):
+                self._dropped += 1
+                return
+            self._failing, self._dropped = None, 0
+            _tell(f"syncd: logging to {self.baseFilename} works again")
+        if not self._write(record):
+            self._dropped += 1
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            self._error = error.strerror or str(error)
+        else:
+            super().handleError(record)
+
+    def _write(self, record: logging.LogRecord) -> bool:
+        """Write ``record``; ``False`` (the stream closed, to be opened again) if the file
+        could not be written."""
+        self._error = None
+        super().emit(record)  # calls handleError on failure
+        if self._error is None:
+            return True
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):  # its buffer cannot be flushed
+                stream.close()
+        if self._failing is None:
+            self._failing, self._failing_since = self._error, time.time()
+            _tell(
+                f"syncd: logging to {self.baseFilename} failed: {self._error}; log lines are"
+                " dropped until it can be written again"
+            )
+        return False
+
+    def _dropped_note(self) -> logging.LogRecord:
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._failing_since))
+        return logging.LogRecord(
+            __name__,
+            logging.WARNING,
+            __file__,
+            0,
+            "log.lines_dropped count=%d since=%s error=%s",
+            (self._dropped, since, self._failing),
+            None,
+        )
 
     def _open(self) -> Any:
         return open(
@@ -86,6 +160,13 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
 def _private_opener(path: str, flags: int) -> int:
     return os.open(path, flags, FILE_MODE)
+
+
+def _tell(line: str) -> None:
+    """One line on stderr, if it can be written at all."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
 def configure_logging(data_dir: Path | None, level: str = "INFO") -> None:

@@ -170,9 +170,11 @@ def write_discovery(data_dir: Path, info: DiscoveryInfo) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.filename is None:  # a full disk's write, fsync
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     return path
 

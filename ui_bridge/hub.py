@@ -12,10 +12,11 @@ for it); they are flushed, deduplicated by seq, and the subscription turns live 
 (no await in between). If ``pending`` grows too large it is dropped and the loop reads again.
 
 Retained events (``subscribe`` without ``since``): the status topics (``RETAINED_TOPICS``:
-``cloud.status``, ``sync.status``) carry snapshots, so only the latest matters. As it fans
-events out, the hub keeps the latest event of each in memory, like a broker's retained message;
-nothing is read from the changelog. A subscription that matches one of them is registered
-*held* (``add_live``): its live events wait in ``pending`` while its reply is sent. (So is
+``cloud.status``, ``sync.status``, ``daemon.status``) carry snapshots, so only the latest
+matters. As it fans events out, the hub keeps the latest event of each in memory, like a
+broker's retained message; nothing is read from the changelog. A subscription that matches one
+of them is registered *held* (``add_live``): its live events wait in ``pending`` while its
+reply is sent. (So is
 every subscribe of a request: in a batch, the reply waits for the other calls, whose events
 must not come before the reply that names the subscription.) Then, in
 one step, ``send_retained`` sends it those events (the changelog events as they are, with their
@@ -68,7 +69,7 @@ logger = logging.getLogger(__name__)
 PAGE: Final = 1000
 PENDING_LIMIT: Final = 10_000
 #: Topics whose latest event a subscribe without ``since`` gets first (see the module docstring).
-RETAINED_TOPICS: Final = frozenset({"cloud.status", "sync.status"})
+RETAINED_TOPICS: Final = frozenset({"cloud.status", "sync.status", "daemon.status"})
 
 
 class FrameSink(Protocol):

@@ -30,6 +30,7 @@ from daemon.store.documents import DocumentRepo
 from daemon.store.engine import Writer, connect, run_in_thread
 from daemon.store.failures import refuse_read_only
 from daemon.store.ids import uuid7
+from daemon.store.integrity import IntegrityCheck
 from daemon.store.messages import MessageRepo
 from daemon.store.schema import ENTITY_TABLES
 from daemon.store.sql import meta_get_sql, meta_put_sql
@@ -75,8 +76,11 @@ class Store:
         reader_conn: aiosqlite.Connection,
         writer: Writer,
         codecs: dict[str, RowCodec],
+        integrity_check: bool = False,
     ) -> None:
         self.path = path
+        #: the background ``PRAGMA quick_check`` (app.py runs it once the daemon listens)
+        self.integrity = IntegrityCheck(path, enabled=integrity_check)
         self.device_id = device_id
         self._writer_conn = writer_conn
         self._reader_conn = reader_conn
@@ -98,7 +102,11 @@ class Store:
             make_private_dir(path.parent)
             _create_private(path)
         except OSError as exc:
-            raise StoreError(f"cannot create {path}: {exc}") from exc
+            raise StoreError(
+                f"cannot create {exc.filename or path}: {exc.strerror or exc}"
+            ) from exc
+        if path.is_dir():  # SQLite would only say "unable to open database file"
+            raise StoreError(f"cannot open {path}: it is a directory, not a database file")
         refuse_read_only(path)
         writer_conn = await connect(path, settings, prepare=_prepare)
         try:
@@ -130,6 +138,7 @@ class Store:
             reader_conn=reader_conn,
             writer=writer,
             codecs=codecs,
+            integrity_check=settings.integrity_check,
         )
 
     @property
@@ -163,6 +172,7 @@ class Store:
         if self._closed:
             return
         self._closed = True
+        self.integrity.stop()  # (app.py waits for a running check before closing the store)
         try:
             await self.documents.close()  # its compaction task, before the writer stops
             await self._writer.close()

@@ -38,7 +38,7 @@ from daemon.config import StoreSettings
 from daemon.errors import DaemonError, ShuttingDown, StoreError
 from daemon.events import ChangeEvent
 from daemon.store.checkpoint import Checkpointer
-from daemon.store.failures import read_failure, store_failure
+from daemon.store.failures import database_file, read_failure, store_failure
 from daemon.store.txn import BatchOutcome, WriteContext, WriteOp
 
 logger = logging.getLogger(__name__)
@@ -75,12 +75,16 @@ async def connect(
     ``check_same_thread`` is off: the writer's connection also runs inline writes on the event
     loop's thread (never at the same time as its own thread; see ``Writer``).
     """
+    opening = aiosqlite.connect(
+        path, isolation_level=None, cached_statements=256, check_same_thread=False
+    )
     try:
-        conn = await aiosqlite.connect(
-            path, isolation_level=None, cached_statements=256, check_same_thread=False
-        )
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open {path}: {exc}") from exc
+        conn = await opening
+    except BaseException as exc:
+        await _worker_ended(opening)
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+        raise
     try:
         await run_in_thread(conn, _configure, settings, query_only, prepare)
     except sqlite3.Error as exc:
@@ -90,6 +94,19 @@ async def connect(
         await conn.close()
         raise
     return conn
+
+
+async def _worker_ended(opening: aiosqlite.Connection) -> None:
+    """Wait for the thread of a connection that failed to open to end.
+
+    aiosqlite stops it (queues its last job) without waiting: that job reports to the event
+    loop, and if the loop is closed by then (the daemon fails to start and exits at once) the
+    thread dies with "RuntimeError: Event loop is closed" printed on stderr. Its last job is
+    already queued, so the join is short.
+    """
+    thread = opening._thread
+    if thread.is_alive():
+        await asyncio.get_running_loop().run_in_executor(None, thread.join)
 
 
 def _configure(
@@ -334,14 +351,15 @@ class Writer:
             raw.execute("PRAGMA temp_store = MEMORY")
         except sqlite3.Error as exc:  # statement journals spill to files, as by default
             logger.warning("store.temp_store.unchanged error=%s", exc)
+        path = database_file(raw)
+        if not path:  # an in-memory database: nothing to checkpoint
+            return
         try:
             raw.execute(f"PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES}")
-            path = str(raw.execute("PRAGMA database_list").fetchone()[2])
         except sqlite3.Error as exc:  # keep SQLite's own checkpoints
             logger.warning("store.checkpointer.unavailable error=%s", exc)
             return
-        if path:
-            self.checkpointer = Checkpointer(path)
+        self.checkpointer = Checkpointer(path)
 
     def _run_inline(self, op: WriteOp, future: asyncio.Future[Any]) -> bool:
         """Run a lone write now as its own transaction; ``False`` if it must go to the thread:

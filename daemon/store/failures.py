@@ -19,9 +19,12 @@ def store_failure(exc: sqlite3.Error, doing: str, conn: sqlite3.Connection) -> S
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
     error: StoreError
     if code == sqlite3.SQLITE_FULL:
-        error = StoreUnavailable("disk_full", "the disk is full")
+        file = database_file(conn) or "syncd.db"
+        error = StoreUnavailable("disk_full", f"the disk is full: cannot write {file}")
     elif code == sqlite3.SQLITE_READONLY:
-        error = StoreUnavailable("read_only", f"the database file is read-only: {_path(conn)}")
+        error = StoreUnavailable(
+            "read_only", f"the database file is read-only: {database_file(conn) or 'syncd.db'}"
+        )
     else:
         error = read_failure(exc) or StoreError(f"{doing}: {exc}")
     error.__cause__ = exc
@@ -45,8 +48,14 @@ def refuse_read_only(path: Path) -> None:
             raise StoreUnavailable("read_only", f"the database file is read-only: {file}")
 
 
-def _path(conn: sqlite3.Connection) -> str:
+def database_file(conn: sqlite3.Connection) -> str:
+    """The path of ``conn``'s main database file ("" for an in-memory one, or if it cannot be
+    read). Read as bytes: ``PRAGMA database_list`` answers it as text, which fails for a path
+    that is not UTF-8 (a data dir named with bytes like ``b"/tmp/x\\xff"``)."""
     try:
-        return str(conn.execute("PRAGMA database_list").fetchone()[2])
+        row = conn.execute(
+            "SELECT CAST(file AS BLOB) FROM pragma_database_list WHERE name = 'main'"
+        ).fetchone()
     except sqlite3.Error:
-        return "syncd.db"
+        return ""
+    return os.fsdecode(row[0]) if row is not None and row[0] else ""

@@ -25,7 +25,7 @@ def write_toml(data_dir: Path, text: str) -> None:
 def test_defaults(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, environ={})
     assert settings == Settings(data_dir=tmp_path)
-    assert settings.store == StoreSettings("NORMAL", 5000, 100_000)
+    assert settings.store == StoreSettings("NORMAL", 5000, 100_000, integrity_check=True)
     assert settings.bridge == BridgeSettings("127.0.0.1", 7749, 1 << 20, (), 16384, 300)
     assert not settings.cloud.configured
     assert settings.log_level == "INFO"
@@ -68,6 +68,7 @@ def test_every_key_from_the_environment(tmp_path: Path) -> None:
         "SYNCD_SYNCHRONOUS": "full",
         "SYNCD_BUSY_TIMEOUT_MS": "250",
         "SYNCD_CHANGELOG_RETAIN": "10_000",
+        "SYNCD_INTEGRITY_CHECK": "off",
         "SYNCD_MAX_FRAME_BYTES": "65536",
         "SYNCD_ALLOWED_ORIGINS": "http://localhost:3000, https://app.example",
         "SYNCD_SEND_QUEUE_SIZE": "16",
@@ -78,7 +79,7 @@ def test_every_key_from_the_environment(tmp_path: Path) -> None:
     }
     s = load_settings(data_dir=tmp_path, environ=env)
     assert s.log_level == "DEBUG"
-    assert s.store == StoreSettings("FULL", 250, 10_000)
+    assert s.store == StoreSettings("FULL", 250, 10_000, integrity_check=False)
     assert s.bridge.max_frame_bytes == 65536
     assert s.bridge.allowed_origins == ("http://localhost:3000", "https://app.example")
     assert s.bridge.send_queue_size == 16
@@ -97,11 +98,13 @@ def test_file_sections(tmp_path: Path) -> None:
     write_toml(
         tmp_path,
         'log_level = "WARNING"\n[store]\nsynchronous = "FULL"\nchangelog_retain = 5\n'
+        "integrity_check = false\n"
         '[bridge]\nallowed_origins = ["vscode-webview://abc"]\n'
         '[cloud]\nurl = "https://p.supabase.co"\nanon_key = "k"\n',
     )
     s = load_settings(data_dir=tmp_path, environ={})
     assert (s.log_level, s.store.synchronous, s.store.changelog_retain) == ("WARNING", "FULL", 5)
+    assert s.store.integrity_check is False
     assert s.bridge.allowed_origins == ("vscode-webview://abc",)
     assert s.cloud.configured
 
@@ -119,6 +122,7 @@ def test_file_sections(tmp_path: Path) -> None:
         ({"SYNCD_DATA_DIR": " "}, "SYNCD_DATA_DIR"),
         ({"SYNCD_SPIN_US": "-1"}, "SYNCD_SPIN_US"),
         ({"SYNCD_SPIN_US": "20000"}, "SYNCD_SPIN_US"),
+        ({"SYNCD_INTEGRITY_CHECK": "sometimes"}, "SYNCD_INTEGRITY_CHECK"),
     ],
 )
 def test_bad_environment_values_name_the_key(tmp_path: Path, env: dict[str, str], key: str) -> None:
@@ -138,6 +142,7 @@ def test_bad_environment_values_name_the_key(tmp_path: Path, env: dict[str, str]
         ("colour = 1\n", "colour"),
         ("store = 1\n", "store"),
         ("[cloud]\nanon_key = 3\n", "cloud.anon_key"),
+        ("[store]\nintegrity_check = 1\n", "store.integrity_check"),
     ],
 )
 def test_bad_file_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:

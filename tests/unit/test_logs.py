@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from daemon.logs import (
     JsonFormatter,
@@ -93,3 +94,71 @@ def test_log_files_are_private_rotation_included(tmp_path: Path) -> None:
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["x.log", "x.log.1", "x.log.2"]
     assert {stat.S_IMODE((tmp_path / n).stat().st_mode) for n in names} == {0o600}
+
+
+def test_a_path_that_is_not_utf8_is_logged_not_dropped(tmp_path: Path) -> None:
+    """A data dir named with bytes that are not UTF-8 (b"/x\\xff" is "/x\\udcff" in Python):
+    its lines reach the file, the byte escaped; they used to fail orjson and be dropped."""
+    path = Path(os.fsdecode(b"/data\xff/syncd.db"))
+    record = logging.LogRecord(
+        "t", logging.INFO, __file__, 1, "store.opened path=%s", (path,), None
+    )
+    assert (
+        orjson.loads(JsonFormatter().format(record))["msg"]
+        == "store.opened path=/data\\udcff/syncd.db"
+    )
+    handler = PrivateRotatingFileHandler(tmp_path / "x.log", maxBytes=1 << 20, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    try:
+        handler.emit(record)
+    finally:
+        handler.close()
+    lines = (tmp_path / "x.log").read_text(encoding="utf-8").splitlines()
+    assert [orjson.loads(line)["msg"] for line in lines] == [
+        "store.opened path=/data\\udcff/syncd.db"
+    ]
+
+
+def test_a_log_file_that_cannot_be_written_costs_one_line_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/dev/full fails every write with ENOSPC, as a full disk does: one line on stderr says
+    so (not a "--- Logging error ---" traceback per record), the lines are dropped, and once
+    the file can be written again the log says how many were lost."""
+    path = tmp_path / "x.log"
+    path.symlink_to("/dev/full")
+    handler = PrivateRotatingFileHandler(path, maxBytes=1 << 20, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    try:
+        for n in range(3):
+            handler.emit(_record("lost %d", n))
+        err = capsys.readouterr().err
+        assert err.splitlines() == [
+            f"syncd: logging to {path} failed: No space left on device; log lines are dropped"
+            " until it can be written again"
+        ]
+        path.unlink()  # writable again: the next record opens the path anew
+        handler.emit(_record("written"))
+    finally:
+        handler.close()
+    assert capsys.readouterr().err == f"syncd: logging to {path} works again\n"
+    entries = [orjson.loads(line) for line in path.read_text().splitlines()]
+    assert [e["msg"].split(" since=")[0] for e in entries] == [
+        "log.lines_dropped count=3",
+        "written",
+    ]
+    assert entries[0]["level"] == "WARNING"
+    assert entries[0]["msg"].endswith(" error=No space left on device")
+
+
+def test_a_record_that_cannot_be_formatted_is_still_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only a file that cannot be written is quiet: a bug (bad format arguments) still gets
+    logging's report."""
+    handler = PrivateRotatingFileHandler(tmp_path / "x.log", maxBytes=1 << 20)
+    try:
+        handler.emit(_record("two %d %d", 1))
+    finally:
+        handler.close()
+    assert "--- Logging error ---" in capsys.readouterr().err

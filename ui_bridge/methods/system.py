@@ -20,8 +20,8 @@ _SUBSCRIBED: Final[dict[str, Any]] = {
     "required": ["subscription", "seq"],
     "description": (
         "events with a seq greater than `seq` follow as `event` notifications; without"
-        " `since`, first the latest `cloud.status` / `sync.status` event the topics match"
-        " (retained: its seq is at most `seq`)"
+        " `since`, first the latest `cloud.status` / `sync.status` / `daemon.status` event the"
+        " topics match (retained: its seq is at most `seq`)"
     ),
 }
 
@@ -31,7 +31,7 @@ async def ping(ctx: CallContext, params: dict[str, Any]) -> Any:
 
 
 async def status(ctx: CallContext, params: dict[str, Any]) -> Any:
-    return ctx.daemon_status()
+    return {**ctx.daemon_status(), "store": ctx.store.integrity.report.as_status()}
 
 
 async def discover(ctx: CallContext, params: dict[str, Any]) -> Any:
@@ -43,7 +43,7 @@ async def discover(ctx: CallContext, params: dict[str, Any]) -> Any:
 #: (``mesage.*``), which would otherwise be a subscription that never gets anything.
 EVENT_FAMILIES: Final = frozenset(
     {"workspace", "conversation", "message", "task", "sync", "cloud", "presence", "broadcast",
-     "doc", "ai"}
+     "doc", "ai", "daemon"}
 )  # fmt: skip
 
 
@@ -96,7 +96,14 @@ def add_system_methods(table: MethodTable) -> None:
     for method in (
         Method("daemon.ping", ping, (), "Liveness check.", _OBJECT),
         Method(
-            "daemon.status", status, (), "Version, pid, port, uptime, connections, seq.", _OBJECT
+            "daemon.status",
+            status,
+            (),
+            "Version, pid, port, uptime, connections, seq, and `store: {integrity, checked_at,"
+            " detail?, advice?}`: the database's background check after start (`checking`,"
+            " `ok`, `damaged`, `failed` when it could not run, `off` when disabled); damage or"
+            " a failed check is also a `daemon.status` event (data `{id, store}`).",
+            _OBJECT,
         ),
         Method(
             "subscribe",

@@ -73,6 +73,30 @@ async def test_discovery_file_is_private_complete_and_removed(tmp_path: Path, st
     assert not path.exists()
 
 
+_WRITE_WHERE_NOTHING_GROWS = """
+import resource, sys
+from pathlib import Path
+from ui_bridge.discovery import DiscoveryInfo, write_discovery
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    write_discovery(Path(sys.argv[1]), DiscoveryInfo(1, 2, "ws://x/", "t", "0", "now"))
+except OSError as exc:
+    print(exc.strerror, exc.filename, sep="\\n")
+"""
+
+
+def test_a_discovery_file_that_cannot_be_written_is_named(tmp_path: Path) -> None:
+    """Its write fails (a file size limit of 0 here, EFBIG; ENOSPC on a full disk) with an
+    error naming no file: it is said about daemon.json (app.py names it to the user)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _WRITE_WHERE_NOTHING_GROWS, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert out.stdout.splitlines() == ["File too large", str(discovery_path(tmp_path))]
+    assert list(tmp_path.iterdir()) == []  # nor is its temporary file left
+
+
 async def test_each_start_gets_a_new_token(make_bridge: MakeBridge) -> None:
     first = await make_bridge()
     token = first.token

@@ -41,6 +41,8 @@ async def test_a_full_disk_is_answered_as_such(rpc: Rpc, store: Store) -> None:
     reply = await rpc.request("workspace.update", {"id": ws["id"], "description": "d" * 100_000})
 
     assert reply["error"] == {
-        "code": -32603, "message": "the disk is full", "data": {"reason": "disk_full"},
-    }  # fmt: skip
+        "code": -32603,
+        "message": f"the disk is full: cannot write {store.path}",
+        "data": {"reason": "disk_full"},
+    }
     assert (await rpc.call("workspace.get", {"id": ws["id"]}))["description"] != "d" * 100_000

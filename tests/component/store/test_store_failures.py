@@ -38,7 +38,7 @@ async def _on_writer(store: Store, sql: str) -> None:
 
 
 async def test_a_full_disk_is_said_and_changes_nothing(
-    store: Store, raw: sqlite3.Connection
+    store: Store, raw: sqlite3.Connection, db_path: Path
 ) -> None:
     ws = await store.workspaces.create(name="w")
     conv = await store.conversations.create(workspace_id=ws["id"], name="c")
@@ -48,7 +48,8 @@ async def test_a_full_disk_is_said_and_changes_nothing(
     with pytest.raises(StoreUnavailable) as caught:
         await store.messages.create(conversation_id=conv["id"], role="user", content="x" * 200_000)
 
-    assert (caught.value.reason, caught.value.message) == ("disk_full", "the disk is full")
+    assert caught.value.reason == "disk_full"
+    assert caught.value.message == f"the disk is full: cannot write {db_path}"
     assert rows(raw, "SELECT count(*) FROM messages") == before
     await _on_writer(store, "PRAGMA max_page_count = 1073741823")  # space freed: writes again
     await store.messages.create(conversation_id=conv["id"], role="user", content="y" * 200_000)

@@ -1,0 +1,102 @@
+"""The background integrity check (daemon/store/integrity.py) on real files: a healthy one, one
+whose leaf page was overwritten, one named with bytes that are not UTF-8; and one stopped
+before it ran (the daemon stopping)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from daemon.config import StoreSettings
+from daemon.store import Store
+from daemon.store.integrity import IntegrityCheck
+
+
+async def _store_with_messages(path: Path, count: int = 200) -> Store:
+    store = await Store.open(path, StoreSettings())
+    ws = await store.workspaces.create(name="w")
+    conv = await store.conversations.create(workspace_id=ws["id"], name="c")
+    for _ in range(count):
+        await store.messages.create(conversation_id=conv["id"], role="user", content="x" * 500)
+    return store
+
+
+def overwrite_a_leaf_page(path: Path, table: str = "messages") -> None:
+    """One leaf page of ``table`` overwritten with garbage (everything checkpointed first)."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        leaves = conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY pageno",
+            (table,),
+        ).fetchall()
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+    with path.open("r+b") as f:
+        f.seek((leaves[len(leaves) // 2][0] - 1) * page_size)
+        f.write(b"\xa5" * page_size)
+
+
+async def test_a_healthy_database_is_ok(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.db"
+    store = await _store_with_messages(path)
+    try:
+        check = IntegrityCheck(path, enabled=True)
+        assert check.report.state == "checking"
+        report = await check.run()
+    finally:
+        await store.close()
+    assert report.state == "ok" and report.detail is None and report.checked_at is not None
+    assert check.report == report
+
+
+async def test_an_overwritten_page_is_damage_found_while_the_store_serves(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.db"
+    await (await _store_with_messages(path)).close()
+    overwrite_a_leaf_page(path)
+
+    store = await Store.open(path, StoreSettings(integrity_check=True))
+    try:
+        assert store.integrity.report.state == "checking"
+        report = await store.integrity.run()
+        ws = await store.workspaces.create(name="still writable")  # the writer was never held
+    finally:
+        await store.close()
+    assert report.state == "damaged" and report.checked_at is not None
+    # quick_check's list of problems, or (here, as SQLite is) the error it stopped at
+    assert report.detail in ("database disk image is malformed",) or "page" in str(report.detail)
+    assert report.as_status()["advice"].startswith("stop the daemon")
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT name FROM workspaces WHERE id = ?", (ws["id"],)).fetchall()
+    finally:
+        conn.close()
+
+
+async def test_a_path_that_is_not_utf8_is_checked(tmp_path: Path) -> None:
+    data_dir = tmp_path / os.fsdecode(b"data\xff")
+    path = data_dir / "syncd.db"
+    store = await _store_with_messages(path, count=5)
+    try:
+        report = await IntegrityCheck(path, enabled=True).run()
+    finally:
+        await store.close()
+    assert report.state == "ok", report
+
+
+async def test_a_database_that_cannot_be_opened_is_a_failed_check(tmp_path: Path) -> None:
+    report = await IntegrityCheck(tmp_path / "missing" / "syncd.db", enabled=True).run()
+    assert report.state == "failed" and report.detail == "unable to open database file"
+
+
+async def test_off_stays_off_and_a_stopped_check_does_not_run(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.db"
+    await (await _store_with_messages(path, count=1)).close()
+    off = IntegrityCheck(path, enabled=False)
+    assert (await off.run()).state == "off"
+    stopped = IntegrityCheck(path, enabled=True)
+    stopped.stop()  # the daemon stops before the check started
+    assert (await stopped.run()).state == "checking"
+    assert stopped._conn is None
