@@ -328,12 +328,23 @@ def live_row(
     return row
 
 
-def update_op(table: str, entity: str, id: str, fields: dict[str, Any], topic: str) -> WriteOp:
+def update_op(
+    table: str,
+    entity: str,
+    id: str,
+    fields: dict[str, Any],
+    topic: str,
+    *,
+    guard: Callable[[dict[str, Any]], None] | None = None,
+) -> WriteOp:
     """Partial update: only fields whose value changes get a new clock; no change, no event.
-    A row of a deleted workspace refuses (InvalidInput, see the module doc)."""
+    A row of a deleted workspace refuses (InvalidInput, see the module doc); so does whatever
+    ``guard(row)`` (the stored row, inside the write) raises."""
 
     def op(ctx: WriteContext) -> dict[str, Any]:
         row = live_row(ctx, table, entity, id, repairs=fields)
+        if guard is not None:
+            guard(row)
         damaged = row.pop("damaged", ())  # overwritten here: the update repairs them
         changes = {
             k: v for k, v in fields.items() if k in damaged or not same_value(table, k, row[k], v)

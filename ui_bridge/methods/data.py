@@ -363,7 +363,9 @@ def _task_methods() -> list[Method]:
             _update(t),
             updatable,
             "Change a task's status, priority, payload or progress (refused in a deleted"
-            " workspace).",
+            " workspace). The status moves freely between queued, running and paused, and from"
+            " those to succeeded, failed or cancelled; an ended task's status never changes"
+            " again (-32602 on status).",
             _ROW,
             _ROW_ERRORS,
         ),

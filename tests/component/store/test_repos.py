@@ -466,3 +466,24 @@ async def test_clocks_increase_across_all_writes(store: Store) -> None:
         clocks.append(msg["hlc"])
     assert clocks == sorted(clocks) and len(set(clocks)) == len(clocks)
     assert {decode(c).device_id for c in clocks} == {store.device_id}
+
+
+async def test_an_ended_task_refuses_a_local_status_but_merges_a_pulled_one(
+    store: Store,
+) -> None:
+    """The local API keeps ended statuses final (tasks.py); a pulled status merges by the sync
+    rules whatever it moves from (a newer write of another device wins, R1)."""
+    from .test_sync_support import change, clock, merge, remote_task
+
+    ws = await create_linked(store, name="A")
+    task = await store.tasks.create(workspace_id=ws["id"], kind="build")
+    cancelled = await store.tasks.cancel(task["id"])
+    with pytest.raises(InvalidInput) as refused:
+        await store.tasks.update(task["id"], status="running")
+    assert refused.value.field == "status"
+    assert await store.tasks.get(task["id"]) == cancelled
+    remote = remote_task(clock(60_000), ws["id"], id=task["id"], status="running")
+    await store.sync.apply_pull(
+        scope="s", changes=[change("tasks", remote)], cursor="1", merge=merge
+    )
+    assert (await store.tasks.get(task["id"]))["status"] == "running"
