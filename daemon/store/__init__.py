@@ -22,6 +22,7 @@ from daemon.errors import StoreError
 from daemon.events import ChangeEvent
 from daemon.hlc import Clock
 from daemon.store import migrate as migrations
+from daemon.store.account import AccountStore
 from daemon.store.base import Page
 from daemon.store.changelog import Changelog
 from daemon.store.codec import RowCodec
@@ -40,6 +41,7 @@ from daemon.store.txn import WriteContext, read_seqs
 from daemon.store.workspaces import WorkspaceRepo
 
 __all__ = [
+    "AccountStore",
     "Changelog",
     "ConversationRepo",
     "DocumentRepo",
@@ -65,6 +67,7 @@ class Store:
     changelog: Changelog
     documents: DocumentRepo
     sync: SyncRepo
+    account: AccountStore
 
     def __init__(
         self,
@@ -89,6 +92,7 @@ class Store:
         self.changelog = Changelog(writer, reader_conn)
         self.documents = DocumentRepo(writer, reader_conn)
         self.sync = SyncRepo(writer, reader_conn, self.documents)
+        self.account = AccountStore(writer, reader_conn)
 
     @classmethod
     async def open(cls, path: Path, settings: StoreSettings) -> Store:
