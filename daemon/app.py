@@ -291,6 +291,7 @@ def _build_bridge(
     )
     if isinstance(cloud, CloudService):  # presence and broadcasts reach the UIs, unstored
         cloud.live.publisher = bridge.hub.publish_live
+        cloud.live.max_frame_bytes = settings.bridge.max_frame_bytes  # presence fits a frame
     return bridge
 
 

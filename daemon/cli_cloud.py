@@ -156,6 +156,8 @@ def _who(state: dict[str, Any]) -> str:
     org = state.get("organization")
     if org:
         text += f" ({org.get('name')}, {state.get('role')})"
+    if state.get("account_as_of"):  # not confirmed by the cloud yet (it is out of reach)
+        text += f" as of {state['account_as_of']}"
     return text
 
 

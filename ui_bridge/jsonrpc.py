@@ -19,6 +19,9 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
+from daemon import jsonnumbers
+from daemon.jsonnumbers import WideNumber
+
 __all__ = [
     "ErrorCode",
     "ErrorReply",
@@ -70,8 +73,8 @@ RequestId = str | int | float | orjson.Fragment | None
 
 #: orjson parses an integer in [-2**63, 2**64 - 1] to an exact int, one beyond to the nearest
 #: float: a float this large (in magnitude) may have been such an integer (an id here, a param
-#: in methods/spec.py).
-WIDE_FLOAT: Final = float(1 << 63)
+#: in methods/spec.py). daemon/jsonnumbers.py states the rule.
+WIDE_FLOAT: Final = jsonnumbers.WIDE_FLOAT
 
 
 class RpcError(Exception):
@@ -125,10 +128,16 @@ class _WideId(Exception):
 
 
 def parse_frame(data: bytes | str) -> Frame:
-    """Decode one frame. Never raises: malformed input becomes ``ErrorReply`` items."""
+    """Decode one frame. Never raises: malformed input becomes ``ErrorReply`` items.
+
+    Valid JSON is never a parse error for its numbers: a frame orjson refuses only because a
+    number is beyond the double range (``1e400``) is decoded exactly (``_frame_with_exact_ids``);
+    such a number in params is then refused as invalid params (methods/spec.py)."""
     try:
         decoded = orjson.loads(data)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if jsonnumbers.is_number_error(exc):
+            return _frame_with_exact_ids(data)
         return Frame((ErrorReply(encode_error(None, RpcError(ErrorCode.PARSE_ERROR))),), False)
     try:
         return _frame(decoded)
@@ -145,23 +154,27 @@ def _frame(decoded: Any) -> Frame:
 
 
 def _frame_with_exact_ids(data: bytes | str) -> Frame:
-    """The frame decoded by the standard library, which keeps every integer exact.
+    """The frame decoded exactly (``jsonnumbers.loads_exact``: the standard library, integers
+    exact, numbers beyond the double range as their text).
 
-    A request's id must come back as the same value (JSON-RPC 2.0, 5), and 2**64 is a valid
-    JSON number and id: such an id is echoed as the JSON text it was sent as, rather than refused,
-    so a client whose ids are big integers (Python) gets its own id back, and one that sends a
-    double (JavaScript) reads the same double. Params holding such integers are refused later
-    (-32602, methods/spec.py) as before. orjson accepted the frame, so the standard library parses
-    it too (it is the more lenient of the two), to the same values but for those integers.
+    A request's id must come back as the same value (JSON-RPC 2.0, 5), and 2**64 or 1e400 is a
+    valid JSON number and id: such an id is echoed as the JSON text it was sent as, rather than
+    refused, so a client whose ids are big integers (Python) gets its own id back, and one that
+    sends a double (JavaScript) reads the same double. Params holding such numbers are refused
+    later (-32602, methods/spec.py) as before. The frame is valid JSON but for its numbers
+    (orjson took it, or refused only a number), so this decodes it to the same values but for
+    those numbers.
     """
     try:
-        decoded = json.loads(data)
-    except (ValueError, RecursionError):  # nested too deep for the standard library
-        return Frame((_invalid(None, "id must be a string or a 64-bit integer"),), False)
+        decoded = jsonnumbers.loads_exact(data)
+    except ValueError:  # (what orjson refused for another reason too)
+        return Frame((ErrorReply(encode_error(None, RpcError(ErrorCode.PARSE_ERROR))),), False)
     for obj in decoded if isinstance(decoded, list) else (decoded,):
         if isinstance(obj, dict):
             req_id = obj.get("id")
-            if isinstance(req_id, int | float) and not isinstance(req_id, bool):
+            if isinstance(req_id, WideNumber):
+                obj["id"] = orjson.Fragment(req_id.text)
+            elif isinstance(req_id, int | float) and not isinstance(req_id, bool):
                 if not -WIDE_FLOAT < req_id < WIDE_FLOAT:
                     obj["id"] = orjson.Fragment(json.dumps(req_id))
     return _frame(decoded)

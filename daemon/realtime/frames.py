@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from daemon import jsonnumbers
 from daemon.errors import InvalidInput
 
 __all__ = [
@@ -95,8 +96,8 @@ def _dumps(value: Any) -> str:
 
 def decode_frame(text: str | bytes) -> Frame:
     """Parse one server frame; raises FrameError with a short reason (never the frame's text)."""
-    try:  # orjson, like every cloud response: integers beyond 64 bits arrive as floats
-        raw = orjson.loads(text)
+    try:  # orjson, like every cloud response: integers beyond 64 bits arrive as floats, and
+        raw = jsonnumbers.loads(text)  # numbers beyond the double range as WideNumbers
     except orjson.JSONDecodeError as exc:
         raise FrameError("not JSON") from exc
     if not isinstance(raw, dict):

@@ -22,6 +22,7 @@ from daemon.errors import StoreError
 from daemon.events import ChangeEvent
 from daemon.hlc import Clock
 from daemon.store import migrate as migrations
+from daemon.store.account import AccountStore
 from daemon.store.base import Page
 from daemon.store.changelog import Changelog
 from daemon.store.codec import RowCodec
@@ -41,6 +42,7 @@ from daemon.store.txn import WriteContext, read_seqs
 from daemon.store.workspaces import WorkspaceRepo
 
 __all__ = [
+    "AccountStore",
     "Changelog",
     "ConversationRepo",
     "DocumentRepo",
@@ -66,6 +68,7 @@ class Store:
     changelog: Changelog
     documents: DocumentRepo
     sync: SyncRepo
+    account: AccountStore
 
     def __init__(
         self,
@@ -93,6 +96,7 @@ class Store:
         self.changelog = Changelog(writer, reader_conn)
         self.documents = DocumentRepo(writer, reader_conn)
         self.sync = SyncRepo(writer, reader_conn, self.documents)
+        self.account = AccountStore(writer, reader_conn)
 
     @classmethod
     async def open(cls, path: Path, settings: StoreSettings) -> Store:

@@ -23,6 +23,7 @@ import orjson
 
 from daemon.errors import DamagedRow, InvalidInput, NotFound
 from daemon.jsonmaps import map_patch, same
+from daemon.jsonnumbers import WIDE_NUMBER, has_wide, wide_path
 from daemon.store.codec import RowCodec, decode_cursor, encode_cursor, list_scope
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.ids import is_uuid
@@ -85,15 +86,26 @@ def boolean(field: str, value: Any) -> bool:
 
 
 def json_value(field: str, value: Any) -> Any:
+    """``value`` if it is JSON the store keeps as it is: no text holding U+0000, and only
+    numbers kept exactly (daemon/jsonnumbers.py: the local API refuses the others alike)."""
     try:
         encoded = orjson.dumps(value)
     except TypeError:
+        _refuse_wide(field, value)
         raise InvalidInput(field, "must be a JSON value") from None
+    if has_wide(value):
+        _refuse_wide(field, value)
     if b"\\u0000" in encoded:  # (orjson escapes U+0000 so; an escaped backslash may precede)
         where = _nul_at(value)
         if where is not None:
             raise InvalidInput(field, f"{NUL_TEXT} {where}".rstrip())
     return value
+
+
+def _refuse_wide(field: str, value: Any) -> None:
+    where = wide_path(value)
+    if where is not None:
+        raise InvalidInput(field, f"{WIDE_NUMBER} at {where}" if where else WIDE_NUMBER)
 
 
 def _nul_at(value: Any) -> str | None:
@@ -328,12 +340,23 @@ def live_row(
     return row
 
 
-def update_op(table: str, entity: str, id: str, fields: dict[str, Any], topic: str) -> WriteOp:
+def update_op(
+    table: str,
+    entity: str,
+    id: str,
+    fields: dict[str, Any],
+    topic: str,
+    *,
+    guard: Callable[[dict[str, Any]], None] | None = None,
+) -> WriteOp:
     """Partial update: only fields whose value changes get a new clock; no change, no event.
-    A row of a deleted workspace refuses (InvalidInput, see the module doc)."""
+    A row of a deleted workspace refuses (InvalidInput, see the module doc); so does whatever
+    ``guard(row)`` (the stored row, inside the write) raises."""
 
     def op(ctx: WriteContext) -> dict[str, Any]:
         row = live_row(ctx, table, entity, id, repairs=fields)
+        if guard is not None:
+            guard(row)
         damaged = row.pop("damaged", ())  # overwritten here: the update repairs them
         changes = {
             k: v for k, v in fields.items() if k in damaged or not same_value(table, k, row[k], v)

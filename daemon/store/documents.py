@@ -59,7 +59,7 @@ from daemon.store.base import identifier, optional_text
 from daemon.store.doc_ops import Create, LocalBatch, Stored
 from daemon.store.engine import Writer, run_in_thread
 from daemon.store.ids import is_uuid, uuid7
-from daemon.store.sync_docs import adopt_late_updates_op
+from daemon.store.sync_docs import adopt_late_updates_op, adopt_local_op
 from daemon.store.ydoc import CONTENT, SNAPSHOT, Waiting, apply, fold, replay, state_with
 from daemon.store.yupdate import MalformedUpdate, check_update
 
@@ -125,12 +125,18 @@ class DocumentRepo:
         self, id: str | None = None, *, workspace_id: str | None = None, name: str | None = None
     ) -> dict[str, Any]:
         """The document's row and ``state`` (base64 Yjs update of all of it), creating the
-        document when it does not exist (``workspace_id`` and ``name`` are used only then)."""
+        document when it does not exist (``name`` is used only then). An existing document
+        without a workspace is adopted into ``workspace_id`` (sync_docs.py ``adopt_local_op``);
+        one of another workspace refuses it (InvalidInput on ``workspace_id``)."""
         doc_id = uuid7() if id is None else identifier("id", id)
         if workspace_id is not None:
             identifier("workspace_id", workspace_id)
         create = Create(workspace_id, optional_text("name", name) or "", outbox=True)
         entry = await self._entry(doc_id, create)
+        if workspace_id is not None and entry.row["workspace_id"] != workspace_id:
+            row = await self._writer.submit(adopt_local_op(doc_id, workspace_id))
+            await self.refresh([row])  # the loaded document, and the edits queued meanwhile
+            entry = await self._entry(doc_id)
         return {**entry.row, "state": _b64(state_with(entry.doc, entry.waiting))}
 
     async def get(self, id: str) -> dict[str, Any]:

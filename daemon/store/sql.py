@@ -161,6 +161,12 @@ def meta_get_sql() -> str:
 
 
 @cache
+def meta_delete_sql() -> str:
+    t = schema.meta
+    return compile_statement(sa.delete(t).where(t.c.key == sa.bindparam("key"))).sql
+
+
+@cache
 def meta_put_sql() -> str:
     t = schema.meta
     stmt = sqlite.insert(t).values(key=sa.bindparam("key"), value=sa.bindparam("value"))

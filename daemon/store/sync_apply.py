@@ -11,6 +11,13 @@ usual echo, a duplicate) is not even merged: merging a state into one that conta
 no-op under every rule. Unpushed edits include lost pushes (sync_outbox.py) while the row
 holds their values; the page drops those the merge replaced.
 
+A JSON value of a pulled row holding a number the store does not keep exactly (an integer
+beyond 64 bits, 2**63 or more in magnitude, beyond the double range: daemon/jsonnumbers.py;
+the cloud's jsonb takes any) is set aside (WARNING ``sync.apply.set_aside``, never the value):
+the change applies without that field and its clocks, so the row arrives, nothing is stored
+changed (orjson would read such an integer as the nearest double), and whatever this device
+shows it can write back through the local API, which refuses such numbers alike.
+
 A pull serves each row at its latest write, so a child can come pages before a parent updated
 after it. Such a row is parked in ``sync_parked`` (the cursor still moves) and applied in the
 transaction that brings its parent.
@@ -57,6 +64,8 @@ from daemon.store.sync_rows import (
     row_problem,
     rows_as_is,
     unpushed,
+    wide_fields,
+    without_fields,
 )
 from daemon.store.sync_types import ApplyOutcome, MergeFn, MergeOutcome, NewRows
 from daemon.store.txn import WriteContext, WriteOp, workspace_of
@@ -240,6 +249,15 @@ class PageApplier:
             return None
         if row.get("id") != row_id:
             row = {**row, "id": row_id}
+        wide = wide_fields(change["table"], row)
+        if wide:  # kept as it was here; the rest of the change applies
+            logger.warning(
+                "sync.apply.set_aside table=%s id=%r fields=%s reason=wide_number",
+                change["table"],
+                row_id,
+                ",".join(wide),
+            )
+            row = without_fields(row, wide)
         return row
 
     def _skip(self, table: str, row_id: Any, why: str) -> None:

@@ -15,7 +15,9 @@ and, the workspace being linked, its merged metadata and its whole content (one 
 link's snapshot sends it) are queued for the other devices (``adopt``). The pulled updates
 then merge with the local ones (a CRDT). Pulled updates of such a document that arrive before
 its row are parked until the row adopts it. A document of ANOTHER workspace stays refused:
-its row and its updates are skipped.
+its row and its updates are skipped. ``doc.open {id, workspace_id}`` adopts a local-only
+document the same way, from the local API (``adopt_local_op``), and refuses one of another
+workspace.
 
 Pulled ``doc_updates`` rows are append-only Yjs updates. One that is not exactly one
 well-formed Yjs update v1 (yupdate.py; another app may insert anything base64 through REST)
@@ -50,8 +52,10 @@ from typing import Any, Final
 import orjson
 import sqlalchemy as sa
 
+from daemon.errors import InvalidInput, NotFound
 from daemon.store import doc_ops
 from daemon.store import sync_sql as q
+from daemon.store.base import require_workspace
 from daemon.store.codec import dump_json_text, load_json
 from daemon.store.ids import uuid7
 from daemon.store.sql import OUTBOX_KEYS, OUTBOX_ONE_CLOCK, compile_statement, insert_sql
@@ -348,6 +352,33 @@ def adopt(ctx: WriteContext, row: dict[str, Any], at: str) -> None:
         entries.append(content)
     ctx.conn.executemany(insert_sql("outbox", OUTBOX_KEYS), entries)
     ctx.queue_push(workspace_id)
+
+
+def adopt_local_op(doc_id: str, workspace_id: str) -> WriteOp:
+    """``doc.open {id, workspace_id}`` of a document this device has WITHOUT a workspace: it
+    takes ``workspace_id`` as a pulled row's adoption gives it one (``workspace_id`` is
+    first-writer-wins and a value beats null, so the new clock wins over the null), then
+    ``adopt``. InvalidInput on ``workspace_id`` when the workspace is unknown or deleted, or
+    the document is of another workspace. The document's metadata (``ROW_COLUMNS``)."""
+
+    def op(ctx: WriteContext) -> dict[str, Any]:
+        row = document_metadata(ctx.conn, doc_id)
+        if row is None:
+            raise NotFound("document", doc_id)
+        home = row["workspace_id"]
+        if home is not None and home != workspace_id:
+            raise InvalidInput("workspace_id", f"document {doc_id!r} belongs to workspace {home!r}")
+        if home is None:
+            require_workspace(ctx, workspace_id)
+            stamp = ctx.tick()
+            clocks = {"workspace_id": stamp.hlc, "updated_at": stamp.hlc}
+            row.update(workspace_id=workspace_id, updated_at=stamp.iso, hlc=stamp.hlc)
+            row.update(origin=ctx.device_id, field_hlc={**row["field_hlc"], **clocks})
+            ctx.conn.execute(_sql()["update_doc"], {**_params(row), "_id": doc_id})
+            adopt(ctx, row, stamp.iso)
+        return {c: row[c] for c in doc_ops.ROW_COLUMNS}
+
+    return op
 
 
 def adopt_late_updates_op(doc_id: str) -> WriteOp:

@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from daemon.events import ChangeEvent
+from daemon.jsonnumbers import has_wide
 from daemon.store import sync_sql as q
 from daemon.store.codec import load_json
 from daemon.store.schema import CLOCK_COLUMNS, JSON_COLUMNS
@@ -324,6 +325,30 @@ def _one_register(clocks: Any, hlc: Any, remote: dict[str, Any]) -> bool:
     if type(clocks) is not dict or not clocks or any(c != hlc for c in clocks.values()):
         return False
     return clocks.keys() == remote.keys() - BOOKKEEPING
+
+
+#: The JSON value columns of each table (any JSON: the cloud's jsonb may hold any number).
+VALUE_COLUMNS: Final = {
+    name: tuple(sorted(columns - CLOCK_COLUMNS)) for name, columns in JSON_COLUMNS.items()
+}
+
+
+def wide_fields(table: str, row: dict[str, Any]) -> list[str]:
+    """The JSON value columns of a pulled row holding a number the store does not keep exactly
+    (daemon/jsonnumbers.py: the local API refuses it, so the row could not be written back)."""
+    return [c for c in VALUE_COLUMNS.get(table, ()) if c in row and has_wide(row[c])]
+
+
+def without_fields(row: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """``row`` without the fields ``names`` and their clocks (a map's keys' too): as if the
+    change had not carried them (the merge keeps what this device has)."""
+    out = {k: v for k, v in row.items() if k not in names}
+    clocks = row.get("field_hlc")
+    if isinstance(clocks, dict):
+        out["field_hlc"] = {
+            k: c for k, c in clocks.items() if str(k).partition(".")[0] not in names
+        }
+    return out
 
 
 def row_problem(shape: TableShape, row: dict[str, Any]) -> str | None:

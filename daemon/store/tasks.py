@@ -1,10 +1,21 @@
 """Tasks: the work queue (kind, payload, status, priority, progress checkpoint, lease).
 
 A task of a deleted workspace is frozen: update, cancel and delete refuse, lists leave it out
-(daemon/store/base.py's module doc)."""
+(daemon/store/base.py's module doc).
+
+Status: a task is ``queued`` when enqueued; while it is open (``queued``, ``running``,
+``paused``) its status may move to any status: a worker takes it (running), pauses and resumes
+it, puts it back in the queue (a lost lease, a retry), or ends it. It ends ``succeeded``,
+``failed`` (for good: a retry is a new task) or ``cancelled``, and an ended task's status never
+changes again: ``update`` refuses any other status (InvalidInput on ``status``), ``cancel``
+answers a conflict on a succeeded or failed one and nothing changes on a cancelled one. Setting
+the status a task already has changes nothing. This is a rule of the local API only: a status
+pulled from another device merges by the sync rules (merge.py), whatever it moves from.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from daemon.errors import Conflict, InvalidInput
@@ -30,12 +41,28 @@ from daemon.store.txn import WriteContext
 from daemon.types import TASK_STATUSES
 
 FINISHED = frozenset({"succeeded", "failed"})
+#: The statuses a task's status never leaves (see the module doc).
+FINAL = frozenset({*FINISHED, "cancelled"})
+OPEN = TASK_STATUSES - FINAL
 
 
 def status_value(field: str, value: Any) -> str:
     if value not in TASK_STATUSES:
         raise InvalidInput(field, f"must be one of {', '.join(sorted(TASK_STATUSES))}")
     return str(value)
+
+
+def check_transition(current: Any, new: str) -> None:
+    """InvalidInput on ``status`` unless a task whose status is ``current`` may take ``new``
+    (the module doc). A ``current`` that could not be read (a damaged row) may be repaired."""
+    if current == new or current not in FINAL:
+        return
+    raise InvalidInput(
+        "status",
+        f"the task is {current}, which is final: its status can no longer change"
+        f" (allowed: from {', '.join(sorted(OPEN))} to any status;"
+        f" {', '.join(sorted(FINAL))} never change)",
+    )
 
 
 UPDATABLE: dict[str, Check] = {
@@ -81,7 +108,9 @@ class TaskRepo(Repo):
     async def update(self, id: str, **fields: Any) -> dict[str, Any]:
         identifier("id", id)
         changes = check_fields(fields, UPDATABLE)
-        return await self._write(update_op(self.table, self.entity, id, changes, "task.updated"))
+        guard = None if "status" not in changes else _status_guard(changes["status"])
+        op = update_op(self.table, self.entity, id, changes, "task.updated", guard=guard)
+        return await self._write(op)
 
     async def cancel(self, id: str) -> dict[str, Any]:
         """Set status ``cancelled``; cancelling twice changes nothing; a finished task refuses."""
@@ -116,6 +145,13 @@ def _create_op(workspace_id: str, kind: str, payload: Any, priority: int) -> Any
         return row
 
     return op
+
+
+def _status_guard(new: str) -> Callable[[dict[str, Any]], None]:
+    def guard(row: dict[str, Any]) -> None:
+        check_transition(row.get("status"), new)
+
+    return guard
 
 
 def _cancel_op(id: str) -> Any:

@@ -25,11 +25,14 @@ its traceback and never stops the next event):
   sync for a pull now: realtime is at-most-once, the pull closes whatever gap the
   (re)subscribe left (changes committed while not subscribed are never replayed).
 - ``PresenceState``/``PresenceDiff`` (and a lost socket or a left channel): ``presence.changed
-  {workspace_id, members}`` when the members changed; the same when an idle member turns
-  ``away`` (a timer, no traffic needed). The members are those the channel shows while
+  {workspace_id, members, truncated}`` when the members changed; the same when an idle member
+  turns ``away`` (a timer, no traffic needed). The members are those the channel shows while
   connected, and this device always (``self`` true): what it last tracked when the channel
   does not show it (the cloud unreachable, the channel not joined yet), so a UI never loses
-  "you" during an outage. Others are only shown as the live channel knows them.
+  "you" during an outage. Others are only shown as the live channel knows them, and only as
+  many as fit in one frame of the local API (``max_frame_bytes``, set by app.py from
+  ``bridge.max_frame_bytes``, less ``FRAME_ENVELOPE``): ``truncated`` counts those left out
+  (live_map.fit_members). ``presence.list`` answers the same.
 - ``BroadcastReceived``: ``broadcast.received {workspace_id, event, payload}``, except the
   ``doc.update`` event: a document update of another device, merged by ``DocRelay``
   (live_docs.py, which also broadcasts this device's updates) and never shown as a broadcast.
@@ -74,7 +77,13 @@ from daemon.realtime.frames import (
 from daemon.realtime.presence import Member, member_of, track_payload
 from daemon.sync.live_docs import DOC_UPDATE_EVENT, DocRelay
 from daemon.sync.live_hints import HintQueue
-from daemon.sync.live_map import RESERVED_EVENTS, member_json, next_away_at, remote_change
+from daemon.sync.live_map import (
+    RESERVED_EVENTS,
+    fit_members,
+    member_json,
+    next_away_at,
+    remote_change,
+)
 from daemon.sync.local import CloudNotConfigured
 
 if TYPE_CHECKING:
@@ -94,6 +103,10 @@ MAX_BROADCAST_BYTES: Final = 256 * 1024
 MAX_PRESENCE_BYTES: Final = 16 * 1024
 #: What ``set_presence`` may change.
 PRESENCE_FIELDS: Final = ("status", "active_file", "cursor")
+#: The local API's frame limit by default (daemon.config BridgeSettings.max_frame_bytes), and
+#: the bytes of a frame kept for what wraps the members (JSON-RPC envelope, ids, topic).
+FRAME_BYTES: Final = 1 << 20
+FRAME_ENVELOPE: Final = 4096
 
 
 class LiveSync:
@@ -124,11 +137,13 @@ class LiveSync:
         self._clock = clock
         self._options = dict(connection_options or {})
         self.publisher: LivePublisher | None = None
+        #: the largest frame a UI takes (the bridge's max_frame_bytes; app.py sets it)
+        self.max_frame_bytes = FRAME_BYTES
         self._workspaces: set[str] = set()
         self._unjoined: set[str] = set()  # linked, channel not joined yet (join_workspace)
         self._presence: dict[str, dict[str, Any]] = {}  # workspace -> status/file/cursor/since
         self._tracked: dict[str, dict[str, Any]] = {}  # workspace -> the meta last tracked
-        self._published: dict[str, list[dict[str, Any]]] = {}  # workspace -> members shown
+        self._published: dict[str, dict[str, Any]] = {}  # workspace -> what UIs were shown
         self._subscribed: set[str] = set()  # receiving postgres_changes right now
         self._connected = False
         self._conn: RealtimeConnection | None = None
@@ -265,7 +280,7 @@ class LiveSync:
     def presence(self, workspace_id: str) -> dict[str, Any]:
         """Who is online in a linked workspace (this device included, ``self`` true)."""
         workspace_id = self._linked(workspace_id, "presence.list")
-        return {"workspace_id": workspace_id, "members": self._members(workspace_id)}
+        return self._shown(workspace_id, self._members(workspace_id))
 
     async def broadcast(
         self, workspace_id: str, event: str, payload: dict[str, Any]
@@ -411,15 +426,23 @@ class LiveSync:
         self._show_members(workspace_id, members)
         self._plan_away()
 
+    def _shown(self, workspace_id: str, members: list[dict[str, Any]]) -> dict[str, Any]:
+        """``presence.list``'s answer (and ``presence.changed``'s data): as many ``members`` as
+        fit in one frame of the local API; ``truncated``: how many were left out."""
+        budget = max(self.max_frame_bytes - FRAME_ENVELOPE, self.max_frame_bytes // 2)
+        kept, truncated = fit_members(members, budget)
+        return {"workspace_id": workspace_id, "members": kept, "truncated": truncated}
+
     def _show_members(self, workspace_id: str, members: list[dict[str, Any]]) -> None:
         """Publish ``presence.changed`` when what the UIs were last shown differs."""
-        if self._published.get(workspace_id, []) == members:
+        shown = self._shown(workspace_id, members)
+        if self._published.get(workspace_id, self._shown(workspace_id, [])) == shown:
             return
         if members:
-            self._published[workspace_id] = members
+            self._published[workspace_id] = shown
         else:
             self._published.pop(workspace_id, None)
-        self._publish("presence.changed", {"workspace_id": workspace_id, "members": members})
+        self._publish("presence.changed", shown)
 
     def _clear_presence(self) -> None:
         for workspace_id in list(self._published):

@@ -12,8 +12,9 @@ merged: it holds nothing this device does not have.
 too large for one) and ``doc_update_of`` reads one back, refusing anything malformed. Its event
 name is one of ``RESERVED_EVENTS``: the names a UI's broadcast may not use.
 
-``member_json`` is a presence member as the local API shows it, ``next_away_at`` the next time
-an active member turns ``away`` (so that the daemon can announce it without any traffic).
+``member_json`` is a presence member as the local API shows it, ``fit_members`` the members
+that fit in one frame of the local API, ``next_away_at`` the next time an active member turns
+``away`` (so that the daemon can announce it without any traffic).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import binascii
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
+
+import orjson
 
 from daemon import hlc
 from daemon.realtime.frames import PostgresChange
@@ -36,6 +39,7 @@ __all__ = [
     "RemoteChange",
     "doc_broadcast",
     "doc_update_of",
+    "fit_members",
     "member_json",
     "next_away_at",
     "remote_change",
@@ -185,6 +189,37 @@ def member_json(member: Member, own_device_id: str) -> dict[str, Any]:
         "active_at": member.active_at,
         "self": member.device_id == own_device_id,
     }
+
+
+def fit_members(members: list[dict[str, Any]], budget: int) -> tuple[list[dict[str, Any]], int]:
+    """The members (``member_json``'s) that fit in ``budget`` bytes as a UTF-8 JSON array, and
+    how many were left out. This device's (``self``) is kept whatever its size (a UI never
+    loses "you"); then the others in order, each that still fits (a member too large for what
+    is left is skipped, a smaller one after it may fit). Those kept keep their order.
+
+    Each of ~30 devices may track up to 16 KiB of cursor and a 4096-character file path, and a
+    client that is not syncd may track more: the whole list can exceed a frame of the local API
+    (1 MiB by default, the size a Python websockets client accepts), which would close the UI's
+    connection (1009) instead of showing who is online."""
+    sizes = [_json_size(m) for m in members]
+    used = 2 + sum(size + 1 for m, size in zip(members, sizes, strict=True) if m.get("self"))
+    kept: list[dict[str, Any]] = []
+    for member, size in zip(members, sizes, strict=True):
+        if member.get("self"):
+            kept.append(member)
+        elif used + size + 1 <= budget:
+            used += size + 1
+            kept.append(member)
+    return kept, len(members) - len(kept)
+
+
+def _json_size(value: Any) -> int:
+    """Bytes of ``value`` as UTF-8 JSON, as the frame carries it (orjson: unescaped UTF-8);
+    a value that cannot be encoded never fits."""
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        return 1 << 62
 
 
 def next_away_at(

@@ -115,6 +115,7 @@ class DisabledCloud(LocalSync):
             "profile": None,
             "organization": None,
             "role": None,
+            "account_as_of": None,
             "linked_workspaces": [],
             "sync_state": "offline",
             "clock_ahead": None,

@@ -11,7 +11,10 @@ listener starts the driver on every login (also after a restore) and stops it on
 when the cloud ends the session (auth_required). A restored session is logged in before the
 cloud has confirmed it (the cloud may be out of reach at start): the syncs then retry as in
 any outage, and the profile and organisation that could not be loaded are loaded at the
-session's first grant (``_session_changed``).
+session's first grant (``_session_changed``). Until then ``cloud.status`` shows the account
+last loaded for that user (kept in the store: ``store.account``), with ``account_as_of``
+saying when it was loaded; a load replaces it (``account_as_of`` null: current), a logout
+removes it.
 
 Folders: a linked workspace without a local ``path`` gets its link's folder; a clone's row
 comes with its first pull, so the commit listener places it then (``Linker.place``).
@@ -55,8 +58,10 @@ from daemon.config import CloudSettings
 from daemon.errors import DaemonError, InvalidInput
 from daemon.events import ChangeEvent
 from daemon.hlc import clock_ahead
+from daemon.realtime.presence import format_time
 from daemon.store.sync_types import Link
 from daemon.sync.cloud import (
+    AccountSnapshot,
     AuthRequired,
     CloudApi,
     CloudError,
@@ -70,6 +75,7 @@ from daemon.sync.cloud import (
 )
 from daemon.sync.cloud.http import Bounds
 from daemon.sync.cloud.records import check_uuid
+from daemon.sync.cloud.status import account_fields
 from daemon.sync.driver import DriverSettings, SyncDriver
 from daemon.sync.links import Linker, checked_folder
 from daemon.sync.live import LiveSync
@@ -156,6 +162,9 @@ class CloudService(LocalSync):
         #: the organisations the user is a member of (None: not known); the driver holds the
         #: links of any other (SyncDriver.activate)
         self._member_orgs: frozenset[str] | None = None
+        #: the account last loaded (from the cloud, or kept in the store from an earlier run)
+        self._account: AccountSnapshot | None = None
+        self._account_loaded = False  # loaded from the cloud since the start or the login
         self.links = Linker(
             store=store, api=self.api, pull_interval_s=self.driver.settings.pull_interval_s
         )
@@ -188,6 +197,7 @@ class CloudService(LocalSync):
         await self.session.__aenter__()
         self.driver.open()
         links = await self._store.sync.links()
+        self._account = await self._kept_account()
         self._remove_commit_listener = self._store.add_commit_listener(self._on_commit)
         for link in links:
             await self.driver.add(link)
@@ -244,6 +254,7 @@ class CloudService(LocalSync):
         elif not status.logged_in and self._logged_in:
             self._logged_in = False
             self._profile = self._membership = self._member_orgs = None
+            self._account_loaded = False
             self.driver.deactivate()
             self._spawn(self.live.deactivate(), "cloud-realtime-stop")
         self._changed(cloud=True, sync=True)
@@ -269,12 +280,41 @@ class CloudService(LocalSync):
         return self._logged_in and granted and self._member_orgs is None and not busy
 
     async def _load_account(self) -> None:
-        """Profile and first organisation; a ``CloudError`` leaves them unknown."""
+        """Profile and first organisation; a ``CloudError`` leaves them unknown. A load that a
+        logout (or a login as another user) overtook is dropped: it is not the session's."""
+        user = self.session.status.user
         self._member_orgs = None
-        self._profile = await self.api.profile()
+        profile = await self.api.profile()
         memberships = await self.api.memberships()
+        now = self.session.status
+        if not now.logged_in or now.user != user:
+            return
+        self._profile = profile
         self._membership = memberships[0] if memberships else None
         self._member_orgs = frozenset(m.org_id for m in memberships)
+        await self._keep_account()
+
+    async def _kept_account(self) -> AccountSnapshot | None:
+        """The account an earlier run loaded last (None: none, or unreadable)."""
+        try:
+            return AccountSnapshot.from_json(await self._store.account.load())
+        except ValueError:
+            return None
+
+    async def _keep_account(self) -> None:
+        """Keep the account just loaded, for ``cloud.status`` after a restart."""
+        user = self.session.status.user
+        if user is None:
+            return
+        now = format_time(time.time())
+        self._account = AccountSnapshot.loaded(
+            self._http.url, user.id, self._profile, self._membership, now
+        )
+        self._account_loaded = True
+        try:
+            await self._store.account.save(self._account.to_json())
+        except DaemonError as exc:  # shown all the same; kept at the next load
+            logger.warning("cloud.account_not_kept error=%s", type(exc).__name__)
 
     async def _organisation(self) -> Membership | None:
         """The user's (first) organisation (None: the user has none); loaded again if it
@@ -319,6 +359,11 @@ class CloudService(LocalSync):
         self.driver.deactivate()
         await self.live.deactivate()
         await self.session.logout()
+        self._account, self._account_loaded = None, False
+        try:
+            await self._store.account.clear()
+        except DaemonError as exc:  # never shown without its session; the next load replaces it
+            logger.warning("cloud.account_not_cleared error=%s", type(exc).__name__)
         return self.cloud_status()
 
     # Status
@@ -326,24 +371,12 @@ class CloudService(LocalSync):
     def cloud_status(self) -> dict[str, Any]:
         s = self.session.status
         sync = self._sync_status({})
-        profile, member = self._profile, self._membership
         return {
             "configured": True,
             "logged_in": s.logged_in,
             "auth_required": s.auth_required,
             "user": None if s.user is None else s.user.to_json(),
-            "profile": None
-            if profile is None
-            else {
-                "id": profile.id,
-                "email": profile.email,
-                "display_name": profile.display_name,
-                "avatar_url": profile.avatar_url,
-            },
-            "organization": None
-            if member is None
-            else {"id": member.org_id, "name": member.org_name},
-            "role": None if member is None else member.role,
+            **self._account_json(),
             "linked_workspaces": [
                 self.links.link_json(w.link, w) for w in self.driver.syncs.values()
             ],
@@ -353,6 +386,14 @@ class CloudService(LocalSync):
             "secret_backend": s.secret_backend,
             "last_error": s.last_error,
         }
+
+    def _account_json(self) -> dict[str, Any]:
+        """The account as loaded since the start; while the session's is not loaded yet (the
+        cloud is out of reach), the one last loaded for that user, at ``account_as_of``."""
+        s, kept = self.session.status, self._account
+        if not self._account_loaded and s.logged_in and kept and kept.shows(self._http.url, s.user):
+            return kept.status_fields()
+        return account_fields(self._profile, self._membership)
 
     def _sync_status(self, counts: dict[str, int]) -> SyncStatus:
         s = self.session.status

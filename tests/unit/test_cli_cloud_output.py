@@ -52,3 +52,17 @@ def test_error_texts() -> None:
     assert _error_text(refused) == f"{refused.message} (no_organization)"
     bare = RpcError(ErrorCode.NOT_FOUND)  # no data: the message as it is
     assert _error_text(bare) == bare.message
+
+
+def test_who_says_when_the_account_shown_was_loaded() -> None:
+    from daemon.cli_cloud import _who
+
+    state = {
+        "user": {"id": "u1", "email": "ada@example.com"},
+        "organization": {"id": "o1", "name": "Acme"},
+        "role": "owner",
+        "account_as_of": None,
+    }
+    assert _who(state) == "ada@example.com (Acme, owner)"
+    stale = {**state, "account_as_of": "2026-11-23T00:20:05.000Z"}
+    assert _who(stale) == "ada@example.com (Acme, owner) as of 2026-11-23T00:20:05.000Z"

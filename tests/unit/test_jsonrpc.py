@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
+from daemon.jsonnumbers import WideNumber
 from ui_bridge.jsonrpc import (
     ErrorCode,
     ErrorReply,
@@ -140,11 +141,21 @@ def test_error_codes_match_the_architecture() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"[" * 5000, b'"\\ud800"', b"\xff\xfe", b"1e400", b"NaN", b"", b"  "],
+    [b"[" * 5000, b'"\\ud800"', b"\xff\xfe", b"NaN", b"", b"  ", b"[1e400", b'["\\ud800",1e400]'],
 )
 def test_hostile_input_is_a_parse_error(raw: bytes) -> None:
     (item,) = parse_frame(raw).items
     assert reply_of(item)["error"]["code"] == -32700
+
+
+def test_a_number_beyond_the_double_range_is_json_not_a_parse_error() -> None:
+    """orjson refuses 1e400 as if it were not JSON; JSON allows any number."""
+    (item,) = parse_frame(b"1e400").items  # valid JSON, but not a request
+    assert reply_of(item)["error"]["code"] == -32600
+    frame = parse_frame(b'{"jsonrpc":"2.0","method":"m","params":[1e400,-1E+999],"id":7}')
+    (request,) = frame.items
+    assert isinstance(request, Request) and request.id == 7
+    assert request.params == [WideNumber("1e400"), WideNumber("-1E+999")]  # refused by spec.py
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from daemon.realtime.frames import PostgresChange
 from daemon.realtime.presence import Member, format_time
-from daemon.sync.live_map import member_json, next_away_at, remote_change
+from daemon.sync.live_map import fit_members, member_json, next_away_at, remote_change
 
 WS = "01900000-0000-7000-8000-000000000001"
 OTHER_WS = "01900000-0000-7000-8000-000000000002"
@@ -186,3 +187,44 @@ def test_next_away_at_is_the_first_active_member_to_go_idle() -> None:
     assert next_away_at(members, 1400.0) is None
     assert next_away_at([member("e", active_at=None)], 1000.0) == 1200.0  # since 900 + 300
     assert next_away_at([], 0.0) is None
+
+
+def big_member(
+    device_id: str, *, own: bool = False, cursor_bytes: int = 16 * 1024
+) -> dict[str, Any]:
+    """A member as presence.list shows it, tracking what syncd allows at most: a 16 KiB
+    cursor and a 4096-character file path (3 bytes each as UTF-8)."""
+    member = Member(
+        key=device_id, user_id="u1", display_name="Ada", device_id=device_id, status="active",
+        active_file="文" * 4096, cursor="c" * (cursor_bytes - 2),
+        since=format_time(1.0), active_at=format_time(2.0),
+    )  # fmt: skip
+    return member_json(member, ME if own else "someone-else")
+
+
+def test_fit_members_keeps_this_device_and_what_fits_in_order() -> None:
+    members = [big_member(f"dev-{i:02d}") for i in range(40)]
+    members.insert(25, big_member(ME, own=True))
+    budget = (1 << 20) - 4096
+    assert len(orjson.dumps(members)) > 1 << 20  # 41 members of ~28 KiB each: too large
+    kept, truncated = fit_members(members, budget)
+    assert len(orjson.dumps(kept)) <= budget
+    assert truncated == len(members) - len(kept) > 0
+    assert [m for m in kept if m["self"]] == [members[25]]  # this device, though late in order
+    others = [m for m in members if not m["self"]]
+    assert [m for m in kept if not m["self"]] == others[: len(kept) - 1]  # the first in order
+    assert kept == [m for m in members if m in kept]  # in their order
+    # the next one would not have fitted: as many are kept as fit
+    assert len(orjson.dumps([*kept, others[len(kept) - 1]])) > budget
+
+
+def test_fit_members_skips_a_member_too_large_and_keeps_the_smaller_after_it() -> None:
+    small = [big_member(f"dev-{i}", cursor_bytes=100) for i in range(3)]
+    huge = big_member("dev-huge", cursor_bytes=4 << 20)  # another client's meta: no limit
+    members = [small[0], huge, small[1], big_member(ME, own=True), small[2]]
+    kept, truncated = fit_members(members, 1 << 20)
+    assert (kept, truncated) == ([small[0], small[1], members[3], small[2]], 1)
+    assert fit_members(members[:1], 1 << 20) == (members[:1], 0)
+    assert fit_members([], 10) == ([], 0)
+    # this device is listed whatever the room
+    assert fit_members([huge, members[3]], 100) == ([members[3]], 1)

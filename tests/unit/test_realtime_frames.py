@@ -36,3 +36,19 @@ def test_json_size_refuses_what_is_not_json_naming_the_field(bad: object) -> Non
     with pytest.raises(InvalidInput) as caught:
         check_payload("payload", {"x": bad})
     assert caught.value.field == "payload"
+
+
+def test_a_frame_holding_a_number_beyond_the_double_range_is_still_a_frame() -> None:
+    """The cloud's jsonb takes 1e400 (a postgres_changes record may carry it): the hint is
+    decoded, its number as a WideNumber, which the store sets aside (daemon/jsonnumbers.py),
+    instead of being dropped as "not JSON"; what is not JSON still is refused."""
+    from daemon.jsonnumbers import WideNumber
+    from daemon.realtime.frames import FrameError, decode_frame
+
+    frame = decode_frame(
+        '{"topic":"realtime:t","event":"postgres_changes","payload":{"data":{"n":1e400}},'
+        '"ref":null}'
+    )
+    assert frame.payload == {"data": {"n": WideNumber("1e400")}}
+    with pytest.raises(FrameError):
+        decode_frame('{"topic":"realtime:t","event":"x","payload":{"n":1e400}')

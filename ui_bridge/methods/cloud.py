@@ -150,7 +150,9 @@ def add_cloud_methods(table: MethodTable, cloud: CloudFacade) -> None:
             (),
             "Cloud configuration, session, user, organisation, links and sync state"
             " (`clock_ahead`: null, or `{ahead_ms, until}` while this device's clock runs more"
-            " than the cloud's allowed hour ahead of its wall clock, as in sync.status).",
+            " than the cloud's allowed hour ahead of its wall clock, as in sync.status;"
+            " `account_as_of`: null, or when the profile, organization and role shown were"
+            " loaded: kept from an earlier run while the cloud has not confirmed them).",
             _OBJECT,
         ),
         Method(

@@ -318,7 +318,13 @@ def _message_methods() -> list[Method]:
 
 def _task_methods() -> list[Method]:
     t = _tasks
-    payload = Param("payload", "any", nullable=True, description="the task's input, any JSON")
+    payload = Param(
+        "payload",
+        "any",
+        nullable=True,
+        description="the task's input, any JSON (its numbers: integers within 64 bits,"
+        " others below 2**63 in magnitude; -32602 otherwise)",
+    )
     priority = Param(
         "priority", "integer", minimum=-1_000_000, maximum=1_000_000, description="default 0"
     )
@@ -363,7 +369,9 @@ def _task_methods() -> list[Method]:
             _update(t),
             updatable,
             "Change a task's status, priority, payload or progress (refused in a deleted"
-            " workspace).",
+            " workspace). The status moves freely between queued, running and paused, and from"
+            " those to succeeded, failed or cancelled; an ended task's status never changes"
+            " again (-32602 on status).",
             _ROW,
             _ROW_ERRORS,
         ),

@@ -96,8 +96,10 @@ def add_doc_methods(table: MethodTable) -> None:
             "string",
             nullable=True,
             max_length=ID_LENGTH,
-            description="on creation only: the workspace (none: a local-only document, until"
-            " a document of the same id arrives from a linked workspace and adopts it)",
+            description="the document's workspace: on creation (none: a local-only document,"
+            " until a document of the same id arrives from a linked workspace and adopts it),"
+            " or to adopt an existing local-only document into it (so it syncs); refused when"
+            " the workspace is unknown or deleted, or the document is of another workspace",
         ),
         Param(
             "name",
@@ -120,7 +122,8 @@ def add_doc_methods(table: MethodTable) -> None:
             " not arrived yet creates it empty; with its workspace_id it joins it (never"
             " renaming it); without, it is local-only until the shared one arrives, which"
             " adopts it (its workspace and name; the contents merge and local edits are"
-            " shared).",
+            " shared), or until it is opened with a workspace_id, which adopts it into that"
+            " workspace.",
             _OPENED,
             (ErrorCode.INVALID_PARAMS, ErrorCode.SHUTTING_DOWN),
         ),

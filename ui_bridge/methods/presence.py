@@ -4,10 +4,15 @@ call the live facade (``daemon.sync.live.LiveSync`` when the cloud is configured
 
 Events (ephemeral: delivered to live subscriptions only, never stored, never replayed; their
 notification carries ``"ephemeral": true`` and the subscription's last durable ``seq``):
-``presence.changed {workspace_id, members}`` whenever who is online (or their status, file or
-cursor) changes, also when an idle member turns ``away`` (5 min without input) and when the
-connection is lost (then only this device is listed, as in ``presence.list``), and
+``presence.changed {workspace_id, members, truncated}`` whenever who is online (or their status,
+file or cursor) changes, also when an idle member turns ``away`` (5 min without input) and when
+the connection is lost (then only this device is listed, as in ``presence.list``), and
 ``broadcast.received {workspace_id, event, payload}``.
+
+Members shown fit in one frame of the local API (``bridge.max_frame_bytes``, 1 MiB by default):
+this device always, then the others in order as long as they fit; ``truncated`` counts the
+members left out (0: everyone is listed). ~30 devices each tracking a 16 KiB cursor and a long
+file path would otherwise make a frame a client refuses (1009), closing its connection.
 
 Errors: -32003 cloud not configured, -32004 not logged in, -32602 bad params or a workspace
 that is not linked to the cloud (``data.field`` = ``workspace_id``), or a broadcast ``event``
@@ -52,8 +57,13 @@ _MEMBERS: Final[dict[str, Any]] = {
     "properties": {
         "workspace_id": {"type": "string"},
         "members": {"type": "array", "items": _MEMBER},
+        "truncated": {
+            "type": "integer",
+            "description": "members left out so that the answer fits in one frame of the local"
+            " API (this device is always listed)",
+        },
     },
-    "required": ["workspace_id", "members"],
+    "required": ["workspace_id", "members", "truncated"],
 }
 _TRACKED: Final[dict[str, Any]] = {
     "type": "object",
@@ -152,7 +162,8 @@ def add_presence_methods(table: MethodTable, live: LiveFacade) -> None:
             (ws,),
             "Who is online in a linked workspace (idle members show as away): this device always"
             " (self true, as it last set it, even while the cloud is unreachable), the others"
-            " while connected.",
+            " while connected, as many as fit in one frame of the local API (truncated: how"
+            " many are left out).",
             _MEMBERS,
             _ERRORS,
         ),

@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
-from ui_bridge.jsonrpc import WIDE_FLOAT, ErrorCode, RpcError
+from daemon.jsonnumbers import INT64_MAX, INT64_MIN, WIDE_NUMBER, is_wide, wide_path
+from ui_bridge.jsonrpc import ErrorCode, RpcError
 
 __all__ = [
     "CURSOR_PARAM",
@@ -29,12 +30,6 @@ __all__ = [
 ParamType = Literal["string", "integer", "number", "boolean", "object", "array", "any"]
 Handler = Callable[[Any, dict[str, Any]], Awaitable[Any]]
 
-INT64_MIN: Final = -(1 << 63)
-INT64_MAX: Final = (1 << 63) - 1
-WIDE_NUMBER: Final = (
-    "holds a number beyond the 64-bit integer range (an integer that large cannot be stored"
-    " exactly: send it as a string)"
-)
 MAX_JSON_DEPTH: Final = 32
 MAX_STRING: Final = 1 << 20
 
@@ -109,10 +104,12 @@ def _check_integer(p: Param, v: Any) -> str | None:
 
 
 def _check_number(p: Param, v: Any) -> str | None:
+    if is_wide(v):  # (also a number beyond the double range: jsonnumbers.WideNumber)
+        return WIDE_NUMBER
     if isinstance(v, bool) or not isinstance(v, int | float):
         return "must be a number"
     if isinstance(v, float):
-        return WIDE_NUMBER if _wide(v) else None
+        return None
     return _check_integer(p, v)
 
 
@@ -145,13 +142,15 @@ def _check_any(p: Param, v: Any) -> str | None:
 
 
 def _check_json(value: Any) -> str | None:
-    """Bound nesting (the encoder has a depth limit) and number range (SQLite is 64-bit).
+    """Bound nesting (the encoder has a depth limit) and number range (daemon/jsonnumbers.py).
 
     A number of 2**63 or more (in magnitude) is refused whether it came as an integer or as a
     float: orjson turns an integer beyond 64 bits into the nearest float, so the two cannot be
     told apart here, and storing that float would change the value the client sent. (JSON has a
     single number type: 1e20 and 100000000000000000000 are the same number, and JavaScript
-    writes the latter for it.) Checking the frame's text instead would cost every request.
+    writes the latter for it.) Checking the frame's text instead would cost every request. A
+    number beyond the double range (1e400) is refused alike (jsonrpc.py decodes it as a
+    ``WideNumber`` rather than answering a parse error for valid JSON).
     """
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -161,34 +160,15 @@ def _check_json(value: Any) -> str | None:
                 return f"must not nest deeper than {MAX_JSON_DEPTH} levels"
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
-        elif _wide(item):
+        elif is_wide(item):
             return _wide_at(value)
     return None
 
 
-def _wide(item: Any) -> bool:
-    """An integer outside the 64-bit range, or a float of 2**63 or more in magnitude: orjson
-    parses an integer beyond 64 bits to the nearest float (-2**63 - 1 too comes out as
-    -2**63.0), so such a float may have been one and is refused alike (``_check_json``)."""
-    if isinstance(item, float):
-        return not -WIDE_FLOAT < item < WIDE_FLOAT
-    if isinstance(item, int) and not isinstance(item, bool):
-        return not INT64_MIN <= item <= INT64_MAX
-    return False
-
-
 def _wide_at(value: Any) -> str:
     """WIDE_NUMBER, naming where in ``value`` such a number is (walked again only on refusal)."""
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
-        item, path = stack.pop()
-        if isinstance(item, dict):
-            stack.extend((child, f"{path}.{key}" if path else key) for key, child in item.items())
-        elif isinstance(item, list):
-            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
-        elif _wide(item):
-            return f"{WIDE_NUMBER} at {path}" if path else WIDE_NUMBER
-    return WIDE_NUMBER
+    path = wide_path(value)
+    return f"{WIDE_NUMBER} at {path}" if path else WIDE_NUMBER
 
 
 _CHECKS: Final[dict[str, Callable[[Param, Any], str | None]]] = {

@@ -28,10 +28,16 @@ from daemon.sync.cloud.records import CloudWorkspace, Membership, Profile
 from daemon.sync.cloud.rest import CloudApi
 from daemon.sync.cloud.secrets import SecretStore
 from daemon.sync.cloud.session import CloudSession
-from daemon.sync.cloud.status import SecretBackend, SessionStatus, StatusListener
+from daemon.sync.cloud.status import (
+    AccountSnapshot,
+    SecretBackend,
+    SessionStatus,
+    StatusListener,
+)
 from daemon.sync.cloud.wire import CloudUser, TokenGrant, refresh_at
 
 __all__ = [
+    "AccountSnapshot",
     "AnswerTooLarge",
     "AuthRequired",
     "CloudApi",

@@ -39,6 +39,7 @@ from typing import Any, Final
 import httpx
 import orjson
 
+from daemon import jsonnumbers
 from daemon.config import Secret
 from daemon.sync.cloud.errors import (
     AnswerTooLarge,
@@ -104,9 +105,11 @@ def transport_kind(exc: httpx.TransportError) -> TransportKind:
 
 
 def decode_json(response: httpx.Response, *, operation: str) -> Any:
-    """The JSON body of a successful response; CloudProtocolError if it is not JSON."""
+    """The JSON body of a successful response; CloudProtocolError if it is not JSON. A number
+    beyond what orjson holds (PostgreSQL's jsonb takes any: ``1e400``) does not make valid JSON
+    "not JSON" (daemon/jsonnumbers.py): a pulled row holding one is set aside by the store."""
     try:
-        return orjson.loads(response.content)
+        return jsonnumbers.loads(response.content)
     except orjson.JSONDecodeError as exc:
         raise CloudProtocolError(operation, "not_json", status=response.status_code) from exc
 

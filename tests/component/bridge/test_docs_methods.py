@@ -198,3 +198,27 @@ async def test_the_empty_update_is_answered_without_being_stored(rpc: Rpc, store
     methods = {m["name"]: m for m in (await rpc.call("rpc.discover"))["methods"]}
     result = methods["doc.update"]["result"]["schema"]
     assert {"type": "null"} in result["properties"]["update_id"]["oneOf"]
+
+
+async def test_open_with_a_workspace_adopts_a_local_only_document_or_refuses(
+    rpc: Rpc, store: Store
+) -> None:
+    workspace = await rpc.call("workspace.create", {"name": "w"})
+    other = await rpc.call("workspace.create", {"name": "other"})
+    doc_id = await make_doc(rpc)  # local-only
+    editor = Editor(rpc, doc_id)
+    await editor.open()
+    await editor.edit(0, "typed")
+    opened = await rpc.call("doc.open", {"id": doc_id, "workspace_id": workspace["id"]})
+    assert opened["workspace_id"] == workspace["id"]
+    assert (await rpc.call("doc.get", {"id": doc_id}))["text"] == "typed"
+    seq = await store.changelog.last_seq()
+    refused = await rpc.request("doc.open", {"id": doc_id, "workspace_id": other["id"]})
+    assert refused["error"]["code"] == -32602
+    assert refused["error"]["data"]["field"] == "workspace_id"
+    assert f"belongs to workspace {workspace['id']!r}" in refused["error"]["data"]["reason"]
+    assert (await rpc.call("doc.open", {"id": doc_id}))["workspace_id"] == workspace["id"]
+    assert await store.changelog.last_seq() == seq
+    methods = {m["name"]: m for m in (await rpc.call("rpc.discover"))["methods"]}
+    [param] = [p for p in methods["doc.open"]["params"] if p["name"] == "workspace_id"]
+    assert "adopt an existing local-only document" in param["description"]

@@ -1,7 +1,9 @@
 """Numbers beyond 64 bits and the OpenRPC document, through a real connection and a real store.
 
-orjson parses an integer beyond [-2**63, 2**64 - 1] to the nearest float: an id must still come
-back as sent (JSON-RPC 2.0, 5) and params must be refused (-32602) rather than stored changed.
+orjson parses an integer beyond [-2**63, 2**64 - 1] to the nearest float, and refuses a number
+beyond the double range (1e400) as if it were not JSON: an id must still come back as sent
+(JSON-RPC 2.0, 5), and params must be refused (-32602, naming the field and where in it) rather
+than stored changed or answered as a parse error (-32700) although they are valid JSON.
 Replies are read with the standard library's json, which keeps integers exact.
 """
 
@@ -53,6 +55,8 @@ async def test_ids_in_a_batch_and_float_ids_come_back_as_sent(rpc: Rpc) -> None:
 
 WIDE_NUMBERS = ("1" + "0" * 29, "18446744073709551616", "9223372036854775808")
 WIDE_NUMBERS += ("-9223372036854775809", "1e30")
+# beyond the double range: valid JSON orjson refuses (they were answered -32700, Parse error)
+WIDE_NUMBERS += ("1e400", "-1e400", "1" + "0" * 400, "-2.5E+309")
 
 
 @pytest.mark.parametrize("number", WIDE_NUMBERS)
@@ -70,6 +74,27 @@ async def test_params_beyond_64_bits_are_refused_not_changed(
     assert "big[0]" in reply["error"]["data"]["reason"]
     listing = await rpc.call("task.list", {"workspace_id": workspace["id"]})
     assert listing["items"] == []  # nothing was stored
+
+
+@pytest.mark.parametrize("req_id", ["1e400", "-1" + "0" * 400])
+async def test_an_id_beyond_the_double_range_comes_back_as_sent(rpc: Rpc, req_id: str) -> None:
+    await rpc.ws.send(request("daemon.ping", req_id))
+    raw = await asyncio.wait_for(rpc.ws.recv(), 5_000 * MS)
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    assert text == f'{{"jsonrpc":"2.0","result":{{"pong":true}},"id":{req_id}}}'
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"jsonrpc":"2.0","method":"daemon.ping","params":{"n":NaN},"id":1e400}',
+        '{"jsonrpc":"2.0","method":"daemon.ping","params":{"n":1e400,"s":"\\ud800"},"id":1}',
+        '{"jsonrpc":"2.0","method":"daemon.ping","params":{"n":1e400},"id":1',
+    ],
+)
+async def test_what_is_not_json_is_still_a_parse_error(rpc: Rpc, frame: str) -> None:
+    reply = await exchange(rpc, frame)
+    assert reply["error"]["code"] == -32700 and reply["id"] is None
 
 
 async def test_numbers_within_64_bits_are_stored_as_sent(rpc: Rpc) -> None:

@@ -8,9 +8,11 @@ import base64
 import sqlite3
 from typing import Any
 
+import orjson
 import pytest
 from pycrdt import Doc, Text
 
+from daemon.errors import InvalidInput
 from daemon.store import Store
 from daemon.store.ids import uuid7
 
@@ -162,3 +164,65 @@ async def test_a_new_document_of_a_linked_workspace_tells_the_push_listeners(
     remove()
     await store.documents.open(workspace_id=linked)
     assert pushes == [frozenset({linked})]
+
+
+async def test_opening_a_local_only_document_with_a_workspace_adopts_it(
+    store: Store, raw: sqlite3.Connection
+) -> None:
+    """``doc.open {id, workspace_id}`` of a document created without one: it takes the
+    workspace as a pulled row's adoption gives it (fww: the value beats the null), its edits
+    take the workspace and go out, and later edits follow."""
+    ws = (await create_linked(store, name="w"))["id"]
+    await take_all(store, ws)
+    pushes: list[frozenset[str]] = []
+    store.add_push_listener(pushes.append)
+    doc_id = uuid7()
+    mine = await store.documents.open(doc_id)
+    assert mine["workspace_id"] is None
+    await store.documents.apply_update(doc_id, text_update("offline "))
+    [(clocks,)] = rows(raw, "SELECT field_hlc FROM documents WHERE id = ?", doc_id)
+    null_clock = orjson.loads(clocks)["workspace_id"]  # the null workspace's, at creation
+    adopted = await store.documents.open(doc_id, workspace_id=ws, name="ignored.md")
+    assert adopted["workspace_id"] == ws and adopted["name"] == ""  # the name: on creation only
+    assert text_of(state_of(adopted)) == "offline "
+    assert rows(raw, "SELECT workspace_id FROM documents WHERE id = ?", doc_id) == [(ws,)]
+    assert rows(raw, "SELECT DISTINCT workspace_id FROM doc_updates WHERE doc_id = ?", doc_id) == [
+        (ws,)
+    ]
+    queued = [c for c in await take_all(store, ws) if c.table in ("documents", "doc_updates")]
+    assert [c.table for c in queued] == ["documents", "doc_updates"]
+    assert queued[0].fields["workspace_id"] == ws and "name" not in queued[0].fields
+    assert queued[0].field_hlc["workspace_id"] > null_clock
+    assert text_of(base64.b64decode(queued[1].fields["data"])) == "offline "
+    assert ws in frozenset().union(*pushes)
+    await store.documents.apply_update(doc_id, text_update("more", state_of(adopted)))
+    later = [c for c in await take_all(store, ws) if c.table == "doc_updates"]
+    assert len(later) == 2 and later[-1].fields["doc_id"] == doc_id
+    # opened again with its workspace: nothing more to do
+    outbox = rows(raw, "SELECT count(*) FROM outbox")
+    assert (await store.documents.open(doc_id, workspace_id=ws))["workspace_id"] == ws
+    assert rows(raw, "SELECT count(*) FROM outbox") == outbox
+
+
+async def test_opening_with_another_or_a_bad_workspace_is_refused_and_changes_nothing(
+    store: Store, raw: sqlite3.Connection
+) -> None:
+    ws = (await create_linked(store, name="w"))["id"]
+    other = (await store.workspaces.create(name="other"))["id"]
+    gone = (await store.workspaces.create(name="gone"))["id"]
+    await store.workspaces.delete(gone)
+    homed = (await store.documents.open(workspace_id=other, name="d"))["id"]
+    local = (await store.documents.open(uuid7()))["id"]
+    seq = await store.changelog.last_seq()
+    outbox = rows(raw, "SELECT count(*) FROM outbox")
+    before = rows(raw, "SELECT id, workspace_id, hlc, field_hlc FROM documents ORDER BY id")
+    cases = [(homed, ws, f"belongs to workspace {other!r}"), (local, gone, "is deleted")]
+    cases.append((local, "no-such-workspace", "unknown workspace"))
+    for doc_id, workspace_id, reason in cases:
+        with pytest.raises(InvalidInput) as refused:
+            await store.documents.open(doc_id, workspace_id=workspace_id)
+        assert refused.value.field == "workspace_id" and reason in str(refused.value), reason
+    assert rows(raw, "SELECT id, workspace_id, hlc, field_hlc FROM documents ORDER BY id") == before
+    assert await store.changelog.last_seq() == seq
+    assert rows(raw, "SELECT count(*) FROM outbox") == outbox
+    assert (await store.documents.open(local))["workspace_id"] is None  # the loaded one too

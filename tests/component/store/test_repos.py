@@ -466,3 +466,47 @@ async def test_clocks_increase_across_all_writes(store: Store) -> None:
         clocks.append(msg["hlc"])
     assert clocks == sorted(clocks) and len(set(clocks)) == len(clocks)
     assert {decode(c).device_id for c in clocks} == {store.device_id}
+
+
+async def test_an_ended_task_refuses_a_local_status_but_merges_a_pulled_one(
+    store: Store,
+) -> None:
+    """The local API keeps ended statuses final (tasks.py); a pulled status merges by the sync
+    rules whatever it moves from (a newer write of another device wins, R1)."""
+    from .test_sync_support import change, clock, merge, remote_task
+
+    ws = await create_linked(store, name="A")
+    task = await store.tasks.create(workspace_id=ws["id"], kind="build")
+    cancelled = await store.tasks.cancel(task["id"])
+    with pytest.raises(InvalidInput) as refused:
+        await store.tasks.update(task["id"], status="running")
+    assert refused.value.field == "status"
+    assert await store.tasks.get(task["id"]) == cancelled
+    remote = remote_task(clock(60_000), ws["id"], id=task["id"], status="running")
+    await store.sync.apply_pull(
+        scope="s", changes=[change("tasks", remote)], cursor="1", merge=merge
+    )
+    assert (await store.tasks.get(task["id"]))["status"] == "running"
+
+
+@pytest.mark.parametrize("number", [2**63, -(2**63) - 1, 2**64, 1e20, -9.3e18, float("inf")])
+async def test_json_values_keep_only_numbers_they_hold_exactly(
+    store: Store, raw: sqlite3.Connection, number: Any
+) -> None:
+    """The store refuses what the local API refuses (daemon/jsonnumbers.py): a number it would
+    not give back as it was given, whoever writes it."""
+    ws = await create_linked(store, name="A")
+    task = await store.tasks.create(workspace_id=ws["id"], kind="k", payload={"ok": 2**63 - 1})
+    before = rows(raw, "SELECT count(*) FROM changelog")
+    with pytest.raises(InvalidInput) as refused:
+        await store.tasks.create(workspace_id=ws["id"], kind="k", payload={"n": [1, number]})
+    assert refused.value.field == "payload" and "at n[1]" in refused.value.message
+    with pytest.raises(InvalidInput) as refused:
+        await store.tasks.update(task["id"], progress={"done": number})
+    assert refused.value.field == "progress" and "2**63" in refused.value.message
+    with pytest.raises(InvalidInput):
+        await store.workspaces.update(ws["id"], shared_memory={"k": {"deep": number}})
+    assert rows(raw, "SELECT count(*) FROM changelog") == before
+    assert (await store.tasks.get(task["id"]))["payload"] == {"ok": 2**63 - 1}
+    kept = await store.tasks.update(task["id"], payload={"small": 9.2e18, "id": "1" * 30})
+    assert kept["payload"] == {"small": 9.2e18, "id": "1" * 30}

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from daemon.errors import NotFound
 from daemon.store import Store
 from daemon.store.ids import uuid7
 from devcloud.server import RunningDevcloud
@@ -88,3 +89,31 @@ async def test_joining_with_the_workspace_never_renames_the_document(
     [cloud] = await cloud_rows("SELECT name FROM documents WHERE id = $1::uuid", doc_id)
     assert cloud["name"] == "roadmap.md"
     assert (await a.store.documents.open(doc_id))["name"] == "roadmap.md"
+
+
+async def test_opening_a_local_only_document_with_the_workspace_shares_it(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path, cloud_rows: Any
+) -> None:
+    """A document written offline without a workspace, then opened with one, is adopted into
+    it (as a pulled row would adopt it) and reaches the other device, edits and all."""
+    a, b, ws_id, _ = await pair(devcloud, make_device, tmp_path)
+    doc_id = uuid7()
+    await a.store.documents.open(doc_id)
+    await type_into(a.store, doc_id, "drafted offline")
+    adopted = await a.store.documents.open(doc_id, workspace_id=ws_id)
+    assert adopted["workspace_id"] == ws_id
+
+    async def in_cloud() -> bool:
+        found = await cloud_rows("SELECT workspace_id FROM documents WHERE id = $1::uuid", doc_id)
+        return [str(r["workspace_id"]) for r in found] == [ws_id]
+
+    await wait_for(in_cloud, timeout=WAIT, message="the adopted document in the cloud")
+
+    async def on_b() -> bool:
+        try:
+            return await text(b.store, doc_id) == "drafted offline"
+        except NotFound:
+            return False
+
+    await wait_for(on_b, timeout=WAIT, message="the adopted document's text on Bob's device")
+    assert (await b.store.documents.open(doc_id))["workspace_id"] == ws_id

@@ -372,7 +372,11 @@ async def test_while_the_cloud_is_unreachable_presence_still_lists_this_device(
     assert me() == online
     [shown] = a.cloud.live.presence(ws_id)["members"]
     assert shown["display_name"] == "ada"
-    assert on_a.of("presence.changed")[-1] == {"workspace_id": ws_id, "members": [shown]}
+    assert on_a.of("presence.changed")[-1] == {
+        "workspace_id": ws_id,
+        "members": [shown],
+        "truncated": 0,
+    }
     await a.cloud.live.set_presence(ws_id, {"active_file": "offline.md"})
     assert me() == [(a.store.device_id, True, "busy", {"line": 1}, "offline.md")]
     assert on_a.of("presence.changed")[-1]["members"] == a.cloud.live.presence(ws_id)["members"]

@@ -1,0 +1,69 @@
+"""Numbers the cloud's jsonb holds but the daemon does not keep exactly (daemon/jsonnumbers.py),
+pulled from the in-process devcloud: another app writes them with plain SQL. The pull goes on
+(a number beyond the double range made the whole page "not JSON", so the workspace never
+pulled again), the rest of the change applies, and the field is set aside, never stored
+changed (orjson reads 2**64 as the nearest double)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devcloud.server import RunningDevcloud
+
+from .conftest import PASSWORD, MakeDevice
+
+WIDE = ('{"n": 18446744073709551616}', '{"n": 1e400}', '{"n": [1, -1e20]}')
+
+
+async def test_a_pulled_number_the_store_cannot_keep_is_set_aside_and_the_pull_goes_on(
+    devcloud: RunningDevcloud,
+    make_device: MakeDevice,
+    tmp_path: Path,
+    cloud_rows: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await devcloud.create_user("ada@example.com", PASSWORD, org="Acme")
+    a = await make_device("a", pull_interval_s=3600.0)
+    await a.cloud.login("ada@example.com", PASSWORD)
+    ws = await a.store.workspaces.create(name="w")
+    tasks = [
+        await a.store.tasks.create(workspace_id=ws["id"], kind="k", payload={"old": i})
+        for i in range(len(WIDE))
+    ]
+    await a.cloud.link(workspace_id=ws["id"])
+    assert (await a.cloud.sync_now("push"))["error"] is None
+    for task, payload in zip(tasks, WIDE, strict=True):
+        await cloud_rows(
+            "UPDATE tasks SET payload = $1::jsonb, status = 'running' WHERE id = $2::uuid",
+            payload,
+            task["id"],
+        )
+    await cloud_rows(
+        "UPDATE workspaces SET shared_memory = '{\"k\": 1e400}'::jsonb, description = 'seen'"
+        " WHERE id = $1::uuid",
+        ws["id"],
+    )
+    with caplog.at_level(logging.WARNING, logger="daemon.store.sync_apply"):
+        pulled = await a.cloud.sync_now("pull")
+    assert pulled["error"] is None and pulled["state"] == "idle"
+    for i, task in enumerate(tasks):
+        stored = await a.store.tasks.get(task["id"])
+        assert (stored["status"], stored["payload"]) == ("running", {"old": i})
+    workspace = await a.store.workspaces.get(ws["id"])
+    assert (workspace["description"], workspace["shared_memory"]) == ("seen", {})
+    set_aside = [r.getMessage() for r in caplog.records if "sync.apply.set_aside" in r.message]
+    assert len(set_aside) == len(WIDE) + 1
+    assert all("reason=wide_number" in line for line in set_aside)
+    assert any(f"id='{tasks[0]['id']}' fields=payload" in line for line in set_aside)
+    assert not any("1844674407" in line or "1e400" in line for line in caplog.messages)
+
+    # once the cloud holds a number it can keep, the field arrives like any other
+    await cloud_rows(
+        "UPDATE tasks SET payload = '{\"n\": 5}'::jsonb WHERE id = $1::uuid", tasks[1]["id"]
+    )
+    assert (await a.cloud.sync_now("pull"))["error"] is None
+    assert (await a.store.tasks.get(tasks[1]["id"]))["payload"] == {"n": 5}
