@@ -81,6 +81,13 @@ CLOSE_TIMEOUT_S = 2.0
 TOKEN_TIMEOUT_S = 30.0
 # Limits
 EVENT_QUEUE_SIZE = 1024
+#: The largest frame the socket takes. websockets' default (1 MiB) is below what Realtime
+#: sends: a channel's presence state lists every member (up to 16 KiB each from syncd, any
+#: size from other clients) and a broadcast may carry up to 3 MB on Supabase's paid plans. A
+#: frame over the limit closes the socket (1009), and the same frame after every rejoin would
+#: keep the workspace from live changes for good. Bounded, as every answer of the cloud is
+#: (sync/cloud/http.py); the same as uvicorn's default, devcloud's server.
+MAX_FRAME_BYTES = 16 << 20
 _TOKEN_WORDS = ("token", "jwt")
 #: Events whose frames move no deadline of the client (the ticker need not re-plan).
 _DEADLINE_NEUTRAL = (PostgresChange, BroadcastReceived)
@@ -265,6 +272,7 @@ class RealtimeConnection:
         async with connect(
             self._url,
             compression=None,
+            max_size=MAX_FRAME_BYTES,
             open_timeout=OPEN_TIMEOUT_S,
             close_timeout=CLOSE_TIMEOUT_S,
             user_agent_header="syncd-realtime",
