@@ -1,11 +1,14 @@
-"""Shared test helpers: one time unit, and waiting on conditions instead of sleeping."""
+"""Shared test helpers: one time unit, waiting on conditions instead of sleeping, and a database
+file damaged on purpose."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 # Every timeout in the tests is a multiple of MS; SYNCD_TESTS_TIMEOUT_FACTOR scales them on slow CI.
 MS = 0.001 * float(os.environ.get("SYNCD_TESTS_TIMEOUT_FACTOR", "1"))
@@ -43,3 +46,20 @@ def wait_for_sync(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.1f}s waiting for {message}")
         time.sleep(interval)
+
+
+def overwrite_a_leaf_page(path: Path, table: str = "messages") -> None:
+    """One leaf page of ``table`` overwritten with garbage (everything checkpointed first)."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        leaves = conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY pageno",
+            (table,),
+        ).fetchall()
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+    with path.open("r+b") as f:
+        f.seek((leaves[len(leaves) // 2][0] - 1) * page_size)
+        f.write(b"\xa5" * page_size)

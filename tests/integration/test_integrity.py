@@ -18,8 +18,7 @@ from daemon.app import Daemon
 from daemon.config import BridgeSettings, Settings, StoreSettings
 from daemon.store import Store
 from daemon.store.engine import run_in_thread
-from tests.component.store.test_integrity import overwrite_a_leaf_page
-from tests.helpers import MS, wait_for
+from tests.helpers import MS, overwrite_a_leaf_page, wait_for
 from ui_bridge.client import Client, connect
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from daemon.config import StoreSettings
 from daemon.store import Store
 from daemon.store.integrity import IntegrityCheck
+from tests.helpers import overwrite_a_leaf_page
 
 
 async def _store_with_messages(path: Path, count: int = 200) -> Store:
@@ -20,23 +21,6 @@ async def _store_with_messages(path: Path, count: int = 200) -> Store:
     for _ in range(count):
         await store.messages.create(conversation_id=conv["id"], role="user", content="x" * 500)
     return store
-
-
-def overwrite_a_leaf_page(path: Path, table: str = "messages") -> None:
-    """One leaf page of ``table`` overwritten with garbage (everything checkpointed first)."""
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        leaves = conn.execute(
-            "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY pageno",
-            (table,),
-        ).fetchall()
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    finally:
-        conn.close()
-    with path.open("r+b") as f:
-        f.seek((leaves[len(leaves) // 2][0] - 1) * page_size)
-        f.write(b"\xa5" * page_size)
 
 
 async def test_a_healthy_database_is_ok(tmp_path: Path) -> None:

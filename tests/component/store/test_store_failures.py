@@ -22,6 +22,7 @@ from daemon.config import StoreSettings
 from daemon.errors import StoreUnavailable
 from daemon.store import Store
 from daemon.store.engine import run_in_thread
+from tests.helpers import overwrite_a_leaf_page
 
 from .conftest import rows
 
@@ -131,16 +132,7 @@ async def test_a_read_that_meets_corrupt_pages_says_the_database_is_damaged(
     for _ in range(200):
         await store.messages.create(conversation_id=conv["id"], role="user", content="x" * 500)
     await store.close()
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    leaves = conn.execute(
-        "SELECT pageno FROM dbstat WHERE name = 'messages' AND pagetype = 'leaf' ORDER BY pageno"
-    ).fetchall()
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    conn.close()
-    with path.open("r+b") as f:  # one leaf of the messages table overwritten
-        f.seek((leaves[len(leaves) // 2][0] - 1) * page_size)
-        f.write(b"\xa5" * page_size)
+    overwrite_a_leaf_page(path)  # one leaf of the messages table
 
     store = await Store.open(path, StoreSettings())
     try:

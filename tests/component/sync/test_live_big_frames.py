@@ -12,22 +12,15 @@ from daemon.realtime.states import ChannelState
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
-from .conftest import PASSWORD, MakeDevice
+from .conftest import MakeDevice
+from .test_live_presence_frame import joined_device
 from .test_live_private import rest_broadcast
-
-ADA = "ada@example.com"
 
 
 async def test_a_broadcast_over_one_mib_arrives_and_the_socket_stays_open(
     devcloud: RunningDevcloud, make_device: MakeDevice
 ) -> None:
-    await devcloud.create_user(ADA, PASSWORD, org="Acme")
-    a = await make_device("a", pull_interval_s=3600.0)
-    await a.cloud.login(ADA, PASSWORD)
-    ws_id = (await a.store.workspaces.create(name="notes"))["id"]
-    await a.cloud.link(workspace_id=ws_id)
-    await a.cloud.sync_now("push")
-    token = await a.cloud.session.access_token()
+    _, ws_id, token = await joined_device(devcloud, make_device)
     events: list[Any] = []
 
     async def provide() -> str:

@@ -22,7 +22,7 @@ from tests.helpers import MS, wait_for
 from ui_bridge.methods import build_method_table
 from ui_bridge.server import BridgeServer
 
-from .conftest import PASSWORD, MakeDevice
+from .conftest import PASSWORD, Device, MakeDevice
 from .test_live_bridge import Peer
 
 ADA = "ada@example.com"
@@ -30,9 +30,11 @@ FRAME = 256 * 1024
 OTHERS = 20  # devices besides A, each tracking ~28 KiB: ~560 KiB in all
 
 
-async def test_presence_list_and_events_fit_the_local_api_frame(
-    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
-) -> None:
+async def joined_device(
+    devcloud: RunningDevcloud, make_device: MakeDevice
+) -> tuple[Device, str, str]:
+    """Device A of Ada (org Acme), its workspace linked, pushed and joined on Realtime; the
+    workspace id and A's access token."""
     await devcloud.create_user(ADA, PASSWORD, org="Acme")
     a = await make_device("a", pull_interval_s=3600.0)
     await a.cloud.login(ADA, PASSWORD)
@@ -40,7 +42,13 @@ async def test_presence_list_and_events_fit_the_local_api_frame(
     await a.cloud.link(workspace_id=ws_id)
     await a.cloud.sync_now("push")
     await wait_for(lambda: a.cloud.live.status()["subscribed"] == [ws_id], message="joined")
-    token = await a.cloud.session.access_token()
+    return a, ws_id, await a.cloud.session.access_token()
+
+
+async def test_presence_list_and_events_fit_the_local_api_frame(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    a, ws_id, token = await joined_device(devcloud, make_device)
 
     async def provide() -> str:
         return token
