@@ -153,18 +153,25 @@ def test_cli_says_a_stopped_daemon_does_not_answer(
 
 
 def test_cli_says_the_daemon_refused_a_changed_token(
-    daemon: subprocess.Popen[bytes], tmp_path: Path
+    daemon: subprocess.Popen[bytes], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    """A discovery file whose token the daemon it names refuses (another start's). The daemon
+    writes its own data dir's file again within a second of a change (daemon/watch.py), so the
+    file is put in another data dir whose lock this test holds, as a daemon would: the CLI
+    meets the real daemon's 401, and no repair can race with it."""
     info = read_discovery(tmp_path)
     assert info is not None
-    write_discovery(tmp_path, dataclasses.replace(info, token="from-another-start"))
-    for args in (["status"], ["call", "daemon.ping"]):
-        result = syncd(*args, data_dir=tmp_path)
+    other = tmp_path_factory.mktemp("other-data-dir")
+    write_discovery(other, dataclasses.replace(info, token="from-another-start"))
+    lock = DataDirLock.acquire(other)
+    try:
+        results = [syncd(*args, data_dir=other) for args in (["status"], ["call", "daemon.ping"])]
+    finally:
+        lock.release()
+    for result in results:
         err = result.stderr
         assert result.returncode == 1, err
-        assert (
-            f"the daemon (pid {daemon.pid}) refused the token in {discovery_path(tmp_path)}" in err
-        )
+        assert f"the daemon (pid {daemon.pid}) refused the token in {discovery_path(other)}" in err
         assert "the file was changed, or it belongs to another start" in err
         assert f"hint: restart the daemon (kill {daemon.pid}" in err and "start it with" not in err
 
