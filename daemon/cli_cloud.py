@@ -23,6 +23,7 @@ from ui_bridge.cli_commands import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_USAGE,
+    lost_text,
     report_unavailable,
 )
 from ui_bridge.client import Client, ConnectionLost, DaemonUnavailable, connect
@@ -87,7 +88,7 @@ def _run(settings: Settings, command: Command) -> int:
             sys.stderr.write(f"hint: {hint}\n")
         return EXIT_ERROR
     except ConnectionLost as exc:
-        sys.stderr.write(f"syncd: connection to the daemon lost: {exc}\n")
+        sys.stderr.write(lost_text(exc))
         return EXIT_ERROR
 
 
@@ -179,7 +180,11 @@ def link(settings: Settings, path: str, *, cloud_workspace: str | None) -> int:
             params = {"cloud_workspace_id": cloud_workspace, "path": folder}
             linked = await client.call("cloud.link", params)
             sys.stdout.write(f"cloning workspace {linked['workspace_id']} into {folder}\n")
-            result = await _pull_with_progress(client)
+            try:
+                result = await _pull_with_progress(client)
+            except ConnectionLost:  # the daemon stopped mid-clone: the link is recorded
+                sys.stderr.write(clone_interrupted_text(folder))
+                return EXIT_ERROR
             if result.get("error"):
                 return _outcome("pull", result)
             return await _cloned(client, linked["workspace_id"], folder)
@@ -213,6 +218,17 @@ def link(settings: Settings, path: str, *, cloud_workspace: str | None) -> int:
         return EXIT_OK
 
     return _run(settings, command)
+
+
+def clone_interrupted_text(folder: str) -> str:
+    """What ``syncd link --cloud-workspace`` says when the daemon stops mid-clone, once
+    ``cloud.link`` has answered: the link is stored, and the workspace's pull goes on from its
+    committed cursor when the daemon runs again (nothing is pulled twice or lost)."""
+    return (
+        f"syncd: connection to the daemon lost while cloning into {folder}\n"
+        "the link is recorded: the clone resumes where it stopped when the daemon runs again "
+        "(`syncd run`, or the login service)\n"
+    )
 
 
 async def _cloned(client: Client, workspace_id: str, folder: str) -> int:

@@ -19,6 +19,7 @@ config.toml::
     max_frame_bytes = 1048576
     allowed_origins = ["http://localhost:3000"]
     send_queue_size = 16384
+    send_queue_bytes = 67108864   # 64 MiB
     spin_us = 300                 # 0 = the loop sleeps as soon as it is idle
     [cloud]
     url = "http://127.0.0.1:54321"
@@ -95,6 +96,11 @@ class BridgeSettings:
     send_queue_size: int = 16384
     # Latency: the event loop keeps polling this long after each reply (ui_bridge/hot.py)
     spin_us: int = 300
+    # Limits (after spin_us: positional construction keeps its order)
+    #: The same queue's bound in bytes: a client that stops reading while large events are
+    #: written (256 KiB messages) would otherwise pin up to 16384 such frames (GBs) before
+    #: being dropped. Past it the client is dropped (1008) as for the frame bound.
+    send_queue_bytes: int = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,7 @@ _KEYS: dict[str, tuple[str, str | None, str]] = {
     "bridge.max_frame_bytes": ("MAX_FRAME_BYTES", "bridge", "max_frame_bytes"),
     "bridge.allowed_origins": ("ALLOWED_ORIGINS", "bridge", "allowed_origins"),
     "bridge.send_queue_size": ("SEND_QUEUE_SIZE", "bridge", "send_queue_size"),
+    "bridge.send_queue_bytes": ("SEND_QUEUE_BYTES", "bridge", "send_queue_bytes"),
     "bridge.spin_us": ("SPIN_US", "bridge", "spin_us"),
     "cloud.url": ("CLOUD_URL", "cloud", "url"),
     "cloud.anon_key": ("CLOUD_ANON_KEY", "cloud", "anon_key"),
@@ -395,6 +402,7 @@ _CASTS: Final[dict[str, Callable[[str, Any], Any]]] = {
     "bridge.max_frame_bytes": _int_in(1024, 1 << 30),
     "bridge.allowed_origins": _origins,
     "bridge.send_queue_size": _int_in(1, 1 << 20),
+    "bridge.send_queue_bytes": _int_in(1 << 16, 1 << 40),
     "bridge.spin_us": _int_in(0, 10_000),
     "cloud.anon_key": _secret,
     "cloud.url": _url,

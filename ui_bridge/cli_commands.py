@@ -35,6 +35,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "call",
+    "lost_text",
     "report_unavailable",
 ]
 
@@ -93,7 +94,17 @@ def call(settings: Settings, method: str, params_json: str | None) -> int:
         _dump(exc.to_object(), sys.stderr)
         return EXIT_ERROR
     except ConnectionLost as exc:
-        sys.stderr.write(f"syncd: connection to the daemon lost: {exc}\n")
+        sys.stderr.write(lost_text(exc))
         return EXIT_ERROR
     _dump(result, sys.stdout)
     return EXIT_OK
+
+
+LOST: Final = "connection to the daemon lost"
+
+
+def lost_text(exc: ConnectionLost) -> str:
+    """``syncd: connection to the daemon lost``, then the cause when it says more (the
+    client's own ``ConnectionLost`` says just that: it was printed twice)."""
+    detail = str(exc)
+    return f"syncd: {LOST}" + (f": {detail}" if detail and detail != LOST else "") + "\n"

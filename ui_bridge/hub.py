@@ -9,7 +9,8 @@ Replay (``subscribe`` with ``since``): the subscription starts *catching up*: li
 kept in ``pending`` while pages are read from the durable changelog. When a read comes back
 empty, every event after the cursor that was committed since is in ``pending`` (the listener ran
 for it); they are flushed, deduplicated by seq, and the subscription turns live in the same step
-(no await in between). If ``pending`` grows too large it is dropped and the loop reads again.
+(no await in between). If ``pending`` grows too large (``PENDING_LIMIT`` events, or more bytes
+than the outbox has room for) it is dropped and the loop reads again, waiting for room.
 
 Retained events (``subscribe`` without ``since``): the status topics (``RETAINED_TOPICS``:
 ``cloud.status``, ``sync.status``, ``daemon.status``) carry snapshots, so only the latest
@@ -79,6 +80,8 @@ class FrameSink(Protocol):
 
     async def wait_for_room(self) -> None: ...
 
+    def fits(self, frames: int, nbytes: int) -> bool: ...
+
 
 def encode_event_tail(event: ChangeEvent) -> bytes:
     """``"seq":…,"topic":…,"data":…}}``: the part of a notification shared by every subscriber."""
@@ -131,6 +134,13 @@ class Subscription:
             self.pending.append((seq, tail))
             if len(self.pending) > PENDING_LIMIT:
                 self.pending = None  # re-read from the changelog instead
+
+    def pending_fits(self) -> bool:
+        """What ``pending`` holds can be flushed into the sink at once without overflowing it
+        (large events: a few of them may pass its byte bound)."""
+        pending = self.pending or ()
+        size = sum(len(tail) for _, tail in pending) + len(pending) * len(self.prefix)
+        return self.sink.fits(len(pending), size)
 
     def go_live(self, cursor: int) -> None:
         """Flush what arrived during catch-up after ``cursor`` and switch to live delivery."""
@@ -249,7 +259,7 @@ class EventHub:
             return True
         for tail in tails:
             sub.sink.push(sub.prefix + tail)
-        if sub.pending is None:
+        if sub.pending is None or not sub.pending_fits():
             return False
         sub.go_live(sub.last_seq)
         return True
@@ -282,6 +292,10 @@ class EventHub:
             if not batch:
                 if sub.pending is None:
                     continue  # pending overflowed while reading: read again
+                if not sub.pending_fits():  # read it from the changelog instead, paced
+                    sub.pending = None
+                    await sub.sink.wait_for_room()
+                    continue
                 sub.go_live(cursor)
                 return True
             if batch[0].seq != cursor + 1:

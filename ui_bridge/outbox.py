@@ -3,6 +3,11 @@
 Everything a session sends that cannot go out at once waits here for the session's writer
 task; a client that stops reading fills it up and is dropped (``on_overflow``), and a replay
 waits for room instead of overflowing it.
+
+Two bounds: frames (``limit``) and bytes (``byte_limit``). A frame pushed while the queue
+already holds ``limit`` frames or at least ``byte_limit`` bytes overflows it, so the queue
+holds at most ``byte_limit`` bytes plus one frame (a single large reply to an otherwise
+empty queue always fits). The byte count is one integer add and compare per frame.
 """
 
 from __future__ import annotations
@@ -23,14 +28,18 @@ class Outbox:
         "_on_overflow",
         "_room",
         "_waiter",
+        "byte_limit",
         "closed",
         "frames",
         "limit",
+        "queued_bytes",
     )
 
-    def __init__(self, limit: int, on_overflow: Callable[[], None]) -> None:
+    def __init__(self, limit: int, byte_limit: int, on_overflow: Callable[[], None]) -> None:
         self.frames: deque[bytes] = deque()
         self.limit = limit
+        self.byte_limit = byte_limit
+        self.queued_bytes = 0  # the sum of len(frame) over ``frames``
         self.closed = False
         self._on_overflow = on_overflow
         self._waiter: asyncio.Future[None] | None = None
@@ -48,20 +57,34 @@ class Outbox:
         """Queue a frame; ``False`` if the outbox is closed or just overflowed."""
         if self.closed:
             return False
-        if len(self.frames) >= self.limit:
+        if len(self.frames) >= self.limit or self.queued_bytes >= self.byte_limit:
             self.close()
             self._on_overflow()
             return False
         self.frames.append(frame)
+        self.queued_bytes += len(frame)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         return True
 
+    def take(self, max_frames: int, max_bytes: int) -> list[bytes]:
+        """Remove and return the oldest frames for the writer: at most ``max_frames``, and
+        none after the one that brings the total to ``max_bytes`` (at least one if any)."""
+        frames, size = self.frames, 0
+        batch: list[bytes] = []
+        while frames and size < max_bytes and len(batch) < max_frames:
+            frame = frames.popleft()
+            size += len(frame)
+            batch.append(frame)
+        self.queued_bytes -= size
+        return batch
+
     def close(self) -> None:
         """Drop queued frames and wake everyone up."""
         self.closed = True
         self.frames.clear()
+        self.queued_bytes = 0
         for fut in (self._waiter, self._room, self._emptied):
             if fut is not None and not fut.done():
                 fut.set_result(None)
@@ -74,9 +97,22 @@ class Outbox:
         await self._waiter
         self._waiter = None
 
+    def is_half_full(self) -> bool:
+        """More than half of either bound is used."""
+        return len(self.frames) > self.limit // 2 or self.queued_bytes > self.byte_limit // 2
+
+    def fits(self, frames: int, nbytes: int) -> bool:
+        """``frames`` frames of ``nbytes`` bytes in all can be pushed at once without
+        overflowing (what a subscription turning live flushes)."""
+        return (
+            len(self.frames) + frames <= self.limit
+            and self.queued_bytes + nbytes <= self.byte_limit
+        )
+
     async def wait_for_room(self) -> None:
-        """Until the queue is at most half full (replay uses this to avoid overflowing)."""
-        while not self.closed and len(self.frames) > self.limit // 2:
+        """Until the queue is at most half full by frames and by bytes (replay uses this to
+        avoid overflowing: after it, one more frame of any size fits)."""
+        while not self.closed and self.is_half_full():
             self._room = self._future()
             await self._room
             self._room = None
@@ -95,7 +131,7 @@ class Outbox:
     def taken(self) -> None:
         """The writer took frames: wake a waiting replay if there is room again."""
         room = self._room
-        if room is not None and not room.done() and len(self.frames) <= self.limit // 2:
+        if room is not None and not room.done() and not self.is_half_full():
             room.set_result(None)
         emptied = self._emptied
         if emptied is not None and not emptied.done() and not self.frames:

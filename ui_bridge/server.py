@@ -103,6 +103,7 @@ class BridgeServer:
             hub=self.hub,
             dispatcher=Dispatcher(self.methods),
             send_queue_size=self.settings.send_queue_size,
+            send_queue_bytes=self.settings.send_queue_bytes,
             status=self.status,
             describe=self.describe,
             hot=hot,

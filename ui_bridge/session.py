@@ -10,8 +10,9 @@ promised either; a client that needs one write to follow another waits for the f
 A batch frame is answered as one array once all its items are done (``Dispatcher.handle_frame``).
 
 Everything outgoing goes through the connection's bounded ``Outbox``; a single writer task drains
-it. When a client stops reading, its outbox fills up and the connection is closed (1008) — the
-publisher never waits for it. ``subscribe`` with ``since`` starts its replay once its reply has
+it. When a client stops reading, its outbox fills up (``send_queue_size`` frames or
+``send_queue_bytes`` bytes) and the connection is closed (1008) — the publisher never waits for
+it. ``subscribe`` with ``since`` starts its replay once its reply has
 been queued, so the reply comes before the replayed events; likewise one without ``since`` that
 has retained events to get first (``hub.py``) sends them, in the same step, right after its reply.
 """
@@ -55,6 +56,9 @@ MAX_IN_FLIGHT = 128  # requests (frames) of one connection being handled at once
 CLOSE_TIMEOUT = 1.0
 DRAIN_TIMEOUT = 1.0  # a closed connection's requests still running get this long, then cancelled
 DIRECT_WRITE_LIMIT = 1 << 16
+#: The writer hands the socket at most this much at once (plus one frame): what a client that
+#: stopped reading leaves in the transport's buffer, beyond the outbox's own byte bound.
+WRITE_BATCH_BYTES = 1 << 20
 
 AfterReply = Callable[[], None]
 #: What the request being handled runs once its reply is queued (set per request task).
@@ -145,6 +149,7 @@ class SessionServices:
     hub: EventHub
     dispatcher: Dispatcher
     send_queue_size: int
+    send_queue_bytes: int
     status: Callable[[], dict[str, Any]]
     describe: Callable[[], dict[str, Any]]
     hot: HotLoop  # kept awake a moment after each reply (see ui_bridge/hot.py)
@@ -160,7 +165,7 @@ class Session:
         #: ``asyncio.create_task``) costs a ``getpid`` system call on every call (CPython 3.11)
         self._loop = asyncio.get_running_loop()
         self.services = services
-        self.outbox = Outbox(services.send_queue_size, self._overflowed)
+        self.outbox = Outbox(services.send_queue_size, services.send_queue_bytes, self._overflowed)
         self.subscriptions: dict[str, Subscription] = {}
         self._tasks: set[asyncio.Task[Any]] = set()  # replays and drops
         self._requests: set[asyncio.Task[None]] = set()
@@ -278,8 +283,7 @@ class Session:
         is half full: then stop reading (the connection closes soon; what the client sent
         after is never read, so never run) rather than overflow the queue, which would drop
         the replies of the writes that did run."""
-        outbox = self.outbox
-        if len(outbox.frames) >= outbox.limit // 2:
+        if self.outbox.is_half_full():
             self.ws.transport.pause_reading()
             return
         reply = self.services.dispatcher.refuse_frame(message, RpcError(ErrorCode.SHUTTING_DOWN))
@@ -387,7 +391,7 @@ class Session:
             self.outbox.push(_subscription_error(sub.id, unreadable))
 
     async def _write_loop(self) -> None:
-        ws, outbox, frames = self.ws, self.outbox, self.outbox.frames
+        ws, outbox = self.ws, self.outbox
         try:
             while True:
                 await outbox.wait_for_frames()
@@ -395,9 +399,7 @@ class Session:
                     return
                 # One flow-control check and one write for a run of frames, not one per frame.
                 async with ws.send_context():
-                    batch = [
-                        text_frame(frames.popleft()) for _ in range(min(len(frames), MAX_BATCH))
-                    ]
+                    batch = [text_frame(f) for f in outbox.take(MAX_BATCH, WRITE_BATCH_BYTES)]
                     _write_at_once(ws, batch)
                 outbox.taken()
         except ConnectionClosed:

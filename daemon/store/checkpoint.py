@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 
 logger = logging.getLogger(__name__)
@@ -25,10 +26,18 @@ class Checkpointer:
     ``engine.WAL_BACKSTOP_PAGES``, does that (it only has to copy the few frames not yet copied
     here, plus the syncs): one short stall per ~16 MiB of WAL instead of one per 4 MiB with all
     the copying, and a WAL that stays bounded.
+
+    Its size: the writer's ``journal_size_limit`` truncates the WAL when it starts over, which
+    needs a commit after a complete checkpoint. So that an idle daemon does not keep a WAL of
+    its busiest size, a checkpoint that copies everything (nothing is written meanwhile) and
+    finds the file larger than ``wal_size_limit`` truncates it (``TRUNCATE``) without waiting:
+    a writer or a reader that holds the WAL makes it give up until the next checkpoint, and a
+    commit meeting it waits for the lock as for any other connection.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, wal_size_limit: int = -1) -> None:
         self._path = path
+        self._wal_size_limit = wal_size_limit
         self._db: sqlite3.Connection | None = None
         self._running: asyncio.Future[None] | None = None
         self._closed = False
@@ -59,7 +68,19 @@ class Checkpointer:
             self._db = sqlite3.connect(
                 self._path, timeout=CHECKPOINT_BUSY_S, isolation_level=None, check_same_thread=False
             )
-        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        busy, log, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if busy or log != copied or self._wal_size_limit < 0:
+            return
+        try:
+            size = os.stat(self._path + "-wal").st_size
+        except OSError:
+            return
+        if size > self._wal_size_limit:
+            self._db.execute("PRAGMA busy_timeout = 0")  # give up at once rather than wait
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout = {int(CHECKPOINT_BUSY_S * 1000)}")
 
     def _finished(self, future: asyncio.Future[None]) -> None:
         self._running = None

@@ -61,6 +61,13 @@ GROUP_COMMIT_HOLD_S = 0.005
 CHECKPOINT_EVERY = 64  # committed batches between two background checkpoints,
 CHECKPOINT_ROWS = 4000  # or rows they changed (every pulled page of 4000 messages and events)
 WAL_BACKSTOP_PAGES = 4096  # the writer checkpoints itself only past this (16 MiB of WAL)
+#: ``PRAGMA journal_size_limit``: once the WAL starts over, SQLite truncates it to this, and
+#: the checkpointer truncates an idle WAL past it (checkpoint.py). Without it the WAL kept its
+#: largest size (17-28 MB after a busy spell) until the daemon restarted.
+WAL_SIZE_LIMIT = 4 << 20
+#: The writer's first commit after a checkpoint schedules one more this long after it, so the
+#: last commits of a burst are checkpointed (and the WAL truncated) even if nothing follows.
+IDLE_CHECKPOINT_S = 1.0
 
 
 async def connect(
@@ -208,6 +215,7 @@ class Writer:
         self.checkpointer: Checkpointer | None = None  # set by start (a file-backed database)
         self._since_checkpoint = 0
         self._changes_since_checkpoint = 0
+        self._idle_checkpoint: asyncio.TimerHandle | None = None
         self.last_seq = 0
         self.first_seq = 0
 
@@ -274,6 +282,9 @@ class Writer:
             await run_in_thread(self._conn, self._stopped)
         except (sqlite3.Error, ShuttingDown) as exc:  # the mark ahead of the clock stays
             logger.warning("store.clock.unsaved error=%s", exc)
+        if self._idle_checkpoint is not None:
+            self._idle_checkpoint.cancel()
+            self._idle_checkpoint = None
         if self.checkpointer is not None:
             await self.checkpointer.close()
 
@@ -356,10 +367,11 @@ class Writer:
             return
         try:
             raw.execute(f"PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES}")
+            raw.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         except sqlite3.Error as exc:  # keep SQLite's own checkpoints
             logger.warning("store.checkpointer.unavailable error=%s", exc)
             return
-        self.checkpointer = Checkpointer(path)
+        self.checkpointer = Checkpointer(path, wal_size_limit=WAL_SIZE_LIMIT)
 
     def _run_inline(self, op: WriteOp, future: asyncio.Future[Any]) -> bool:
         """Run a lone write now as its own transaction; ``False`` if it must go to the thread:
@@ -483,13 +495,37 @@ class Writer:
             self._idle.set_result(None)
         self._since_checkpoint += 1
         self._changes_since_checkpoint += 0 if outcome is None else outcome.changes
-        if self.checkpointer is not None and (
-            self._since_checkpoint >= CHECKPOINT_EVERY
-            or self._changes_since_checkpoint >= CHECKPOINT_ROWS
-        ):
+        if self.checkpointer is not None:
+            if (
+                self._since_checkpoint >= CHECKPOINT_EVERY
+                or self._changes_since_checkpoint >= CHECKPOINT_ROWS
+            ):
+                self._start_checkpoint()
+            elif self._idle_checkpoint is None and not self._closing:
+                assert self._loop is not None
+                self._idle_checkpoint = self._loop.call_later(
+                    IDLE_CHECKPOINT_S, self._checkpoint_after_burst
+                )
+
+    def _start_checkpoint(self) -> bool:
+        assert self.checkpointer is not None and self._loop is not None
+        if self.checkpointer.start(self._loop):
+            self._since_checkpoint = self._changes_since_checkpoint = 0
+            return True
+        return False
+
+    def _checkpoint_after_burst(self) -> None:
+        """``IDLE_CHECKPOINT_S`` after the first commit not checkpointed: checkpoint what is
+        left (again later if a checkpoint is running); the checkpointer truncates the WAL if
+        that leaves it idle (checkpoint.py)."""
+        self._idle_checkpoint = None
+        if self._closing or self._since_checkpoint == 0 or self.checkpointer is None:
+            return
+        if not self._start_checkpoint():
             assert self._loop is not None
-            if self.checkpointer.start(self._loop):
-                self._since_checkpoint = self._changes_since_checkpoint = 0
+            self._idle_checkpoint = self._loop.call_later(
+                IDLE_CHECKPOINT_S, self._checkpoint_after_burst
+            )
 
     def _resolve(self, batch: list[Pending], outcome: BatchOutcome) -> None:
         self.last_seq, self.first_seq = outcome.last_seq, outcome.first_seq

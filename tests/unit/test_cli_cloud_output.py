@@ -66,3 +66,30 @@ def test_who_says_when_the_account_shown_was_loaded() -> None:
     assert _who(state) == "ada@example.com (Acme, owner)"
     stale = {**state, "account_as_of": "2026-11-23T00:20:05.000Z"}
     assert _who(stale) == "ada@example.com (Acme, owner) as of 2026-11-23T00:20:05.000Z"
+
+
+def test_a_lost_connection_is_said_once() -> None:
+    """The client's ConnectionLost says "connection to the daemon lost" itself: the CLI printed
+    "syncd: connection to the daemon lost: connection to the daemon lost" (audit finding 9)."""
+    from ui_bridge.cli_commands import lost_text
+    from ui_bridge.client import ConnectionLost
+
+    lost = ConnectionLost("connection to the daemon lost")
+    assert lost_text(lost) == "syncd: connection to the daemon lost\n"
+    closed = ConnectionLost("no close frame received or sent")
+    assert (
+        lost_text(closed)
+        == "syncd: connection to the daemon lost: no close frame received or sent\n"
+    )
+
+
+def test_an_interrupted_clone_says_it_resumes() -> None:
+    from daemon.cli_cloud import clone_interrupted_text
+
+    text = clone_interrupted_text("/home/ada/ws")
+    assert text.count("connection to the daemon lost") == 1
+    assert text.splitlines() == [
+        "syncd: connection to the daemon lost while cloning into /home/ada/ws",
+        "the link is recorded: the clone resumes where it stopped when the daemon runs again "
+        "(`syncd run`, or the login service)",
+    ]

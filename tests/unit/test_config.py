@@ -72,6 +72,7 @@ def test_every_key_from_the_environment(tmp_path: Path) -> None:
         "SYNCD_MAX_FRAME_BYTES": "65536",
         "SYNCD_ALLOWED_ORIGINS": "http://localhost:3000, https://app.example",
         "SYNCD_SEND_QUEUE_SIZE": "16",
+        "SYNCD_SEND_QUEUE_BYTES": "1048576",
         "SYNCD_SPIN_US": "0",
         "SYNCD_CLOUD_URL": "http://127.0.0.1:54321/",
         "SYNCD_CLOUD_ANON_KEY": "anon-key-value",
@@ -83,6 +84,7 @@ def test_every_key_from_the_environment(tmp_path: Path) -> None:
     assert s.bridge.max_frame_bytes == 65536
     assert s.bridge.allowed_origins == ("http://localhost:3000", "https://app.example")
     assert s.bridge.send_queue_size == 16
+    assert s.bridge.send_queue_bytes == 1 << 20
     assert s.bridge.spin_us == 0
     assert s.cloud.url == "http://127.0.0.1:54321"
     assert s.cloud.anon_key == Secret("anon-key-value")
@@ -123,6 +125,7 @@ def test_file_sections(tmp_path: Path) -> None:
         ({"SYNCD_SPIN_US": "-1"}, "SYNCD_SPIN_US"),
         ({"SYNCD_SPIN_US": "20000"}, "SYNCD_SPIN_US"),
         ({"SYNCD_INTEGRITY_CHECK": "sometimes"}, "SYNCD_INTEGRITY_CHECK"),
+        ({"SYNCD_SEND_QUEUE_BYTES": "1000"}, "SYNCD_SEND_QUEUE_BYTES"),
     ],
 )
 def test_bad_environment_values_name_the_key(tmp_path: Path, env: dict[str, str], key: str) -> None:

@@ -24,6 +24,9 @@ class RecordingSink:
     async def wait_for_room(self) -> None:
         return None
 
+    def fits(self, frames: int, nbytes: int) -> bool:
+        return True
+
     def seqs(self) -> list[int]:
         return [orjson.loads(f)["params"]["seq"] for f in self.frames]
 
@@ -67,7 +70,7 @@ def test_live_delivery_ignores_old_seqs() -> None:
 
 async def test_outbox_overflow_closes_once_and_drops_frames() -> None:
     overflows: list[int] = []
-    outbox = Outbox(3, lambda: overflows.append(1))
+    outbox = Outbox(3, 1 << 20, lambda: overflows.append(1))
     assert all(outbox.push(b"x") for _ in range(3))
     assert not outbox.push(b"y")
     assert not outbox.push(b"z")
@@ -75,7 +78,7 @@ async def test_outbox_overflow_closes_once_and_drops_frames() -> None:
 
 
 async def test_outbox_wakes_writer_and_waiting_replay() -> None:
-    outbox = Outbox(4, lambda: None)
+    outbox = Outbox(4, 1 << 20, lambda: None)
     waiter = asyncio.create_task(outbox.wait_for_frames())
     await wait_for(outbox.is_idle, message="writer idle")
     outbox.push(b"a")
@@ -88,3 +91,32 @@ async def test_outbox_wakes_writer_and_waiting_replay() -> None:
     outbox.frames.popleft()
     outbox.taken()
     await asyncio.wait_for(room, 1_000 * MS)
+
+
+async def test_outbox_byte_bound_overflows_once_that_much_waits() -> None:
+    """A frame pushed while ``byte_limit`` bytes wait overflows the outbox (the frame bound is
+    far away): a stalled client pins at most the byte bound plus one frame."""
+    overflows: list[int] = []
+    outbox = Outbox(16384, 1000, lambda: overflows.append(1))
+    assert outbox.push(b"x" * 5000)  # one frame larger than the bound fits an empty queue
+    assert not outbox.push(b"y")
+    assert overflows == [1] and outbox.closed and outbox.queued_bytes == 0
+    outbox = Outbox(16384, 1000, lambda: overflows.append(2))
+    assert all(outbox.push(b"z" * 300) for _ in range(4))  # 1200 bytes: past the bound
+    assert outbox.queued_bytes == 1200
+    assert not outbox.push(b"z")
+    assert overflows == [1, 2]
+
+
+async def test_outbox_take_counts_bytes_and_replay_waits_for_byte_room() -> None:
+    outbox = Outbox(16384, 1000, lambda: None)
+    for _ in range(3):
+        outbox.push(b"a" * 300)
+    assert outbox.is_half_full()  # 900 > 500 bytes, though 3 frames are far from 8192
+    room = asyncio.create_task(outbox.wait_for_room())
+    await wait_for(lambda: outbox._room is not None, message="replay waiting for room")
+    assert outbox.take(256, 400) == [b"a" * 300, b"a" * 300]  # stops once 400 are reached
+    assert outbox.queued_bytes == 300 and len(outbox.frames) == 1
+    outbox.taken()
+    await asyncio.wait_for(room, 1_000 * MS)
+    assert outbox.fits(1, 700) and not outbox.fits(1, 701)
