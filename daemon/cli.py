@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_status_and_call(sub, common)
     _add_cloud_commands(sub, common)
+    _add_compact(sub, common)
     service = sub.add_parser("service", parents=[common], help=_NOT_YET["service"])
     service.add_argument("action", choices=["install", "uninstall", "status"])
     sub.add_parser(
@@ -120,6 +121,43 @@ def _add_cloud_commands(
     unlink.add_argument("path", metavar="PATH")
     sub.add_parser("push", parents=[common], help="push local changes now and wait")
     sub.add_parser("pull", parents=[common], help="pull cloud changes now and wait")
+
+
+_COMPACT_DESCRIPTION = """\
+Give the disk space of freed pages back to the file system: checkpoint the
+write-ahead log and run SQLite's VACUUM on syncd.db, then print its size before
+and after. SQLite reuses the pages that deletes free but never shrinks the file.
+Deleted rows are kept (sync may still need them): only free pages are given back.
+
+Offline: stop the daemon first (it refuses, exit 1, while a daemon runs for the
+data dir); it holds the data dir's lock meanwhile, so no daemon starts.
+
+Like any VACUUM it needs free disk space of up to twice the database's size: a
+temporary copy (in $SQLITE_TMPDIR, else $TMPDIR, else /var/tmp or /tmp) and the
+write-ahead log that writes it back. VACUUM is one transaction: when it fails
+(a full disk, a read-only file) the database is left as it was."""
+
+_COMPACT_EPILOG = """\
+exit codes:
+  0  compacted
+  1  a daemon runs for the data dir, there is no database, or the compaction
+     failed (the database is as it was)
+  2  bad usage
+"""
+
+
+def _add_compact(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    compact = sub.add_parser(
+        "compact",
+        parents=[common],
+        help="shrink the database file (VACUUM) while no daemon runs",
+        description=_COMPACT_DESCRIPTION,
+        epilog=_COMPACT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compact.add_argument("--json", action="store_true", help="print the sizes as JSON")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,6 +261,12 @@ def _call(args: argparse.Namespace) -> int:
     return call(_settings(args), args.method, args.params)
 
 
+def _compact(args: argparse.Namespace) -> int:
+    from daemon.cli_compact import compact
+
+    return compact(_settings(args), as_json=args.json)
+
+
 def _not_available(args: argparse.Namespace) -> int:
     print(
         f"syncd {args.command}: not available yet ({_NOT_YET.get(args.command, args.command)} "
@@ -242,4 +286,5 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "unlink": _unlink,
     "push": _push,
     "pull": _pull,
+    "compact": _compact,
 }

@@ -7,8 +7,11 @@ device applies the same rule to the same rows. Local writes that create or chang
 tombstoned workspace are refused with InvalidInput naming the field the caller passed (as a
 create in an unknown or deleted workspace is); lists leave such rows out, so listing a deleted
 workspace's conversations or tasks answers an empty page, as for an unknown workspace (and as
-``workspace.list`` leaves the workspace out; ``get`` still shows each row as stored). Pulled
-rows are applied as they come (daemon/store/sync*.py): this is a rule of the local API only.
+``workspace.list`` leaves the workspace out; ``get`` still shows each row as stored). A deleted
+conversation freezes its messages alike: ``message.send`` refuses, and listing them (or those
+of a conversation of a deleted workspace) answers an empty page, as for an unknown
+conversation. Pulled rows are applied as they come (daemon/store/sync*.py): this is a rule of
+the local API only.
 """
 
 from __future__ import annotations
@@ -220,6 +223,9 @@ class Repo:
     entity: str
     #: rows belong to a workspace: lists leave out those of a tombstoned one
     in_workspace: bool = False
+    #: rows belong to a conversation (a ``conversation_id`` filter): lists of a tombstoned
+    #: conversation, or of one in a tombstoned workspace, are empty
+    in_conversation: bool = False
 
     def __init__(self, writer: Writer, reader: aiosqlite.Connection, codec: RowCodec) -> None:
         self._writer = writer
@@ -247,7 +253,9 @@ class Repo:
         return await read_page(
             self._reader,
             self._codec.decode_shown,
-            lambda after: list_sql(self.table, keys, after, self.in_workspace),
+            lambda after: list_sql(
+                self.table, keys, after, self.in_workspace, self.in_conversation
+            ),
             filters,
             limit=limit,
             cursor=cursor,

@@ -11,8 +11,10 @@ with an earlier position (a client-chosen id minted before, or a message pulled 
 that wrote it offline); the changelog (``message.created`` events from a seq) misses none.
 
 System and tool messages are local-only (invariant I6): they get a changelog entry but no
-outbox entry, so push never sees them. A conversation of a deleted workspace takes no new
-message (daemon/store/base.py's module doc).
+outbox entry, so push never sees them. A deleted conversation, or one of a deleted workspace,
+takes no new message and lists none: its messages are hidden, never written or removed (an
+undelete, a newer ``deleted_at = null``, shows them again), and ``list`` answers an empty page,
+as for an unknown conversation (daemon/store/base.py's module doc).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ ID_TIME_RULE = (
 class MessageRepo(Repo):
     table = "messages"
     entity = "message"
+    in_conversation = True
 
     async def create(
         self, *, conversation_id: str, role: str, content: str, id: str | None = None
@@ -65,7 +68,7 @@ class MessageRepo(Repo):
     ) -> Page:
         """Messages of a conversation in id (creation) order; ``after`` is a page cursor or a
         message id (the messages after that one: a position, not a resume point, see the
-        module doc)."""
+        module doc). None of a deleted conversation or of one in a deleted workspace."""
         filters = {"conversation_id": identifier("conversation_id", conversation_id)}
         if after is not None:
             _check_position(after)

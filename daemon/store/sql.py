@@ -106,12 +106,19 @@ def get_sql(name: str) -> str:
 
 @cache
 def list_sql(
-    name: str, filters: tuple[str, ...], has_cursor: bool, live_workspace: bool = False
+    name: str,
+    filters: tuple[str, ...],
+    has_cursor: bool,
+    live_workspace: bool = False,
+    live_conversation: bool = False,
 ) -> Compiled:
     """Keyset page of live rows: ``filters`` are equality filters, ordered by id.
 
     ``live_workspace``: leave out the rows of a tombstoned workspace too (a workspace's delete
-    hides its children without writing them; a missing workspace row hides nothing)."""
+    hides its children without writing them; a missing workspace row hides nothing).
+    ``live_conversation`` (``conversation_id`` among ``filters``): the page is empty when that
+    conversation or its workspace is tombstoned (its children are hidden, never written: an
+    undelete, a newer ``deleted_at = null``, shows them again); a missing row hides nothing."""
     t = table(name)
     clauses: list[sa.ColumnElement[bool]] = [t.c.deleted_at.is_(None)]
     clauses.extend(t.c[col] == sa.bindparam(col) for col in filters)
@@ -119,10 +126,26 @@ def list_sql(
         w = schema.workspaces
         gone = sa.exists().where(w.c.id == t.c.workspace_id, w.c.deleted_at.is_not(None))
         clauses.append(~gone)
+    if live_conversation:
+        clauses.append(~_conversation_gone())
     if has_cursor:
         clauses.append(t.c.id > sa.bindparam("_after"))
     stmt = sa.select(t).where(*clauses).order_by(t.c.id).limit(sa.bindparam("_limit"))
     return compile_statement(stmt)
+
+
+def _conversation_gone() -> sa.Exists:
+    """Whether the conversation ``:conversation_id`` or its workspace is tombstoned: one
+    lookup by key, not correlated with the rows listed (SQLite evaluates it once)."""
+    c, w = schema.conversations, schema.workspaces
+    return (
+        sa.exists()
+        .select_from(c.outerjoin(w, w.c.id == c.c.workspace_id))
+        .where(
+            c.c.id == sa.bindparam("conversation_id"),
+            sa.or_(c.c.deleted_at.is_not(None), w.c.deleted_at.is_not(None)),
+        )
+    )
 
 
 @cache

@@ -21,7 +21,7 @@ from tests.helpers import MS, wait_for_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = ("run", "status", "call", "login", "logout", "link", "unlink", "push", "pull",
-            "devcloud", "service")  # fmt: skip
+            "devcloud", "service", "compact")  # fmt: skip
 STOP_BUDGET = 5.0
 
 

@@ -303,7 +303,9 @@ def _message_methods() -> list[Method]:
             "message.list",
             _list(m),
             listing,
-            "Messages of a conversation in creation order (id order), oldest first. `after`"
+            "Messages of a conversation in creation order (id order), oldest first. A deleted"
+            " conversation's, or those of a conversation of a deleted workspace, are left out:"
+            " its list is empty, as an unknown conversation's. `after`"
             " takes a page's next_cursor or the id of a message: the answer is then the"
             " messages after it in that order. It is a position, not a way to learn of new"
             " messages: a message can arrive later with an earlier position (sent with an id"

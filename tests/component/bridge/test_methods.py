@@ -371,3 +371,33 @@ async def test_maps_are_answered_without_their_tombstones(rpc: Rpc, store: Store
     # the store keeps the tombstones the merge needs
     assert (await store.workspaces.get(ws["id"]))["shared_memory"] == {"a": 1, "b": None}
     assert (await store.tasks.get(task["id"]))["progress"] == {"step": None}
+
+
+async def test_message_list_of_a_deleted_conversation_is_empty_as_of_an_unknown_one(
+    rpc: Rpc,
+) -> None:
+    """A deleted conversation's messages, or those of a conversation of a deleted workspace,
+    are left out as conversation.list leaves out a deleted workspace's conversations (they
+    were listed still); conversation.get shows the row as stored, message.send refuses."""
+    workspace, conv = await setup_conversation(rpc)
+    other = await rpc.call("conversation.create", {"workspace_id": workspace["id"], "name": "o"})
+    for c in (conv, other):
+        await rpc.call("message.send", {"conversation_id": c["id"], "role": "user", "content": "x"})
+    empty = {"items": [], "next_cursor": None}
+    assert await rpc.call("message.list", {"conversation_id": _uuid()}) == empty  # unknown
+    deleted = await rpc.call("conversation.delete", {"id": conv["id"]})
+    assert await rpc.call("conversation.get", {"id": conv["id"]}) == deleted
+    assert await rpc.call("message.list", {"conversation_id": conv["id"]}) == empty
+    assert len((await rpc.call("message.list", {"conversation_id": other["id"]}))["items"]) == 1
+    reply = await rpc.request(
+        "message.send", {"conversation_id": conv["id"], "role": "user", "content": "y"}
+    )
+    assert reply["error"]["code"] == -32602
+    assert reply["error"]["data"]["reason"] == f"conversation {conv['id']!r} is deleted"
+    await rpc.call("workspace.delete", {"id": workspace["id"]})
+    assert await rpc.call("conversation.get", {"id": other["id"]}) == other
+    assert await rpc.call("message.list", {"conversation_id": other["id"]}) == empty
+    reply = await rpc.request(
+        "message.send", {"conversation_id": other["id"], "role": "user", "content": "y"}
+    )
+    assert "deleted workspace" in reply["error"]["data"]["reason"]
