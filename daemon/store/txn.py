@@ -126,7 +126,9 @@ class WriteContext:
         if changelog_chars is None:
             changelog_chars = read_size(conn, first_seq, last_seq)
         self._chars = changelog_chars  # the kept entries' size, as committed
-        self._chars_saved = True  # is that size (and first/last seq) the one in meta?
+        #: is that size (and the first/last seq) the one in meta? Not known at start (a store
+        #: written before the record existed has none): a clean close writes it at least once
+        self._chars_saved = False
         self._op_chars = 0  # the size of the entries the running op wrote
         self._events: list[ChangeEvent] = []
         self._pushes: set[str] = set()  # (queue_push) of the op running

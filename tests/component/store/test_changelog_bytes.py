@@ -170,6 +170,8 @@ async def test_a_changelog_without_a_saved_size_is_measured_and_pruned(db_path: 
     finally:
         conn.close()
     assert kept(db_path)[0] == 62
+    await (await Store.open(db_path, StoreSettings(changelog_retain_bytes=1 << 30))).close()
+    assert saved_mark(db_path) == (1, 62, kept(db_path)[3])  # measured once, then saved
     store = await Store.open(db_path, StoreSettings(changelog_retain_bytes=BOUND))
     try:
         await write_big(store, conv, 1, size=10)
