@@ -13,6 +13,7 @@ config.toml::
     synchronous = "NORMAL"        # or "FULL"
     busy_timeout_ms = 5000
     changelog_retain = 100000
+    changelog_retain_bytes = 67108864   # and at most this much of their data (64 MiB)
     integrity_check = true        # PRAGMA quick_check in the background after start
     [bridge]
     port = 7749                   # 0 = any free port
@@ -78,6 +79,9 @@ class StoreSettings:
     busy_timeout_ms: int = 5000
     # Limits
     changelog_retain: int = 100_000
+    #: the kept entries' data is pruned to at most this many bytes (counted in characters:
+    #: store/changelog_size.py), oldest first; the newest entry is always kept
+    changelog_retain_bytes: int = 64 << 20
     #: ``PRAGMA quick_check`` once the daemon listens, in the background (store/integrity.py)
     integrity_check: bool = True
 
@@ -133,6 +137,11 @@ _KEYS: dict[str, tuple[str, str | None, str]] = {
     "store.synchronous": ("SYNCHRONOUS", "store", "synchronous"),
     "store.busy_timeout_ms": ("BUSY_TIMEOUT_MS", "store", "busy_timeout_ms"),
     "store.changelog_retain": ("CHANGELOG_RETAIN", "store", "changelog_retain"),
+    "store.changelog_retain_bytes": (
+        "CHANGELOG_RETAIN_BYTES",
+        "store",
+        "changelog_retain_bytes",
+    ),
     "store.integrity_check": ("INTEGRITY_CHECK", "store", "integrity_check"),
     "bridge.port": ("PORT", "bridge", "port"),
     "bridge.max_frame_bytes": ("MAX_FRAME_BYTES", "bridge", "max_frame_bytes"),
@@ -397,6 +406,7 @@ _CASTS: Final[dict[str, Callable[[str, Any], Any]]] = {
     "store.synchronous": _synchronous,
     "store.busy_timeout_ms": _int_in(0, 600_000),
     "store.changelog_retain": _int_in(1, 10**9),
+    "store.changelog_retain_bytes": _int_in(1, 1 << 50),
     "store.integrity_check": _bool,
     "bridge.port": _int_in(0, 65535),
     "bridge.max_frame_bytes": _int_in(1024, 1 << 30),

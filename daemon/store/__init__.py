@@ -25,6 +25,7 @@ from daemon.store import migrate as migrations
 from daemon.store.account import AccountStore
 from daemon.store.base import Page
 from daemon.store.changelog import Changelog
+from daemon.store.changelog_size import read_size
 from daemon.store.codec import RowCodec
 from daemon.store.conversations import ConversationRepo
 from daemon.store.documents import DocumentRepo
@@ -114,7 +115,9 @@ class Store:
         refuse_read_only(path)
         writer_conn = await connect(path, settings, prepare=_prepare)
         try:
-            device_id, last_hlc, last_seq, first_seq = await run_in_thread(writer_conn, _boot)
+            device_id, last_hlc, last_seq, first_seq, chars = await run_in_thread(
+                writer_conn, _boot
+            )
             reader_conn = await connect(path, settings, query_only=True)
         except sqlite3.Error as exc:
             await writer_conn.close()
@@ -131,6 +134,8 @@ class Store:
             changelog_retain=settings.changelog_retain,
             last_seq=last_seq,
             first_seq=first_seq,
+            changelog_retain_bytes=settings.changelog_retain_bytes,
+            changelog_chars=chars,
         )
         writer = Writer(writer_conn, ctx)
         writer.start(last_seq=last_seq, first_seq=first_seq)
@@ -200,7 +205,7 @@ def _prepare(conn: sqlite3.Connection) -> None:
     migrations.refuse_newer(conn, migrations.discover())
 
 
-def _boot(conn: sqlite3.Connection) -> tuple[str, str | None, int, int]:
+def _boot(conn: sqlite3.Connection) -> tuple[str, str | None, int, int, int]:
     migrations.migrate(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -217,7 +222,8 @@ def _boot(conn: sqlite3.Connection) -> tuple[str, str | None, int, int]:
         raise
     drop_unlinked_entries(conn)
     last_seq, first_seq = read_seqs(conn)
-    return device_id, hlc_row[0] if hlc_row else None, last_seq, first_seq
+    chars = read_size(conn, first_seq, last_seq)  # (changelog_size.py: no full scan)
+    return device_id, hlc_row[0] if hlc_row else None, last_seq, first_seq, chars
 
 
 def _create_private(path: Path) -> None:

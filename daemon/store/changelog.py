@@ -2,7 +2,8 @@
 
 Seqs are contiguous: each committed entry gets the previous seq + 1 (a rolled-back write
 consumes none), so a reader can detect a gap by arithmetic. Entries are kept up to
-``StoreSettings.changelog_retain``; older ones are pruned in the same transaction that adds new
+``StoreSettings.changelog_retain`` of them and ``changelog_retain_bytes`` of their data (the
+newest always: changelog_size.py); older ones are pruned in the same transaction that adds new
 ones. A reader asking for entries after a ``seq`` older than ``first_seq() - 1`` has missed
 pruned entries and must refetch (invariant I7).
 """

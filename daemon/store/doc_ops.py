@@ -260,7 +260,8 @@ class LocalBatch:
         insert_many(conn, "outbox", OUTBOX_KEYS, outbox)
         # AUTOINCREMENT under the one writer: the entries got consecutive seqs, in order.
         first = int(conn.execute(LAST_SEQ_SQL).fetchone()[0]) - len(events) + 1
-        ctx.add_events([ChangeEvent(first + i, _UPDATED, e) for i, e in enumerate(events)])
+        chars = sum(len(entry[3]) for entry in entries)  # their data (CHANGELOG_KEYS order)
+        ctx.add_events([ChangeEvent(first + i, _UPDATED, e) for i, e in enumerate(events)], chars)
         return results
 
 

@@ -272,7 +272,7 @@ class Writer:
 
     async def close(self) -> None:
         """Refuse new writes; return once everything already submitted has committed, and
-        store the exact clock (``WriteContext.save_clock``)."""
+        store the exact clock (``WriteContext.save_clock``) and the changelog's size."""
         self._closing = True
         if self._outstanding and self._loop is not None:
             if self._idle is None:
@@ -292,9 +292,11 @@ class Writer:
 
     def _stopped(self, _raw: sqlite3.Connection) -> None:
         """The last job of a running writer: the connection waits for locks again as
-        configured (its ``busy_timeout`` was 0 while the writer ran), then the clock is saved."""
+        configured (its ``busy_timeout`` was 0 while the writer ran), then the clock and the
+        changelog's size are saved."""
         self._ctx.restore_busy_timeout()
         self._ctx.save_clock()
+        self._ctx.save_changelog_size()
 
     def _hand_back(self) -> None:
         """Release the claim, or pass it to a ``_drain`` job if writes are pending (either

@@ -220,6 +220,34 @@ def changelog_first_sql() -> str:
     return compile_statement(sa.select(sa.func.min(schema.changelog.c.seq))).sql
 
 
+@cache
+def changelog_prune_sized_sql() -> str:
+    """The count prune, returning each pruned entry's ``length(data)`` (changelog_size.py)."""
+    t = schema.changelog
+    stmt = sa.delete(t).where(t.c.seq < sa.bindparam("keep_from"))
+    return compile_statement(stmt.returning(sa.func.length(t.c.data))).sql
+
+
+@cache
+def changelog_sizes_sql() -> str:
+    """``(seq, length(data))`` of the entries before ``before``, oldest first."""
+    t = schema.changelog
+    stmt = (
+        sa.select(t.c.seq, sa.func.length(t.c.data))
+        .where(t.c.seq < sa.bindparam("before"))
+        .order_by(t.c.seq)
+    )
+    return compile_statement(stmt).sql
+
+
+@cache
+def changelog_chars_after_sql() -> str:
+    """The total ``length(data)`` of the entries after ``after``."""
+    t = schema.changelog
+    stmt = sa.select(sa.func.total(sa.func.length(t.c.data))).where(t.c.seq > sa.bindparam("after"))
+    return compile_statement(stmt).sql
+
+
 def insert_many(
     conn: sqlite3.Connection, table: str, keys: tuple[str, ...], rows: Sequence[Sequence[Any]]
 ) -> None:

@@ -412,5 +412,5 @@ class ChangeBuffer:
         last = int(ctx.conn.execute(LAST_SEQ_SQL).fetchone()[0])
         first = last - len(entries) + 1
         events = [ChangeEvent(first + i, e[0], e[3]) for i, e in enumerate(entries)]
-        ctx.add_events(events)
+        ctx.add_events(events, sum(len(p[3]) for p in params))
         return len(entries)

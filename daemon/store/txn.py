@@ -42,6 +42,7 @@ from typing import Any
 from daemon.errors import DaemonError, StoreError
 from daemon.events import ChangeEvent
 from daemon.hlc import MAX_WALL_MS, Clock, encode
+from daemon.store.changelog_size import read_size, save_size, size_cut
 from daemon.store.codec import RowCodec, dump_json_text, iso_ms, now_ms, shown_row
 from daemon.store.failures import store_failure
 from daemon.store.sql import (
@@ -51,6 +52,7 @@ from daemon.store.sql import (
     OUTBOX_KEYS,
     OUTBOX_ONE_CLOCK,
     changelog_first_sql,
+    changelog_prune_sized_sql,
     changelog_prune_sql,
     exists_sql,
     get_sql,
@@ -63,9 +65,12 @@ from daemon.store.sql import (
 WriteOp = Callable[["WriteContext"], Any]
 #: How far ahead of the clock its persisted high-water mark is written (see the module doc).
 CLOCK_LEAD_MS = 1000
-#: Pruning lets the changelog exceed ``changelog_retain`` by up to this fraction of it, so a
-#: long-running store deletes old entries in chunks rather than one with every commit.
+#: Pruning lets the changelog exceed ``changelog_retain`` (and ``changelog_retain_bytes``) by
+#: up to this fraction of it, so a long-running store deletes old entries in chunks rather than
+#: one with every commit.
 PRUNE_SLACK_DIVISOR = 1024
+#: StoreSettings' default, for contexts built without one (tests).
+DEFAULT_RETAIN_BYTES = 64 << 20
 
 
 @dataclass(slots=True)
@@ -86,6 +91,7 @@ class BatchOutcome:
     last_seq: int = 0
     first_seq: int = 0
     changes: int = 0  # rows the batch inserted, updated or deleted
+    chars: int = 0  # the size of the changelog entries' data it wrote (changelog_size.py)
     #: workspaces whose outbox the batch grew without an event that says so (``queue_push``)
     pushes: frozenset[str] = frozenset()
 
@@ -102,7 +108,11 @@ class WriteContext:
         changelog_retain: int,
         last_seq: int,
         first_seq: int,
+        changelog_retain_bytes: int = DEFAULT_RETAIN_BYTES,
+        changelog_chars: int | None = None,
     ) -> None:
+        """``changelog_chars``: the size of the kept entries (``read_size``; read here when
+        not given)."""
         self.conn = conn
         self.clock = clock
         self.device_id = clock.device_id
@@ -111,6 +121,15 @@ class WriteContext:
         self._last_seq = last_seq
         self._first_seq = first_seq
         self._prune_slack = changelog_retain // PRUNE_SLACK_DIVISOR
+        self._retain_chars = changelog_retain_bytes
+        self._chars_slack = changelog_retain_bytes // PRUNE_SLACK_DIVISOR
+        if changelog_chars is None:
+            changelog_chars = read_size(conn, first_seq, last_seq)
+        self._chars = changelog_chars  # the kept entries' size, as committed
+        #: is that size (and the first/last seq) the one in meta? Not known at start (a store
+        #: written before the record existed has none): a clean close writes it at least once
+        self._chars_saved = False
+        self._op_chars = 0  # the size of the entries the running op wrote
         self._events: list[ChangeEvent] = []
         self._pushes: set[str] = set()  # (queue_push) of the op running
         self._wait_busy = ""  # the PRAGMA that restores busy_timeout (learn_busy_timeout)
@@ -187,10 +206,12 @@ class WriteContext:
                 self.outbox_values(table, op, row_id, workspace_id, fields, stamp, clocks),
             )
         shown = shown_row(table, row)  # as readers see it: no tombstoned map keys
+        text = dump_json_text(shown)
         cursor = self.conn.execute(
             insert_positional_sql("changelog", CHANGELOG_KEYS),
-            (topic, row_id, workspace_id, dump_json_text(shown), stamp.iso),  # CHANGELOG_KEYS
+            (topic, row_id, workspace_id, text, stamp.iso),  # CHANGELOG_KEYS
         )
+        self._op_chars += len(text)
         seq = cursor.lastrowid
         assert seq is not None
         self._events.append(ChangeEvent(seq, topic, dict(shown)))  # callers may keep `row`
@@ -249,13 +270,14 @@ class WriteContext:
         return (table, row_id, workspace_id, op, dump_json_text(fields), clocks_text,
                 stamp.hlc, self.device_id, stamp.iso, 0)  # fmt: skip
 
-    def add_events(self, events: Sequence[ChangeEvent]) -> None:
+    def add_events(self, events: Sequence[ChangeEvent], chars: int) -> None:
         """Announce changelog entries the caller wrote itself in bulk, in seq order.
 
         For writers that insert a page of changelog rows with one ``executemany``; the events'
-        seqs must be the seqs those rows got.
+        seqs must be the seqs those rows got; ``chars``: the total ``len`` of their ``data``.
         """
         self._events.extend(events)
+        self._op_chars += chars
 
     def publish(self, topic: str, data: dict[str, Any]) -> None:
         """A changelog-only entry: no row, no outbox entry (e.g. a status snapshot)."""
@@ -330,6 +352,7 @@ class WriteContext:
             self.begin()
         changes_before = conn.total_changes
         links_before = self._links_version
+        chars_before = self._chars
         try:
             if self._links_stale:
                 self.reload_links()
@@ -356,6 +379,8 @@ class WriteContext:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self._clock_mark = 0  # a mark written by _finish may be gone with the transaction
+            self._chars = chars_before  # (and a prune, and the size it saved)
+            self._chars_saved = False
             self._reload_seqs()
             raise
         outcome.last_seq, outcome.first_seq = self._last_seq, self._first_seq
@@ -364,6 +389,7 @@ class WriteContext:
     def _run_op(self, op: WriteOp, outcome: BatchOutcome) -> bool:
         """Run one op; record its result or its (translated) exception; True if it succeeded."""
         self._events = []
+        self._op_chars = 0
         try:
             result = op(self)
         except Exception as exc:
@@ -372,6 +398,7 @@ class WriteContext:
             return False
         outcome.results.append((True, result))
         outcome.events.extend(self._events)
+        outcome.chars += self._op_chars
         if self._pushes:  # (rare: most ops' outbox entries come with their events)
             outcome.pushes = outcome.pushes | self._pushes
             self._pushes.clear()
@@ -444,11 +471,37 @@ class WriteContext:
         last = outcome.events[-1].seq
         if self._first_seq == 0:
             self._first_seq = outcome.events[0].seq
-        keep_from = last - self._retain + 1
-        if keep_from > self._first_seq + self._prune_slack:
-            self.conn.execute(changelog_prune_sql(), {"keep_from": keep_from})
-            self._first_seq = keep_from
         self._last_seq = last
+        self._chars += outcome.chars
+        self._chars_saved = False
+        keep_from = last - self._retain + 1
+        pruned = keep_from > self._first_seq + self._prune_slack
+        if pruned:  # by count
+            self._prune(keep_from, None)
+        if self._chars > self._retain_chars + self._chars_slack:  # by size (the newest stays)
+            keep_from, removed = size_cut(self.conn, last, self._chars - self._retain_chars)
+            if keep_from:
+                self._prune(keep_from, removed)
+                pruned = True
+        if pruned:
+            self.save_changelog_size()
+
+    def _prune(self, keep_from: int, removed: int | None) -> None:
+        """Delete the entries before ``keep_from``; ``removed``: their size if known."""
+        if removed is None:
+            found = self.conn.execute(changelog_prune_sized_sql(), {"keep_from": keep_from})
+            removed = sum(int(size) for (size,) in found.fetchall())
+        else:
+            self.conn.execute(changelog_prune_sql(), {"keep_from": keep_from})
+        self._chars -= removed
+        self._first_seq = keep_from
+
+    def save_changelog_size(self) -> None:
+        """Record the kept entries' size in ``meta`` (changelog_size.py), unless it is
+        already: in a pruning transaction, or at a clean close."""
+        if not self._chars_saved:
+            save_size(self.conn, self._first_seq, self._last_seq, self._chars)
+            self._chars_saved = True
 
     def _save_mark(self, wall: int) -> None:
         """Write a value past every clock value handed out so far (the clock is at ``wall``)."""

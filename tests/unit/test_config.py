@@ -68,6 +68,7 @@ def test_every_key_from_the_environment(tmp_path: Path) -> None:
         "SYNCD_SYNCHRONOUS": "full",
         "SYNCD_BUSY_TIMEOUT_MS": "250",
         "SYNCD_CHANGELOG_RETAIN": "10_000",
+        "SYNCD_CHANGELOG_RETAIN_BYTES": "1048576",
         "SYNCD_INTEGRITY_CHECK": "off",
         "SYNCD_MAX_FRAME_BYTES": "65536",
         "SYNCD_ALLOWED_ORIGINS": "http://localhost:3000, https://app.example",
@@ -80,7 +81,7 @@ def test_every_key_from_the_environment(tmp_path: Path) -> None:
     }
     s = load_settings(data_dir=tmp_path, environ=env)
     assert s.log_level == "DEBUG"
-    assert s.store == StoreSettings("FULL", 250, 10_000, integrity_check=False)
+    assert s.store == StoreSettings("FULL", 250, 10_000, 1 << 20, integrity_check=False)
     assert s.bridge.max_frame_bytes == 65536
     assert s.bridge.allowed_origins == ("http://localhost:3000", "https://app.example")
     assert s.bridge.send_queue_size == 16
@@ -119,6 +120,8 @@ def test_file_sections(tmp_path: Path) -> None:
         ({"SYNCD_SYNCHRONOUS": "OFF"}, "SYNCD_SYNCHRONOUS"),
         ({"SYNCD_LOG_LEVEL": "LOUD"}, "SYNCD_LOG_LEVEL"),
         ({"SYNCD_CHANGELOG_RETAIN": "0"}, "SYNCD_CHANGELOG_RETAIN"),
+        ({"SYNCD_CHANGELOG_RETAIN_BYTES": "0"}, "SYNCD_CHANGELOG_RETAIN_BYTES"),
+        ({"SYNCD_CHANGELOG_RETAIN_BYTES": "64MiB"}, "SYNCD_CHANGELOG_RETAIN_BYTES"),
         ({"SYNCD_CLOUD_URL": "ftp://x"}, "SYNCD_CLOUD_URL"),
         ({"SYNCD_ALLOWED_ORIGINS": "localhost"}, "SYNCD_ALLOWED_ORIGINS"),
         ({"SYNCD_DATA_DIR": " "}, "SYNCD_DATA_DIR"),
