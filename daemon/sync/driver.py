@@ -62,6 +62,9 @@ class SyncDriver:
         self._on_change = on_change
         self._clock = clock
         self._rand = rand
+        #: the one phase of every workspace's periodic pull: they fall due together, one
+        #: wakeup for all (protocol.next_periodic_pull)
+        self._pull_phase = clock()
         self._syncs: dict[str, WorkspaceSync] = {}
         self._active = False
         self._member_orgs: frozenset[str] | None = None  # (``activate``)
@@ -126,6 +129,7 @@ class SyncDriver:
             clock=self._clock,
             rand=self._rand,
             publishing=publish,
+            pull_phase=self._pull_phase,
         )
         self._syncs[link.workspace_id] = sync
         sync.open()

@@ -37,7 +37,13 @@ Rules:
   PUSH_IN_FLIGHT requests in flight), not four times a second.
 - Pull at once on start and on every reconnect (the driver reports every realtime
   (re)subscribe as ``connectivity_changed(online=True)``: realtime is at-most-once, the pull
-  closes the gap), page after page while ``has_more``, then every ``pull_interval_s`` (30 s).
+  closes the gap), page after page while ``has_more``, then every ``pull_interval_s`` (30 s)
+  as a fallback, on a phase every workspace shares (``next_periodic_pull``: the first
+  ``pull_phase + k * pull_interval_s`` after the pull; the driver gives all its sessions one
+  ``pull_phase``): the periodic pulls of all linked workspaces fall due at the same instant, so
+  an idle daemon wakes once per interval for all of them, not once per workspace at its own
+  phase (10 workspaces made ~6 wakeups/s). A pull that ended off the phase (the first, a
+  catch-up, a retry) is followed sooner, at the next phase: never later than the interval.
 - A page whose answer is over its size cap (``PullTooLarge``: other apps may write big rows)
   is asked for again at once with half as many rows (the pages after it too: ``page_cap``),
   down to one row; after GROW_AFTER_PAGES pages in a row succeed the cap doubles, back to
@@ -82,6 +88,7 @@ States (derived from the snapshot, first match wins):
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -106,6 +113,7 @@ __all__ = [
     "Snapshot",
     "SyncSession",
     "SyncState",
+    "next_periodic_pull",
 ]
 
 Op = Literal["push", "pull", "auth"]
@@ -118,6 +126,18 @@ Request = Literal["push", "pull"]
 ROW_TOO_LARGE: Final = "row_too_large"
 #: Pages in a row that succeed at a ``page_cap`` before it doubles.
 GROW_AFTER_PAGES: Final = 4
+
+
+def next_periodic_pull(now: float, interval_s: float, phase: float) -> float:
+    """When the periodic pull after one that ended at ``now`` falls due: the first
+    ``phase + k * interval_s`` after ``now`` (so at most ``interval_s`` later). Sessions that
+    share ``phase`` fall due together, whenever their last pulls ended."""
+    if not (interval_s > 0 and math.isfinite(interval_s)):
+        raise ValueError(f"the pull interval must be a positive number of seconds: {interval_s!r}")
+    due = phase + (math.floor((now - phase) / interval_s) + 1) * interval_s
+    while due <= now:  # (float rounding at a phase boundary)
+        due += interval_s
+    return due
 
 
 class SyncState(StrEnum):
@@ -300,10 +320,15 @@ class SyncSession:
         pull_limit: int = 1000,
         bulk_pull_limit: int | None = None,
         rand: Callable[[], float] = random.random,
+        pull_phase: float | None = None,
     ) -> None:
+        next_periodic_pull(0.0, pull_interval_s, 0.0)  # (checks the interval)
         self.backoff = backoff or Backoff()
         self.push_delay_s = push_delay_s
         self.pull_interval_s = pull_interval_s
+        #: the periodic pulls fall due at ``pull_phase + k * pull_interval_s`` (module doc);
+        #: None: ``pull_interval_s`` after each pull ended (a phase of its own)
+        self.pull_phase = pull_phase
         self.push_limit = push_limit
         self.pull_limit = pull_limit
         #: the largest page a pull asks for (the pages after a run's first): a ``page_cap``
@@ -381,7 +406,13 @@ class SyncSession:
         elif isinstance(outcome, Failure):
             self._fail(now, "pull", outcome)
         else:
-            due = now if outcome.has_more else now + self.pull_interval_s
+            due = (
+                now
+                if outcome.has_more
+                else next_periodic_pull(
+                    now, self.pull_interval_s, now if self.pull_phase is None else self.pull_phase
+                )
+            )
             cursor = outcome.cursor if outcome.cursor is not None else s.cursor
             self.snapshot = replace(
                 self._grown(self._succeeded(s, "pull")),

@@ -285,7 +285,10 @@ class WorkspaceSync:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         publishing: bool = False,
+        pull_phase: float | None = None,
     ) -> None:
+        """``pull_phase``: the phase of the periodic pulls (protocol.next_periodic_pull), the
+        same for every workspace of a driver (None: now)."""
         self.link = link
         #: why this workspace does not sync while logged in (``hold``), shown as its error
         self.held: str | None = None
@@ -303,6 +306,7 @@ class WorkspaceSync:
             pull_limit=settings.pull_limit,
             bulk_pull_limit=settings.bulk_pull_limit,
             rand=rand,
+            pull_phase=clock() if pull_phase is None else pull_phase,
         )
         self._store = store
         self._api = api
