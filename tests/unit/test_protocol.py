@@ -9,6 +9,7 @@ import pytest
 from daemon.sync.protocol import (
     GROW_AFTER_PAGES,
     ApplyRemote,
+    CloudReach,
     Command,
     PublishStatus,
     PullPage,
@@ -784,3 +785,55 @@ def test_a_pull_off_the_phase_is_followed_at_the_next_phase_never_later() -> Non
     assert actions(s) == [PullSince("c1", 1000)]
     s.pull_page_received(NOW + 40.2, PullPage(None, has_more=False))
     assert s.deadline == NOW + 60
+
+
+# One backoff for every workspace while the cloud is out of reach -------------------------------
+
+
+def new_reach() -> CloudReach:
+    return CloudReach(Backoff(base_s=1.0, cap_s=8.0), rand=lambda: 0.5)
+
+
+def test_an_outage_begins_once_and_one_workspace_probes_at_a_time() -> None:
+    reach = new_reach()
+    assert not reach.down and reach.claim(NOW, "a")  # no outage: anyone may go
+    assert reach.unreachable(NOW, "a", "connect")  # begins: said once
+    assert not reach.unreachable(NOW, "b", "connect")  # b's request was already under way
+    assert not reach.unreachable(NOW, "c", "reset")
+    assert reach.down and reach.next_probe() == NOW + 0.5  # rand * base
+    assert not reach.claim(NOW + 0.4, "b")  # not yet
+    assert reach.claim(NOW + 0.5, "b")  # b probes...
+    assert not reach.claim(NOW + 0.5, "a") and not reach.claim(NOW + 9, "c")  # ...alone
+    assert reach.next_probe() is None and reach.prober == "b"
+
+
+def test_each_failed_probe_waits_longer_up_to_the_cap_and_an_answer_ends_the_outage() -> None:
+    reach = new_reach()
+    reach.unreachable(NOW, "a", "connect")
+    at = NOW
+    for expected in (1.0, 2.0, 4.0, 4.0):  # rand 0.5 * min(8, 1 * 2**attempt)
+        at = reach.next_probe() or 0.0
+        assert reach.claim(at, "a")
+        assert not reach.unreachable(at + 0.1, "a", "connect")
+        assert reach.next_probe() == at + 0.1 + expected
+    assert reach.reached(at + 20) == at + 20 - NOW  # how long it lasted
+    assert not reach.down and reach.reached(at + 21) is None
+    assert reach.unreachable(at + 30, "a", "connect")  # a new outage: said again
+
+
+def test_a_probe_that_got_no_word_or_stopped_hands_the_next_probe_on() -> None:
+    reach = new_reach()
+    reach.unreachable(NOW, "a", "connect")
+    assert reach.claim(NOW + 1, "a")
+    reach.release(NOW + 2, "b")  # not the prober: nothing changes
+    assert reach.prober == "a"
+    reach.release(NOW + 2, "a")  # a timeout, a logout, a close
+    assert reach.prober is None and reach.next_probe() == NOW + 3  # backoff of attempt 1
+    assert reach.claim(NOW + 3, "b")
+
+
+def test_only_a_cloud_out_of_reach_begins_an_outage() -> None:
+    reach = new_reach()
+    with pytest.raises(ValueError, match="out of reach"):
+        reach.unreachable(NOW, "a", "timeout")
+    assert not reach.down
