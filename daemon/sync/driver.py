@@ -6,6 +6,9 @@ Only changes made on this device wake a push: their changelog entries carry this
 Outbox entries no such entry announces (a new document's row, a document adopted by a pull:
 sync_docs.py) wake it through the store's push listener.
 ``sync_now`` runs a push (or pull) of every linked workspace and sums what they moved.
+All workspaces share one phase of their periodic pulls (protocol.next_periodic_pull: they fall
+due together) and one ``CloudReach`` (protocol.py: while the cloud cannot be reached, one
+backoff and one probe at a time for all of them; the first answer wakes the others).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from daemon.events import CHANGE_TOPICS, ChangeEvent
 from daemon.store.sync import pull_scope
 from daemon.store.sync_types import Link
 from daemon.sync.adapters import merge_pulled
+from daemon.sync.protocol import CloudReach
 from daemon.sync.workspace import Counts, DriverSettings, Kind, SyncApi, WorkspaceSync
 from daemon.types import LOCAL_ONLY_ROLES
 
@@ -62,6 +66,12 @@ class SyncDriver:
         self._on_change = on_change
         self._clock = clock
         self._rand = rand
+        #: the one phase of every workspace's periodic pull: they fall due together, one
+        #: wakeup for all (protocol.next_periodic_pull)
+        self._pull_phase = clock()
+        #: whether the cloud can be reached: one backoff and one probe at a time for all
+        #: workspaces while it cannot (protocol.CloudReach)
+        self._reach = CloudReach(self.settings.backoff, rand)
         self._syncs: dict[str, WorkspaceSync] = {}
         self._active = False
         self._member_orgs: frozenset[str] | None = None  # (``activate``)
@@ -126,6 +136,9 @@ class SyncDriver:
             clock=self._clock,
             rand=self._rand,
             publishing=publish,
+            pull_phase=self._pull_phase,
+            reach=self._reach,
+            on_reached=self._cloud_reached,
         )
         self._syncs[link.workspace_id] = sync
         sync.open()
@@ -133,6 +146,12 @@ class SyncDriver:
             await self._start(sync)
         self._on_change()
         return sync
+
+    def _cloud_reached(self, by: str) -> None:
+        """An outage ended (the cloud answered ``by``'s request): the others go on now."""
+        for sync in self._syncs.values():
+            if sync.workspace_id != by:
+                sync.cloud_reached()
 
     async def remove(self, workspace_id: str) -> None:
         sync = self._syncs.pop(workspace_id, None)

@@ -55,7 +55,11 @@ back as the session's input:
 
 Between commands it sleeps until the session's ``deadline`` (debounce, the 30 s periodic pull
 and retry backoff all live in that one timer, so no scheduler is needed) or until an input
-wakes it: local changes committed, a login, or a ``request``. Failures become
+wakes it: local changes committed, a login, or a ``request``. While the cloud cannot be
+reached (``CloudReach``, shared by the driver's workspaces: protocol.py) it waits instead for
+the outage's probe time, when one workspace probes (``_tick``), or for the outage's end
+(``cloud_reached``); the outage is logged once (WARNING ``sync.cloud_unreachable``, then INFO
+``sync.cloud_reachable``), each failed attempt at DEBUG. Failures become
 ``retry.Failure``s, so the session's pure ``retry.classify`` decides (Retry-After, full jitter,
 re-auth, give up).
 
@@ -99,7 +103,9 @@ from daemon.sync.cloud.records import PullMarks, later_cursor
 from daemon.sync.mapping import local_change
 from daemon.sync.protocol import (
     ROW_TOO_LARGE,
+    UNREACHABLE,
     ApplyRemote,
+    CloudReach,
     Command,
     PublishStatus,
     PullPage,
@@ -285,7 +291,15 @@ class WorkspaceSync:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         publishing: bool = False,
+        pull_phase: float | None = None,
+        reach: CloudReach | None = None,
+        on_reached: Callable[[str], None] = lambda _: None,
     ) -> None:
+        """``pull_phase``: the phase of the periodic pulls (protocol.next_periodic_pull), the
+        same for every workspace of a driver (None: now). ``reach``: whether the cloud can be
+        reached, shared by the driver's workspaces (None: this one's own); ``on_reached(ws)``:
+        an outage ended with an answer to this workspace's request (the driver wakes the
+        others: ``cloud_reached``)."""
         self.link = link
         #: why this workspace does not sync while logged in (``hold``), shown as its error
         self.held: str | None = None
@@ -303,6 +317,7 @@ class WorkspaceSync:
             pull_limit=settings.pull_limit,
             bulk_pull_limit=settings.bulk_pull_limit,
             rand=rand,
+            pull_phase=clock() if pull_phase is None else pull_phase,
         )
         self._store = store
         self._api = api
@@ -310,6 +325,8 @@ class WorkspaceSync:
         self._refresh_auth = refresh_auth
         self._on_change = on_change
         self._clock = clock
+        self._reach = reach or CloudReach(settings.backoff, rand)
+        self._on_reached = on_reached
         #: Steps begun, per kind: push batches taken, sync_pull requests sent (_begin).
         self._started: dict[Kind, int] = {"push": 0, "pull": 0}
         #: A pull run of several pages so far: rows and pages (its first page's rows as
@@ -376,6 +393,7 @@ class WorkspaceSync:
 
     async def close(self) -> None:
         task, self._task = self._task, None
+        self._reach.release(self._clock(), self.workspace_id)
         self._drop_ahead()
         self._end_progress()
         await cancel_and_wait(task)
@@ -410,6 +428,7 @@ class WorkspaceSync:
         """Logged out: no requests until ``start``."""
         self.held = None
         self.session.stopped(self._clock())
+        self._reach.release(self._clock(), self.workspace_id)
         self._epoch += 1
         # The oldest request may be awaited by a push under way (it settles as before); the
         # ones sent after it are dropped (their entries stay for the next push).
@@ -434,6 +453,15 @@ class WorkspaceSync:
         if self.held is not None:
             return
         self.session.connectivity_changed(self._clock(), online=True)
+        self._wake.set()
+
+    def cloud_reached(self) -> None:
+        """The cloud answered another workspace's request after an outage: a retry this one
+        waits for (its request could not reach the cloud) goes now, as on a reconnect; any
+        request that fell due meanwhile starts too (the loop was waiting for the outage)."""
+        s = self.session.snapshot
+        if self.held is None and s.started and s.retry_at is not None and s.error in UNREACHABLE:
+            self.session.connectivity_changed(self._clock(), online=True)
         self._wake.set()
 
     def request(self, kind: Kind) -> asyncio.Future[dict[str, Any]]:
@@ -478,17 +506,58 @@ class WorkspaceSync:
             except Exception:  # supervisor boundary: a bug must not end this workspace's sync
                 logger.exception("sync.loop_failed ws=%s", self.workspace_id)
             now = self._clock()
-            deadline = self.session.deadline
+            deadline = self._deadline()
             if self._refused_at is not None and (deadline is None or self._refused_at < deadline):
                 deadline = self._refused_at
             if deadline is not None and deadline <= now:
-                self.session.tick(now)
+                self._tick(now)
                 continue
             wait = MAX_WAIT_S if deadline is None else min(deadline - now, MAX_WAIT_S)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
-            self.session.tick(self._clock())
+            self._tick(self._clock())
+
+    def _waits_for_outage(self) -> bool:
+        """The cloud is out of reach and this workspace's own deadlines wait: it is not the
+        one probing (``CloudReach``)."""
+        return self._reach.down and self._reach.prober != self.workspace_id
+
+    def _deadline(self) -> float | None:
+        """The session's deadline; during an outage, the probe's time instead (if this one
+        may probe: it can start a request and no probe is under way)."""
+        if not self._waits_for_outage():
+            return self.session.deadline
+        return self._reach.next_probe() if self.session.snapshot.can_request else None
+
+    def _tick(self, now: float) -> None:
+        """Start what is due; during an outage, only the probe, if it is this one's turn
+        (it pulls now, as on a reconnect: its own backoff ends)."""
+        if not self._waits_for_outage():
+            self.session.tick(now)
+        elif self.session.snapshot.can_request and self._reach.claim(now, self.workspace_id):
+            logger.debug("sync.cloud_probe ws=%s", self.workspace_id)
+            self.session.connectivity_changed(now, online=True)
+
+    def _met(self, exc: BaseException | None) -> None:
+        """Tell ``CloudReach`` what a request met: an answer (``exc`` None, or an HTTP
+        status), no way to the cloud, or neither (a timeout, a local error)."""
+        now = self._clock()
+        failure = exc.failure if isinstance(exc, CloudError) else None
+        if exc is None or (failure is not None and failure.status is not None):
+            lasted = self._reach.reached(now)
+            if lasted is not None:
+                logger.info("sync.cloud_reachable after=%.1fs", lasted)
+                self._on_reached(self.workspace_id)
+        elif failure is not None and failure.transport in UNREACHABLE:
+            if self._reach.unreachable(now, self.workspace_id, failure.transport):
+                logger.warning(
+                    "sync.cloud_unreachable reason=%s: sync waits, one request at a time"
+                    " tries the cloud again (backoff)",
+                    failure.transport,
+                )
+        else:
+            self._reach.release(now, self.workspace_id)
 
     async def _retry_refused(self) -> None:
         """Queue again the rows refused as ``clock_skew`` whose time has come, if it may have
@@ -513,7 +582,8 @@ class WorkspaceSync:
         elif isinstance(command, RefreshAuth):
             await self._refresh()
         elif isinstance(command, ScheduleRetry):
-            logger.info(
+            logger.log(  # (the outage itself is said once: _met)
+                logging.DEBUG if command.reason in UNREACHABLE else logging.INFO,
                 "sync.retry ws=%s attempt=%d in=%.2fs reason=%s",
                 self.workspace_id,
                 command.attempt,
@@ -574,6 +644,7 @@ class WorkspaceSync:
             self.counts.conflicts += outcome.conflicts
         self._note_progress(size, has_more)
         applied = 0 if outcome is None else outcome.applied
+        self._met(None)
         self.session.pull_page_received(self._clock(), PullPage(cursor, has_more, applied))
         if not has_more:
             # (pages are asked for ahead, some at once: the run's last step is this page's
@@ -585,6 +656,7 @@ class WorkspaceSync:
         fewer rows (the session halves them: ``PullTooLarge``), the run going on; a single
         row over it, as any other failure, ends the run (retried with backoff)."""
         if isinstance(exc, _OversizedPage):
+            self._met(None)  # (the cloud answered)
             if exc.limit > 1:
                 logger.info(
                     "sync.pull_page_too_large ws=%s rows=%d max_bytes=%d: asking for fewer",
@@ -674,6 +746,7 @@ class WorkspaceSync:
             logger.debug("sync.pushed ws=%s rows=%d", self.workspace_id, moved)
         # A batch that moved rows is followed by another: the outbox may hold more (a batch
         # can stop at the byte limit); the run ends with an empty take.
+        self._met(None)
         self.session.push_result_received(self._clock(), PushDone(bool(moved), moved))
         if not moved:
             self._run_finished("push", self._started["push"])
@@ -779,8 +852,10 @@ class WorkspaceSync:
         try:
             await self._refresh_auth()
         except CloudError as exc:
+            self._met(exc)
             self.session.auth_refreshed(self._clock(), failure_of(exc))
         else:
+            self._met(None)
             self.session.auth_refreshed(self._clock())
 
     # Bookkeeping of runs (for sync_now) and progress
@@ -815,8 +890,12 @@ class WorkspaceSync:
             self._drop_ahead()  # the retry starts again from the stored cursor
             self._end_progress()
         reason = failure_reason(exc)
+        self._met(exc)
         if isinstance(exc, CloudError | DaemonError):
-            logger.warning("sync.%s_failed ws=%s reason=%s", kind, self.workspace_id, reason)
+            logger.log(  # (a cloud out of reach is said once per outage: _met)
+                logging.DEBUG if reason in UNREACHABLE else logging.WARNING,
+                "sync.%s_failed ws=%s reason=%s", kind, self.workspace_id, reason,
+            )  # fmt: skip
         else:
             logger.error("sync.%s_failed ws=%s", kind, self.workspace_id, exc_info=exc)
         # A run pulls first (I9): a failed pull is also the failure of the push asked for

@@ -9,6 +9,7 @@ import pytest
 from daemon.sync.protocol import (
     GROW_AFTER_PAGES,
     ApplyRemote,
+    CloudReach,
     Command,
     PublishStatus,
     PullPage,
@@ -20,6 +21,7 @@ from daemon.sync.protocol import (
     ScheduleRetry,
     SyncSession,
     SyncState,
+    next_periodic_pull,
 )
 from daemon.sync.retry import Backoff, Failure
 
@@ -731,3 +733,107 @@ def test_a_single_row_over_the_size_cap_fails_with_backoff_and_says_so() -> None
     assert actions(s) == [PullSince("c0", 1, 1)]
     s.pull_page_received(again.at, PullPage("c1", has_more=False))  # the row was made smaller
     assert s.snapshot.error is None and s.state is IDLE
+
+
+# The periodic pulls of all workspaces fall due together ----------------------------------------
+
+
+def test_the_next_periodic_pull_is_the_next_phase_after_now() -> None:
+    assert next_periodic_pull(1_000.0, 30.0, 0.0) == 1_020.0
+    assert next_periodic_pull(1_020.0, 30.0, 0.0) == 1_050.0  # on the phase: a whole interval
+    assert next_periodic_pull(1_049.999, 30.0, 0.0) == 1_050.0  # never later than the interval
+    assert next_periodic_pull(1_000.0, 30.0, 995.5) == 1_025.5
+    assert next_periodic_pull(990.0, 30.0, 995.5) == 995.5  # a phase in the future
+    # (float rounding at the boundary: strictly after now, whatever the phase's digits)
+    phase = 1_763_880_000.123
+    due = next_periodic_pull(phase + 3 * 30.0, 30.0, phase)
+    assert phase + 3 * 30.0 < due <= phase + 4 * 30.0 + 1e-6
+
+
+@pytest.mark.parametrize("interval", [0.0, -30.0, float("nan"), float("inf")])
+def test_a_pull_interval_that_is_no_positive_number_is_refused(interval: float) -> None:
+    with pytest.raises(ValueError, match="pull interval"):
+        next_periodic_pull(NOW, interval, 0.0)
+    with pytest.raises(ValueError, match="pull interval"):
+        SyncSession(pull_interval_s=interval)
+
+
+def test_workspaces_sharing_a_phase_pull_together_however_their_pulls_ended() -> None:
+    """Ten sessions whose pulls ended at different times (a start each, a catch-up, a
+    retry...) all fall due at the same instant, and stay together: one wakeup serves all."""
+    sessions = [SyncSession(rand=lambda: 0.5, pull_phase=NOW) for _ in range(10)]
+    for i, s in enumerate(sessions):
+        s.start(NOW + i * 2.7, cursor="c0")
+        s.pull_page_received(NOW + i * 2.7 + 0.3, PullPage("c1", has_more=False))
+    assert {s.deadline for s in sessions} == {NOW + 30}
+    for round_at in (NOW + 30, NOW + 60, NOW + 90):
+        for i, s in enumerate(sessions):
+            s.commands_to_run()
+            s.tick(round_at)
+            assert actions(s) == [PullSince("c1", 1000)]
+            s.pull_page_received(round_at + 0.05 * i, PullPage(None, has_more=False))
+        assert {s.deadline for s in sessions} == {round_at + 30}  # every 30 s, all at once
+
+
+def test_a_pull_off_the_phase_is_followed_at_the_next_phase_never_later() -> None:
+    s = SyncSession(rand=lambda: 0.5, pull_phase=NOW)
+    s.start(NOW + 12, cursor="c0")
+    s.commands_to_run()
+    s.pull_page_received(NOW + 12.5, PullPage("c1", has_more=False))
+    assert s.deadline == NOW + 30  # 17.5 s later, not 30 s: back on the shared phase
+    s.connectivity_changed(NOW + 40, online=True)  # a realtime rejoin: catch-up pull now
+    assert actions(s) == [PullSince("c1", 1000)]
+    s.pull_page_received(NOW + 40.2, PullPage(None, has_more=False))
+    assert s.deadline == NOW + 60
+
+
+# One backoff for every workspace while the cloud is out of reach -------------------------------
+
+
+def new_reach() -> CloudReach:
+    return CloudReach(Backoff(base_s=1.0, cap_s=8.0), rand=lambda: 0.5)
+
+
+def test_an_outage_begins_once_and_one_workspace_probes_at_a_time() -> None:
+    reach = new_reach()
+    assert not reach.down and reach.claim(NOW, "a")  # no outage: anyone may go
+    assert reach.unreachable(NOW, "a", "connect")  # begins: said once
+    assert not reach.unreachable(NOW, "b", "connect")  # b's request was already under way
+    assert not reach.unreachable(NOW, "c", "reset")
+    assert reach.down and reach.next_probe() == NOW + 0.5  # rand * base
+    assert not reach.claim(NOW + 0.4, "b")  # not yet
+    assert reach.claim(NOW + 0.5, "b")  # b probes...
+    assert not reach.claim(NOW + 0.5, "a") and not reach.claim(NOW + 9, "c")  # ...alone
+    assert reach.next_probe() is None and reach.prober == "b"
+
+
+def test_each_failed_probe_waits_longer_up_to_the_cap_and_an_answer_ends_the_outage() -> None:
+    reach = new_reach()
+    reach.unreachable(NOW, "a", "connect")
+    at = NOW
+    for expected in (1.0, 2.0, 4.0, 4.0):  # rand 0.5 * min(8, 1 * 2**attempt)
+        at = reach.next_probe() or 0.0
+        assert reach.claim(at, "a")
+        assert not reach.unreachable(at + 0.1, "a", "connect")
+        assert reach.next_probe() == at + 0.1 + expected
+    assert reach.reached(at + 20) == at + 20 - NOW  # how long it lasted
+    assert not reach.down and reach.reached(at + 21) is None
+    assert reach.unreachable(at + 30, "a", "connect")  # a new outage: said again
+
+
+def test_a_probe_that_got_no_word_or_stopped_hands_the_next_probe_on() -> None:
+    reach = new_reach()
+    reach.unreachable(NOW, "a", "connect")
+    assert reach.claim(NOW + 1, "a")
+    reach.release(NOW + 2, "b")  # not the prober: nothing changes
+    assert reach.prober == "a"
+    reach.release(NOW + 2, "a")  # a timeout, a logout, a close
+    assert reach.prober is None and reach.next_probe() == NOW + 3  # backoff of attempt 1
+    assert reach.claim(NOW + 3, "b")
+
+
+def test_only_a_cloud_out_of_reach_begins_an_outage() -> None:
+    reach = new_reach()
+    with pytest.raises(ValueError, match="out of reach"):
+        reach.unreachable(NOW, "a", "timeout")
+    assert not reach.down

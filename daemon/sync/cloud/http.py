@@ -2,9 +2,14 @@
 
 One ``httpx.AsyncClient`` per cloud, HTTP/1.1 with keep-alive: supabase-py's HTTP/2 client
 drops idle connections with ``RemoteProtocolError`` (supabase-py #1064, supabase-wire.md §5.6).
-Idle connections are let go after 4 s, under uvicorn's 5 s keep-alive, so a request is rarely
-sent on a connection the server is closing. Every request carries ``apikey``; the caller gives
-the bearer (the access token, or the anon key for the token grants).
+Idle connections are kept ``KEEPALIVE_S`` (90 s), longer than the 30 s periodic pull
+(``DriverSettings.pull_interval_s``), so an idle daemon's pulls reuse one connection instead of
+a new TCP and TLS handshake every 30 s (it used to let them go after 4 s). A server that closed
+an idle connection meanwhile (uvicorn after 5 s, a proxy's idle timeout) is no failure:
+httpcore checks an idle connection before it takes it from the pool (``has_expired``: the
+socket is readable, i.e. the server's FIN arrived) and opens a new one for the request
+(tests/component/sync/test_cloud_keepalive.py). Every request carries ``apikey``; the caller
+gives the bearer (the access token, or the anon key for the token grants).
 
 Each request is bounded as a whole (``Bounds``, by operation: ``BOUNDS``), not only per read:
 httpx's timeouts are per network operation, so an answer trickling in a byte every 10 s never
@@ -50,13 +55,17 @@ from daemon.sync.cloud.errors import (
 from daemon.sync.cloud.wire import normalize_cloud_url
 from daemon.sync.retry import Failure, TransportKind
 
-__all__ = ["BOUNDS", "Bounds", "CloudHttp", "decode_json", "transport_kind"]
+__all__ = ["BOUNDS", "KEEPALIVE_S", "Bounds", "CloudHttp", "decode_json", "transport_kind"]
 
 logger = logging.getLogger(__name__)
 
 USER_AGENT: Final = "syncd/0.1"
 DEFAULT_TIMEOUT: Final = httpx.Timeout(30.0, connect=10.0)
-_LIMITS: Final = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=4)
+#: How long an idle connection is kept: above the periodic pull's 30 s (see the module doc).
+KEEPALIVE_S: Final = 90.0
+_LIMITS: Final = httpx.Limits(
+    max_connections=16, max_keepalive_connections=8, keepalive_expiry=KEEPALIVE_S
+)
 
 
 @dataclass(frozen=True, slots=True)
