@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from daemon.config import BridgeSettings, StoreSettings
 from daemon.store import Store
@@ -215,6 +215,20 @@ def _small_buffer_socket(port: int) -> socket.socket:
     return sock
 
 
+async def stalled_subscriber(server: BridgeServer) -> ClientConnection:
+    """A client subscribed to ``message.*`` that reads nothing more: a small receive buffer
+    and a one-message queue, so what the daemon sends it soon waits in its outbox."""
+    ws = await connect(
+        server.url,
+        additional_headers=auth(server),
+        sock=_small_buffer_socket(server.port),
+        max_queue=1,
+        compression=None,
+    )
+    await Rpc(ws).call("subscribe", {"topics": ["message.*"]})
+    return ws
+
+
 async def test_client_that_stops_reading_is_dropped_others_keep_receiving(
     make_bridge: MakeBridge, open_rpc: Any
 ) -> None:
@@ -222,15 +236,7 @@ async def test_client_that_stops_reading_is_dropped_others_keep_receiving(
     readers: list[Rpc] = [await open_rpc(server) for _ in range(5)]
     writer: Rpc = await open_rpc(server)
     conv_id = await conversation(writer)
-    slow = await connect(
-        server.url,
-        additional_headers=auth(server),
-        sock=_small_buffer_socket(server.port),
-        max_queue=1,
-        compression=None,
-    )
-    slow_rpc = Rpc(slow)
-    await slow_rpc.call("subscribe", {"topics": ["message.*"]})
+    slow = await stalled_subscriber(server)
     for r in readers:
         await r.call("subscribe", {"topics": ["message.*"]})
     sessions_before = len(server.sessions)
@@ -321,14 +327,7 @@ async def test_stop_does_not_hang_on_a_client_that_stopped_reading(
     server = await make_bridge(send_queue_size=100_000)
     writer: Rpc = await open_rpc(server)
     conv_id = await conversation(writer)
-    stuck = await connect(
-        server.url,
-        additional_headers=auth(server),
-        sock=_small_buffer_socket(server.port),
-        max_queue=1,
-        compression=None,
-    )
-    await Rpc(stuck).call("subscribe", {"topics": ["message.*"]})
+    stuck = await stalled_subscriber(server)
     big = "y" * 200_000
     (session,) = [s for s in server.sessions if s.subscriptions]
     for _ in range(60):  # ~12 MB: more than the socket buffers hold

@@ -10,12 +10,11 @@ import logging
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect
 
 from tests.helpers import MS, wait_for
 
-from .conftest import MakeBridge, Rpc, auth
-from .test_events import _small_buffer_socket, conversation, send
+from .conftest import MakeBridge, Rpc
+from .test_events import conversation, send, stalled_subscriber
 
 BOUND = 2 << 20
 BIG = "x" * (256 << 10)
@@ -28,14 +27,7 @@ async def test_a_client_that_stops_reading_is_dropped_past_the_byte_bound(
     readers: list[Rpc] = [await open_rpc(server) for _ in range(2)]
     writer: Rpc = await open_rpc(server)
     conv_id = await conversation(writer)
-    slow = await connect(
-        server.url,
-        additional_headers=auth(server),
-        sock=_small_buffer_socket(server.port),
-        max_queue=1,
-        compression=None,
-    )
-    await Rpc(slow).call("subscribe", {"topics": ["message.*"]})
+    slow = await stalled_subscriber(server)
     (stalled,) = [s for s in server.sessions if s.subscriptions]
     for r in readers:
         await r.call("subscribe", {"topics": ["message.*"]})

@@ -34,6 +34,17 @@ SLOW = Backoff(base_s=60.0, cap_s=60.0)
 Answer = Callable[["TinyServer", asyncio.StreamWriter], Awaitable[None]]
 
 
+async def read_request(reader: asyncio.StreamReader) -> None:
+    """Read one HTTP/1.1 request, its body too (Content-Length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n")
+         if line.lower().startswith(b"content-length:")),
+        0,
+    )  # fmt: skip
+    await reader.readexactly(length)
+
+
 class TinyServer:
     """Answers every request with ``answer``; counts the bytes of answer it could send."""
 
@@ -43,13 +54,7 @@ class TinyServer:
         self.url = ""
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            (int(line.split(b":")[1]) for line in head.split(b"\r\n")
-             if line.lower().startswith(b"content-length:")),
-            0,
-        )  # fmt: skip
-        await reader.readexactly(length)
+        await read_request(reader)
         with contextlib.suppress(ConnectionError):  # the client hanging up: what is tested
             await self.answer(self, writer)
         writer.close()

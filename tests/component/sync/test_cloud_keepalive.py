@@ -13,6 +13,8 @@ from daemon.sync.cloud.http import CloudHttp
 from daemon.sync.driver import DriverSettings
 from tests.helpers import MS
 
+from .test_cloud_http_bounds import read_request
+
 WITHIN = 5_000 * MS
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -33,13 +35,7 @@ class KeepAliveServer:
         self.connections += 1
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    (int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                     if line.lower().startswith(b"content-length:")),
-                    0,
-                )  # fmt: skip
-                await reader.readexactly(length)
+                await read_request(reader)
                 writer.write(ANSWER)
                 await writer.drain()
                 if self.close_idle:
