@@ -118,6 +118,11 @@ class SyncDriver:
     # Links
 
     @property
+    def reach(self) -> CloudReach:
+        """Whether the cloud can be reached, shared by every workspace."""
+        return self._reach
+
+    @property
     def syncs(self) -> Mapping[str, WorkspaceSync]:
         return self._syncs
 

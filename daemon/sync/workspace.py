@@ -374,9 +374,12 @@ class WorkspaceSync:
                 f" of a pull page ({self._row_over} bytes): the pull cannot get past it and is"
                 " retried with backoff"
             )
+        state = s.state
+        if state is SyncState.IDLE and self._reach.down:  # (its own requests wait for a probe)
+            state = SyncState.OFFLINE
         return WorkspaceStatus(
             self.workspace_id,
-            s.state.value,
+            state.value,
             s.pending,
             error,
             s.retry_at,

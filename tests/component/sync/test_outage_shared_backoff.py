@@ -11,6 +11,7 @@ again and again during the outage if nothing held them."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -88,3 +89,26 @@ async def test_workspaces_offline_share_one_probe_and_one_warning(
     await wait_for(idle, message="every workspace idle again")
     assert lines(caplog, "sync.cloud_reachable", logging.INFO) == 1
     assert lines(caplog, "sync.cloud_unreachable") == 1
+
+
+async def test_a_workspace_whose_requests_wait_for_the_probe_says_it_is_offline(
+    devcloud: RunningDevcloud, make_device: MakeDevice
+) -> None:
+    """A workspace that sent nothing since another one met the outage is offline too (was:
+    idle, with its write waiting for the probe: CI49)."""
+    gate = Outage()
+    a = await make_device("a", gate, pull_interval_s=3600.0)
+    await devcloud.create_user("ada@example.com", PASSWORD, org="Acme")
+    await a.cloud.login("ada@example.com", PASSWORD)
+    ids = [(await a.store.workspaces.create(name=f"w{n}"))["id"] for n in range(3)]
+    for ws in ids:
+        await a.cloud.link(workspace_id=ws)
+    syncs = [a.cloud.driver.syncs[ws] for ws in ids]
+    await wait_for(
+        lambda: all(s.status.state == "idle" and s.status.pending == 0 for s in syncs),
+        message="every workspace linked and idle",
+    )
+    gate.down = True
+    # as when the request of a workspace not shown here meets the outage first
+    assert a.cloud.driver.reach.unreachable(asyncio.get_running_loop().time(), "other", "connect")
+    assert [s.status.state for s in syncs] == ["offline"] * len(syncs)
