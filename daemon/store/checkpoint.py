@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+from urllib.parse import quote
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +65,13 @@ class Checkpointer:
             self._db = None
 
     def _checkpoint(self) -> None:  # in an executor thread, one at a time
-        if self._db is None:
+        if self._db is None:  # (never creates the file: deleted meanwhile, it fails)
             self._db = sqlite3.connect(
-                self._path, timeout=CHECKPOINT_BUSY_S, isolation_level=None, check_same_thread=False
+                file_uri(self._path, "rw"),
+                uri=True,
+                timeout=CHECKPOINT_BUSY_S,
+                isolation_level=None,
+                check_same_thread=False,
             )
         busy, log, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if busy or log != copied or self._wal_size_limit < 0:
@@ -89,3 +94,10 @@ class Checkpointer:
             logger.warning("store.checkpoint.failed error=%s", error)
         else:
             self.checkpoints += 1
+
+
+def file_uri(path: str | os.PathLike[str], mode: str) -> str:
+    """A ``file:`` URI opening the database at ``path`` in ``mode`` (``ro``, ``rw``: neither
+    creates it, unlike a plain path, which makes a new empty database where the file was
+    deleted); its bytes percent-encoded, so any file name works, UTF-8 or not."""
+    return f"file:{quote(os.fsencode(path))}?mode={mode}"

@@ -13,13 +13,12 @@ What its answer means is integrity_report.py's.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
 
+from daemon.store.checkpoint import file_uri
 from daemon.store.integrity_report import IntegrityReport, report_of_error, report_of_rows
 
 __all__ = ["IntegrityCheck"]
@@ -64,7 +63,7 @@ class IntegrityCheck:
         """The report, or None if stopped before it was done."""
         try:
             conn = sqlite3.connect(
-                _read_only_uri(self._path), uri=True, isolation_level=None, check_same_thread=False
+                file_uri(self._path, "ro"), uri=True, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
             return report_of_error(getattr(exc, "sqlite_errorcode", 0), str(exc), _now())
@@ -83,12 +82,6 @@ class IntegrityCheck:
             with self._lock:
                 self._conn = None
             conn.close()
-
-
-def _read_only_uri(path: Path) -> str:
-    """A ``file:`` URI opening ``path`` read-only (its bytes percent-encoded: any file name,
-    UTF-8 or not)."""
-    return f"file:{quote(os.fsencode(path))}?mode=ro"
 
 
 def _now() -> str:

@@ -3,15 +3,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 from daemon.config import StoreSettings
 from daemon.store import Store
+from daemon.store.checkpoint import Checkpointer
 from daemon.store.engine import run_in_thread
 from tests.helpers import MS, wait_for
 
 LIMIT = 4 << 20  # engine.WAL_SIZE_LIMIT
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
 
 
 def _wal_size(db_path: Path) -> int:
@@ -50,3 +56,21 @@ async def test_after_a_burst_the_idle_wal_is_truncated_under_the_limit(db_path: 
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         conn.close()
+
+
+async def test_a_checkpoint_never_makes_a_new_database_where_the_file_was_deleted(
+    tmp_path: Path,
+) -> None:
+    """The checkpointer opens its connection at its first checkpoint; the database deleted
+    before that (daemon/watch.py then stops the daemon, naming it) must not be created again
+    empty, with a WAL of its own: the watch then blamed a "replaced" WAL (CI50)."""
+    path = tmp_path / "syncd.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    path.unlink()
+    checkpointer = Checkpointer(str(path))
+    assert checkpointer.start(asyncio.get_running_loop())
+    await checkpointer.close()  # waits for the checkpoint (it failed: logged)
+    assert _names(tmp_path) == []
