@@ -30,8 +30,9 @@ class Checkpointer:
 
     Its size: the writer's ``journal_size_limit`` truncates the WAL when it starts over, which
     needs a commit after a complete checkpoint. So that an idle daemon does not keep a WAL of
-    its busiest size, a checkpoint that copies everything (nothing is written meanwhile) and
-    finds the file larger than ``wal_size_limit`` truncates it (``TRUNCATE``) without waiting:
+    its busiest size, a checkpoint the writer asks for once it has been idle a while
+    (``start(idle=True)``) that copies everything and finds the file larger than
+    ``wal_size_limit`` truncates it (``TRUNCATE``) without waiting:
     a writer or a reader that holds the WAL makes it give up until the next checkpoint, and a
     commit meeting it waits for the lock as for any other connection.
     """
@@ -44,12 +45,14 @@ class Checkpointer:
         self._closed = False
         self.checkpoints = 0
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Start a checkpoint unless one is running; ``True`` if it started."""
+    def start(self, loop: asyncio.AbstractEventLoop, *, idle: bool = False) -> bool:
+        """Start a checkpoint unless one is running; ``True`` if it started. ``idle``: the
+        writer has committed nothing for a while, so a WAL left larger than the limit may be
+        truncated (never under a stream of commits: it would take the write lock from them)."""
         if self._running is not None or self._closed:
             return False
         try:
-            self._running = loop.run_in_executor(None, self._checkpoint)
+            self._running = loop.run_in_executor(None, self._checkpoint, idle)
         except RuntimeError:  # the executor is shut down: the loop is ending
             return False
         self._running.add_done_callback(self._finished)
@@ -64,7 +67,7 @@ class Checkpointer:
             self._db.close()
             self._db = None
 
-    def _checkpoint(self) -> None:  # in an executor thread, one at a time
+    def _checkpoint(self, idle: bool) -> None:  # in an executor thread, one at a time
         if self._db is None:  # (never creates the file: deleted meanwhile, it fails)
             self._db = sqlite3.connect(
                 file_uri(self._path, "rw"),
@@ -74,7 +77,7 @@ class Checkpointer:
                 check_same_thread=False,
             )
         busy, log, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        if busy or log != copied or self._wal_size_limit < 0:
+        if not idle or busy or log != copied or self._wal_size_limit < 0:
             return
         try:
             size = os.stat(self._path + "-wal").st_size

@@ -65,8 +65,9 @@ WAL_BACKSTOP_PAGES = 4096  # the writer checkpoints itself only past this (16 Mi
 #: the checkpointer truncates an idle WAL past it (checkpoint.py). Without it the WAL kept its
 #: largest size (17-28 MB after a busy spell) until the daemon restarted.
 WAL_SIZE_LIMIT = 4 << 20
-#: The writer's first commit after a checkpoint schedules one more this long after it, so the
-#: last commits of a burst are checkpointed (and the WAL truncated) even if nothing follows.
+#: A commit with no idle checkpoint pending arms one this long after it; it runs once that long
+#: passed without a commit, so a burst's last commits are checkpointed and the WAL truncated
+#: even if nothing follows, and never while commits stream (engine._checkpoint_after_burst).
 IDLE_CHECKPOINT_S = 1.0
 
 
@@ -216,6 +217,7 @@ class Writer:
         self._since_checkpoint = 0
         self._changes_since_checkpoint = 0
         self._idle_checkpoint: asyncio.TimerHandle | None = None
+        self._commits = 0  # batches committed (the idle checkpoint's clock)
         self.last_seq = 0
         self.first_seq = 0
 
@@ -495,6 +497,7 @@ class Writer:
             self._grouping_until = self._loop.time() + GROUP_COMMIT_HOLD_S
         if not self._outstanding and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
+        self._commits += 1
         self._since_checkpoint += 1
         self._changes_since_checkpoint += 0 if outcome is None else outcome.changes
         if self.checkpointer is not None:
@@ -503,31 +506,33 @@ class Writer:
                 or self._changes_since_checkpoint >= CHECKPOINT_ROWS
             ):
                 self._start_checkpoint()
-            elif self._idle_checkpoint is None and not self._closing:
+            if self._idle_checkpoint is None and not self._closing:
                 assert self._loop is not None
                 self._idle_checkpoint = self._loop.call_later(
-                    IDLE_CHECKPOINT_S, self._checkpoint_after_burst
+                    IDLE_CHECKPOINT_S, self._checkpoint_after_burst, self._commits
                 )
 
-    def _start_checkpoint(self) -> bool:
+    def _start_checkpoint(self, *, idle: bool = False) -> bool:
         assert self.checkpointer is not None and self._loop is not None
-        if self.checkpointer.start(self._loop):
+        if self.checkpointer.start(self._loop, idle=idle):
             self._since_checkpoint = self._changes_since_checkpoint = 0
             return True
         return False
 
-    def _checkpoint_after_burst(self) -> None:
-        """``IDLE_CHECKPOINT_S`` after the first commit not checkpointed: checkpoint what is
-        left (again later if a checkpoint is running); the checkpointer truncates the WAL if
-        that leaves it idle (checkpoint.py)."""
+    def _checkpoint_after_burst(self, armed_at: int) -> None:
+        """``IDLE_CHECKPOINT_S`` after it was armed (at commit number ``armed_at``): if the
+        writer committed nothing since, checkpoint what is left, truncating a WAL left larger
+        than its limit (checkpoint.py: never under a stream of commits, whose write lock it
+        would take); else look again later, so that happens once the writes stop."""
         self._idle_checkpoint = None
-        if self._closing or self._since_checkpoint == 0 or self.checkpointer is None:
+        if self._closing or self.checkpointer is None:
             return
-        if not self._start_checkpoint():
-            assert self._loop is not None
-            self._idle_checkpoint = self._loop.call_later(
-                IDLE_CHECKPOINT_S, self._checkpoint_after_burst
-            )
+        if self._commits == armed_at and self._start_checkpoint(idle=True):
+            return
+        assert self._loop is not None
+        self._idle_checkpoint = self._loop.call_later(
+            IDLE_CHECKPOINT_S, self._checkpoint_after_burst, self._commits
+        )
 
     def _resolve(self, batch: list[Pending], outcome: BatchOutcome) -> None:
         self.last_seq, self.first_seq = outcome.last_seq, outcome.first_seq
