@@ -10,6 +10,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from daemon.config import StoreSettings
+from daemon.store import Store
+
 # Every timeout in the tests is a multiple of MS; SYNCD_TESTS_TIMEOUT_FACTOR scales them on slow CI.
 MS = 0.001 * float(os.environ.get("SYNCD_TESTS_TIMEOUT_FACTOR", "1"))
 
@@ -63,3 +66,15 @@ def overwrite_a_leaf_page(path: Path, table: str = "messages") -> None:
     with path.open("r+b") as f:
         f.seek((leaves[len(leaves) // 2][0] - 1) * page_size)
         f.write(b"\xa5" * page_size)
+
+
+async def store_with_messages(path: Path, count: int = 200) -> tuple[Store, str, str]:
+    """A store at ``path`` holding one workspace, one conversation and ``count`` messages of
+    500 characters (enough pages to damage one); the store (open), workspace and conversation
+    ids."""
+    store = await Store.open(path, StoreSettings())
+    ws = await store.workspaces.create(name="w")
+    conv = await store.conversations.create(workspace_id=ws["id"], name="c")
+    for _ in range(count):
+        await store.messages.create(conversation_id=conv["id"], role="user", content="x" * 500)
+    return store, ws["id"], conv["id"]

@@ -15,13 +15,12 @@ them (sync-design.md), so only free pages are given back.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 from daemon.errors import StoreError
+from daemon.store.checkpoint import file_uri
 from daemon.store.failures import refuse_read_only, store_failure
 
 #: How long to wait for another connection's lock (e.g. a ``sqlite3`` shell left open)
@@ -51,7 +50,9 @@ def compact_database(path: Path) -> Compaction:
     refuse_read_only(path)
     before = database_size(path)
     try:
-        conn = sqlite3.connect(_uri(path), uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        conn = sqlite3.connect(
+            file_uri(path, "rw"), uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S
+        )
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open {path}: {exc}") from exc
     try:
@@ -74,9 +75,3 @@ def database_size(path: Path) -> int:
         except FileNotFoundError:
             pass
     return total
-
-
-def _uri(path: Path) -> str:
-    """A ``file:`` URI opening the existing ``path`` for writing, never creating it (its bytes
-    percent-encoded: any file name, UTF-8 or not)."""
-    return f"file:{quote(os.fsencode(path))}?mode=rw"

@@ -16,9 +16,8 @@ import pytest
 from daemon import cli_cloud
 from daemon.app import Daemon
 from daemon.config import BridgeSettings, Settings, StoreSettings
-from daemon.store import Store
 from daemon.store.engine import run_in_thread
-from tests.helpers import MS, overwrite_a_leaf_page, wait_for
+from tests.helpers import MS, overwrite_a_leaf_page, store_with_messages, wait_for
 from ui_bridge.client import Client, connect
 
 
@@ -33,12 +32,7 @@ def settings_for(data_dir: Path, *, integrity_check: bool = True) -> Settings:
 async def make_data_dir(data_dir: Path) -> Path:
     """A data dir whose database holds a few hundred messages; its path."""
     path = data_dir / "syncd.db"
-    store = await Store.open(path, StoreSettings())
-    ws = await store.workspaces.create(name="w")
-    conv = await store.conversations.create(workspace_id=ws["id"], name="c")
-    for _ in range(200):
-        await store.messages.create(conversation_id=conv["id"], role="user", content="x" * 500)
-    await store.close()
+    await (await store_with_messages(path))[0].close()
     return path
 
 

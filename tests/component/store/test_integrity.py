@@ -11,21 +11,12 @@ from pathlib import Path
 from daemon.config import StoreSettings
 from daemon.store import Store
 from daemon.store.integrity import IntegrityCheck
-from tests.helpers import overwrite_a_leaf_page
-
-
-async def _store_with_messages(path: Path, count: int = 200) -> Store:
-    store = await Store.open(path, StoreSettings())
-    ws = await store.workspaces.create(name="w")
-    conv = await store.conversations.create(workspace_id=ws["id"], name="c")
-    for _ in range(count):
-        await store.messages.create(conversation_id=conv["id"], role="user", content="x" * 500)
-    return store
+from tests.helpers import overwrite_a_leaf_page, store_with_messages
 
 
 async def test_a_healthy_database_is_ok(tmp_path: Path) -> None:
     path = tmp_path / "syncd.db"
-    store = await _store_with_messages(path)
+    store, _, _ = await store_with_messages(path)
     try:
         check = IntegrityCheck(path, enabled=True)
         assert check.report.state == "checking"
@@ -38,7 +29,7 @@ async def test_a_healthy_database_is_ok(tmp_path: Path) -> None:
 
 async def test_an_overwritten_page_is_damage_found_while_the_store_serves(tmp_path: Path) -> None:
     path = tmp_path / "syncd.db"
-    await (await _store_with_messages(path)).close()
+    await (await store_with_messages(path))[0].close()
     overwrite_a_leaf_page(path)
 
     store = await Store.open(path, StoreSettings(integrity_check=True))
@@ -62,7 +53,7 @@ async def test_an_overwritten_page_is_damage_found_while_the_store_serves(tmp_pa
 async def test_a_path_that_is_not_utf8_is_checked(tmp_path: Path) -> None:
     data_dir = tmp_path / os.fsdecode(b"data\xff")
     path = data_dir / "syncd.db"
-    store = await _store_with_messages(path, count=5)
+    store, _, _ = await store_with_messages(path, count=5)
     try:
         report = await IntegrityCheck(path, enabled=True).run()
     finally:
@@ -77,7 +68,7 @@ async def test_a_database_that_cannot_be_opened_is_a_failed_check(tmp_path: Path
 
 async def test_off_stays_off_and_a_stopped_check_does_not_run(tmp_path: Path) -> None:
     path = tmp_path / "syncd.db"
-    await (await _store_with_messages(path, count=1)).close()
+    await (await store_with_messages(path, count=1))[0].close()
     off = IntegrityCheck(path, enabled=False)
     assert (await off.run()).state == "off"
     stopped = IntegrityCheck(path, enabled=True)

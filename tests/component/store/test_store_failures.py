@@ -22,7 +22,7 @@ from daemon.config import StoreSettings
 from daemon.errors import StoreUnavailable
 from daemon.store import Store
 from daemon.store.engine import run_in_thread
-from tests.helpers import overwrite_a_leaf_page
+from tests.helpers import overwrite_a_leaf_page, store_with_messages
 
 from .conftest import rows
 
@@ -126,19 +126,15 @@ async def test_a_read_that_meets_corrupt_pages_says_the_database_is_damaged(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "syncd.db"
-    store = await Store.open(path, StoreSettings())
-    ws = await store.workspaces.create(name="w")
-    conv = await store.conversations.create(workspace_id=ws["id"], name="c")
-    for _ in range(200):
-        await store.messages.create(conversation_id=conv["id"], role="user", content="x" * 500)
+    store, ws_id, conv_id = await store_with_messages(path)
     await store.close()
     overwrite_a_leaf_page(path)  # one leaf of the messages table
 
     store = await Store.open(path, StoreSettings())
     try:
-        assert (await store.workspaces.get(ws["id"]))["name"] == "w"  # the rest still reads
+        assert (await store.workspaces.get(ws_id))["name"] == "w"  # the rest still reads
         with pytest.raises(StoreUnavailable) as caught:
-            await store.messages.list(conversation_id=conv["id"], limit=1000)
+            await store.messages.list(conversation_id=conv_id, limit=1000)
     finally:
         await store.close()
     assert caught.value.reason == "damaged" and "integrity_check" in caught.value.message
