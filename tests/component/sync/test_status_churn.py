@@ -47,6 +47,7 @@ async def test_pulls_and_retries_that_change_nothing_write_no_status_event(
             shown["state"] == "idle"
             and shown["outbox"] == 0
             and last(a, "cloud.status")["realtime"]["subscribed"] == [ws]
+            and last(a, "cloud.status")["organization"] is not None  # the account loaded too
         )
 
     await wait_for(settled_idle, message="A idle, its status events written")
