@@ -35,6 +35,7 @@ __all__ = [
     "WideNumber",
     "has_wide",
     "is_number_error",
+    "is_utf8",
     "is_wide",
     "loads",
     "loads_exact",
@@ -148,16 +149,18 @@ def loads(data: bytes | str) -> Any:
             raise exc from None
 
 
-def loads_exact(data: bytes | str) -> Any:
+def loads_exact(data: bytes | str, *, lone_surrogates: bool = False) -> Any:
     """``data`` decoded by the standard library: integers of up to 1000 digits exactly (orjson
     rounds those beyond 64 bits), longer integers and numbers beyond the double range as
     ``WideNumber``s. ValueError for what orjson refuses for another reason than its numbers
-    (not JSON, NaN, a lone surrogate, nested too deep)."""
+    (not JSON, NaN, a lone surrogate, nested too deep). ``lone_surrogates``: text holding a
+    lone surrogate (``"\\ud800"``, valid JSON that UTF-8 cannot carry) is decoded as it is, for
+    a caller that refuses it where it can say where."""
     try:
         decoded = json.loads(data, parse_int=_int, parse_float=_float, parse_constant=_no_constant)
     except RecursionError:
         raise ValueError("nested too deep") from None
-    if not _as_orjson_reads(decoded):
+    if not _as_orjson_reads(decoded, lone_surrogates):
         raise ValueError("not what orjson reads")
     return decoded
 
@@ -176,9 +179,11 @@ def _no_constant(text: str) -> Any:
     raise ValueError(f"{text} is not JSON")  # NaN, Infinity: the standard library takes them
 
 
-def _as_orjson_reads(value: Any) -> bool:
+def _as_orjson_reads(value: Any, lone_surrogates: bool = False) -> bool:
     """What the standard library decoded is what orjson would take but for its numbers: no
-    text with a lone surrogate (``"\\ud800"``), nesting within orjson's limit."""
+    text with a lone surrogate (``"\\ud800"``, unless ``lone_surrogates``), nesting within
+    orjson's limit."""
+    utf8 = _any_text if lone_surrogates else is_utf8
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -186,17 +191,22 @@ def _as_orjson_reads(value: Any) -> bool:
             if depth > _MAX_DEPTH:
                 return False
             if isinstance(item, dict):
-                if not all(_utf8(key) for key in item):
+                if not all(utf8(key) for key in item):
                     return False
                 stack.extend((child, depth + 1) for child in item.values())
             else:
                 stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, str) and not _utf8(item):
+        elif isinstance(item, str) and not utf8(item):
             return False
     return True
 
 
-def _utf8(text: str) -> bool:
+def _any_text(text: str) -> bool:
+    return True
+
+
+def is_utf8(text: str) -> bool:
+    """``text`` holds no lone surrogate (UTF-8 can carry it)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

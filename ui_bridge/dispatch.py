@@ -120,11 +120,12 @@ class Dispatcher:
         """The reply to a frame none of whose requests is run: ``error`` for each request
         (parse and validity errors as usual, nothing for notifications)."""
         frame = parse_frame(data)
-        replies = [
+        answers = (
             item.payload if isinstance(item, ErrorReply) else encode_error(item.id, error)
             for item in frame.items
             if isinstance(item, ErrorReply) or not item.is_notification
-        ]
+        )
+        replies = [reply for reply in answers if reply is not None]
         if not frame.is_batch:
             return replies[0] if replies else None
         return join_batch(replies)

@@ -108,9 +108,10 @@ class Request(NamedTuple):
 
 
 class ErrorReply(NamedTuple):
-    """An item that failed before dispatch; ``payload`` is the encoded error response."""
+    """An item that failed before dispatch; ``payload`` is the encoded error response, or None
+    for a notification (never answered, even when refused)."""
 
-    payload: bytes
+    payload: bytes | None
 
 
 Item = Request | ErrorReply
@@ -123,6 +124,15 @@ class Frame(NamedTuple):
     is_batch: bool
 
 
+#: orjson's reason for refusing text holding a lone surrogate (its messages say "surrogate").
+_SURROGATE: Final = "surrogate"
+#: Why such text is refused (then where it is, as daemon/store/base.py's NUL_TEXT).
+LONE_SURROGATE: Final = (
+    "must not contain a lone UTF-16 surrogate (half of a character, such as an emoji cut in"
+    " two): UTF-8 cannot carry it"
+)
+
+
 class _WideId(Exception):
     """A numeric id orjson may have rounded: the frame is decoded again, exactly."""
 
@@ -132,12 +142,15 @@ def parse_frame(data: bytes | str) -> Frame:
 
     Valid JSON is never a parse error for its numbers: a frame orjson refuses only because a
     number is beyond the double range (``1e400``) is decoded exactly (``_frame_with_exact_ids``);
-    such a number in params is then refused as invalid params (methods/spec.py)."""
+    such a number in params is then refused as invalid params (methods/spec.py). Nor for text
+    holding a lone surrogate (``_frame_with_lone_surrogates``)."""
     try:
         decoded = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         if jsonnumbers.is_number_error(exc):
             return _frame_with_exact_ids(data)
+        if _SURROGATE in exc.msg:
+            return _frame_with_lone_surrogates(data)
         return Frame((ErrorReply(encode_error(None, RpcError(ErrorCode.PARSE_ERROR))),), False)
     try:
         return _frame(decoded)
@@ -151,6 +164,86 @@ def _frame(decoded: Any) -> Frame:
             return Frame((_invalid(None, "empty batch"),), False)
         return Frame(tuple(parse_item(entry) for entry in decoded), True)
     return Frame((parse_item(decoded),), False)
+
+
+def _frame_with_lone_surrogates(data: bytes | str) -> Frame:
+    """A frame orjson refused for text holding a lone surrogate: each request holding one is
+    refused on its own, with its id, so the client can tell which call failed and why.
+
+    ``"\\ud83d"`` is valid JSON (RFC 8259 7 allows it) that UTF-8, and so the store and the
+    cloud, cannot carry: JavaScript's ``JSON.stringify`` writes it for a string cut in the middle
+    of an emoji's surrogate pair, as an editor may. Answering a parse error (id null) would
+    leave that client waiting for its reply. In params: -32602 naming the param and where in
+    it; in the method: -32600; in the id: -32600 with id null (it cannot be echoed). A
+    notification gets no reply, as always. The other requests of a batch run as usual.
+    """
+    try:
+        decoded = jsonnumbers.loads_exact(data, lone_surrogates=True)
+    except ValueError:  # (what orjson refused for another reason too)
+        return Frame((ErrorReply(encode_error(None, RpcError(ErrorCode.PARSE_ERROR))),), False)
+    objects = decoded if isinstance(decoded, list) else (decoded,)
+    for obj in objects:
+        if isinstance(obj, dict):
+            _exact_id(obj)
+    frame = _frame(decoded)
+    if not isinstance(decoded, list):
+        return Frame((_without_lone_surrogates(frame.items[0], decoded),), False)
+    if not decoded:
+        return frame
+    pairs = zip(frame.items, decoded, strict=True)
+    return Frame(tuple(_without_lone_surrogates(item, obj) for item, obj in pairs), True)
+
+
+def _without_lone_surrogates(item: Item, obj: Any) -> Item:
+    """``item`` (decoded from ``obj``), or its refusal if it holds a lone surrogate where it
+    matters."""
+    if not isinstance(item, Request):
+        return item
+    if isinstance(item.id, str) and not jsonnumbers.is_utf8(item.id):
+        return _invalid(None, f"the id {LONE_SURROGATE}")
+    if not jsonnumbers.is_utf8(item.method):
+        error = RpcError(ErrorCode.INVALID_REQUEST, data={"reason": f"the method {LONE_SURROGATE}"})
+    else:
+        found = _lone_surrogate_param(obj.get("params"))
+        if found is None:
+            return item
+        name, where = found
+        reason = f"{LONE_SURROGATE} {where}".rstrip()
+        error = RpcError(ErrorCode.INVALID_PARAMS, data={"field": name, "reason": reason})
+    return ErrorReply(None if item.is_notification else encode_error(item.id, error))
+
+
+def _lone_surrogate_param(params: Any) -> tuple[str, str] | None:
+    """(the param, where in it) of the first text holding a lone surrogate, or None. The param
+    is named (``params`` for positional ones, or for a name holding one); where: "at a.b[0]",
+    "in a key of a", "" for the value itself."""
+    if isinstance(params, dict):
+        if not all(jsonnumbers.is_utf8(key) for key in params):
+            return "params", "in a param's name"  # (that name cannot be sent back)
+        for name, value in params.items():
+            where = _lone_surrogate_at(value)
+            if where is not None:
+                return name, where
+        return None
+    if isinstance(params, list):
+        where = _lone_surrogate_at(params)
+        return None if where is None else ("params", where)
+    return None
+
+
+def _lone_surrogate_at(value: Any) -> str | None:
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            if not all(jsonnumbers.is_utf8(key) for key in item):
+                return f"in a key of {path}" if path else "in a key"
+            stack.extend((child, f"{path}.{key}" if path else key) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+        elif isinstance(item, str) and not jsonnumbers.is_utf8(item):
+            return f"at {path}" if path else ""
+    return None
 
 
 def _frame_with_exact_ids(data: bytes | str) -> Frame:
@@ -171,13 +264,18 @@ def _frame_with_exact_ids(data: bytes | str) -> Frame:
         return Frame((ErrorReply(encode_error(None, RpcError(ErrorCode.PARSE_ERROR))),), False)
     for obj in decoded if isinstance(decoded, list) else (decoded,):
         if isinstance(obj, dict):
-            req_id = obj.get("id")
-            if isinstance(req_id, WideNumber):
-                obj["id"] = orjson.Fragment(req_id.text)
-            elif isinstance(req_id, int | float) and not isinstance(req_id, bool):
-                if not -WIDE_FLOAT < req_id < WIDE_FLOAT:
-                    obj["id"] = orjson.Fragment(json.dumps(req_id))
+            _exact_id(obj)
     return _frame(decoded)
+
+
+def _exact_id(obj: dict[str, Any]) -> None:
+    """A numeric id beyond what orjson holds becomes the JSON text it was sent as."""
+    req_id = obj.get("id")
+    if isinstance(req_id, WideNumber):
+        obj["id"] = orjson.Fragment(req_id.text)
+    elif isinstance(req_id, int | float) and not isinstance(req_id, bool):
+        if not -WIDE_FLOAT < req_id < WIDE_FLOAT:
+            obj["id"] = orjson.Fragment(json.dumps(req_id))
 
 
 def parse_item(obj: Any) -> Item:

@@ -23,6 +23,7 @@ from ui_bridge.jsonrpc import (
 
 def reply_of(item: Any) -> dict[str, Any]:
     assert isinstance(item, ErrorReply), item
+    assert item.payload is not None
     return dict(orjson.loads(item.payload))
 
 
@@ -141,7 +142,7 @@ def test_error_codes_match_the_architecture() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"[" * 5000, b'"\\ud800"', b"\xff\xfe", b"NaN", b"", b"  ", b"[1e400", b'["\\ud800",1e400]'],
+    [b"[" * 5000, b'"\\ud800', b"\xff\xfe", b"NaN", b"", b"  ", b"[1e400", b'["\\ud800",1e400'],
 )
 def test_hostile_input_is_a_parse_error(raw: bytes) -> None:
     (item,) = parse_frame(raw).items
@@ -191,3 +192,59 @@ def test_ids_within_64_bits_stay_plain_values() -> None:
                            ("9.2e18", 9.2e18), ("1.0", 1.0)]:  # fmt: skip
         (item,) = parse_frame(f'{{"jsonrpc":"2.0","method":"m","id":{literal}}}').items
         assert isinstance(item, Request) and item.id == value and type(item.id) is type(value)
+
+
+def test_valid_json_holding_a_lone_surrogate_is_not_a_parse_error() -> None:
+    """RFC 8259 allows ``"\\ud800"``; orjson refuses it as if it were not JSON."""
+    (item,) = parse_frame(b'"\\ud800"').items  # valid JSON, but not a request
+    assert reply_of(item)["error"]["code"] == -32600
+    frame = parse_frame(b'["\\ud800",1e400]')
+    assert frame.is_batch and [reply_of(i)["error"]["code"] for i in frame.items] == [-32600] * 2
+
+
+def _lone(params: str, req_id: str = "7") -> dict[str, Any]:
+    raw = f'{{"jsonrpc":"2.0","method":"m","params":{params},"id":{req_id}}}'
+    (item,) = parse_frame(raw.encode()).items
+    return reply_of(item)
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "where"),
+    [
+        ('{"content":"ab\\ud83d"}', "content", ""),
+        ('{"ok":"x","p":{"d":[1,"\\udc00"]}}', "p", " at d[1]"),
+        ('{"p":{"a":{"\\ud800":1}}}', "p", " in a key of a"),
+        ('{"\\ud800":1}', "params", " in a param's name"),
+        ('["fine",["\\ud800"]]', "params", " at [1][0]"),
+    ],
+)
+def test_a_lone_surrogate_in_params_is_invalid_params_naming_where(
+    params: str, field: str, where: str
+) -> None:
+    reply = _lone(params)
+    assert reply["id"] == 7
+    assert reply["error"]["code"] == -32602
+    assert reply["error"]["data"]["field"] == field
+    reason = reply["error"]["data"]["reason"]
+    assert reason.startswith("must not contain a lone UTF-16 surrogate") and reason.endswith(where)
+
+
+def test_a_lone_surrogate_in_the_method_or_id_is_an_invalid_request() -> None:
+    raw = b'{"jsonrpc":"2.0","method":"m\\ud800","id":1e400}'
+    (item,) = parse_frame(raw).items
+    assert isinstance(item, ErrorReply) and item.payload is not None
+    assert item.payload.endswith(b',"id":1e400}')  # echoed as sent on this path too
+    reply = reply_of(parse_frame(raw.replace(b"1e400", b"3")).items[0])
+    assert reply["error"]["code"] == -32600 and "method" in reply["error"]["data"]["reason"]
+    reply = _lone("{}", req_id='"\\ud800"')
+    assert reply["error"]["code"] == -32600 and reply["id"] is None  # cannot be echoed
+
+
+def test_a_notification_holding_a_lone_surrogate_gets_no_reply() -> None:
+    (item,) = parse_frame(b'{"jsonrpc":"2.0","method":"m","params":["\\ud800"]}').items
+    assert item == ErrorReply(None)
+    frame = parse_frame(
+        b'[{"jsonrpc":"2.0","method":"m","params":["\\ud800"]},'
+        b'{"jsonrpc":"2.0","method":"ok","params":["fine"],"id":1}]'
+    )
+    assert frame.items == (ErrorReply(None), Request("ok", ["fine"], 1, False))
