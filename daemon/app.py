@@ -32,7 +32,7 @@ from daemon.errors import AlreadyRunning, ConfigError, DaemonError, FileFailed
 from daemon.store import Store
 from daemon.store.integrity_report import ADVICE
 from daemon.watch import WATCH_EVERY_S, FileWatch
-from ui_bridge.discovery import LOCK_FILE
+from ui_bridge.discovery import COMPACT_ROLE, DAEMON_ROLE, LOCK_FILE, parse_lock_owner
 
 if TYPE_CHECKING:
     from daemon.sync.service import CloudService, DisabledCloud
@@ -55,7 +55,9 @@ class DataDirLock:
         self.path = path
 
     @classmethod
-    def acquire(cls, data_dir: Path) -> DataDirLock:
+    def acquire(cls, data_dir: Path, role: str = DAEMON_ROLE) -> DataDirLock:
+        """Take the lock, writing ``"<pid> <role>"`` into it (``role``: what holds it, said to
+        whoever finds it taken). Raises AlreadyRunning when another process holds it."""
         path = data_dir / LOCK_FILE
         try:
             make_private_dir(data_dir)
@@ -67,15 +69,15 @@ class DataDirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid = _read_pid(fd)
+            pid, owner = _read_owner(fd)
             os.close(fd)
-            raise AlreadyRunning(pid, str(data_dir)) from None
+            raise AlreadyRunning(pid, str(data_dir), compacting=owner == COMPACT_ROLE) from None
         except BaseException:
             os.close(fd)
             raise
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.pwrite(fd, f"{os.getpid()} {role}\n".encode(), 0)
         except OSError as exc:  # a full disk: the error names no file
             os.close(fd)
             raise FileFailed.from_os_error(exc, "write", path) from exc
@@ -90,12 +92,12 @@ class DataDirLock:
         self._fd = -1
 
 
-def _read_pid(fd: int) -> int | None:
+def _read_owner(fd: int) -> tuple[int | None, str]:
     try:
-        text = os.pread(fd, 32, 0).decode().strip()
-        return int(text) if text else None
-    except (OSError, ValueError):
-        return None
+        text = os.pread(fd, 64, 0).decode("ascii", "replace")
+    except OSError:
+        return None, DAEMON_ROLE
+    return parse_lock_owner(text)
 
 
 class Daemon:

@@ -24,19 +24,22 @@ EXIT_ERROR = 1
 def compact(settings: Settings, *, as_json: bool) -> int:
     from daemon.app import DB_FILE, DataDirLock
     from daemon.store.compact import compact_database
+    from ui_bridge.discovery import COMPACT_ROLE
 
     path = settings.data_dir / DB_FILE
     if not path.is_file():  # before the lock, which would create the data dir
         print(f"syncd compact: no database at {path}", file=sys.stderr)
         return EXIT_ERROR
     try:
-        lock = DataDirLock.acquire(settings.data_dir)
+        lock = DataDirLock.acquire(settings.data_dir, COMPACT_ROLE)
     except AlreadyRunning as exc:
-        print(
-            f"syncd compact: {exc}: stop the daemon first (compaction needs the database to"
-            " itself), then run syncd compact again",
-            file=sys.stderr,
+        hint = (
+            "wait for it to finish"
+            if exc.compacting
+            else "stop the daemon first (compaction needs the database to itself), then run"
+            " syncd compact again"
         )
+        print(f"syncd compact: {exc}: {hint}", file=sys.stderr)
         return EXIT_ERROR
     try:
         done = compact_database(path)

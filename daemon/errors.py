@@ -96,13 +96,19 @@ class InvalidInput(DaemonError):
 
 
 class AlreadyRunning(DaemonError):
-    """Another daemon (process ``pid``, when known) holds the lock of this data dir."""
+    """Another daemon (process ``pid``, when known) holds the lock of this data dir, or, with
+    ``compacting``, ``syncd compact`` does."""
 
-    def __init__(self, pid: int | None, data_dir: str) -> None:
+    def __init__(self, pid: int | None, data_dir: str, *, compacting: bool = False) -> None:
         who = f"pid {pid}" if pid is not None else "another process"
-        super().__init__(f"a syncd daemon ({who}) is already running for {data_dir}")
+        if compacting:
+            text = f"syncd compact ({who}) is compacting the database of {data_dir}"
+        else:
+            text = f"a syncd daemon ({who}) is already running for {data_dir}"
+        super().__init__(text)
         self.pid = pid
         self.data_dir = data_dir
+        self.compacting = compacting
 
 
 class PortInUse(DaemonError):

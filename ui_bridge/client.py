@@ -43,11 +43,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from daemon.logs import RedactSecrets
 from ui_bridge.discovery import (
+    COMPACT_ROLE,
     LOCK_FILE,
     DiscoveryInfo,
     discovery_path,
     is_data_dir_locked,
     is_pid_alive,
+    lock_owner,
     read_discovery,
 )
 from ui_bridge.jsonrpc import ErrorCode, RpcError
@@ -236,6 +238,13 @@ class Client:
         info = read_discovery(self.data_dir)
         if info is None or not is_pid_alive(info.pid):
             if is_data_dir_locked(self.data_dir):  # starting, or its file was removed
+                pid, owner = lock_owner(self.data_dir)
+                if owner == COMPACT_ROLE:  # no daemon runs until it is done
+                    raise DaemonNotRunning(
+                        f"no daemon is running for {self.data_dir}: syncd compact"
+                        f" (pid {pid}) is compacting its database; start the daemon once it"
+                        " is done"
+                    )
                 raise DaemonNotAnswering(
                     f"a daemon holds {self.data_dir / LOCK_FILE} but"
                     f" {discovery_path(self.data_dir)} is missing or damaged: it is starting,"

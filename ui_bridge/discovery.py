@@ -24,6 +24,8 @@ from daemon.errors import DaemonError
 
 __all__ = [
     "FILENAME",
+    "COMPACT_ROLE",
+    "DAEMON_ROLE",
     "LOCK_FILE",
     "DaemonAlreadyRunning",
     "DiscoveryInfo",
@@ -31,6 +33,8 @@ __all__ = [
     "discovery_path",
     "is_data_dir_locked",
     "is_pid_alive",
+    "lock_owner",
+    "parse_lock_owner",
     "read_discovery",
     "remove_discovery",
     "write_discovery",
@@ -41,6 +45,9 @@ logger = logging.getLogger(__name__)
 FILENAME: Final = "daemon.json"
 #: The data dir's lock: a daemon holds an exclusive ``flock`` on it while it runs (daemon/app.py).
 LOCK_FILE: Final = "syncd.lock"
+#: What the lock's holder writes after its pid: a daemon, or ``syncd compact`` (daemon/app.py).
+DAEMON_ROLE: Final = "daemon"
+COMPACT_ROLE: Final = "compact"
 #: A discovery file is a few hundred bytes: a larger one is not one a daemon wrote.
 MAX_DISCOVERY_BYTES: Final = 64 * 1024
 
@@ -113,6 +120,26 @@ def is_pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def parse_lock_owner(text: str) -> tuple[int | None, str]:
+    """(pid, role) from the lock file's text ``"<pid> <role>"``; a bare pid (written by an
+    older daemon) is a daemon's; None for a pid that cannot be read."""
+    pid_text, _, role = text.strip().partition(" ")
+    try:
+        pid = int(pid_text) if pid_text else None
+    except ValueError:
+        pid = None
+    return pid, role.strip() or DAEMON_ROLE
+
+
+def lock_owner(data_dir: Path) -> tuple[int | None, str]:
+    """``parse_lock_owner`` of the data dir's lock file (pid None when it cannot be read)."""
+    try:
+        with open(Path(data_dir) / LOCK_FILE, "rb") as f:
+            return parse_lock_owner(f.read(64).decode("ascii", "replace"))
+    except OSError:
+        return None, DAEMON_ROLE
 
 
 def is_data_dir_locked(data_dir: Path) -> bool:

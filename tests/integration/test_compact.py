@@ -115,11 +115,14 @@ async def test_compact_shrinks_the_file_and_keeps_every_row(
     live, gone = await fill(data_dir)
     vacuum = compact.compact_database
     refused: list[AlreadyRunning] = []
+    told: list[tuple[int, str]] = []
 
     def locked_meanwhile(path: Path) -> compact.Compaction:
         with pytest.raises(AlreadyRunning) as held:  # as a daemon starting meanwhile is
             DataDirLock.acquire(data_dir)
         refused.append(held.value)
+        # a client is told that compact, not a daemon starting up, holds the data dir
+        told.append((cli.main(["status", "--data-dir", str(data_dir)]), capsys.readouterr().err))
         return vacuum(path)
 
     monkeypatch.setattr(compact, "compact_database", locked_meanwhile)
@@ -140,6 +143,13 @@ async def test_compact_shrinks_the_file_and_keeps_every_row(
     assert query(path, "PRAGMA integrity_check") == [("ok",)]
     assert contents(path) == rows  # tombstones and their messages kept (sync may need them)
     assert [e.pid for e in refused] == [os.getpid()]
+    assert (
+        str(refused[0])
+        == f"syncd compact (pid {os.getpid()}) is compacting the database of {data_dir}"
+    )
+    ((code, err),) = told
+    assert code == 3  # no daemon runs
+    assert f"syncd compact (pid {os.getpid()}) is compacting its database" in err
     assert not (data_dir / "syncd.lock").read_text()  # released
 
     store = await Store.open(path, StoreSettings())  # the daemon's store reads it as before
@@ -169,6 +179,15 @@ def test_compact_refuses_while_a_daemon_runs_and_holds_the_lock_itself(tmp_path:
         assert daemon.poll() is None
         assert syncd("call", "--data-dir", str(data_dir), "daemon.ping").returncode == 0
         stop(daemon)
+        compacting = DataDirLock.acquire(data_dir, "compact")  # as another syncd compact does
+        try:
+            again = syncd("compact", "--data-dir", str(data_dir))
+            assert again.returncode == 1 and "wait for it to finish" in again.stderr
+            run = syncd("run", "--data-dir", str(data_dir), "--port", "0")
+            assert run.returncode != 0
+            assert f"syncd compact (pid {os.getpid()}) is compacting the database" in run.stderr
+        finally:
+            compacting.release()
         rows = contents(path)
         done = syncd("compact", "--data-dir", str(data_dir), "--json")
         assert done.returncode == 0, done.stderr
