@@ -68,6 +68,7 @@ from daemon.hlc import skew_retry_at
 from daemon.store import sync_sql as q
 from daemon.store.codec import RowCodec, dump_json, dump_json_text, iso_ms, load_json, now_ms
 from daemon.store.ids import uuid7
+from daemon.store.row_log import RowLog
 from daemon.store.schema import CLOCK_COLUMNS, ENTITY_TABLES
 from daemon.store.schema import rejected as rejected_table
 from daemon.store.sql import OUTBOX_KEYS, OUTBOX_ONE_CLOCK, get_sql, insert_sql, update_sql
@@ -427,6 +428,7 @@ def complete_push_op(changes: Sequence[OutboxChange], results: Sequence[dict[str
         landed: list[OutboxChange] = []
         stamp = ctx.stamp()
         ranges = _Ranges(conn)
+        refusals = RowLog(logger, logging.WARNING, "sync.rejected")
         for change, result in zip(changes, results, strict=True):
             status = result["status"]
             counts[status] += 1
@@ -446,13 +448,14 @@ def complete_push_op(changes: Sequence[OutboxChange], results: Sequence[dict[str
             if status == "rejected" and change.rejected_create and change.fields.get("deleted_at"):
                 _settle_deleted(ctx, change.table, change.row_id, stamp)
             elif status == "rejected":
-                _file_rejection(ctx, change, result, stamp, attempt)
+                _file_rejection(ctx, change, result, stamp, attempt, refusals)
             else:
                 _keep_lost(ctx, change, stamp)
         conn.executemany(q.outbox_delete_sql(), done)
         ranges.save()
         for change in landed:
             _settle_rejections(ctx, change, stamp)
+        refusals.flush()
         return PushOutcome(counts["applied"], counts["superseded"], counts["rejected"])
 
     return op
@@ -618,7 +621,12 @@ def _skew_attempt(conn: sqlite3.Connection, change: OutboxChange, result: dict[s
 
 
 def _file_rejection(
-    ctx: WriteContext, change: OutboxChange, result: dict[str, Any], stamp: Stamp, attempt: int
+    ctx: WriteContext,
+    change: OutboxChange,
+    result: dict[str, Any],
+    stamp: Stamp,
+    attempt: int,
+    log: RowLog,
 ) -> None:
     detail = result.get("detail")
     sent = {
@@ -636,10 +644,8 @@ def _file_rejection(
         detail=detail if detail is None or isinstance(detail, str) else dump_json(detail),
         retry_at=_retry_at(change.hlc, result, stamp.ms, attempt),
     )
-    logger.warning(
-        "sync.rejected table=%s id=%s reason=%s retry_at=%s",
-        change.table, change.row_id, record["reason"], record["retry_at"],
-    )  # fmt: skip
+    group = {"table": change.table, "reason": record["reason"]}
+    log.add(group, change.row_id, retry_at=record["retry_at"])
 
 
 def file_rejected(

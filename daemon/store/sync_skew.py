@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from daemon.hlc import skew_attempt
 from daemon.store.codec import iso_ms, load_json
+from daemon.store.row_log import RowLog
 from daemon.store.schema import rejected as rejected_table
 from daemon.store.sql import OUTBOX_KEYS, compile_statement, insert_sql
 from daemon.store.sync_docs import content_entry, document_metadata, metadata_entry, snapshot_entry
@@ -114,8 +115,10 @@ def requeue_due_op(workspace_id: str, now_ms: int) -> WriteOp:
             due = ctx.conn.execute(_due_rows_sql(), params).fetchall()
             stamp = ctx.stamp()
             docs: set[str] = set()
+            log = RowLog(logger, logging.INFO, "sync.skew_requeued")
             for table, row_id in due:
-                rows += _requeue_row(ctx, table, row_id, stamp, docs)
+                rows += _requeue_row(ctx, table, row_id, stamp, docs, log)
+            log.flush()
             if rows:
                 ctx.queue_push(workspace_id)
         found = ctx.conn.execute(_next_due_sql(), {"ws": workspace_id}).fetchone()
@@ -124,7 +127,9 @@ def requeue_due_op(workspace_id: str, now_ms: int) -> WriteOp:
     return op
 
 
-def _requeue_row(ctx: WriteContext, table: str, row_id: str, stamp: Stamp, docs: set[str]) -> int:
+def _requeue_row(
+    ctx: WriteContext, table: str, row_id: str, stamp: Stamp, docs: set[str], log: RowLog
+) -> int:
     """Remove the row's retried rejections and queue it whole (``docs``: the documents whose
     content is queued already); how many entries were queued."""
     found = ctx.conn.execute(_retried_of_row_sql(), {"table_name": table, "row_id": row_id})
@@ -141,7 +146,7 @@ def _requeue_row(ctx: WriteContext, table: str, row_id: str, stamp: Stamp, docs:
         waited = max((_ms(r["retry_at"]) - _ms(r["created_at"]) for r in records), default=0)
         entry["attempts"] = skew_attempt(waited)  # refused again: it waits longer
         ctx.conn.execute(insert_sql("outbox", OUTBOX_KEYS), entry)
-    logger.info("sync.skew_requeued table=%s id=%s rejections=%d", table, row_id, len(records))
+    log.add({"table": table}, row_id, rejections=len(records))
     if any(_carries_create(record) for record in records):
         requeue_children(ctx, table, row_id, stamp)  # refused for it missing: after it
     return 1

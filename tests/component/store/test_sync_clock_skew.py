@@ -4,9 +4,12 @@ sent again, and ``requeue_refused`` queues the row again, whole, once that time 
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from datetime import datetime
 from typing import Any
+
+import pytest
 
 from daemon.events import ChangeEvent
 from daemon.hlc import (
@@ -158,3 +161,32 @@ async def test_a_refused_create_goes_again_before_the_rows_refused_under_it(
     await push(store, ws_id)
     assert (await store.sync.rejected()).items == []
     assert await store.sync.take_outbox(workspace_ids=[ws_id]) == []
+
+
+async def test_many_rows_refused_at_once_are_one_log_line_per_kind(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A link made while the clock is ahead has every row refused, at every retry: one line
+    per table and reason (the count and the first ids), not one WARNING per row (was: 40
+    lines here, 100,000 for a large workspace every few minutes)."""
+    ws_id, conv = await pushed_workspace_and_conversation(store)
+    await push(store, ws_id)
+    sent = [
+        await store.messages.create(conversation_id=conv["id"], role="user", content=f"m{i}")
+        for i in range(40)
+    ]
+    task = await store.tasks.create(workspace_id=ws_id, kind="k")
+    caplog.set_level(logging.INFO, logger="daemon.store")
+    await refuse(store, ws_id, frozenset(m["id"] for m in sent), other=task["id"])
+
+    lines = [r for r in caplog.records if r.getMessage().startswith("sync.rejected ")]
+    assert [(r.levelname, r.getMessage().split(" retry_at=")[0]) for r in lines] == [
+        ("WARNING", f"sync.rejected table=messages reason=clock_skew rows=40"
+                    f" ids={sent[0]['id']},{sent[1]['id']},{sent[2]['id']},+37"),
+        ("WARNING", f"sync.rejected table=tasks reason=invalid id={task['id']}"),
+    ]  # fmt: skip
+    due = max(ms(r["retry_at"]) for r in (await store.sync.rejected()).items if r["retry_at"])
+    caplog.clear()
+    assert (await store.sync.requeue_refused(ws_id, due)).rows == 40
+    [requeued] = [r for r in caplog.records if r.getMessage().startswith("sync.skew_requeued ")]
+    assert requeued.getMessage().startswith("sync.skew_requeued table=messages rows=40 ids=")
