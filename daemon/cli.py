@@ -289,3 +289,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "pull": _pull,
     "compact": _compact,
 }
+
+# `python -m daemon.cli …` runs the command as `python -m daemon …` does (not a silent exit 0).
+if __name__ == "__main__":
+    raise SystemExit(main())
