@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_status_and_call(sub, common)
     _add_cloud_commands(sub, common)
     _add_compact(sub, common)
-    service = sub.add_parser("service", parents=[common], help=_NOT_YET["service"])
+    later = f"{_NOT_YET['service']}: not available yet (it exits 2)"
+    service = sub.add_parser("service", parents=[common], help=later, description=later)
     service.add_argument("action", choices=["install", "uninstall", "status"])
     sub.add_parser(
         "devcloud",
@@ -288,3 +289,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "pull": _pull,
     "compact": _compact,
 }
+
+# `python -m daemon.cli …` runs the command as `python -m daemon …` does (not a silent exit 0).
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -188,6 +188,21 @@ def test_later_commands_say_not_available_yet(args: list[str]) -> None:
     assert "not available yet" in out.stderr
 
 
+def test_python_m_daemon_cli_runs_the_command() -> None:
+    """``python -m daemon.cli run …`` did nothing and exited 0 (the module had no main guard):
+    a script or service that started the daemon so believed it ran."""
+    out = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "status", "--data-dir", "/nonexistent/syncd"],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 3, out  # as `syncd status`: no daemon runs there
+    assert "no daemon is running" in out.stderr, out
+
+
 def test_bad_setting_fails_naming_the_key(tmp_path: Path) -> None:
     out = syncd("run", env=clean_env(SYNCD_DATA_DIR=str(tmp_path), SYNCD_PORT="http"))
     assert out.returncode == 2

@@ -341,7 +341,13 @@ def _task_methods() -> list[Method]:
         _status("the new status"),
         priority,
         payload,
-        Param("progress", "object", nullable=True, description="checkpoint, merged key by key"),
+        Param(
+            "progress",
+            "object",
+            nullable=True,
+            description="checkpoint: the whole new map (a key left out is removed; null: {});"
+            " other devices' concurrent edits of it merge key by key",
+        ),
     )
     listing = (
         _id("workspace_id", required=False, what="only this workspace"),
@@ -362,8 +368,11 @@ def _task_methods() -> list[Method]:
             "task.list",
             _list(t),
             listing,
-            "List live tasks. A deleted workspace's are left out: its list is empty, as an"
-            " unknown workspace's.",
+            "List live tasks, oldest first (in id order, the order they were enqueued;"
+            " priority does not order the list). A deleted workspace's are left out: its list"
+            " is empty, as an unknown workspace's. A task synced from another device (enqueued"
+            " there while offline) may take a position before a page already read: to see"
+            ' every new task, `subscribe {topics: ["task.*"], since}`.',
             PAGE_RESULT,
         ),
         Method(

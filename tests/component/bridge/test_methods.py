@@ -401,3 +401,25 @@ async def test_message_list_of_a_deleted_conversation_is_empty_as_of_an_unknown_
         "message.send", {"conversation_id": other["id"], "role": "user", "content": "y"}
     )
     assert "deleted workspace" in reply["error"]["data"]["reason"]
+
+
+async def test_task_docs_say_how_the_list_is_ordered_and_what_progress_replaces(
+    rpc: Rpc,
+) -> None:
+    """A job-queue user reads ``priority`` as the order of ``task.list`` and "merged key by key"
+    as a patch of ``progress``: neither holds, and rpc.discover says what does."""
+    by_name = {m["name"]: m for m in (await rpc.call("rpc.discover"))["methods"]}
+    workspace = await rpc.call("workspace.create", {"name": "w"})
+    low = await rpc.call("task.enqueue", {"workspace_id": workspace["id"], "kind": "a"})
+    high = await rpc.call(
+        "task.enqueue", {"workspace_id": workspace["id"], "kind": "b", "priority": 9}
+    )
+    listed = await rpc.call("task.list", {"workspace_id": workspace["id"]})
+    assert [t["id"] for t in listed["items"]] == [low["id"], high["id"]]
+    assert "oldest first" in by_name["task.list"]["summary"]
+    assert "priority does not order" in by_name["task.list"]["summary"]
+    await rpc.call("task.update", {"id": low["id"], "progress": {"a": 1}})
+    updated = await rpc.call("task.update", {"id": low["id"], "progress": {"b": 2}})
+    assert updated["progress"] == {"b": 2}
+    [progress] = [p for p in by_name["task.update"]["params"] if p["name"] == "progress"]
+    assert "the whole new map (a key left out is removed" in progress["description"]
