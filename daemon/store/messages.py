@@ -56,11 +56,7 @@ class MessageRepo(Repo):
             raise InvalidInput("content", "must be a string")
         no_nul("content", content)
         if id is not None and not is_uuid7(id):
-            raise InvalidInput(
-                "id",
-                "must be a lower-case UUIDv7 (RFC 9562: version 7, variant 10): messages list"
-                " in id order, which only a time-ordered id keeps in creation order",
-            )
+            raise not_uuid7("message")
         return await self._write(_create_op(conversation_id, role, content, id))
 
     async def list(
@@ -82,16 +78,26 @@ def is_uuid7(value: object) -> bool:
     return isinstance(value, str) and is_uuid(value) and value[14] == "7" and value[19] in "89ab"
 
 
-def id_time_problem(id: str, now_ms: int) -> str | None:
-    """Why a new message cannot take the UUIDv7 ``id`` at wall time ``now_ms`` (its time is
+def not_uuid7(what: str) -> InvalidInput:
+    """The refusal of a client-chosen id of a new ``what`` (a message, a task) that is not a
+    UUIDv7: such rows list in id order."""
+    return InvalidInput(
+        "id",
+        "must be a lower-case UUIDv7 (RFC 9562: version 7, variant 10): "
+        f"{what}s list in id order, which only a time-ordered id keeps in creation order",
+    )
+
+
+def id_time_problem(id: str, now_ms: int, what: str = "message") -> str | None:
+    """Why a new ``what`` cannot take the UUIDv7 ``id`` at wall time ``now_ms`` (its time is
     more than ``MAX_AHEAD_MS`` ahead of it or ``MAX_ID_AGE_MS`` behind), or None."""
     ms = uuid7_time_ms(id)
     if now_ms - MAX_ID_AGE_MS <= ms <= now_ms + MAX_AHEAD_MS:
         return None
     return (
         f"its UUIDv7 time is {iso_ms(ms)}, the daemon's clock {iso_ms(now_ms)}: a new"
-        f" message's id must be minted when it is written, its time {ID_TIME_RULE}"
-        " (messages list in id order)"
+        f" {what}'s id must be minted when it is written, its time {ID_TIME_RULE}"
+        f" ({what}s list in id order)"
     )
 
 

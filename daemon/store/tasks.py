@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daemon.errors import Conflict, InvalidInput
+from daemon.jsonmaps import same
 from daemon.store.base import (
     Check,
     Page,
@@ -37,9 +38,12 @@ from daemon.store.base import (
     write_changes,
 )
 from daemon.store.ids import uuid7
+from daemon.store.messages import id_time_problem, is_uuid7, not_uuid7
 from daemon.store.txn import WriteContext
 from daemon.types import TASK_STATUSES
 
+#: What an enqueue sets that never changes after (fww): a retry always repeats them.
+_FIXED = frozenset({"workspace_id", "kind"})
 FINISHED = frozenset({"succeeded", "failed"})
 #: The statuses a task's status never leaves (see the module doc).
 FINAL = frozenset({*FINISHED, "cancelled"})
@@ -79,14 +83,25 @@ class TaskRepo(Repo):
     in_workspace = True
 
     async def create(
-        self, *, workspace_id: str, kind: str, payload: Any = None, priority: int = 0
+        self,
+        *,
+        workspace_id: str,
+        kind: str,
+        payload: Any = None,
+        priority: int = 0,
+        id: str | None = None,
     ) -> dict[str, Any]:
-        """Enqueue a task (status ``queued``)."""
+        """Enqueue a task (status ``queued``). A client-chosen ``id`` (a UUIDv7 minted when
+        the task is enqueued, as a message's: tasks list in id order) makes a retry
+        idempotent: an enqueue whose id is stored already answers the stored task as it is
+        now, or a Conflict saying what differs."""
         workspace_id = identifier("workspace_id", workspace_id)
         kind = text("kind", kind)
         payload = json_document("payload", payload)
         priority = integer("priority", priority)
-        return await self._write(_create_op(workspace_id, kind, payload, priority))
+        if id is not None and not is_uuid7(id):
+            raise not_uuid7("task")
+        return await self._write(_create_op(workspace_id, kind, payload, priority, id))
 
     async def list(
         self,
@@ -122,12 +137,21 @@ class TaskRepo(Repo):
         return await self._write(delete_op(self.table, self.entity, id, "task.deleted"))
 
 
-def _create_op(workspace_id: str, kind: str, payload: Any, priority: int) -> Any:
+def _create_op(workspace_id: str, kind: str, payload: Any, priority: int, id: str | None) -> Any:
     def op(ctx: WriteContext) -> dict[str, Any]:
+        if id is not None:
+            existing = ctx.fetch("tasks", id)
+            if existing is not None:
+                enqueued = {"workspace_id": workspace_id, "kind": kind, "payload": payload,
+                            "priority": priority}  # fmt: skip
+                return _same_or_conflict(existing, enqueued)
         require_workspace(ctx, workspace_id)
         stamp = ctx.tick()
+        problem = None if id is None else id_time_problem(id, stamp.ms, "task")
+        if problem is not None:
+            raise InvalidInput("id", problem)
         row: dict[str, Any] = {
-            "id": uuid7(stamp.ms),
+            "id": id or uuid7(stamp.ms),
             "workspace_id": workspace_id,
             "kind": kind,
             "payload": payload,
@@ -145,6 +169,26 @@ def _create_op(workspace_id: str, kind: str, payload: Any, priority: int) -> Any
         return row
 
     return op
+
+
+def _same_or_conflict(existing: dict[str, Any], enqueued: dict[str, Any]) -> dict[str, Any]:
+    """The stored task when the enqueue repeats it (a retry: answered as the task is now,
+    whatever happened to it since); else Conflict naming what differs. ``payload`` and
+    ``priority`` are compared only while they hold their enqueued value (their clock is the
+    creation's): a retry that comes after a ``task.update`` of them is still a retry."""
+    clocks = existing.get("field_hlc") or {}
+    created = clocks.get("created_at", existing.get("hlc"))
+    differs = [
+        name
+        for name, value in enqueued.items()
+        if (name in _FIXED or clocks.get(name, existing.get("hlc")) == created)
+        and not same(existing.get(name), value)
+    ]
+    if not differs:
+        return existing
+    raise Conflict(
+        f"task id {existing['id']!r} already used with a different {', '.join(differs)}", "id"
+    )
 
 
 def _status_guard(new: str) -> Callable[[dict[str, Any]], None]:

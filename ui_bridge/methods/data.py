@@ -335,6 +335,13 @@ def _task_methods() -> list[Method]:
         _text("kind", "what the task does, for the workers that take it", required=True, size=200),
         payload,
         priority,
+        _id(
+            "id",
+            required=False,
+            what="client-chosen id, a lower-case UUIDv7 (RFC 9562; other versions are refused:"
+            " tasks list in id order, i.e. enqueue order) minted when the task is enqueued,"
+            f" its time {ID_TIME_RULE}: retrying with it is idempotent, whatever its age",
+        ),
     )
     updatable = (
         _id(),
@@ -360,9 +367,12 @@ def _task_methods() -> list[Method]:
             "task.enqueue",
             _create(t),
             enqueue,
-            "Queue a task (status queued).",
+            "Queue a task (status queued; refused in a deleted workspace). Enqueueing a"
+            " stored `id` again is a retry: it answers the stored task as it is now (-32002"
+            " saying which differs when the workspace or kind is not the same, or the payload"
+            " or priority while they still hold their enqueued value).",
             _ROW,
-            _WRITE_ERRORS,
+            (ErrorCode.CONFLICT, *_WRITE_ERRORS),
         ),
         Method(
             "task.list",

@@ -102,6 +102,34 @@ def _uuid() -> str:
     return uuid7()
 
 
+async def test_task_enqueue_with_client_id_is_idempotent(rpc: Rpc) -> None:
+    """A client whose connection dropped before the reply enqueues again: one task, not two
+    (was: -32602 unknown parameter, so a retry could only make a second task)."""
+    workspace = await rpc.call("workspace.create", {"name": "w"})
+    params = {"workspace_id": workspace["id"], "kind": "index", "payload": {"p": [1]}}
+    params["id"] = _uuid()
+    first = await rpc.call("task.enqueue", params)
+    assert first["id"] == params["id"] and first["status"] == "queued"
+    seq = (await rpc.call("daemon.status"))["seq"]
+    assert await rpc.call("task.enqueue", params) == first
+    assert (await rpc.call("daemon.status"))["seq"] == seq  # no second event
+    # a worker took it and changed its payload: a late retry is still the same task, as now
+    running = await rpc.call("task.update", {"id": first["id"], "status": "running",
+                                             "payload": {"p": [2]}})  # fmt: skip
+    assert await rpc.call("task.enqueue", params) == running
+    for change, field in (({"kind": "other"}, "kind"), ({"priority": 3}, "priority")):
+        clash = await rpc.request("task.enqueue", {**params, **change})
+        assert clash["error"]["code"] == -32002, change
+        assert clash["error"]["data"]["field"] == "id"
+        assert f"different {field}" in clash["error"]["data"]["reason"]
+    listed = await rpc.call("task.list", {"workspace_id": workspace["id"]})
+    assert [t["id"] for t in listed["items"]] == [first["id"]]
+    for bad in (str(uuid.uuid4()), Uuid7Generator().mint(0)):  # not time-ordered; of 1970
+        reply = await rpc.request("task.enqueue", {**params, "id": bad})
+        assert reply["error"]["code"] == -32602 and reply["error"]["data"]["field"] == "id"
+    assert len((await rpc.call("task.list", {"workspace_id": workspace["id"]}))["items"]) == 1
+
+
 async def test_message_send_refuses_a_client_id_that_is_not_a_uuid7(rpc: Rpc) -> None:
     """Messages list in id order: an id of another version would sort at a random place."""
     _, conv = await setup_conversation(rpc)
