@@ -47,7 +47,8 @@ Document updates a postgres_changes hint stores reach the loaded documents
 Presence and broadcast events are ephemeral: they go out through ``publisher`` (the bridge
 hub's live-only path, set by app.py) and are never stored. This device tracks its presence in
 every joined workspace (status ``active`` from the join on); ``set_presence`` updates it
-(coalesced by the connection to at most one track per second per workspace, latest wins).
+(coalesced by the connection to at most one track a second and 4 in 30 s per workspace,
+within Supabase Realtime's presence limit; latest wins).
 """
 
 from __future__ import annotations
