@@ -211,8 +211,9 @@ class RealtimeConnection:
     async def track(self, workspace_id: str, payload: Mapping[str, Any]) -> None:
         """Publish this device's presence in the workspace (see presence.track_payload).
 
-        Coalesced: at most one track per ``track_interval_s``; the latest value wins, and it is
-        tracked again after every rejoin.
+        Coalesced: at most one track per ``track_interval_s`` and 4 per 30 s (Realtime closes
+        a channel at the 6th presence message of a 30 s window; presence.TrackCoalescer); the
+        latest value wins, and it is tracked again after every rejoin.
         """
         topic = channels.workspace_topic(workspace_id)
         check_payload("payload", payload)

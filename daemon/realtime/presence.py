@@ -19,20 +19,26 @@ or more before ``now`` is shown as ``away``: idleness is judged by the reader wi
 (``now``: Unix seconds), so an idle device needs no presence traffic to go away.
 
 ``TrackCoalescer`` keeps track updates within Realtime's presence rate limits: per key (device or
-channel) at most one track per ``interval_s`` (1 s); a value offered too early is held and
-replaced by later ones (latest wins) until ``take_due(now)`` releases it; re-offering what was
-last sent sends nothing. ``resend(key)`` re-queues the last value after the server forgot it
-(every rejoin: a closed socket untracks). A value released while its channel was not joined
-(the push was refused) is handed back with ``unsent(key)``: it is held, not due, until the
-next ``resend`` (the join), and it used none of the interval, so the first track of a fresh
-join goes out with the join instead of a second later.
+channel) at most one track per ``interval_s`` (1 s), and at most ``budget`` (4) in any
+``window_s`` (30 s). Supabase Realtime counts the presence messages of each channel join in
+windows of 30 s and closes the channel at the 6th of a window ("Client presence rate limit
+exceeded", then ``phx_close``: no changes, no presence, no broadcasts until the rejoin); one
+under its 5 leaves room for a track that is delayed on the way. A value offered too early is
+held and replaced by later ones (latest wins) until ``take_due(now)`` releases it; re-offering
+what was last sent sends nothing. ``resend(key)`` re-queues the last value after the server
+forgot it (every rejoin: a closed socket untracks); the new join counts afresh. A value
+released while its channel was not joined (the push was refused) is handed back with
+``unsent(key)``: it is held, not due, until the next ``resend`` (the join), and it used none
+of the interval or the budget, so the first track of a fresh join goes out with the join
+instead of a second later.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar
 
@@ -51,6 +57,9 @@ __all__ = [
 
 IDLE_AFTER_S: Final = 300.0
 TRACK_INTERVAL_S: Final = 1.0
+#: At most this many tracks per channel join in any TRACK_WINDOW_S (Realtime allows 5 per 30 s).
+TRACK_BUDGET: Final = 4
+TRACK_WINDOW_S: Final = 30.0
 STATUSES: Final = ("active", "away", "busy")
 
 Metas = Mapping[str, tuple[Mapping[str, Any], ...]]
@@ -233,15 +242,27 @@ class _Track:
     pending: Mapping[str, Any] | None = None
     before: tuple[float | None, Mapping[str, Any] | None] = (None, None)  # undone by unsent
     awaiting_join: bool = False  # held by unsent: not due before the next resend
+    recent: deque[float] = field(default_factory=deque)  # send times in the window, this join
 
 
 class TrackCoalescer(Generic[K]):
-    """At most one track per ``interval_s`` per key; the latest value wins."""
+    """At most one track per ``interval_s`` and ``budget`` per ``window_s`` per key; the
+    latest value wins."""
 
-    def __init__(self, interval_s: float = TRACK_INTERVAL_S) -> None:
-        if interval_s <= 0:
-            raise ValueError("interval_s must be positive")
+    def __init__(
+        self,
+        interval_s: float = TRACK_INTERVAL_S,
+        *,
+        budget: int = TRACK_BUDGET,
+        window_s: float = TRACK_WINDOW_S,
+    ) -> None:
+        if interval_s <= 0 or window_s <= 0:
+            raise ValueError("interval_s and window_s must be positive")
+        if budget < 1:
+            raise ValueError("budget must be at least 1")
         self.interval_s = interval_s
+        self.budget = budget
+        self.window_s = window_s
         self._tracks: dict[K, _Track] = {}
 
     def offer(self, key: K, payload: Mapping[str, Any], now: float) -> Mapping[str, Any] | None:
@@ -253,7 +274,7 @@ class TrackCoalescer(Generic[K]):
         if payload == track.sent:
             track.pending = None  # back to what the server has: nothing to send
             return None
-        if track.sent_at is not None and now < track.sent_at + self.interval_s:
+        if now < self._free_at(track):
             track.pending = payload
             return None
         return self._mark_sent(track, payload, now)
@@ -265,7 +286,7 @@ class TrackCoalescer(Generic[K]):
             if (
                 track.pending is not None
                 and not track.awaiting_join
-                and (track.sent_at is None or now >= track.sent_at + self.interval_s)
+                and now >= self._free_at(track)
             ):
                 due.append((key, self._mark_sent(track, track.pending, now)))
         return due
@@ -273,7 +294,7 @@ class TrackCoalescer(Generic[K]):
     def next_due(self) -> float | None:
         """When ``take_due`` has something to release next (None: nothing is held)."""
         times = [
-            (track.sent_at or 0.0) + self.interval_s
+            self._free_at(track)
             for track in self._tracks.values()
             if track.pending is not None and not track.awaiting_join
         ]
@@ -287,6 +308,7 @@ class TrackCoalescer(Generic[K]):
         if track.pending is None and track.sent is not None:
             track.pending = track.sent
         track.sent, track.awaiting_join = None, False
+        track.recent.clear()  # a new channel join: the server counts its tracks afresh
 
     def unsent(self, key: K) -> None:
         """The value just released for ``key`` was not sent (its channel is not joined): hold
@@ -297,15 +319,28 @@ class TrackCoalescer(Generic[K]):
         if track.pending is None:
             track.pending = track.sent
         track.sent_at, track.sent = track.before
+        if track.recent:
+            track.recent.pop()  # it used none of the budget either
         track.awaiting_join = True
 
     def discard(self, key: K) -> None:
         """Forget ``key`` (its channel was left)."""
         self._tracks.pop(key, None)
 
+    def _free_at(self, track: _Track) -> float:
+        """When ``track`` may send next: ``interval_s`` after its last track, and once the
+        oldest of its last ``budget`` tracks is ``window_s`` old."""
+        at = 0.0 if track.sent_at is None else track.sent_at + self.interval_s
+        if len(track.recent) >= self.budget:
+            at = max(at, track.recent[-self.budget] + self.window_s)
+        return at
+
     def _mark_sent(
         self, track: _Track, payload: Mapping[str, Any], now: float
     ) -> Mapping[str, Any]:
         track.before = (track.sent_at, track.sent)
         track.sent_at, track.sent, track.pending = now, payload, None
+        while track.recent and track.recent[0] <= now - self.window_s:
+            track.recent.popleft()
+        track.recent.append(now)
         return payload

@@ -27,10 +27,12 @@ its traceback and never stops the next event):
 - ``PresenceState``/``PresenceDiff`` (and a lost socket or a left channel): ``presence.changed
   {workspace_id, members, truncated}`` when the members changed; the same when an idle member
   turns ``away`` (a timer, no traffic needed). The members are those the channel shows while
-  connected, and this device always (``self`` true): what it last tracked when the channel
-  does not show it (the cloud unreachable, the channel not joined yet), so a UI never loses
-  "you" during an outage. Others are only shown as the live channel knows them, and only as
-  many as fit in one frame of the local API (``max_frame_bytes``, set by app.py from
+  connected, and this device always (``self`` true) as it last tracked itself, never the
+  channel's echo of it: shown also when the channel does not show it (the cloud unreachable,
+  the channel not joined yet), so a UI never loses "you" during an outage, and shown at once
+  after ``set_presence`` (the echo comes a round trip, or a coalesced second, later).
+  Others are only shown as the live channel knows them, and only as many as fit in one
+  frame of the local API (``max_frame_bytes``, set by app.py from
   ``bridge.max_frame_bytes``, less ``FRAME_ENVELOPE``): ``truncated`` counts those left out
   (live_map.fit_members). ``presence.list`` answers the same.
 - ``BroadcastReceived``: ``broadcast.received {workspace_id, event, payload}``, except the
@@ -45,7 +47,8 @@ Document updates a postgres_changes hint stores reach the loaded documents
 Presence and broadcast events are ephemeral: they go out through ``publisher`` (the bridge
 hub's live-only path, set by app.py) and are never stored. This device tracks its presence in
 every joined workspace (status ``active`` from the join on); ``set_presence`` updates it
-(coalesced by the connection to at most one track per second per workspace, latest wins).
+(coalesced by the connection to at most one track a second and 4 in 30 s per workspace,
+within Supabase Realtime's presence limit; latest wins).
 """
 
 from __future__ import annotations
@@ -409,14 +412,16 @@ class LiveSync:
         return [member_json(m, own) for m in self._roster(workspace_id, self._clock())]
 
     def _roster(self, workspace_id: str, now: float) -> list[Member]:
-        """Who is in a linked workspace at ``now``: whom its channel shows, and this device
-        whatever the channel shows (what it last tracked, when absent: offline, not joined)."""
+        """Who is in a linked workspace at ``now``: the other devices its channel shows, and
+        this device as it last tracked itself, whatever the channel shows: offline, not joined,
+        or an older meta (the echo of a track comes a round trip later, and a track is held up
+        to a second by the coalescing), so ``presence.list`` right after ``presence.set``
+        answers what was set."""
         own, conn = self._store.device_id, self._conn
-        members = [] if conn is None else conn.members(workspace_id, now)
-        if any(m.device_id == own for m in members):
-            return members
+        others = [] if conn is None else conn.members(workspace_id, now)
         meta = self._tracked.get(workspace_id) or self._track_payload(workspace_id)
-        return sorted([*members, member_of(own, meta, now)], key=lambda m: m.key)
+        me = member_of(own, meta, now)
+        return sorted([*(m for m in others if m.device_id != own), me], key=lambda m: m.key)
 
     def _presence_changed(self, topic: str) -> None:
         workspace_id = channels.workspace_id_of(topic)

@@ -59,6 +59,9 @@ class Subscriber:
     # Realtime Authorization (private channels; public ones may do everything)
     can_broadcast: bool = True
     can_track: bool = True
+    # Realtime's client presence rate limit (session.py PRESENCE_MAX_CALLS), per join
+    presence_calls: int = 0
+    presence_reset_at: float | None = None  # time.monotonic() when the window ends
 
     @property
     def key(self) -> str:

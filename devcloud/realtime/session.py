@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 
 MAX_QUEUE = 1024  # frames waiting for one socket before it is dropped
 MAX_PAYLOAD_BYTES = 1_000_000  # larger pushes would exceed supabase-py's 1 MiB frame limit
+# Realtime's client_presence_rate_limit: each channel join may send this many presence
+# messages in a window of PRESENCE_WINDOW_S (opened by the first one); one more closes it.
+PRESENCE_MAX_CALLS = 5
+PRESENCE_WINDOW_S = 30.0
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN_LATER = 1013
 
@@ -252,6 +256,20 @@ class Connection:
 
     # Channel events --------------------------------------------------------------------------
 
+    def _count_presence(self, subscriber: Subscriber) -> bool:
+        """Count one presence message of this join; False once the window's are used up
+        (presence_handler.ex ``limit_client_presence_event``: a fixed window opened by the
+        first message, any event counted, before it is looked at)."""
+        now = time.monotonic()
+        if subscriber.presence_reset_at is None or now > subscriber.presence_reset_at:
+            subscriber.presence_reset_at = now + PRESENCE_WINDOW_S
+            subscriber.presence_calls = 1
+            return True
+        if subscriber.presence_calls >= PRESENCE_MAX_CALLS:
+            return False
+        subscriber.presence_calls += 1
+        return True
+
     def _close_channel(self, subscriber: Subscriber) -> None:
         if self.channels.get(subscriber.topic) is subscriber:
             del self.channels[subscriber.topic]
@@ -327,6 +345,10 @@ class Connection:
             self.send_frame(ch.reply(frame.topic, frame.ref, frame.join_ref))
 
     def _presence(self, subscriber: Subscriber, frame: Frame) -> None:
+        if not self._count_presence(subscriber):
+            logger.info("realtime.presence.rate_limited conn_id=%s", self.conn_id)
+            self._shutdown(subscriber, "Client presence rate limit exceeded")
+            return
         event = str(frame.payload.get("event", "")).lower()
         if event == "track" and not subscriber.can_track:  # Realtime drops it (no write policy)
             logger.info("realtime.presence.unauthorized conn_id=%s", self.conn_id)

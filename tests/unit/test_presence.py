@@ -219,16 +219,68 @@ def test_unchanged_values_send_nothing() -> None:
     assert tracks.next_due() is None
 
 
-def test_rate_over_a_burst_is_one_per_interval() -> None:
+def realtime_refuses(sent_at: list[float], max_calls: int = 5, window_s: float = 30.0) -> bool:
+    """Whether Supabase Realtime's per-join client presence limit (presence_handler.ex
+    ``limit_client_presence_event``) refuses one of these tracks: the first track opens a
+    window of ``window_s``, the calls in it are counted, the one after ``max_calls`` closes
+    the channel; the first track after the window's end opens the next one."""
+    reset_at: float | None = None
+    counter = 0
+    for at in sent_at:
+        if reset_at is None or at > reset_at:
+            reset_at, counter = at + window_s, 1
+        elif counter >= max_calls:
+            return True
+        else:
+            counter += 1
+    return False
+
+
+def test_rate_over_a_burst_is_one_per_interval_within_realtimes_budget() -> None:
+    """An offer every 10 ms for 100 s (a UI sending its cursor): one track a second until 4
+    have gone out in 30 s, then the next once the oldest of them is 30 s old; Realtime's
+    limit (5 per window of 30 s, each join) is never reached, even with each track delayed
+    by up to a second on the way."""
     tracks: TrackCoalescer[str] = TrackCoalescer(interval_s=1.0)
     sent_at: list[float] = []
-    for step in range(1000):  # an offer every 10 ms for 10 s
+    for step in range(10_000):
         now = step * 0.01
         if tracks.offer("dev", {"v": step}, now) is not None:
             sent_at.append(now)
         sent_at.extend(now for _ in tracks.take_due(now))
-    assert len(sent_at) == 10
+    assert sent_at[:5] == [0.0, 1.0, 2.0, 3.0, 30.0]
     assert all(b - a >= 1.0 - 1e-9 for a, b in zip(sent_at, sent_at[1:], strict=False))
+    assert all(sent_at[i + 4] - sent_at[i] >= 30.0 - 1e-9 for i in range(len(sent_at) - 4))
+    assert not realtime_refuses(sent_at)
+    delays = [0.0, 0.9, 0.0, 0.9, 0.5]  # arrival order stays send order (one socket)
+    arrived = [at + delays[i % len(delays)] for i, at in enumerate(sent_at)]
+    assert arrived == sorted(arrived) and not realtime_refuses(arrived)
+    assert realtime_refuses([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])  # one a second, as before: refused
+    assert tracks.next_due() is not None  # the latest value is held, and goes out
+    [(_, last)] = tracks.take_due(sent_at[-4] + 30.0)
+    assert last == {"v": 9999}
+
+
+def test_a_rejoin_counts_the_budget_afresh() -> None:
+    tracks: TrackCoalescer[str] = TrackCoalescer(interval_s=1.0)
+    for n in range(4):
+        assert tracks.offer("dev", {"v": n}, float(n)) == {"v": n}
+    assert tracks.offer("dev", {"v": 4}, 4.0) is None and tracks.next_due() == 30.0
+    tracks.resend("dev")  # a new join: Realtime counts its tracks from zero
+    assert tracks.take_due(4.0) == [("dev", {"v": 4})]
+    for n in range(5, 8):
+        assert tracks.offer("dev", {"v": n}, float(n)) == {"v": n}
+    assert tracks.offer("dev", {"v": 8}, 8.0) is None and tracks.next_due() == 34.0
+    tracks.unsent("dev")  # {"v": 7} was refused (the channel was closed meanwhile)
+    tracks.resend("dev")  # joined again
+    assert tracks.take_due(8.0) == [("dev", {"v": 8})]
+
+
+def test_the_budget_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        TrackCoalescer(budget=0)
+    with pytest.raises(ValueError):
+        TrackCoalescer(window_s=0)
 
 
 def test_resend_after_a_rejoin_respects_the_interval() -> None:

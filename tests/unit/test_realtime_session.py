@@ -182,6 +182,37 @@ async def test_socket_close_is_a_presence_leave_for_the_others() -> None:
     assert [s.presence_key for s in hub.members("realtime:r")] == ["w"]
 
 
+async def test_a_sixth_presence_message_in_30_s_closes_the_channel_until_a_rejoin() -> None:
+    """Realtime's client presence rate limit (5 per channel join in a window of 30 s): the
+    6th gets a system error and phx_close, and the others see the device leave."""
+    hub = Hub(Presences("p"))
+    watcher, tracker = connect(hub), connect(hub)
+    await watcher.receive(join("realtime:r", "1", {"presence": {"key": "w", "enabled": True}}))
+    await tracker.receive(join("realtime:r", "1", {"presence": {"key": "t", "enabled": True}}))
+
+    def track(n: int, join_ref: str = "1") -> Frame:
+        body = {"event": "track", "payload": {"n": n}}
+        return Frame("realtime:r", "presence", body, str(10 + n), join_ref)
+
+    for n in range(5):
+        await tracker.receive(track(n))
+    assert all(f["event"] != "system" for f in sent(tracker))
+    sent(watcher)
+    await tracker.receive(track(5))
+    error, close = sent(tracker)
+    assert (error["event"], error["payload"]["status"], error["payload"]["message"]) == (
+        "system", "error", "Client presence rate limit exceeded",
+    )  # fmt: skip
+    assert close["event"] == "phx_close"
+    [diff] = sent(watcher)
+    assert diff["payload"]["leaves"].keys() == {"t"}
+    await tracker.receive(join("realtime:r", "2", {"presence": {"key": "t", "enabled": True}}))
+    for n in range(5):
+        await tracker.receive(track(n, "2"))
+    assert all(f["event"] != "system" for f in sent(tracker))
+    assert {s.presence_key for s in hub.members("realtime:r")} == {"w", "t"}
+
+
 async def test_heartbeat_and_generated_presence_key() -> None:
     hub = Hub(Presences())
     conn = connect(hub)

@@ -69,7 +69,8 @@ _TRACKED: Final[dict[str, Any]] = {
     "type": "object",
     "properties": {"workspace_id": {"type": "string"}, "presence": {"type": "object"}},
     "required": ["workspace_id", "presence"],
-    "description": "the presence meta tracked (sent at most once a second, latest wins)",
+    "description": "the presence meta tracked (sent at most once a second and 4 times in"
+    " 30 s, latest wins)",
 }
 _SENT: Final[dict[str, Any]] = {
     "type": "object",

@@ -204,6 +204,43 @@ async def test_presence_shows_updates_and_leaves(
     assert [m["device_id"] for m in last["members"]] == [b.store.device_id]
 
 
+async def test_presence_list_right_after_presence_set_shows_what_was_set(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    """Connected, the channel's echo of a track comes a round trip later, and a second track
+    within a second is held by the coalescing: this device is shown as it last set itself all
+    the same, at once, in presence.list and in presence.changed."""
+    a, b, ws_id, _ = await pair(devcloud, make_device, tmp_path)
+    on_a = published(a)
+
+    def mine() -> list[tuple[str | None, Any]]:
+        members = a.cloud.live.presence(ws_id)["members"]
+        return [(m["active_file"], m["cursor"]) for m in members if m["self"]]
+
+    def bob_listed() -> bool:
+        members = a.cloud.live.presence(ws_id)["members"]
+        return b.store.device_id in {m["device_id"] for m in members}
+
+    await wait_for(bob_listed, message="B in A's presence")
+    for n, name in enumerate(("one.md", "two.md", "three.md")):  # the 2nd and 3rd are held
+        await a.cloud.live.set_presence(ws_id, {"active_file": name, "cursor": {"line": n}})
+        assert mine() == [(name, {"line": n})]
+        [me] = [m for m in on_a.of("presence.changed")[-1]["members"] if m["self"]]
+        assert (me["active_file"], me["cursor"]) == (name, {"line": n})
+    assert bob_listed()  # the others are still those the channel shows
+    shown = len(on_a.of("presence.changed"))
+
+    def echoed() -> bool:  # the channel (B too) shows A's last value: its echo came
+        conn = a.cloud.live.connection
+        return conn is not None and [
+            m.active_file for m in conn.members(ws_id) if m.device_id == a.store.device_id
+        ] == ["three.md"]
+
+    await wait_for(echoed, message="the echo of the last track")
+    assert mine() == [("three.md", {"line": 2})]
+    assert len(on_a.of("presence.changed")) == shown  # the echoes changed nothing shown
+
+
 async def test_broadcast_reaches_the_other_device_and_is_never_stored(
     devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
 ) -> None:
@@ -364,9 +401,17 @@ async def test_while_the_cloud_is_unreachable_presence_still_lists_this_device(
         ]
 
     online = [(a.store.device_id, True, "busy", {"line": 1}, None)]
-    await wait_for(lambda: me() == online, message="A's own presence through the channel")
+    assert me() == online  # at once, as set
     conn = a.cloud.live.connection
-    assert conn is not None and conn._ws is not None
+    assert conn is not None
+
+    def echoed() -> bool:
+        return [(m.device_id, m.status) for m in conn.members(ws_id)] == [
+            (a.store.device_id, "busy")
+        ]
+
+    await wait_for(echoed, message="A's own presence through the channel")
+    assert conn._ws is not None
     await conn._ws.close()  # the cloud unreachable: the reconnect waits ~59 s
     await wait_for(lambda: not a.cloud.live.status()["connected"], message="A offline")
     assert me() == online
