@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from daemon.logs import RedactSecrets
 from ui_bridge.discovery import (
@@ -260,7 +260,8 @@ class Client:
                 open_timeout=self.connect_timeout,
                 logger=_ws_logger(),
             )
-        except (OSError, InvalidStatus, TimeoutError) as exc:
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            # WebSocketException: also a handshake the daemon dropped (killed meanwhile)
             raise _unavailable(self.data_dir, info, exc) from exc
         self.info = info
         self._connected.set()

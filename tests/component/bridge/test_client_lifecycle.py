@@ -1,0 +1,84 @@
+"""The Python client's life around its daemon: a daemon that dies mid-handshake, a client or
+stream closed while calls wait, and what a caller is told when the connection ends."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from daemon.app import DataDirLock
+from daemon.store import Store
+from tests.helpers import MS, wait_for
+from ui_bridge.client import DaemonNotAnswering, Event, connect
+from ui_bridge.discovery import DiscoveryInfo, write_discovery
+
+from .conftest import MakeBridge
+
+
+async def next_event(stream: object) -> Event:
+    return await asyncio.wait_for(anext(stream), 5_000 * MS)  # type: ignore[call-overload]
+
+
+class HandshakeDropper:
+    """A port that accepts TCP connections and closes them at once: a daemon killed while a
+    client's WebSocket handshake was under way."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.server: asyncio.Server | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        writer.close()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def advertise(self, data_dir: Path, port: int) -> None:
+        url = f"ws://127.0.0.1:{port}/"
+        write_discovery(data_dir, DiscoveryInfo(os.getpid(), port, url, "t", "0", "x"))
+
+
+@pytest.fixture
+async def dropper() -> AsyncIterator[HandshakeDropper]:
+    dropper = HandshakeDropper()
+    yield dropper
+    if dropper.server is not None:
+        dropper.server.close()
+        await dropper.server.wait_closed()
+
+
+async def test_a_daemon_that_drops_the_handshake_does_not_answer(
+    tmp_path: Path, dropper: HandshakeDropper
+) -> None:
+    dropper.advertise(tmp_path, await dropper.start())
+    lock = DataDirLock.acquire(tmp_path)  # this process is the daemon
+    try:
+        with pytest.raises(DaemonNotAnswering) as info:  # not websockets' InvalidMessage
+            await connect(data_dir=tmp_path, reconnect=False)
+        assert info.value.pid == os.getpid() and "does not answer" in str(info.value)
+    finally:
+        lock.release()
+
+
+async def test_a_reconnect_that_meets_a_dropped_handshake_keeps_trying(
+    tmp_path: Path, store: Store, make_bridge: MakeBridge, dropper: HandshakeDropper
+) -> None:
+    server = await make_bridge()
+    client = await connect(data_dir=tmp_path)
+    try:
+        stream = await client.subscribe(["workspace.*"])
+        await server.stop()
+        dropper.advertise(tmp_path, await dropper.start())
+        await wait_for(lambda: dropper.accepted >= 2, message="reconnect attempts")
+        await make_bridge()  # the daemon is back: the client must still find it
+        created = await store.workspaces.create(name="after the crash")
+        assert (await next_event(stream)).data == created
+        assert await client.call("daemon.ping") == {"pong": True}
+    finally:
+        await client.close()
