@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from websockets.asyncio.client import ClientConnection
@@ -183,23 +183,23 @@ class EventStream:
         if self.closed and self._queue.empty():
             raise StopAsyncIteration
         item = await self._queue.get()
-        if isinstance(item, StopAsyncIteration):
-            raise StopAsyncIteration
         if isinstance(item, BaseException):
             self.closed = True
-            raise item
+            raise StopAsyncIteration if isinstance(item, StopAsyncIteration) else item
         return item
 
     async def close(self) -> None:
-        """Unsubscribe (best effort) and end the iteration."""
+        """Unsubscribe (best effort) and end the iteration. Never waits for a connection: a
+        subscription ends with the connection that made it."""
         if self.closed:
             return
         self.closed = True
-        self._client._streams.pop(self.subscription, None)
-        self._client._open_streams.discard(self)
-        with contextlib.suppress(RpcError, ConnectionLost):
-            await self._client.call("unsubscribe", {"subscription": self.subscription})
+        client = self._client
+        client._streams.pop(self.subscription, None)
+        client._open_streams.discard(self)
         self._queue.put_nowait(StopAsyncIteration())
+        if client._connected.is_set():
+            await client._unsubscribe(self.subscription)
 
     async def __aenter__(self) -> EventStream:
         return self
@@ -227,6 +227,8 @@ class Client:
         self._reader: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._open_streams: set[EventStream] = set()
+        # Set once the client will not connect again: close(), or a lost connection without
+        # ``reconnect``. Calls waiting for a connection then fail at once.
         self._closed = asyncio.Event()
 
     async def open(self) -> None:
@@ -270,13 +272,24 @@ class Client:
         """Call ``method``; returns its result or raises ``RpcError`` / ``ConnectionLost``."""
         return await self._call(method, params, None)
 
+    async def _connection(self) -> ClientConnection:
+        """The open connection. While the client reconnects, waits up to ``connect_timeout``
+        for it; when none will come (closed, or lost without ``reconnect``), fails at once."""
+        if self._closing:
+            raise ConnectionLost("the client is closed")
+        if not self._connected.is_set() and not self._closed.is_set():
+            await _first_set(self._connected, self._closed, within=self.connect_timeout)
+        if not self._connected.is_set():
+            raise ConnectionLost("the client is closed" if self._closing else NOT_CONNECTED)
+        assert self._ws is not None
+        return self._ws
+
+    async def _unsubscribe(self, subscription: str) -> None:
+        with contextlib.suppress(RpcError, ConnectionLost):
+            await self.call("unsubscribe", {"subscription": subscription})
+
     async def _call(self, method: str, params: Any, on_result: Callable[[Any], None] | None) -> Any:
-        try:
-            await asyncio.wait_for(self._connected.wait(), self.connect_timeout)
-        except TimeoutError:
-            raise ConnectionLost("not connected to the daemon") from None
-        ws = self._ws
-        assert ws is not None
+        ws = await self._connection()
         req_id = next(self._ids)
         request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": req_id}
         if params is not None:
@@ -334,6 +347,7 @@ class Client:
             self._connected.clear()
             self._fail_pending(ConnectionLost("connection to the daemon lost"))
             if self._closing or not self.reconnect:
+                self._closed.set()
                 self._end_streams(ConnectionLost("connection to the daemon lost"))
                 return
             await self._reconnect()
@@ -361,6 +375,8 @@ class Client:
 
     async def _resubscribe(self) -> None:
         for stream in list(self._open_streams):
+            if stream.closed:
+                continue
             try:
                 await self._start_stream(stream, stream.last_seq)
             except RpcError as exc:
@@ -368,6 +384,9 @@ class Client:
                 stream._fail(_refetch(exc) or exc)
             except ConnectionLost:
                 return  # the reader reconnects again and resubscribes every open stream
+            if stream.closed:  # closed while it was resubscribing: no one reads it
+                self._streams.pop(stream.subscription, None)
+                await self._unsubscribe(stream.subscription)
 
     def _receive(self, raw: str | bytes) -> None:
         try:
@@ -449,6 +468,19 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+NOT_CONNECTED: Final = "not connected to the daemon"
+
+
+async def _first_set(*events: asyncio.Event, within: float) -> None:
+    """Wait until one of ``events`` is set, at most ``within`` seconds."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def _unavailable(data_dir: Path, info: DiscoveryInfo, exc: Exception) -> DaemonUnavailable:

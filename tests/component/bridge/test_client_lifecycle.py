@@ -13,10 +13,14 @@ import pytest
 from daemon.app import DataDirLock
 from daemon.store import Store
 from tests.helpers import MS, wait_for
-from ui_bridge.client import DaemonNotAnswering, Event, connect
+from ui_bridge.client import ConnectionLost, DaemonNotAnswering, Event, connect
 from ui_bridge.discovery import DiscoveryInfo, write_discovery
 
 from .conftest import MakeBridge
+
+#: Long enough that waiting for it would fail the test: a call that cannot succeed must not.
+PATIENT = 60_000 * MS
+PROMPT = 2_000 * MS
 
 
 async def next_event(stream: object) -> Event:
@@ -82,3 +86,44 @@ async def test_a_reconnect_that_meets_a_dropped_handshake_keeps_trying(
         assert await client.call("daemon.ping") == {"pong": True}
     finally:
         await client.close()
+
+
+async def test_a_call_on_a_closed_client_fails_at_once(bridge: object, tmp_path: Path) -> None:
+    client = await connect(data_dir=tmp_path, connect_timeout=PATIENT)
+    await client.close()
+    with pytest.raises(ConnectionLost, match="closed"):
+        await asyncio.wait_for(client.call("daemon.ping"), PROMPT)
+
+
+async def test_a_call_after_a_lost_connection_without_reconnect_fails_at_once(
+    tmp_path: Path, make_bridge: MakeBridge
+) -> None:
+    server = await make_bridge()
+    client = await connect(data_dir=tmp_path, reconnect=False, connect_timeout=PATIENT)
+    try:
+        stream = await client.subscribe(["**"])
+        await server.stop()
+        with pytest.raises(ConnectionLost):  # the stream says the connection is gone
+            await next_event(stream)
+        with pytest.raises(ConnectionLost):  # and a call does not wait for one
+            await asyncio.wait_for(client.call("daemon.ping"), PROMPT)
+    finally:
+        await client.close()
+
+
+async def test_a_stream_left_after_its_client_closed_ends_at_once(
+    bridge: object, tmp_path: Path
+) -> None:
+    client = await connect(data_dir=tmp_path, connect_timeout=PATIENT)
+    stream = await client.subscribe(["**"])
+    iterating = asyncio.Event()
+
+    async def read_all() -> list[Event]:
+        async with stream:  # its exit unsubscribes: there is no connection to do it on
+            iterating.set()
+            return [event async for event in stream]
+
+    reader = asyncio.create_task(read_all())
+    await iterating.wait()
+    await client.close()
+    assert await asyncio.wait_for(reader, PROMPT) == []
