@@ -105,6 +105,8 @@ LOST: Final = "connection to the daemon lost"
 
 def lost_text(exc: ConnectionLost) -> str:
     """``syncd: connection to the daemon lost``, then the cause when it says more (the
-    client's own ``ConnectionLost`` says just that: it was printed twice)."""
+    client's own ``ConnectionLost`` begins with those words: they were printed twice)."""
     detail = str(exc)
-    return f"syncd: {LOST}" + (f": {detail}" if detail and detail != LOST else "") + "\n"
+    if not detail.startswith(LOST):
+        detail = f"{LOST}: {detail}" if detail else LOST
+    return f"syncd: {detail}\n"

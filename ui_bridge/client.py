@@ -40,6 +40,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.frames import CloseCode
 
 from daemon.logs import RedactSecrets
 from ui_bridge.discovery import (
@@ -345,10 +346,10 @@ class Client:
             except ConnectionClosed:
                 pass
             self._connected.clear()
-            self._fail_pending(ConnectionLost("connection to the daemon lost"))
+            self._fail_pending(_lost(ws))
             if self._closing or not self.reconnect:
                 self._closed.set()
-                self._end_streams(ConnectionLost("connection to the daemon lost"))
+                self._end_streams(_lost(ws))
                 return
             await self._reconnect()
 
@@ -471,6 +472,16 @@ class Client:
 
 
 NOT_CONNECTED: Final = "not connected to the daemon"
+LOST: Final = "connection to the daemon lost"
+
+
+def _lost(ws: ClientConnection) -> ConnectionLost:
+    """What the callers of a dropped connection are told: why, when the daemon said it (a
+    request over its frame limit is closed with 1009 and the sizes; a stop with 1001)."""
+    close = ws.protocol.close_rcvd
+    if close is None or close.code == CloseCode.NORMAL_CLOSURE:
+        return ConnectionLost(LOST)
+    return ConnectionLost(f"{LOST}: the daemon closed it with {close}")
 
 
 async def _first_set(*events: asyncio.Event, within: float) -> None:

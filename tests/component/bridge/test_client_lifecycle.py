@@ -8,11 +8,14 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from daemon.app import DataDirLock
+from daemon.config import load_settings
 from daemon.store import Store
 from tests.helpers import MS, wait_for
+from ui_bridge import cli_commands
 from ui_bridge.client import ConnectionLost, DaemonNotAnswering, Event, connect
 from ui_bridge.discovery import DiscoveryInfo, write_discovery
 
@@ -127,3 +130,20 @@ async def test_a_stream_left_after_its_client_closed_ends_at_once(
     await iterating.wait()
     await client.close()
     assert await asyncio.wait_for(reader, PROMPT) == []
+
+
+async def test_a_request_over_the_frame_limit_says_so(
+    tmp_path: Path, make_bridge: MakeBridge, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await make_bridge(max_frame_bytes=4096)
+    async with await connect(data_dir=tmp_path) as client:
+        with pytest.raises(ConnectionLost) as info:
+            await client.call("daemon.ping", {"pad": "x" * 5000})
+        assert "1009" in str(info.value) and "exceeds limit of 4096 bytes" in str(info.value)
+        assert await client.call("daemon.ping") == {"pong": True}  # it reconnected
+    settings = load_settings(data_dir=tmp_path, environ={})
+    params = orjson.dumps({"pad": "x" * 5000}).decode()
+    assert await asyncio.to_thread(cli_commands.call, settings, "daemon.ping", params) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("syncd: connection to the daemon lost: the daemon closed it with 1009")
+    assert err.count("connection to the daemon lost") == 1
