@@ -60,7 +60,8 @@ def report_unavailable(settings: Settings, exc: DaemonUnavailable) -> int:
         hint, code = f"restart the daemon (kill {exc.pid}, then {start})", EXIT_ERROR
     else:
         log = settings.data_dir / "logs" / LOG_FILE
-        hint = f"it may be stopped or busy: check the process (ps -p {exc.pid}) and its log {log}"
+        process = "" if exc.pid is None else f"the process (ps -p {exc.pid}) and "
+        hint = f"it may be stopped or busy: check {process}its log {log}"
         code = EXIT_ERROR
     sys.stderr.write(f"syncd: {exc}\nhint: {hint}\n")
     return code

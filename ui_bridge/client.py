@@ -251,7 +251,8 @@ class Client:
                 raise DaemonNotAnswering(
                     f"a daemon holds {self.data_dir / LOCK_FILE} but"
                     f" {discovery_path(self.data_dir)} is missing or damaged: it is starting,"
-                    " or it writes the file again within seconds; try again"
+                    " or it writes the file again within seconds; try again",
+                    pid=pid,
                 )
             raise DaemonNotRunning(f"no daemon is running for {self.data_dir}")
         try:

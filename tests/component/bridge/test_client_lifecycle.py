@@ -147,3 +147,16 @@ async def test_a_request_over_the_frame_limit_says_so(
     err = capsys.readouterr().err
     assert err.startswith("syncd: connection to the daemon lost: the daemon closed it with 1009")
     assert err.count("connection to the daemon lost") == 1
+
+
+def test_a_daemon_without_its_discovery_file_is_named_by_its_pid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lock = DataDirLock.acquire(tmp_path)  # a daemon starting: the lock, no daemon.json yet
+    try:
+        settings = load_settings(data_dir=tmp_path, environ={})
+        assert cli_commands.call(settings, "daemon.ping", None) == 1
+    finally:
+        lock.release()
+    err = capsys.readouterr().err
+    assert f"ps -p {os.getpid()}" in err and "None" not in err
