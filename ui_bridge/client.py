@@ -72,6 +72,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_FRAME = 64 << 20
+#: How many events (and bytes of their frames) a stream holds for a consumer that does not
+#: keep up, before it drops them and catches up from the daemon's changelog (EventStream).
+MAX_QUEUE = 16384
+MAX_QUEUE_BYTES = 64 << 20
 
 
 def _ws_logger() -> logging.Logger:
@@ -155,7 +159,13 @@ class EventStream:
 
     ``last_seq`` is where a resubscription replays from: the seq ``subscribe`` answered, or
     the last event's if later. Retained events come before that seq (module docstring), so
-    duplicates are dropped by ``_delivered``, the last seq delivered, instead."""
+    duplicates are dropped by ``_delivered``, the last seq delivered, instead.
+
+    Events wait in a queue bounded by the client's ``max_queue`` events and ``max_queue_bytes``
+    (their frames' size). A consumer that falls that far behind is not buffered without end:
+    the stream unsubscribes and, once its queue is drained, subscribes again from
+    ``last_seq``, so it still sees every durable event once, in order (``RefetchRequired`` if
+    the daemon no longer retains them); live-only (ephemeral) events of that spell are lost."""
 
     def __init__(self, client: Client, topics: Sequence[str], seq: int) -> None:
         self.topics = tuple(topics)
@@ -163,16 +173,29 @@ class EventStream:
         self._delivered = seq
         self.subscription = ""
         self._client = client
-        self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Event, int] | BaseException] = asyncio.Queue()
+        self._queued_bytes = 0
+        self._lagging = False  # events were dropped: catch up from last_seq once drained
         self.closed = False
 
-    def _receive(self, event: Event) -> None:
-        if event.ephemeral:
-            self._queue.put_nowait(event)  # outside the seq order: never a duplicate to drop
+    def _receive(self, event: Event, size: int) -> None:
+        if self._lagging:
+            return
+        client = self._client
+        if self._queue.qsize() >= client.max_queue or self._queued_bytes >= client.max_queue_bytes:
+            self._lagging = True
+            client._drop_subscription(self)
+            return
+        if event.ephemeral:  # outside the seq order: never a duplicate to drop
+            self._put(event, size)
         elif event.seq > self._delivered:
             self._delivered = event.seq
             self.last_seq = max(self.last_seq, event.seq)
-            self._queue.put_nowait(event)
+            self._put(event, size)
+
+    def _put(self, event: Event, size: int) -> None:
+        self._queued_bytes += size
+        self._queue.put_nowait((event, size))
 
     def _fail(self, exc: BaseException) -> None:
         self._queue.put_nowait(exc)
@@ -183,11 +206,15 @@ class EventStream:
     async def __anext__(self) -> Event:
         if self.closed and self._queue.empty():
             raise StopAsyncIteration
+        if self._lagging and self._queue.empty():
+            await self._client._catch_up(self)
         item = await self._queue.get()
         if isinstance(item, BaseException):
             self.closed = True
             raise StopAsyncIteration if isinstance(item, StopAsyncIteration) else item
-        return item
+        event, size = item
+        self._queued_bytes -= size
+        return event
 
     async def close(self) -> None:
         """Unsubscribe (best effort) and end the iteration. Never waits for a connection: a
@@ -213,11 +240,19 @@ class Client:
     """One connection to the daemon; see the module docstring."""
 
     def __init__(
-        self, data_dir: Path, *, reconnect: bool = True, connect_timeout: float = 10.0
+        self,
+        data_dir: Path,
+        *,
+        reconnect: bool = True,
+        connect_timeout: float = 10.0,
+        max_queue: int = MAX_QUEUE,
+        max_queue_bytes: int = MAX_QUEUE_BYTES,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.reconnect = reconnect
         self.connect_timeout = connect_timeout
+        self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
         self.info: DiscoveryInfo | None = None
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
@@ -330,6 +365,7 @@ class Client:
                 stream.last_seq = result["seq"]
             else:
                 stream._delivered = since
+            stream._lagging = False
             self._streams[stream.subscription] = stream
 
         params: dict[str, Any] = {"topics": list(stream.topics)}
@@ -375,6 +411,24 @@ class Client:
             task.add_done_callback(self._tasks.discard)
             return
 
+    def _drop_subscription(self, stream: EventStream) -> None:
+        """``stream``'s consumer fell behind: unsubscribe it (its events stop coming; it
+        catches up from its ``last_seq`` once drained, see EventStream)."""
+        self._streams.pop(stream.subscription, None)
+        task = asyncio.create_task(self._unsubscribe(stream.subscription), name="bridge-lag")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _catch_up(self, stream: EventStream) -> None:
+        """Subscribe a lagging stream again from its ``last_seq`` (a reconnect would too)."""
+        try:
+            await self._start_stream(stream, stream.last_seq)
+        except RpcError as exc:
+            self._open_streams.discard(stream)
+            stream._fail(_refetch(exc) or exc)
+        except ConnectionLost:
+            pass  # the reader reconnects and resubscribes it, or ends the stream
+
     async def _resubscribe(self) -> None:
         for stream in list(self._open_streams):
             if stream.closed:
@@ -398,9 +452,9 @@ class Client:
             return
         for item in message if isinstance(message, list) else (message,):
             if isinstance(item, dict):
-                self._receive_item(item)
+                self._receive_item(item, len(raw))
 
-    def _receive_item(self, item: dict[str, Any]) -> None:
+    def _receive_item(self, item: dict[str, Any], size: int) -> None:
         method = item.get("method")
         if method == "event":
             params = item["params"]
@@ -413,7 +467,7 @@ class Client:
                     params["data"],
                     bool(params.get("ephemeral", False)),
                 )
-                stream._receive(event)
+                stream._receive(event, size)
             return
         if method == "subscription.error":
             params = item["params"]
@@ -511,9 +565,20 @@ def _unavailable(data_dir: Path, info: DiscoveryInfo, exc: Exception) -> DaemonU
 
 
 async def connect(
-    *, data_dir: Path, reconnect: bool = True, connect_timeout: float = 10.0
+    *,
+    data_dir: Path,
+    reconnect: bool = True,
+    connect_timeout: float = 10.0,
+    max_queue: int = MAX_QUEUE,
+    max_queue_bytes: int = MAX_QUEUE_BYTES,
 ) -> Client:
     """Connect to the daemon serving ``data_dir``; raises ``DaemonUnavailable``."""
-    client = Client(data_dir, reconnect=reconnect, connect_timeout=connect_timeout)
+    client = Client(
+        data_dir,
+        reconnect=reconnect,
+        connect_timeout=connect_timeout,
+        max_queue=max_queue,
+        max_queue_bytes=max_queue_bytes,
+    )
     await client.open()
     return client

@@ -12,12 +12,13 @@ import orjson
 import pytest
 
 from daemon.app import DataDirLock
-from daemon.config import load_settings
+from daemon.config import BridgeSettings, StoreSettings, load_settings
 from daemon.store import Store
 from tests.helpers import MS, wait_for
 from ui_bridge import cli_commands
-from ui_bridge.client import ConnectionLost, DaemonNotAnswering, Event, connect
+from ui_bridge.client import ConnectionLost, DaemonNotAnswering, Event, RefetchRequired, connect
 from ui_bridge.discovery import DiscoveryInfo, write_discovery
+from ui_bridge.server import BridgeServer
 
 from .conftest import MakeBridge
 
@@ -49,6 +50,14 @@ class HandshakeDropper:
     def advertise(self, data_dir: Path, port: int) -> None:
         url = f"ws://127.0.0.1:{port}/"
         write_discovery(data_dir, DiscoveryInfo(os.getpid(), port, url, "t", "0", "x"))
+
+
+@pytest.fixture
+async def short_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A store whose changelog keeps 10 entries."""
+    store = await Store.open(tmp_path / "syncd.db", StoreSettings(changelog_retain=10))
+    yield store
+    await store.close()
 
 
 @pytest.fixture
@@ -160,3 +169,55 @@ def test_a_daemon_without_its_discovery_file_is_named_by_its_pid(
         lock.release()
     err = capsys.readouterr().err
     assert f"ps -p {os.getpid()}" in err and "None" not in err
+
+
+async def test_a_stream_nobody_reads_holds_a_bounded_queue_then_misses_nothing(
+    tmp_path: Path, store: Store, make_bridge: MakeBridge
+) -> None:
+    await make_bridge()
+    async with await connect(data_dir=tmp_path, max_queue=10) as client:
+        stream = await client.subscribe(["workspace.*"])
+        other = await client.subscribe(["workspace.*"], since=0)
+        created = [await store.workspaces.create(name=f"w{i}") for i in range(50)]
+        status = await client.call("daemon.status")  # every event was sent before this
+        assert status["subscriptions"] <= 2
+        assert stream._queue.qsize() <= 10 and other._queue.qsize() <= 10
+        for s in (stream, other):  # read now: every event once, in order
+            got = [await next_event(s) for _ in range(50)]
+            assert [e.data for e in got] == created
+            assert [e.seq for e in got] == sorted({e.seq for e in got})
+        last = await client.call("workspace.create", {"name": "live"})
+        assert (await next_event(stream)).data == last
+        assert (await client.call("daemon.status"))["subscriptions"] == 2
+
+
+async def test_a_stream_whose_big_events_fill_its_byte_bound_catches_up_too(
+    tmp_path: Path, store: Store, make_bridge: MakeBridge
+) -> None:
+    await make_bridge()
+    async with await connect(data_dir=tmp_path, max_queue_bytes=64 * 1024) as client:
+        stream = await client.subscribe(["workspace.*"])
+        created = [await store.workspaces.create(name="x" * 10_000) for _ in range(30)]
+        await client.call("daemon.ping")  # every event was sent before this answer
+        assert stream._queue.qsize() < 30
+        assert [(await next_event(stream)).data for _ in range(30)] == created
+
+
+async def test_a_stream_that_fell_behind_the_changelog_raises_refetch(
+    short_store: Store, tmp_path: Path
+) -> None:
+    server = BridgeServer(BridgeSettings(port=0), store=short_store, data_dir=tmp_path, version="t")
+    await server.start()
+    try:
+        async with await connect(data_dir=tmp_path, max_queue=5) as client:
+            stream = await client.subscribe(["workspace.*"])
+            for i in range(30):  # the changelog keeps 10 entries
+                await short_store.workspaces.create(name=f"w{i}")
+            await client.call("daemon.ping")
+            assert [(await next_event(stream)).data["name"] for _ in range(5)] == [
+                f"w{i}" for i in range(5)
+            ]
+            with pytest.raises(RefetchRequired):
+                await next_event(stream)
+    finally:
+        await server.stop()
