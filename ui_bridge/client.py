@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -83,6 +83,9 @@ def _ws_logger() -> logging.Logger:
     if not any(isinstance(f, RedactSecrets) for f in ws_logger.filters):
         ws_logger.addFilter(RedactSecrets())
     return ws_logger
+
+
+OnResult = Callable[[Any], None]
 
 
 class DaemonUnavailable(Exception):
@@ -256,12 +259,15 @@ class Client:
         self.info: DiscoveryInfo | None = None
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[asyncio.Future[Any], Callable[[Any], None] | None]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[Any], OnResult | None, OnResult | None]] = {}
         self._streams: dict[str, EventStream] = {}
         self._connected = asyncio.Event()
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Requests whose caller was cancelled before the answer: what to do with their result
+        # (a subscribe's: unsubscribe it, or it stays on the daemon's 256 for good).
+        self._orphans: dict[int, Callable[[Any], None]] = {}
         self._open_streams: set[EventStream] = set()
         # Set once the client will not connect again: close(), or a lost connection without
         # ``reconnect``. Calls waiting for a connection then fail at once.
@@ -325,21 +331,32 @@ class Client:
         with contextlib.suppress(RpcError, ConnectionLost):
             await self.call("unsubscribe", {"subscription": subscription})
 
-    async def _call(self, method: str, params: Any, on_result: Callable[[Any], None] | None) -> Any:
+    async def _call(
+        self,
+        method: str,
+        params: Any,
+        on_result: OnResult | None,
+        on_orphan: OnResult | None = None,
+    ) -> Any:
+        """``on_result`` runs in the reader on the answer's result, before the next frame;
+        ``on_orphan`` does when the caller was cancelled before the answer came."""
         ws = await self._connection()
         req_id = next(self._ids)
         request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": req_id}
         if params is not None:
             request["params"] = params
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[req_id] = (future, on_result)
+        self._pending[req_id] = (future, on_result, on_orphan)
         try:
             await ws.send(orjson.dumps(request), text=True)
             return await future
         except ConnectionClosed as exc:
             raise ConnectionLost(str(exc)) from exc
         finally:
-            self._pending.pop(req_id, None)
+            entry = self._pending.pop(req_id, None)
+            if entry is not None and on_orphan is not None:
+                if future.cancelled() or not future.done():  # cancelled: its answer may come
+                    self._orphans[req_id] = on_orphan
             if future.done() and not future.cancelled():
                 future.exception()  # the send failed after the reader failed it: seen here
 
@@ -349,6 +366,11 @@ class Client:
         stream = EventStream(self, topics, since or 0)
         try:
             await self._start_stream(stream, since)
+        except asyncio.CancelledError:
+            if stream.subscription:  # answered, but no one will read it
+                self._streams.pop(stream.subscription, None)
+                self._spawn(self._unsubscribe(stream.subscription), "bridge-unsubscribe")
+            raise
         except RpcError as exc:
             refetch = _refetch(exc)
             if refetch is None:
@@ -371,7 +393,11 @@ class Client:
         params: dict[str, Any] = {"topics": list(stream.topics)}
         if since is not None:
             params["since"] = since
-        await self._call("subscribe", params, registered)
+
+        def orphaned(result: Any) -> None:
+            self._spawn(self._unsubscribe(result["subscription"]), "bridge-unsubscribe")
+
+        await self._call("subscribe", params, registered, orphaned)
 
     async def _run(self) -> None:
         while True:
@@ -406,18 +432,20 @@ class Client:
                 return
             self._streams = {}
             # The reader must run to receive the answers, so resubscribing runs beside it.
-            task = asyncio.create_task(self._resubscribe(), name="bridge-resubscribe")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._resubscribe(), "bridge-resubscribe")
             return
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` beside the reader; close() cancels it."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _drop_subscription(self, stream: EventStream) -> None:
         """``stream``'s consumer fell behind: unsubscribe it (its events stop coming; it
         catches up from its ``last_seq`` once drained, see EventStream)."""
         self._streams.pop(stream.subscription, None)
-        task = asyncio.create_task(self._unsubscribe(stream.subscription), name="bridge-lag")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._unsubscribe(stream.subscription), "bridge-lag")
 
     async def _catch_up(self, stream: EventStream) -> None:
         """Subscribe a lagging stream again from its ``last_seq`` (a reconnect would too)."""
@@ -476,10 +504,12 @@ class Client:
                 self._open_streams.discard(stream)
                 stream._fail(_subscription_failure(params))
             return
-        entry = self._pending.get(item.get("id"))  # type: ignore[arg-type]
-        if entry is None:
+        req_id = item.get("id")
+        entry = self._pending.get(req_id)  # type: ignore[arg-type]
+        if entry is None or entry[0].cancelled():
+            self._receive_orphan(req_id, item)
             return
-        future, on_result = entry
+        future, on_result, _ = entry
         if future.done():
             return
         if "error" in item:
@@ -490,11 +520,20 @@ class Client:
                 on_result(item.get("result"))
             future.set_result(item.get("result"))
 
+    def _receive_orphan(self, req_id: Any, item: dict[str, Any]) -> None:
+        """The answer to a call whose caller was cancelled (its task may not have run its
+        cleanup yet): what the call made is undone, e.g. a subscribe's subscription."""
+        entry = self._pending.pop(req_id, None)
+        orphaned = entry[2] if entry is not None else self._orphans.pop(req_id, None)
+        if orphaned is not None and "result" in item:
+            orphaned(item["result"])
+
     def _fail_pending(self, exc: BaseException) -> None:
-        for future, _ in self._pending.values():
+        for future, _, _ in self._pending.values():
             if not future.done():
                 future.set_exception(exc)
         self._pending.clear()
+        self._orphans.clear()  # (what they made ended with the connection)
 
     def _end_streams(self, exc: BaseException) -> None:
         for stream in self._open_streams:

@@ -4,8 +4,9 @@ stream closed while calls wait, and what a caller is told when the connection en
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import orjson
@@ -221,3 +222,29 @@ async def test_a_stream_that_fell_behind_the_changelog_raises_refetch(
                 await next_event(stream)
     finally:
         await server.stop()
+
+
+async def test_cancelled_subscribes_leave_no_subscription_on_the_daemon(
+    bridge: object, tmp_path: Path
+) -> None:
+    async with await connect(data_dir=tmp_path) as client:
+        for i in range(300):  # more than the 256 subscriptions a connection may hold
+            subscribing = asyncio.create_task(client.subscribe(["**"]))
+            for _ in range(i % 8):  # cancelled sending, sent, answered, registered...
+                await asyncio.sleep(0)
+            if not subscribing.cancel():  # too late: it is the caller's stream to close
+                await (await subscribing).close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await subscribing
+
+        async def subscriptions() -> int:
+            return int((await client.call("daemon.status"))["subscriptions"])
+
+        await wait_for(lambda: _is_zero(subscriptions()), message="no subscription left")
+        stream = await client.subscribe(["workspace.*"])  # not refused: at most 256
+        created = await client.call("workspace.create", {"name": "w"})
+        assert (await next_event(stream)).data == created
+
+
+async def _is_zero(count: Awaitable[int]) -> bool:
+    return await count == 0
