@@ -30,7 +30,6 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
@@ -53,7 +52,14 @@ from ui_bridge.discovery import (
     lock_owner,
     read_discovery,
 )
-from ui_bridge.jsonrpc import ErrorCode, RpcError
+from ui_bridge.jsonrpc import RpcError
+from ui_bridge.streams import (
+    Event,
+    EventStream,
+    RefetchRequired,
+    refetch_of,
+    subscription_failure,
+)
 
 __all__ = [
     "Client",
@@ -113,130 +119,6 @@ class TokenRefused(DaemonUnavailable):
 
 class ConnectionLost(Exception):
     """The connection dropped before the answer arrived."""
-
-
-class RefetchRequired(RpcError):
-    """The daemon no longer retains the events after the stream's seq: refetch state, then
-    subscribe again. The daemon's answer -32001 with ``data.reason`` "refetch"."""
-
-    def __init__(self, message: str, data: dict[str, Any]) -> None:
-        super().__init__(ErrorCode.NOT_FOUND, message, {**data, "reason": "refetch"})
-
-
-def _subscription_failure(params: dict[str, Any]) -> RpcError:
-    """What a ``subscription.error`` notification ends its stream with: RefetchRequired, or
-    (e.g. reason ``damaged``: the daemon could not read its changelog) the RpcError it says."""
-    if params.get("reason", "refetch") == "refetch":
-        return RefetchRequired("the daemon no longer retains these events", params)
-    code = params.get("code")
-    message = params.get("message")
-    return RpcError(
-        code if type(code) is int else ErrorCode.INTERNAL_ERROR,
-        message if isinstance(message, str) else None,
-        params,
-    )
-
-
-def _refetch(exc: RpcError) -> RefetchRequired | None:
-    """``exc`` as RefetchRequired when it is the daemon's refetch answer, else None."""
-    data = exc.data
-    if exc.code != ErrorCode.NOT_FOUND or not isinstance(data, dict):
-        return None
-    return RefetchRequired(exc.message, data) if data.get("reason") == "refetch" else None
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One event. ``ephemeral`` events (presence, broadcast) are live-only: never stored or
-    replayed, and their ``seq`` is the subscription's last durable seq, not a new one."""
-
-    subscription: str
-    seq: int
-    topic: str
-    data: dict[str, Any]
-    ephemeral: bool = False
-
-
-class EventStream:
-    """An async iterator of ``Event``s of one subscription, surviving reconnects.
-
-    ``last_seq`` is where a resubscription replays from: the seq ``subscribe`` answered, or
-    the last event's if later. Retained events come before that seq (module docstring), so
-    duplicates are dropped by ``_delivered``, the last seq delivered, instead.
-
-    Events wait in a queue bounded by the client's ``max_queue`` events and ``max_queue_bytes``
-    (their frames' size). A consumer that falls that far behind is not buffered without end:
-    the stream unsubscribes and, once its queue is drained, subscribes again from
-    ``last_seq``, so it still sees every durable event once, in order (``RefetchRequired`` if
-    the daemon no longer retains them); live-only (ephemeral) events of that spell are lost."""
-
-    def __init__(self, client: Client, topics: Sequence[str], seq: int) -> None:
-        self.topics = tuple(topics)
-        self.last_seq = seq
-        self._delivered = seq
-        self.subscription = ""
-        self._client = client
-        self._queue: asyncio.Queue[tuple[Event, int] | BaseException] = asyncio.Queue()
-        self._queued_bytes = 0
-        self._lagging = False  # events were dropped: catch up from last_seq once drained
-        self.closed = False
-
-    def _receive(self, event: Event, size: int) -> None:
-        if self._lagging:
-            return
-        client = self._client
-        if self._queue.qsize() >= client.max_queue or self._queued_bytes >= client.max_queue_bytes:
-            self._lagging = True
-            client._drop_subscription(self)
-            return
-        if event.ephemeral:  # outside the seq order: never a duplicate to drop
-            self._put(event, size)
-        elif event.seq > self._delivered:
-            self._delivered = event.seq
-            self.last_seq = max(self.last_seq, event.seq)
-            self._put(event, size)
-
-    def _put(self, event: Event, size: int) -> None:
-        self._queued_bytes += size
-        self._queue.put_nowait((event, size))
-
-    def _fail(self, exc: BaseException) -> None:
-        self._queue.put_nowait(exc)
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        if self.closed and self._queue.empty():
-            raise StopAsyncIteration
-        if self._lagging and self._queue.empty():
-            await self._client._catch_up(self)
-        item = await self._queue.get()
-        if isinstance(item, BaseException):
-            self.closed = True
-            raise StopAsyncIteration if isinstance(item, StopAsyncIteration) else item
-        event, size = item
-        self._queued_bytes -= size
-        return event
-
-    async def close(self) -> None:
-        """Unsubscribe (best effort) and end the iteration. Never waits for a connection: a
-        subscription ends with the connection that made it."""
-        if self.closed:
-            return
-        self.closed = True
-        client = self._client
-        client._streams.pop(self.subscription, None)
-        client._open_streams.discard(self)
-        self._queue.put_nowait(StopAsyncIteration())
-        if client._connected.is_set():
-            await client._unsubscribe(self.subscription)
-
-    async def __aenter__(self) -> EventStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
 class Client:
@@ -372,7 +254,7 @@ class Client:
                 self._spawn(self._unsubscribe(stream.subscription), "bridge-unsubscribe")
             raise
         except RpcError as exc:
-            refetch = _refetch(exc)
+            refetch = refetch_of(exc)
             if refetch is None:
                 raise
             raise refetch from None
@@ -453,7 +335,7 @@ class Client:
             await self._start_stream(stream, stream.last_seq)
         except RpcError as exc:
             self._open_streams.discard(stream)
-            stream._fail(_refetch(exc) or exc)
+            stream._fail(refetch_of(exc) or exc)
         except ConnectionLost:
             pass  # the reader reconnects and resubscribes it, or ends the stream
 
@@ -465,7 +347,7 @@ class Client:
                 await self._start_stream(stream, stream.last_seq)
             except RpcError as exc:
                 self._open_streams.discard(stream)
-                stream._fail(_refetch(exc) or exc)
+                stream._fail(refetch_of(exc) or exc)
             except ConnectionLost:
                 return  # the reader reconnects again and resubscribes every open stream
             if stream.closed:  # closed while it was resubscribing: no one reads it
@@ -502,7 +384,7 @@ class Client:
             stream = self._streams.pop(params["subscription"], None)
             if stream is not None:
                 self._open_streams.discard(stream)
-                stream._fail(_subscription_failure(params))
+                stream._fail(subscription_failure(params))
             return
         req_id = item.get("id")
         entry = self._pending.get(req_id)  # type: ignore[arg-type]
