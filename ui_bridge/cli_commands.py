@@ -98,6 +98,12 @@ def call(settings: Settings, method: str, params_json: str | None) -> int:
             error = RpcError(ErrorCode.PARSE_ERROR, data={"reason": f"PARAMS_JSON: {exc}"})
             write_json(error.to_object(), sys.stderr)
             return EXIT_USAGE
+        if not isinstance(params, dict | list | None):  # (null: no params, as left out)
+            reason = "PARAMS_JSON must be a JSON object or array"
+            write_json(
+                RpcError(ErrorCode.INVALID_REQUEST, data={"reason": reason}).to_object(), sys.stderr
+            )
+            return EXIT_USAGE
     try:
         result = asyncio.run(_call_once(settings, method, params))
     except DaemonUnavailable as exc:

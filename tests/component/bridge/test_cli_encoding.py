@@ -1,4 +1,4 @@
-"""`syncd call` and `syncd status --json` print UTF-8 JSON whatever the locale's encoding."""
+"""`syncd call` and `syncd status --json`: UTF-8 JSON whatever the locale, and PARAMS_JSON."""
 
 from __future__ import annotations
 
@@ -36,3 +36,15 @@ async def test_a_call_answered_with_non_ascii_text_prints_it_on_an_ascii_termina
     assert orjson.loads(out)["name"] == name
     code, out, err = await syncd(tmp_path, "call", "nope.é", encoding="latin-1")
     assert code == 1 and orjson.loads(err)["data"] == {"method": "nope.é"}
+
+
+async def test_params_that_are_neither_object_nor_array_are_bad_usage(
+    bridge: BridgeServer, tmp_path: Path
+) -> None:
+    for params in ("5", '"x"', "true"):
+        code, out, err = await syncd(tmp_path, "call", "daemon.ping", params, encoding="utf-8")
+        assert (code, out) == (2, b""), err
+        assert orjson.loads(err)["data"]["reason"] == "PARAMS_JSON must be a JSON object or array"
+    for params in ("null", "[]", "{}"):  # null: no params, as when left out
+        code, out, err = await syncd(tmp_path, "call", "daemon.ping", params, encoding="utf-8")
+        assert code == 0 and orjson.loads(out) == {"pong": True}, err
