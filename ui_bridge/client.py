@@ -149,7 +149,7 @@ class Client:
         self._tasks: set[asyncio.Task[None]] = set()
         # Requests whose caller was cancelled before the answer: what to do with their result
         # (a subscribe's: unsubscribe it, or it stays on the daemon's 256 for good).
-        self._orphans: dict[int, Callable[[Any], None]] = {}
+        self._orphans: dict[int, OnResult] = {}
         self._open_streams: set[EventStream] = set()
         # Set once the client will not connect again: close(), or a lost connection without
         # ``reconnect``. Calls waiting for a connection then fail at once.
