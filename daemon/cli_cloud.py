@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-import orjson
-
 from daemon.aio import discard
 from ui_bridge.cli_commands import (
     CONNECT_TIMEOUT,
@@ -25,6 +23,7 @@ from ui_bridge.cli_commands import (
     EXIT_USAGE,
     lost_text,
     report_unavailable,
+    write_json,
 )
 from ui_bridge.client import Client, ConnectionLost, DaemonUnavailable, connect
 from ui_bridge.jsonrpc import ErrorCode, RpcError
@@ -394,12 +393,7 @@ def status(settings: Settings, *, as_json: bool) -> int:
         cloud = await client.call("cloud.status")
         sync = await client.call("sync.status")
         if as_json:
-            sys.stdout.write(
-                orjson.dumps(
-                    {**daemon, "cloud": cloud, "sync": sync}, option=orjson.OPT_INDENT_2
-                ).decode()
-                + "\n"
-            )
+            write_json({**daemon, "cloud": cloud, "sync": sync}, sys.stdout)
         else:
             sys.stdout.write(_status_text(settings, daemon, cloud, sync))
         return EXIT_OK

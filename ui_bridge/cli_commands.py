@@ -37,6 +37,7 @@ __all__ = [
     "call",
     "lost_text",
     "report_unavailable",
+    "write_json",
 ]
 
 EXIT_OK: Final = 0
@@ -46,8 +47,18 @@ EXIT_NO_DAEMON: Final = 3
 CONNECT_TIMEOUT: Final = 5.0
 
 
-def _dump(value: Any, out: TextIO) -> None:
-    out.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+def write_json(value: Any, out: TextIO) -> None:
+    """``value`` as indented JSON in UTF-8 (RFC 8259), whatever the locale's encoding: a
+    terminal in Latin-1 or ``PYTHONIOENCODING=ascii`` must not turn an answered call (a
+    write that committed) into a traceback and exit 1."""
+    data = orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n"
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:  # a StringIO
+        out.write(data.decode())
+        return
+    out.flush()
+    buffer.write(data)
+    buffer.flush()
 
 
 def report_unavailable(settings: Settings, exc: DaemonUnavailable) -> int:
@@ -60,7 +71,8 @@ def report_unavailable(settings: Settings, exc: DaemonUnavailable) -> int:
         hint, code = f"restart the daemon (kill {exc.pid}, then {start})", EXIT_ERROR
     else:
         log = settings.data_dir / "logs" / LOG_FILE
-        hint = f"it may be stopped or busy: check the process (ps -p {exc.pid}) and its log {log}"
+        process = "" if exc.pid is None else f"the process (ps -p {exc.pid}) and "
+        hint = f"it may be stopped or busy: check {process}its log {log}"
         code = EXIT_ERROR
     sys.stderr.write(f"syncd: {exc}\nhint: {hint}\n")
     return code
@@ -84,19 +96,25 @@ def call(settings: Settings, method: str, params_json: str | None) -> int:
             params = orjson.loads(params_json)
         except orjson.JSONDecodeError as exc:
             error = RpcError(ErrorCode.PARSE_ERROR, data={"reason": f"PARAMS_JSON: {exc}"})
-            _dump(error.to_object(), sys.stderr)
+            write_json(error.to_object(), sys.stderr)
+            return EXIT_USAGE
+        if not isinstance(params, dict | list | None):  # (null: no params, as left out)
+            reason = "PARAMS_JSON must be a JSON object or array"
+            write_json(
+                RpcError(ErrorCode.INVALID_REQUEST, data={"reason": reason}).to_object(), sys.stderr
+            )
             return EXIT_USAGE
     try:
         result = asyncio.run(_call_once(settings, method, params))
     except DaemonUnavailable as exc:
         return report_unavailable(settings, exc)
     except RpcError as exc:
-        _dump(exc.to_object(), sys.stderr)
+        write_json(exc.to_object(), sys.stderr)
         return EXIT_ERROR
     except ConnectionLost as exc:
         sys.stderr.write(lost_text(exc))
         return EXIT_ERROR
-    _dump(result, sys.stdout)
+    write_json(result, sys.stdout)
     return EXIT_OK
 
 
@@ -105,6 +123,8 @@ LOST: Final = "connection to the daemon lost"
 
 def lost_text(exc: ConnectionLost) -> str:
     """``syncd: connection to the daemon lost``, then the cause when it says more (the
-    client's own ``ConnectionLost`` says just that: it was printed twice)."""
+    client's own ``ConnectionLost`` begins with those words: they were printed twice)."""
     detail = str(exc)
-    return f"syncd: {LOST}" + (f": {detail}" if detail and detail != LOST else "") + "\n"
+    if not detail.startswith(LOST):
+        detail = f"{LOST}: {detail}" if detail else LOST
+    return f"syncd: {detail}\n"

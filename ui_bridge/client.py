@@ -29,17 +29,17 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Sequence
 from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.frames import CloseCode
 
 from daemon.logs import RedactSecrets
 from ui_bridge.discovery import (
@@ -52,7 +52,14 @@ from ui_bridge.discovery import (
     lock_owner,
     read_discovery,
 )
-from ui_bridge.jsonrpc import ErrorCode, RpcError
+from ui_bridge.jsonrpc import RpcError
+from ui_bridge.streams import (
+    Event,
+    EventStream,
+    RefetchRequired,
+    refetch_of,
+    subscription_failure,
+)
 
 __all__ = [
     "Client",
@@ -71,6 +78,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_FRAME = 64 << 20
+#: How many events (and bytes of their frames) a stream holds for a consumer that does not
+#: keep up, before it drops them and catches up from the daemon's changelog (EventStream).
+MAX_QUEUE = 16384
+MAX_QUEUE_BYTES = 64 << 20
 
 
 def _ws_logger() -> logging.Logger:
@@ -78,6 +89,9 @@ def _ws_logger() -> logging.Logger:
     if not any(isinstance(f, RedactSecrets) for f in ws_logger.filters):
         ws_logger.addFilter(RedactSecrets())
     return ws_logger
+
+
+OnResult = Callable[[Any], None]
 
 
 class DaemonUnavailable(Exception):
@@ -107,126 +121,38 @@ class ConnectionLost(Exception):
     """The connection dropped before the answer arrived."""
 
 
-class RefetchRequired(RpcError):
-    """The daemon no longer retains the events after the stream's seq: refetch state, then
-    subscribe again. The daemon's answer -32001 with ``data.reason`` "refetch"."""
-
-    def __init__(self, message: str, data: dict[str, Any]) -> None:
-        super().__init__(ErrorCode.NOT_FOUND, message, {**data, "reason": "refetch"})
-
-
-def _subscription_failure(params: dict[str, Any]) -> RpcError:
-    """What a ``subscription.error`` notification ends its stream with: RefetchRequired, or
-    (e.g. reason ``damaged``: the daemon could not read its changelog) the RpcError it says."""
-    if params.get("reason", "refetch") == "refetch":
-        return RefetchRequired("the daemon no longer retains these events", params)
-    code = params.get("code")
-    message = params.get("message")
-    return RpcError(
-        code if type(code) is int else ErrorCode.INTERNAL_ERROR,
-        message if isinstance(message, str) else None,
-        params,
-    )
-
-
-def _refetch(exc: RpcError) -> RefetchRequired | None:
-    """``exc`` as RefetchRequired when it is the daemon's refetch answer, else None."""
-    data = exc.data
-    if exc.code != ErrorCode.NOT_FOUND or not isinstance(data, dict):
-        return None
-    return RefetchRequired(exc.message, data) if data.get("reason") == "refetch" else None
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One event. ``ephemeral`` events (presence, broadcast) are live-only: never stored or
-    replayed, and their ``seq`` is the subscription's last durable seq, not a new one."""
-
-    subscription: str
-    seq: int
-    topic: str
-    data: dict[str, Any]
-    ephemeral: bool = False
-
-
-class EventStream:
-    """An async iterator of ``Event``s of one subscription, surviving reconnects.
-
-    ``last_seq`` is where a resubscription replays from: the seq ``subscribe`` answered, or
-    the last event's if later. Retained events come before that seq (module docstring), so
-    duplicates are dropped by ``_delivered``, the last seq delivered, instead."""
-
-    def __init__(self, client: Client, topics: Sequence[str], seq: int) -> None:
-        self.topics = tuple(topics)
-        self.last_seq = seq
-        self._delivered = seq
-        self.subscription = ""
-        self._client = client
-        self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
-        self.closed = False
-
-    def _receive(self, event: Event) -> None:
-        if event.ephemeral:
-            self._queue.put_nowait(event)  # outside the seq order: never a duplicate to drop
-        elif event.seq > self._delivered:
-            self._delivered = event.seq
-            self.last_seq = max(self.last_seq, event.seq)
-            self._queue.put_nowait(event)
-
-    def _fail(self, exc: BaseException) -> None:
-        self._queue.put_nowait(exc)
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        if self.closed and self._queue.empty():
-            raise StopAsyncIteration
-        item = await self._queue.get()
-        if isinstance(item, StopAsyncIteration):
-            raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            self.closed = True
-            raise item
-        return item
-
-    async def close(self) -> None:
-        """Unsubscribe (best effort) and end the iteration."""
-        if self.closed:
-            return
-        self.closed = True
-        self._client._streams.pop(self.subscription, None)
-        self._client._open_streams.discard(self)
-        with contextlib.suppress(RpcError, ConnectionLost):
-            await self._client.call("unsubscribe", {"subscription": self.subscription})
-        self._queue.put_nowait(StopAsyncIteration())
-
-    async def __aenter__(self) -> EventStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-
 class Client:
     """One connection to the daemon; see the module docstring."""
 
     def __init__(
-        self, data_dir: Path, *, reconnect: bool = True, connect_timeout: float = 10.0
+        self,
+        data_dir: Path,
+        *,
+        reconnect: bool = True,
+        connect_timeout: float = 10.0,
+        max_queue: int = MAX_QUEUE,
+        max_queue_bytes: int = MAX_QUEUE_BYTES,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.reconnect = reconnect
         self.connect_timeout = connect_timeout
+        self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
         self.info: DiscoveryInfo | None = None
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[asyncio.Future[Any], Callable[[Any], None] | None]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[Any], OnResult | None, OnResult | None]] = {}
         self._streams: dict[str, EventStream] = {}
         self._connected = asyncio.Event()
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Requests whose caller was cancelled before the answer: what to do with their result
+        # (a subscribe's: unsubscribe it, or it stays on the daemon's 256 for good).
+        self._orphans: dict[int, OnResult] = {}
         self._open_streams: set[EventStream] = set()
+        # Set once the client will not connect again: close(), or a lost connection without
+        # ``reconnect``. Calls waiting for a connection then fail at once.
         self._closed = asyncio.Event()
 
     async def open(self) -> None:
@@ -248,7 +174,8 @@ class Client:
                 raise DaemonNotAnswering(
                     f"a daemon holds {self.data_dir / LOCK_FILE} but"
                     f" {discovery_path(self.data_dir)} is missing or damaged: it is starting,"
-                    " or it writes the file again within seconds; try again"
+                    " or it writes the file again within seconds; try again",
+                    pid=pid,
                 )
             raise DaemonNotRunning(f"no daemon is running for {self.data_dir}")
         try:
@@ -260,7 +187,8 @@ class Client:
                 open_timeout=self.connect_timeout,
                 logger=_ws_logger(),
             )
-        except (OSError, InvalidStatus, TimeoutError) as exc:
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            # WebSocketException: also a handshake the daemon dropped (killed meanwhile)
             raise _unavailable(self.data_dir, info, exc) from exc
         self.info = info
         self._connected.set()
@@ -269,26 +197,48 @@ class Client:
         """Call ``method``; returns its result or raises ``RpcError`` / ``ConnectionLost``."""
         return await self._call(method, params, None)
 
-    async def _call(self, method: str, params: Any, on_result: Callable[[Any], None] | None) -> Any:
-        try:
-            await asyncio.wait_for(self._connected.wait(), self.connect_timeout)
-        except TimeoutError:
-            raise ConnectionLost("not connected to the daemon") from None
-        ws = self._ws
-        assert ws is not None
+    async def _connection(self) -> ClientConnection:
+        """The open connection. While the client reconnects, waits up to ``connect_timeout``
+        for it; when none will come (closed, or lost without ``reconnect``), fails at once."""
+        if self._closing:
+            raise ConnectionLost("the client is closed")
+        if not self._connected.is_set() and not self._closed.is_set():
+            await _first_set(self._connected, self._closed, within=self.connect_timeout)
+        if not self._connected.is_set():
+            raise ConnectionLost("the client is closed" if self._closing else NOT_CONNECTED)
+        assert self._ws is not None
+        return self._ws
+
+    async def _unsubscribe(self, subscription: str) -> None:
+        with contextlib.suppress(RpcError, ConnectionLost):
+            await self.call("unsubscribe", {"subscription": subscription})
+
+    async def _call(
+        self,
+        method: str,
+        params: Any,
+        on_result: OnResult | None,
+        on_orphan: OnResult | None = None,
+    ) -> Any:
+        """``on_result`` runs in the reader on the answer's result, before the next frame;
+        ``on_orphan`` does when the caller was cancelled before the answer came."""
+        ws = await self._connection()
         req_id = next(self._ids)
         request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": req_id}
         if params is not None:
             request["params"] = params
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[req_id] = (future, on_result)
+        self._pending[req_id] = (future, on_result, on_orphan)
         try:
             await ws.send(orjson.dumps(request), text=True)
             return await future
         except ConnectionClosed as exc:
             raise ConnectionLost(str(exc)) from exc
         finally:
-            self._pending.pop(req_id, None)
+            entry = self._pending.pop(req_id, None)
+            if entry is not None and on_orphan is not None:
+                if future.cancelled() or not future.done():  # cancelled: its answer may come
+                    self._orphans[req_id] = on_orphan
             if future.done() and not future.cancelled():
                 future.exception()  # the send failed after the reader failed it: seen here
 
@@ -298,8 +248,13 @@ class Client:
         stream = EventStream(self, topics, since or 0)
         try:
             await self._start_stream(stream, since)
+        except asyncio.CancelledError:
+            if stream.subscription:  # answered, but no one will read it
+                self._streams.pop(stream.subscription, None)
+                self._spawn(self._unsubscribe(stream.subscription), "bridge-unsubscribe")
+            raise
         except RpcError as exc:
-            refetch = _refetch(exc)
+            refetch = refetch_of(exc)
             if refetch is None:
                 raise
             raise refetch from None
@@ -314,12 +269,17 @@ class Client:
                 stream.last_seq = result["seq"]
             else:
                 stream._delivered = since
+            stream._lagging = False
             self._streams[stream.subscription] = stream
 
         params: dict[str, Any] = {"topics": list(stream.topics)}
         if since is not None:
             params["since"] = since
-        await self._call("subscribe", params, registered)
+
+        def orphaned(result: Any) -> None:
+            self._spawn(self._unsubscribe(result["subscription"]), "bridge-unsubscribe")
+
+        await self._call("subscribe", params, registered, orphaned)
 
     async def _run(self) -> None:
         while True:
@@ -331,9 +291,10 @@ class Client:
             except ConnectionClosed:
                 pass
             self._connected.clear()
-            self._fail_pending(ConnectionLost("connection to the daemon lost"))
+            self._fail_pending(_lost(ws))
             if self._closing or not self.reconnect:
-                self._end_streams(ConnectionLost("connection to the daemon lost"))
+                self._closed.set()
+                self._end_streams(_lost(ws))
                 return
             await self._reconnect()
 
@@ -353,20 +314,45 @@ class Client:
                 return
             self._streams = {}
             # The reader must run to receive the answers, so resubscribing runs beside it.
-            task = asyncio.create_task(self._resubscribe(), name="bridge-resubscribe")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._resubscribe(), "bridge-resubscribe")
             return
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` beside the reader; close() cancels it."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _drop_subscription(self, stream: EventStream) -> None:
+        """``stream``'s consumer fell behind: unsubscribe it (its events stop coming; it
+        catches up from its ``last_seq`` once drained, see EventStream)."""
+        self._streams.pop(stream.subscription, None)
+        self._spawn(self._unsubscribe(stream.subscription), "bridge-lag")
+
+    async def _catch_up(self, stream: EventStream) -> None:
+        """Subscribe a lagging stream again from its ``last_seq`` (a reconnect would too)."""
+        try:
+            await self._start_stream(stream, stream.last_seq)
+        except RpcError as exc:
+            self._open_streams.discard(stream)
+            stream._fail(refetch_of(exc) or exc)
+        except ConnectionLost:
+            pass  # the reader reconnects and resubscribes it, or ends the stream
 
     async def _resubscribe(self) -> None:
         for stream in list(self._open_streams):
+            if stream.closed:
+                continue
             try:
                 await self._start_stream(stream, stream.last_seq)
             except RpcError as exc:
                 self._open_streams.discard(stream)
-                stream._fail(_refetch(exc) or exc)
+                stream._fail(refetch_of(exc) or exc)
             except ConnectionLost:
                 return  # the reader reconnects again and resubscribes every open stream
+            if stream.closed:  # closed while it was resubscribing: no one reads it
+                self._streams.pop(stream.subscription, None)
+                await self._unsubscribe(stream.subscription)
 
     def _receive(self, raw: str | bytes) -> None:
         try:
@@ -376,9 +362,9 @@ class Client:
             return
         for item in message if isinstance(message, list) else (message,):
             if isinstance(item, dict):
-                self._receive_item(item)
+                self._receive_item(item, len(raw))
 
-    def _receive_item(self, item: dict[str, Any]) -> None:
+    def _receive_item(self, item: dict[str, Any], size: int) -> None:
         method = item.get("method")
         if method == "event":
             params = item["params"]
@@ -391,19 +377,21 @@ class Client:
                     params["data"],
                     bool(params.get("ephemeral", False)),
                 )
-                stream._receive(event)
+                stream._receive(event, size)
             return
         if method == "subscription.error":
             params = item["params"]
             stream = self._streams.pop(params["subscription"], None)
             if stream is not None:
                 self._open_streams.discard(stream)
-                stream._fail(_subscription_failure(params))
+                stream._fail(subscription_failure(params))
             return
-        entry = self._pending.get(item.get("id"))  # type: ignore[arg-type]
-        if entry is None:
+        req_id = item.get("id")
+        entry = self._pending.get(req_id)  # type: ignore[arg-type]
+        if entry is None or entry[0].cancelled():
+            self._receive_orphan(req_id, item)
             return
-        future, on_result = entry
+        future, on_result, _ = entry
         if future.done():
             return
         if "error" in item:
@@ -414,11 +402,20 @@ class Client:
                 on_result(item.get("result"))
             future.set_result(item.get("result"))
 
+    def _receive_orphan(self, req_id: Any, item: dict[str, Any]) -> None:
+        """The answer to a call whose caller was cancelled (its task may not have run its
+        cleanup yet): what the call made is undone, e.g. a subscribe's subscription."""
+        entry = self._pending.pop(req_id, None)
+        orphaned = entry[2] if entry is not None else self._orphans.pop(req_id, None)
+        if orphaned is not None and "result" in item:
+            orphaned(item["result"])
+
     def _fail_pending(self, exc: BaseException) -> None:
-        for future, _ in self._pending.values():
+        for future, _, _ in self._pending.values():
             if not future.done():
                 future.set_exception(exc)
         self._pending.clear()
+        self._orphans.clear()  # (what they made ended with the connection)
 
     def _end_streams(self, exc: BaseException) -> None:
         for stream in self._open_streams:
@@ -450,6 +447,29 @@ class Client:
         await self.close()
 
 
+NOT_CONNECTED: Final = "not connected to the daemon"
+LOST: Final = "connection to the daemon lost"
+
+
+def _lost(ws: ClientConnection) -> ConnectionLost:
+    """What the callers of a dropped connection are told: why, when the daemon said it (a
+    request over its frame limit is closed with 1009 and the sizes; a stop with 1001)."""
+    close = ws.protocol.close_rcvd
+    if close is None or close.code == CloseCode.NORMAL_CLOSURE:
+        return ConnectionLost(LOST)
+    return ConnectionLost(f"{LOST}: the daemon closed it with {close}")
+
+
+async def _first_set(*events: asyncio.Event, within: float) -> None:
+    """Wait until one of ``events`` is set, at most ``within`` seconds."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
 def _unavailable(data_dir: Path, info: DiscoveryInfo, exc: Exception) -> DaemonUnavailable:
     """Why the daemon the discovery file names did not let us in (``exc``)."""
     if not is_data_dir_locked(data_dir):  # the file is stale: its pid is another process now
@@ -466,9 +486,20 @@ def _unavailable(data_dir: Path, info: DiscoveryInfo, exc: Exception) -> DaemonU
 
 
 async def connect(
-    *, data_dir: Path, reconnect: bool = True, connect_timeout: float = 10.0
+    *,
+    data_dir: Path,
+    reconnect: bool = True,
+    connect_timeout: float = 10.0,
+    max_queue: int = MAX_QUEUE,
+    max_queue_bytes: int = MAX_QUEUE_BYTES,
 ) -> Client:
     """Connect to the daemon serving ``data_dir``; raises ``DaemonUnavailable``."""
-    client = Client(data_dir, reconnect=reconnect, connect_timeout=connect_timeout)
+    client = Client(
+        data_dir,
+        reconnect=reconnect,
+        connect_timeout=connect_timeout,
+        max_queue=max_queue,
+        max_queue_bytes=max_queue_bytes,
+    )
     await client.open()
     return client
