@@ -70,7 +70,7 @@ def test_parse_token_response() -> None:
     grant = parse_token_response(TOKEN_RESPONSE, now=NOW)
     assert grant.access_token == TOKEN_RESPONSE["access_token"]
     assert grant.refresh_token == "hc7ltq4ppoyi"
-    assert grant.expires_at == 1795245809.0
+    assert grant.expires_at == NOW + 3600
     assert grant.user == CloudUser("8d0fd2b3-9ca2-4f0f-8a5b-2d3f4e5a6b7c", "a@b.co")
     assert "hc7ltq4ppoyi" not in repr(grant) and "eyJ" not in repr(grant)
 
@@ -78,6 +78,20 @@ def test_parse_token_response() -> None:
 def test_a_missing_expires_at_is_now_plus_expires_in() -> None:
     body = {k: v for k, v in TOKEN_RESPONSE.items() if k != "expires_at"}
     assert parse_token_response(body, now=NOW).expires_at == NOW + 3600
+
+
+@pytest.mark.parametrize("skew_s", [-7200.0, -30.0, 0.0, 7200.0])
+def test_the_expiry_is_counted_on_the_devices_clock(skew_s: float) -> None:
+    """GoTrue's ``expires_at`` is the cloud's clock: a device hours off would take a fresh
+    token for expired (and refresh at every request) or refresh it too late."""
+    device_now = NOW + skew_s  # the cloud minted it at NOW (its clock): expires_at NOW + 3600
+    grant = parse_token_response(TOKEN_RESPONSE, now=device_now)
+    assert grant.expires_at == device_now + 3600
+
+
+def test_without_expires_in_the_clouds_expires_at_is_used() -> None:
+    body = {k: v for k, v in TOKEN_RESPONSE.items() if k != "expires_in"}
+    assert parse_token_response(body, now=NOW + 7200).expires_at == 1795245809.0
 
 
 def test_a_user_without_email() -> None:

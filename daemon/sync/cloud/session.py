@@ -334,6 +334,7 @@ class CloudSession:
     # Helpers
 
     async def _grant(self, grant_type: str, body: bytes, *, operation: str) -> TokenGrant:
+        asked_at = self._clock()  # the token's life is counted from here (wire.py)
         response = await self.http.send(
             "POST",
             "/auth/v1/token",
@@ -344,7 +345,7 @@ class CloudSession:
         )
         data = decode_json(response, operation=operation)
         try:
-            return parse_token_response(data, now=self._clock())
+            return parse_token_response(data, now=asked_at)
         except ValueError as exc:
             raise CloudProtocolError(
                 operation, "bad_token_response", status=response.status_code

@@ -51,9 +51,15 @@ class TokenGrant:
 
 
 def parse_token_response(body: Any, *, now: float) -> TokenGrant:
-    """The session in a ``/token`` response (§2.2); ``now`` fills a missing ``expires_at``.
+    """The session in a ``/token`` response (§2.2), its ``expires_at`` on this device's clock.
 
-    Raises ValueError naming the first field that is missing or malformed (never its value).
+    ``now`` is when the grant was asked for (this device's clock). GoTrue's ``expires_at`` is
+    the cloud's clock: on a device whose clock runs hours ahead a fresh token would look
+    expired at once, and be refreshed before every request (into GoTrue's rate limit on
+    /token); one running behind would refresh after the token expired. So the expiry is
+    ``now + expires_in`` (a little early by the request's duration), and ``expires_at`` is
+    used only when ``expires_in`` is missing. Raises ValueError naming the first field that
+    is missing or malformed (never its value).
     """
     if not isinstance(body, Mapping):
         raise ValueError("the token response is not a JSON object")
@@ -64,13 +70,13 @@ def parse_token_response(body: Any, *, now: float) -> TokenGrant:
         raise ValueError("user")
     email = user.get("email")
     cloud_user = CloudUser(_text(user, "id"), email if isinstance(email, str) and email else None)
-    expires_at = _number(body.get("expires_at"))
-    if expires_at is not None:
-        return TokenGrant(access, refresh, expires_at, cloud_user)
     expires_in = _number(body.get("expires_in"))
-    if expires_in is None or expires_in <= 0:
+    if expires_in is not None and expires_in > 0:
+        return TokenGrant(access, refresh, now + expires_in, cloud_user)
+    expires_at = _number(body.get("expires_at"))
+    if expires_at is None:
         raise ValueError("expires_in")
-    return TokenGrant(access, refresh, now + expires_in, cloud_user)
+    return TokenGrant(access, refresh, expires_at, cloud_user)
 
 
 def _text(body: Mapping[str, Any], key: str) -> str:
