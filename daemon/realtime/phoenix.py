@@ -37,10 +37,11 @@ Channel states and what moves them (``TRANSITIONS``; unlisted cells ignore the i
     any     --leave-->  LEAVING  --reply / phx_close / timeout-->  CLOSED (forgotten)
 
 A channel is never left CLOSED by the server: only ``leave`` ends it. Rejoin delays are 1, 2, 5,
-then 10 s (30 s after a rate-limit refusal). A ``system`` error is reported as ``ChannelError``
-without a state change; when the server also closes the channel (token expiry does), the
-``phx_close`` that follows moves it to WAITING. ``set_access_token`` pushes ``access_token`` to
-every joined channel and rewrites every stored payload, so rejoins carry the fresh token.
+then 10 s (30 s after a rate-limit refusal, or a close for the project's message rate). A
+``system`` error is reported as ``ChannelError`` without a state change; when the server
+also closes the channel (token expiry does), the ``phx_close`` that follows moves it to
+WAITING. ``set_access_token`` pushes ``access_token`` to every joined channel and rewrites
+every stored payload, so rejoins carry the fresh token.
 """
 
 from __future__ import annotations

@@ -23,6 +23,15 @@ _RATE_LIMIT_CODES: Final = (
     "ClientJoinRateLimitReached",
     "DatabaseConnectionRateLimitReached",
 )
+#: Realtime's ``system`` errors (then ``phx_close``) when the project is over its message
+#: quotas (realtime_channel.ex ``shutdown_response``; free plan: 100 messages a second,
+#: averaged over a minute, every delivery counted). Every channel that gets a message while
+#: the average stays above is shut again: rejoining after 1 s only repeats the join and the
+#: catch-up pull that follows it, about once a second per workspace, for up to a minute.
+_RATE_LIMIT_MESSAGES: Final = (
+    "Too many messages per second",
+    "Too many presence messages per second",
+)
 
 
 class ChannelState(StrEnum):
@@ -80,7 +89,8 @@ TRANSITIONS: Final[Mapping[tuple[ChannelState, Input], ChannelState]] = {
 
 def rejoin_delay(failures: int, reason: str) -> float:
     """Seconds before rejoining after ``failures`` failed joins in a row (0 for the first);
-    Realtime's rate-limit refusals wait 30 s, as the official clients do."""
-    if reason.startswith(_RATE_LIMIT_CODES):
+    Realtime's rate-limit refusals wait 30 s, as the official clients do, and so does a
+    channel Realtime closed for the project's message rate."""
+    if reason.startswith(_RATE_LIMIT_CODES) or reason in _RATE_LIMIT_MESSAGES:
         return RATE_LIMITED_REJOIN_S
     return REJOIN_DELAYS_S[min(failures, len(REJOIN_DELAYS_S) - 1)]

@@ -399,6 +399,31 @@ def test_system_error_then_close_is_rejoined_not_left_closed() -> None:
     assert kinds(h.events()) == ["ChannelJoined"]
 
 
+@pytest.mark.parametrize(
+    "message", ["Too many messages per second", "Too many presence messages per second"]
+)
+def test_a_channel_closed_for_the_projects_message_rate_rejoins_after_thirty_seconds(
+    message: str,
+) -> None:
+    """Realtime shuts every channel that gets a message while the project is over its quota
+    (averaged over a minute): a rejoin 1 s later was shut again, and each one pulled."""
+    h = joined_harness(heartbeat_interval_s=1e6)
+    h.server(
+        event="system",
+        payload={"channel": "room1", "extension": "system", "message": message, "status": "error"},
+    )
+    h.server(event="phx_close", ref=h.join_ref())
+    assert h.events() == [
+        ChannelError(TOPIC, message),
+        ChannelClosed(TOPIC, message, rejoining=True),
+    ]
+    assert h.client.next_deadline() == T0 + 30  # was T0 + 1
+    h.client.tick(T0 + 29)
+    assert h.drain() == []
+    h.client.tick(T0 + 30)
+    assert [f["event"] for f in h.drain()] == ["phx_join"]
+
+
 def test_system_error_alone_keeps_the_channel_joined() -> None:
     h = joined_harness()
     h.server(
