@@ -30,7 +30,13 @@ from devcloud.realtime.channel import JoinRefused
 from devcloud.realtime.hub import Hub
 from devcloud.realtime.presence import Presences
 from devcloud.realtime.serializer import FrameError, decode_binary, decode_text, parse_vsn
-from devcloud.realtime.session import CLOSE_GOING_AWAY, MAX_QUEUE, CloseSocket, Connection
+from devcloud.realtime.session import (
+    CLOSE_GOING_AWAY,
+    MAX_CHANNELS,
+    MAX_QUEUE,
+    CloseSocket,
+    Connection,
+)
 
 __all__ = ["Realtime"]
 
@@ -45,11 +51,17 @@ class Realtime:
     """The Realtime service of one devcloud."""
 
     def __init__(
-        self, ctx: Devcloud, *, idle_timeout: float = IDLE_TIMEOUT, max_queue: int = MAX_QUEUE
+        self,
+        ctx: Devcloud,
+        *,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_queue: int = MAX_QUEUE,
+        max_channels: int = MAX_CHANNELS,
     ) -> None:
         self.ctx = ctx
         self.idle_timeout = idle_timeout
         self.max_queue = max_queue
+        self.max_channels = max_channels
         self.hub = Hub(Presences(ref_prefix=secrets.token_urlsafe(6)))
         self.feed = ChangeFeed(ctx, self.hub.subscribers)
         self.connections: set[Connection] = set()
@@ -97,6 +109,7 @@ class Realtime:
             conn_id=f"rt{next(_conn_ids)}",
             max_queue=self.max_queue,
             authorizer=self._authorize,
+            max_channels=self.max_channels,
         )
         await websocket.accept()
         await self._serve(websocket, conn)

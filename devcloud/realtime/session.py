@@ -36,6 +36,10 @@ MAX_PAYLOAD_BYTES = 1_000_000  # larger pushes would exceed supabase-py's 1 MiB 
 # messages in a window of PRESENCE_WINDOW_S (opened by the first one); one more closes it.
 PRESENCE_MAX_CALLS = 5
 PRESENCE_WINDOW_S = 30.0
+# Realtime's max_channels_per_client (a tenant setting, 100 by default): a socket's join of
+# one more topic is refused "ChannelRateLimitReached: Too many channels" (realtime_channel.ex
+# limit_channels); the official clients and syncd then wait 30 s before they try again.
+MAX_CHANNELS = 100
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN_LATER = 1013
 
@@ -77,6 +81,7 @@ class Connection:
         max_queue: int = MAX_QUEUE,
         clock: Callable[[], float] = time.time,
         authorizer: Authorizer = _refuse_private,
+        max_channels: int = MAX_CHANNELS,
     ) -> None:
         self.hub = hub
         self.feed = feed
@@ -86,6 +91,7 @@ class Connection:
         self.conn_id = conn_id
         self.clock = clock
         self.authorizer = authorizer
+        self.max_channels = max_channels
         self.queue: asyncio.Queue[str | bytes | CloseSocket] = asyncio.Queue(max_queue)
         self.channels: dict[str, Subscriber] = {}
         self.dropped = False
@@ -196,6 +202,8 @@ class Connection:
 
     async def _admit(self, frame: Frame) -> Subscriber:
         subtopic = ch.parse_topic(frame.topic)
+        if len(self.channels) >= self.max_channels:  # (a rejoined topic was closed above)
+            raise JoinRefused("ChannelRateLimitReached", "Too many channels")
         config = ch.parse_join(frame.payload)
         token = config.access_token or self.apikey
         claims = ch.check_token(token, self.secret, self.clock())

@@ -262,3 +262,29 @@ async def test_replication_ready_is_announced_when_asked() -> None:
         "message": "Replication connection established",
         "status": "ok",
     }
+
+
+async def test_a_join_past_max_channels_is_refused_as_realtime_refuses_it() -> None:
+    """Realtime's max_channels_per_client (100 by default): one more topic on the socket is
+    refused ``ChannelRateLimitReached: Too many channels``; rejoining a joined topic is not."""
+    conn = connect(Hub(Presences()), max_channels=2)
+    for ref, topic in (("1", "realtime:a"), ("2", "realtime:b"), ("3", "realtime:a")):
+        await conn.receive(join(topic, ref))
+        sent(conn)
+    await conn.receive(join("realtime:c", "4"))
+    assert sent(conn) == [
+        {
+            "topic": "realtime:c",
+            "event": "phx_reply",
+            "payload": {
+                "status": "error",
+                "response": {"reason": "ChannelRateLimitReached: Too many channels"},
+            },
+            "ref": "4",
+        }
+    ]
+    assert sorted(conn.channels) == ["realtime:a", "realtime:b"]
+    await conn.receive(Frame("realtime:b", "phx_leave", {}, "5", "2"))
+    sent(conn)
+    await conn.receive(join("realtime:c", "6"))
+    assert sent(conn)[0]["payload"]["status"] == "ok"
