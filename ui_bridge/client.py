@@ -329,27 +329,29 @@ class Client:
         self._streams.pop(stream.subscription, None)
         self._spawn(self._unsubscribe(stream.subscription), "bridge-lag")
 
-    async def _catch_up(self, stream: EventStream) -> None:
-        """Subscribe a lagging stream again from its ``last_seq`` (a reconnect would too)."""
+    async def _restart(self, stream: EventStream) -> bool:
+        """Subscribe ``stream`` again from its ``last_seq``; a refusal ends it (RefetchRequired
+        when its events are gone). False when the connection dropped meanwhile: the reader
+        reconnects and resubscribes every open stream, or ends them."""
         try:
             await self._start_stream(stream, stream.last_seq)
         except RpcError as exc:
             self._open_streams.discard(stream)
             stream._fail(refetch_of(exc) or exc)
         except ConnectionLost:
-            pass  # the reader reconnects and resubscribes it, or ends the stream
+            return False
+        return True
+
+    async def _catch_up(self, stream: EventStream) -> None:
+        """Subscribe a lagging stream again (as a reconnect would)."""
+        await self._restart(stream)
 
     async def _resubscribe(self) -> None:
         for stream in list(self._open_streams):
             if stream.closed:
                 continue
-            try:
-                await self._start_stream(stream, stream.last_seq)
-            except RpcError as exc:
-                self._open_streams.discard(stream)
-                stream._fail(refetch_of(exc) or exc)
-            except ConnectionLost:
-                return  # the reader reconnects again and resubscribes every open stream
+            if not await self._restart(stream):
+                return
             if stream.closed:  # closed while it was resubscribing: no one reads it
                 self._streams.pop(stream.subscription, None)
                 await self._unsubscribe(stream.subscription)

@@ -20,6 +20,7 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 from daemon import jsonnumbers
+from daemon.jsonmaps import text_at
 from daemon.jsonnumbers import WideNumber
 
 __all__ = [
@@ -213,36 +214,25 @@ def _without_lone_surrogates(item: Item, obj: Any) -> Item:
     return ErrorReply(None if item.is_notification else encode_error(item.id, error))
 
 
+def _lone(text: str) -> bool:
+    return not jsonnumbers.is_utf8(text)
+
+
 def _lone_surrogate_param(params: Any) -> tuple[str, str] | None:
     """(the param, where in it) of the first text holding a lone surrogate, or None. The param
     is named (``params`` for positional ones, or for a name holding one); where: "at a.b[0]",
     "in a key of a", "" for the value itself."""
     if isinstance(params, dict):
-        if not all(jsonnumbers.is_utf8(key) for key in params):
+        if any(_lone(key) for key in params):
             return "params", "in a param's name"  # (that name cannot be sent back)
         for name, value in params.items():
-            where = _lone_surrogate_at(value)
+            where = text_at(value, _lone)
             if where is not None:
                 return name, where
         return None
     if isinstance(params, list):
-        where = _lone_surrogate_at(params)
+        where = text_at(params, _lone)
         return None if where is None else ("params", where)
-    return None
-
-
-def _lone_surrogate_at(value: Any) -> str | None:
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
-        item, path = stack.pop()
-        if isinstance(item, dict):
-            if not all(jsonnumbers.is_utf8(key) for key in item):
-                return f"in a key of {path}" if path else "in a key"
-            stack.extend((child, f"{path}.{key}" if path else key) for key, child in item.items())
-        elif isinstance(item, list):
-            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
-        elif isinstance(item, str) and not jsonnumbers.is_utf8(item):
-            return f"at {path}" if path else ""
     return None
 
 

@@ -25,7 +25,7 @@ import aiosqlite
 import orjson
 
 from daemon.errors import DamagedRow, InvalidInput, NotFound
-from daemon.jsonmaps import map_patch, same
+from daemon.jsonmaps import map_patch, same, text_at
 from daemon.jsonnumbers import WIDE_NUMBER, has_wide, wide_path
 from daemon.store.codec import RowCodec, decode_cursor, encode_cursor, list_scope
 from daemon.store.engine import Writer, run_in_thread
@@ -99,7 +99,7 @@ def json_value(field: str, value: Any) -> Any:
     if has_wide(value):
         _refuse_wide(field, value)
     if b"\\u0000" in encoded:  # (orjson escapes U+0000 so; an escaped backslash may precede)
-        where = _nul_at(value)
+        where = text_at(value, lambda text: "\x00" in text)
         if where is not None:
             raise InvalidInput(field, f"{NUL_TEXT} {where}".rstrip())
     return value
@@ -109,23 +109,6 @@ def _refuse_wide(field: str, value: Any) -> None:
     where = wide_path(value)
     if where is not None:
         raise InvalidInput(field, f"{WIDE_NUMBER} at {where}" if where else WIDE_NUMBER)
-
-
-def _nul_at(value: Any) -> str | None:
-    """Where in ``value`` text holds U+0000 ("at a.b[0]", "in a key of a", "" for ``value``
-    itself), or None."""
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
-        item, path = stack.pop()
-        if isinstance(item, dict):
-            if any("\x00" in key for key in item):
-                return f"in a key of {path}" if path else "in a key"
-            stack.extend((child, f"{path}.{key}" if path else key) for key, child in item.items())
-        elif isinstance(item, list):
-            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
-        elif isinstance(item, str) and "\x00" in item:
-            return f"at {path}" if path else ""
-    return None
 
 
 # JSON columns are NOT NULL in the cloud: a null is stored as the column's empty value, here as

@@ -379,10 +379,8 @@ def test_rate_limited_join_waits_thirty_seconds() -> None:
     assert h.client.next_deadline() == T0 + 30
 
 
-def test_system_error_then_close_is_rejoined_not_left_closed() -> None:
-    """Token expiry in Realtime: a system error, then phx_close (supabase-py stays CLOSED)."""
-    h = joined_harness()
-    message = "Token has expired 0 seconds ago"
+def closed_with_system_error(h: Harness, message: str) -> None:
+    """Realtime's ``system`` error, then its ``phx_close``: reported, and a rejoin is due."""
     h.server(
         event="system",
         payload={"channel": "room1", "extension": "system", "message": message, "status": "error"},
@@ -392,6 +390,12 @@ def test_system_error_then_close_is_rejoined_not_left_closed() -> None:
         ChannelError(TOPIC, message),
         ChannelClosed(TOPIC, message, rejoining=True),
     ]
+
+
+def test_system_error_then_close_is_rejoined_not_left_closed() -> None:
+    """Token expiry in Realtime: a system error, then phx_close (supabase-py stays CLOSED)."""
+    h = joined_harness()
+    closed_with_system_error(h, "Token has expired 0 seconds ago")
     h.client.tick(T0 + 1)
     [rejoin] = h.drain()
     assert rejoin["event"] == "phx_join"
@@ -408,15 +412,7 @@ def test_a_channel_closed_for_the_projects_message_rate_rejoins_after_thirty_sec
     """Realtime shuts every channel that gets a message while the project is over its quota
     (averaged over a minute): a rejoin 1 s later was shut again, and each one pulled."""
     h = joined_harness(heartbeat_interval_s=1e6)
-    h.server(
-        event="system",
-        payload={"channel": "room1", "extension": "system", "message": message, "status": "error"},
-    )
-    h.server(event="phx_close", ref=h.join_ref())
-    assert h.events() == [
-        ChannelError(TOPIC, message),
-        ChannelClosed(TOPIC, message, rejoining=True),
-    ]
+    closed_with_system_error(h, message)
     assert h.client.next_deadline() == T0 + 30  # was T0 + 1
     h.client.tick(T0 + 29)
     assert h.drain() == []
