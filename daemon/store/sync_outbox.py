@@ -758,7 +758,8 @@ def _snapshot(ctx: WriteContext, workspace_id: str, at: str) -> int:
 def _snapshot_range(ctx: WriteContext, workspace_id: str, at: str) -> int:
     """The snapshot range of the workspace's messages (none if it has none to push); how many
     messages it stands for."""
-    found = ctx.conn.execute(q.snapshot_conversations_sql(), {"ws": workspace_id}).fetchall()
+    counted = ctx.conn.execute(q.snapshot_conversations_sql(), {"ws": workspace_id})
+    found = [(conversation, count) for conversation, count in counted if count]
     left = sum(int(count) for _, count in found)
     if not left:
         return 0

@@ -104,15 +104,22 @@ def _pushed_messages() -> sa.ColumnElement[bool]:
 
 @cache
 def snapshot_conversations_sql() -> str:
-    """The conversations of a workspace that hold messages to push, in id order, and how many
-    each holds: what a snapshot range entry covers."""
-    m = schema.messages
-    stmt = (
-        sa.select(m.c.conversation_id, sa.func.count())
-        .where(m.c.workspace_id == sa.bindparam("ws"), _pushed_messages())
-        .group_by(m.c.conversation_id)
-        .order_by(m.c.conversation_id)
+    """Each conversation of a workspace in id order, with how many messages to push it holds
+    (0 for some: the caller leaves those out): what a snapshot range entry covers.
+
+    Driven from the workspace's conversations, each one's messages counted on
+    messages_conversation: a link reads its own workspace's messages, never every message of
+    the store (messages have no workspace index, which would cost every send one more index
+    write). A message lives in its conversation's workspace (messages.py; the cloud's
+    messages_conversation_fkey); the workspace test is kept all the same."""
+    c, m = schema.conversations, schema.messages
+    count = (
+        sa.select(sa.func.count())
+        .where(m.c.conversation_id == c.c.id, m.c.workspace_id == c.c.workspace_id)
+        .where(_pushed_messages())
+        .scalar_subquery()
     )
+    stmt = sa.select(c.c.id, count).where(c.c.workspace_id == sa.bindparam("ws")).order_by(c.c.id)
     return compile_statement(stmt).sql
 
 

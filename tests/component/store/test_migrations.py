@@ -21,6 +21,7 @@ from daemon.store.sync_sql import (
     outbox_pending_fields_sql,
     rejected_creates_sql,
     rejected_of_row_sql,
+    snapshot_conversations_sql,
 )
 
 from .conftest import rows
@@ -273,6 +274,21 @@ def test_the_outbox_count_finds_snapshot_ranges_on_their_partial_index(tmp_path:
         # the entries on the covering workspace index, the ranges on theirs: no walk by rowid
         assert "COVERING INDEX outbox_workspace" in plan
         assert "USING INDEX outbox_ranges" in plan and "PRIMARY KEY" not in plan
+    finally:
+        conn.close()
+
+
+def test_a_link_snapshot_reads_the_messages_of_its_workspace_only(tmp_path: Path) -> None:
+    """Linking a workspace counts its messages per conversation: from the workspace's
+    conversations, each one's messages on their index; never a walk over every message of the
+    store (100k messages elsewhere made each link of a small workspace read them all)."""
+    conn = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    try:
+        migrate.migrate(conn)
+        plan = query_plan(conn, snapshot_conversations_sql(), {"ws": "w"})
+        assert "SEARCH conversations USING COVERING INDEX conversations_workspace" in plan
+        assert "SEARCH messages USING INDEX messages_conversation (conversation_id=?)" in plan
+        assert "SCAN" not in plan
     finally:
         conn.close()
 
