@@ -48,7 +48,10 @@ Rules:
   is asked for again at once with half as many rows (the pages after it too: ``page_cap``),
   down to one row; after GROW_AFTER_PAGES pages in a row succeed the cap doubles, back to
   the usual sizes. A single row over the cap is a failure (``row_too_large``), retried with
-  backoff like any other: the pull cannot get past it.
+  backoff like any other: the pull cannot get past it. A page the cloud gave up on
+  (``PullTooSlow``: PostgreSQL's statement timeout, 8 s on Supabase, hit by a big workspace on
+  a busy project) is a failure retried with backoff, but for half as many rows (the same
+  ``page_cap``): asked again as it was, it would time out for ever.
 - Realtime changes are applied as they come (``ApplyRemote``); they never move the cursor.
 - Failures go through ``retry.classify``: ``Retry`` waits ``Backoff.delay`` (full jitter,
   honouring Retry-After) and holds every request until then (ERROR; OFFLINE while the cloud
@@ -115,6 +118,7 @@ __all__ = [
     "PullPage",
     "PullSince",
     "PullTooLarge",
+    "PullTooSlow",
     "PushBatch",
     "PushDone",
     "RefreshAuth",
@@ -259,6 +263,15 @@ class PullTooLarge:
     """The answer to a page of ``limit`` rows was over its size cap: nothing was applied."""
 
     limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class PullTooSlow:
+    """The cloud gave up on a page of ``limit`` rows (``failure``: the statement timeout,
+    retry.STATEMENT_TIMEOUT): nothing was applied."""
+
+    limit: int
+    failure: Failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,7 +500,9 @@ class SyncSession:
         self.snapshot = replace(s, pending=True, push_due=due)
         self._advance(now)
 
-    def pull_page_received(self, now: float, outcome: PullPage | PullTooLarge | Failure) -> None:
+    def pull_page_received(
+        self, now: float, outcome: PullPage | PullTooLarge | PullTooSlow | Failure
+    ) -> None:
         s = self.snapshot
         if s.busy != "pull":
             if isinstance(outcome, PullPage) and outcome.cursor is not None:
@@ -495,6 +510,9 @@ class SyncSession:
             return
         if isinstance(outcome, PullTooLarge):
             self._too_large(now, outcome.limit)
+        elif isinstance(outcome, PullTooSlow):
+            self.snapshot = self._halved(s, outcome.limit)
+            self._fail(now, "pull", outcome.failure)
         elif isinstance(outcome, Failure):
             self._fail(now, "pull", outcome)
         else:
@@ -635,8 +653,13 @@ class SyncSession:
         if limit <= 1:  # (as the driver reports a failure that is no cloud's HTTP answer)
             self._fail(now, "pull", Failure.http(502, body={"code": ROW_TOO_LARGE}))
             return
-        cap = max(1, min(limit, s.page_cap or limit) // 2)
-        self.snapshot = replace(s, busy=None, page_cap=cap, page_ok=0, pull_due=now)
+        self.snapshot = replace(self._halved(s, limit), busy=None, pull_due=now)
+
+    @staticmethod
+    def _halved(s: Snapshot, limit: int) -> Snapshot:
+        """The pages from now on ask for half as many rows as a page of ``limit`` did (at
+        least one)."""
+        return replace(s, page_cap=max(1, min(limit, s.page_cap or limit) // 2), page_ok=0)
 
     def _grown(self, s: Snapshot) -> Snapshot:
         """A page succeeded: after GROW_AFTER_PAGES in a row, a ``page_cap`` doubles."""

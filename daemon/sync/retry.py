@@ -56,6 +56,7 @@ __all__ = [
     "Fatal",
     "ReAuth",
     "Retry",
+    "STATEMENT_TIMEOUT",
     "TOKEN_REJECTED",
     "TransportKind",
     "classify",
@@ -76,6 +77,10 @@ REFRESH_REFUSED: Final = frozenset(
         "user_not_found",
     }
 )
+#: PostgreSQL's "canceling statement due to statement timeout" (PostgREST answers it 500):
+#: Supabase gives the API roles 8 s a statement. Retried like any 5xx; a pull asks for fewer
+#: rows after it (protocol.py ``PullTooSlow``), since the same page would time out again.
+STATEMENT_TIMEOUT: Final = "57014"
 #: The reason of a request whose token was refused again right after a refresh (``classify``).
 TOKEN_REJECTED: Final = "token_rejected"
 #: A server that asks for longer than this is capped: sync must not stall for days.

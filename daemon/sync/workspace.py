@@ -111,6 +111,7 @@ from daemon.sync.protocol import (
     PullPage,
     PullSince,
     PullTooLarge,
+    PullTooSlow,
     PushBatch,
     PushDone,
     RefreshAuth,
@@ -120,7 +121,7 @@ from daemon.sync.protocol import (
 )
 from daemon.sync.pull_ahead import PageFetcher
 from daemon.sync.push_batch import LEAF_TABLES, Bisection, OutgoingBatch
-from daemon.sync.retry import Backoff, BadData
+from daemon.sync.retry import STATEMENT_TIMEOUT, Backoff, BadData
 from daemon.sync.status import WorkspaceStatus
 
 if TYPE_CHECKING:
@@ -258,6 +259,21 @@ class _OversizedPage(CloudProtocolError):
         super().__init__("rest.pull", "too_large" if limit > 1 else ROW_TOO_LARGE)
         self.limit = limit
         self.max_bytes = max_bytes
+
+
+class _SlowPage(CloudUnavailable):
+    """A ``sync_pull`` page of ``limit`` rows the cloud gave up on (its statement timeout,
+    ``STATEMENT_TIMEOUT``): ``error``, with the size of the page that failed."""
+
+    def __init__(self, limit: int, error: CloudError) -> None:
+        super().__init__(
+            error.operation,
+            error.reason,
+            status=error.status,
+            failure=error.failure,
+            decision=error.decision,
+        )
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -657,7 +673,8 @@ class WorkspaceSync:
     def _pull_failed(self, exc: Exception) -> None:
         """A pull failed. A page over the answer's size cap is asked for again at once with
         fewer rows (the session halves them: ``PullTooLarge``), the run going on; a single
-        row over it, as any other failure, ends the run (retried with backoff)."""
+        row over it, as any other failure, ends the run (retried with backoff): a page the
+        cloud gave up on is retried for fewer rows (``PullTooSlow``)."""
         if isinstance(exc, _OversizedPage):
             self._met(None)  # (the cloud answered)
             if exc.limit > 1:
@@ -674,7 +691,15 @@ class WorkspaceSync:
             self.session.pull_page_received(self._clock(), PullTooLarge(exc.limit))
             return
         self._request_failed("pull", exc)
-        self.session.pull_page_received(self._clock(), failure_of(exc))
+        outcome = failure_of(exc)
+        if isinstance(exc, _SlowPage):
+            logger.info(
+                "sync.pull_page_too_slow ws=%s rows=%d: asking for fewer", self.workspace_id,
+                exc.limit,
+            )  # fmt: skip
+            self.session.pull_page_received(self._clock(), PullTooSlow(exc.limit, outcome))
+            return
+        self.session.pull_page_received(self._clock(), outcome)
 
     def _bulk_limit(self, limit: int) -> int:
         """The size of the pages after a run's first page of ``limit`` rows."""
@@ -700,6 +725,10 @@ class WorkspaceSync:
             )
         except AnswerTooLarge as exc:
             raise _OversizedPage(limit, exc.max_bytes) from exc
+        except CloudError as exc:
+            if exc.failure is not None and exc.failure.error_code == STATEMENT_TIMEOUT:
+                raise _SlowPage(limit, exc) from exc
+            raise
         return _Page(cursor, answer, step)
 
     def _fetch_ahead(self, cursor: str | None, limit: int) -> None:

@@ -15,6 +15,7 @@ from daemon.sync.protocol import (
     PullPage,
     PullSince,
     PullTooLarge,
+    PullTooSlow,
     PushBatch,
     PushDone,
     RefreshAuth,
@@ -733,6 +734,35 @@ def test_a_single_row_over_the_size_cap_fails_with_backoff_and_says_so() -> None
     assert actions(s) == [PullSince("c0", 1, 1)]
     s.pull_page_received(again.at, PullPage("c1", has_more=False))  # the row was made smaller
     assert s.snapshot.error is None and s.state is IDLE
+
+
+def test_a_page_the_cloud_gave_up_on_is_retried_with_backoff_for_half_the_rows() -> None:
+    """PostgreSQL's statement timeout (57014, 8 s on Supabase): the same page asked again
+    would time out again, for ever. It is a failure (backoff, said in status), and the retry
+    and the pages after it ask for half as many rows; they grow back as pages succeed."""
+    timeout = Failure.http(500, body={"code": "57014", "message": "canceling statement"})
+    s = SyncSession(rand=lambda: 0.5, pull_limit=1000, bulk_pull_limit=4000)
+    s.start(NOW, cursor="c0")
+    assert actions(s) == [PullSince("c0", 1000)]
+    s.pull_page_received(NOW, PullTooSlow(4000, timeout))  # a bulk page fetched ahead
+    (retry,) = actions(s)
+    assert retry == ScheduleRetry(retry.at, 1, "57014") and retry.at > NOW
+    assert s.state is ERROR and s.snapshot.error == "57014"
+    s.tick(retry.at)
+    assert actions(s) == [PullSince("c0", 1000, 2000)]
+    s.pull_page_received(retry.at, PullTooSlow(1000, timeout))
+    (again,) = actions(s)
+    assert isinstance(again, ScheduleRetry) and again.attempt == 2  # the backoff grows
+    s.tick(again.at)
+    assert actions(s) == [PullSince("c0", 500, 500)]
+    s.pull_page_received(again.at, PullPage("c1", has_more=False))
+    assert s.snapshot.error is None and s.state is IDLE and s.snapshot.page_cap == 500
+    # one row timing out cannot be made smaller: it is retried, one row at a time
+    assert s.manual_request(again.at + 1, "pull") is None
+    assert actions(s) == [PullSince("c1", 500, 500)]
+    s.pull_page_received(again.at + 1, PullTooSlow(1, timeout))
+    (last,) = actions(s)
+    assert isinstance(last, ScheduleRetry) and s.snapshot.page_cap == 1
 
 
 # The periodic pulls of all workspaces fall due together ----------------------------------------

@@ -51,6 +51,7 @@ _EXPLANATIONS: Final = {
     "connect": "the cloud cannot be reached",
     "timeout": "the cloud did not answer in time",
     "reset": "the connection to the cloud broke",
+    "57014": "the cloud's statement timeout",
 }
 
 
