@@ -9,8 +9,10 @@ it, puts it back in the queue (a lost lease, a retry), or ends it. It ends ``suc
 ``failed`` (for good: a retry is a new task) or ``cancelled``, and an ended task's status never
 changes again: ``update`` refuses any other status (InvalidInput on ``status``), ``cancel``
 answers a conflict on a succeeded or failed one and nothing changes on a cancelled one. Setting
-the status a task already has changes nothing. This is a rule of the local API only: a status
-pulled from another device merges by the sync rules (merge.py), whatever it moves from.
+the status a task already has changes nothing. Sync keeps it too: an ended status wins over
+any other whatever the clocks (merge.py R8; the cloud's merge the same, and its trigger refuses
+a plain write moving an ended status), so a task cancelled on one device stays cancelled when
+another marked it running later without having seen the cancel.
 """
 
 from __future__ import annotations

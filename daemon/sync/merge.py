@@ -52,6 +52,13 @@ R7  Append-only tables (messages): rows are deduplicated by id only, never by co
     the fields so the caller can log it); fields the stored copy lacks are filled in from the
     remote, and an identical field seen under an earlier clock keeps that earlier clock. Message
     ids are minted once, so a differing version is a bug or a forgery, never an edit.
+R8  ``final`` (tasks.status): a final value (``FINAL_VALUES``: succeeded, failed, cancelled)
+    beats every other value whatever the clocks; between two final values, or two others, R1.
+    A task cancelled on one device stays cancelled when another device, concurrently, marked
+    it running with a later clock (LWW revived it: the cancel was lost). The local API refuses
+    to move a task out of a final status (daemon/store/tasks.py), and so does the cloud for a
+    plain write (0003's trigger), so a final status is where a task's status ends everywhere.
+    The order (final or not, then the clock) is total: the merge stays a join.
 
 Defaults (``RULES``; every field not listed is ``lww``, e.g. name, status, description,
 current_step, next_steps, payload, priority, attempts, is_archived, updated_at, deleted_at):
@@ -64,7 +71,7 @@ workspaces     fww: org_id, created_by, created_at; merge: shared_memory, progre
 conversations  fww: workspace_id, started_by, created_at
 messages       append-only (R7): only deleted_at and updated_at (lww) change after the first
                write
-tasks          fww: workspace_id, kind, created_by, created_at; merge: progress
+tasks          fww: workspace_id, kind, created_by, created_at; merge: progress; final: status
 documents      fww: workspace_id, created_by, created_at (metadata only; content is a CRDT)
 other tables   lww for every field
 =============  ==========================================================================
@@ -99,6 +106,7 @@ from daemon.jsonmaps import same as _same
 
 __all__ = [
     "RULES",
+    "FINAL_VALUES",
     "FieldConflict",
     "InvalidRow",
     "MergeResult",
@@ -116,6 +124,8 @@ __all__ = [
     "visible_map",
 ]
 
+#: The values a ``final`` field (R8) never leaves: the final statuses of a task.
+FINAL_VALUES: Final = frozenset({"succeeded", "failed", "cancelled"})
 #: Row columns that are bookkeeping, never merged fields.
 RESERVED: Final = frozenset({"id", "hlc", "field_hlc", "origin", "_txid", "_seq"})
 _EMPTY_MAP: Final[Mapping[str, Any]] = MappingProxyType({})
@@ -136,6 +146,7 @@ class Strategy(StrEnum):
     FWW = "fww"
     MERGE = "merge"
     MANUAL = "manual"
+    FINAL = "final"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +169,7 @@ class TableRules:
 
 
 _F, _M, _X = Strategy.FWW, Strategy.MERGE, Strategy.MANUAL
-#: Default rules. Everything not named here (incl. next_steps, status, name, payload,
+#: Default rules. Everything not named here (incl. next_steps, name, payload,
 #: is_archived, deleted_at, updated_at) is ``lww``. Document content merges as a CRDT elsewhere;
 #: only document metadata rows go through here.
 RULES: Final[Mapping[str, TableRules]] = MappingProxyType(
@@ -176,7 +187,14 @@ RULES: Final[Mapping[str, TableRules]] = MappingProxyType(
         "conversations": TableRules({"workspace_id": _F, "started_by": _F, "created_at": _F}),
         "messages": TableRules(append_only=True, mutable=frozenset({"deleted_at", "updated_at"})),
         "tasks": TableRules(
-            {"workspace_id": _F, "kind": _F, "created_by": _F, "created_at": _F, "progress": _M}
+            {
+                "workspace_id": _F,
+                "kind": _F,
+                "created_by": _F,
+                "created_at": _F,
+                "progress": _M,
+                "status": Strategy.FINAL,
+            }
         ),
         "documents": TableRules({"workspace_id": _F, "created_by": _F, "created_at": _F}),
     }
@@ -449,9 +467,15 @@ def _remote_wins(strategy: Strategy, lv: Any, lc: str, rv: Any, rc: str) -> bool
             return lv is None
         if lc != rc:
             return rc < lc if lv is not None else rc > lc
+    elif strategy is Strategy.FINAL and _is_final(lv) != _is_final(rv):
+        return _is_final(rv)
     elif lc != rc:
         return rc > lc
     return _tie_remote_wins(lv, rv)
+
+
+def _is_final(value: Any) -> bool:
+    return isinstance(value, str) and value in FINAL_VALUES
 
 
 def _tie_remote_wins(lv: Any, rv: Any) -> bool:
@@ -612,6 +636,8 @@ def _check_editable(
         raise InvalidRow(name, f"{table} rows are append-only; {name} cannot change")
     if rules.strategy(name) is Strategy.FWW and state.fields[name] is not None:
         raise InvalidRow(name, "first-writer-wins field is already set")
+    if rules.strategy(name) is Strategy.FINAL and _is_final(state.fields[name]):
+        raise InvalidRow(name, f"{state.fields[name]} is final; it can no longer change")
 
 
 def _edit_map(

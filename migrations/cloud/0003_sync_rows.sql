@@ -36,7 +36,7 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
--- How each column of a synced table merges: the rules R0-R7 of the daemon's pure merge
+-- How each column of a synced table merges: the rules R0-R8 of the daemon's pure merge
 -- (daemon/sync/merge.py, module docstring). sync_push applies the SAME rules; keep them in step.
 --   meta    bookkeeping, not a field: id, hlc, field_hlc, origin, _txid, _seq
 --   lww     R1 (default): the greater clock wins; equal clocks = the same write, the stored value
@@ -49,6 +49,10 @@ $$;
 --   map     R3: a JSON object whose top-level keys are separate lww registers, each with its
 --           clock in field_hlc under '<column>.<key>'; field_hlc['<column>'] is the clock of the
 --           last whole-map replacement (the base). A removed key is a null value (tombstone).
+--   final   R8 (tasks.status): a final value (sync_final_values: succeeded, failed, cancelled)
+--           beats any other whatever the clocks; between two final values or two others, lww.
+--           A plain write cannot move a task out of a final status (the trigger refuses it), as
+--           the daemon's local API cannot.
 --   frozen  R7: messages are append-only: after the first write only deleted_at changes; a
 --           later version with other values is ignored (first stored write is the truth).
 --           doc_updates (0008) are append-only too, every column frozen.
@@ -59,6 +63,12 @@ $$;
 CREATE OR REPLACE FUNCTION public.sync_tables() RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT ARRAY['workspaces', 'conversations', 'messages', 'tasks']
+$$;
+
+-- The values a 'final' column (R8) never leaves: daemon/sync/merge.py FINAL_VALUES.
+CREATE OR REPLACE FUNCTION public.sync_final_values() RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ARRAY['succeeded', 'failed', 'cancelled']
 $$;
 
 CREATE OR REPLACE FUNCTION public.sync_field_kind(tbl text, col text) RETURNS text
@@ -72,6 +82,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         WHEN tbl = 'tasks' AND col = 'kind' THEN 'fww'
         WHEN tbl = 'workspaces' AND col IN ('shared_memory', 'progress_data') THEN 'map'
         WHEN tbl = 'tasks' AND col = 'progress' THEN 'map'
+        WHEN tbl = 'tasks' AND col = 'status' THEN 'final'
         ELSE 'lww'
     END
 $$;
@@ -190,6 +201,12 @@ BEGIN
        AND (new_row - frozen_ok) IS DISTINCT FROM (old_row - frozen_ok) THEN
         RAISE EXCEPTION 'messages are append-only: only deleted_at may change'
             USING ERRCODE = 'check_violation';
+    END IF;
+    IF TG_TABLE_NAME = 'tasks' AND old_row IS NOT NULL
+       AND old_row ->> 'status' = ANY (public.sync_final_values())
+       AND new_row ->> 'status' IS DISTINCT FROM old_row ->> 'status' THEN
+        RAISE EXCEPTION 'the task is %, which is final: its status can no longer change',
+            old_row ->> 'status' USING ERRCODE = 'check_violation';
     END IF;
 
     clock := public.sync_next_clock(CASE WHEN TG_OP = 'UPDATE' THEN OLD.hlc END);

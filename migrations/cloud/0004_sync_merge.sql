@@ -1,6 +1,6 @@
 -- syncd cloud schema, part 4: the merge, as SQL. sync_push (0005) writes every batch with one
 -- statement per table built here from the table's columns and their kinds (0003): a CASE per
--- column compares clocks by the rules R0-R7 of daemon/sync/merge.py, so a field takes the
+-- column compares clocks by the rules R0-R8 of daemon/sync/merge.py, so a field takes the
 -- incoming value only where the incoming clock wins.
 
 -- A uuid, or NULL for anything that is not one (never raises). A one-expression SQL function,
@@ -152,6 +152,17 @@ BEGIN
             wins := wins || format(' OR public.sync_map_newer(%L, %s, %s.field_hlc)',
                                    c.col, st, inc);
             CONTINUE;
+        ELSIF c.kind = 'final' THEN
+            -- R8: a final value beats any other; between two final values or two others, R1
+            p := format(
+                '(%3$s.field_hlc ? %1$L AND CASE'
+                ' WHEN coalesce(t.%2$I = ANY (public.sync_final_values()), false)'
+                '   <> coalesce(%3$s.%2$I = ANY (public.sync_final_values()), false)'
+                ' THEN coalesce(%3$s.%2$I = ANY (public.sync_final_values()), false)'
+                ' ELSE (%3$s.field_hlc ->> %1$L) COLLATE "C" > coalesce(%4$s ->> %1$L, '''') COLLATE "C" END)',
+                c.col, c.col, inc, st);
+            clocks := format('%s || CASE WHEN %s THEN jsonb_build_object(%L, %s.field_hlc -> %L) ELSE ''{}''::jsonb END',
+                             clocks, p, c.col, inc, c.col);
         ELSIF c.kind = 'fww' THEN
             -- R2: non-null beats null; among non-nulls the smaller clock; among nulls the greater
             p := format(

@@ -10,7 +10,7 @@
 --            one result per change, in order. reason: forbidden | invalid | clock_skew |
 --            unknown_table.
 --
--- Each field is applied only where the incoming clock wins by the merge rules (0003; R0-R7 of
+-- Each field is applied only where the incoming clock wins by the merge rules (0003; R0-R8 of
 -- daemon/sync/merge.py): "applied" = the change took effect, or had already (an equal clock:
 -- a retried batch changes nothing); "superseded" = every field already had a newer write.
 -- SECURITY INVOKER: row-level security decides what the caller may write.

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daemon.store import tasks
 from daemon.sync.merge import (
+    FINAL_VALUES,
     RULES,
     FieldConflict,
     InvalidRow,
@@ -31,7 +33,7 @@ def hlc(wall: int, counter: int = 0, device: str = "dev-a") -> str:
     return f"{wall:013d}-{counter:06d}-{device}"
 
 
-C1, C2, C3, C4 = hlc(1000), hlc(1000, 1), hlc(1000, 1, "dev-b"), hlc(2000)
+C0, C1, C2, C3, C4 = hlc(999), hlc(1000), hlc(1000, 1), hlc(1000, 1, "dev-b"), hlc(2000)
 
 
 def fold(table: str, changes: Sequence[RowState]) -> RowState | None:
@@ -142,6 +144,35 @@ def test_lww_and_tombstones_converge(data: st.DataObject, changes: list[RowState
 @given(st.data(), change_sets(workspace_write))
 def test_fww_merge_maps_lists_converge(data: st.DataObject, changes: list[RowState]) -> None:
     assert_replicas_converge(data, "workspaces", changes)
+
+
+@st.composite
+def task_write(draw: st.DrawFn, clock: str) -> RowState:
+    """A write of a task's status (R8) and priority (R1)."""
+    values = draw(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "status": st.sampled_from(["queued", "running", *sorted(FINAL_VALUES)]),
+                "priority": st.integers(0, 3),
+            },
+        )
+    )
+    return RowState(values, dict.fromkeys(values, clock))
+
+
+@PROPERTY
+@given(st.data(), change_sets(task_write))
+def test_task_statuses_converge_and_a_final_one_is_never_left(
+    data: st.DataObject, changes: list[RowState]
+) -> None:
+    assert_replicas_converge(data, "tasks", changes)
+    final = [c for c in changes if c.fields.get("status") in FINAL_VALUES]
+    merged = fold("tasks", changes)
+    assert merged is not None
+    if final:  # the newest final status wins, whatever came after it
+        newest = max(final, key=lambda c: c.clock("status"))
+        assert merged.fields["status"] == newest.fields["status"]
 
 
 @PROPERTY
@@ -452,6 +483,28 @@ def test_edits_that_could_not_take_effect_are_refused() -> None:
         apply_local_edit("messages", msg, {"content": "edited"}, C2)
     gone = apply_local_edit("messages", msg, {"deleted_at": "t"}, C2)
     assert gone.is_deleted and gone.fields["content"] == "hello"
+
+
+def test_a_cancelled_task_stays_cancelled_when_a_later_write_marks_it_running() -> None:
+    """R8: device A cancels (C1); device B, not having seen it, marks it running (C2, later).
+    LWW made the task running everywhere: the cancel was lost and the task ran."""
+    queued = RowState({"status": "queued", "priority": 0}, {"status": C0, "priority": C0})
+    cancelled = apply_local_edit("tasks", queued, {"status": "cancelled"}, C1)
+    running = apply_local_edit("tasks", queued, {"status": "running", "priority": 5}, C2)
+    for merged in (merge_row("tasks", cancelled, running), merge_row("tasks", running, cancelled)):
+        assert merged.row.fields == {"status": "cancelled", "priority": 5}
+        assert merged.row.field_hlc == {"status": C1, "priority": C2}
+    # between two final statuses, the later one wins (R1)
+    failed = apply_local_edit("tasks", running, {"status": "failed"}, C3)
+    assert merge_row("tasks", cancelled, failed).row.fields["status"] == "failed"
+    assert merge_row("tasks", failed, cancelled).row.fields["status"] == "failed"
+    with pytest.raises(InvalidRow, match="cancelled is final"):
+        apply_local_edit("tasks", cancelled, {"status": "queued"}, C4)
+
+
+def test_the_merge_and_the_store_agree_on_the_final_statuses() -> None:
+    assert FINAL_VALUES == tasks.FINAL
+    assert RULES["tasks"].strategy("status") is Strategy.FINAL
 
 
 def test_outbox_deltas_coalesce_by_merging() -> None:

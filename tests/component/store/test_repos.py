@@ -468,11 +468,12 @@ async def test_clocks_increase_across_all_writes(store: Store) -> None:
     assert {decode(c).device_id for c in clocks} == {store.device_id}
 
 
-async def test_an_ended_task_refuses_a_local_status_but_merges_a_pulled_one(
+async def test_an_ended_task_keeps_its_status_against_local_and_pulled_writes(
     store: Store,
 ) -> None:
-    """The local API keeps ended statuses final (tasks.py); a pulled status merges by the sync
-    rules whatever it moves from (a newer write of another device wins, R1)."""
+    """The local API keeps ended statuses final (tasks.py), and so does the merge of a pulled
+    status (R8): a newer write of another device that had not seen the end does not revive the
+    task; a newer ended status wins (R1 between two ended ones)."""
     from .test_sync_support import change, clock, merge, remote_task
 
     ws = await create_linked(store, name="A")
@@ -482,11 +483,17 @@ async def test_an_ended_task_refuses_a_local_status_but_merges_a_pulled_one(
         await store.tasks.update(task["id"], status="running")
     assert refused.value.field == "status"
     assert await store.tasks.get(task["id"]) == cancelled
-    remote = remote_task(clock(60_000), ws["id"], id=task["id"], status="running")
+    remote = remote_task(clock(60_000), ws["id"], id=task["id"], status="running", priority=4)
     await store.sync.apply_pull(
         scope="s", changes=[change("tasks", remote)], cursor="1", merge=merge
     )
-    assert (await store.tasks.get(task["id"]))["status"] == "running"
+    kept = await store.tasks.get(task["id"])
+    assert (kept["status"], kept["priority"]) == ("cancelled", 4)
+    remote = remote_task(clock(70_000), ws["id"], id=task["id"], status="failed")
+    await store.sync.apply_pull(
+        scope="s", changes=[change("tasks", remote)], cursor="2", merge=merge
+    )
+    assert (await store.tasks.get(task["id"]))["status"] == "failed"
 
 
 @pytest.mark.parametrize("number", [2**63, -(2**63) - 1, 2**64, 1e20, -9.3e18, float("inf")])

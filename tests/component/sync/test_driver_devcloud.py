@@ -183,6 +183,32 @@ async def test_edits_converge_both_ways(
     assert row_b["path"] == str(tmp_path / "ws-b") and row_a["path"] == str(tmp_path / "ws-a")
 
 
+async def test_a_task_cancelled_on_one_device_stays_cancelled_on_both(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    """A cancels a task; B, not having pulled that yet, marks it running, later. Last writer
+    wins made it running on both devices and in the cloud: the cancel was lost and the task
+    ran. A final status wins (merge rule R8), on both devices and in the cloud."""
+    a, ws, _ = await linked_device(devcloud, make_device, tmp_path)
+    task = await a.store.tasks.create(workspace_id=ws["id"], kind="build")
+    assert (await a.cloud.sync_now("push"))["error"] is None
+    b = await cloned_on_b(make_device, tmp_path, ws)
+    assert (await b.store.tasks.get(task["id"]))["status"] == "queued"
+
+    cancelled = await a.store.tasks.cancel(task["id"])
+    running = await b.store.tasks.update(task["id"], status="running", priority=3)
+    assert running["field_hlc"]["status"] > cancelled["field_hlc"]["status"]  # B's is later
+    for device in (a, b, a, b):
+        assert (await device.cloud.sync_now("push"))["error"] is None
+        await device.cloud.sync_now("pull")
+    on_a, on_b = await a.store.tasks.get(task["id"]), await b.store.tasks.get(task["id"])
+    assert (on_a["status"], on_a["priority"]) == ("cancelled", 3)  # B's priority stands
+    for name in ("status", "priority", "updated_at"):
+        assert on_b[name] == on_a[name], name
+        assert on_b["field_hlc"][name] == on_a["field_hlc"][name], name
+    assert on_a["field_hlc"]["status"] == cancelled["field_hlc"]["status"]  # A's cancel, as made
+
+
 async def test_a_rejected_row_is_kept_and_blocks_nothing(
     devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path, cloud_rows: CloudRows
 ) -> None:

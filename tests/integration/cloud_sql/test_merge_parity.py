@@ -24,7 +24,7 @@ def random_edits(rng: random.Random, base_ms: int, users: list[str], n: int) -> 
         clocks: dict[str, str] = {}
         for name in rng.sample(["status", "priority", "created_by", "progress"], rng.randint(1, 3)):
             if name == "status":
-                fields[name] = rng.choice(["queued", "running", "done"])
+                fields[name] = rng.choice(["queued", "running", "succeeded", "cancelled"])
             elif name == "priority":
                 fields[name] = rng.randrange(10)
             elif name == "created_by":

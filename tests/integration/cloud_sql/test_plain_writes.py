@@ -137,3 +137,23 @@ async def test_plain_writes_cannot_rewrite_messages(cloud: Cloud, member: dict[s
             ws,
             conv["id"],
         )
+
+
+async def test_plain_writes_cannot_move_a_task_out_of_a_final_status(
+    cloud: Cloud, member: dict[str, Any]
+) -> None:
+    """R8: a final status is where a task's status ends, on devices (the local API, the merge)
+    and in the cloud: a plain write reviving a cancelled task would be kept by the cloud and
+    overruled on every device, which never converged."""
+    alice = member["alice"]
+    ws = await cloud.workspace(member["org"])
+    task = await insert_as(
+        cloud, alice, "INSERT INTO tasks AS t (workspace_id, kind) VALUES ($1, 'build')", ws
+    )
+    await cloud.execute_as(alice, "UPDATE tasks SET status = 'running', priority = 2")
+    await cloud.execute_as(alice, "UPDATE tasks SET status = 'cancelled'")
+    with pytest.raises(asyncpg.CheckViolationError, match="cancelled, which is final"):
+        await cloud.execute_as(alice, "UPDATE tasks SET status = 'queued'")
+    await cloud.execute_as(alice, "UPDATE tasks SET priority = 5")  # its other fields may
+    row = await cloud.row("tasks", task["id"])
+    assert row is not None and (row["status"], row["priority"]) == ("cancelled", 5)
