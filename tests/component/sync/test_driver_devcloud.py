@@ -207,6 +207,9 @@ async def test_a_task_cancelled_on_one_device_stays_cancelled_on_both(
         assert on_b[name] == on_a[name], name
         assert on_b["field_hlc"][name] == on_a["field_hlc"][name], name
     assert on_a["field_hlc"]["status"] == cancelled["field_hlc"]["status"]  # A's cancel, as made
+    for device in (a, b):  # nothing left behind to push
+        status = await device.cloud.sync_status()
+        assert (status["outbox"], status["rejected"], status["last_error"]) == (0, 0, None)
 
 
 async def test_a_rejected_row_is_kept_and_blocks_nothing(
