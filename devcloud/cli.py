@@ -1,7 +1,7 @@
 """``syncd devcloud …`` / ``python -m devcloud …``: run the local cloud, or seed users into it.
 
     devcloud [--port 54321] [--database-url URL] [--data-dir DIR] [--jwt-secret S]
-             [--jwt-expiry N] [--ai-upstream URL]
+             [--jwt-expiry N] [--max-rows N] [--ai-upstream URL]
     devcloud user create --email E --password P [--org NAME] [--role owner|admin|member]
              [--database-url URL] [--data-dir DIR]
 
@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=54321, help="0: any free port")
     parser.add_argument("--jwt-secret", default=DEFAULT_JWT_SECRET, help="HS256 secret")
     parser.add_argument("--jwt-expiry", type=int, default=3600, help="access-token seconds")
+    parser.add_argument(
+        "--max-rows",
+        type=int,
+        default=DevcloudConfig.max_rows,
+        help="the most rows one REST read answers, as PostgREST's db-max-rows "
+        "(Supabase's default: 1000; 0: no cap)",
+    )
     parser.add_argument("--ai-upstream", help="an OpenAI-compatible base URL for the AI functions")
     commands = parser.add_subparsers(dest="command", metavar="{user}")
     user = commands.add_parser("user", help="manage users").add_subparsers(
@@ -83,9 +90,12 @@ def main(argv: list[str]) -> int:
         parser.error(f"--jwt-secret must be at least {MIN_SECRET_LENGTH} characters")
     if not 0 <= args.port <= 65535 or args.jwt_expiry <= 0:
         parser.error("--port must be 0..65535 and --jwt-expiry positive")
+    if args.max_rows < 0:
+        parser.error("--max-rows must be 0 (no cap) or positive")
     config = DevcloudConfig(
         jwt_secret=args.jwt_secret,
         jwt_expiry=args.jwt_expiry,
+        max_rows=args.max_rows or None,
         ai_upstream=args.ai_upstream,
         port=args.port,
     )

@@ -23,6 +23,10 @@ class DevcloudConfig:
     # Functions
     # an OpenAI-compatible base URL; None: the deterministic local model
     ai_upstream: str | None = None
+    # Limits
+    # PostgREST's db-max-rows: the most rows one read serves, whatever its limit or Range asks
+    # (Supabase projects' default; None: no cap, PostgREST's own default)
+    max_rows: int | None = 1000
     # Network
     host: str = "127.0.0.1"
     port: int = 54321

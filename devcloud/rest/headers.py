@@ -86,6 +86,15 @@ def parse_range(header: str | None) -> tuple[int, int | None] | None:
     return (lower, upper - lower + 1) if upper >= lower else None
 
 
+def capped_limit(limit: int | None, max_rows: int | None) -> int | None:
+    """The limit a read runs with under PostgREST's ``db-max-rows``: at most ``max_rows``
+    rows, whatever ``limit=`` or ``Range`` asked (None: no limit / no cap). The rows left out
+    show only in ``Content-Range`` (``0-999/*``; with a count ``0-999/5000`` and 206)."""
+    if max_rows is None:
+        return limit
+    return max_rows if limit is None else min(limit, max_rows)
+
+
 def content_range(lower: int, rows: int, total: int | None) -> str:
     """PostgREST's ``Content-Range``: ``0-9/42``, ``0-9/*``, ``*/0`` or ``*/*``."""
     upper = lower + rows - 1

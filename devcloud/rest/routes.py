@@ -167,10 +167,11 @@ class RestApi:
 
     async def _read(self, conn: asyncpg.Connection, call: Call) -> Response:
         query, prefs = call.query, call.prefs
-        offset, limit = None, None
+        offset, limit = None, query.limit
         requested = hdr.parse_range(call.request.headers.get("range"))
         if requested and query.limit is None and query.offset is None:
             offset, limit = requested
+        limit = hdr.capped_limit(limit, self.ctx.config.max_rows)
         body: Body = "none" if call.request.method == "HEAD" else "rows"
         _, out = await self._run(
             conn,
@@ -245,7 +246,13 @@ class RestApi:
         fn = choose_overload(schema, name, candidates, given)
         body: Body = "none" if call.request.method == "HEAD" else "rows"
         statement = build_call(
-            fn, query, given=given, args_json=args_json, count=call.prefs.count, body=body
+            fn,
+            query,
+            given=given,
+            args_json=args_json,
+            count=call.prefs.count,
+            body=body,
+            limit=hdr.capped_limit(query.limit, self.ctx.config.max_rows),  # (on row sets)
         )
         out = await execute(conn, statement)
         if fn.kind == "void":

@@ -10,6 +10,7 @@ import pytest
 
 from devcloud.keys import sign
 from devcloud.server import RunningDevcloud
+from tests.conftest import DevcloudFactory
 
 SCHEMA = """
 CREATE TABLE public.wire_rows (id int PRIMARY KEY, label text NOT NULL, grp text);
@@ -55,6 +56,47 @@ async def test_get_pages_with_content_range_and_exact_count(http: httpx.AsyncCli
     assert (
         empty.status_code == 200 and empty.headers["content-range"] == "*/0" and empty.json() == []
     )
+
+
+async def test_max_rows_caps_every_read_as_postgrest_does(
+    devcloud_factory: DevcloudFactory,
+) -> None:
+    """db-max-rows (Supabase's 1000): a read answers at most that many rows whatever its
+    limit or Range asked, and only Content-Range tells (with a count, 206 and the total);
+    a function's rows are capped too, a write's returned rows are not."""
+    dc = await devcloud_factory(max_rows=5)
+    async with dc.ctx.pool.acquire() as conn:
+        await conn.execute(
+            SCHEMA + "CREATE FUNCTION public.wire_ids() RETURNS SETOF int LANGUAGE sql STABLE"
+            " AS 'SELECT id FROM public.wire_rows ORDER BY id';"
+        )
+    key = dc.service_role_key
+    headers = {"apikey": key, "Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=f"{dc.url}/rest/v1", headers=headers) as http:
+        by_id = {"select": "id", "order": "id"}
+        plain = await http.get("/wire_rows", params=by_id)
+        assert (plain.status_code, plain.headers["content-range"]) == (200, "0-4/*")
+        assert [r["id"] for r in plain.json()] == [1, 2, 3, 4, 5]
+        small = await http.get("/wire_rows", params={**by_id, "limit": "3"})
+        assert small.headers["content-range"] == "0-2/*" and len(small.json()) == 3
+        counted = await http.get(
+            "/wire_rows", params={**by_id, "limit": "100"}, headers={"Prefer": "count=exact"}
+        )
+        assert (counted.status_code, counted.headers["content-range"]) == (206, "0-4/12")
+        moved = await http.get("/wire_rows", params={**by_id, "offset": "3", "limit": "50"})
+        assert moved.headers["content-range"] == "3-7/*"
+        assert [r["id"] for r in moved.json()] == [4, 5, 6, 7, 8]
+        ranged = await http.get("/wire_rows", params=by_id, headers={"Range": "9-20"})
+        assert ranged.headers["content-range"] == "9-11/*" and len(ranged.json()) == 3
+        called = await http.get("/rpc/wire_ids")
+        assert called.json() == [1, 2, 3, 4, 5] and called.headers["content-range"] == "0-4/*"
+        patched = await http.patch(
+            "/wire_rows",
+            params={"id": "gt.0"},
+            json={"label": "all"},
+            headers={"Prefer": "return=representation"},
+        )
+        assert patched.status_code == 200 and len(patched.json()) == 12
 
 
 async def test_offset_past_the_end_is_416(http: httpx.AsyncClient) -> None:

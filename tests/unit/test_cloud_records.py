@@ -17,6 +17,7 @@ from daemon.sync.cloud.records import (
     check_uuid,
     cursor_position,
     later_cursor,
+    oldest_first,
     parse_rows,
     pull_head,
 )
@@ -216,3 +217,17 @@ def test_status_json() -> None:
     assert status.to_json()["user"] == {"id": "u1", "email": "a@b.co"}
     with pytest.raises(AttributeError):
         status.logged_in = False  # type: ignore[misc]
+
+
+def test_workspaces_oldest_first_then_by_id_unreadable_times_last() -> None:
+    def ws(id_: str, created_at: str | None) -> CloudWorkspace:
+        return CloudWorkspace(id_, WS, "w", None, created_at, None)
+
+    a = ws("0194f3a2-0000-7000-8000-00000000000a", "2026-01-01T00:00:01+00:00")
+    b = ws("0194f3a2-0000-7000-8000-00000000000b", "2026-01-01T00:00:00.5+00:00")
+    c = ws("0194f3a2-0000-7000-8000-00000000000c", "2026-01-01T01:00:00.25+01:00")  # = 00:00:00.25
+    d = ws("0194f3a2-0000-7000-8000-00000000000d", "2026-01-01T00:00:01+00:00")  # a's time
+    e = ws("0194f3a2-0000-7000-8000-00000000000e", "2026-01-01T00:00:00.75")  # no zone: UTC
+    f = ws("0194f3a2-0000-7000-8000-00000000000f", None)
+    g = ws("0194f3a2-0000-7000-8000-000000000000", "yesterday")
+    assert oldest_first([f, d, a, g, e, b, c]) == [c, b, e, a, d, g, f]

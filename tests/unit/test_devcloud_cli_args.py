@@ -13,6 +13,11 @@ def test_server_defaults():
     args = build_parser().parse_args([])
     assert (args.command, args.port, args.jwt_expiry, args.ai_upstream) == (None, 54321, 3600, None)
     assert not hasattr(args, "data_dir") and not hasattr(args, "database_url")
+    assert args.max_rows == 1000  # Supabase's db-max-rows
+
+
+def test_max_rows_option():
+    assert build_parser().parse_args(["--max-rows", "5"]).max_rows == 5
 
 
 def test_user_create_takes_storage_options_before_or_after():

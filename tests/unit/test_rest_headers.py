@@ -7,6 +7,7 @@ import pytest
 from devcloud.rest.errors import RestError, error_from_sqlstate, http_status_for, jwt_error
 from devcloud.rest.headers import (
     Preferences,
+    capped_limit,
     check_profile,
     content_range,
     parse_prefer,
@@ -83,6 +84,23 @@ def test_only_public_profile() -> None:
 )
 def test_range_header(header: str | None, expected: tuple[int, int | None] | None) -> None:
     assert parse_range(header) == expected
+
+
+@pytest.mark.parametrize(
+    ("limit", "max_rows", "capped"),
+    [
+        (None, None, None),  # no cap (PostgREST's default): what was asked
+        (10, None, 10),
+        (None, 1000, 1000),  # a read without a limit gets the cap
+        (10, 1000, 10),
+        (5000, 1000, 1000),  # a larger limit (or Range) is cut to the cap
+        (0, 1000, 0),  # limit=0 stays an empty read
+    ],
+)
+def test_max_rows_caps_every_read(
+    limit: int | None, max_rows: int | None, capped: int | None
+) -> None:
+    assert capped_limit(limit, max_rows) == capped
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "check_uuid",
     "cursor_position",
     "later_cursor",
+    "oldest_first",
     "parse_rows",
     "pull_head",
 ]
@@ -129,6 +131,20 @@ class CloudWorkspace:
             _opt(row, "created_at"),
             _opt(row, "deleted_at"),
         )
+
+
+def oldest_first(workspaces: Iterable[CloudWorkspace]) -> list[CloudWorkspace]:
+    """``workspaces`` in the cloud's ``order=created_at.asc,id.asc``: by the instant each was
+    created, then by id; one without a readable ``created_at`` last (as SQL puts nulls)."""
+    return sorted(workspaces, key=_created_key)
+
+
+def _created_key(workspace: CloudWorkspace) -> tuple[bool, datetime, str]:
+    try:
+        at = datetime.fromisoformat(workspace.created_at or "")
+    except ValueError:
+        return True, datetime.min.replace(tzinfo=UTC), workspace.id
+    return False, at if at.tzinfo else at.replace(tzinfo=UTC), workspace.id
 
 
 def check_uuid(value: str) -> str:

@@ -33,6 +33,7 @@ from daemon.sync.cloud.errors import (
     CloudUnavailable,
 )
 from daemon.sync.cloud.http import decode_json
+from daemon.sync.cloud.paging import KeysetPage, content_range_total
 from daemon.sync.cloud.records import (
     CloudWorkspace,
     Membership,
@@ -43,6 +44,7 @@ from daemon.sync.cloud.records import (
     check_pull_progress,
     check_push_results,
     check_uuid,
+    oldest_first,
     parse_rows,
     pull_head,
 )
@@ -162,18 +164,18 @@ class CloudApi:
         ]
 
     async def workspaces(self, org_id: str) -> list[CloudWorkspace]:
-        """The organisation's workspaces that are not deleted, oldest first."""
-        rows = await self._select(
+        """The organisation's workspaces that are not deleted, oldest first: all of them,
+        however few rows the cloud answers per read (paged by id, then sorted here)."""
+        rows = await self._select_all(
             "workspaces",
             {
                 "select": _WORKSPACE_COLUMNS,
                 "org_id": f"eq.{_uuid('org_id', org_id)}",
                 "deleted_at": "is.null",
-                "order": "created_at.asc,id.asc",
             },
             operation="rest.workspaces",
         )
-        return [_checked(r, CloudWorkspace.from_row, "rest.workspaces") for r in rows]
+        return oldest_first(_checked(r, CloudWorkspace.from_row, "rest.workspaces") for r in rows)
 
     async def get_workspace(self, workspace_id: str) -> CloudWorkspace | None:
         """One workspace (also a deleted one: ``deleted_at`` says so), or None if the user
@@ -231,6 +233,28 @@ class CloudApi:
             "GET", f"/rest/v1/{table}", operation=operation, params=params
         )
         return _checked(decode_json(response, operation=operation), parse_rows, operation)
+
+    async def _select_all(
+        self, table: str, params: Mapping[str, str], *, operation: str
+    ) -> list[Mapping[str, Any]]:
+        """Every row ``params`` select, in id order: a read answers at most the cloud's
+        ``max-rows`` (paging.py says how the pages follow each other)."""
+        rows: list[Mapping[str, Any]] = []
+        page: KeysetPage | None = KeysetPage()
+        while page is not None:
+            response = await self._request(
+                "GET",
+                f"/rest/v1/{table}",
+                operation=operation,
+                params={**params, **page.params},
+                headers={"Prefer": "count=exact"},
+            )
+            got = _checked(decode_json(response, operation=operation), parse_rows, operation)
+            total = content_range_total(response.headers.get("content-range"))
+            following = functools.partial(page.next_page, total=total)
+            page = _checked([row.get("id") for row in got], following, operation)
+            rows.extend(got)
+        return rows
 
     async def _request(
         self,
