@@ -51,7 +51,9 @@ Rules:
   backoff like any other: the pull cannot get past it. A page the cloud gave up on
   (``PullTooSlow``: PostgreSQL's statement timeout, 8 s on Supabase, hit by a big workspace on
   a busy project) is a failure retried with backoff, but for half as many rows (the same
-  ``page_cap``): asked again as it was, it would time out for ever.
+  ``page_cap``): asked again as it was, it would time out for ever. A push batch the cloud
+  gave up on the same way is retried with half as many rows (``push_cap``; the batches after
+  it too), growing back as batches succeed, as a page does.
 - Realtime changes are applied as they come (``ApplyRemote``); they never move the cursor.
 - Failures go through ``retry.classify``: ``Retry`` waits ``Backoff.delay`` (full jitter,
   honouring Retry-After) and holds every request until then (ERROR; OFFLINE while the cloud
@@ -107,7 +109,16 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final, Literal
 
-from daemon.sync.retry import TOKEN_REJECTED, Backoff, Failure, Fatal, ReAuth, Retry, classify
+from daemon.sync.retry import (
+    STATEMENT_TIMEOUT,
+    TOKEN_REJECTED,
+    Backoff,
+    Failure,
+    Fatal,
+    ReAuth,
+    Retry,
+    classify,
+)
 
 __all__ = [
     "GROW_AFTER_PAGES",
@@ -360,6 +371,8 @@ class Snapshot:
     pull_after_push: bool = False  # a publish's first run: the pull waits for the push run
     page_cap: int | None = None  # the most rows a page asks for, since one was too large
     page_ok: int = 0  # pages that succeeded in a row at that cap (it grows after a few)
+    push_cap: int | None = None  # the most rows a push batch takes, since one timed out
+    push_ok: int = 0  # batches that succeeded in a row at that cap (it grows after a few)
 
     @property
     def state(self) -> SyncState:
@@ -486,6 +499,7 @@ class SyncSession:
             push_started_at=self.snapshot.push_started_at,
             pull_after_push=push_first,
             page_cap=self.snapshot.page_cap,  # (the rows that were too large are still there)
+            push_cap=self.snapshot.push_cap,
         )
         self._advance(now)
 
@@ -537,11 +551,15 @@ class SyncSession:
         if s.busy != "push":
             return
         if isinstance(outcome, Failure):
+            if outcome.error_code == STATEMENT_TIMEOUT:  # the same batch would time out again
+                cap = max(1, (s.push_cap or self.push_limit) // 2)
+                self.snapshot = replace(s, push_cap=cap, push_ok=0)
             self._fail(now, "push", outcome)
         elif outcome.more:
-            self.snapshot = replace(self._succeeded(s, "push"), push_due=now)
+            self.snapshot = replace(self._push_grown(self._succeeded(s, "push")), push_due=now)
         else:
-            self.snapshot = replace(self._succeeded(s, "push"), pending=s.push_due is not None)
+            done = self._push_grown(self._succeeded(s, "push"))
+            self.snapshot = replace(done, pending=s.push_due is not None)
             if s.pull_after_push:
                 self.snapshot = replace(self.snapshot, pull_due=now, pull_after_push=False)
         self._advance(now)
@@ -665,10 +683,15 @@ class SyncSession:
         """A page succeeded: after GROW_AFTER_PAGES in a row, a ``page_cap`` doubles."""
         if s.page_cap is None:
             return s
-        if s.page_ok + 1 < GROW_AFTER_PAGES:
-            return replace(s, page_ok=s.page_ok + 1)
-        cap = s.page_cap * 2
-        return replace(s, page_cap=None if cap >= self.full_page else cap, page_ok=0)
+        cap, ok = _grow(s.page_cap, s.page_ok, self.full_page)
+        return replace(s, page_cap=cap, page_ok=ok)
+
+    def _push_grown(self, s: Snapshot) -> Snapshot:
+        """A batch succeeded: after GROW_AFTER_PAGES in a row, a ``push_cap`` doubles."""
+        if s.push_cap is None:
+            return s
+        cap, ok = _grow(s.push_cap, s.push_ok, self.push_limit)
+        return replace(s, push_cap=cap, push_ok=ok)
 
     def _fail(self, now: float, op: Request, failure: Failure) -> None:
         s = replace(self.snapshot, busy=None)
@@ -724,7 +747,9 @@ class SyncSession:
                     self._commands.append(PullSince(s.cursor, min(cap, self.pull_limit), cap))
             else:
                 s = replace(s, busy="push", push_due=None, push_started_at=now)
-                self._commands.append(PushBatch(self.push_limit))
+                self._commands.append(
+                    PushBatch(min(self.push_limit, s.push_cap or self.push_limit))
+                )
         self.snapshot = s
         self._publish()
 
@@ -734,3 +759,12 @@ class SyncSession:
         if status != self._published:
             self._published = status
             self._commands.append(status)
+
+
+def _grow(cap: int, ok: int, full: int) -> tuple[int | None, int]:
+    """A request under ``cap`` succeeded, ``ok`` others in a row before it: the cap and count
+    after it. The cap doubles after GROW_AFTER_PAGES successes in a row; at ``full`` it is gone
+    (None)."""
+    if ok + 1 < GROW_AFTER_PAGES:
+        return cap, ok + 1
+    return (None if cap * 2 >= full else cap * 2), 0

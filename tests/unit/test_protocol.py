@@ -765,6 +765,38 @@ def test_a_page_the_cloud_gave_up_on_is_retried_with_backoff_for_half_the_rows()
     assert isinstance(last, ScheduleRetry) and s.snapshot.page_cap == 1
 
 
+def test_a_push_batch_the_cloud_gave_up_on_is_retried_with_half_the_rows_then_grows_back() -> None:
+    """A statement timeout on sync_push: the same batch would time out again, for ever (the
+    outbox never drained). Retried with backoff, for half as many rows; the cap doubles after
+    GROW_AFTER_PAGES batches succeed in a row, back to the usual size."""
+    timeout = Failure.http(500, body={"code": "57014"})
+
+    def pushes() -> list[int]:
+        return [c.limit for c in actions(s) if isinstance(c, PushBatch)]
+
+    s = new_session()
+    _pushing(s)
+    assert pushes() == [500]
+    at = NOW
+    for cap in (250, 125):
+        s.push_result_received(at, timeout)
+        (retry,) = actions(s)
+        assert retry == ScheduleRetry(retry.at, retry.attempt, "57014")
+        assert s.state is ERROR and s.snapshot.push_cap == cap
+        at = retry.at
+        s.tick(at)  # the retry pulls first, then pushes
+        s.pull_page_received(at, PullPage("c2", has_more=False))
+        assert pushes() == [cap]
+    sizes = []
+    for _ in range(2 * GROW_AFTER_PAGES):
+        s.push_result_received(at, PushDone(more=True))
+        sizes += pushes()
+    assert sizes == [125] * (GROW_AFTER_PAGES - 1) + [250] * GROW_AFTER_PAGES + [500]
+    assert s.snapshot.push_cap is None and s.snapshot.error is None
+    s.push_result_received(at, Failure.http(503))  # any other failure keeps the size
+    assert s.snapshot.push_cap is None
+
+
 # The periodic pulls of all workspaces fall due together ----------------------------------------
 
 
