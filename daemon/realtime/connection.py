@@ -66,13 +66,22 @@ from daemon.realtime.phoenix import (
     PhoenixClient,
 )
 from daemon.realtime.presence import TRACK_INTERVAL_S, Member, PresenceRoster, TrackCoalescer
-from daemon.realtime.tokens import EXPIRED_RECHECK_S, refresh_delay, ws_url
+from daemon.realtime.tokens import EXPIRED_RECHECK_S, refresh_delay, refresh_delay_in, ws_url
 
-__all__ = ["EventHandler", "RealtimeConnection", "TokenProvider", "TokenUnavailable"]
+__all__ = [
+    "EventHandler",
+    "RealtimeConnection",
+    "TokenLife",
+    "TokenProvider",
+    "TokenUnavailable",
+]
 
 logger = logging.getLogger(__name__)
 
 TokenProvider = Callable[[], Awaitable[str]]
+#: Seconds a token the provider gave is still good for, on this device's clock; None when its
+#: issuer does not know (then its ``exp`` claim is read: tokens.py).
+TokenLife = Callable[[str], float | None]
 EventHandler = Callable[[Event], Awaitable[None] | None]
 
 # Timeouts
@@ -105,6 +114,7 @@ class RealtimeConnection:
         token_provider: TokenProvider | None,
         on_event: EventHandler,
         device_id: str,
+        token_life: TokenLife | None = None,
         # Timeouts
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
         join_timeout_s: float = JOIN_TIMEOUT_S,
@@ -113,11 +123,14 @@ class RealtimeConnection:
         # Limits
         queue_size: int = EVENT_QUEUE_SIZE,
         rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not device_id.strip():
             raise InvalidInput("device_id", "must be a non-empty string")
         self._url = ws_url(url, apikey)
         self._token_provider = token_provider
+        self._token_life = token_life
+        self._clock = clock
         self._on_event = on_event
         self.device_id = device_id
         self.conn_id = f"rtc{next(_conn_ids)}"
@@ -345,11 +358,7 @@ class RealtimeConnection:
             self._token_event.clear()
             if not self._refresh_now:
                 token = self._token
-                delay = (
-                    EXPIRED_RECHECK_S
-                    if failed or token is None
-                    else refresh_delay(token, time.time())
-                )
+                delay = EXPIRED_RECHECK_S if failed or token is None else self._plan(token)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._token_event.wait()
@@ -363,6 +372,12 @@ class RealtimeConnection:
             except TokenUnavailable as exc:  # keep the old token; ask again soon
                 self._token_failed("realtime.token.failed", exc)
                 failed = True
+
+    def _plan(self, token: str) -> float:
+        """Seconds until ``token`` should be replaced: by its life as its issuer knows it on
+        this device's clock, else by its ``exp`` (the cloud's clock; tokens.py)."""
+        life = None if self._token_life is None else self._token_life(token)
+        return refresh_delay(token, self._clock()) if life is None else refresh_delay_in(life)
 
     def _token_failed(self, event: str, exc: TokenUnavailable) -> None:
         """Log a token failure: a WARNING the first time in a row (its traceback only at

@@ -6,6 +6,12 @@ only read here, never verified (the server verifies it): its ``exp`` claim says 
 A token is refreshed when a quarter of its remaining life (at most ``MAX_MARGIN_S``) is left;
 asking again while the auth layer still hands out the same token therefore converges on ``exp``
 without spinning (never more often than every ``MIN_RECHECK_S``).
+
+``exp`` is on the cloud's clock. A device whose clock is off by hours misjudges it: ahead, every
+token looks expired (asked again every ``EXPIRED_RECHECK_S``); behind, a token looks good for
+hours after Realtime closed its channels for it. Whoever issued the token knows its life on
+the device's clock (the cloud session counts ``expires_in`` from when it asked): given that
+remaining life, ``refresh_delay_in`` plans from it instead.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import math
 from typing import Final
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-__all__ = ["expires_at", "refresh_delay", "ws_url"]
+__all__ = ["expires_at", "refresh_delay", "refresh_delay_in", "ws_url"]
 
 MAX_MARGIN_S: Final = 60.0
 MIN_RECHECK_S: Final = 0.5
@@ -47,7 +53,11 @@ def refresh_delay(token: str, now: float) -> float:
     exp = expires_at(token)
     if exp is None:
         return UNKNOWN_RECHECK_S
-    remaining = exp - now
+    return refresh_delay_in(exp - now)
+
+
+def refresh_delay_in(remaining: float) -> float:
+    """Seconds until a token with ``remaining`` seconds of life should be replaced."""
     if remaining <= 0:
         return EXPIRED_RECHECK_S
     return max(MIN_RECHECK_S, remaining - min(MAX_MARGIN_S, remaining / 4))

@@ -6,7 +6,9 @@ workspace (``add_workspace`` on link and at start, ``remove_workspace`` on unlin
 workspace is added with ``join=False`` and joined by ``join_workspace`` once its history is
 pushed, so the history is not echoed back row by row). The
 connection asks ``token_provider`` (the cloud session's access token) for a fresh token before
-the current one expires, and pushes it to every joined channel itself.
+the current one expires (judged by ``token_life``, the session's count of its life on this
+device's clock, not the JWT's ``exp``: the cloud's clock), and pushes it to every joined
+channel itself.
 
 What each event does (the connection delivers them in order; a handler failure is logged with
 its traceback and never stops the next event):
@@ -62,7 +64,7 @@ from typing import TYPE_CHECKING, Any, Final
 from daemon.aio import cancel_and_wait
 from daemon.errors import InvalidInput
 from daemon.realtime import channels
-from daemon.realtime.connection import RealtimeConnection, TokenProvider
+from daemon.realtime.connection import RealtimeConnection, TokenLife, TokenProvider
 from daemon.realtime.frames import (
     BroadcastReceived,
     ChannelClosed,
@@ -123,6 +125,7 @@ class LiveSync:
         store: Store,
         token_provider: TokenProvider,
         catch_up: Callable[[str], None],
+        token_life: TokenLife | None = None,
         identity: Identity,
         require_login: Callable[[str], None],
         on_status: Callable[[], None] = lambda: None,
@@ -133,6 +136,7 @@ class LiveSync:
         self._apikey = apikey
         self._store = store
         self._token_provider = token_provider
+        self._token_life = token_life
         self._catch_up = catch_up
         self._identity = identity
         self._require_login = require_login
@@ -189,6 +193,7 @@ class LiveSync:
                 self._url,
                 self._apikey,
                 token_provider=self._token_provider,
+                token_life=self._token_life,
                 on_event=self._on_event,
                 device_id=self._store.device_id,
                 **self._options,

@@ -173,6 +173,7 @@ class CloudService(LocalSync):
             apikey=settings.anon_key.reveal(),
             store=store,
             token_provider=self.session.access_token,
+            token_life=self.session.token_life,
             catch_up=self._catch_up,
             identity=self._identity,
             require_login=self._require_login,

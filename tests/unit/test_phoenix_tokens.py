@@ -14,6 +14,7 @@ from daemon.realtime.tokens import (
     UNKNOWN_RECHECK_S,
     expires_at,
     refresh_delay,
+    refresh_delay_in,
     ws_url,
 )
 from devcloud.keys import DEFAULT_ANON_KEY, sign
@@ -60,6 +61,7 @@ def test_tokens_without_a_readable_expiry(token: str) -> None:
 )
 def test_refresh_before_expiry(lifetime: float, delay: float) -> None:
     assert refresh_delay(jwt(NOW + lifetime), NOW) == pytest.approx(delay)
+    assert refresh_delay_in(lifetime) == pytest.approx(delay)  # the life as its issuer knows it
 
 
 def test_asking_again_with_the_same_token_converges_on_expiry_without_spinning() -> None:

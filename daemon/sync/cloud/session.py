@@ -233,6 +233,16 @@ class CloudSession:
             return creds.access_token
         return await self._refresh(seen=creds.access_token)
 
+    def token_life(self, token: str) -> float | None:
+        """Seconds ``token`` (the current access token) is still good for, on this device's
+        clock (``expires_in`` counted from when it was asked for, not GoTrue's ``exp``, which is
+        the cloud's clock); None for any other token, or when its expiry is not known. Realtime
+        plans its token refreshes from this (daemon/realtime/tokens.py)."""
+        creds = self._creds
+        if creds is None or creds.access_token != token or creds.expires_at is None:
+            return None
+        return creds.expires_at - self._clock()
+
     async def refresh_access_token(self, rejected: str) -> str:
         """A new access token after the cloud refused ``rejected``; one refresh for any number
         of callers that saw the same token refused. A token the cloud refused right after the

@@ -76,3 +76,8 @@ async def test_a_skewed_device_clock_does_not_refresh_at_every_request(
         assert session.status.expires_at is not None
         lifetime = session.status.expires_at - (time.time() + offset_s)
         assert HOUR - 60 < lifetime <= HOUR
+        # ...and so is the life Realtime plans its token refreshes from (the JWT's exp is not)
+        (token,) = tokens
+        life = session.token_life(token)
+        assert life is not None and HOUR - 60 < life <= HOUR
+        assert session.token_life("another token") is None

@@ -10,6 +10,7 @@ one on the same database and port (a server restart). ``Session`` signs a user i
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -82,16 +83,21 @@ class Cloud:
 
 
 class Session:
-    """A signed-in user: ``token()`` is a token provider (refresh-token grant after sign-in)."""
+    """A signed-in user: ``token()`` is a token provider (refresh-token grant after sign-in);
+    ``life(token)`` its remaining life on the device's ``clock`` (``expires_in`` counted from
+    when it was asked for), as the daemon's cloud session knows it."""
 
-    def __init__(self, cloud: Cloud, email: str) -> None:
+    def __init__(self, cloud: Cloud, email: str, clock: Callable[[], float] = time.time) -> None:
         self.cloud = cloud
         self.email = email
+        self.clock = clock
         self.refresh_token: str | None = None
         self.tokens: list[str] = []
+        self.ends: dict[str, float] = {}
 
     async def token(self) -> str:
         dc = self.cloud.dc
+        asked = self.clock()
         if self.refresh_token is None:
             grant, body = "password", {"email": self.email, "password": PASSWORD}
         else:
@@ -102,9 +108,14 @@ class Session:
             )
         response.raise_for_status()
         data = response.json()
+        self.ends[data["access_token"]] = asked + float(data["expires_in"])
         self.refresh_token = data["refresh_token"]
         self.tokens.append(data["access_token"])
         return str(data["access_token"])
+
+    def life(self, token: str) -> float | None:
+        end = self.ends.get(token)
+        return None if end is None else end - self.clock()
 
     def expiry_of(self, index: int) -> float:
         claims = verify(self.tokens[index], self.cloud.dc.ctx.config.jwt_secret, now=0.0)

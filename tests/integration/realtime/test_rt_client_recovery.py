@@ -106,6 +106,37 @@ async def test_channel_stays_joined_across_several_token_expiries(cloud: Cloud) 
     assert len(rec.of(ChannelJoined)) == 1  # never had to rejoin
 
 
+@pytest.mark.parametrize("skew_h", [-2.0, 2.0])
+async def test_tokens_are_renewed_in_time_on_a_device_whose_clock_is_off_by_hours(
+    cloud: Cloud, skew_h: float
+) -> None:
+    """A token's ``exp`` is on the cloud's clock. Planned from it on a device two hours
+    behind, a token looked good for two more hours: Realtime closed the channel when it
+    expired, every token's life (the channel rejoined, a catch-up pull each time). Two hours
+    ahead, every token looked expired: the provider was asked every 5 s. The session's own
+    count of the token's life (``token_life``, on the device's clock) is used instead."""
+    await cloud.stop()
+    await cloud.start(jwt_expiry=5)
+    await cloud.dc.create_user("alice@example.com", "correct horse 1", org="org-a")
+
+    def device_clock() -> float:
+        return time.time() + skew_h * 3600
+
+    alice = Session(cloud, "alice@example.com", clock=device_clock)
+    ws = await cloud.create_workspace("org-a", "alpha")
+    rec = Recorder()
+    options = {"clock": device_clock, "token_life": alice.life}
+    async with connection(cloud, alice, rec, "device-a", **options) as rt:
+        await rt.join_workspace(ws)
+        await wait_for(lambda: bool(rec.of(PostgresSubscribed)), message="subscribed")
+        await wait_for(lambda: len(alice.tokens) >= 4, timeout=15_000 * MS, message="3 renewals")
+        assert time.time() > alice.expiry_of(1), "the channel outlived two tokens"
+        assert rt.channel_state(ws) is ChannelState.JOINED
+    assert rec.of(ChannelClosed) == [] and rec.of(ChannelError) == []
+    assert len(rec.of(ChannelJoined)) == 1  # never had to rejoin
+    assert len(alice.tokens) <= 8  # about one per token's life, not one every few seconds
+
+
 #: a reconnect backoff far past wait_for's timeout: a reconnect in time is not the backoff's
 MINUTE = {"backoff": Backoff(base_s=60.0, cap_s=60.0), "rand": lambda: 0.99}
 
