@@ -35,9 +35,25 @@ error object on stderr. Example:
 
 {_EXIT_CODES}"""
 
-_NOT_YET = {
-    "service": "install/uninstall/status of the start-at-login service",
-}
+_SERVICE_DESCRIPTION = """\
+Start the daemon at login, as a per-user service of the platform's service manager:
+a systemd user unit (~/.config/systemd/user/), a launchd agent (~/Library/LaunchAgents/)
+or a Task Scheduler logon task (Windows). The service runs this Python with
+`-m daemon run --data-dir DIR` (absolute paths), is restarted after a failure (not after
+a clean stop), and copies no setting or secret: the daemon reads DIR/config.toml when it
+starts. One service per data dir: the default data dir's is named syncd (launchd:
+dev.syncd.daemon), another's syncd-<folder>-<hash of its path>."""
+
+_SERVICE_EPILOG = """\
+exit codes:
+  install    0 installed, enabled and started; 1 a command failed, or the service
+             manager could not be reached (the file is in place: start the daemon
+             with `syncd run`)
+  uninstall  0 removed, or nothing was installed; 1 a command failed
+  status     0 installed and the data dir's daemon runs; 3 installed, no daemon runs;
+             4 not installed
+  all        2 bad usage or configuration
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,9 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_status_and_call(sub, common)
     _add_cloud_commands(sub, common)
     _add_compact(sub, common)
-    later = f"{_NOT_YET['service']}: not available yet (it exits 2)"
-    service = sub.add_parser("service", parents=[common], help=later, description=later)
-    service.add_argument("action", choices=["install", "uninstall", "status"])
+    _add_service(sub, common)
     sub.add_parser(
         "devcloud",
         add_help=False,
@@ -161,6 +175,34 @@ def _add_compact(
     compact.add_argument("--json", action="store_true", help="print the sizes as JSON")
 
 
+def _add_service(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    service = sub.add_parser(
+        "service",
+        help="start the daemon at login: install, uninstall or show its service",
+        description=_SERVICE_DESCRIPTION,
+        epilog=_SERVICE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = service.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, summary in (
+        ("install", "write the data dir's service, enable it at login and start it"),
+        ("uninstall", "stop and disable the data dir's service and remove its file"),
+        ("status", "whether it is installed, what the manager says, whether the daemon runs"),
+    ):
+        action = actions.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            description=f"{summary[0].upper()}{summary[1:]}.",
+            epilog=_SERVICE_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if name == "status":
+            action.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "devcloud":
@@ -168,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return devcloud_main(args_list[1:])
     args = build_parser().parse_args(args_list)
-    handler = _HANDLERS.get(args.command, _not_available)
+    handler = _HANDLERS[args.command]
     try:
         return handler(args)
     except ConfigError as exc:
@@ -268,13 +310,15 @@ def _compact(args: argparse.Namespace) -> int:
     return compact(_settings(args), as_json=args.json)
 
 
-def _not_available(args: argparse.Namespace) -> int:
-    print(
-        f"syncd {args.command}: not available yet ({_NOT_YET.get(args.command, args.command)} "
-        "comes with a later release)",
-        file=sys.stderr,
-    )
-    return EXIT_USAGE
+def _service(args: argparse.Namespace) -> int:
+    from daemon import cli_service
+
+    settings = _settings(args)
+    if args.action == "install":
+        return cli_service.install(settings)
+    if args.action == "uninstall":
+        return cli_service.uninstall(settings)
+    return cli_service.status(settings, as_json=args.json)
 
 
 _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -288,6 +332,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "push": _push,
     "pull": _pull,
     "compact": _compact,
+    "service": _service,
 }
 
 # `python -m daemon.cli …` runs the command as `python -m daemon …` does (not a silent exit 0).

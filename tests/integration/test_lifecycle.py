@@ -178,16 +178,6 @@ def test_data_dir_from_the_environment(tmp_path: Path) -> None:
     assert out.returncode == 3  # looked in tmp_path, found no daemon
 
 
-@pytest.mark.parametrize(
-    "args",
-    [["service", "install"], ["service", "status"]],
-)
-def test_later_commands_say_not_available_yet(args: list[str]) -> None:
-    out = syncd(*args)
-    assert out.returncode == 2
-    assert "not available yet" in out.stderr
-
-
 def test_python_m_daemon_cli_runs_the_command() -> None:
     """``python -m daemon.cli run …`` did nothing and exited 0 (the module had no main guard):
     a script or service that started the daemon so believed it ran."""

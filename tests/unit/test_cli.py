@@ -7,11 +7,17 @@ import pytest
 from daemon.cli import build_parser
 
 
-def test_help_says_service_is_not_available_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    """`syncd --help` listed `service` as if it installed a start-at-login service, which only
-    prints "not available yet" and exits 2: the help says so before a user relies on it."""
+def test_help_describes_the_service_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """`syncd service` installs the start-at-login service: the help names its actions, what it
+    runs and its exit codes (it said "not available yet" before it was)."""
     overview = " ".join(build_parser().format_help().split())
-    assert "start-at-login service: not available yet" in overview
+    assert "start the daemon at login" in overview and "not available" not in overview
     with pytest.raises(SystemExit):
         build_parser().parse_args(["service", "--help"])
-    assert "not available yet" in " ".join(capsys.readouterr().out.split())
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("install write the data dir's service", "`-m daemon run --data-dir DIR`",
+                  "status 0 installed and the data dir's daemon runs; 3 installed, no daemon runs;"
+                  " 4 not installed"):  # fmt: skip
+        assert words in text
+    args = build_parser().parse_args(["service", "status", "--data-dir", "/d", "--json"])
+    assert (args.action, str(args.data_dir), args.json) == ("status", "/d", True)
