@@ -1,7 +1,7 @@
 """``syncd devcloud …`` / ``python -m devcloud …``: run the local cloud, or seed users into it.
 
     devcloud [--port 54321] [--database-url URL] [--data-dir DIR] [--jwt-secret S]
-             [--jwt-expiry N] [--ai-upstream URL]
+             [--jwt-expiry N] [--ai-upstream URL] [--max-events-per-second N]
     devcloud user create --email E --password P [--org NAME] [--role owner|admin|member]
              [--database-url URL] [--data-dir DIR]
 
@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jwt-secret", default=DEFAULT_JWT_SECRET, help="HS256 secret")
     parser.add_argument("--jwt-expiry", type=int, default=3600, help="access-token seconds")
     parser.add_argument("--ai-upstream", help="an OpenAI-compatible base URL for the AI functions")
+    parser.add_argument(
+        "--max-events-per-second",
+        type=int,
+        default=100,
+        help="Realtime's project message rate (broadcasts; 100 as on Supabase)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="{user}")
     user = commands.add_parser("user", help="manage users").add_subparsers(
         dest="user_command", metavar="{create}", required=True
@@ -81,12 +87,13 @@ def main(argv: list[str]) -> int:
         return asyncio.run(_create_user(args, database_url=database_url, data_dir=data_dir))
     if len(args.jwt_secret) < MIN_SECRET_LENGTH:
         parser.error(f"--jwt-secret must be at least {MIN_SECRET_LENGTH} characters")
-    if not 0 <= args.port <= 65535 or args.jwt_expiry <= 0:
-        parser.error("--port must be 0..65535 and --jwt-expiry positive")
+    if not 0 <= args.port <= 65535 or args.jwt_expiry <= 0 or args.max_events_per_second <= 0:
+        parser.error("--port must be 0..65535, --jwt-expiry and --max-events-per-second positive")
     config = DevcloudConfig(
         jwt_secret=args.jwt_secret,
         jwt_expiry=args.jwt_expiry,
         ai_upstream=args.ai_upstream,
+        max_events_per_second=args.max_events_per_second,
         port=args.port,
     )
     return _run(_serve(config, database_url=database_url, data_dir=data_dir))

@@ -23,6 +23,10 @@ class DevcloudConfig:
     # Functions
     # an OpenAI-compatible base URL; None: the deterministic local model
     ai_upstream: str | None = None
+    # Limits
+    # Realtime's max_events_per_second (realtime/rate.py): broadcasts sent and delivered, per
+    # second averaged over a minute; channels are shut while the project is above it
+    max_events_per_second: int = 100
     # Network
     host: str = "127.0.0.1"
     port: int = 54321
