@@ -1,7 +1,7 @@
 """``syncd devcloud …`` / ``python -m devcloud …``: run the local cloud, or seed users into it.
 
     devcloud [--port 54321] [--database-url URL] [--data-dir DIR] [--jwt-secret S]
-             [--jwt-expiry N] [--max-rows N] [--ai-upstream URL]
+             [--jwt-expiry N] [--max-rows N] [--ai-upstream URL] [--max-events-per-second N]
     devcloud user create --email E --password P [--org NAME] [--role owner|admin|member]
              [--database-url URL] [--data-dir DIR]
 
@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(Supabase's default: 1000; 0: no cap)",
     )
     parser.add_argument("--ai-upstream", help="an OpenAI-compatible base URL for the AI functions")
+    parser.add_argument(
+        "--max-events-per-second",
+        type=int,
+        default=100,
+        help="Realtime's project message rate (broadcasts; 100 as on Supabase)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="{user}")
     user = commands.add_parser("user", help="manage users").add_subparsers(
         dest="user_command", metavar="{create}", required=True
@@ -88,8 +94,8 @@ def main(argv: list[str]) -> int:
         return asyncio.run(_create_user(args, database_url=database_url, data_dir=data_dir))
     if len(args.jwt_secret) < MIN_SECRET_LENGTH:
         parser.error(f"--jwt-secret must be at least {MIN_SECRET_LENGTH} characters")
-    if not 0 <= args.port <= 65535 or args.jwt_expiry <= 0:
-        parser.error("--port must be 0..65535 and --jwt-expiry positive")
+    if not 0 <= args.port <= 65535 or args.jwt_expiry <= 0 or args.max_events_per_second <= 0:
+        parser.error("--port must be 0..65535, --jwt-expiry and --max-events-per-second positive")
     if args.max_rows < 0:
         parser.error("--max-rows must be 0 (no cap) or positive")
     config = DevcloudConfig(
@@ -97,6 +103,7 @@ def main(argv: list[str]) -> int:
         jwt_expiry=args.jwt_expiry,
         max_rows=args.max_rows or None,
         ai_upstream=args.ai_upstream,
+        max_events_per_second=args.max_events_per_second,
         port=args.port,
     )
     return _run(_serve(config, database_url=database_url, data_dir=data_dir))

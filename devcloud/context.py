@@ -27,6 +27,9 @@ class DevcloudConfig:
     # PostgREST's db-max-rows: the most rows one read serves, whatever its limit or Range asks
     # (Supabase projects' default; None: no cap, PostgREST's own default)
     max_rows: int | None = 1000
+    # Realtime's max_events_per_second (realtime/rate.py): broadcasts sent and delivered, per
+    # second averaged over a minute; channels are shut while the project is above it
+    max_events_per_second: int = 100
     # Network
     host: str = "127.0.0.1"
     port: int = 54321

@@ -9,8 +9,9 @@ pure echo of this device's own writes (every clock the row carries is this devic
 merged: it holds nothing this device does not have.
 
 ``doc_broadcast`` builds the low-latency broadcast of a local document update (None when it is
-too large for one) and ``doc_update_of`` reads one back, refusing anything malformed. Its event
-name is one of ``RESERVED_EVENTS``: the names a UI's broadcast may not use.
+too large for one), ``doc_batch`` one broadcast of several updates of a document (live_pacer.py)
+and ``doc_updates_of`` reads one back, refusing anything malformed. Its event name is one of
+``RESERVED_EVENTS``: the names a UI's broadcast may not use.
 
 ``member_json`` is a presence member as the local API shows it, ``fit_members`` the members
 that fit in one frame of the local API, ``next_away_at`` the next time an active member turns
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -37,15 +38,20 @@ __all__ = [
     "RESERVED_EVENTS",
     "DocBroadcast",
     "RemoteChange",
+    "doc_batch",
     "doc_broadcast",
     "doc_update_of",
+    "doc_updates_of",
     "fit_members",
     "member_json",
     "next_away_at",
     "remote_change",
 ]
 
-#: The broadcast event carrying a document update (payload ``{id, update_id, update, origin}``).
+#: The broadcast event carrying document updates: payload ``{id, update_id, update, origin}``
+#: and, when several updates of the document go together, ``more``: ``[{update_id, update}]``,
+#: the ones after it in order. A daemon older than ``more`` merges the first update only (the
+#: others wait for the pull, and any later update that depends on them waits with them).
 DOC_UPDATE_EVENT: Final = "doc.update"
 #: Broadcast events the daemon itself sends and handles on a workspace channel: a UI's
 #: ``broadcast.send`` may not use them (a peer daemon would take the message for its own).
@@ -151,6 +157,33 @@ def doc_broadcast(event: Mapping[str, Any], device_id: str) -> dict[str, Any] | 
         "update": update,
         "origin": device_id,
     }
+
+
+def doc_batch(payloads: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One broadcast of several ``doc_broadcast`` payloads of one document, in order."""
+    first, *rest = payloads
+    batch = dict(first)
+    if rest:
+        batch["more"] = [{"update_id": p["update_id"], "update": p["update"]} for p in rest]
+    return batch
+
+
+def doc_updates_of(payload: Any) -> list[DocBroadcast]:
+    """The updates of a received ``doc.update`` payload in order; none when anything in it is
+    malformed."""
+    first = doc_update_of(payload)
+    more = payload.get("more", []) if first is not None else None
+    if first is None or not isinstance(more, list):
+        return []
+    found = [first]
+    for entry in more:
+        if not isinstance(entry, Mapping):
+            return []
+        entry_of = doc_update_of({**entry, "id": first.doc_id, "origin": first.origin})
+        if entry_of is None:
+            return []
+        found.append(entry_of)
+    return found
 
 
 def doc_update_of(payload: Any) -> DocBroadcast | None:

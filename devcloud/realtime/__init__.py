@@ -29,6 +29,7 @@ from devcloud.realtime.cdc import ChangeFeed
 from devcloud.realtime.channel import JoinRefused
 from devcloud.realtime.hub import Hub
 from devcloud.realtime.presence import Presences
+from devcloud.realtime.rate import MessageRate
 from devcloud.realtime.serializer import FrameError, decode_binary, decode_text, parse_vsn
 from devcloud.realtime.session import (
     CLOSE_GOING_AWAY,
@@ -62,7 +63,8 @@ class Realtime:
         self.idle_timeout = idle_timeout
         self.max_queue = max_queue
         self.max_channels = max_channels
-        self.hub = Hub(Presences(ref_prefix=secrets.token_urlsafe(6)))
+        rate = MessageRate(ctx.config.max_events_per_second)
+        self.hub = Hub(Presences(ref_prefix=secrets.token_urlsafe(6)), rate)
         self.feed = ChangeFeed(ctx, self.hub.subscribers)
         self.connections: set[Connection] = set()
         ctx.extras["realtime"] = self

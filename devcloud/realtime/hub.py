@@ -8,18 +8,22 @@ so one slow client never delays the others.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from devcloud.realtime import channel as ch
 from devcloud.realtime.channel import JoinConfig
 from devcloud.realtime.presence import PresenceDiff, Presences
+from devcloud.realtime.rate import RATE_LIMITED, MessageRate
 from devcloud.realtime.serializer import Frame
 
 if TYPE_CHECKING:
     from asyncio import TimerHandle
 
+logger = logging.getLogger(__name__)
 _subscriber_ids = itertools.count(1)
 
 
@@ -38,6 +42,9 @@ class Outbox(Protocol):
 
     def send_user_broadcast(self, topic: str, event: str, payload: Any, raw: bytes | None) -> None:
         """A broadcast that arrived as a V2 binary frame (V2 sockets get it back as kind 4)."""
+
+    def shutdown(self, subscriber: Subscriber, message: str) -> None:
+        """Realtime's shutdown_response: a ``system`` error, then ``phx_close``."""
 
 
 @dataclass(eq=False)
@@ -73,10 +80,17 @@ class Subscriber:
 
 
 class Hub:
-    """Topics → subscribers, plus every topic's presence."""
+    """Topics → subscribers, plus every topic's presence and the project's message rate."""
 
-    def __init__(self, presences: Presences) -> None:
+    def __init__(
+        self,
+        presences: Presences,
+        rate: MessageRate | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.presences = presences
+        self.rate = rate if rate is not None else MessageRate()
+        self._clock = clock
         self._topics: dict[str, dict[int, Subscriber]] = {}
 
     def add(self, subscriber: Subscriber) -> None:
@@ -126,9 +140,13 @@ class Hub:
         private: bool = False,
     ) -> int:
         """Send to the members of ``topic``'s public (or ``private``) channel (to the sender only
-        with ``self``); returns the count."""
+        with ``self``); returns the count. Each message counts towards the project's rate (the
+        sender's and each delivery): while it is over, a member is shut after its delivery."""
         frame = ch.push(topic, "broadcast", payload)
         sent = 0
+        now = self._clock()
+        if sender is not None:
+            self.rate.add(now)
         for member in self.members(channel_key(topic, private)):
             if member is sender and not member.config.broadcast_self:
                 continue
@@ -141,4 +159,8 @@ class Hub:
             else:
                 member.send(frame)
             sent += 1
+            self.rate.add(now)
+            if self.rate.is_triggered(now):
+                logger.info("realtime.rate_limited conn_id=%s", member.outbox.conn_id)
+                member.outbox.shutdown(member, RATE_LIMITED)
         return sent

@@ -284,7 +284,7 @@ class Connection:
         subscriber.send(ch.close(subscriber.topic, subscriber.join_ref))
         self.hub.remove(subscriber)
 
-    def _shutdown(self, subscriber: Subscriber, message: str) -> None:
+    def shutdown(self, subscriber: Subscriber, message: str) -> None:
         """Realtime's shutdown_response: a ``system`` error, then ``phx_close``."""
         subscriber.send(
             ch.system(subscriber.topic, extension="system", status="error", message=message)
@@ -302,7 +302,7 @@ class Connection:
         subscriber.expiry = None
         if not subscriber.closed:
             logger.info("realtime.channel.token_expired conn_id=%s", self.conn_id)
-            self._shutdown(subscriber, "Token has expired 0 seconds ago")
+            self.shutdown(subscriber, "Token has expired 0 seconds ago")
 
     async def _access_token(self, subscriber: Subscriber, token: Any) -> None:
         if not isinstance(token, str) or not token or token.startswith("sb_"):
@@ -316,7 +316,7 @@ class Connection:
             )
         except JoinRefused as exc:
             if not subscriber.closed:
-                self._shutdown(subscriber, exc.message)
+                self.shutdown(subscriber, exc.message)
             return
         if subscriber.closed:  # left while the policies were asked
             return
@@ -355,7 +355,7 @@ class Connection:
     def _presence(self, subscriber: Subscriber, frame: Frame) -> None:
         if not self._count_presence(subscriber):
             logger.info("realtime.presence.rate_limited conn_id=%s", self.conn_id)
-            self._shutdown(subscriber, "Client presence rate limit exceeded")
+            self.shutdown(subscriber, "Client presence rate limit exceeded")
             return
         event = str(frame.payload.get("event", "")).lower()
         if event == "track" and not subscriber.can_track:  # Realtime drops it (no write policy)

@@ -11,8 +11,10 @@ import pytest
 from daemon.realtime.frames import PostgresChange
 from daemon.sync.live_map import (
     MAX_DOC_BROADCAST,
+    doc_batch,
     doc_broadcast,
     doc_update_of,
+    doc_updates_of,
     remote_change,
 )
 
@@ -75,6 +77,59 @@ def test_a_received_update_is_decoded() -> None:
 )
 def test_malformed_payloads_are_refused(payload: Any) -> None:
     assert doc_update_of(payload) is None
+
+
+UPD2 = "01900000-0000-7000-8000-0000000000e2"
+UPD3 = "01900000-0000-7000-8000-0000000000e3"
+
+
+def test_several_updates_go_in_one_broadcast_in_order() -> None:
+    payloads = [doc_broadcast(event(update_id=u), ME) for u in (UPD, UPD2, UPD3)]
+    batch = doc_batch([p for p in payloads if p is not None])
+    assert batch == {
+        "id": DOC,
+        "update_id": UPD,
+        "update": DATA,
+        "origin": ME,
+        "more": [{"update_id": UPD2, "update": DATA}, {"update_id": UPD3, "update": DATA}],
+    }
+    found = doc_updates_of(batch)
+    assert [(f.doc_id, f.update_id, f.origin) for f in found] == [
+        (DOC, UPD, ME),
+        (DOC, UPD2, ME),
+        (DOC, UPD3, ME),
+    ]
+    # a daemon that predates ``more`` reads the first update and ignores the rest
+    old = doc_update_of(batch)
+    assert old is not None and old.update_id == UPD
+
+
+def test_a_single_update_is_its_own_batch() -> None:
+    single = doc_broadcast(event(), ME)
+    assert single is not None
+    assert doc_batch([single]) == single
+    assert [f.update_id for f in doc_updates_of(single)] == [UPD]
+
+
+@pytest.mark.parametrize(
+    "more",
+    [
+        "not a list",
+        [5],
+        [{"update_id": UPD2}],  # no update
+        [{"update_id": UPD2, "update": "not base64!"}],
+        [{"update_id": UPD2, "update": DATA}, {"update_id": "x", "update": DATA}],
+    ],
+)
+def test_a_batch_with_anything_malformed_is_refused(more: Any) -> None:
+    assert doc_updates_of({**event(), "more": more}) == []
+
+
+def test_a_batch_entry_cannot_name_another_document_or_origin() -> None:
+    other = "01900000-0000-7000-8000-0000000000d9"
+    more = [{"update_id": UPD2, "update": DATA, "id": other, "origin": "someone"}]
+    found = doc_updates_of({**event(), "more": more})
+    assert [(f.doc_id, f.origin) for f in found] == [(DOC, ME), (DOC, ME)]
 
 
 def test_a_doc_update_record_is_applied_in_local_terms() -> None:

@@ -11,6 +11,7 @@ from devcloud.keys import DEFAULT_ANON_KEY, DEFAULT_JWT_SECRET, sign
 from devcloud.realtime.channel import Binding
 from devcloud.realtime.hub import Hub
 from devcloud.realtime.presence import Presences
+from devcloud.realtime.rate import MessageRate
 from devcloud.realtime.serializer import Frame, Vsn, decode_binary, encode_user_broadcast_push
 from devcloud.realtime.session import CloseSocket, Connection
 
@@ -288,3 +289,31 @@ async def test_a_join_past_max_channels_is_refused_as_realtime_refuses_it() -> N
     sent(conn)
     await conn.receive(join("realtime:c", "6"))
     assert sent(conn)[0]["payload"]["status"] == "ok"
+
+
+async def test_over_the_project_message_rate_a_delivery_closes_the_receiving_channel() -> None:
+    """Realtime's ``max_events_per_second``: each broadcast counts once sent and once per
+    delivery; once a bucket closes over the limit, a channel that is delivered a message gets
+    it, then the system error and phx_close."""
+    now = {"t": 0.0}
+    hub = Hub(Presences(), MessageRate(2, tick_s=1.0), clock=lambda: now["t"])
+    sender, receiver = connect(hub), connect(hub)
+    await sender.receive(join("realtime:r", "1"))
+    await receiver.receive(join("realtime:r", "1"))
+    sent(sender), sent(receiver)
+
+    def cast(n: int) -> Frame:
+        return Frame("realtime:r", "broadcast", {"event": "e", "payload": {"n": n}}, str(n), "1")
+
+    await sender.receive(cast(1))  # 2 messages in the first second: 2 a second, the limit
+    assert [f["event"] for f in sent(receiver)] == ["broadcast"]
+    now["t"] = 1.0
+    await sender.receive(cast(2))
+    delivered, error, close = sent(receiver)
+    assert delivered["payload"]["payload"] == {"n": 2}
+    assert (error["event"], error["payload"]["message"]) == (
+        "system", "Too many messages per second",
+    )  # fmt: skip
+    assert close["event"] == "phx_close"
+    assert hub.members("realtime:r") == [sender.channels["realtime:r"]]
+    assert sent(sender) == []  # the sender's own channel is shut only when delivered to
