@@ -14,6 +14,7 @@
     ├─ AlreadyRunning(pid)                 another daemon holds this data dir's lock
     ├─ PortInUse(port)                     another program listens on the local API's port
     ├─ FileFailed(doing, path, reason)     a file the daemon needs cannot be written (or read)
+    ├─ RateLimited(operation, retry_after_s) too many calls of ``operation``: try again later
     └─ ShuttingDown                        the daemon stops and accepts no more work
 
 Errors carry fields so that the local API can map them to error objects without parsing text.
@@ -93,6 +94,16 @@ class InvalidInput(DaemonError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class RateLimited(DaemonError):
+    """Too many calls of ``operation`` for now; nothing was done. One may succeed in
+    ``retry_after_s`` seconds."""
+
+    def __init__(self, operation: str, retry_after_s: float) -> None:
+        super().__init__(f"{operation}: rate limited, retry in {retry_after_s:.3f} s")
+        self.operation = operation
+        self.retry_after_s = retry_after_s
 
 
 class AlreadyRunning(DaemonError):

@@ -17,6 +17,7 @@ from daemon.errors import (
     DamagedRow,
     InvalidInput,
     NotFound,
+    RateLimited,
     ShuttingDown,
     StoreUnavailable,
 )
@@ -62,6 +63,11 @@ def map_error(exc: Exception) -> RpcError | None:
         return RpcError(ErrorCode.INVALID_PARAMS, data={"field": exc.field, "reason": exc.message})
     if isinstance(exc, ShuttingDown):
         return RpcError(ErrorCode.SHUTTING_DOWN)
+    if isinstance(exc, RateLimited):
+        wait = round(exc.retry_after_s, 3)
+        return RpcError(
+            ErrorCode.RATE_LIMITED, data={"operation": exc.operation, "retry_after_s": wait}
+        )
     if isinstance(exc, CloudNotConfigured):
         return RpcError(ErrorCode.CLOUD_NOT_CONFIGURED, data={"reason": str(exc)})
     if isinstance(exc, CloudError):

@@ -62,7 +62,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from daemon.aio import cancel_and_wait
-from daemon.errors import InvalidInput
+from daemon.errors import InvalidInput, RateLimited
 from daemon.realtime import channels
 from daemon.realtime.connection import RealtimeConnection, TokenLife, TokenProvider
 from daemon.realtime.frames import (
@@ -89,6 +89,7 @@ from daemon.sync.live_map import (
     next_away_at,
     remote_change,
 )
+from daemon.sync.live_pacer import SendWindow
 from daemon.sync.local import CloudNotConfigured
 
 if TYPE_CHECKING:
@@ -137,6 +138,7 @@ class LiveSync:
         self._store = store
         self._token_provider = token_provider
         self._token_life = token_life
+        self._sends = SendWindow()  # broadcast.send's own rate (UIs' broadcasts)
         self._catch_up = catch_up
         self._identity = identity
         self._require_login = require_login
@@ -295,7 +297,8 @@ class LiveSync:
     ) -> dict[str, Any]:
         """Send an ephemeral message to the workspace's other devices (never stored).
         ``sent`` is false when the channel is not joined right now (it is not queued). The
-        daemon's own event names (``RESERVED_EVENTS``) are refused."""
+        daemon's own event names (``RESERVED_EVENTS``) are refused, and so is a send over
+        ``SENDS_PER_S`` in a second (RateLimited; live_pacer.py)."""
         workspace_id = self._linked(workspace_id, "broadcast.send")
         if not isinstance(event, str) or not event.strip():
             raise InvalidInput("event", "must be a non-empty string")
@@ -303,6 +306,8 @@ class LiveSync:
             raise InvalidInput("event", f"{event!r} is reserved (the daemon's own event)")
         if json_size("payload", payload) > MAX_BROADCAST_BYTES:
             raise InvalidInput("payload", f"must encode to at most {MAX_BROADCAST_BYTES} bytes")
+        if (wait := self._sends.take(time.monotonic())) > 0:
+            raise RateLimited("broadcast.send", wait)
         sent = False
         if self._conn is not None:
             sent = await self._conn.broadcast(workspace_id, event, payload)

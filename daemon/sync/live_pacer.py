@@ -10,21 +10,29 @@ pass the limit with a single fast typist and two devices.
 a burst goes out at once (leading edge); those that come within the interval wait, and go out
 together when it ends (``payloads_due``), as one payload (live_map.doc_batch; several when they
 are larger than one broadcast may be). An update waits at most ``interval_s``.
+
+``SendWindow`` bounds what UIs send themselves (``broadcast.send``): at most ``SENDS_PER_S`` in
+any second from one daemon, realtime-js's own default (``eventsPerSecond``) for one client. A
+send over it is refused (rate limited, with when one may go), not queued: a cursor is stale by
+then, and a UI that streams must pace itself.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from daemon.sync.live_map import MAX_DOC_BROADCAST, doc_batch
 
-__all__ = ["INTERVAL_S", "DocPacer"]
+__all__ = ["INTERVAL_S", "SENDS_PER_S", "DocPacer", "SendWindow"]
 
 #: One broadcast per document every 100 ms: ≤ 10 a second, realtime-js's default
 #: ``eventsPerSecond`` for a whole client.
 INTERVAL_S: Final = 0.1
+#: ``broadcast.send`` calls one daemon may make in any second (all workspaces together).
+SENDS_PER_S: Final = 10
 #: (workspace id, payload) to broadcast on that workspace's channel.
 Outgoing = tuple[str, dict[str, Any]]
 
@@ -85,3 +93,23 @@ class DocPacer:
             batches[-1].append(payload)
             size += chars
         return [doc_batch(batch) for batch in batches]
+
+
+class SendWindow:
+    """At most ``limit`` sends in any ``window_s`` seconds (a sliding window)."""
+
+    def __init__(self, limit: int = SENDS_PER_S, window_s: float = 1.0) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._sent: deque[float] = deque()
+
+    def take(self, now: float) -> float:
+        """0.0 when a send may go at ``now`` (it is counted); else the seconds until one may
+        (nothing is counted)."""
+        sent = self._sent
+        while sent and sent[0] <= now - self.window_s:
+            sent.popleft()
+        if len(sent) < self.limit:
+            sent.append(now)
+            return 0.0
+        return sent[0] + self.window_s - now

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.sync.live_map import doc_updates_of
-from daemon.sync.live_pacer import DocPacer
+from daemon.sync.live_pacer import SENDS_PER_S, DocPacer, SendWindow
 
 WS = "01900000-0000-7000-8000-000000000001"
 DOC = "01900000-0000-7000-8000-0000000000d0"
@@ -86,3 +86,21 @@ def test_a_thousand_updates_a_second_make_ten_broadcasts() -> None:
     sent += pacer.payloads_due(11.1)
     assert len(sent) <= 11
     assert [i for _, p in sent for i in ids(p)] == [update(n)["update_id"] for n in range(1000)]
+
+
+def test_ui_broadcasts_are_at_most_the_limit_in_any_window_and_a_refusal_says_when() -> None:
+    window = SendWindow(limit=3, window_s=1.0)  # (times in binary fractions: exact sums)
+    assert [window.take(t) for t in (0.0, 0.25, 0.5)] == [0.0, 0.0, 0.0]
+    assert window.take(0.625) == 0.375  # the send at 0.0 leaves the window at 1.0
+    assert window.take(0.875) == 0.125  # a refusal is not counted
+    assert window.take(1.0) == 0.0
+    assert window.take(1.125) == 0.125  # (0.25 leaves at 1.25)
+    assert [window.take(t) for t in (1.25, 1.5)] == [0.0, 0.0]
+    assert window.take(1.5) == 0.5  # 1.0, 1.25 and 1.5 fill it until 2.0
+    assert window.take(5.0) == 0.0  # a quiet spell forgets everything
+
+
+def test_the_default_is_realtime_js_own_rate() -> None:
+    window = SendWindow()
+    assert (window.limit, window.window_s) == (SENDS_PER_S, 1.0) == (10, 1.0)
+    assert all(window.take(0.0) == 0.0 for _ in range(10)) and window.take(0.0) == 1.0

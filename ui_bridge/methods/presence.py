@@ -189,9 +189,10 @@ def add_presence_methods(table: MethodTable, live: LiveFacade) -> None:
             "Send an ephemeral message to the workspace's other devices and to the other UIs"
             " attached to this daemon (never stored; not to the sender's own connection)."
             " sent: whether it went to the cloud (false while not connected; the local UIs get"
-            " it either way).",
+            " it either way). At most 10 a second from this daemon (realtime-js's own default):"
+            " a send over it is refused (-32005, data.retry_after_s), not queued.",
             _SENT,
-            _ERRORS,
+            (*_ERRORS, ErrorCode.RATE_LIMITED),
         ),
     ):
         table.add(method)

@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from daemon.config import BridgeSettings, StoreSettings
 from daemon.store import Store
 from daemon.sync.live import DisabledLive
+from daemon.sync.live_pacer import SENDS_PER_S
 from daemon.sync.service import DisabledCloud
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
@@ -211,3 +212,31 @@ async def test_a_broadcast_reaches_the_other_uis_of_this_daemon_but_not_its_send
             )
             await sender.settle()
             assert sender.events == []  # not its own
+
+
+async def test_broadcasts_past_the_rate_are_refused_with_when_to_try_again(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    """A UI streaming broadcasts (live cursors at 60 Hz) passed Supabase Realtime's project
+    message rate, and Realtime shut every channel of the project for it (30 s without live
+    rows, presence or documents). Past SENDS_PER_S a second, broadcast.send is refused
+    (-32005 with retry_after_s), as realtime-js refuses its own sends ("rate limited")."""
+    await devcloud.create_user("gus@example.com", "correct horse battery", org="Gamma")
+    device = await make_device("a")
+    await device.cloud.login("gus@example.com", "correct horse battery")
+    ws = await device.store.workspaces.create(name="shared")
+    await device.cloud.link(workspace_id=ws["id"])
+    async with serving(device.store, device.data_dir, device.cloud, device.cloud.live) as (_, ui):
+        params = {"workspace_id": ws["id"], "event": "cursor", "payload": {"line": 1}}
+        replies = [await ui.request("broadcast.send", params) for _ in range(SENDS_PER_S + 1)]
+        refused = [r["error"] for r in replies if "error" in r]
+        assert len(replies) - len(refused) >= SENDS_PER_S  # (more only on a very slow machine)
+        assert refused, "11 sends in a second were all accepted"
+        assert refused[0]["code"] == ErrorCode.RATE_LIMITED
+        data = refused[0]["data"]
+        assert data["operation"] == "broadcast.send" and 0 < data["retry_after_s"] <= 1.0
+
+        async def accepted_again() -> bool:
+            return "result" in await ui.request("broadcast.send", params)
+
+        await wait_for(accepted_again, message="a send once the second has passed")
