@@ -16,7 +16,11 @@ sent. (PostgreSQL's jsonb, which takes any number, also answers ``1e20`` as
 ``loads`` is ``orjson.loads`` that never refuses valid JSON for its numbers: JSON orjson
 refuses only because a number is beyond the double range is decoded by the standard library,
 each such number (and any integer literal of more than 1000 digits) as a ``WideNumber`` that
-keeps its text. Everything else orjson refuses is still refused (``orjson.JSONDecodeError``).
+keeps its text. JSON nested deeper than orjson reads (1024 levels; PostgreSQL's jsonb and
+PostgREST take deeper) is read with every array or object below ``CUT_DEPTH`` levels replaced
+by null: what holds it is still nested deeper than the store can write (``too_deep``), so it
+is refused or set aside as a whole, never stored cut. Everything else orjson refuses is still
+refused (``orjson.JSONDecodeError``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ __all__ = [
     "is_wide",
     "loads",
     "loads_exact",
+    "too_deep",
     "wide_path",
 ]
 
@@ -57,6 +62,15 @@ _INFINITY: Final = "infinity"
 _INT_DIGITS: Final = 1000
 #: orjson's nesting limit, kept on the fallback path.
 _MAX_DEPTH: Final = 1024
+#: The deepest nesting orjson writes (``orjson.dumps``: "Recursion limit reached" past it), so
+#: the deepest JSON value the store keeps.
+MAX_STORED_DEPTH: Final = 254
+#: ``loads`` of JSON nested deeper than orjson reads keeps this many levels (see the module
+#: doc): a value cut there is nested deeper than ``MAX_STORED_DEPTH`` wherever it starts, as long
+#: as it starts within the first 40 levels (a pull page's rows, a Realtime frame's record).
+CUT_DEPTH: Final = MAX_STORED_DEPTH + 40
+#: What matters when cutting: strings (skipped whole, they may hold brackets) and brackets.
+_STRUCTURE: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 _NUMBER: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
 
@@ -136,8 +150,53 @@ def is_number_error(exc: orjson.JSONDecodeError) -> bool:
 
 def loads(data: bytes | str) -> Any:
     """``orjson.loads``, except for valid JSON orjson refuses for a number beyond the double
-    range: ``loads_exact``'s. Raises ``orjson.JSONDecodeError`` for anything else orjson
-    refuses."""
+    range (``loads_exact``'s) or for its nesting (cut at ``CUT_DEPTH``, see the module doc).
+    Raises ``orjson.JSONDecodeError`` for anything else orjson refuses."""
+    try:
+        return _loads(data)
+    except orjson.JSONDecodeError:
+        cut = cut_deep(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
+        if cut is None:
+            raise
+        return _loads(cut)
+
+
+def cut_deep(data: bytes, depth: int = CUT_DEPTH) -> bytes | None:
+    """``data`` (JSON text) with each array or object nested below ``depth`` levels replaced
+    by ``null``; None when nothing is nested that deep."""
+    parts: list[bytes] = []
+    level = kept = 0
+    cut_from: int | None = None
+    for found in _STRUCTURE.finditer(data):
+        bracket = found.group()
+        if bracket in (b"[", b"{"):
+            level += 1
+            if level == depth + 1:
+                cut_from = found.start()
+        elif bracket in (b"]", b"}"):
+            if level == depth + 1 and cut_from is not None:
+                parts += (data[kept:cut_from], b"null")
+                kept, cut_from = found.end(), None
+            level -= 1
+    if not parts:
+        return None
+    parts.append(data[kept:])
+    return b"".join(parts)
+
+
+def too_deep(value: Any) -> bool:
+    """Whether ``value`` (decoded JSON) is nested deeper than the store can write
+    (``MAX_STORED_DEPTH``)."""
+    if type(value) is not dict and type(value) is not list:
+        return False
+    try:
+        orjson.dumps(value)
+    except TypeError as exc:
+        return str(exc) == "Recursion limit reached"
+    return False
+
+
+def _loads(data: bytes | str) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:

@@ -16,7 +16,8 @@ beyond 64 bits, 2**63 or more in magnitude, beyond the double range: daemon/json
 the cloud's jsonb takes any) is set aside (WARNING ``sync.apply.set_aside``, never the value):
 the change applies without that field and its clocks, so the row arrives, nothing is stored
 changed (orjson would read such an integer as the nearest double), and whatever this device
-shows it can write back through the local API, which refuses such numbers alike.
+shows it can write back through the local API, which refuses such numbers alike. So is a
+value nested deeper than the store can write (``jsonnumbers.too_deep``, reason ``too_deep``).
 
 A pull serves each row at its latest write, so a child can come pages before a parent updated
 after it. Such a row is parked in ``sync_parked`` (the cursor still moves) and applied in the
@@ -60,6 +61,7 @@ from daemon.store.sync_rows import (
     change_topic,
     complete_row,
     conflict_view,
+    deep_fields,
     is_stored_state,
     row_problem,
     rows_as_is,
@@ -249,15 +251,17 @@ class PageApplier:
             return None
         if row.get("id") != row_id:
             row = {**row, "id": row_id}
-        wide = wide_fields(change["table"], row)
-        if wide:  # kept as it was here; the rest of the change applies
-            logger.warning(
-                "sync.apply.set_aside table=%s id=%r fields=%s reason=wide_number",
-                change["table"],
-                row_id,
-                ",".join(wide),
-            )
-            row = without_fields(row, wide)
+        for unkept, reason in ((wide_fields, "wide_number"), (deep_fields, "too_deep")):
+            fields = unkept(change["table"], row)
+            if fields:  # kept as it was here; the rest of the change applies
+                logger.warning(
+                    "sync.apply.set_aside table=%s id=%r fields=%s reason=%s",
+                    change["table"],
+                    row_id,
+                    ",".join(fields),
+                    reason,
+                )
+                row = without_fields(row, fields)
         return row
 
     def _skip(self, table: str, row_id: Any, why: str) -> None:

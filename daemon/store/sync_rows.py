@@ -18,7 +18,7 @@ from typing import Any, Final
 import orjson
 
 from daemon.events import ChangeEvent
-from daemon.jsonnumbers import has_wide
+from daemon.jsonnumbers import has_wide, too_deep
 from daemon.store import sync_sql as q
 from daemon.store.codec import load_json
 from daemon.store.schema import CLOCK_COLUMNS, JSON_COLUMNS
@@ -337,6 +337,12 @@ def wide_fields(table: str, row: dict[str, Any]) -> list[str]:
     """The JSON value columns of a pulled row holding a number the store does not keep exactly
     (daemon/jsonnumbers.py: the local API refuses it, so the row could not be written back)."""
     return [c for c in VALUE_COLUMNS.get(table, ()) if c in row and has_wide(row[c])]
+
+
+def deep_fields(table: str, row: dict[str, Any]) -> list[str]:
+    """The JSON value columns of a pulled row nested deeper than the store can write
+    (daemon/jsonnumbers.py ``too_deep``; the local API refuses such values alike)."""
+    return [c for c in VALUE_COLUMNS.get(table, ()) if c in row and too_deep(row[c])]
 
 
 def without_fields(row: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:

@@ -9,7 +9,9 @@ a burst goes at once, the ones typed within the next 100 ms go together when it 
 typist stays within Realtime's message rate. Another device receiving it merges each update
 at once with ``store.documents.apply_broadcast``: deduplicated by the update id (the later
 pull of the same row changes nothing), ignored when the document is not there or belongs to
-another workspace (the pull brings it), never shown to UIs as ``broadcast.received``.
+another workspace (the pull brings it), never shown to UIs as ``broadcast.received``. One
+that claims this device's origin is ignored (another member's forgery: stored, it would be
+broadcast again as this device's own).
 """
 
 from __future__ import annotations
@@ -115,6 +117,11 @@ class DocRelay:
         found = doc_updates_of(payload)
         if not found:
             logger.info("live.doc_update_ignored ws=%s reason=malformed", workspace_id)
+        elif found[0].origin == self._store.device_id:
+            # never ours: the channel does not echo our broadcasts (self: false). Stored with our
+            # origin, it would pass for this device's update and be broadcast again as ours.
+            logger.info("live.doc_update_ignored ws=%s reason=own_origin", workspace_id)
+            return
         for update in found:
             try:
                 await self._store.documents.apply_broadcast(

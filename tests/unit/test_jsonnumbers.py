@@ -8,7 +8,17 @@ from typing import Any
 import orjson
 import pytest
 
-from daemon.jsonnumbers import WideNumber, has_wide, is_wide, loads, loads_exact, wide_path
+from daemon.jsonnumbers import (
+    MAX_STORED_DEPTH,
+    WideNumber,
+    cut_deep,
+    has_wide,
+    is_wide,
+    loads,
+    loads_exact,
+    too_deep,
+    wide_path,
+)
 
 
 @pytest.mark.parametrize(
@@ -61,7 +71,6 @@ def test_loads_is_orjson_but_for_numbers_beyond_the_double_range() -> None:
         b"[1e400",  # not JSON
         b"[NaN, 1e400]",  # the standard library takes NaN; JSON does not
         b'[1e400, "\\ud800"]',  # a lone surrogate: orjson refuses it
-        b"[" * 1100 + b"1e400" + b"]" * 1100,  # deeper than orjson reads
         b"[1e400, Infinity]",
     ],
 )
@@ -75,3 +84,26 @@ def test_a_wide_number_is_its_text() -> None:
     assert len({WideNumber("1e400"), WideNumber("1e400")}) == 1
     with pytest.raises(ValueError):
         WideNumber("12abc")
+
+
+def test_json_nested_deeper_than_orjson_reads_is_cut_where_the_store_cannot_write_it() -> None:
+    deep = b"[" * 3000 + b"]" * 3000
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(deep)
+    data = b'{"s": "[[{", "deep": ' + deep + b', "n": 1}'
+    value = loads(data)
+    assert (value["s"], value["n"]) == ("[[{", 1)  # brackets in text are text
+    assert too_deep(value["deep"])
+    assert loads(data.decode()) == value  # a Realtime frame's text alike
+    assert cut_deep(b'["]\\"[", [[1], {"a": [2]}], 3]', 2) == b'["]\\"[", [null, null], 3]'
+    assert cut_deep(b"[[1]]", 2) is None  # nothing that deep
+
+
+def test_too_deep_is_what_orjson_cannot_write() -> None:
+    value: list[Any] = []
+    for _ in range(MAX_STORED_DEPTH - 1):
+        value = [value]
+    assert not too_deep(value)
+    orjson.dumps(value)
+    assert too_deep([value])
+    assert not too_deep({"a": 1}) and not too_deep("[[[")

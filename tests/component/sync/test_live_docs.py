@@ -125,3 +125,31 @@ async def test_a_ui_broadcast_cannot_pass_for_a_document_update(
     assert [d["event"] for d in shown.of("broadcast.received")] == ["marker"]
     assert [e.topic for e in b.events[seen:] if e.topic.startswith("doc.")] == []
     assert (await b.store.documents.get(doc_id))["text"] == "shared"
+
+
+async def test_a_forged_update_claiming_the_receivers_origin_is_ignored(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    """Another member of the organisation may send anything on the channel. An update naming
+    B's own device as its origin was stored as B's own and broadcast again by B's relay, as
+    if B had made it (it never reaches the cloud: B has no outbox entry for it)."""
+    a, b, ws_id, _ = await pair(devcloud, make_device, tmp_path)
+    shown = published(b)
+    doc_id = await shared_document(a, b, ws_id, "shared")
+    seen = len(b.events)
+    state = (await a.store.documents.get(doc_id))["state"]
+    payload = {
+        "id": doc_id,
+        "update_id": "01900000-0000-7000-8000-0000000000e3",
+        "update": base64.b64encode(update_after(state, " + forged")).decode(),
+        "origin": b.store.device_id,
+    }
+    conn = a.cloud.live.connection  # a raw peer on the channel: the UI's path refuses the name
+    assert conn is not None
+    assert await conn.broadcast(ws_id, "doc.update", payload)
+    assert await a.cloud.live.broadcast(ws_id, "marker", {"n": 1})  # frames arrive in order
+    await wait_for(
+        lambda: shown.of("broadcast.received") != [], timeout=5_000 * MS, message="marker"
+    )
+    assert [e.topic for e in b.events[seen:] if e.topic.startswith("doc.")] == []
+    assert (await b.store.documents.get(doc_id))["text"] == "shared"

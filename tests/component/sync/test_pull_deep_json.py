@@ -1,0 +1,76 @@
+"""JSON nested deeper than the store can write, pulled from the in-process devcloud: any member
+of the organisation may write it through REST (PostgreSQL's jsonb and PostgREST take it). The
+pull goes on and the field is set aside, as a number the store cannot keep is
+(test_pull_wide_numbers.py). Was: from 255 levels the page failed to be stored
+(``local_error``), from about 1020 it was "not JSON" (``not_json``), and either way the
+workspace never pulled again, for every member, retrying for ever."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devcloud.server import RunningDevcloud
+from tests.helpers import MS, wait_for
+
+from .conftest import PASSWORD, MakeDevice
+
+
+def nested(depth: int) -> str:
+    return '{"k": ' + "[" * depth + "]" * depth + "}"
+
+
+async def test_a_pulled_value_nested_too_deep_is_set_aside_and_the_pull_goes_on(
+    devcloud: RunningDevcloud,
+    make_device: MakeDevice,
+    tmp_path: Path,
+    cloud_rows: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await devcloud.create_user("ada@example.com", PASSWORD, org="Acme")
+    a = await make_device("a", pull_interval_s=3600.0)
+    await a.cloud.login("ada@example.com", PASSWORD)
+    ws = await a.store.workspaces.create(name="w")
+    task = await a.store.tasks.create(workspace_id=ws["id"], kind="k", payload={"old": 1})
+    await a.cloud.link(workspace_id=ws["id"])
+    assert (await a.cloud.sync_now("push"))["error"] is None
+    await cloud_rows(
+        "UPDATE tasks SET payload = $1::jsonb, status = 'running' WHERE id = $2::uuid",
+        nested(300),  # within what orjson reads, beyond what it writes
+        task["id"],
+    )
+    await cloud_rows(
+        "UPDATE workspaces SET shared_memory = $1::jsonb, description = 'seen' WHERE id = $2::uuid",
+        nested(3000),  # beyond what orjson reads
+        ws["id"],
+    )
+
+    async def pulled() -> bool:
+        assert (await a.cloud.sync_now("pull"))["error"] is None
+        workspace = await a.store.workspaces.get(ws["id"])
+        return (
+            workspace["description"] == "seen"
+            and (await a.store.tasks.get(task["id"]))["status"] == "running"
+        )
+
+    with caplog.at_level(logging.WARNING, logger="daemon.store.sync_apply"):
+        await wait_for(pulled, timeout=10_000 * MS, message="the changes pulled")
+    assert (await a.store.tasks.get(task["id"]))["payload"] == {"old": 1}
+    assert (await a.store.workspaces.get(ws["id"]))["shared_memory"] == {}
+    set_aside = [r.getMessage() for r in caplog.records if "sync.apply.set_aside" in r.message]
+    assert any("table=tasks" in line and "reason=too_deep" in line for line in set_aside)
+    assert any("table=workspaces" in line and "reason=too_deep" in line for line in set_aside)
+
+    # once the cloud holds a value it can keep, the field arrives like any other
+    await cloud_rows(
+        "UPDATE tasks SET payload = '{\"n\": 5}'::jsonb WHERE id = $1::uuid", task["id"]
+    )
+
+    async def kept() -> bool:
+        assert (await a.cloud.sync_now("pull"))["error"] is None
+        return (await a.store.tasks.get(task["id"]))["payload"] == {"n": 5}
+
+    await wait_for(kept, timeout=10_000 * MS, message="the value it can keep pulled")
