@@ -170,6 +170,35 @@ def make_private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
 
 
+def check_owned(what: str, path: Path, *, uid: int | None = None) -> None:
+    """ConfigError unless ``path`` (when it exists) belongs to ``uid`` (this process's user)
+    and is not writable by every user, as ssh's StrictModes asks of ~/.ssh: another user who
+    could write into the data dir could put a ``config.toml`` there sending the cloud login to
+    their server, or a ``daemon.json`` sending a client's token and calls to their port.
+    (Nothing to check where there are no user ids: Windows.)"""
+    if uid is None:
+        if not hasattr(os, "geteuid"):
+            return
+        uid = os.geteuid()
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(what, f"cannot read {path}: {exc.strerror or exc}") from exc
+    if st.st_uid != uid:
+        raise ConfigError(
+            what,
+            f"{path} belongs to another user (uid {st.st_uid}); syncd uses only a data dir"
+            " and config.toml of its own user (chown it, or choose another --data-dir)",
+        )
+    if st.st_mode & 0o002:
+        raise ConfigError(
+            what,
+            f"{path} is writable by every user; syncd refuses it (chmod o-w, or chmod 700)",
+        )
+
+
 def default_data_dir() -> Path:
     """The platform's user data dir for syncd."""
     return Path(platformdirs.user_data_dir("syncd", appauthor=False))
@@ -197,6 +226,8 @@ def load_settings(
 ) -> Settings:
     """Build Settings from flags > SYNCD_* environment > <data-dir>/config.toml > defaults."""
     resolved = resolve_data_dir(data_dir, environ=environ)
+    check_owned("data dir", resolved)
+    check_owned(CONFIG_FILE, resolved / CONFIG_FILE)
     raw: _Raw = {}
     for source in (_read_toml(resolved / CONFIG_FILE), _read_env(environ)):
         for name, (key, value) in source.items():

@@ -94,11 +94,17 @@ def discovery_path(data_dir: Path) -> Path:
     return Path(data_dir) / FILENAME
 
 
-def read_discovery(data_dir: Path) -> DiscoveryInfo | None:
+def read_discovery(data_dir: Path, *, uid: int | None = None) -> DiscoveryInfo | None:
     """The discovery record, or ``None`` if there is none or it is unreadable (or larger than
-    ``MAX_DISCOVERY_BYTES``: not one a daemon wrote; it is not read whole)."""
+    ``MAX_DISCOVERY_BYTES``: not one a daemon wrote; it is not read whole), or it belongs to
+    another user than ``uid`` (this process's): not one our daemon wrote, and following it
+    would hand our token and calls to whoever listens on its port."""
+    if uid is None and hasattr(os, "geteuid"):
+        uid = os.geteuid()
     try:
         with discovery_path(data_dir).open("rb") as f:
+            if uid is not None and os.fstat(f.fileno()).st_uid != uid:
+                return None
             raw = f.read(MAX_DISCOVERY_BYTES + 1)
         if len(raw) > MAX_DISCOVERY_BYTES:
             return None

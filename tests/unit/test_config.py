@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,12 @@ from daemon.config import (
     Secret,
     Settings,
     StoreSettings,
+    check_owned,
     default_data_dir,
     load_settings,
 )
 from daemon.errors import ConfigError
+from ui_bridge.discovery import DiscoveryInfo, read_discovery, write_discovery
 
 
 def write_toml(data_dir: Path, text: str) -> None:
@@ -251,3 +254,43 @@ def test_an_allowed_origin_that_is_not_an_origin_names_the_key(tmp_path: Path, e
     with pytest.raises(ConfigError) as info:
         load_settings(data_dir=tmp_path, environ={})
     assert info.value.key == "bridge.allowed_origins"
+
+
+def test_a_data_dir_or_config_of_another_user_or_writable_by_all_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Another user who can write into the data dir could put a config.toml there that sends
+    the cloud login to their server (or a daemon.json sending a client's token and calls to
+    their port): the data dir and config.toml must be this user's, and not world-writable,
+    as ssh asks of ~/.ssh."""
+    me = os.geteuid()
+    write_toml(tmp_path, '[cloud]\nurl = "http://127.0.0.1:9"\nanon_key = "k"\n')
+    tmp_path.chmod(0o700)
+    assert load_settings(data_dir=tmp_path).cloud.url == "http://127.0.0.1:9"  # ours: fine
+    check_owned("data dir", tmp_path, uid=me)
+    with pytest.raises(ConfigError) as foreign:
+        check_owned("data dir", tmp_path, uid=me + 1)
+    assert foreign.value.key == "data dir" and "another user" in foreign.value.message
+    with pytest.raises(ConfigError) as foreign_config:
+        check_owned("config.toml", tmp_path / "config.toml", uid=me + 1)
+    assert "another user" in foreign_config.value.message
+    check_owned("config.toml", tmp_path / "missing.toml", uid=me + 1)  # nothing there: fine
+    tmp_path.chmod(0o777)
+    try:
+        with pytest.raises(ConfigError) as shared:
+            load_settings(data_dir=tmp_path)
+        assert shared.value.key == "data dir" and "writable by every user" in shared.value.message
+        tmp_path.chmod(0o775)  # a group's: its user chose to share it
+        (tmp_path / "config.toml").chmod(0o666)
+        with pytest.raises(ConfigError) as config:
+            load_settings(data_dir=tmp_path)
+        assert config.value.key == "config.toml"
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_a_discovery_file_of_another_user_is_not_followed(tmp_path: Path) -> None:
+    info = DiscoveryInfo(os.getpid(), 7749, "ws://127.0.0.1:7749/", "t" * 43, "1", "x")
+    write_discovery(tmp_path, info)
+    assert read_discovery(tmp_path) is not None
+    assert read_discovery(tmp_path, uid=os.geteuid() + 1) is None  # not one our daemon wrote
