@@ -98,8 +98,15 @@ def call(settings: Settings, method: str, params_json: str | None) -> int:
             error = RpcError(ErrorCode.PARSE_ERROR, data={"reason": f"PARAMS_JSON: {exc}"})
             write_json(error.to_object(), sys.stderr)
             return EXIT_USAGE
+        reason = None
         if not isinstance(params, dict | list | None):  # (null: no params, as left out)
             reason = "PARAMS_JSON must be a JSON object or array"
+        else:
+            try:
+                orjson.dumps(params)  # as the request will be written
+            except TypeError:  # orjson reads 1024 levels deep but writes at most 254
+                reason = "PARAMS_JSON is nested too deeply to send (at most 254 levels)"
+        if reason is not None:
             write_json(
                 RpcError(ErrorCode.INVALID_REQUEST, data={"reason": reason}).to_object(), sys.stderr
             )

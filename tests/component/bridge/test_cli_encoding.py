@@ -48,3 +48,9 @@ async def test_params_that_are_neither_object_nor_array_are_bad_usage(
     for params in ("null", "[]", "{}"):  # null: no params, as when left out
         code, out, err = await syncd(tmp_path, "call", "daemon.ping", params, encoding="utf-8")
         assert code == 0 and orjson.loads(out) == {"pong": True}, err
+    # JSON nested too deeply to send (orjson writes at most 254 levels): bad usage, said so,
+    # where it was a traceback (TypeError: Recursion limit reached) and exit 1
+    deep = "[" * 300 + "]" * 300
+    code, out, err = await syncd(tmp_path, "call", "daemon.ping", deep, encoding="utf-8")
+    assert (code, out) == (2, b""), err
+    assert "nested too deeply" in orjson.loads(err)["data"]["reason"]
