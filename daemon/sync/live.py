@@ -491,6 +491,8 @@ class LiveSync:
             return
         try:
             publisher(topic, data)
+        except TypeError as exc:  # (publish_live's word for data it cannot write as JSON)
+            logger.info("live.publish_refused topic=%s reason=%s", topic, exc)
         except Exception:  # an undeliverable event must not stop the realtime handler
             logger.exception("live.publish_failed topic=%s", topic)
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from websockets.asyncio.client import connect
 
 from daemon.config import BridgeSettings
 from daemon.realtime.connection import RealtimeConnection
+from daemon.realtime.phoenix import ChannelState
 from daemon.realtime.presence import track_payload
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
@@ -118,3 +121,56 @@ async def test_presence_list_and_events_fit_the_local_api_frame(
         assert busy(changed)
         assert changed["truncated"] == listed["truncated"]
         assert [m["device_id"] for m in changed["members"]] == [m["device_id"] for m in members]
+
+
+async def test_a_broadcast_the_local_api_cannot_encode_is_dropped_quietly(
+    devcloud: RunningDevcloud,
+    make_device: MakeDevice,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another member's broadcast nested 300 levels deep (Realtime carries it; the local API's
+    encoder writes at most 254): dropped with one INFO line. It was an ERROR with a traceback
+    at every such broadcast (a hostile member could flood the log)."""
+    caplog.set_level(logging.INFO, logger="daemon.sync.live")
+    a, ws_id, token = await joined_device(devcloud, make_device)
+
+    async def provide() -> str:
+        return token
+
+    async def ignore(event: Any) -> None:
+        return None
+
+    bridge = BridgeServer(
+        BridgeSettings(port=0), store=a.store, data_dir=a.data_dir, version="test",
+        methods=build_method_table(a.cloud, a.cloud.live),
+    )  # fmt: skip
+    a.cloud.live.publisher = bridge.hub.publish_live  # as app.py wires them
+    await bridge.start()
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(bridge.stop)
+        headers = {"Authorization": f"Bearer {bridge.token}"}
+        ui = Peer(await stack.enter_async_context(connect(bridge.url, additional_headers=headers)))
+        await ui.call("subscribe", {"topics": ["broadcast.*"]})
+        peer = await stack.enter_async_context(
+            RealtimeConnection(
+                devcloud.url, devcloud.anon_key, token_provider=provide, on_event=ignore,
+                device_id="hostile",
+            )
+        )  # fmt: skip
+        await peer.join_workspace(ws_id)
+        await wait_for(lambda: peer.channel_state(ws_id) is ChannelState.JOINED, message="join")
+        deep: Any = []
+        for _ in range(300):
+            deep = [deep]
+        assert await peer.broadcast(ws_id, "deep", {"v": deep})
+        assert await peer.broadcast(ws_id, "marker", {"n": 1})  # frames arrive in order
+
+        async def marked() -> bool:
+            await ui.settle()
+            return any(e["data"]["event"] == "marker" for e in ui.events)
+
+        await wait_for(marked, message="the marker on the UI")
+    assert [e["data"]["event"] for e in ui.events] == ["marker"]
+    ours = [r for r in caplog.records if r.name == "daemon.sync.live"]
+    assert [r.levelno for r in ours if r.levelno >= logging.WARNING] == []
+    assert any("live.publish_refused" in r.getMessage() for r in ours)
