@@ -48,10 +48,22 @@ async def joined_device(
     return a, ws_id, await a.cloud.session.access_token()
 
 
-async def test_presence_list_and_events_fit_the_local_api_frame(
-    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
-) -> None:
-    a, ws_id, token = await joined_device(devcloud, make_device)
+def bridge_of(device: Device, frame: int = 1 << 20) -> BridgeServer:
+    """The device's local API, its live events published to it as app.py wires them."""
+    bridge = BridgeServer(
+        BridgeSettings(port=0, max_frame_bytes=frame),
+        store=device.store,
+        data_dir=device.data_dir,
+        version="test",
+        methods=build_method_table(device.cloud, device.cloud.live),
+    )
+    device.cloud.live.publisher = bridge.hub.publish_live
+    device.cloud.live.max_frame_bytes = frame
+    return bridge
+
+
+def peer_connection(devcloud: RunningDevcloud, token: str, device_id: str) -> RealtimeConnection:
+    """Another device on the channel, with ``token``; its own events ignored."""
 
     async def provide() -> str:
         return token
@@ -59,15 +71,17 @@ async def test_presence_list_and_events_fit_the_local_api_frame(
     async def ignore(event: Any) -> None:
         return None
 
-    bridge = BridgeServer(
-        BridgeSettings(port=0, max_frame_bytes=FRAME),
-        store=a.store,
-        data_dir=a.data_dir,
-        version="test",
-        methods=build_method_table(a.cloud, a.cloud.live),
-    )
-    a.cloud.live.publisher = bridge.hub.publish_live  # as app.py wires them
-    a.cloud.live.max_frame_bytes = FRAME
+    return RealtimeConnection(
+        devcloud.url, devcloud.anon_key, token_provider=provide, on_event=ignore,
+        device_id=device_id,
+    )  # fmt: skip
+
+
+async def test_presence_list_and_events_fit_the_local_api_frame(
+    devcloud: RunningDevcloud, make_device: MakeDevice, tmp_path: Path
+) -> None:
+    a, ws_id, token = await joined_device(devcloud, make_device)
+    bridge = bridge_of(a, FRAME)
     await bridge.start()
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(bridge.stop)
@@ -81,12 +95,7 @@ async def test_presence_list_and_events_fit_the_local_api_frame(
         now = time.time()
         for i in range(OTHERS):
             device = f"device-{i:02d}"
-            conn = await stack.enter_async_context(
-                RealtimeConnection(
-                    devcloud.url, devcloud.anon_key, token_provider=provide, on_event=ignore,
-                    device_id=device,
-                )
-            )  # fmt: skip
+            conn = await stack.enter_async_context(peer_connection(devcloud, token, device))
             await conn.join_workspace(ws_id)
             meta = track_payload(
                 device_id=device, user_id=None, display_name=device, since=now, active_at=now,
@@ -133,30 +142,14 @@ async def test_a_broadcast_the_local_api_cannot_encode_is_dropped_quietly(
     at every such broadcast (a hostile member could flood the log)."""
     caplog.set_level(logging.INFO, logger="daemon.sync.live")
     a, ws_id, token = await joined_device(devcloud, make_device)
-
-    async def provide() -> str:
-        return token
-
-    async def ignore(event: Any) -> None:
-        return None
-
-    bridge = BridgeServer(
-        BridgeSettings(port=0), store=a.store, data_dir=a.data_dir, version="test",
-        methods=build_method_table(a.cloud, a.cloud.live),
-    )  # fmt: skip
-    a.cloud.live.publisher = bridge.hub.publish_live  # as app.py wires them
+    bridge = bridge_of(a)
     await bridge.start()
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(bridge.stop)
         headers = {"Authorization": f"Bearer {bridge.token}"}
         ui = Peer(await stack.enter_async_context(connect(bridge.url, additional_headers=headers)))
         await ui.call("subscribe", {"topics": ["broadcast.*"]})
-        peer = await stack.enter_async_context(
-            RealtimeConnection(
-                devcloud.url, devcloud.anon_key, token_provider=provide, on_event=ignore,
-                device_id="hostile",
-            )
-        )  # fmt: skip
+        peer = await stack.enter_async_context(peer_connection(devcloud, token, "hostile"))
         await peer.join_workspace(ws_id)
         await wait_for(lambda: peer.channel_state(ws_id) is ChannelState.JOINED, message="join")
         deep: Any = []
