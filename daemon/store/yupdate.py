@@ -289,12 +289,19 @@ def _delete_set(reader: _Reader) -> int:
 
 
 def _is_sync_message(data: bytes) -> bool:
-    """``data`` is a y-protocols sync message carrying an update: ``0`` (sync), then ``1``
-    (step 2) or ``2`` (update), then the update as one buffer."""
-    if len(data) < 3 or data[0] != 0 or data[1] not in (1, 2):
+    """``data`` is a y-protocols sync message carrying an update: ``1`` (step 2) or ``2``
+    (update), then the update as one buffer, as y-protocols' ``writeSyncStep2`` and
+    ``writeUpdate`` write it, or the same after ``0`` (messageSync), as y-websocket frames it."""
+    return any(_is_sync_payload(data, start) for start in (0, 1))
+
+
+def _is_sync_payload(data: bytes, start: int) -> bool:
+    """After ``start`` leading ``0`` bytes (the messageSync framing): step 2 or update, then
+    exactly one well-formed update as one buffer."""
+    if len(data) < start + 2 or any(data[:start]) or data[start] not in (1, 2):
         return False
     reader = _Reader(data)
-    reader.pos = 2
+    reader.pos = start + 1
     try:
         payload = reader.buf()
         if reader.pos != reader.end:

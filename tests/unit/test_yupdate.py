@@ -117,13 +117,14 @@ def test_concatenated_updates_are_refused_with_what_to_do_instead() -> None:
     assert check_update(merge_updates(one, two)) == 2  # the right way is accepted
 
 
+@pytest.mark.parametrize("framing", [b"\x00", b""])  # y-websocket's messageSync; y-protocols'
 @pytest.mark.parametrize("kind", [1, 2])  # sync step 2, update: both carry an update
-def test_y_protocols_messages_are_refused_as_such(kind: int) -> None:
+def test_y_protocols_messages_are_refused_as_such(kind: int, framing: bytes) -> None:
     doc: Doc[Any] = Doc()
     doc.get(CONTENT, type=Text).insert(0, "typed text")
     update = doc.get_update()
-    message = bytes([0, kind]) + write_var_uint(len(update)) + update
-    if kind == 2:
+    message = framing + bytes([kind]) + write_var_uint(len(update)) + update
+    if kind == 2 and framing:
         assert message == create_update_message(update)
     with pytest.raises(MalformedUpdate) as caught:
         check_update(message)
