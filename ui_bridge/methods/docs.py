@@ -133,8 +133,8 @@ def add_doc_methods(table: MethodTable) -> None:
             "doc.update",
             doc_update,
             (_ID, update),
-            "Apply a Yjs update (base64 of exactly one update, v1: not a y-protocols message,"
-            " not several updates concatenated); answered once it is stored. Local clients"
+            "Apply a Yjs update (base64 of exactly one update, v1: not v2, not a y-protocols"
+            " message, not several updates concatenated); answered once it is stored. Local clients"
             " (the sender included, usually before this answer) receive it as a doc.updated"
             " event; documents of a workspace also queue it for the cloud (refused in a"
             " deleted workspace).",
