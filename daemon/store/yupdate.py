@@ -7,6 +7,8 @@ an empty-ish update plus a delete set of garbage), and it keeps some malformed s
 can read. So an update is read here field by field, as Yjs's ``UpdateDecoderV1`` reads it,
 and refused (``MalformedUpdate``) unless every field is valid and the last one ends exactly
 at the last byte. What this accepts pycrdt applies, and the states it then encodes decode.
+What it refuses is named when it is a well-known other thing (a y-protocols sync message, a
+Yjs update v2), so an integrator learns what to send instead.
 
 The encoding (lib0 v1, Yjs ``encoding.md``): varuint = 7 bits per byte, low groups first,
 high bit set = more bytes; a string or a buffer = varuint byte length + bytes (UTF-8 for a
@@ -25,7 +27,7 @@ from __future__ import annotations
 import json
 from typing import Final
 
-__all__ = ["MalformedUpdate", "check_update", "SYNC_MESSAGE_HINT"]
+__all__ = ["MalformedUpdate", "check_update", "SYNC_MESSAGE_HINT", "V2_HINT"]
 
 _MAX_CLOCK: Final = 2**32 - 1  # yrs keeps clocks as u32
 _MAX_UINT: Final = 2**53 - 1  # lib0 refuses larger varuints (JS numbers)
@@ -36,6 +38,13 @@ _TYPE_REFS: Final = frozenset((0, 1, 2, 3, 4, 6))
 SYNC_MESSAGE_HINT: Final = (
     "a y-protocols sync message, not a bare update: send its payload (the Yjs update v1)"
 )
+
+V2_HINT: Final = (
+    "a Yjs update v2, not v1: send v1 (Y.encodeStateAsUpdate, the 'update' event rather than"
+    " 'updateV2', or Y.convertUpdateFormatV2ToV1)"
+)
+_V2_COLUMNS: Final = 9  # UpdateEncoderV2: keyClock client leftClock rightClock info string
+# parentInfo typeRef len, each one buffer, after a 0 feature flag and before the rest
 
 
 class MalformedUpdate(ValueError):
@@ -128,13 +137,12 @@ def check_update(data: bytes) -> int:
     reader = _Reader(data)
     try:
         count = _structs(reader) + _delete_set(reader)
-    except MalformedUpdate:
-        if _is_sync_message(data):
-            raise MalformedUpdate(SYNC_MESSAGE_HINT) from None
-        raise
+    except MalformedUpdate as exc:
+        raise _what_it_is(data) or exc from None
     if reader.pos != reader.end:
-        if _is_sync_message(data):
-            raise MalformedUpdate(SYNC_MESSAGE_HINT)
+        known = _what_it_is(data)
+        if known is not None:
+            raise known
         raise MalformedUpdate(
             f"{reader.end - reader.pos} bytes after the end of the update (two updates"
             " concatenated? merge them with Y.mergeUpdates)"
@@ -288,13 +296,44 @@ def _delete_set(reader: _Reader) -> int:
     return count
 
 
-def _is_sync_message(data: bytes) -> bool:
-    """``data`` is a y-protocols sync message carrying an update: ``0`` (sync), then ``1``
-    (step 2) or ``2`` (update), then the update as one buffer."""
-    if len(data) < 3 or data[0] != 0 or data[1] not in (1, 2):
+def _what_it_is(data: bytes) -> MalformedUpdate | None:
+    """What ``data``, refused as an update v1, is instead, when it is a well-known other thing."""
+    if _is_sync_message(data):
+        return MalformedUpdate(SYNC_MESSAGE_HINT)
+    if _is_v2_update(data):
+        return MalformedUpdate(V2_HINT)
+    return None
+
+
+def _is_v2_update(data: bytes) -> bool:
+    """``data`` has the layout of a Yjs update v2: ``0`` (a feature flag), the 9 column buffers,
+    then the rest (at least the struct and delete set counts)."""
+    if not data or data[0] != 0:
         return False
     reader = _Reader(data)
-    reader.pos = 2
+    reader.pos = 1
+    try:
+        for _ in range(_V2_COLUMNS):
+            reader.buf()
+    except MalformedUpdate:
+        return False
+    return reader.end - reader.pos >= 2
+
+
+def _is_sync_message(data: bytes) -> bool:
+    """``data`` is a y-protocols sync message carrying an update: ``1`` (step 2) or ``2``
+    (update), then the update as one buffer, as y-protocols' ``writeSyncStep2`` and
+    ``writeUpdate`` write it, or the same after ``0`` (messageSync), as y-websocket frames it."""
+    return any(_is_sync_payload(data, start) for start in (0, 1))
+
+
+def _is_sync_payload(data: bytes, start: int) -> bool:
+    """After ``start`` leading ``0`` bytes (the messageSync framing): step 2 or update, then
+    exactly one well-formed update as one buffer."""
+    if len(data) < start + 2 or any(data[:start]) or data[start] not in (1, 2):
+        return False
+    reader = _Reader(data)
+    reader.pos = start + 1
     try:
         payload = reader.buf()
         if reader.pos != reader.end:

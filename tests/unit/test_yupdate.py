@@ -23,7 +23,7 @@ from pycrdt import (
 )
 
 from daemon.store.ydoc import CONTENT, check, replay, state_with
-from daemon.store.yupdate import SYNC_MESSAGE_HINT, MalformedUpdate, check_update
+from daemon.store.yupdate import SYNC_MESSAGE_HINT, V2_HINT, MalformedUpdate, check_update
 
 #: A valid update with a few bytes changed (audit G1, t3_poison.py): yrs applies it, keeps it
 #: pending, and from then on encodes states that no Yjs decoder can read.
@@ -117,17 +117,41 @@ def test_concatenated_updates_are_refused_with_what_to_do_instead() -> None:
     assert check_update(merge_updates(one, two)) == 2  # the right way is accepted
 
 
+@pytest.mark.parametrize("framing", [b"\x00", b""])  # y-websocket's messageSync; y-protocols'
 @pytest.mark.parametrize("kind", [1, 2])  # sync step 2, update: both carry an update
-def test_y_protocols_messages_are_refused_as_such(kind: int) -> None:
+def test_y_protocols_messages_are_refused_as_such(kind: int, framing: bytes) -> None:
     doc: Doc[Any] = Doc()
     doc.get(CONTENT, type=Text).insert(0, "typed text")
     update = doc.get_update()
-    message = bytes([0, kind]) + write_var_uint(len(update)) + update
-    if kind == 2:
+    message = framing + bytes([kind]) + write_var_uint(len(update)) + update
+    if kind == 2 and framing:
         assert message == create_update_message(update)
     with pytest.raises(MalformedUpdate) as caught:
         check_update(message)
     assert str(caught.value) == SYNC_MESSAGE_HINT
+
+
+#: Yjs 13.6 ``encodeStateAsUpdateV2``: text, a map and a deletion; a deletion alone; nothing
+UPDATES_V2 = [
+    "00000247000102000501008400281611636f6e74656e7470656420f09f98806d6b0706410001010002020101"
+    "030075027d017701780107010001",
+    "0000000000000100000000000109010000",
+    "00000000000001000000000000",
+]
+
+
+@pytest.mark.parametrize("update", UPDATES_V2)
+def test_yjs_updates_v2_are_refused_as_such(update: str) -> None:
+    with pytest.raises(MalformedUpdate) as caught:
+        check_update(bytes.fromhex(update))
+    assert str(caught.value) == V2_HINT
+
+
+def test_a_damaged_update_is_not_taken_for_another_format() -> None:
+    doc: Doc[Any] = Doc()
+    doc.get(CONTENT, type=Text).insert(0, "typed")
+    with pytest.raises(MalformedUpdate, match="truncated"):
+        check_update(doc.get_update()[:-3])
 
 
 def test_the_poisoned_update_of_the_audit_is_refused() -> None:

@@ -123,7 +123,9 @@ def add_doc_methods(table: MethodTable) -> None:
             " renaming it); without, it is local-only until the shared one arrives, which"
             " adopts it (its workspace and name; the contents merge and local edits are"
             " shared), or until it is opened with a workspace_id, which adopts it into that"
-            " workspace.",
+            " workspace. To follow it, subscribe to doc.updated before opening: updates"
+            " committed between an open and a later subscribe are missed (Yjs then keeps the"
+            " updates that follow them pending).",
             _OPENED,
             (ErrorCode.INVALID_PARAMS, ErrorCode.SHUTTING_DOWN),
         ),
@@ -131,10 +133,11 @@ def add_doc_methods(table: MethodTable) -> None:
             "doc.update",
             doc_update,
             (_ID, update),
-            "Apply a Yjs update (base64 of exactly one update, v1: not a y-protocols message,"
-            " not several updates concatenated); answered once it is stored. Local clients"
-            " receive it as a doc.updated event; documents of a workspace also queue it for the"
-            " cloud (refused in a deleted workspace).",
+            "Apply a Yjs update (base64 of exactly one update, v1: not v2, not a y-protocols"
+            " message, not several updates concatenated); answered once it is stored. Local clients"
+            " (the sender included, usually before this answer) receive it as a doc.updated"
+            " event; documents of a workspace also queue it for the cloud (refused in a"
+            " deleted workspace).",
             _UPDATED,
             (ErrorCode.NOT_FOUND, ErrorCode.INVALID_PARAMS, ErrorCode.SHUTTING_DOWN),
         ),

@@ -97,6 +97,31 @@ async def test_two_clients_editing_one_document_converge(
     assert str(late.text) == final["text"]
 
 
+async def test_subscribing_before_opening_misses_nothing_written_meanwhile(
+    rpc: Rpc, bridge: BridgeServer, open_rpc: Any
+) -> None:
+    """The documented way to follow a document (README "Documents"): subscribe, then open;
+    updates written all along reach the joiner through the state or the events."""
+    doc_id = await make_doc(rpc)
+    writer = Editor(rpc, doc_id)
+    joiner = Editor(await open_rpc(bridge), doc_id)
+
+    async def join() -> None:
+        await joiner.rpc.call("subscribe", {"topics": ["doc.updated"]})
+        await joiner.open()
+
+    async def write() -> None:
+        for i in range(30):
+            await writer.edit(0, f"w{i} ")
+
+    await asyncio.gather(write(), join())
+    final = (await rpc.call("doc.get", {"id": doc_id}))["text"]
+    assert len(final.split()) == 30
+    while str(joiner.text) != final:  # the events after the state (some may repeat it)
+        event = await asyncio.wait_for(joiner.rpc.next_event(), timeout=5)
+        joiner.receive(base64.b64decode(event["data"]["update"]))
+
+
 async def test_an_acknowledged_update_is_committed(
     rpc: Rpc, bridge: BridgeServer, tmp_path: Path
 ) -> None:
