@@ -8,6 +8,7 @@ import pytest
 
 from ui_bridge.jsonrpc import RpcError
 from ui_bridge.methods import Method, MethodTable, Param, bind_params, build_method_table
+from ui_bridge.methods.spec import MAX_STRING
 
 
 async def _noop(ctx: Any, params: dict[str, Any]) -> Any:
@@ -135,3 +136,25 @@ def test_the_api_table_has_every_method_of_the_brief() -> None:
     }.items():
         expected |= {f"{entity}.{verb}" for verb in verbs}
     assert expected <= names, sorted(expected - names)
+
+
+def test_every_string_param_states_in_openrpc_the_length_it_is_held_to() -> None:
+    """A string without its own max_length is held to MAX_STRING all the same: rpc.discover
+    said nothing of it, so an editor could not know that an update of ~768 KiB of Yjs (1 MiB
+    of base64) is the most doc.update takes."""
+    free = Method("thing.note", _noop, (Param("text", "string", required=True),))
+    assert free.params[0].schema() == {"type": "string", "maxLength": MAX_STRING}
+    assert bind_params(free, {"text": "x" * MAX_STRING}) == {"text": "x" * MAX_STRING}
+    with pytest.raises(RpcError) as refused:
+        bind_params(free, {"text": "x" * (MAX_STRING + 1)})
+    assert refused.value.data["field"] == "text"
+    table = build_method_table()
+    for method in table:
+        for param in method.params:
+            if param.type == "string":
+                schema = param.schema()
+                string = schema["anyOf"][0] if "anyOf" in schema else schema  # (nullable)
+                assert string["maxLength"] == (param.max_length or MAX_STRING), param.name
+    docs = {m["name"]: m for m in table.openrpc(title="t", version="1")["methods"]}
+    (update,) = [p for p in docs["doc.update"]["params"] if p["name"] == "update"]
+    assert update["schema"]["maxLength"] == MAX_STRING and "1 MiB" in update["description"]

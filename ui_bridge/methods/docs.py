@@ -110,7 +110,13 @@ def add_doc_methods(table: MethodTable) -> None:
             " of the synced document it joins)",
         ),
     )
-    update = Param("update", "string", required=True, description="base64 Yjs update (v1)")
+    update = Param(
+        "update",
+        "string",
+        required=True,
+        description="base64 Yjs update (v1); at most 1 MiB of base64 (an update of ~768 KiB):"
+        " apply a bigger paste in several transactions, one update each",
+    )
     for method in (
         Method(
             "doc.open",

@@ -68,8 +68,8 @@ class Param:
             schema["minimum"] = self.minimum
         if self.maximum is not None:
             schema["maximum"] = self.maximum
-        if self.max_length is not None:
-            schema["maxLength"] = self.max_length
+        if self.max_length is not None or self.type == "string":
+            schema["maxLength"] = self.max_length or MAX_STRING  # (what the check enforces)
         if self.enum is not None:
             schema["enum"] = list(self.enum)
         if self.items is not None:
