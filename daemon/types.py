@@ -18,3 +18,7 @@ LOCAL_ONLY_ROLES: Final = frozenset({"system", "tool"})
 TASK_STATUSES: Final = frozenset(
     {"queued", "running", "paused", "succeeded", "failed", "cancelled"}
 )
+#: The statuses a task's status never leaves: the local API refuses to (daemon/store/tasks.py)
+#: and the merge keeps them over any other (daemon/sync/merge.py R8; the cloud's
+#: sync_is_final, migrations/cloud/0003).
+FINAL_TASK_STATUSES: Final = frozenset({"succeeded", "failed", "cancelled"})

@@ -42,13 +42,12 @@ from daemon.store.base import (
 from daemon.store.ids import uuid7
 from daemon.store.messages import id_time_problem, is_uuid7, not_uuid7
 from daemon.store.txn import WriteContext
+from daemon.types import FINAL_TASK_STATUSES as FINAL
 from daemon.types import TASK_STATUSES
 
 #: What an enqueue sets that never changes after (fww): a retry always repeats them.
 _FIXED = frozenset({"workspace_id", "kind"})
-FINISHED = frozenset({"succeeded", "failed"})
-#: The statuses a task's status never leaves (see the module doc).
-FINAL = frozenset({*FINISHED, "cancelled"})
+FINISHED = FINAL - {"cancelled"}
 OPEN = TASK_STATUSES - FINAL
 
 

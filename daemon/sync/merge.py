@@ -52,13 +52,14 @@ R7  Append-only tables (messages): rows are deduplicated by id only, never by co
     the fields so the caller can log it); fields the stored copy lacks are filled in from the
     remote, and an identical field seen under an earlier clock keeps that earlier clock. Message
     ids are minted once, so a differing version is a bug or a forgery, never an edit.
-R8  ``final`` (tasks.status): a final value (``FINAL_VALUES``: succeeded, failed, cancelled)
-    beats every other value whatever the clocks; between two final values, or two others, R1.
-    A task cancelled on one device stays cancelled when another device, concurrently, marked
-    it running with a later clock (LWW revived it: the cancel was lost). The local API refuses
-    to move a task out of a final status (daemon/store/tasks.py), and so does the cloud for a
-    plain write (0003's trigger), so a final status is where a task's status ends everywhere.
-    The order (final or not, then the clock) is total: the merge stays a join.
+R8  ``final`` (tasks.status): a final value (daemon/types.py ``FINAL_TASK_STATUSES``: succeeded,
+    failed, cancelled) beats every other value whatever the clocks; between two final values,
+    or two others, R1. A task cancelled on one device stays cancelled when another device,
+    concurrently, marked it running with a later clock (LWW revived it: the cancel was lost).
+    The local API refuses to move a task out of a final status (daemon/store/tasks.py), and so
+    does the cloud for a plain write (0003's trigger), so a final status is where a task's
+    status ends everywhere. The order (final or not, then the clock) is total: the merge stays
+    a join.
 
 Defaults (``RULES``; every field not listed is ``lww``, e.g. name, status, description,
 current_step, next_steps, payload, priority, attempts, is_archived, updated_at, deleted_at):
@@ -103,10 +104,10 @@ from typing import Any, Final, Literal
 
 from daemon.jsonmaps import map_patch, visible_map
 from daemon.jsonmaps import same as _same
+from daemon.types import FINAL_TASK_STATUSES
 
 __all__ = [
     "RULES",
-    "FINAL_VALUES",
     "FieldConflict",
     "InvalidRow",
     "MergeResult",
@@ -124,8 +125,6 @@ __all__ = [
     "visible_map",
 ]
 
-#: The values a ``final`` field (R8) never leaves: the final statuses of a task.
-FINAL_VALUES: Final = frozenset({"succeeded", "failed", "cancelled"})
 #: Row columns that are bookkeeping, never merged fields.
 RESERVED: Final = frozenset({"id", "hlc", "field_hlc", "origin", "_txid", "_seq"})
 _EMPTY_MAP: Final[Mapping[str, Any]] = MappingProxyType({})
@@ -475,7 +474,7 @@ def _remote_wins(strategy: Strategy, lv: Any, lc: str, rv: Any, rc: str) -> bool
 
 
 def _is_final(value: Any) -> bool:
-    return isinstance(value, str) and value in FINAL_VALUES
+    return isinstance(value, str) and value in FINAL_TASK_STATUSES
 
 
 def _tie_remote_wins(lv: Any, rv: Any) -> bool:

@@ -552,7 +552,7 @@ class SyncSession:
             return
         if isinstance(outcome, Failure):
             if outcome.error_code == STATEMENT_TIMEOUT:  # the same batch would time out again
-                cap = max(1, (s.push_cap or self.push_limit) // 2)
+                cap = _half(s.push_cap, self.push_limit)
                 self.snapshot = replace(s, push_cap=cap, push_ok=0)
             self._fail(now, "push", outcome)
         elif outcome.more:
@@ -677,7 +677,7 @@ class SyncSession:
     def _halved(s: Snapshot, limit: int) -> Snapshot:
         """The pages from now on ask for half as many rows as a page of ``limit`` did (at
         least one)."""
-        return replace(s, page_cap=max(1, min(limit, s.page_cap or limit) // 2), page_ok=0)
+        return replace(s, page_cap=_half(s.page_cap, limit), page_ok=0)
 
     def _grown(self, s: Snapshot) -> Snapshot:
         """A page succeeded: after GROW_AFTER_PAGES in a row, a ``page_cap`` doubles."""
@@ -747,9 +747,7 @@ class SyncSession:
                     self._commands.append(PullSince(s.cursor, min(cap, self.pull_limit), cap))
             else:
                 s = replace(s, busy="push", push_due=None, push_started_at=now)
-                self._commands.append(
-                    PushBatch(min(self.push_limit, s.push_cap or self.push_limit))
-                )
+                self._commands.append(PushBatch(s.push_cap or self.push_limit))
         self.snapshot = s
         self._publish()
 
@@ -759,6 +757,12 @@ class SyncSession:
         if status != self._published:
             self._published = status
             self._commands.append(status)
+
+
+def _half(cap: int | None, limit: int) -> int:
+    """The cap after a request of ``limit`` rows (under ``cap``, if any) was too large or too
+    slow: half of it, at least one row. (A cap is always below the usual size: ``_grow``.)"""
+    return max(1, min(limit, cap or limit) // 2)
 
 
 def _grow(cap: int, ok: int, full: int) -> tuple[int | None, int]:

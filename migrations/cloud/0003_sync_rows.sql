@@ -49,7 +49,7 @@ $$;
 --   map     R3: a JSON object whose top-level keys are separate lww registers, each with its
 --           clock in field_hlc under '<column>.<key>'; field_hlc['<column>'] is the clock of the
 --           last whole-map replacement (the base). A removed key is a null value (tombstone).
---   final   R8 (tasks.status): a final value (sync_final_values: succeeded, failed, cancelled)
+--   final   R8 (tasks.status): a final value (sync_is_final: succeeded, failed, cancelled)
 --           beats any other whatever the clocks; between two final values or two others, lww.
 --           A plain write cannot move a task out of a final status (the trigger refuses it), as
 --           the daemon's local API cannot.
@@ -65,10 +65,11 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT ARRAY['workspaces', 'conversations', 'messages', 'tasks']
 $$;
 
--- The values a 'final' column (R8) never leaves: daemon/sync/merge.py FINAL_VALUES.
-CREATE OR REPLACE FUNCTION public.sync_final_values() RETURNS text[]
+-- Whether `v` is a value a 'final' column (R8) never leaves: daemon/types.py
+-- FINAL_TASK_STATUSES. False for null. (One SQL expression: inlined where it is used.)
+CREATE OR REPLACE FUNCTION public.sync_is_final(v text) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT ARRAY['succeeded', 'failed', 'cancelled']
+    SELECT coalesce(v IN ('succeeded', 'failed', 'cancelled'), false)
 $$;
 
 CREATE OR REPLACE FUNCTION public.sync_field_kind(tbl text, col text) RETURNS text
@@ -203,7 +204,7 @@ BEGIN
             USING ERRCODE = 'check_violation';
     END IF;
     IF TG_TABLE_NAME = 'tasks' AND old_row IS NOT NULL
-       AND old_row ->> 'status' = ANY (public.sync_final_values())
+       AND public.sync_is_final(old_row ->> 'status')
        AND new_row ->> 'status' IS DISTINCT FROM old_row ->> 'status' THEN
         RAISE EXCEPTION 'the task is %, which is final: its status can no longer change',
             old_row ->> 'status' USING ERRCODE = 'check_violation';

@@ -156,13 +156,10 @@ BEGIN
             -- R8: a final value beats any other; between two final values or two others, R1
             p := format(
                 '(%3$s.field_hlc ? %1$L AND CASE'
-                ' WHEN coalesce(t.%2$I = ANY (public.sync_final_values()), false)'
-                '   <> coalesce(%3$s.%2$I = ANY (public.sync_final_values()), false)'
-                ' THEN coalesce(%3$s.%2$I = ANY (public.sync_final_values()), false)'
+                ' WHEN public.sync_is_final(t.%2$I) <> public.sync_is_final(%3$s.%2$I)'
+                ' THEN public.sync_is_final(%3$s.%2$I)'
                 ' ELSE (%3$s.field_hlc ->> %1$L) COLLATE "C" > coalesce(%4$s ->> %1$L, '''') COLLATE "C" END)',
                 c.col, c.col, inc, st);
-            clocks := format('%s || CASE WHEN %s THEN jsonb_build_object(%L, %s.field_hlc -> %L) ELSE ''{}''::jsonb END',
-                             clocks, p, c.col, inc, c.col);
         ELSIF c.kind = 'fww' THEN
             -- R2: non-null beats null; among non-nulls the smaller clock; among nulls the greater
             p := format(
@@ -171,13 +168,15 @@ BEGIN
                 ' WHEN t.%2$I IS NULL THEN (%3$s.field_hlc ->> %1$L) COLLATE "C" > coalesce(%4$s ->> %1$L, '''') COLLATE "C"'
                 ' ELSE (%3$s.field_hlc ->> %1$L) COLLATE "C" < coalesce(%4$s ->> %1$L, '''') COLLATE "C" END)',
                 c.col, c.col, inc, st);
-            clocks := format('%s || CASE WHEN %s THEN jsonb_build_object(%L, %s.field_hlc -> %L) ELSE ''{}''::jsonb END',
-                             clocks, p, c.col, inc, c.col);
         ELSE
             -- R1: the greater clock wins; equal = the same write, keep the stored value (R0)
             p := format('(%2$s.field_hlc ->> %1$L) COLLATE "C" > coalesce(%3$s ->> %1$L, '''') COLLATE "C"',
                         c.col, inc, st);
             lww := lww || c.col;
+        END IF;
+        IF c.kind <> 'lww' THEN  -- (fww, final) the incoming clock where it won
+            clocks := format('%s || CASE WHEN %s THEN jsonb_build_object(%L, %s.field_hlc -> %L) ELSE ''{}''::jsonb END',
+                             clocks, p, c.col, inc, c.col);
         END IF;
         sets := sets || format(', %1$I = CASE WHEN %2$s THEN %3$s.%1$I ELSE t.%1$I END', c.col, p, inc);
         wins := wins || ' OR ' || p;

@@ -9,9 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.store import tasks
 from daemon.sync.merge import (
-    FINAL_VALUES,
     RULES,
     FieldConflict,
     InvalidRow,
@@ -27,6 +25,7 @@ from daemon.sync.merge import (
     row_hlc,
     visible_map,
 )
+from daemon.types import FINAL_TASK_STATUSES
 
 
 def hlc(wall: int, counter: int = 0, device: str = "dev-a") -> str:
@@ -153,7 +152,7 @@ def task_write(draw: st.DrawFn, clock: str) -> RowState:
         st.fixed_dictionaries(
             {},
             optional={
-                "status": st.sampled_from(["queued", "running", *sorted(FINAL_VALUES)]),
+                "status": st.sampled_from(["queued", "running", *sorted(FINAL_TASK_STATUSES)]),
                 "priority": st.integers(0, 3),
             },
         )
@@ -167,7 +166,7 @@ def test_task_statuses_converge_and_a_final_one_is_never_left(
     data: st.DataObject, changes: list[RowState]
 ) -> None:
     assert_replicas_converge(data, "tasks", changes)
-    final = [c for c in changes if c.fields.get("status") in FINAL_VALUES]
+    final = [c for c in changes if c.fields.get("status") in FINAL_TASK_STATUSES]
     merged = fold("tasks", changes)
     assert merged is not None
     if final:  # the newest final status wins, whatever came after it
@@ -500,11 +499,6 @@ def test_a_cancelled_task_stays_cancelled_when_a_later_write_marks_it_running() 
     assert merge_row("tasks", failed, cancelled).row.fields["status"] == "failed"
     with pytest.raises(InvalidRow, match="cancelled is final"):
         apply_local_edit("tasks", cancelled, {"status": "queued"}, C4)
-
-
-def test_the_merge_and_the_store_agree_on_the_final_statuses() -> None:
-    assert FINAL_VALUES == tasks.FINAL
-    assert RULES["tasks"].strategy("status") is Strategy.FINAL
 
 
 def test_outbox_deltas_coalesce_by_merging() -> None:

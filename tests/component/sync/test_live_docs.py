@@ -16,7 +16,7 @@ from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
 from .conftest import Device, MakeDevice, stored
-from .test_live_devcloud import last_pull, pair, published
+from .test_live_devcloud import Published, last_pull, pair, published
 
 
 def update_after(state: str, words: str) -> bytes:
@@ -26,6 +26,27 @@ def update_after(state: str, words: str) -> bytes:
     text = doc.get("content", type=Text)
     text += words
     return doc.get_update(before)
+
+
+def forged_update(doc_id: str, state: str, words: str, n: int, origin: str) -> dict[str, Any]:
+    """A ``doc.update`` broadcast payload adding ``words`` after ``state`` (update id ``n``),
+    as a peer on the channel may send it without any row in the cloud."""
+    return {
+        "id": doc_id,
+        "update_id": f"01900000-0000-7000-8000-{n:012x}",
+        "update": base64.b64encode(update_after(state, words)).decode(),
+        "origin": origin,
+    }
+
+
+async def marked(a: Device, ws_id: str, shown: Published) -> None:
+    """Broadcast a marker from A and wait until B's UIs got it: every frame A sent before it
+    has been handled by B (frames arrive in order)."""
+    assert await a.cloud.live.broadcast(ws_id, "marker", {"n": 1})
+    await wait_for(
+        lambda: shown.of("broadcast.received") != [], timeout=5_000 * MS, message="marker"
+    )
+    assert [d["event"] for d in shown.of("broadcast.received")] == ["marker"]
 
 
 async def shared_document(a: Device, b: Device, ws_id: str, words: str) -> str:
@@ -80,21 +101,11 @@ async def test_a_forged_update_for_another_workspace_is_ignored(
     other = await b.store.workspaces.create(name="private")
     private = await b.store.documents.open(workspace_id=other["id"])
     seen = len(b.events)
-    payload = {
-        "id": private["id"],
-        "update_id": "01900000-0000-7000-8000-0000000000e1",
-        "update": base64.b64encode(update_after(private["state"], "evil")).decode(),
-        "origin": "someone",
-    }
+    payload = forged_update(private["id"], private["state"], "evil", 0xE1, "someone")
     conn = a.cloud.live.connection  # a raw peer on the channel: the UI's path refuses the name
     assert conn is not None
     assert await conn.broadcast(ws_id, "doc.update", payload)
-    marker = {"n": 1}
-    await a.cloud.live.broadcast(ws_id, "marker", marker)  # frames arrive in order
-    await wait_for(
-        lambda: shown.of("broadcast.received") != [], timeout=5_000 * MS, message="marker"
-    )
-    assert [d["event"] for d in shown.of("broadcast.received")] == ["marker"]
+    await marked(a, ws_id, shown)
     assert [e.topic for e in b.events[seen:] if e.topic.startswith("doc.")] == []
     assert (await b.store.documents.get(private["id"]))["text"] == ""
 
@@ -109,20 +120,11 @@ async def test_a_ui_broadcast_cannot_pass_for_a_document_update(
     doc_id = await shared_document(a, b, ws_id, "shared")
     seen = len(b.events)
     state = (await a.store.documents.get(doc_id))["state"]
-    payload = {
-        "id": doc_id,
-        "update_id": "01900000-0000-7000-8000-0000000000e2",
-        "update": base64.b64encode(update_after(state, " + broadcast-only")).decode(),
-        "origin": a.store.device_id,
-    }
+    payload = forged_update(doc_id, state, " + broadcast-only", 0xE2, a.store.device_id)
     with pytest.raises(InvalidInput) as caught:
         await a.cloud.live.broadcast(ws_id, "doc.update", payload)
     assert caught.value.field == "event" and "reserved" in caught.value.message
-    assert await a.cloud.live.broadcast(ws_id, "marker", {"n": 1})  # frames arrive in order
-    await wait_for(
-        lambda: shown.of("broadcast.received") != [], timeout=5_000 * MS, message="marker"
-    )
-    assert [d["event"] for d in shown.of("broadcast.received")] == ["marker"]
+    await marked(a, ws_id, shown)
     assert [e.topic for e in b.events[seen:] if e.topic.startswith("doc.")] == []
     assert (await b.store.documents.get(doc_id))["text"] == "shared"
 
@@ -138,18 +140,10 @@ async def test_a_forged_update_claiming_the_receivers_origin_is_ignored(
     doc_id = await shared_document(a, b, ws_id, "shared")
     seen = len(b.events)
     state = (await a.store.documents.get(doc_id))["state"]
-    payload = {
-        "id": doc_id,
-        "update_id": "01900000-0000-7000-8000-0000000000e3",
-        "update": base64.b64encode(update_after(state, " + forged")).decode(),
-        "origin": b.store.device_id,
-    }
+    payload = forged_update(doc_id, state, " + forged", 0xE3, b.store.device_id)
     conn = a.cloud.live.connection  # a raw peer on the channel: the UI's path refuses the name
     assert conn is not None
     assert await conn.broadcast(ws_id, "doc.update", payload)
-    assert await a.cloud.live.broadcast(ws_id, "marker", {"n": 1})  # frames arrive in order
-    await wait_for(
-        lambda: shown.of("broadcast.received") != [], timeout=5_000 * MS, message="marker"
-    )
+    await marked(a, ws_id, shown)
     assert [e.topic for e in b.events[seen:] if e.topic.startswith("doc.")] == []
     assert (await b.store.documents.get(doc_id))["text"] == "shared"

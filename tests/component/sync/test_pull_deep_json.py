@@ -8,7 +8,6 @@ workspace never pulled again, for every member, retrying for ever."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +15,8 @@ import pytest
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
-from .conftest import PASSWORD, MakeDevice
+from .conftest import MakeDevice
+from .test_pull_wide_numbers import pushed_tasks
 
 
 def nested(depth: int) -> str:
@@ -26,17 +26,10 @@ def nested(depth: int) -> str:
 async def test_a_pulled_value_nested_too_deep_is_set_aside_and_the_pull_goes_on(
     devcloud: RunningDevcloud,
     make_device: MakeDevice,
-    tmp_path: Path,
     cloud_rows: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    await devcloud.create_user("ada@example.com", PASSWORD, org="Acme")
-    a = await make_device("a", pull_interval_s=3600.0)
-    await a.cloud.login("ada@example.com", PASSWORD)
-    ws = await a.store.workspaces.create(name="w")
-    task = await a.store.tasks.create(workspace_id=ws["id"], kind="k", payload={"old": 1})
-    await a.cloud.link(workspace_id=ws["id"])
-    assert (await a.cloud.sync_now("push"))["error"] is None
+    a, ws, (task,) = await pushed_tasks(devcloud, make_device, 1)
     await cloud_rows(
         "UPDATE tasks SET payload = $1::jsonb, status = 'running' WHERE id = $2::uuid",
         nested(300),  # within what orjson reads, beyond what it writes
@@ -58,7 +51,7 @@ async def test_a_pulled_value_nested_too_deep_is_set_aside_and_the_pull_goes_on(
 
     with caplog.at_level(logging.WARNING, logger="daemon.store.sync_apply"):
         await wait_for(pulled, timeout=10_000 * MS, message="the changes pulled")
-    assert (await a.store.tasks.get(task["id"]))["payload"] == {"old": 1}
+    assert (await a.store.tasks.get(task["id"]))["payload"] == {"old": 0}
     assert (await a.store.workspaces.get(ws["id"]))["shared_memory"] == {}
     set_aside = [r.getMessage() for r in caplog.records if "sync.apply.set_aside" in r.message]
     assert any("table=tasks" in line and "reason=too_deep" in line for line in set_aside)

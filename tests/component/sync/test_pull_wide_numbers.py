@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,28 +15,36 @@ import pytest
 from devcloud.server import RunningDevcloud
 from tests.helpers import MS, wait_for
 
-from .conftest import PASSWORD, MakeDevice
+from .conftest import PASSWORD, Device, MakeDevice
 
 WIDE = ('{"n": 18446744073709551616}', '{"n": 1e400}', '{"n": [1, -1e20]}')
 
 
-async def test_a_pulled_number_the_store_cannot_keep_is_set_aside_and_the_pull_goes_on(
-    devcloud: RunningDevcloud,
-    make_device: MakeDevice,
-    tmp_path: Path,
-    cloud_rows: Any,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def pushed_tasks(
+    devcloud: RunningDevcloud, make_device: MakeDevice, count: int
+) -> tuple[Device, dict[str, Any], list[dict[str, Any]]]:
+    """Device A (no periodic pull: the test pulls), a linked workspace and ``count`` tasks of
+    it (payload ``{"old": i}``), all pushed."""
     await devcloud.create_user("ada@example.com", PASSWORD, org="Acme")
     a = await make_device("a", pull_interval_s=3600.0)
     await a.cloud.login("ada@example.com", PASSWORD)
     ws = await a.store.workspaces.create(name="w")
     tasks = [
         await a.store.tasks.create(workspace_id=ws["id"], kind="k", payload={"old": i})
-        for i in range(len(WIDE))
+        for i in range(count)
     ]
     await a.cloud.link(workspace_id=ws["id"])
     assert (await a.cloud.sync_now("push"))["error"] is None
+    return a, ws, tasks
+
+
+async def test_a_pulled_number_the_store_cannot_keep_is_set_aside_and_the_pull_goes_on(
+    devcloud: RunningDevcloud,
+    make_device: MakeDevice,
+    cloud_rows: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, ws, tasks = await pushed_tasks(devcloud, make_device, len(WIDE))
     for task, payload in zip(tasks, WIDE, strict=True):
         await cloud_rows(
             "UPDATE tasks SET payload = $1::jsonb, status = 'running' WHERE id = $2::uuid",
